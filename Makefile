@@ -1,0 +1,62 @@
+# Two commands for a new user: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
+APT_PACKAGES := chromium redis-server janus iproute2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench system-deps node-deps install clean contracts
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests drive for real (browser, Redis, Janus, network namespaces).
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v janus >/dev/null || missing="$$missing janus"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# npm: solc (compiler), OpenZeppelin, anvil (integration chain).
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+contracts: $(NODE_STAMP)
+	cd contracts && node compile.js
+
+run: $(STAMP)
+	$(BIN)/basement serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Tests run in a private network namespace that only has loopback, so WebRTC (which gathers
+# candidates on every interface) can never send media anywhere but 127.0.0.1.
+test: $(STAMP) system-deps node-deps
+	$(BIN)/ruff check .
+	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
+	  $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
+	  $(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only
+
+clean:
+	rm -rf $(VENV) contracts/node_modules
