@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class Settings:
     # --- HTTP / WebSocket signalling ---
     host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP/WebSocket server binds"})
-    port: int = field(default=8080, metadata={"help": "HTTP/WebSocket port"})
+    port: int = field(default=8080, metadata={"help": "HTTP/WebSocket port (0 = any free port)"})
     metrics_host: str = field(default="127.0.0.1", metadata={"help": "address of the Prometheus endpoint"})
     metrics_port: int = field(default=9090, metadata={"help": "Prometheus /metrics port (0 disables it)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
@@ -79,7 +79,7 @@ class Settings:
     node_id: str = field(default="", metadata={"help": "SFU node id (default: hostname-pid)"})
 
     def validate(self) -> Settings:
-        if not 0 < self.port < 65536:
+        if not 0 <= self.port < 65536:
             raise ConfigError(f"port: {self.port} is not a TCP port")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not a TCP port")

@@ -1,0 +1,310 @@
+"""DownTrack: one subscriber's view of one published Track.
+
+`forward()` is the per-packet hot path (with `sfu.rtp` and `PeerTransport.send_rtp`): choose whether
+this packet goes out, rewrite SSRC / payload type / sequence number / timestamp / header-extension
+ids / VP8 PictureID+TL0PICIDX in one copy of the packet, cache it for NACKs, protect and send. It is
+deliberately a flat function over plain attributes so it can move to native code unchanged in shape.
+
+Continuity: output sequence numbers and timestamps never jump. Whenever the forwarded stream
+restarts (first packet, layer switch, resume after mute or pause) the offsets are recomputed so the
+first new packet follows the last one sent, and a video restart waits for a keyframe.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc import rtp as artp
+
+from sfu import rtp
+from sfu.metrics import STATS
+
+if TYPE_CHECKING:
+    from sfu.receiver import Layer, Receiver
+    from sfu.transport import PeerTransport, SendSlot
+
+log = logging.getLogger("basement.downtrack")
+
+CACHE_SIZE = 1024  # packets; about 3 s of a 2.5 Mbps video layer
+CACHE_MASK = CACHE_SIZE - 1
+
+
+def _newer16(a: int, b: int) -> bool:
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+class DownTrack:
+    def __init__(self, receiver: Receiver, subscriber_id: str, transport: PeerTransport, slot: SendSlot) -> None:
+        self.receiver = receiver
+        self.subscriber_id = subscriber_id
+        self.transport = transport
+        self.slot = slot
+        self.kind = receiver.kind
+        self.is_video = receiver.kind == "video"
+        self.is_vp8 = receiver.codec_name == "VP8"
+        self.clock_rate = receiver.clock_rate
+
+        # layer state: `current` is being forwarded; `target` is where we want to be
+        self.current: Layer | None = None
+        self.target: Layer | None = None
+        self.paused = False  # subscriber or policy turned this track off
+        self.pause_reason = ""
+
+        # rewrite state
+        self.seq_off = 0
+        self.ts_off = 0
+        self.pid_off = 0
+        self.tl0_off = 0
+        self.switch_seq = 0  # ingress seq of the first packet of the current run
+        self.started = False
+        self.last_seq = random.randint(0, 0x7FFF)
+        self.last_ts = random.randint(0, 0xFFFFFFFF)
+        self.last_pid = random.randint(0, 0x7FFF)
+        self.last_tl0 = random.randint(0, 0xFF)
+        self.last_sent_at = 0.0
+        self.rtx_seq = random.randint(0, 0xFFFF)
+
+        self.cache: list[tuple[int, bytes] | None] = [None] * CACHE_SIZE
+        self.packets = 0
+        self.octets = 0
+        self.retransmissions = 0
+        self.keyframe_waits = 0
+
+        # feedback from the subscriber
+        self.remb_bps = 0
+        self.fraction_lost = 0.0
+        self.rtt = 0.0
+        self._sr_sent: dict[int, float] = {}
+
+        self.on_layer_change = None  # set by the owner: callback(downtrack, old_rid, new_rid)
+        self._ext_map: dict[int, int] = {}
+        self._mid_in = -1
+        self._ast_in = -1
+        self._mid_out = b""
+        self._resolve_extensions()
+
+    # --- configuration ------------------------------------------------------------------------
+    def _resolve_extensions(self) -> None:
+        """Map the publisher's extension ids to the ids negotiated on our m-line, by URI."""
+        ids_in = self.receiver.ingress._ext.get(self.receiver.mid, {})
+        ids_out = self.slot.ext_ids or {}
+        self._ext_map = {}
+        for uri, xid in ids_in.items():
+            if uri in ids_out and uri not in (rtp.URI_RID, rtp.URI_RRID):
+                self._ext_map[xid] = ids_out[uri]
+        self._mid_in = ids_in.get(rtp.URI_MID, -1)
+        self._ast_in = ids_in.get(rtp.URI_ABS_SEND_TIME, -1)
+        self._mid_out = self.slot.mid.encode()
+
+    def slot_ready(self) -> None:
+        """The m-line is negotiated and its transport is up: start (with a keyframe for video)."""
+        self._resolve_extensions()
+        if self.target is not None and self.is_video:
+            self.receiver.request_keyframe(self.target.rid, "subscriber started")
+
+    def set_target(self, layer: Layer | None, reason: str = "") -> None:
+        """Aim for `layer` (None pauses). Switching to a video layer waits for its keyframe."""
+        if layer is None:
+            self.target = self.current = None
+            self.paused = True
+            self.pause_reason = reason
+            return
+        was_paused = self.paused
+        self.paused = False
+        self.pause_reason = ""
+        if layer is self.target and not was_paused:
+            return
+        self.target = layer
+        if layer is not self.current and self.is_video and self.slot.active:
+            self.keyframe_waits += 1
+            self.receiver.request_keyframe(layer.rid, reason or "layer switch")
+
+    def inherit(self, previous: DownTrack) -> None:
+        """Take over a recycled m-line: keep its numbering so the subscriber sees no jump."""
+        self.last_seq, self.last_ts, self.last_sent_at = previous.last_seq, previous.last_ts, previous.last_sent_at
+        self.last_pid, self.last_tl0, self.rtx_seq = previous.last_pid, previous.last_tl0, previous.rtx_seq
+        self.started = previous.started
+
+    def interrupt(self) -> None:
+        """The source stopped (publisher mute): resume later with continuous numbering."""
+        self.current = None
+
+    # --- the hot path -------------------------------------------------------------------------
+    def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
+                vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+        slot = self.slot
+        if not slot.active:
+            return
+        if layer is not self.current:
+            if layer is not self.target or (self.is_video and not keyframe):
+                return
+            self._restart(view, vp8, now)
+        elif not _newer16(view.seq, self.switch_seq) and view.seq != self.switch_seq:
+            return  # from before the current run began: its numbering belongs to another layer
+
+        out_seq = (view.seq + self.seq_off) & 0xFFFF
+        out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
+        buf = bytearray(data)
+        rtp.HEADER.pack_into(buf, 0, buf[0], (buf[1] & 0x80) | slot.pt, out_seq, out_ts, slot.ssrc)
+        if view.ext_start:
+            if view.one_byte:
+                self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)
+            else:
+                buf = _strip_extensions(buf, view)
+        if vp8 is not None and (self.pid_off or self.tl0_off):
+            p = view.payload_start - (len(data) - len(buf))
+            if vp8.picture_id >= 0:
+                if vp8.picture_id_bits == 15:
+                    pid = (vp8.picture_id + self.pid_off) & 0x7FFF
+                    buf[p + vp8.picture_id_pos] = 0x80 | (pid >> 8)
+                    buf[p + vp8.picture_id_pos + 1] = pid & 0xFF
+                else:
+                    pid = (vp8.picture_id + self.pid_off) & 0x7F
+                    buf[p + vp8.picture_id_pos] = pid
+            if vp8.tl0picidx >= 0:
+                buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + self.tl0_off) & 0xFF
+        out = bytes(buf)
+        self.cache[out_seq & CACHE_MASK] = (out_seq, out)
+        if _newer16(out_seq, self.last_seq) or not self.started:
+            self.last_seq = out_seq
+            self.last_ts = out_ts
+            self.last_sent_at = now
+            if vp8 is not None and vp8.picture_id >= 0:
+                self.last_pid = (vp8.picture_id + self.pid_off) & 0x7FFF
+                if vp8.tl0picidx >= 0:
+                    self.last_tl0 = (vp8.tl0picidx + self.tl0_off) & 0xFF
+        self.started = True
+        if self.transport.send_rtp(out):
+            self.packets += 1
+            self.octets += view.payload_end - view.payload_start
+            STATS.packets_out += 1
+            STATS.bytes_out += len(out)
+
+    def _rewrite_extensions(self, buf: bytearray, i: int, end: int, now: float) -> None:
+        id_map = self._ext_map
+        while i < end:
+            b = buf[i]
+            if b == 0:
+                i += 1
+                continue
+            xid, xlen = b >> 4, (b & 0x0F) + 1
+            if xid == 15:
+                break
+            new = id_map.get(xid)
+            if new is None or (xid == self._mid_in and xlen != len(self._mid_out)):
+                buf[i : i + 1 + xlen] = bytes(1 + xlen)  # RFC 8285 allows padding bytes between elements
+            else:
+                buf[i] = (new << 4) | (b & 0x0F)
+                if xid == self._mid_in:
+                    buf[i + 1 : i + 1 + xlen] = self._mid_out
+                elif xid == self._ast_in and xlen == 3:
+                    # our own send time: the subscriber's estimator must see the SFU->subscriber path
+                    buf[i + 1 : i + 4] = rtp.abs_send_time_now(now)
+            i += 1 + xlen
+
+    def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+        """Begin a new run (start, layer switch, resume): continue numbering from what was sent."""
+        old = self.current
+        self.seq_off = (self.last_seq + 1 - view.seq) & 0xFFFF
+        if self.started:
+            gap = max(1, int((now - self.last_sent_at) * self.clock_rate))
+            self.ts_off = (self.last_ts + gap - view.ts) & 0xFFFFFFFF
+        else:
+            self.ts_off = (self.last_ts - view.ts) & 0xFFFFFFFF
+        if vp8 is not None and vp8.picture_id >= 0 and self.started:
+            mod = 0x7FFF if vp8.picture_id_bits == 15 else 0x7F
+            self.pid_off = (self.last_pid + 1 - vp8.picture_id) & mod
+            self.tl0_off = ((self.last_tl0 + 1 - vp8.tl0picidx) & 0xFF) if vp8.tl0picidx >= 0 else 0
+        else:
+            self.pid_off = self.tl0_off = 0
+        self.switch_seq = view.seq
+        self.current = self.target
+        if old is not None and old is not self.current:
+            STATS.layer_switches += 1
+        if self.on_layer_change is not None and old is not self.current:
+            self.on_layer_change(self, old.rid if old else None, self.current.rid if self.current else None)
+
+    # --- feedback from the subscriber ---------------------------------------------------------
+    def on_nack(self, lost: list[int]) -> None:
+        STATS.nacks_in += 1
+        for seq in lost:
+            entry = self.cache[seq & CACHE_MASK]
+            if entry is None or entry[0] != seq:
+                STATS.nack_misses += 1
+                continue
+            packet = entry[1] if not self.slot.rtx_pt else self._rtx(entry[1])
+            if self.transport.send_rtp(packet):
+                self.retransmissions += 1
+                STATS.retransmissions += 1
+
+    def _rtx(self, packet: bytes) -> bytes:
+        """RFC 4588 retransmission: the RTX stream's own seq, the original seq in front of the payload."""
+        view = rtp.parse(packet)
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        out = bytearray(packet[: view.payload_start])
+        out[0] &= 0xDF
+        rtp.HEADER.pack_into(out, 0, out[0], (packet[1] & 0x80) | self.slot.rtx_pt, self.rtx_seq, view.ts,
+                             self.slot.rtx_ssrc)
+        out += rtp.U16.pack(view.seq)
+        out += packet[view.payload_start : view.payload_end]
+        return bytes(out)
+
+    def on_pli(self) -> None:
+        STATS.plis_in += 1
+        layer = self.current or self.target
+        if layer is not None:
+            self.receiver.request_keyframe(layer.rid, "subscriber PLI")
+
+    def on_remb(self, bitrate: int) -> None:
+        self.remb_bps = bitrate
+
+    def on_report(self, block: Any) -> None:
+        self.fraction_lost = block.fraction_lost / 256.0
+        sent_at = self._sr_sent.get(block.lsr)
+        if block.lsr and sent_at is not None:
+            self.rtt = max(0.0, time.monotonic() - sent_at - block.dlsr / 65536.0)
+
+    def on_publisher_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None:
+        """Translate the publisher's sender report into our timeline (lip sync for the subscriber)."""
+        if layer is not self.current or not self.started or not self.slot.active:
+            return
+        sr = artp.RtcpSrPacket(
+            ssrc=self.slot.ssrc,
+            sender_info=artp.RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=(rtp_ts + self.ts_off) & 0xFFFFFFFF,
+                packet_count=self.packets & 0xFFFFFFFF,
+                octet_count=self.octets & 0xFFFFFFFF,
+            ),
+        )
+        sdes = artp.RtcpSdesPacket(
+            chunks=[artp.RtcpSourceInfo(ssrc=self.slot.ssrc, items=[(1, self.slot.cname.encode())])]
+        )
+        if self.transport.send_rtcp([sr, sdes]):
+            key = (ntp >> 16) & 0xFFFFFFFF
+            self._sr_sent[key] = time.monotonic()
+            if len(self._sr_sent) > 16:
+                self._sr_sent.pop(next(iter(self._sr_sent)))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "track": self.receiver.id,
+            "layer": self.current.rid if self.current else None,
+            "target": self.target.rid if self.target else None,
+            "paused": self.paused,
+            "packets": self.packets,
+            "retransmissions": self.retransmissions,
+            "remb_bps": self.remb_bps,
+            "fraction_lost": self.fraction_lost,
+        }
+
+
+def _strip_extensions(buf: bytearray, view: rtp.RtpView) -> bytearray:
+    """Drop a two-byte-form extension block (we only remap the one-byte form in place)."""
+    start = view.ext_start - 4
+    out = buf[:start] + buf[view.ext_end :]
+    out[0] &= 0xEF
+    return out

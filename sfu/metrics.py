@@ -1,0 +1,117 @@
+"""Media-plane metrics.
+
+The per-packet path only bumps plain integer attributes on one process-wide object; a Prometheus
+collector reads them at scrape time. A prometheus_client Counter.inc() takes a lock and costs more
+than a header rewrite, and per-room labels would explode cardinality, so neither is used per packet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class MediaStats:
+    """Process-wide media counters (one SFU process = one node)."""
+
+    LATENCY_SAMPLE = 4  # observe one ingress packet in four: the histogram is a sample, not a census
+
+    def __init__(self) -> None:
+        self.reset()
+        self.latency = Histogram(
+            "basement_forward_latency_seconds",
+            "Time from a packet leaving SRTP decryption to its last forwarded copy being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.gauges: Callable[[], dict[str, float]] = dict
+
+    def reset(self) -> None:
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+        self.rtx_unwrapped = 0
+        self.nacks_in = 0  # NACKs from subscribers
+        self.nacks_out = 0  # NACKs we sent to publishers
+        self.plis_in = 0
+        self.plis_out = 0
+        self.retransmissions = 0
+        self.nack_misses = 0
+        self.rtcp_out = 0
+        self.layer_switches = 0
+        self.dropped: dict[str, int] = {}
+        self._sample = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def observe_latency(self, arrival: float) -> None:
+        self._sample += 1
+        if self._sample >= self.LATENCY_SAMPLE:
+            self._sample = 0
+            self.latency.observe(max(0.0, _loop_time() - arrival))
+
+
+def _loop_time() -> float:
+    # PeerTransport stamps arrival with loop.time(), which is time.monotonic() on asyncio and uvloop
+    return time.monotonic()
+
+
+STATS = MediaStats()
+
+
+class MediaCollector:
+    """Exposes STATS (and the node's gauges) as basement_* metrics."""
+
+    def __init__(self, stats: MediaStats, const_labels: dict[str, str] | None = None) -> None:
+        self.stats = stats
+        self.labels = const_labels or {}
+
+    def collect(self) -> Iterable:
+        s = self.stats
+        names = list(self.labels)
+        values = list(self.labels.values())
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            m = CounterMetricFamily(name, doc, labels=names)
+            m.add_metric(values, value)
+            return m
+
+        yield counter("basement_packets_in", "RTP packets received from publishers", s.packets_in)
+        yield counter("basement_bytes_in", "RTP bytes received from publishers", s.bytes_in)
+        yield counter("basement_packets_out", "RTP packets forwarded to subscribers", s.packets_out)
+        yield counter("basement_bytes_out", "RTP bytes forwarded to subscribers", s.bytes_out)
+        yield counter("basement_nacks_received", "NACK packets received from subscribers", s.nacks_in)
+        yield counter("basement_nacks_sent", "NACK packets sent to publishers", s.nacks_out)
+        yield counter("basement_plis_received", "PLI/FIR packets received from subscribers", s.plis_in)
+        yield counter("basement_plis_sent", "PLI packets sent to publishers", s.plis_out)
+        yield counter("basement_retransmissions", "packets resent from the cache for NACKs", s.retransmissions)
+        yield counter("basement_nack_cache_misses", "NACKed packets no longer cached", s.nack_misses)
+        yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
+        yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        drops = CounterMetricFamily(
+            "basement_packets_dropped", "packets dropped, by reason", labels=[*names, "reason"]
+        )
+        for reason, n in sorted(s.dropped.items()):
+            drops.add_metric([*values, reason], n)
+        yield drops
+        for name, value in s.gauges().items():
+            g = GaugeMetricFamily(f"basement_{name}", f"current number of {name}", labels=names)
+            g.add_metric(values, value)
+            yield g
+        for metric in s.latency.collect():
+            for sample in metric.samples:
+                sample.labels.update(self.labels)
+            yield metric
+
+
+def media_registry(stats: MediaStats = STATS, const_labels: dict[str, str] | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(MediaCollector(stats, const_labels))
+    return registry

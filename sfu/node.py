@@ -1,0 +1,110 @@
+"""SfuNode: the media plane of one process — its rooms (Routers) and participants (Peers).
+
+Signalling drives it through these few async methods; in the all-in-one server they are called
+directly, in a cluster a bus adapter calls them from messages. Events for a participant leave
+through `deliver(participant_id, message)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sfu.layers import pick, requested_index
+from sfu.metrics import STATS
+from sfu.peer import MediaError, Peer
+from sfu.router import Router
+
+log = logging.getLogger("basement.node")
+
+Deliver = Callable[[str, dict[str, Any]], None]
+
+
+class SfuNode:
+    def __init__(self, deliver: Deliver, speaker_interval: float = 0.5) -> None:
+        self.deliver = deliver
+        self.speaker_interval = speaker_interval
+        self.rooms: dict[str, Router] = {}
+        self.peers: dict[str, Peer] = {}
+        STATS.gauges = self.gauges
+
+    def _router(self, room: str) -> Router:
+        router = self.rooms.get(room)
+        if router is None:
+            def broadcast(msg: dict[str, Any], room: str = room) -> None:
+                r = self.rooms.get(room)
+                for pid in list(r.peers) if r else []:
+                    self.deliver(pid, msg)
+
+            router = self.rooms[room] = Router(room, broadcast, self.speaker_interval)
+        return router
+
+    def _peer(self, participant_id: str) -> Peer:
+        peer = self.peers.get(participant_id)
+        if peer is None:
+            raise MediaError("not_joined", "this participant has not joined a room on this node")
+        return peer
+
+    async def join(self, room: str, participant_id: str, name: str,
+                   can_publish: bool = True, can_subscribe: bool = True) -> list[dict[str, Any]]:
+        """Add a participant; returns the tracks already published in the room."""
+        if participant_id in self.peers:
+            raise MediaError("already_joined", "this participant has already joined")
+        router = self._router(room)
+        peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
+                    can_publish, can_subscribe)
+        self.peers[participant_id] = peer
+        existing = [{**rec.info(), "name": router.name_of(rec.participant_id)} for rec in router.tracks]
+        router.add_peer(peer)
+        return existing
+
+    async def publish(self, participant_id: str, sdp: Any) -> str:
+        return await self._peer(participant_id).publish(sdp)
+
+    async def answer(self, participant_id: str, sdp: Any) -> None:
+        await self._peer(participant_id).subscriber_answer(sdp)
+
+    async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
+        await self._peer(participant_id).add_candidate(target, candidate)
+
+    def mute(self, participant_id: str, track_id: str, muted: bool) -> dict[str, Any]:
+        peer = self._peer(participant_id)
+        rec = peer.set_muted(track_id, muted)
+        peer.router.broadcast({"type": "track_muted", "track": rec.id, "participant": peer.id, "muted": muted})
+        return rec.info()
+
+    def subscription(self, participant_id: str, track_id: str, layer: str | None,
+                     width: int | None, height: int | None) -> dict[str, Any]:
+        """A subscriber's wish for one track: a layer name, its rendered size, or off."""
+        peer = self._peer(participant_id)
+        dt = peer.downtracks.get(track_id)
+        if dt is None:
+            raise MediaError("unknown_track", f"not subscribed to track {track_id!r}")
+        layers = list(dt.receiver.layers.values())
+        index = requested_index(layers, layer, width, height)
+        target = pick(layers, index)
+        dt.requested = index
+        dt.set_target(target, "subscriber request" if target else "off")
+        return {"layer": target.rid if target else None, "paused": target is None}
+
+    async def leave(self, participant_id: str) -> None:
+        peer = self.peers.pop(participant_id, None)
+        if peer is None:
+            return
+        router = peer.router
+        await router.remove_peer(peer)
+        if not router.peers:
+            router.close()
+            self.rooms.pop(router.room, None)
+
+    async def close(self) -> None:
+        for pid in list(self.peers):
+            await self.leave(pid)
+
+    def gauges(self) -> dict[str, float]:
+        return {
+            "rooms": len(self.rooms),
+            "participants": len(self.peers),
+            "tracks": sum(len(p.tracks) for p in self.peers.values()),
+        }

@@ -1,0 +1,282 @@
+"""Peer: one participant on the media plane — a publish transport in, a subscribe transport out.
+
+The publish transport answers the client's offer (sendonly audio + video). The subscribe transport
+is offered by the SFU (as LiveKit and mediasoup do): one sendonly m-line per remote track, reused
+(set inactive, then recycled for the next track of the same kind) when tracks come and go, because
+m-lines can never be removed from a session. Renegotiation is serialised: while an offer is out,
+further changes only mark the session dirty and are sent when the answer comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import rtp as artp
+from aiortc.sdp import candidate_from_sdp
+
+from sfu import sdp as sdpmod
+from sfu.downtrack import DownTrack
+from sfu.receiver import Ingress, Receiver
+from sfu.transport import PeerTransport, SendSlot
+
+if TYPE_CHECKING:
+    from sfu.router import Router
+
+log = logging.getLogger("basement.peer")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class MediaError(Exception):
+    """A request the media plane refuses; `code` is a stable machine-readable label."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Peer:
+    def __init__(self, participant_id: str, name: str, router: Router, emit: Emit,
+                 can_publish: bool = True, can_subscribe: bool = True) -> None:
+        self.id = participant_id
+        self.name = name
+        self.router = router
+        self.emit = emit
+        self.can_publish = can_publish
+        self.can_subscribe = can_subscribe
+        self.publisher: PeerTransport | None = None
+        self.ingress: Ingress | None = None
+        self.subscriber: PeerTransport | None = None
+        self.downtracks: dict[str, DownTrack] = {}  # track id -> DownTrack
+        self.slots_by_ssrc: dict[int, SendSlot] = {}
+        self.free_slots: list[tuple[SendSlot, DownTrack | None]] = []
+        self._negotiating = False
+        self._dirty = False
+        self._offer_lock = asyncio.Lock()
+        self.closed = False
+
+    @property
+    def tracks(self) -> list[Receiver]:
+        return list(self.ingress.receivers.values()) if self.ingress else []
+
+    # --- publishing ---------------------------------------------------------------------------
+    async def publish(self, offer_sdp: Any) -> str:
+        if not self.can_publish:
+            raise MediaError("forbidden", "this participant may not publish (grant has can_publish=false)")
+        info = sdpmod.check_offer(offer_sdp)
+        async with self._offer_lock:
+            if self.publisher is None:
+                self.ingress = Ingress(self.id, self.router.speaker.observe)
+                self.publisher = PeerTransport(on_rtp=self.ingress.on_rtp, on_rtcp=self.ingress.on_rtcp)
+                self.publisher.on_state(self._publisher_state)
+            try:
+                answer, slots = await self._answer(offer_sdp, info)
+            except sdpmod.SdpError:
+                raise
+            except Exception as e:  # aiortc rejects some SDP only when applying it
+                raise MediaError("invalid_sdp", f"offer could not be applied: {type(e).__name__}: {e}") from None
+            ssrc_hints = {m.mid: m.ssrcs for m in info.media}
+            rids = {m.mid: m.rids for m in info.media}
+            track_ids = {s.mid: f"TR_{self.id}_{s.mid}" for s in slots}
+            created = self.ingress.configure(self.publisher, slots, ssrc_hints, track_ids, rids)
+        for rec in created:
+            self.router.add_track(self, rec)
+        return answer
+
+    async def _answer(self, offer_sdp: str, info: sdpmod.OfferInfo) -> tuple[str, list]:
+        from aiortc import RTCSessionDescription
+
+        pc = self.publisher.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        by_mid = info.by_mid()
+        for t in pc.getTransceivers():
+            m = by_mid.get(t.mid)
+            if m is not None and len(m.rids) > 1:
+                from sfu.rtp import URI_RID, URI_RRID
+
+                PeerTransport.accept_extension(m.extmap, t, {URI_RID, URI_RRID})
+        # the remote description is set; PeerTransport finishes the answer with the hooks in place
+        answer, slots = await self.publisher.accept_applied_offer()
+        answer = sdpmod.add_simulcast_recv(answer, {m.mid: m.rids for m in info.media})
+        return answer, slots
+
+    def _publisher_state(self, state: str) -> None:
+        if state in ("failed", "closed") and not self.closed:
+            log.info("publisher transport of %s is %s", self.id, state)
+
+    def set_muted(self, track_id: str, muted: bool) -> Receiver:
+        for rec in self.tracks:
+            if rec.id == track_id:
+                rec.muted = muted
+                if muted:
+                    for dt in rec.downtracks:
+                        dt.interrupt()
+                else:
+                    rec.request_keyframe(None, "unmute")
+                return rec
+        raise MediaError("unknown_track", f"no track {track_id!r} published by this participant")
+
+    # --- subscribing --------------------------------------------------------------------------
+    def _ensure_subscriber(self) -> PeerTransport:
+        if self.subscriber is None:
+            self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp)
+        return self.subscriber
+
+    def subscribe(self, rec: Receiver) -> DownTrack | None:
+        if not self.can_subscribe or rec.id in self.downtracks or self.closed:
+            return None
+        transport = self._ensure_subscriber()
+        previous = None
+        slot = None
+        for i, (free, old_dt) in enumerate(self.free_slots):
+            if free.kind == rec.kind and _same_codec(free, rec):
+                slot, previous = free, old_dt
+                del self.free_slots[i]
+                break
+        if slot is None:
+            mime = f"{rec.kind}/{rec.codec.name}" if rec.codec is not None else None
+            slot = transport.add_slot(rec.kind, mime)
+            slot.codec_name = rec.codec_name
+        transport.set_slot_direction(slot, "sendonly")
+        slot.set_msid(rec.participant_id, rec.id)
+        dt = DownTrack(rec, self.id, transport, slot)
+        if previous is not None:
+            dt.inherit(previous)
+        slot.on_active = dt.slot_ready
+        self.slots_by_ssrc[slot.ssrc] = slot
+        slot.downtrack = dt
+        self.downtracks[rec.id] = dt
+        dt.set_target(self.router.selector.initial_layer(rec, dt))
+        rec.downtracks.append(dt)
+        self.request_negotiation()
+        return dt
+
+    def unsubscribe(self, track_id: str) -> None:
+        dt = self.downtracks.pop(track_id, None)
+        if dt is None:
+            return
+        if dt in dt.receiver.downtracks:
+            dt.receiver.downtracks.remove(dt)
+        dt.set_target(None, "unpublished")
+        if self.subscriber is not None and not self.closed:
+            self.subscriber.set_slot_direction(dt.slot, "inactive")
+            dt.slot.active = False
+            self.free_slots.append((dt.slot, dt))
+            self.request_negotiation()
+
+    def request_negotiation(self) -> None:
+        if self._negotiating:
+            self._dirty = True
+            return
+        self._negotiating = True
+        asyncio.ensure_future(self._send_offer())
+
+    async def _send_offer(self) -> None:
+        if self.closed or self.subscriber is None:
+            self._negotiating = False
+            return
+        try:
+            sdp = await self.subscriber.create_offer()
+        except Exception:
+            log.exception("creating the subscribe offer for %s failed", self.id)
+            self._negotiating = False
+            return
+        tracks = {}
+        for dt in self.downtracks.values():
+            mid = dt.slot.transceiver.mid
+            if mid is not None:
+                tracks[mid] = {**dt.receiver.info(), "name": self.router.name_of(dt.receiver.participant_id)}
+        self._dirty = False
+        self.emit({"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks})
+
+    async def subscriber_answer(self, sdp: Any) -> None:
+        if self.subscriber is None or self.subscriber.signaling_state != "have-local-offer":
+            raise MediaError("unexpected_answer", "no subscriber offer is waiting for an answer")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise MediaError("invalid_sdp", "sdp must be a non-empty string")
+        try:
+            await self.subscriber.accept_answer(sdp)
+        except Exception as e:
+            raise MediaError("invalid_sdp", f"answer could not be applied: {type(e).__name__}: {e}") from None
+        self._negotiating = False
+        for dt in self.downtracks.values():
+            self.subscriber.reactivate(dt.slot)
+        if self._dirty:
+            self.request_negotiation()
+
+    def _subscriber_rtcp(self, packets: list[Any]) -> None:
+        """Feedback from the subscriber, routed to the DownTrack it concerns."""
+        for p in packets:
+            if isinstance(p, artp.RtcpRtpfbPacket):
+                slot = self.slots_by_ssrc.get(p.media_ssrc)
+                if slot is not None and p.fmt == artp.RTCP_RTPFB_NACK:
+                    slot.downtrack.on_nack(p.lost)
+            elif isinstance(p, artp.RtcpPsfbPacket):
+                if p.fmt in (artp.RTCP_PSFB_PLI, artp.RTCP_PSFB_FIR):
+                    slot = self.slots_by_ssrc.get(p.media_ssrc)
+                    if slot is not None:
+                        slot.downtrack.on_pli()
+                elif p.fmt == artp.RTCP_PSFB_APP:
+                    try:
+                        bitrate, ssrcs = artp.unpack_remb_fci(p.fci)
+                    except ValueError:
+                        continue
+                    self.router.selector.on_remb(self, bitrate, ssrcs)
+            elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
+                for block in p.reports:
+                    slot = self.slots_by_ssrc.get(block.ssrc)
+                    if slot is not None:
+                        slot.downtrack.on_report(block)
+
+    # --- ICE ----------------------------------------------------------------------------------
+    async def add_candidate(self, target: str, candidate: Any) -> None:
+        transport = self.publisher if target == "publisher" else self.subscriber
+        if transport is None:
+            raise MediaError("unexpected_candidate", f"no {target} connection exists yet")
+        if candidate is None:
+            return  # end of candidates
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
+            raise MediaError("invalid_candidate", "candidate must be an object with a 'candidate' string")
+        line = candidate["candidate"]
+        if line.startswith("candidate:"):
+            line = line[10:]
+        if not line:
+            return
+        try:
+            c = candidate_from_sdp(line)
+        except Exception as e:
+            raise MediaError("invalid_candidate", f"candidate could not be parsed: {e}") from None
+        c.sdpMid = candidate.get("sdpMid")
+        c.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        if c.sdpMid is None and c.sdpMLineIndex is None:
+            c.sdpMLineIndex = 0
+        try:
+            await transport.add_ice_candidate(c)
+        except Exception as e:
+            raise MediaError("invalid_candidate", f"candidate rejected: {e}") from None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for track_id in list(self.downtracks):
+            dt = self.downtracks.pop(track_id)
+            if dt in dt.receiver.downtracks:
+                dt.receiver.downtracks.remove(dt)
+        if self.ingress is not None:
+            self.ingress.close()
+        for t in (self.publisher, self.subscriber):
+            if t is not None:
+                await t.close()
+
+    def decoded_nothing(self) -> bool:
+        return all(t.receivers_decoded_nothing() for t in (self.publisher, self.subscriber) if t is not None)
+
+
+def _same_codec(slot: SendSlot, rec: Receiver) -> bool:
+    return slot.codec_name == rec.codec_name

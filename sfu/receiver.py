@@ -1,0 +1,464 @@
+"""Ingress: a publisher's packets become Tracks and Layers, and the publisher gets its feedback.
+
+`Ingress` owns one publish transport. It learns SSRC -> (track, layer) from the SDP's a=ssrc lines
+when there are any and from the MID/RID/repaired-RID header extensions otherwise (Chromium puts
+them only on the first packets of each SSRC and its simulcast offers have no a=ssrc lines), unwraps
+RTX, drops padding, and produces what a receiving endpoint owes its sender: RR, NACK, REMB.
+`Receiver` is one published Track; it fans each packet out to its DownTracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import rtp as artp
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+
+from sfu import rtp
+from sfu.metrics import STATS
+from sfu.transport import RecvSlot
+
+if TYPE_CHECKING:
+    from sfu.downtrack import DownTrack
+
+log = logging.getLogger("basement.receiver")
+
+RID_ORDER = {"q": 0, "l": 0, "low": 0, "h": 1, "m": 1, "mid": 1, "f": 2, "hi": 2, "high": 2}
+
+
+class _SeqTs:
+    """The two fields aiortc's StreamStatistics/NackGenerator read from a packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self, seq: int, ts: int) -> None:
+        self.sequence_number = seq
+        self.timestamp = ts
+
+
+class Layer:
+    """One encoding of a track (a simulcast layer; the only one without simulcast)."""
+
+    def __init__(self, rid: str, clock_rate: int) -> None:
+        self.rid = rid
+        self.index = RID_ORDER.get(rid, 0)
+        self.ssrc: int | None = None
+        self.rtx_ssrc: int | None = None
+        self.stats = StreamStatistics(clock_rate)
+        self.nack = NackGenerator()
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.last_keyframe_at = 0.0
+        self.width = 0
+        self.height = 0
+        self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival)
+        self.last_packet_at = 0.0
+        # bitrate over a sliding second, for the layer selector and metrics
+        self._window_start = 0.0
+        self._window_bytes = 0
+        self.bitrate = 0.0
+
+    def account(self, nbytes: int, now: float) -> None:
+        self.packets += 1
+        self.bytes += nbytes
+        self.last_packet_at = now
+        self._window_bytes += nbytes
+        if now - self._window_start >= 1.0:
+            if self._window_start:
+                self.bitrate = self._window_bytes * 8 / (now - self._window_start)
+            self._window_start = now
+            self._window_bytes = 0
+
+
+class Receiver:
+    """A published Track: audio or video from one participant, with one or more Layers."""
+
+    def __init__(self, track_id: str, participant_id: str, kind: str, mid: str, codec: Any, ingress: Ingress):
+        self.id = track_id
+        self.participant_id = participant_id
+        self.kind = kind
+        self.mid = mid
+        self.codec = codec  # RTCRtpCodecParameters of the media (non-RTX) codec
+        self.codec_name = codec.name.upper() if codec is not None else ""
+        self.clock_rate = codec.clockRate if codec is not None else 90000
+        self.ingress = ingress
+        self.layers: dict[str, Layer] = {}
+        self.downtracks: list[DownTrack] = []
+        self.muted = False
+        self.simulcast = False
+        self._last_pli: dict[str, float] = {}
+
+    def layer(self, rid: str) -> Layer:
+        layer = self.layers.get(rid)
+        if layer is None:
+            layer = self.layers[rid] = Layer(rid, self.clock_rate)
+        return layer
+
+    def request_keyframe(self, rid: str | None = None, reason: str = "") -> bool:
+        """PLI the publisher for one layer (all layers when rid is None), at most every 300 ms."""
+        now = time.monotonic()
+        sent = False
+        for layer in self.layers.values():
+            if rid is not None and layer.rid != rid:
+                continue
+            if layer.ssrc is None or now - self._last_pli.get(layer.rid, 0.0) < 0.3:
+                continue
+            self._last_pli[layer.rid] = now
+            self.ingress.send_pli(self.mid, layer.ssrc)
+            sent = True
+        if sent:
+            log.debug("PLI %s (%s)", self.id, reason)
+        return sent
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "track": self.id,
+            "participant": self.participant_id,
+            "kind": self.kind,
+            "codec": self.codec_name,
+            "muted": self.muted,
+            "simulcast": self.simulcast,
+            "layers": sorted(self.layers),
+        }
+
+
+class Ingress:
+    """The SFU side of one publisher's transport."""
+
+    RTCP_INTERVAL = 1.0
+
+    def __init__(self, participant_id: str, on_audio_level: Callable[[str, int, float], None] | None = None):
+        self.participant_id = participant_id
+        self.transport: Any = None
+        self.slots: dict[str, RecvSlot] = {}  # mid -> slot
+        self.receivers: dict[str, Receiver] = {}  # mid -> Receiver
+        self.by_ssrc: dict[int, tuple[Receiver, Layer, bool]] = {}  # ssrc -> (receiver, layer, is_rtx)
+        self.unresolved_rtx: dict[int, tuple[Receiver, str]] = {}
+        self.on_audio_level = on_audio_level
+        self.remb = RemoteBitrateEstimator()
+        self.remb_bps = 0
+        self._rtcp_task: asyncio.Task | None = None
+        self.dropped: dict[str, int] = {}
+        # extension ids per m-line, resolved once
+        self._ext: dict[str, dict[str, int]] = {}
+        self._mid_by_ext_value: dict[bytes, str] = {}
+
+    # --- setup --------------------------------------------------------------------------------
+    def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
+                  track_ids: dict[str, str], simulcast_rids: dict[str, list[str]]) -> list[Receiver]:
+        """Register the negotiated m-lines. `ssrc_hints`: mid -> [(ssrc, role)] from a=ssrc lines."""
+        self.transport = transport
+        created = []
+        for slot in slots:
+            if slot.mid in self.receivers:
+                continue
+            media_codec = next((c for c in slot.codecs.values() if not _is_rtx(c)), None)
+            if media_codec is None:
+                continue
+            self.slots[slot.mid] = slot
+            rec = Receiver(track_ids[slot.mid], self.participant_id, slot.kind, slot.mid, media_codec, self)
+            rids = simulcast_rids.get(slot.mid) or []
+            rec.simulcast = len(rids) > 1
+            for rid in rids or [""]:
+                rec.layer(rid)
+            self.receivers[slot.mid] = rec
+            self._ext[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
+            for ssrc, role in ssrc_hints.get(slot.mid, []):
+                layer = rec.layer("")
+                if role == "rtx":
+                    layer.rtx_ssrc = ssrc
+                    self.by_ssrc[ssrc] = (rec, layer, True)
+                elif layer.ssrc is None:
+                    layer.ssrc = ssrc
+                    self.by_ssrc[ssrc] = (rec, layer, False)
+            self._mid_by_ext_value[slot.mid.encode()] = slot.mid
+            created.append(rec)
+        if self._rtcp_task is None:
+            self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+        return created
+
+    def close(self) -> None:
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        STATS.drop(reason)
+
+    # --- per packet ---------------------------------------------------------------------------
+    def on_rtp(self, data: bytes, arrival: float) -> None:
+        """One decrypted RTP packet from the publisher. Never raises: bad input is a counted drop."""
+        try:
+            view = rtp.parse(data)
+        except rtp.RtpError as e:
+            self._drop(e.reason)
+            return
+        STATS.packets_in += 1
+        STATS.bytes_in += len(data)
+        entry = self.by_ssrc.get(view.ssrc)
+        if entry is None:
+            entry = self._learn(data, view)
+            if entry is None:
+                self._drop("unknown_ssrc")
+                return
+        rec, layer, is_rtx = entry
+        if is_rtx:
+            unwrapped = self._unwrap_rtx(data, view, rec, layer)
+            if unwrapped is None:
+                return
+            data, view = unwrapped
+        elif view.payload_start >= view.payload_end:
+            self._drop("padding")
+            return
+        layer.account(len(data), arrival)
+        seqts = _SeqTs(view.seq, view.ts)
+        layer.stats.add(seqts)
+        if layer.nack.add(seqts) and layer.nack.missing:
+            self.send_nack(rec.mid, view.ssrc, layer.nack.missing)
+
+        keyframe = False
+        vp8 = None
+        if rec.kind == "video":
+            payload = memoryview(data)[view.payload_start : view.payload_end]
+            try:
+                if rec.codec_name == "VP8":
+                    vp8 = rtp.vp8_descriptor(payload)
+                    keyframe = vp8.keyframe
+                    if keyframe:
+                        _vp8_dimensions(payload, vp8.size, layer)
+                elif rec.codec_name == "H264":
+                    keyframe = rtp.h264_is_keyframe(payload)
+            except rtp.RtpError as e:
+                self._drop(e.reason)
+                return
+            if keyframe:
+                layer.keyframes += 1
+                layer.last_keyframe_at = arrival
+            ast_id = self._ext[rec.mid].get(rtp.URI_ABS_SEND_TIME)
+            if ast_id and view.ext_start:
+                value = rtp.extensions(data, view).get(ast_id)
+                if value is not None and len(value) == 3:
+                    self._remb_add(arrival, value, len(data), view.ssrc)
+        elif self.on_audio_level is not None and view.ext_start:
+            level_id = self._ext[rec.mid].get(rtp.URI_AUDIO_LEVEL)
+            if level_id:
+                value = rtp.extensions(data, view).get(level_id)
+                if value:
+                    self.on_audio_level(self.participant_id, rtp.audio_level(value)[1], arrival)
+
+        if rec.muted:
+            return
+        for dt in rec.downtracks:
+            dt.forward(data, view, layer, keyframe, vp8, arrival)
+        STATS.observe_latency(arrival)
+
+    def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
+        """First packet of an unsignalled SSRC: place it by its MID / RID / repaired-RID."""
+        if not view.ext_start:
+            return self._learn_without_extensions(view)
+        exts = rtp.extensions(data, view)
+        rec = None
+        for mid, ids in self._ext.items():
+            mid_id = ids.get(rtp.URI_MID)
+            if mid_id is not None and exts.get(mid_id) == mid.encode():
+                rec = self.receivers.get(mid)
+                break
+        if rec is None:
+            return self._learn_without_extensions(view)
+        ids = self._ext[rec.mid]
+        rid_id, rrid_id = ids.get(rtp.URI_RID), ids.get(rtp.URI_RRID)
+        if rrid_id is not None and rrid_id in exts:
+            rid = exts[rrid_id].decode(errors="replace")
+            layer = rec.layer(rid)
+            layer.rtx_ssrc = view.ssrc
+            entry = (rec, layer, True)
+        elif rid_id is not None and rid_id in exts:
+            rid = exts[rid_id].decode(errors="replace")
+            layer = rec.layer(rid)
+            layer.ssrc = view.ssrc
+            entry = (rec, layer, False)
+        else:
+            slot = self.slots[rec.mid]
+            codec = slot.codecs.get(view.pt)
+            if codec is None:
+                return None
+            if _is_rtx(codec):
+                layer = rec.layer(next(iter(rec.layers)))
+                layer.rtx_ssrc = view.ssrc
+                entry = (rec, layer, True)
+            else:
+                layer = rec.layer(next(iter(rec.layers)))
+                if layer.ssrc is not None and layer.ssrc != view.ssrc:
+                    return None
+                layer.ssrc = view.ssrc
+                entry = (rec, layer, False)
+        self.by_ssrc[view.ssrc] = entry
+        return entry
+
+    def _learn_without_extensions(self, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
+        # Last resort, as aiortc's router does: a payload type only one m-line uses.
+        matches = [r for mid, r in self.receivers.items() if view.pt in self.slots[mid].codecs]
+        if len(matches) != 1:
+            return None
+        rec = matches[0]
+        if len(rec.layers) != 1:
+            return None
+        layer = next(iter(rec.layers.values()))
+        is_rtx = _is_rtx(self.slots[rec.mid].codecs[view.pt])
+        if is_rtx:
+            if layer.rtx_ssrc not in (None, view.ssrc):
+                return None
+            layer.rtx_ssrc = view.ssrc
+        else:
+            if layer.ssrc not in (None, view.ssrc):
+                return None
+            layer.ssrc = view.ssrc
+        entry = (rec, layer, is_rtx)
+        self.by_ssrc[view.ssrc] = entry
+        return entry
+
+    def _unwrap_rtx(self, data: bytes, view: rtp.RtpView, rec: Receiver, layer: Layer):
+        # RFC 4588: payload starts with the original sequence number; empty rest = padding/probe
+        if view.payload_end - view.payload_start <= 2:
+            self._drop("padding")
+            return None
+        if layer.ssrc is None:
+            self._drop("rtx_before_media")
+            return None
+        codec = self.slots[rec.mid].codecs.get(view.pt)
+        apt = codec.parameters.get("apt") if codec is not None else None
+        if apt is None:
+            self._drop("rtx_unknown_apt")
+            return None
+        osn = rtp.U16.unpack_from(data, view.payload_start)[0]
+        # rebuild without the OSN and without RTX padding (the original had none we can know of)
+        out = bytearray(data[: view.payload_start])
+        out[0] &= 0xDF  # clear P
+        out += data[view.payload_start + 2 : view.payload_end]
+        rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | int(apt), osn, view.ts, layer.ssrc)
+        STATS.rtx_unwrapped += 1
+        out_b = bytes(out)
+        return out_b, rtp.parse(out_b)
+
+    # --- feedback to the publisher ------------------------------------------------------------
+    def _remb_add(self, arrival: float, ast: bytes, size: int, ssrc: int) -> None:
+        abs_send_time = int.from_bytes(ast, "big")
+        result = self.remb.add(int(arrival * 1000), abs_send_time, size, ssrc)
+        if result is not None:
+            self.remb_bps = result[0]
+
+    def send_pli(self, mid: str, media_ssrc: int) -> None:
+        slot = self.slots.get(mid)
+        if slot is None or self.transport is None:
+            return
+        self.transport.send_rtcp(
+            [artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_PLI, ssrc=slot.rtcp_ssrc, media_ssrc=media_ssrc)]
+        )
+        STATS.plis_out += 1
+
+    def send_nack(self, mid: str, media_ssrc: int, missing: set[int]) -> None:
+        slot = self.slots.get(mid)
+        if slot is None or self.transport is None:
+            return
+        self.transport.send_rtcp(
+            [
+                artp.RtcpRtpfbPacket(
+                    fmt=artp.RTCP_RTPFB_NACK, ssrc=slot.rtcp_ssrc, media_ssrc=media_ssrc, lost=sorted(missing)
+                )
+            ]
+        )
+        STATS.nacks_out += 1
+
+    def on_rtcp(self, packets: list[Any]) -> None:
+        """RTCP from the publisher: sender reports feed lip-sync translation and RTT."""
+        now = time.monotonic()
+        for p in packets:
+            if isinstance(p, artp.RtcpSrPacket):
+                entry = self.by_ssrc.get(p.ssrc)
+                if entry is None:
+                    continue
+                rec, layer, _ = entry
+                layer.last_sr = (p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp, now)
+                for dt in rec.downtracks:
+                    dt.on_publisher_sr(layer, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
+
+    def _reports(self) -> list[Any]:
+        now = time.monotonic()
+        packets: list[Any] = []
+        for mid, rec in self.receivers.items():
+            blocks = []
+            for layer in rec.layers.values():
+                if layer.ssrc is None or layer.stats.max_seq is None:
+                    continue
+                lsr = dlsr = 0
+                if layer.last_sr is not None:
+                    ntp, _, at = layer.last_sr
+                    lsr = (ntp >> 16) & 0xFFFFFFFF
+                    dlsr = int((now - at) * 65536)
+                st = layer.stats
+                blocks.append(
+                    artp.RtcpReceiverInfo(
+                        ssrc=layer.ssrc,
+                        fraction_lost=st.fraction_lost,
+                        packets_lost=st.packets_lost,
+                        highest_sequence=st.max_seq + (st.cycles << 16) if st.cycles else st.max_seq,
+                        jitter=st.jitter,
+                        lsr=lsr,
+                        dlsr=dlsr,
+                    )
+                )
+            if blocks:
+                packets.append(artp.RtcpRrPacket(ssrc=self.slots[mid].rtcp_ssrc, reports=blocks))
+        video_ssrcs = [
+            layer.ssrc
+            for rec in self.receivers.values()
+            if rec.kind == "video"
+            for layer in rec.layers.values()
+            if layer.ssrc is not None
+        ]
+        if self.remb_bps and video_ssrcs:
+            sender = next(iter(self.slots.values())).rtcp_ssrc
+            packets.append(
+                artp.RtcpPsfbPacket(
+                    fmt=artp.RTCP_PSFB_APP,
+                    ssrc=sender,
+                    media_ssrc=0,
+                    fci=artp.pack_remb_fci(int(self.remb_bps), video_ssrcs),
+                )
+            )
+        return packets
+
+    async def _rtcp_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.RTCP_INTERVAL)
+            if self.transport is None or self.transport.closed:
+                continue
+            try:
+                packets = self._reports()
+                if packets:
+                    self.transport.send_rtcp(packets)
+                    STATS.rtcp_out += 1
+                for rec in self.receivers.values():
+                    for layer in rec.layers.values():
+                        if layer.nack.missing and layer.ssrc is not None:
+                            self.send_nack(rec.mid, layer.ssrc, layer.nack.missing)
+            except Exception:  # a bad report must never stop future ones
+                log.exception("RTCP report failed")
+
+
+def _is_rtx(codec: Any) -> bool:
+    return codec.mimeType.lower().endswith("/rtx")
+
+
+def _vp8_dimensions(payload: memoryview, desc_size: int, layer: Layer) -> None:
+    # VP8 keyframe header (RFC 6386 9.1): 3-byte tag, start code 9d 01 2a, then 14-bit w/h
+    p = desc_size
+    if len(payload) >= p + 10 and payload[p + 3] == 0x9D and payload[p + 4] == 0x01 and payload[p + 5] == 0x2A:
+        layer.width = (payload[p + 6] | (payload[p + 7] << 8)) & 0x3FFF
+        layer.height = (payload[p + 8] | (payload[p + 9] << 8)) & 0x3FFF

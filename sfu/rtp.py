@@ -1,0 +1,242 @@
+"""RTP/RTCP on raw bytes: validation, header views, extension maps, codec payload peeks.
+
+Everything here works on the decrypted datagram as bytes and allocates as little as it can: this is
+half of the per-packet hot path (the other half is `sfu.forward`). RTCP is rare (about one packet per
+fifty RTP packets), so RTCP building and parsing reuse aiortc's classes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, seq, ts, ssrc
+U16 = struct.Struct("!H")
+U32 = struct.Struct("!I")
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_RRID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+class RtpError(ValueError):
+    """A datagram is not a usable RTP packet; `reason` is a short label used for drop counters."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class RtpView:
+    """Where things are in one RTP packet. Offsets index the original bytes."""
+
+    marker: bool
+    pt: int
+    seq: int
+    ts: int
+    ssrc: int
+    ext_start: int  # first byte of the extension *elements* (after the 4-byte ext header), or 0
+    ext_end: int  # end of the extension block (== payload start when padding-free)
+    one_byte: bool
+    payload_start: int
+    payload_end: int  # excludes RTP padding
+
+
+def parse(data: bytes) -> RtpView:
+    """Validate an RTP packet and locate its parts. Raises RtpError naming the defect."""
+    n = len(data)
+    if n < 12:
+        raise RtpError("truncated_header")
+    b0, b1, seq, ts, ssrc = HEADER.unpack_from(data, 0)
+    if b0 >> 6 != 2:
+        raise RtpError("bad_version")
+    pos = 12 + 4 * (b0 & 0x0F)
+    ext_start = ext_end = 0
+    one_byte = False
+    if b0 & 0x10:
+        if pos + 4 > n:
+            raise RtpError("truncated_extension")
+        profile, words = struct.unpack_from("!HH", data, pos)
+        ext_start = pos + 4
+        ext_end = ext_start + 4 * words
+        if ext_end > n:
+            raise RtpError("bad_extension_length")
+        one_byte = profile == 0xBEDE
+        pos = ext_end
+    if pos > n:
+        raise RtpError("truncated_header")
+    end = n
+    if b0 & 0x20:
+        pad = data[-1]
+        if pad == 0 or end - pad < pos:
+            raise RtpError("bad_padding")
+        end -= pad
+    return RtpView(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, ext_start, ext_end, one_byte, pos, end)
+
+
+def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
+    """The header extensions of a packet, id -> value (RFC 8285 one- and two-byte forms)."""
+    out: dict[int, bytes] = {}
+    i, end = view.ext_start, view.ext_end
+    if not i:
+        return out
+    if view.one_byte:
+        while i < end:
+            b = data[i]
+            if b == 0:  # padding between elements
+                i += 1
+                continue
+            xid, xlen = b >> 4, (b & 0x0F) + 1
+            if xid == 15:
+                break
+            if i + 1 + xlen > end:
+                raise RtpError("bad_extension_length")
+            out[xid] = data[i + 1 : i + 1 + xlen]
+            i += 1 + xlen
+    else:
+        while i + 1 < end:
+            xid = data[i]
+            if xid == 0:
+                i += 1
+                continue
+            xlen = data[i + 1]
+            if i + 2 + xlen > end:
+                raise RtpError("bad_extension_length")
+            out[xid] = data[i + 2 : i + 2 + xlen]
+            i += 2 + xlen
+    return out
+
+
+def remap_extensions_in_place(buf: bytearray, view: RtpView, id_map: dict[int, int]) -> bool:
+    """Rewrite one-byte extension ids through `id_map`; unmapped elements become padding.
+
+    Lengths never change, so the packet is patched where it lies. Returns False when the block is
+    in a form this cannot handle in place (two-byte form): the caller then strips the block.
+    """
+    if not view.one_byte:
+        return False
+    i, end = view.ext_start, view.ext_end
+    while i < end:
+        b = buf[i]
+        if b == 0:
+            i += 1
+            continue
+        xid, xlen = b >> 4, (b & 0x0F) + 1
+        if xid == 15:
+            break
+        new = id_map.get(xid)
+        if new is None:
+            buf[i : i + 1 + xlen] = bytes(1 + xlen)
+        else:
+            buf[i] = (new << 4) | (b & 0x0F)
+        i += 1 + xlen
+    return True
+
+
+def abs_send_time_now(now_s: float) -> bytes:
+    """abs-send-time value (6.18 fixed-point seconds, 24 bits) for `now_s`."""
+    return (int(now_s * 262144) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def audio_level(value: bytes) -> tuple[bool, int]:
+    """RFC 6464: (voice activity flag, level in -dBov, 0 loudest .. 127 silent)."""
+    b = value[0]
+    return bool(b & 0x80), b & 0x7F
+
+
+# --- VP8 (RFC 7741) ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Vp8Descriptor:
+    start: bool  # S bit with partition index 0: first packet of a frame
+    keyframe: bool
+    picture_id: int  # -1 when absent
+    picture_id_pos: int  # offset of the PictureID field in the payload, 0 when absent
+    picture_id_bits: int  # 7 or 15
+    tl0picidx: int  # -1 when absent
+    tl0picidx_pos: int
+    tid: int  # temporal layer id, 0 when absent
+    layer_sync: bool
+    size: int  # descriptor length in bytes
+
+
+def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
+    n = len(payload)
+    if n < 1:
+        raise RtpError("vp8_empty_payload")
+    b0 = payload[0]
+    pos = 1
+    picture_id = -1
+    pid_pos = 0
+    pid_bits = 0
+    tl0 = -1
+    tl0_pos = 0
+    tid = 0
+    sync = False
+    if b0 & 0x80:
+        if n < 2:
+            raise RtpError("vp8_truncated_descriptor")
+        x = payload[1]
+        pos = 2
+        if x & 0x80:
+            if pos >= n:
+                raise RtpError("vp8_truncated_descriptor")
+            pid_pos = pos
+            if payload[pos] & 0x80:
+                if pos + 1 >= n:
+                    raise RtpError("vp8_truncated_descriptor")
+                picture_id = ((payload[pos] & 0x7F) << 8) | payload[pos + 1]
+                pid_bits = 15
+                pos += 2
+            else:
+                picture_id = payload[pos] & 0x7F
+                pid_bits = 7
+                pos += 1
+        if x & 0x40:
+            if pos >= n:
+                raise RtpError("vp8_truncated_descriptor")
+            tl0_pos = pos
+            tl0 = payload[pos]
+            pos += 1
+        if x & 0x30:
+            if pos >= n:
+                raise RtpError("vp8_truncated_descriptor")
+            if x & 0x20:
+                tid = payload[pos] >> 6
+                sync = bool(payload[pos] & 0x20)
+            pos += 1
+    start = bool(b0 & 0x10) and (b0 & 0x07) == 0
+    keyframe = start and pos < n and (payload[pos] & 0x01) == 0
+    return Vp8Descriptor(start, keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos, tid, sync, pos)
+
+
+def h264_is_keyframe(payload: bytes | memoryview) -> bool:
+    """True when the packet starts an IDR picture or carries SPS (RFC 6184 single/STAP-A/FU-A)."""
+    if not payload:
+        return False
+    nal = payload[0] & 0x1F
+    if nal in (5, 7):
+        return True
+    if nal == 24:  # STAP-A: walk the aggregated NAL units
+        i = 1
+        while i + 2 < len(payload):
+            size = (payload[i] << 8) | payload[i + 1]
+            if size == 0 or i + 2 >= len(payload):
+                break
+            if payload[i + 2] & 0x1F in (5, 7):
+                return True
+            i += 2 + size
+        return False
+    if nal == 28 and len(payload) > 1:  # FU-A start fragment of an IDR slice
+        return bool(payload[1] & 0x80) and (payload[1] & 0x1F) == 5
+    return False
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RFC 5761 demux: RTCP packet types 192..223 sit where RTP puts marker+PT."""
+    return len(data) >= 2 and 192 <= data[1] <= 223

@@ -1,0 +1,398 @@
+"""PeerTransport: aiortc used for ICE, DTLS and SRTP keying only.
+
+This is the ONLY module that touches aiortc's (and aioice's) private API; everything it relies on is
+pinned by `aiortc==1.16.0` in pyproject.toml. See docs/architecture.md ("aiortc hooks") for the list
+and why each hook exists. In short:
+
+* ingress: `RTCDtlsTransport._handle_rtp_data` / `_handle_rtcp_data` are replaced on the instance, so
+  decrypted packets reach the SFU as bytes before aiortc parses, routes or decodes them;
+* the aiortc receivers are never started (no jitter buffer, no decoder thread), and the aiortc
+  senders run no encoder loop and emit no RTCP of their own (their SRs would carry zero timestamps);
+* egress: SRTP-protect with the transport's outbound session and `sendto` on the nominated ICE pair,
+  synchronously: no awaits, no queue hops on the per-packet path;
+* ICE: which local addresses aioice gathers on and which address is advertised are settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from struct import error as struct_error
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import rtp as artp
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+
+log = logging.getLogger("basement.transport")
+
+_ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+_ice_addresses: list[str] | None = None
+_public_ip = ""
+
+
+def configure_ice(addresses: Iterable[str] | None, public_ip: str = "") -> None:
+    """Choose the local addresses ICE gathers host candidates on, for this whole process.
+
+    aioice skips loopback on purpose; an SFU (and its tests, which must stay on 127.0.0.1) needs to
+    say exactly where media may flow. `None` or ["auto"] restores aioice's choice (every interface
+    but loopback). `public_ip` replaces the address in advertised host candidates (NAT 1:1).
+    """
+    global _ice_addresses, _public_ip
+    addrs = [a for a in (addresses or []) if a]
+    if not addrs or addrs == ["auto"]:
+        _ice_addresses = None
+    else:
+        for a in addrs:
+            ipaddress.ip_address(a)  # raises ValueError naming a bad address
+        _ice_addresses = addrs
+    _public_ip = public_ip
+    aioice.ice.get_host_addresses = _host_addresses
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    if _ice_addresses is None:
+        return _ORIGINAL_GET_HOST_ADDRESSES(use_ipv4, use_ipv6)
+    out = []
+    for a in _ice_addresses:
+        v6 = ":" in a
+        if (v6 and use_ipv6) or (not v6 and use_ipv4):
+            out.append(a)
+    return out
+
+
+_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.MULTILINE)
+
+
+def advertise(sdp: str) -> str:
+    """Rewrite host candidates to the public IP, when one is configured."""
+    if not _public_ip:
+        return sdp
+    return _CANDIDATE.sub(lambda m: m.group(1) + _public_ip + m.group(3), sdp)
+
+
+@dataclass(slots=True)
+class SendSlot:
+    """One outgoing m-line of a subscribe transport: where a DownTrack writes."""
+
+    transceiver: Any
+    kind: str
+    ssrc: int
+    rtx_ssrc: int
+    cname: str = ""
+    mid: str = ""
+    pt: int = 0
+    rtx_pt: int = 0
+    ext_ids: dict[str, int] | None = None  # uri -> id negotiated on this m-line
+    active: bool = False  # sending negotiated and DTLS up
+    codec_name: str = ""
+    on_active: Callable[[], None] | None = None
+    downtrack: Any = None
+
+    def set_msid(self, stream_id: str, track_id: str) -> None:
+        self.transceiver.sender._stream_id = stream_id
+        self.transceiver.sender._track_id = track_id
+
+
+@dataclass(slots=True)
+class RecvSlot:
+    """One incoming m-line of a publish transport, as negotiated."""
+
+    mid: str
+    kind: str
+    codecs: dict[int, RTCRtpCodecParameters]  # payload type -> codec (RTX included)
+    ext_ids: dict[int, str]  # id -> uri, as the publisher numbers them
+    rtcp_ssrc: int  # our SSRC as the sender of feedback for this m-line
+
+
+RtpHandler = Callable[[bytes, float], None]
+RtcpHandler = Callable[[list[Any]], None]
+
+
+class PeerTransport:
+    """One peer connection: media in (publish) or media out (subscribe), never decoded."""
+
+    def __init__(self, on_rtp: RtpHandler | None = None, on_rtcp: RtcpHandler | None = None) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.rtcp_dropped = 0
+        self.send_failures = 0
+        self._dtls: Any = None
+        self._send_to: Callable[[bytes, Any], None] | None = None
+        self._remote: Any = None
+        self._loop = asyncio.get_event_loop()
+        self.closed = False
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def connection_state(self) -> str:
+        return self.pc.connectionState
+
+    def on_state(self, callback: Callable[[str], None]) -> None:
+        @self.pc.on("connectionstatechange")
+        def _changed() -> None:
+            callback(self.pc.connectionState)
+
+    @property
+    def srtp_profile(self) -> str | None:
+        ssl = getattr(self._dtls, "_ssl", None)
+        if ssl is None:
+            return None
+        p = ssl.get_selected_srtp_profile()
+        return p.decode() if p else None
+
+    # --- publish side: the client offers, we answer ------------------------------------------
+    async def accept_applied_offer(self) -> tuple[str, list[RecvSlot]]:
+        """Answer a publisher's offer already applied with `pc.setRemoteDescription`.
+
+        Hooks go in before the answer is set, so no packet can reach aiortc's own receive path.
+        Returns the answer SDP and the negotiated m-lines.
+        """
+        slots = []
+        for t in self.pc.getTransceivers():
+            if t.direction != "recvonly":
+                t.direction = "recvonly"  # we never send on a publish transport
+            _neuter_receiver(t.receiver)
+            _neuter_sender(t.sender)
+            self._hook(t.receiver.transport)
+            slots.append(
+                RecvSlot(
+                    mid=t.mid,
+                    kind=t.kind,
+                    codecs={c.payloadType: c for c in t._codecs},
+                    ext_ids={e.id: e.uri for e in t._headerExtensions},
+                    rtcp_ssrc=t.sender._ssrc,
+                )
+            )
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return advertise(self.pc.localDescription.sdp), slots
+
+    @staticmethod
+    def accept_extension(sdp_offer_exts: dict[int, str], slot_transceiver: Any, uris: set[str]) -> None:
+        """Keep extensions aiortc would drop from the answer (e.g. rid, repaired-rid)."""
+        have = {e.uri for e in slot_transceiver._headerExtensions}
+        for xid, uri in sdp_offer_exts.items():
+            if uri in uris and uri not in have:
+                slot_transceiver._headerExtensions.append(RTCRtpHeaderExtensionParameters(id=xid, uri=uri))
+
+    # --- subscribe side: we offer, the client answers ----------------------------------------
+    def add_slot(self, kind: str, codec_mime: str | None = None) -> SendSlot:
+        """A new sendonly m-line with no track: nothing is ever encoded for it."""
+        t = self.pc.addTransceiver(kind, direction="sendonly")
+        if codec_mime:
+            caps = RTCRtpSender.getCapabilities(kind).codecs
+            prefs = [c for c in caps if c.mimeType.lower() in (codec_mime.lower(), f"{kind}/rtx")]
+            if prefs:
+                t.setCodecPreferences(prefs)
+        _neuter_receiver(t.receiver)
+        slot = SendSlot(transceiver=t, kind=kind, ssrc=t.sender._ssrc, rtx_ssrc=t.sender._rtx_ssrc)
+        _neuter_sender(t.sender, on_start=lambda params: self._slot_started(slot, params))
+        self._hook(t.receiver.transport)
+        return slot
+
+    def set_slot_direction(self, slot: SendSlot, direction: str) -> None:
+        slot.transceiver.direction = direction
+
+    async def create_offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        for t in self.pc.getTransceivers():
+            # a recycled m-line keeps its transport; hook any new one
+            self._hook(t.receiver.transport)
+        return advertise(self.pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    @property
+    def signaling_state(self) -> str:
+        return self.pc.signalingState
+
+    def _slot_started(self, slot: SendSlot, params: Any) -> None:
+        slot.mid = params.muxId or slot.transceiver.mid or ""
+        slot.cname = params.rtcp.cname or ""
+        slot.ext_ids = {e.uri: e.id for e in params.headerExtensions}
+        media = params.codecs[0]
+        slot.pt = media.payloadType
+        slot.rtx_pt = 0
+        for c in params.codecs:
+            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == media.payloadType:
+                slot.rtx_pt = c.payloadType
+        slot.active = True
+        if slot.on_active is not None:
+            slot.on_active()
+
+    def reactivate(self, slot: SendSlot) -> None:
+        """A recycled m-line is sendonly again after renegotiation: its sender never stopped."""
+        if not slot.active and getattr(slot.transceiver.sender, "_basement_started", False):
+            if slot.transceiver.currentDirection in ("sendonly", "sendrecv"):
+                slot.active = True
+                if slot.on_active is not None:
+                    slot.on_active()
+
+    async def add_ice_candidate(self, candidate: Any) -> None:
+        await self.pc.addIceCandidate(candidate)
+
+    # --- the hooks ---------------------------------------------------------------------------
+    def _hook(self, dtls: Any) -> None:
+        if getattr(dtls, "_basement_hooked", False):
+            return
+        dtls._basement_hooked = True
+        self._dtls = dtls
+        on_rtp = self.on_rtp
+        on_rtcp = self._rtcp_in
+        loop_time = self._loop.time
+
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            # an exception escaping here would end aiortc's receive loop for the whole transport
+            if on_rtp is not None:
+                try:
+                    on_rtp(data, loop_time())
+                except Exception:
+                    self._internal_error("RTP")
+
+        async def handle_rtcp(data: bytes) -> None:
+            try:
+                on_rtcp(data)
+            except Exception:
+                self._internal_error("RTCP")
+
+        dtls._handle_rtp_data = handle_rtp
+        dtls._handle_rtcp_data = handle_rtcp
+
+    def _internal_error(self, what: str) -> None:
+        from sfu.metrics import STATS
+
+        STATS.drop("internal_error")
+        if STATS.dropped["internal_error"] <= 10:  # enough to diagnose, not enough to flood
+            log.exception("dropped an %s packet after an internal error", what)
+
+    def _rtcp_in(self, data: bytes) -> None:
+        try:
+            packets = artp.RtcpPacket.parse(data)
+        except (ValueError, IndexError, struct_error):
+            self.rtcp_dropped += 1
+            return
+        if packets and self.on_rtcp is not None:
+            self.on_rtcp(packets)
+
+    def _resolve_send(self) -> Callable[[bytes, Any], None] | None:
+        dtls = self._dtls
+        if dtls is None or dtls.state != "connected":
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return None
+        srtp = dtls._tx_srtp
+        udp_send = pair.protocol.transport.sendto
+        addr = pair.remote_addr
+        protect = srtp.protect
+        protect_rtcp = srtp.protect_rtcp
+
+        def send(data: bytes, rtcp: Any = False) -> None:
+            udp_send(protect_rtcp(data) if rtcp else protect(data), addr)
+
+        return send
+
+    def send_rtp(self, data: bytes) -> bool:
+        """Protect and send one RTP packet now. False (and counted) when the path is not up."""
+        send = self._send_to
+        if send is None:
+            send = self._send_to = self._resolve_send()
+            if send is None:
+                self.send_failures += 1
+                return False
+        try:
+            send(data, False)
+        except Exception:  # libsrtp refusal or a closed socket: drop this packet, re-resolve later
+            self._send_to = None
+            self.send_failures += 1
+            return False
+        return True
+
+    def send_rtcp(self, packets: Iterable[Any]) -> bool:
+        data = b"".join(bytes(p) for p in packets)
+        send = self._send_to or self._resolve_send()
+        if send is None:
+            return False
+        self._send_to = send
+        try:
+            send(data, True)
+        except Exception:
+            self._send_to = None
+            return False
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def receivers_decoded_nothing(self) -> bool:
+        """True if no aiortc decoder or encoder was ever started on this transport."""
+        for t in self.pc.getTransceivers():
+            if getattr(t.receiver, "_RTCRtpReceiver__decoder_thread", None) is not None:
+                return False
+            if getattr(t.sender, "_RTCRtpSender__encoder", None) is not None:
+                return False
+        return True
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._send_to = None
+        try:
+            await self.pc.close()
+        except Exception:  # closing is best effort: never let a half-dead peer block a leave
+            log.debug("error closing peer connection", exc_info=True)
+
+
+def _neuter_receiver(receiver: Any) -> None:
+    """Never start aiortc's receive path: no jitter buffer, no decoder thread, no RTCP loop."""
+
+    async def receive(parameters: Any) -> None:
+        return None
+
+    receiver.receive = receive
+
+
+def _neuter_sender(sender: Any, on_start: Callable[[Any], None] | None = None) -> None:
+    """Keep the sender's negotiation role but stop it from encoding or sending RTCP itself.
+
+    `RTCRtpSender.send()` schedules `_run_rtp`/`_run_rtcp`; stand-ins must set the private events
+    `stop()` waits on, or closing the connection hangs.
+    """
+    original_send = sender.send
+
+    async def send(parameters: Any) -> None:
+        first = not getattr(sender, "_basement_started", False)
+        await original_send(parameters)
+        if first:
+            sender._basement_started = True
+            if on_start is not None:
+                on_start(parameters)
+
+    async def run_rtp(codec: Any) -> None:
+        sender._RTCRtpSender__rtp_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            sender._RTCRtpSender__rtp_exited.set()
+
+    async def run_rtcp() -> None:
+        sender._RTCRtpSender__rtcp_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            sender._RTCRtpSender__rtcp_exited.set()
+
+    sender.send = send
+    sender._run_rtp = run_rtp
+    sender._run_rtcp = run_rtcp

@@ -1,0 +1,216 @@
+"""A Python client for Basement, on aiortc, speaking only the documented protocol (docs/protocol.md).
+
+Used by the tests, the load generator and bots:
+
+    client = Client("http://127.0.0.1:8080")
+    await client.connect()
+    await client.join("demo", "bot")
+    await client.publish(audio=AudioTrack(), video=VideoTrack())
+    track = await client.wait_track(kind="video")   # (info, aiortc MediaStreamTrack)
+    await client.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+log = logging.getLogger("basement.client")
+
+
+class ServerError(Exception):
+    def __init__(self, msg: dict[str, Any]) -> None:
+        super().__init__(f"{msg.get('code')}: {msg.get('message')}")
+        self.code = msg.get("code")
+        self.message = msg.get("message")
+
+
+class Client:
+    def __init__(self, url: str, video_codec: str = "VP8") -> None:
+        base = url.rstrip("/")
+        self.ws_url = base.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+        self.video_codec = video_codec
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.participant: dict[str, Any] | None = None
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.remote: dict[str, tuple[dict[str, Any], MediaStreamTrack]] = {}  # track id -> (info, track)
+        self.on_track: Callable[[dict[str, Any], MediaStreamTrack], None] | None = None
+        self.on_offer_applied: Callable[[RTCPeerConnection], None] | None = None
+        self.published: dict[str, str] = {}  # kind -> track id on the server
+        self._ids = itertools.count(1)
+        self._waiters: dict[Any, asyncio.Future] = {}
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task | None = None
+        self._sub_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- connection ---------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.session = aiohttp.ClientSession()
+        self.ws = await self.session.ws_connect(self.ws_url, heartbeat=20)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        assert self.ws is not None, "connect() first"
+        await self.ws.send_str(json.dumps(msg))
+
+    async def request(self, msg: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+        """Send a message with an id and wait for the reply carrying the same id."""
+        ref = next(self._ids)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters[ref] = fut
+        await self.send({**msg, "id": ref})
+        try:
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.pop(ref, None)
+        if reply.get("type") == "error":
+            raise ServerError(reply)
+        return reply
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for m in self.ws:
+            if m.type != aiohttp.WSMsgType.TEXT:
+                continue
+            msg = json.loads(m.data)
+            self.messages.append(msg)
+            ref = msg.get("id")
+            if ref in self._waiters and not self._waiters[ref].done():
+                self._waiters[ref].set_result(msg)
+            if msg.get("type") == "offer" and msg.get("target") == "subscriber":
+                asyncio.ensure_future(self._on_subscriber_offer(msg))
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+        """Wait until predicate() is truthy, re-checking whenever a message arrives."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("condition not met in time")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
+            except TimeoutError:
+                pass
+
+    async def wait_message(self, mtype: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+        def find():
+            for m in self.messages:
+                if m.get("type") == mtype and all(m.get(k) == v for k, v in match.items()):
+                    return m
+            return None
+
+        return await self.wait_for(find, timeout)
+
+    # --- room ---------------------------------------------------------------------------------
+    async def join(self, room: str, name: str = "", grant: str | None = None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "join", "room": room, "name": name}
+        if grant:
+            msg["grant"] = grant
+        joined = await self.request(msg)
+        self.participant = joined["participant"]
+        return joined
+
+    async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None) -> None:
+        pc = self.publisher = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        kinds = []
+        for track in (audio, video):
+            if track is None:
+                continue
+            t = pc.addTransceiver(track, direction="sendonly")
+            kinds.append(track.kind)
+            if track.kind == "video":
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                want = f"video/{self.video_codec}".lower()
+                prefs = [c for c in caps if c.mimeType.lower() in (want, "video/rtx")]
+                t.setCodecPreferences(prefs)
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await self.request({"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp})
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        for t in pc.getTransceivers():
+            self.published[t.kind] = f"TR_{self.participant['id']}_{t.mid}"
+
+    async def _on_subscriber_offer(self, msg: dict[str, Any]) -> None:
+        async with self._sub_lock:
+            if self._closed:
+                return
+            if self.subscriber is None:
+                self.subscriber = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+            pc = self.subscriber
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+            if self.on_offer_applied is not None:
+                self.on_offer_applied(pc)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self.send({"type": "answer", "target": "subscriber", "sdp": pc.localDescription.sdp})
+            tracks = msg.get("tracks") or {}
+            current: dict[str, tuple[dict[str, Any], MediaStreamTrack]] = {}
+            for t in pc.getTransceivers():
+                info = tracks.get(t.mid)
+                if info is not None and t.receiver.track is not None:
+                    current[info["track"]] = (info, t.receiver.track)
+            added = [k for k in current if k not in self.remote]
+            self.remote = current
+            for k in added:
+                if self.on_track is not None:
+                    self.on_track(*current[k])
+            self._changed.set()
+
+    async def wait_track(self, kind: str | None = None, participant: str | None = None,
+                         timeout: float = 15.0) -> tuple[dict[str, Any], MediaStreamTrack]:
+        def find():
+            for info, track in self.remote.values():
+                if (kind is None or info["kind"] == kind) and participant in (None, info["participant"]):
+                    return info, track
+            return None
+
+        return await self.wait_for(find, timeout)
+
+    async def mute(self, kind: str, muted: bool) -> None:
+        await self.send({"type": "mute", "track": self.published[kind], "muted": muted})
+
+    async def subscription(self, track: str, layer: str | None = None, width: int | None = None,
+                           height: int | None = None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "subscription", "track": track}
+        if layer is not None:
+            msg["layer"] = layer
+        if width is not None:
+            msg["width"], msg["height"] = width, height
+        return await self.request(msg)
+
+    async def leave(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            try:
+                await self.request({"type": "leave"}, timeout=5)
+            except (ServerError, TimeoutError, ConnectionError):
+                pass
+
+    async def close(self) -> None:
+        self._closed = True
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.session is not None:
+            await self.session.close()

@@ -1,0 +1,96 @@
+"""The client protocol: JSON messages over one WebSocket (documented in docs/protocol.md).
+
+Every inbound message is checked here before anything acts on it; a bad one yields a
+`ProtocolError` whose code and message go back to the client as an `error` message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024
+ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, ref: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref  # the client's message id, echoed back when it gave one
+
+    def to_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.ref is not None:
+            msg["id"] = self.ref
+        return msg
+
+
+_STR, _BOOL, _OBJ, _ANY = str, bool, dict, object
+
+# type -> {field: (python type, required)}
+SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
+    "join": {"room": (_STR, True), "name": (_STR, False), "grant": (_STR, False)},
+    "offer": {"target": (_STR, True), "sdp": (_STR, True)},
+    "answer": {"target": (_STR, True), "sdp": (_STR, True)},
+    "trickle": {"target": (_STR, True), "candidate": (_ANY, True)},
+    "mute": {"track": (_STR, True), "muted": (_BOOL, True)},
+    "subscription": {"track": (_STR, True), "layer": (_STR, False), "width": (int, False), "height": (int, False)},
+    "leave": {},
+    "ping": {},
+}
+TARGETS = {"offer": ("publisher",), "answer": ("subscriber",), "trickle": ("publisher", "subscriber")}
+
+
+def parse(raw: str | bytes) -> dict[str, Any]:
+    """Decode and validate one client message."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_message", "binary frames are not part of the protocol; send JSON text")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"message is larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        msg = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as e:
+        detail = getattr(e, "msg", "too deeply nested")
+        pos = getattr(e, "pos", None)
+        where = f" at char {pos}" if pos is not None else ""
+        raise ProtocolError("bad_json", f"message is not valid JSON: {detail}{where}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_message", f"message must be a JSON object, not {type(msg).__name__}")
+    ref = msg.get("id")
+    if ref is not None and not isinstance(ref, (str, int)) or isinstance(ref, bool):
+        raise ProtocolError("bad_message", "'id' must be a string or an integer")
+    mtype = msg.get("type")
+    if not isinstance(mtype, str):
+        raise ProtocolError("bad_message", "message has no 'type' string", ref)
+    schema = SCHEMAS.get(mtype)
+    if schema is None:
+        known = ", ".join(sorted(SCHEMAS))
+        raise ProtocolError("unknown_type", f"unknown message type {mtype!r}; known: {known}", ref)
+    for name, (tp, required) in schema.items():
+        if name not in msg or msg[name] is None:
+            if required and not (name == "candidate" and name in msg):
+                raise ProtocolError("missing_field", f"{mtype}: field {name!r} is required", ref)
+            continue
+        value = msg[name]
+        if tp is not object and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+            raise ProtocolError("bad_field", f"{mtype}: field {name!r} must be {tp.__name__}", ref)
+    if mtype in TARGETS and msg["target"] not in TARGETS[mtype]:
+        raise ProtocolError("bad_field", f"{mtype}: target must be one of {', '.join(TARGETS[mtype])}", ref)
+    if mtype == "join":
+        if not ROOM_RE.match(msg["room"]):
+            raise ProtocolError("bad_field", "join: room must be 1-64 letters, digits, '_', '.', '-'", ref)
+        name = msg.get("name") or ""
+        if len(name) > 64 or any(ord(c) < 32 for c in name):
+            raise ProtocolError("bad_field", "join: name must be at most 64 printable characters", ref)
+    if mtype == "subscription":
+        layer = msg.get("layer")
+        if layer is not None and layer not in ("low", "medium", "high", "off"):
+            raise ProtocolError("bad_field", "subscription: layer must be low, medium, high or off", ref)
+        for dim in ("width", "height"):
+            if dim in msg and msg[dim] is not None and not 0 <= msg[dim] <= 16384:
+                raise ProtocolError("bad_field", f"subscription: {dim} must be between 0 and 16384", ref)
+    return msg
