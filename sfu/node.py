@@ -46,18 +46,21 @@ class SfuNode:
             raise MediaError("not_joined", "this participant has not joined a room on this node")
         return peer
 
-    async def join(self, room: str, participant_id: str, name: str,
-                   can_publish: bool = True, can_subscribe: bool = True) -> list[dict[str, Any]]:
-        """Add a participant; returns the tracks already published in the room."""
+    async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> dict[str, Any]:
+        """Add a participant; returns who is already in the room and what they publish."""
         if participant_id in self.peers:
             raise MediaError("already_joined", "this participant has already joined")
         router = self._router(room)
+        if max_participants and len(router.peers) >= max_participants:
+            raise MediaError("room_full", f"room {room!r} has reached {max_participants} participants")
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
-                    can_publish, can_subscribe)
+                    can_publish, can_subscribe, identity)
         self.peers[participant_id] = peer
         existing = [{**rec.info(), "name": router.name_of(rec.participant_id)} for rec in router.tracks]
+        participants = router.participants()
         router.add_peer(peer)
-        return existing
+        return {"participants": participants, "tracks": existing}
 
     async def publish(self, participant_id: str, sdp: Any) -> str:
         return await self._peer(participant_id).publish(sdp)
@@ -88,12 +91,12 @@ class SfuNode:
         dt.set_target(target, "subscriber request" if target else "off")
         return {"layer": target.rid if target else None, "paused": target is None}
 
-    async def leave(self, participant_id: str) -> None:
+    async def leave(self, participant_id: str, reason: str = "left") -> None:
         peer = self.peers.pop(participant_id, None)
         if peer is None:
             return
         router = peer.router
-        await router.remove_peer(peer)
+        await router.remove_peer(peer, reason)
         if not router.peers:
             router.close()
             self.rooms.pop(router.room, None)

@@ -41,9 +41,10 @@ class MediaError(Exception):
 
 class Peer:
     def __init__(self, participant_id: str, name: str, router: Router, emit: Emit,
-                 can_publish: bool = True, can_subscribe: bool = True) -> None:
+                 can_publish: bool = True, can_subscribe: bool = True, identity: str = "") -> None:
         self.id = participant_id
         self.name = name
+        self.identity = identity
         self.router = router
         self.emit = emit
         self.can_publish = can_publish
@@ -58,6 +59,9 @@ class Peer:
         self._dirty = False
         self._offer_lock = asyncio.Lock()
         self.closed = False
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "identity": self.identity}
 
     @property
     def tracks(self) -> list[Receiver]:

@@ -31,7 +31,11 @@ class Router:
     def tracks(self) -> list[Receiver]:
         return [rec for peer in self.peers.values() for rec in peer.tracks]
 
+    def participants(self, exclude: str | None = None) -> list[dict[str, Any]]:
+        return [p.public() for p in self.peers.values() if p.id != exclude]
+
     def add_peer(self, peer: Peer) -> None:
+        self.broadcast({"type": "participant_joined", "participant": peer.public()})
         self.peers[peer.id] = peer
         for rec in self.tracks:
             if rec.participant_id != peer.id:
@@ -44,13 +48,14 @@ class Router:
                 peer.subscribe(rec)
         self.broadcast({"type": "track_published", "track": {**rec.info(), "name": publisher.name}})
 
-    async def remove_peer(self, peer: Peer) -> None:
+    async def remove_peer(self, peer: Peer, reason: str = "left") -> None:
         self.peers.pop(peer.id, None)
         for rec in peer.tracks:
             for other in self.peers.values():
                 other.unsubscribe(rec.id)
             self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
         self.speaker.forget(peer.id)
+        self.broadcast({"type": "participant_left", "participant": peer.id, "reason": reason})
         await peer.close()
 
     def close(self) -> None:

@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signalling.protocol import ProtocolError
-
 log = logging.getLogger("basement.rooms")
 
 
@@ -74,8 +72,7 @@ class RoomManager:
         self.node = node
         self.admit = admit
         self.max_participants = max_participants
-        self.participants: dict[str, Participant] = {}
-        self.rooms: dict[str, dict[str, Participant]] = {}
+        self.participants: dict[str, Participant] = {}  # the ones connected to this process
         self.observer = observer  # optional: session tracking (participant_joined / participant_left)
 
     def deliver(self, participant_id: str, msg: dict[str, Any]) -> None:
@@ -83,59 +80,43 @@ class RoomManager:
         if p is not None:
             p.send(msg)
 
-    def broadcast(self, room: str, msg: dict[str, Any], exclude: str | None = None) -> None:
-        for pid, p in list(self.rooms.get(room, {}).items()):
-            if pid != exclude:
-                p.send(msg)
-
     async def join(self, room: str, name: str, grant: str | None, queue: asyncio.Queue | None = None,
                    ref: Any = None) -> tuple[Participant, dict]:
+        """Admit, then place on the media node; presence events come from the node (one per room)."""
         admission = await self.admit(room, grant)
-        members = self.rooms.get(room, {})
-        if len(members) >= self.max_participants:
-            raise ProtocolError("room_full", f"room {room!r} has reached {self.max_participants} participants", ref)
         pid = "PA_" + secrets.token_urlsafe(9)
         p = Participant(pid, room, name or admission.identity, admission.identity,
                         admission.can_publish, admission.can_subscribe, queue or asyncio.Queue())
         self.participants[pid] = p
-        self.rooms.setdefault(room, {})[pid] = p
         try:
-            tracks = await self.node.join(room, pid, p.name, p.can_publish, p.can_subscribe)
+            state = await self.node.join(room, pid, p.name, p.can_publish, p.can_subscribe, p.identity,
+                                         self.max_participants)
         except Exception:
-            self._forget(p)
+            self.participants.pop(pid, None)
             raise
-        others = [o.public() for o in self.rooms[room].values() if o.id != pid]
-        self.broadcast(room, {"type": "participant_joined", "participant": p.public()}, exclude=pid)
         if self.observer is not None:
             self.observer.participant_joined(room, p.identity, time.time())
         joined = {
             "type": "joined",
             "room": room,
             "participant": p.public(),
-            "participants": others,
-            "tracks": tracks,
+            "participants": state["participants"],
+            "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
         }
         return p, joined
 
-    def _forget(self, p: Participant) -> None:
-        self.participants.pop(p.id, None)
-        members = self.rooms.get(p.room)
-        if members is not None:
-            members.pop(p.id, None)
-            if not members:
-                self.rooms.pop(p.room, None)
-
     async def leave(self, p: Participant, reason: str = "left") -> None:
-        if p.id not in self.participants:
+        if self.participants.pop(p.id, None) is None:
             return
-        self._forget(p)
         try:
-            await self.node.leave(p.id)
+            await self.node.leave(p.id, reason)
         finally:
-            self.broadcast(p.room, {"type": "participant_left", "participant": p.id, "reason": reason})
             if self.observer is not None:
                 self.observer.participant_left(p.room, p.identity, time.time())
+
+    def in_room(self, room: str) -> list[Participant]:
+        return [p for p in self.participants.values() if p.room == room]
 
     async def remove(self, participant_id: str, reason: str) -> None:
         """Remove a participant on the server's initiative (e.g. tokens left the wallet)."""
