@@ -1,0 +1,168 @@
+"""Content-addressed storage for session documents.
+
+The CID is always computed locally: CIDv1, codec raw, sha2-256, base32 (`bafkrei…`). For content up to
+256 KiB that is exactly what `ipfs add --cid-version=1 --raw-leaves` prints, so a document stored
+here can be pinned on IPFS later under the same CID. Backends:
+
+* `DirCidStore` — one file per CID in a directory (default; all-in-one server).
+* `IpfsHttpCidStore` — a Kubo node's HTTP RPC API (`/api/v0/add`, `/api/v0/cat`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+from multiformats import CID, multihash
+
+# ipfs add chunks files above 256 KiB into a DAG, after which its CID is no longer the raw-leaf CID
+# computed here; summaries are far below that, and we refuse rather than silently diverge.
+MAX_RAW_BLOCK = 256 * 1024
+
+
+class CidError(Exception):
+    """A CID is malformed or the backend returned content that does not match it."""
+
+
+def cid_of(data: bytes) -> str:
+    """CIDv1 (raw, sha2-256) of `data`, base32."""
+    return str(CID("base32", 1, "raw", multihash.digest(data, "sha2-256")))
+
+
+def parse_cid(cid: str) -> CID:
+    try:
+        c = CID.decode(cid)
+    except Exception as e:  # multiformats raises several unrelated types
+        raise CidError(f"not a CID: {cid!r} ({e})") from None
+    if c.version != 1 or c.codec.name != "raw" or c.hashfun.name != "sha2-256":
+        raise CidError(f"unsupported CID {cid!r}: want v1 raw sha2-256")
+    return c
+
+
+class CidStore(Protocol):
+    async def put(self, data: bytes) -> str:
+        """Store `data`; returns its CID. Idempotent."""
+
+    async def get(self, cid: str) -> bytes:
+        """The bytes stored under `cid`, as stored (callers re-hash to detect tampering).
+
+        Raises KeyError when absent."""
+
+
+class DirCidStore:
+    """Files named by CID under `root/blocks/`, written atomically (temp file, fsync, rename)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.blocks = self.root / "blocks"
+
+    def __repr__(self) -> str:
+        return f"DirCidStore({str(self.root)!r})"
+
+    def path_for(self, cid: str) -> Path:
+        parse_cid(cid)
+        return self.blocks / cid
+
+    async def put(self, data: bytes) -> str:
+        return await asyncio.to_thread(self.put_sync, data)
+
+    async def get(self, cid: str) -> bytes:
+        return await asyncio.to_thread(self.get_sync, cid)
+
+    def put_sync(self, data: bytes) -> str:
+        if len(data) > MAX_RAW_BLOCK:
+            raise CidError(f"{len(data)} bytes is over the single-block limit of {MAX_RAW_BLOCK}")
+        cid = cid_of(data)
+        path = self.blocks / cid
+        if path.exists():
+            return cid
+        write_atomic(path, data)
+        return cid
+
+    def get_sync(self, cid: str) -> bytes:
+        path = self.path_for(cid)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(cid) from None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, and it survives power loss once we return."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class IpfsHttpCidStore:
+    """Kubo HTTP RPC backend. The CID Kubo reports must equal the local one, else CidError."""
+
+    def __init__(self, api_url: str, *, timeout_s: float = 30.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"IpfsHttpCidStore({self.api_url!r})"
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def put(self, data: bytes) -> str:
+        if len(data) > MAX_RAW_BLOCK:
+            raise CidError(f"{len(data)} bytes is over the single-block limit of {MAX_RAW_BLOCK}")
+        expected = cid_of(data)
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="summary.json", content_type="application/octet-stream")
+        params = {"cid-version": "1", "raw-leaves": "true", "hash": "sha2-256", "pin": "true"}
+        async with self._http().post(f"{self.api_url}/api/v0/add", params=params, data=form) as r:
+            if r.status != 200:
+                raise CidError(f"ipfs add failed: HTTP {r.status}: {(await r.text())[:200]}")
+            body = await r.json(content_type=None)
+        got = body.get("Hash")
+        if got != expected:
+            raise CidError(f"ipfs add returned {got!r}, expected {expected}")
+        return expected
+
+    async def get(self, cid: str) -> bytes:
+        parse_cid(cid)
+        async with self._http().post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as r:
+            if r.status == 200:
+                return await r.read()
+            text = await r.text()
+            if r.status == 500 and ("not found" in text or "no link" in text):
+                raise KeyError(cid)
+            raise CidError(f"ipfs cat failed: HTTP {r.status}: {text[:200]}")
+
+
+def open_store(spec: str) -> CidStore:
+    """`http(s)://host:port` → Kubo API; anything else → a directory path."""
+    if spec.startswith(("http://", "https://")):
+        return IpfsHttpCidStore(spec)
+    return DirCidStore(spec)

@@ -1,0 +1,172 @@
+"""SessionTracker: turns room events into finished-session Summaries in the Outbox.
+
+A session starts with the first join to an empty room. When the room becomes empty a grace timer
+starts; a join before it fires continues the same session, otherwise the session ends at the time
+the last participant left. The summary is put in the outbox and only once `outbox.put` has returned
+(durable) is the session dropped from memory; if the put fails it is retried with backoff, so a
+session is never lost because the disk or Redis hiccupped.
+
+Identities are participant addresses (any case; they are checksummed) or, in open rooms, guest ids,
+which are counted but are not in the participants' Merkle tree. Timestamps (`at`) are unix
+seconds as floats; the document keeps milliseconds, the on-chain fields whole seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalling.outbox import Outbox
+from signalling.summary import Summary, build_document, make_summary, new_session_id, norm_identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Session:
+    room: str
+    session_id: bytes
+    started_at: float
+    present: set[str] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    tracks: list[dict[str, Any]] = field(default_factory=list)
+    media: dict[str, dict[str, int]] = field(default_factory=dict)
+    emptied_at: float | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class SessionTracker:
+    def __init__(self, outbox: Outbox, *, grace_s: float = 30.0,
+                 on_closed: Callable[[Summary], Awaitable[None] | None] | None = None,
+                 retry_max_s: float = 30.0) -> None:
+        self.outbox = outbox
+        self.grace_s = grace_s
+        self.on_closed = on_closed
+        self.retry_max_s = retry_max_s
+        self._live: dict[str, _Session] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    # ------------------------------------------------ room manager API (never blocks)
+
+    def participant_joined(self, room: str, identity: str, at: float | None = None) -> bytes:
+        """Returns the session id the participant is now part of."""
+        at = time.time() if at is None else at
+        identity = norm_identity(identity)
+        s = self._live.get(room)
+        if s is None:
+            s = _Session(room, new_session_id(room, int(at)), at)
+            self._live[room] = s
+            log.info("session %s started in room %r", s.session_id.hex()[:12], room)
+        if s.timer is not None:  # rejoin within grace: same session
+            s.timer.cancel()
+            s.timer = None
+            s.emptied_at = None
+        s.present.add(identity)
+        s.events.append({"atMs": _ms(at), "type": "joined", "identity": identity})
+        return s.session_id
+
+    def participant_left(self, room: str, identity: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        identity = norm_identity(identity)
+        s = self._live.get(room)
+        if s is None or identity not in s.present:
+            return
+        s.present.discard(identity)
+        s.events.append({"atMs": _ms(at), "type": "left", "identity": identity})
+        if not s.present:
+            s.emptied_at = at
+            s.timer = asyncio.get_running_loop().call_later(self.grace_s, self._grace_expired, room, s)
+
+    def track_published(self, room: str, identity: str, track_id: str, kind: str,
+                        at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        s = self._live.get(room)
+        if s is None:
+            return
+        s.tracks.append({"atMs": _ms(at), "identity": norm_identity(identity),
+                         "trackId": str(track_id), "kind": str(kind)})
+
+    def add_media(self, room: str, identity: str, nbytes: int, packets: int) -> None:
+        s = self._live.get(room)
+        if s is None:
+            return
+        m = s.media.setdefault(norm_identity(identity), {"bytes": 0, "packets": 0})
+        m["bytes"] += int(nbytes)
+        m["packets"] += int(packets)
+
+    # ------------------------------------------------ introspection / shutdown
+
+    def session_id(self, room: str) -> bytes | None:
+        s = self._live.get(room)
+        return s.session_id if s else None
+
+    @property
+    def live_rooms(self) -> list[str]:
+        return list(self._live)
+
+    async def drain(self) -> None:
+        """Wait until every session whose grace expired is safely in the outbox."""
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    async def close_all(self, at: float | None = None) -> None:
+        """Shutdown: end every live session now (participants still present leave at `at`)."""
+        at = time.time() if at is None else at
+        for room, s in list(self._live.items()):
+            for identity in sorted(s.present):
+                s.events.append({"atMs": _ms(at), "type": "left", "identity": identity})
+            if s.present:
+                s.present.clear()
+                s.emptied_at = at
+            if s.timer is not None:
+                s.timer.cancel()
+            self._grace_expired(room, s)
+        await self.drain()
+
+    # ------------------------------------------------ ending
+
+    def _grace_expired(self, room: str, s: _Session) -> None:
+        if self._live.get(room) is not s or s.present:
+            return
+        # Drop from _live first so a join from now on starts a fresh session, while this one is
+        # still being persisted.
+        del self._live[room]
+        t = asyncio.get_running_loop().create_task(self._persist(s), name=f"session-close-{room}")
+        self._closing.add(t)
+        t.add_done_callback(self._closing.discard)
+
+    def build_summary(self, s: _Session) -> Summary:
+        ended = s.emptied_at if s.emptied_at is not None else time.time()
+        doc = build_document(session_id=s.session_id, room=s.room, started_at=int(s.started_at),
+                             ended_at=max(int(ended), int(s.started_at)), events=s.events,
+                             tracks=s.tracks, media=s.media)
+        return make_summary(doc)
+
+    async def _persist(self, s: _Session) -> None:
+        summary = self.build_summary(s)
+        delay = 0.1
+        while True:
+            try:
+                await self.outbox.put(summary)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox put failed for session %s; retrying in %.1fs",
+                              summary.session_id.hex()[:12], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+        log.info("session %s closed (room %r, %d participants, cid %s)", summary.session_id.hex()[:12],
+                 s.room, summary.participant_count, summary.cid)
+        if self.on_closed is not None:
+            res = self.on_closed(summary)
+            if asyncio.iscoroutine(res):
+                await res
+
+
+def _ms(at: float) -> int:
+    return int(round(at * 1000))

@@ -1,0 +1,260 @@
+"""`basement sessions list | verify <session-id> | prove <session-id> <address>`.
+
+Every command is also a coroutine callable from Python (`list_sessions`, `verify_session`,
+`prove_participant`) and runnable as `python -m signalling.sessions_cli …`.
+
+verify = trust nothing but the chain: take the on-chain record (a SessionRecorded event, or a
+SessionBatched event plus the batch manifest whose Merkle proof must reach the on-chain batch root),
+fetch the document by CID, re-hash it, and recompute every summary field from its contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from web3 import AsyncWeb3
+
+from signalling import contracts
+from signalling.cidstore import CidStore, DirCidStore, open_store
+from signalling.summary import (
+    address_leaf,
+    check_document,
+    from_hex32,
+    hex32,
+    participant_proof,
+    summary_leaf,
+    verify_proof,
+)
+
+FIELDS = ("startedAt", "endedAt", "peakParticipants", "participantCount", "participantsRoot", "mediaBytes",
+          "mediaPackets", "cid")
+
+
+@dataclass
+class Record:
+    """One on-chain record of a session: kind "single" (full fields) or "batch" (root only)."""
+
+    kind: str
+    session_id: str
+    block: int
+    tx: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    batch_root: str | None = None
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    session_id: str
+    reasons: list[str]
+    record: Record | None = None
+
+    def line(self) -> str:
+        if self.ok:
+            how = "batch " + str(self.record.batch_root) if self.record and self.record.kind == "batch" else "single"
+            return f"PASS {self.session_id} ({how}, cid {self.record.fields.get('cid') if self.record else '-'})"
+        return f"FAIL {self.session_id}: " + "; ".join(self.reasons)
+
+
+def _norm_sid(session_id: str | bytes) -> bytes:
+    return session_id if isinstance(session_id, bytes) else from_hex32(session_id)
+
+
+def _event_fields(args: Any) -> dict[str, Any]:
+    out = {"sessionId": hex32(args["sessionId"]), "roomId": hex32(args["roomId"]), "writer": args["writer"]}
+    for k in FIELDS:
+        v = args[k]
+        out[k] = hex32(v) if isinstance(v, bytes) else v
+    return out
+
+
+async def fetch_records(w3: AsyncWeb3, session_log: str, session_id: str | bytes | None = None,
+                        from_block: int = 0) -> list[Record]:
+    """All SessionRecorded / SessionBatched events (for one id, or all), in chain order."""
+    c = contracts.contract_at(w3, "SessionLog", session_log)
+    flt = {"sessionId": _norm_sid(session_id)} if session_id is not None else None
+    single = await c.events.SessionRecorded().get_logs(from_block=from_block, argument_filters=flt)
+    batched = await c.events.SessionBatched().get_logs(from_block=from_block, argument_filters=flt)
+    recs = [Record("single", hex32(e.args["sessionId"]), e.blockNumber, e.transactionHash.hex(),
+                   _event_fields(e.args)) for e in single]
+    recs += [Record("batch", hex32(e.args["sessionId"]), e.blockNumber, e.transactionHash.hex(),
+                    batch_root=hex32(e.args["batchRoot"])) for e in batched]
+    return sorted(recs, key=lambda r: r.block)
+
+
+def _manifest_entry(proofs_dir: Path | None, rec: Record) -> tuple[dict[str, Any] | None, str | None]:
+    """The batch manifest's entry for this session, checked against the on-chain root."""
+    if proofs_dir is None:
+        return None, "session was recorded in a batch but no proofs directory was given"
+    path = proofs_dir / f"{rec.batch_root}.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"batch manifest {path} not found"
+    except ValueError as e:
+        return None, f"batch manifest {path} is not JSON: {e}"
+    entries = [s for s in manifest.get("sessions", []) if s.get("sessionId", "").lower() == rec.session_id]
+    if not entries:
+        return None, f"session is not in batch manifest {path.name}"
+    entry = entries[0]
+    root = from_hex32(rec.batch_root)
+    try:
+        proof = [from_hex32(p) for p in entry["proof"]]
+        leaf = summary_leaf(entry)
+    except (KeyError, ValueError, TypeError) as e:
+        return None, f"batch manifest entry is malformed: {e}"
+    if not verify_proof(proof, root, leaf):
+        return None, f"Merkle proof of the summary does not reach the on-chain batch root {rec.batch_root}"
+    return entry, None
+
+
+async def verify_session(w3: AsyncWeb3, session_log: str, store: CidStore, session_id: str | bytes, *,
+                         proofs_dir: str | os.PathLike[str] | None = None, from_block: int = 0) -> VerifyResult:
+    sid = hex32(_norm_sid(session_id))
+    if proofs_dir is None and isinstance(store, DirCidStore):
+        proofs_dir = store.root / "batches"
+    recs = await fetch_records(w3, session_log, sid, from_block)
+    if not recs:
+        return VerifyResult(False, sid, ["not recorded on-chain (no SessionRecorded/SessionBatched event)"])
+    if len(recs) > 1:
+        return VerifyResult(False, sid, [f"recorded {len(recs)} times on-chain"], recs[0])
+    rec = recs[0]
+    if rec.kind == "batch":
+        entry, err = _manifest_entry(Path(proofs_dir) if proofs_dir else None, rec)
+        if err:
+            return VerifyResult(False, sid, [err], rec)
+        rec.fields = {k: entry[k] for k in ("sessionId", "roomId", *FIELDS)}
+    try:
+        document = await store.get(rec.fields["cid"])
+    except KeyError:
+        return VerifyResult(False, sid, [f"document {rec.fields['cid']} not found in the CID store"], rec)
+    problems = check_document(document, rec.fields)
+    return VerifyResult(not problems, sid, problems, rec)
+
+
+async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, session_id: str | bytes,
+                            participant: str, *, proofs_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Merkle proof that `participant` is in the session's participantsRoot (as recorded on-chain).
+
+    The proof verifies with OpenZeppelin `MerkleProof.verify(proof, root, keccak256(abi.encodePacked(addr)))`.
+    """
+    result = await verify_session(w3, session_log, store, session_id, proofs_dir=proofs_dir)
+    if not result.ok:
+        raise ValueError("session does not verify: " + "; ".join(result.reasons))
+    assert result.record is not None
+    document = json.loads(await store.get(result.record.fields["cid"]))
+    root = from_hex32(result.record.fields["participantsRoot"])
+    leaf = address_leaf(participant)
+    try:
+        proof = participant_proof(document["participants"], participant)
+    except KeyError:
+        raise ValueError(f"{participant} did not take part in session {result.session_id}") from None
+    return {
+        "sessionId": result.session_id,
+        "participant": AsyncWeb3.to_checksum_address(participant),
+        "leaf": hex32(leaf),
+        "participantsRoot": hex32(root),
+        "proof": [hex32(p) for p in proof],
+        "valid": verify_proof(proof, root, leaf),
+    }
+
+
+async def list_sessions(w3: AsyncWeb3, session_log: str, *, from_block: int = 0) -> list[Record]:
+    return await fetch_records(w3, session_log, None, from_block)
+
+
+# ---------------------------------------------------------------- command line
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--rpc-url", default=env("BASEMENT_RPC_URL", ""), help="JSON-RPC URL [env BASEMENT_RPC_URL]")
+    p.add_argument("--session-log", default=env("BASEMENT_SESSION_LOG_ADDRESS", ""),
+                   help="SessionLog address [env BASEMENT_SESSION_LOG_ADDRESS]")
+    p.add_argument("--store-dir", default=None,
+                   help="CID store directory or Kubo API URL [default $BASEMENT_DATA_DIR/cids]")
+    p.add_argument("--proofs-dir", default=None, help="batch manifests [default <store-dir>/batches]")
+    p.add_argument("--from-block", type=int, default=0)
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register `sessions list|verify|prove` on the `basement` CLI's subparsers."""
+    p = subparsers.add_parser("sessions", help="inspect and verify on-chain session summaries")
+    sub = p.add_subparsers(dest="sessions_cmd", required=True)
+    lp = sub.add_parser("list", help="every session recorded on-chain")
+    _add_common(lp)
+    lp.add_argument("--json", action="store_true")
+    vp = sub.add_parser("verify", help="check a session's on-chain record against its document")
+    _add_common(vp)
+    vp.add_argument("session_id", nargs="+")
+    pp = sub.add_parser("prove", help="Merkle proof that an address took part in a session")
+    _add_common(pp)
+    pp.add_argument("session_id")
+    pp.add_argument("address")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for a parsed `sessions …` command; returns the exit status."""
+    if not args.rpc_url or not args.session_log:
+        print("error: --rpc-url and --session-log (or BASEMENT_RPC_URL / BASEMENT_SESSION_LOG_ADDRESS) are required",
+              file=sys.stderr)
+        return 2
+    if args.store_dir is None:
+        args.store_dir = str(Path(os.environ.get("BASEMENT_DATA_DIR", "var")) / "cids")
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(args.rpc_url, cache_allowed_requests=True))
+    store = open_store(args.store_dir)
+    try:
+        if args.sessions_cmd == "list":
+            recs = await list_sessions(w3, args.session_log, from_block=args.from_block)
+            if args.json:
+                print(json.dumps([r.__dict__ for r in recs], indent=1))
+            for r in recs if not args.json else []:
+                detail = (f"room {r.fields['roomId'][:12]}… {r.fields['startedAt']}-{r.fields['endedAt']} "
+                          f"{r.fields['participantCount']} participants cid {r.fields['cid']}"
+                          if r.kind == "single" else f"batch {r.batch_root}")
+                print(f"{r.session_id} block {r.block} {r.kind}: {detail}")
+            return 0
+        if args.sessions_cmd == "verify":
+            status = 0
+            for sid in args.session_id:
+                res = await verify_session(w3, args.session_log, store, sid, proofs_dir=args.proofs_dir,
+                                           from_block=args.from_block)
+                print(res.line())
+                status |= 0 if res.ok else 1
+            return status
+        if args.sessions_cmd == "prove":
+            try:
+                out = await prove_participant(w3, args.session_log, store, args.session_id, args.address,
+                                              proofs_dir=args.proofs_dir)
+            except ValueError as e:
+                print(f"FAIL {e}", file=sys.stderr)
+                return 1
+            print(json.dumps(out, indent=1))
+            return 0 if out["valid"] else 1
+        return 2
+    finally:
+        if hasattr(store, "close"):
+            await store.close()
+        await w3.provider.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m signalling.sessions_cli")
+    add_subparser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(["sessions", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
