@@ -1,0 +1,196 @@
+{{/* Names --------------------------------------------------------------------------------- */}}
+
+{{- define "basement.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-wide prefix; component names append -signal, -sfu, -redis (so keep room for them). */}}
+{{- define "basement.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "basement.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "basement.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "basement.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "basement.redisName" -}}
+{{- printf "%s-redis" (include "basement.fullname" .) -}}
+{{- end -}}
+
+{{/* Labels: call with (dict "ctx" $ "component" "sfu") --------------------------------------- */}}
+
+{{- define "basement.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "basement.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "basement.labels" -}}
+helm.sh/chart: {{ include "basement.chart" .ctx }}
+{{ include "basement.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Values.image.tag | default .ctx.Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: basement
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "basement.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Secrets ------------------------------------------------------------------------------- */}}
+
+{{- define "basement.grantSecretName" -}}
+{{- default (printf "%s-grant" (include "basement.fullname" .)) .Values.grantSecret.existingSecret -}}
+{{- end -}}
+
+{{- define "basement.writerSecretName" -}}
+{{- default (printf "%s-writer" (include "basement.fullname" .)) .Values.chain.writerKey.existingSecret -}}
+{{- end -}}
+
+{{/* Value checks the schema cannot express; included by every workload template. ------- */}}
+{{- define "basement.validate" -}}
+{{- $r := .Values.redis -}}
+{{- $external := or $r.external.url $r.external.existingSecret -}}
+{{- if and $r.bundled.enabled $external -}}
+{{- fail "redis: choose one: the bundled Redis (redis.bundled.enabled=true) or an external one (redis.external.url / redis.external.existingSecret), not both" -}}
+{{- end -}}
+{{- if not (or $r.bundled.enabled $external) -}}
+{{- fail "redis: no Redis configured: set redis.bundled.enabled=true, or redis.external.url, or redis.external.existingSecret" -}}
+{{- end -}}
+{{- if and $r.external.url $r.external.existingSecret -}}
+{{- fail "redis.external: set url or existingSecret, not both" -}}
+{{- end -}}
+{{- if and (not .Values.grantSecret.existingSecret) (not .Values.grantSecret.generate) -}}
+{{- fail "grantSecret: every pod must share one grant key: set grantSecret.existingSecret (a Secret you created) or grantSecret.generate=true" -}}
+{{- end -}}
+{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) -}}
+{{- fail "admin.enabled=true needs admin.existingSecret: the name of a Secret holding the admin API key under admin.key (the chart never invents or stores one)" -}}
+{{- end -}}
+{{- $w := .Values.chain.writerKey -}}
+{{- if and $w.create $w.existingSecret -}}
+{{- fail "chain.writerKey: set existingSecret or create=true, not both" -}}
+{{- end -}}
+{{- if and $w.create (not $w.value) -}}
+{{- fail "chain.writerKey.create=true needs chain.writerKey.value (better: create the Secret yourself and set chain.writerKey.existingSecret)" -}}
+{{- end -}}
+{{- if and $w.value (not $w.create) -}}
+{{- fail "chain.writerKey.value is set but chain.writerKey.create is false: the chart puts a private key in a Secret only on explicit opt-in (create=true); prefer chain.writerKey.existingSecret" -}}
+{{- end -}}
+{{- if eq .Values.chain.mode "rpc" -}}
+{{- if not .Values.chain.rpcUrl -}}
+{{- fail "chain.mode=rpc needs chain.rpcUrl" -}}
+{{- end -}}
+{{- if not (or $w.existingSecret $w.create) -}}
+{{- fail "chain.mode=rpc needs the session-log writer key: set chain.writerKey.existingSecret to a Secret holding it under chain.writerKey.key (kubectl create secret generic basement-writer --from-file=writer-key=./key.hex)" -}}
+{{- end -}}
+{{- end -}}
+{{- $s := .Values.sfu -}}
+{{- if gt (int $s.rtpPortMin) (int $s.rtpPortMax) -}}
+{{- fail (printf "sfu: rtpPortMin (%d) must be <= rtpPortMax (%d)" (int $s.rtpPortMin) (int $s.rtpPortMax)) -}}
+{{- end -}}
+{{- $span := add1 (sub (int $s.rtpPortMax) (int $s.rtpPortMin)) -}}
+{{- if lt (int (div $span (int $s.processes))) 10 -}}
+{{- fail (printf "sfu: the RTP range %d-%d gives fewer than 10 ports to each of the %d processes" (int $s.rtpPortMin) (int $s.rtpPortMax) (int $s.processes)) -}}
+{{- end -}}
+{{- $last := add (int $s.port) (sub (int $s.processes) 1) -}}
+{{- $lastMetrics := add (int $s.metricsPort) (sub (int $s.processes) 1) -}}
+{{- if and (le (int $s.port) (int $lastMetrics)) (le (int $s.metricsPort) (int $last)) -}}
+{{- fail (printf "sfu: HTTP ports %d-%d overlap metrics ports %d-%d" (int $s.port) $last (int $s.metricsPort) $lastMetrics) -}}
+{{- end -}}
+{{- if and (le (int $s.rtpPortMin) $last) (le (int $s.port) (int $s.rtpPortMax)) -}}
+{{- fail "sfu: the HTTP ports overlap the RTP range" -}}
+{{- end -}}
+{{- if and (le (int $s.rtpPortMin) $lastMetrics) (le (int $s.metricsPort) (int $s.rtpPortMax)) -}}
+{{- fail "sfu: the metrics ports overlap the RTP range" -}}
+{{- end -}}
+{{- if le (int $s.terminationGracePeriodSeconds) (int $s.drainMarginSeconds) -}}
+{{- fail "sfu: terminationGracePeriodSeconds must be larger than drainMarginSeconds" -}}
+{{- end -}}
+{{- if eq (int .Values.signal.port) (int .Values.signal.metricsPort) -}}
+{{- fail "signal: port and metricsPort must differ" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Env shared by signalling and SFU pods: Redis URL and grant key. ------------------------ */}}
+{{- define "basement.commonEnv" -}}
+{{- $r := .Values.redis -}}
+{{- if $r.bundled.enabled }}
+{{- $host := printf "%s.%s.svc" (include "basement.redisName" .) .Release.Namespace }}
+{{- if $r.bundled.auth.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.bundled.auth.existingSecret }}
+      key: {{ $r.bundled.auth.key }}
+- name: BASEMENT_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" $host (int $r.bundled.port) | quote }}
+{{- else }}
+- name: BASEMENT_REDIS_URL
+  value: {{ printf "redis://%s:%d/0" $host (int $r.bundled.port) | quote }}
+{{- end }}
+{{- else if $r.external.existingSecret }}
+- name: BASEMENT_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.external.existingSecret }}
+      key: {{ $r.external.key }}
+{{- else }}
+- name: BASEMENT_REDIS_URL
+  value: {{ $r.external.url | quote }}
+{{- end }}
+- name: BASEMENT_GRANT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "basement.grantSecretName" . }}
+      key: {{ .Values.grantSecret.key }}
+- name: BASEMENT_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- end -}}
+
+{{- define "basement.publicUrl" -}}
+{{- if .Values.publicUrl -}}
+{{- .Values.publicUrl -}}
+{{- else if and .Values.signal.ingress.enabled .Values.signal.ingress.hosts -}}
+{{- $h := (first .Values.signal.ingress.hosts).host -}}
+{{- if .Values.signal.ingress.tls -}}
+{{- printf "https://%s" $h -}}
+{{- else -}}
+{{- printf "http://%s" $h -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level settings both Basement workloads share. */}}
+{{- define "basement.podCommon" -}}
+serviceAccountName: {{ include "basement.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
