@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 
@@ -28,12 +29,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that contribute subcommands; each exposes add_subparser(subparsers) and sets `func`.
+SUBCOMMAND_MODULES = ["signalling.sessions_cli", "signalling.cluster.cli", "bench.cli"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basement", description="Basement SFU")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="all-in-one server: signalling + SFU + web client, in-memory state")
     config.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not name.startswith(e.name or "?"):
+                raise
+            continue
+        module.add_subparser(sub)
     return parser
 
 
