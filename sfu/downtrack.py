@@ -70,6 +70,7 @@ class DownTrack:
         self.cache: list[tuple[int, bytes] | None] = [None] * CACHE_SIZE
         self.packets = 0
         self.octets = 0
+        self.bytes_sent = 0
         self.retransmissions = 0
         self.keyframe_waits = 0
 
@@ -180,6 +181,7 @@ class DownTrack:
         if self.transport.send_rtp(out):
             self.packets += 1
             self.octets += view.payload_end - view.payload_start
+            self.bytes_sent += len(out)
             STATS.packets_out += 1
             STATS.bytes_out += len(out)
 

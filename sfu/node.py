@@ -22,8 +22,11 @@ Deliver = Callable[[str, dict[str, Any]], None]
 
 
 class SfuNode:
-    def __init__(self, deliver: Deliver, speaker_interval: float = 0.5) -> None:
+    def __init__(self, deliver: Deliver, speaker_interval: float = 0.5,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.deliver = deliver
+        # room-level facts for the control plane (session summaries): track_published, media
+        self.on_event = on_event
         self.speaker_interval = speaker_interval
         self.rooms: dict[str, Router] = {}
         self.peers: dict[str, Peer] = {}
@@ -63,7 +66,15 @@ class SfuNode:
         return {"participants": participants, "tracks": existing}
 
     async def publish(self, participant_id: str, sdp: Any) -> str:
-        return await self._peer(participant_id).publish(sdp)
+        peer = self._peer(participant_id)
+        before = {rec.id for rec in peer.tracks}
+        answer = await peer.publish(sdp)
+        if self.on_event is not None:
+            for rec in peer.tracks:
+                if rec.id not in before:
+                    self.on_event(peer.router.room, {"type": "track_published", "identity": peer.identity,
+                                                     "track": rec.id, "kind": rec.kind})
+        return answer
 
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._peer(participant_id).subscriber_answer(sdp)
@@ -97,6 +108,11 @@ class SfuNode:
             return
         router = peer.router
         await router.remove_peer(peer, reason)
+        if self.on_event is not None:
+            sent = [dt for dt in peer.all_downtracks]
+            self.on_event(router.room, {"type": "media", "identity": peer.identity,
+                                        "bytes": sum(dt.bytes_sent for dt in sent),
+                                        "packets": sum(dt.packets for dt in sent)})
         if not router.peers:
             router.close()
             self.rooms.pop(router.room, None)

@@ -53,6 +53,7 @@ class Peer:
         self.ingress: Ingress | None = None
         self.subscriber: PeerTransport | None = None
         self.downtracks: dict[str, DownTrack] = {}  # track id -> DownTrack
+        self.all_downtracks: list[DownTrack] = []  # including ended ones, for the session summary
         self.slots_by_ssrc: dict[int, SendSlot] = {}
         self.free_slots: list[tuple[SendSlot, DownTrack | None]] = []
         self._negotiating = False
@@ -154,6 +155,7 @@ class Peer:
         self.slots_by_ssrc[slot.ssrc] = slot
         slot.downtrack = dt
         self.downtracks[rec.id] = dt
+        self.all_downtracks.append(dt)
         dt.set_target(self.router.selector.initial_layer(rec, dt))
         rec.downtracks.append(dt)
         self.request_negotiation()

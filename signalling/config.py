@@ -74,9 +74,17 @@ class Settings:
     data_dir: str = field(default="var", metadata={"help": "where the outbox and local CID store live"})
     session_grace_s: float = field(default=30.0, metadata={"help": "empty-room grace before a session ends"})
 
+    writer_confirmations: int = field(default=1, metadata={"help": "blocks to wait before a summary counts"})
+    writer_batch_size: int = field(default=1, metadata={"help": "summaries per transaction (1 = recordSession)"})
+    writer_batch_wait_s: float = field(default=2.0, metadata={"help": "how long a batch may wait to fill"})
+    writer_max_fee_gwei: float = field(default=500.0, metadata={"help": "cap on maxFeePerGas for summaries"})
+
     # --- cluster ---
     redis_url: str = field(default="", metadata={"help": "Redis URL; empty = in-memory state (one process)"})
     node_id: str = field(default="", metadata={"help": "SFU node id (default: hostname-pid)"})
+    drain_timeout_s: float = field(
+        default=600.0, metadata={"help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
+    )
 
     def validate(self) -> Settings:
         if not 0 <= self.port < 65536:

@@ -22,6 +22,7 @@ class Admission:
     identity: str  # checksummed address, or a guest id for open rooms
     can_publish: bool = True
     can_subscribe: bool = True
+    max_participants: int = 0  # the room's own limit; 0 = the server default
 
 
 # (room, grant token or None) -> Admission, raising ProtocolError to refuse
@@ -90,7 +91,7 @@ class RoomManager:
         self.participants[pid] = p
         try:
             state = await self.node.join(room, pid, p.name, p.can_publish, p.can_subscribe, p.identity,
-                                         self.max_participants)
+                                         admission.max_participants or self.max_participants)
         except Exception:
             self.participants.pop(pid, None)
             raise

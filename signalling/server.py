@@ -13,9 +13,14 @@ from aiohttp import web
 from sfu import transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
+from signalling.admin import admin_app
 from signalling.app import create_app, metrics_app
+from signalling.auth import auth_routes
 from signalling.config import Settings
-from signalling.rooms import RoomManager, admit_everyone
+from signalling.control import build_control_plane, start_rechecker
+from signalling.rooms import RoomManager
+
+CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
 log = logging.getLogger("basement.server")
 
@@ -29,7 +34,7 @@ class Server:
     runners: list[web.AppRunner] = field(default_factory=list)
     port: int = 0
     metrics_port: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
+    control: Any = None
 
     @property
     def url(self) -> str:
@@ -37,6 +42,8 @@ class Server:
 
     async def stop(self) -> None:
         await self.node.close()
+        if self.control is not None:
+            await self.control.stop()
         for r in self.runners:
             await r.cleanup()
 
@@ -44,16 +51,33 @@ class Server:
 async def start_server(settings: Settings) -> Server:
     """Start on the configured ports (0 = pick a free one; the chosen ports are on the Server)."""
     transport.configure_ice(settings.ice_addresses, settings.public_ip)
+    cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
 
     def deliver(pid: str, msg: dict[str, Any]) -> None:
         rooms_holder["rooms"].deliver(pid, msg)
 
-    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000)
-    rooms = RoomManager(node, admit_everyone, settings.max_participants_per_room)
+    def on_event(room: str, event: dict[str, Any]) -> None:
+        if cp.tracker is None:
+            return
+        if event["type"] == "track_published":
+            cp.tracker.track_published(room, event["identity"], event["track"], event["kind"])
+        elif event["type"] == "media":
+            cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"])
+
+    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event)
+    rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms)
-    server = Server(settings, node, rooms, app)
+    app.add_routes(auth_routes(cp.auth))
+    app[CHAIN_INFO_KEY] = cp.info
+    app.router.add_get("/api/info", chain_info)
+    if cp.embedded is not None:
+        app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
+    if settings.admin_key:
+        app.add_subapp("/admin", admin_app(cp.registry, settings.admin_key, chain_ids=[cp.chain_id]))
+    start_rechecker(cp, rooms)
+    server = Server(settings, node, rooms, app, control=cp)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -68,6 +92,33 @@ async def start_server(settings: Settings) -> Server:
         server.runners.append(mrunner)
         server.metrics_port = msite._server.sockets[0].getsockname()[1]
     return server
+
+
+async def chain_info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CHAIN_INFO_KEY])
+
+
+async def dev_wallet_sign(request: web.Request) -> web.Response:
+    """The built-in dev wallet of the embedded chain: signs a SIWE message with the demo key.
+
+    The key is public and deterministic (signalling/evm.py) and only ever holds demo tokens on an
+    in-process chain, so exposing it is what lets a new user try a gated room with no wallet.
+    """
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from signalling.evm import DEMO_WALLET_KEY
+
+    try:
+        body = await request.json()
+        message = body["message"]
+        if not isinstance(message, str) or len(message) > 4096:
+            raise ValueError("message must be a string of at most 4096 characters")
+    except Exception as e:
+        return web.json_response({"error": f"bad request: {e}"}, status=400)
+    acct = Account.from_key(DEMO_WALLET_KEY)
+    signed = acct.sign_message(encode_defunct(text=message))
+    return web.json_response({"address": acct.address, "signature": "0x" + signed.signature.hex().removeprefix("0x")})
 
 
 async def serve_forever(settings: Settings) -> None:

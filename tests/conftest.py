@@ -17,13 +17,26 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def server():
-    settings = config.load(env={}, port=0, metrics_port=free_port(), speaker_interval_ms=200)
-    srv = await start_server(settings)
-    try:
-        yield srv
-    finally:
+async def make_server(tmp_path):
+    """make_server(**settings) -> a started all-in-one server; all are stopped at teardown."""
+    started = []
+
+    async def make(**overrides):
+        values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200,
+                      data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5)
+        values.update(overrides)
+        srv = await start_server(config.load(env={}, **values))
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
         await srv.stop()
+
+
+@pytest.fixture
+async def server(make_server):
+    return await make_server()
 
 
 @pytest.fixture

@@ -1,0 +1,141 @@
+"""The control plane, assembled from Settings: chain, sign-in, grants, gates, sessions, chain writer.
+
+`basement serve` uses it with the embedded chain by default; `basement signal` uses the same
+object against an RPC chain. It never touches media: it decides who may join and records what
+happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from web3 import AsyncWeb3
+
+from signalling import chainwriter
+from signalling.auth import AuthError, AuthService, GrantIssuer
+from signalling.config import Settings
+from signalling.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
+from signalling.outbox import outbox_for_settings
+from signalling.protocol import ProtocolError
+from signalling.rooms import Admission, admit_everyone
+from signalling.sessions import SessionTracker
+
+log = logging.getLogger("basement.control")
+
+DEMO_GATED_ROOM = "demo-gated"
+
+
+@dataclass
+class ControlPlane:
+    settings: Settings
+    w3: AsyncWeb3
+    chain_id: int
+    auth: AuthService
+    registry: Any
+    evaluator: GateEvaluator | None
+    tracker: SessionTracker | None = None
+    writer: Any = None
+    rechecker: Rechecker | None = None
+    embedded: Any = None  # EmbeddedChain when chain=embedded
+    info: dict[str, Any] = field(default_factory=dict)  # public chain facts for the web client
+    _outbox: Any = None
+
+    async def admit(self, room: str, grant: str | None) -> Admission:
+        """Join-time check: a valid grant for this room, or an open room (guest)."""
+        config = await self.registry.get(room)
+        max_p = config.max_participants if config and config.max_participants else 0
+        if grant:
+            try:
+                g = self.auth.grants.verify(grant, room)
+            except AuthError as e:
+                raise ProtocolError("unauthorized", f"grant refused: {e.reason}") from None
+            return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p)
+        if (config is not None and config.gate is not None) or self.settings.require_auth:
+            why = "is token-gated" if config is not None and config.gate is not None else "requires sign-in"
+            raise ProtocolError(
+                "unauthorized",
+                f"room {room!r} {why}: sign in with your wallet (GET /auth/nonce, POST /auth/siwe) "
+                "and send the grant from POST /auth/grant in 'join'",
+            )
+        guest = await admit_everyone(room, None)
+        guest.max_participants = max_p
+        return guest
+
+    async def stop(self) -> None:
+        if self.rechecker is not None:
+            await self.rechecker.stop()
+        if self.tracker is not None:
+            await self.tracker.close_all()
+        if self.writer is not None:
+            # give the writer a moment to put what the sessions just closed on chain
+            await asyncio.sleep(0)
+            await self.writer.stop()
+        if self._outbox is not None:
+            await self._outbox.close()
+
+
+async def build_control_plane(settings: Settings, sessions: bool = True) -> ControlPlane:
+    if settings.chain == "embedded":
+        from signalling.evm import EmbeddedChain
+
+        chain = EmbeddedChain(writer_key=settings.writer_key)
+        dep = await chain.start()
+        w3, chain_id = chain.w3, dep.chain_id
+        multicall, session_log, writer_key = dep.multicall, dep.session_log, chain.writer.key.hex()
+        registry = MemoryRoomRegistry([
+            RoomConfig(DEMO_GATED_ROOM, Gate.from_json({
+                "standard": "erc721", "chainId": chain_id, "contract": dep.membership_pass,
+                "label": "Basement demo membership pass",
+            })),
+        ])
+        info = {"chainId": chain_id, "embedded": True, "demoGatedRoom": DEMO_GATED_ROOM,
+                "membershipPass": dep.membership_pass, "demoWallet": dep.demo_wallet}
+    else:
+        chain = None
+        w3 = chainwriter.http_w3(settings.rpc_url)
+        chain_id = settings.chain_id or await w3.eth.chain_id
+        multicall, session_log = settings.multicall_address, settings.session_log_address
+        writer_key = settings.writer_key
+        registry = MemoryRoomRegistry()
+        info = {"chainId": chain_id, "embedded": False}
+
+    evaluator = GateEvaluator(w3, multicall, chain_id, cache_ttl_s=settings.gate_cache_ttl_s) if multicall else None
+    grants = GrantIssuer(settings.grant_secret, settings.grant_ttl_s)
+    auth = AuthService(origin=settings.base_url, chain_id=chain_id, grants=grants, registry=registry,
+                       evaluator=evaluator, w3=w3, require_auth=settings.require_auth)
+    cp = ControlPlane(settings, w3, chain_id, auth, registry, evaluator, embedded=chain, info=info)
+
+    if sessions and session_log and writer_key:
+        outbox = outbox_for_settings(settings)
+        cp._outbox = outbox
+        cp.tracker = SessionTracker(outbox, grace_s=settings.session_grace_s)
+        config = chainwriter.WriterConfig(confirmations=settings.writer_confirmations,
+                                          batch_size=settings.writer_batch_size,
+                                          batch_wait_s=settings.writer_batch_wait_s,
+                                          max_fee_cap_wei=int(settings.writer_max_fee_gwei * 10**9))
+        cp.writer = chainwriter.from_settings(settings, w3=w3, outbox=outbox, config=config,
+                                              key=writer_key, session_log=session_log)
+        await cp.writer.start()
+    elif sessions:
+        log.warning("no SessionLog address or writer key: session summaries will not be recorded")
+    return cp
+
+
+def start_rechecker(cp: ControlPlane, rooms: Any) -> None:
+    """Remove participants whose wallet no longer satisfies their room's gate."""
+    if cp.evaluator is None:
+        return
+
+    async def present() -> list[tuple[str, str]]:
+        return [(p.room, p.identity) for p in rooms.participants.values() if p.identity.startswith("0x")]
+
+    async def revoked(room: str, address: str, result: Any) -> None:
+        for p in list(rooms.participants.values()):
+            if p.room == room and p.identity == address:
+                await rooms.remove(p.id, f"no longer qualifies for this room: {result.reason}")
+
+    cp.rechecker = Rechecker(cp.evaluator, cp.registry, present, revoked, interval_s=cp.settings.gate_recheck_s)
+    cp.rechecker.start()
