@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import rtp as artp
 
 from sfu import rtp
+from sfu.layers import SelectorState
 from sfu.metrics import STATS
 
 if TYPE_CHECKING:
@@ -52,6 +53,14 @@ class DownTrack:
         self.target: Layer | None = None
         self.paused = False  # subscriber or policy turned this track off
         self.pause_reason = ""
+        self.target_reason = ""
+        # what the subscriber asked for (protocol `subscription`), read by the LayerSelector
+        self.request_layer: str | None = None
+        self.request_width: int | None = None
+        self.request_height: int | None = None
+        self.max_tid: int | None = None  # VP8 temporal layers above this are not forwarded
+        self.temporal_drops = 0
+        self.selector_state = SelectorState()
 
         # rewrite state
         self.seq_off = 0
@@ -108,6 +117,7 @@ class DownTrack:
 
     def set_target(self, layer: Layer | None, reason: str = "") -> None:
         """Aim for `layer` (None pauses). Switching to a video layer waits for its keyframe."""
+        self.target_reason = reason
         if layer is None:
             self.target = self.current = None
             self.paused = True
@@ -145,6 +155,12 @@ class DownTrack:
             self._restart(view, vp8, now)
         elif not _newer16(view.seq, self.switch_seq) and view.seq != self.switch_seq:
             return  # from before the current run began: its numbering belongs to another layer
+        if vp8 is not None and self.max_tid is not None and vp8.tid > self.max_tid and not keyframe:
+            # thinning the frame rate: renumber so the subscriber sees no gap it would NACK
+            if view.seq == ((self.last_seq - self.seq_off + 1) & 0xFFFF):
+                self.seq_off = (self.seq_off - 1) & 0xFFFF
+            self.temporal_drops += 1
+            return
 
         out_seq = (view.seq + self.seq_off) & 0xFFFF
         out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF

@@ -1,44 +1,75 @@
-"""LayerSelector: which simulcast layer each DownTrack forwards.
+"""LayerSelector: which simulcast layer (and VP8 temporal layer) each DownTrack forwards.
 
-The policy is kept as plain functions of the inputs so it can be tested without a network.
+The policy is a pure function of plain inputs (`decide`), so its hysteresis and pause rules are
+unit-tested without a network; `LayerSelector` feeds it from live state every `interval` seconds
+and applies the result (targets, events, dynacast).
+
+Inputs per DownTrack: the subscriber's requested maximum (a layer name or the rendered size), the
+subscriber's downlink estimate (REMB) and loss (RR), and the layers currently arriving with their
+bitrates. Rules:
+* never above what was requested;
+* down fast: one evaluation where the current layer does not fit the estimate (or loss > 10 %);
+* up slowly: the next layer must fit with 25 % headroom for `UP_STREAK` evaluations in a row, and
+  the switch itself waits for that layer's keyframe (the DownTrack asks for one);
+* when even the lowest layer does not fit, pause video (audio is never paused) and resume when the
+  lowest layer fits again with headroom; the client is told why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
     from sfu.receiver import Layer, Receiver
 
-
-class LayerSelector:
-    def __init__(self) -> None:
-        self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
-
-    def initial_layer(self, rec: Receiver, dt: DownTrack) -> Layer | None:
-        """Without other information, forward the best layer the publisher announced."""
-        if not rec.layers:
-            return None
-        return max(rec.layers.values(), key=lambda layer: layer.index)
-
-    def on_remb(self, peer: Any, bitrate: int, ssrcs: list[int]) -> None:
-        self.remb[peer.id] = bitrate
-        for dt in peer.downtracks.values():
-            if dt.slot.ssrc in ssrcs or not ssrcs:
-                dt.on_remb(bitrate)
-
-
 LAYER_NAMES = {"low": 0, "medium": 1, "high": 2}
+UP_HEADROOM = 1.25
+DOWN_MARGIN = 1.0
+HIGH_LOSS = 0.10
+UP_STREAK = 3
+STALE_S = 1.5  # a layer with no packet for this long is not available
+MIN_LAYER_BPS = 30_000  # a layer that just started has no measured rate yet: assume this much
 
 
-def requested_index(layers: list[Layer], layer: str | None, width: int | None, height: int | None) -> int | None:
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int
+    bitrate: float  # bits/s measured over the last second (0 = unknown yet)
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class SelectorState:
+    """What the policy remembers per DownTrack between evaluations."""
+
+    current: int | None = None  # index being forwarded (None = nothing / paused)
+    up_streak: int = 0
+    paused_for_bandwidth: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: int | None  # layer index to forward, None = pause
+    reason: str  # "requested", "bandwidth", "loss", "recovered", "off", "unavailable"
+    max_tid: int | None = None  # VP8 temporal layers above this are dropped (None = all)
+
+
+TL0_SHARE = 0.5  # the base temporal layer carries about half of a VP8 L1T3 layer's bits
+
+
+def requested_index(layers: list[Any], layer: str | None, width: int | None, height: int | None) -> int | None:
     """The highest layer index a subscriber asks for (None = off).
 
     An explicit name wins; a rendered size picks the smallest layer that covers it (layers whose
-    size is not known yet count as covering, so a new subscriber starts high and comes down).
+    size is not known yet count as covering, so a subscriber starts on a real layer and adjusts).
     """
-    if layer == "off" or (width == 0 and height == 0 and layer is None and width is not None):
+    if layer == "off":
         return None
     if not layers:
         return None
@@ -47,12 +78,89 @@ def requested_index(layers: list[Layer], layer: str | None, width: int | None, h
         want = LAYER_NAMES[layer]
         fitting = [x.index for x in ordered if x.index <= want]
         return fitting[-1] if fitting else ordered[0].index
-    if width or height:
+    if width is not None and height is not None:
+        if width == 0 and height == 0:
+            return None  # not rendered at all
         for x in ordered:
-            if not x.width or (x.width >= (width or 0) and x.height >= (height or 0)):
+            if not x.width or (x.width >= width and x.height >= height):
                 return x.index
         return ordered[-1].index
     return ordered[-1].index
+
+
+def _rate(layer: LayerInfo) -> float:
+    return max(layer.bitrate, MIN_LAYER_BPS)
+
+
+def decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
+           estimate_bps: float | None, loss: float) -> Decision:
+    """One evaluation of the policy for one DownTrack. Updates `state.up_streak`/flags only."""
+    if requested is None:
+        state.up_streak = 0
+        state.paused_for_bandwidth = False
+        return Decision(None, "off")
+    candidates = sorted((x for x in available if x.index <= requested), key=lambda x: x.index)
+    if not candidates:
+        # nothing at or below the request is arriving: take the lowest layer there is
+        candidates = sorted(available, key=lambda x: x.index)[:1]
+        if not candidates:
+            return Decision(state.current, "unavailable")
+    by_index = {x.index: x for x in candidates}
+    if estimate_bps is None:
+        # no downlink estimate yet: give what was asked for
+        state.up_streak = 0
+        return Decision(candidates[-1].index, "requested")
+
+    lowest = candidates[0]
+    current = state.current if state.current in by_index else None
+    if state.paused_for_bandwidth:
+        if estimate_bps >= _rate(lowest) * UP_HEADROOM and loss <= HIGH_LOSS:
+            state.up_streak += 1
+            if state.up_streak >= UP_STREAK:
+                state.up_streak = 0
+                state.paused_for_bandwidth = False
+                return Decision(lowest.index, "recovered")
+        else:
+            state.up_streak = 0
+        return Decision(None, "bandwidth")
+
+    if current is None:
+        # (re)starting: the best layer that fits now, without waiting for a streak
+        fitting = [x for x in candidates if _rate(x) <= estimate_bps * DOWN_MARGIN]
+        if not fitting:
+            return _thin_or_pause(state, lowest, estimate_bps)
+        return Decision(fitting[-1].index, "requested")
+
+    # down fast
+    if loss > HIGH_LOSS or _rate(by_index[current]) > estimate_bps * DOWN_MARGIN:
+        state.up_streak = 0
+        lower = [x for x in candidates if x.index < current and _rate(x) <= estimate_bps * DOWN_MARGIN]
+        if loss > HIGH_LOSS:
+            lower = [x for x in candidates if x.index < current]
+        if lower:
+            return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
+        if _rate(lowest) > estimate_bps * DOWN_MARGIN:
+            return _thin_or_pause(state, lowest, estimate_bps)
+        return Decision(lowest.index, "bandwidth")
+
+    # up slowly
+    higher = [x for x in candidates if x.index > current]
+    if higher and _rate(higher[0]) * UP_HEADROOM <= estimate_bps and loss <= HIGH_LOSS / 2:
+        state.up_streak += 1
+        if state.up_streak >= UP_STREAK:
+            state.up_streak = 0
+            return Decision(higher[0].index, "recovered")
+    else:
+        state.up_streak = 0
+    return Decision(current, "requested")
+
+
+def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float) -> Decision:
+    """The lowest layer does not fit: its base temporal layer alone may; otherwise pause."""
+    if _rate(lowest) * TL0_SHARE <= estimate_bps:
+        return Decision(lowest.index, "bandwidth", max_tid=0)
+    state.paused_for_bandwidth = True
+    return Decision(None, "bandwidth")
 
 
 def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
@@ -60,3 +168,95 @@ def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
         return None
     fitting = [x for x in layers if x.index <= max_index]
     return max(fitting, key=lambda x: x.index) if fitting else min(layers, key=lambda x: x.index, default=None)
+
+
+class LayerSelector:
+    """Applies `decide` to every video DownTrack of a room, and tells publishers which layers are needed."""
+
+    def __init__(self, notify: Callable[[str, dict[str, Any]], None] | None = None, interval: float = 0.5) -> None:
+        self.notify = notify  # (participant id, message)
+        self.interval = interval
+        self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
+        self._dynacast: dict[str, tuple[str, ...]] = {}  # track id -> rids last announced active
+        self._task: asyncio.Task | None = None
+        self.tracks: Callable[[], list[Receiver]] = list
+
+    def start(self, tracks: Callable[[], list[Receiver]]) -> None:
+        self.tracks = tracks
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def initial_layer(self, rec: Receiver, dt: DownTrack) -> Layer | None:
+        """Before any feedback: the best layer at or below what the subscriber asked for."""
+        if not rec.layers:
+            return None
+        layers = list(rec.layers.values())
+        return pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
+
+    def on_remb(self, peer: Any, bitrate: int, ssrcs: list[int]) -> None:
+        self.remb[peer.id] = bitrate
+        for dt in peer.downtracks.values():
+            dt.on_remb(bitrate)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.evaluate(time.monotonic())
+            except Exception:  # a policy bug must not stop future evaluations
+                import logging
+
+                logging.getLogger("basement.layers").exception("layer selection failed")
+
+    def evaluate(self, now: float) -> None:
+        for rec in self.tracks():
+            if rec.kind != "video":
+                continue
+            for dt in list(rec.downtracks):
+                self._evaluate_downtrack(rec, dt, now)
+            self._update_dynacast(rec, now)
+
+    def evaluate_one(self, rec: Receiver, dt: DownTrack) -> None:
+        self._evaluate_downtrack(rec, dt, time.monotonic())
+        self._update_dynacast(rec, time.monotonic())
+
+    def _evaluate_downtrack(self, rec: Receiver, dt: DownTrack, now: float) -> None:
+        layers = list(rec.layers.values())
+        available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers
+                     if x.ssrc is not None and now - x.last_packet_at < STALE_S]
+        requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
+        estimate = dt.remb_bps or None
+        state = dt.selector_state
+        state.current = dt.current.index if dt.current is not None else (
+            dt.target.index if dt.target is not None else None)
+        decision = decide(state, available, requested, estimate, dt.fraction_lost)
+        target = None if decision.target is None else next((x for x in layers if x.index == decision.target), None)
+        dt.max_tid = decision.max_tid
+        was_paused = dt.paused
+        if target is not dt.target or (target is None) != was_paused:
+            dt.set_target(target, decision.reason)
+            if (target is None) != was_paused and self.notify is not None:
+                self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
+                                               "reason": decision.reason})
+
+    def _update_dynacast(self, rec: Receiver, now: float) -> None:
+        """Tell the publisher which simulcast layers anyone needs; unneeded ones stop being encoded."""
+        if not rec.simulcast or self.notify is None:
+            return
+        needed = set()
+        for dt in rec.downtracks:
+            for layer in (dt.target, dt.current):
+                if layer is not None:
+                    needed.add(layer.rid)
+            if dt.paused and dt.pause_reason == "bandwidth":
+                # keep the lowest layer coming so the subscriber can resume
+                needed.add(min(rec.layers.values(), key=lambda x: x.index).rid)
+        active = tuple(sorted(needed, key=lambda rid: rec.layers[rid].index))
+        if self._dynacast.get(rec.id) != active:
+            self._dynacast[rec.id] = active
+            self.notify(rec.participant_id, {"type": "dynacast", "track": rec.id, "active": list(active)})

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sfu.layers import pick, requested_index
 from sfu.metrics import STATS
 from sfu.peer import MediaError, Peer
 from sfu.router import Router
@@ -95,11 +94,15 @@ class SfuNode:
         dt = peer.downtracks.get(track_id)
         if dt is None:
             raise MediaError("unknown_track", f"not subscribed to track {track_id!r}")
-        layers = list(dt.receiver.layers.values())
-        index = requested_index(layers, layer, width, height)
-        target = pick(layers, index)
-        dt.requested = index
-        dt.set_target(target, "subscriber request" if target else "off")
+        dt.request_layer, dt.request_width, dt.request_height = layer, width, height
+        if dt.kind == "video":
+            # apply now rather than at the next periodic evaluation: a user clicked something
+            peer.router.selector.evaluate_one(dt.receiver, dt)
+        elif layer == "off":
+            dt.set_target(None, "off")
+        elif dt.paused:
+            dt.set_target(next(iter(dt.receiver.layers.values()), None), "subscriber request")
+        target = dt.target
         return {"layer": target.rid if target else None, "paused": target is None}
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:

@@ -149,6 +149,7 @@ class Peer:
         transport.set_slot_direction(slot, "sendonly")
         slot.set_msid(rec.participant_id, rec.id)
         dt = DownTrack(rec, self.id, transport, slot)
+        dt.on_layer_change = self._layer_changed
         if previous is not None:
             dt.inherit(previous)
         slot.on_active = dt.slot_ready
@@ -160,6 +161,11 @@ class Peer:
         rec.downtracks.append(dt)
         self.request_negotiation()
         return dt
+
+    def _layer_changed(self, dt: DownTrack, old: str | None, new: str | None) -> None:
+        if old is not None and new is not None and old != new:
+            self.emit({"type": "layer_changed", "track": dt.receiver.id, "layer": new,
+                       "reason": dt.target_reason})
 
     def unsubscribe(self, track_id: str) -> None:
         dt = self.downtracks.pop(track_id, None)

@@ -19,9 +19,15 @@ class Router:
         self.room = room
         self.broadcast = broadcast  # event to every peer of the room
         self.peers: dict[str, Peer] = {}
-        self.selector = LayerSelector()
+        self.selector = LayerSelector(self._notify)
+        self.selector.start(lambda: self.tracks)
         self.speaker = ActiveSpeaker(self._speaker_changed, interval=speaker_interval)
         self.speaker.start()
+
+    def _notify(self, participant_id: str, msg: dict[str, Any]) -> None:
+        peer = self.peers.get(participant_id)
+        if peer is not None:
+            peer.emit(msg)
 
     def name_of(self, participant_id: str) -> str:
         peer = self.peers.get(participant_id)
@@ -60,6 +66,7 @@ class Router:
 
     def close(self) -> None:
         self.speaker.stop()
+        self.selector.stop()
 
     def _speaker_changed(self, participant: str | None) -> None:
         self.broadcast({"type": "active_speaker", "participant": participant})

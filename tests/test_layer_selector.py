@@ -1,0 +1,114 @@
+"""LayerSelector policy as pure functions: no network, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sfu.layers import UP_STREAK, LayerInfo, SelectorState, decide, requested_index
+
+Q, H, F = LayerInfo(0, 150_000, 320, 180), LayerInfo(1, 500_000, 640, 360), LayerInfo(2, 1_500_000, 1280, 720)
+ALL = [Q, H, F]
+
+
+def run(state, estimate, requested=2, loss=0.0, available=ALL, times=1):
+    d = None
+    for _ in range(times):
+        d = decide(state, available, requested, estimate, loss)
+        state.current = d.target
+    return d
+
+
+@dataclass
+class L:
+    index: int
+    width: int = 0
+    height: int = 0
+
+
+def test_requested_index_from_names_sizes_and_off():
+    layers = [L(0, 320, 180), L(1, 640, 360), L(2, 1280, 720)]
+    assert requested_index(layers, "low", None, None) == 0
+    assert requested_index(layers, "medium", None, None) == 1
+    assert requested_index(layers, "high", None, None) == 2
+    assert requested_index(layers, "off", None, None) is None
+    assert requested_index(layers, None, 300, 170) == 0
+    assert requested_index(layers, None, 600, 340) == 1
+    assert requested_index(layers, None, 1920, 1080) == 2  # larger than anything: the best there is
+    assert requested_index(layers, None, 0, 0) is None  # not rendered
+    assert requested_index([L(0), L(1)], None, 1280, 720) == 0  # unknown sizes count as covering
+    assert requested_index([L(0)], "high", None, None) == 0  # no simulcast: the only layer
+
+
+def test_without_an_estimate_the_request_is_served():
+    assert run(SelectorState(), None, requested=1).target == 1
+    assert run(SelectorState(), None, requested=2).target == 2
+
+
+def test_never_above_the_request():
+    assert run(SelectorState(current=0), 10_000_000, requested=1, times=10).target == 1
+
+
+def test_down_is_immediate_and_lands_on_the_best_fitting_layer():
+    s = SelectorState(current=2)
+    d = run(s, 600_000)
+    assert (d.target, d.reason) == (1, "bandwidth")
+    s = SelectorState(current=2)
+    assert run(s, 200_000).target == 0
+
+
+def test_up_needs_headroom_for_several_evaluations_one_layer_at_a_time():
+    s = SelectorState(current=0)
+    for _ in range(UP_STREAK - 1):
+        assert run(s, 3_000_000).target == 0
+    assert run(s, 3_000_000).target == 1
+    for _ in range(UP_STREAK - 1):
+        assert run(s, 3_000_000).target == 1
+    assert run(s, 3_000_000).target == 2
+
+
+def test_no_flapping_around_a_threshold():
+    s = SelectorState(current=0)
+    # enough for the medium layer, but not with 25 % headroom: stay put however long it lasts
+    targets = {run(s, est).target for est in [510_000, 600_000, 520_000, 610_000] * 5}
+    assert targets == {0}
+    # a single good sample between bad ones never accumulates a streak
+    s = SelectorState(current=0)
+    targets = {run(s, est).target for est in [900_000, 400_000] * 10}
+    assert targets == {0}
+
+
+def test_loss_moves_down_even_when_the_estimate_is_high():
+    s = SelectorState(current=2)
+    d = run(s, 10_000_000, loss=0.2)
+    assert (d.target, d.reason) == (1, "loss")
+
+
+def test_thin_to_base_temporal_layer_then_pause_then_resume():
+    s = SelectorState(current=0)
+    d = run(s, 100_000)  # below the lowest layer (150k) but above its base temporal layer
+    assert (d.target, d.max_tid) == (0, 0)
+    d = run(s, 40_000)  # not even that: pause video
+    assert (d.target, d.reason) == (None, "bandwidth")
+    assert s.paused_for_bandwidth
+    # just enough (no headroom) is not enough to resume
+    assert run(s, 160_000, times=UP_STREAK + 2).target is None
+    for _ in range(UP_STREAK - 1):
+        assert run(s, 400_000).target is None
+    d = run(s, 400_000)
+    assert (d.target, d.reason) == (0, "recovered")
+    assert not s.paused_for_bandwidth
+
+
+def test_off_pauses_without_bandwidth_flag():
+    s = SelectorState(current=1)
+    d = run(s, 10_000_000, requested=None)
+    assert (d.target, d.reason) == (None, "off")
+    assert not s.paused_for_bandwidth
+
+
+def test_missing_layers_fall_back_to_what_arrives():
+    # dynacast turned h and f off at the publisher: only q arrives
+    assert run(SelectorState(), None, requested=2, available=[Q]).target == 0
+    # only f arrives (q stalled): better something than nothing
+    assert run(SelectorState(), None, requested=0, available=[F]).target == 2
+    assert run(SelectorState(current=1), None, requested=2, available=[]).reason == "unavailable"
