@@ -1,0 +1,42 @@
+"""Renders docs/configuration.md from the Settings object, so the two cannot drift apart.
+
+`python -m signalling.configdoc > docs/configuration.md`; a test fails when the file is stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from signalling.config import ENV_PREFIX, Settings
+
+HEADER = """# Configuration
+
+Every Basement process reads one settings object. Each setting can be given, in increasing
+priority, as its default, as an environment variable `BASEMENT_<NAME>`, or as a command-line flag
+`--name` (for example `basement serve --port 9000` or `BASEMENT_PORT=9000 basement serve`).
+Lists are comma-separated; booleans accept `true/false`, `1/0`, `yes/no`, `on/off`.
+An invalid value stops the process with a message naming the setting.
+
+Security defaults: everything binds 127.0.0.1; there are no default secrets — the admin API is off
+until `admin_key` is set, and an empty `grant_secret` means a random key per process (fine for one
+process; a cluster needs the same secret everywhere).
+
+| flag | environment | default | meaning |
+|---|---|---|---|
+"""
+
+
+def render() -> str:
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        flag = "--" + f.name.replace("_", "-")
+        rows.append(f"| `{flag}` | `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata.get('help', '')} |")
+    return HEADER + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
