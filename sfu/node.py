@@ -14,6 +14,7 @@ from typing import Any
 from sfu.metrics import STATS
 from sfu.peer import MediaError, Peer
 from sfu.router import Router
+from sfu.transport import IceConfig
 
 log = logging.getLogger("basement.node")
 
@@ -22,8 +23,9 @@ Deliver = Callable[[str, dict[str, Any]], None]
 
 class SfuNode:
     def __init__(self, deliver: Deliver, speaker_interval: float = 0.5,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, ice: IceConfig | None = None) -> None:
         self.deliver = deliver
+        self.ice = ice
         # room-level facts for the control plane (session summaries): track_published, media
         self.on_event = on_event
         self.speaker_interval = speaker_interval
@@ -57,7 +59,7 @@ class SfuNode:
         if max_participants and len(router.peers) >= max_participants:
             raise MediaError("room_full", f"room {room!r} has reached {max_participants} participants")
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
-                    can_publish, can_subscribe, identity)
+                    can_publish, can_subscribe, identity, ice=self.ice)
         self.peers[participant_id] = peer
         existing = [{**rec.info(), "name": router.name_of(rec.participant_id)} for rec in router.tracks]
         participants = router.participants()

@@ -20,7 +20,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu import sdp as sdpmod
 from sfu.downtrack import DownTrack
 from sfu.receiver import Ingress, Receiver
-from sfu.transport import PeerTransport, SendSlot
+from sfu.transport import IceConfig, PeerTransport, SendSlot
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -41,8 +41,10 @@ class MediaError(Exception):
 
 class Peer:
     def __init__(self, participant_id: str, name: str, router: Router, emit: Emit,
-                 can_publish: bool = True, can_subscribe: bool = True, identity: str = "") -> None:
+                 can_publish: bool = True, can_subscribe: bool = True, identity: str = "",
+                 ice: IceConfig | None = None) -> None:
         self.id = participant_id
+        self.ice = ice
         self.name = name
         self.identity = identity
         self.router = router
@@ -76,7 +78,7 @@ class Peer:
         async with self._offer_lock:
             if self.publisher is None:
                 self.ingress = Ingress(self.id, self.router.speaker.observe)
-                self.publisher = PeerTransport(on_rtp=self.ingress.on_rtp, on_rtcp=self.ingress.on_rtcp)
+                self.publisher = PeerTransport(on_rtp=self.ingress.on_rtp, on_rtcp=self.ingress.on_rtcp, ice=self.ice)
                 self.publisher.on_state(self._publisher_state)
             try:
                 answer, slots = await self._answer(offer_sdp, info)
@@ -128,7 +130,7 @@ class Peer:
     # --- subscribing --------------------------------------------------------------------------
     def _ensure_subscriber(self) -> PeerTransport:
         if self.subscriber is None:
-            self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp)
+            self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp, ice=self.ice)
         return self.subscriber
 
     def subscribe(self, rec: Receiver) -> DownTrack | None:

@@ -16,9 +16,12 @@ and why each hook exists. In short:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import logging
+import random
 import re
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from struct import error as struct_error
@@ -33,48 +36,110 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtension
 log = logging.getLogger("basement.transport")
 
 _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
-_ice_addresses: list[str] | None = None
-_public_ip = ""
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    """Where one transport's media may flow.
+
+    `addresses`: local addresses to gather host candidates on (None = aioice's choice: every
+    interface but loopback). `public_ip`: replaces the address in advertised host candidates
+    (NAT 1:1, hostNetwork pods). `port_range`: UDP ports to bind, for firewalls (None = any).
+    """
+
+    addresses: tuple[str, ...] | None = None
+    public_ip: str = ""
+    port_range: tuple[int, int] | None = None
+
+    @classmethod
+    def make(cls, addresses: Iterable[str] | None, public_ip: str = "", port_min: int = 0,
+             port_max: int = 0) -> IceConfig:
+        addrs = tuple(a for a in (addresses or []) if a)
+        if addrs == ("auto",) or not addrs:
+            addrs = None
+        else:
+            for a in addrs:
+                ipaddress.ip_address(a)  # raises ValueError naming a bad address
+        return cls(addrs, public_ip, (port_min, port_max) if port_min else None)
+
+
+# aioice reads these while it gathers; gathering runs inside the task that set the local
+# description, so a context variable gives each transport its own settings in one process
+_default_ice = IceConfig()
+_current_ice: contextvars.ContextVar[IceConfig | None] = contextvars.ContextVar("basement_ice", default=None)
+
+
+def _ice() -> IceConfig:
+    return _current_ice.get() or _default_ice
 
 
 def configure_ice(addresses: Iterable[str] | None, public_ip: str = "") -> None:
-    """Choose the local addresses ICE gathers host candidates on, for this whole process.
+    """Process-wide default for transports without their own IceConfig (e.g. clients, bots)."""
+    global _default_ice
+    _default_ice = IceConfig.make(addresses, public_ip, *(_default_ice.port_range or (0, 0)))
+    _install()
 
-    aioice skips loopback on purpose; an SFU (and its tests, which must stay on 127.0.0.1) needs to
-    say exactly where media may flow. `None` or ["auto"] restores aioice's choice (every interface
-    but loopback). `public_ip` replaces the address in advertised host candidates (NAT 1:1).
-    """
-    global _ice_addresses, _public_ip
-    addrs = [a for a in (addresses or []) if a]
-    if not addrs or addrs == ["auto"]:
-        _ice_addresses = None
-    else:
-        for a in addrs:
-            ipaddress.ip_address(a)  # raises ValueError naming a bad address
-        _ice_addresses = addrs
-    _public_ip = public_ip
+
+def configure_ports(port_min: int, port_max: int) -> None:
+    """Process-wide default UDP port range (0, 0 = any port)."""
+    global _default_ice
+    _default_ice = IceConfig(_default_ice.addresses, _default_ice.public_ip,
+                             (port_min, port_max) if port_min else None)
+    _install()
+
+
+def _install() -> None:
     aioice.ice.get_host_addresses = _host_addresses
+    # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range
+    aioice.ice.asyncio = _AsyncioWithPortRange("asyncio")
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    if _ice_addresses is None:
+    addresses = _ice().addresses
+    if addresses is None:
         return _ORIGINAL_GET_HOST_ADDRESSES(use_ipv4, use_ipv6)
-    out = []
-    for a in _ice_addresses:
-        v6 = ":" in a
-        if (v6 and use_ipv6) or (not v6 and use_ipv4):
-            out.append(a)
-    return out
+    return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+class _LoopWithPortRange:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, factory: Any, local_addr: Any = None, **kw: Any) -> Any:
+        port_range = _ice().port_range
+        if port_range is None or local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kw)
+        lo, hi = port_range
+        ports = list(range(lo, hi + 1))
+        random.shuffle(ports)
+        for port in ports:
+            try:
+                return await self._loop.create_datagram_endpoint(factory, local_addr=(local_addr[0], port), **kw)
+            except OSError:
+                continue
+        raise OSError(f"no free UDP port in {lo}-{hi} on {local_addr[0]}")
+
+
+class _AsyncioWithPortRange(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def get_running_loop() -> Any:
+        return _LoopWithPortRange(asyncio.get_running_loop())
 
 
 _CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.MULTILINE)
 
 
-def advertise(sdp: str) -> str:
+def advertise(sdp: str, public_ip: str) -> str:
     """Rewrite host candidates to the public IP, when one is configured."""
-    if not _public_ip:
+    if not public_ip:
         return sdp
-    return _CANDIDATE.sub(lambda m: m.group(1) + _public_ip + m.group(3), sdp)
+    return _CANDIDATE.sub(lambda m: m.group(1) + public_ip + m.group(3), sdp)
 
 
 @dataclass(slots=True)
@@ -118,7 +183,10 @@ RtcpHandler = Callable[[list[Any]], None]
 class PeerTransport:
     """One peer connection: media in (publish) or media out (subscribe), never decoded."""
 
-    def __init__(self, on_rtp: RtpHandler | None = None, on_rtcp: RtcpHandler | None = None) -> None:
+    def __init__(self, on_rtp: RtpHandler | None = None, on_rtcp: RtcpHandler | None = None,
+                 ice: IceConfig | None = None) -> None:
+        _install()
+        self.ice = ice or _default_ice
         self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
@@ -171,8 +239,12 @@ class PeerTransport:
                     rtcp_ssrc=t.sender._ssrc,
                 )
             )
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return advertise(self.pc.localDescription.sdp), slots
+        token = _current_ice.set(self.ice)
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        finally:
+            _current_ice.reset(token)
+        return advertise(self.pc.localDescription.sdp, self.ice.public_ip), slots
 
     @staticmethod
     def accept_extension(sdp_offer_exts: dict[int, str], slot_transceiver: Any, uris: set[str]) -> None:
@@ -201,11 +273,15 @@ class PeerTransport:
         slot.transceiver.direction = direction
 
     async def create_offer(self) -> str:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        token = _current_ice.set(self.ice)
+        try:
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        finally:
+            _current_ice.reset(token)
         for t in self.pc.getTransceivers():
             # a recycled m-line keeps its transport; hook any new one
             self._hook(t.receiver.transport)
-        return advertise(self.pc.localDescription.sdp)
+        return advertise(self.pc.localDescription.sdp, self.ice.public_ip)
 
     async def accept_answer(self, sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

@@ -50,7 +50,8 @@ class Server:
 
 async def start_server(settings: Settings) -> Server:
     """Start on the configured ports (0 = pick a free one; the chosen ports are on the Server)."""
-    transport.configure_ice(settings.ice_addresses, settings.public_ip)
+    ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
+                                   settings.rtp_port_min, settings.rtp_port_max)
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
 
@@ -65,7 +66,7 @@ async def start_server(settings: Settings) -> Server:
         elif event["type"] == "media":
             cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"])
 
-    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event)
+    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice)
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms)

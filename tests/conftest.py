@@ -6,8 +6,12 @@ import socket
 
 import pytest
 
+from sfu import transport
 from signalling import config
 from signalling.server import start_server
+
+# test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
+transport.configure_ice(["127.0.0.1"])
 
 
 def free_port() -> int:
