@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 
 LAYER_NAMES = {"low": 0, "medium": 1, "high": 2}
 UP_HEADROOM = 1.25
-DOWN_MARGIN = 1.0
+DOWN_TOLERANCE = 1.15  # estimators wobble around the rate they receive: only a clear shortfall moves down
+PROBE_HEADROOM = 1.1  # estimate above the current layer by this much: the link is not the limit
+PROBE_WINDOW_S = 3.0  # a step up followed by a step down within this long failed
+BACKOFF_MIN_S = 2.0
+BACKOFF_MAX_S = 30.0
 HIGH_LOSS = 0.10
 UP_STREAK = 3
 STALE_S = 1.5  # a layer with no packet for this long is not available
@@ -51,6 +55,10 @@ class SelectorState:
     current: int | None = None  # index being forwarded (None = nothing / paused)
     up_streak: int = 0
     paused_for_bandwidth: bool = False
+    last_up_at: float = -1e9
+    backoff_s: float = 0.0
+    retry_at: float = 0.0
+    probed_from: int = -1
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,8 @@ def _rate(layer: LayerInfo) -> float:
 
 
 def decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
-           estimate_bps: float | None, loss: float) -> Decision:
-    """One evaluation of the policy for one DownTrack. Updates `state.up_streak`/flags only."""
+           estimate_bps: float | None, loss: float, now: float = 0.0) -> Decision:
+    """One evaluation of the policy for one DownTrack. Updates `state` (streaks, backoff) only."""
     if requested is None:
         state.up_streak = 0
         state.paused_for_bandwidth = False
@@ -111,6 +119,9 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
         state.up_streak = 0
         return Decision(candidates[-1].index, "requested")
 
+    def fits(x: LayerInfo) -> bool:
+        return _rate(x) <= estimate_bps * DOWN_TOLERANCE
+
     lowest = candidates[0]
     current = state.current if state.current in by_index else None
     if state.paused_for_bandwidth:
@@ -126,29 +137,43 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
 
     if current is None:
         # (re)starting: the best layer that fits now, without waiting for a streak
-        fitting = [x for x in candidates if _rate(x) <= estimate_bps * DOWN_MARGIN]
+        fitting = [x for x in candidates if fits(x)]
         if not fitting:
             return _thin_or_pause(state, lowest, estimate_bps)
         return Decision(fitting[-1].index, "requested")
 
     # down fast
-    if loss > HIGH_LOSS or _rate(by_index[current]) > estimate_bps * DOWN_MARGIN:
+    if loss > HIGH_LOSS or not fits(by_index[current]):
         state.up_streak = 0
-        lower = [x for x in candidates if x.index < current and _rate(x) <= estimate_bps * DOWN_MARGIN]
-        if loss > HIGH_LOSS:
-            lower = [x for x in candidates if x.index < current]
+        if now - state.last_up_at < PROBE_WINDOW_S:
+            # the last step up did not hold: wait longer before trying again
+            state.backoff_s = min(max(state.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+            state.retry_at = now + state.backoff_s
+        lower = [x for x in candidates if x.index < current and (fits(x) or loss > HIGH_LOSS)]
         if lower:
             return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
-        if _rate(lowest) > estimate_bps * DOWN_MARGIN:
+        if not fits(lowest):
             return _thin_or_pause(state, lowest, estimate_bps)
         return Decision(lowest.index, "bandwidth")
 
-    # up slowly
+    if state.backoff_s and current > state.probed_from and now - state.last_up_at >= PROBE_WINDOW_S:
+        state.backoff_s = 0.0  # the last step up held
+
+    # up slowly. Receive-side estimators (REMB) rarely report much above what they receive, so
+    # "the next layer fits the estimate" may never become true on an idle link: an estimate with
+    # headroom over the current layer also justifies trying the next one (probing by switching),
+    # with exponential backoff when the try fails.
     higher = [x for x in candidates if x.index > current]
-    if higher and _rate(higher[0]) * UP_HEADROOM <= estimate_bps and loss <= HIGH_LOSS / 2:
+    cur_rate = _rate(by_index[current])
+    if higher and loss <= HIGH_LOSS / 2 and (
+        _rate(higher[0]) * UP_HEADROOM <= estimate_bps
+        or (estimate_bps >= cur_rate * PROBE_HEADROOM and now >= state.retry_at)
+    ):
         state.up_streak += 1
         if state.up_streak >= UP_STREAK:
             state.up_streak = 0
+            state.last_up_at = now
+            state.probed_from = current
             return Decision(higher[0].index, "recovered")
     else:
         state.up_streak = 0
@@ -157,7 +182,7 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
 
 def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float) -> Decision:
     """The lowest layer does not fit: its base temporal layer alone may; otherwise pause."""
-    if _rate(lowest) * TL0_SHARE <= estimate_bps:
+    if _rate(lowest) * TL0_SHARE <= estimate_bps * DOWN_TOLERANCE:
         return Decision(lowest.index, "bandwidth", max_tid=0)
     state.paused_for_bandwidth = True
     return Decision(None, "bandwidth")
@@ -234,7 +259,7 @@ class LayerSelector:
         state = dt.selector_state
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
-        decision = decide(state, available, requested, estimate, dt.fraction_lost)
+        decision = decide(state, available, requested, estimate, dt.fraction_lost, now)
         target = None if decision.target is None else next((x for x in layers if x.index == decision.target), None)
         dt.max_tid = decision.max_tid
         was_paused = dt.paused
@@ -244,13 +269,34 @@ class LayerSelector:
                 self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
                                                "reason": decision.reason})
 
+    @staticmethod
+    def _wanted(rec: Receiver, dt: DownTrack) -> Layer | None:
+        """The layer this subscriber should get, judged over every layer the publisher announced.
+
+        Layers that dynacast switched off are not arriving, so the selector cannot pick them; this
+        is what asks for them back.
+        """
+        layers = sorted(rec.layers.values(), key=lambda x: x.index)
+        requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
+        if requested is None or not layers:
+            return None
+        fitting = [x for x in layers if x.index <= requested]
+        estimate = dt.remb_bps
+        if estimate and dt.current is not None:
+            # keep the layer above the current one warm when the selector may probe it
+            cur = max(dt.current.bitrate, MIN_LAYER_BPS)
+            reach = dt.current.index + (1 if estimate >= cur * PROBE_HEADROOM else 0)
+            affordable = [x for x in fitting if x.index <= reach or max(x.bitrate, MIN_LAYER_BPS) <= estimate]
+            return affordable[-1] if affordable else layers[0]
+        return fitting[-1] if fitting else layers[0]
+
     def _update_dynacast(self, rec: Receiver, now: float) -> None:
         """Tell the publisher which simulcast layers anyone needs; unneeded ones stop being encoded."""
         if not rec.simulcast or self.notify is None:
             return
         needed = set()
         for dt in rec.downtracks:
-            for layer in (dt.target, dt.current):
+            for layer in (dt.target, dt.current, self._wanted(rec, dt)):
                 if layer is not None:
                     needed.add(layer.rid)
             if dt.paused and dt.pause_reason == "bandwidth":

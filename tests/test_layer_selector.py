@@ -10,10 +10,16 @@ Q, H, F = LayerInfo(0, 150_000, 320, 180), LayerInfo(1, 500_000, 640, 360), Laye
 ALL = [Q, H, F]
 
 
-def run(state, estimate, requested=2, loss=0.0, available=ALL, times=1):
+class Clock:
+    t = 100.0
+
+
+def run(state, estimate, requested=2, loss=0.0, available=ALL, times=1, step=0.5):
+    """Evaluate like the selector does: every `step` seconds, applying each decision."""
     d = None
     for _ in range(times):
-        d = decide(state, available, requested, estimate, loss)
+        Clock.t += step
+        d = decide(state, available, requested, estimate, loss, Clock.t)
         state.current = d.target
     return d
 
@@ -66,15 +72,26 @@ def test_up_needs_headroom_for_several_evaluations_one_layer_at_a_time():
     assert run(s, 3_000_000).target == 2
 
 
-def test_no_flapping_around_a_threshold():
+def test_an_idle_link_is_probed_one_layer_up():
+    # receive-side estimators report a little above what they receive: that is headroom, so try higher
     s = SelectorState(current=0)
-    # enough for the medium layer, but not with 25 % headroom: stay put however long it lasts
-    targets = {run(s, est).target for est in [510_000, 600_000, 520_000, 610_000] * 5}
-    assert targets == {0}
-    # a single good sample between bad ones never accumulates a streak
+    assert run(s, 200_000, times=UP_STREAK).target == 1
+    # the medium layer fits the estimate it produces, so it stays
+    assert run(s, 540_000, times=10).target == 1
+
+
+def test_failed_probes_back_off_exponentially_instead_of_flapping():
     s = SelectorState(current=0)
-    targets = {run(s, est).target for est in [900_000, 400_000] * 10}
-    assert targets == {0}
+    ups = []
+    for _ in range(240):  # two simulated minutes at 2 evaluations per second
+        before = s.current
+        d = run(s, 250_000)  # enough for q (150k) with headroom, never for h (500k)
+        if d.target == 1 and before == 0:
+            ups.append(Clock.t)
+    assert 2 <= len(ups) <= 7, ups
+    gaps = [b - a for a, b in zip(ups, ups[1:])]
+    assert all(b >= a for a, b in zip(gaps, gaps[1:])), gaps  # each retry waits at least as long
+    assert s.current == 0 or s.current == 1
 
 
 def test_loss_moves_down_even_when_the_estimate_is_high():
