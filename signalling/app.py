@@ -98,9 +98,9 @@ class Connection:
         elif t == "trickle":
             await node.candidate(p.id, msg["target"], msg["candidate"])
         elif t == "mute":
-            node.mute(p.id, msg["track"], msg["muted"])
+            await node.mute(p.id, msg["track"], msg["muted"])
         elif t == "subscription":
-            result = node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
+            result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
             self.reply({"type": "subscription", "track": msg["track"], **result, **_ref(ref)})
         elif t == "leave":
             p.send({"type": "left", "reason": "left", **_ref(ref)})
@@ -154,6 +154,8 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if state.get("draining"):
         return web.json_response({"ready": False, "reason": "draining"}, status=503)
+    if state.get("connected") is False:
+        return web.json_response({"ready": False, "reason": "cluster store unreachable"}, status=503)
     return web.json_response({"ready": True})
 
 

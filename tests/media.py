@@ -80,6 +80,7 @@ class Sink:
         self.counters: list[int] = []
         self.read_counters = read_counters
         self.last_at = 0.0
+        self.timeline: list[tuple[float, int, int]] = []  # (arrival, width, height) of video frames
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -92,6 +93,7 @@ class Sink:
             self.last_at = time.monotonic()
             if isinstance(frame, VideoFrame):
                 self.sizes.add((frame.width, frame.height))
+                self.timeline.append((self.last_at, frame.width, frame.height))
                 if self.read_counters:
                     self.counters.append(read_counter(frame))
 
