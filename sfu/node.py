@@ -83,13 +83,13 @@ class SfuNode:
     async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
         await self._peer(participant_id).add_candidate(target, candidate)
 
-    def mute(self, participant_id: str, track_id: str, muted: bool) -> dict[str, Any]:
+    async def mute(self, participant_id: str, track_id: str, muted: bool) -> dict[str, Any]:
         peer = self._peer(participant_id)
         rec = peer.set_muted(track_id, muted)
         peer.router.broadcast({"type": "track_muted", "track": rec.id, "participant": peer.id, "muted": muted})
         return rec.info()
 
-    def subscription(self, participant_id: str, track_id: str, layer: str | None,
+    async def subscription(self, participant_id: str, track_id: str, layer: str | None,
                      width: int | None, height: int | None) -> dict[str, Any]:
         """A subscriber's wish for one track: a layer name, its rendered size, or off."""
         peer = self._peer(participant_id)

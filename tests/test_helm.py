@@ -33,7 +33,7 @@ FULL = "basement"  # fullname: the release name already contains the chart name
 # Env vars that carry secrets: they must only ever come from a secretKeyRef.
 SECRET_ENV = {"BASEMENT_GRANT_SECRET", "BASEMENT_ADMIN_KEY", "BASEMENT_WRITER_KEY", "REDIS_PASSWORD", "REDISCLI_AUTH"}
 # Env the chart sets that signalling.config has no field for yet (the processes must add it).
-PENDING_SETTINGS = {"drain_timeout_s"}
+PENDING_SETTINGS: set[str] = set()
 STANDARD_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",

@@ -1,0 +1,243 @@
+"""NodeAgent: puts one SfuNode on the bus.
+
+It answers requests on `node:<id>` by calling the SfuNode, sends the node's events for a participant
+to the channel of the replica that joined it, heartbeats its load to the registry, keeps the room
+placements it hosts truthful, and drains on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sfu.metrics import STATS
+from sfu.node import SfuNode
+from sfu.peer import MediaError
+from sfu.sdp import SdpError
+from signalling.cluster.bus import Bus
+from signalling.cluster.placement import Placer, room_key
+from signalling.cluster.registry import HEARTBEAT_S, Registry
+from signalling.cluster.remote import node_channel, replica_channel
+
+log = logging.getLogger("basement.cluster.node")
+
+
+class Load:
+    """CPU share of this process and packet rate since the previous sample."""
+
+    def __init__(self) -> None:
+        self._t = time.monotonic()
+        self._cpu = time.process_time()
+        self._packets = STATS.packets_in + STATS.packets_out
+
+    def sample(self) -> tuple[float, float]:
+        t, cpu, packets = time.monotonic(), time.process_time(), STATS.packets_in + STATS.packets_out
+        dt = max(t - self._t, 1e-6)
+        result = (100.0 * (cpu - self._cpu) / dt, (packets - self._packets) / dt)
+        self._t, self._cpu, self._packets = t, cpu, packets
+        return result
+
+
+class NodeAgent:
+    def __init__(self, node_id: str, bus: Bus, placer: Placer, nodes: Registry, replicas: Registry,
+                 address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
+                 on_state: Callable[[], None] | None = None) -> None:
+        self.id = node_id
+        self.bus = bus
+        self.placer = placer
+        self.nodes = nodes
+        self.replicas = replicas
+        self.address = address
+        self.capacity = capacity
+        self.node = SfuNode(self._deliver, speaker_interval=speaker_interval)
+        self.draining = False
+        self.on_state = on_state or (lambda: None)
+        self.replica_of: dict[str, str] = {}  # participant -> replica id that joined it
+        self._locks: dict[str, list[Any]] = {}  # room -> [Lock, users]
+        self._load = Load()
+        self._tasks: list[asyncio.Task] = []
+        self._missing: dict[str, int] = {}  # replica id -> consecutive checks it was not live
+        self._empty = asyncio.Event()  # set whenever the last room closes
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.heartbeat()
+        await self.bus.serve(node_channel(self.id), self.handle)
+        await self.bus.subscribe(node_channel(self.id), self._on_message)
+        self._tasks = [asyncio.ensure_future(self._every(HEARTBEAT_S, self.heartbeat)),
+                       asyncio.ensure_future(self._every(HEARTBEAT_S, self.check_replicas))]
+
+    async def _every(self, period: float, fn: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await fn()
+            except Exception as e:  # Redis hiccups must not stop the heartbeat for good
+                log.warning("%s failed: %s", getattr(fn, "__name__", fn), e)
+
+    def record(self) -> dict[str, Any]:
+        cpu, pps = self._load.sample()
+        g = self.node.gauges()
+        return {"id": self.id, "address": self.address, "capacity": self.capacity, "draining": self.draining,
+                "cpu": round(cpu, 1), "pps": round(pps, 1), "rooms": g["rooms"],
+                "participants": g["participants"], "tracks": g["tracks"], "at": time.time()}
+
+    async def heartbeat(self) -> None:
+        await self.nodes.beat(self.record())
+        await self.fence()
+
+    async def fence(self) -> None:
+        """Close rooms whose placement is no longer this node.
+
+        That only happens when the replicas declared this node dead (it could not heartbeat, e.g. a
+        network partition) and told its participants to rejoin elsewhere: carrying on would leave
+        the room split over two nodes once the partition heals.
+        """
+        rooms = list(self.node.rooms)
+        if not rooms:
+            return
+        owners = await self.placer.store.mget([room_key(r) for r in rooms])
+        for room, owner in zip(rooms, owners):
+            if owner == self.id:
+                continue
+            router = self.node.rooms.get(room)
+            if router is None:
+                continue
+            log.warning("room %s was placed elsewhere (%s) while this node was unreachable: closing it", room, owner)
+            for pid in list(router.peers):
+                await self._leave(pid, "node_lost")
+
+    def mark_draining(self) -> None:
+        """From now on, joins for rooms this node does not host are refused (the registry follows)."""
+        self.draining = True
+        self.on_state()
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new rooms; return once every room has ended, or close what is left at the deadline."""
+        self.mark_draining()
+        with contextlib.suppress(Exception):
+            await self.heartbeat()
+        if self.node.rooms:
+            self._empty.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout)
+        if self.node.rooms:
+            log.warning("drain deadline: closing %d rooms", len(self.node.rooms))
+
+    async def stop(self) -> None:
+        """Leave the cluster: every replica sees this node gone at its next check (no 5 s wait)."""
+        for t in self._tasks:
+            t.cancel()
+        await self.bus.unsubscribe(node_channel(self.id))
+        rooms = list(self.node.rooms)
+        await self.node.close()
+        with contextlib.suppress(Exception):
+            await self.nodes.forget(self.id)
+            for room in rooms:
+                await self.placer.release(room, self.id)
+            await self.placer.forget_node(self.id)
+        await self.bus.flush()
+
+    # --- events ----------------------------------------------------------------------------------
+    def _deliver(self, participant_id: str, msg: dict[str, Any]) -> None:
+        replica = self.replica_of.get(participant_id)
+        if replica is not None:
+            self.bus.publish(replica_channel(replica), {"op": "deliver", "pid": participant_id, "msg": msg})
+
+    # --- requests ---------------------------------------------------------------------------------
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        """A one-way request (no reply wanted, e.g. a leave after a join that timed out)."""
+        try:
+            await self.handle(body)
+        except Exception as e:
+            log.info("one-way %s failed: %s", body.get("op"), e)
+
+    async def handle(self, body: dict[str, Any]) -> Any:
+        op, a = body.get("op"), body.get("args") or {}
+        try:
+            if op == "join":
+                return await self._join(a, body.get("replica") or "")
+            if op == "leave":
+                return await self._leave(a["pid"], a.get("reason") or "left")
+            if op == "publish":
+                return await self.node.publish(a["pid"], a["sdp"])
+            if op == "answer":
+                return await self.node.answer(a["pid"], a["sdp"])
+            if op == "candidate":
+                return await self.node.candidate(a["pid"], a["target"], a["candidate"])
+            if op == "mute":
+                return await self.node.mute(a["pid"], a["track"], a["muted"])
+            if op == "subscription":
+                return await self.node.subscription(a["pid"], a["track"], a.get("layer"),
+                                                    a.get("width"), a.get("height"))
+        except SdpError as e:
+            raise MediaError(getattr(e, "code", "invalid_sdp"), str(e)) from None
+        raise MediaError("unknown_op", f"unknown node request {op!r}")
+
+    @contextlib.asynccontextmanager
+    async def _room(self, room: str) -> AsyncIterator[None]:
+        """One room's joins and leaves run one at a time (the lock lives while anyone uses it)."""
+        entry = self._locks.setdefault(room, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._locks.pop(room, None)
+
+    async def _join(self, a: dict[str, Any], replica: str) -> dict[str, Any]:
+        room, pid = a["room"], a["pid"]
+        # serialised per room, so "room closed -> placement released" can never interleave with a
+        # join re-creating the room under a released placement
+        async with self._room(room):
+            hosted = room in self.node.rooms
+            if self.draining and not hosted:
+                await self.placer.release(room, self.id)
+                raise MediaError("node_draining", f"node {self.id} is draining and takes no new rooms")
+            if not await self.placer.claim(room, self.id):
+                raise MediaError("room_moved", f"room {room!r} is placed on another node")
+            self.replica_of[pid] = replica
+            try:
+                return await self.node.join(room, pid, a.get("name") or "", a.get("can_publish", True),
+                                            a.get("can_subscribe", True), a.get("identity") or "",
+                                            a.get("max_participants") or 0)
+            except Exception:
+                if self.node.peers.get(pid) is None:
+                    self.replica_of.pop(pid, None)
+                if room not in self.node.rooms:
+                    await self.placer.release(room, self.id)
+                raise
+
+    async def _leave(self, pid: str, reason: str) -> None:
+        peer = self.node.peers.get(pid)
+        if peer is None:
+            self.replica_of.pop(pid, None)
+            return
+        room = peer.router.room
+        async with self._room(room):
+            await self.node.leave(pid, reason)
+            self.replica_of.pop(pid, None)
+            if room not in self.node.rooms:
+                await self.placer.release(room, self.id)
+            if not self.node.rooms:
+                self._empty.set()
+
+    async def check_replicas(self) -> None:
+        """Participants whose replica died (its WebSocket went with it) leave after two missed checks."""
+        if not self.replica_of:
+            return
+        live = set(await self.replicas.live())
+        wanted = set(self.replica_of.values())
+        for r in wanted:
+            self._missing[r] = 0 if r in live else self._missing.get(r, 0) + 1
+        self._missing = {r: n for r, n in self._missing.items() if r in wanted}
+        for pid, r in list(self.replica_of.items()):
+            if self._missing.get(r, 0) >= 2:
+                log.info("replica %s is gone: removing %s", r, pid)
+                await self._leave(pid, "disconnected")

@@ -1,0 +1,156 @@
+"""The `basement sfu` and `basement signal` processes: Redis, HTTP probes, metrics, signals.
+
+Both serve /healthz at once and /readyz only once Redis answers (and not while draining), so a pod
+becomes ready when it can actually take work, matching the probes in helm/basement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from sfu import transport
+from sfu.metrics import media_registry
+from signalling.app import metrics_app
+from signalling.cluster.bus import RedisBus
+from signalling.cluster.nodeagent import NodeAgent
+from signalling.cluster.placement import Placer
+from signalling.cluster.registry import Registry
+from signalling.cluster.remote import replica_channel
+from signalling.cluster.replica import Replica, serve_app
+from signalling.cluster.store import RedisStore
+from signalling.config import ConfigError, Settings
+
+log = logging.getLogger("basement.cluster")
+
+
+
+def member_id(settings: Settings) -> str:
+    return settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def drain_timeout(settings: Settings) -> float:
+    return float(settings.drain_timeout_s)
+
+
+async def connect(settings: Settings, inbox: str) -> tuple[RedisBus, RedisStore]:
+    """Connect to Redis, retrying: in a cluster Redis may come up after us."""
+    if not settings.redis_url:
+        raise ConfigError("redis_url: required for `basement sfu` and `basement signal`")
+    while True:
+        bus, store = RedisBus(settings.redis_url, inbox=inbox), RedisStore(settings.redis_url)
+        try:
+            await store.start()
+            await bus.start()
+            return bus, store
+        except (RedisError, OSError) as e:
+            log.warning("Redis at %s unreachable (%s); retrying", settings.redis_url, e)
+        with contextlib.suppress(Exception):
+            await bus.close()
+            await store.close()
+        await asyncio.sleep(1.0)
+
+
+def _stop_signals(on_signal: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+
+# --- basement sfu -----------------------------------------------------------------------------------
+
+def _probe_app(state: dict[str, Any]) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if state.get("draining"):
+            return web.json_response({"ready": False, "reason": "draining"}, status=503)
+        if not state.get("connected"):
+            return web.json_response({"ready": False, "reason": "cluster store unreachable"}, status=503)
+        return web.json_response({"ready": True, "node_id": state.get("node_id")})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def run_sfu(settings: Settings) -> int:
+    node_id = member_id(settings)
+    transport.configure_ice(settings.ice_addresses, settings.public_ip)
+    transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
+    timeout = drain_timeout(settings)
+    state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
+    term = asyncio.Event()
+    _stop_signals(term.set)
+    runners = []
+    runner, port = await serve_app(_probe_app(state), settings.host, settings.port)
+    runners.append(runner)
+    if settings.metrics_port:
+        mrunner, _ = await serve_app(metrics_app(media_registry(const_labels={"node_id": node_id})),
+                                     settings.metrics_host, settings.metrics_port)
+        runners.append(mrunner)
+    bus, store = await connect(settings, f"inbox:{node_id}")
+    agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
+                      Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
+                      capacity=int(getattr(settings, "node_capacity", 0) or 0),
+                      speaker_interval=settings.speaker_interval_ms / 1000)
+    await agent.start()
+    state["connected"] = True
+    log.info("SFU node %s ready (probes on port %d)", node_id, port)
+    print(f"basement sfu {node_id} ready on port {port}", flush=True)
+    await term.wait()
+    log.info("draining: no new rooms; waiting up to %.0f s for %d rooms to end", timeout, len(agent.node.rooms))
+    # refuse new rooms before /readyz says so: whoever sees 503 can rely on it
+    agent.mark_draining()
+    state["draining"] = True
+    # a second signal cuts the drain short
+    drained = asyncio.ensure_future(agent.drain(timeout))
+    term.clear()
+    again = asyncio.ensure_future(term.wait())
+    await asyncio.wait([drained, again], return_when=asyncio.FIRST_COMPLETED)
+    again.cancel()
+    drained.cancel()
+    await agent.stop()
+    await bus.close()
+    await store.close()
+    for r in runners:
+        await r.cleanup()
+    log.info("SFU node %s stopped", node_id)
+    return 0
+
+
+# --- basement signal ---------------------------------------------------------------------------------
+
+async def run_signal(settings: Settings) -> int:
+    replica_id = member_id(settings)
+    stop = asyncio.Event()
+    _stop_signals(stop.set)
+    # connect first: a replica without Redis can do nothing, and the startup probe allows for it
+    bus, store = await connect(settings, replica_channel(replica_id))
+    replica = Replica(replica_id, bus, store, max_participants=settings.max_participants_per_room)
+    await replica.start()
+    runners = []
+    runner, port = await serve_app(replica.app, settings.host, settings.port)
+    runners.append(runner)
+    if settings.metrics_port:
+        mrunner, _ = await serve_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
+        runners.append(mrunner)
+    print(f"basement signal {replica_id} ready on port {port}", flush=True)
+    await stop.wait()
+    await replica.shutdown()
+    await bus.flush()
+    await bus.close()
+    await store.close()
+    for r in runners:
+        await r.cleanup()
+    return 0

@@ -1,0 +1,131 @@
+"""A signalling replica: the stock signalling app whose RoomManager drives SFU nodes over the bus.
+
+Besides proxying, a replica heartbeats (so nodes can drop participants of a dead replica) and
+watches the node registry: when a node goes silent, every participant of this replica on that node
+is told `{"type": "removed", "reason": "node_lost", "rejoin": true}` and the node's room placements
+are cleared (idempotent, any replica may do it), so rejoining places the room on a live node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from signalling.app import STATE_KEY, create_app
+from signalling.cluster.bus import Bus
+from signalling.cluster.placement import Placer
+from signalling.cluster.registry import HEARTBEAT_S, Registry
+from signalling.cluster.remote import RemoteNode
+from signalling.cluster.store import Store
+from signalling.rooms import Admit, RoomManager, admit_everyone
+
+log = logging.getLogger("basement.cluster.replica")
+
+WATCH_S = 1.0
+
+
+class Replica:
+    def __init__(self, replica_id: str, bus: Bus, store: Store, admit: Admit = admit_everyone,
+                 max_participants: int = 50, rooms_observer: Any = None) -> None:
+        self.id = replica_id
+        self.bus = bus
+        self.store = store
+        self.nodes = Registry(store, "node")
+        self.replicas = Registry(store, "replica")
+        self.placer = Placer(store, self.nodes)
+        self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
+        self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer)
+        self.app = create_app(self.rooms)
+        self.state: dict[str, Any] = self.app[STATE_KEY]
+        self.live_nodes = 0
+        self._tasks: list[asyncio.Task] = []
+
+    def _deliver(self, pid: str, msg: dict[str, Any]) -> None:
+        self.rooms.deliver(pid, msg)
+
+    async def start(self) -> None:
+        """Bus and store must be started; begins heartbeating and watching nodes."""
+        await self.remote.start()
+        await self.heartbeat()
+        self.state["connected"] = True
+        self._tasks = [asyncio.ensure_future(self._every(HEARTBEAT_S, self.heartbeat)),
+                       asyncio.ensure_future(self._every(WATCH_S, self.check_nodes))]
+
+    async def _every(self, period: float, fn: Any) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await fn()
+                self.state["connected"] = self.bus.connected
+            except Exception as e:
+                self.state["connected"] = False
+                log.warning("%s failed: %s", fn.__name__, e)
+
+    async def heartbeat(self) -> None:
+        await self.replicas.beat({"id": self.id, "participants": len(self.rooms.participants)})
+
+    async def check_nodes(self) -> None:
+        live = await self.nodes.live()
+        self.live_nodes = len(live)
+        for node_id in await self.nodes.dead():
+            rooms = await self.placer.forget_node(node_id)
+            await self.nodes.forget(node_id)
+            log.warning("node %s stopped heartbeating; its rooms %s are lost", node_id, rooms)
+        for pid in self.remote.lost(set(live)):
+            p = self.rooms.participants.get(pid)
+            if p is None:
+                continue
+            p.send({"type": "removed", "reason": "node_lost", "rejoin": True})
+            await self.rooms.leave(p, "node_lost")
+            p.close()
+
+    async def shutdown(self) -> None:
+        """Stop taking clients; tell the connected ones to reconnect (to another replica)."""
+        self.state["draining"] = True
+        for t in self._tasks:
+            t.cancel()
+        for p in list(self.rooms.participants.values()):
+            p.send({"type": "removed", "reason": "server_shutdown", "rejoin": True})
+            with contextlib.suppress(Exception):
+                await self.rooms.leave(p, "server_shutdown")
+            p.close()
+        with contextlib.suppress(Exception):
+            await self.replicas.forget(self.id)
+
+    def metrics(self) -> CollectorRegistry:
+        registry = CollectorRegistry()
+        registry.register(_ReplicaCollector(self))
+        return registry
+
+
+class _ReplicaCollector:
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+
+    def collect(self) -> Iterable[Any]:
+        labels, values = ["node_id"], [self.r.id]
+        gauges = {"participants": ("participants connected to this replica", len(self.r.rooms.participants)),
+                  "cluster_live_nodes": ("SFU nodes heard from within 5 s", self.r.live_nodes)}
+        for name, (doc, value) in gauges.items():
+            g = GaugeMetricFamily(f"basement_{name}", doc, labels=labels)
+            g.add_metric(values, value)
+            yield g
+        for name, value in self.r.bus.stats.items():
+            c = CounterMetricFamily(f"basement_bus_{name}", f"bus messages/requests: {name}", labels=labels)
+            c.add_metric(values, value)
+            yield c
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
