@@ -1,0 +1,126 @@
+"""`basement bench`: forwarding-throughput load test of Basement, side by side with Janus.
+
+    basement bench livestream --subscribers 20 --duration 20 --json out.json
+    basement bench livestream --compare --plot out.png
+    basement bench audio --ramp
+
+The generator (this process) and the SFU under test (a child process) are separate, so the SFU's
+CPU per forwarded packet excludes what it costs to produce and check the load. See
+docs/performance.md for the method and the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from bench.loadgen.scenario import SCENARIOS, RunConfig
+
+
+def add_subparser(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="forwarding-throughput load test (Basement and/or Janus)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=sorted(SCENARIOS), help="audio: 10 pubs x N subs, audio only; "
+                   "meeting: N x N, simulcast video + audio; livestream: 1 pub x N subs, video + audio")
+    p.add_argument("--subscribers", "-n", type=int, default=20, help="N (the start of the ramp with --ramp)")
+    p.add_argument("--publishers", type=int, default=None, help="override the scenario's publisher count")
+    p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds between media flowing and measuring")
+    p.add_argument("--target", choices=["basement", "janus"], default="basement")
+    p.add_argument("--compare", action="store_true", help="run Basement and Janus, print ratios ours / Janus")
+    p.add_argument("--ramp", action="store_true", help="raise N until loss > 1 %% or SFU CPU >= 95 %%")
+    p.add_argument("--max-subscribers", type=int, default=2000, help="upper bound for --ramp")
+    sim = p.add_mutually_exclusive_group()
+    sim.add_argument("--simulcast", dest="simulcast", action="store_true", default=None,
+                     help="3-layer simulcast video (Basement only)")
+    sim.add_argument("--no-simulcast", dest="simulcast", action="store_false")
+    p.add_argument("--probe-every", type=int, default=8, help="every k-th packet carries a latency/CRC probe")
+    p.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(_main(args))
+    except (RuntimeError, TimeoutError) as e:
+        print(f"basement bench: {e}", file=sys.stderr)
+        return 1
+
+
+async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: dict, progress: Any) -> dict:
+    from bench.loadgen import scenario
+    from bench.loadgen.targets import make_target
+
+    target = make_target(name)
+    try:
+        progress(f"starting {name}", 0.0)
+        await target.start()
+        if ramp:
+            return await scenario.ramp(target, cfg, layers, max_n, progress)
+        return await scenario.run_once(target, cfg, layers, progress)
+    finally:
+        await target.stop()  # kills the SFU child process whatever happened
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from bench.loadgen import media, report
+    from sfu.transport import configure_ice
+
+    configure_ice([args.ice_address])
+    bar = report.ProgressBar(enabled=False if args.no_progress else None)
+    layers = media.load_layers(progress=lambda t: bar(t, 0.0))
+    simulcast = False if args.compare else args.simulcast
+    cfg = RunConfig(scenario=args.scenario, subscribers=args.subscribers, publishers=args.publishers,
+                    duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every)
+    targets = ["basement", "janus"] if args.compare else [args.target]
+    results = []
+    try:
+        for name in targets:
+            results.append(await run_target(name, cfg, args.ramp, args.max_subscribers, layers, bar))
+    finally:
+        bar.done()
+    rows = [s for r in results for s in r.get("steps", [r])]
+    print(report.table(rows))
+    out: dict[str, Any] = {"results": results}
+    if args.ramp:
+        for r in results:
+            print(f"{r['target']} {r['scenario']}: capacity {r['capacity']} subscribers ({r['stop_reason']})")
+    if args.compare and len(results) == 2:
+        ours, janus = results
+        if args.ramp:
+            last_ours = ours["steps"][-1] if ours["steps"] else {}
+            last_janus = janus["steps"][-1] if janus["steps"] else {}
+            rat = report.ratios({**last_ours, "capacity": ours["capacity"]},
+                                {**last_janus, "capacity": janus["capacity"]})
+        else:
+            rat = report.ratios(ours, janus)
+        out["ratios_ours_over_janus"] = rat
+        for k, v in rat.items():
+            print(f"ratio Basement / Janus, {k}: {'-' if v is None else f'{v:.2f}'}")
+    if args.json:
+        _write_json(args.json, out)
+    if args.plot:
+        report.plot(results, args.plot, title=f"{args.scenario}: " + ", ".join(
+            f"{r['target']}" for r in results))
+    bad = [r for r in rows if r.get("crc_errors")]
+    if bad:
+        print("payload integrity errors (CRC mismatches) were seen: see crc_errors", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)

@@ -1,0 +1,229 @@
+"""Scenarios (LiveKit's benchmark shapes), one measured run, and the capacity ramp.
+
+A run: publishers come up first, then N subscribers join (join time = join request to first media
+packet). After every subscriber receives every stream and a short warm-up, the measurement window
+opens: SFU CPU (from /proc), packets/bytes at the subscribers, sequence-number loss, probe latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.loadgen import media
+from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
+from bench.loadgen.targets import Target, self_cpu_seconds
+
+SCENARIOS = {
+    # name: (default publishers, audio, video, simulcast wanted, publishers also subscribe)
+    "audio": (10, True, False, False, False),
+    "meeting": (0, True, True, True, True),
+    "livestream": (1, True, True, False, False),
+}
+
+
+@dataclass
+class RunConfig:
+    scenario: str = "livestream"
+    subscribers: int = 20
+    publishers: int | None = None
+    duration: float = 20.0
+    warmup: float = 2.0
+    simulcast: bool | None = None  # None: the scenario's default where the target supports it
+    probe_every: int = 8
+    join_concurrency: int = 4
+    setup_timeout: float = 60.0
+
+
+Progress = Callable[[str, float], None]  # (phase text, fraction 0..1)
+
+
+def _pct(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))
+    return values[k] / 1000.0  # µs -> ms
+
+
+async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.EncodedLayer],
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """One measured run against an already started target. Peers are always closed afterwards."""
+    say = progress or (lambda text, frac: None)
+    default_pubs, audio, video, want_sim, pubs_subscribe = SCENARIOS[cfg.scenario]
+    n = cfg.subscribers
+    npub = cfg.publishers if cfg.publishers is not None else (default_pubs or n)
+    simulcast = video and target.supports_simulcast and (want_sim if cfg.simulcast is None else cfg.simulcast)
+    use_layers = layers if simulcast else {"h": layers["h"]}
+    room = await target.new_room(npub + 1)
+    pubs: list[SyntheticPublisher] = []
+    subs: list[LightSubscriber] = []
+    join_started: dict[str, float] = {}
+    try:
+        say(f"{target.name}: {npub} publisher(s) joining", 0.0)
+        feeds = []
+        for i in range(npub):
+            pub = SyntheticPublisher(f"pub{i}", use_layers, audio=audio, video=video, simulcast=simulcast,
+                                     probe_every=cfg.probe_every)
+            sub = None
+            if pubs_subscribe and target.name == "basement":
+                sub = LightSubscriber(f"pub{i}")
+                subs.append(sub)
+                join_started[sub.name] = time.monotonic()
+            feeds.append(await target.publish(room, pub, sub))
+            await pub.wait_connected()
+            pub.start()
+            pubs.append(pub)
+        rss_before = target.rss_bytes()
+        fwd_base = await target.forwarded_packets()
+        received_base = sum(s.totals()["received"] for s in subs)  # meeting: publishers already subscribe
+        sem = asyncio.Semaphore(cfg.join_concurrency)
+
+        async def join(i: int) -> None:
+            async with sem:
+                sub = LightSubscriber(f"sub{i}")
+                subs.append(sub)
+                join_started[sub.name] = time.monotonic()
+                others = [f for j, f in enumerate(feeds) if not (pubs_subscribe and j == i)]
+                await target.subscribe(room, sub, others)
+
+        if pubs_subscribe and target.name != "basement":
+            # Janus: the meeting's participants subscribe with a separate handle to every other feed
+            await asyncio.gather(*(join(i) for i in range(npub)))
+        elif not pubs_subscribe:
+            await asyncio.gather(*(join(i) for i in range(n)))
+        per_sub = (npub - 1 if pubs_subscribe else npub) * (int(audio) + int(video))  # one layer per video track
+        deadline = time.monotonic() + cfg.setup_timeout
+        while True:
+            target.check_alive()
+            ready = sum(1 for s in subs if len(s.streams) >= per_sub)
+            say(f"{target.name}: waiting for media ({ready}/{len(subs)} subscribers complete)", 0.0)
+            if ready == len(subs):
+                break
+            if time.monotonic() > deadline:
+                stuck = [f"{s.name}: {sorted(x.kind for x in s.streams.values())}, {s.transport.connection_state}, "
+                         f"{s.offers} offer(s)" for s in subs if len(s.streams) < per_sub]
+                raise TimeoutError(f"{target.name}: only {ready}/{len(subs)} subscribers received all {per_sub} "
+                                   f"streams within {cfg.setup_timeout:.0f} s; incomplete: {'; '.join(stuck[:5])}")
+            await asyncio.sleep(0.2)
+        joins = [(s.first_packet_at - join_started[s.name]) * 1000 for s in subs if s.first_packet_at]
+        await asyncio.sleep(cfg.warmup)
+
+        # --- measurement window ---
+        for s in subs:
+            s.latencies_us.clear()
+        t0 = time.monotonic()
+        cpu0, gen0 = target.cpu_seconds(), self_cpu_seconds()
+        fwd0 = await target.forwarded_packets()
+        before = [s.totals() for s in subs]
+        sent0 = sum(p.packets_sent for p in pubs)
+        rss_after = target.rss_bytes()
+        while (elapsed := time.monotonic() - t0) < cfg.duration:
+            target.check_alive()
+            say(f"{target.name} {cfg.scenario} N={n}: measuring", elapsed / cfg.duration)
+            await asyncio.sleep(min(0.5, cfg.duration - elapsed))
+        after = [s.totals() for s in subs]
+        for s in subs:
+            s.collect_latency = False  # samples must cover the same window as the probe counts
+        cpu1, gen1 = target.cpu_seconds(), self_cpu_seconds()
+        sent1 = sum(p.packets_sent for p in pubs)
+        fwd1 = await target.forwarded_packets()
+        t1 = time.monotonic()
+        # The cross-check against the SFU's own counter needs both sides quiet: stop sending, let
+        # packets in flight land, then compare totals since the subscribers joined.
+        for p in pubs:
+            p.stop_sending()
+        await asyncio.sleep(0.5)
+        fwd_end = await target.forwarded_packets()
+        received_total = sum(s.totals()["received"] for s in subs) - received_base
+        say(f"{target.name}: done", 1.0)
+    finally:
+        with contextlib.suppress(Exception):
+            await target.leave_all()
+        for p in pubs:
+            with contextlib.suppress(Exception):
+                await p.close()
+        for s in subs:
+            with contextlib.suppress(Exception):
+                await s.close()
+
+    dt = t1 - t0
+    d = {k: sum(a[k] - b[k] for a, b in zip(after, before)) for k in after[0]} if after else {}
+    received = d.get("received", 0)
+    expected = d.get("expected", 0)
+    lat = [v for s in subs for v in s.latencies_us]
+    cpu = cpu1 - cpu0
+    return {
+        "target": target.name,
+        "scenario": cfg.scenario,
+        "publishers": npub,
+        "subscribers": len(subs),
+        "simulcast": simulcast,
+        "layers": {r: {"size": f"{x.width}x{x.height}", "kbps_target": x.kbps} for r, x in use_layers.items()},
+        "duration_s": round(dt, 3),
+        "packets_published": sent1 - sent0,
+        "packets_received": received,
+        "forwarded_pps": received / dt,
+        "forwarded_mbps": d.get("bytes", 0) * 8 / dt / 1e6,
+        "sfu_reported_forwarded": (fwd1 - fwd0) if fwd0 is not None and fwd1 is not None else None,
+        "packets_received_total": received_total,
+        "sfu_reported_forwarded_total": (fwd_end - fwd_base) if fwd_end is not None and fwd_base is not None
+        else None,
+        "sfu_cpu_s": cpu,
+        "sfu_cpu_pct": 100 * cpu / dt,
+        "cpu_us_per_packet": (cpu * 1e6 / received) if received else None,
+        "generator_cpu_pct": 100 * (gen1 - gen0) / dt,
+        "loss_pct": 100 * max(0, expected - received) / expected if expected else None,
+        "seq_gaps": d.get("gaps", 0),
+        "late_or_dup": d.get("late", 0),
+        "probes": d.get("probes", 0),
+        "crc_errors": d.get("crc_errors", 0),
+        "latency_ms_p50": _pct(lat, 0.5),
+        "latency_ms_p99": _pct(lat, 0.99),
+        "latency_samples": len(lat),
+        "sfu_rss_mb": rss_after / 2**20,
+        "rss_kb_per_subscriber": (rss_after - rss_before) / 1024 / max(1, len(subs)),
+        "join_ms_p50": statistics.median(joins) if joins else None,
+        "join_ms_max": max(joins) if joins else None,
+        "config": asdict(cfg),
+    }
+
+
+def capacity_reached(result: dict[str, Any]) -> str | None:
+    if (result.get("loss_pct") or 0) > 1.0:
+        return "loss > 1 %"
+    if result["sfu_cpu_pct"] >= 95.0:
+        return "SFU CPU >= 95 % of one core"
+    if result["generator_cpu_pct"] >= 95.0:
+        return "load generator saturated (result is a lower bound)"
+    return None
+
+
+async def ramp(target: Target, cfg: RunConfig, layers: dict[str, media.EncodedLayer], max_n: int = 2000,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Raise N (x1.5 per step) until loss > 1 % or a CPU saturates; capacity = the last passing N."""
+    steps = []
+    n = max(1, cfg.subscribers)
+    capacity = None
+    reason = f"reached --max-subscribers {max_n}"
+    while n <= max_n:
+        step_cfg = RunConfig(**{**asdict(cfg), "subscribers": n})
+        try:
+            r = await run_once(target, step_cfg, layers, progress)
+        except TimeoutError as e:
+            reason = f"setup failed at N={n}: {type(e).__name__} {e}".strip()
+            break
+        steps.append(r)
+        why = capacity_reached(r)
+        if why:
+            reason = why
+            break
+        capacity = n
+        n = max(n + 1, int(n * 1.5))
+    return {"target": target.name, "scenario": cfg.scenario, "capacity": capacity, "stop_reason": reason,
+            "steps": steps}

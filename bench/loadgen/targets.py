@@ -1,0 +1,549 @@
+"""SFUs under test, each in its own process: Basement (`basement serve`) and Janus (VideoRoom).
+
+The generator measures the SFU's CPU from /proc/<pid>/stat, so the SFU must never share a process
+with the generator. Both targets bind 127.0.0.1 only, on free ports; Janus gets a private config
+folder with per-run random secrets and only the VideoRoom plugin and the HTTP transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _spawn(cmd: list[str], stderr_path: str | None = None) -> tuple[subprocess.Popen, Any]:
+    """Start an SFU child in its own session, so a Ctrl-C reaches the bench, which then stops it."""
+    log = open(stderr_path, "wb") if stderr_path else None  # noqa: SIM115 - the caller closes it in stop()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if log else subprocess.DEVNULL,
+                            stderr=log or subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    return proc, log
+
+
+def _stop_process(proc: subprocess.Popen | None, timeout: float = 5.0) -> bool:
+    """Stop a child SFU; True when it was still running (so its logs hold nothing to investigate)."""
+    if proc is None or proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    return True
+
+
+class Target:
+    name = "?"
+    supports_simulcast = False
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return proc_rss_bytes(self.pid)
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def new_room(self, max_publishers: int) -> str:
+        raise NotImplementedError
+
+    async def publish(self, room: str, pub: SyntheticPublisher, subscriber: LightSubscriber | None = None) -> Any:
+        raise NotImplementedError
+
+    async def subscribe(self, room: str, sub: LightSubscriber, feeds: list[Any]) -> Any:
+        raise NotImplementedError
+
+    async def leave_all(self) -> None:
+        """End every participant of the last run on the SFU, so the next run starts clean."""
+
+    async def forwarded_packets(self) -> int | None:
+        """The SFU's own count of RTP packets sent to subscribers, when it exposes one."""
+        return None
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+
+    log_path = ""
+
+
+# --- Basement -----------------------------------------------------------------------------------
+
+
+class _BasementConn:
+    """One participant's signalling WebSocket (docs/protocol.md), just what the bench needs."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws_url: str) -> None:
+        self.session = session
+        self.ws_url = ws_url
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ids = 0
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.subscriber: LightSubscriber | None = None
+        self.reader: asyncio.Task | None = None
+        self.errors: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        self.ws = await self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0)
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def request(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        assert self.ws is not None
+        self.ids += 1
+        ref = self.ids
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[ref] = fut
+        await self.ws.send_str(json.dumps({**msg, "id": ref}))
+        try:
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self.waiters.pop(ref, None)
+        if reply.get("type") == "error":
+            raise RuntimeError(f"basement refused {msg.get('type')}: {reply.get('code')}: {reply.get('message')}")
+        return reply
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for m in self.ws:
+            if m.type != aiohttp.WSMsgType.TEXT:
+                continue
+            msg = json.loads(m.data)
+            ref = msg.get("id")
+            if ref in self.waiters and not self.waiters[ref].done():
+                self.waiters[ref].set_result(msg)
+            elif msg.get("type") == "error":
+                self.errors.append(msg)
+            if msg.get("type") == "offer" and msg.get("target") == "subscriber":
+                asyncio.ensure_future(self._answer(msg["sdp"]))
+
+    async def _answer(self, sdp: str) -> None:
+        async with self._lock:  # offers are answered in order; the server serialises them too
+            if self.subscriber is None or self.ws is None or self.ws.closed or self.subscriber.transport.closed:
+                return
+            try:
+                answer = await self.subscriber.answer(sdp)
+                await self.ws.send_str(json.dumps({"type": "answer", "target": "subscriber", "sdp": answer}))
+            except Exception:
+                pass  # the run is tearing down: tracks leaving trigger re-offers nobody needs
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+class BasementTarget(Target):
+    name = "basement"
+    supports_simulcast = True
+
+    def __init__(self, python: str | None = None, log_dir: str | None = None) -> None:
+        self.python = python or sys.executable
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="basement-bench-")
+        self.log_path = os.path.join(self.log_dir, "basement.log")
+        self.url = ""
+        self.metrics_url = ""
+        self.session: aiohttp.ClientSession | None = None
+        self.conns: list[_BasementConn] = []
+        self._rooms = 0
+
+    async def start(self) -> None:
+        metrics_port = free_port()
+        cmd = [self.python, "-m", "signalling.cli", "serve", "--port", "0", "--metrics-port", str(metrics_port),
+               "--ice-addresses", "127.0.0.1", "--log-level", "warning", "--max-participants-per-room", "100000",
+               "--data-dir", os.path.join(self.log_dir, "var")]
+        self.proc, self._log = _spawn(cmd, self.log_path)
+        line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)
+        m = re.search(rb"open (http://\S+?)/?\s", line + b" ")
+        if not m:
+            self.check_alive()
+            raise RuntimeError(f"basement serve printed {line!r}; see {self.log_path}")
+        self.url = m.group(1).decode()
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self.session = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(Exception):
+                await c.close()
+        self.conns.clear()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        healthy = _stop_process(self.proc)
+        if getattr(self, "_log", None):
+            self._log.close()
+        if healthy:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    async def new_room(self, max_publishers: int) -> str:
+        self._rooms += 1
+        return f"bench{self._rooms}-{secrets.token_hex(3)}"
+
+    async def _conn(self, room: str, name: str, subscriber: LightSubscriber | None) -> _BasementConn:
+        assert self.session is not None
+        c = _BasementConn(self.session, self.url.replace("http://", "ws://") + "/ws")
+        # before the join: the server's first subscriber offer may follow `joined` immediately
+        c.subscriber = subscriber
+        self.conns.append(c)
+        await c.connect()
+        await c.request({"type": "join", "room": room, "name": name[:64]})
+        return c
+
+    async def publish(self, room: str, pub: SyntheticPublisher, subscriber: LightSubscriber | None = None) -> Any:
+        c = await self._conn(room, pub.name, subscriber)
+        offer = await pub.offer()
+        reply = await c.request({"type": "offer", "target": "publisher", "sdp": offer})
+        await pub.accept(reply["sdp"])
+        return c
+
+    async def subscribe(self, room: str, sub: LightSubscriber, feeds: list[Any]) -> Any:
+        c = await self._conn(room, sub.name, sub)
+        return c
+
+    async def leave_all(self) -> None:
+        conns, self.conns = self.conns, []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                await c.close()
+
+    async def forwarded_packets(self) -> int | None:
+        assert self.session is not None
+        async with self.session.get(self.metrics_url) as r:
+            text = await r.text()
+        m = re.search(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+        return int(float(m.group(1))) if m else None
+
+
+# --- Janus --------------------------------------------------------------------------------------
+
+JANUS_LIB = "/usr/lib/x86_64-linux-gnu/janus"
+JANUS_PLUGINS = ("audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip", "streaming",
+                 "textroom", "videocall", "voicemail")
+
+
+def write_janus_config(folder: Path, http_port: int, admin_port: int, rtp_range: tuple[int, int],
+                       api_secret: str, admin_secret: str, room_admin_key: str) -> Path:
+    """A minimal private config: loopback only, random secrets, VideoRoom + HTTP transport only."""
+    plugins_off = ",".join(f"libjanus_{p}.so" for p in JANUS_PLUGINS)
+    lib = JANUS_LIB
+    (folder / "janus.jcfg").write_text(f"""general: {{
+	plugins_folder = "{lib}/plugins"
+	transports_folder = "{lib}/transports"
+	events_folder = "{lib}/events"
+	loggers_folder = "{lib}/loggers"
+	debug_level = 3
+	admin_secret = "{admin_secret}"
+	api_secret = "{api_secret}"
+	server_name = "bench-janus"
+	session_timeout = 120
+	protected_folders = ["/bin","/boot","/dev","/etc","/lib","/proc","/sbin","/sys","/usr","/var"]
+}}
+certificates: {{
+}}
+media: {{
+	rtp_port_range = "{rtp_range[0]}-{rtp_range[1]}"
+	nack_queue = 500
+}}
+nat: {{
+	nice_debug = false
+	ice_enforce_list = "127.0.0.1"
+	ignore_mdns = true
+	full_trickle = false
+}}
+plugins: {{
+	disable = "{plugins_off}"
+}}
+transports: {{
+	disable = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_pfunix.so,libjanus_websockets.so"
+}}
+loggers: {{
+	disable = "libjanus_jsonlog.so"
+}}
+events: {{
+	broadcast = false
+}}
+""")
+    (folder / "janus.transport.http.jcfg").write_text(f"""general: {{
+	json = "compact"
+	base_path = "/janus"
+	http = true
+	port = {http_port}
+	ip = "127.0.0.1"
+	https = false
+}}
+admin: {{
+	admin_base_path = "/admin"
+	admin_http = true
+	admin_port = {admin_port}
+	admin_ip = "127.0.0.1"
+	admin_https = false
+	admin_acl = "127."
+}}
+cors: {{
+}}
+""")
+    (folder / "janus.plugin.videoroom.jcfg").write_text(f"""general: {{
+	admin_key = "{room_admin_key}"
+	lock_rtp_forward = true
+}}
+""")
+    return folder / "janus.jcfg"
+
+
+ANCHOR_IF = ("bjanus0", "bjanus1")
+
+
+def ensure_janus_can_gather() -> None:
+    """Give libnice a non-loopback interface that carries 127.0.0.1, in a loopback-only namespace.
+
+    Janus (libnice) never gathers on IFF_LOOPBACK interfaces, so on a machine where media must stay
+    on 127.0.0.1 it finds no candidate at all ("Error gathering candidates"). Inside a private
+    network namespace that has nothing but `lo`, an unconnected veth pair holding 127.0.0.1/32 fixes
+    that: the kernel still delivers 127.0.0.1 locally via `lo`, and the pair leads nowhere.
+    Outside such a namespace this refuses rather than touch a real network.
+    """
+    ifaces = {name for _, name in socket.if_nameindex()}  # /sys/class/net may show the host
+    if ANCHOR_IF[0] in ifaces:
+        return
+    if ifaces - {"lo"}:
+        raise RuntimeError("the janus target must run in a loopback-only network namespace: "
+                           "unshare -n -- bash -c 'ip link set lo up && exec \"$@\"' x basement bench ...")
+    a, b = ANCHOR_IF
+    for cmd in (["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+                ["ip", "link", "set", a, "addrgenmode", "none"], ["ip", "link", "set", b, "addrgenmode", "none"],
+                ["ip", "addr", "add", "127.0.0.1/32", "dev", a],
+                ["ip", "link", "set", a, "up"], ["ip", "link", "set", b, "up"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"janus target: {' '.join(cmd)} failed: {r.stderr.strip()}")
+
+
+class JanusTarget(Target):
+    name = "janus"
+    supports_simulcast = False  # the comparison uses the same single-layer shape on both targets
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or shutil.which("janus") or "/usr/bin/janus"
+        self.dir = Path(tempfile.mkdtemp(prefix="janus-bench-"))
+        self.log_path = str(self.dir / "janus.log")
+        self.api_secret = secrets.token_urlsafe(24)
+        self.admin_secret = secrets.token_urlsafe(24)
+        self.room_key = secrets.token_urlsafe(24)
+        self.base = ""
+        self.admin = ""
+        self.session: aiohttp.ClientSession | None = None
+        self.sid: int | None = None
+        self.pending: dict[str, asyncio.Future] = {}
+        self.poller: asyncio.Task | None = None
+        self.handles: list[int] = []
+        self.subscriber_handles: list[int] = []
+
+    async def start(self) -> None:
+        ensure_janus_can_gather()
+        http_port, admin_port = free_port(), free_port()
+        base = 20000 + secrets.randbelow(400) * 100
+        cfg = write_janus_config(self.dir, http_port, admin_port, (base, base + 4999), self.api_secret,
+                                 self.admin_secret, self.room_key)
+        self.proc, _ = _spawn([self.binary, "-F", str(self.dir), "-C", str(cfg), "-o", "-N", "-L", self.log_path])
+        self.base = f"http://127.0.0.1:{http_port}/janus"
+        self.admin = f"http://127.0.0.1:{admin_port}/admin"
+        self.session = aiohttp.ClientSession()
+        deadline = time.monotonic() + 20
+        while True:
+            self.check_alive()
+            try:
+                async with self.session.get(f"{self.base}/info") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"janus did not answer /info; see {self.log_path}")
+            await asyncio.sleep(0.05)
+        self.sid = (await self._post(self.base, {"janus": "create"}))["data"]["id"]
+        self.poller = asyncio.ensure_future(self._poll())
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self._post(f"{self.base}/{self.sid}", {"janus": "destroy"})
+            await self.session.close()
+            self.session = None
+        if _stop_process(self.proc):  # a crashed Janus keeps its folder (log) for inspection
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.session is not None
+        body = {"transaction": secrets.token_hex(6), "apisecret": self.api_secret, **body}
+        async with self.session.post(url, json=body) as r:
+            reply = await r.json(content_type=None)
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"janus error on {body.get('janus')}: {reply.get('error')}")
+        return reply
+
+    async def _poll(self) -> None:
+        assert self.session is not None
+        url = f"{self.base}/{self.sid}?maxev=50&apisecret={self.api_secret}"
+        while True:
+            try:
+                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
+                    events = await r.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.1)
+                continue
+            if isinstance(events, dict):
+                events = [events]
+            for ev in events:
+                fut = self.pending.get(ev.get("transaction", ""))
+                if fut is not None and not fut.done() and ev.get("janus") == "event":
+                    fut.set_result(ev)
+
+    async def _attach(self) -> int:
+        h = (await self._post(f"{self.base}/{self.sid}", {"janus": "attach", "plugin": "janus.plugin.videoroom"}))
+        hid = h["data"]["id"]
+        self.handles.append(hid)
+        return hid
+
+    async def _message(self, hid: int, body: dict[str, Any], jsep: dict[str, Any] | None = None,
+                       timeout: float = 30.0) -> dict[str, Any]:
+        tx = secrets.token_hex(8)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[tx] = fut
+        msg: dict[str, Any] = {"janus": "message", "transaction": tx, "body": body}
+        if jsep is not None:
+            msg["jsep"] = jsep
+        try:
+            reply = await self._post(f"{self.base}/{self.sid}/{hid}", msg)
+            if reply.get("janus") == "success":
+                return reply
+            ev = await asyncio.wait_for(fut, timeout)
+        finally:
+            self.pending.pop(tx, None)
+        data = ev.get("plugindata", {}).get("data", {})
+        if "error" in data:
+            raise RuntimeError(f"janus videoroom refused {body.get('request')}: {data['error']}")
+        return ev
+
+    async def _trickle_done(self, hid: int) -> None:
+        await self._post(f"{self.base}/{self.sid}/{hid}", {"janus": "trickle", "candidate": {"completed": True}})
+
+    async def new_room(self, max_publishers: int) -> str:
+        hid = await self._attach()
+        room = 100000 + secrets.randbelow(900000)
+        await self._message(hid, {"request": "create", "room": room, "admin_key": self.room_key,
+                                  "publishers": max(3, max_publishers), "videocodec": "vp8", "audiocodec": "opus",
+                                  "bitrate": 0, "fir_freq": 0, "permanent": False, "audiolevel_event": False})
+        return str(room)
+
+    async def publish(self, room: str, pub: SyntheticPublisher, subscriber: LightSubscriber | None = None) -> Any:
+        hid = await self._attach()
+        offer = await pub.offer()
+        ev = await self._message(hid, {"request": "joinandconfigure", "room": int(room), "ptype": "publisher",
+                                       "display": pub.name, "audio": pub.want_audio, "video": pub.want_video},
+                                 {"type": "offer", "sdp": offer})
+        await pub.accept(ev["jsep"]["sdp"])
+        await self._trickle_done(hid)
+        return ev["plugindata"]["data"]["id"]
+
+    async def subscribe(self, room: str, sub: LightSubscriber, feeds: list[Any]) -> Any:
+        hid = await self._attach()
+        ev = await self._message(hid, {"request": "join", "room": int(room), "ptype": "subscriber",
+                                       "streams": [{"feed": f} for f in feeds]})
+        answer = await sub.answer(ev["jsep"]["sdp"])
+        await self._message(hid, {"request": "start", "room": int(room)}, {"type": "answer", "sdp": answer})
+        await self._trickle_done(hid)
+        self.subscriber_handles.append(hid)
+        return hid
+
+    async def leave_all(self) -> None:
+        handles, self.handles, self.subscriber_handles = self.handles, [], []
+        for hid in handles:
+            with contextlib.suppress(Exception):
+                await self._post(f"{self.base}/{self.sid}/{hid}", {"janus": "detach"})
+
+    async def forwarded_packets(self) -> int | None:
+        """Sum of RTP packets Janus reports sent on subscriber handles (Admin API handle_info)."""
+        assert self.session is not None
+        total = 0
+        for hid in self.subscriber_handles:
+            body = {"janus": "handle_info", "transaction": secrets.token_hex(6), "admin_secret": self.admin_secret}
+            async with self.session.post(f"{self.admin}/{self.sid}/{hid}", json=body) as r:
+                info = await r.json(content_type=None)
+            total += _janus_out_packets(info.get("info", {}))
+        return total
+
+
+def _janus_out_packets(info: dict[str, Any]) -> int:
+    """RTP packets sent per m-line: info.webrtc.media.<mid>.stats.out.packets (DTLS stats excluded)."""
+    media_ = (info.get("webrtc") or {}).get("media") or {}
+    return sum(int(((m.get("stats") or {}).get("out") or {}).get("packets", 0)) for m in media_.values())
+
+
+def make_target(name: str) -> Target:
+    if name == "basement":
+        return BasementTarget()
+    if name == "janus":
+        return JanusTarget()
+    raise ValueError(f"unknown target {name!r} (basement or janus)")
+
+
+Progress = Callable[[str], None]

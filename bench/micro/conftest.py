@@ -1,0 +1,100 @@
+"""Fixtures for the micro-benchmarks: real sfu objects wired to a fake transport, no network."""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from pylibsrtp import Policy, Session
+
+from sfu import rtp
+from sfu.downtrack import DownTrack
+from sfu.receiver import Ingress, Receiver
+from sfu.transport import RecvSlot, SendSlot
+
+MID_IN, AST_IN = 9, 2  # the publisher's extension ids (Chrome's numbering)
+MID_OUT, AST_OUT = 4, 3  # what a subscriber m-line negotiated
+PACKET_SIZE = 1200
+
+
+def srtp_pair() -> tuple[Session, Session]:
+    key = os.urandom(30)
+    tx = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    tx.allow_repeat_tx = True  # a benchmark protects the same sequence numbers again and again
+    rx = Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    return Session(tx), Session(rx)
+
+
+class FakeTransport:
+    """Stands in for PeerTransport: `send_rtp` optionally SRTP-protects, never touches a socket."""
+
+    def __init__(self, protect: bool = False) -> None:
+        self.sent = 0
+        self.closed = False
+        self._srtp = srtp_pair()[0] if protect else None
+
+    def send_rtp(self, data: bytes) -> bool:
+        if self._srtp is not None:
+            self._srtp.protect(data)
+        self.sent += 1
+        return True
+
+    def send_rtcp(self, packets: Any) -> bool:
+        b"".join(bytes(p) for p in packets)
+        return True
+
+
+def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, size: int = PACKET_SIZE) -> bytes:
+    ext_body = bytes([(MID_IN << 4) | 0]) + b"1" + bytes([(AST_IN << 4) | 2]) + b"\x12\x34\x56"
+    ext_body += bytes(-len(ext_body) % 4)
+    ext = struct.pack("!HH", 0xBEDE, len(ext_body) // 4) + ext_body
+    desc = struct.pack("!BBHB", 0x90 if start else 0x80, 0xC0, 0x8000 | picture_id, picture_id & 0xFF)
+    vp8 = bytes([0x00 if keyframe else 0x01]) + b"\x00\x00\x9d\x01\x2a" + b"\x80\x02\x68\x01"
+    header = rtp.HEADER.pack(0x90, 96 | 0x80, seq & 0xFFFF, ts & 0xFFFFFFFF, 0x11111111)
+    body = header + ext + desc + vp8
+    return body + bytes(size - len(body))
+
+
+class Rig:
+    """A published VP8 track with K subscribers, built from the real Ingress/Receiver/DownTrack."""
+
+    def __init__(self, fanout: int, protect: bool = False) -> None:
+        codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+        self.ingress = Ingress("PA_bench")
+        self.ingress.slots["1"] = RecvSlot(mid="1", kind="video", codecs={96: codec},
+                                           ext_ids={MID_IN: rtp.URI_MID, AST_IN: rtp.URI_ABS_SEND_TIME}, rtcp_ssrc=7)
+        self.ingress._ext["1"] = {rtp.URI_MID: MID_IN, rtp.URI_ABS_SEND_TIME: AST_IN}
+        self.rec = Receiver("TR_bench_1", "PA_bench", "video", "1", codec, self.ingress)
+        self.ingress.receivers["1"] = self.rec
+        self.layer = self.rec.layer("")
+        self.layer.ssrc = 0x11111111
+        self.ingress.by_ssrc[0x11111111] = (self.rec, self.layer, False)
+        self.transports = []
+        for i in range(fanout):
+            t = FakeTransport(protect)
+            slot = SendSlot(transceiver=None, kind="video", ssrc=0x2000 + i, rtx_ssrc=0x3000 + i, mid="1", pt=98,
+                            ext_ids={rtp.URI_MID: MID_OUT, rtp.URI_ABS_SEND_TIME: AST_OUT}, active=True)
+            dt = DownTrack(self.rec, f"PA_sub{i}", t, slot)
+            dt.set_target(self.layer)
+            self.rec.downtracks.append(dt)
+            self.transports.append(t)
+        self.seq = 1000
+        self.pid = 100
+        # the first packet is a keyframe: every DownTrack starts forwarding on it
+        self.ingress.on_rtp(vp8_packet(self.seq, 0, self.pid, True, True), 0.0)
+
+    def batch(self, n: int) -> list[bytes]:
+        out = []
+        for _ in range(n):
+            self.seq += 1
+            self.pid = (self.pid + 1) & 0x7FFF
+            out.append(vp8_packet(self.seq, self.seq * 3000, self.pid, True, False))
+        return out
+
+
+@pytest.fixture
+def rig_factory():
+    return Rig

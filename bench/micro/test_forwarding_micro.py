@@ -1,0 +1,115 @@
+"""Micro-benchmarks of the per-packet forwarding path (`make bench`).
+
+Timings are per *batch* of BATCH packets (pytest-benchmark reports per call); divide by BATCH for
+µs per packet. Packets are 1200-byte VP8 with MID + abs-send-time extensions, like the load test's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiortc import rtp as artp
+
+from bench.micro.conftest import PACKET_SIZE, FakeTransport, srtp_pair, vp8_packet
+from sfu import rtp
+
+BATCH = 500
+ROUNDS = 20  # ROUNDS * BATCH stays below half the 16-bit sequence space: no packet is ever "old"
+
+
+def _run_batches(benchmark, fn, make_batch) -> None:
+    benchmark.pedantic(fn, setup=lambda: ((make_batch(),), {}), rounds=ROUNDS, iterations=1)
+
+
+def test_parse_and_vp8_descriptor(benchmark):
+    """Ingress view of a packet: header/extension validation plus the VP8 payload descriptor."""
+    packets = [vp8_packet(i, i * 3000, i & 0x7FFF, True, False) for i in range(BATCH)]
+
+    def run(batch):
+        for p in batch:
+            v = rtp.parse(p)
+            rtp.vp8_descriptor(memoryview(p)[v.payload_start : v.payload_end])
+
+    _run_batches(benchmark, run, lambda: packets)
+
+
+def test_header_rewrite_downtrack_forward(benchmark, rig_factory):
+    """DownTrack.forward alone: seq/ts/SSRC/PT, extension ids, MID, abs-send-time; cache; no crypto."""
+    rig = rig_factory(1)
+    dt = rig.rec.downtracks[0]
+    layer = rig.layer
+
+    def run(batch):
+        for p in batch:
+            v = rtp.parse(p)
+            desc = rtp.vp8_descriptor(memoryview(p)[v.payload_start : v.payload_end])
+            dt.forward(p, v, layer, False, desc, 1.0)
+
+    _run_batches(benchmark, run, lambda: rig.batch(BATCH))
+    assert rig.transports[0].sent >= ROUNDS * BATCH
+
+
+def test_srtp_protect(benchmark):
+    """pylibsrtp protect, AES_CM_128_HMAC_SHA1_80, one 1200-byte packet per call."""
+    tx, _ = srtp_pair()
+    packet = vp8_packet(1, 1, 1, True, False, PACKET_SIZE)
+    benchmark(tx.protect, packet)
+
+
+@pytest.mark.parametrize("fanout", [1, 10, 50])
+def test_fanout_through_ingress(benchmark, rig_factory, fanout):
+    """Ingress.on_rtp → K DownTracks (each SRTP-protects): the SFU's whole per-packet path minus UDP."""
+    rig = rig_factory(fanout, protect=True)
+    benchmark.extra_info["fanout"] = fanout
+    benchmark.extra_info["batch"] = BATCH // 10
+
+    def run(batch):
+        on_rtp = rig.ingress.on_rtp
+        for p in batch:
+            on_rtp(p, 1.0)
+
+    benchmark.pedantic(run, setup=lambda: ((rig.batch(BATCH // 10),), {}), rounds=ROUNDS, iterations=1)
+    assert all(t.sent >= ROUNDS * BATCH // 10 for t in rig.transports)
+
+
+def test_nack_cache_lookup(benchmark, rig_factory):
+    """A subscriber NACKs 8 recent packets: cache lookup + resend (no RTX negotiated)."""
+    rig = rig_factory(1)
+    dt = rig.rec.downtracks[0]
+    for p in rig.batch(200):
+        rig.ingress.on_rtp(p, 1.0)
+    lost = [(dt.last_seq - k) & 0xFFFF for k in range(1, 9)]
+    before = dt.retransmissions
+    benchmark(dt.on_nack, lost)
+    assert dt.retransmissions > before
+
+
+def test_rtcp_build_rr(benchmark):
+    def build():
+        block = artp.RtcpReceiverInfo(ssrc=1, fraction_lost=3, packets_lost=10, highest_sequence=70000, jitter=5,
+                                      lsr=123, dlsr=456)
+        return bytes(artp.RtcpRrPacket(ssrc=9, reports=[block]))
+
+    assert len(benchmark(build)) == 32
+
+
+def test_rtcp_build_remb(benchmark):
+    def build():
+        return bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=9, media_ssrc=0,
+                                          fci=artp.pack_remb_fci(2_500_000, [0x1111, 0x2222, 0x3333])))
+
+    assert benchmark(build)
+
+
+def test_rtcp_build_sr_translation(benchmark, rig_factory):
+    """DownTrack.on_publisher_sr: translate a publisher SR and build SR + SDES for the subscriber."""
+    rig = rig_factory(1)
+    dt = rig.rec.downtracks[0]
+    dt.slot.cname = "bench-cname"
+    rig.ingress.on_rtp(rig.batch(1)[0], 1.0)
+    benchmark(dt.on_publisher_sr, rig.layer, 0x1234567890ABCDEF, 123456)
+
+
+def test_fake_transport_is_cheap(benchmark):
+    """Reference: the fake transport's own cost, to subtract from the fan-out figures."""
+    t = FakeTransport(protect=False)
+    benchmark(t.send_rtp, b"x" * PACKET_SIZE)

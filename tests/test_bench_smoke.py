@@ -1,0 +1,107 @@
+"""The load generator measures what it claims: a tiny livestream against Basement and against Janus.
+
+Packets counted at the subscribers must match what the SFU itself reports having sent (Basement's
+`basement_packets_out` on /metrics, Janus's per-handle Admin API counters), every probe must pass
+its CRC, and the CPU/latency figures must be present. Janus runs only in a loopback-only network
+namespace (as `make test` provides).
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+
+import pytest
+
+from bench.loadgen import media
+from bench.loadgen.peers import InStream, LightSubscriber, munge_simulcast
+from bench.loadgen.scenario import RunConfig, run_once
+from bench.loadgen.targets import BasementTarget, JanusTarget
+from sfu import rtp
+from sfu.transport import configure_ice
+
+
+@pytest.fixture(scope="module")
+def layers():
+    # a short single layer keeps the one-time encode to a second or two (cached on disk afterwards)
+    return media.load_layers(seconds=1.0, keyint_s=1.0, rids=("h",))
+
+
+def _target(name: str):
+    if name == "janus":
+        assert shutil.which("janus"), "janus is not installed: `make test` installs it (system-deps)"
+        return JanusTarget()
+    return BasementTarget()
+
+
+@pytest.mark.parametrize("name", ["basement", "janus"])
+async def test_livestream_counts_match_the_sfu(name, layers):
+    configure_ice(["127.0.0.1"])
+    target = _target(name)
+    cfg = RunConfig(scenario="livestream", subscribers=2, duration=2.0, warmup=0.5, probe_every=4,
+                    setup_timeout=30)
+    try:
+        await target.start()
+        r = await run_once(target, cfg, layers)
+    finally:
+        await target.stop()
+    assert target.proc.poll() is not None, "the SFU child process must be gone"
+
+    received, reported = r["packets_received_total"], r["sfu_reported_forwarded_total"]
+    assert received > 0
+    assert reported is not None and reported > 0
+    # read with the publishers stopped and the network drained: only real loss may separate them,
+    # and retransmissions (Janus counts a NACKed packet once, its subscriber may receive it twice)
+    assert abs(received - reported) <= max(5, 0.02 * reported), (received, reported)
+    # every subscriber gets every packet the publisher sent (audio + video) within the loss tolerance
+    assert received >= 0.95 * r["packets_published"] * cfg.subscribers - 20, r
+    assert r["loss_pct"] is not None and r["loss_pct"] < 5
+    assert r["cpu_us_per_packet"] is not None and r["cpu_us_per_packet"] > 0
+    assert r["sfu_cpu_s"] > 0
+    assert r["probes"] > 0 and r["crc_errors"] == 0, r
+    assert r["latency_samples"] == r["probes"]
+    assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p99"]
+    assert r["join_ms_p50"] is not None and r["join_ms_p50"] > 0
+
+
+async def test_probe_detects_a_corrupted_payload():
+    payload = media.vp8_descriptor(True, 1234, 7) + bytes(range(200))
+    pkt = media.build_rtp(96, 10, 1000, 0x1234, True, b"", payload, probe_counter=1, crc_from=5)
+    sub = LightSubscriber("x")
+    sub.kind_by_pt[96] = "video"
+    sub.streams[0x1234] = s = InStream(0x1234, "video")
+    sub._check_probe(s, pkt)
+    assert (s.probes, s.crc_errors) == (1, 0)
+    # an SFU may rewrite the VP8 PictureID (the CRC skips the descriptor), but not the frame data
+    bad = bytearray(pkt)
+    view = rtp.parse(pkt)
+    bad[view.payload_start + 2] ^= 0x55  # PictureID: allowed
+    sub._check_probe(s, bytes(bad))
+    assert s.crc_errors == 0
+    bad[view.payload_start + 20] ^= 0x01  # frame data: must be caught
+    sub._check_probe(s, bytes(bad))
+    assert (s.probes, s.crc_errors) == (3, 1)
+    assert zlib.crc32(payload[5:]) == media.read_probe(pkt)[1]
+
+
+async def test_sequence_accounting_sees_gaps_and_loss():
+    sub = LightSubscriber("x")
+    sub.kind_by_pt[111] = "audio"
+    for seq in [65534, 65535, 0, 2, 3, 1]:  # wraps, loses 1 then gets it late
+        sub._on_rtp(media.build_rtp(111, seq, 0, 42, False, b"", b"\x78abc"), 0.0)
+    s = sub.streams[42]
+    assert s.expected == 6 and s.received == 6 and s.lost == 0
+    assert s.gaps == 1 and s.duplicates_or_late == 1
+
+
+def test_simulcast_offer_munging():
+    sdp = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+           "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ssrc:1 cname:x\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:1\r\na=ssrc-group:FID 2 3\r\na=ssrc:2 cname:x\r\n"
+           "a=ssrc:3 cname:x\r\n")
+    out = munge_simulcast(sdp, ("q", "h", "f"))
+    audio, video = out.split("m=video")
+    assert "a=ssrc:1 cname:x" in audio
+    assert "a=ssrc" not in video
+    assert "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f" in video
+    assert f"a=extmap:10 {rtp.URI_RID}" in video
