@@ -41,7 +41,8 @@ async def test_finished_room_is_recorded_once_and_verifies(server):
     store = DirCidStore(f"{server.settings.data_dir}/cids")
     records = []
     for _ in range(100):  # grace (0.5 s) + the writer's transaction
-        records = [r for r in await list_sessions(cp.w3, session_log) if r.fields.get("roomId") == hex32(room_id("standup"))]
+        wanted = hex32(room_id("standup"))
+        records = [r for r in await list_sessions(cp.w3, session_log) if r.fields.get("roomId") == wanted]
         if records:
             break
         await asyncio.sleep(0.1)
