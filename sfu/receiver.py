@@ -353,6 +353,22 @@ class Ingress:
         if result is not None:
             self.remb_bps = result[0]
 
+    UPLINK_CEILING_BPS = 4_000_000
+    UPLINK_LOSS_LIMIT = 0.02
+
+    def uplink_remb(self, loss: float) -> float:
+        """The bitrate we allow the publisher.
+
+        A receive-side estimate (aiortc's, from abs-send-time) rarely exceeds ~1.5x what arrives, so
+        used as a cap it starves simulcast: Chromium keeps its top layer at a fraction of its target
+        and suspends it when another layer is re-enabled. While nothing is lost we therefore allow
+        every layer its full rate (up to a ceiling) and let the publisher's own congestion control
+        work; with loss the estimate applies. TWCC feedback is the real fix (docs/performance.md).
+        """
+        if loss > self.UPLINK_LOSS_LIMIT:
+            return self.remb_bps
+        return max(self.remb_bps, self.UPLINK_CEILING_BPS)
+
     def send_pli(self, mid: str, media_ssrc: int) -> None:
         slot = self.slots.get(mid)
         if slot is None or self.transport is None:
@@ -391,6 +407,7 @@ class Ingress:
     def _reports(self) -> list[Any]:
         now = time.monotonic()
         packets: list[Any] = []
+        worst_video_loss = 0  # fraction lost in the last interval, 0..255
         for mid, rec in self.receivers.items():
             blocks = []
             for layer in rec.layers.values():
@@ -402,10 +419,13 @@ class Ingress:
                     lsr = (ntp >> 16) & 0xFFFFFFFF
                     dlsr = int((now - at) * 65536)
                 st = layer.stats
+                lost = st.fraction_lost  # reading it starts the next interval
+                if rec.kind == "video":
+                    worst_video_loss = max(worst_video_loss, lost)
                 blocks.append(
                     artp.RtcpReceiverInfo(
                         ssrc=layer.ssrc,
-                        fraction_lost=st.fraction_lost,
+                        fraction_lost=lost,
                         packets_lost=st.packets_lost,
                         highest_sequence=st.max_seq + (st.cycles << 16) if st.cycles else st.max_seq,
                         jitter=st.jitter,
@@ -422,14 +442,15 @@ class Ingress:
             for layer in rec.layers.values()
             if layer.ssrc is not None
         ]
-        if self.remb_bps and video_ssrcs:
+        remb = self.uplink_remb(worst_video_loss / 256)
+        if remb and video_ssrcs:
             sender = next(iter(self.slots.values())).rtcp_ssrc
             packets.append(
                 artp.RtcpPsfbPacket(
                     fmt=artp.RTCP_PSFB_APP,
                     ssrc=sender,
                     media_ssrc=0,
-                    fci=artp.pack_remb_fci(int(self.remb_bps), video_ssrcs),
+                    fci=artp.pack_remb_fci(int(remb), video_ssrcs),
                 )
             )
         return packets

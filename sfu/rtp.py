@@ -111,32 +111,6 @@ def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
     return out
 
 
-def remap_extensions_in_place(buf: bytearray, view: RtpView, id_map: dict[int, int]) -> bool:
-    """Rewrite one-byte extension ids through `id_map`; unmapped elements become padding.
-
-    Lengths never change, so the packet is patched where it lies. Returns False when the block is
-    in a form this cannot handle in place (two-byte form): the caller then strips the block.
-    """
-    if not view.one_byte:
-        return False
-    i, end = view.ext_start, view.ext_end
-    while i < end:
-        b = buf[i]
-        if b == 0:
-            i += 1
-            continue
-        xid, xlen = b >> 4, (b & 0x0F) + 1
-        if xid == 15:
-            break
-        new = id_map.get(xid)
-        if new is None:
-            buf[i : i + 1 + xlen] = bytes(1 + xlen)
-        else:
-            buf[i] = (new << 4) | (b & 0x0F)
-        i += 1 + xlen
-    return True
-
-
 def abs_send_time_now(now_s: float) -> bytes:
     """abs-send-time value (6.18 fixed-point seconds, 24 bits) for `now_s`."""
     return (int(now_s * 262144) & 0xFFFFFF).to_bytes(3, "big")

@@ -59,7 +59,8 @@ async def test_livestream_counts_match_the_sfu(name, layers):
     assert r["cpu_us_per_packet"] is not None and r["cpu_us_per_packet"] > 0
     assert r["sfu_cpu_s"] > 0
     assert r["probes"] > 0 and r["crc_errors"] == 0, r
-    assert r["latency_samples"] == r["probes"]
+    # a retransmitted probe is timed again (Janus resends on NACK), so samples may exceed probes a little
+    assert r["probes"] <= r["latency_samples"] <= r["probes"] + max(5, 0.02 * r["probes"]), r
     assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p99"]
     assert r["join_ms_p50"] is not None and r["join_ms_p50"] > 0
 
