@@ -85,6 +85,9 @@ class Settings:
     drain_timeout_s: float = field(
         default=600.0, metadata={"help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
     )
+    node_capacity: int = field(
+        default=0, metadata={"help": "participants one SFU node should hold, for placement (0 = judge by CPU)"}
+    )
 
     def validate(self) -> Settings:
         if not 0 <= self.port < 65536:

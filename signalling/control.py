@@ -77,7 +77,9 @@ class ControlPlane:
             await self._outbox.close()
 
 
-async def build_control_plane(settings: Settings, sessions: bool = True) -> ControlPlane:
+async def build_control_plane(settings: Settings, sessions: bool = True, *, registry: Any = None,
+                              nonces: Any = None) -> ControlPlane:
+    """`registry` and `nonces` default to process memory; cluster replicas pass shared ones."""
     if settings.chain == "embedded":
         from signalling.evm import EmbeddedChain
 
@@ -85,12 +87,14 @@ async def build_control_plane(settings: Settings, sessions: bool = True) -> Cont
         dep = await chain.start()
         w3, chain_id = chain.w3, dep.chain_id
         multicall, session_log, writer_key = dep.multicall, dep.session_log, chain.writer.key.hex()
-        registry = MemoryRoomRegistry([
-            RoomConfig(DEMO_GATED_ROOM, Gate.from_json({
-                "standard": "erc721", "chainId": chain_id, "contract": dep.membership_pass,
-                "label": "Basement demo membership pass",
-            })),
-        ])
+        demo = RoomConfig(DEMO_GATED_ROOM, Gate.from_json({
+            "standard": "erc721", "chainId": chain_id, "contract": dep.membership_pass,
+            "label": "Basement demo membership pass",
+        }))
+        if registry is None:
+            registry = MemoryRoomRegistry([demo])
+        else:
+            await registry.seed(demo)
         info = {"chainId": chain_id, "embedded": True, "demoGatedRoom": DEMO_GATED_ROOM,
                 "membershipPass": dep.membership_pass, "demoWallet": dep.demo_wallet}
     else:
@@ -99,13 +103,14 @@ async def build_control_plane(settings: Settings, sessions: bool = True) -> Cont
         chain_id = settings.chain_id or await w3.eth.chain_id
         multicall, session_log = settings.multicall_address, settings.session_log_address
         writer_key = settings.writer_key
-        registry = MemoryRoomRegistry()
+        registry = registry if registry is not None else MemoryRoomRegistry()
         info = {"chainId": chain_id, "embedded": False}
 
     evaluator = GateEvaluator(w3, multicall, chain_id, cache_ttl_s=settings.gate_cache_ttl_s) if multicall else None
     grants = GrantIssuer(settings.grant_secret, settings.grant_ttl_s)
     auth = AuthService(origin=settings.base_url, chain_id=chain_id, grants=grants, registry=registry,
-                       evaluator=evaluator, w3=w3, require_auth=settings.require_auth)
+                       evaluator=evaluator, w3=w3, require_auth=settings.require_auth,
+                       **({"nonces": nonces} if nonces is not None else {}))
     cp = ControlPlane(settings, w3, chain_id, auth, registry, evaluator, embedded=chain, info=info)
 
     if sessions and session_log and writer_key:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -158,11 +159,17 @@ class Cluster:
         self.logdir = tempfile.mkdtemp(prefix="basement-cluster-logs-")
         self.nodes: list[Proc] = []
         self.replicas: list[Proc] = []
+        self.grant_secret = secrets.token_hex(32)
+        self.admin_key = secrets.token_hex(16)
+        self.public_url = "https://meet.basement.test"
 
     async def start(self, nodes: int, replicas: int, **env: str) -> Cluster:
         self.nodes = [Proc("sfu", f"sfu{i}", self.redis.url, self.logdir, BASEMENT_DRAIN_TIMEOUT_S="120", **env)
                       for i in range(nodes)]
-        self.replicas = [Proc("signal", f"sig{i}", self.redis.url, self.logdir, **env) for i in range(replicas)]
+        # what a Helm release gives every replica alike: one grant key, one public URL, one admin key
+        shared = {"BASEMENT_GRANT_SECRET": self.grant_secret, "BASEMENT_PUBLIC_URL": self.public_url,
+                  "BASEMENT_ADMIN_KEY": self.admin_key, **env}
+        self.replicas = [Proc("signal", f"sig{i}", self.redis.url, self.logdir, **shared) for i in range(replicas)]
         await asyncio.gather(*(p.wait_ready() for p in self.nodes + self.replicas))
         return self
 

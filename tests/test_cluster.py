@@ -4,19 +4,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import time
+from datetime import UTC, datetime
 
+import aiohttp
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
 from sfu import transport
-from signalling.client import Client
+from signalling.auth import NonceState, SiweMessage
+from signalling.client import Client, ServerError
 from signalling.cluster.bus import MemoryBus, MemoryHub, RedisBus, RemoteError
 from signalling.cluster.placement import NoNodeError, Placer, choose
 from signalling.cluster.registry import Registry
+from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
-from tests.clusterfix import Cluster, RedisProc
+from signalling.evm import DEMO_WALLET_KEY
+from signalling.gating import RoomConfig
+from tests.clusterfix import BASEMENT, Cluster, RedisProc
 from tests.media import CounterVideo, Sink
 
 
@@ -195,6 +204,32 @@ async def test_store_values_cas_hashes_and_expiry(backend):
     assert await s1.get("copy") == {"l": [1]}
 
 
+async def test_shared_nonces_are_single_use_across_replicas_and_room_configs_round_trip(backend):
+    a, b = StoreNonceStore(await backend.store()), StoreNonceStore(await backend.store())
+    now = time.time()
+    await a.put("n0nce0001", now + 60)
+    await a.put("n0nce0002", now - 1)
+    assert await b.peek("n0nce0001", now) is NonceState.OK
+    # ten consumers on two "replicas" race for one nonce: exactly one wins
+    results = await asyncio.gather(*(s.consume("n0nce0001", now) for s in [a, b] * 5))
+    assert results.count(NonceState.OK) == 1 and set(results) == {NonceState.OK, NonceState.USED}
+    assert await a.consume("n0nce0002", now) is NonceState.EXPIRED
+    assert await b.consume("never-issued", now) is NonceState.UNKNOWN
+
+    ra, rb = StoreRoomRegistry(await backend.store()), StoreRoomRegistry(await backend.store())
+    gate = {"any": [{"standard": "erc20", "chainId": 1, "contract": "0x" + "12" * 20, "minBalance": "1.5"},
+                    {"standard": "erc721", "chainId": 1, "contract": "0x" + "34" * 20}]}
+    vip = RoomConfig.from_json("vip", {"gate": gate, "max_participants": 7})
+    await ra.put(vip)
+    got = await rb.get("vip")
+    assert got is not None and got.to_json() == vip.to_json()
+    await rb.seed(RoomConfig("vip", None))  # a default never overwrites what an operator set
+    assert (await ra.get("vip")).gate is not None
+    assert [r.name for r in await rb.list()] == ["vip"]
+    assert await rb.delete("vip") and not await ra.delete("vip")
+    assert await ra.get("vip") is None
+
+
 async def test_registry_liveness_follows_heartbeats(backend):
     reg = Registry(await backend.store(), "node", live_s=0.3)
     await reg.beat({"id": "a", "rooms": 1})
@@ -307,11 +342,11 @@ async def cluster():
         redis.stop()
 
 
-async def joined(make, url: str, room: str, name: str) -> tuple[Client, dict]:
+async def joined(make, url: str, room: str, name: str, grant: str | None = None) -> tuple[Client, dict]:
     c = Client(url)
     make.clients.append(c)
     await c.connect()
-    return c, await c.join(room, name)
+    return c, await c.join(room, name, grant)
 
 
 async def placement(c: Cluster, room: str) -> str | None:
@@ -341,8 +376,14 @@ async def test_rooms_spread_over_nodes_and_one_room_lives_on_one_node(cluster):
     assert set(where.values()) <= {n.id for n in c.nodes}, where
     assert len(set(where.values())) > 1, where
     # each node hosts exactly the rooms placed on it (its own gauge, scraped from its metrics port)
+    # (polled: a node's gauge may lag the join answer by one scrape)
     for n in c.nodes:
-        assert await n.metric("basement_rooms") == sum(1 for v in where.values() if v == n.id), where
+        want = sum(1 for v in where.values() if v == n.id)
+        for _ in range(50):
+            if (got := await n.metric("basement_rooms")) == want:
+                break
+            await asyncio.sleep(0.1)
+        assert got == want, (n.id, got, want, where)
     # participants of one room joining through the other replica land on the same node and meet
     a = cluster.clients[0]  # joined rooms[0] through replica 0
     b, b_joined = await joined(cluster, c.replicas[1].url, rooms[0], "second")
@@ -364,6 +405,54 @@ async def test_rooms_spread_over_nodes_and_one_room_lives_on_one_node(cluster):
     while await placement(c, rooms[0]) is not None:
         assert time.monotonic() < deadline, "placement of an empty room was not removed"
         await asyncio.sleep(0.1)
+
+
+async def test_replicas_share_sign_in_nonces_grants_and_gates(cluster):
+    """Behind a Service, sign-in steps and the join land on whichever replica: any must do."""
+    c = await cluster(nodes=1, replicas=2)
+    r0, r1 = c.replicas
+    holder = Account.from_key(DEMO_WALLET_KEY)  # holds the demo pass on the embedded chains
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{r0.url}/auth/nonce") as r:
+            n = await r.json()
+        assert n["domain"] == "meet.basement.test", n  # the public URL, not the replica's address
+        msg = SiweMessage(domain=n["domain"], address=holder.address, uri=n["uri"], version="1",
+                          chain_id=n["chainId"], nonce=n["nonce"], statement="Sign in to Basement",
+                          issued_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")).to_text()
+        signed = {"message": msg, "signature": holder.sign_message(encode_defunct(text=msg)).signature.hex()}
+        # the nonce issued by replica 0 is redeemed at replica 1 ...
+        async with http.post(f"{r1.url}/auth/siwe", json=signed) as r:
+            body = await r.json()
+            assert r.status == 200, body
+        # ... and is then spent for replica 0 as well
+        async with http.post(f"{r0.url}/auth/siwe", json=signed) as r:
+            assert r.status == 401 and "nonce already used" in (await r.json())["error"]
+        async with http.post(f"{r0.url}/auth/grant",
+                             json={"room": "demo-gated", "sessionToken": body["sessionToken"]}) as r:
+            grant = (await r.json())["grant"]
+        # a gate created through the admin API of replica 1 is enforced by replica 0
+        async with http.put(f"{r1.url}/admin/rooms/vip", headers={"Authorization": f"Bearer {c.admin_key}"},
+                            json={"gate": {"standard": "erc721", "chainId": n["chainId"],
+                                           "contract": "0x" + "11" * 20}}) as r:
+            assert r.status in (200, 201), await r.text()
+    guest = Client(r0.url)
+    cluster.clients.append(guest)
+    await guest.connect()
+    with pytest.raises(ServerError) as refused:
+        await guest.join("vip", "guest")
+    assert refused.value.code == "unauthorized" and "token-gated" in refused.value.message
+    # the grant replica 0 signed admits at replica 1
+    member, state = await joined(cluster, r1.url, "demo-gated", "holder", grant=grant)
+    assert state["participant"]["identity"] == holder.address
+
+
+async def test_signal_replica_refuses_to_start_without_a_shared_grant_secret(tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        BASEMENT, "signal", env={"PATH": os.environ["PATH"], "BASEMENT_REDIS_URL": "redis://127.0.0.1:1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out
+    assert b"grant_secret: required for `basement signal`" in out
 
 
 async def test_embedded_cluster_over_the_memory_bus():

@@ -29,17 +29,24 @@ log = logging.getLogger("basement.cluster.node")
 class Load:
     """CPU share of this process and packet rate since the previous sample."""
 
+    MIN_WINDOW_S = 0.5
+
     def __init__(self) -> None:
         self._t = time.monotonic()
         self._cpu = time.process_time()
         self._packets = STATS.packets_in + STATS.packets_out
+        self._last = (0.0, 0.0)
 
     def sample(self) -> tuple[float, float]:
         t, cpu, packets = time.monotonic(), time.process_time(), STATS.packets_in + STATS.packets_out
-        dt = max(t - self._t, 1e-6)
-        result = (100.0 * (cpu - self._cpu) / dt, (packets - self._packets) / dt)
+        dt = t - self._t
+        if dt < self.MIN_WINDOW_S:
+            # The first heartbeat comes right after start-up: a few ms of CPU over a few ms would
+            # read as 100 % and keep the node out of placement until the next beat.
+            return self._last
+        self._last = (100.0 * (cpu - self._cpu) / dt, (packets - self._packets) / dt)
         self._t, self._cpu, self._packets = t, cpu, packets
-        return result
+        return self._last
 
 
 class NodeAgent:

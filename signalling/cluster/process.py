@@ -19,15 +19,19 @@ from redis.exceptions import RedisError
 
 from sfu import transport
 from sfu.metrics import media_registry
+from signalling.admin import admin_app
 from signalling.app import metrics_app
+from signalling.auth import auth_routes
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer
 from signalling.cluster.registry import Registry
 from signalling.cluster.remote import replica_channel
 from signalling.cluster.replica import Replica, serve_app
+from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
+from signalling.control import build_control_plane, start_rechecker
 
 log = logging.getLogger("basement.cluster")
 
@@ -102,7 +106,7 @@ async def run_sfu(settings: Settings) -> int:
     bus, store = await connect(settings, f"inbox:{node_id}")
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
-                      capacity=int(getattr(settings, "node_capacity", 0) or 0),
+                      capacity=settings.node_capacity,
                       speaker_interval=settings.speaker_interval_ms / 1000)
     await agent.start()
     state["connected"] = True
@@ -133,11 +137,29 @@ async def run_sfu(settings: Settings) -> int:
 
 async def run_signal(settings: Settings) -> int:
     replica_id = member_id(settings)
+    if not settings.grant_secret:
+        # a random per-process key would make every grant fail on the other replicas
+        raise ConfigError("grant_secret: required for `basement signal` (all replicas must share it); "
+                          "set BASEMENT_GRANT_SECRET")
     stop = asyncio.Event()
     _stop_signals(stop.set)
     # connect first: a replica without Redis can do nothing, and the startup probe allows for it
     bus, store = await connect(settings, replica_channel(replica_id))
-    replica = Replica(replica_id, bus, store, max_participants=settings.max_participants_per_room)
+    # Sign-in, grants, gates and the admin API work as in `basement serve`, with nonces and room
+    # configs in Redis so any replica can finish what another started. Session summaries need one
+    # tracker per room across replicas and are not recorded in cluster mode yet.
+    control = await build_control_plane(settings, sessions=False, registry=StoreRoomRegistry(store),
+                                        nonces=StoreNonceStore(store))
+    if settings.chain == "embedded":
+        log.warning("chain=embedded in cluster mode: every replica runs its own in-process chain; "
+                    "use chain=rpc with a shared node in production")
+    replica = Replica(replica_id, bus, store, admit=control.admit,
+                      max_participants=settings.max_participants_per_room)
+    replica.app.add_routes(auth_routes(control.auth))
+    if settings.admin_key:
+        replica.app.add_subapp("/admin", admin_app(control.registry, settings.admin_key,
+                                                   chain_ids=[control.chain_id]))
+    start_rechecker(control, replica.rooms)
     await replica.start()
     runners = []
     runner, port = await serve_app(replica.app, settings.host, settings.port)
@@ -148,6 +170,7 @@ async def run_signal(settings: Settings) -> int:
     print(f"basement signal {replica_id} ready on port {port}", flush=True)
     await stop.wait()
     await replica.shutdown()
+    await control.stop()
     await bus.flush()
     await bus.close()
     await store.close()
