@@ -52,6 +52,7 @@ class DownTrack:
         self.current: Layer | None = None
         self.target: Layer | None = None
         self.paused = False  # subscriber or policy turned this track off
+        self.last_layer: Layer | None = None  # the layer of the previous run, kept across pauses
         self.pause_reason = ""
         self.target_reason = ""
         # what the subscriber asked for (protocol `subscription`), read by the LayerSelector
@@ -240,10 +241,13 @@ class DownTrack:
             self.pid_off = self.tl0_off = 0
         self.switch_seq = view.seq
         self.current = self.target
-        if old is not None and old is not self.current:
+        # a resume on another layer than the one paused is a switch too
+        before = old or self.last_layer
+        if before is not None and before is not self.current:
             STATS.layer_switches += 1
-        if self.on_layer_change is not None and old is not self.current:
-            self.on_layer_change(self, old.rid if old else None, self.current.rid if self.current else None)
+        self.last_layer = self.current
+        if self.on_layer_change is not None and before is not self.current:
+            self.on_layer_change(self, before.rid if before else None, self.current.rid if self.current else None)
 
     # --- feedback from the subscriber ---------------------------------------------------------
     def on_nack(self, lost: list[int]) -> None:

@@ -8,9 +8,15 @@ Inputs per DownTrack: the subscriber's requested maximum (a layer name or the re
 subscriber's downlink estimate (REMB) and loss (RR), and the layers currently arriving with their
 bitrates. Rules:
 * never above what was requested;
-* down fast: one evaluation where the current layer does not fit the estimate (or loss > 10 %);
+* down fast: loss > 10 %, or the estimate far below the current layer, moves down at once; a mild
+  shortfall must show in two evaluations in a row (layer rates wobble with keyframes);
 * up slowly: the next layer must fit with 25 % headroom for `UP_STREAK` evaluations in a row, and
   the switch itself waits for that layer's keyframe (the DownTrack asks for one);
+* receive-side estimates (REMB) rarely exceed what they receive by much, so a step up is a probe:
+  for `PROBE_WINDOW_S` only loss or an estimate below the previous layer's rate undoes it, then it
+  must fit; a failed probe backs off exponentially;
+* a subscriber raising its request goes straight to the requested layer (as a probe) unless its
+  link is struggling now, so an explicit "high" takes effect within a keyframe;
 * when even the lowest layer does not fit, pause video (audio is never paused) and resume when the
   lowest layer fits again with headroom; the client is told why.
 """
@@ -31,7 +37,8 @@ LAYER_NAMES = {"low": 0, "medium": 1, "high": 2}
 UP_HEADROOM = 1.25
 DOWN_TOLERANCE = 1.15  # estimators wobble around the rate they receive: only a clear shortfall moves down
 PROBE_HEADROOM = 1.1  # estimate above the current layer by this much: the link is not the limit
-PROBE_WINDOW_S = 3.0  # a step up followed by a step down within this long failed
+PROBE_WINDOW_S = 3.0  # after a step up, time the estimator gets to ramp before the layer must fit
+SEVERE_SHORTFALL = 0.7  # estimate below this share of the current layer's rate: down without waiting
 BACKOFF_MIN_S = 2.0
 BACKOFF_MAX_S = 30.0
 HIGH_LOSS = 0.10
@@ -59,6 +66,9 @@ class SelectorState:
     backoff_s: float = 0.0
     retry_at: float = 0.0
     probed_from: int = -1
+    probing: bool = False  # stepped up, not yet confirmed by the estimate
+    down_streak: int = 0
+    requested: int | None = None  # the request at the previous evaluation
 
 
 @dataclass(frozen=True)
@@ -103,9 +113,14 @@ def _rate(layer: LayerInfo) -> float:
 def decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
            estimate_bps: float | None, loss: float, now: float = 0.0) -> Decision:
     """One evaluation of the policy for one DownTrack. Updates `state` (streaks, backoff) only."""
+    raised = requested is not None and state.requested is not None and requested > state.requested
+    if requested != state.requested:
+        # a new request is new intent: earlier failed probes say nothing about it
+        state.backoff_s, state.retry_at = 0.0, 0.0
+    state.requested = requested
     if requested is None:
-        state.up_streak = 0
-        state.paused_for_bandwidth = False
+        state.up_streak = state.down_streak = 0
+        state.paused_for_bandwidth = state.probing = False
         return Decision(None, "off")
     candidates = sorted((x for x in available if x.index <= requested), key=lambda x: x.index)
     if not candidates:
@@ -133,58 +148,91 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
                 return Decision(lowest.index, "recovered")
         else:
             state.up_streak = 0
+            if now >= state.retry_at and loss <= HIGH_LOSS:
+                # With nothing flowing, a receive-side estimator has nothing to measure and never
+                # rises: try the lowest layer's base temporal layer again (backing off if it fails).
+                state.paused_for_bandwidth = False
+                state.probing, state.last_up_at, state.probed_from = True, now, -1
+                return Decision(lowest.index, "recovered", max_tid=0)
         return Decision(None, "bandwidth")
 
     if current is None:
         # (re)starting: the best layer that fits now, without waiting for a streak
+        state.probing = False
         fitting = [x for x in candidates if fits(x)]
         if not fitting:
-            return _thin_or_pause(state, lowest, estimate_bps)
+            return _thin_or_pause(state, lowest, estimate_bps, now)
         return Decision(fitting[-1].index, "requested")
 
+    cur = by_index[current]
+    if state.probing and fits(cur):
+        state.probing = False  # the estimate caught up: the step up held
+        state.backoff_s = 0.0
+    in_probe = state.probing and now - state.last_up_at < PROBE_WINDOW_S
+    if in_probe:
+        # give the estimator time to ramp; only real trouble (it fell below what worked before) ends it
+        floor = by_index.get(state.probed_from, lowest)
+        short = _rate(floor) > estimate_bps * DOWN_TOLERANCE
+        severe = short
+    else:
+        short = not fits(cur)
+        severe = _rate(cur) * SEVERE_SHORTFALL > estimate_bps
+    state.down_streak = state.down_streak + 1 if short else 0
+
     # down fast
-    if loss > HIGH_LOSS or not fits(by_index[current]):
-        state.up_streak = 0
-        if now - state.last_up_at < PROBE_WINDOW_S:
+    if loss > HIGH_LOSS or severe or state.down_streak >= 2:
+        state.up_streak = state.down_streak = 0
+        if state.probing:
             # the last step up did not hold: wait longer before trying again
+            state.probing = False
             state.backoff_s = min(max(state.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
             state.retry_at = now + state.backoff_s
         lower = [x for x in candidates if x.index < current and (fits(x) or loss > HIGH_LOSS)]
         if lower:
             return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
         if not fits(lowest):
-            return _thin_or_pause(state, lowest, estimate_bps)
+            return _thin_or_pause(state, lowest, estimate_bps, now)
         return Decision(lowest.index, "bandwidth")
+    if short:
+        return Decision(current, "requested")  # one mild shortfall: look again next time
 
-    if state.backoff_s and current > state.probed_from and now - state.last_up_at >= PROBE_WINDOW_S:
-        state.backoff_s = 0.0  # the last step up held
+    higher = [x for x in candidates if x.index > current]
+    if raised and higher and loss <= HIGH_LOSS / 2:
+        # the subscriber asked for more and its link is fine now: go there at once, as a probe
+        return _step_up(state, current, candidates[-1].index, now, "requested")
 
     # up slowly. Receive-side estimators (REMB) rarely report much above what they receive, so
     # "the next layer fits the estimate" may never become true on an idle link: an estimate with
     # headroom over the current layer also justifies trying the next one (probing by switching),
     # with exponential backoff when the try fails.
-    higher = [x for x in candidates if x.index > current]
-    cur_rate = _rate(by_index[current])
-    if higher and loss <= HIGH_LOSS / 2 and (
+    if higher and not in_probe and loss <= HIGH_LOSS / 2 and (
         _rate(higher[0]) * UP_HEADROOM <= estimate_bps
-        or (estimate_bps >= cur_rate * PROBE_HEADROOM and now >= state.retry_at)
+        or (estimate_bps >= _rate(cur) * PROBE_HEADROOM and now >= state.retry_at)
     ):
         state.up_streak += 1
         if state.up_streak >= UP_STREAK:
-            state.up_streak = 0
-            state.last_up_at = now
-            state.probed_from = current
-            return Decision(higher[0].index, "recovered")
+            return _step_up(state, current, higher[0].index, now, "recovered")
     else:
         state.up_streak = 0
     return Decision(current, "requested")
 
 
-def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float) -> Decision:
+def _step_up(state: SelectorState, current: int, target: int, now: float, reason: str) -> Decision:
+    state.up_streak = 0
+    state.last_up_at = now
+    state.probed_from = current
+    state.probing = True
+    return Decision(target, reason)
+
+
+def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float, now: float) -> Decision:
     """The lowest layer does not fit: its base temporal layer alone may; otherwise pause."""
     if _rate(lowest) * TL0_SHARE <= estimate_bps * DOWN_TOLERANCE:
         return Decision(lowest.index, "bandwidth", max_tid=0)
     state.paused_for_bandwidth = True
+    state.probing = False
+    state.backoff_s = min(max(state.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+    state.retry_at = now + state.backoff_s
     return Decision(None, "bandwidth")
 
 
@@ -244,6 +292,10 @@ class LayerSelector:
                 continue
             for dt in list(rec.downtracks):
                 self._evaluate_downtrack(rec, dt, now)
+                if dt.target is not None and dt.target is not dt.current and dt.slot.active:
+                    # Still waiting for the target layer's keyframe: the PLI may have been lost or
+                    # throttled, and Chromium sends no periodic keyframes, so ask again.
+                    rec.request_keyframe(dt.target.rid, "keyframe still missing")
             self._update_dynacast(rec, now)
 
     def evaluate_one(self, rec: Receiver, dt: DownTrack) -> None:
@@ -283,8 +335,13 @@ class LayerSelector:
         fitting = [x for x in layers if x.index <= requested]
         estimate = dt.remb_bps
         if estimate and dt.current is not None:
-            # keep the layer above the current one warm when the selector may probe it
             cur = max(dt.current.bitrate, MIN_LAYER_BPS)
+            if cur > estimate * DOWN_TOLERANCE:
+                # the current layer no longer fits: ask for the best one that does, even if it is
+                # switched off now (the selector can only move down to layers that are arriving)
+                fitting_now = [x for x in fitting if max(x.bitrate, MIN_LAYER_BPS) <= estimate * DOWN_TOLERANCE]
+                return fitting_now[-1] if fitting_now else layers[0]
+            # keep the layer above the current one warm when the selector may probe it
             reach = dt.current.index + (1 if estimate >= cur * PROBE_HEADROOM else 0)
             affordable = [x for x in fitting if x.index <= reach or max(x.bitrate, MIN_LAYER_BPS) <= estimate]
             return affordable[-1] if affordable else layers[0]

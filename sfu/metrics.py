@@ -30,6 +30,8 @@ class MediaStats:
             registry=None,
         )
         self.gauges: Callable[[], dict[str, float]] = dict
+        # (name, help, label, {label value: value}): per-layer and per-reason views of the node
+        self.labelled_gauges: Callable[[], list[tuple[str, str, str, dict[str, float]]]] = list
 
     def reset(self) -> None:
         self.packets_in = 0
@@ -104,6 +106,11 @@ class MediaCollector:
         for name, value in s.gauges().items():
             g = GaugeMetricFamily(f"basement_{name}", f"current number of {name}", labels=names)
             g.add_metric(values, value)
+            yield g
+        for name, doc, label, series in s.labelled_gauges():
+            g = GaugeMetricFamily(f"basement_{name}", doc, labels=[*names, label])
+            for key, value in sorted(series.items()):
+                g.add_metric([*values, key], value)
             yield g
         for metric in s.latency.collect():
             for sample in metric.samples:

@@ -8,6 +8,7 @@ through `deliver(participant_id, message)`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ class SfuNode:
         self.rooms: dict[str, Router] = {}
         self.peers: dict[str, Peer] = {}
         STATS.gauges = self.gauges
+        STATS.labelled_gauges = self.labelled_gauges
 
     def _router(self, room: str) -> Router:
         router = self.rooms.get(room)
@@ -125,6 +127,34 @@ class SfuNode:
     async def close(self) -> None:
         for pid in list(self.peers):
             await self.leave(pid)
+
+    def labelled_gauges(self) -> list[tuple[str, str, str, dict[str, float]]]:
+        """Node-wide sums by simulcast layer and by pause reason (never by room: cardinality)."""
+        now = time.monotonic()
+        ingress: dict[str, float] = {}
+        forwarding: dict[str, float] = {}
+        paused: dict[str, float] = {}
+        for peer in self.peers.values():
+            for rec in peer.tracks:
+                if rec.kind != "video":
+                    continue
+                for rid, layer in rec.layers.items():
+                    # a layer that stopped (dynacast, publisher CPU) keeps its last bitrate: zero it
+                    fresh = now - layer.last_packet_at < 2.0
+                    ingress[rid or "single"] = ingress.get(rid or "single", 0.0) + (layer.bitrate if fresh else 0.0)
+            for dt in peer.downtracks.values():
+                if not dt.is_video:
+                    continue
+                if dt.paused:
+                    paused[dt.pause_reason or "other"] = paused.get(dt.pause_reason or "other", 0) + 1
+                elif dt.current is not None:
+                    rid = dt.current.rid or "single"
+                    forwarding[rid] = forwarding.get(rid, 0) + 1
+        return [
+            ("layer_bitrate_bps", "video bitrate received from publishers, by simulcast layer", "layer", ingress),
+            ("downtracks_forwarding", "video downtracks forwarding, by simulcast layer", "layer", forwarding),
+            ("downtracks_paused", "video downtracks paused, by reason", "reason", paused),
+        ]
 
     def gauges(self) -> dict[str, float]:
         return {

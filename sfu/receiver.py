@@ -71,7 +71,10 @@ class Layer:
         self._window_bytes += nbytes
         if now - self._window_start >= 1.0:
             if self._window_start:
-                self.bitrate = self._window_bytes * 8 / (now - self._window_start)
+                sample = self._window_bytes * 8 / (now - self._window_start)
+                # smoothed: a keyframe doubles a one-second window, which must not read as the
+                # layer's rate (the selector would move subscribers down for nothing)
+                self.bitrate = sample if not self.bitrate else 0.6 * self.bitrate + 0.4 * sample
             self._window_start = now
             self._window_bytes = 0
 

@@ -107,13 +107,33 @@ def test_thin_to_base_temporal_layer_then_pause_then_resume():
     d = run(s, 40_000)  # not even that: pause video
     assert (d.target, d.reason) == (None, "bandwidth")
     assert s.paused_for_bandwidth
-    # just enough (no headroom) is not enough to resume
-    assert run(s, 160_000, times=UP_STREAK + 2).target is None
+    # enough with headroom for several evaluations resumes
     for _ in range(UP_STREAK - 1):
         assert run(s, 400_000).target is None
     d = run(s, 400_000)
     assert (d.target, d.reason) == (0, "recovered")
     assert not s.paused_for_bandwidth
+
+
+def test_a_paused_track_retries_its_base_layer_with_growing_backoff():
+    # paused, nothing flows, so a receive-side estimate stays where it fell: retry on a timer
+    s = SelectorState(current=0)
+    run(s, 40_000)
+    assert s.paused_for_bandwidth
+    retries = []
+    for _ in range(120):  # one simulated minute
+        d = run(s, 40_000)
+        if d.target is not None:
+            assert (d.target, d.reason, d.max_tid) == (0, "recovered", 0)
+            retries.append(Clock.t)
+    gaps = [round(b - a, 1) for a, b in zip(retries, retries[1:])]
+    assert len(retries) >= 3 and all(b > a for a, b in zip(gaps, gaps[1:5])), gaps
+    # a retry the link can carry holds
+    s = SelectorState(current=0)
+    run(s, 40_000)
+    while run(s, 100_000).target is None:
+        pass
+    assert run(s, 100_000, times=10).target == 0 and not s.paused_for_bandwidth
 
 
 def test_off_pauses_without_bandwidth_flag():
@@ -129,3 +149,45 @@ def test_missing_layers_fall_back_to_what_arrives():
     # only f arrives (q stalled): better something than nothing
     assert run(SelectorState(), None, requested=0, available=[F]).target == 2
     assert run(SelectorState(current=1), None, requested=2, available=[]).reason == "unavailable"
+
+
+def test_raising_the_request_goes_straight_there_and_holds_while_the_estimate_ramps():
+    s = SelectorState()
+    assert run(s, 250_000, requested=0).target == 0
+    d = run(s, 250_000, requested=2)  # enough for q with headroom, far from f: still, the user asked
+    assert (d.target, d.reason) == (2, "requested")
+    # a receive-side estimator ramps towards what it now receives; meanwhile the layer stays
+    for estimate in (300_000, 450_000, 650_000, 900_000, 1_200_000):
+        assert run(s, estimate, requested=2).target == 2
+    assert run(s, 1_400_000, requested=2, times=10).target == 2  # fits now: the probe held
+    assert not s.probing and s.backoff_s == 0
+
+
+def test_a_raised_request_that_the_link_cannot_carry_falls_back_and_backs_off():
+    s = SelectorState()
+    run(s, 250_000, requested=0)
+    assert run(s, 250_000, requested=2).target == 2
+    d = run(s, 250_000, requested=2, times=7)  # the estimate never ramps: after the probe window, down
+    assert d.target == 0 and s.backoff_s > 0 and s.retry_at > Clock.t
+    # but a collapse during the probe window (below what q needed) moves down at once
+    s = SelectorState()
+    run(s, 250_000, requested=0)
+    run(s, 250_000, requested=2)
+    assert run(s, 100_000, requested=2).target == 0
+
+
+def test_a_struggling_link_does_not_jump_when_the_request_rises():
+    s = SelectorState()
+    run(s, 10_000_000, requested=1)
+    assert run(s, 420_000, requested=1).target == 1  # mild shortfall for h: look again
+    assert run(s, 420_000, requested=2).target == 0  # second shortfall: down, no jump to f
+
+
+def test_a_mild_shortfall_must_repeat_a_severe_one_acts_at_once():
+    s = SelectorState(current=1)
+    assert run(s, 420_000).target == 1  # 500k does not fit 420k * 1.15, but only just
+    assert run(s, 10_000_000).target == 1  # and it recovered: no switch
+    assert run(s, 420_000).target == 1
+    assert run(s, 420_000).target == 0  # twice in a row: down
+    s = SelectorState(current=1)
+    assert run(s, 300_000).target == 0  # 300k < 70 % of 500k: at once
