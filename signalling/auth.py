@@ -420,16 +420,21 @@ class AuthService:
     domain: str = field(init=False)
 
     def __post_init__(self) -> None:
+        self.rebase(self.origin)
+        if self.sessions is None:
+            # Same secret, different derived subkey: sessions and grants rotate together but a
+            # token of one kind never verifies as the other.
+            self.sessions = SessionIssuer(self.grants.secret, clock=self.clock)
+
+    def rebase(self, origin: str) -> None:
+        """Set the public origin (the SIWE domain), e.g. once the real port of port 0 is known."""
+        self.origin = origin
         parts = urlsplit(self.origin)
         if not parts.scheme or not parts.netloc:
             raise ValueError(f"origin {self.origin!r} must be an absolute URL like https://example.org")
         self.domain = parts.netloc
         self._scheme = parts.scheme.lower()
         self._origin = f"{parts.scheme}://{parts.netloc}".lower()
-        if self.sessions is None:
-            # Same secret, different derived subkey: sessions and grants rotate together but a
-            # token of one kind never verifies as the other.
-            self.sessions = SessionIssuer(self.grants.secret, clock=self.clock)
 
     # --- SIWE ---------------------------------------------------------------------------------
 

@@ -85,6 +85,9 @@ async def start_server(settings: Settings) -> Server:
     await site.start()
     server.runners.append(runner)
     server.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+    if not settings.public_url and settings.port == 0:
+        # wallets compare the SIWE domain with the page's host: give them the port really bound
+        cp.auth.rebase(server.url)
     if settings.metrics_port:
         mrunner = web.AppRunner(metrics_app(media_registry()), access_log=None)
         await mrunner.setup()

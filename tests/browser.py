@@ -271,3 +271,29 @@ class Browser:
         if path is not None:
             _write(path, data)
         return data
+
+    # --- scripts before page load, navigation, a second DevTools connection -------------------
+    async def add_init_script(self, source: str) -> str:
+        """Run `source` in every document the page loads from now on, before the page's own scripts
+        (Page.addScriptToEvaluateOnNewDocument); call `navigate()` to apply it to the current page."""
+        await self.send("Page.enable")  # the page agent runs such scripts only while enabled
+        result = await self.send("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+        return result["identifier"]
+
+    async def navigate(self, url: str | None = None, timeout: float = 30.0) -> None:
+        """Load `url` (default: the start URL again) and wait until the new document has loaded."""
+        await self.evaluate("window.__basementOldDocument = true")
+        result = await self.send("Page.navigate", {"url": url or self.url}, timeout)
+        if result.get("errorText"):
+            raise BrowserError(f"navigating to {url or self.url}: {result['errorText']}")
+        await self.wait_for("!window.__basementOldDocument && document.readyState === 'complete'", timeout)
+
+    async def page_websocket_url(self) -> str:
+        """The DevTools WebSocket URL of the page, for a second, independent CDP client (whose
+        bindings, events and scripts are its own)."""
+        port = int((Path(self.profile) / "DevToolsActivePort").read_text().split()[0])
+        async with self._session.get(f"http://127.0.0.1:{port}/json/list") as r:
+            for t in await r.json(content_type=None):
+                if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
+                    return t["webSocketDebuggerUrl"]
+        raise BrowserError("Chromium lists no page target")

@@ -7,6 +7,8 @@
 // The server never trickles; we trickle our own candidates.
 //
 // Query parameters: room, name, autojoin=1, codec=h264, simulcast=0, video=WxH, audio=0, camera=0, grant.
+// Token-gated rooms: a join refused with `unauthorized` offers Sign-In with Ethereum in #grant-slot
+// (the dev wallet of the embedded chain, or an EIP-1193 browser wallet); see "Grants" below.
 // Debug / test surface: window.basement (see the bottom of this file).
 
 const qs = new URLSearchParams(location.search);
@@ -147,12 +149,348 @@ class ServerError extends Error {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grants for token-gated rooms
+// Grants for token-gated rooms: Sign-In with Ethereum (EIP-4361)
 // ---------------------------------------------------------------------------------------------
-// The wallet sign-in flow plugs in here: render into #grant-slot, have the wallet sign, return the
-// grant string. Until then a grant can only come from the URL (&grant=...); null = open room.
-async function getGrant(room) { // eslint-disable-line no-unused-vars
-  return qs.get('grant') || null;
+// A join without a grant that a gated room refuses (`unauthorized`) shows the wallet choices in
+// #grant-slot. Either wallet signs a SIWE message built from a fresh server nonce, POST /auth/siwe
+// turns the signature into a session token, POST /auth/grant turns the session token into a grant
+// for one room (after the server checked the room's gate: a 403 names the unmet condition), and
+// the join is retried with it. The session token is kept (in memory) so the next gated join needs
+// no new signature. A grant in the URL (&grant=...) is used as before.
+
+class HttpError extends Error {
+  constructor(status, message, path) {
+    super(message);
+    this.status = status;
+    this.path = path;
+  }
+}
+
+async function api(path, body) {
+  const init = body === undefined ? {}
+    : { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new Error(`cannot reach the server (${path}): ${e.message || e}`);
+  }
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) throw new HttpError(res.status, (data && data.error) || `${path} answered HTTP ${res.status}`, path);
+  return data;
+}
+
+let infoPromise = null;
+// GET /api/info: {chainId, embedded, demoGatedRoom?, demoWallet?, ...}; fetched once (retried on failure).
+function serverInfo() {
+  if (!infoPromise) infoPromise = api('/api/info').catch((e) => { infoPromise = null; throw e; });
+  return infoPromise;
+}
+
+let wallet = null;        // {kind: 'dev'|'browser', address, sessionToken, expiresAt (ms)}
+let walletGrant = null;   // {room, grant}: what the wallet flow just obtained, used by the next join
+
+async function getGrant(room) {
+  if (walletGrant && walletGrant.room === room) {
+    const { grant } = walletGrant;
+    walletGrant = null;
+    return grant;
+  }
+  if (qs.get('grant')) return qs.get('grant');
+  if (walletSignedIn()) return (await requestGrant(room)).grant; // signed in before: no new signature
+  return null; // an open room (a gated one answers `unauthorized` and we offer the wallets)
+}
+
+function walletSignedIn() {
+  return !!(wallet && wallet.expiresAt > Date.now() + 5000);
+}
+
+// POST /auth/grant with the session token. Errors name the reason (403: the unmet condition).
+async function requestGrant(room) {
+  try {
+    return await api('/auth/grant', { room, sessionToken: wallet.sessionToken });
+  } catch (e) {
+    if (!(e instanceof HttpError)) throw e;
+    if (e.status === 403) throw gateError(`Access to “${room}” denied for ${wallet.address}: ${e.message}`, e);
+    if (e.status === 401) { // the session expired or the server's key changed: sign in again
+      wallet = null;
+      renderWallet();
+      throw gateError(`Sign-in needed for “${room}”: ${e.message}`, e);
+    }
+    throw e;
+  }
+}
+
+function gateError(message, cause) {
+  const err = new Error(message);
+  err.gate = true;
+  err.status = cause && cause.status;
+  return err;
+}
+
+// True when a join failed because the room wants (another) grant: offer the wallets.
+function isGateRefusal(e) {
+  return !!(e && (e.gate || e.code === 'unauthorized'));
+}
+
+// --- EIP-4361 ---------------------------------------------------------------------------------
+// Built exactly like signalling/auth.py SiweMessage.to_text(): the server parses it strictly.
+function siweMessage({ domain, address, uri, chainId, nonce, issuedAt, expirationTime,
+  statement = 'Sign in to Basement' }) {
+  const lines = [`${domain} wants you to sign in with your Ethereum account:`, address, ''];
+  if (statement) lines.push(statement);
+  lines.push('', `URI: ${uri}`, 'Version: 1', `Chain ID: ${chainId}`, `Nonce: ${nonce}`, `Issued At: ${issuedAt}`);
+  if (expirationTime) lines.push(`Expiration Time: ${expirationTime}`);
+  return lines.join('\n');
+}
+
+// A message for `address` from a fresh server nonce. Domain, URI and chain id come from the
+// server (GET /auth/nonce), so they match what it verifies even behind a proxy.
+async function freshSiweMessage(address) {
+  const n = await api('/auth/nonce');
+  const now = Date.now();
+  return siweMessage({
+    domain: n.domain, address, uri: n.uri, chainId: n.chainId, nonce: n.nonce,
+    issuedAt: new Date(now).toISOString(), expirationTime: new Date(now + 10 * 60_000).toISOString(),
+  });
+}
+
+async function signIn(kind, message, signature) {
+  let r;
+  try {
+    r = await api('/auth/siwe', { message, signature });
+  } catch (e) {
+    if (e instanceof HttpError) throw gateError(`Sign-in refused: ${e.message}`, e);
+    throw e;
+  }
+  return { kind, address: r.address, sessionToken: r.sessionToken, expiresAt: Date.parse(r.expiresAt) || Date.now() + 3_600_000 };
+}
+
+// The embedded chain's built-in demo wallet: the server signs with its (public) demo key.
+async function signInWithDevWallet() {
+  const info = await serverInfo();
+  if (!info.embedded || !info.demoWallet) throw gateError('This server has no dev wallet (it runs against a real chain): use a browser wallet.');
+  setWalletStatus('Dev wallet: signing in…');
+  const message = await freshSiweMessage(info.demoWallet);
+  const signed = await api('/api/dev-wallet/sign', { message });
+  return signIn('dev', message, signed.signature);
+}
+
+// An EIP-1193 wallet (window.ethereum): accounts, chain check, personal_sign.
+async function signInWithBrowserWallet() {
+  const eth = window.ethereum;
+  if (!eth || typeof eth.request !== 'function') {
+    throw gateError('No browser wallet found (window.ethereum is missing): install or unlock one, or use the dev wallet.');
+  }
+  const info = await serverInfo();
+  setWalletStatus('Browser wallet: waiting for your wallet to share an account…');
+  const accounts = await walletRequest(eth, 'eth_requestAccounts');
+  if (!Array.isArray(accounts) || !accounts.length) throw gateError('The wallet did not share any account.');
+  const address = toChecksumAddress(accounts[0]);
+  const want = BigInt(info.chainId);
+  let have = BigInt(await walletRequest(eth, 'eth_chainId'));
+  if (have !== want) {
+    setWalletStatus(`Browser wallet: asking it to switch to chain ${want}…`);
+    try {
+      await eth.request({ method: 'wallet_switchEthereumChain', params: [{ chainId: `0x${want.toString(16)}` }] });
+      have = BigInt(await walletRequest(eth, 'eth_chainId'));
+    } catch { /* the wallet does not know the chain: explained below */ }
+  }
+  if (have !== want) {
+    throw gateError(`Wrong network: your wallet is on chain ${have}, but this server checks room access on chain ${want}`
+      + `${info.embedded ? ' (its built-in demo chain)' : ''}. Switch your wallet to chain ${want}`
+      + `${info.embedded ? ', or use the dev wallet' : ''}, and try again.`);
+  }
+  const message = await freshSiweMessage(address);
+  setWalletStatus(`Browser wallet: please sign the sign-in message for ${address}…`);
+  const signature = await walletRequest(eth, 'personal_sign', [utf8Hex(message), address]);
+  setWalletStatus('Browser wallet: checking the signature…');
+  return signIn('browser', message, signature);
+}
+
+async function walletRequest(eth, method, params) {
+  try {
+    return await eth.request(params === undefined ? { method } : { method, params });
+  } catch (e) {
+    if (e && e.code === 4001) throw gateError(`You declined the wallet request (${method}).`);
+    throw gateError(`Wallet error (${method}): ${(e && e.message) || e}`);
+  }
+}
+
+function utf8Hex(text) {
+  return '0x' + [...new TextEncoder().encode(text)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// --- EIP-55 checksums (Keccak-256; browsers have no Keccak, so a small one lives here) ---------
+const KECCAK_MASK = (1n << 64n) - 1n;
+const KECCAK_RC = [];
+const KECCAK_ROT = [];   // rho offsets, in the order of the pi walk
+const KECCAK_PI = [];    // the lanes the pi step visits, starting after lane (1, 0)
+(() => {
+  let r = 1; // the LFSR x^8 + x^6 + x^5 + x^4 + 1 of the Keccak reference, one bit per lane bit 2^j - 1
+  for (let i = 0; i < 24; i++) {
+    let c = 0n;
+    for (let j = 0; j < 7; j++) {
+      if (r & 1) c ^= 1n << BigInt((1 << j) - 1);
+      r = (r & 0x80 ? (r << 1) ^ 0x71 : r << 1) & 0xff;
+    }
+    KECCAK_RC.push(c);
+  }
+  let x = 1;
+  let y = 0;
+  for (let t = 0; t < 24; t++) {
+    [x, y] = [y, (2 * x + 3 * y) % 5];
+    KECCAK_PI.push(x + 5 * y);
+    KECCAK_ROT.push((((t + 1) * (t + 2)) / 2) % 64);
+  }
+})();
+
+function rotl64(v, n) {
+  return n === 0 ? v : ((v << BigInt(n)) | (v >> BigInt(64 - n))) & KECCAK_MASK;
+}
+
+function keccakF(s) {
+  const c = new Array(5);
+  for (let round = 0; round < 24; round++) {
+    for (let x = 0; x < 5; x++) c[x] = s[x] ^ s[x + 5] ^ s[x + 10] ^ s[x + 15] ^ s[x + 20];
+    for (let x = 0; x < 5; x++) {
+      const d = c[(x + 4) % 5] ^ rotl64(c[(x + 1) % 5], 1);
+      for (let y = 0; y < 25; y += 5) s[x + y] ^= d;
+    }
+    let cur = s[1];
+    for (let t = 0; t < 24; t++) {
+      const i = KECCAK_PI[t];
+      const tmp = s[i];
+      s[i] = rotl64(cur, KECCAK_ROT[t]);
+      cur = tmp;
+    }
+    for (let y = 0; y < 25; y += 5) {
+      const row = s.slice(y, y + 5);
+      for (let x = 0; x < 5; x++) s[y + x] = row[x] ^ (~row[(x + 1) % 5] & KECCAK_MASK & row[(x + 2) % 5]);
+    }
+    s[0] ^= KECCAK_RC[round];
+  }
+}
+
+// Keccak-256 (Ethereum's, with the original 0x01 padding - not SHA3-256) of bytes; returns hex.
+function keccak256(bytes) {
+  const rate = 136;
+  const padded = new Uint8Array(Math.floor(bytes.length / rate) * rate + rate);
+  padded.set(bytes);
+  padded[bytes.length] ^= 0x01;
+  padded[padded.length - 1] ^= 0x80;
+  const s = new Array(25).fill(0n);
+  for (let off = 0; off < padded.length; off += rate) {
+    for (let i = 0; i < rate / 8; i++) {
+      let lane = 0n;
+      for (let b = 7; b >= 0; b--) lane = (lane << 8n) | BigInt(padded[off + 8 * i + b]);
+      s[i] ^= lane;
+    }
+    keccakF(s);
+  }
+  let hex = '';
+  for (let i = 0; i < 4; i++) {
+    for (let b = 0; b < 8; b++) hex += Number((s[i] >> BigInt(8 * b)) & 0xffn).toString(16).padStart(2, '0');
+  }
+  return hex;
+}
+
+// EIP-55: the server only accepts checksummed addresses in SIWE messages; wallets often return
+// lowercase ones.
+function toChecksumAddress(address) {
+  if (typeof address !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(address)) throw gateError(`The wallet returned an invalid address: ${address}`);
+  const lower = address.slice(2).toLowerCase();
+  const hash = keccak256(new TextEncoder().encode(lower));
+  let out = '0x';
+  for (let i = 0; i < 40; i++) out += parseInt(hash[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i];
+  return out;
+}
+
+// --- the wallet panel in #grant-slot ----------------------------------------------------------
+let walletBusy = false;
+
+// Show the wallet choices for `room`; `reason` is why (the server's refusal), shown as the prompt.
+async function offerWallets(room, reason) {
+  B.gate = { room, reason: reason || null };
+  $('#grant-slot').hidden = false;
+  $('#wallet-prompt').textContent = `“${room}” is a token-gated room: sign in with a wallet that qualifies to join.`;
+  renderWallet();
+  try {
+    const info = await serverInfo();
+    $('#wallet-dev').hidden = !info.embedded;
+    if (info.embedded) $('#wallet-dev').title = `Sign in with the demo wallet ${info.demoWallet}, which holds the demo membership pass`;
+  } catch (e) {
+    setWalletError(`cannot read /api/info: ${e.message || e}`);
+  }
+}
+
+function renderWallet() {
+  const who = walletSignedIn() ? `Signed in as ${wallet.address} (${wallet.kind === 'dev' ? 'dev wallet' : 'browser wallet'}).` : '';
+  B.wallet = walletSignedIn() ? { kind: wallet.kind, address: wallet.address } : null;
+  setWalletStatus(who);
+  $('#wallet-signout').hidden = !who;
+  for (const id of ['#wallet-dev', '#wallet-browser', '#wallet-signout']) $(id).disabled = walletBusy;
+}
+
+function setWalletStatus(text) {
+  $('#wallet-status').textContent = text;
+}
+
+function setWalletError(text) {
+  B.walletError = text || null;
+  $('#wallet-error').textContent = text || '';
+  $('#wallet-error').hidden = !text;
+}
+
+// A wallet button: sign in (unless already signed in with that wallet), get a grant, join.
+async function walletJoin(kind) {
+  if (walletBusy || sig) return;
+  const room = $('#room').value.trim() || (B.gate && B.gate.room) || '';
+  const name = $('#name').value;
+  walletBusy = true;
+  $('#join-button').disabled = true;
+  setWalletError(null);
+  hideError();
+  renderWallet();
+  try {
+    if (!walletSignedIn() || wallet.kind !== kind) {
+      wallet = null;
+      wallet = await (kind === 'dev' ? signInWithDevWallet() : signInWithBrowserWallet());
+      logEvent(`signed in as ${wallet.address}`);
+    }
+    renderWallet();
+    setWalletStatus(`Signed in as ${wallet.address}: asking for a grant to “${room}”…`);
+    walletGrant = { room, grant: (await requestGrant(room)).grant };
+    walletBusy = false;
+    await join(room, name);
+  } catch (e) {
+    if (!e.shown) {  // join() shows its own errors
+      setWalletError(e.message || String(e));
+      logEvent(`wallet sign-in failed: ${e.message || e}`, 'error');
+    }
+  } finally {
+    walletBusy = false;
+    walletGrant = null;
+    if (!sig) $('#join-button').disabled = false;
+    renderWallet();
+  }
+}
+
+function signOut() {
+  wallet = null;
+  setWalletError(null);
+  renderWallet();
+}
+
+// After a join: forget the gate prompt; the panel stays (showing who is signed in) only when
+// a wallet session exists, for the next join.
+function walletJoined() {
+  B.gate = null;
+  setWalletError(null);
+  $('#wallet-prompt').textContent = '';
+  $('#grant-slot').hidden = !walletSignedIn();
+  renderWallet();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,8 +504,9 @@ async function join(room, name) {
   hideError();
   session = newSession(room);
   const s = session;
+  let grant = null;
   try {
-    const grant = await getGrant(room);
+    grant = await getGrant(room);
     const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
     sig = new Signal(wsUrl, onMessage, onSocketClosed);
     await sig.open();
@@ -182,6 +521,7 @@ async function join(room, name) {
     B.room = room;
     setState('joined');
     showRoom(room);
+    walletJoined();
     logEvent(`joined ${room} as ${s.me.name}`);
     for (const p of joined.participants || []) logEvent(`${p.name || p.id} is here`);
     s.pingTimer = setInterval(() => sig && sig.send({ type: 'ping' }), PING_INTERVAL_MS);
@@ -199,9 +539,24 @@ async function join(room, name) {
       }
     }
   } catch (e) {
-    showError(e.message || String(e));
+    e.shown = true;
     logEvent(`join failed: ${e.message || e}`, 'error');
     teardown('error');
+    if (isGateRefusal(e)) {
+      offerWallets(room, e.message);
+      if (e.code === 'unauthorized' && !grant) {
+        // the expected first answer of a gated room: the wallet panel is the message (not the
+        // banner onMessage raised for the error reply)
+        hideError();
+        B.lastError = e.message;
+        setState('gated');
+      } else {
+        setWalletError(e.message);
+        showError(e.message);
+      }
+    } else {
+      showError(e.message || String(e));
+    }
     throw e;
   }
 }
@@ -366,16 +721,33 @@ async function applyDynacast(msg) {
   if (!s) return;
   s.dynacast.set(msg.track, msg); // may come before our publish answer; replayed after it
   if (!s.videoTx || msg.track !== s.published.video) return;
-  const sender = s.videoTx.sender;
-  const params = sender.getParameters();
-  if (!params.encodings || !params.encodings.length) return;
-  const active = new Set(Array.isArray(msg.active) ? msg.active : []);
-  for (const e of params.encodings) e.active = e.rid ? active.has(e.rid) : active.size > 0;
+  // One setParameters at a time, always with the latest wish: a second call while the first is
+  // pending fails (its getParameters transaction is stale), and the server does not repeat
+  // itself, so a lost update would leave a layer off for good.
+  s.dynacastWanted = msg;
+  if (s.dynacastBusy) return;
+  s.dynacastBusy = true;
   try {
-    await sender.setParameters(params);
-    logEvent(`dynacast: sending ${[...active].join(', ') || 'no layers'}`);
-  } catch (e) {
-    logEvent(`dynacast failed: ${e.message}`, 'error');
+    while (s.dynacastWanted && session === s) {
+      const want = s.dynacastWanted;
+      s.dynacastWanted = null;
+      const sender = s.videoTx.sender;
+      const params = sender.getParameters();
+      if (!params.encodings || !params.encodings.length) return;
+      const active = new Set(Array.isArray(want.active) ? want.active : []);
+      for (const e of params.encodings) e.active = e.rid ? active.has(e.rid) : active.size > 0;
+      try {
+        await sender.setParameters(params);
+        logEvent(`dynacast: sending ${[...active].join(', ') || 'no layers'}`);
+      } catch (e) {
+        want.tries = (want.tries || 0) + 1;
+        logEvent(`dynacast failed (${e.message})${want.tries < 5 ? '; retrying' : ''}`, 'error');
+        if (!s.dynacastWanted && want.tries < 5) s.dynacastWanted = want;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  } finally {
+    s.dynacastBusy = false;
   }
 }
 
@@ -832,6 +1204,17 @@ const B = (window.basement = {
   toggleMic,
   toggleCamera,
   getGrant,
+  // token-gated rooms: gate = {room, reason} while the wallet choices are shown; wallet =
+  // {kind, address} once signed in; walletError = the last refusal shown in #wallet-error
+  gate: null,
+  wallet: null,
+  walletError: null,
+  walletJoin,
+  signOut,
+  serverInfo,
+  siweMessage,
+  keccak256: (text) => keccak256(new TextEncoder().encode(text)),
+  toChecksumAddress,
   handle: (msg) => onMessage(msg), // feed a server message by hand (debugging)
   send: (msg) => sig && sig.send(msg), // send a protocol message by hand (debugging, tests)
 });
@@ -850,6 +1233,9 @@ $('#toggle-mic').addEventListener('click', () => toggleMic());
 $('#toggle-camera').addEventListener('click', () => toggleCamera());
 $('#leave').addEventListener('click', () => leave());
 $('#error-close').addEventListener('click', hideError);
+$('#wallet-dev').addEventListener('click', () => walletJoin('dev'));
+$('#wallet-browser').addEventListener('click', () => walletJoin('browser'));
+$('#wallet-signout').addEventListener('click', () => signOut());
 window.addEventListener('pagehide', () => { if (sig) sig.send({ type: 'leave' }); });
 
 if (OPTIONS.autojoin && OPTIONS.room) {
