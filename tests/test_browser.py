@@ -263,7 +263,8 @@ async def test_dynacast_turns_unneeded_simulcast_layers_off(server, connect, bro
         await asyncio.sleep(1.0)
         after = await page.evaluate("window.basement.stats()")
         sent = {o["rid"]: o["bytesSent"] or 0 for o in before["outbound"] if o["kind"] == "video"}
-        grew = {o["rid"] for o in after["outbound"] if o["kind"] == "video" and (o["bytesSent"] or 0) > sent.get(o["rid"], 0)}
+        grew = {o["rid"] for o in after["outbound"]
+                if o["kind"] == "video" and (o["bytesSent"] or 0) > sent.get(o["rid"], 0)}
         return grew == wanted and grew
 
     await poll(only_wanted_sends, f"only layers {sorted(wanted)} leaving Chromium", timeout=20)
