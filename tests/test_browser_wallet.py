@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -194,17 +192,6 @@ async def gated_page():
         if tw is not None:
             await tw.close()
         await b.close()
-
-
-async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not reached in {timeout} s (last: {last!r})")
-        await asyncio.sleep(interval)
 
 
 async def joined(page: Browser) -> dict[str, Any]:
