@@ -130,9 +130,15 @@ class DownTrack:
         if layer is self.target and not was_paused:
             return
         self.target = layer
-        if layer is not self.current and self.is_video and self.slot.active:
+        if self.waiting_for_keyframe:
             self.keyframe_waits += 1
             self.receiver.request_keyframe(layer.rid, reason or "layer switch")
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """A video switch (or start) is pending until a keyframe of the target layer arrives."""
+        return (self.target is not None and self.target is not self.current and self.is_video
+                and self.slot.active)
 
     def inherit(self, previous: DownTrack) -> None:
         """Take over a recycled m-line: keep its numbering so the subscriber sees no jump."""
@@ -226,7 +232,6 @@ class DownTrack:
 
     def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float) -> None:
         """Begin a new run (start, layer switch, resume): continue numbering from what was sent."""
-        old = self.current
         self.seq_off = (self.last_seq + 1 - view.seq) & 0xFFFF
         if self.started:
             gap = max(1, int((now - self.last_sent_at) * self.clock_rate))
@@ -241,13 +246,13 @@ class DownTrack:
             self.pid_off = self.tl0_off = 0
         self.switch_seq = view.seq
         self.current = self.target
-        # a resume on another layer than the one paused is a switch too
-        before = old or self.last_layer
-        if before is not None and before is not self.current:
-            STATS.layer_switches += 1
-        self.last_layer = self.current
-        if self.on_layer_change is not None and before is not self.current:
-            self.on_layer_change(self, before.rid if before else None, self.current.rid if self.current else None)
+        # compared with the previous run's layer, so a resume on another layer is a switch too
+        before, self.last_layer = self.last_layer, self.current
+        if before is not self.current:
+            if before is not None:
+                STATS.layer_switches += 1
+            if self.on_layer_change is not None:
+                self.on_layer_change(self, before.rid if before else None, self.current.rid)
 
     # --- feedback from the subscriber ---------------------------------------------------------
     def on_nack(self, lost: list[int]) -> None:

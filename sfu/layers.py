@@ -43,7 +43,6 @@ BACKOFF_MIN_S = 2.0
 BACKOFF_MAX_S = 30.0
 HIGH_LOSS = 0.10
 UP_STREAK = 3
-STALE_S = 1.5  # a layer with no packet for this long is not available
 MIN_LAYER_BPS = 30_000  # a layer that just started has no measured rate yet: assume this much
 
 
@@ -106,7 +105,7 @@ def requested_index(layers: list[Any], layer: str | None, width: int | None, hei
     return ordered[-1].index
 
 
-def _rate(layer: LayerInfo) -> float:
+def _rate(layer: LayerInfo | Layer) -> float:
     return max(layer.bitrate, MIN_LAYER_BPS)
 
 
@@ -183,10 +182,7 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
     if loss > HIGH_LOSS or severe or state.down_streak >= 2:
         state.up_streak = state.down_streak = 0
         if state.probing:
-            # the last step up did not hold: wait longer before trying again
-            state.probing = False
-            state.backoff_s = min(max(state.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
-            state.retry_at = now + state.backoff_s
+            _back_off(state, now)  # the last step up did not hold: wait longer before trying again
         lower = [x for x in candidates if x.index < current and (fits(x) or loss > HIGH_LOSS)]
         if lower:
             return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
@@ -230,10 +226,14 @@ def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float,
     if _rate(lowest) * TL0_SHARE <= estimate_bps * DOWN_TOLERANCE:
         return Decision(lowest.index, "bandwidth", max_tid=0)
     state.paused_for_bandwidth = True
+    _back_off(state, now)
+    return Decision(None, "bandwidth")
+
+
+def _back_off(state: SelectorState, now: float) -> None:
     state.probing = False
     state.backoff_s = min(max(state.backoff_s * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
     state.retry_at = now + state.backoff_s
-    return Decision(None, "bandwidth")
 
 
 def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
@@ -292,9 +292,9 @@ class LayerSelector:
                 continue
             for dt in list(rec.downtracks):
                 self._evaluate_downtrack(rec, dt, now)
-                if dt.target is not None and dt.target is not dt.current and dt.slot.active:
-                    # Still waiting for the target layer's keyframe: the PLI may have been lost or
-                    # throttled, and Chromium sends no periodic keyframes, so ask again.
+                if dt.waiting_for_keyframe:
+                    # the PLI may have been lost or throttled, and Chromium sends no periodic
+                    # keyframes: ask again
                     rec.request_keyframe(dt.target.rid, "keyframe still missing")
             self._update_dynacast(rec, now)
 
@@ -304,8 +304,7 @@ class LayerSelector:
 
     def _evaluate_downtrack(self, rec: Receiver, dt: DownTrack, now: float) -> None:
         layers = list(rec.layers.values())
-        available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers
-                     if x.ssrc is not None and now - x.last_packet_at < STALE_S]
+        available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
         requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
         estimate = dt.remb_bps or None
         state = dt.selector_state
@@ -335,15 +334,15 @@ class LayerSelector:
         fitting = [x for x in layers if x.index <= requested]
         estimate = dt.remb_bps
         if estimate and dt.current is not None:
-            cur = max(dt.current.bitrate, MIN_LAYER_BPS)
+            cur = _rate(dt.current)
             if cur > estimate * DOWN_TOLERANCE:
                 # the current layer no longer fits: ask for the best one that does, even if it is
                 # switched off now (the selector can only move down to layers that are arriving)
-                fitting_now = [x for x in fitting if max(x.bitrate, MIN_LAYER_BPS) <= estimate * DOWN_TOLERANCE]
+                fitting_now = [x for x in fitting if _rate(x) <= estimate * DOWN_TOLERANCE]
                 return fitting_now[-1] if fitting_now else layers[0]
             # keep the layer above the current one warm when the selector may probe it
             reach = dt.current.index + (1 if estimate >= cur * PROBE_HEADROOM else 0)
-            affordable = [x for x in fitting if x.index <= reach or max(x.bitrate, MIN_LAYER_BPS) <= estimate]
+            affordable = [x for x in fitting if x.index <= reach or _rate(x) <= estimate]
             return affordable[-1] if affordable else layers[0]
         return fitting[-1] if fitting else layers[0]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -131,25 +132,20 @@ class SfuNode:
     def labelled_gauges(self) -> list[tuple[str, str, str, dict[str, float]]]:
         """Node-wide sums by simulcast layer and by pause reason (never by room: cardinality)."""
         now = time.monotonic()
-        ingress: dict[str, float] = {}
-        forwarding: dict[str, float] = {}
-        paused: dict[str, float] = {}
+        ingress: Counter[str] = Counter()
+        forwarding: Counter[str] = Counter()
+        paused: Counter[str] = Counter()
         for peer in self.peers.values():
             for rec in peer.tracks:
-                if rec.kind != "video":
-                    continue
-                for rid, layer in rec.layers.items():
-                    # a layer that stopped (dynacast, publisher CPU) keeps its last bitrate: zero it
-                    fresh = now - layer.last_packet_at < 2.0
-                    ingress[rid or "single"] = ingress.get(rid or "single", 0.0) + (layer.bitrate if fresh else 0.0)
+                if rec.kind == "video":
+                    for layer in rec.layers.values():
+                        # a layer that stopped keeps its last bitrate: count it as 0
+                        ingress[layer.rid or "single"] += layer.bitrate if layer.arriving(now) else 0.0
             for dt in peer.downtracks.values():
-                if not dt.is_video:
-                    continue
-                if dt.paused:
-                    paused[dt.pause_reason or "other"] = paused.get(dt.pause_reason or "other", 0) + 1
-                elif dt.current is not None:
-                    rid = dt.current.rid or "single"
-                    forwarding[rid] = forwarding.get(rid, 0) + 1
+                if dt.is_video and dt.paused:
+                    paused[dt.pause_reason or "other"] += 1
+                elif dt.is_video and dt.current is not None:
+                    forwarding[dt.current.rid or "single"] += 1
         return [
             ("layer_bitrate_bps", "video bitrate received from publishers, by simulcast layer", "layer", ingress),
             ("downtracks_forwarding", "video downtracks forwarding, by simulcast layer", "layer", forwarding),

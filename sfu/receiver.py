@@ -41,6 +41,9 @@ class _SeqTs:
         self.timestamp = ts
 
 
+STALE_S = 1.5  # a layer with no packet for this long is not arriving (dynacast, publisher CPU)
+
+
 class Layer:
     """One encoding of a track (a simulcast layer; the only one without simulcast)."""
 
@@ -63,6 +66,9 @@ class Layer:
         self._window_start = 0.0
         self._window_bytes = 0
         self.bitrate = 0.0
+
+    def arriving(self, now: float) -> bool:
+        return self.ssrc is not None and now - self.last_packet_at < STALE_S
 
     def account(self, nbytes: int, now: float) -> None:
         self.packets += 1

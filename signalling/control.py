@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from web3 import AsyncWeb3
 
 from signalling import chainwriter
-from signalling.auth import AuthError, AuthService, GrantIssuer
+from signalling.admin import admin_app
+from signalling.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, auth_routes
 from signalling.config import Settings
 from signalling.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
 from signalling.outbox import outbox_for_settings
@@ -80,6 +82,7 @@ class ControlPlane:
 async def build_control_plane(settings: Settings, sessions: bool = True, *, registry: Any = None,
                               nonces: Any = None) -> ControlPlane:
     """`registry` and `nonces` default to process memory; cluster replicas pass shared ones."""
+    registry = registry if registry is not None else MemoryRoomRegistry()
     if settings.chain == "embedded":
         from signalling.evm import EmbeddedChain
 
@@ -87,14 +90,10 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
         dep = await chain.start()
         w3, chain_id = chain.w3, dep.chain_id
         multicall, session_log, writer_key = dep.multicall, dep.session_log, chain.writer.key.hex()
-        demo = RoomConfig(DEMO_GATED_ROOM, Gate.from_json({
+        await registry.seed(RoomConfig(DEMO_GATED_ROOM, Gate.from_json({
             "standard": "erc721", "chainId": chain_id, "contract": dep.membership_pass,
             "label": "Basement demo membership pass",
-        }))
-        if registry is None:
-            registry = MemoryRoomRegistry([demo])
-        else:
-            await registry.seed(demo)
+        })))
         info = {"chainId": chain_id, "embedded": True, "demoGatedRoom": DEMO_GATED_ROOM,
                 "membershipPass": dep.membership_pass, "demoWallet": dep.demo_wallet}
     else:
@@ -103,14 +102,13 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
         chain_id = settings.chain_id or await w3.eth.chain_id
         multicall, session_log = settings.multicall_address, settings.session_log_address
         writer_key = settings.writer_key
-        registry = registry if registry is not None else MemoryRoomRegistry()
         info = {"chainId": chain_id, "embedded": False}
 
     evaluator = GateEvaluator(w3, multicall, chain_id, cache_ttl_s=settings.gate_cache_ttl_s) if multicall else None
     grants = GrantIssuer(settings.grant_secret, settings.grant_ttl_s)
     auth = AuthService(origin=settings.base_url, chain_id=chain_id, grants=grants, registry=registry,
                        evaluator=evaluator, w3=w3, require_auth=settings.require_auth,
-                       **({"nonces": nonces} if nonces is not None else {}))
+                       nonces=nonces if nonces is not None else MemoryNonceStore())
     cp = ControlPlane(settings, w3, chain_id, auth, registry, evaluator, embedded=chain, info=info)
 
     if sessions and session_log and writer_key:
@@ -127,6 +125,15 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     elif sessions:
         log.warning("no SessionLog address or writer key: session summaries will not be recorded")
     return cp
+
+
+def mount(cp: ControlPlane, app: web.Application, rooms: Any) -> None:
+    """Serve the control plane next to a signalling app: sign-in and grants, the admin API when a
+    key is configured, and the holdings re-check of the participants in `rooms`."""
+    app.add_routes(auth_routes(cp.auth))
+    if cp.settings.admin_key:
+        app.add_subapp("/admin", admin_app(cp.registry, cp.settings.admin_key, chain_ids=[cp.chain_id]))
+    start_rechecker(cp, rooms)
 
 
 def start_rechecker(cp: ControlPlane, rooms: Any) -> None:

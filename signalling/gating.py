@@ -514,6 +514,8 @@ class RoomRegistry(Protocol):
     async def put(self, config: RoomConfig) -> None: ...
     async def delete(self, name: str) -> bool: ...
     async def list(self) -> list[RoomConfig]: ...
+    async def seed(self, config: RoomConfig) -> None:
+        """Add a default room unless an operator has already configured (or changed) it."""
 
 
 class MemoryRoomRegistry:
@@ -533,3 +535,6 @@ class MemoryRoomRegistry:
 
     async def list(self) -> list[RoomConfig]:
         return [self._rooms[k] for k in sorted(self._rooms)]
+
+    async def seed(self, config: RoomConfig) -> None:
+        self._rooms.setdefault(config.name, config)

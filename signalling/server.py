@@ -13,11 +13,9 @@ from aiohttp import web
 from sfu import transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
-from signalling.admin import admin_app
 from signalling.app import create_app, metrics_app
-from signalling.auth import auth_routes
 from signalling.config import Settings
-from signalling.control import build_control_plane, start_rechecker
+from signalling.control import build_control_plane, mount
 from signalling.rooms import RoomManager
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
@@ -70,14 +68,11 @@ async def start_server(settings: Settings) -> Server:
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms)
-    app.add_routes(auth_routes(cp.auth))
+    mount(cp, app, rooms)
     app[CHAIN_INFO_KEY] = cp.info
     app.router.add_get("/api/info", chain_info)
     if cp.embedded is not None:
         app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
-    if settings.admin_key:
-        app.add_subapp("/admin", admin_app(cp.registry, settings.admin_key, chain_ids=[cp.chain_id]))
-    start_rechecker(cp, rooms)
     server = Server(settings, node, rooms, app, control=cp)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

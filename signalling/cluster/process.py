@@ -19,9 +19,7 @@ from redis.exceptions import RedisError
 
 from sfu import transport
 from sfu.metrics import media_registry
-from signalling.admin import admin_app
 from signalling.app import metrics_app
-from signalling.auth import auth_routes
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer
@@ -31,7 +29,7 @@ from signalling.cluster.replica import Replica, serve_app
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
-from signalling.control import build_control_plane, start_rechecker
+from signalling.control import build_control_plane, mount
 
 log = logging.getLogger("basement.cluster")
 
@@ -155,11 +153,7 @@ async def run_signal(settings: Settings) -> int:
                     "use chain=rpc with a shared node in production")
     replica = Replica(replica_id, bus, store, admit=control.admit,
                       max_participants=settings.max_participants_per_room)
-    replica.app.add_routes(auth_routes(control.auth))
-    if settings.admin_key:
-        replica.app.add_subapp("/admin", admin_app(control.registry, settings.admin_key,
-                                                   chain_ids=[control.chain_id]))
-    start_rechecker(control, replica.rooms)
+    mount(control, replica.app, replica.rooms)
     await replica.start()
     runners = []
     runner, port = await serve_app(replica.app, settings.host, settings.port)

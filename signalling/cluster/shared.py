@@ -76,7 +76,6 @@ class StoreRoomRegistry:
         await self.store.hset(ROOM_CONFIGS, config.name, body)
 
     async def seed(self, config: RoomConfig) -> None:
-        """Add a default room unless an operator has already configured (or changed) it."""
         if await self.store.hget(ROOM_CONFIGS, config.name) is None:
             await self.put(config)
 
