@@ -156,6 +156,8 @@ async def test_open_rooms_admit_guests_and_demo_room_is_gated(server):
         # the built-in dev wallet holds the demo pass: sign in with it and get a grant for the demo room
         async with http.get(f"{server.url}/auth/nonce") as r:
             n = await r.json()
+        # asked for port 0: the SIWE domain is the port really bound, as the page's host shows it
+        assert n["domain"] == f"127.0.0.1:{server.port}" and n["uri"] == server.url, n
         from signalling.auth import SiweMessage
 
         msg = SiweMessage(domain=n["domain"], address=info["demoWallet"], uri=n["uri"], version="1",
