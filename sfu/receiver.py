@@ -5,6 +5,10 @@ when there are any and from the MID/RID/repaired-RID header extensions otherwise
 them only on the first packets of each SSRC and its simulcast offers have no a=ssrc lines), unwraps
 RTX, drops padding, and produces what a receiving endpoint owes its sender: RR, NACK, REMB.
 `Receiver` is one published Track; it fans each packet out to its DownTracks.
+
+What a publisher's packets can make us hold is fixed by its offer: the layers are the offer's rids
+(at most `max_simulcast_layers`), each with one media and one RTX SSRC, and an m-line may use at
+most `max_ssrcs_per_track` SSRCs over its life. Everything else is a counted drop.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 from aiortc.rate import RemoteBitrateEstimator
-from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 
-from sfu import rtp
+from sfu import rtp, sdp
 from sfu.metrics import STATS
+from sfu.reception import GAP, JUMP, RESTART, Reception
 from sfu.transport import RecvSlot
 
 if TYPE_CHECKING:
@@ -31,16 +36,25 @@ log = logging.getLogger("basement.receiver")
 RID_ORDER = {"q": 0, "l": 0, "low": 0, "h": 1, "m": 1, "mid": 1, "f": 2, "hi": 2, "high": 2}
 
 
-class _SeqTs:
-    """The two fields aiortc's StreamStatistics/NackGenerator read from a packet."""
+@dataclass(frozen=True)
+class IngressLimits:
+    """What one publisher may make the SFU hold (settings max_simulcast_layers, max_ssrcs_per_track)."""
 
-    __slots__ = ("sequence_number", "timestamp")
-
-    def __init__(self, seq: int, ts: int) -> None:
-        self.sequence_number = seq
-        self.timestamp = ts
+    max_simulcast_layers: int = sdp.MAX_SIMULCAST_LAYERS  # a=rid send lines per m-line; what browsers send
+    max_ssrcs_per_track: int = sdp.MAX_SSRCS_PER_TRACK  # media + RTX SSRCs one m-line may ever use
 
 
+_limits = IngressLimits()
+
+
+def configure_ingress(limits: IngressLimits) -> None:
+    """Process-wide limits for new Ingresses and for the offers `sdp.check_offer` accepts."""
+    global _limits
+    _limits = limits
+    sdp.configure_offer_limits(limits.max_simulcast_layers, limits.max_ssrcs_per_track)
+
+
+NACK_MIN_INTERVAL = 0.02  # a gap NACKs at once, but a stream of gaps at most this often (the rest: next round)
 STALE_S = 1.5  # a layer with no packet for this long is not arriving (dynacast, publisher CPU)
 
 
@@ -52,8 +66,11 @@ class Layer:
         self.index = RID_ORDER.get(rid, 0)
         self.ssrc: int | None = None
         self.rtx_ssrc: int | None = None
-        self.stats = StreamStatistics(clock_rate)
-        self.nack = NackGenerator()
+        self.rx = Reception(clock_rate)
+        self.nack_at = -1.0  # arrival time of the last immediate NACK
+        # bumped when the media stream starts over (new SSRC, or the sender restarted its sequence
+        # numbers): numbering derived from the old stream no longer continues
+        self.epoch = 0
         self.packets = 0
         self.bytes = 0
         self.keyframes = 0
@@ -102,6 +119,7 @@ class Receiver:
         self.muted = False
         self.simulcast = False
         self._last_pli: dict[str, float] = {}
+        self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
 
     def layer(self, rid: str) -> Layer:
         layer = self.layers.get(rid)
@@ -142,13 +160,15 @@ class Ingress:
 
     RTCP_INTERVAL = 1.0
 
-    def __init__(self, participant_id: str, on_audio_level: Callable[[str, int, float], None] | None = None):
+    def __init__(self, participant_id: str, on_audio_level: Callable[[str, int, float], None] | None = None,
+                 limits: IngressLimits | None = None):
         self.participant_id = participant_id
+        self.limits = limits or _limits
         self.transport: Any = None
         self.slots: dict[str, RecvSlot] = {}  # mid -> slot
         self.receivers: dict[str, Receiver] = {}  # mid -> Receiver
-        self.by_ssrc: dict[int, tuple[Receiver, Layer, bool]] = {}  # ssrc -> (receiver, layer, is_rtx)
-        self.unresolved_rtx: dict[int, tuple[Receiver, str]] = {}
+        # ssrc -> (receiver, layer, is_rtx); at most one media and one RTX SSRC per layer
+        self.by_ssrc: dict[int, tuple[Receiver, Layer, bool]] = {}
         self.on_audio_level = on_audio_level
         self.remb = RemoteBitrateEstimator()
         self.remb_bps = 0
@@ -156,12 +176,14 @@ class Ingress:
         self.dropped: dict[str, int] = {}
         # extension ids per m-line, resolved once
         self._ext: dict[str, dict[str, int]] = {}
-        self._mid_by_ext_value: dict[bytes, str] = {}
 
     # --- setup --------------------------------------------------------------------------------
     def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
                   track_ids: dict[str, str], simulcast_rids: dict[str, list[str]]) -> list[Receiver]:
-        """Register the negotiated m-lines. `ssrc_hints`: mid -> [(ssrc, role)] from a=ssrc lines."""
+        """Register the negotiated m-lines. `ssrc_hints`: mid -> [(ssrc, role)] from a=ssrc lines.
+
+        The rids are the only layers a track will ever have (checked by `sfu.sdp.check_offer`).
+        """
         self.transport = transport
         created = []
         for slot in slots:
@@ -172,21 +194,18 @@ class Ingress:
                 continue
             self.slots[slot.mid] = slot
             rec = Receiver(track_ids[slot.mid], self.participant_id, slot.kind, slot.mid, media_codec, self)
-            rids = simulcast_rids.get(slot.mid) or []
+            rids = (simulcast_rids.get(slot.mid) or [])[: self.limits.max_simulcast_layers]
             rec.simulcast = len(rids) > 1
             for rid in rids or [""]:
                 rec.layer(rid)
             self.receivers[slot.mid] = rec
             self._ext[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
-            for ssrc, role in ssrc_hints.get(slot.mid, []):
-                layer = rec.layer("")
-                if role == "rtx":
-                    layer.rtx_ssrc = ssrc
-                    self.by_ssrc[ssrc] = (rec, layer, True)
-                elif layer.ssrc is None:
-                    layer.ssrc = ssrc
-                    self.by_ssrc[ssrc] = (rec, layer, False)
-            self._mid_by_ext_value[slot.mid.encode()] = slot.mid
+            if len(rec.layers) == 1:
+                layer = next(iter(rec.layers.values()))
+                for ssrc, role in ssrc_hints.get(slot.mid, []):
+                    # the first media and the first RTX SSRC; a=ssrc lines cannot add state beyond that
+                    if (layer.rtx_ssrc if role == "rtx" else layer.ssrc) is None and ssrc not in self.by_ssrc:
+                        self._bind(rec, layer, ssrc, role == "rtx")
             created.append(rec)
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
@@ -203,39 +222,43 @@ class Ingress:
     # --- per packet ---------------------------------------------------------------------------
     def on_rtp(self, data: bytes, arrival: float) -> None:
         """One decrypted RTP packet from the publisher. Never raises: bad input is a counted drop."""
+        # one try around the whole path (free in 3.11 when nothing is raised): every parser below
+        # (header, extensions while learning, RTX, VP8/H.264 peeks) reports defects as RtpError
         try:
             view = rtp.parse(data)
-        except rtp.RtpError as e:
-            self._drop(e.reason)
-            return
-        STATS.packets_in += 1
-        STATS.bytes_in += len(data)
-        entry = self.by_ssrc.get(view.ssrc)
-        if entry is None:
-            entry = self._learn(data, view)
+            STATS.packets_in += 1
+            STATS.bytes_in += len(data)
+            entry = self.by_ssrc.get(view.ssrc)
             if entry is None:
-                self._drop("unknown_ssrc")
+                entry = self._learn(data, view)
+                if entry is None:
+                    return  # _learn counted the drop
+            rec, layer, is_rtx = entry
+            if is_rtx:
+                unwrapped = self._unwrap_rtx(data, view, rec, layer)
+                if unwrapped is None:
+                    return
+                data, view = unwrapped
+            elif view.payload_start >= view.payload_end:
+                self._drop("padding")
                 return
-        rec, layer, is_rtx = entry
-        if is_rtx:
-            unwrapped = self._unwrap_rtx(data, view, rec, layer)
-            if unwrapped is None:
-                return
-            data, view = unwrapped
-        elif view.payload_start >= view.payload_end:
-            self._drop("padding")
-            return
-        layer.account(len(data), arrival)
-        seqts = _SeqTs(view.seq, view.ts)
-        layer.stats.add(seqts)
-        if layer.nack.add(seqts) and layer.nack.missing:
-            self.send_nack(rec.mid, view.ssrc, layer.nack.missing)
+            rx = layer.rx
+            seen = rx.update(view.seq, view.ts, arrival)
+            if seen:
+                if seen == JUMP:
+                    self._drop("seq_jump")
+                    return
+                if seen == RESTART:
+                    layer.epoch += 1
+                elif seen == GAP and arrival - layer.nack_at >= NACK_MIN_INTERVAL:
+                    layer.nack_at = arrival
+                    self.send_nack(rec.mid, view.ssrc, rx.missing())
+            layer.account(len(data), arrival)
 
-        keyframe = False
-        vp8 = None
-        if rec.kind == "video":
-            payload = memoryview(data)[view.payload_start : view.payload_end]
-            try:
+            keyframe = False
+            vp8 = None
+            if rec.kind == "video":
+                payload = memoryview(data)[view.payload_start : view.payload_end]
                 if rec.codec_name == "VP8":
                     vp8 = rtp.vp8_descriptor(payload)
                     keyframe = vp8.keyframe
@@ -243,23 +266,23 @@ class Ingress:
                         _vp8_dimensions(payload, vp8.size, layer)
                 elif rec.codec_name == "H264":
                     keyframe = rtp.h264_is_keyframe(payload)
-            except rtp.RtpError as e:
-                self._drop(e.reason)
-                return
-            if keyframe:
-                layer.keyframes += 1
-                layer.last_keyframe_at = arrival
-            ast_id = self._ext[rec.mid].get(rtp.URI_ABS_SEND_TIME)
-            if ast_id and view.ext_start:
-                value = rtp.extensions(data, view).get(ast_id)
-                if value is not None and len(value) == 3:
-                    self._remb_add(arrival, value, len(data), view.ssrc)
-        elif self.on_audio_level is not None and view.ext_start:
-            level_id = self._ext[rec.mid].get(rtp.URI_AUDIO_LEVEL)
-            if level_id:
-                value = rtp.extensions(data, view).get(level_id)
-                if value:
-                    self.on_audio_level(self.participant_id, rtp.audio_level(value)[1], arrival)
+                if keyframe:
+                    layer.keyframes += 1
+                    layer.last_keyframe_at = arrival
+                ast_id = self._ext[rec.mid].get(rtp.URI_ABS_SEND_TIME)
+                if ast_id and view.ext_start:
+                    value = rtp.extensions(data, view).get(ast_id)
+                    if value is not None and len(value) == 3:
+                        self._remb_add(arrival, value, len(data), view.ssrc)
+            elif self.on_audio_level is not None and view.ext_start:
+                level_id = self._ext[rec.mid].get(rtp.URI_AUDIO_LEVEL)
+                if level_id:
+                    value = rtp.extensions(data, view).get(level_id)
+                    if value:
+                        self.on_audio_level(self.participant_id, rtp.audio_level(value)[1], arrival)
+        except rtp.RtpError as e:
+            self._drop(e.reason)
+            return
 
         if rec.muted:
             return
@@ -268,68 +291,79 @@ class Ingress:
         STATS.observe_latency(arrival)
 
     def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
-        """First packet of an unsignalled SSRC: place it by its MID / RID / repaired-RID."""
-        if not view.ext_start:
-            return self._learn_without_extensions(view)
-        exts = rtp.extensions(data, view)
+        """First packet of an unknown SSRC: place it by its MID / RID / repaired-RID, or count a drop.
+
+        Only layers signalled in the offer exist; an SSRC can only take a layer's media or RTX role,
+        so the state an SSRC can create is bounded by the offer, whatever the packets claim.
+        """
         rec = None
-        for mid, ids in self._ext.items():
-            mid_id = ids.get(rtp.URI_MID)
-            if mid_id is not None and exts.get(mid_id) == mid.encode():
-                rec = self.receivers.get(mid)
-                break
+        if view.ext_start:
+            exts = rtp.extensions(data, view)
+            for mid, ids in self._ext.items():
+                mid_id = ids.get(rtp.URI_MID)
+                if mid_id is not None and exts.get(mid_id) == mid.encode():
+                    rec = self.receivers.get(mid)
+                    break
         if rec is None:
             return self._learn_without_extensions(view)
         ids = self._ext[rec.mid]
         rid_id, rrid_id = ids.get(rtp.URI_RID), ids.get(rtp.URI_RRID)
         if rrid_id is not None and rrid_id in exts:
-            rid = exts[rrid_id].decode(errors="replace")
-            layer = rec.layer(rid)
-            layer.rtx_ssrc = view.ssrc
-            entry = (rec, layer, True)
+            layer = rec.layers.get(exts[rrid_id].decode(errors="replace"))
+            is_rtx = True
         elif rid_id is not None and rid_id in exts:
-            rid = exts[rid_id].decode(errors="replace")
-            layer = rec.layer(rid)
-            layer.ssrc = view.ssrc
-            entry = (rec, layer, False)
+            layer = rec.layers.get(exts[rid_id].decode(errors="replace"))
+            is_rtx = False
         else:
-            slot = self.slots[rec.mid]
-            codec = slot.codecs.get(view.pt)
+            codec = self.slots[rec.mid].codecs.get(view.pt)
             if codec is None:
+                self._drop("unknown_ssrc")
                 return None
-            if _is_rtx(codec):
-                layer = rec.layer(next(iter(rec.layers)))
-                layer.rtx_ssrc = view.ssrc
-                entry = (rec, layer, True)
-            else:
-                layer = rec.layer(next(iter(rec.layers)))
-                if layer.ssrc is not None and layer.ssrc != view.ssrc:
-                    return None
-                layer.ssrc = view.ssrc
-                entry = (rec, layer, False)
-        self.by_ssrc[view.ssrc] = entry
-        return entry
+            layer = next(iter(rec.layers.values()))
+            is_rtx = _is_rtx(codec)
+            if not is_rtx and layer.ssrc is not None:
+                self._drop("unknown_ssrc")  # media without a RID cannot replace a known SSRC
+                return None
+        if layer is None:
+            self._drop("unknown_rid")
+            return None
+        return self._bind(rec, layer, view.ssrc, is_rtx)
 
     def _learn_without_extensions(self, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
         # Last resort, as aiortc's router does: a payload type only one m-line uses.
         matches = [r for mid, r in self.receivers.items() if view.pt in self.slots[mid].codecs]
-        if len(matches) != 1:
+        if len(matches) != 1 or len(matches[0].layers) != 1:
+            self._drop("unknown_ssrc")
             return None
         rec = matches[0]
-        if len(rec.layers) != 1:
-            return None
         layer = next(iter(rec.layers.values()))
         is_rtx = _is_rtx(self.slots[rec.mid].codecs[view.pt])
+        if (layer.rtx_ssrc if is_rtx else layer.ssrc) is not None:
+            self._drop("unknown_ssrc")
+            return None
+        return self._bind(rec, layer, view.ssrc, is_rtx)
+
+    def _bind(self, rec: Receiver, layer: Layer, ssrc: int, is_rtx: bool) -> tuple[Receiver, Layer, bool] | None:
+        """Give `ssrc` the layer's media or RTX role; a previous holder of that role is forgotten."""
+        if rec.ssrcs_used >= self.limits.max_ssrcs_per_track:
+            self._drop("ssrc_limit")
+            return None
+        rec.ssrcs_used += 1
+        old = layer.rtx_ssrc if is_rtx else layer.ssrc
+        if old is not None:
+            # the publisher moved the layer to a new SSRC (the newest announcement wins, as in
+            # pion): one SSRC per role, so by_ssrc cannot grow with fresh SSRCs
+            self.by_ssrc.pop(old, None)
         if is_rtx:
-            if layer.rtx_ssrc not in (None, view.ssrc):
-                return None
-            layer.rtx_ssrc = view.ssrc
+            layer.rtx_ssrc = ssrc
         else:
-            if layer.ssrc not in (None, view.ssrc):
-                return None
-            layer.ssrc = view.ssrc
+            layer.ssrc = ssrc
+            if old is not None:  # a new stream: its numbering and reports start over
+                layer.rx = Reception(rec.clock_rate)
+                layer.last_sr = None
+                layer.epoch += 1
         entry = (rec, layer, is_rtx)
-        self.by_ssrc[view.ssrc] = entry
+        self.by_ssrc[ssrc] = entry
         return entry
 
     def _unwrap_rtx(self, data: bytes, view: rtp.RtpView, rec: Receiver, layer: Layer):
@@ -342,7 +376,7 @@ class Ingress:
             return None
         codec = self.slots[rec.mid].codecs.get(view.pt)
         apt = codec.parameters.get("apt") if codec is not None else None
-        if apt is None:
+        if not isinstance(apt, int) or not 0 <= apt <= 127:
             self._drop("rtx_unknown_apt")
             return None
         osn = rtp.U16.unpack_from(data, view.payload_start)[0]
@@ -350,7 +384,7 @@ class Ingress:
         out = bytearray(data[: view.payload_start])
         out[0] &= 0xDF  # clear P
         out += data[view.payload_start + 2 : view.payload_end]
-        rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | int(apt), osn, view.ts, layer.ssrc)
+        rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | apt, osn, view.ts, layer.ssrc)
         STATS.rtx_unwrapped += 1
         out_b = bytes(out)
         return out_b, rtp.parse(out_b)
@@ -387,14 +421,14 @@ class Ingress:
         )
         STATS.plis_out += 1
 
-    def send_nack(self, mid: str, media_ssrc: int, missing: set[int]) -> None:
+    def send_nack(self, mid: str, media_ssrc: int, missing: list[int]) -> None:
         slot = self.slots.get(mid)
         if slot is None or self.transport is None:
             return
         self.transport.send_rtcp(
             [
                 artp.RtcpRtpfbPacket(
-                    fmt=artp.RTCP_RTPFB_NACK, ssrc=slot.rtcp_ssrc, media_ssrc=media_ssrc, lost=sorted(missing)
+                    fmt=artp.RTCP_RTPFB_NACK, ssrc=slot.rtcp_ssrc, media_ssrc=media_ssrc, lost=missing
                 )
             ]
         )
@@ -420,24 +454,24 @@ class Ingress:
         for mid, rec in self.receivers.items():
             blocks = []
             for layer in rec.layers.values():
-                if layer.ssrc is None or layer.stats.max_seq is None:
+                rx = layer.rx
+                if layer.ssrc is None or not rx.started:
                     continue
                 lsr = dlsr = 0
                 if layer.last_sr is not None:
                     ntp, _, at = layer.last_sr
                     lsr = (ntp >> 16) & 0xFFFFFFFF
-                    dlsr = int((now - at) * 65536)
-                st = layer.stats
-                lost = st.fraction_lost  # reading it starts the next interval
+                    dlsr = min(int((now - at) * 65536), 0xFFFFFFFF)
+                lost = rx.interval_loss()  # starts the next interval
                 if rec.kind == "video":
                     worst_video_loss = max(worst_video_loss, lost)
                 blocks.append(
                     artp.RtcpReceiverInfo(
                         ssrc=layer.ssrc,
                         fraction_lost=lost,
-                        packets_lost=st.packets_lost,
-                        highest_sequence=st.max_seq + (st.cycles << 16) if st.cycles else st.max_seq,
-                        jitter=st.jitter,
+                        packets_lost=rx.packets_lost,
+                        highest_sequence=rx.extended_max,
+                        jitter=rx.jitter,
                         lsr=lsr,
                         dlsr=dlsr,
                     )
@@ -464,20 +498,26 @@ class Ingress:
             )
         return packets
 
+    def rtcp_round(self) -> None:
+        """One round of upstream feedback: RR + REMB, then NACKs for what is still missing."""
+        if self.transport is None or self.transport.closed:
+            return
+        packets = self._reports()
+        if packets:
+            self.transport.send_rtcp(packets)
+            STATS.rtcp_out += 1
+        now = time.monotonic()
+        for rec in self.receivers.values():
+            for layer in rec.layers.values():
+                # a layer that stopped keeps its last gaps: NACKing them every second would be noise
+                if layer.rx.missing_bits and layer.arriving(now):
+                    self.send_nack(rec.mid, layer.ssrc, layer.rx.missing())
+
     async def _rtcp_loop(self) -> None:
         while True:
             await asyncio.sleep(self.RTCP_INTERVAL)
-            if self.transport is None or self.transport.closed:
-                continue
             try:
-                packets = self._reports()
-                if packets:
-                    self.transport.send_rtcp(packets)
-                    STATS.rtcp_out += 1
-                for rec in self.receivers.values():
-                    for layer in rec.layers.values():
-                        if layer.nack.missing and layer.ssrc is not None:
-                            self.send_nack(rec.mid, layer.ssrc, layer.nack.missing)
+                self.rtcp_round()
             except Exception:  # a bad report must never stop future ones
                 log.exception("RTCP report failed")
 

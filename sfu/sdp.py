@@ -36,13 +36,34 @@ class OfferInfo:
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_MEDIA = 4
+MAX_SIMULCAST_LAYERS = 3  # default of the max_simulcast_layers setting: what browsers send
+MAX_SSRCS_PER_TRACK = 12  # default of the max_ssrcs_per_track setting: 3 layers x (media + RTX), twice over
+# RFC 8851 rid-id = 1*(alpha-numeric / "-" / "_"); at most 16 bytes, what a one-byte header
+# extension element (RFC 8285) can carry
+RID_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+# RFC 5888 identification-tag = token (RFC 4566 token-char); at most 16 bytes, as for rids (the MID
+# header extension carries it). It ends up in track ids that every participant receives.
+MID_RE = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]{1,16}")
+_offer_limits = (MAX_SIMULCAST_LAYERS, MAX_SSRCS_PER_TRACK)
 
 
-def check_offer(sdp: object) -> OfferInfo:
-    """Validate a publisher's offer; return what the SFU needs from it."""
+def configure_offer_limits(max_layers: int, max_ssrcs: int) -> None:
+    """Process-wide caps for `check_offer` (sfu.receiver.configure_ingress sets them from settings)."""
+    global _offer_limits
+    _offer_limits = (max_layers, max_ssrcs)
+
+
+def check_offer(sdp: object, max_layers: int | None = None, max_ssrcs: int | None = None) -> OfferInfo:
+    """Validate a publisher's offer; return what the SFU needs from it.
+
+    `max_layers`: simulcast layers (a=rid send lines) per m-line; `max_ssrcs`: distinct a=ssrc per
+    m-line; None = the configured process-wide value.
+    """
+    max_layers = _offer_limits[0] if max_layers is None else max_layers
+    max_ssrcs = _offer_limits[1] if max_ssrcs is None else max_ssrcs
     if not isinstance(sdp, str) or not sdp.strip():
         raise SdpError("sdp must be a non-empty string")
-    if len(sdp) > MAX_SDP_BYTES:
+    if len(sdp) > MAX_SDP_BYTES or len(sdp.encode(errors="replace")) > MAX_SDP_BYTES:
         raise SdpError(f"sdp is larger than {MAX_SDP_BYTES} bytes")
     if not sdp.lstrip().startswith("v=0"):
         raise SdpError("sdp must start with v=0")
@@ -63,6 +84,8 @@ def check_offer(sdp: object) -> OfferInfo:
     for m in media:
         if m.rtp.muxId is None or m.rtp.muxId == "":
             raise SdpError(f"m={m.kind} section has no a=mid")
+        if not MID_RE.fullmatch(m.rtp.muxId):
+            raise SdpError(f"m={m.kind} has an invalid a=mid {m.rtp.muxId[:20]!r}: 1-16 token characters (RFC 5888)")
         if len(media) > 1 and m.rtp.muxId not in bundled:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) is not in the BUNDLE group; Basement requires BUNDLE")
         if m.dtls is None or not m.dtls.fingerprints:
@@ -74,29 +97,46 @@ def check_offer(sdp: object) -> OfferInfo:
         if not m.rtp.codecs:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) offers no codecs")
         infos.append(MediaInfo(mid=m.rtp.muxId, kind=m.kind, direction=m.direction))
-    _scan_lines(sdp, {i.mid: i for i in infos})
+    _scan_lines(sdp, {i.mid: i for i in infos}, max_layers, max_ssrcs)
     return OfferInfo(infos)
 
 
-def _scan_lines(sdp: str, by_mid: dict[str, MediaInfo]) -> None:
+def _scan_lines(sdp: str, by_mid: dict[str, MediaInfo], max_layers: int, max_ssrcs: int) -> None:
     """Pick up what aiortc's parser drops: a=rid, a=simulcast, and a=ssrc roles per section."""
     for section in re.split(r"\r?\n(?=m=)", sdp)[1:]:
         mid_m = re.search(r"^a=mid:(\S+)", section, re.MULTILINE)
         if not mid_m or mid_m.group(1) not in by_mid:
             continue
         info = by_mid[mid_m.group(1)]
-        info.rids = re.findall(r"^a=rid:(\S+) send", section, re.MULTILINE)
+        info.rids = _send_rids(section, info, max_layers)
         info.extmap = {int(i): uri for i, uri in re.findall(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", section, re.MULTILINE)}
         rtx = set()
         for group in re.findall(r"^a=ssrc-group:FID (\d+) (\d+)", section, re.MULTILINE):
             rtx.add(int(group[1]))
-        seen = []
+        seen: list[int] = []
         for s in re.findall(r"^a=ssrc:(\d+) ", section, re.MULTILINE):
             if int(s) not in seen:
                 seen.append(int(s))
+                if len(seen) > max_ssrcs:
+                    raise SdpError(f"m={info.kind} (mid {info.mid}) announces more than {max_ssrcs} SSRCs (a=ssrc)")
         if info.rids or re.search(r"^a=ssrc-group:SIM", section, re.MULTILINE):
             continue  # simulcast SSRCs are learnt from RID extensions, not guessed from order
         info.ssrcs = [(s, "rtx" if s in rtx else "media") for s in seen]
+
+
+def _send_rids(section: str, info: MediaInfo, max_layers: int) -> list[str]:
+    """The a=rid ... send lines of one m-line: each becomes a layer every participant hears of."""
+    rids: list[str] = []
+    for rid in re.findall(r"^a=rid:(\S*)[ \t]+send\b", section, re.MULTILINE):
+        where = f"m={info.kind} (mid {info.mid})"
+        if not RID_RE.fullmatch(rid):
+            raise SdpError(f"{where} has an invalid rid {rid[:20]!r}: 1-16 letters, digits, '-' or '_' (RFC 8851)")
+        if rid in rids:
+            raise SdpError(f"{where} repeats a=rid:{rid}")
+        rids.append(rid)
+        if len(rids) > max_layers:
+            raise SdpError(f"{where} announces more than {max_layers} simulcast layers (a=rid ... send)")
+    return rids
 
 
 def add_simulcast_recv(answer: str, rids_by_mid: dict[str, list[str]]) -> str:
