@@ -32,13 +32,32 @@ log = logging.getLogger("basement.downtrack")
 CACHE_SIZE = 1024  # packets; about 3 s of a 2.5 Mbps video layer
 CACHE_MASK = CACHE_SIZE - 1
 
+# NACK answers are bounded so one small NACK cannot make the SFU a traffic amplifier (issue #11):
+# a packet is resent at most once per subscriber RTT (a repeat sooner cannot mean the resend was
+# lost), and resent bytes per window stay within a fraction of what the subscriber was forwarded.
+RTX_MIN_INTERVAL = 0.02  # s; floor on the per-packet resend interval (a LAN RTT can read as ~0)
+RTX_UNKNOWN_RTT = 0.1  # s; until the subscriber's RR gives an RTT (libwebrtc's default too)
+RTX_WINDOW = 1.0  # s; the budget window
+RTX_BUDGET = 0.5  # default resent bytes per forwarded byte; `configure_retransmission` sets it
+
+
+def configure_retransmission(budget: float) -> None:
+    """Process-wide default retransmission budget (fraction of forwarded bytes) for new DownTracks."""
+    global RTX_BUDGET
+    RTX_BUDGET = budget
+
+
+# (last_seq, last_ts, last_sent_at, last_pid, last_tl0, rtx_seq, started)
+Continuity = tuple[int, int, float, int, int, int, bool]
+
 
 def _newer16(a: int, b: int) -> bool:
     return a != b and ((a - b) & 0xFFFF) < 0x8000
 
 
 class DownTrack:
-    def __init__(self, receiver: Receiver, subscriber_id: str, transport: PeerTransport, slot: SendSlot) -> None:
+    def __init__(self, receiver: Receiver, subscriber_id: str, transport: PeerTransport, slot: SendSlot,
+                 rtx_budget: float | None = None) -> None:
         self.receiver = receiver
         self.subscriber_id = subscriber_id
         self.transport = transport
@@ -69,6 +88,7 @@ class DownTrack:
         self.pid_off = 0
         self.tl0_off = 0
         self.switch_seq = 0  # ingress seq of the first packet of the current run
+        self.epoch = 0  # the epoch of the layer the offsets were anchored on (Layer.epoch)
         self.started = False
         self.last_seq = random.randint(0, 0x7FFF)
         self.last_ts = random.randint(0, 0xFFFFFFFF)
@@ -82,6 +102,15 @@ class DownTrack:
         self.octets = 0
         self.bytes_sent = 0
         self.retransmissions = 0
+        self.rtx_suppressed = 0
+        # retransmission limits: when each cached packet was last resent (by cache index, with its
+        # seq so a recycled index does not inherit the time), and the byte budget's window
+        self.rtx_budget = RTX_BUDGET if rtx_budget is None else rtx_budget
+        self._resent: list[tuple[int, float] | None] = [None] * CACHE_SIZE
+        self._rtx_window_at: float | None = None  # set by the first forwarded packet
+        self._rtx_window_base = 0  # bytes_sent when the window began
+        self._rtx_allowance = 0.0  # budget carried from the previous window's forwarding
+        self._rtx_spent = 0
         self.keyframe_waits = 0
 
         # feedback from the subscriber
@@ -140,11 +169,21 @@ class DownTrack:
         return (self.target is not None and self.target is not self.current and self.is_video
                 and self.slot.active)
 
-    def inherit(self, previous: DownTrack) -> None:
+    def continuity(self) -> Continuity:
+        """The numbering a recycled m-line must continue from (kept instead of the whole DownTrack)."""
+        return (self.last_seq, self.last_ts, self.last_sent_at, self.last_pid, self.last_tl0, self.rtx_seq,
+                self.started)
+
+    def inherit(self, previous: Continuity) -> None:
         """Take over a recycled m-line: keep its numbering so the subscriber sees no jump."""
-        self.last_seq, self.last_ts, self.last_sent_at = previous.last_seq, previous.last_ts, previous.last_sent_at
-        self.last_pid, self.last_tl0, self.rtx_seq = previous.last_pid, previous.last_tl0, previous.rtx_seq
-        self.started = previous.started
+        (self.last_seq, self.last_ts, self.last_sent_at, self.last_pid, self.last_tl0, self.rtx_seq,
+         self.started) = previous
+
+    def release(self) -> None:
+        """Unsubscribed: drop the packet cache now (up to ~1.2 MiB) rather than whenever the last
+        reference goes; a late NACK finds nothing cached."""
+        self.cache = [None] * CACHE_SIZE
+        self._resent = [None] * CACHE_SIZE
 
     def interrupt(self) -> None:
         """The source stopped (publisher mute): resume later with continuous numbering."""
@@ -160,6 +199,10 @@ class DownTrack:
             if layer is not self.target or (self.is_video and not keyframe):
                 return
             self._restart(view, vp8, now)
+        elif layer.epoch != self.epoch:
+            # the publisher's stream started over (new SSRC, or restarted numbering): re-anchor so the
+            # subscriber's numbering continues instead of jumping to wherever the new stream starts
+            self._anchor(view, vp8, now, layer)
         elif not _newer16(view.seq, self.switch_seq) and view.seq != self.switch_seq:
             return  # from before the current run began: its numbering belongs to another layer
         if vp8 is not None and self.max_tid is not None and vp8.tid > self.max_tid and not keyframe:
@@ -232,6 +275,19 @@ class DownTrack:
 
     def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float) -> None:
         """Begin a new run (start, layer switch, resume): continue numbering from what was sent."""
+        self._anchor(view, vp8, now, self.target)
+        self.current = self.target
+        # compared with the previous run's layer, so a resume on another layer is a switch too
+        before, self.last_layer = self.last_layer, self.current
+        if before is not self.current:
+            if before is not None:
+                STATS.layer_switches += 1
+            if self.on_layer_change is not None:
+                self.on_layer_change(self, before.rid if before else None, self.current.rid)
+
+    def _anchor(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float, layer: Layer) -> None:
+        """Offsets that make `view` follow the last packet sent, in sequence, time and PictureID."""
+        self.epoch = layer.epoch
         self.seq_off = (self.last_seq + 1 - view.seq) & 0xFFFF
         if self.started:
             gap = max(1, int((now - self.last_sent_at) * self.clock_rate))
@@ -245,27 +301,54 @@ class DownTrack:
         else:
             self.pid_off = self.tl0_off = 0
         self.switch_seq = view.seq
-        self.current = self.target
-        # compared with the previous run's layer, so a resume on another layer is a switch too
-        before, self.last_layer = self.last_layer, self.current
-        if before is not self.current:
-            if before is not None:
-                STATS.layer_switches += 1
-            if self.on_layer_change is not None:
-                self.on_layer_change(self, before.rid if before else None, self.current.rid)
+        if self._rtx_window_at is None:
+            self._rtx_window_at = now  # the retransmission budget counts from the first packet
 
     # --- feedback from the subscriber ---------------------------------------------------------
-    def on_nack(self, lost: list[int]) -> None:
+    def on_nack(self, lost: list[int], now: float) -> None:
+        """Resend what the subscriber lost, within the per-packet interval and the byte budget."""
         STATS.nacks_in += 1
-        for seq in lost:
-            entry = self.cache[seq & CACHE_MASK]
+        interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
+        left = self._rtx_left(now)
+        cache, resent = self.cache, self._resent
+        for i, seq in enumerate(lost):
+            idx = seq & CACHE_MASK
+            entry = cache[idx]
             if entry is None or entry[0] != seq:
                 STATS.nack_misses += 1
                 continue
+            last = resent[idx]
+            if last is not None and last[0] == seq and now - last[1] < interval:
+                self.rtx_suppressed += 1
+                STATS.rtx_suppressed_interval += 1
+                continue
+            if len(entry[1]) + 2 > left:  # + the RTX header's original seq
+                # out of budget: the rest of this NACK is not answered (counted, not walked)
+                n = len(lost) - i
+                self.rtx_suppressed += n
+                STATS.rtx_suppressed_budget += n
+                break
             packet = entry[1] if not self.slot.rtx_pt else self._rtx(entry[1])
             if self.transport.send_rtp(packet):
+                resent[idx] = (seq, now)
+                left -= len(packet)
+                self._rtx_spent += len(packet)
                 self.retransmissions += 1
                 STATS.retransmissions += 1
+
+    def _rtx_left(self, now: float) -> float:
+        """Bytes that may still be resent in this window: `rtx_budget` times what was forwarded in
+        the previous window (as an average over it) plus so far in this one."""
+        if self._rtx_window_at is None:
+            self._rtx_window_at = now
+        elapsed = now - self._rtx_window_at
+        if elapsed >= RTX_WINDOW:
+            forwarded = self.bytes_sent - self._rtx_window_base
+            self._rtx_allowance = self.rtx_budget * forwarded * RTX_WINDOW / elapsed
+            self._rtx_window_at = now
+            self._rtx_window_base = self.bytes_sent
+            self._rtx_spent = 0
+        return self._rtx_allowance + self.rtx_budget * (self.bytes_sent - self._rtx_window_base) - self._rtx_spent
 
     def _rtx(self, packet: bytes) -> bytes:
         """RFC 4588 retransmission: the RTX stream's own seq, the original seq in front of the payload."""
@@ -324,6 +407,7 @@ class DownTrack:
             "paused": self.paused,
             "packets": self.packets,
             "retransmissions": self.retransmissions,
+            "retransmissions_suppressed": self.rtx_suppressed,
             "remb_bps": self.remb_bps,
             "fraction_lost": self.fraction_lost,
         }

@@ -24,14 +24,19 @@ bitrates. Rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sfu.metrics import STATS
+
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
     from sfu.receiver import Layer, Receiver
+
+log = logging.getLogger("basement.layers")
 
 LAYER_NAMES = {"low": 0, "medium": 1, "high": 2}
 UP_HEADROOM = 1.25
@@ -264,6 +269,12 @@ class LayerSelector:
             self._task.cancel()
             self._task = None
 
+    def forget(self, participant_id: str, track_ids: list[str]) -> None:
+        """A participant left: drop what was kept about it as a subscriber and as a publisher."""
+        self.remb.pop(participant_id, None)
+        for track_id in track_ids:
+            self._dynacast.pop(track_id, None)
+
     def initial_layer(self, rec: Receiver, dt: DownTrack) -> Layer | None:
         """Before any feedback: the best layer at or below what the subscriber asked for."""
         if not rec.layers:
@@ -282,9 +293,7 @@ class LayerSelector:
             try:
                 self.evaluate(time.monotonic())
             except Exception:  # a policy bug must not stop future evaluations
-                import logging
-
-                logging.getLogger("basement.layers").exception("layer selection failed")
+                STATS.task_error("layer_selection", log)
 
     def evaluate(self, now: float) -> None:
         for rec in self.tracks():

@@ -7,6 +7,7 @@ than a header rewrite, and per-room labels would explode cardinality, so neither
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
@@ -47,11 +48,30 @@ class MediaStats:
         self.nack_misses = 0
         self.rtcp_out = 0
         self.layer_switches = 0
+        self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
+        self.rtx_suppressed_budget = 0  # over the retransmission byte budget
         self.dropped: dict[str, int] = {}
+        self.task_errors: dict[str, int] = {}  # periodic task name (a fixed set) -> failed rounds
+        self._task_error_logged: dict[str, float] = {}
         self._sample = 0
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    TASK_ERROR_LOG_INTERVAL = 60.0  # s; a loop failing every round logs once per this, not every round
+
+    def task_error(self, task: str, log: logging.Logger, now: float | None = None) -> None:
+        """Count a failed round of a periodic task; log its traceback at most once per interval.
+
+        Call from an `except` block: the loop goes on, the failure stays visible in the metrics.
+        """
+        self.task_errors[task] = self.task_errors.get(task, 0) + 1
+        now = time.monotonic() if now is None else now
+        last = self._task_error_logged.get(task)
+        if last is None or now - last >= self.TASK_ERROR_LOG_INTERVAL:
+            self._task_error_logged[task] = now
+            log.exception("%s failed (%d failed rounds so far; logged at most every %.0f s)", task,
+                          self.task_errors[task], self.TASK_ERROR_LOG_INTERVAL)
 
     def observe_latency(self, arrival: float) -> None:
         self._sample += 1
@@ -97,6 +117,18 @@ class MediaCollector:
         yield counter("basement_nack_cache_misses", "NACKed packets no longer cached", s.nack_misses)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        suppressed = CounterMetricFamily("basement_retransmissions_suppressed",
+                                         "NACKed packets not resent, by reason (interval: again within the "
+                                         "subscriber's RTT; budget: over the retransmission byte budget)",
+                                         labels=[*names, "reason"])
+        suppressed.add_metric([*values, "interval"], s.rtx_suppressed_interval)
+        suppressed.add_metric([*values, "budget"], s.rtx_suppressed_budget)
+        yield suppressed
+        errors = CounterMetricFamily("basement_task_errors", "failed rounds of periodic media tasks, by task",
+                                     labels=[*names, "task"])
+        for task, n in sorted(s.task_errors.items()):
+            errors.add_metric([*values, task], n)
+        yield errors
         drops = CounterMetricFamily(
             "basement_packets_dropped", "packets dropped, by reason", labels=[*names, "reason"]
         )

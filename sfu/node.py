@@ -25,9 +25,11 @@ Deliver = Callable[[str, dict[str, Any]], None]
 
 class SfuNode:
     def __init__(self, deliver: Deliver, speaker_interval: float = 0.5,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None, ice: IceConfig | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, ice: IceConfig | None = None,
+                 rtx_budget: float | None = None) -> None:
         self.deliver = deliver
         self.ice = ice
+        self.rtx_budget = rtx_budget  # None: the process default (sfu.downtrack.configure_retransmission)
         # room-level facts for the control plane (session summaries): track_published, media
         self.on_event = on_event
         self.speaker_interval = speaker_interval
@@ -62,7 +64,7 @@ class SfuNode:
         if max_participants and len(router.peers) >= max_participants:
             raise MediaError("room_full", f"room {room!r} has reached {max_participants} participants")
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
-                    can_publish, can_subscribe, identity, ice=self.ice)
+                    can_publish, can_subscribe, identity, ice=self.ice, rtx_budget=self.rtx_budget)
         self.peers[participant_id] = peer
         existing = [{**rec.info(), "name": router.name_of(rec.participant_id)} for rec in router.tracks]
         participants = router.participants()
@@ -117,10 +119,9 @@ class SfuNode:
         router = peer.router
         await router.remove_peer(peer, reason)
         if self.on_event is not None:
-            sent = [dt for dt in peer.all_downtracks]
+            sent_bytes, sent_packets = peer.media_totals()
             self.on_event(router.room, {"type": "media", "identity": peer.identity,
-                                        "bytes": sum(dt.bytes_sent for dt in sent),
-                                        "packets": sum(dt.packets for dt in sent)})
+                                        "bytes": sent_bytes, "packets": sent_packets})
         if not router.peers:
             router.close()
             self.rooms.pop(router.room, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,9 @@ from aiortc import rtp as artp
 from aiortc.sdp import candidate_from_sdp
 
 from sfu import sdp as sdpmod
-from sfu.downtrack import DownTrack
+from sfu.downtrack import Continuity, DownTrack
 from sfu.receiver import Ingress, Receiver
-from sfu.transport import IceConfig, PeerTransport, SendSlot
+from sfu.transport import CandidateRefused, IceConfig, PeerTransport, Remb, SendSlot
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -42,9 +43,10 @@ class MediaError(Exception):
 class Peer:
     def __init__(self, participant_id: str, name: str, router: Router, emit: Emit,
                  can_publish: bool = True, can_subscribe: bool = True, identity: str = "",
-                 ice: IceConfig | None = None) -> None:
+                 ice: IceConfig | None = None, rtx_budget: float | None = None) -> None:
         self.id = participant_id
         self.ice = ice
+        self.rtx_budget = rtx_budget
         self.name = name
         self.identity = identity
         self.router = router
@@ -55,9 +57,13 @@ class Peer:
         self.ingress: Ingress | None = None
         self.subscriber: PeerTransport | None = None
         self.downtracks: dict[str, DownTrack] = {}  # track id -> DownTrack
-        self.all_downtracks: list[DownTrack] = []  # including ended ones, for the session summary
+        # what ended DownTracks sent, for the session summary: counters only, because a kept
+        # DownTrack would keep its packet cache and the departed publisher's whole ingress alive
+        self.ended_bytes = 0
+        self.ended_packets = 0
         self.slots_by_ssrc: dict[int, SendSlot] = {}
-        self.free_slots: list[tuple[SendSlot, DownTrack | None]] = []
+        # inactive m-lines to recycle, with the numbering their last DownTrack left off at
+        self.free_slots: list[tuple[SendSlot, Continuity | None]] = []
         self._negotiating = False
         self._dirty = False
         self._offer_lock = asyncio.Lock()
@@ -95,10 +101,8 @@ class Peer:
         return answer
 
     async def _answer(self, offer_sdp: str, info: sdpmod.OfferInfo) -> tuple[str, list]:
-        from aiortc import RTCSessionDescription
-
         pc = self.publisher.pc
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.publisher.apply_offer(offer_sdp)
         by_mid = info.by_mid()
         for t in pc.getTransceivers():
             m = by_mid.get(t.mid)
@@ -150,7 +154,7 @@ class Peer:
             slot.codec_name = rec.codec_name
         transport.set_slot_direction(slot, "sendonly")
         slot.set_msid(rec.participant_id, rec.id)
-        dt = DownTrack(rec, self.id, transport, slot)
+        dt = DownTrack(rec, self.id, transport, slot, self.rtx_budget)
         dt.on_layer_change = self._layer_changed
         if previous is not None:
             dt.inherit(previous)
@@ -158,7 +162,6 @@ class Peer:
         self.slots_by_ssrc[slot.ssrc] = slot
         slot.downtrack = dt
         self.downtracks[rec.id] = dt
-        self.all_downtracks.append(dt)
         dt.set_target(self.router.selector.initial_layer(rec, dt))
         rec.downtracks.append(dt)
         self.request_negotiation()
@@ -173,14 +176,30 @@ class Peer:
         dt = self.downtracks.pop(track_id, None)
         if dt is None:
             return
-        if dt in dt.receiver.downtracks:
-            dt.receiver.downtracks.remove(dt)
         dt.set_target(None, "unpublished")
+        self._end(dt)
         if self.subscriber is not None and not self.closed:
             self.subscriber.set_slot_direction(dt.slot, "inactive")
             dt.slot.active = False
-            self.free_slots.append((dt.slot, dt))
+            self.free_slots.append((dt.slot, dt.continuity()))
             self.request_negotiation()
+
+    def _end(self, dt: DownTrack) -> None:
+        """Detach an ended DownTrack from everything that outlives it (receiver, m-line)."""
+        if dt in dt.receiver.downtracks:
+            dt.receiver.downtracks.remove(dt)
+        if dt.slot.downtrack is dt:
+            dt.slot.downtrack = None
+            dt.slot.on_active = None
+        self.ended_bytes += dt.bytes_sent
+        self.ended_packets += dt.packets
+        dt.release()
+
+    def media_totals(self) -> tuple[int, int]:
+        """(bytes, packets) sent to this participant over the session, ended tracks included."""
+        live = self.downtracks.values()
+        return (self.ended_bytes + sum(dt.bytes_sent for dt in live),
+                self.ended_packets + sum(dt.packets for dt in live))
 
     def request_negotiation(self) -> None:
         if self._negotiating:
@@ -223,27 +242,24 @@ class Peer:
             self.request_negotiation()
 
     def _subscriber_rtcp(self, packets: list[Any]) -> None:
-        """Feedback from the subscriber, routed to the DownTrack it concerns."""
+        """Feedback from the subscriber (already validated by PeerTransport), routed to the DownTrack
+        it concerns. An m-line between tracks has no DownTrack: its feedback is ignored."""
         for p in packets:
             if isinstance(p, artp.RtcpRtpfbPacket):
                 slot = self.slots_by_ssrc.get(p.media_ssrc)
-                if slot is not None and p.fmt == artp.RTCP_RTPFB_NACK:
-                    slot.downtrack.on_nack(p.lost)
+                if slot is not None and slot.downtrack is not None and p.fmt == artp.RTCP_RTPFB_NACK:
+                    slot.downtrack.on_nack(p.lost, time.monotonic())
             elif isinstance(p, artp.RtcpPsfbPacket):
                 if p.fmt in (artp.RTCP_PSFB_PLI, artp.RTCP_PSFB_FIR):
                     slot = self.slots_by_ssrc.get(p.media_ssrc)
-                    if slot is not None:
+                    if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_pli()
-                elif p.fmt == artp.RTCP_PSFB_APP:
-                    try:
-                        bitrate, ssrcs = artp.unpack_remb_fci(p.fci)
-                    except ValueError:
-                        continue
-                    self.router.selector.on_remb(self, bitrate, ssrcs)
+            elif isinstance(p, Remb):
+                self.router.selector.on_remb(self, p.bitrate, p.ssrcs)
             elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
                 for block in p.reports:
                     slot = self.slots_by_ssrc.get(block.ssrc)
-                    if slot is not None:
+                    if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_report(block)
 
     # --- ICE ----------------------------------------------------------------------------------
@@ -270,6 +286,8 @@ class Peer:
             c.sdpMLineIndex = 0
         try:
             await transport.add_ice_candidate(c)
+        except CandidateRefused as e:
+            raise MediaError(e.code, str(e)) from None
         except Exception as e:
             raise MediaError("invalid_candidate", f"candidate rejected: {e}") from None
 
@@ -279,9 +297,8 @@ class Peer:
             return
         self.closed = True
         for track_id in list(self.downtracks):
-            dt = self.downtracks.pop(track_id)
-            if dt in dt.receiver.downtracks:
-                dt.receiver.downtracks.remove(dt)
+            self._end(self.downtracks.pop(track_id))
+        self.free_slots.clear()
         if self.ingress is not None:
             self.ingress.close()
         for t in (self.publisher, self.subscriber):

@@ -56,13 +56,16 @@ class Router:
 
     async def remove_peer(self, peer: Peer, reason: str = "left") -> None:
         self.peers.pop(peer.id, None)
+        track_ids = [rec.id for rec in peer.tracks]
         for rec in peer.tracks:
             for other in self.peers.values():
                 other.unsubscribe(rec.id)
             self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
-        self.speaker.forget(peer.id)
         self.broadcast({"type": "participant_left", "participant": peer.id, "reason": reason})
         await peer.close()
+        # after close: until then its audio still arrives and would re-add it to the speaker state
+        self.speaker.forget(peer.id)
+        self.selector.forget(peer.id, track_ids)
 
     def close(self) -> None:
         self.speaker.stop()

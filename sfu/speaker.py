@@ -8,7 +8,12 @@ for `hold` consecutive intervals, so a cough does not steal the highlight (debou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+
+from sfu.metrics import STATS
+
+log = logging.getLogger("basement.speaker")
 
 
 class ActiveSpeaker:
@@ -69,4 +74,7 @@ class ActiveSpeaker:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval)
-            self.evaluate(loop.time())
+            try:
+                self.evaluate(loop.time())
+            except Exception:  # e.g. a failing broadcast: this round is lost, detection goes on
+                STATS.task_error("active_speaker", log, loop.time())

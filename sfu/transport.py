@@ -10,13 +10,17 @@ and why each hook exists. In short:
   senders run no encoder loop and emit no RTCP of their own (their SRs would carry zero timestamps);
 * egress: SRTP-protect with the transport's outbound session and `sendto` on the nominated ICE pair,
   synchronously: no awaits, no queue hops on the per-packet path;
-* ICE: which local addresses aioice gathers on and which address is advertised are settings.
+* ICE: which local addresses aioice gathers on and which address is advertised are settings;
+  remote candidates (trickled or in SDP) are capped and screened (`sfu.candidates`) before aioice
+  may send a check to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
+import functools
 import ipaddress
 import logging
 import random
@@ -28,14 +32,20 @@ from struct import error as struct_error
 from typing import Any
 
 import aioice.ice
+import aioice.mdns
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc import rtp as artp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
+from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
+from sfu.metrics import STATS
+
 log = logging.getLogger("basement.transport")
 
 _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+_ORIGINAL_ADD_REMOTE_CANDIDATE = aioice.ice.Connection.add_remote_candidate
+_ORIGINAL_ADD_RESOLVED_CANDIDATE = aioice.ice.Connection._add_remote_candidate
 
 
 @dataclass(frozen=True)
@@ -45,22 +55,39 @@ class IceConfig:
     `addresses`: local addresses to gather host candidates on (None = aioice's choice: every
     interface but loopback). `public_ip`: replaces the address in advertised host candidates
     (NAT 1:1, hostNetwork pods). `port_range`: UDP ports to bind, for firewalls (None = any).
+    `allowed_ranges` / `max_remote_candidates`: which remote candidates the SFU may send checks to,
+    and how many one transport accepts (see `sfu.candidates`).
     """
 
     addresses: tuple[str, ...] | None = None
     public_ip: str = ""
     port_range: tuple[int, int] | None = None
+    allowed_ranges: tuple[str, ...] = ("auto",)
+    max_remote_candidates: int = 32
 
     @classmethod
     def make(cls, addresses: Iterable[str] | None, public_ip: str = "", port_min: int = 0,
-             port_max: int = 0) -> IceConfig:
+             port_max: int = 0, allowed_ranges: Iterable[str] = ("auto",),
+             max_remote_candidates: int = 32) -> IceConfig:
         addrs = tuple(a for a in (addresses or []) if a)
         if addrs == ("auto",) or not addrs:
             addrs = None
         else:
             for a in addrs:
                 ipaddress.ip_address(a)  # raises ValueError naming a bad address
-        return cls(addrs, public_ip, (port_min, port_max) if port_min else None)
+        ranges = tuple(allowed_ranges)
+        parse_ranges(ranges)  # raises ValueError naming a bad range
+        return cls(addrs, public_ip, (port_min, port_max) if port_min else None, ranges, max_remote_candidates)
+
+    def candidate_policy(self) -> CandidatePolicy:
+        return _candidate_policy(self)
+
+
+@functools.lru_cache(maxsize=32)
+def _candidate_policy(ice: IceConfig) -> CandidatePolicy:
+    # the `auto` rule needs the scopes of our own addresses; listing interfaces once is enough
+    local = ice.addresses if ice.addresses is not None else _ORIGINAL_GET_HOST_ADDRESSES(True, True)
+    return CandidatePolicy.make(ice.allowed_ranges, ice.max_remote_candidates, local)
 
 
 # aioice reads these while it gathers; gathering runs inside the task that set the local
@@ -76,15 +103,26 @@ def _ice() -> IceConfig:
 def configure_ice(addresses: Iterable[str] | None, public_ip: str = "") -> None:
     """Process-wide default for transports without their own IceConfig (e.g. clients, bots)."""
     global _default_ice
-    _default_ice = IceConfig.make(addresses, public_ip, *(_default_ice.port_range or (0, 0)))
+    d = _default_ice
+    _default_ice = IceConfig.make(addresses, public_ip, *(d.port_range or (0, 0)), d.allowed_ranges,
+                                  d.max_remote_candidates)
     _install()
 
 
 def configure_ports(port_min: int, port_max: int) -> None:
     """Process-wide default UDP port range (0, 0 = any port)."""
     global _default_ice
-    _default_ice = IceConfig(_default_ice.addresses, _default_ice.public_ip,
-                             (port_min, port_max) if port_min else None)
+    _default_ice = dataclasses.replace(_default_ice, port_range=(port_min, port_max) if port_min else None)
+    _install()
+
+
+def configure_candidates(allowed_ranges: Iterable[str], max_remote_candidates: int) -> None:
+    """Process-wide default remote-candidate screening (see `sfu.candidates`)."""
+    global _default_ice
+    ranges = tuple(allowed_ranges)
+    parse_ranges(ranges)
+    _default_ice = dataclasses.replace(_default_ice, allowed_ranges=ranges,
+                                       max_remote_candidates=max_remote_candidates)
     _install()
 
 
@@ -92,6 +130,64 @@ def _install() -> None:
     aioice.ice.get_host_addresses = _host_addresses
     # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range
     aioice.ice.asyncio = _AsyncioWithPortRange("asyncio")
+    # every remote candidate, whether from SDP, trickled or mDNS-resolved, passes these two
+    aioice.ice.Connection.add_remote_candidate = _screened_add_remote_candidate
+    aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate
+
+
+class CandidateRefused(Exception):
+    """A trickled remote candidate the SFU will not use; `code` is `candidate_limit` or `candidate_refused`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Set while a PeerTransport applies a remote description or a candidate. aiortc creates the aioice
+# connections inside setRemoteDescription and adds the SDP's candidates right away, so there is no
+# moment to hook the instances first; a connection adopts the screen of the first call that sees it.
+# Connections made outside a PeerTransport (test clients, bots on plain aiortc) are never screened.
+_current_screen: contextvars.ContextVar[CandidateScreen | None] = contextvars.ContextVar(
+    "basement_candidates", default=None)
+
+
+def _screen_of(connection: Any) -> CandidateScreen | None:
+    screen = getattr(connection, "_basement_screen", None)
+    if screen is None:
+        screen = _current_screen.get()
+        if screen is not None:
+            connection._basement_screen = screen
+    return screen
+
+
+def _refuse(screen: CandidateScreen, reason: str) -> None:
+    screen.refused += 1
+    STATS.drop(reason)
+
+
+def _key(host: str, port: int, protocol: str) -> tuple[str, int, str]:
+    return (host, port, protocol.lower())
+
+
+async def _screened_add_remote_candidate(self: Any, remote_candidate: Any) -> None:
+    screen = _screen_of(self)
+    if screen is not None and remote_candidate is not None and not self._remote_candidates_end:
+        key = _key(remote_candidate.host, remote_candidate.port, remote_candidate.transport)
+        if key not in screen.seen:
+            if screen.over_limit():
+                return _refuse(screen, "candidate_limit")
+            # an mDNS name is checked once resolved (below); its query counts against the cap here
+            if not aioice.mdns.is_mdns_hostname(remote_candidate.host) and screen.policy.refusal(remote_candidate.host):
+                return _refuse(screen, "candidate_refused")
+            screen.seen.add(key)
+    await _ORIGINAL_ADD_REMOTE_CANDIDATE(self, remote_candidate)
+
+
+def _screened_add_resolved_candidate(self: Any, remote_candidate: Any, network_host: str) -> None:
+    screen = getattr(self, "_basement_screen", None)
+    if screen is not None and screen.policy.refusal(network_host):
+        return _refuse(screen, "candidate_refused")
+    _ORIGINAL_ADD_RESOLVED_CANDIDATE(self, remote_candidate, network_host)
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -176,6 +272,16 @@ class RecvSlot:
     rtcp_ssrc: int  # our SSRC as the sender of feedback for this m-line
 
 
+@dataclass(slots=True)
+class Remb:
+    """A decoded REMB (PSFB/APP): aiortc parses only its envelope, so PeerTransport decodes and
+    checks the FCI at the parse boundary and hands this on instead of the raw packet."""
+
+    ssrc: int
+    bitrate: int
+    ssrcs: list[int]
+
+
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[list[Any]], None]
 
@@ -191,6 +297,7 @@ class PeerTransport:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.rtcp_dropped = 0
+        self.candidates = CandidateScreen(self.ice.candidate_policy())
         self.send_failures = 0
         self._dtls: Any = None
         self._send_to: Callable[[bytes, Any], None] | None = None
@@ -283,8 +390,20 @@ class PeerTransport:
             self._hook(t.receiver.transport)
         return advertise(self.pc.localDescription.sdp, self.ice.public_ip)
 
+    async def apply_offer(self, sdp: str) -> None:
+        """Apply a client's offer; its a=candidate lines are screened like trickled ones."""
+        token = _current_screen.set(self.candidates)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        finally:
+            _current_screen.reset(token)
+
     async def accept_answer(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        token = _current_screen.set(self.candidates)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        finally:
+            _current_screen.reset(token)
 
     @property
     def signaling_state(self) -> str:
@@ -313,7 +432,29 @@ class PeerTransport:
                     slot.on_active()
 
     async def add_ice_candidate(self, candidate: Any) -> None:
-        await self.pc.addIceCandidate(candidate)
+        """Add a trickled candidate; raises CandidateRefused (and counts a drop) if it is over the
+        cap or outside the allowed ranges. mDNS names are checked once resolved (a counted drop)."""
+        screen = self.candidates
+        key = _key(candidate.ip, candidate.port, candidate.protocol)
+        if key in screen.seen:
+            return  # already known: aiortc would still append it to the remote description, again and again
+        if screen.over_limit():
+            _refuse(screen, "candidate_limit")
+            raise CandidateRefused("candidate_limit", f"this connection already has "
+                                   f"{screen.policy.max_remote} remote candidates (ice_max_remote_candidates)")
+        if not aioice.mdns.is_mdns_hostname(candidate.ip):
+            reason = screen.policy.refusal(candidate.ip)
+            if reason:
+                _refuse(screen, "candidate_refused")
+                raise CandidateRefused("candidate_refused", f"{reason} (ice_allowed_ranges)")
+        # counted here: after end-of-candidates aiortc drops a trickled candidate before aioice sees
+        # it, but still keeps it in the remote description
+        screen.seen.add(key)
+        token = _current_screen.set(screen)
+        try:
+            await self.pc.addIceCandidate(candidate)
+        finally:
+            _current_screen.reset(token)
 
     # --- the hooks ---------------------------------------------------------------------------
     def _hook(self, dtls: Any) -> None:
@@ -343,20 +484,33 @@ class PeerTransport:
         dtls._handle_rtcp_data = handle_rtcp
 
     def _internal_error(self, what: str) -> None:
-        from sfu.metrics import STATS
-
         STATS.drop("internal_error")
         if STATS.dropped["internal_error"] <= 10:  # enough to diagnose, not enough to flood
             log.exception("dropped an %s packet after an internal error", what)
 
     def _rtcp_in(self, data: bytes) -> None:
+        """The RTCP parse boundary: whatever the bytes, handlers get well-formed packets only."""
         try:
             packets = artp.RtcpPacket.parse(data)
-        except (ValueError, IndexError, struct_error):
-            self.rtcp_dropped += 1
+        except Exception:  # untrusted bytes: any parser failure (ValueError, struct.error, ...) is a drop
+            self._rtcp_malformed()
             return
+        for i, p in enumerate(packets):
+            if isinstance(p, artp.RtcpPsfbPacket) and p.fmt == artp.RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = artp.unpack_remb_fci(p.fci)
+                except (ValueError, struct_error):  # a truncated or foreign APP message: drop just it
+                    self._rtcp_malformed()
+                    packets[i] = None
+                    continue
+                packets[i] = Remb(p.ssrc, bitrate, ssrcs)
+        packets = [p for p in packets if p is not None]
         if packets and self.on_rtcp is not None:
             self.on_rtcp(packets)
+
+    def _rtcp_malformed(self) -> None:
+        self.rtcp_dropped += 1
+        STATS.drop("rtcp_malformed")
 
     def _resolve_send(self) -> Callable[[bytes, Any], None] | None:
         dtls = self._dtls
