@@ -7,13 +7,12 @@ needs `Authorization: Bearer <admin_key>`; without a configured key the API refu
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 
 from signalling.gating import GateError, RoomConfig, RoomRegistry, validate_room_name
+from signalling.httpjson import BodyError, read_object
 
 MAX_BODY = 64 * 1024
 
@@ -24,11 +23,13 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
-def admin_app(registry: RoomRegistry, admin_key: str, *, chain_ids: Iterable[int] | None = None) -> web.Application:
+def admin_app(registry: RoomRegistry, admin_key: str, *, chain_ids: Iterable[int] | None = None,
+              on_change: Callable[[str], Awaitable[None]] | None = None) -> web.Application:
     """Routes: GET /rooms, GET/PUT/DELETE /rooms/{name}.
 
     `chain_ids`, when given, are the chains the server can evaluate: gates naming any other chain
-    are rejected at PUT time rather than denying everyone at join time.
+    are rejected at PUT time rather than denying everyone at join time. `on_change(room)` runs after
+    a PUT (e.g. re-check who is inside now, instead of at the next periodic round).
     """
     if not admin_key:
         raise ValueError("admin API needs an admin_key (set BASEMENT_ADMIN_KEY); refusing to start without one")
@@ -59,19 +60,17 @@ def admin_app(registry: RoomRegistry, admin_key: str, *, chain_ids: Iterable[int
 
     async def put_room(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
-            body: Any = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            return _error(400, f"malformed JSON body: {exc}")
-        try:
+            body = await read_object(request, max_bytes=MAX_BODY, empty={})
             cfg = RoomConfig.from_json(name, body, chain_ids=served)
+        except BodyError as exc:
+            return _error(exc.status, exc.reason)
         except GateError as exc:
             return _error(400, str(exc))
         created = await registry.get(name) is None
         await registry.put(cfg)
+        if on_change is not None:
+            await on_change(name)
         return web.json_response(cfg.to_json(), status=201 if created else 200)
 
     async def delete_room(request: web.Request) -> web.Response:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -28,7 +30,10 @@ from eth_account.messages import defunct_hash_message, encode_defunct
 from eth_utils import is_hex_address, to_checksum_address
 from web3 import AsyncWeb3
 
-from signalling.gating import CANNOT_VERIFY, GateEvaluator, RoomRegistry
+from signalling import safejson
+from signalling.gating import CANNOT_VERIFY, GateError, GateEvaluator, RoomRegistry, validate_room_name
+from signalling.httpjson import BodyError, read_object
+from signalling.throttle import RateLimiter, request_client
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,8 @@ class AccessDenied(AuthError):
 _HEADER = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<domain>[^\s/?#]+) wants you to sign in "
                      r"with your Ethereum account:$")
 _NONCE = re.compile(r"[A-Za-z0-9]{8,}")
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.I)
+# ASCII: `\d` would also take other scripts' digits, which datetime then refuses or misreads
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.I | re.A)
 _URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:\S+")
 _DOMAIN = re.compile(r"[A-Za-z0-9.\-\[\]:@%_~!$&'()*+,;=]+")
 _OPTIONAL = ("Expiration Time", "Not Before", "Request ID", "Resources")
@@ -73,9 +79,22 @@ def _parse_time(value: str, name: str) -> datetime:
         raise AuthError(f"malformed SIWE message: {name} {value!r} is not an RFC 3339 date-time")
     try:
         dt = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        dt.timestamp()  # years 1 and 9999 with an offset parse, but overflow here
+    except (ValueError, OverflowError):
         raise AuthError(f"malformed SIWE message: {name} {value!r} is not a valid date-time") from None
     return dt
+
+
+def _absolute_uri(value: str, what: str) -> str:
+    # The grammar check alone lets through text that urlsplit refuses (`http://[`); the verifier
+    # splits the URI later, so refuse here with the precise reason instead of failing there.
+    if not _URI.fullmatch(value):
+        raise AuthError(f"malformed SIWE message: {what} {value!r} is not an absolute URI")
+    try:
+        urlsplit(value).port  # noqa: B018 - .port validates the port number too
+    except ValueError as exc:
+        raise AuthError(f"malformed SIWE message: {what} {value!r} is not a valid URI ({exc})") from None
+    return value
 
 
 def format_time(ts: float) -> str:
@@ -124,6 +143,10 @@ class SiweMessage:
             raise AuthError("malformed SIWE message: empty")
         if "\r" in text:
             raise AuthError("malformed SIWE message: line endings must be LF")
+        try:
+            text.encode("utf-8")  # the signed bytes are the UTF-8 text (EIP-191): a lone surrogate has none
+        except UnicodeEncodeError as e:
+            raise AuthError(f"malformed SIWE message: not valid Unicode at char {e.start}") from None
         lines = text.split("\n")
         m = _HEADER.match(lines[0])
         if not m:
@@ -165,19 +188,21 @@ class SiweMessage:
                 if line != "Resources:":
                     raise AuthError("malformed SIWE message: 'Resources:' must be alone on its line")
                 i += 1
+                if i >= len(lines):
+                    # allowed by the grammar, but to_text() could not reproduce it: the signed text
+                    # and the text we re-create must be the same bytes
+                    raise AuthError("malformed SIWE message: 'Resources:' must be followed by '- <uri>' lines")
                 while i < len(lines):
                     if not lines[i].startswith("- ") or not _URI.fullmatch(lines[i][2:]):
                         raise AuthError(f"malformed SIWE message: resource {lines[i][:40]!r} is not '- <uri>'")
-                    resources.append(lines[i][2:])
+                    resources.append(_absolute_uri(lines[i][2:], "resource"))
                     i += 1
                 break
             if not line.startswith(f"{key}: "):
                 raise AuthError(f"malformed SIWE message: '{key}:' must be followed by a space and a value")
             fields[key] = line[len(key) + 2:]
             i += 1
-        uri = fields["URI"]
-        if not _URI.fullmatch(uri):
-            raise AuthError(f"malformed SIWE message: URI {uri!r} is not an absolute URI")
+        uri = _absolute_uri(fields["URI"], "URI")
         if fields["Version"] != "1":
             raise AuthError(f"malformed SIWE message: unsupported version {fields['Version']!r}")
         if not re.fullmatch(r"[1-9][0-9]{0,19}", fields["Chain ID"]):
@@ -187,11 +212,16 @@ class SiweMessage:
         for k in ("Issued At", "Expiration Time", "Not Before"):
             if k in fields:
                 _parse_time(fields[k], k.lower())
-        return cls(domain=domain, address=address, uri=uri, chain_id=int(fields["Chain ID"]),
-                   nonce=fields["Nonce"], issued_at=fields["Issued At"], statement=statement,
-                   version=fields["Version"], expiration_time=fields.get("Expiration Time"),
-                   not_before=fields.get("Not Before"), request_id=fields.get("Request ID"),
-                   resources=tuple(resources), scheme=m.group("scheme"))
+        msg = cls(domain=domain, address=address, uri=uri, chain_id=int(fields["Chain ID"]),
+                  nonce=fields["Nonce"], issued_at=fields["Issued At"], statement=statement,
+                  version=fields["Version"], expiration_time=fields.get("Expiration Time"),
+                  not_before=fields.get("Not Before"), request_id=fields.get("Request ID"),
+                  resources=tuple(resources), scheme=m.group("scheme"))
+        # What was signed must be exactly what the fields say: a text the fields do not reproduce
+        # could mean one thing to the wallet's display and another to us.
+        if msg.to_text() != text:
+            raise AuthError("malformed SIWE message: not in EIP-4361 form (re-serialising it changes the text)")
+        return msg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,33 +237,68 @@ class NonceState(Enum):
 
 class NonceStore(Protocol):
     """Server-issued single-use nonces. `consume` must be atomic (one winner per nonce); a Redis
-    version can use SET NX for `put` and a Lua script or GETDEL+marker for `consume`."""
+    version can use SET NX for `put` and a Lua script or GETDEL+marker for `consume`.
+
+    `spend` is the same idea for keys the store never issued (a grant's jti): True for the first
+    caller only, remembered until `expires_at`."""
 
     async def put(self, nonce: str, expires_at: float) -> None: ...
     async def peek(self, nonce: str, now: float) -> NonceState: ...
     async def consume(self, nonce: str, now: float) -> NonceState: ...
+    async def spend(self, key: str, expires_at: float) -> bool: ...
+
+
+class StoreFull(Exception):
+    """The in-memory store holds as many live entries as it may; nothing was evicted."""
+
+
+MAX_OUTSTANDING_NONCES = 100_000
+
+
+class _Expiring:
+    """A dict whose entries vanish at their expiry; a heap makes pruning O(log n) per entry."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.items: dict[str, tuple[float, bool]] = {}  # key -> (expires_at, used)
+        self._heap: list[tuple[float, str]] = []
+
+    def prune(self, now: float, linger_s: float = 0.0) -> None:
+        while self._heap and self._heap[0][0] + linger_s <= now:
+            exp, key = heapq.heappop(self._heap)
+            entry = self.items.get(key)
+            if entry is not None and entry[0] == exp:
+                del self.items[key]
+
+    def add(self, key: str, expires_at: float, now: float, linger_s: float = 0.0) -> None:
+        if len(self.items) >= self.cap:
+            self.prune(now, linger_s)
+            if len(self.items) >= self.cap:
+                # Refuse rather than evict: evicting would let a flood of requests cancel other
+                # users' sign-ins in progress (and forget spent grants, making them reusable).
+                raise StoreFull(f"more than {self.cap} entries outstanding")
+        self.items[key] = (expires_at, False)
+        heapq.heappush(self._heap, (expires_at, key))
 
 
 class MemoryNonceStore:
-    def __init__(self, max_outstanding: int = 100_000) -> None:
-        self._nonces: dict[str, tuple[float, bool]] = {}  # nonce -> (expires_at, used)
-        self._max = max_outstanding
+    """Nonces and spent grant ids of one process. Bounded: entries leave at expiry (used nonces
+    linger a minute so a late replay reads "used"/"expired", not "unknown"); at the cap new entries
+    are refused (`StoreFull`), never anyone else's evicted."""
+
+    LINGER_S = 60.0
+
+    def __init__(self, max_outstanding: int = MAX_OUTSTANDING_NONCES,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._nonces = _Expiring(max_outstanding)
+        self._spent = _Expiring(max_outstanding)
+        self._clock = clock
 
     async def put(self, nonce: str, expires_at: float) -> None:
-        if len(self._nonces) >= self._max:
-            self._evict(time.time())
-        self._nonces[nonce] = (expires_at, False)
-
-    def _evict(self, now: float) -> None:
-        for k in [k for k, (exp, _) in self._nonces.items() if exp <= now]:
-            del self._nonces[k]
-        # Still full (nonce flood): drop the oldest half rather than grow without bound.
-        while len(self._nonces) >= self._max:
-            for k in list(self._nonces)[: self._max // 2 or 1]:
-                del self._nonces[k]
+        self._nonces.add(nonce, expires_at, self._clock(), self.LINGER_S)
 
     async def peek(self, nonce: str, now: float) -> NonceState:
-        entry = self._nonces.get(nonce)
+        entry = self._nonces.items.get(nonce)
         if entry is None:
             return NonceState.UNKNOWN
         if entry[1]:
@@ -244,8 +309,66 @@ class MemoryNonceStore:
         state = await self.peek(nonce, now)
         if state is NonceState.OK:
             # Kept (marked used) until expiry so a replay is reported as a replay, not "unknown".
-            self._nonces[nonce] = (self._nonces[nonce][0], True)
+            self._nonces.items[nonce] = (self._nonces.items[nonce][0], True)
         return state
+
+    async def spend(self, key: str, expires_at: float) -> bool:
+        now = self._clock()
+        self._spent.prune(now)
+        if key in self._spent.items:
+            return False
+        self._spent.add(key, expires_at, now)
+        return True
+
+
+class NonceQuota:
+    """Outstanding (issued, not yet used or expired) sign-in nonces per client address.
+
+    Bounds what one address can hold, so a flood from one client is refused for that client
+    alone; `total` bounds them all (the store then refuses new ones rather than evict).
+    """
+
+    def __init__(self, per_client: int, total: int = MAX_OUTSTANDING_NONCES,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.per_client = per_client
+        self.total = total
+        self._clock = clock
+        self._by_client: dict[str, dict[str, float]] = {}
+        self._owner: dict[str, str] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def _prune(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            _, nonce = heapq.heappop(self._heap)
+            self.release(nonce)
+
+    def take(self, client: str, nonce: str, expires_at: float) -> None:
+        now = self._clock()
+        self._prune(now)
+        mine = self._by_client.get(client, {})
+        if self.per_client and len(mine) >= self.per_client:
+            wait = max(1, math.ceil(min(mine.values()) - now))
+            raise AuthError(f"too many sign-ins in progress from your address: at most {self.per_client} "
+                            f"unused nonces (each expires after use or in {wait} s)", 429)
+        if len(self._owner) >= self.total:
+            raise AuthError("too many sign-ins in progress on this server; try again shortly", 503)
+        self._by_client.setdefault(client, {})[nonce] = expires_at
+        self._owner[nonce] = client
+        heapq.heappush(self._heap, (expires_at, nonce))
+
+    def release(self, nonce: str) -> None:
+        client = self._owner.pop(nonce, None)
+        if client is None:
+            return
+        mine = self._by_client.get(client)
+        if mine is not None:
+            mine.pop(nonce, None)
+            if not mine:
+                del self._by_client[client]
+
+    def outstanding(self, client: str) -> int:
+        self._prune(self._clock())
+        return len(self._by_client.get(client, {}))
 
 
 _NONCE_ERRORS = {
@@ -293,8 +416,10 @@ class _Signer:
         if not hmac.compare_digest(mac, hmac.new(self.key, body, hashlib.sha256).digest()):
             raise AuthError(f"{label} signature invalid")
         try:
-            claims = json.loads(body)
-        except ValueError:
+            # authentic (the MAC matched) but still decoded with limits: a leaked key must not
+            # turn into a way to crash the process
+            claims = safejson.loads(body, max_bytes=4096, max_depth=4)
+        except safejson.JsonError:
             raise AuthError(f"malformed {label}") from None
         if not isinstance(claims, dict) or claims.get("typ") != label:
             raise AuthError(f"malformed {label}")
@@ -357,9 +482,11 @@ class GrantIssuer:
 
 
 class SessionIssuer:
-    """Signed proof of a completed SIWE sign-in, so a client signs once and asks for many grants."""
+    """Signed proof of a completed SIWE sign-in, so a client signs once and asks for many grants.
 
-    def __init__(self, secret: bytes | str, ttl_s: int = 86_400, *, clock: Callable[[], float] = time.time) -> None:
+    Short-lived (minutes): it cannot be revoked, and whoever holds it can ask for grants."""
+
+    def __init__(self, secret: bytes | str, ttl_s: int = 900, *, clock: Callable[[], float] = time.time) -> None:
         self._signer = _Signer(_secret(secret), "session")
         self.ttl_s = ttl_s
         self._clock = clock
@@ -417,14 +544,19 @@ class AuthService:
     clock_skew_s: int = 60
     require_auth: bool = False
     clock: Callable[[], float] = time.time
+    session_ttl_s: int = 900
+    nonces_per_client: int = 5  # 0 = no per-address cap
+    limiter: RateLimiter | None = None  # per client address, over every /auth/* request
     domain: str = field(init=False)
+    quota: NonceQuota = field(init=False)
 
     def __post_init__(self) -> None:
         self.rebase(self.origin)
         if self.sessions is None:
             # Same secret, different derived subkey: sessions and grants rotate together but a
             # token of one kind never verifies as the other.
-            self.sessions = SessionIssuer(self.grants.secret, clock=self.clock)
+            self.sessions = SessionIssuer(self.grants.secret, self.session_ttl_s, clock=self.clock)
+        self.quota = NonceQuota(self.nonces_per_client, clock=self.clock)
 
     def rebase(self, origin: str) -> None:
         """Set the public origin (the SIWE domain), e.g. once the real port of port 0 is known."""
@@ -438,10 +570,19 @@ class AuthService:
 
     # --- SIWE ---------------------------------------------------------------------------------
 
-    async def new_nonce(self) -> tuple[str, float]:
+    async def new_nonce(self, client: str = "") -> tuple[str, float]:
+        """A fresh nonce for `client` (its address key); AuthError 429/503 past the caps."""
         nonce = secrets.token_hex(16)
         expires_at = self.clock() + self.nonce_ttl_s
-        await self.nonces.put(nonce, expires_at)
+        self.quota.take(client, nonce, expires_at)
+        try:
+            await self.nonces.put(nonce, expires_at)
+        except StoreFull:
+            self.quota.release(nonce)
+            raise AuthError("too many sign-ins in progress on this server; try again shortly", 503) from None
+        except BaseException:
+            self.quota.release(nonce)
+            raise
         return nonce, expires_at
 
     def message_for(self, address: str, nonce: str, *, statement: str | None = "Sign in to Basement",
@@ -453,8 +594,18 @@ class AuthService:
                            expiration_time=format_time(now + expires_in_s) if expires_in_s else None)
 
     async def verify_siwe(self, message: str, signature: str) -> str:
-        """Check everything about a signed SIWE message and consume its nonce; returns the address."""
+        """Check everything about a signed SIWE message and consume its nonce; returns the address.
+
+        The nonce is consumed first, so it is burnt by any failure after it: each nonce buys at
+        most one signature check (an EIP-1271 one costs chain calls), and a message that fails must
+        be rebuilt around a new nonce.
+        """
         msg = SiweMessage.parse(message)
+        now = self.clock()
+        state = await self.nonces.consume(msg.nonce, now)
+        if state is not NonceState.OK:
+            raise AuthError(_NONCE_ERRORS[state])
+        self.quota.release(msg.nonce)
         if msg.domain.lower() != self.domain.lower():
             raise AuthError(f"domain mismatch: expected {self.domain} got {msg.domain}")
         if msg.scheme and msg.scheme.lower() != self._scheme:
@@ -464,7 +615,6 @@ class AuthService:
             raise AuthError(f"uri mismatch: expected {self._origin} got {msg.uri}")
         if msg.chain_id != self.chain_id:
             raise AuthError(f"chain id mismatch: expected {self.chain_id} got {msg.chain_id}")
-        now = self.clock()
         skew = self.clock_skew_s
         if _parse_time(msg.issued_at, "issued at").timestamp() > now + skew:
             raise AuthError("message issued in the future")
@@ -472,15 +622,7 @@ class AuthService:
             raise AuthError("message expired")
         if msg.not_before and _parse_time(msg.not_before, "not before").timestamp() > now + skew:
             raise AuthError("message not yet valid")
-        # Cheap nonce check before any RPC (EIP-1271); the atomic consume comes last so a
-        # message that fails later can be fixed and re-sent with the same nonce.
-        state = await self.nonces.peek(msg.nonce, now)
-        if state is not NonceState.OK:
-            raise AuthError(_NONCE_ERRORS[state])
         await self._check_signature(message, msg.address, signature)
-        state = await self.nonces.consume(msg.nonce, now)
-        if state is not NonceState.OK:
-            raise AuthError(_NONCE_ERRORS[state])
         return msg.address
 
     async def _check_signature(self, message: str, address: str, signature: str) -> None:
@@ -537,6 +679,10 @@ class AuthService:
     async def request_grant(self, room: str, *, session_token: str | None = None,
                             siwe: tuple[str, str] | None = None, can_publish: bool = True) -> IssuedGrant:
         """Identify the caller (session token, SIWE proof, or guest), run the room's gate, issue."""
+        try:
+            validate_room_name(room)
+        except GateError as exc:
+            raise AuthError(str(exc), 400) from None
         if session_token:
             identity = self.verify_session(session_token)
         elif siwe:
@@ -563,29 +709,49 @@ class AuthService:
 # HTTP
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+MAX_BODY = 16 * 1024  # a SIWE message plus signature is well under 2 KiB
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError as exc:
-        raise AuthError(f"malformed JSON body: {exc}", 400) from None
-    if not isinstance(body, dict):
-        raise AuthError("malformed JSON body: expected an object", 400)
-    return body
+        return await read_object(request, max_bytes=MAX_BODY)
+    except BodyError as exc:
+        raise AuthError(exc.reason, exc.status) from None
 
 
 def auth_routes(service: AuthService) -> list[web.RouteDef]:
-    """`GET /auth/nonce`, `POST /auth/siwe`, `POST /auth/grant` (add with `app.add_routes(...)`)."""
+    """`GET /auth/nonce`, `POST /auth/siwe`, `POST /auth/grant` (add with `app.add_routes(...)`).
 
-    async def nonce(_: web.Request) -> web.Response:
-        value, expires_at = await service.new_nonce()
+    Every request first spends a token of its client address's bucket (`service.limiter`)."""
+
+    def throttled(request: web.Request) -> web.Response | None:
+        if service.limiter is None:
+            return None
+        wait = service.limiter.take(request_client(request))
+        if not wait:
+            return None
+        per_min = round(service.limiter.rate * 60)
+        retry = max(1, math.ceil(wait))
+        return _error(429, f"too many sign-in requests from your address: at most {per_min} per minute; "
+                           f"retry in {retry} s", {"Retry-After": str(retry)})
+
+    async def nonce(request: web.Request) -> web.Response:
+        if (refused := throttled(request)) is not None:
+            return refused
+        try:
+            value, expires_at = await service.new_nonce(request_client(request))
+        except AuthError as exc:
+            return _error(exc.status, exc.reason, {"Retry-After": "60"} if exc.status in (429, 503) else None)
         return web.json_response({"nonce": value, "expiresAt": format_time(expires_at), "domain": service.domain,
                                   "uri": service.origin, "chainId": service.chain_id})
 
     async def siwe(request: web.Request) -> web.Response:
+        if (refused := throttled(request)) is not None:
+            return refused
         try:
             body = await _json_body(request)
             message, signature = body.get("message"), body.get("signature")
@@ -598,12 +764,16 @@ def auth_routes(service: AuthService) -> list[web.RouteDef]:
                                   "expiresAt": format_time(result.expires_at)})
 
     async def grant(request: web.Request) -> web.Response:
+        if (refused := throttled(request)) is not None:
+            return refused
         try:
             body = await _json_body(request)
             room = body.get("room")
             if not isinstance(room, str) or not room:
                 raise AuthError("body needs a 'room' string", 400)
             token = body.get("sessionToken")
+            if token is not None and not isinstance(token, str):
+                raise AuthError("'sessionToken' must be a string", 400)
             header = request.headers.get("Authorization", "")
             if not token and header.startswith("Bearer "):
                 token = header[len("Bearer "):]

@@ -497,10 +497,10 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
     w3 = w3 or http_w3(settings.rpc_url)
     lock: WriterLock = LocalLock()
     if settings.redis_url:
-        import redis.asyncio as aioredis
+        from signalling.cluster.redisconn import target_from_settings
 
         addr = WriterKey(key).address
-        lock = RedisWriterLock(aioredis.from_url(settings.redis_url), f"basement:chainwriter:{addr}")
+        lock = RedisWriterLock(target_from_settings(settings).client(), f"basement:chainwriter:{addr}")
     return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings),
                        store or DirCidStore(Path(settings.data_dir) / "cids"), config=config, lock=lock)
 

@@ -19,6 +19,8 @@ from typing import Protocol
 import aiohttp
 from multiformats import CID, multihash
 
+from signalling import safejson
+
 # ipfs add chunks files above 256 KiB into a DAG, after which its CID is no longer the raw-leaf CID
 # computed here; summaries are far below that, and we refuse rather than silently diverge.
 MAX_RAW_BLOCK = 256 * 1024
@@ -144,8 +146,12 @@ class IpfsHttpCidStore:
         async with self._http().post(f"{self.api_url}/api/v0/add", params=params, data=form) as r:
             if r.status != 200:
                 raise CidError(f"ipfs add failed: HTTP {r.status}: {(await r.text())[:200]}")
-            body = await r.json(content_type=None)
-        got = body.get("Hash")
+            raw = await _read_at_most(r, 64 * 1024 + 1)
+        try:
+            body = safejson.loads(raw, max_bytes=64 * 1024)
+        except safejson.JsonError as e:
+            raise CidError(f"ipfs add answered malformed JSON: {e}") from None
+        got = body.get("Hash") if isinstance(body, dict) else None
         if got != expected:
             raise CidError(f"ipfs add returned {got!r}, expected {expected}")
         return expected
@@ -154,11 +160,26 @@ class IpfsHttpCidStore:
         parse_cid(cid)
         async with self._http().post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as r:
             if r.status == 200:
-                return await r.read()
+                # documents are single raw blocks: a node answering more is broken or hostile
+                data = await _read_at_most(r, MAX_RAW_BLOCK + 1)
+                if len(data) > MAX_RAW_BLOCK:
+                    raise CidError(f"ipfs cat returned more than the single-block limit of {MAX_RAW_BLOCK} bytes")
+                return data
             text = await r.text()
             if r.status == 500 and ("not found" in text or "no link" in text):
                 raise KeyError(cid)
             raise CidError(f"ipfs cat failed: HTTP {r.status}: {text[:200]}")
+
+
+async def _read_at_most(r: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, but never more than `limit` bytes (one `read(n)` may return just one chunk)."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await r.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 def open_store(spec: str) -> CidStore:

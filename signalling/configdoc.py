@@ -21,6 +21,11 @@ Security defaults: everything binds 127.0.0.1; there are no default secrets — 
 until `admin_key` is set, and an empty `grant_secret` means a random key per process (fine for one
 process; a cluster needs the same secret everywhere).
 
+Secrets (`grant_secret`, `admin_key`, `writer_key`) are never command-line flags: any local user can
+read a process's arguments (`ps`, `/proc/<pid>/cmdline`) and shells keep them in history. Give them
+as the environment variable, or as a file (`--admin-key-file PATH` or `BASEMENT_ADMIN_KEY_FILE=PATH`;
+surrounding whitespace is stripped). `--admin-key VALUE` stops the process with that explanation.
+
 | flag | environment | default | meaning |
 |---|---|---|---|
 """
@@ -28,13 +33,21 @@ process; a cluster needs the same secret everywhere).
 
 def render() -> str:
     rows = []
-    for f in dataclasses.fields(Settings):
+    fields = dataclasses.fields(Settings)
+    for f in fields:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if isinstance(default, list):
             default = ",".join(default)
         shown = f"`{default}`" if default not in ("", None) else "(empty)"
         flag = "--" + f.name.replace("_", "-")
-        rows.append(f"| `{flag}` | `{ENV_PREFIX}{f.name.upper()}` | {shown} | {f.metadata.get('help', '')} |")
+        env = f"`{ENV_PREFIX}{f.name.upper()}`"
+        if f.metadata.get("secret") and any(g.name == f.name + "_file" for g in fields):
+            flag = "(environment only)"
+        elif f.metadata.get("secret"):
+            flag += "-file"
+            env += f" or `{ENV_PREFIX}{f.name.upper()}_FILE`"
+        shown_flag = flag if flag.startswith("(") else f"`{flag}`"
+        rows.append(f"| {shown_flag} | {env} | {shown} | {f.metadata.get('help', '')} |")
     return HEADER + "\n".join(rows) + "\n"
 
 

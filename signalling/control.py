@@ -17,13 +17,15 @@ from web3 import AsyncWeb3
 
 from signalling import chainwriter
 from signalling.admin import admin_app
-from signalling.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, auth_routes
+from signalling.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, StoreFull, auth_routes
 from signalling.config import Settings
 from signalling.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
 from signalling.outbox import outbox_for_settings
 from signalling.protocol import ProtocolError
+from signalling.redact import redact_logs
 from signalling.rooms import Admission, admit_everyone
-from signalling.sessions import SessionTracker
+from signalling.sessions import RecordingPolicy, SessionTracker
+from signalling.throttle import RateLimiter
 
 log = logging.getLogger("basement.control")
 
@@ -44,17 +46,30 @@ class ControlPlane:
     embedded: Any = None  # EmbeddedChain when chain=embedded
     info: dict[str, Any] = field(default_factory=dict)  # public chain facts for the web client
     _outbox: Any = None
+    _rechecks: set[asyncio.Future] = field(default_factory=set)
 
     async def admit(self, room: str, grant: str | None) -> Admission:
-        """Join-time check: a valid grant for this room, or an open room (guest)."""
+        """Join-time check: a valid, unused grant for this room that satisfies the room's gate as it
+        is NOW (it may have been set after the grant was issued), or an open room (guest)."""
         config = await self.registry.get(room)
         max_p = config.max_participants if config and config.max_participants else 0
+        seats = self.settings.max_seats_per_identity
         if grant:
             try:
                 g = self.auth.grants.verify(grant, room)
             except AuthError as e:
                 raise ProtocolError("unauthorized", f"grant refused: {e.reason}") from None
-            return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p)
+            if config is not None and config.gate is not None:
+                await self._check_gate(room, config.gate, g.identity)
+            try:
+                first = await self.auth.nonces.spend(f"grant:{g.jti}", g.expires_at)
+            except StoreFull:
+                raise ProtocolError("unauthorized", "grant refused: too many joins in flight on this server; "
+                                                    "try again shortly") from None
+            if not first:
+                raise ProtocolError("unauthorized", "grant refused: grant already used (a grant admits one join; "
+                                                    "ask POST /auth/grant for another)")
+            return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p, max_seats=seats)
         if (config is not None and config.gate is not None) or self.settings.require_auth:
             why = "is token-gated" if config is not None and config.gate is not None else "requires sign-in"
             raise ProtocolError(
@@ -66,7 +81,28 @@ class ControlPlane:
         guest.max_participants = max_p
         return guest
 
+    async def _check_gate(self, room: str, gate: Gate, identity: str) -> None:
+        if not identity.startswith("0x"):
+            raise ProtocolError("unauthorized", f"grant refused: room {room!r} is token-gated now and this is a "
+                                                "guest grant: sign in with your wallet and ask for a new grant")
+        if self.evaluator is None:
+            raise ProtocolError("unauthorized", "grant refused: cannot verify holdings right now")
+        # the cache is warm from issuing the grant, so this is usually no chain call at all
+        result = await self.evaluator.evaluate(gate, identity)
+        if not result.allowed:
+            raise ProtocolError("unauthorized", f"grant refused: {result.reason}")
+
+    async def recheck_soon(self, room: str) -> None:
+        """A room's config changed: re-check who is inside now rather than at the next round (in the
+        background, so the admin request does not wait on the chain)."""
+        if self.rechecker is not None:
+            task = asyncio.ensure_future(self.rechecker.check_once())
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
     async def stop(self) -> None:
+        for task in list(self._rechecks):
+            task.cancel()
         if self.rechecker is not None:
             await self.rechecker.stop()
         if self.tracker is not None:
@@ -83,6 +119,9 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
                               nonces: Any = None) -> ControlPlane:
     """`registry` and `nonces` default to process memory; cluster replicas pass shared ones."""
     registry = registry if registry is not None else MemoryRoomRegistry()
+    # before anything can log an RPC URL, a key or a Redis password
+    redact_logs(urls=[settings.rpc_url, settings.redis_url],
+                secrets=[settings.grant_secret, settings.admin_key, settings.writer_key])
     if settings.chain == "embedded":
         from signalling.evm import EmbeddedChain
 
@@ -108,13 +147,22 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     grants = GrantIssuer(settings.grant_secret, settings.grant_ttl_s)
     auth = AuthService(origin=settings.base_url, chain_id=chain_id, grants=grants, registry=registry,
                        evaluator=evaluator, w3=w3, require_auth=settings.require_auth,
-                       nonces=nonces if nonces is not None else MemoryNonceStore())
+                       nonces=nonces if nonces is not None else MemoryNonceStore(),
+                       session_ttl_s=settings.session_ttl_s, nonces_per_client=settings.auth_nonces_per_address,
+                       limiter=RateLimiter(settings.auth_rate_per_min) if settings.auth_rate_per_min else None)
     cp = ControlPlane(settings, w3, chain_id, auth, registry, evaluator, embedded=chain, info=info)
 
     if sessions and session_log and writer_key:
         outbox = outbox_for_settings(settings)
         cp._outbox = outbox
-        cp.tracker = SessionTracker(outbox, grace_s=settings.session_grace_s)
+        policy = RecordingPolicy(settings.record_sessions, settings.record_min_duration_s,
+                                 settings.record_min_participants)
+
+        async def gated(room: str) -> bool:
+            cfg = await registry.get(room)
+            return cfg is not None and cfg.gate is not None
+
+        cp.tracker = SessionTracker(outbox, grace_s=settings.session_grace_s, policy=policy, is_gated=gated)
         config = chainwriter.WriterConfig(confirmations=settings.writer_confirmations,
                                           batch_size=settings.writer_batch_size,
                                           batch_wait_s=settings.writer_batch_wait_s,
@@ -132,7 +180,8 @@ def mount(cp: ControlPlane, app: web.Application, rooms: Any) -> None:
     key is configured, and the holdings re-check of the participants in `rooms`."""
     app.add_routes(auth_routes(cp.auth))
     if cp.settings.admin_key:
-        app.add_subapp("/admin", admin_app(cp.registry, cp.settings.admin_key, chain_ids=[cp.chain_id]))
+        app.add_subapp("/admin", admin_app(cp.registry, cp.settings.admin_key, chain_ids=[cp.chain_id],
+                                           on_change=cp.recheck_soon))
     start_rechecker(cp, rooms)
 
 
@@ -142,7 +191,8 @@ def start_rechecker(cp: ControlPlane, rooms: Any) -> None:
         return
 
     async def present() -> list[tuple[str, str]]:
-        return [(p.room, p.identity) for p in rooms.participants.values() if p.identity.startswith("0x")]
+        # guests too: a gate set on a live room must remove the guests who came in while it was open
+        return [(p.room, p.identity) for p in rooms.participants.values()]
 
     async def revoked(room: str, address: str, result: Any) -> None:
         for p in list(rooms.participants.values()):

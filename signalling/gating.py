@@ -22,11 +22,15 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, is_hex_address, to_checksum_address
 from web3 import AsyncWeb3
 
+from signalling.protocol import ROOM_RE
+
 log = logging.getLogger(__name__)
 
 CANNOT_VERIFY = "cannot verify holdings right now"
+GUEST_IN_GATED_ROOM = "the room is token-gated now; sign in with a wallet that qualifies"
 MAX_DEPTH = 4
 MAX_LEAVES = 16
+MAX_CHAIN_ID = 2**53 - 1  # EIP-155 ids are kept below this so JavaScript wallets can hold them exactly
 
 
 class GateError(ValueError):
@@ -93,7 +97,7 @@ class Condition:
     @classmethod
     def from_json(cls, obj: dict[str, Any], where: str = "gate") -> Condition:
         std = obj.get("standard")
-        if std not in cls._FIELDS:
+        if not isinstance(std, str) or std not in cls._FIELDS:
             raise GateError(f"{where}.standard: unknown standard {std!r} (expected erc20, erc721 or erc1155)")
         required, optional = cls._FIELDS[std]
         missing = sorted(required - obj.keys())
@@ -103,10 +107,15 @@ class Condition:
         if unknown:
             raise GateError(f"{where}: unknown field(s) {', '.join(unknown)} in {std} condition")
         chain_id = _uint(obj["chainId"], f"{where}.chainId", positive=True)
+        if chain_id > MAX_CHAIN_ID:
+            raise GateError(f"{where}.chainId: {chain_id} is above the largest chain id ({MAX_CHAIN_ID})")
         contract = _checksummed(obj["contract"], f"{where}.contract")
         label = obj.get("label")
         if label is not None and (not isinstance(label, str) or not 0 < len(label) <= 64):
             raise GateError(f"{where}.label: must be a string of 1-64 characters")
+        if label is not None and not label.isprintable():
+            # labels end up in every refusal message a client sees
+            raise GateError(f"{where}.label: {label!r} contains control or invisible characters")
         if std == "erc20":
             amount = _amount(obj["minBalance"], f"{where}.minBalance")
             return cls(std, chain_id, contract, min_balance=_plain(amount), label=label)
@@ -174,6 +183,8 @@ def _parse_node(obj: Any, where: str, depth: int) -> Node:
         items = obj[key]
         if not isinstance(items, list) or not items:
             raise GateError(f"{where}.{key}: must be a non-empty list of conditions")
+        if len(items) > MAX_LEAVES:
+            raise GateError(f"{where}.{key}: {len(items)} entries, at most {MAX_LEAVES} allowed")
         kids = tuple(_parse_node(c, f"{where}.{key}[{i}]", depth + 1) for i, c in enumerate(items))
         return All(kids) if key == "all" else Any_(kids)
     if "standard" not in obj:
@@ -409,6 +420,7 @@ class Rechecker:
 
     A participant is only removed on a definite "no": when holdings cannot be read (RPC outage),
     everyone stays, since kicking a whole call over a node hiccup is worse than a late removal.
+    Guests (non-address identities) in a room that has a gate now are a definite "no".
     """
 
     def __init__(self, evaluator: GateEvaluator, registry: RoomRegistry, present: PresentFn,
@@ -423,16 +435,20 @@ class Rechecker:
     async def check_once(self) -> list[tuple[str, str, GateResult]]:
         revoked: list[tuple[str, str, GateResult]] = []
         gates: dict[str, Gate | None] = {}
-        for room, address in await self.present():
+        for room, address in dict.fromkeys(await self.present()):
             if room not in gates:
                 cfg = await self.registry.get(room)
                 gates[room] = cfg.gate if cfg else None
             gate = gates[room]
-            if gate is None or not is_hex_address(address):
-                continue  # open rooms and guests are not gated
-            result = await self.evaluator.evaluate(gate, address, use_cache=False)
-            if result.allowed or result.unmet == [CANNOT_VERIFY]:
-                continue
+            if gate is None:
+                continue  # open rooms keep everyone
+            if not is_hex_address(address):
+                # a guest who came in while the room was open: a gate now applies, and a guest holds nothing
+                result = GateResult(False, [GUEST_IN_GATED_ROOM])
+            else:
+                result = await self.evaluator.evaluate(gate, address, use_cache=False)
+                if result.allowed or result.unmet == [CANNOT_VERIFY]:
+                    continue
             revoked.append((room, address, result))
             try:
                 await self.on_revoked(room, address, result)
@@ -466,7 +482,7 @@ class Rechecker:
 # ---------------------------------------------------------------------------------------------
 # room registry
 
-_ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ROOM_NAME = ROOM_RE  # one definition of a room name, shared with the client protocol
 
 
 def validate_room_name(name: str) -> str:

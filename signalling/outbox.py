@@ -278,5 +278,8 @@ def open_outbox(spec: str, **kw) -> Outbox:
 def outbox_for_settings(settings) -> Outbox:
     """Cluster (redis_url set) → Redis stream; otherwise `<data_dir>/outbox.sqlite3`."""
     if settings.redis_url:
-        return RedisOutbox.from_url(settings.redis_url)
+        from signalling.cluster.redisconn import target_from_settings
+
+        # the same password/TLS as the bus: a password-protected Redis refuses a bare URL
+        return RedisOutbox(target_from_settings(settings).client())
     return SqliteOutbox(Path(settings.data_dir) / "outbox.sqlite3")

@@ -26,6 +26,36 @@ from signalling.summary import Summary, build_document, make_summary, new_sessio
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RecordingPolicy:
+    """Which finished sessions are written on-chain. Every write costs gas, and anyone can open an
+    anonymous room, so by default only gated rooms (whose members are wallets) are recorded.
+
+    `rooms`: "gated" (the room has a gate when the session ends), "all" or "none"; a session must
+    also last `min_duration_s` and have `min_participants` distinct identities."""
+
+    rooms: str = "gated"
+    min_duration_s: float = 0.0
+    min_participants: int = 1
+
+    def skip_reason(self, summary: Summary, gated: bool) -> str | None:
+        """Why `summary` is not recorded, or None to record it."""
+        if self.rooms == "none":
+            return "recording is off (record_sessions=none)"
+        if self.rooms == "gated" and not gated:
+            return "the room is not gated (record_sessions=gated)"
+        duration = summary.ended_at - summary.started_at
+        if duration < self.min_duration_s:
+            return f"it lasted {duration} s, under record_min_duration_s={self.min_duration_s:g}"
+        if summary.participant_count < self.min_participants:
+            return (f"{summary.participant_count} participant(s), under "
+                    f"record_min_participants={self.min_participants}")
+        return None
+
+
+RECORD_ALL = RecordingPolicy("all")
+
+
 @dataclass
 class _Session:
     room: str
@@ -42,11 +72,15 @@ class _Session:
 class SessionTracker:
     def __init__(self, outbox: Outbox, *, grace_s: float = 30.0,
                  on_closed: Callable[[Summary], Awaitable[None] | None] | None = None,
-                 retry_max_s: float = 30.0) -> None:
+                 retry_max_s: float = 30.0, policy: RecordingPolicy = RECORD_ALL,
+                 is_gated: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.outbox = outbox
         self.grace_s = grace_s
         self.on_closed = on_closed
         self.retry_max_s = retry_max_s
+        self.policy = policy
+        self.is_gated = is_gated
+        self.skipped = 0  # sessions the policy kept off-chain
         self._live: dict[str, _Session] = {}
         self._closing: set[asyncio.Task] = set()
 
@@ -148,6 +182,19 @@ class SessionTracker:
 
     async def _persist(self, s: _Session) -> None:
         summary = self.build_summary(s)
+        gated = False
+        if self.policy.rooms == "gated" and self.is_gated is not None:
+            try:
+                gated = await self.is_gated(s.room)
+            except Exception:
+                # unknown: record it (losing a gated room's record is worse than one extra write)
+                log.exception("cannot tell whether room %r is gated; recording its session", s.room)
+                gated = True
+        why = self.policy.skip_reason(summary, gated)
+        if why is not None:
+            self.skipped += 1
+            log.info("session %s in room %r not recorded: %s", summary.session_id.hex()[:12], s.room, why)
+            return
         delay = 0.1
         while True:
             try:

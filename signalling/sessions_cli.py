@@ -21,9 +21,10 @@ from typing import Any
 
 from web3 import AsyncWeb3
 
-from signalling import contracts
+from signalling import contracts, safejson
 from signalling.cidstore import CidStore, DirCidStore, open_store
 from signalling.summary import (
+    MAX_DOCUMENT_BYTES,
     address_leaf,
     check_document,
     from_hex32,
@@ -95,7 +96,7 @@ def _manifest_entry(proofs_dir: Path | None, rec: Record) -> tuple[dict[str, Any
         return None, "session was recorded in a batch but no proofs directory was given"
     path = proofs_dir / f"{rec.batch_root}.json"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = safejson.loads(path.read_bytes(), max_bytes=MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         return None, f"batch manifest {path} not found"
     except ValueError as e:
@@ -149,7 +150,7 @@ async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, se
     if not result.ok:
         raise ValueError("session does not verify: " + "; ".join(result.reasons))
     assert result.record is not None
-    document = json.loads(await store.get(result.record.fields["cid"]))
+    document = safejson.loads(await store.get(result.record.fields["cid"]), max_bytes=MAX_DOCUMENT_BYTES)
     root = from_hex32(result.record.fields["participantsRoot"])
     leaf = address_leaf(participant)
     try:

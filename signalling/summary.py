@@ -26,6 +26,7 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_utils import is_address, keccak, to_checksum_address
 
+from signalling import safejson
 from signalling.cidstore import cid_of
 
 DOC_VERSION = 1
@@ -286,6 +287,50 @@ def make_summary(doc: dict[str, Any]) -> Summary:
     return from_document(canonical_json(doc))
 
 
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # a document comes from a store anyone may write to
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def document_shape_problem(doc: Any) -> str | None:
+    """The first way `doc` is not shaped like a summary document (types of every field that the
+    checks below read), or None. A fetched document is untrusted: without this a list of mixed
+    types or a wrong-typed field would raise inside the checks instead of being reported."""
+    if not isinstance(doc, dict):
+        return f"expected an object, got {type(doc).__name__}"
+    for key in ("sessionId", "room", "roomId", "participantsRoot"):
+        if not isinstance(doc.get(key), str):
+            return f"{key} must be a string"
+    for key in ("startedAt", "endedAt", "peakParticipants"):
+        if not _is_int(doc.get(key)):
+            return f"{key} must be an integer"
+    for key in ("participants", "guests"):
+        value = doc.get(key, [])
+        if not isinstance(value, list):
+            return f"{key} must be a list"
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                return f"{key}[{i}] must be a string, got {type(item).__name__}"
+    for i, a in enumerate(doc["participants"]):
+        if not is_address(a):
+            return f"participants[{i}] {a[:50]!r} is not an address"
+    events = doc.get("events")
+    if not isinstance(events, list):
+        return "events must be a list"
+    for i, e in enumerate(events):
+        if not isinstance(e, dict) or not isinstance(e.get("type"), str) or not isinstance(e.get("identity"), str):
+            return f"events[{i}] must be an object with string 'type' and 'identity'"
+    media = doc.get("media")
+    if not isinstance(media, dict) or not isinstance(media.get("perParticipant"), dict):
+        return "media must be an object with a 'perParticipant' object"
+    for who, v in media["perParticipant"].items():
+        if not isinstance(v, dict) or not _is_int(v.get("bytes")) or not _is_int(v.get("packets")):
+            return f"media.perParticipant[{who[:50]!r}] must have integer 'bytes' and 'packets'"
+    return None
+
+
 def check_document(document: bytes, onchain: dict[str, Any]) -> list[str]:
     """Every reason the document does not back the on-chain record; empty list = consistent.
 
@@ -298,7 +343,15 @@ def check_document(document: bytes, onchain: dict[str, Any]) -> list[str]:
         problems.append(f"document does not match its CID: on-chain cid {onchain['cid']}, "
                         f"stored bytes hash to {actual_cid}")
     try:
-        doc = json.loads(document)
+        doc = safejson.loads(document, max_bytes=MAX_DOCUMENT_BYTES)
+    except safejson.JsonError as e:
+        problems.append(f"document is malformed: not JSON: {e}")
+        return problems
+    shape = document_shape_problem(doc)
+    if shape:
+        problems.append(f"document is malformed: {shape}")
+        return problems
+    try:
         if canonical_json(doc) != document:
             problems.append("document is not canonical JSON (sorted keys, no whitespace)")
         participants = [to_checksum_address(a) for a in doc["participants"]]

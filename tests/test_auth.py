@@ -138,8 +138,11 @@ async def test_signature_by_someone_else() -> None:
     text, _ = await signed(service, alice)
     with pytest.raises(AuthError, match="^signature does not match address$"):
         await service.verify_siwe(text, sign(mallory, text))
-    # the failed attempt did not burn the nonce: the real owner can still use it
-    assert await service.verify_siwe(text, sign(alice, text)) == alice.address
+    # the failed attempt burnt the nonce (each nonce buys one signature check): sign in afresh
+    with pytest.raises(AuthError, match="^nonce already used$"):
+        await service.verify_siwe(text, sign(alice, text))
+    text, sig = await signed(service, alice)
+    assert await service.verify_siwe(text, sig) == alice.address
 
 
 async def test_unknown_nonce() -> None:
@@ -157,6 +160,8 @@ async def test_eip1271_contract_wallet(embedded: ChainHandle) -> None:
     text = service.message_for(wallet.address, nonce).to_text()
     with pytest.raises(AuthError, match="^signature does not match address$"):
         await service.verify_siwe(text, sign(stranger, text))
+    nonce, _ = await service.new_nonce()  # the failure burnt the first one
+    text = service.message_for(wallet.address, nonce).to_text()
     assert await service.verify_siwe(text, sign(owner, text)) == wallet.address
 
 

@@ -15,7 +15,8 @@ from tests.media import CounterVideo, Sink, Tone
 from tests.test_gated_join import _sign_in
 
 
-async def test_finished_room_is_recorded_once_and_verifies(server):
+async def test_finished_room_is_recorded_once_and_verifies(make_server):
+    server = await make_server(record_sessions="all")  # "standup" is an open room: off-chain by default
     alice = Account.create()
     async with aiohttp.ClientSession() as http:
         token = await _sign_in(http, server.url, alice)
