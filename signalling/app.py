@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sfu.peer import MediaError
 from sfu.sdp import SdpError
 from signalling import protocol
+from signalling.config import Settings
+from signalling.edge import EDGE_KEY, EDGE_STATS, Edge, TokenBucket, install
 from signalling.protocol import ProtocolError
-from signalling.rooms import Participant, RoomManager
+from signalling.rooms import Participant, RoomManager, SendQueue
+from signalling.throttle import client_key
 
 log = logging.getLogger("basement.signalling")
 STATIC = Path(__file__).parent / "static"
@@ -31,17 +35,38 @@ class Connection:
     The queue is handed to the Participant on join, so replies and room events keep one order.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, rooms: RoomManager) -> None:
+    def __init__(self, ws: web.WebSocketResponse, rooms: RoomManager, bucket: TokenBucket | None = None,
+                 send_queue: int = 1024, strikes: int = 0, transport: Any = None) -> None:
         self.ws = ws
         self.rooms = rooms
         self.participant: Participant | None = None
-        self.out: asyncio.Queue = asyncio.Queue()
+        self.out = SendQueue(send_queue)
+        self.out.on_overflow = self.abort
+        self.bucket = bucket
+        self.max_strikes = strikes  # refused-for-rate messages in a row before the socket is closed
+        self.strikes = 0
+        self.transport = transport
+        self.aborted = False
+        self.closing = False  # the server decided to close; stop reading and applying messages
 
     def reply(self, msg: dict[str, Any]) -> None:
         if self.participant is not None:
             self.participant.send(msg)
-        else:
-            self.out.put_nowait(msg)
+        elif not self.out.put(msg):
+            self.out.end()
+
+    def abort(self) -> None:
+        """The client does not read what we send: drop the connection now.
+
+        A graceful close would queue behind everything the client is not reading, and the writer
+        is blocked on that very socket; aborting the transport frees both."""
+        if self.aborted:
+            return
+        self.aborted = self.closing = True
+        EDGE_STATS.closed["not_reading"] += 1
+        log.warning("client is not reading (%d messages queued); disconnecting", self.out.qsize())
+        if self.transport is not None:
+            self.transport.abort()
 
     async def writer(self) -> None:
         try:
@@ -53,10 +78,39 @@ class Connection:
         except (ConnectionError, RuntimeError):
             pass
         finally:
-            if not self.ws.closed:
-                await self.ws.close()
+            if not self.ws.closed and not self.aborted:
+                code = WSCloseCode.POLICY_VIOLATION if self.closing else WSCloseCode.OK
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.close(code=code, message=b"rate limit exceeded" if self.closing else b"")
+
+    def allowed(self) -> bool:
+        """Take a token for one inbound message; False (and an error, or the close) when over the rate."""
+        if self.bucket is None or self.bucket.take():
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        EDGE_STATS.rate_limited += 1
+        b = self.bucket
+        err = ProtocolError("rate_limited", f"more than {b.burst} messages at once or {b.rate:g} per second "
+                                            f"(ws_burst, ws_rate_per_s); the message was not applied")
+        self.reply(err.to_message())
+        if self.max_strikes and self.strikes >= self.max_strikes:
+            EDGE_STATS.closed["rate"] += 1
+            self.closing = True
+            self.reply(ProtocolError("rate_limited", f"{self.strikes} messages in a row over the rate limit; "
+                                                     "closing the connection").to_message())
+            self.end()
+        return False
+
+    def end(self) -> None:
+        if self.participant is not None:
+            self.participant.close()
+        else:
+            self.out.end()
 
     async def handle(self, raw: Any) -> None:
+        if self.closing or not self.allowed():
+            return
         ref = None
         try:
             msg = protocol.parse(raw)
@@ -65,12 +119,15 @@ class Connection:
         except ProtocolError as e:
             if e.ref is None:
                 e.ref = ref
+            EDGE_STATS.bad_messages[e.code] += 1
             self.reply(e.to_message())
         except (MediaError, SdpError) as e:
             code = getattr(e, "code", "invalid_sdp")
+            EDGE_STATS.bad_messages[code] += 1
             self.reply(ProtocolError(code, str(e), ref).to_message())
         except Exception:
             log.exception("internal error handling a message")
+            EDGE_STATS.bad_messages["internal"] += 1
             err = ProtocolError("internal", "internal server error; the request was not applied", ref)
             self.reply(err.to_message())
 
@@ -117,24 +174,42 @@ def _ref(ref: Any) -> dict[str, Any]:
     return {"id": ref} if ref is not None else {}
 
 
-async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    edge = request.config_dict[EDGE_KEY]
+    problem = edge.origin_problem(request)
+    if problem:
+        edge.stats.refused["origin"] += 1
+        raise web.HTTPForbidden(text=problem)
+    addr = client_key(edge.client_address(request))  # an IPv6 client counts per /64, as sign-in does
+    if not edge.open_socket(addr):
+        cap = edge.settings.ws_max_per_address
+        raise web.HTTPTooManyRequests(text=f"more than {cap} open sockets from {addr} (ws_max_per_address)")
+    try:
+        return await _serve_socket(request, edge)
+    finally:
+        edge.close_socket(addr)
+
+
+async def _serve_socket(request: web.Request, edge: Edge) -> web.WebSocketResponse:
     # frames a little over our limit still reach the parser, which answers `too_large`; aiohttp closes
     # the socket (1009) only for frames over 1 MiB
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1024 * 1024)
     await ws.prepare(request)
-    conn = Connection(ws, request.app[ROOMS_KEY])
+    s = edge.settings
+    conn = Connection(ws, request.app[ROOMS_KEY], edge.bucket(), s.ws_send_queue, s.ws_rate_strikes,
+                      request.transport)
     writer = asyncio.ensure_future(conn.writer())
     try:
         async for m in ws:
-            if m.type == WSMsgType.TEXT:
-                await conn.handle(m.data)
-            elif m.type == WSMsgType.BINARY:
+            if m.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await conn.handle(m.data)
             elif m.type == WSMsgType.ERROR:
                 break
+            if conn.closing:
+                break  # the writer sends what is queued, then the close frame
     finally:
         await conn.close()
-        conn.out.put_nowait(None)
+        conn.out.end()
         try:
             await asyncio.wait_for(writer, 2.0)
         except (TimeoutError, asyncio.CancelledError):
@@ -159,8 +234,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": True})
 
 
-def create_app(rooms: RoomManager) -> web.Application:
+def create_app(rooms: RoomManager, settings: Settings | None = None) -> web.Application:
+    """The public HTTP app; `settings` gives the edge its limits and names (None: see below)."""
     app = web.Application(client_max_size=protocol.MAX_MESSAGE_BYTES)
+    if settings is None:
+        # A caller that does not pass its settings does not know the deployment's public names or
+        # proxies either: a Host check or per-address cap would refuse everyone behind an Ingress.
+        settings = Settings(allowed_hosts=["*"], ws_max_per_address=0)
+    install(app, Edge(settings))
     app[ROOMS_KEY] = rooms
     app[STATE_KEY] = {}
     app.router.add_get("/", index)

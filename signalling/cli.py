@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import sys
@@ -50,9 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What py-evm (the embedded chain) sets for the EVM's 1,024 call frames; it still leaves the C stack
+# room to spare, unlike py_ecc's 100,000.
+RECURSION_LIMIT = 1024 * 12
+
+
+def cap_recursion_limit(limit: int = RECURSION_LIMIT) -> None:
+    """Import py_ecc now (it raises the recursion limit to 100,000 at import), then lower it again.
+
+    Why: with a limit of 100,000, C code that recurses under that guard (the JSON decoder, repr,
+    pickle) overflows the C stack and the whole process dies with SIGSEGV before any RecursionError.
+    safejson bounds untrusted JSON already; this is defence in depth for every other path. py_ecc
+    needs nothing close to it: its recursion is logarithmic in the scalar.
+    """
+    with contextlib.suppress(ImportError):
+        importlib.import_module("py_ecc")
+    if sys.getrecursionlimit() > limit:
+        sys.setrecursionlimit(limit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    cap_recursion_limit()
     try:
         return args.func(args)
     except config.ConfigError as e:

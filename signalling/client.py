@@ -24,7 +24,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from signalling import safejson
+
 log = logging.getLogger("basement.client")
+
+MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024  # aiohttp's default frame limit; subscriber offers can be long
 
 
 class ServerError(Exception):
@@ -85,7 +89,14 @@ class Client:
         async for m in self.ws:
             if m.type != aiohttp.WSMsgType.TEXT:
                 continue
-            msg = json.loads(m.data)
+            try:
+                msg = safejson.loads(m.data, max_bytes=MAX_SERVER_MESSAGE_BYTES)
+            except safejson.JsonError as e:  # a server we do not control must not end the reader
+                log.warning("ignoring a server message that is not JSON: %s", e)
+                continue
+            if not isinstance(msg, dict):
+                log.warning("ignoring a server message that is not an object")
+                continue
             self.messages.append(msg)
             ref = msg.get("id")
             if ref in self._waiters and not self._waiters[ref].done():

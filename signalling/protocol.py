@@ -6,13 +6,26 @@ Every inbound message is checked here before anything acts on it; a bad one yiel
 
 from __future__ import annotations
 
-import json
 import re
+import unicodedata
 from typing import Any
+
+from signalling import safejson
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
-ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_DEPTH = 16  # the deepest real message (a trickle candidate object) nests 2 levels
+# The one definition of a room name (gating.py uses it too). Always `fullmatch`: with `match` and
+# `$`, "demo\n" passed as a second, distinct room ("demo-gated\n" an ungated twin of a gated one).
+ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_NAME_CHARS = 64
+# Unicode categories a display name may not contain: controls (C0, DEL, C1), format characters
+# (bidi overrides and isolates that make a name render as someone else's, invisible characters),
+# surrogates, private use and unassigned code points, line and paragraph separators.
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# ...except the zero-width (non-)joiner: emoji sequences and Indic/Persian spelling need them, and
+# they cannot reorder text.
+_NAME_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 
 
 class ProtocolError(Exception):
@@ -46,18 +59,18 @@ TARGETS = {"offer": ("publisher",), "answer": ("subscriber",), "trickle": ("publ
 
 
 def parse(raw: str | bytes) -> dict[str, Any]:
-    """Decode and validate one client message."""
-    if isinstance(raw, bytes):
+    """Decode and validate one client message; anything wrong is a `ProtocolError`, nothing else."""
+    if not isinstance(raw, str):
         raise ProtocolError("bad_message", "binary frames are not part of the protocol; send JSON text")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message is larger than {MAX_MESSAGE_BYTES} bytes")
     try:
-        msg = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as e:
-        detail = getattr(e, "msg", "too deeply nested")
-        pos = getattr(e, "pos", None)
-        where = f" at char {pos}" if pos is not None else ""
-        raise ProtocolError("bad_json", f"message is not valid JSON: {detail}{where}") from None
+        # never json.loads: py_ecc's raised recursion limit lets deep nesting crash the process
+        msg = safejson.loads(raw, max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_DEPTH)
+    except safejson.JsonError as e:
+        if str(e).startswith("larger than"):  # fewer chars than the limit, more UTF-8 bytes
+            raise ProtocolError("too_large", f"message is {e}") from None
+        raise ProtocolError("bad_json", f"message is not valid JSON: {e}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", f"message must be a JSON object, not {type(msg).__name__}")
     ref = msg.get("id")
@@ -69,7 +82,7 @@ def parse(raw: str | bytes) -> dict[str, Any]:
     schema = SCHEMAS.get(mtype)
     if schema is None:
         known = ", ".join(sorted(SCHEMAS))
-        raise ProtocolError("unknown_type", f"unknown message type {mtype!r}; known: {known}", ref)
+        raise ProtocolError("unknown_type", f"unknown message type {mtype[:64]!r}; known: {known}", ref)
     for name, (tp, required) in schema.items():
         if name not in msg or msg[name] is None:
             if required and not (name == "candidate" and name in msg):
@@ -81,11 +94,11 @@ def parse(raw: str | bytes) -> dict[str, Any]:
     if mtype in TARGETS and msg["target"] not in TARGETS[mtype]:
         raise ProtocolError("bad_field", f"{mtype}: target must be one of {', '.join(TARGETS[mtype])}", ref)
     if mtype == "join":
-        if not ROOM_RE.match(msg["room"]):
+        if not valid_room(msg["room"]):
             raise ProtocolError("bad_field", "join: room must be 1-64 letters, digits, '_', '.', '-'", ref)
-        name = msg.get("name") or ""
-        if len(name) > 64 or any(ord(c) < 32 for c in name):
-            raise ProtocolError("bad_field", "join: name must be at most 64 printable characters", ref)
+        problem = name_problem(msg.get("name") or "")
+        if problem:
+            raise ProtocolError("bad_field", f"join: name {problem}", ref)
     if mtype == "subscription":
         layer = msg.get("layer")
         if layer is not None and layer not in ("low", "medium", "high", "off"):
@@ -94,3 +107,19 @@ def parse(raw: str | bytes) -> dict[str, Any]:
             if dim in msg and msg[dim] is not None and not 0 <= msg[dim] <= 16384:
                 raise ProtocolError("bad_field", f"subscription: {dim} must be between 0 and 16384", ref)
     return msg
+
+
+def valid_room(room: str) -> bool:
+    """Whether `room` is a room name (the whole string: a trailing newline is not allowed)."""
+    return isinstance(room, str) and ROOM_RE.fullmatch(room) is not None
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a display name (for an error message), or None if it can."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"must be at most {MAX_NAME_CHARS} characters"
+    for i, c in enumerate(name):
+        if unicodedata.category(c) in _BAD_NAME_CATEGORIES and c not in _NAME_ALLOWED_FORMAT:
+            return (f"contains U+{ord(c):04X} ({unicodedata.category(c)}) at position {i}; "
+                    "control, format (e.g. bidi override) and unassigned characters are not allowed")
+    return None

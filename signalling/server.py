@@ -10,12 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-from sfu import transport
+from sfu import receiver, transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
 from signalling.app import create_app, metrics_app
 from signalling.config import Settings
 from signalling.control import build_control_plane, mount
+from signalling.edge import EdgeCollector
+from signalling.httpjson import BodyError, read_object
 from signalling.rooms import RoomManager
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
@@ -49,7 +51,9 @@ class Server:
 async def start_server(settings: Settings) -> Server:
     """Start on the configured ports (0 = pick a free one; the chosen ports are on the Server)."""
     ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
-                                   settings.rtp_port_min, settings.rtp_port_max)
+                                   settings.rtp_port_min, settings.rtp_port_max,
+                                   settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
+    receiver.configure_ingress(receiver.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
 
@@ -64,10 +68,11 @@ async def start_server(settings: Settings) -> Server:
         elif event["type"] == "media":
             cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"])
 
-    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice)
+    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
+                   rtx_budget=settings.retransmit_budget)
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker)
     rooms_holder["rooms"] = rooms
-    app = create_app(rooms)
+    app = create_app(rooms, settings)
     mount(cp, app, rooms)
     app[CHAIN_INFO_KEY] = cp.info
     app.router.add_get("/api/info", chain_info)
@@ -84,7 +89,9 @@ async def start_server(settings: Settings) -> Server:
         # wallets compare the SIWE domain with the page's host: give them the port really bound
         cp.auth.rebase(server.url)
     if settings.metrics_port:
-        mrunner = web.AppRunner(metrics_app(media_registry()), access_log=None)
+        registry = media_registry()
+        registry.register(EdgeCollector())
+        mrunner = web.AppRunner(metrics_app(registry), access_log=None)
         await mrunner.setup()
         msite = web.TCPSite(mrunner, settings.metrics_host, settings.metrics_port)
         await msite.start()
@@ -109,12 +116,12 @@ async def dev_wallet_sign(request: web.Request) -> web.Response:
     from signalling.evm import DEMO_WALLET_KEY
 
     try:
-        body = await request.json()
-        message = body["message"]
+        body = await read_object(request, max_bytes=16 * 1024, max_depth=4)
+        message = body.get("message")
         if not isinstance(message, str) or len(message) > 4096:
-            raise ValueError("message must be a string of at most 4096 characters")
-    except Exception as e:
-        return web.json_response({"error": f"bad request: {e}"}, status=400)
+            raise BodyError("message must be a string of at most 4096 characters")
+    except BodyError as e:
+        return web.json_response({"error": f"bad request: {e.reason}"}, status=e.status)
     acct = Account.from_key(DEMO_WALLET_KEY)
     signed = acct.sign_message(encode_defunct(text=message))
     return web.json_response({"address": acct.address, "signature": "0x" + signed.signature.hex().removeprefix("0x")})

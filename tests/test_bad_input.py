@@ -39,6 +39,11 @@ async def test_signalling_rejects_bad_messages_precisely_and_keeps_the_connectio
             ('{"type": "join"}', "missing_field", "room"),
             ('{"type": "join", "room": "../etc"}', "bad_field", "room"),
             ('{"type": "join", "room": 5}', "bad_field", "room"),
+            ('{"type": "join", "room": "demo\\n"}', "bad_field", "room"),
+            ('{"type": "join", "room": "demo", "name": "a\\u0085b"}', "bad_field", "U+0085"),
+            ('{"type": "join", "room": "demo", "name": "\\u202egnp.exe"}', "bad_field", "U+202E"),
+            ("[" * 200_000, "bad_json", "nested deeper than"),
+            ('{"type": "ping", "id": ' + "9" * 5000 + "}", "bad_json", "4300"),
             ('{"type": "mute", "track": "x", "muted": "yes"}', "bad_field", "muted"),
             ("x" * (300 * 1024), "too_large", "larger"),
         ]

@@ -36,6 +36,9 @@ async def browser():
         b = Browser(f"{server.url}/?{urlencode(params)}")
         made.append(b)
         await b.start()
+        # autojoin only prefills the form and focuses Join: capture needs the user's click
+        await b.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        await b.click("#join-button")
         return b
 
     yield launch

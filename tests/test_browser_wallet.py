@@ -22,6 +22,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from signalling import contracts
 from signalling.auth import SiweMessage
 from signalling.client import Client
 from signalling.evm import DEMO_WALLET_KEY
@@ -164,7 +165,7 @@ class InjectedWallet:
 async def gated_page():
     """gated_page(server, name, wallet=(account, chain_id) | None, **query) -> (Browser, InjectedWallet | None)
 
-    The page has tried to join `demo-gated` (autojoin) without a grant; unless a `grant` is in the
+    The page has tried to join `demo-gated` (autojoin + a click on Join) without a grant; unless a `grant` is in the
     query, it waits until the page offers the wallets."""
     made: list[tuple[Browser, InjectedWallet | None]] = []
 
@@ -182,6 +183,9 @@ async def gated_page():
             await tw.install()
             await b.navigate(autojoin)
             assert await b.evaluate("!!(window.ethereum && window.ethereum.isBasementInjectedWallet)")
+        # autojoin only prefills the form and focuses Join: capture needs the user's click
+        await b.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        await b.click("#join-button")
         if "grant" not in query:
             await b.wait_for("window.basement && window.basement.state === 'gated' && "
                              "!document.querySelector('#grant-slot').hidden")
@@ -214,10 +218,15 @@ def in_room(server, identity: str) -> list[Any]:
 
 
 async def observer(server) -> Client:
-    """A Python participant already in the gated room (its grant comes straight from the issuer)."""
+    """A Python participant already in the gated room: a second holder of the pass (minted to it here), so
+    it passes the room's gate at join as anyone must; its grant comes straight from the issuer."""
+    chain = server.control.embedded
+    holder = Account.create()
+    membership = contracts.contract_at(chain.w3, "MembershipPass", chain.deployment.membership_pass)
+    await contracts.send(chain.w3, membership.functions.mint(holder.address, 424242), chain.w3.eth.default_account)
     c = Client(server.url)
     await c.connect()
-    await c.join(ROOM, "observer", grant=server.control.auth.grants.issue(ROOM, "guest-observer"))
+    await c.join(ROOM, "observer", grant=server.control.auth.grants.issue(ROOM, holder.address))
     return c
 
 

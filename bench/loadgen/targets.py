@@ -207,6 +207,9 @@ class BasementTarget(Target):
         metrics_port = free_port()
         cmd = [self.python, "-m", "signalling.cli", "serve", "--port", "0", "--metrics-port", str(metrics_port),
                "--ice-addresses", "127.0.0.1", "--log-level", "warning", "--max-participants-per-room", "100000",
+               # every simulated user comes from 127.0.0.1 and joins in a burst: the per-address socket cap
+               # and message rate that protect a public server would refuse the load generator itself
+               "--ws-max-per-address", "0", "--ws-rate-per-s", "0",
                "--data-dir", os.path.join(self.log_dir, "var")]
         self.proc, self._log = _spawn(cmd, self.log_path)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)

@@ -6,7 +6,7 @@
 //                `tracks` map {mid: track}, which is how a transceiver is matched to a participant.
 // The server never trickles; we trickle our own candidates.
 //
-// Query parameters: room, name, autojoin=1, codec=h264, simulcast=0, video=WxH, audio=0, camera=0, grant.
+// Query parameters: room, name, autojoin=1 (focus Join), codec=h264, simulcast=0, video=WxH, audio=0, camera=0, grant.
 // Token-gated rooms: a join refused with `unauthorized` offers Sign-In with Ethereum in #grant-slot
 // (the dev wallet of the embedded chain, or an EIP-1193 browser wallet); see "Grants" below.
 // Debug / test surface: window.basement (see the bottom of this file).
@@ -1239,6 +1239,8 @@ $('#wallet-signout').addEventListener('click', () => signOut());
 window.addEventListener('pagehide', () => { if (sig) sig.send({ type: 'leave' }); });
 
 if (OPTIONS.autojoin && OPTIONS.room) {
-  $('#join-button').disabled = true;
-  join(OPTIONS.room, OPTIONS.name).catch(() => {});
+  // A link alone must not switch on a camera and microphone (any site can open one): autojoin
+  // prefills the form and puts the focus on Join; capture starts with the user's click or Enter.
+  $('#join-button').focus();
+  $('#join-hint').textContent = `Press Join to enter ${OPTIONS.room} with your camera and microphone.`;
 }
