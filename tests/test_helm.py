@@ -31,7 +31,8 @@ RELEASE, NAMESPACE = "basement", "rtc"
 FULL = "basement"  # fullname: the release name already contains the chart name
 
 # Env vars that carry secrets: they must only ever come from a secretKeyRef.
-SECRET_ENV = {"BASEMENT_GRANT_SECRET", "BASEMENT_ADMIN_KEY", "BASEMENT_WRITER_KEY", "REDIS_PASSWORD", "REDISCLI_AUTH"}
+SECRET_ENV = {"BASEMENT_GRANT_SECRET", "BASEMENT_ADMIN_KEY", "BASEMENT_WRITER_KEY", "BASEMENT_REDIS_PASSWORD",
+              "REDIS_PASSWORD", "REDISCLI_AUTH"}
 # Env the chart sets that signalling.config has no field for yet (the processes must add it).
 PENDING_SETTINGS: set[str] = set()
 STANDARD_LABELS = (
@@ -115,7 +116,8 @@ def all_containers(docs: list[dict]):
                 yield d, c
 
 
-def resolve_env(container: dict, node_ip: str = "10.1.2.3", pod: str = "basement-sfu-x7k2p") -> dict[str, str]:
+def resolve_env(container: dict, node_ip: str = "10.1.2.3", pod: str = "basement-sfu-x7k2p",
+                pod_ip: str = "10.1.2.3") -> dict[str, str]:
     """What the process would see: fieldRefs and secretKeyRefs filled in, $(VAR) expanded in order."""
     out: dict[str, str] = {}
     for e in container.get("env", []):
@@ -124,7 +126,8 @@ def resolve_env(container: dict, node_ip: str = "10.1.2.3", pod: str = "basement
         else:
             src = e["valueFrom"]
             if "fieldRef" in src:
-                out[e["name"]] = {"status.hostIP": node_ip, "metadata.name": pod}[src["fieldRef"]["fieldPath"]]
+                out[e["name"]] = {"status.hostIP": node_ip, "metadata.name": pod,
+                                  "status.podIP": pod_ip}[src["fieldRef"]["fieldPath"]]
             else:
                 out[e["name"]] = "redis://redis.example:6379/0" if e["name"] == "BASEMENT_REDIS_URL" else "s3cret"
     return out
@@ -248,7 +251,9 @@ def test_sfu_defaults_host_network_udp_range_node_ip_and_drain():
     assert env["BASEMENT_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     assert env["BASEMENT_NODE_ID"]["value"] == "$(POD_NAME)"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert env["BASEMENT_HOST"]["value"] == "0.0.0.0"
+    # hostNetwork: health and metrics listen on the pod (= node) IP, not on every interface of the node
+    assert env["BASEMENT_HOST"]["value"] == env["BASEMENT_METRICS_HOST"]["value"] == "$(POD_IP)"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert int(env["BASEMENT_DRAIN_TIMEOUT_S"]["value"]) < pod["terminationGracePeriodSeconds"]
     ports = {p["name"]: p for p in c["ports"]}
     assert ports["http"]["containerPort"] == int(env["BASEMENT_PORT"]["value"]) == 7880
@@ -268,7 +273,9 @@ def test_sfu_env_is_accepted_by_settings():
     assert s.public_ip == "10.1.2.3" and s.ice_addresses == ["10.1.2.3"]
     assert s.node_id == "basement-sfu-x7k2p"
     assert s.port == 7880 and s.metrics_port == 9090
+    assert s.host == s.metrics_host == "10.1.2.3"
     assert s.redis_url == f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0"
+    assert s.redis_password == "s3cret"
 
 
 def test_sfu_grace_period_public_ip_and_ice_are_configurable():
@@ -365,7 +372,8 @@ def test_signal_deployment_service_and_probes():
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "hostNetwork" not in pod_spec(dep)
     s = config.load(env=resolve_env(c))
-    assert (s.host, s.port, s.metrics_host, s.metrics_port) == ("0.0.0.0", 8080, "0.0.0.0", 9090)
+    # HTTP everywhere in the pod's namespace (Service, probes, port-forward); metrics on the pod IP only
+    assert (s.host, s.port, s.metrics_host, s.metrics_port) == ("0.0.0.0", 8080, "10.1.2.3", 9090)
     assert s.chain == "embedded" and s.admin_key == "" and s.writer_key == ""
     svc = one(docs, "Service", f"{FULL}-signal")
     assert svc["spec"]["type"] == "ClusterIP"
@@ -441,14 +449,14 @@ def test_secrets_only_arrive_through_secret_key_refs(values_file):
             if e["name"] in SECRET_ENV:
                 assert set(e) == {"name", "valueFrom"} and "secretKeyRef" in e["valueFrom"], (wl["kind"], e)
             if e["name"] == "BASEMENT_REDIS_URL" and "value" in e:
-                assert "@" not in e["value"] or "$(REDIS_PASSWORD)" in e["value"], e
+                assert "@" not in e["value"], e
     assert not find(docs, "ConfigMap")
 
 
 def test_no_literal_secret_by_default():
     docs = render()
-    (secret,) = find(docs, "Secret")
-    assert secret["metadata"]["name"] == f"{FULL}-grant"
+    assert {s["metadata"]["name"] for s in find(docs, "Secret")} == {f"{FULL}-grant", f"{FULL}-redis-auth"}
+    secret = one(docs, "Secret", f"{FULL}-grant")
     key = base64.b64decode(secret["data"]["grant-secret"]).decode()
     assert len(key) == 64
     # Generated per install, not a constant baked into the chart.
@@ -471,7 +479,7 @@ def test_production_values_create_no_secret_objects():
 
 def test_existing_grant_secret_replaces_the_generated_one():
     docs = render({"grantSecret": {"existingSecret": "my-grant", "key": "k"}})
-    assert not find(docs, "Secret")
+    assert not find(docs, "Secret", f"{FULL}-grant")
     for _, c in all_containers(docs):
         if c["name"].startswith(("sfu", "signal")):
             assert env_of(c)["BASEMENT_GRANT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "my-grant", "key": "k"}
@@ -572,7 +580,7 @@ def test_schema_rejects_bad_values(values, where):
 
 
 def _redis_urls(docs: list[dict]) -> set[str]:
-    return {resolve_env(c)["BASEMENT_REDIS_URL"] for _, c in all_containers(docs) if c["name"] != "redis"}
+    return {resolve_env(c)["BASEMENT_REDIS_URL"] for _, c in all_containers(docs) if not c["name"].startswith("redis")}
 
 
 def test_bundled_redis_by_default():
@@ -588,7 +596,7 @@ def test_bundled_redis_by_default():
     assert _redis_urls(docs) == {f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0"}
 
 
-def test_bundled_redis_persistence_and_password():
+def test_bundled_redis_persistence_and_password_from_an_existing_secret():
     docs = render(
         {
             "redis": {
@@ -596,20 +604,19 @@ def test_bundled_redis_persistence_and_password():
             }
         }
     )
+    assert not find(docs, "Secret", f"{FULL}-redis-auth")
     sts = one(docs, "StatefulSet", f"{FULL}-redis")
     (vct,) = sts["spec"]["volumeClaimTemplates"]
     assert vct["spec"]["resources"]["requests"]["storage"] == "5Gi"
     assert all(v["name"] != "data" for v in pod_spec(sts)["volumes"])
     (c,) = pod_spec(sts)["containers"]
     assert "--save" not in c["args"] and c["args"][c["args"].index("--appendonly") + 1] == "yes"
-    assert c["args"][c["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    (init,) = pod_spec(sts)["initContainers"]
+    assert env_of(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pw", "key": "redis-password"}
     for _, c in all_containers(docs):
-        if c["name"] == "redis":
-            continue
-        names = [e["name"] for e in c["env"]]
-        # $(REDIS_PASSWORD) only expands if REDIS_PASSWORD comes first.
-        assert names.index("REDIS_PASSWORD") < names.index("BASEMENT_REDIS_URL")
-    assert _redis_urls(docs) == {f"redis://:s3cret@{FULL}-redis.{NAMESPACE}.svc:6379/0"}
+        if c["name"].startswith(("sfu", "signal")):
+            assert env_of(c)["BASEMENT_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-pw"
+    assert _redis_urls(docs) == {f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0"}
 
 
 def test_external_redis_url_and_secret():
@@ -655,3 +662,220 @@ def test_notes_give_next_steps():
     deployment = notes({"sfu": {"kind": "Deployment"}})
     assert "kubectl cordon <node>" in deployment and "NoExecute" not in deployment
     assert "docs/operations.md" in text
+
+
+# --- hardening (issue #11): Redis auth and TLS, NetworkPolicies, what is exposed where ------------
+
+
+def test_bundled_redis_requires_a_generated_password_that_is_in_no_argv():
+    raw = render_raw()
+    docs = render()
+    secret = one(docs, "Secret", f"{FULL}-redis-auth")
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", password)
+    assert password != base64.b64decode(one(render(), "Secret", f"{FULL}-redis-auth")["data"]["redis-password"])
+    # the clear password is nowhere in the manifests, and no process gets it (or any) on its command line
+    assert all(password not in text for text in raw.values())
+    for wl, c in all_containers(docs):
+        argv = " ".join(c.get("command", []) + c.get("args", []))
+        assert "requirepass" not in argv.replace("printf 'requirepass", ""), (wl["metadata"]["name"], c["name"])
+        assert "protected-mode" not in argv
+    sts = one(docs, "StatefulSet", f"{FULL}-redis")
+    ref = {"name": f"{FULL}-redis-auth", "key": "redis-password"}
+    (init,) = pod_spec(sts)["initContainers"]
+    assert env_of(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    (redis_c,) = pod_spec(sts)["containers"]
+    assert env_of(redis_c)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == ref
+    auth_volume = next(v for v in pod_spec(sts)["volumes"] if v["name"] == "auth")
+    assert auth_volume["emptyDir"]["medium"] == "Memory"
+    for _, c in all_containers(docs):
+        if c["name"].startswith(("sfu", "signal")):
+            assert env_of(c)["BASEMENT_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+            assert config.load(env=resolve_env(c)).redis_password == "s3cret"
+
+
+def _free_port() -> int:
+    from tests.clusterfix import free_port
+
+    return free_port()
+
+
+def test_the_rendered_redis_command_requires_the_password(tmp_path):
+    """Run the chart's own init script and redis-server command line (paths moved to tmp_path)."""
+    import subprocess
+
+    import redis as redis_sync
+
+    sts = one(render(), "StatefulSet", f"{FULL}-redis")
+    (init,) = pod_spec(sts)["initContainers"]
+    (c,) = pod_spec(sts)["containers"]
+    auth_dir, data_dir = tmp_path / "auth", tmp_path / "data"
+    auth_dir.mkdir()
+    data_dir.mkdir()
+    script = init["args"][0].replace("/run/redis-auth", str(auth_dir))
+    for bad in ("", "has space", "quote'd"):
+        refused = subprocess.run([*init["command"], script], env={"REDIS_PASSWORD": bad, "PATH": "/usr/bin:/bin"},
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "redis password" in refused.stderr, bad
+    password = "Pa55-word.~_" + "x" * 20
+    subprocess.run([*init["command"], script], env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"}, check=True)
+    assert (auth_dir / "auth.conf").stat().st_mode & 0o077 == 0
+    port = _free_port()
+    argv = [a.replace("/run/redis-auth", str(auth_dir)).replace("/data", str(data_dir)) for a in c["args"]]
+    argv[argv.index("--port") + 1] = str(port)
+    assert password not in " ".join(argv)
+    proc = subprocess.Popen([*c["command"], *argv, "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert redis_sync.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1).ping()
+                break
+            except redis_sync.exceptions.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+                time.sleep(0.05)
+        with pytest.raises(redis_sync.exceptions.AuthenticationError):
+            redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
+        with pytest.raises(redis_sync.exceptions.AuthenticationError):
+            redis_sync.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=1).ping()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and "matchExpressions" not in selector
+
+
+def _pod_labels(docs: list[dict], kind: str, name: str) -> dict:
+    return one(docs, kind, name)["spec"]["template"]["metadata"]["labels"]
+
+
+def test_network_policies_admit_only_basement_pods_to_redis_and_the_ingress_to_signalling():
+    docs = render()
+    redis_labels = _pod_labels(docs, "StatefulSet", f"{FULL}-redis")
+    signal_labels = _pod_labels(docs, "Deployment", f"{FULL}-signal")
+    sfu_labels = sfu_workload(docs)["spec"]["template"]["metadata"]["labels"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    assert set(policies) == {f"{FULL}-redis", f"{FULL}-signal"}
+
+    redis_np = policies[f"{FULL}-redis"]
+    assert _selects(redis_np["podSelector"], redis_labels) and redis_np["policyTypes"] == ["Ingress"]
+    (rule,) = redis_np["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"]), "pods of this release only"
+    admitted = [lab for lab in (signal_labels, sfu_labels, redis_labels, {"app": "other"})
+                if any(_selects(peer["podSelector"], lab) for peer in rule["from"])]
+    assert admitted == [signal_labels, sfu_labels]
+
+    signal_np = policies[f"{FULL}-signal"]
+    assert _selects(signal_np["podSelector"], signal_labels)
+    by_port = {r["ports"][0]["port"]: r.get("from") for r in signal_np["ingress"]}
+    assert by_port == {
+        "http": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        "metrics": [{"namespaceSelector": {}}],
+    }
+    # host-network pods are outside NetworkPolicy: no policy pretends to cover the SFU; NOTES say so
+    assert not any(_selects(p["podSelector"], sfu_labels) for p in policies.values())
+    assert "NetworkPolicy does not cover them" in notes()
+    assert "networkPolicy.sfuNodeCIDRs" in notes()
+
+    cidrs = render({"networkPolicy": {"sfuNodeCIDRs": ["10.0.16.0/20", "fd00::/64"]}})
+    (rule,) = one(cidrs, "NetworkPolicy", f"{FULL}-redis")["spec"]["ingress"]
+    assert [p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p] == ["10.0.16.0/20", "fd00::/64"]
+    assert not find(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+    external = render({"redis": {"bundled": {"enabled": False}, "external": {"url": "redis://r:6379/0"}}})
+    assert [p["metadata"]["name"] for p in find(external, "NetworkPolicy")] == [f"{FULL}-signal"]
+
+
+def test_redis_tls_option_wires_rediss_and_the_ca_into_every_basement_pod():
+    docs = render({"redis": {"tls": {"enabled": True, "existingSecret": "redis-tls"}}})
+    sts = one(docs, "StatefulSet", f"{FULL}-redis")
+    (c,) = pod_spec(sts)["containers"]
+    args = c["args"]
+    assert args[args.index("--port") + 1] == "0" and args[args.index("--tls-port") + 1] == "6379"
+    assert args[args.index("--tls-cert-file") + 1] == "/tls/tls.crt"
+    assert "--tls" in c["readinessProbe"]["exec"]["command"]
+    tls_volume = next(v for v in pod_spec(sts)["volumes"] if v["name"] == "tls")
+    assert tls_volume["secret"]["secretName"] == "redis-tls"
+    assert _redis_urls(docs) == {f"rediss://{FULL}-redis.{NAMESPACE}.svc:6379/0"}
+    for wl, c in all_containers(docs):
+        if not c["name"].startswith(("sfu", "signal")):
+            continue
+        env = resolve_env(c)
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "redis-ca")
+        assert env["BASEMENT_REDIS_SSL_CA_CERTS"] == mount["mountPath"] + "/ca.crt"
+        volume = next(v for v in pod_spec(wl)["volumes"] if v["name"] == "redis-ca")
+        assert volume["secret"] == {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        s = config.load(env=env)
+        from signalling.cluster.redisconn import target_from_settings
+
+        assert target_from_settings(s).options() == {"password": "s3cret",
+                                                      "ssl_ca_certs": "/etc/basement/redis-ca/ca.crt"}
+    external = render({"redis": {"bundled": {"enabled": False}, "tls": {"enabled": True},
+                                 "external": {"url": "rediss://cache:6380/0",
+                                              "passwordSecret": {"existingSecret": "cache-pw"}}}})
+    for _, c in all_containers(external):
+        env = env_of(c)
+        assert "BASEMENT_REDIS_SSL_CA_CERTS" not in env  # no CA Secret: the system CAs
+        assert env["BASEMENT_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cache-pw",
+                                                                               "key": "redis-password"}
+
+
+def _routes(path: str, rule_path: dict) -> bool:
+    """Kubernetes Ingress matching: Exact, or Prefix by whole path elements."""
+    if rule_path["pathType"] == "Exact":
+        return path == rule_path["path"]
+    prefix = rule_path["path"].rstrip("/")
+    return prefix == "" or path == prefix or path.startswith(prefix + "/")
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_admin_api_probes_and_metrics_stay_off_the_public_ingress(values_file):
+    values = merge(load_values(values_file) if values_file else {},
+                   {"admin": {"enabled": True, "existingSecret": "adm"}, "signal": {"ingress": {"enabled": True}}})
+    (ing,) = find(render(values), "Ingress")
+    paths = [p for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]]
+    for private in ("/admin", "/admin/rooms", "/healthz", "/readyz", "/metrics"):
+        assert not any(_routes(private, p) for p in paths), private
+    for public in ("/", "/ws", "/static/app.js", "/auth/nonce", "/auth/siwe", "/api/info"):
+        assert any(_routes(public, p) for p in paths), public
+    exposed = merge(values, {"signal": {"ingress": {"exposeAdmin": True}}})
+    (ing,) = find(render(exposed), "Ingress")
+    assert any(_routes("/admin/rooms", p) for rule in ing["spec"]["rules"] for p in rule["http"]["paths"])
+
+
+HARDENING_FAIL_CASES = {
+    "catch-all-path-with-admin": (
+        {"admin": {"enabled": True, "existingSecret": "adm"},
+         "signal": {"ingress": {"enabled": True,
+                                "hosts": [{"host": "h", "paths": [{"path": "/", "pathType": "Prefix"}]}]}}},
+        "signal.ingress: path / (Prefix) routes the admin API",
+    ),
+    "bundled-tls-without-cert": ({"redis": {"tls": {"enabled": True}}}, "redis.tls.enabled with the bundled Redis"),
+    "tls-with-plain-url": (
+        {"redis": {"bundled": {"enabled": False}, "tls": {"enabled": True}, "external": {"url": "redis://r:6379/0"}}},
+        "redis.tls.enabled needs a rediss:// redis.external.url",
+    ),
+    "password-in-plain-url": (
+        {"redis": {"bundled": {"enabled": False}, "external": {"url": "redis://:hunter2@r:6379/0"}}},
+        "redis.external.url carries a password",
+    ),
+}
+
+
+@pytest.mark.parametrize("values,message", HARDENING_FAIL_CASES.values(), ids=HARDENING_FAIL_CASES.keys())
+def test_hardening_fail_guards(values, message):
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        render_raw(values)
+
+
+def test_disabling_redis_auth_is_loud():
+    docs = render({"redis": {"bundled": {"auth": {"enabled": False}}}})
+    assert not find(docs, "Secret", f"{FULL}-redis-auth")
+    (c,) = pod_spec(one(docs, "StatefulSet", f"{FULL}-redis"))["containers"]
+    assert c["args"][c["args"].index("--protected-mode") + 1] == "no"
+    assert "WARNING: redis.bundled.auth.enabled=false" in notes({"redis": {"bundled": {"auth": {"enabled": False}}}})

@@ -13,6 +13,12 @@ Envelopes (msgpack maps):
 Ordering: everything one Bus sends leaves through one queue drained by one task, and everything it
 receives is dispatched by one task in arrival order, so a node's events and replies reach a replica
 in the order the node produced them (as with a direct call).
+
+Robustness: every envelope that arrives is checked (size, msgpack limits, shape) before anything
+acts on it; a bad one is counted (`stats["malformed"]`, exported as `basement_bus_malformed`) and
+logged, never allowed to end the reader task. What a Bus holds is bounded: at most `max_queued`
+envelopes wait to be sent and at most `max_inflight` handlers run at once; beyond that a message is
+dropped and counted (`stats["dropped"]`), and a request is answered `overloaded` at once.
 """
 
 from __future__ import annotations
@@ -22,16 +28,31 @@ import contextlib
 import inspect
 import logging
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
 
+from signalling.cluster.redisconn import RedisTarget, as_target
+
 log = logging.getLogger("basement.cluster.bus")
 
 Handler = Callable[[dict[str, Any]], Any]  # sync, or returning an awaitable (run as a task)
 Responder = Callable[[Any], Awaitable[Any]]
+
+# An SDP offer is a few KiB and a client message at most 256 KiB (the WebSocket limit): 1 MiB leaves
+# room for any legitimate envelope while bounding what one message can make a process allocate.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_CHANNEL_CHARS = 200
+MAX_ID_CHARS = 64
+MAX_ERROR_CHARS = 2000
+# Envelopes waiting for the transport (they pile up only while Redis is unreachable: ~10 s of a busy
+# node's traffic) and handlers running at once (each request is one task).
+MAX_QUEUED = 10_000
+MAX_INFLIGHT = 1_000
+KINDS = ("msg", "req", "rep")
 
 
 class RemoteError(Exception):
@@ -43,19 +64,77 @@ class RemoteError(Exception):
         self.message = message
 
 
+class BadEnvelope(ValueError):
+    """Bytes from the bus that are not an acceptable envelope; `str(e)` says why (for the log)."""
+
+
 def encode(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
 def decode(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
+    """Decode one msgpack value of at most MAX_MESSAGE_BYTES; anything else is a BadEnvelope.
+
+    The size check comes first so a huge message is refused before it is parsed; msgpack itself
+    bounds nesting (StackError), caps every string/array/map length at the input's length (a
+    header claiming 4 GiB cannot make it allocate), and refuses non-string map keys.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadEnvelope(f"not bytes but {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadEnvelope(f"larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except Exception as e:  # FormatError, StackError, ExtraData, UnicodeDecodeError, ValueError, ...
+        raise BadEnvelope(f"undecodable msgpack ({type(e).__name__})") from None
+
+
+def valid_channel(channel: Any) -> bool:
+    return (isinstance(channel, str) and 0 < len(channel) <= MAX_CHANNEL_CHARS and channel.isprintable()
+            and not any(c.isspace() for c in channel))
+
+
+def _short_str(env: dict[str, Any], key: str, limit: int) -> str:
+    value = env.get(key)
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise BadEnvelope(f"{key!r} must be a string of 1-{limit} characters")
+    return value
+
+
+def parse_envelope(data: bytes) -> dict[str, Any]:
+    """Decode and check one envelope's shape; the result is safe for the dispatcher to act on."""
+    env = decode(data)
+    if not isinstance(env, dict):
+        raise BadEnvelope(f"envelope is a {type(env).__name__}, not a map")
+    kind = env.get("k")
+    if kind not in KINDS:
+        raise BadEnvelope("'k' is not one of msg/req/rep")
+    if kind == "req":
+        _short_str(env, "r", MAX_ID_CHARS)
+        if not valid_channel(env.get("to")):
+            raise BadEnvelope("'to' is not a channel name")
+    elif kind == "rep":
+        _short_str(env, "r", MAX_ID_CHARS)
+        if not isinstance(env.get("ok"), bool):
+            raise BadEnvelope("'ok' must be true or false")
+        if not env["ok"]:
+            code, message = env.get("code", "error"), env.get("message", "")
+            if not isinstance(code, str) or not 0 < len(code) <= MAX_ID_CHARS or not isinstance(message, str):
+                raise BadEnvelope("an error reply needs a string 'code' and 'message'")
+            env["code"], env["message"] = code, message[:MAX_ERROR_CHARS]
+    return env
 
 
 class Bus(ABC):
     """One endpoint. `inbox` is the channel replies (and, for a replica, node events) come to."""
 
-    def __init__(self, inbox: str | None = None) -> None:
+    def __init__(self, inbox: str | None = None, max_queued: int = MAX_QUEUED,
+                 max_inflight: int = MAX_INFLIGHT) -> None:
         self.inbox = inbox or "inbox:" + secrets.token_hex(8)
+        if not valid_channel(self.inbox):
+            raise ValueError(f"bad inbox channel name {self.inbox!r}")
+        self.max_queued = max_queued
+        self.max_inflight = max_inflight
         self.connected = False
         self._handlers: dict[str, Handler] = {}
         self._responders: dict[str, Responder] = {}
@@ -63,7 +142,10 @@ class Bus(ABC):
         self._outq: asyncio.Queue[tuple[str, bytes, str | None] | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         self._sender: asyncio.Task | None = None
-        self.stats = {"requests": 0, "timeouts": 0, "errors": 0, "published": 0, "received": 0}
+        self.stats = {"requests": 0, "timeouts": 0, "errors": 0, "published": 0, "received": 0,
+                      "malformed": 0, "dropped": 0}
+        self._quiet_until = 0.0  # rate limit for drop/malformed log lines (a flood must not flood the log)
+        self._unlogged = 0
 
     # --- transport hooks ------------------------------------------------------------------------
     @abstractmethod
@@ -107,9 +189,24 @@ class Bus(ABC):
         await self._outq.join()
 
     # --- API ----------------------------------------------------------------------------------------
-    def publish(self, channel: str, body: Any) -> None:
-        """Queue a message; never blocks, keeps order with every other send of this Bus."""
-        self._send(channel, {"k": "msg", "b": body})
+    def publish(self, channel: str, body: Any) -> bool:
+        """Queue a message; never blocks, keeps order with every other send of this Bus.
+
+        False when it was dropped (counted) because `max_queued` envelopes are already waiting.
+        """
+        return self._send(channel, {"k": "msg", "b": body})
+
+    def reject(self, channel: str, reason: str, counter: str = "malformed") -> None:
+        """Count and log (rate-limited) a message this bus or one of its handlers refused."""
+        self.stats[counter] += 1
+        now = time.monotonic()
+        if now < self._quiet_until:
+            self._unlogged += 1
+            return
+        more = f" (+{self._unlogged} more since the last report)" if self._unlogged else ""
+        log.warning("bus message on %s %s: %s%s", channel, "dropped" if counter == "dropped" else "refused",
+                    reason, more)
+        self._quiet_until, self._unlogged = now + 1.0, 0
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         """Call handler(body) for each message on channel, in order (the inbox can have one too)."""
@@ -135,7 +232,10 @@ class Bus(ABC):
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         self.stats["requests"] += 1
-        self._send(channel, {"k": "req", "r": rid, "to": self.inbox, "b": body}, rid)
+        if not self._send(channel, {"k": "req", "r": rid, "to": self.inbox, "b": body}, rid):
+            self._waiting.pop(rid, None)
+            self.stats["errors"] += 1
+            raise RemoteError("overloaded", f"{self.max_queued} bus messages are waiting to be sent")
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -148,8 +248,22 @@ class Bus(ABC):
             self._waiting.pop(rid, None)
 
     # --- internals ----------------------------------------------------------------------------------
-    def _send(self, channel: str, envelope: dict[str, Any], rid: str | None = None) -> None:
-        self._outq.put_nowait((channel, encode(envelope), rid))
+    def _send(self, channel: str, envelope: dict[str, Any], rid: str | None = None) -> bool:
+        # checked here, at the caller, so one bad message can never fail a whole batch in the sender
+        if not valid_channel(channel):
+            raise ValueError(f"bad bus channel name {channel!r}")
+        data = encode(envelope)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"bus message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        if self._outq.qsize() >= self.max_queued:
+            self.reject(channel, f"{self.max_queued} messages already wait to be sent", "dropped")
+            return False
+        self._outq.put_nowait((channel, data, rid))
+        return True
+
+    def _transient(self, error: Exception) -> bool:
+        """Whether a send failure may succeed when retried (the transport was away)."""
+        return isinstance(error, (OSError, asyncio.TimeoutError))
 
     async def _send_loop(self) -> None:
         while True:
@@ -184,38 +298,76 @@ class Bus(ABC):
                         fut.set_exception(RemoteError("unreachable", f"nobody listens on {channel}"))
                 return
             except Exception as e:  # a transient Redis outage must not kill the sender task
+                if not self._transient(e):
+                    # not an outage: send one by one so only the message at fault is lost
+                    log.exception("bus send failed; sending %d messages one by one", len(batch))
+                    await self._deliver_singly(batch)
+                    return
                 log.warning("bus send failed (attempt %d): %s", attempt + 1, e)
                 await asyncio.sleep(0.2 * (attempt + 1))
+        self.stats["dropped"] += len(batch)
         log.error("dropping %d bus messages after repeated send failures", len(batch))
 
+    async def _deliver_singly(self, batch: list[tuple[str, bytes, str | None]]) -> None:
+        for channel, data, rid in batch:
+            try:
+                (n,) = await self._send_batch([(channel, data)])
+            except Exception as e:
+                self.reject(channel, f"send failed: {e}", "dropped")
+                n = None
+            fut = self._waiting.get(rid) if rid else None
+            if fut is not None and not fut.done() and not n:
+                fut.set_exception(RemoteError("unreachable", f"could not deliver to {channel}"))
+            if n is not None:
+                self.stats["published"] += 1
+
     def _dispatch(self, channel: str, data: bytes) -> None:
+        """Act on one received envelope. Never raises: the reader task that calls it must survive."""
         self.stats["received"] += 1
         try:
-            env = decode(data)
-            kind = env["k"]
-        except Exception:
-            log.warning("undecodable bus message on %s", channel)
+            env = parse_envelope(data)
+        except BadEnvelope as e:
+            self.reject(channel, str(e))
             return
+        try:
+            self._act(channel, env)
+        except Exception:  # a bug, not bad input: still must not end the reader
+            self.stats["malformed"] += 1
+            log.exception("bus dispatch on %s failed", channel)
+
+    def _act(self, channel: str, env: dict[str, Any]) -> None:
+        kind = env["k"]
         if kind == "rep":
-            fut = self._waiting.get(env.get("r"))
+            fut = self._waiting.get(env["r"])
             if fut is not None and not fut.done():
-                if env.get("ok"):
+                if env["ok"]:
                     fut.set_result(env.get("b"))
                 else:
-                    fut.set_exception(RemoteError(env.get("code") or "error", env.get("message") or ""))
+                    fut.set_exception(RemoteError(env["code"], env["message"]))
         elif kind == "msg":
             handler = self._handlers.get(channel)
             if handler is not None:
                 try:
                     result = handler(env.get("b"))
                     if inspect.isawaitable(result):
-                        self._spawn(result)
+                        if len(self._tasks) >= self.max_inflight:
+                            if inspect.iscoroutine(result):
+                                result.close()
+                            self.reject(channel, f"{self.max_inflight} handlers already running", "dropped")
+                        else:
+                            self._spawn(result)
                 except Exception:
                     log.exception("bus handler for %s failed", channel)
         elif kind == "req":
             responder = self._responders.get(channel)
-            if responder is not None:
-                self._spawn(self._respond(responder, env))
+            if responder is None:
+                return
+            if len(self._tasks) >= self.max_inflight:
+                self.reject(channel, f"{self.max_inflight} requests already running", "dropped")
+                self._reply(env["to"], {"k": "rep", "r": env["r"], "ok": False, "code": "overloaded",
+                                        "message": "the node is handling too many requests"})
+                return
+            self._spawn(self._respond(responder, env))
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(aw)
@@ -228,13 +380,21 @@ class Bus(ABC):
             reply.update(ok=True, b=await responder(env.get("b")))
         except Exception as e:
             code = getattr(e, "code", None)
-            if not isinstance(code, str):
+            if not isinstance(code, str) or not code:
                 log.exception("request handler failed")
                 code = "internal"
-            reply.update(ok=False, code=code, message=getattr(e, "message", None) or str(e))
-        to = env.get("to")
-        if to:
+            message = getattr(e, "message", None) or str(e)
+            # the receiver refuses longer fields (parse_envelope): trim here so the reply still arrives
+            reply.update(ok=False, code=code[:MAX_ID_CHARS], message=str(message)[:MAX_ERROR_CHARS])
+        self._reply(env["to"], reply)
+
+    def _reply(self, to: str, reply: dict[str, Any]) -> None:
+        try:
             self._send(to, reply)
+        except (ValueError, TypeError) as e:  # a result msgpack cannot carry, or one over the size limit
+            log.error("reply %s could not be sent: %s", reply.get("r"), e)
+            self._send(to, {"k": "rep", "r": reply["r"], "ok": False, "code": "internal",
+                            "message": "the reply could not be encoded"})
 
 
 class MemoryHub:
@@ -282,11 +442,15 @@ class MemoryBus(Bus):
 
 
 class RedisBus(Bus):
-    """Redis pub/sub: one connection for publishing (pipelined), one pub/sub connection for reading."""
+    """Redis pub/sub: one connection for publishing (pipelined), one pub/sub connection for reading.
 
-    def __init__(self, url: str, inbox: str | None = None, prefix: str = "basement:") -> None:
-        super().__init__(inbox)
-        self.url = url
+    `target`: a URL, or a RedisTarget (URL + password + TLS CA, see redisconn).
+    """
+
+    def __init__(self, target: str | RedisTarget, inbox: str | None = None, prefix: str = "basement:",
+                 **limits: int) -> None:
+        super().__init__(inbox, **limits)
+        self.target = as_target(target)
         self.prefix = prefix
         self._redis: Any = None
         self._pubsub: Any = None
@@ -294,9 +458,7 @@ class RedisBus(Bus):
         self._channels: set[str] = set()
 
     async def _open(self) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(self.url)
+        self._redis = self.target.client()
         await self._redis.ping()
         self._pubsub = self._redis.pubsub()
         self._reader = asyncio.ensure_future(self._read_loop())
@@ -319,8 +481,14 @@ class RedisBus(Bus):
                 await asyncio.sleep(0.5)
                 continue
             if m is not None and m.get("type") == "message":
-                channel = m["channel"].decode() if isinstance(m["channel"], bytes) else m["channel"]
+                channel = m["channel"].decode(errors="replace") if isinstance(m["channel"], bytes) else m["channel"]
                 self._dispatch(channel[n:], m["data"])
+
+    def _transient(self, error: Exception) -> bool:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        return isinstance(error, (RedisConnectionError, RedisTimeoutError)) or super()._transient(error)
 
     async def _send_batch(self, batch: list[tuple[str, bytes]]) -> list[int]:
         if len(batch) == 1:

@@ -49,6 +49,28 @@ class Load:
         return self._last
 
 
+# Arguments each request must carry as strings; everything else is checked by the SfuNode itself.
+STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
+               "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track")}
+
+
+def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
+    """(op, args) of a node request, or MediaError("bad_request") naming what is wrong with it."""
+    if not isinstance(body, dict):
+        raise MediaError("bad_request", "a node request must be a map")
+    op, args = body.get("op"), body.get("args") or {}
+    if not isinstance(op, str) or op not in STRING_ARGS:
+        raise MediaError("unknown_op", f"unknown node request {op!r}"[:200])
+    if not isinstance(args, dict):
+        raise MediaError("bad_request", f"{op}: args must be a map")
+    for name in STRING_ARGS[op]:
+        if not isinstance(args.get(name), str):
+            raise MediaError("bad_request", f"{op}: {name} must be a string")
+    if not isinstance(body.get("replica", ""), str):
+        raise MediaError("bad_request", "replica must be a string")
+    return op, args
+
+
 class NodeAgent:
     def __init__(self, node_id: str, bus: Bus, placer: Placer, nodes: Registry, replicas: Registry,
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
@@ -156,15 +178,20 @@ class NodeAgent:
             self.bus.publish(replica_channel(replica), {"op": "deliver", "pid": participant_id, "msg": msg})
 
     # --- requests ---------------------------------------------------------------------------------
-    async def _on_message(self, body: dict[str, Any]) -> None:
+    async def _on_message(self, body: Any) -> None:
         """A one-way request (no reply wanted, e.g. a leave after a join that timed out)."""
         try:
             await self.handle(body)
+        except MediaError as e:
+            if e.code in ("bad_request", "unknown_op"):
+                self.bus.reject(node_channel(self.id), e.message)
+            else:
+                log.info("one-way request failed: %s", e)
         except Exception as e:
-            log.info("one-way %s failed: %s", body.get("op"), e)
+            log.info("one-way request failed: %s", e)
 
-    async def handle(self, body: dict[str, Any]) -> Any:
-        op, a = body.get("op"), body.get("args") or {}
+    async def handle(self, body: Any) -> Any:
+        op, a = request_parts(body)
         try:
             if op == "join":
                 return await self._join(a, body.get("replica") or "")

@@ -89,7 +89,8 @@ class Placer:
         live = await self.registry.live()
         current = await self.store.get(room_key(room))
         for _ in range(8):
-            if current is not None and current in live and current != avoid:
+            # a value that is not a node id (written by something else) is replaced like a dead node's
+            if isinstance(current, str) and current in live and current != avoid:
                 return current
             records = [r for i, r in live.items() if i != avoid]
             pick = choose(records, self._pending(), self.rng)

@@ -15,17 +15,18 @@ import socket
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
-from sfu import transport
+from sfu import downtrack, receiver, transport
 from sfu.metrics import media_registry
 from signalling.app import metrics_app
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer
+from signalling.cluster.redisconn import target_from_settings
 from signalling.cluster.registry import Registry
 from signalling.cluster.remote import replica_channel
-from signalling.cluster.replica import Replica, serve_app
+from signalling.cluster.replica import BusCollector, Replica, serve_app
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
@@ -44,17 +45,28 @@ def drain_timeout(settings: Settings) -> float:
 
 
 async def connect(settings: Settings, inbox: str) -> tuple[RedisBus, RedisStore]:
-    """Connect to Redis, retrying: in a cluster Redis may come up after us."""
-    if not settings.redis_url:
-        raise ConfigError("redis_url: required for `basement sfu` and `basement signal`")
+    """Connect to Redis, retrying while it is unreachable: in a cluster Redis may come up after us.
+
+    A refused password is not something retrying fixes: it stops the process with a ConfigError
+    naming the settings (exit 2). Only the redacted URL is ever logged.
+    """
+    target = target_from_settings(settings)
     while True:
-        bus, store = RedisBus(settings.redis_url, inbox=inbox), RedisStore(settings.redis_url)
+        bus, store = RedisBus(target, inbox=inbox), RedisStore(target)
         try:
             await store.start()
             await bus.start()
             return bus, store
+        except AuthenticationError as e:
+            with contextlib.suppress(Exception):
+                await bus.close()
+                await store.close()
+            hint = ("set BASEMENT_REDIS_PASSWORD or BASEMENT_REDIS_PASSWORD_FILE" if not target.password
+                    else "check BASEMENT_REDIS_PASSWORD / BASEMENT_REDIS_PASSWORD_FILE")
+            raise ConfigError(f"redis_password: Redis at {target.safe_url} refused authentication "
+                              f"({e}); {hint}") from None
         except (RedisError, OSError) as e:
-            log.warning("Redis at %s unreachable (%s); retrying", settings.redis_url, e)
+            log.warning("Redis at %s unreachable (%s); retrying", target.safe_url, e)
         with contextlib.suppress(Exception):
             await bus.close()
             await store.close()
@@ -90,6 +102,9 @@ async def run_sfu(settings: Settings) -> int:
     node_id = member_id(settings)
     transport.configure_ice(settings.ice_addresses, settings.public_ip)
     transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
+    transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
+    downtrack.configure_retransmission(settings.retransmit_budget)
+    receiver.configure_ingress(receiver.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()
@@ -97,11 +112,13 @@ async def run_sfu(settings: Settings) -> int:
     runners = []
     runner, port = await serve_app(_probe_app(state), settings.host, settings.port)
     runners.append(runner)
+    registry = media_registry(const_labels={"node_id": node_id})
     if settings.metrics_port:
-        mrunner, _ = await serve_app(metrics_app(media_registry(const_labels={"node_id": node_id})),
-                                     settings.metrics_host, settings.metrics_port)
+        mrunner, _ = await serve_app(metrics_app(registry), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     bus, store = await connect(settings, f"inbox:{node_id}")
+    # the node's bus counts what it refused (malformed, dropped) like a replica's does
+    registry.register(BusCollector(bus, store, node_id))
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
                       capacity=settings.node_capacity,
@@ -152,7 +169,7 @@ async def run_signal(settings: Settings) -> int:
         log.warning("chain=embedded in cluster mode: every replica runs its own in-process chain; "
                     "use chain=rpc with a shared node in production")
     replica = Replica(replica_id, bus, store, admit=control.admit,
-                      max_participants=settings.max_participants_per_room)
+                      max_participants=settings.max_participants_per_room, settings=settings)
     mount(control, replica.app, replica.rooms)
     await replica.start()
     runners = []

@@ -7,12 +7,26 @@ that ever announced itself, so a member whose key expired can be recognised as d
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from signalling.cluster.store import Store
 
+log = logging.getLogger("basement.cluster.registry")
+
 HEARTBEAT_S = 2.0
 LIVE_S = 5.0  # silent this long = out of placement, its rooms are lost
+NUMBERS = ("capacity", "cpu", "pps", "rooms", "participants", "tracks", "at")
+
+
+def sane(member_id: str, record: Any) -> bool:
+    """A record placement can compute with: a map naming this member, numbers where numbers go."""
+    if not isinstance(record, dict) or record.get("id") != member_id:
+        return False
+    if not isinstance(record.get("draining", False), bool):
+        return False
+    return all(isinstance(record.get(k, 0), (int, float)) and not isinstance(record.get(k, 0), bool)
+               for k in NUMBERS)
 
 
 class Registry:
@@ -33,7 +47,15 @@ class Registry:
         """id -> latest record, for every member heard from within `live_s`."""
         ids = sorted(await self.store.hgetall(self.kind + "s"))
         records = await self.store.mget([self._key(i) for i in ids])
-        return {i: r for i, r in zip(ids, records) if r is not None}
+        live = {}
+        for i, r in zip(ids, records):
+            if r is None:
+                continue
+            if sane(i, r):
+                live[i] = r
+            else:  # not dead either (its key exists): left out of placement until it beats again
+                log.warning("%s record %s ignored: not a valid heartbeat", self.kind, i)
+        return live
 
     async def dead(self) -> list[str]:
         """Members that announced themselves once and have since gone silent (not yet forgotten)."""

@@ -52,9 +52,12 @@ class RemoteNode:
     async def start(self) -> None:
         await self.bus.subscribe(self.bus.inbox, self._on_event)
 
-    def _on_event(self, body: dict[str, Any]) -> None:
-        if body.get("op") == "deliver":
-            self.deliver(body["pid"], body["msg"])
+    def _on_event(self, body: Any) -> None:
+        if (not isinstance(body, dict) or body.get("op") != "deliver" or not isinstance(body.get("pid"), str)
+                or not isinstance(body.get("msg"), dict)):
+            self.bus.reject(self.bus.inbox, "not a {op: deliver, pid, msg} event")
+            return
+        self.deliver(body["pid"], body["msg"])
 
     async def _call(self, node_id: str, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
         body = {"op": op, "args": args, "replica": self.replica_id}

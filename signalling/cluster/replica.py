@@ -24,6 +24,8 @@ from signalling.cluster.placement import Placer
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import RemoteNode
 from signalling.cluster.store import Store
+from signalling.config import Settings
+from signalling.edge import EdgeCollector
 from signalling.rooms import Admit, RoomManager, admit_everyone
 
 log = logging.getLogger("basement.cluster.replica")
@@ -33,7 +35,7 @@ WATCH_S = 1.0
 
 class Replica:
     def __init__(self, replica_id: str, bus: Bus, store: Store, admit: Admit = admit_everyone,
-                 max_participants: int = 50, rooms_observer: Any = None) -> None:
+                 max_participants: int = 50, rooms_observer: Any = None, settings: Settings | None = None) -> None:
         self.id = replica_id
         self.bus = bus
         self.store = store
@@ -42,7 +44,9 @@ class Replica:
         self.placer = Placer(store, self.nodes)
         self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
         self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer)
-        self.app = create_app(self.rooms)
+        # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
+        # same names and limits as `basement serve`
+        self.app = create_app(self.rooms, settings)
         self.state: dict[str, Any] = self.app[STATE_KEY]
         self.live_nodes = 0
         self._tasks: list[asyncio.Task] = []
@@ -102,6 +106,7 @@ class Replica:
     def metrics(self) -> CollectorRegistry:
         registry = CollectorRegistry()
         registry.register(_ReplicaCollector(self))
+        registry.register(EdgeCollector())  # refusals at the edge, as `basement serve` exports them
         return registry
 
 
@@ -117,10 +122,26 @@ class _ReplicaCollector:
             g = GaugeMetricFamily(f"basement_{name}", doc, labels=labels)
             g.add_metric(values, value)
             yield g
-        for name, value in self.r.bus.stats.items():
+        yield from BusCollector(self.r.bus, self.r.store, self.r.id).collect()
+
+
+class BusCollector:
+    """`basement_bus_*` counters of one bus endpoint (requests, timeouts, malformed, dropped, …) and
+    `basement_store_malformed`, labelled with the member's id only (no per-channel labels)."""
+
+    def __init__(self, bus: Bus, store: Store, member_id: str) -> None:
+        self.bus, self.store, self.member_id = bus, store, member_id
+
+    def collect(self) -> Iterable[Any]:
+        labels, values = ["node_id"], [self.member_id]
+        for name, value in self.bus.stats.items():
             c = CounterMetricFamily(f"basement_bus_{name}", f"bus messages/requests: {name}", labels=labels)
             c.add_metric(values, value)
             yield c
+        c = CounterMetricFamily("basement_store_malformed", "store values that were not valid msgpack (ignored)",
+                                labels=labels)
+        c.add_metric(values, getattr(self.store, "stats", {}).get("malformed", 0))
+        yield c
 
 
 async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -51,6 +51,10 @@ class StoreNonceStore:
             return NonceState.OK
         return NonceState.USED  # another replica consumed it between our read and write
 
+    async def spend(self, key: str, expires_at: float) -> bool:
+        """First use of a grant id across all replicas (SET NX); remembered until the grant expires."""
+        return await self.store.set_if_absent(nonce_key(key), {"spent": True}, ttl=max(1.0, expires_at - time.time()))
+
     @staticmethod
     def _state(entry: dict | None, now: float) -> NonceState:
         if not isinstance(entry, dict):

@@ -7,11 +7,15 @@ back is a copy and compare-and-set compares encodings. Keys are namespaced by `p
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from signalling.cluster.bus import decode, encode
+from signalling.cluster.bus import BadEnvelope, decode, encode
+from signalling.cluster.redisconn import RedisTarget, as_target
+
+log = logging.getLogger("basement.cluster.store")
 
 
 class Store(ABC):
@@ -167,16 +171,18 @@ def _ms(ttl: float | None) -> int | None:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, prefix: str = "basement:") -> None:
-        self.url = url
+    """Values read back are decoded with the bus's limits; one that is not valid msgpack (written by
+    something else reaching Redis) reads as absent and is counted in `stats["malformed"]`."""
+
+    def __init__(self, target: str | RedisTarget, prefix: str = "basement:") -> None:
+        self.target = as_target(target)
         self.prefix = prefix
+        self.stats = {"malformed": 0}
         self._redis: Any = None
         self._cas: Any = None
 
     async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(self.url)
+        self._redis = self.target.client()
         await self._redis.ping()
         self._cas = self._redis.register_script(_CAS)
 
@@ -187,15 +193,24 @@ class RedisStore(Store):
     def _k(self, key: str) -> str:
         return self.prefix + key
 
+    def _load(self, key: str, raw: bytes | None) -> Any | None:
+        if raw is None:
+            return None
+        try:
+            return decode(raw)
+        except BadEnvelope as e:
+            self.stats["malformed"] += 1
+            log.warning("store value %s ignored: %s", key, e)
+            return None
+
     async def get(self, key: str) -> Any | None:
-        raw = await self._redis.get(self._k(key))
-        return None if raw is None else decode(raw)
+        return self._load(key, await self._redis.get(self._k(key)))
 
     async def mget(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
         raws = await self._redis.mget([self._k(k) for k in keys])
-        return [None if r is None else decode(r) for r in raws]
+        return [self._load(k, r) for k, r in zip(keys, raws)]
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         await self._redis.set(self._k(key), encode(value), px=_ms(ttl))
@@ -218,12 +233,17 @@ class RedisStore(Store):
         await self._redis.hset(self._k(key), field, encode(value))
 
     async def hget(self, key: str, field: str) -> Any | None:
-        raw = await self._redis.hget(self._k(key), field)
-        return None if raw is None else decode(raw)
+        return self._load(f"{key}/{field}", await self._redis.hget(self._k(key), field))
 
     async def hgetall(self, key: str) -> dict[str, Any]:
         raw = await self._redis.hgetall(self._k(key))
-        return {(f.decode() if isinstance(f, bytes) else f): decode(v) for f, v in raw.items()}
+        out = {}
+        for f, v in raw.items():
+            name = f.decode(errors="replace") if isinstance(f, bytes) else f
+            value = self._load(f"{key}/{name}", v)
+            if value is not None:
+                out[name] = value
+        return out
 
     async def hdel(self, key: str, field: str) -> None:
         await self._redis.hdel(self._k(key), field)

@@ -65,6 +65,32 @@ app.kubernetes.io/part-of: basement
 {{- default (printf "%s-grant" (include "basement.fullname" .)) .Values.grantSecret.existingSecret -}}
 {{- end -}}
 
+{{- define "basement.redisPasswordSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "basement.fullname" .)) .Values.redis.bundled.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Where Basement pods find the Redis CA (redis.tls.existingSecret, key ca.crt). */}}
+{{- define "basement.redisCaDir" -}}/etc/basement/redis-ca{{- end -}}
+
+{{- define "basement.redisCaVolume" -}}
+{{- if and .Values.redis.tls.enabled .Values.redis.tls.existingSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.tls.existingSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "basement.redisCaMount" -}}
+{{- if and .Values.redis.tls.enabled .Values.redis.tls.existingSecret }}
+- name: redis-ca
+  mountPath: {{ include "basement.redisCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
 {{- define "basement.writerSecretName" -}}
 {{- default (printf "%s-writer" (include "basement.fullname" .)) .Values.chain.writerKey.existingSecret -}}
 {{- end -}}
@@ -81,6 +107,25 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- if and $r.external.url $r.external.existingSecret -}}
 {{- fail "redis.external: set url or existingSecret, not both" -}}
+{{- end -}}
+{{- if and $r.bundled.enabled $r.tls.enabled (not $r.tls.existingSecret) -}}
+{{- fail "redis.tls.enabled with the bundled Redis needs redis.tls.existingSecret: a Secret with tls.crt, tls.key and ca.crt for the Redis Service name" -}}
+{{- end -}}
+{{- if and $r.tls.enabled $r.external.url (not (hasPrefix "rediss://" $r.external.url)) -}}
+{{- fail "redis.tls.enabled needs a rediss:// redis.external.url" -}}
+{{- end -}}
+{{- if and $r.external.url (regexMatch "^rediss?://[^/]*:[^/@]*@" $r.external.url) -}}
+{{- fail "redis.external.url carries a password, which would sit in the pod spec: put the URL in a Secret (redis.external.existingSecret) or the password in redis.external.passwordSecret" -}}
+{{- end -}}
+{{- $ing := .Values.signal.ingress -}}
+{{- if and $ing.enabled .Values.admin.enabled (not $ing.exposeAdmin) -}}
+{{- range $ing.hosts -}}
+{{- range .paths -}}
+{{- if or (and (ne .pathType "Exact") (eq (trimSuffix "/" .path) "")) (hasPrefix "/admin" .path) -}}
+{{- fail (printf "signal.ingress: path %s (%s) routes the admin API (/admin) to the public ingress; omit `paths` to route only the public paths, or set signal.ingress.exposeAdmin=true to expose it deliberately" .path .pathType) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and (not .Values.grantSecret.existingSecret) (not .Values.grantSecret.generate) -}}
 {{- fail "grantSecret: every pod must share one grant key: set grantSecret.existingSecret (a Secret you created) or grantSecret.generate=true" -}}
@@ -133,24 +178,23 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- end -}}
 
-{{/* Env shared by signalling and SFU pods: Redis URL and grant key. ------------------------ */}}
+{{/* Env shared by signalling and SFU pods: Redis URL, password and CA, and the grant key. The
+password never goes into the URL: it arrives as BASEMENT_REDIS_PASSWORD from its Secret. ---- */}}
 {{- define "basement.commonEnv" -}}
 {{- $r := .Values.redis -}}
 {{- if $r.bundled.enabled }}
 {{- $host := printf "%s.%s.svc" (include "basement.redisName" .) .Release.Namespace }}
-{{- if $r.bundled.auth.existingSecret }}
-- name: REDIS_PASSWORD
+- name: BASEMENT_REDIS_URL
+  value: {{ printf "%s://%s:%d/0" (ternary "rediss" "redis" $r.tls.enabled) $host (int $r.bundled.port) | quote }}
+{{- if $r.bundled.auth.enabled }}
+- name: BASEMENT_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $r.bundled.auth.existingSecret }}
+      name: {{ include "basement.redisPasswordSecretName" . }}
       key: {{ $r.bundled.auth.key }}
-- name: BASEMENT_REDIS_URL
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" $host (int $r.bundled.port) | quote }}
-{{- else }}
-- name: BASEMENT_REDIS_URL
-  value: {{ printf "redis://%s:%d/0" $host (int $r.bundled.port) | quote }}
 {{- end }}
-{{- else if $r.external.existingSecret }}
+{{- else }}
+{{- if $r.external.existingSecret }}
 - name: BASEMENT_REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -159,6 +203,18 @@ app.kubernetes.io/part-of: basement
 {{- else }}
 - name: BASEMENT_REDIS_URL
   value: {{ $r.external.url | quote }}
+{{- end }}
+{{- with $r.external.passwordSecret.existingSecret }}
+- name: BASEMENT_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $r.external.passwordSecret.key }}
+{{- end }}
+{{- end }}
+{{- if and $r.tls.enabled $r.tls.existingSecret }}
+- name: BASEMENT_REDIS_SSL_CA_CERTS
+  value: {{ printf "%s/ca.crt" (include "basement.redisCaDir" .) | quote }}
 {{- end }}
 - name: BASEMENT_GRANT_SECRET
   valueFrom:
