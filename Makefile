@@ -58,5 +58,12 @@ bench: $(STAMP)
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only
 
+# Coverage-guided fuzzing of every network parser (tests/fuzz/README.md): FUZZ_RUNS inputs per
+# harness, one harness at a time at the lowest priority; fails if any harness found anything.
+FUZZ_RUNS ?= 1000000
+.PHONY: fuzz
+fuzz: $(STAMP)
+	nice -n 19 $(BIN)/python tests/fuzz/run.py --runs $(FUZZ_RUNS) --keep-going
+
 clean:
 	rm -rf $(VENV) contracts/node_modules

@@ -22,6 +22,11 @@ DEFAULT_MAX_DEPTH = 32
 _NOT_BRACKETS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[^\[\]{}"]+', re.S)
 
 
+# a \uD800-\uDFFF escape: JSON lets it decode to a lone surrogate, a str that cannot be encoded
+# again (UTF-8 for a signature, a log line, a socket) and fails far from here
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 class JsonError(ValueError):
     """The input is not acceptable JSON; `str(e)` says why, safe to send back."""
 
@@ -50,13 +55,31 @@ def loads(raw: str | bytes | bytearray, *, max_bytes: int, max_depth: int = DEFA
     except UnicodeDecodeError as e:
         raise JsonError(f"not valid UTF-8 at byte {e.start}") from None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         raise JsonError(f"{e.msg} at char {e.pos}") from None
     except RecursionError:  # unreachable with a sane max_depth; kept so nothing escapes
         raise JsonError(f"nested deeper than {max_depth} levels") from None
     except ValueError as e:  # e.g. an integer literal longer than sys.get_int_max_str_digits()
         raise JsonError(str(e).split(";")[0]) from None
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(value):  # escaped pairs (emoji) are fine
+        raise JsonError("contains a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode")
+    return value
+
+
+def _encodable(value: Any) -> bool:
+    """Every string in `value` (keys included) encodes to UTF-8; bounded by the depth check."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def structure_problem(data: bytes, max_depth: int) -> str | None:

@@ -1,0 +1,93 @@
+"""Fuzz RTCP as the SFU handles it: aiortc's parser behind our boundary, then our handlers.
+
+Input: one (compound) RTCP datagram, decrypted.
+Path under test, both directions, exactly as `PeerTransport._hook` wires them:
+  * subscribe transport: `PeerTransport._rtcp_in` (aiortc `RtcpPacket.parse`) → `Peer._subscriber_rtcp`
+    → `DownTrack.on_nack / on_pli / on_report`, `LayerSelector.on_remb`;
+  * publish transport: `PeerTransport._rtcp_in` → `Ingress.on_rtcp` (sender reports → SR translation).
+Contract: malformed RTCP is a counted drop (`rtcp_dropped`) or ignored; nothing escapes `_rtcp_in`
+(the aiortc hook catches what does, but counts it as an internal error and drops the whole compound
+packet, so an escape is a bug); every RTCP packet the handlers send in reply can be serialised.
+The subscriber has one VP8 DownTrack (SSRC 0x2000, RTX 0x3000) with a few packets in its NACK cache.
+"""
+
+from __future__ import annotations
+
+import random
+import types
+
+from _harness import FakeTransport, cheap_remb_estimator, instrument_functions, instrumented, main
+from aiortc import rtp as artp
+
+with instrumented():
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from sfu import rtp
+    from sfu.downtrack import DownTrack
+    from sfu.layers import LayerSelector
+    from sfu.peer import Peer
+    from sfu.receiver import Ingress, Receiver
+    from sfu.transport import PeerTransport, RecvSlot, SendSlot
+
+instrument_functions(artp.RtcpPacket.parse, artp.RtcpSrPacket.parse, artp.RtcpRrPacket.parse,
+                     artp.RtcpRtpfbPacket.parse, artp.RtcpPsfbPacket.parse, artp.RtcpSdesPacket.parse,
+                     artp.RtcpByePacket.parse, artp.RtcpReceiverInfo.parse, artp.RtcpSenderInfo.parse,
+                     artp.unpack_remb_fci)
+cheap_remb_estimator()
+
+MEDIA_SSRC = 0x11111111
+SUB_SSRC, SUB_RTX_SSRC = 0x2000, 0x3000
+
+
+def _vp8(seq: int, keyframe: bool) -> bytes:
+    desc = bytes([0x90, 0x80, 0x80 | (seq >> 8) & 0x7F, seq & 0xFF])
+    body = bytes([0x00 if keyframe else 0x01]) + b"\x00\x00\x9d\x01\x2a\x80\x02\x68\x01"
+    return rtp.HEADER.pack(0x80, 96, seq, seq * 3000, MEDIA_SSRC) + desc + body + bytes(40)
+
+
+def _transport(on_rtcp) -> PeerTransport:
+    # The real class, without __init__: that would build an RTCPeerConnection, which the receive
+    # boundary under test does not use.
+    t = PeerTransport.__new__(PeerTransport)
+    t.on_rtcp = on_rtcp
+    t.rtcp_dropped = 0
+    return t
+
+
+def build() -> tuple[PeerTransport, PeerTransport]:
+    random.seed(0)  # DownTrack draws its initial numbering at random: keep runs reproducible
+    codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    ingress = Ingress("PA_pub")
+    ingress.transport = FakeTransport()
+    ingress.slots["0"] = RecvSlot(mid="0", kind="video", codecs={96: codec}, ext_ids={}, rtcp_ssrc=7)
+    ingress._ext["0"] = {}
+    rec = Receiver("TR_pub_0", "PA_pub", "video", "0", codec, ingress)
+    ingress.receivers["0"] = rec
+    layer = rec.layer("")
+    layer.ssrc = MEDIA_SSRC
+    ingress.by_ssrc[MEDIA_SSRC] = (rec, layer, False)
+
+    # a stand-in Router: Peer reads only `.selector` on the RTCP path
+    router = types.SimpleNamespace(selector=LayerSelector())
+    peer = Peer("PA_sub", "sub", router, emit=lambda msg: None)
+    slot = SendSlot(transceiver=None, kind="video", ssrc=SUB_SSRC, rtx_ssrc=SUB_RTX_SSRC, cname="fuzz", mid="1",
+                    pt=96, rtx_pt=97, ext_ids={}, active=True, codec_name="VP8")
+    dt = DownTrack(rec, peer.id, FakeTransport(), slot)
+    dt.set_target(layer)
+    rec.downtracks.append(dt)
+    slot.downtrack = dt
+    peer.downtracks[rec.id] = dt
+    peer.slots_by_ssrc[SUB_SSRC] = slot
+    for seq in range(100, 108):
+        ingress.on_rtp(_vp8(seq, seq == 100), 1.0 + seq / 1000)
+    return _transport(peer._subscriber_rtcp), _transport(ingress.on_rtcp)
+
+
+def test_one(data: bytes) -> None:
+    subscribe, publish = build()
+    subscribe._rtcp_in(data)
+    publish._rtcp_in(data)
+
+
+if __name__ == "__main__":
+    main(test_one)

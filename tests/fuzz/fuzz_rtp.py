@@ -1,0 +1,58 @@
+"""Fuzz sfu/rtp.py: RTP header validation, RFC 8285 header extensions, VP8 and H.264 payload peeks.
+
+Input: one RTP datagram (as SRTP hands it over, decrypted).
+Contract: `parse`, `extensions` and `vp8_descriptor` raise only `RtpError`; `h264_is_keyframe`,
+`is_rtcp` and `audio_level` (on a non-empty value) never raise; every offset in an `RtpView` lies
+inside the datagram and the header comes before the payload; extension values lie inside the
+extension block; a VP8 descriptor is no longer than its payload.
+"""
+
+from __future__ import annotations
+
+from _harness import Finding, instrumented, main
+
+with instrumented():
+    from sfu import rtp
+
+
+def test_one(data: bytes) -> None:
+    rtp.is_rtcp(data)
+    try:
+        view = rtp.parse(data)
+    except rtp.RtpError:
+        return
+    n = len(data)
+    if not 12 <= view.payload_start <= view.payload_end <= n:
+        raise Finding(f"payload [{view.payload_start}, {view.payload_end}) outside a {n}-byte packet")
+    if view.ext_start and not 16 <= view.ext_start <= view.ext_end <= view.payload_start:
+        raise Finding(f"extension block [{view.ext_start}, {view.ext_end}) misplaced")
+    try:
+        exts = rtp.extensions(data, view)
+    except rtp.RtpError:
+        exts = {}
+    total = sum(len(v) for v in exts.values())
+    if total > view.ext_end - view.ext_start:
+        raise Finding(f"extension values ({total} bytes) larger than the block")
+    for xid, value in exts.items():
+        if not 0 <= xid < 256 or (view.one_byte and xid > 14):
+            raise Finding(f"extension id {xid} impossible in this form")
+        if value:
+            rtp.audio_level(value)
+    payload = memoryview(data)[view.payload_start : view.payload_end]
+    try:
+        desc = rtp.vp8_descriptor(payload)
+    except rtp.RtpError:
+        desc = None
+    if desc is not None:
+        if desc.size > len(payload):
+            raise Finding(f"VP8 descriptor of {desc.size} bytes in a {len(payload)}-byte payload")
+        if desc.picture_id_pos and not desc.picture_id_pos < desc.size:
+            raise Finding("VP8 PictureID outside the descriptor")
+        if desc.tl0picidx_pos and not desc.tl0picidx_pos < desc.size:
+            raise Finding("VP8 TL0PICIDX outside the descriptor")
+    rtp.h264_is_keyframe(payload)
+    rtp.h264_is_keyframe(data[view.payload_start : view.payload_end])
+
+
+if __name__ == "__main__":
+    main(test_one)

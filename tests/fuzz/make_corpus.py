@@ -1,0 +1,380 @@
+"""Write the seed corpora: valid inputs for every harness, under tests/fuzz/corpus/<harness>/.
+
+Run `.venv/bin/python tests/fuzz/make_corpus.py` after changing a harness's input format; the output
+is deterministic and committed, so a fuzzing run starts from real-looking traffic instead of having
+to rediscover RTP, SDP or SIWE syntax byte by byte.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import msgpack
+from aiortc import rtp as artp
+
+from signalling.auth import _Signer
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+
+# must match fuzz_ingress.py / fuzz_rtcp.py / fuzz_siwe.py
+EXT_LEVEL, EXT_AST, EXT_TWCC, EXT_MID, EXT_RID, EXT_RRID = 1, 2, 3, 4, 10, 11
+MEDIA_SSRC, RTX_SSRC = 0x11111111, 0x22222222
+SIM_SSRCS = {"q": 0xA0000001, "h": 0xA0000002, "f": 0xA0000003}
+SIM_RTX = {"q": 0xB0000001, "h": 0xB0000002, "f": 0xB0000003}
+SUB_SSRC = 0x2000
+NOW = 1_760_000_000
+SECRET = b"fuzz-secret-fuzz-secret-fuzz-sec"
+ADDRESS = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
+NFT = "0xa16E02E87b7454126E5E10d957A927A7F5B5d2be"
+
+
+def frame(*packets: bytes) -> bytes:
+    return b"".join(len(p).to_bytes(2, "big") + p for p in packets)
+
+
+# --- RTP ------------------------------------------------------------------------------------------
+
+
+def one_byte_ext(elements: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(bytes([(xid << 4) | (len(v) - 1)]) + v for xid, v in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+def two_byte_ext(elements: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(bytes([xid, len(v)]) + v for xid, v in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0x1000, len(body) // 4) + body
+
+
+def rtp_packet(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, ext: bytes = b"", marker: bool = False,
+               padding: int = 0) -> bytes:
+    b0 = 0x80 | (0x10 if ext else 0) | (0x20 if padding else 0)
+    pad = bytes(padding - 1) + bytes([padding]) if padding else b""
+    return struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq, ts, ssrc) + ext + payload + pad
+
+
+def vp8_payload(picture_id: int, keyframe: bool, start: bool = True, tid: int = 0, tl0: int = 0) -> bytes:
+    desc = bytes([0x90 if start else 0x80, 0xE0, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF, tl0 & 0xFF,
+                  (tid << 6) | 0x20])
+    if keyframe:  # frame tag, start code, 640x360
+        frame_data = b"\x50\x42\x00\x9d\x01\x2a\x80\x02\x68\x01" + bytes(range(40))
+    else:
+        frame_data = b"\x31\x05\x00" + bytes(range(30))
+    return desc + frame_data
+
+
+SPS = b"\x67\x42\xc0\x1f\xda\x02\x80\xbf\xe5\x84\x00\x00\x03\x00\x04\x00\x00\x03\x00\xf0\x3c\x60\xc9\x20"
+PPS = b"\x68\xce\x3c\x80"
+IDR = b"\x65\x88\x84\x00\x33\xff" + bytes(range(20))
+
+
+def h264_stap_a() -> bytes:
+    return b"\x18" + b"".join(len(n).to_bytes(2, "big") + n for n in (SPS, PPS, IDR))
+
+
+def h264_fu_a(start: bool, end: bool) -> bytes:
+    return bytes([0x7C, (0x80 if start else 0) | (0x40 if end else 0) | 0x05]) + bytes(range(60))
+
+
+def opus_payload() -> bytes:
+    return b"\x78" + bytes(range(60))
+
+
+def ast(t: float) -> bytes:
+    return (int(t * 262144) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def rtp_seeds() -> dict[str, bytes]:
+    mid = (EXT_MID, b"0")
+    return {
+        "vp8-keyframe-mid-ast": rtp_packet(96, 1000, 90000, MEDIA_SSRC, vp8_payload(100, True),
+                                           one_byte_ext([mid, (EXT_AST, ast(1.0))]), marker=True),
+        "vp8-delta-tid1": rtp_packet(96, 1001, 93000, MEDIA_SSRC, vp8_payload(101, False, tid=1, tl0=5)),
+        "vp8-simulcast-rid-h": rtp_packet(96, 5000, 1000, SIM_SSRCS["h"], vp8_payload(7, True),
+                                          one_byte_ext([mid, (EXT_RID, b"h"), (EXT_AST, ast(2.0))])),
+        "rtx-rrid": rtp_packet(97, 1, 1000, SIM_RTX["h"], b"\x13\x88" + vp8_payload(7, False),
+                               one_byte_ext([mid, (EXT_RRID, b"h")])),
+        "rtx-padding-probe": rtp_packet(97, 2, 1000, RTX_SSRC, b"", padding=224),
+        "two-byte-ext": rtp_packet(96, 7, 7, MEDIA_SSRC, vp8_payload(3, False),
+                                   two_byte_ext([(EXT_MID, b"0"), (EXT_RID, b"f"), (200, b"x" * 20)])),
+        "h264-stap-a": rtp_packet(102, 10, 90000, MEDIA_SSRC, h264_stap_a(), one_byte_ext([mid])),
+        "h264-fu-a-start": rtp_packet(102, 11, 90000, MEDIA_SSRC, h264_fu_a(True, False)),
+        "h264-single-idr": rtp_packet(102, 12, 90000, MEDIA_SSRC, IDR, marker=True),
+        "opus-level": rtp_packet(111, 300, 48000, MEDIA_SSRC, opus_payload(),
+                                 one_byte_ext([(EXT_LEVEL, b"\x9e"), mid])),
+        "csrc": struct.pack("!BBHII", 0x82, 96, 1, 1, MEDIA_SSRC) + b"\x00\x00\x00\x01\x00\x00\x00\x02"
+        + vp8_payload(1, False),
+    }
+
+
+def ingress_seeds() -> dict[str, bytes]:
+    mid = (EXT_MID, b"0")
+    out = {}
+    # Chromium simulcast: no a=ssrc, MID+RID on the first packets of each SSRC, RTX with repaired-RID
+    pkts = []
+    for k, rid in enumerate("qhf"):
+        pkts.append(rtp_packet(96, 100 * k, 0, SIM_SSRCS[rid], vp8_payload(k, True),
+                               one_byte_ext([mid, (EXT_RID, rid.encode()), (EXT_AST, ast(1 + k / 100))])))
+    for i in range(1, 4):
+        for k, rid in enumerate("qhf"):
+            pkts.append(rtp_packet(96, 100 * k + i, 3000 * i, SIM_SSRCS[rid], vp8_payload(k * 10 + i, False, tid=i & 1),
+                                   one_byte_ext([(EXT_AST, ast(1 + i / 30))])))
+    pkts.append(rtp_packet(97, 1, 3000, SIM_RTX["f"], (201).to_bytes(2, "big") + vp8_payload(21, False),
+                           one_byte_ext([mid, (EXT_RRID, b"f")])))
+    pkts.append(rtp_packet(97, 2, 3000, SIM_RTX["f"], b"", padding=200))
+    out["vp8-simulcast-chromium"] = b"\x04" + frame(*pkts)
+    # single layer with a=ssrc hints (media + RTX), a loss and its retransmission
+    pkts = [rtp_packet(96, 500 + i, 3000 * i, MEDIA_SSRC, vp8_payload(i, i == 0), one_byte_ext([(EXT_AST, ast(i))]))
+            for i in (0, 1, 3, 4)]
+    pkts.append(rtp_packet(97, 9, 6000, RTX_SSRC, (502).to_bytes(2, "big") + vp8_payload(2, False)))
+    out["vp8-ssrc-hints-rtx"] = b"\x08" + frame(*pkts)
+    # single layer, no hints: learnt from the MID extension
+    out["vp8-learn-mid"] = b"\x00" + frame(*[
+        rtp_packet(96, 60000 + i, 3000 * i, MEDIA_SSRC, vp8_payload(i, i == 0), one_byte_ext([mid])) for i in range(4)])
+    out["h264-stap-fu"] = b"\x09" + frame(
+        rtp_packet(102, 1, 0, MEDIA_SSRC, h264_stap_a()),
+        rtp_packet(102, 2, 0, MEDIA_SSRC, h264_fu_a(True, False)),
+        rtp_packet(102, 3, 0, MEDIA_SSRC, h264_fu_a(False, True), marker=True),
+        rtp_packet(103, 1, 0, RTX_SSRC, b"\x00\x02" + h264_fu_a(True, False)),
+    )
+    out["h264-learn-pt"] = b"\x01" + frame(*[rtp_packet(102, i, 3000 * i, MEDIA_SSRC, IDR if i == 0 else b"\x41" * 40)
+                                            for i in range(3)])
+    out["opus-audio-level"] = b"\x0a" + frame(*[
+        rtp_packet(111, 40 + i, 960 * i, MEDIA_SSRC, opus_payload(), one_byte_ext([(EXT_LEVEL, b"\x9e"), mid]))
+        for i in range(5)])
+    out["opus-learn"] = b"\x02" + frame(*[
+        rtp_packet(111, i, 960 * i, MEDIA_SSRC, opus_payload(), one_byte_ext([mid, (EXT_LEVEL, b"\x7f")]))
+        for i in range(3)])
+    return out
+
+
+# --- RTCP -----------------------------------------------------------------------------------------
+
+
+def rtcp_seeds() -> dict[str, bytes]:
+    sr = artp.RtcpSrPacket(ssrc=MEDIA_SSRC, sender_info=artp.RtcpSenderInfo(
+        ntp_timestamp=0xE8000000_80000000, rtp_timestamp=123456, packet_count=100, octet_count=120000))
+    sdes = artp.RtcpSdesPacket(chunks=[artp.RtcpSourceInfo(ssrc=MEDIA_SSRC, items=[(1, b"cname-publisher")])])
+    block = artp.RtcpReceiverInfo(ssrc=SUB_SSRC, fraction_lost=12, packets_lost=3, highest_sequence=70000,
+                                  jitter=30, lsr=0x00008000, dlsr=6553)
+    rr = artp.RtcpRrPacket(ssrc=0x9999, reports=[block])
+    nack = artp.RtcpRtpfbPacket(fmt=artp.RTCP_RTPFB_NACK, ssrc=0x9999, media_ssrc=SUB_SSRC, lost=[100, 101, 105, 117])
+    pli = artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_PLI, ssrc=0x9999, media_ssrc=SUB_SSRC)
+    fir = artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_FIR, ssrc=0x9999, media_ssrc=SUB_SSRC,
+                              fci=struct.pack("!IB3x", SUB_SSRC, 1))
+    remb = artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=0x9999, media_ssrc=0,
+                               fci=artp.pack_remb_fci(1_500_000, [SUB_SSRC, 0x2001]))
+    bye = artp.RtcpByePacket(sources=[0x9999])
+    sr_with_block = artp.RtcpSrPacket(ssrc=MEDIA_SSRC, sender_info=sr.sender_info, reports=[block])
+    return {
+        "sr": bytes(sr),
+        "sr-sdes": bytes(sr) + bytes(sdes),
+        "sr-with-report": bytes(sr_with_block),
+        "rr": bytes(rr),
+        "nack": bytes(nack),
+        "pli": bytes(pli),
+        "fir": bytes(fir),
+        "remb": bytes(remb),
+        "bye": bytes(bye),
+        "compound-rr-remb-nack": bytes(rr) + bytes(remb) + bytes(nack),
+        "compound-rr-sdes-pli": bytes(rr) + bytes(sdes) + bytes(pli),
+    }
+
+
+# --- SDP ------------------------------------------------------------------------------------------
+
+FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(f"{b:02X}" for b in range(32))
+
+
+def _session(mids: str) -> list[str]:
+    return ["v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0", f"a=group:BUNDLE {mids}",
+            "a=extmap-allow-mixed", "a=msid-semantic: WMS stream"]
+
+
+def _transport(mid: str, setup: str = "actpass") -> list[str]:
+    return ["c=IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0.0.0.0", "a=ice-ufrag:Fz9q", "a=ice-pwd:ZGF0YWRhdGFkYXRhZGF0YWRh",
+            "a=ice-options:trickle", FINGERPRINT, f"a=setup:{setup}", f"a=mid:{mid}"]
+
+
+def _audio(mid: str) -> list[str]:
+    return ["m=audio 9 UDP/TLS/RTP/SAVPF 111", *_transport(mid),
+            f"a=extmap:{EXT_LEVEL} urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            f"a=extmap:{EXT_AST} http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            f"a=extmap:{EXT_MID} urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=sendonly", "a=msid:stream audio-track", "a=rtcp-mux", "a=rtpmap:111 opus/48000/2",
+            "a=rtcp-fb:111 transport-cc", "a=fmtp:111 minptime=10;useinbandfec=1"]
+
+
+def _video_head(mid: str, codecs: str = "96 97") -> list[str]:
+    return [f"m=video 9 UDP/TLS/RTP/SAVPF {codecs}", *_transport(mid),
+            f"a=extmap:{EXT_AST} http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+            f"a=extmap:{EXT_TWCC} http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            f"a=extmap:{EXT_MID} urn:ietf:params:rtp-hdrext:sdes:mid",
+            f"a=extmap:{EXT_RID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            f"a=extmap:{EXT_RRID} urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+            "a=sendonly", "a=msid:stream video-track", "a=rtcp-mux", "a=rtcp-rsize"]
+
+
+VP8 = ["a=rtpmap:96 VP8/90000", "a=rtcp-fb:96 goog-remb", "a=rtcp-fb:96 transport-cc", "a=rtcp-fb:96 ccm fir",
+       "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli", "a=rtpmap:97 rtx/90000", "a=fmtp:97 apt=96"]
+H264 = ["a=rtpmap:102 H264/90000", "a=rtcp-fb:102 nack", "a=rtcp-fb:102 nack pli",
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        "a=rtpmap:103 rtx/90000", "a=fmtp:103 apt=102"]
+
+
+def sdp_seeds() -> dict[str, bytes]:
+    chromium_simulcast = [*_session("0 1"), *_audio("0"), "a=ssrc:1001 cname:abc", *_video_head("1"), *VP8,
+                          "a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;h;f"]
+    chromium_single = [*_session("0 1"), *_audio("0"), "a=ssrc:1001 cname:abc", *_video_head("1"), *VP8,
+                       "a=ssrc-group:FID 2001 2002", "a=ssrc:2001 cname:abc", "a=ssrc:2001 msid:stream video-track",
+                       "a=ssrc:2002 cname:abc", "a=ssrc:2002 msid:stream video-track"]
+    # Firefox: rids 0/1/2 (its own naming), direction-qualified extmaps, ssrc lines for every layer
+    firefox = [*_session("0 1"), *_audio("0"), "a=ssrc:3001 cname:{ff}",
+               *[x.replace(f"a=extmap:{EXT_MID} ", f"a=extmap:{EXT_MID}/sendonly ") for x in _video_head("1")], *VP8,
+               "a=rid:0 send", "a=rid:1 send", "a=rid:2 send", "a=simulcast:send 0;1;2",
+               "a=ssrc:4001 cname:{ff}", "a=ssrc:4002 cname:{ff}", "a=ssrc:4003 cname:{ff}"]
+    chromium_sim_group = [*_session("0"), *_video_head("0"), *VP8, "a=ssrc-group:SIM 1 2 3",
+                          "a=ssrc-group:FID 1 4", "a=ssrc:1 cname:x", "a=ssrc:2 cname:x", "a=ssrc:3 cname:x",
+                          "a=ssrc:4 cname:x"]
+    h264 = [*_session("0 1"), *_audio("0"), *_video_head("1", "102 103"), *H264, "a=ssrc-group:FID 5 6",
+            "a=ssrc:5 cname:y", "a=ssrc:6 cname:y"]
+    audio_only = [*_session("0"), *_audio("0"), "a=ssrc:7 cname:z"]
+    return {name: ("\r\n".join(lines) + "\r\n").encode() for name, lines in {
+        "chromium-simulcast": chromium_simulcast, "chromium-single-fid": chromium_single,
+        "firefox-simulcast": firefox, "chromium-sim-group": chromium_sim_group, "h264": h264,
+        "audio-only": audio_only}.items()}
+
+
+# --- signalling -------------------------------------------------------------------------------------
+
+
+def protocol_seeds() -> dict[str, bytes]:
+    offer = sdp_seeds()["chromium-simulcast"].decode()
+    msgs = {
+        "join": {"type": "join", "room": "demo", "name": "Ada", "id": 1},
+        "join-grant": {"type": "join", "room": "demo-gated", "name": "Bob", "grant": "eyJhIjoxfQ.c2ln", "id": "j1"},
+        "offer": {"type": "offer", "target": "publisher", "sdp": offer, "id": 2},
+        "answer": {"type": "answer", "target": "subscriber", "sdp": offer.replace("sendonly", "recvonly")},
+        "trickle": {"type": "trickle", "target": "publisher",
+                    "candidate": {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+                                  "sdpMid": "0", "sdpMLineIndex": 0}},
+        "trickle-end": {"type": "trickle", "target": "subscriber", "candidate": None},
+        "mute": {"type": "mute", "track": "TR_PA_x_1", "muted": True},
+        "subscription": {"type": "subscription", "track": "TR_PA_x_1", "layer": "medium", "width": 640,
+                         "height": 360},
+        "leave": {"type": "leave"},
+        "ping": {"type": "ping", "id": 7},
+    }
+    out = {name: b"\x00" + json.dumps(m).encode() for name, m in msgs.items()}
+    out["binary-frame"] = b"\x01" + json.dumps(msgs["ping"]).encode()
+    return out
+
+
+def siwe_text(**extra: str) -> str:
+    lines = [f"{extra.pop('scheme', '')}127.0.0.1:8080 wants you to sign in with your Ethereum account:", ADDRESS, "",
+             "Sign in to Basement", "", "URI: http://127.0.0.1:8080", "Version: 1", "Chain ID: 31337",
+             "Nonce: 3f1c9a0be2d44c7f8a6b5e4d3c2b1a09", "Issued At: 2025-10-09T08:50:00.000Z"]
+    for k in ("Expiration Time", "Not Before", "Request ID"):
+        if k in extra:
+            lines.append(f"{k}: {extra[k]}")
+    if "Resources" in extra:
+        lines += ["Resources:", *[f"- {r}" for r in extra["Resources"].split()]]
+    return "\n".join(lines)
+
+
+def siwe_seeds() -> dict[str, bytes]:
+    grant = {"typ": "grant", "room": "fuzz-room", "id": ADDRESS, "pub": True, "sub": True, "iat": NOW - 10,
+             "exp": NOW + 290, "jti": "AAAAAAAAAAAAAAAA"}
+    session = {"typ": "session", "addr": ADDRESS, "iat": NOW - 10, "exp": NOW + 3600}
+    body = json.dumps(grant, sort_keys=True, separators=(",", ":")).encode()
+    return {
+        "siwe-minimal": b"\x00" + siwe_text().encode(),
+        "siwe-expiry": b"\x00" + siwe_text(**{"Expiration Time": "2025-10-09T09:00:00.000Z"}).encode(),
+        "siwe-all-fields": b"\x00" + siwe_text(**{
+            "scheme": "http://", "Expiration Time": "2025-10-09T09:00:00Z", "Not Before": "2025-10-09T08:40:00+00:00",
+            "Request ID": "req-42", "Resources": "ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq "
+            "https://example.com/terms"}).encode(),
+        "grant-token": b"\x01" + _Signer(SECRET, "grant").sign(grant).encode(),
+        "session-token": b"\x01" + _Signer(SECRET, "session").sign(session).encode(),
+        "grant-body": b"\x02" + body,
+        "session-body": b"\x02" + json.dumps(session, sort_keys=True, separators=(",", ":")).encode(),
+    }
+
+
+def gating_seeds() -> dict[str, object]:
+    erc20 = {"standard": "erc20", "chainId": 31337, "contract": NFT, "minBalance": "10.5", "label": "Basement Token"}
+    erc721 = {"standard": "erc721", "chainId": 31337, "contract": NFT, "label": "Basement Pass"}
+    erc721_id = {"standard": "erc721", "chainId": "31337", "contract": NFT, "tokenId": "7"}
+    erc1155 = {"standard": "erc1155", "chainId": 1, "contract": NFT, "tokenId": 3, "minAmount": "2"}
+    return {
+        "erc20": {"gate": erc20},
+        "erc721": {"gate": erc721, "max_participants": 50},
+        "erc721-token-id": {"gate": erc721_id},
+        "erc1155": {"gate": erc1155},
+        "any-all": {"gate": {"any": [erc721, {"all": [erc20, erc1155]}]}, "max_participants": 10000},
+        "open": {"gate": None, "max_participants": 4},
+        "empty": {},
+    }
+
+
+def bus_seeds() -> dict[str, bytes]:
+    def pack(obj: object) -> bytes:
+        return msgpack.packb(obj, use_bin_type=True)
+
+    return {
+        "event-msg": b"\x01" + pack({"k": "msg", "b": {"type": "participant_joined", "room": "demo",
+                                                       "participant": {"id": "PA_x", "name": "Ada", "identity": ""}}}),
+        "request": b"\x02" + pack({"k": "req", "r": "5f1e2d3c4b5a6978", "to": "inbox:replica-1",
+                                   "b": {"op": "join", "room": "demo", "participant": "PA_x", "name": "Ada",
+                                         "can_publish": True, "can_subscribe": True}}),
+        "reply-ok": b"\x00" + pack({"k": "rep", "r": "r1", "ok": True, "b": {"sdp": "v=0\r\n", "bin": b"\x00\x01"}}),
+        "reply-error": b"\x00" + pack({"k": "rep", "r": "r1", "ok": False, "code": "forbidden", "message": "no"}),
+        "reply-unknown-rid": b"\x00" + pack({"k": "rep", "r": "0000", "ok": True, "b": None}),
+        "msg-nobody": b"\x03" + pack({"k": "msg", "b": [1, 2.5, "x", None]}),
+    }
+
+
+def safejson_seeds() -> dict[str, bytes]:
+    docs = {
+        "object": b'{"type": "join", "room": "demo", "n": [1, 2.5, -3e10, true, false, null]}',
+        "nested": b'{"gate": {"any": [{"all": [{"standard": "erc20"}, {"x": [[[]]]}]}]}}',
+        "brackets-in-strings": b'["[[[{{{", "\\"]]]", {"k\\\\": "}"}]',
+        "unicode": '{"name": "Zoë 🎥", "esc": "\\u00e9\\ud83c\\udfa5"}'.encode(),
+        "scalar": b"12345678901234567890",
+        "empty-containers": b"[{}, [], {\"a\": {}}]",
+    }
+    out = {}
+    for name, doc in docs.items():
+        out[f"{name}-bytes"] = bytes([31]) + doc  # max_depth 32, bytes
+        out[f"{name}-str-depth4"] = bytes([0x80 | 3]) + doc  # max_depth 4, str
+    return out
+
+
+def main() -> None:
+    sets: dict[str, dict[str, bytes]] = {
+        "rtp": rtp_seeds(),
+        "ingress": ingress_seeds(),
+        "rtcp": rtcp_seeds(),
+        "sdp": sdp_seeds(),
+        "protocol": protocol_seeds(),
+        "siwe": siwe_seeds(),
+        "gating": {k: json.dumps(v).encode() for k, v in gating_seeds().items()},
+        "bus": bus_seeds(),
+        "safejson": safejson_seeds(),
+    }
+    for harness, seeds in sets.items():
+        d = CORPUS / harness
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        for name, data in seeds.items():
+            (d / name).write_bytes(data)
+        print(f"{harness}: {len(seeds)} seeds")
+
+
+if __name__ == "__main__":
+    main()
