@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfu.candidates import parse_ranges
+
 ENV_PREFIX = "BASEMENT_"
 
 
@@ -33,6 +35,33 @@ class Settings:
     public_url: str = field(
         default="", metadata={"help": "URL users open (for SIWE domain/URI); default http://host:port"}
     )
+    allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata={"help": "page origins besides the served one (public_url, or the Host asked for) that may "
+                          "open /ws, e.g. https://app.example; '*' = any"},
+    )
+    allowed_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Host names served besides public_url's, host, localhost and IP literals "
+                          "(refuses DNS rebinding); '*' = any"},
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata={"help": "addresses/CIDRs of reverse proxies whose X-Forwarded-For names the client address"},
+    )
+    ws_max_per_address: int = field(
+        default=20, metadata={"help": "concurrent WebSockets from one client address (0 = no limit)"}
+    )
+    ws_rate_per_s: float = field(
+        default=20.0, metadata={"help": "messages per second one WebSocket may send, sustained (0 = no limit)"}
+    )
+    ws_burst: int = field(default=100, metadata={"help": "messages one WebSocket may send at once (bucket size)"})
+    ws_rate_strikes: int = field(
+        default=50, metadata={"help": "messages refused in a row for rate after which the WebSocket is closed"}
+    )
+    ws_send_queue: int = field(
+        default=1024, metadata={"help": "messages queued for a client that does not read before it is disconnected"}
+    )
 
     # --- media plane ---
     ice_addresses: list[str] = field(
@@ -44,6 +73,26 @@ class Settings:
     )
     rtp_port_min: int = field(default=0, metadata={"help": "lowest UDP port for media (0 = any)"})
     rtp_port_max: int = field(default=0, metadata={"help": "highest UDP port for media (0 = any)"})
+    ice_allowed_ranges: list[str] = field(
+        default_factory=lambda: ["auto"],
+        metadata={"help": "remote ICE candidates the SFU may check: CIDRs, and/or 'auto' = public addresses, "
+                          "plus loopback/link-local/private ones only if the SFU gathers on such an address"},
+    )
+    ice_max_remote_candidates: int = field(
+        default=32, metadata={"help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
+    )
+    retransmit_budget: float = field(
+        default=0.5,
+        metadata={"help": "NACK answers: resent bytes per forwarded byte to a subscriber, per 1 s window"},
+    )
+    max_simulcast_layers: int = field(
+        default=3, metadata={"help": "simulcast layers (a=rid ... send) per published m-line; more: offer refused"}
+    )
+    max_ssrcs_per_track: int = field(
+        default=12,
+        metadata={"help": "SSRCs (media + RTX) one published m-line may use over its life; packets of "
+                          "further SSRCs are dropped (drop reason ssrc_limit)"},
+    )
     max_participants_per_room: int = field(default=50, metadata={"help": "join refused beyond this"})
     speaker_interval_ms: int = field(
         default=500, metadata={"help": "how often active speaker is re-evaluated (debounce)"}
@@ -52,19 +101,36 @@ class Settings:
     # --- identity, grants, gating ---
     grant_secret: str = field(
         default="",
-        metadata={"help": "HMAC key for grants; empty = random per process (single node only)"},
+        metadata={"help": "HMAC key for grants; empty = random per process (single node only)", "secret": True},
     )
     grant_ttl_s: int = field(default=300, metadata={"help": "lifetime of a room grant, seconds"})
-    admin_key: str = field(default="", metadata={"help": "admin API key; empty = admin API disabled"})
+    admin_key: str = field(
+        default="", metadata={"help": "admin API key; empty = admin API disabled", "secret": True}
+    )
     require_auth: bool = field(
         default=False, metadata={"help": "refuse joins without a SIWE-backed grant even for open rooms"}
+    )
+    session_ttl_s: int = field(
+        default=900, metadata={"help": "lifetime of a sign-in session token (asks for grants), seconds"}
+    )
+    auth_rate_per_min: int = field(
+        default=30, metadata={"help": "/auth/* requests per minute from one client address (0 = no limit)"}
+    )
+    auth_nonces_per_address: int = field(
+        default=5, metadata={"help": "unused sign-in nonces one client address may hold (0 = no limit)"}
+    )
+    max_seats_per_identity: int = field(
+        default=1, metadata={"help": "seats one identity holds in a room; a further join replaces its oldest "
+                                     "seat (0 = no limit)"}
     )
 
     # --- chain ---
     chain: str = field(default="embedded", metadata={"help": "'embedded' (in-process EVM) or 'rpc'"})
     rpc_url: str = field(default="", metadata={"help": "JSON-RPC URL when chain=rpc"})
     chain_id: int = field(default=0, metadata={"help": "expected chain id when chain=rpc"})
-    writer_key: str = field(default="", metadata={"help": "hex private key of the session-log writer"})
+    writer_key: str = field(
+        default="", metadata={"help": "hex private key of the session-log writer", "secret": True}
+    )
     session_log_address: str = field(default="", metadata={"help": "SessionLog contract address"})
     multicall_address: str = field(default="", metadata={"help": "Multicall3 address (chain=rpc)"})
     gate_cache_ttl_s: int = field(default=30, metadata={"help": "cache lifetime of holdings checks"})
@@ -73,6 +139,15 @@ class Settings:
     # --- sessions ---
     data_dir: str = field(default="var", metadata={"help": "where the outbox and local CID store live"})
     session_grace_s: float = field(default=30.0, metadata={"help": "empty-room grace before a session ends"})
+    record_sessions: str = field(
+        default="gated", metadata={"help": "which rooms' sessions are written on-chain: gated, all or none"}
+    )
+    record_min_duration_s: float = field(
+        default=0.0, metadata={"help": "sessions shorter than this are not recorded, seconds"}
+    )
+    record_min_participants: int = field(
+        default=1, metadata={"help": "sessions with fewer distinct participants are not recorded"}
+    )
 
     writer_confirmations: int = field(default=1, metadata={"help": "blocks to wait before a summary counts"})
     writer_batch_size: int = field(default=1, metadata={"help": "summaries per transaction (1 = recordSession)"})
@@ -81,6 +156,16 @@ class Settings:
 
     # --- cluster ---
     redis_url: str = field(default="", metadata={"help": "Redis URL; empty = in-memory state (one process)"})
+    redis_password: str = field(
+        default="", metadata={"help": "Redis password (AUTH), kept out of the URL; give it by env, not flag",
+                              "secret": True}
+    )
+    redis_password_file: str = field(
+        default="", metadata={"help": "file holding the Redis password (e.g. a mounted Secret)"}
+    )
+    redis_ssl_ca_certs: str = field(
+        default="", metadata={"help": "CA bundle (PEM) that verifies a rediss:// Redis; empty = system CAs"}
+    )
     node_id: str = field(default="", metadata={"help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(
         default=600.0, metadata={"help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
@@ -98,6 +183,37 @@ class Settings:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of debug/info/warning/error")
         if (self.rtp_port_min == 0) != (self.rtp_port_max == 0) or self.rtp_port_min > self.rtp_port_max:
             raise ConfigError("rtp_port_min/rtp_port_max: give both, with min <= max")
+        try:
+            parse_ranges(self.ice_allowed_ranges)
+        except ValueError as e:
+            raise ConfigError(f"ice_allowed_ranges: {e}") from None
+        if self.ice_max_remote_candidates < 1:
+            raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")
+        if self.retransmit_budget < 0:
+            raise ConfigError(f"retransmit_budget: {self.retransmit_budget} is negative")
+        for name in ("ws_max_per_address", "ws_burst", "ws_rate_strikes", "ws_send_queue"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)} is negative")
+        if self.ws_rate_per_s < 0 or (self.ws_rate_per_s and self.ws_burst < 1):
+            raise ConfigError("ws_rate_per_s/ws_burst: a rate needs a burst of at least 1")
+        if self.ws_send_queue < 16:
+            raise ConfigError(f"ws_send_queue: {self.ws_send_queue} is too small to hold a join (at least 16)")
+        for name in ("session_ttl_s", "grant_ttl_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1 second")
+        for name in ("auth_rate_per_min", "auth_nonces_per_address", "max_seats_per_identity",
+                     "record_min_participants"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)} is negative")
+        if self.record_sessions not in ("gated", "all", "none"):
+            raise ConfigError(f"record_sessions: {self.record_sessions!r} is not gated, all or none")
+        if self.record_min_duration_s < 0:
+            raise ConfigError(f"record_min_duration_s: {self.record_min_duration_s} is negative")
+        if not 1 <= self.max_simulcast_layers <= 16:
+            raise ConfigError(f"max_simulcast_layers: {self.max_simulcast_layers} is not between 1 and 16")
+        if self.max_ssrcs_per_track < 2 * self.max_simulcast_layers:
+            raise ConfigError(f"max_ssrcs_per_track: {self.max_ssrcs_per_track} is below 2 x max_simulcast_layers "
+                              "(each layer needs a media and an RTX SSRC)")
         if self.chain not in ("embedded", "rpc"):
             raise ConfigError(f"chain: {self.chain!r} is not 'embedded' or 'rpc'")
         if self.chain == "rpc" and not self.rpc_url:
@@ -136,8 +252,26 @@ def _convert(name: str, tp: Any, raw: str) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one `--flag` per setting (default None, so env/defaults show through)."""
+    """Add one `--flag` per setting (default None, so env/defaults show through).
+
+    A secret setting gets `--name-file` instead; `--name` itself is kept, hidden, only so that
+    `load` can refuse it with the reason rather than argparse saying "unrecognized arguments".
+    """
+    names = {f.name for f in dataclasses.fields(Settings)}
     for f in dataclasses.fields(Settings):
+        if f.metadata.get("secret"):
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, default=None, help=argparse.SUPPRESS)
+            if f.name + "_file" in names:
+                continue  # a setting of its own names the file (e.g. redis_password_file)
+            parser.add_argument(
+                flag + "-file",
+                dest=f.name + "_file",
+                default=None,
+                help=f"file holding the {f.metadata.get('help', '')} "
+                     f"[env {ENV_PREFIX}{f.name.upper()} or {ENV_PREFIX}{f.name.upper()}_FILE]",
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -156,7 +290,42 @@ def load(args: argparse.Namespace | None = None, env: dict[str, str] | None = No
         if key in env:
             values[f.name] = _convert(key, tp, env[key])
         raw = getattr(args, f.name, None) if args is not None else None
+        if f.metadata.get("secret"):
+            own_file = any(g.name == f.name + "_file" for g in dataclasses.fields(Settings))
+            secret = _secret(f.name, env, args, refused=raw, files=not own_file)
+            if secret is not None:
+                values[f.name] = secret
+            continue
         if raw is not None:
             values[f.name] = _convert("--" + f.name.replace("_", "-"), tp, raw)
     values.update(overrides)
     return Settings(**values).validate()
+
+
+def _secret(name: str, env: Any, args: argparse.Namespace | None, *, refused: str | None,
+            files: bool = True) -> str | None:
+    """A secret from `--name-file`, `BASEMENT_NAME_FILE` or `BASEMENT_NAME`; never from `--name`.
+    `files=False`: the secret has its own `<name>_file` setting, read by its user; env only here."""
+    flag, key = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+    if refused is not None:
+        raise ConfigError(f"{flag}: secrets are not accepted as command-line flags (every local user can read a "
+                          f"process's arguments in ps or /proc/<pid>/cmdline, and shells keep them in history); "
+                          f"set {key} in the environment or put it in a file named by {flag}-file or {key}_FILE")
+    if not files:
+        return env[key] if key in env else None
+    path = getattr(args, name + "_file", None) if args is not None else None
+    where = f"{flag}-file"
+    if path is None and key + "_FILE" in env:
+        path, where = env[key + "_FILE"], key + "_FILE"
+        if key in env:
+            raise ConfigError(f"{key} and {key}_FILE are both set: give one")
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot read {path!r}: {e}") from None
+    if not value:
+        raise ConfigError(f"{where}: {path!r} is empty")
+    return value
