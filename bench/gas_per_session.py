@@ -13,10 +13,10 @@ import asyncio
 import random
 import statistics
 
-from signalling import contracts
-from signalling.chainwriter import batch_manifest
-from signalling.evm import Anvil
-from signalling.summary import build_document, make_summary, new_session_id
+from signalling.chain import contracts
+from signalling.chain.evm import Anvil
+from signalling.sessions.summary import build_document, make_summary, new_session_id
+from signalling.sessions.writer import batch_manifest
 
 
 def _summary(rng: random.Random):

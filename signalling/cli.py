@@ -22,7 +22,7 @@ def _run(coro) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from signalling.server import serve_forever
+    from signalling.run.serve import serve_forever
 
     settings = config.load(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # Modules that contribute subcommands; each exposes add_subparser(subparsers) and sets `func`.
-SUBCOMMAND_MODULES = ["signalling.sessions_cli", "signalling.cluster.cli", "bench.cli"]
+SUBCOMMAND_MODULES = ["signalling.sessions.cli", "signalling.cluster.cli", "bench.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

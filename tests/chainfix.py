@@ -21,8 +21,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 
-from signalling import contracts
-from signalling.evm import Anvil, Deployment, EmbeddedChain, deploy_basement
+from signalling.chain import contracts
+from signalling.chain.evm import Anvil, Deployment, EmbeddedChain, deploy_basement
 
 __all__ = ["AnvilNode", "ChainHandle", "anvil_node", "chain", "embedded", "embedded_chain", "fresh_anvil",
            "run_sync"]

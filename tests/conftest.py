@@ -8,7 +8,7 @@ import pytest
 
 from sfu import transport
 from signalling import config
-from signalling.server import start_server
+from signalling.run.serve import start_server
 
 # test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
 transport.configure_ice(["127.0.0.1"])
@@ -46,7 +46,7 @@ async def server(make_server):
 @pytest.fixture
 async def connect(server):
     """connect(room, name) -> a joined Client; every client is closed at teardown."""
-    from signalling.client import Client
+    from signalling.protocol.client import Client
 
     made = []
 

@@ -8,8 +8,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from signalling.admin import admin_app
-from signalling.gating import MemoryRoomRegistry
+from signalling.access.admin import admin_app
+from signalling.access.gating import MemoryRoomRegistry
 
 KEY = "s3cret-admin-key"
 ADDR = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

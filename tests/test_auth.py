@@ -15,9 +15,9 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from signalling import contracts
-from signalling.auth import AuthError, AuthService, GrantIssuer, SiweMessage, auth_routes, format_time
-from signalling.gating import Gate, GateEvaluator, MemoryRoomRegistry, RoomConfig
+from signalling.access.auth import AuthError, AuthService, GrantIssuer, SiweMessage, auth_routes, format_time
+from signalling.access.gating import Gate, GateEvaluator, MemoryRoomRegistry, RoomConfig
+from signalling.chain import contracts
 from tests.chainfix import *  # noqa: F403
 from tests.chainfix import ChainHandle
 

@@ -22,10 +22,10 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
-from signalling import contracts
-from signalling.auth import SiweMessage
-from signalling.client import Client
-from signalling.evm import DEMO_WALLET_KEY
+from signalling.access.auth import SiweMessage
+from signalling.chain import contracts
+from signalling.chain.evm import DEMO_WALLET_KEY
+from signalling.protocol.client import Client
 from tests.browser import Browser
 from tests.media import Sink
 

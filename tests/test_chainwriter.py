@@ -11,17 +11,17 @@ import pytest
 import redis.asyncio as aioredis
 from eth_account import Account
 
-from signalling import contracts
-from signalling.chainwriter import (
+from signalling.chain import contracts
+from signalling.sessions.cidstore import DirCidStore
+from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.summary import hex32, summary_leaf, verify_proof
+from signalling.sessions.writer import (
     ChainWriter,
     LockLost,
     RedisWriterLock,
     WriterConfig,
     WriterKey,
 )
-from signalling.cidstore import DirCidStore
-from signalling.outbox import SqliteOutbox
-from signalling.summary import hex32, summary_leaf, verify_proof
 from tests.chainfix import *  # noqa: F403
 from tests.chainfix import ChainHandle
 from tests.sessionfix import make_writer, redis_server, synthetic_summary  # noqa: F401

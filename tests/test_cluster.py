@@ -16,15 +16,15 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from sfu import transport
-from signalling.auth import NonceState, SiweMessage
-from signalling.client import Client, ServerError
+from signalling.access.auth import NonceState, SiweMessage
+from signalling.access.gating import RoomConfig
+from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.cluster.bus import MemoryBus, MemoryHub, RedisBus, RemoteError
 from signalling.cluster.placement import NoNodeError, Placer, choose
 from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
-from signalling.evm import DEMO_WALLET_KEY
-from signalling.gating import RoomConfig
+from signalling.protocol.client import Client, ServerError
 from tests.clusterfix import BASEMENT, Cluster, RedisProc
 from tests.media import CounterVideo, Sink
 

@@ -11,7 +11,7 @@ from eth_account import Account
 from web3 import AsyncWeb3
 from web3.logs import DISCARD
 
-from signalling import contracts
+from signalling.chain import contracts
 from tests.chainfix import *  # noqa: F403
 from tests.chainfix import AnvilNode, ChainHandle
 

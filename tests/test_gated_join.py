@@ -12,7 +12,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from signalling.client import Client, ServerError
+from signalling.protocol.client import Client, ServerError
 from tests.chainfix import ChainHandle, anvil_node, embedded_chain  # noqa: F401  (fixtures)
 
 ADMIN_KEY = "test-admin-key-" + "x" * 16
@@ -42,7 +42,7 @@ async def gated(request, make_server):
 async def _sign_in(http: aiohttp.ClientSession, url: str, acct) -> str:
     async with http.get(f"{url}/auth/nonce") as r:
         n = await r.json()
-    from signalling.auth import SiweMessage  # the message format clients build (EIP-4361)
+    from signalling.access.auth import SiweMessage  # the message format clients build (EIP-4361)
 
     msg = SiweMessage(domain=n["domain"], address=acct.address, uri=n["uri"], version="1",
                       chain_id=n["chainId"], nonce=n["nonce"], issued_at=_now(),
@@ -158,7 +158,7 @@ async def test_open_rooms_admit_guests_and_demo_room_is_gated(server):
             n = await r.json()
         # asked for port 0: the SIWE domain is the port really bound, as the page's host shows it
         assert n["domain"] == f"127.0.0.1:{server.port}" and n["uri"] == server.url, n
-        from signalling.auth import SiweMessage
+        from signalling.access.auth import SiweMessage
 
         msg = SiweMessage(domain=n["domain"], address=info["demoWallet"], uri=n["uri"], version="1",
                           chain_id=n["chainId"], nonce=n["nonce"], issued_at=_now()).to_text()

@@ -11,8 +11,7 @@ from aiohttp import ClientSession, web
 from eth_account import Account
 from web3 import AsyncWeb3
 
-from signalling.evm import free_port
-from signalling.gating import (
+from signalling.access.gating import (
     CANNOT_VERIFY,
     Gate,
     GateError,
@@ -22,6 +21,7 @@ from signalling.gating import (
     Rechecker,
     RoomConfig,
 )
+from signalling.chain.evm import free_port
 from tests.chainfix import *  # noqa: F403
 from tests.chainfix import AnvilNode, ChainHandle
 

@@ -26,8 +26,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from signalling import config
-from signalling.admin import admin_app
-from signalling.auth import (
+from signalling.access.admin import admin_app
+from signalling.access.auth import (
     AuthError,
     AuthService,
     GrantIssuer,
@@ -35,12 +35,12 @@ from signalling.auth import (
     SiweMessage,
     StoreFull,
 )
-from signalling.client import Client, ServerError
-from signalling.evm import DEMO_WALLET_KEY
-from signalling.gating import MemoryRoomRegistry
+from signalling.access.gating import MemoryRoomRegistry
+from signalling.access.throttle import RateLimiter, client_key
+from signalling.chain.evm import DEMO_WALLET_KEY
+from signalling.protocol.client import Client, ServerError
 from signalling.redact import redact_logs, redact_url
-from signalling.summary import build_document, canonical_json, check_document, make_summary
-from signalling.throttle import RateLimiter, client_key
+from signalling.sessions.summary import build_document, canonical_json, check_document, make_summary
 from tests.conftest import free_port
 
 ADMIN_KEY = "hardening-admin-key-" + "k" * 16

@@ -19,12 +19,13 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from signalling import app as signalling_app
-from signalling import gating, protocol
-from signalling.client import Client
-from signalling.edge import EDGE_KEY, EDGE_STATS
-from signalling.protocol import ProtocolError
-from signalling.rooms import SendQueue
+from signalling.access import gating
+from signalling.protocol import app as signalling_app
+from signalling.protocol import messages as protocol
+from signalling.protocol.client import Client
+from signalling.protocol.edge import EDGE_KEY, EDGE_STATS
+from signalling.protocol.messages import ProtocolError
+from signalling.protocol.rooms import SendQueue
 from tests.browser import Browser
 from tests.conftest import free_port
 from tests.media import Tone

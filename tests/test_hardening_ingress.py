@@ -327,7 +327,7 @@ async def test_the_layer_cap_setting_reaches_the_sfu(make_server):
     from aiortc import RTCPeerConnection
 
     from bench.loadgen.peers import munge_simulcast
-    from signalling.client import Client, ServerError
+    from signalling.protocol.client import Client, ServerError
 
     server = await make_server(max_simulcast_layers=2)
     client = Client(server.url)

@@ -27,7 +27,7 @@ from sfu.router import Router
 from sfu.speaker import ActiveSpeaker
 from sfu.transport import IceConfig, PeerTransport, SendSlot
 from signalling import config
-from signalling.client import Client, ServerError
+from signalling.protocol.client import Client, ServerError
 from tests.media import CounterVideo, Sink, Tone
 
 # --- 1. remote ICE candidates ------------------------------------------------------------------

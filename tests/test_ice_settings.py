@@ -17,7 +17,7 @@ async def test_port_range_and_public_ip_are_honoured(make_server):
     # bind every interface of this loopback-only namespace, advertise another loopback address:
     # what a hostNetwork pod does with its node IP
     srv = await make_server(ice_addresses=["0.0.0.0"], public_ip="127.0.0.2", rtp_port_min=41000, rtp_port_max=41050)
-    from signalling.client import Client
+    from signalling.protocol.client import Client
 
     clients = []
     try:

@@ -10,8 +10,8 @@ import sys
 
 import redis.asyncio as aioredis
 
-from signalling.outbox import RedisOutbox, SqliteOutbox, open_outbox
-from signalling.summary import hex32
+from signalling.sessions.outbox import RedisOutbox, SqliteOutbox, open_outbox
+from signalling.sessions.summary import hex32
 from tests.sessionfix import REPO, redis_server, synthetic_summary  # noqa: F401
 
 RNG = random.Random(99)

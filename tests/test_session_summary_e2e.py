@@ -7,10 +7,10 @@ import asyncio
 import aiohttp
 from eth_account import Account
 
-from signalling.cidstore import DirCidStore
-from signalling.client import Client
-from signalling.sessions_cli import list_sessions, prove_participant, verify_session
-from signalling.summary import hex32, room_id
+from signalling.protocol.client import Client
+from signalling.sessions.cidstore import DirCidStore
+from signalling.sessions.cli import list_sessions, prove_participant, verify_session
+from signalling.sessions.summary import hex32, room_id
 from tests.media import CounterVideo, Sink, Tone
 from tests.test_gated_join import _sign_in
 

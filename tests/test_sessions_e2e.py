@@ -12,20 +12,20 @@ import sys
 import time
 from pathlib import Path
 
-from signalling import contracts
-from signalling.chainwriter import ChainWriter, WriterConfig
-from signalling.cidstore import DirCidStore
-from signalling.evm import Anvil
-from signalling.outbox import SqliteOutbox
-from signalling.sessions_cli import fetch_records, prove_participant, verify_session
-from signalling.summary import hex32
+from signalling.chain import contracts
+from signalling.chain.evm import Anvil
+from signalling.sessions.cidstore import DirCidStore
+from signalling.sessions.cli import fetch_records, prove_participant, verify_session
+from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.summary import hex32
+from signalling.sessions.writer import ChainWriter, WriterConfig
 from tests.chainfix import *  # noqa: F403
 from tests.chainfix import AnvilNode
 from tests.sessionfix import REPO, make_writer, redis_server, synthetic_summary  # noqa: F401
 
 
 class WriterProc:
-    """`python -m signalling.chainwriter` as a separate process we can SIGKILL."""
+    """`python -m signalling.sessions.writer` as a separate process we can SIGKILL."""
 
     def __init__(self, tmp: Path, rpc_url: str, session_log: str, key: str) -> None:
         self.tmp, self.rpc_url, self.session_log, self.key = tmp, rpc_url, session_log, key
@@ -37,7 +37,7 @@ class WriterProc:
         env = {**os.environ, "BASEMENT_WRITER_KEY": self.key}
         logf = open(self.tmp / f"writer-{self.runs}.log", "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "signalling.chainwriter", "--outbox", str(self.tmp / "outbox.db"),
+            [sys.executable, "-m", "signalling.sessions.writer", "--outbox", str(self.tmp / "outbox.db"),
              "--rpc-url", self.rpc_url, "--session-log", self.session_log, "--store-dir", str(self.tmp / "cids"),
              "--batch-size", str(batch_size), "--batch-wait-s", "0.3", "--backoff-max-s", "1.5"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
@@ -136,7 +136,7 @@ async def test_200_sessions_exactly_once_through_kills_and_outage(tmp_path):
         single = next(r.session_id for r in records if r.kind == "single")
         out = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "signalling.sessions_cli", "verify", batched, single, "--rpc-url", anvil.url,
+            [sys.executable, "-m", "signalling.sessions.cli", "verify", batched, single, "--rpc-url", anvil.url,
              "--session-log", log_c.address, "--store-dir", str(tmp_path / "cids")],
             cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -164,7 +164,7 @@ async def _one_recorded(node: AnvilNode, tmp_path, batch: bool = False):
 def _cli(node: AnvilNode, tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BASEMENT_RPC_URL": node.anvil.url,
            "BASEMENT_SESSION_LOG_ADDRESS": node.deployment.session_log, "BASEMENT_DATA_DIR": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "signalling.sessions_cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "signalling.sessions.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -237,8 +237,9 @@ async def test_prove_participant(anvil_node, tmp_path):
 
 async def test_all_in_one_tracker_to_chain_on_embedded(embedded, tmp_path):
     """The all-in-one wiring: tracker → SQLite outbox → writer task → embedded chain → verify."""
-    from signalling import chainwriter, config
-    from signalling.sessions import SessionTracker
+    from signalling import config
+    from signalling.sessions import writer as chainwriter
+    from signalling.sessions.tracker import SessionTracker
 
     key = await make_writer(embedded.w3, embedded.deployment.session_log, embedded.owner)
     settings = config.load(env={}, data_dir=str(tmp_path), session_grace_s=0.05)
@@ -274,8 +275,8 @@ async def test_cluster_two_writers_one_key_redis_outbox(anvil_node, redis_server
     """Two writer replicas with the same key share a Redis outbox; the lock serialises them."""
     import redis.asyncio as aioredis
 
-    from signalling.chainwriter import RedisWriterLock
-    from signalling.outbox import RedisOutbox
+    from signalling.sessions.outbox import RedisOutbox
+    from signalling.sessions.writer import RedisWriterLock
 
     w3 = anvil_node.anvil.w3()
     key = await make_writer(w3, anvil_node.deployment.session_log, anvil_node.owner)

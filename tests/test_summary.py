@@ -9,10 +9,9 @@ import pytest
 from aiohttp import web
 from eth_utils import keccak, to_checksum_address
 
-from signalling.cidstore import CidError, DirCidStore, IpfsHttpCidStore, cid_of
-from signalling.outbox import SqliteOutbox
-from signalling.sessions import SessionTracker
-from signalling.summary import (
+from signalling.sessions.cidstore import CidError, DirCidStore, IpfsHttpCidStore, cid_of
+from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.summary import (
     ZERO32,
     address_leaf,
     build_document,
@@ -27,6 +26,7 @@ from signalling.summary import (
     room_id,
     verify_proof,
 )
+from signalling.sessions.tracker import SessionTracker
 
 ADDRS = [to_checksum_address(f"0x{i:040x}") for i in range(1, 12)]
 

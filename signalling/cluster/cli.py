@@ -10,7 +10,7 @@ from signalling import config
 
 def _run(args: argparse.Namespace, which: str) -> int:
     from signalling.cli import _run as run_loop
-    from signalling.cluster import process
+    from signalling.run import cluster as process
 
     settings = config.load(args)
     logging.basicConfig(level=settings.log_level.upper(),

@@ -18,15 +18,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from signalling.app import STATE_KEY, create_app
 from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import RemoteNode
 from signalling.cluster.store import Store
 from signalling.config import Settings
-from signalling.edge import EdgeCollector
-from signalling.rooms import Admit, RoomManager, admit_everyone
+from signalling.protocol.app import STATE_KEY, create_app
+from signalling.protocol.edge import EdgeCollector
+from signalling.protocol.rooms import Admit, RoomManager, admit_everyone
 
 log = logging.getLogger("basement.cluster.replica")
 

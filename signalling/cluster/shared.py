@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from signalling.auth import NonceState
+from signalling.access.auth import NonceState
+from signalling.access.gating import RoomConfig
 from signalling.cluster.store import Store
-from signalling.gating import RoomConfig
 
 ROOM_CONFIGS = "room_configs"
 

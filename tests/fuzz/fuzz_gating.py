@@ -1,4 +1,4 @@
-"""Fuzz gate definitions: signalling/gating.py `RoomConfig.from_json` / `Gate.from_json`.
+"""Fuzz gate definitions: signalling/access/gating.py `RoomConfig.from_json` / `Gate.from_json`.
 
 Input: a room config as JSON text, the body of `PUT /admin/rooms/<name>` (and what a replica reads
 back from Redis), e.g. {"gate": {"any": [{"standard": "erc721", ...}]}, "max_participants": 50}.
@@ -14,7 +14,7 @@ from _harness import Finding, instrumented, main
 
 with instrumented():
     from signalling import safejson
-    from signalling.gating import Gate, GateError, RoomConfig, _leaf_calldata
+    from signalling.access.gating import Gate, GateError, RoomConfig, _leaf_calldata
 
 HOLDER = "0x00000000000000000000000000000000000000A1"
 

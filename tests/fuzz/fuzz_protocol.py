@@ -1,4 +1,4 @@
-"""Fuzz signalling/protocol.py `parse`: one client message as it arrives on the WebSocket.
+"""Fuzz signalling/protocol/messages.py `parse`: one client message as it arrives on the WebSocket.
 
 Input: the frame's bytes. The first byte chooses how they reach `parse`: as a binary frame (bytes),
 or as a text frame (str; aiohttp decodes text frames as strict UTF-8, anything else is modelled
@@ -17,7 +17,7 @@ import unicodedata
 from _harness import Finding, instrumented, main
 
 with instrumented():
-    from signalling import protocol
+    from signalling.protocol import messages as protocol
 
 ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))

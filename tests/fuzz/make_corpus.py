@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 from aiortc import rtp as artp
 
-from signalling.auth import _Signer
+from signalling.access.auth import _Signer
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"

@@ -15,9 +15,9 @@ import pytest
 from eth_account import Account
 from web3 import AsyncWeb3
 
-from signalling import contracts
-from signalling.evm import free_port
-from signalling.summary import Summary, build_document, make_summary, new_session_id
+from signalling.chain import contracts
+from signalling.chain.evm import free_port
+from signalling.sessions.summary import Summary, build_document, make_summary, new_session_id
 
 
 class RedisServer:

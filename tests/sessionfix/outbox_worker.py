@@ -10,8 +10,8 @@ import asyncio
 import random
 import sys
 
-from signalling.outbox import open_outbox
-from signalling.summary import hex32
+from signalling.sessions.outbox import open_outbox
+from signalling.sessions.summary import hex32
 from tests.sessionfix import synthetic_summary
 
 

@@ -4,7 +4,7 @@
   127.0.0.1 is same-origin with itself, so only the Host header tells it apart. Served: public_url's
   host, `host`, localhost, IP literals (a rebinding needs a name) and `allowed_hosts`.
 * Origin check on /ws: a browser sends the page's origin; another site's page may not drive a
-  user's camera or room through our socket. Requests without Origin (bots, signalling.client) pass:
+  user's camera or room through our socket. Requests without Origin (bots, signalling.protocol.client) pass:
   they are not a browser acting for someone else.
 * Per-address concurrent sockets, per-socket token bucket: one client cannot hold every slot or
   make the server do unbounded work.

@@ -15,17 +15,17 @@ from typing import Any
 from aiohttp import web
 from web3 import AsyncWeb3
 
-from signalling import chainwriter
-from signalling.admin import admin_app
-from signalling.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, StoreFull, auth_routes
+from signalling.access.admin import admin_app
+from signalling.access.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, StoreFull, auth_routes
+from signalling.access.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
+from signalling.access.throttle import RateLimiter
 from signalling.config import Settings
-from signalling.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
-from signalling.outbox import outbox_for_settings
-from signalling.protocol import ProtocolError
+from signalling.protocol.messages import ProtocolError
+from signalling.protocol.rooms import Admission, admit_everyone
 from signalling.redact import redact_logs
-from signalling.rooms import Admission, admit_everyone
-from signalling.sessions import RecordingPolicy, SessionTracker
-from signalling.throttle import RateLimiter
+from signalling.sessions import writer as chainwriter
+from signalling.sessions.outbox import outbox_for_settings
+from signalling.sessions.tracker import RecordingPolicy, SessionTracker
 
 log = logging.getLogger("basement.control")
 
@@ -123,7 +123,7 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     redact_logs(urls=[settings.rpc_url, settings.redis_url],
                 secrets=[settings.grant_secret, settings.admin_key, settings.writer_key])
     if settings.chain == "embedded":
-        from signalling.evm import EmbeddedChain
+        from signalling.chain.evm import EmbeddedChain
 
         chain = EmbeddedChain(writer_key=settings.writer_key)
         dep = await chain.start()

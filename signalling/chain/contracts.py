@@ -23,7 +23,7 @@ from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 
 ARTIFACTS_DIR = Path(
-    os.environ.get("BASEMENT_ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "contracts" / "artifacts")
+    os.environ.get("BASEMENT_ARTIFACTS_DIR", Path(__file__).resolve().parents[2] / "contracts" / "artifacts")
 )
 
 # Every contract compile.js builds; revert decoding searches all of their ABIs.

@@ -15,15 +15,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sfu.peer import MediaError
 from sfu.sdp import SdpError
-from signalling import protocol
+from signalling.access.throttle import client_key
 from signalling.config import Settings
-from signalling.edge import EDGE_KEY, EDGE_STATS, Edge, TokenBucket, install
-from signalling.protocol import ProtocolError
-from signalling.rooms import Participant, RoomManager, SendQueue
-from signalling.throttle import client_key
+from signalling.protocol import messages
+from signalling.protocol.edge import EDGE_KEY, EDGE_STATS, Edge, TokenBucket, install
+from signalling.protocol.messages import ProtocolError
+from signalling.protocol.rooms import Participant, RoomManager, SendQueue
 
 log = logging.getLogger("basement.signalling")
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 
 ROOMS_KEY = web.AppKey("rooms", RoomManager)
 STATE_KEY = web.AppKey("state", dict)
@@ -113,7 +113,7 @@ class Connection:
             return
         ref = None
         try:
-            msg = protocol.parse(raw)
+            msg = messages.parse(raw)
             ref = msg.get("id")
             await self.dispatch(msg, ref)
         except ProtocolError as e:
@@ -236,7 +236,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def create_app(rooms: RoomManager, settings: Settings | None = None) -> web.Application:
     """The public HTTP app; `settings` gives the edge its limits and names (None: see below)."""
-    app = web.Application(client_max_size=protocol.MAX_MESSAGE_BYTES)
+    app = web.Application(client_max_size=messages.MAX_MESSAGE_BYTES)
     if settings is None:
         # A caller that does not pass its settings does not know the deployment's public names or
         # proxies either: a Host check or per-address cap would refuse everyone behind an Ingress.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from signalling.summary import Summary, hex32
+from signalling.sessions.summary import Summary, hex32
 
 
 @dataclass(frozen=True)

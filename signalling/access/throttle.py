@@ -18,7 +18,7 @@ from aiohttp import web
 def request_client(request: web.Request) -> str:
     """The key of the client that sent `request`: its address as the edge sees it (X-Forwarded-For
     only from `trusted_proxies`), else the socket's peer."""
-    from signalling.edge import EDGE_KEY  # the app's edge, when the app has one
+    from signalling.protocol.edge import EDGE_KEY  # the app's edge, when the app has one
 
     edge = request.config_dict.get(EDGE_KEY)
     return client_key(edge.client_address(request) if edge is not None else request.remote)

@@ -1,7 +1,7 @@
 """`basement sessions list | verify <session-id> | prove <session-id> <address>`.
 
 Every command is also a coroutine callable from Python (`list_sessions`, `verify_session`,
-`prove_participant`) and runnable as `python -m signalling.sessions_cli …`.
+`prove_participant`) and runnable as `python -m signalling.sessions.cli …`.
 
 verify = trust nothing but the chain: take the on-chain record (a SessionRecorded event, or a
 SessionBatched event plus the batch manifest whose Merkle proof must reach the on-chain batch root),
@@ -21,9 +21,10 @@ from typing import Any
 
 from web3 import AsyncWeb3
 
-from signalling import contracts, safejson
-from signalling.cidstore import CidStore, DirCidStore, open_store
-from signalling.summary import (
+from signalling import safejson
+from signalling.chain import contracts
+from signalling.sessions.cidstore import CidStore, DirCidStore, open_store
+from signalling.sessions.summary import (
     MAX_DOCUMENT_BYTES,
     address_leaf,
     check_document,
@@ -251,7 +252,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m signalling.sessions_cli")
+    parser = argparse.ArgumentParser(prog="python -m signalling.sessions.cli")
     add_subparser(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(["sessions", *(sys.argv[1:] if argv is None else argv)])
     return args.func(args)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from signalling.gating import GateError, RoomConfig, RoomRegistry, validate_room_name
+from signalling.access.gating import GateError, RoomConfig, RoomRegistry, validate_room_name
 from signalling.httpjson import BodyError, read_object
 
 MAX_BODY = 64 * 1024

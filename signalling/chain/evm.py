@@ -30,7 +30,7 @@ from eth_utils import keccak
 from web3 import AsyncWeb3
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
-from signalling import contracts
+from signalling.chain import contracts
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def anvil_binary() -> Path:
     env = os.environ.get("BASEMENT_ANVIL")
     if env:
         return Path(env)
-    local = (Path(__file__).resolve().parents[1] / "contracts" / "node_modules" / "@foundry-rs"
+    local = (Path(__file__).resolve().parents[2] / "contracts" / "node_modules" / "@foundry-rs"
              / "anvil-linux-amd64" / "bin" / "anvil")
     if local.exists():
         return local
@@ -277,12 +277,12 @@ def settings_env(url: str, deployment: Deployment, writer_key: str = DEV_WRITER_
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m signalling.evm [--state FILE] [--port N]`: a local anvil with Basement deployed,
+    """`python -m signalling.chain.evm [--state FILE] [--port N]`: a local anvil with Basement deployed,
     kept until Ctrl-C (state saved to FILE on exit and reloaded next time)."""
     import argparse
     import asyncio
 
-    parser = argparse.ArgumentParser(prog="python -m signalling.evm", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m signalling.chain.evm", description=main.__doc__)
     parser.add_argument("--state", default="var/anvil/state.json", help="anvil state file (kept across runs)")
     parser.add_argument("--port", type=int, default=8545)
     args = parser.parse_args(argv)

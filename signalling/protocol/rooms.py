@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signalling.edge import EDGE_STATS
+from signalling.protocol.edge import EDGE_STATS
 
 log = logging.getLogger("basement.rooms")
 

@@ -19,7 +19,6 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from sfu import downtrack, receiver, transport
 from sfu.metrics import media_registry
-from signalling.app import metrics_app
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer
@@ -30,7 +29,8 @@ from signalling.cluster.replica import BusCollector, Replica, serve_app
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
-from signalling.control import build_control_plane, mount
+from signalling.protocol.app import metrics_app
+from signalling.run.control import build_control_plane, mount
 
 log = logging.getLogger("basement.cluster")
 

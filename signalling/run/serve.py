@@ -13,12 +13,12 @@ from aiohttp import web
 from sfu import receiver, transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
-from signalling.app import create_app, metrics_app
 from signalling.config import Settings
-from signalling.control import build_control_plane, mount
-from signalling.edge import EdgeCollector
 from signalling.httpjson import BodyError, read_object
-from signalling.rooms import RoomManager
+from signalling.protocol.app import create_app, metrics_app
+from signalling.protocol.edge import EdgeCollector
+from signalling.protocol.rooms import RoomManager
+from signalling.run.control import build_control_plane, mount
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
@@ -107,13 +107,13 @@ async def chain_info(request: web.Request) -> web.Response:
 async def dev_wallet_sign(request: web.Request) -> web.Response:
     """The built-in dev wallet of the embedded chain: signs a SIWE message with the demo key.
 
-    The key is public and deterministic (signalling/evm.py) and only ever holds demo tokens on an
+    The key is public and deterministic (signalling/chain/evm.py) and only ever holds demo tokens on an
     in-process chain, so exposing it is what lets a new user try a gated room with no wallet.
     """
     from eth_account import Account
     from eth_account.messages import encode_defunct
 
-    from signalling.evm import DEMO_WALLET_KEY
+    from signalling.chain.evm import DEMO_WALLET_KEY
 
     try:
         body = await read_object(request, max_bytes=16 * 1024, max_depth=4)

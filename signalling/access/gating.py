@@ -22,7 +22,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, is_hex_address, to_checksum_address
 from web3 import AsyncWeb3
 
-from signalling.protocol import ROOM_RE
+from signalling.protocol.messages import ROOM_RE
 
 log = logging.getLogger(__name__)
 

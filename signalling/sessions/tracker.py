@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from signalling.outbox import Outbox
-from signalling.summary import Summary, build_document, make_summary, new_session_id, norm_identity
+from signalling.sessions.outbox import Outbox
+from signalling.sessions.summary import Summary, build_document, make_summary, new_session_id, norm_identity
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from eth_utils import is_hex_address, to_checksum_address
 from web3 import AsyncWeb3
 
 from signalling import safejson
-from signalling.gating import CANNOT_VERIFY, GateError, GateEvaluator, RoomRegistry, validate_room_name
+from signalling.access.gating import CANNOT_VERIFY, GateError, GateEvaluator, RoomRegistry, validate_room_name
+from signalling.access.throttle import RateLimiter, request_client
 from signalling.httpjson import BodyError, read_object
-from signalling.throttle import RateLimiter, request_client
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +656,7 @@ class AuthService:
         try:
             result = await wallet.functions.isValidSignature(digest, sig).call()
         except Exception as exc:  # noqa: BLE001 - a reverting wallet simply rejects the signature
-            from signalling.contracts import decode_revert
+            from signalling.chain.contracts import decode_revert
 
             if decode_revert(exc) is not None:
                 return False

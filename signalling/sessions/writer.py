@@ -38,10 +38,10 @@ from typing import Any, Protocol
 from eth_account import Account
 from web3 import AsyncWeb3
 
-from signalling import contracts
-from signalling.cidstore import CidStore, DirCidStore, open_store, write_atomic
-from signalling.outbox import Outbox, OutboxEntry, open_outbox
-from signalling.summary import Summary, hex32, merkle_proof, merkle_root, summary_leaf
+from signalling.chain import contracts
+from signalling.sessions.cidstore import CidStore, DirCidStore, open_store, write_atomic
+from signalling.sessions.outbox import Outbox, OutboxEntry, open_outbox
+from signalling.sessions.summary import Summary, hex32, merkle_proof, merkle_root, summary_leaf
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
 
     `key` / `session_log` override the settings (the embedded chain brings its own dev writer key
     and deployment address)."""
-    from signalling.outbox import outbox_for_settings
+    from signalling.sessions.outbox import outbox_for_settings
 
     key = key or settings.writer_key
     session_log = session_log or settings.session_log_address
@@ -505,11 +505,11 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
                        store or DirCidStore(Path(settings.data_dir) / "cids"), config=config, lock=lock)
 
 
-# ---------------------------------------------------------------- `python -m signalling.chainwriter`
+# ---------------------------------------------------------------- `python -m signalling.sessions.writer`
 
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m signalling.chainwriter",
+    p = argparse.ArgumentParser(prog="python -m signalling.sessions.writer",
                                 description="Drain the session outbox into SessionLog. The key comes from "
                                             "$BASEMENT_WRITER_KEY or --key-file, never the command line.")
     data_dir = env("BASEMENT_DATA_DIR", "var")

@@ -27,7 +27,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import is_address, keccak, to_checksum_address
 
 from signalling import safejson
-from signalling.cidstore import cid_of
+from signalling.sessions.cidstore import cid_of
 
 DOC_VERSION = 1
 ZERO32 = b"\x00" * 32

@@ -15,7 +15,7 @@ from signalling import safejson
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DEPTH = 16  # the deepest real message (a trickle candidate object) nests 2 levels
-# The one definition of a room name (gating.py uses it too). Always `fullmatch`: with `match` and
+# The one definition of a room name (access/gating.py uses it too). Always `fullmatch`: with `match` and
 # `$`, "demo\n" passed as a second, distinct room ("demo-gated\n" an ungated twin of a gated one).
 ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_NAME_CHARS = 64
