@@ -9,7 +9,7 @@ APT_PACKAGES := chromium redis-server janus iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench system-deps node-deps install clean contracts
+.PHONY: run test test-fast lint bench system-deps node-deps install clean contracts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,13 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The unit tier only (tests/unit): no root, no network namespace, no Chromium, Redis or Janus.
+test-fast: lint
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
 # Tests run in a private network namespace that only has loopback, so WebRTC (which gathers
 # candidates on every interface) can never send media anywhere but 127.0.0.1.
-test: $(STAMP) system-deps node-deps
-	$(BIN)/ruff check .
+test: $(STAMP) system-deps node-deps lint
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -1,62 +1,42 @@
-"""Shared fixtures: a real all-in-one server on 127.0.0.1 with free ports."""
+"""The test tiers: shared fixtures come from tests/support as plugins, and every test is marked by the
+directory it lives in, so `-m` selects a tier (`make test-fast` is `pytest tests/unit`)."""
 
 from __future__ import annotations
 
-import socket
+from pathlib import Path
 
 import pytest
 
-from sfu import transport
-from signalling import config
-from signalling.run.serve import start_server
+# Plugins rather than `import *`: fixtures are found by name wherever a test lives, and a test module
+# imports only the helpers it calls.
+pytest_plugins = [
+    "tests.support.servers",
+    "tests.support.chainfix",
+    "tests.support.sessionfix",
+    "tests.support.browser",
+]
 
-# test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
-transport.configure_ice(["127.0.0.1"])
+HERE = Path(__file__).resolve().parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-async def make_server(tmp_path):
-    """make_server(**settings) -> a started all-in-one server; all are stopped at teardown."""
-    started = []
-
-    async def make(**overrides):
-        values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200,
-                      data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5)
-        values.update(overrides)
-        srv = await start_server(config.load(env={}, **values))
-        started.append(srv)
-        return srv
-
-    yield make
-    for srv in started:
-        await srv.stop()
+# Directory (relative to tests/) -> marker. The most specific prefix wins.
+TIERS = {
+    ("unit",): "unit",
+    ("integration",): "integration",
+    ("e2e", "browser"): "browser",
+    ("e2e", "cluster"): "cluster",
+    ("e2e", "chain"): "chain",
+    ("e2e", "bench"): "bench",
+    ("fuzz",): "fuzz",
+}
 
 
-@pytest.fixture
-async def server(make_server):
-    return await make_server()
-
-
-@pytest.fixture
-async def connect(server):
-    """connect(room, name) -> a joined Client; every client is closed at teardown."""
-    from signalling.protocol.client import Client
-
-    made = []
-
-    async def make(room: str, name: str, **kw) -> Client:
-        c = Client(server.url, **kw)
-        made.append(c)
-        await c.connect()
-        await c.join(room, name)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            parts = Path(item.fspath).resolve().relative_to(HERE).parts
+        except ValueError:
+            continue
+        for prefix, marker in sorted(TIERS.items(), key=lambda kv: -len(kv[0])):
+            if parts[:len(prefix)] == prefix:
+                item.add_marker(getattr(pytest.mark, marker))
+                break

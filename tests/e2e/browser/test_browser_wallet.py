@@ -1,0 +1,351 @@
+"""The web client joins a token-gated room by Sign-In with Ethereum, in headless Chromium.
+
+The browser-wallet tests inject an EIP-1193 provider (`window.ethereum`) before the page's scripts
+run; its requests reach this test through a CDP binding (`Runtime.addBinding` ->
+`Runtime.bindingCalled`) and are answered with `Runtime.evaluate`. `personal_sign` signs with a
+real key (eth_account), and the server verifies that signature like any other.
+
+Everything stays on 127.0.0.1 (run inside the loopback-only network namespace, as `make test` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+
+from signalling.access.auth import SiweMessage
+from signalling.chain import contracts
+from signalling.chain.evm import DEMO_WALLET_KEY
+from signalling.protocol.client import Client
+from tests.support.browser import Browser
+from tests.support.media import Sink
+
+pytestmark = pytest.mark.timeout(120)  # chromium comes with `make test` (system-deps): never skipped
+
+ROOM = "demo-gated"
+VIDEO = "640x360"
+BINDING = "__basementInjectedWallet"
+
+# The page side of the test wallet: every request goes to the test through the binding and waits
+# for window.__testWallet.reply(id, ok, value).
+WALLET_JS = """
+(() => {
+  const pending = new Map();
+  let next = 1;
+  window.__testWallet = {
+    reply(id, ok, value) {
+      const p = pending.get(id);
+      if (!p) return;
+      pending.delete(id);
+      if (ok) p.resolve(value);
+      else p.reject(Object.assign(new Error(value.message), { code: value.code }));
+    },
+  };
+  window.ethereum = {
+    isBasementInjectedWallet: true,
+    request({ method, params }) {
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        window.__BINDING__(JSON.stringify({ id, method, params: params || [] }));
+      });
+    },
+  };
+})();
+""".replace("__BINDING__", BINDING)
+
+
+class WalletRefusal(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InjectedWallet:
+    """An EIP-1193 wallet in the page, served from here over a second DevTools connection.
+
+    It reports its account in lowercase (as MetaMask does), so the page must checksum it.
+    """
+
+    def __init__(self, page: Browser, account: LocalAccount, chain_id: int) -> None:
+        self.page = page
+        self.account = account
+        self.chain_id = chain_id
+        self.requests: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task | None = None
+        self._ids = iter(range(1, 1 << 30))
+        self._pending: dict[int, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def install(self) -> None:
+        """Bind and inject; the wallet exists in every document loaded afterwards."""
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(await self.page.page_websocket_url(), max_msg_size=0)
+        self._reader = asyncio.ensure_future(self._read())
+        await self._send("Runtime.enable", {})
+        await self._send("Runtime.addBinding", {"name": BINDING})
+        await self.page.add_init_script(WALLET_JS)
+
+    async def close(self) -> None:
+        for t in [self._reader, *self._tasks]:
+            if t is not None:
+                t.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        cid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[cid] = fut
+        await self._ws.send_str(json.dumps({"id": cid, "method": method, "params": params}))
+        reply = await asyncio.wait_for(fut, 20)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    async def _read(self) -> None:
+        async for m in self._ws:
+            if m.type != aiohttp.WSMsgType.TEXT:
+                continue
+            msg = json.loads(m.data)
+            fut = self._pending.pop(msg["id"], None) if "id" in msg else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            elif msg.get("method") == "Runtime.bindingCalled" and msg["params"]["name"] == BINDING:
+                task = asyncio.ensure_future(self._serve(json.loads(msg["params"]["payload"])))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: dict[str, Any]) -> None:
+        self.requests.append(request)
+        try:
+            ok, value = True, self.answer(request["method"], request["params"])
+        except WalletRefusal as e:
+            ok, value = False, {"code": e.code, "message": str(e)}
+        except Exception as e:  # noqa: BLE001 - a test bug: make the page fail visibly, record it
+            self.errors.append(repr(e))
+            ok, value = False, {"code": -32603, "message": f"test wallet failed: {e!r}"}
+        expr = f"window.__testWallet.reply({request['id']}, {json.dumps(ok)}, {json.dumps(value)})"
+        await self._send("Runtime.evaluate", {"expression": expr})
+
+    def answer(self, method: str, params: list[Any]) -> Any:
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [self.account.address.lower()]
+        if method == "eth_chainId":
+            return hex(self.chain_id)
+        if method == "wallet_switchEthereumChain":
+            raise WalletRefusal(4902, f"unrecognized chain id {params[0]['chainId']}")
+        if method == "personal_sign":
+            data, address = params
+            if address.lower() != self.account.address.lower():
+                raise WalletRefusal(4100, f"personal_sign for an account this wallet does not hold: {address}")
+            signed = self.account.sign_message(encode_defunct(primitive=bytes.fromhex(data.removeprefix("0x"))))
+            return "0x" + signed.signature.hex().removeprefix("0x")
+        raise WalletRefusal(4200, f"unsupported method {method}")
+
+    def methods(self) -> list[str]:
+        return [r["method"] for r in self.requests]
+
+
+@pytest.fixture
+async def gated_page():
+    """gated_page(server, name, wallet=(account, chain_id) | None, **query) -> (Browser, InjectedWallet | None)
+
+    The page has tried to join `demo-gated` (autojoin + a click on Join) without a grant; unless a `grant` is in the
+    query, it waits until the page offers the wallets."""
+    made: list[tuple[Browser, InjectedWallet | None]] = []
+
+    async def launch(server, name: str, wallet: tuple[LocalAccount, int] | None = None,
+                     **query: str) -> tuple[Browser, InjectedWallet | None]:
+        params = {"room": ROOM, "name": name, "video": VIDEO, **query}
+        autojoin = f"{server.url}/?{urlencode({**params, 'autojoin': '1'})}"
+        b = Browser(autojoin if wallet is None else f"{server.url}/?{urlencode(params)}")
+        tw = None
+        made.append((b, None))
+        await b.start()
+        if wallet is not None:
+            tw = InjectedWallet(b, *wallet)
+            made[-1] = (b, tw)
+            await tw.install()
+            await b.navigate(autojoin)
+            assert await b.evaluate("!!(window.ethereum && window.ethereum.isBasementInjectedWallet)")
+        # autojoin only prefills the form and focuses Join: capture needs the user's click
+        await b.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        await b.click("#join-button")
+        if "grant" not in query:
+            await b.wait_for("window.basement && window.basement.state === 'gated' && "
+                             "!document.querySelector('#grant-slot').hidden")
+        return b, tw
+
+    yield launch
+    for b, tw in made:
+        if tw is not None:
+            await tw.close()
+        await b.close()
+
+
+async def joined(page: Browser) -> dict[str, Any]:
+    """Wait until the page has joined and published audio + video; returns its participant."""
+    state = await page.wait_for("(window.basement.state === 'joined' || window.basement.walletError) && "
+                                "{state: window.basement.state, walletError: window.basement.walletError}", timeout=30)
+    assert state["state"] == "joined", state
+    await page.wait_for("window.basement.published.video && window.basement.published.audio", timeout=30)
+    return await page.evaluate("window.basement.participant")
+
+
+async def server_info(server) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/api/info") as r:
+        assert r.status == 200
+        return await r.json()
+
+
+def in_room(server, identity: str) -> list[Any]:
+    return [p for p in server.rooms.in_room(ROOM) if p.identity == identity]
+
+
+async def observer(server) -> Client:
+    """A Python participant already in the gated room: a second holder of the pass (minted to it here), so
+    it passes the room's gate at join as anyone must; its grant comes straight from the issuer."""
+    chain = server.control.embedded
+    holder = Account.create()
+    membership = contracts.contract_at(chain.w3, "MembershipPass", chain.deployment.membership_pass)
+    await contracts.send(chain.w3, membership.functions.mint(holder.address, 424242), chain.w3.eth.default_account)
+    c = Client(server.url)
+    await c.connect()
+    await c.join(ROOM, "observer", grant=server.control.auth.grants.issue(ROOM, holder.address))
+    return c
+
+
+async def test_browser_wallet_signs_in_and_joins_the_gated_room(server, gated_page):
+    info = await server_info(server)
+    demo = Account.from_key(DEMO_WALLET_KEY)
+    assert demo.address == info["demoWallet"]  # the key that holds the demo membership pass
+    watcher = await observer(server)
+    try:
+        page, wallet = await gated_page(server, "web-wallet", wallet=(demo, info["chainId"]))
+        # the refused join is not an error banner but the wallet choices, both offered (embedded chain)
+        gate = await page.evaluate("window.basement.gate")
+        assert gate["room"] == ROOM and "token-gated" in gate["reason"]
+        assert ROOM in await page.evaluate("document.querySelector('#wallet-prompt').textContent")
+        assert await page.evaluate("document.querySelector('#wallet-dev').hidden") is False
+        assert await page.evaluate("document.querySelector('#error-banner').hidden") is True
+        assert in_room(server, demo.address) == []
+
+        await page.click("#wallet-browser")
+        me = await joined(page)
+        assert me["name"] == "web-wallet" and me["identity"] == demo.address
+        assert wallet.errors == []
+        assert wallet.methods() == ["eth_requestAccounts", "eth_chainId", "personal_sign"]
+        # the wallet said 0xabc… in lowercase; the page signed and sent an EIP-55 address
+        hex_message, address = wallet.requests[-1]["params"]
+        assert address == demo.address != demo.address.lower()
+        siwe = SiweMessage.parse(bytes.fromhex(hex_message.removeprefix("0x")).decode())
+        assert siwe.address == demo.address and siwe.chain_id == info["chainId"]
+        assert siwe.uri == server.control.auth.origin and siwe.expiration_time
+        assert await page.evaluate("window.basement.wallet") == {"kind": "browser", "address": demo.address}
+
+        # the server admitted it under the wallet's identity; the other participant sees it and its video
+        [p] = in_room(server, demo.address)
+        assert p.id == me["id"] and p.name == "web-wallet"
+        msg = await watcher.wait_for(lambda: next((m for m in watcher.messages if m.get("type") == "participant_joined"
+                                                   and m["participant"]["id"] == me["id"]), None), timeout=15)
+        assert msg["participant"]["identity"] == demo.address
+        _, track = await watcher.wait_track(kind="video", participant=me["id"], timeout=30)
+        sink = Sink(track)
+        try:
+            await sink.wait_frames(10, timeout=30)
+        finally:
+            sink.stop()
+        assert all(w > 0 and h > 0 for w, h in sink.sizes)
+    finally:
+        await watcher.close()
+
+
+async def test_wallet_without_the_pass_is_refused_with_the_unmet_condition(server, gated_page):
+    info = await server_info(server)
+    stranger = Account.create()
+    page, wallet = await gated_page(server, "stranger", wallet=(stranger, info["chainId"]))
+    await page.click("#wallet-browser")
+
+    shown = await page.wait_for("!document.querySelector('#wallet-error').hidden && "
+                                "document.querySelector('#wallet-error').textContent")
+    # the signature was fine (signed in), the gate said no and the page names the unmet condition
+    assert wallet.methods() == ["eth_requestAccounts", "eth_chainId", "personal_sign"]
+    assert await page.evaluate("window.basement.wallet") == {"kind": "browser", "address": stranger.address}
+    assert "unmet condition" in shown and "Basement demo membership pass" in shown, shown
+    assert stranger.address in shown and ROOM in shown
+    assert await page.evaluate("window.basement.walletError") == shown
+    assert await page.evaluate("window.basement.state") != "joined"
+    assert await page.evaluate("document.querySelector('#join-view').hidden") is False
+    assert in_room(server, stranger.address) == []
+    assert server.rooms.in_room(ROOM) == []
+
+    # trying again asks the server again (no new signature: the session is reused) and is refused again
+    await page.evaluate("document.querySelector('#wallet-error').hidden = true")
+    await page.click("#wallet-browser")
+    again = await page.wait_for("!document.querySelector('#wallet-error').hidden && "
+                                "document.querySelector('#wallet-error').textContent")
+    assert "unmet condition" in again
+    assert wallet.methods().count("personal_sign") == 1
+    assert server.rooms.in_room(ROOM) == []
+
+
+async def test_dev_wallet_button_joins_the_gated_room(server, gated_page):
+    info = await server_info(server)
+    page, _ = await gated_page(server, "dev")
+    await page.wait_for("!document.querySelector('#wallet-dev').hidden")
+    await page.click("#wallet-dev")
+    me = await joined(page)
+    assert me["identity"] == info["demoWallet"]
+    assert await page.evaluate("window.basement.wallet") == {"kind": "dev", "address": info["demoWallet"]}
+    [p] = in_room(server, info["demoWallet"])
+    assert p.id == me["id"]
+    await page.wait_for("window.basement.publisherState === 'connected'")
+
+
+async def test_wallet_on_another_chain_gets_a_clear_message(server, gated_page):
+    info = await server_info(server)
+    page, wallet = await gated_page(server, "wrong-net", wallet=(Account.from_key(DEMO_WALLET_KEY), 1))
+    await page.click("#wallet-browser")
+    shown = await page.wait_for("!document.querySelector('#wallet-error').hidden && "
+                                "document.querySelector('#wallet-error').textContent")
+    assert "Wrong network" in shown and "chain 1," in shown and str(info["chainId"]) in shown, shown
+    # it asked the wallet to switch (refused: unknown chain) and never asked for a signature
+    assert wallet.methods() == ["eth_requestAccounts", "eth_chainId", "wallet_switchEthereumChain"]
+    assert await page.evaluate("window.basement.wallet") is None
+    assert server.rooms.in_room(ROOM) == []
+
+
+async def test_grant_in_the_url_still_joins_directly(server, gated_page):
+    info = await server_info(server)
+    grant = server.control.auth.grants.issue(ROOM, info["demoWallet"])
+    page, _ = await gated_page(server, "url-grant", grant=grant)
+    me = await joined(page)
+    assert me["identity"] == info["demoWallet"]
+    assert await page.evaluate("document.querySelector('#grant-slot').hidden") is True
+    assert await page.evaluate("window.basement.gate") is None
+
+
+async def test_page_checksums_addresses_like_eth_utils(server, gated_page):
+    page, _ = await gated_page(server, "checksum")
+    addresses = [Account.create().address.lower() for _ in range(25)]
+    addresses += ["0x" + "0" * 40, "0x" + "f" * 40, "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"]
+    got = await page.evaluate(f"{json.dumps(addresses)}.map(a => window.basement.toChecksumAddress(a))")
+    assert got == [to_checksum_address(a) for a in addresses]
+    # Keccak-256 itself, across the 136-byte block boundary
+    for text in ("", "abc", "x" * 135, "y" * 136, "z" * 300):
+        assert await page.evaluate(f"window.basement.keccak256({json.dumps(text)})") == keccak(text=text).hex()

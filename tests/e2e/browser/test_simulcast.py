@@ -1,0 +1,246 @@
+"""Simulcast from a real Chromium publisher, with per-subscriber layer selection.
+
+Chromium's fake camera at 960x540 sends three VP8 layers: q 240x135, h 480x270, f 960x540.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from aiortc import rtp as artp
+
+from sfu.metrics import STATS, media_registry
+from tests.support.browser import Browser, poll
+from tests.support.media import Sink
+
+pytestmark = pytest.mark.timeout(150)
+
+Q, H, F = (240, 135), (480, 270), (960, 540)
+
+
+async def _publisher(server, browser, room: str) -> tuple[Browser, dict]:  # noqa: F811
+    page = await browser(server, room, "chromium", audio="0")
+    view = await page.wait_for("window.basement.published.video && "
+                               "({participant: window.basement.participant, published: window.basement.published})")
+    return page, view
+
+
+_NODES: list = []
+
+
+@pytest.fixture(autouse=True)
+def _watch_node(server):
+    _NODES[:] = [server.node]
+    yield
+    _NODES.clear()
+
+
+def _selector_view() -> list:
+    """What the layer selector sees for every video DownTrack of this process (for failure messages)."""
+    view = []
+    for node in _NODES:
+        for p in node.peers.values():
+            for dt in p.downtracks.values():
+                if dt.is_video:
+                    view.append({"sub": p.name, "current": dt.current and dt.current.rid,
+                                 "target": dt.target and dt.target.rid, "remb": dt.remb_bps,
+                                 "lost": dt.fraction_lost, "paused": dt.pause_reason,
+                                 "layers": {r: round(x.bitrate) for r, x in dt.receiver.layers.items()}})
+    return view
+
+
+async def _wait_size(sink: Sink, size: tuple[int, int], what: str, timeout: float = 30.0) -> float:
+    """Wait until the last 10 decoded frames all have `size`; returns when the first of them came."""
+    def settled():
+        tail = sink.timeline[-10:]
+        return len(tail) == 10 and all((w, h) == size for _, w, h in tail)
+
+    async def check():
+        return settled()
+
+    try:
+        await poll(check, what, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: last frames {sink.timeline[-3:]}, {sink.frames} in all, "
+                           f"sink running: {not sink.task.done()}; selector: {_selector_view()}") from None
+    first = next(t for t, w, h in sink.timeline[-10:] if (w, h) == size)
+    return first
+
+
+class _DecodeErrors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "decode" in record.getMessage().lower():
+            self.messages.append(record.getMessage())
+
+
+async def test_each_subscriber_gets_the_layer_it_asks_for(server, connect, browser):  # noqa: F811
+    page, view = await _publisher(server, browser, "sim1")
+    video = view["published"]["video"]
+    low = await connect("sim1", "low")
+    medium = await connect("sim1", "medium")
+    watcher = await browser(server, "sim1", "watcher", audio="0", camera="0")
+    await watcher.wait_for("window.basement.participant")
+    await low.wait_track(kind="video")
+    await medium.wait_track(kind="video")
+    info = (await low.wait_track(kind="video"))[0]
+    assert info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}
+    # the reply names what is forwarded right now; q may first have to be re-enabled (dynacast)
+    assert "layer" in await low.subscription(video, layer="low")
+    assert "layer" in await medium.subscription(video, layer="medium")
+    await watcher.evaluate(f"window.basement.send({{type: 'subscription', track: '{video}', layer: 'high'}})")
+    sinks = {}
+    for c in (low, medium):
+        _, track = await c.wait_track(kind="video")
+        _own_remb(c, track)
+        sinks[c] = Sink(track)
+    settled = {low: await _wait_size(sinks[low], Q, "low subscriber on q"),
+               medium: await _wait_size(sinks[medium], H, "medium subscriber on h")}
+
+    async def watcher_high():
+        stats = await watcher.evaluate("window.basement.stats()")
+        return [s for s in stats["inbound"] if s.get("kind") == "video" and s.get("frameWidth") == F[0]
+                and (s.get("framesDecoded") or 0) > 0]
+
+    await poll(watcher_high, "Chromium subscriber decoding 960x540", timeout=40)
+    # only its own layer: nothing else arrived at the aiortc subscribers once they settled
+    for c, size in ((low, Q), (medium, H)):
+        since = [(w, h) for t, w, h in sinks[c].timeline if t >= settled[c]]
+        assert len(since) >= 10 and set(since) == {size}, (size, sorted(set(since)))
+    # the server's view: three DownTracks of one Receiver on three different layers, each layer's
+    # resolution read from its VP8 keyframes
+    rec = next(r for p in server.node.peers.values() for r in p.tracks if r.id == video)
+    assert sorted(dt.current.rid for dt in rec.downtracks if dt.current) == ["f", "h", "q"]
+    assert {rid: (x.width, x.height) for rid, x in rec.layers.items()} == {"q": Q, "h": H, "f": F}
+    # and the metrics: one downtrack per layer, every layer arriving with a bitrate
+    def layer_metrics():
+        m = scrape()
+        forwarding = [m.get(f'basement_downtracks_forwarding{{layer="{rid}"}}') for rid in "qhf"]
+        bitrates = [m.get(f'basement_layer_bitrate_bps{{layer="{rid}"}}', 0) for rid in "qhf"]
+        return (forwarding, all(b > 0 for b in bitrates)) == ([1, 1, 1], True) or None
+
+    # (a layer re-enabled by dynacast has a rate after its first measured second)
+    await poll(lambda: asyncio.sleep(0, layer_metrics()), "per-layer metrics", timeout=10)
+
+
+async def test_switching_high_low_high_is_quick_and_never_freezes(server, connect, browser):  # noqa: F811
+    page, view = await _publisher(server, browser, "sim2")
+    video = view["published"]["video"]
+    sub = await connect("sim2", "switcher")
+    _, track = await sub.wait_track(kind="video")
+    errors = _DecodeErrors()
+    logging.getLogger("aiortc").addHandler(errors)
+    _own_remb(sub, track)
+    try:
+        sink = Sink(track)
+        started = time.monotonic()
+        await sub.subscription(video, layer="high")
+        await _wait_size(sink, F, "start on f", timeout=40)
+        phases = [round(time.monotonic() - started, 2)]
+        latencies = []
+        for layer, size in (("low", Q), ("high", F), ("low", Q), ("high", F)):
+            asked = time.monotonic()
+            await sub.subscription(video, layer=layer)
+            first = await _wait_size(sink, size, f"switch to {layer}")
+            latencies.append(first - asked)
+            phases.append(round(time.monotonic() - started, 2))
+        switches = [m for m in sub.messages if m["type"] == "layer_changed"]
+        assert len(switches) >= 4
+        # frames kept coming: no gap of a second anywhere in the run (a freeze)
+        tl = sink.timeline
+        gaps = [(b[0] - a[0], i) for i, (a, b) in enumerate(zip(tl, tl[1:]))]
+        worst, at = max(gaps)
+        assert worst < 1.0, (worst, tl[max(0, at - 2): at + 3], round(tl[at][0] - started, 2), phases)
+        assert errors.messages == []
+        print("switch latencies (s):", [round(x, 3) for x in latencies])
+        # generous bound: the goal is 1 s on a quiet machine (see docs/performance.md for measured values)
+        assert max(latencies) < 3.0, latencies
+    finally:
+        logging.getLogger("aiortc").removeHandler(errors)
+
+
+async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser):  # noqa: F811
+    page, view = await _publisher(server, browser, "sim3")
+    video = view["published"]["video"]
+    sub = await connect("sim3", "squeezed")
+    _, track = await sub.wait_track(kind="video")
+    sink = Sink(track)
+    await sub.subscription(video, layer="high")
+    await _wait_size(sink, F, "start on f", timeout=40)
+    # take over the subscriber's bandwidth estimate: its REMB is what we say
+    cap = {"bps": 150_000}  # below h (~200-500 kbit/s here), above q (~100 kbit/s)
+    task = _own_remb(sub, track, cap)
+    switches = STATS.layer_switches
+    try:
+        # q was switched off by dynacast (only a "high" subscriber): the squeeze must bring it back
+        await _wait_size(sink, Q, "squeezed down to q", timeout=20)
+        dt = next(dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.receiver.id == video)
+        assert dt.remb_bps == 150_000
+        assert STATS.layer_switches > switches
+        # even q does not fit: video pauses (the client is told why), and resumes when it fits again
+        seen = len(sub.messages)
+        cap["bps"] = 10_000
+
+        def paused_events():
+            return [m for m in sub.messages[seen:] if m["type"] == "paused" and m["paused"]]
+
+        await poll(lambda: asyncio.sleep(0, paused_events()), "paused event", timeout=20)
+        assert paused_events()[0] == {"type": "paused", "track": video, "paused": True, "reason": "bandwidth"}
+        # (it retries the base layer on a backoff timer, so poll for the paused state)
+        await poll(lambda: asyncio.sleep(0, scrape().get('basement_downtracks_paused{reason="bandwidth"}') == 1),
+                   "paused metric", timeout=10)
+        cap["bps"] = 8_000_000
+        await poll(lambda: asyncio.sleep(0, _last(sub, "paused", paused=False)), "resumed event", timeout=20)
+        await _wait_size(sink, F, "back up to f", timeout=30)
+        await poll(lambda: asyncio.sleep(0, _last(sub, "layer_changed", layer="f")), "layer_changed to f", timeout=10)
+        changes = [m["layer"] for m in sub.messages if m["type"] == "layer_changed"]
+        assert "q" in changes and changes.index("q") < len(changes) - 1, changes
+        assert scrape().get('basement_downtracks_paused{reason="bandwidth"}') is None
+    finally:
+        task.cancel()
+
+
+def _own_remb(client, track, cap: dict | None = None) -> asyncio.Task | None:
+    """Silence aiortc's receive-side estimator for `track` (test-only use of its private state);
+    with `cap`, send REMB of cap["bps"] every 200 ms instead (cancel the returned task).
+
+    aiortc's estimator reads a CPU-starved test process as a congested link (its receive loop
+    lags, so delays grow) and its REMB then swings between 70 and 900 kbit/s on this 2-core box;
+    the tests that are about requests, not estimates, take it out of the loop.
+    """
+    transceiver = next(t for t in client.subscriber.getTransceivers() if t.receiver.track is track)
+    transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+    if cap is None:
+        return None
+    dtls = transceiver.receiver.transport
+    ssrc = transceiver.receiver._RTCRtpReceiver__rtcp_ssrc or 1
+
+    async def remb_loop():
+        while True:
+            fci = artp.pack_remb_fci(cap["bps"], [])
+            await dtls._send_rtp(bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=fci)))
+            await asyncio.sleep(0.2)
+
+    return asyncio.ensure_future(remb_loop())
+
+
+def _last(client, kind: str, **match) -> dict | None:
+    """The client's latest message of a type, if it matches."""
+    last = next((m for m in reversed(client.messages) if m["type"] == kind), None)
+    return last if last is not None and all(last.get(k) == v for k, v in match.items()) else None
+
+
+def scrape() -> dict[str, float]:
+    """This process's media metrics, as /metrics shows them: {'name{labels}': value}."""
+    samples = {}
+    for family in media_registry().collect():
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

@@ -1,0 +1,73 @@
+"""aiortc publisher -> Basement -> two aiortc subscribers, with real ICE/DTLS/SRTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from sfu.metrics import STATS
+from tests.support.media import CounterVideo, Sink, Tone
+
+
+async def test_publisher_reaches_two_subscribers_without_transcoding(server, connect):
+    pub = await connect("fwd", "alice")
+    subs = [await connect("fwd", n) for n in ("bob", "carol")]
+    video = CounterVideo()
+    await pub.publish(audio=Tone(), video=video)
+    sinks = []
+    for s in subs:
+        info, track = await s.wait_track(kind="video")
+        assert info["participant"] == pub.participant["id"]
+        assert info["name"] == "alice"
+        _, audio = await s.wait_track(kind="audio")
+        sinks.append((Sink(track, read_counters=True), Sink(audio)))
+    for vs, aus in sinks:
+        await vs.wait_frames(40)
+        await aus.wait_frames(50)
+    for vs, _ in sinks:
+        assert vs.sizes == {(320, 240)}
+        c = vs.counters
+        # the picture is the publisher's: counters strictly increase and stay within what was sent
+        assert all(b > a for a, b in zip(c, c[1:])), c[:20]
+        assert c[-1] < video.index
+    # the SFU forwarded packets and never ran a decoder or an encoder
+    assert STATS.packets_out > 0
+    for peer in server.node.peers.values():
+        assert peer.decoded_nothing()
+
+
+async def test_lost_packets_come_back_from_the_sfu_cache(server, connect):
+    pub = await connect("nack", "alice")
+    sub = await connect("nack", "bob")
+    dropped = []
+
+    def drop_some(pc):
+        # the subscriber loses 5 consecutive video packets after 100 have arrived
+        dtls = pc.getTransceivers()[0].receiver.transport
+        if getattr(dtls, "_test_hooked", False):
+            return
+        dtls._test_hooked = True
+        original = dtls._handle_rtp_data
+        seen = {"n": 0}
+
+        async def lossy(data, arrival_time_ms):
+            pt = data[1] & 0x7F
+            if pt in video_pts:
+                seen["n"] += 1
+                if 100 <= seen["n"] < 105:
+                    dropped.append(int.from_bytes(data[2:4], "big"))
+                    return
+            await original(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = lossy
+
+    video_pts = set()
+    sub.on_offer_applied = lambda pc: (video_pts.update(
+        c.payloadType for t in pc.getTransceivers() if t.kind == "video" for c in t._codecs
+        if c.mimeType.lower() == "video/vp8"), drop_some(pc))
+    before = STATS.retransmissions
+    await pub.publish(audio=Tone(), video=CounterVideo())
+    _, track = await sub.wait_track(kind="video")
+    sink = Sink(track, read_counters=True)
+    await sink.wait_frames(60)
+    assert len(dropped) == 5
+    dts = [dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.kind == "video"]
+    assert sum(dt.retransmissions for dt in dts) >= 5
+    assert STATS.retransmissions - before >= 5

@@ -1,0 +1,1 @@
+"""Shared test fixtures and helpers (servers, chains, Redis, Chromium, media), registered as pytest plugins."""

@@ -1,0 +1,341 @@
+"""Headless Chromium over the DevTools protocol (CDP), for end-to-end tests of the web client.
+
+    async with Browser(url) as b:
+        await b.wait_for("window.basement && window.basement.state === 'joined'")
+        stats = await b.evaluate("window.basement.stats()")   # promises are awaited
+        png = await b.screenshot(path)
+
+Chromium runs with a fake camera and microphone, on loopback only, with a fresh temporary profile.
+`close()` always kills the whole process group and removes the profile, and a finalizer does it
+too if a test forgets (or the interpreter exits first). CDP goes over aiohttp's WebSocket client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--mute-audio",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",            # let WebRTC use 127.0.0.1
+    "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain IPs in candidates, no .local names
+    # a page in a headless window is never "occluded" or "backgrounded"; keep its timers and video running
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
+
+
+class BrowserError(RuntimeError):
+    pass
+
+
+class JSError(BrowserError):
+    pass
+
+
+def _kill(proc: subprocess.Popen, profile: str) -> None:
+    """Terminate Chromium and everything it started (its own process group), then drop the profile."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: renderers, zygotes, utility processes
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _spawn(args: list[str], log_path: str) -> subprocess.Popen:
+    """Start Chromium in its own session (process group), its output going to log_path."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _write(path: str | os.PathLike, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
+class Browser:
+    def __init__(self, url: str, window: tuple[int, int] = (1280, 720), extra_flags: list[str] | None = None,
+                 start_timeout: float = 30.0) -> None:
+        self.url = url
+        self.window = window
+        self.extra_flags = extra_flags or []
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.profile: str | None = None
+        self.log_path: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self.console: list[str] = []  # console messages and uncaught exceptions of the page
+        self._finalizer: weakref.finalize | None = None
+
+    async def __aenter__(self) -> Browser:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.profile = tempfile.mkdtemp(prefix="basement-chromium-")
+        self.log_path = os.path.join(self.profile, "chromium.log")
+        args = [CHROMIUM, *FLAGS, *self.extra_flags, f"--user-data-dir={self.profile}",
+                f"--window-size={self.window[0]},{self.window[1]}",
+                "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", self.url]
+        self.proc = _spawn(args, self.log_path)
+        self._finalizer = weakref.finalize(self, _kill, self.proc, self.profile)
+        try:
+            await asyncio.wait_for(self._attach(), self.start_timeout)
+        except BaseException as e:
+            tail = self.log_tail()
+            await self.close()
+            if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
+                raise BrowserError(f"Chromium did not offer a page target in {self.start_timeout} s; "
+                                   f"log tail:\n{tail}") from None
+            raise
+
+    async def _attach(self) -> None:
+        # --remote-debugging-port=0: Chromium picks a free port and writes it to DevToolsActivePort
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        while True:
+            if self.proc.poll() is not None:
+                raise BrowserError(f"Chromium exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                port = int(port_file.read_text().split()[0])
+                break
+            except (OSError, ValueError, IndexError):
+                await asyncio.sleep(0.1)
+        self._session = aiohttp.ClientSession()
+        ws_url = None
+        while ws_url is None:
+            try:
+                async with self._session.get(f"http://127.0.0.1:{port}/json/list") as r:
+                    for t in await r.json(content_type=None):
+                        if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
+                            ws_url = t["webSocketDebuggerUrl"]
+                            break
+            except (aiohttp.ClientError, ValueError):
+                pass
+            if ws_url is None:
+                await asyncio.sleep(0.2)
+        self._ws = await self._session.ws_connect(ws_url, max_msg_size=0, heartbeat=None)
+        self._reader = asyncio.ensure_future(self._read())
+        await self.send("Runtime.enable")
+        # a fixed CSS viewport (the headless window's own excludes invisible browser UI), so layouts
+        # and screenshots have the same size everywhere
+        await self.send("Emulation.setDeviceMetricsOverride", {
+            "width": self.window[0], "height": self.window[1], "deviceScaleFactor": 1, "mobile": False})
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._ws is not None:
+            try:
+                await asyncio.wait_for(self._ws.close(), 2)
+            except (Exception, asyncio.CancelledError):
+                pass
+            self._ws = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._finalizer is not None:
+            # blocking waits (at most a few seconds) off the event loop
+            await asyncio.get_running_loop().run_in_executor(None, self._finalizer)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = Path(self.log_path).read_text(errors="replace").splitlines()
+        except (OSError, TypeError):
+            return ""
+        return "\n".join(lines[-n:])
+
+    # --- CDP ----------------------------------------------------------------------------------
+    async def _read(self) -> None:
+        try:
+            async for m in self._ws:
+                if m.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                msg = json.loads(m.data)
+                fut = self._pending.pop(msg.get("id"), None) if "id" in msg else None
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                elif msg.get("method") == "Runtime.consoleAPICalled":
+                    p = msg["params"]
+                    text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                    self.console.append(f"{p.get('type')}: {text}")
+                elif msg.get("method") == "Runtime.exceptionThrown":
+                    d = msg["params"]["exceptionDetails"]
+                    self.console.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(BrowserError("the CDP connection closed"))
+            self._pending.clear()
+
+    async def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 20.0) -> dict:
+        if self._ws is None or self._ws.closed:
+            raise BrowserError("not connected to Chromium")
+        cid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[cid] = fut
+        await self._ws.send_str(json.dumps({"id": cid, "method": method, "params": params or {}}))
+        try:
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(cid, None)
+        if "error" in reply:
+            raise BrowserError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    async def evaluate(self, expr: str, timeout: float = 20.0) -> Any:
+        """Evaluate a JS expression in the page; promises are awaited; the value comes back as JSON."""
+        result = await self.send("Runtime.evaluate", {"expression": expr, "awaitPromise": True,
+                                                      "returnByValue": True, "userGesture": True}, timeout)
+        if "exceptionDetails" in result:
+            d = result["exceptionDetails"]
+            raise JSError(f"{expr[:120]!r}: {d.get('exception', {}).get('description') or d.get('text')}")
+        return result.get("result", {}).get("value")
+
+    async def wait_for(self, expr: str, timeout: float = 30.0, interval: float = 0.25) -> Any:
+        """Poll a JS expression until it is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                last = await self.evaluate(expr, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            except JSError as e:
+                last = e
+            else:
+                if last:
+                    return last
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{expr!r} not truthy after {timeout} s (last: {last!r}); "
+                                   f"page console: {self.console[-10:]}")
+            await asyncio.sleep(interval)
+
+    async def click(self, selector: str) -> None:
+        ok = await self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                                 f" if (!e) return false; e.click(); return true; }})()")
+        if not ok:
+            raise BrowserError(f"nothing matches {selector!r}")
+
+    async def screenshot(self, path: str | os.PathLike | None = None) -> bytes:
+        result = await self.send("Page.captureScreenshot", {"format": "png"}, timeout=30)
+        data = base64.b64decode(result["data"])
+        if path is not None:
+            _write(path, data)
+        return data
+
+    # --- scripts before page load, navigation, a second DevTools connection -------------------
+    async def add_init_script(self, source: str) -> str:
+        """Run `source` in every document the page loads from now on, before the page's own scripts
+        (Page.addScriptToEvaluateOnNewDocument); call `navigate()` to apply it to the current page."""
+        await self.send("Page.enable")  # the page agent runs such scripts only while enabled
+        result = await self.send("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+        return result["identifier"]
+
+    async def navigate(self, url: str | None = None, timeout: float = 30.0) -> None:
+        """Load `url` (default: the start URL again) and wait until the new document has loaded."""
+        await self.evaluate("window.__basementOldDocument = true")
+        result = await self.send("Page.navigate", {"url": url or self.url}, timeout)
+        if result.get("errorText"):
+            raise BrowserError(f"navigating to {url or self.url}: {result['errorText']}")
+        await self.wait_for("!window.__basementOldDocument && document.readyState === 'complete'", timeout)
+
+    async def page_websocket_url(self) -> str:
+        """The DevTools WebSocket URL of the page, for a second, independent CDP client (whose
+        bindings, events and scripts are its own)."""
+        port = int((Path(self.profile) / "DevToolsActivePort").read_text().split()[0])
+        async with self._session.get(f"http://127.0.0.1:{port}/json/list") as r:
+            for t in await r.json(content_type=None):
+                if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
+                    return t["webSocketDebuggerUrl"]
+        raise BrowserError("Chromium lists no page target")
+
+
+# Chromium's fake camera at 960x540: the smallest size from which Chromium sends three simulcast
+# layers (q 240x135, h 480x270, f 960x540); the UI's default stays 1280x720.
+VIDEO = "960x540"
+
+
+@pytest.fixture
+async def browser():
+    """browser(server, room, name, **query) -> a Browser on the web client; all closed at teardown."""
+    made: list[Browser] = []
+
+    async def launch(server, room: str, name: str, **query: str) -> Browser:
+        params = {"room": room, "name": name, "autojoin": "1", "video": VIDEO, **query}
+        b = Browser(f"{server.url}/?{urlencode(params)}")
+        made.append(b)
+        await b.start()
+        # autojoin only prefills the form and focuses Join: capture needs the user's click
+        await b.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        await b.click("#join-button")
+        return b
+
+    yield launch
+    for b in made:
+        await b.close()
+
+
+async def poll(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0, interval: float = 0.3) -> Any:
+    """Re-run an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not reached in {timeout} s (last: {last!r})")
+        await asyncio.sleep(interval)
+

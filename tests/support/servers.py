@@ -1,0 +1,62 @@
+"""Shared fixtures: a real all-in-one server on 127.0.0.1 with free ports."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sfu import transport
+from signalling import config
+from signalling.run.serve import start_server
+
+# test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
+transport.configure_ice(["127.0.0.1"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def make_server(tmp_path):
+    """make_server(**settings) -> a started all-in-one server; all are stopped at teardown."""
+    started = []
+
+    async def make(**overrides):
+        values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200,
+                      data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5)
+        values.update(overrides)
+        srv = await start_server(config.load(env={}, **values))
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        await srv.stop()
+
+
+@pytest.fixture
+async def server(make_server):
+    return await make_server()
+
+
+@pytest.fixture
+async def connect(server):
+    """connect(room, name) -> a joined Client; every client is closed at teardown."""
+    from signalling.protocol.client import Client
+
+    made = []
+
+    async def make(room: str, name: str, **kw) -> Client:
+        c = Client(server.url, **kw)
+        made.append(c)
+        await c.connect()
+        await c.join(room, name)
+        return c
+
+    yield make
+    for c in made:
+        await c.close()

@@ -1,0 +1,114 @@
+"""Helpers for the session tests: a real redis-server, writer accounts, synthetic summaries."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import AsyncWeb3
+
+from signalling.chain import contracts
+from signalling.chain.evm import free_port
+from signalling.sessions.summary import Summary, build_document, make_summary, new_session_id
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1, AOF with fsync always (the durability the outbox relies on)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="basement-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (make system-deps)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--logfile", os.path.join(self.dir, "log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=0.2).ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save; only what the AOF fsynced survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    r = RedisServer()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+async def make_writer(w3: AsyncWeb3, session_log: str, admin: str) -> str:
+    """A fresh key, allowed to write to `session_log` and funded by `admin` (an unlocked account)."""
+    acct = Account.create()
+    log_c = contracts.contract_at(w3, "SessionLog", session_log)
+    await contracts.send(w3, log_c.functions.setWriter(acct.address, True), admin)
+    await contracts.transfer_eth(w3, admin, acct.address, 10**19)
+    return "0x" + acct.key.hex().removeprefix("0x")
+
+
+def random_address(rng: random.Random) -> str:
+    return AsyncWeb3.to_checksum_address("0x" + rng.randbytes(20).hex())
+
+
+def synthetic_summary(rng: random.Random, room: str | None = None, *, start: int | None = None,
+                      end: int | None = None) -> Summary:
+    """A plausible finished session: 1–6 participants with joins/leaves, a track each, media counters."""
+    room = room or f"room-{rng.randrange(10**6)}"
+    start = 1_700_000_000 + rng.randrange(10**6) if start is None else start
+    people = [random_address(rng) for _ in range(rng.randint(1, 6))]
+    events, tracks, media = [], [], {}
+    t = start * 1000
+    for p in people:
+        t += rng.randrange(1, 5000)
+        events.append({"atMs": t, "type": "joined", "identity": p})
+        tracks.append({"atMs": t + 10, "identity": p, "trackId": f"t-{rng.randrange(10**9)}", "kind": "audio"})
+        media[p] = {"bytes": rng.randrange(10**9), "packets": rng.randrange(10**6)}
+    for p in people:
+        t += rng.randrange(1, 5000)
+        events.append({"atMs": t, "type": "left", "identity": p})
+    end = t // 1000 + 1 if end is None else end
+    doc = build_document(session_id=new_session_id(room, start, rng.randbytes(16)), room=room,
+                         started_at=start, ended_at=end, events=events, tracks=tracks, media=media)
+    return make_summary(doc)
+
+
+REPO = Path(__file__).resolve().parents[3]

@@ -1,0 +1,43 @@
+"""Outbox durability: SQLite across a SIGKILLed writer process, Redis across a dead consumer and server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.summary import hex32
+from tests.support.sessionfix import synthetic_summary
+
+RNG = random.Random(99)
+
+
+async def test_sqlite_entry_stays_until_acked(tmp_path):
+    ob = SqliteOutbox(tmp_path / "o.db")
+    a, b = synthetic_summary(RNG), synthetic_summary(RNG)
+    await ob.put(a)
+    await ob.put(b)
+    await ob.put(a)  # duplicate put is ignored
+    [first] = await ob.claim(1)
+    assert first.summary == a
+    await ob.close()
+    ob = SqliteOutbox(tmp_path / "o.db")  # "restart" without ack
+    entries = await ob.claim(10)
+    assert [e.summary for e in entries] == [a, b]
+    await ob.ack(entries[:1])
+    await ob.dead_letter(entries[1], "BadTimes")
+    assert await ob.pending() == 0
+    assert await ob.dead_letters() == [(hex32(b.session_id), "BadTimes")]
+    await ob.close()
+
+
+async def test_sqlite_claim_waits_for_put(tmp_path):
+    ob = SqliteOutbox(tmp_path / "o.db")
+    s = synthetic_summary(RNG)
+    waiter = asyncio.create_task(ob.claim(5, wait_s=5))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await ob.put(s)
+    [e] = await asyncio.wait_for(waiter, 2)
+    assert e.summary == s
+    await ob.close()
