@@ -44,8 +44,10 @@ contracts: $(NODE_STAMP)
 run: $(STAMP)
 	$(BIN)/basement serve
 
+# ruff, then the dependency contracts (pyproject.toml [tool.importlinter]; docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # The unit tier only (tests/unit): no root, no network namespace, no Chromium, Redis or Janus.
 test-fast: lint
