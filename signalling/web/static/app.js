@@ -1,0 +1,98 @@
+// Basement web client: implements docs/protocol.md (version 1) in the browser.
+//
+// Two peer connections per participant, both BUNDLEd:
+//   publisher  - we offer sendonly audio + video (VP8 simulcast q/h/f by default), the server answers;
+//   subscriber - the server offers one m-line per remote track, we answer. Each offer carries a
+//                `tracks` map {mid: track}, which is how a transceiver is matched to a participant.
+// The server never trickles; we trickle our own candidates.
+//
+// Query parameters (options.js): room, name, autojoin=1 (focus Join), codec=h264, simulcast=0, video=WxH, audio=0, camera=0, grant.
+// Token-gated rooms: a join refused with `unauthorized` offers Sign-In with Ethereum in #grant-slot
+// (the dev wallet of the embedded chain, or an EIP-1193 browser wallet); see wallet.js.
+// Debug / test surface: window.basement (below).
+//
+// This is the entry module (index.html loads it; plain ES modules, no bundler). Modules, and
+// what they import (no cycles):
+//   options.js    query-string options                       -
+//   state.js      sig, session, window.basement's data        -
+//   errors.js     ServerError, HttpError, gate refusals       -
+//   signal.js     the WebSocket request/reply client          errors
+//   http.js       /api and /auth fetches, GET /api/info       errors
+//   keccak.js     Keccak-256, EIP-55 checksums                errors
+//   siwe.js       EIP-4361 messages, dev/browser wallet       errors, http, keccak
+//   ui.js         state dot, room header, event log, banner   state
+//   wallet.js     grants, wallet session, #grant-slot panel   errors, http, options, siwe, state, ui
+//   tiles.js      local and remote video tiles                state, ui
+//   ice.js        candidate trickling                         state
+//   dynacast.js   pausing unwanted simulcast encodings        state, ui
+//   publish.js    camera/mic, publisher PC, mute              dynacast, ice, options, state, tiles, ui
+//   subscribe.js  subscriber PC, remote tracks -> tiles       ice, state, tiles, ui
+//   teardown.js   ending a join                               state, ui
+//   messages.js   server messages                             dynacast, state, subscribe, teardown, tiles, ui
+//   join.js       join / leave                                errors, messages, publish, signal, state, teardown, ui, wallet
+//   stats.js      getStats views for tests                    state
+//   app.js        window.basement and the DOM wiring          all of the above
+
+import { serverInfo } from './http.js';
+import { join, leave } from './join.js';
+import { keccak256, toChecksumAddress } from './keccak.js';
+import { onMessage } from './messages.js';
+import { OPTIONS } from './options.js';
+import { toggleCamera, toggleMic } from './publish.js';
+import { siweMessage } from './siwe.js';
+import { B, sig } from './state.js';
+import { senderEncodings, stats, transceivers } from './stats.js';
+import { onVisibilityChange } from './tiles.js';
+import { $, hideError } from './ui.js';
+import { getGrant, signOut, walletJoin as walletSignInAndJoin } from './wallet.js';
+
+const walletJoin = (kind) => walletSignInAndJoin(kind, join);
+
+// window.basement: state, participant, remote [{track, participant, name, kind}], stats(), events
+// (every server message), plus a few handles for debugging and tests (the data: state.js).
+window.basement = Object.assign(B, {
+  options: OPTIONS,
+  stats,
+  transceivers,
+  senderEncodings,
+  join,
+  leave,
+  toggleMic,
+  toggleCamera,
+  getGrant,
+  walletJoin,
+  signOut,
+  serverInfo,
+  siweMessage,
+  keccak256: (text) => keccak256(new TextEncoder().encode(text)),
+  toChecksumAddress,
+  handle: (msg) => onMessage(msg), // feed a server message by hand (debugging)
+  send: (msg) => sig && sig.send(msg), // send a protocol message by hand (debugging, tests)
+});
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+// ---------------------------------------------------------------------------------------------
+$('#room').value = OPTIONS.room;
+$('#name').value = OPTIONS.name;
+$('#join-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  $('#join-button').disabled = true;
+  join($('#room').value, $('#name').value).catch(() => {});
+});
+$('#toggle-mic').addEventListener('click', () => toggleMic());
+$('#toggle-camera').addEventListener('click', () => toggleCamera());
+$('#leave').addEventListener('click', () => leave());
+$('#error-close').addEventListener('click', hideError);
+$('#wallet-dev').addEventListener('click', () => walletJoin('dev'));
+$('#wallet-browser').addEventListener('click', () => walletJoin('browser'));
+$('#wallet-signout').addEventListener('click', () => signOut());
+document.addEventListener('visibilitychange', onVisibilityChange);
+window.addEventListener('pagehide', () => { if (sig) sig.send({ type: 'leave' }); });
+
+if (OPTIONS.autojoin && OPTIONS.room) {
+  // A link alone must not switch on a camera and microphone (any site can open one): autojoin
+  // prefills the form and puts the focus on Join; capture starts with the user's click or Enter.
+  $('#join-button').focus();
+  $('#join-hint').textContent = `Press Join to enter ${OPTIONS.room} with your camera and microphone.`;
+}

@@ -1,0 +1,85 @@
+import { isGateRefusal } from './errors.js';
+import { onMessage } from './messages.js';
+import { startPublishing } from './publish.js';
+import { Signal } from './signal.js';
+import { B, newSession, session, setSession, setSig, sig } from './state.js';
+import { onSocketClosed, teardown } from './teardown.js';
+import { hideError, logEvent, setState, showError, showRoom, withQuery } from './ui.js';
+import { getGrant, offerWallets, setWalletError, walletJoined } from './wallet.js';
+
+const PING_INTERVAL_MS = 15000;
+
+// ---------------------------------------------------------------------------------------------
+// Join / leave
+// ---------------------------------------------------------------------------------------------
+export async function join(room, name) {
+  if (sig) throw new Error('already joined; leave first');
+  room = (room || '').trim();
+  name = (name || '').trim();
+  setState('connecting');
+  hideError();
+  setSession(newSession(room));
+  const s = session;
+  let grant = null;
+  try {
+    grant = await getGrant(room);
+    const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+    setSig(new Signal(wsUrl, onMessage, onSocketClosed));
+    await sig.open();
+    const msg = { type: 'join', room, name };
+    if (grant) msg.grant = grant;
+    const joined = await sig.request(msg);
+    if (session !== s) return;
+    s.me = joined.participant;
+    for (const p of joined.participants || []) s.participants.set(p.id, p);
+    for (const t of joined.tracks || []) s.trackInfo.set(t.track, t);
+    B.participant = s.me;
+    B.room = room;
+    setState('joined');
+    showRoom(room);
+    walletJoined();
+    logEvent(`joined ${room} as ${s.me.name}`);
+    for (const p of joined.participants || []) logEvent(`${p.name || p.id} is here`);
+    s.pingTimer = setInterval(() => sig && sig.send({ type: 'ping' }), PING_INTERVAL_MS);
+    history.replaceState(null, '', withQuery({ room, name }));
+    if (joined.permissions && joined.permissions.publish === false) {
+      logEvent('this grant does not allow publishing; receiving only');
+    } else {
+      try {
+        await startPublishing(s);
+      } catch (e) {  // stay in the room, receiving only
+        if (session === s) {
+          showError(`publishing failed: ${e.message || e}`);
+          logEvent(`publishing failed: ${e.message || e}`, 'error');
+        }
+      }
+    }
+  } catch (e) {
+    e.shown = true;
+    logEvent(`join failed: ${e.message || e}`, 'error');
+    teardown('error');
+    if (isGateRefusal(e)) {
+      offerWallets(room, e.message);
+      if (e.code === 'unauthorized' && !grant) {
+        // the expected first answer of a gated room: the wallet panel is the message (not the
+        // banner onMessage raised for the error reply)
+        hideError();
+        B.lastError = e.message;
+        setState('gated');
+      } else {
+        setWalletError(e.message);
+        showError(e.message);
+      }
+    } else {
+      showError(e.message || String(e));
+    }
+    throw e;
+  }
+}
+
+export async function leave() {
+  if (!sig) return;
+  try { await sig.request({ type: 'leave' }, 5000); } catch { /* closing anyway */ }
+  teardown('left');
+  logEvent('you left the room');
+}

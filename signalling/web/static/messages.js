@@ -1,0 +1,92 @@
+import { applyDynacast } from './dynacast.js';
+import { B, session, setSig } from './state.js';
+import { highlightSpeaker, onSubscriberOffer, refreshFlags } from './subscribe.js';
+import { teardown } from './teardown.js';
+import { badge, tileForTrack } from './tiles.js';
+import { logEvent, showError } from './ui.js';
+
+const MAX_EVENTS = 2000;
+
+// ---------------------------------------------------------------------------------------------
+// Server messages
+// ---------------------------------------------------------------------------------------------
+export function onMessage(msg) {
+  B.events.push(msg);
+  if (B.events.length > MAX_EVENTS) B.events.splice(0, B.events.length - MAX_EVENTS);
+  const s = session;
+  if (!s) return;
+  const who = (id) => (s.participants.get(id) || {}).name || (s.me && s.me.id === id ? 'you' : id);
+  switch (msg.type) {
+    case 'offer':
+      if (msg.target === 'subscriber') onSubscriberOffer(msg);
+      break;
+    case 'participant_joined':
+      s.participants.set(msg.participant.id, msg.participant);
+      logEvent(`${msg.participant.name || msg.participant.id} joined`, 'join');
+      break;
+    case 'participant_left':
+      logEvent(`${who(msg.participant)} left${msg.reason && msg.reason !== 'left' ? ` (${msg.reason})` : ''}`, 'leave');
+      s.participants.delete(msg.participant);
+      break;
+    case 'track_published':
+      s.trackInfo.set(msg.track.track, msg.track);
+      break;
+    case 'track_unpublished':
+      s.trackInfo.delete(msg.track);
+      break;
+    case 'track_muted': {
+      const info = s.trackInfo.get(msg.track);
+      if (info) info.muted = msg.muted;
+      if (msg.participant !== (s.me && s.me.id)) {
+        const kind = info ? info.kind : 'track';
+        logEvent(`${who(msg.participant)} ${msg.muted ? 'muted' : 'unmuted'} ${kind === 'audio' ? 'mic' : kind === 'video' ? 'camera' : kind}`);
+      }
+      refreshFlags(s);
+      break;
+    }
+    case 'active_speaker':
+      s.speaker = msg.participant;
+      B.activeSpeaker = msg.participant;
+      highlightSpeaker(s);
+      break;
+    case 'subscription': {
+      const tile = tileForTrack(s, msg.track);
+      if (tile) {
+        badge(tile.el, 'layer', msg.layer ? layerLabel(msg.layer) : null);
+        badge(tile.el, 'paused', msg.paused ? 'paused' : null);
+      }
+      break;
+    }
+    case 'layer_changed': {
+      const tile = tileForTrack(s, msg.track);
+      if (tile) badge(tile.el, 'layer', msg.layer ? layerLabel(msg.layer) : null);
+      break;
+    }
+    case 'paused': {
+      const tile = tileForTrack(s, msg.track);
+      if (tile) badge(tile.el, 'paused', msg.paused ? `paused${msg.reason ? ` · ${msg.reason}` : ''}` : null);
+      break;
+    }
+    case 'dynacast':
+      applyDynacast(msg);
+      break;
+    case 'error':
+      showError(`${msg.code}: ${msg.message}`);
+      logEvent(`error ${msg.code}: ${msg.message}`, 'error');
+      break;
+    case 'removed':
+      logEvent(`removed from the room: ${msg.reason}`, 'error');
+      showError(`You were removed from the room: ${msg.reason}`);
+      setSig(null); // the server closes the socket
+      teardown('removed');
+      break;
+    case 'left':
+      break;
+    default:
+      break;
+  }
+}
+
+function layerLabel(rid) {
+  return { q: 'low', h: 'medium', f: 'high' }[rid] || rid;
+}

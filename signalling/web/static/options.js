@@ -1,0 +1,19 @@
+// Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264, simulcast=0,
+// video=WxH, audio=0, camera=0, grant (read by wallet.js).
+
+export const qs = new URLSearchParams(location.search);
+export const OPTIONS = {
+  room: qs.get('room') || '',
+  name: qs.get('name') || '',
+  autojoin: qs.get('autojoin') === '1',
+  codec: (qs.get('codec') || 'vp8').toLowerCase() === 'h264' ? 'h264' : 'vp8',
+  simulcast: !['0', 'false', 'off'].includes((qs.get('simulcast') || '1').toLowerCase()),
+  video: parseSize(qs.get('video')) || { width: 1280, height: 720 },
+  wantAudio: qs.get('audio') !== '0',
+  wantVideo: qs.get('camera') !== '0',
+};
+
+function parseSize(s) {
+  const m = /^(\d{2,4})x(\d{2,4})$/.exec(s || '');
+  return m ? { width: +m[1], height: +m[2] } : null;
+}

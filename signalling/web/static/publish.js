@@ -1,0 +1,117 @@
+import { applyDynacast } from './dynacast.js';
+import { flushCandidates, trickle } from './ice.js';
+import { OPTIONS } from './options.js';
+import { B, session, sig } from './state.js';
+import { addLocalTile } from './tiles.js';
+import { $, logEvent, showError, updateStatusDot } from './ui.js';
+
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Publishing
+// ---------------------------------------------------------------------------------------------
+export async function startPublishing(s) {
+  const constraints = {
+    audio: OPTIONS.wantAudio ? { echoCancellation: true, noiseSuppression: true } : false,
+    video: OPTIONS.wantVideo
+      ? { width: { ideal: OPTIONS.video.width }, height: { ideal: OPTIONS.video.height }, frameRate: { ideal: 30 } }
+      : false,
+  };
+  if (!constraints.audio && !constraints.video) return;
+  try {
+    s.stream = await navigator.mediaDevices.getUserMedia(constraints);
+  } catch (e) {
+    showError(`camera/microphone unavailable (${e.name}: ${e.message}); receiving only`);
+    logEvent(`getUserMedia failed: ${e.name}`, 'error');
+    return;
+  }
+  if (session !== s) { for (const t of s.stream.getTracks()) t.stop(); return; }
+  addLocalTile(s);
+
+  const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
+  pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
+  pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
+  const audio = s.stream.getAudioTracks()[0];
+  const video = s.stream.getVideoTracks()[0];
+  if (audio) s.audioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [s.stream] });
+  if (video) {
+    s.encodings = videoEncodings(video);
+    s.videoTx = pc.addTransceiver(video, { direction: 'sendonly', streams: [s.stream], sendEncodings: s.encodings });
+    preferCodec(s.videoTx, OPTIONS.codec);
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  const reply = sig.request({ type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp });
+  // the server handles messages in order: candidates sent after the offer find its transport
+  flushCandidates(s, 'publisher');
+  const answer = await reply;
+  if (session !== s) return;
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  for (const t of pc.getTransceivers()) {
+    if (t.sender.track) s.published[t.sender.track.kind] = `TR_${s.me.id}_${t.mid}`;
+  }
+  B.published = { ...s.published };
+  if (s.dynacast.has(s.published.video)) applyDynacast(s.dynacast.get(s.published.video));
+  if (s.micMuted) sendMute(s, 'audio', true);
+  if (s.camMuted) sendMute(s, 'video', true);
+  const rids = (s.encodings || []).map((e) => e.rid).filter(Boolean);
+  logEvent(`publishing ${Object.keys(s.published).join(' + ')}` + (rids.length ? ` (simulcast ${rids.join('/')})` : ''));
+}
+
+// Simulcast encodings for a camera track. Chromium sends at most 3 layers from >= 960x540, 2 from
+// >= 480x270 and 1 below (and silently drops the *top* encodings beyond that), so a smaller camera
+// gets fewer layers whose top one is full resolution - the server then knows what really arrives.
+function videoEncodings(track) {
+  if (!OPTIONS.simulcast || OPTIONS.codec !== 'vp8') return [{ maxBitrate: 1_500_000 }];
+  const { width = OPTIONS.video.width, height = OPTIONS.video.height } = track.getSettings();
+  const pixels = width * height;
+  if (pixels >= 960 * 540) return SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+  if (pixels >= 480 * 270) {
+    return [
+      { rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 200_000 },
+      { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 700_000 },
+    ];
+  }
+  return [{ maxBitrate: 500_000 }];
+}
+
+function preferCodec(transceiver, codec) {
+  if (!transceiver.setCodecPreferences || !RTCRtpSender.getCapabilities) return;
+  const caps = RTCRtpSender.getCapabilities('video').codecs;
+  const want = codec === 'h264' ? /^video\/h264$/i : /^video\/vp8$/i;
+  const main = caps.filter((c) => want.test(c.mimeType));
+  if (!main.length) {
+    logEvent(`${codec.toUpperCase()} is not available in this browser; using its default`, 'error');
+    return;
+  }
+  const extra = caps.filter((c) => /^video\/(rtx|red|ulpfec)$/i.test(c.mimeType));
+  try { transceiver.setCodecPreferences([...main, ...extra]); } catch (e) { logEvent(`codec preference: ${e.message}`, 'error'); }
+}
+
+
+function sendMute(s, kind, muted) {
+  const id = s.published[kind];
+  if (id && sig) sig.send({ type: 'mute', track: id, muted });
+}
+
+export function toggleMic() { return setMuted('audio', !(session && session.micMuted)); }
+export function toggleCamera() { return setMuted('video', !(session && session.camMuted)); }
+
+function setMuted(kind, muted) {
+  const s = session;
+  if (!s) return;
+  if (kind === 'audio') s.micMuted = muted; else s.camMuted = muted;
+  if (s.stream) for (const t of (kind === 'audio' ? s.stream.getAudioTracks() : s.stream.getVideoTracks())) t.enabled = !muted;
+  sendMute(s, kind, muted);
+  const btn = kind === 'audio' ? $('#toggle-mic') : $('#toggle-camera');
+  btn.setAttribute('aria-pressed', String(muted));
+  btn.classList.toggle('off', muted);
+  btn.querySelector('.ctl-text').textContent = kind === 'audio' ? (muted ? 'Mic off' : 'Mic on') : (muted ? 'Camera off' : 'Camera on');
+  btn.title = kind === 'audio' ? (muted ? 'Unmute microphone' : 'Mute microphone') : (muted ? 'Turn camera on' : 'Turn camera off');
+  const local = s.tiles.get('local');
+  if (local) local.setFlags({ camMuted: s.camMuted, micMuted: s.micMuted });
+  return muted;
+}

@@ -1,0 +1,59 @@
+// Shared state: the signalling connection, the current join, and window.basement's data.
+
+// ---------------------------------------------------------------------------------------------
+// Session state (one join at a time)
+// ---------------------------------------------------------------------------------------------
+export let sig = null;         // Signal
+export let session = null;     // per-join state, reset by teardown()
+
+// Modules read `sig` and `session` as live bindings and change them only through these.
+export function setSig(value) { sig = value; }
+export function setSession(value) { session = value; }
+
+export function newSession(room) {
+  return {
+    room,
+    me: null,                    // {id, name, identity}
+    participants: new Map(),     // id -> {id, name, identity}
+    trackInfo: new Map(),        // track id -> track description (latest known)
+    stream: null,                // local MediaStream
+    pub: null,                   // publisher RTCPeerConnection
+    sub: null,                   // subscriber RTCPeerConnection
+    audioTx: null,
+    videoTx: null,
+    encodings: null,             // the video sendEncodings we offered
+    dynacast: new Map(),         // track id -> last dynacast message
+    published: {},               // kind -> our track id on the server
+    pending: { publisher: [], subscriber: [] },   // candidates gathered before the SDP went out
+    signalled: { publisher: false, subscriber: false },
+    offers: Promise.resolve(),   // serialises subscriber offers
+    current: {},                 // mid -> track, from the last applied subscriber offer
+    tiles: new Map(),            // key -> Tile
+    speaker: null,
+    micMuted: false,
+    camMuted: false,
+    pingTimer: null,
+  };
+}
+
+// The data half of window.basement (the debugging/test surface); app.js adds the functions and
+// publishes it. state, participant, remote [{track, participant, name, kind}], events (every
+// server message), log, published, ... token-gated rooms: gate = {room, reason} while the wallet
+// choices are shown; wallet = {kind, address} once signed in; walletError = the last refusal
+// shown in #wallet-error.
+export const B = {
+  state: 'idle',
+  room: null,
+  participant: null,
+  remote: [],
+  events: [],
+  log: [],
+  published: {},
+  activeSpeaker: null,
+  publisherState: null,
+  subscriberState: null,
+  lastError: null,
+  gate: null,
+  wallet: null,
+  walletError: null,
+};

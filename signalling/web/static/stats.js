@@ -1,0 +1,51 @@
+import { session } from './state.js';
+
+// ---------------------------------------------------------------------------------------------
+// Stats for the debugging/test surface
+// ---------------------------------------------------------------------------------------------
+export async function stats() {
+  const s = session;
+  const inbound = [];
+  const outbound = [];
+  if (!s) return { inbound, outbound };
+  if (s.sub) {
+    (await s.sub.getStats()).forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      const info = s.current[r.mid] || {};
+      inbound.push({
+        kind: r.kind, mid: r.mid, trackIdentifier: r.trackIdentifier, track: info.track || null,
+        participant: info.participant || null, framesDecoded: r.framesDecoded, frameWidth: r.frameWidth,
+        frameHeight: r.frameHeight, freezeCount: r.freezeCount, pliCount: r.pliCount, nackCount: r.nackCount,
+        packetsLost: r.packetsLost, packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived,
+      });
+    });
+  }
+  if (s.pub) {
+    (await s.pub.getStats()).forEach((r) => {
+      if (r.type !== 'outbound-rtp') return;
+      outbound.push({
+        kind: r.kind, mid: r.mid, rid: r.rid, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
+        active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
+        qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
+      });
+    });
+  }
+  return { inbound, outbound };
+}
+
+export function transceivers() {
+  const s = session;
+  if (!s || !s.sub) return [];
+  return s.sub.getTransceivers().map((t) => ({
+    mid: t.mid, kind: t.receiver.track && t.receiver.track.kind, direction: t.direction,
+    currentDirection: t.currentDirection, track: (s.current[t.mid] || {}).track || null,
+  }));
+}
+
+export function senderEncodings() {
+  const s = session;
+  if (!s || !s.videoTx) return [];
+  return (s.videoTx.sender.getParameters().encodings || []).map((e) => ({
+    rid: e.rid, active: e.active, scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate,
+  }));
+}

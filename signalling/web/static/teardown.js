@@ -1,0 +1,32 @@
+// The end of a join, however it ends: leave, error, server close or removal.
+import { B, session, setSig, sig } from './state.js';
+import { $, logEvent, setState } from './ui.js';
+
+export function teardown(state) {
+  const s = session;
+  if (sig) { sig.close(); setSig(null); }
+  if (s) {
+    clearInterval(s.pingTimer);
+    for (const tile of s.tiles.values()) tile.destroy();
+    s.tiles.clear();
+    for (const pc of [s.pub, s.sub]) if (pc) pc.close();
+    if (s.stream) for (const t of s.stream.getTracks()) t.stop();
+  }
+  $('#audio-sinks').replaceChildren();
+  $('#grid').replaceChildren();
+  B.remote = [];
+  B.published = {};
+  setState(state);
+  $('#room-view').hidden = true;
+  $('#controls').hidden = true;
+  $('#room-info').hidden = true;
+  $('#join-view').hidden = false;
+  $('#join-button').disabled = false;
+}
+
+export function onSocketClosed() {
+  if (!sig) return;
+  setSig(null);
+  logEvent('connection to the server closed', 'error');
+  teardown('closed');
+}
