@@ -5,11 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
+WEB := signalling/web
+WEB_STAMP := $(WEB)/node_modules/.installed
 APT_PACKAGES := chromium redis-server janus iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint bench system-deps node-deps install clean contracts
+.PHONY: run test test-fast lint bench system-deps node-deps web-deps install clean contracts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,16 +40,26 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 
 node-deps: $(NODE_STAMP)
 
+# npm: eslint for the web client (the page itself has no build step; web/static is served as it is).
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web-deps: $(WEB_STAMP)
+
 contracts: $(NODE_STAMP)
 	cd contracts && node compile.js
 
 run: $(STAMP)
 	$(BIN)/basement serve
 
-# ruff, then the dependency contracts (pyproject.toml [tool.importlinter]; docs/architecture.md).
-lint: $(STAMP)
+# ruff, the dependency contracts (pyproject.toml [tool.importlinter]; docs/architecture.md), mypy on sfu/
+# ([tool.mypy]), eslint for the web client.
+lint: $(STAMP) $(WEB_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+	cd $(WEB) && ./node_modules/.bin/eslint .
 
 # The unit tier only (tests/unit): no root, no network namespace, no Chromium, Redis or Janus.
 test-fast: lint
@@ -71,4 +83,4 @@ fuzz: $(STAMP)
 	nice -n 19 $(BIN)/python tests/fuzz/run.py --runs $(FUZZ_RUNS) --keep-going
 
 clean:
-	rm -rf $(VENV) contracts/node_modules
+	rm -rf $(VENV) contracts/node_modules $(WEB)/node_modules

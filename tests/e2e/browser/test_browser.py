@@ -1,4 +1,4 @@
-"""The web client (signalling/static) in headless Chromium, against a real server and aiortc peers.
+"""The web client (signalling/web/static) in headless Chromium, against a real server and aiortc peers.
 
 Chromium uses its fake camera and microphone; everything stays on 127.0.0.1 (run inside the
 loopback-only network namespace, as `make test` does).
