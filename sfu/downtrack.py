@@ -15,16 +15,16 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 
 from sfu import rtp
-from sfu.layers import SelectorState
 from sfu.metrics import STATS
 
 if TYPE_CHECKING:
-    from sfu.receiver import Layer, Receiver
+    from sfu.track import Layer, PublishedTrack
     from sfu.transport import PeerTransport, SendSlot
 
 log = logging.getLogger("basement.downtrack")
@@ -56,8 +56,8 @@ def _newer16(a: int, b: int) -> bool:
 
 
 class DownTrack:
-    def __init__(self, receiver: Receiver, subscriber_id: str, transport: PeerTransport, slot: SendSlot,
-                 rtx_budget: float | None = None) -> None:
+    def __init__(self, receiver: PublishedTrack[DownTrack], subscriber_id: str, transport: PeerTransport,
+                 slot: SendSlot, rtx_budget: float | None = None) -> None:
         self.receiver = receiver
         self.subscriber_id = subscriber_id
         self.transport = transport
@@ -80,7 +80,6 @@ class DownTrack:
         self.request_height: int | None = None
         self.max_tid: int | None = None  # VP8 temporal layers above this are not forwarded
         self.temporal_drops = 0
-        self.selector_state = SelectorState()
 
         # rewrite state
         self.seq_off = 0
@@ -119,7 +118,8 @@ class DownTrack:
         self.rtt = 0.0
         self._sr_sent: dict[int, float] = {}
 
-        self.on_layer_change = None  # set by the owner: callback(downtrack, old_rid, new_rid)
+        # set by the owner (Peer): callback(downtrack, old_rid, new_rid)
+        self.on_layer_change: Callable[[DownTrack, str | None, str], None] | None = None
         self._ext_map: dict[int, int] = {}
         self._mid_in = -1
         self._ast_in = -1
@@ -129,7 +129,7 @@ class DownTrack:
     # --- configuration ------------------------------------------------------------------------
     def _resolve_extensions(self) -> None:
         """Map the publisher's extension ids to the ids negotiated on our m-line, by URI."""
-        ids_in = self.receiver.ingress._ext.get(self.receiver.mid, {})
+        ids_in = self.receiver.extensions
         ids_out = self.slot.ext_ids or {}
         self._ext_map = {}
         for uri, xid in ids_in.items():
@@ -198,7 +198,7 @@ class DownTrack:
         if layer is not self.current:
             if layer is not self.target or (self.is_video and not keyframe):
                 return
-            self._restart(view, vp8, now)
+            self._restart(view, vp8, now, layer)
         elif layer.epoch != self.epoch:
             # the publisher's stream started over (new SSRC, or restarted numbering): re-anchor so the
             # subscriber's numbering continues instead of jumping to wherever the new stream starts
@@ -273,17 +273,18 @@ class DownTrack:
                     buf[i + 1 : i + 4] = rtp.abs_send_time_now(now)
             i += 1 + xlen
 
-    def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float) -> None:
-        """Begin a new run (start, layer switch, resume): continue numbering from what was sent."""
-        self._anchor(view, vp8, now, self.target)
-        self.current = self.target
+    def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float, layer: Layer) -> None:
+        """Begin a new run on `layer` (the target) at a start, layer switch or resume: continue
+        numbering from what was sent."""
+        self._anchor(view, vp8, now, layer)
+        self.current = layer
         # compared with the previous run's layer, so a resume on another layer is a switch too
-        before, self.last_layer = self.last_layer, self.current
-        if before is not self.current:
+        before, self.last_layer = self.last_layer, layer
+        if before is not layer:
             if before is not None:
                 STATS.layer_switches += 1
             if self.on_layer_change is not None:
-                self.on_layer_change(self, before.rid if before else None, self.current.rid)
+                self.on_layer_change(self, before.rid if before else None, layer.rid)
 
     def _anchor(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float, layer: Layer) -> None:
         """Offsets that make `view` follow the last packet sent, in sequence, time and PictureID."""
@@ -312,6 +313,8 @@ class DownTrack:
         left = self._rtx_left(now)
         cache, resent = self.cache, self._resent
         for i, seq in enumerate(lost):
+            # aiortc expands a NACK's bitmask as pid + n + 1 without wrapping: 65535's "next" is 65536
+            seq &= 0xFFFF
             idx = seq & CACHE_MASK
             entry = cache[idx]
             if entry is None or entry[0] != seq:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from sfu.metrics import STATS
 
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
-    from sfu.receiver import Layer, Receiver
+    from sfu.track import Layer, PublishedTrack
 
 log = logging.getLogger("basement.layers")
 
@@ -85,7 +86,8 @@ class Decision:
 TL0_SHARE = 0.5  # the base temporal layer carries about half of a VP8 L1T3 layer's bits
 
 
-def requested_index(layers: list[Any], layer: str | None, width: int | None, height: int | None) -> int | None:
+def requested_index(layers: Sequence[LayerInfo | Layer], layer: str | None, width: int | None,
+                    height: int | None) -> int | None:
     """The highest layer index a subscriber asks for (None = off).
 
     An explicit name wins; a rendered size picks the smallest layer that covers it (layers whose
@@ -257,9 +259,13 @@ class LayerSelector:
         self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
         self._dynacast: dict[str, tuple[str, ...]] = {}  # track id -> rids last announced active
         self._task: asyncio.Task | None = None
-        self.tracks: Callable[[], list[Receiver]] = list
+        self.tracks: Callable[[], list[PublishedTrack[DownTrack]]] = list
+        # the policy's memory per DownTrack (`decide` updates it). Held here, not on the DownTrack,
+        # so the forwarding side knows nothing of the policy; weak keys, so an ended DownTrack's
+        # state goes with it whichever way it ended (unsubscribe, leave, recycled m-line)
+        self._states: weakref.WeakKeyDictionary[DownTrack, SelectorState] = weakref.WeakKeyDictionary()
 
-    def start(self, tracks: Callable[[], list[Receiver]]) -> None:
+    def start(self, tracks: Callable[[], list[PublishedTrack[DownTrack]]]) -> None:
         self.tracks = tracks
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
@@ -275,17 +281,25 @@ class LayerSelector:
         for track_id in track_ids:
             self._dynacast.pop(track_id, None)
 
-    def initial_layer(self, rec: Receiver, dt: DownTrack) -> Layer | None:
+    def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         """Before any feedback: the best layer at or below what the subscriber asked for."""
         if not rec.layers:
             return None
         layers = list(rec.layers.values())
         return pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
 
-    def on_remb(self, peer: Any, bitrate: int, ssrcs: list[int]) -> None:
-        self.remb[peer.id] = bitrate
-        for dt in peer.downtracks.values():
+    def on_remb(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int) -> None:
+        """A subscriber's downlink estimate (REMB) applies to every DownTrack it receives."""
+        self.remb[subscriber_id] = bitrate
+        for dt in downtracks:
             dt.on_remb(bitrate)
+
+    def state(self, dt: DownTrack) -> SelectorState:
+        """What the policy remembers about `dt` (created on first use)."""
+        state = self._states.get(dt)
+        if state is None:
+            state = self._states[dt] = SelectorState()
+        return state
 
     async def _run(self) -> None:
         while True:
@@ -301,22 +315,22 @@ class LayerSelector:
                 continue
             for dt in list(rec.downtracks):
                 self._evaluate_downtrack(rec, dt, now)
-                if dt.waiting_for_keyframe:
+                if dt.waiting_for_keyframe and dt.target is not None:  # (waiting implies a target)
                     # the PLI may have been lost or throttled, and Chromium sends no periodic
                     # keyframes: ask again
                     rec.request_keyframe(dt.target.rid, "keyframe still missing")
             self._update_dynacast(rec, now)
 
-    def evaluate_one(self, rec: Receiver, dt: DownTrack) -> None:
+    def evaluate_one(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> None:
         self._evaluate_downtrack(rec, dt, time.monotonic())
         self._update_dynacast(rec, time.monotonic())
 
-    def _evaluate_downtrack(self, rec: Receiver, dt: DownTrack, now: float) -> None:
+    def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> None:
         layers = list(rec.layers.values())
         available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
         requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
         estimate = dt.remb_bps or None
-        state = dt.selector_state
+        state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
         decision = decide(state, available, requested, estimate, dt.fraction_lost, now)
@@ -330,7 +344,7 @@ class LayerSelector:
                                                "reason": decision.reason})
 
     @staticmethod
-    def _wanted(rec: Receiver, dt: DownTrack) -> Layer | None:
+    def _wanted(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         """The layer this subscriber should get, judged over every layer the publisher announced.
 
         Layers that dynacast switched off are not arriving, so the selector cannot pick them; this
@@ -355,7 +369,7 @@ class LayerSelector:
             return affordable[-1] if affordable else layers[0]
         return fitting[-1] if fitting else layers[0]
 
-    def _update_dynacast(self, rec: Receiver, now: float) -> None:
+    def _update_dynacast(self, rec: PublishedTrack[DownTrack], now: float) -> None:
         """Tell the publisher which simulcast layers anyone needs; unneeded ones stop being encoded."""
         if not rec.simulcast or self.notify is None:
             return

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+# (name, help, label, {label value: value}): per-layer and per-reason views of the node
+LabelledGauge = tuple[str, str, str, dict[str, float]]
+
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -30,9 +33,19 @@ class MediaStats:
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
+        # read at scrape time; set by the node that owns this process (`register_gauges`)
         self.gauges: Callable[[], dict[str, float]] = dict
-        # (name, help, label, {label value: value}): per-layer and per-reason views of the node
-        self.labelled_gauges: Callable[[], list[tuple[str, str, str, dict[str, float]]]] = list
+        self.labelled_gauges: Callable[[], list[LabelledGauge]] = list
+
+    def register_gauges(self, gauges: Callable[[], dict[str, float]],
+                        labelled_gauges: Callable[[], list[LabelledGauge]] = list) -> None:
+        """Where the collector reads the node's current state (rooms, participants, layers) from.
+
+        One SFU process is one node, so there is one source: a later registration replaces the
+        earlier one (a test that builds several nodes gets the last one's).
+        """
+        self.gauges = gauges
+        self.labelled_gauges = labelled_gauges
 
     def reset(self) -> None:
         self.packets_in = 0

@@ -1,32 +1,33 @@
 """SfuNode: the media plane of one process — its rooms (Routers) and participants (Peers).
 
-Signalling drives it through these few async methods; in the all-in-one server they are called
-directly, in a cluster a bus adapter calls them from messages. Events for a participant leave
-through `deliver(participant_id, message)`.
+Signalling drives it through these few async methods (the `sfu.api.MediaNode` Protocol); in the
+all-in-one server they are called directly, in a cluster a bus adapter calls them from messages.
+Events for a participant leave through `deliver(participant_id, message)`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sfu.metrics import STATS
-from sfu.peer import MediaError, Peer
+from sfu.api import Deliver, Joined, MediaError, MediaNode, NamedTrackInfo, SubscriptionState, TrackInfo
+from sfu.metrics import STATS, LabelledGauge, MediaStats
+from sfu.peer import Peer
 from sfu.router import Router
 from sfu.transport import IceConfig
 
 log = logging.getLogger("basement.node")
 
-Deliver = Callable[[str, dict[str, Any]], None]
+__all__ = ["Deliver", "SfuNode"]
 
 
 class SfuNode:
     def __init__(self, deliver: Deliver, speaker_interval: float = 0.5,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None, ice: IceConfig | None = None,
-                 rtx_budget: float | None = None) -> None:
+                 rtx_budget: float | None = None, stats: MediaStats = STATS) -> None:
         self.deliver = deliver
         self.ice = ice
         self.rtx_budget = rtx_budget  # None: the process default (sfu.downtrack.configure_retransmission)
@@ -35,8 +36,7 @@ class SfuNode:
         self.speaker_interval = speaker_interval
         self.rooms: dict[str, Router] = {}
         self.peers: dict[str, Peer] = {}
-        STATS.gauges = self.gauges
-        STATS.labelled_gauges = self.labelled_gauges
+        stats.register_gauges(self.gauges, self.labelled_gauges)
 
     def _router(self, room: str) -> Router:
         router = self.rooms.get(room)
@@ -49,6 +49,10 @@ class SfuNode:
             router = self.rooms[room] = Router(room, broadcast, self.speaker_interval)
         return router
 
+    def _router_of(self, peer: Peer) -> Router:
+        # a Peer knows its room only as a `sfu.peer.Room`; the node holds the Router itself
+        return self.rooms[peer.router.room]
+
     def _peer(self, participant_id: str) -> Peer:
         peer = self.peers.get(participant_id)
         if peer is None:
@@ -56,7 +60,7 @@ class SfuNode:
         return peer
 
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
-                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> dict[str, Any]:
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined:
         """Add a participant; returns who is already in the room and what they publish."""
         if participant_id in self.peers:
             raise MediaError("already_joined", "this participant has already joined")
@@ -66,7 +70,8 @@ class SfuNode:
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
                     can_publish, can_subscribe, identity, ice=self.ice, rtx_budget=self.rtx_budget)
         self.peers[participant_id] = peer
-        existing = [{**rec.info(), "name": router.name_of(rec.participant_id)} for rec in router.tracks]
+        existing: list[NamedTrackInfo] = [{**rec.info(), "name": router.name_of(rec.participant_id)}
+                                          for rec in router.tracks]
         participants = router.participants()
         router.add_peer(peer)
         return {"participants": participants, "tracks": existing}
@@ -88,14 +93,15 @@ class SfuNode:
     async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
         await self._peer(participant_id).add_candidate(target, candidate)
 
-    async def mute(self, participant_id: str, track_id: str, muted: bool) -> dict[str, Any]:
+    async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo:
         peer = self._peer(participant_id)
         rec = peer.set_muted(track_id, muted)
-        peer.router.broadcast({"type": "track_muted", "track": rec.id, "participant": peer.id, "muted": muted})
+        self._router_of(peer).broadcast({"type": "track_muted", "track": rec.id, "participant": peer.id,
+                                         "muted": muted})
         return rec.info()
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
-                     width: int | None, height: int | None) -> dict[str, Any]:
+                           width: int | None, height: int | None) -> SubscriptionState:
         """A subscriber's wish for one track: a layer name, its rendered size, or off."""
         peer = self._peer(participant_id)
         dt = peer.downtracks.get(track_id)
@@ -104,7 +110,7 @@ class SfuNode:
         dt.request_layer, dt.request_width, dt.request_height = layer, width, height
         if dt.kind == "video":
             # apply now rather than at the next periodic evaluation: a user clicked something
-            peer.router.selector.evaluate_one(dt.receiver, dt)
+            self._router_of(peer).selector.evaluate_one(dt.receiver, dt)
         elif layer == "off":
             dt.set_target(None, "off")
         elif dt.paused:
@@ -116,7 +122,7 @@ class SfuNode:
         peer = self.peers.pop(participant_id, None)
         if peer is None:
             return
-        router = peer.router
+        router = self._router_of(peer)
         await router.remove_peer(peer, reason)
         if self.on_event is not None:
             sent_bytes, sent_packets = peer.media_totals()
@@ -130,12 +136,12 @@ class SfuNode:
         for pid in list(self.peers):
             await self.leave(pid)
 
-    def labelled_gauges(self) -> list[tuple[str, str, str, dict[str, float]]]:
+    def labelled_gauges(self) -> list[LabelledGauge]:
         """Node-wide sums by simulcast layer and by pause reason (never by room: cardinality)."""
         now = time.monotonic()
-        ingress: Counter[str] = Counter()
-        forwarding: Counter[str] = Counter()
-        paused: Counter[str] = Counter()
+        ingress: defaultdict[str, float] = defaultdict(float)
+        forwarding: defaultdict[str, float] = defaultdict(float)
+        paused: defaultdict[str, float] = defaultdict(float)
         for peer in self.peers.values():
             for rec in peer.tracks:
                 if rec.kind == "video":
@@ -159,3 +165,9 @@ class SfuNode:
             "participants": len(self.peers),
             "tracks": sum(len(p.tracks) for p in self.peers.values()),
         }
+
+
+if TYPE_CHECKING:
+    def _is_a_media_node(node: SfuNode) -> MediaNode:
+        # mypy checks here that SfuNode satisfies the contract the control plane relies on
+        return node

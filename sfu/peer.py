@@ -5,6 +5,9 @@ is offered by the SFU (as LiveKit and mediasoup do): one sendonly m-line per rem
 (set inactive, then recycled for the next track of the same kind) when tracks come and go, because
 m-lines can never be removed from a session. Renegotiation is serialised: while an offer is out,
 further changes only mark the session dirty and are sent when the answer comes back.
+
+A Peer knows its room only through the `Room` Protocol below (the Router satisfies it): the calls
+it makes when a track appears, a subscription starts or subscriber feedback arrives.
 """
 
 from __future__ import annotations
@@ -13,35 +16,52 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import rtp as artp
 from aiortc.sdp import candidate_from_sdp
 
 from sfu import sdp as sdpmod
+from sfu.api import MediaError, ParticipantInfo
 from sfu.downtrack import Continuity, DownTrack
-from sfu.receiver import Ingress, Receiver
-from sfu.transport import CandidateRefused, IceConfig, PeerTransport, Remb, SendSlot
-
-if TYPE_CHECKING:
-    from sfu.router import Router
+from sfu.receiver import Ingress
+from sfu.rtp import URI_RID, URI_RRID
+from sfu.track import Layer, PublishedTrack
+from sfu.transport import CandidateRefused, IceConfig, PeerTransport, RecvSlot, Remb, SendSlot
 
 log = logging.getLogger("basement.peer")
 
 Emit = Callable[[dict[str, Any]], None]
 
+__all__ = ["Emit", "Peer", "Room"]
 
-class MediaError(Exception):
-    """A request the media plane refuses; `code` is a stable machine-readable label."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class Room(Protocol):
+    """The room a Peer is in, as the Peer sees it (`sfu.router.Router`)."""
+
+    room: str  # the room's name
+
+    # per audio packet with a level (RFC 6464): a plain callable, handed to the Ingress as it is,
+    # so the packet path makes no extra hop through the room
+    observe_audio: Callable[[str, int, float], None]
+
+    def add_track(self, publisher: Peer, rec: PublishedTrack[DownTrack]) -> None:
+        """`publisher` published `rec`: the others subscribe, everyone hears about it."""
+        ...
+
+    def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
+        """The layer a new subscription starts on, before any feedback."""
+        ...
+
+    def on_remb(self, subscriber: Peer, bitrate: int) -> None:
+        """The subscriber's downlink estimate (REMB)."""
+        ...
+
+    def name_of(self, participant_id: str) -> str: ...
 
 
 class Peer:
-    def __init__(self, participant_id: str, name: str, router: Router, emit: Emit,
+    def __init__(self, participant_id: str, name: str, router: Room, emit: Emit,
                  can_publish: bool = True, can_subscribe: bool = True, identity: str = "",
                  ice: IceConfig | None = None, rtx_budget: float | None = None) -> None:
         self.id = participant_id
@@ -69,11 +89,11 @@ class Peer:
         self._offer_lock = asyncio.Lock()
         self.closed = False
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> ParticipantInfo:
         return {"id": self.id, "name": self.name, "identity": self.identity}
 
     @property
-    def tracks(self) -> list[Receiver]:
+    def tracks(self) -> list[PublishedTrack[DownTrack]]:
         return list(self.ingress.receivers.values()) if self.ingress else []
 
     # --- publishing ---------------------------------------------------------------------------
@@ -82,12 +102,14 @@ class Peer:
             raise MediaError("forbidden", "this participant may not publish (grant has can_publish=false)")
         info = sdpmod.check_offer(offer_sdp)
         async with self._offer_lock:
-            if self.publisher is None:
-                self.ingress = Ingress(self.id, self.router.speaker.observe)
-                self.publisher = PeerTransport(on_rtp=self.ingress.on_rtp, on_rtcp=self.ingress.on_rtcp, ice=self.ice)
-                self.publisher.on_state(self._publisher_state)
+            ingress, publisher = self.ingress, self.publisher
+            if ingress is None or publisher is None:  # (the first offer creates both)
+                ingress = self.ingress = Ingress(self.id, self.router.observe_audio)
+                publisher = self.publisher = PeerTransport(on_rtp=ingress.on_rtp, on_rtcp=ingress.on_rtcp,
+                                                           ice=self.ice)
+                publisher.on_state(self._publisher_state)
             try:
-                answer, slots = await self._answer(offer_sdp, info)
+                answer, slots = await self._answer(publisher, offer_sdp, info)
             except sdpmod.SdpError:
                 raise
             except Exception as e:  # aiortc rejects some SDP only when applying it
@@ -95,23 +117,23 @@ class Peer:
             ssrc_hints = {m.mid: m.ssrcs for m in info.media}
             rids = {m.mid: m.rids for m in info.media}
             track_ids = {s.mid: f"TR_{self.id}_{s.mid}" for s in slots}
-            created = self.ingress.configure(self.publisher, slots, ssrc_hints, track_ids, rids)
+            created = ingress.configure(publisher, slots, ssrc_hints, track_ids, rids)
         for rec in created:
             self.router.add_track(self, rec)
         return answer
 
-    async def _answer(self, offer_sdp: str, info: sdpmod.OfferInfo) -> tuple[str, list]:
-        pc = self.publisher.pc
-        await self.publisher.apply_offer(offer_sdp)
+    @staticmethod
+    async def _answer(publisher: PeerTransport, offer_sdp: str,
+                      info: sdpmod.OfferInfo) -> tuple[str, list[RecvSlot]]:
+        pc = publisher.pc
+        await publisher.apply_offer(offer_sdp)
         by_mid = info.by_mid()
         for t in pc.getTransceivers():
-            m = by_mid.get(t.mid)
+            m = by_mid.get(t.mid) if t.mid is not None else None
             if m is not None and len(m.rids) > 1:
-                from sfu.rtp import URI_RID, URI_RRID
-
                 PeerTransport.accept_extension(m.extmap, t, {URI_RID, URI_RRID})
         # the remote description is set; PeerTransport finishes the answer with the hooks in place
-        answer, slots = await self.publisher.accept_applied_offer()
+        answer, slots = await publisher.accept_applied_offer()
         answer = sdpmod.add_simulcast_recv(answer, {m.mid: m.rids for m in info.media})
         return answer, slots
 
@@ -119,7 +141,7 @@ class Peer:
         if state in ("failed", "closed") and not self.closed:
             log.info("publisher transport of %s is %s", self.id, state)
 
-    def set_muted(self, track_id: str, muted: bool) -> Receiver:
+    def set_muted(self, track_id: str, muted: bool) -> PublishedTrack[DownTrack]:
         for rec in self.tracks:
             if rec.id == track_id:
                 rec.muted = muted
@@ -137,7 +159,7 @@ class Peer:
             self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp, ice=self.ice)
         return self.subscriber
 
-    def subscribe(self, rec: Receiver) -> DownTrack | None:
+    def subscribe(self, rec: PublishedTrack[DownTrack]) -> DownTrack | None:
         if not self.can_subscribe or rec.id in self.downtracks or self.closed:
             return None
         transport = self._ensure_subscriber()
@@ -162,7 +184,7 @@ class Peer:
         self.slots_by_ssrc[slot.ssrc] = slot
         slot.downtrack = dt
         self.downtracks[rec.id] = dt
-        dt.set_target(self.router.selector.initial_layer(rec, dt))
+        dt.set_target(self.router.initial_layer(rec, dt))
         rec.downtracks.append(dt)
         self.request_negotiation()
         return dt
@@ -250,12 +272,19 @@ class Peer:
                 if slot is not None and slot.downtrack is not None and p.fmt == artp.RTCP_RTPFB_NACK:
                     slot.downtrack.on_nack(p.lost, time.monotonic())
             elif isinstance(p, artp.RtcpPsfbPacket):
-                if p.fmt in (artp.RTCP_PSFB_PLI, artp.RTCP_PSFB_FIR):
-                    slot = self.slots_by_ssrc.get(p.media_ssrc)
+                if p.fmt == artp.RTCP_PSFB_PLI:
+                    targets = [p.media_ssrc]
+                elif p.fmt == artp.RTCP_PSFB_FIR:
+                    # RFC 5104 4.3.1: the header's media SSRC is 0; each 8-byte FCI entry names a target
+                    targets = [int.from_bytes(p.fci[i:i + 4], "big") for i in range(0, len(p.fci) - 7, 8)]
+                else:
+                    continue
+                for ssrc in targets:
+                    slot = self.slots_by_ssrc.get(ssrc)
                     if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_pli()
             elif isinstance(p, Remb):
-                self.router.selector.on_remb(self, p.bitrate, p.ssrcs)
+                self.router.on_remb(self, p.bitrate)
             elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
                 for block in p.reports:
                     slot = self.slots_by_ssrc.get(block.ssrc)
@@ -309,5 +338,5 @@ class Peer:
         return all(t.receivers_decoded_nothing() for t in (self.publisher, self.subscriber) if t is not None)
 
 
-def _same_codec(slot: SendSlot, rec: Receiver) -> bool:
+def _same_codec(slot: SendSlot, rec: PublishedTrack[DownTrack]) -> bool:
     return slot.codec_name == rec.codec_name

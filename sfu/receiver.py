@@ -4,7 +4,7 @@
 when there are any and from the MID/RID/repaired-RID header extensions otherwise (Chromium puts
 them only on the first packets of each SSRC and its simulcast offers have no a=ssrc lines), unwraps
 RTX, drops padding, and produces what a receiving endpoint owes its sender: RR, NACK, REMB.
-`Receiver` is one published Track; it fans each packet out to its DownTracks.
+Each packet then goes to the DownTracks of its Track (`sfu.track.PublishedTrack`).
 
 What a publisher's packets can make us hold is fixed by its offer: the layers are the offer's rids
 (at most `max_simulcast_layers`), each with one media and one RTX SSRC, and an m-line may use at
@@ -26,15 +26,15 @@ from aiortc.rate import RemoteBitrateEstimator
 from sfu import rtp, sdp
 from sfu.metrics import STATS
 from sfu.reception import GAP, JUMP, RESTART, Reception
+from sfu.track import Layer, PublishedTrack
 from sfu.transport import RecvSlot
 
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
 
+__all__ = ["Ingress", "IngressLimits", "configure_ingress"]
+
 log = logging.getLogger("basement.receiver")
-
-RID_ORDER = {"q": 0, "l": 0, "low": 0, "h": 1, "m": 1, "mid": 1, "f": 2, "hi": 2, "high": 2}
-
 
 @dataclass(frozen=True)
 class IngressLimits:
@@ -55,104 +55,6 @@ def configure_ingress(limits: IngressLimits) -> None:
 
 
 NACK_MIN_INTERVAL = 0.02  # a gap NACKs at once, but a stream of gaps at most this often (the rest: next round)
-STALE_S = 1.5  # a layer with no packet for this long is not arriving (dynacast, publisher CPU)
-
-
-class Layer:
-    """One encoding of a track (a simulcast layer; the only one without simulcast)."""
-
-    def __init__(self, rid: str, clock_rate: int) -> None:
-        self.rid = rid
-        self.index = RID_ORDER.get(rid, 0)
-        self.ssrc: int | None = None
-        self.rtx_ssrc: int | None = None
-        self.rx = Reception(clock_rate)
-        self.nack_at = -1.0  # arrival time of the last immediate NACK
-        # bumped when the media stream starts over (new SSRC, or the sender restarted its sequence
-        # numbers): numbering derived from the old stream no longer continues
-        self.epoch = 0
-        self.packets = 0
-        self.bytes = 0
-        self.keyframes = 0
-        self.last_keyframe_at = 0.0
-        self.width = 0
-        self.height = 0
-        self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival)
-        self.last_packet_at = 0.0
-        # bitrate over a sliding second, for the layer selector and metrics
-        self._window_start = 0.0
-        self._window_bytes = 0
-        self.bitrate = 0.0
-
-    def arriving(self, now: float) -> bool:
-        return self.ssrc is not None and now - self.last_packet_at < STALE_S
-
-    def account(self, nbytes: int, now: float) -> None:
-        self.packets += 1
-        self.bytes += nbytes
-        self.last_packet_at = now
-        self._window_bytes += nbytes
-        if now - self._window_start >= 1.0:
-            if self._window_start:
-                sample = self._window_bytes * 8 / (now - self._window_start)
-                # smoothed: a keyframe doubles a one-second window, which must not read as the
-                # layer's rate (the selector would move subscribers down for nothing)
-                self.bitrate = sample if not self.bitrate else 0.6 * self.bitrate + 0.4 * sample
-            self._window_start = now
-            self._window_bytes = 0
-
-
-class Receiver:
-    """A published Track: audio or video from one participant, with one or more Layers."""
-
-    def __init__(self, track_id: str, participant_id: str, kind: str, mid: str, codec: Any, ingress: Ingress):
-        self.id = track_id
-        self.participant_id = participant_id
-        self.kind = kind
-        self.mid = mid
-        self.codec = codec  # RTCRtpCodecParameters of the media (non-RTX) codec
-        self.codec_name = codec.name.upper() if codec is not None else ""
-        self.clock_rate = codec.clockRate if codec is not None else 90000
-        self.ingress = ingress
-        self.layers: dict[str, Layer] = {}
-        self.downtracks: list[DownTrack] = []
-        self.muted = False
-        self.simulcast = False
-        self._last_pli: dict[str, float] = {}
-        self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
-
-    def layer(self, rid: str) -> Layer:
-        layer = self.layers.get(rid)
-        if layer is None:
-            layer = self.layers[rid] = Layer(rid, self.clock_rate)
-        return layer
-
-    def request_keyframe(self, rid: str | None = None, reason: str = "") -> bool:
-        """PLI the publisher for one layer (all layers when rid is None), at most every 300 ms."""
-        now = time.monotonic()
-        sent = False
-        for layer in self.layers.values():
-            if rid is not None and layer.rid != rid:
-                continue
-            if layer.ssrc is None or now - self._last_pli.get(layer.rid, 0.0) < 0.3:
-                continue
-            self._last_pli[layer.rid] = now
-            self.ingress.send_pli(self.mid, layer.ssrc)
-            sent = True
-        if sent:
-            log.debug("PLI %s (%s)", self.id, reason)
-        return sent
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "track": self.id,
-            "participant": self.participant_id,
-            "kind": self.kind,
-            "codec": self.codec_name,
-            "muted": self.muted,
-            "simulcast": self.simulcast,
-            "layers": sorted(self.layers),
-        }
 
 
 class Ingress:
@@ -166,26 +68,26 @@ class Ingress:
         self.limits = limits or _limits
         self.transport: Any = None
         self.slots: dict[str, RecvSlot] = {}  # mid -> slot
-        self.receivers: dict[str, Receiver] = {}  # mid -> Receiver
+        self.receivers: dict[str, PublishedTrack[DownTrack]] = {}  # mid -> PublishedTrack
         # ssrc -> (receiver, layer, is_rtx); at most one media and one RTX SSRC per layer
-        self.by_ssrc: dict[int, tuple[Receiver, Layer, bool]] = {}
+        self.by_ssrc: dict[int, tuple[PublishedTrack[DownTrack], Layer, bool]] = {}
         self.on_audio_level = on_audio_level
         self.remb = RemoteBitrateEstimator()
         self.remb_bps = 0
         self._rtcp_task: asyncio.Task | None = None
         self.dropped: dict[str, int] = {}
-        # extension ids per m-line, resolved once
-        self._ext: dict[str, dict[str, int]] = {}
+        # mid -> {extension URI -> id}, resolved once per m-line (read by Tracks as `PublishedTrack.extensions`)
+        self.extensions: dict[str, dict[str, int]] = {}
 
     # --- setup --------------------------------------------------------------------------------
     def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
-                  track_ids: dict[str, str], simulcast_rids: dict[str, list[str]]) -> list[Receiver]:
+                  track_ids: dict[str, str], simulcast_rids: dict[str, list[str]]) -> list[PublishedTrack[DownTrack]]:
         """Register the negotiated m-lines. `ssrc_hints`: mid -> [(ssrc, role)] from a=ssrc lines.
 
         The rids are the only layers a track will ever have (checked by `sfu.sdp.check_offer`).
         """
         self.transport = transport
-        created = []
+        created: list[PublishedTrack[DownTrack]] = []
         for slot in slots:
             if slot.mid in self.receivers:
                 continue
@@ -193,13 +95,14 @@ class Ingress:
             if media_codec is None:
                 continue
             self.slots[slot.mid] = slot
-            rec = Receiver(track_ids[slot.mid], self.participant_id, slot.kind, slot.mid, media_codec, self)
+            rec: PublishedTrack[DownTrack] = PublishedTrack(track_ids[slot.mid], self.participant_id, slot.kind,
+                                                            slot.mid, media_codec, self)
             rids = (simulcast_rids.get(slot.mid) or [])[: self.limits.max_simulcast_layers]
             rec.simulcast = len(rids) > 1
             for rid in rids or [""]:
                 rec.layer(rid)
             self.receivers[slot.mid] = rec
-            self._ext[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
+            self.extensions[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
             if len(rec.layers) == 1:
                 layer = next(iter(rec.layers.values()))
                 for ssrc, role in ssrc_hints.get(slot.mid, []):
@@ -269,13 +172,13 @@ class Ingress:
                 if keyframe:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival
-                ast_id = self._ext[rec.mid].get(rtp.URI_ABS_SEND_TIME)
+                ast_id = self.extensions[rec.mid].get(rtp.URI_ABS_SEND_TIME)
                 if ast_id and view.ext_start:
                     value = rtp.extensions(data, view).get(ast_id)
                     if value is not None and len(value) == 3:
                         self._remb_add(arrival, value, len(data), view.ssrc)
             elif self.on_audio_level is not None and view.ext_start:
-                level_id = self._ext[rec.mid].get(rtp.URI_AUDIO_LEVEL)
+                level_id = self.extensions[rec.mid].get(rtp.URI_AUDIO_LEVEL)
                 if level_id:
                     value = rtp.extensions(data, view).get(level_id)
                     if value:
@@ -290,7 +193,7 @@ class Ingress:
             dt.forward(data, view, layer, keyframe, vp8, arrival)
         STATS.observe_latency(arrival)
 
-    def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
+    def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
         """First packet of an unknown SSRC: place it by its MID / RID / repaired-RID, or count a drop.
 
         Only layers signalled in the offer exist; an SSRC can only take a layer's media or RTX role,
@@ -299,14 +202,14 @@ class Ingress:
         rec = None
         if view.ext_start:
             exts = rtp.extensions(data, view)
-            for mid, ids in self._ext.items():
+            for mid, ids in self.extensions.items():
                 mid_id = ids.get(rtp.URI_MID)
                 if mid_id is not None and exts.get(mid_id) == mid.encode():
                     rec = self.receivers.get(mid)
                     break
         if rec is None:
             return self._learn_without_extensions(view)
-        ids = self._ext[rec.mid]
+        ids = self.extensions[rec.mid]
         rid_id, rrid_id = ids.get(rtp.URI_RID), ids.get(rtp.URI_RRID)
         if rrid_id is not None and rrid_id in exts:
             layer = rec.layers.get(exts[rrid_id].decode(errors="replace"))
@@ -329,7 +232,7 @@ class Ingress:
             return None
         return self._bind(rec, layer, view.ssrc, is_rtx)
 
-    def _learn_without_extensions(self, view: rtp.RtpView) -> tuple[Receiver, Layer, bool] | None:
+    def _learn_without_extensions(self, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
         # Last resort, as aiortc's router does: a payload type only one m-line uses.
         matches = [r for mid, r in self.receivers.items() if view.pt in self.slots[mid].codecs]
         if len(matches) != 1 or len(matches[0].layers) != 1:
@@ -343,7 +246,8 @@ class Ingress:
             return None
         return self._bind(rec, layer, view.ssrc, is_rtx)
 
-    def _bind(self, rec: Receiver, layer: Layer, ssrc: int, is_rtx: bool) -> tuple[Receiver, Layer, bool] | None:
+    def _bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
+              is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
         """Give `ssrc` the layer's media or RTX role; a previous holder of that role is forgotten."""
         if rec.ssrcs_used >= self.limits.max_ssrcs_per_track:
             self._drop("ssrc_limit")
@@ -366,7 +270,8 @@ class Ingress:
         self.by_ssrc[ssrc] = entry
         return entry
 
-    def _unwrap_rtx(self, data: bytes, view: rtp.RtpView, rec: Receiver, layer: Layer):
+    def _unwrap_rtx(self, data: bytes, view: rtp.RtpView, rec: PublishedTrack[DownTrack],
+                    layer: Layer) -> tuple[bytes, rtp.RtpView] | None:
         # RFC 4588: payload starts with the original sequence number; empty rest = padding/probe
         if view.payload_end - view.payload_start <= 2:
             self._drop("padding")
@@ -510,7 +415,7 @@ class Ingress:
         for rec in self.receivers.values():
             for layer in rec.layers.values():
                 # a layer that stopped keeps its last gaps: NACKing them every second would be noise
-                if layer.rx.missing_bits and layer.arriving(now):
+                if layer.ssrc is not None and layer.rx.missing_bits and layer.arriving(now):
                     self.send_nack(rec.mid, layer.ssrc, layer.rx.missing())
 
     async def _rtcp_loop(self) -> None:

@@ -1,15 +1,23 @@
-"""Router: one room on the media plane — who publishes what, and who receives it."""
+"""Router: one room on the media plane — who publishes what, and who receives it.
+
+It is the `sfu.peer.Room` its Peers call back into, and it owns the room's LayerSelector and
+ActiveSpeaker; Peers never reach those directly.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sfu.api import ParticipantInfo
 from sfu.layers import LayerSelector
 from sfu.peer import Peer
-from sfu.receiver import Receiver
 from sfu.speaker import ActiveSpeaker
+
+if TYPE_CHECKING:
+    from sfu.downtrack import DownTrack
+    from sfu.track import Layer, PublishedTrack
 
 log = logging.getLogger("basement.router")
 
@@ -23,6 +31,8 @@ class Router:
         self.selector.start(lambda: self.tracks)
         self.speaker = ActiveSpeaker(self._speaker_changed, interval=speaker_interval)
         self.speaker.start()
+        # sfu.peer.Room: the speaker's own method, so an audio packet makes no hop through the Router
+        self.observe_audio: Callable[[str, int, float], None] = self.speaker.observe
 
     def _notify(self, participant_id: str, msg: dict[str, Any]) -> None:
         peer = self.peers.get(participant_id)
@@ -34,10 +44,10 @@ class Router:
         return peer.name if peer else ""
 
     @property
-    def tracks(self) -> list[Receiver]:
+    def tracks(self) -> list[PublishedTrack[DownTrack]]:
         return [rec for peer in self.peers.values() for rec in peer.tracks]
 
-    def participants(self, exclude: str | None = None) -> list[dict[str, Any]]:
+    def participants(self, exclude: str | None = None) -> list[ParticipantInfo]:
         return [p.public() for p in self.peers.values() if p.id != exclude]
 
     def add_peer(self, peer: Peer) -> None:
@@ -47,13 +57,21 @@ class Router:
             if rec.participant_id != peer.id:
                 peer.subscribe(rec)
 
-    def add_track(self, publisher: Peer, rec: Receiver) -> None:
+    # --- sfu.peer.Room: what Peers call ---------------------------------------------------------
+    def add_track(self, publisher: Peer, rec: PublishedTrack[DownTrack]) -> None:
         """A new published track: everyone else subscribes, everyone hears about it."""
         for peer in self.peers.values():
             if peer.id != publisher.id:
                 peer.subscribe(rec)
         self.broadcast({"type": "track_published", "track": {**rec.info(), "name": publisher.name}})
 
+    def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
+        return self.selector.initial_layer(rec, dt)
+
+    def on_remb(self, subscriber: Peer, bitrate: int) -> None:
+        self.selector.on_remb(subscriber.id, subscriber.downtracks.values(), bitrate)
+
+    # --------------------------------------------------------------------------------------------
     async def remove_peer(self, peer: Peer, reason: str = "left") -> None:
         self.peers.pop(peer.id, None)
         track_ids = [rec.id for rec in peer.tracks]

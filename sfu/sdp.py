@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 
 from aiortc.sdp import SessionDescription
 
-
-class SdpError(ValueError):
-    pass
+from sfu.api import SdpError  # noqa: F401  (raised here; part of the media plane's contract)
 
 
 @dataclass

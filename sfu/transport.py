@@ -69,7 +69,7 @@ class IceConfig:
     def make(cls, addresses: Iterable[str] | None, public_ip: str = "", port_min: int = 0,
              port_max: int = 0, allowed_ranges: Iterable[str] = ("auto",),
              max_remote_candidates: int = 32) -> IceConfig:
-        addrs = tuple(a for a in (addresses or []) if a)
+        addrs: tuple[str, ...] | None = tuple(a for a in (addresses or []) if a)
         if addrs == ("auto",) or not addrs:
             addrs = None
         else:
@@ -131,8 +131,9 @@ def _install() -> None:
     # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range
     aioice.ice.asyncio = _AsyncioWithPortRange("asyncio")
     # every remote candidate, whether from SDP, trickled or mDNS-resolved, passes these two
-    aioice.ice.Connection.add_remote_candidate = _screened_add_remote_candidate
-    aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate
+    # (hooks on aioice's private API, listed in docs/architecture.md: mypy rightly objects to method patching)
+    aioice.ice.Connection.add_remote_candidate = _screened_add_remote_candidate  # type: ignore[method-assign]
+    aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate  # type: ignore[method-assign]
 
 
 class CandidateRefused(Exception):
@@ -332,6 +333,9 @@ class PeerTransport:
         """
         slots = []
         for t in self.pc.getTransceivers():
+            # aiortc types mid as optional; applying the offer set it from the offer's a=mid
+            # (sfu.sdp.check_offer requires one per m-line)
+            assert t.mid is not None
             if t.direction != "recvonly":
                 t.direction = "recvonly"  # we never send on a publish transport
             _neuter_receiver(t.receiver)
@@ -341,8 +345,9 @@ class PeerTransport:
                 RecvSlot(
                     mid=t.mid,
                     kind=t.kind,
-                    codecs={c.payloadType: c for c in t._codecs},
-                    ext_ids={e.id: e.uri for e in t._headerExtensions},
+                    codecs={c.payloadType: c for c in t._codecs if c.payloadType is not None},
+                    # negotiated extensions always carry an id (the parameters type allows None)
+                    ext_ids={e.id: e.uri for e in t._headerExtensions if e.id is not None},
                     rtcp_ssrc=t.sender._ssrc,
                 )
             )
@@ -491,7 +496,8 @@ class PeerTransport:
     def _rtcp_in(self, data: bytes) -> None:
         """The RTCP parse boundary: whatever the bytes, handlers get well-formed packets only."""
         try:
-            packets = artp.RtcpPacket.parse(data)
+            # any: entries become None (dropped) or Remb (parsed REMB) below
+            packets: list[Any] = artp.RtcpPacket.parse(data)
         except Exception:  # untrusted bytes: any parser failure (ValueError, struct.error, ...) is a drop
             self._rtcp_malformed()
             return

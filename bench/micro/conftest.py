@@ -12,7 +12,8 @@ from pylibsrtp import Policy, Session
 
 from sfu import rtp
 from sfu.downtrack import DownTrack
-from sfu.receiver import Ingress, Receiver
+from sfu.receiver import Ingress
+from sfu.track import PublishedTrack
 from sfu.transport import RecvSlot, SendSlot
 
 MID_IN, AST_IN = 9, 2  # the publisher's extension ids (Chrome's numbering)
@@ -59,15 +60,15 @@ def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, 
 
 
 class Rig:
-    """A published VP8 track with K subscribers, built from the real Ingress/Receiver/DownTrack."""
+    """A published VP8 track with K subscribers, built from the real Ingress/PublishedTrack/DownTrack."""
 
     def __init__(self, fanout: int, protect: bool = False) -> None:
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
         self.ingress = Ingress("PA_bench")
         self.ingress.slots["1"] = RecvSlot(mid="1", kind="video", codecs={96: codec},
                                            ext_ids={MID_IN: rtp.URI_MID, AST_IN: rtp.URI_ABS_SEND_TIME}, rtcp_ssrc=7)
-        self.ingress._ext["1"] = {rtp.URI_MID: MID_IN, rtp.URI_ABS_SEND_TIME: AST_IN}
-        self.rec = Receiver("TR_bench_1", "PA_bench", "video", "1", codec, self.ingress)
+        self.ingress.extensions["1"] = {rtp.URI_MID: MID_IN, rtp.URI_ABS_SEND_TIME: AST_IN}
+        self.rec = PublishedTrack("TR_bench_1", "PA_bench", "video", "1", codec, self.ingress)
         self.ingress.receivers["1"] = self.rec
         self.layer = self.rec.layer("")
         self.layer.ssrc = 0x11111111

@@ -14,10 +14,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from sfu.api import MediaError, SdpError
 from sfu.metrics import STATS
 from sfu.node import SfuNode
-from sfu.peer import MediaError
-from sfu.sdp import SdpError
 from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer, room_key
 from signalling.cluster.registry import HEARTBEAT_S, Registry

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sfu.peer import MediaError
+from sfu.api import Joined, MediaError, SubscriptionState, TrackInfo
 from signalling.cluster.bus import Bus, RemoteError
 from signalling.cluster.placement import NoNodeError, Placer
 
@@ -74,7 +74,7 @@ class RemoteNode:
 
     # --- the SfuNode method set -----------------------------------------------------------------
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
-                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> dict[str, Any]:
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined:
         args = {"room": room, "pid": participant_id, "name": name, "can_publish": can_publish,
                 "can_subscribe": can_subscribe, "identity": identity, "max_participants": max_participants}
         avoid: str | None = None
@@ -111,12 +111,12 @@ class RemoteNode:
         await self._call(self._node_of(participant_id), "candidate",
                          {"pid": participant_id, "target": target, "candidate": candidate})
 
-    async def mute(self, participant_id: str, track_id: str, muted: bool) -> dict[str, Any]:
+    async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo:
         return await self._call(self._node_of(participant_id), "mute",
                                 {"pid": participant_id, "track": track_id, "muted": muted})
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
-                           width: int | None, height: int | None) -> dict[str, Any]:
+                           width: int | None, height: int | None) -> SubscriptionState:
         return await self._call(self._node_of(participant_id), "subscription",
                                 {"pid": participant_id, "track": track_id, "layer": layer,
                                  "width": width, "height": height})

@@ -13,8 +13,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sfu.peer import MediaError
-from sfu.sdp import SdpError
+from sfu.api import MediaError, SdpError
 from signalling.access.throttle import client_key
 from signalling.config import Settings
 from signalling.protocol import messages
@@ -23,7 +22,7 @@ from signalling.protocol.messages import ProtocolError
 from signalling.protocol.rooms import Participant, RoomManager, SendQueue
 
 log = logging.getLogger("basement.signalling")
-STATIC = Path(__file__).parent.parent / "static"
+STATIC = Path(__file__).parent.parent / "web" / "static"
 
 ROOMS_KEY = web.AppKey("rooms", RoomManager)
 STATE_KEY = web.AppKey("state", dict)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfu.api import MediaNode
 from signalling.protocol.edge import EDGE_STATS
 
 log = logging.getLogger("basement.rooms")
@@ -159,7 +160,7 @@ class Participant:
 
 
 class RoomManager:
-    def __init__(self, node: Any, admit: Admit = admit_everyone, max_participants: int = 50,
+    def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
                  observer: Any = None) -> None:
         self.node = node
         self.admit = admit

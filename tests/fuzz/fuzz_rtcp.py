@@ -26,7 +26,8 @@ with instrumented():
     from sfu.downtrack import DownTrack
     from sfu.layers import LayerSelector
     from sfu.peer import Peer
-    from sfu.receiver import Ingress, Receiver
+    from sfu.receiver import Ingress
+    from sfu.track import PublishedTrack
     from sfu.transport import PeerTransport, RecvSlot, SendSlot
 
 instrument_functions(artp.RtcpPacket.parse, artp.RtcpSrPacket.parse, artp.RtcpRrPacket.parse,
@@ -60,15 +61,16 @@ def build() -> tuple[PeerTransport, PeerTransport]:
     ingress = Ingress("PA_pub")
     ingress.transport = FakeTransport()
     ingress.slots["0"] = RecvSlot(mid="0", kind="video", codecs={96: codec}, ext_ids={}, rtcp_ssrc=7)
-    ingress._ext["0"] = {}
-    rec = Receiver("TR_pub_0", "PA_pub", "video", "0", codec, ingress)
+    ingress.extensions["0"] = {}
+    rec = PublishedTrack("TR_pub_0", "PA_pub", "video", "0", codec, ingress)
     ingress.receivers["0"] = rec
     layer = rec.layer("")
     layer.ssrc = MEDIA_SSRC
     ingress.by_ssrc[MEDIA_SSRC] = (rec, layer, False)
 
-    # a stand-in Router: Peer reads only `.selector` on the RTCP path
-    router = types.SimpleNamespace(selector=LayerSelector())
+    # a stand-in Room (sfu.peer.Room): Peer calls only `on_remb` on the RTCP path
+    selector = LayerSelector()
+    router = types.SimpleNamespace(on_remb=lambda sub, bps: selector.on_remb(sub.id, sub.downtracks.values(), bps))
     peer = Peer("PA_sub", "sub", router, emit=lambda msg: None)
     slot = SendSlot(transceiver=None, kind="video", ssrc=SUB_SSRC, rtx_ssrc=SUB_RTX_SSRC, cname="fuzz", mid="1",
                     pt=96, rtx_pt=97, ext_ids={}, active=True, codec_name="VP8")

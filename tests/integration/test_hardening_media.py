@@ -11,10 +11,11 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from sfu.api import MediaError
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
-from sfu.peer import MediaError, Peer
-from sfu.receiver import Receiver
+from sfu.peer import Peer
+from sfu.track import PublishedTrack
 from sfu.transport import PeerTransport
 from signalling.protocol.client import Client, ServerError
 from tests.support.media import CounterVideo, Sink, Tone
@@ -134,7 +135,7 @@ async def test_candidates_in_offers_and_answers_obey_the_same_cap_and_ranges(mak
         await sub.close()
 
 
-TRACKED = (Peer, DownTrack, Receiver, PeerTransport, RTCPeerConnection)
+TRACKED = (Peer, DownTrack, PublishedTrack, PeerTransport, RTCPeerConnection)
 
 
 def _census() -> collections.Counter:
@@ -179,7 +180,7 @@ async def test_join_publish_subscribe_leave_cycles_leave_no_media_objects(server
     await _churn_cycle(server.url, "churn", "warmup", stay)
     baseline = await _settled(server, collections.Counter())
     # the staying participant: its Peer, 2 transports, 2 Receivers, its client's 2 peer connections
-    assert baseline["Peer"] == 1 and baseline["PeerTransport"] == 2 and baseline["Receiver"] == 2, baseline
+    assert baseline["Peer"] == 1 and baseline["PeerTransport"] == 2 and baseline["PublishedTrack"] == 2, baseline
     for i in range(3):
         await _churn_cycle(server.url, "churn", f"c{i}", stay)
     after = await _settled(server, baseline)

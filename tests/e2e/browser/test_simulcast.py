@@ -113,7 +113,7 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(server, connect, brows
     for c, size in ((low, Q), (medium, H)):
         since = [(w, h) for t, w, h in sinks[c].timeline if t >= settled[c]]
         assert len(since) >= 10 and set(since) == {size}, (size, sorted(set(since)))
-    # the server's view: three DownTracks of one Receiver on three different layers, each layer's
+    # the server's view: three DownTracks of one PublishedTrack on three different layers, each layer's
     # resolution read from its VP8 keyframes
     rec = next(r for p in server.node.peers.values() for r in p.tracks if r.id == video)
     assert sorted(dt.current.rid for dt in rec.downtracks if dt.current) == ["f", "h", "q"]

@@ -21,9 +21,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from sfu import reception, rtp
 from sfu.metrics import STATS
-from sfu.receiver import Ingress, IngressLimits, Layer, Receiver
+from sfu.receiver import Ingress, IngressLimits
 from sfu.reception import NACK_WINDOW, Reception
 from sfu.sdp import SdpError, check_offer
+from sfu.track import Layer, PublishedTrack
 from sfu.transport import RecvSlot
 
 # Chromium's numbering of a publisher's extension ids
@@ -108,7 +109,7 @@ def calls_made(fn: Callable[[], Any]) -> int:
     return count
 
 
-def video_layer(ingress: Ingress, rid: str = "") -> tuple[Receiver, Layer]:
+def video_layer(ingress: Ingress, rid: str = "") -> tuple[PublishedTrack, Layer]:
     rec = ingress.receivers["0"]
     return rec, rec.layers[rid]
 

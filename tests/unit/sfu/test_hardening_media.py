@@ -18,9 +18,10 @@ from sfu.candidates import CandidatePolicy, scope
 from sfu.downtrack import CACHE_SIZE, RTX_UNKNOWN_RTT, DownTrack
 from sfu.metrics import STATS
 from sfu.peer import Peer
-from sfu.receiver import Ingress, Receiver
+from sfu.receiver import Ingress
 from sfu.router import Router
 from sfu.speaker import ActiveSpeaker
+from sfu.track import PublishedTrack
 from sfu.transport import IceConfig, SendSlot
 from signalling import config
 
@@ -89,8 +90,8 @@ class FakeTransport:
 def _audio_downtrack(rtx_budget: float = 0.5, rtx_pt: int = 0) -> tuple[DownTrack, FakeTransport, object]:
     codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
     ingress = Ingress("PA_pub")
-    ingress._ext["0"] = {}
-    rec = Receiver("TR_pub_0", "PA_pub", "audio", "0", codec, ingress)
+    ingress.extensions["0"] = {}
+    rec = PublishedTrack("TR_pub_0", "PA_pub", "audio", "0", codec, ingress)
     layer = rec.layer("")
     transport = FakeTransport()
     slot = SendSlot(transceiver=None, kind="audio", ssrc=0x2222, rtx_ssrc=0x3333, mid="0", pt=111,

@@ -1,0 +1,106 @@
+"""The media plane's contract with the control plane: what a room manager may ask of a media node.
+
+`MediaNode` is satisfied by the in-process `sfu.node.SfuNode` and by the cluster's `RemoteNode`,
+which sends the same calls over the bus; the room manager and the WebSocket layer depend on this
+Protocol only. Refusals are `MediaError`s with a stable `code`, so a client sees the same error
+whether its room is in this process or on another node.
+
+This module imports nothing from the rest of `sfu`: both planes may depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypedDict
+
+# node -> control plane: an event for one participant (protocol message, docs/protocol.md)
+Deliver = Callable[[str, dict[str, Any]], None]
+
+
+class MediaError(Exception):
+    """A request the media plane refuses; `code` is a stable machine-readable label."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SdpError(ValueError):
+    """An SDP that cannot be used; the message names the m-line and what is wrong (`invalid_sdp`)."""
+
+
+class ParticipantInfo(TypedDict):
+    """A participant as the other participants see it."""
+
+    id: str
+    name: str
+    identity: str
+
+
+class TrackInfo(TypedDict):
+    """A published track as subscribers see it (`track_published`, `mute` result)."""
+
+    track: str
+    participant: str
+    kind: str
+    codec: str
+    muted: bool
+    simulcast: bool
+    layers: list[str]
+
+
+class NamedTrackInfo(TrackInfo):
+    """A published track with its publisher's display name (join result, subscribe offers)."""
+
+    name: str
+
+
+class Joined(TypedDict):
+    """What a joining participant learns: who is already in the room and what they publish."""
+
+    participants: list[ParticipantInfo]
+    tracks: list[NamedTrackInfo]
+
+
+class SubscriptionState(TypedDict):
+    """The outcome of a `subscription` request: the layer aimed at (None when paused)."""
+
+    layer: str | None
+    paused: bool
+
+
+class MediaNode(Protocol):
+    """The calls a room manager makes on a media node. Participant ids are unique per node.
+
+    `sdp` and `candidate` are the client's values as received: the node validates them and raises
+    `MediaError("invalid_sdp" | "invalid_candidate", ...)`.
+    """
+
+    async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined: ...
+
+    async def publish(self, participant_id: str, sdp: Any) -> str:
+        """Apply the participant's publish offer; returns the SDP answer."""
+        ...
+
+    async def answer(self, participant_id: str, sdp: Any) -> None:
+        """The participant's answer to the node's subscribe offer."""
+        ...
+
+    async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
+        """A trickled ICE candidate for the "publisher" or "subscriber" connection (None: end)."""
+        ...
+
+    async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo: ...
+
+    async def subscription(self, participant_id: str, track_id: str, layer: str | None,
+                           width: int | None, height: int | None) -> SubscriptionState: ...
+
+    async def leave(self, participant_id: str, reason: str = "left") -> None: ...
+
+    async def close(self) -> None: ...
+
+    def gauges(self) -> dict[str, float]:
+        """Current counts (participants, rooms, ...) for this node's metrics."""
+        ...

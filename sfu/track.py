@@ -1,0 +1,159 @@
+"""Track and Layer: what a publisher publishes, as the rest of the media plane sees it.
+
+A published Track (class `PublishedTrack`, to be renamed PublishedTrack) is audio or video from one
+participant with one Layer per simulcast encoding (one Layer without simulcast). `sfu.receiver.Ingress`
+fills them from packets; DownTracks, the LayerSelector and the Router read them.
+
+This module sits below all of those: it imports neither the ingress nor the DownTrack. What it needs
+from them is stated here as Protocols (`TrackSource`, `Subscription`), which they satisfy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from sfu.api import TrackInfo
+from sfu.reception import Reception
+
+if TYPE_CHECKING:
+    from sfu import rtp
+
+# the PLI debug line keeps the logger it always had (log filters in deployments name it)
+log = logging.getLogger("basement.receiver")
+
+RID_ORDER = {"q": 0, "l": 0, "low": 0, "h": 1, "m": 1, "mid": 1, "f": 2, "hi": 2, "high": 2}
+STALE_S = 1.5  # a layer with no packet for this long is not arriving (dynacast, publisher CPU)
+PLI_MIN_INTERVAL = 0.3  # s; per layer: a burst of subscriber PLIs becomes one request to the publisher
+
+
+class Layer:
+    """One encoding of a track (a simulcast layer; the only one without simulcast)."""
+
+    def __init__(self, rid: str, clock_rate: int) -> None:
+        self.rid = rid
+        self.index = RID_ORDER.get(rid, 0)
+        self.ssrc: int | None = None
+        self.rtx_ssrc: int | None = None
+        self.rx = Reception(clock_rate)
+        self.nack_at = -1.0  # arrival time of the last immediate NACK
+        # bumped when the media stream starts over (new SSRC, or the sender restarted its sequence
+        # numbers): numbering derived from the old stream no longer continues
+        self.epoch = 0
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.last_keyframe_at = 0.0
+        self.width = 0
+        self.height = 0
+        self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival)
+        self.last_packet_at = 0.0
+        # bitrate over a sliding second, for the layer selector and metrics
+        self._window_start = 0.0
+        self._window_bytes = 0
+        self.bitrate = 0.0
+
+    def arriving(self, now: float) -> bool:
+        return self.ssrc is not None and now - self.last_packet_at < STALE_S
+
+    def account(self, nbytes: int, now: float) -> None:
+        self.packets += 1
+        self.bytes += nbytes
+        self.last_packet_at = now
+        self._window_bytes += nbytes
+        if now - self._window_start >= 1.0:
+            if self._window_start:
+                sample = self._window_bytes * 8 / (now - self._window_start)
+                # smoothed: a keyframe doubles a one-second window, which must not read as the
+                # layer's rate (the selector would move subscribers down for nothing)
+                self.bitrate = sample if not self.bitrate else 0.6 * self.bitrate + 0.4 * sample
+            self._window_start = now
+            self._window_bytes = 0
+
+
+class TrackSource(Protocol):
+    """What a Track needs from the ingress that feeds it (`sfu.receiver.Ingress`)."""
+
+    # mid -> {extension URI -> the publisher's id}, as negotiated on the publish transport
+    extensions: dict[str, dict[str, int]]
+
+    def send_pli(self, mid: str, media_ssrc: int) -> None: ...
+
+
+class Subscription(Protocol):
+    """What a Track's fan-out calls on each of its subscriptions (`sfu.downtrack.DownTrack`)."""
+
+    def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
+                vp8: rtp.Vp8Descriptor | None, now: float) -> None: ...
+
+    def on_publisher_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+
+# The type of a Track's DownTracks. Generic so that this module need not import downtrack (which
+# imports this one): everything above both uses `PublishedTrack[DownTrack]`.
+S = TypeVar("S", bound=Subscription)
+
+
+class PublishedTrack(Generic[S]):
+    """A published Track: audio or video from one participant, with one or more Layers."""
+
+    def __init__(self, track_id: str, participant_id: str, kind: str, mid: str, codec: Any,
+                 ingress: TrackSource) -> None:
+        self.id = track_id
+        self.participant_id = participant_id
+        self.kind = kind
+        self.mid = mid
+        self.codec = codec  # RTCRtpCodecParameters of the media (non-RTX) codec
+        self.codec_name: str = codec.name.upper() if codec is not None else ""
+        self.clock_rate: int = codec.clockRate if codec is not None else 90000
+        self.ingress = ingress
+        self.layers: dict[str, Layer] = {}
+        self.downtracks: list[S] = []
+        self.muted = False
+        self.simulcast = False
+        self._last_pli: dict[str, float] = {}
+        self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
+
+    @property
+    def extensions(self) -> dict[str, int]:
+        """Header-extension URI -> the publisher's id on this track's m-line (empty if none).
+
+        Read where extensions are resolved once (a DownTrack's id map), never per packet.
+        """
+        return self.ingress.extensions.get(self.mid, {})
+
+    def layer(self, rid: str) -> Layer:
+        layer = self.layers.get(rid)
+        if layer is None:
+            layer = self.layers[rid] = Layer(rid, self.clock_rate)
+        return layer
+
+    def request_keyframe(self, rid: str | None = None, reason: str = "") -> bool:
+        """PLI the publisher for one layer (all layers when rid is None), at most every 300 ms."""
+        now = time.monotonic()
+        sent = False
+        for layer in self.layers.values():
+            if rid is not None and layer.rid != rid:
+                continue
+            if layer.ssrc is None or now - self._last_pli.get(layer.rid, 0.0) < PLI_MIN_INTERVAL:
+                continue
+            self._last_pli[layer.rid] = now
+            self.ingress.send_pli(self.mid, layer.ssrc)
+            sent = True
+        if sent:
+            log.debug("PLI %s (%s)", self.id, reason)
+        return sent
+
+    def info(self) -> TrackInfo:
+        return {
+            "track": self.id,
+            "participant": self.participant_id,
+            "kind": self.kind,
+            "codec": self.codec_name,
+            "muted": self.muted,
+            "simulcast": self.simulcast,
+            "layers": sorted(self.layers),
+        }
