@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.support.servers",
     "tests.support.chainfix",
     "tests.support.sessionfix",
+    "tests.support.clusterfix",
     "tests.support.browser",
 ]
 

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
-import subprocess
-import sys
 
 from signalling.sessions.outbox import SqliteOutbox
 from signalling.sessions.summary import hex32
-from tests.support.sessionfix import REPO
+from tests.support.sessionfix import read_ids, spawn_outbox_worker
 
 RNG = random.Random(99)
 
-
-async def _spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.sessionfix.outbox_worker", *args,
-                                                cwd=REPO, stdout=subprocess.PIPE)
-
-
-async def _read_ids(proc: asyncio.subprocess.Process, n: int, until: str | None = None) -> list[str]:
-    ids: list[str] = []
-    while len(ids) < n:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        assert line, "worker exited early"
-        if line == until:
-            break
-        ids.append(line)
-    return ids
 
 
 async def test_sqlite_acknowledged_puts_survive_sigkill(tmp_path):
     db = tmp_path / "outbox.db"
     acked: list[str] = []
     for _round in range(3):  # kill it at a different moment each time, same file
-        proc = await _spawn("put", str(db))
-        acked += await _read_ids(proc, RNG.randint(5, 60))
+        proc = await spawn_outbox_worker("put", str(db))
+        acked += await read_ids(proc, RNG.randint(5, 60))
         proc.kill()
         await proc.wait()
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"

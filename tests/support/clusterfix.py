@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 BASEMENT = str(Path(sys.executable).with_name("basement"))
 
@@ -202,3 +203,13 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {p.kind} {p.id}\n{p.tail(25)}" for p in self.nodes + self.replicas)
+
+
+@pytest.fixture(scope="module")
+def redis_proc():
+    """A redis-server for the module's tests (each test uses its own key prefix or database)."""
+    r = RedisProc().start()
+    try:
+        yield r
+    finally:
+        r.stop()

@@ -1,11 +1,40 @@
-"""Sign in over HTTP the way a client does: nonce, an EIP-4361 message signed by the account, session token."""
+"""Signing in, for tests: over HTTP the way a client does (nonce, an EIP-4361 message signed by the
+account, session token), and an in-process AuthService with helpers to sign its messages."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
 
 import aiohttp
 from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from signalling.access.auth import AuthService, GrantIssuer
+from signalling.access.gating import MemoryRoomRegistry
+
+ORIGIN = "https://basement.example:8443"
+CHAIN_ID = 31337
+
+
+def make_service(**kw: object) -> AuthService:
+    """An AuthService for ORIGIN on CHAIN_ID with a fixed grant key; `kw` overrides any argument."""
+    args: dict = {"origin": ORIGIN, "chain_id": CHAIN_ID, "grants": GrantIssuer(b"k" * 32, 300),
+                  "registry": MemoryRoomRegistry()}
+    args.update(kw)
+    return AuthService(**args)
+
+
+def sign(account: LocalAccount, text: str) -> str:
+    return "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
+
+
+async def signed(service: AuthService, account: LocalAccount, **changes: object) -> tuple[str, str]:
+    """A fresh sign-in message from `service` for `account` (fields replaced by `changes`), and its signature."""
+    nonce, _ = await service.new_nonce()
+    msg = dataclasses.replace(service.message_for(account.address, nonce), **changes)
+    text = msg.to_text()
+    return text, sign(account, text)
 
 
 async def sign_in(http: aiohttp.ClientSession, url: str, acct) -> str:

@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from signalling.access.auth import AuthError, AuthService, GrantIssuer, auth_routes
+from signalling.access.auth import AuthError, AuthService, auth_routes
 from signalling.access.gating import Gate, GateEvaluator, MemoryRoomRegistry, RoomConfig
 from signalling.chain import contracts
 from tests.support.chainfix import ChainHandle
+from tests.support.signin import make_service, sign, signed
 
-ORIGIN = "https://basement.example:8443"
-CHAIN_ID = 31337
 Http = tuple[TestClient, AuthService, ChainHandle]
-
-
-def make_service(**kw: object) -> AuthService:
-    args: dict = {"origin": ORIGIN, "chain_id": CHAIN_ID, "grants": GrantIssuer(b"k" * 32, 300),
-                  "registry": MemoryRoomRegistry()}
-    args.update(kw)
-    return AuthService(**args)
-
-
-def sign(account: LocalAccount, text: str) -> str:
-    return "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
-
-
-async def signed(service: AuthService, account: LocalAccount, **changes: object) -> tuple[str, str]:
-    nonce, _ = await service.new_nonce()
-    msg = dataclasses.replace(service.message_for(account.address, nonce), **changes)
-    text = msg.to_text()
-    return text, sign(account, text)
 
 
 async def test_eip1271_contract_wallet(embedded: ChainHandle) -> None:

@@ -28,15 +28,6 @@ from tests.support.clusterfix import Cluster, RedisProc
 from tests.support.media import CounterVideo, Sink
 
 
-@pytest.fixture(scope="module")
-def redis_proc():
-    r = RedisProc().start()
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
 class Backend:
     """Makes buses and stores of one implementation; everything made is closed at teardown."""
 

@@ -37,15 +37,6 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture(scope="module")
-def redis_proc():
-    r = RedisProc().start()
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
 class Endpoints:
     """Buses and stores on one key prefix of a redis-server, plus a raw client to inject bytes."""
 

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 
 import redis.asyncio as aioredis
 
 from signalling.sessions.outbox import RedisOutbox, open_outbox
 from signalling.sessions.summary import hex32
-from tests.support.sessionfix import REPO, synthetic_summary
+from tests.support.sessionfix import read_ids, spawn_outbox_worker, synthetic_summary
 
 RNG = random.Random(99)
 
-
-async def _spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.sessionfix.outbox_worker", *args,
-                                                cwd=REPO, stdout=subprocess.PIPE)
-
-
-async def _read_ids(proc: asyncio.subprocess.Process, n: int, until: str | None = None) -> list[str]:
-    ids: list[str] = []
-    while len(ids) < n:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        assert line, "worker exited early"
-        if line == until:
-            break
-        ids.append(line)
-    return ids
 
 
 async def test_redis_pending_reclaimed_after_consumer_dies(redis_server):  # noqa: F811 - fixture
@@ -37,8 +20,8 @@ async def test_redis_pending_reclaimed_after_consumer_dies(redis_server):  # noq
     summaries = [synthetic_summary(RNG) for _ in range(6)]
     for s in summaries:
         await ob.put(s)
-    proc = await _spawn("claim", redis_server.url, "4")
-    doomed_ids = await _read_ids(proc, 5, until="CLAIMED")
+    proc = await spawn_outbox_worker("claim", redis_server.url, "4")
+    doomed_ids = await read_ids(proc, 5, until="CLAIMED")
     assert doomed_ids == [hex32(s.session_id) for s in summaries[:4]]
     proc.kill()
     await proc.wait()

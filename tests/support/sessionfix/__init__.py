@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -112,3 +114,21 @@ def synthetic_summary(rng: random.Random, room: str | None = None, *, start: int
 
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+async def spawn_outbox_worker(*args: str) -> asyncio.subprocess.Process:
+    """tests.support.sessionfix.outbox_worker in a child process (so it can be SIGKILLed mid-write)."""
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.sessionfix.outbox_worker", *args,
+                                                cwd=REPO, stdout=subprocess.PIPE)
+
+
+async def read_ids(proc: asyncio.subprocess.Process, n: int, until: str | None = None) -> list[str]:
+    """Up to `n` ids the worker printed (one a line), stopping early at the line `until`."""
+    ids: list[str] = []
+    while len(ids) < n:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert line, "worker exited early"
+        if line == until:
+            break
+        ids.append(line)
+    return ids

@@ -10,32 +10,9 @@ from collections.abc import Callable
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
 
-from signalling.access.auth import AuthError, AuthService, GrantIssuer, SiweMessage, format_time
-from signalling.access.gating import MemoryRoomRegistry
-
-ORIGIN = "https://basement.example:8443"
-CHAIN_ID = 31337
-
-
-def make_service(**kw: object) -> AuthService:
-    args: dict = {"origin": ORIGIN, "chain_id": CHAIN_ID, "grants": GrantIssuer(b"k" * 32, 300),
-                  "registry": MemoryRoomRegistry()}
-    args.update(kw)
-    return AuthService(**args)
-
-
-def sign(account: LocalAccount, text: str) -> str:
-    return "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
-
-
-async def signed(service: AuthService, account: LocalAccount, **changes: object) -> tuple[str, str]:
-    nonce, _ = await service.new_nonce()
-    msg = dataclasses.replace(service.message_for(account.address, nonce), **changes)
-    text = msg.to_text()
-    return text, sign(account, text)
+from signalling.access.auth import AuthError, GrantIssuer, SiweMessage, format_time
+from tests.support.signin import ORIGIN, make_service, sign, signed
 
 
 def test_message_roundtrip_and_abnf_layout() -> None:
