@@ -27,15 +27,11 @@ from typing import Any
 import aiohttp
 
 from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
+from signalling.ports import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from web3 import AsyncWeb3
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 
 from signalling.chain import contracts
+from signalling.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +147,6 @@ def anvil_binary() -> Path:
         return Path(found)
     raise FileNotFoundError(f"anvil not found at {local}; run `make node-deps`")
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # Loopback probes must never go through an http_proxy from the environment.

@@ -30,8 +30,8 @@ from signalling.access.auth import (
 )
 from signalling.access.gating import MemoryRoomRegistry
 from signalling.chain.evm import DEMO_WALLET_KEY
+from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError
-from tests.support.servers import free_port
 
 ADMIN_KEY = "hardening-admin-key-" + "k" * 16
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -51,11 +51,11 @@ async def _sign_in(http: aiohttp.ClientSession, url: str, acct) -> str:
     async with http.post(f"{url}/auth/siwe", json={"message": msg, "signature": sig}) as r:
         body = await r.json()
         assert r.status == 200, body
-        return body["sessionToken"]
+        return body["signInToken"]
 
 
 async def _grant(http: aiohttp.ClientSession, url: str, room: str, token: str | None = None) -> str:
-    body = {"room": room, **({"sessionToken": token} if token else {})}
+    body = {"room": room, **({"signInToken": token} if token else {})}
     async with http.post(f"{url}/auth/grant", json=body) as r:
         reply = await r.json()
         assert r.status == 200, reply

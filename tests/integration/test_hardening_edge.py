@@ -18,13 +18,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signalling.ports import free_port
 from signalling.protocol import app as signalling_app
 from signalling.protocol import messages as protocol
 from signalling.protocol.client import Client
 from signalling.protocol.edge import EDGE_KEY, EDGE_STATS
 from signalling.protocol.rooms import SendQueue
 from tests.support.media import Tone
-from tests.support.servers import free_port
 
 BASEMENT = str(Path(sys.executable).with_name("basement"))
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,33 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signalling.ports import free_port
+
 BASEMENT = str(Path(sys.executable).with_name("basement"))
-
-
-def _ephemeral_floor() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A free TCP port below the ephemeral range.
-
-    A port picked by binding to 0 is an ephemeral one: between the pick and the child's bind, any
-    outgoing connection (the children talk to Redis a lot) may take it as its local port.
-    """
-    floor = _ephemeral_floor()
-    low = max(1024, floor - 12000)
-    for _ in range(200):
-        port = random.randrange(low, floor)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 class RedisProc:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from sfu import transport
 from signalling import config
+from signalling.ports import free_port
 from signalling.run.serve import start_server
 
 # test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
 transport.configure_ice(["127.0.0.1"])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Signing in, for tests: over HTTP the way a client does (nonce, an EIP-4361 message signed by the
-account, session token), and an in-process AuthService with helpers to sign its messages."""
+account, sign-in token), and an in-process AuthService with helpers to sign its messages."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def sign_in(http: aiohttp.ClientSession, url: str, acct) -> str:
     async with http.post(f"{url}/auth/siwe", json={"message": msg, "signature": "0x" + sig.removeprefix("0x")}) as r:
         body = await r.json()
         assert r.status == 200, body
-        return body["sessionToken"]
+        return body["signInToken"]
 
 
 def now() -> str:

@@ -20,7 +20,7 @@ from signalling.access.gating import (
     Rechecker,
     RoomConfig,
 )
-from signalling.chain.evm import free_port
+from signalling.ports import free_port
 from tests.support.chainfix import AnvilNode, ChainHandle
 
 E18 = 10**18

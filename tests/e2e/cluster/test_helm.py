@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from signalling import config
+from signalling.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm" / "basement"
@@ -694,11 +695,6 @@ def test_bundled_redis_requires_a_generated_password_that_is_in_no_argv():
             assert config.load(env=resolve_env(c)).redis_password == "s3cret"
 
 
-def _free_port() -> int:
-    from tests.support.clusterfix import free_port
-
-    return free_port()
-
 
 def test_the_rendered_redis_command_requires_the_password(tmp_path):
     """Run the chart's own init script and redis-server command line (paths moved to tmp_path)."""
@@ -720,7 +716,7 @@ def test_the_rendered_redis_command_requires_the_password(tmp_path):
     password = "Pa55-word.~_" + "x" * 20
     subprocess.run([*init["command"], script], env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"}, check=True)
     assert (auth_dir / "auth.conf").stat().st_mode & 0o077 == 0
-    port = _free_port()
+    port = free_port()
     argv = [a.replace("/run/redis-auth", str(auth_dir)).replace("/data", str(data_dir)) for a in c["args"]]
     argv[argv.index("--port") + 1] = str(port)
     assert password not in " ".join(argv)

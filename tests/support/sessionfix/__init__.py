@@ -18,7 +18,7 @@ from eth_account import Account
 from web3 import AsyncWeb3
 
 from signalling.chain import contracts
-from signalling.chain.evm import free_port
+from signalling.ports import free_port
 from signalling.sessions.summary import Summary, build_document, make_summary, new_session_id
 
 
