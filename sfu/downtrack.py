@@ -35,6 +35,8 @@ CACHE_MASK = CACHE_SIZE - 1
 # NACK answers are bounded so one small NACK cannot make the SFU a traffic amplifier (issue #11):
 # a packet is resent at most once per subscriber RTT (a repeat sooner cannot mean the resend was
 # lost), and resent bytes per window stay within a fraction of what the subscriber was forwarded.
+LOSS_HOLD_S = 2.0  # a reported loss counts for this long (receivers report about once a second)
+REPORT_STALE_S = 5.0  # no receiver report for this long: the subscriber's loss is unknown
 RTX_MIN_INTERVAL = 0.02  # s; floor on the per-packet resend interval (a LAN RTT can read as ~0)
 RTX_UNKNOWN_RTT = 0.1  # s; until the subscriber's RR gives an RTT (libwebrtc's default too)
 RTX_WINDOW = 1.0  # s; the budget window
@@ -115,6 +117,9 @@ class DownTrack:
         # feedback from the subscriber
         self.remb_bps = 0
         self.fraction_lost = 0.0
+        self.report_at: float | None = None  # when the subscriber's last receiver report arrived
+        self._loss_peak = 0.0
+        self._loss_peak_at = 0.0
         self.rtt = 0.0
         self._sr_sent: dict[int, float] = {}
 
@@ -374,11 +379,25 @@ class DownTrack:
     def on_remb(self, bitrate: int) -> None:
         self.remb_bps = bitrate
 
-    def on_report(self, block: Any) -> None:
+    def on_report(self, block: Any, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         self.fraction_lost = block.fraction_lost / 256.0
+        self.report_at = now
+        # the worst loss of the last LOSS_HOLD_S: one clean report amid lossy ones is not a clean link
+        if self.fraction_lost >= self._loss_peak or now - self._loss_peak_at > LOSS_HOLD_S:
+            self._loss_peak, self._loss_peak_at = self.fraction_lost, now
         sent_at = self._sr_sent.get(block.lsr)
         if block.lsr and sent_at is not None:
             self.rtt = max(0.0, time.monotonic() - sent_at - block.dlsr / 65536.0)
+
+    def recent_loss(self, now: float) -> float | None:
+        """Loss the subscriber reported lately (the worst of the last LOSS_HOLD_S), or None when no
+        receiver report arrived within REPORT_STALE_S: then nothing is known about its link."""
+        if self.report_at is None or now - self.report_at > REPORT_STALE_S:
+            return None
+        if now - self._loss_peak_at <= LOSS_HOLD_S:
+            return max(self.fraction_lost, self._loss_peak)
+        return self.fraction_lost
 
     def on_publisher_sr(self, layer: Layer, ntp: int, rtp_ts: int) -> None:
         """Translate the publisher's sender report into our timeline (lip sync for the subscriber)."""

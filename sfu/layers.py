@@ -48,6 +48,9 @@ SEVERE_SHORTFALL = 0.7  # estimate below this share of the current layer's rate:
 BACKOFF_MIN_S = 2.0
 BACKOFF_MAX_S = 30.0
 HIGH_LOSS = 0.10
+# Loss at or below this in the subscriber's recent receiver reports: it receives what it is sent. Its
+# estimate may still move it down, but only loss above this stops its video (see _thin_or_pause).
+LOSS_FREE = 0.02
 UP_STREAK = 3
 MIN_LAYER_BPS = 30_000  # a layer that just started has no measured rate yet: assume this much
 
@@ -117,8 +120,12 @@ def _rate(layer: LayerInfo | Layer) -> float:
 
 
 def decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
-           estimate_bps: float | None, loss: float, now: float = 0.0) -> Decision:
-    """One evaluation of the policy for one DownTrack. Updates `state` (streaks, backoff) only."""
+           estimate_bps: float | None, reported_loss: float | None, now: float = 0.0) -> Decision:
+    """One evaluation of the policy for one DownTrack. Updates `state` (streaks, backoff) only.
+
+    `reported_loss` is the subscriber's recent loss from its receiver reports, None when unknown."""
+    loss = reported_loss or 0.0
+    congested = reported_loss is not None and reported_loss > LOSS_FREE
     raised = requested is not None and state.requested is not None and requested > state.requested
     if requested != state.requested:
         # a new request is new intent: earlier failed probes say nothing about it
@@ -167,7 +174,7 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
         state.probing = False
         fitting = [x for x in candidates if fits(x)]
         if not fitting:
-            return _thin_or_pause(state, lowest, estimate_bps, now)
+            return _thin_or_pause(state, lowest, estimate_bps, now, congested)
         return Decision(fitting[-1].index, "requested")
 
     cur = by_index[current]
@@ -194,7 +201,7 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
         if lower:
             return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
         if not fits(lowest):
-            return _thin_or_pause(state, lowest, estimate_bps, now)
+            return _thin_or_pause(state, lowest, estimate_bps, now, congested)
         return Decision(lowest.index, "bandwidth")
     if short:
         return Decision(current, "requested")  # one mild shortfall: look again next time
@@ -228,9 +235,16 @@ def _step_up(state: SelectorState, current: int, target: int, now: float, reason
     return Decision(target, reason)
 
 
-def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float, now: float) -> Decision:
-    """The lowest layer does not fit: its base temporal layer alone may; otherwise pause."""
-    if _rate(lowest) * TL0_SHARE <= estimate_bps * DOWN_TOLERANCE:
+def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float, now: float,
+                   congested: bool) -> Decision:
+    """The lowest layer does not fit: its base temporal layer alone may; otherwise pause, if the
+    subscriber's receiver reports show loss.
+
+    An estimate alone never stops video: a receive-side estimator in a CPU-starved client (aiortc's)
+    reports a few kbit/s on an idle link, and believing it stops video that arrives intact. Without
+    loss (or before any report) the track stays on the lowest layer's base temporal layer; real
+    congestion shows as loss, and loss pauses."""
+    if not congested or _rate(lowest) * TL0_SHARE <= estimate_bps * DOWN_TOLERANCE:
         return Decision(lowest.index, "bandwidth", max_tid=0)
     state.paused_for_bandwidth = True
     _back_off(state, now)
@@ -333,7 +347,7 @@ class LayerSelector:
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
-        decision = decide(state, available, requested, estimate, dt.fraction_lost, now)
+        decision = decide(state, available, requested, estimate, dt.recent_loss(now), now)
         target = None if decision.target is None else next((x for x in layers if x.index == decision.target), None)
         dt.max_tid = decision.max_tid
         was_paused = dt.paused

@@ -3,8 +3,9 @@
 The publish transport answers the client's offer (sendonly audio + video). The subscribe transport
 is offered by the SFU (as LiveKit and mediasoup do): one sendonly m-line per remote track, reused
 (set inactive, then recycled for the next track of the same kind) when tracks come and go, because
-m-lines can never be removed from a session. Renegotiation is serialised: while an offer is out,
-further changes only mark the session dirty and are sent when the answer comes back.
+m-lines can never be removed from an SDP session (RFC 3264). Renegotiation is serialised: while an
+offer is out, further changes only mark the subscribe transport dirty and are sent when the answer
+comes back.
 
 A Peer knows its room only through the `Room` Protocol below (the Router satisfies it): the calls
 it makes when a track appears, a subscription starts or subscriber feedback arrives.
@@ -218,7 +219,7 @@ class Peer:
         dt.release()
 
     def media_totals(self) -> tuple[int, int]:
-        """(bytes, packets) sent to this participant over the session, ended tracks included."""
+        """(bytes, packets) sent to this participant since it joined, ended tracks included."""
         live = self.downtracks.values()
         return (self.ended_bytes + sum(dt.bytes_sent for dt in live),
                 self.ended_packets + sum(dt.packets for dt in live))

@@ -183,9 +183,15 @@ async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser
         dt = next(dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.receiver.id == video)
         assert dt.remb_bps == 150_000
         assert STATS.layer_switches > switches
-        # even q does not fit: video pauses (the client is told why), and resumes when it fits again
-        seen = len(sub.messages)
+        # even q does not fit. While the subscriber's receiver reports show no loss it stays on q's base
+        # temporal layer (an estimate alone does not stop video that arrives intact)...
         cap["bps"] = 10_000
+        await poll(lambda: asyncio.sleep(0, dt.max_tid == 0 and dt.current is not None), "thinned", timeout=20)
+        assert not dt.paused
+        # ...and with loss in its reports too, video pauses (the client is told why), and resumes when
+        # it fits again
+        seen = len(sub.messages)
+        cap["lost"], cap["media_ssrc"] = 64, dt.slot.ssrc  # 25 %
 
         def paused_events():
             return [m for m in sub.messages[seen:] if m["type"] == "paused" and m["paused"]]
@@ -195,7 +201,7 @@ async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser
         # (it retries the base layer on a backoff timer, so poll for the paused state)
         await poll(lambda: asyncio.sleep(0, scrape().get('basement_downtracks_paused{reason="bandwidth"}') == 1),
                    "paused metric", timeout=10)
-        cap["bps"] = 8_000_000
+        cap["bps"], cap["lost"] = 8_000_000, 0
         await poll(lambda: asyncio.sleep(0, _last(sub, "paused", paused=False)), "resumed event", timeout=20)
         await _wait_size(sink, F, "back up to f", timeout=30)
         await poll(lambda: asyncio.sleep(0, _last(sub, "layer_changed", layer="f")), "layer_changed to f", timeout=10)
@@ -208,7 +214,8 @@ async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser
 
 def _own_remb(client, track, cap: dict | None = None) -> asyncio.Task | None:
     """Silence aiortc's receive-side estimator for `track` (test-only use of its private state);
-    with `cap`, send REMB of cap["bps"] every 200 ms instead (cancel the returned task).
+    with `cap`, send REMB of cap["bps"] every 200 ms instead (cancel the returned task), and with
+    cap["lost"] also a receiver report with that fraction lost (of 256) for cap["media_ssrc"].
 
     aiortc's estimator reads a CPU-starved test process as a congested link (its receive loop
     lags, so delays grow) and its REMB then swings between 70 and 900 kbit/s on this 2-core box;
@@ -224,7 +231,12 @@ def _own_remb(client, track, cap: dict | None = None) -> asyncio.Task | None:
     async def remb_loop():
         while True:
             fci = artp.pack_remb_fci(cap["bps"], [])
-            await dtls._send_rtp(bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=fci)))
+            packets = [artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=fci)]
+            if cap.get("lost"):
+                packets.append(artp.RtcpRrPacket(ssrc=ssrc, reports=[artp.RtcpReceiverInfo(
+                    ssrc=cap["media_ssrc"], fraction_lost=cap["lost"], packets_lost=0, highest_sequence=0,
+                    jitter=0, lsr=0, dlsr=0)]))
+            await dtls._send_rtp(b"".join(bytes(p) for p in packets))
             await asyncio.sleep(0.2)
 
     return asyncio.ensure_future(remb_loop())

@@ -295,3 +295,21 @@ def test_a_publisher_stream_that_starts_over_continues_the_subscribers_numbering
     # without a restart (same epoch) packets from far behind the run's start still are not forwarded
     _forward(dt, layer, range(39990, 39991), now + 1, 0.02)
     assert len(transport.sent) == 20
+
+
+def test_recent_loss_holds_the_worst_report_and_goes_unknown_without_reports():
+    from types import SimpleNamespace
+
+    from sfu.downtrack import LOSS_HOLD_S, REPORT_STALE_S
+
+    dt, _, _ = _audio_downtrack()
+    assert dt.recent_loss(10.0) is None  # no receiver report yet: nothing is known
+
+    def report(frac: int, at: float) -> None:
+        dt.on_report(SimpleNamespace(fraction_lost=frac, lsr=0, dlsr=0), at)
+
+    report(64, 10.0)  # 25 % lost
+    report(0, 10.5)  # one clean report right after does not make the link clean
+    assert dt.recent_loss(10.6) == 0.25
+    assert dt.recent_loss(10.0 + LOSS_HOLD_S + 0.1) == 0.0  # the lossy report has aged out
+    assert dt.recent_loss(10.5 + REPORT_STALE_S + 0.1) is None  # reports stopped: unknown again

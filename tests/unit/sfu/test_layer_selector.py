@@ -8,14 +8,16 @@ from sfu.layers import UP_STREAK, LayerInfo, SelectorState, decide, requested_in
 
 Q, H, F = LayerInfo(0, 150_000, 320, 180), LayerInfo(1, 500_000, 640, 360), LayerInfo(2, 1_500_000, 1280, 720)
 ALL = [Q, H, F]
+LOSSY = 0.05  # above LOSS_FREE (congestion), below HIGH_LOSS (no loss-driven moves of its own)
 
 
 class Clock:
     t = 100.0
 
 
-def run(state, estimate, requested=2, loss=0.0, available=ALL, times=1, step=0.5):
-    """Evaluate like the selector does: every `step` seconds, applying each decision."""
+def run(state, estimate, requested=2, loss=None, available=ALL, times=1, step=0.5):
+    """Evaluate like the selector does: every `step` seconds, applying each decision. `loss` is the
+    subscriber's reported loss; None (the default) means no receiver report says anything."""
     d = None
     for _ in range(times):
         Clock.t += step
@@ -104,7 +106,7 @@ def test_thin_to_base_temporal_layer_then_pause_then_resume():
     s = SelectorState(current=0)
     d = run(s, 100_000)  # below the lowest layer (150k) but above its base temporal layer
     assert (d.target, d.max_tid) == (0, 0)
-    d = run(s, 40_000)  # not even that: pause video
+    d = run(s, 40_000, loss=LOSSY)  # not even that, and the reports show loss: pause video
     assert (d.target, d.reason) == (None, "bandwidth")
     assert s.paused_for_bandwidth
     # enough with headroom for several evaluations resumes
@@ -118,11 +120,11 @@ def test_thin_to_base_temporal_layer_then_pause_then_resume():
 def test_a_paused_track_retries_its_base_layer_with_growing_backoff():
     # paused, nothing flows, so a receive-side estimate stays where it fell: retry on a timer
     s = SelectorState(current=0)
-    run(s, 40_000)
+    run(s, 40_000, loss=LOSSY)
     assert s.paused_for_bandwidth
     retries = []
     for _ in range(120):  # one simulated minute
-        d = run(s, 40_000)
+        d = run(s, 40_000, loss=LOSSY)
         if d.target is not None:
             assert (d.target, d.reason, d.max_tid) == (0, "recovered", 0)
             retries.append(Clock.t)
@@ -130,7 +132,7 @@ def test_a_paused_track_retries_its_base_layer_with_growing_backoff():
     assert len(retries) >= 3 and all(b > a for a, b in zip(gaps, gaps[1:5])), gaps
     # a retry the link can carry holds
     s = SelectorState(current=0)
-    run(s, 40_000)
+    run(s, 40_000, loss=LOSSY)
     while run(s, 100_000).target is None:
         pass
     assert run(s, 100_000, times=10).target == 0 and not s.paused_for_bandwidth
@@ -191,3 +193,20 @@ def test_a_mild_shortfall_must_repeat_a_severe_one_acts_at_once():
     assert run(s, 420_000).target == 0  # twice in a row: down
     s = SelectorState(current=1)
     assert run(s, 300_000).target == 0  # 300k < 70 % of 500k: at once
+
+
+def test_an_estimate_alone_thins_but_never_pauses():
+    # aiortc's receive-side estimator in a starved client reports a few kbit/s on an idle link; its
+    # receiver reports show every packet arriving: video must keep flowing (issue 14)
+    s = SelectorState(current=2)
+    d = run(s, 10_000, loss=0.0)
+    assert (d.target, d.reason, d.max_tid) == (0, "bandwidth", 0)
+    assert not s.paused_for_bandwidth
+    assert all(run(s, 6_000, loss=0.01).target == 0 for _ in range(20))
+    assert run(s, 6_000, loss=None).target == 0  # no report (yet): no evidence of congestion either
+    # the same estimate with loss in the reports is congestion: pause
+    d = run(s, 6_000, loss=LOSSY)
+    assert (d.target, d.reason) == (None, "bandwidth") and s.paused_for_bandwidth
+    # a fresh start is not paused on the estimate alone
+    s = SelectorState()
+    assert run(s, 6_000).target == 0 and not s.paused_for_bandwidth
