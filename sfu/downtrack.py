@@ -212,8 +212,7 @@ class DownTrack:
             return  # from before the current run began: its numbering belongs to another layer
         if vp8 is not None and self.max_tid is not None and vp8.tid > self.max_tid and not keyframe:
             # thinning the frame rate: renumber so the subscriber sees no gap it would NACK
-            if view.seq == ((self.last_seq - self.seq_off + 1) & 0xFFFF):
-                self.seq_off = (self.seq_off - 1) & 0xFFFF
+            self._renumber_away(view.seq)
             self.temporal_drops += 1
             return
 
@@ -255,6 +254,17 @@ class DownTrack:
             self.bytes_sent += len(out)
             STATS.packets_out += 1
             STATS.bytes_out += len(out)
+
+    def skip(self, seq: int, layer: Layer) -> None:
+        """A packet of `layer` that is not forwarded to anyone (a padding-only probe): renumber it away."""
+        if layer is self.current and self.slot.active:
+            self._renumber_away(seq)
+
+    def _renumber_away(self, seq: int) -> None:
+        """`seq` (input numbering) is dropped on purpose: if it is the next one due, later packets move
+        down by one, so the subscriber sees no gap it would NACK."""
+        if seq == ((self.last_seq - self.seq_off + 1) & 0xFFFF):
+            self.seq_off = (self.seq_off - 1) & 0xFFFF
 
     def _rewrite_extensions(self, buf: bytearray, i: int, end: int, now: float) -> None:
         id_map = self._ext_map

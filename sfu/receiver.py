@@ -25,7 +25,7 @@ from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import rtp, sdp
 from sfu.metrics import STATS
-from sfu.reception import GAP, JUMP, RESTART, Reception
+from sfu.reception import GAP, JUMP, LATE, RESTART, Reception
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import RecvSlot
 
@@ -142,9 +142,6 @@ class Ingress:
                 if unwrapped is None:
                     return
                 data, view = unwrapped
-            elif view.payload_start >= view.payload_end:
-                self._drop("padding")
-                return
             rx = layer.rx
             seen = rx.update(view.seq, view.ts, arrival)
             if seen:
@@ -156,19 +153,31 @@ class Ingress:
                 elif seen == GAP and arrival - layer.nack_at >= NACK_MIN_INTERVAL:
                     layer.nack_at = arrival
                     self.send_nack(rec.mid, view.ssrc, rx.missing())
+            if view.payload_start >= view.payload_end:
+                # a padding-only probe (Chromium probes on the media SSRC this way): received, so no
+                # loss to NACK upstream (hence after rx.update); not forwarded, so every DownTrack
+                # renumbers it away, or its subscriber NACKs a packet that never comes (aiortc's jitter
+                # buffer then holds video back until 512 packets have passed: ~24 s on a low layer)
+                self._drop("padding")
+                for dt in rec.downtracks:
+                    dt.skip(view.seq, layer)
+                return
             layer.account(len(data), arrival)
 
             keyframe = False
             vp8 = None
             if rec.kind == "video":
                 payload = memoryview(data)[view.payload_start : view.payload_end]
+                # A late key frame packet (a retransmission, or Chromium's RTX probes, which resend recent
+                # packets) must not start a run: the packets after it were already passed over, so the
+                # subscriber would get a gap it NACKs forever. Only fresh key frames switch layers.
                 if rec.codec_name == "VP8":
                     vp8 = rtp.vp8_descriptor(payload)
-                    keyframe = vp8.keyframe
+                    keyframe = vp8.keyframe and seen != LATE
                     if keyframe:
                         _vp8_dimensions(payload, vp8.size, layer)
                 elif rec.codec_name == "H264":
-                    keyframe = rtp.h264_is_keyframe(payload)
+                    keyframe = seen != LATE and rtp.h264_is_keyframe(payload)
                 if keyframe:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival

@@ -401,3 +401,42 @@ def test_an_rr_for_our_sr_gives_loss_and_rtt():
     dt.on_report(packet.reports[0])
     assert dt.fraction_lost == 0.25
     assert 0.0 <= dt.rtt < 1.0  # measured from when the SR was sent (wall clock)
+
+
+def test_a_padding_only_probe_is_renumbered_away_and_not_nacked_upstream():
+    # Chromium probes with padding-only packets on the media SSRC when RTX is not in use: they consume
+    # publisher sequence numbers but are not forwarded. A gap in the subscriber's numbering is a
+    # packet it NACKs forever (aiortc's jitter buffer then holds video back for 512 packets).
+    ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media")])
+    dt, sub = rig.subscribe(rec)
+    dt.set_target(rec.layers[""])
+    ingress.on_rtp(vp8(MEDIA, 100, 3000, 10, 1, key=True), 1.0)
+    ingress.on_rtp(P.rtp(96, 101, 3000, MEDIA, b"", padding=200), 1.01)
+    ingress.on_rtp(P.rtp(96, 102, 3000, MEDIA, b"", padding=200), 1.02)
+    ingress.on_rtp(vp8(MEDIA, 103, 6000, 11, 1), 1.05)
+    assert [rtp.parse(p).seq for p in sub.rtp] == [1000, 1001]  # no hole where the probes were
+    assert ingress.dropped == {"padding": 2}
+    layer = rec.layers[""]
+    assert layer.rx.missing() == []  # the probes arrived: nothing to NACK upstream
+    assert not any(isinstance(p, artp.RtcpRtpfbPacket) for c in pub.rtcp for p in artp.RtcpPacket.parse(c))
+
+
+def test_a_retransmitted_key_frame_does_not_start_a_switch():
+    # Chromium probes by resending recent packets over RTX. A resent key frame packet of the target
+    # layer arrives after the packets that followed it were passed over (they were not the current
+    # layer yet): switching on it would leave a hole the subscriber NACKs forever.
+    ingress, rec, pub, dt, sub = simulcast()
+    dt.set_target(rec.layers["h"])
+    ingress.on_rtp(vp8(H, 7000, 50000, 900, 70, key=True, ext=rid_ext(b"h")), 1.0)
+    ingress.on_rtp(vp8(H, 7001, 53000, 901, 71), 1.03)
+    ingress.on_rtp(vp8(Q, 500, 6000, 40, 2, key=True, ext=rid_ext(b"q")), 1.04)  # q key frame, h is current
+    ingress.on_rtp(vp8(Q, 501, 9000, 41, 3), 1.05)
+    dt.set_target(rec.layers["q"])
+    ingress.on_rtp(vp8(Q, 500, 6000, 40, 2, key=True), 1.06)  # q's key frame again, late (a probe)
+    ingress.on_rtp(vp8(Q, 502, 12000, 42, 4), 1.07)
+    assert dt.current is rec.layers["h"]  # still h: no switch on the late copy
+    ingress.on_rtp(vp8(Q, 503, 15000, 43, 5, key=True), 1.08)  # a fresh key frame switches
+    ingress.on_rtp(vp8(Q, 504, 18000, 44, 6), 1.09)
+    assert dt.current is rec.layers["q"]
+    seqs = [rtp.parse(p).seq for p in sub.rtp]
+    assert seqs == list(range(1000, 1000 + len(seqs)))  # no hole anywhere
