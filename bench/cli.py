@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from bench.loadgen.scenario import SCENARIOS, RunConfig
+from signalling import config
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -42,10 +43,11 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
     p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    config.add_arguments(p, "bench")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, settings: config.Settings | None = None) -> int:
     try:
         import uvloop
 

@@ -1,4 +1,9 @@
-"""`basement` command line: serve (all-in-one), and the tools around it."""
+"""`basement` command line: serve (all-in-one), and the tools around it.
+
+Every subcommand declares the settings groups it reads (`config.SUBCOMMAND_GROUPS`): it offers
+flags for those only, `main` loads Settings for those (flags, then `BASEMENT_*` env, then defaults)
+and sets up logging from them, then calls the subcommand's `func(args, settings)`.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +13,46 @@ import contextlib
 import importlib
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from signalling import config
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-def _run(coro) -> None:
+
+def setup_logging(settings: config.Settings) -> None:
+    """The logging of every subcommand: level from Settings, one format, to stderr."""
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+def run_loop(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a subcommand's coroutine to completion, on uvloop when it is installed."""
     try:
         import uvloop
-
-        uvloop.run(coro)
     except ImportError:
-        asyncio.run(coro)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
     from signalling.run.serve import serve_forever
 
-    settings = config.load(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _run(serve_forever(settings))
+    run_loop(serve_forever(settings))
     return 0
 
 
-# Modules that contribute subcommands; each exposes add_subparser(subparsers) and sets `func`.
+# Modules that contribute subcommands; each exposes add_subparser(subparsers), and each subcommand
+# parser calls config.add_arguments(parser, "<its name>") and sets `func(args, settings)`.
 SUBCOMMAND_MODULES = ["signalling.sessions.cli", "signalling.cluster.cli", "bench.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="basement", description="Basement SFU")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="all-in-one server: signalling + SFU + web client, in-memory state")
-    config.add_arguments(serve)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="all-in-one server: signalling + SFU + web client, in-memory state",
+                           description="All-in-one server: signalling, the SFU and the web client in one process.")
+    config.add_arguments(serve, "serve")
     serve.set_defaults(func=cmd_serve)
     for name in SUBCOMMAND_MODULES:
         try:
@@ -75,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cap_recursion_limit()
     try:
-        return args.func(args)
+        settings = config.load(args)
+        setup_logging(settings)
+        return args.func(args, settings)
     except config.ConfigError as e:
         print(f"basement: configuration error: {e}", file=sys.stderr)
         return 2

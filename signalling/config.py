@@ -3,6 +3,11 @@
 Values come, in increasing priority, from the defaults below, `BASEMENT_<FIELD>` environment
 variables, and CLI flags (`--field-name`). `docs/configuration.md` lists them all; a test keeps the
 two in step.
+
+Every setting belongs to one group (`metadata["group"]`, one of GROUPS), and every subcommand reads
+the groups listed for it in SUBCOMMAND_GROUPS: it offers flags only for those, and `load` takes the
+environment only for those (the others keep their defaults), so `basement sfu` neither offers
+`--grant-ttl-s` nor fails on a `BASEMENT_CHAIN` meant for the signalling pods.
 """
 
 from __future__ import annotations
@@ -19,6 +24,36 @@ from sfu.candidates import parse_ranges
 
 ENV_PREFIX = "BASEMENT_"
 
+# Settings groups, in the order the docs and `--help` show them: name -> title.
+GROUPS: dict[str, str] = {
+    "logging": "logging",
+    "http": "HTTP server (signalling, or the probes of `basement sfu`)",
+    "metrics": "Prometheus metrics",
+    "signalling": "WebSocket signalling and rooms",
+    "media": "media plane (ICE, RTP, simulcast)",
+    "access": "sign-in, grants, gates, admin API",
+    "chain": "chain (the node and SessionLog)",
+    "sessions": "session data (outbox and CID store)",
+    "recording": "which sessions are recorded",
+    "writer": "chain writer (summaries to SessionLog)",
+    "redis": "Redis (cluster state, bus, outbox)",
+    "cluster": "cluster membership",
+    "node": "SFU media node of a cluster",
+}
+
+# What each subcommand reads (a nested one is named by its path, e.g. "sessions writer").
+SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    "serve": ("logging", "http", "metrics", "signalling", "media", "access", "chain", "sessions", "recording",
+              "writer", "redis"),
+    "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node"),
+    "signal": ("logging", "http", "metrics", "signalling", "access", "chain", "redis", "cluster"),
+    "sessions list": ("logging", "chain", "sessions"),
+    "sessions verify": ("logging", "chain", "sessions"),
+    "sessions prove": ("logging", "chain", "sessions"),
+    "sessions writer": ("logging", "chain", "sessions", "writer", "redis"),
+    "bench": ("logging",),
+}
+
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
@@ -27,151 +62,187 @@ class ConfigError(ValueError):
 @dataclass
 class Settings:
     # --- HTTP / WebSocket signalling ---
-    host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP/WebSocket server binds"})
-    port: int = field(default=8080, metadata={"help": "HTTP/WebSocket port (0 = any free port)"})
-    metrics_host: str = field(default="127.0.0.1", metadata={"help": "address of the Prometheus endpoint"})
-    metrics_port: int = field(default=9090, metadata={"help": "Prometheus /metrics port (0 disables it)"})
-    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    host: str = field(default="127.0.0.1", metadata={"group": "http",
+                                                     "help": "address the HTTP/WebSocket server binds"})
+    port: int = field(default=8080, metadata={"group": "http", "help": "HTTP/WebSocket port (0 = any free port)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"group": "metrics",
+                                                             "help": "address of the Prometheus endpoint"})
+    metrics_port: int = field(default=9090, metadata={"group": "metrics",
+                                                      "help": "Prometheus /metrics port (0 disables it)"})
+    log_level: str = field(default="info", metadata={"group": "logging", "help": "debug, info, warning or error"})
     public_url: str = field(
-        default="", metadata={"help": "URL users open (for SIWE domain/URI); default http://host:port"}
+        default="", metadata={"group": "signalling",
+                              "help": "URL users open (for SIWE domain/URI); default http://host:port"}
     )
     allowed_origins: list[str] = field(
         default_factory=list,
-        metadata={"help": "page origins besides the served one (public_url, or the Host asked for) that may "
+        metadata={"group": "signalling",
+                  "help": "page origins besides the served one (public_url, or the Host asked for) that may "
                           "open /ws, e.g. https://app.example; '*' = any"},
     )
     allowed_hosts: list[str] = field(
         default_factory=list,
-        metadata={"help": "Host names served besides public_url's, host, localhost and IP literals "
+        metadata={"group": "signalling",
+                  "help": "Host names served besides public_url's, host, localhost and IP literals "
                           "(refuses DNS rebinding); '*' = any"},
     )
     trusted_proxies: list[str] = field(
         default_factory=list,
-        metadata={"help": "addresses/CIDRs of reverse proxies whose X-Forwarded-For names the client address"},
+        metadata={"group": "signalling",
+                  "help": "addresses/CIDRs of reverse proxies whose X-Forwarded-For names the client address"},
     )
     ws_max_per_address: int = field(
-        default=20, metadata={"help": "concurrent WebSockets from one client address (0 = no limit)"}
+        default=20, metadata={"group": "signalling",
+                              "help": "concurrent WebSockets from one client address (0 = no limit)"}
     )
     ws_rate_per_s: float = field(
-        default=20.0, metadata={"help": "messages per second one WebSocket may send, sustained (0 = no limit)"}
+        default=20.0, metadata={"group": "signalling",
+                                "help": "messages per second one WebSocket may send, sustained (0 = no limit)"}
     )
-    ws_burst: int = field(default=100, metadata={"help": "messages one WebSocket may send at once (bucket size)"})
+    ws_burst: int = field(default=100, metadata={"group": "signalling",
+                                                 "help": "messages one WebSocket may send at once (bucket size)"})
     ws_rate_strikes: int = field(
-        default=50, metadata={"help": "messages refused in a row for rate after which the WebSocket is closed"}
+        default=50, metadata={"group": "signalling",
+                              "help": "messages refused in a row for rate after which the WebSocket is closed"}
     )
     ws_send_queue: int = field(
-        default=1024, metadata={"help": "messages queued for a client that does not read before it is disconnected"}
+        default=1024, metadata={"group": "signalling",
+                                "help": "messages queued for a client that does not read before it is disconnected"}
     )
 
     # --- media plane ---
     ice_addresses: list[str] = field(
         default_factory=lambda: ["127.0.0.1"],
-        metadata={"help": "local addresses ICE gathers host candidates on; 'auto' = every interface"},
+        metadata={"group": "media", "help": "local addresses ICE gathers host candidates on; 'auto' = every interface"},
     )
     public_ip: str = field(
-        default="", metadata={"help": "address advertised in candidates (NAT 1:1, hostNetwork pods)"}
+        default="", metadata={"group": "media", "help": "address advertised in candidates (NAT 1:1, hostNetwork pods)"}
     )
-    rtp_port_min: int = field(default=0, metadata={"help": "lowest UDP port for media (0 = any)"})
-    rtp_port_max: int = field(default=0, metadata={"help": "highest UDP port for media (0 = any)"})
+    rtp_port_min: int = field(default=0, metadata={"group": "media", "help": "lowest UDP port for media (0 = any)"})
+    rtp_port_max: int = field(default=0, metadata={"group": "media", "help": "highest UDP port for media (0 = any)"})
     ice_allowed_ranges: list[str] = field(
         default_factory=lambda: ["auto"],
-        metadata={"help": "remote ICE candidates the SFU may check: CIDRs, and/or 'auto' = public addresses, "
+        metadata={"group": "media",
+                  "help": "remote ICE candidates the SFU may check: CIDRs, and/or 'auto' = public addresses, "
                           "plus loopback/link-local/private ones only if the SFU gathers on such an address"},
     )
     ice_max_remote_candidates: int = field(
-        default=32, metadata={"help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
+        default=32, metadata={"group": "media",
+                              "help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
     )
     retransmit_budget: float = field(
         default=0.5,
-        metadata={"help": "NACK answers: resent bytes per forwarded byte to a subscriber, per 1 s window"},
+        metadata={"group": "media",
+                  "help": "NACK answers: resent bytes per forwarded byte to a subscriber, per 1 s window"},
     )
     max_simulcast_layers: int = field(
-        default=3, metadata={"help": "simulcast layers (a=rid ... send) per published m-line; more: offer refused"}
+        default=3, metadata={"group": "media",
+                             "help": "simulcast layers (a=rid ... send) per published m-line; more: offer refused"}
     )
     max_ssrcs_per_track: int = field(
         default=12,
-        metadata={"help": "SSRCs (media + RTX) one published m-line may use over its life; packets of "
+        metadata={"group": "media",
+                  "help": "SSRCs (media + RTX) one published m-line may use over its life; packets of "
                           "further SSRCs are dropped (drop reason ssrc_limit)"},
     )
-    max_participants_per_room: int = field(default=50, metadata={"help": "join refused beyond this"})
+    max_participants_per_room: int = field(default=50, metadata={"group": "signalling",
+                                                                 "help": "join refused beyond this"})
     speaker_interval_ms: int = field(
-        default=500, metadata={"help": "how often active speaker is re-evaluated (debounce)"}
+        default=500, metadata={"group": "media", "help": "how often active speaker is re-evaluated (debounce)"}
     )
 
     # --- identity, grants, gating ---
     grant_secret: str = field(
         default="",
-        metadata={"help": "HMAC key for grants; empty = random per process (single node only)", "secret": True},
+        metadata={"group": "access",
+                  "help": "HMAC key for grants; empty = random per process (single node only)", "secret": True},
     )
-    grant_ttl_s: int = field(default=300, metadata={"help": "lifetime of a room grant, seconds"})
+    grant_ttl_s: int = field(default=300, metadata={"group": "access", "help": "lifetime of a room grant, seconds"})
     admin_key: str = field(
-        default="", metadata={"help": "admin API key; empty = admin API disabled", "secret": True}
+        default="", metadata={"group": "access", "help": "admin API key; empty = admin API disabled", "secret": True}
     )
     require_auth: bool = field(
-        default=False, metadata={"help": "refuse joins without a SIWE-backed grant even for open rooms"}
+        default=False, metadata={"group": "access",
+                                 "help": "refuse joins without a SIWE-backed grant even for open rooms"}
     )
-    session_ttl_s: int = field(
-        default=900, metadata={"help": "lifetime of a sign-in session token (asks for grants), seconds"}
+    signin_ttl_s: int = field(
+        default=900, metadata={"group": "access", "help": "lifetime of a sign-in token (asks for grants), seconds"}
     )
     auth_rate_per_min: int = field(
-        default=30, metadata={"help": "/auth/* requests per minute from one client address (0 = no limit)"}
+        default=30, metadata={"group": "access",
+                              "help": "/auth/* requests per minute from one client address (0 = no limit)"}
     )
     auth_nonces_per_address: int = field(
-        default=5, metadata={"help": "unused sign-in nonces one client address may hold (0 = no limit)"}
+        default=5, metadata={"group": "access",
+                             "help": "unused sign-in nonces one client address may hold (0 = no limit)"}
     )
     max_seats_per_identity: int = field(
-        default=1, metadata={"help": "seats one identity holds in a room; a further join replaces its oldest "
+        default=1, metadata={"group": "access",
+                             "help": "seats one identity holds in a room; a further join replaces its oldest "
                                      "seat (0 = no limit)"}
     )
 
     # --- chain ---
-    chain: str = field(default="embedded", metadata={"help": "'embedded' (in-process EVM) or 'rpc'"})
-    rpc_url: str = field(default="", metadata={"help": "JSON-RPC URL when chain=rpc"})
-    chain_id: int = field(default=0, metadata={"help": "expected chain id when chain=rpc"})
+    chain: str = field(default="embedded", metadata={"group": "chain", "help": "'embedded' (in-process EVM) or 'rpc'"})
+    rpc_url: str = field(default="", metadata={"group": "chain", "help": "JSON-RPC URL when chain=rpc"})
+    chain_id: int = field(default=0, metadata={"group": "chain", "help": "expected chain id when chain=rpc"})
     writer_key: str = field(
-        default="", metadata={"help": "hex private key of the session-log writer", "secret": True}
+        default="", metadata={"group": "writer", "help": "hex private key of the session-log writer", "secret": True}
     )
-    session_log_address: str = field(default="", metadata={"help": "SessionLog contract address"})
-    multicall_address: str = field(default="", metadata={"help": "Multicall3 address (chain=rpc)"})
-    gate_cache_ttl_s: int = field(default=30, metadata={"help": "cache lifetime of holdings checks"})
-    gate_recheck_s: int = field(default=60, metadata={"help": "how often present participants are re-checked"})
+    session_log_address: str = field(default="", metadata={"group": "chain", "help": "SessionLog contract address"})
+    multicall_address: str = field(default="", metadata={"group": "access", "help": "Multicall3 address (chain=rpc)"})
+    gate_cache_ttl_s: int = field(default=30, metadata={"group": "access", "help": "cache lifetime of holdings checks"})
+    gate_recheck_s: int = field(default=60, metadata={"group": "access",
+                                                      "help": "how often present participants are re-checked"})
 
     # --- sessions ---
-    data_dir: str = field(default="var", metadata={"help": "where the outbox and local CID store live"})
-    session_grace_s: float = field(default=30.0, metadata={"help": "empty-room grace before a session ends"})
+    data_dir: str = field(default="var", metadata={"group": "sessions",
+                                                   "help": "where the outbox and local CID store live"})
+    session_grace_s: float = field(default=30.0, metadata={"group": "recording",
+                                                           "help": "empty-room grace before a session ends"})
     record_sessions: str = field(
-        default="gated", metadata={"help": "which rooms' sessions are written on-chain: gated, all or none"}
+        default="gated", metadata={"group": "recording",
+                                   "help": "which rooms' sessions are written on-chain: gated, all or none"}
     )
     record_min_duration_s: float = field(
-        default=0.0, metadata={"help": "sessions shorter than this are not recorded, seconds"}
+        default=0.0, metadata={"group": "recording", "help": "sessions shorter than this are not recorded, seconds"}
     )
     record_min_participants: int = field(
-        default=1, metadata={"help": "sessions with fewer distinct participants are not recorded"}
+        default=1, metadata={"group": "recording", "help": "sessions with fewer distinct participants are not recorded"}
     )
 
-    writer_confirmations: int = field(default=1, metadata={"help": "blocks to wait before a summary counts"})
-    writer_batch_size: int = field(default=1, metadata={"help": "summaries per transaction (1 = recordSession)"})
-    writer_batch_wait_s: float = field(default=2.0, metadata={"help": "how long a batch may wait to fill"})
-    writer_max_fee_gwei: float = field(default=500.0, metadata={"help": "cap on maxFeePerGas for summaries"})
+    writer_confirmations: int = field(default=1, metadata={"group": "writer",
+                                                           "help": "blocks to wait before a summary counts"})
+    writer_batch_size: int = field(default=1, metadata={"group": "writer",
+                                                        "help": "summaries per transaction (1 = recordSession)"})
+    writer_batch_wait_s: float = field(default=2.0, metadata={"group": "writer",
+                                                              "help": "how long a batch may wait to fill"})
+    writer_max_fee_gwei: float = field(default=500.0, metadata={"group": "writer",
+                                                                "help": "cap on maxFeePerGas for summaries"})
 
     # --- cluster ---
-    redis_url: str = field(default="", metadata={"help": "Redis URL; empty = in-memory state (one process)"})
+    redis_url: str = field(default="", metadata={"group": "redis",
+                                                 "help": "Redis URL; empty = in-memory state (one process)"})
     redis_password: str = field(
-        default="", metadata={"help": "Redis password (AUTH), kept out of the URL; give it by env, not flag",
+        default="", metadata={"group": "redis",
+                              "help": "Redis password (AUTH), kept out of the URL; give it by env, not flag",
                               "secret": True}
     )
     redis_password_file: str = field(
-        default="", metadata={"help": "file holding the Redis password (e.g. a mounted Secret)"}
+        default="", metadata={"group": "redis", "help": "file holding the Redis password (e.g. a mounted Secret)"}
     )
     redis_ssl_ca_certs: str = field(
-        default="", metadata={"help": "CA bundle (PEM) that verifies a rediss:// Redis; empty = system CAs"}
+        default="", metadata={"group": "redis",
+                              "help": "CA bundle (PEM) that verifies a rediss:// Redis; empty = system CAs"}
     )
-    node_id: str = field(default="", metadata={"help": "SFU node id (default: hostname-pid)"})
+    node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(
-        default=600.0, metadata={"help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
+        default=600.0, metadata={"group": "node",
+                                 "help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
     )
     node_capacity: int = field(
-        default=0, metadata={"help": "participants one SFU node should hold, for placement (0 = judge by CPU)"}
+        default=0, metadata={"group": "node",
+                             "help": "participants one SFU node should hold, for placement (0 = judge by CPU)"}
     )
 
     def validate(self) -> Settings:
@@ -198,7 +269,7 @@ class Settings:
             raise ConfigError("ws_rate_per_s/ws_burst: a rate needs a burst of at least 1")
         if self.ws_send_queue < 16:
             raise ConfigError(f"ws_send_queue: {self.ws_send_queue} is too small to hold a join (at least 16)")
-        for name in ("session_ttl_s", "grant_ttl_s"):
+        for name in ("signin_ttl_s", "grant_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1 second")
         for name in ("auth_rate_per_min", "auth_nonces_per_address", "max_seats_per_identity",
@@ -251,20 +322,35 @@ def _convert(name: str, tp: Any, raw: str) -> Any:
         raise ConfigError(f"{name}: cannot read {raw!r} as {getattr(tp, '__name__', tp)}") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one `--flag` per setting (default None, so env/defaults show through).
+def group_fields(groups: tuple[str, ...] | list[str] | None = None) -> list[dataclasses.Field]:
+    """The settings of these groups (all settings for None), in declaration order."""
+    if groups is not None:
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown settings groups: {sorted(unknown)}")
+    return [f for f in dataclasses.fields(Settings) if groups is None or f.metadata["group"] in groups]
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str | None = None) -> None:
+    """Add one `--flag` per setting that `command` reads (SUBCOMMAND_GROUPS; None = every setting),
+    under a heading per group, with default None so env/defaults show through. The groups are kept
+    on the parsed namespace, so `load(args)` reads exactly those.
 
     A secret setting gets `--name-file` instead; `--name` itself is kept, hidden, only so that
     `load` can refuse it with the reason rather than argparse saying "unrecognized arguments".
     """
+    groups = SUBCOMMAND_GROUPS[command] if command is not None else tuple(GROUPS)
+    parser.set_defaults(settings_groups=groups)
     names = {f.name for f in dataclasses.fields(Settings)}
-    for f in dataclasses.fields(Settings):
+    sections = {g: parser.add_argument_group(f"settings: {GROUPS[g]}") for g in GROUPS if g in groups}
+    for f in group_fields(groups):
+        section = sections[f.metadata["group"]]
         if f.metadata.get("secret"):
             flag = "--" + f.name.replace("_", "-")
-            parser.add_argument(flag, dest=f.name, default=None, help=argparse.SUPPRESS)
+            section.add_argument(flag, dest=f.name, default=None, help=argparse.SUPPRESS)
             if f.name + "_file" in names:
                 continue  # a setting of its own names the file (e.g. redis_password_file)
-            parser.add_argument(
+            section.add_argument(
                 flag + "-file",
                 dest=f.name + "_file",
                 default=None,
@@ -272,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      f"[env {ENV_PREFIX}{f.name.upper()} or {ENV_PREFIX}{f.name.upper()}_FILE]",
             )
             continue
-        parser.add_argument(
+        section.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             default=None,
@@ -280,11 +366,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def load(args: argparse.Namespace | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from defaults, then environment, then CLI args, then keyword overrides."""
+def load(args: argparse.Namespace | None = None, env: dict[str, str] | None = None, *,
+         groups: tuple[str, ...] | list[str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults, then environment, then CLI args, then keyword overrides.
+
+    Only the settings of `groups` (default: those `add_arguments` put on `args`, else all) are read
+    from the environment and args; the others keep their defaults.
+    """
     env = os.environ if env is None else env
+    if groups is None and args is not None:
+        groups = getattr(args, "settings_groups", None)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
+    for f in group_fields(groups):
         tp = _field_type(f)
         key = ENV_PREFIX + f.name.upper()
         if key in env:

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -143,10 +142,3 @@ class BusCollector:
         c.add_metric(values, getattr(self.store, "stats", {}).get("malformed", 0))
         yield c
 
-
-async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for

@@ -25,12 +25,13 @@ from signalling.cluster.placement import Placer
 from signalling.cluster.redisconn import target_from_settings
 from signalling.cluster.registry import Registry
 from signalling.cluster.remote import replica_channel
-from signalling.cluster.replica import BusCollector, Replica, serve_app
+from signalling.cluster.replica import BusCollector, Replica
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
 from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount
+from signalling.run.http import start_app
 
 log = logging.getLogger("basement.cluster")
 
@@ -110,11 +111,11 @@ async def run_sfu(settings: Settings) -> int:
     term = asyncio.Event()
     _stop_signals(term.set)
     runners = []
-    runner, port = await serve_app(_probe_app(state), settings.host, settings.port)
+    runner, port = await start_app(_probe_app(state), settings.host, settings.port)
     runners.append(runner)
     registry = media_registry(const_labels={"node_id": node_id})
     if settings.metrics_port:
-        mrunner, _ = await serve_app(metrics_app(registry), settings.metrics_host, settings.metrics_port)
+        mrunner, _ = await start_app(metrics_app(registry), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     bus, store = await connect(settings, f"inbox:{node_id}")
     # the node's bus counts what it refused (malformed, dropped) like a replica's does
@@ -173,10 +174,10 @@ async def run_signal(settings: Settings) -> int:
     mount(control, replica.app, replica.rooms)
     await replica.start()
     runners = []
-    runner, port = await serve_app(replica.app, settings.host, settings.port)
+    runner, port = await start_app(replica.app, settings.host, settings.port)
     runners.append(runner)
     if settings.metrics_port:
-        mrunner, _ = await serve_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
+        mrunner, _ = await start_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     print(f"basement signal {replica_id} ready on port {port}", flush=True)
     await stop.wait()

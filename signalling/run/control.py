@@ -148,7 +148,7 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     auth = AuthService(origin=settings.base_url, chain_id=chain_id, grants=grants, registry=registry,
                        evaluator=evaluator, w3=w3, require_auth=settings.require_auth,
                        nonces=nonces if nonces is not None else MemoryNonceStore(),
-                       session_ttl_s=settings.session_ttl_s, nonces_per_client=settings.auth_nonces_per_address,
+                       signin_ttl_s=settings.signin_ttl_s, nonces_per_client=settings.auth_nonces_per_address,
                        limiter=RateLimiter(settings.auth_rate_per_min) if settings.auth_rate_per_min else None)
     cp = ControlPlane(settings, w3, chain_id, auth, registry, evaluator, embedded=chain, info=info)
 

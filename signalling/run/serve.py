@@ -19,6 +19,7 @@ from signalling.protocol.app import create_app, metrics_app
 from signalling.protocol.edge import EdgeCollector
 from signalling.protocol.rooms import RoomManager
 from signalling.run.control import build_control_plane, mount
+from signalling.run.http import start_app
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
@@ -79,24 +80,17 @@ async def start_server(settings: Settings) -> Server:
     if cp.embedded is not None:
         app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
     server = Server(settings, node, rooms, app, control=cp)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    runner, server.port = await start_app(app, settings.host, settings.port)
     server.runners.append(runner)
-    server.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
     if not settings.public_url and settings.port == 0:
         # wallets compare the SIWE domain with the page's host: give them the port really bound
         cp.auth.rebase(server.url)
     if settings.metrics_port:
         registry = media_registry()
         registry.register(EdgeCollector())
-        mrunner = web.AppRunner(metrics_app(registry), access_log=None)
-        await mrunner.setup()
-        msite = web.TCPSite(mrunner, settings.metrics_host, settings.metrics_port)
-        await msite.start()
+        mrunner, server.metrics_port = await start_app(metrics_app(registry), settings.metrics_host,
+                                                       settings.metrics_port)
         server.runners.append(mrunner)
-        server.metrics_port = msite._server.sockets[0].getsockname()[1]
     return server
 
 

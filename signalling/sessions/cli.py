@@ -1,7 +1,8 @@
-"""`basement sessions list | verify <session-id> | prove <session-id> <address>`.
+"""`basement sessions list | verify <session-id> | prove <session-id> <address> | writer`.
 
-Every command is also a coroutine callable from Python (`list_sessions`, `verify_session`,
-`prove_participant`) and runnable as `python -m signalling.sessions.cli …`.
+list/verify/prove are also coroutines callable from Python (`list_sessions`, `verify_session`,
+`prove_participant`); `writer` runs the chain writer as its own process (what `basement serve` does
+in-process): it drains the outbox into SessionLog until stopped.
 
 verify = trust nothing but the chain: take the on-chain record (a SessionRecorded event, or a
 SessionBatched event plus the batch manifest whose Merkle proof must reach the on-chain batch root),
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 
 from web3 import AsyncWeb3
 
-from signalling import safejson
+from signalling import config, safejson
 from signalling.chain import contracts
 from signalling.sessions.cidstore import CidStore, DirCidStore, open_store
 from signalling.sessions.summary import (
@@ -173,52 +175,73 @@ async def list_sessions(w3: AsyncWeb3, session_log: str, *, from_block: int = 0)
 
 
 # ---------------------------------------------------------------- command line
+# The chain, the SessionLog address, the data directory, the writer's key and settings come from
+# Settings (flags/env of the groups in config.SUBCOMMAND_GROUPS["sessions …"]); only what is not a
+# setting of any process is an option here.
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    p.add_argument("--rpc-url", default=env("BASEMENT_RPC_URL", ""), help="JSON-RPC URL [env BASEMENT_RPC_URL]")
-    p.add_argument("--session-log", default=env("BASEMENT_SESSION_LOG_ADDRESS", ""),
-                   help="SessionLog address [env BASEMENT_SESSION_LOG_ADDRESS]")
+log = logging.getLogger("basement.sessions")
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-dir", default=None,
-                   help="CID store directory or Kubo API URL [default $BASEMENT_DATA_DIR/cids]")
+                   help="CID store directory or Kubo API URL [default <data-dir>/cids]")
     p.add_argument("--proofs-dir", default=None, help="batch manifests [default <store-dir>/batches]")
-    p.add_argument("--from-block", type=int, default=0)
 
 
 def add_subparser(subparsers: Any) -> None:
-    """Register `sessions list|verify|prove` on the `basement` CLI's subparsers."""
-    p = subparsers.add_parser("sessions", help="inspect and verify on-chain session summaries")
-    sub = p.add_subparsers(dest="sessions_cmd", required=True)
+    """Register `sessions list|verify|prove|writer` on the `basement` CLI's subparsers."""
+    p = subparsers.add_parser("sessions", help="recorded sessions: list, verify and prove on-chain summaries; "
+                                               "run the chain writer",
+                              description="Recorded sessions (calls) and their on-chain summaries.")
+    sub = p.add_subparsers(dest="sessions_cmd", required=True, metavar="COMMAND")
     lp = sub.add_parser("list", help="every session recorded on-chain")
-    _add_common(lp)
     lp.add_argument("--json", action="store_true")
+    lp.add_argument("--from-block", type=int, default=0)
+    _add_store(lp)
     vp = sub.add_parser("verify", help="check a session's on-chain record against its document")
-    _add_common(vp)
     vp.add_argument("session_id", nargs="+")
+    vp.add_argument("--from-block", type=int, default=0)
+    _add_store(vp)
     pp = sub.add_parser("prove", help="Merkle proof that an address took part in a session")
-    _add_common(pp)
     pp.add_argument("session_id")
     pp.add_argument("address")
-    p.set_defaults(func=run)
+    _add_store(pp)
+    wp = sub.add_parser("writer", help="drain the session outbox into SessionLog (the chain writer as a process)",
+                        description="Drain the session outbox into SessionLog, each session exactly once. The key "
+                                    "comes from BASEMENT_WRITER_KEY, BASEMENT_WRITER_KEY_FILE or --writer-key-file, "
+                                    "never the command line. With a redis_url, the outbox is the Redis stream and "
+                                    "one writer per key holds a lock there. Prints READY once running.")
+    wp.add_argument("--outbox", default=None,
+                    help="sqlite path or redis:// URL [default: the Redis stream if redis_url is set, "
+                         "else <data-dir>/outbox.sqlite3]")
+    _add_store(wp)
+    wp.add_argument("--backoff-max-s", type=float, default=10.0, help="longest wait between retries after an error")
+    for name, sp in (("list", lp), ("verify", vp), ("prove", pp)):
+        config.add_arguments(sp, f"sessions {name}")
+        sp.set_defaults(func=run)
+    config.add_arguments(wp, "sessions writer")
+    wp.set_defaults(func=run_writer)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point for a parsed `sessions …` command; returns the exit status."""
-    if not args.rpc_url or not args.session_log:
-        print("error: --rpc-url and --session-log (or BASEMENT_RPC_URL / BASEMENT_SESSION_LOG_ADDRESS) are required",
-              file=sys.stderr)
+def _store_dir(args: argparse.Namespace, settings: config.Settings) -> str:
+    return args.store_dir if args.store_dir is not None else str(Path(settings.data_dir) / "cids")
+
+
+def run(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Entry point for a parsed `sessions list|verify|prove`; returns the exit status."""
+    if not settings.rpc_url or not settings.session_log_address:
+        print("error: --rpc-url and --session-log-address (or BASEMENT_RPC_URL / BASEMENT_SESSION_LOG_ADDRESS) "
+              "are required", file=sys.stderr)
         return 2
-    if args.store_dir is None:
-        args.store_dir = str(Path(os.environ.get("BASEMENT_DATA_DIR", "var")) / "cids")
-    return asyncio.run(_run(args))
+    return asyncio.run(_run(args, settings.rpc_url, settings.session_log_address, _store_dir(args, settings)))
 
 
-async def _run(args: argparse.Namespace) -> int:
-    w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(args.rpc_url, cache_allowed_requests=True))
-    store = open_store(args.store_dir)
+async def _run(args: argparse.Namespace, rpc_url: str, session_log: str, store_dir: str) -> int:
+    w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(rpc_url, cache_allowed_requests=True))
+    store = open_store(store_dir)
     try:
         if args.sessions_cmd == "list":
-            recs = await list_sessions(w3, args.session_log, from_block=args.from_block)
+            recs = await list_sessions(w3, session_log, from_block=args.from_block)
             if args.json:
                 print(json.dumps([r.__dict__ for r in recs], indent=1))
             for r in recs if not args.json else []:
@@ -230,14 +253,14 @@ async def _run(args: argparse.Namespace) -> int:
         if args.sessions_cmd == "verify":
             status = 0
             for sid in args.session_id:
-                res = await verify_session(w3, args.session_log, store, sid, proofs_dir=args.proofs_dir,
+                res = await verify_session(w3, session_log, store, sid, proofs_dir=args.proofs_dir,
                                            from_block=args.from_block)
                 print(res.line())
                 status |= 0 if res.ok else 1
             return status
         if args.sessions_cmd == "prove":
             try:
-                out = await prove_participant(w3, args.session_log, store, args.session_id, args.address,
+                out = await prove_participant(w3, session_log, store, args.session_id, args.address,
                                               proofs_dir=args.proofs_dir)
             except ValueError as e:
                 print(f"FAIL {e}", file=sys.stderr)
@@ -251,12 +274,28 @@ async def _run(args: argparse.Namespace) -> int:
         await w3.provider.disconnect()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m signalling.sessions.cli")
-    add_subparser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(["sessions", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+def run_writer(args: argparse.Namespace, settings: config.Settings) -> int:
+    """`basement sessions writer`: runs until interrupted."""
+    if not (settings.writer_key and settings.rpc_url and settings.session_log_address):
+        print("error: the writer needs --rpc-url, --session-log-address and a key (BASEMENT_WRITER_KEY, "
+              "BASEMENT_WRITER_KEY_FILE or --writer-key-file)", file=sys.stderr)
+        return 2
+    asyncio.run(_run_writer(args, settings))
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+async def _run_writer(args: argparse.Namespace, settings: config.Settings) -> None:
+    from signalling.sessions import writer as chainwriter
+    from signalling.sessions.outbox import open_outbox
+
+    cfg = chainwriter.WriterConfig(confirmations=settings.writer_confirmations,
+                                   batch_size=settings.writer_batch_size,
+                                   batch_wait_s=settings.writer_batch_wait_s,
+                                   max_fee_cap_wei=int(settings.writer_max_fee_gwei * chainwriter.GWEI),
+                                   proofs_dir=args.proofs_dir, backoff_max_s=args.backoff_max_s)
+    outbox = open_outbox(args.outbox) if args.outbox else None  # None: from settings
+    writer = chainwriter.from_settings(settings, outbox=outbox, store=open_store(_store_dir(args, settings)),
+                                       config=cfg)
+    log.info("writer %r started", writer)
+    print("READY", flush=True)
+    await writer.run()

@@ -22,13 +22,10 @@ the lock is re-checked right before every send and a writer that lost it stops s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import os
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,8 +36,8 @@ from eth_account import Account
 from web3 import AsyncWeb3
 
 from signalling.chain import contracts
-from signalling.sessions.cidstore import CidStore, DirCidStore, open_store, write_atomic
-from signalling.sessions.outbox import Outbox, OutboxEntry, open_outbox
+from signalling.sessions.cidstore import CidStore, DirCidStore, write_atomic
+from signalling.sessions.outbox import Outbox, OutboxEntry
 from signalling.sessions.summary import Summary, hex32, merkle_proof, merkle_root, summary_leaf
 
 log = logging.getLogger(__name__)
@@ -503,64 +500,3 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
         lock = RedisWriterLock(target_from_settings(settings).client(), f"basement:chainwriter:{addr}")
     return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings),
                        store or DirCidStore(Path(settings.data_dir) / "cids"), config=config, lock=lock)
-
-
-# ---------------------------------------------------------------- `python -m signalling.sessions.writer`
-
-def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m signalling.sessions.writer",
-                                description="Drain the session outbox into SessionLog. The key comes from "
-                                            "$BASEMENT_WRITER_KEY or --key-file, never the command line.")
-    data_dir = env("BASEMENT_DATA_DIR", "var")
-    p.add_argument("--outbox", default=env("BASEMENT_REDIS_URL") or f"{data_dir}/outbox.sqlite3",
-                   help="sqlite path or redis:// URL")
-    p.add_argument("--rpc-url", default=env("BASEMENT_RPC_URL", ""))
-    p.add_argument("--session-log", default=env("BASEMENT_SESSION_LOG_ADDRESS", ""))
-    p.add_argument("--store-dir", default=f"{data_dir}/cids", help="CID store dir or Kubo API URL")
-    p.add_argument("--key-file", default="")
-    p.add_argument("--confirmations", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--batch-wait-s", type=float, default=2.0)
-    p.add_argument("--max-fee-gwei", type=float, default=500.0)
-    p.add_argument("--proofs-dir", default=None)
-    p.add_argument("--backoff-max-s", type=float, default=10.0)
-    p.add_argument("--lock-redis-url", default=env("BASEMENT_REDIS_URL", ""),
-                   help="take the per-key writer lock in this Redis (cluster)")
-    p.add_argument("--log-level", default="info")
-    return p
-
-
-async def _amain(args: argparse.Namespace, key: str) -> None:
-    if not (key and args.rpc_url and args.session_log):
-        raise SystemExit("need --rpc-url, --session-log and a key ($BASEMENT_WRITER_KEY or --key-file)")
-    wkey = WriterKey(key)
-    lock: WriterLock = LocalLock()
-    if args.lock_redis_url:
-        import redis.asyncio as aioredis
-
-        lock = RedisWriterLock(aioredis.from_url(args.lock_redis_url), f"basement:chainwriter:{wkey.address}")
-    cfg = WriterConfig(confirmations=args.confirmations, batch_size=args.batch_size,
-                       batch_wait_s=args.batch_wait_s, max_fee_cap_wei=int(args.max_fee_gwei * GWEI),
-                       proofs_dir=args.proofs_dir, backoff_max_s=args.backoff_max_s)
-    writer = ChainWriter(http_w3(args.rpc_url), args.session_log, wkey, open_outbox(args.outbox),
-                         open_store(args.store_dir), config=cfg, lock=lock)
-    log.info("writer %r started", writer)
-    print("READY", flush=True)
-    await writer.run()
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    key = (Path(args.key_file).read_text().strip() if args.key_file
-           else os.environ.get("BASEMENT_WRITER_KEY", ""))
-    try:
-        asyncio.run(_amain(args, key))
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    main()

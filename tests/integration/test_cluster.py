@@ -38,7 +38,8 @@ async def test_signal_replica_refuses_to_start_without_a_shared_grant_secret(tmp
 async def test_embedded_cluster_over_the_memory_bus():
     """The same replica and node agent, wired through MemoryBus/MemoryStore in one process."""
     from signalling.cluster.nodeagent import NodeAgent
-    from signalling.cluster.replica import Replica, serve_app
+    from signalling.cluster.replica import Replica
+    from signalling.run.http import start_app
 
     transport.configure_ice(["127.0.0.1"])
     hub, store = MemoryHub(), MemoryStore()
@@ -49,7 +50,7 @@ async def test_embedded_cluster_over_the_memory_bus():
     await agent.start()
     replica = Replica("r1", replica_bus, store)
     await replica.start()
-    runner, port = await serve_app(replica.app, "127.0.0.1", 0)
+    runner, port = await start_app(replica.app, "127.0.0.1", 0)
     clients = [Client(f"http://127.0.0.1:{port}") for _ in range(2)]
     try:
         for cl, name in zip(clients, ("alice", "bob")):

@@ -24,7 +24,7 @@ from tests.support.sessionfix import REPO, make_writer, synthetic_summary
 
 
 class WriterProc:
-    """`python -m signalling.sessions.writer` as a separate process we can SIGKILL."""
+    """`basement sessions writer` as a separate process we can SIGKILL."""
 
     def __init__(self, tmp: Path, rpc_url: str, session_log: str, key: str) -> None:
         self.tmp, self.rpc_url, self.session_log, self.key = tmp, rpc_url, session_log, key
@@ -36,9 +36,10 @@ class WriterProc:
         env = {**os.environ, "BASEMENT_WRITER_KEY": self.key}
         logf = open(self.tmp / f"writer-{self.runs}.log", "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "signalling.sessions.writer", "--outbox", str(self.tmp / "outbox.db"),
-             "--rpc-url", self.rpc_url, "--session-log", self.session_log, "--store-dir", str(self.tmp / "cids"),
-             "--batch-size", str(batch_size), "--batch-wait-s", "0.3", "--backoff-max-s", "1.5"],
+            [sys.executable, "-m", "signalling.cli", "sessions", "writer", "--outbox", str(self.tmp / "outbox.db"),
+             "--rpc-url", self.rpc_url, "--session-log-address", self.session_log,
+             "--store-dir", str(self.tmp / "cids"), "--writer-batch-size", str(batch_size),
+             "--writer-batch-wait-s", "0.3", "--backoff-max-s", "1.5"],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
         logf.close()
 
@@ -135,8 +136,8 @@ async def test_200_sessions_exactly_once_through_kills_and_outage(tmp_path):
         single = next(r.session_id for r in records if r.kind == "single")
         out = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "signalling.sessions.cli", "verify", batched, single, "--rpc-url", anvil.url,
-             "--session-log", log_c.address, "--store-dir", str(tmp_path / "cids")],
+            [sys.executable, "-m", "signalling.cli", "sessions", "verify", batched, single, "--rpc-url", anvil.url,
+             "--session-log-address", log_c.address, "--store-dir", str(tmp_path / "cids")],
             cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.count("PASS") == 2
@@ -163,7 +164,7 @@ async def _one_recorded(node: AnvilNode, tmp_path, batch: bool = False):
 def _cli(node: AnvilNode, tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BASEMENT_RPC_URL": node.anvil.url,
            "BASEMENT_SESSION_LOG_ADDRESS": node.deployment.session_log, "BASEMENT_DATA_DIR": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "signalling.sessions.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "signalling.cli", "sessions", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -76,9 +76,111 @@ def test_secrets_come_from_env_or_a_file(tmp_path):
 
 def test_access_limits_have_safe_defaults():
     s = config.load(env={})
-    assert s.session_ttl_s == 900 and s.max_seats_per_identity == 1 and s.record_sessions == "gated"
+    assert s.signin_ttl_s == 900 and s.max_seats_per_identity == 1 and s.record_sessions == "gated"
     assert s.auth_rate_per_min == 30 and s.auth_nonces_per_address == 5
-    for env in ({"BASEMENT_SESSION_TTL_S": "0"}, {"BASEMENT_MAX_SEATS_PER_IDENTITY": "-1"},
+    for env in ({"BASEMENT_SIGNIN_TTL_S": "0"}, {"BASEMENT_MAX_SEATS_PER_IDENTITY": "-1"},
                 {"BASEMENT_RECORD_MIN_DURATION_S": "-5"}):
         with pytest.raises(config.ConfigError, match=next(iter(env))[len("BASEMENT_"):].lower()):
             config.load(env=env)
+
+
+# ---------------------------------------------------------------- settings groups per subcommand
+
+def _subparsers(parser, path=()):
+    """(command path, parser) for every leaf subcommand of `basement`."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield " ".join(path), parser
+        return
+    for name, sub in actions[0].choices.items():
+        yield from _subparsers(sub, (*path, name))
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_setting_has_a_group_and_every_group_a_reader():
+    import dataclasses
+
+    for f in dataclasses.fields(config.Settings):
+        assert f.metadata.get("group") in config.GROUPS, f.name
+    read = {g for groups in config.SUBCOMMAND_GROUPS.values() for g in groups}
+    assert read == set(config.GROUPS)
+
+
+def test_every_subcommand_declares_the_settings_groups_it_reads():
+    leaves = dict(_subparsers(cli.build_parser()))
+    assert set(leaves) == set(config.SUBCOMMAND_GROUPS)
+    for name, parser in leaves.items():
+        assert parser.get_default("settings_groups") == config.SUBCOMMAND_GROUPS[name], name
+
+
+def test_basement_sfu_offers_only_the_settings_it_reads(capsys):
+    out = _help(["sfu"], capsys)
+    assert "--ice-addresses" in out and "--redis-url" in out and "--drain-timeout-s" in out
+    for flag in ("--grant-ttl-s", "--admin-key-file", "--require-auth", "--rpc-url", "--public-url", "--data-dir"):
+        assert flag not in out, flag
+    signal = _help(["signal"], capsys)
+    assert "--grant-ttl-s" in signal and "--ice-addresses" not in signal and "--drain-timeout-s" not in signal
+    sessions = _help(["sessions", "list"], capsys)
+    assert "--rpc-url" in sessions and "--port" not in sessions and "--grant-ttl-s" not in sessions
+
+
+def test_a_flag_of_a_group_the_subcommand_does_not_read_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["sfu", "--grant-ttl-s", "5"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --grant-ttl-s" in capsys.readouterr().err
+
+
+def test_basement_serve_takes_an_access_flag():
+    args = cli.build_parser().parse_args(["serve", "--grant-ttl-s", "5", "--port", "0"])
+    s = config.load(args, env={})
+    assert s.grant_ttl_s == 5 and s.port == 0
+
+
+def test_environment_applies_to_the_groups_a_subcommand_reads_only():
+    env = {"BASEMENT_RETRANSMIT_BUDGET": "0.25", "BASEMENT_REDIS_URL": "redis://r:6379/0",
+           "BASEMENT_GRANT_TTL_S": "7", "BASEMENT_CHAIN": "rpc"}  # chain=rpc without rpc_url: invalid
+    sfu = config.load(cli.build_parser().parse_args(["sfu"]), env=env)
+    assert sfu.retransmit_budget == 0.25 and sfu.redis_url == "redis://r:6379/0"
+    assert sfu.grant_ttl_s == 300 and sfu.chain == "embedded"  # not read: defaults
+    with pytest.raises(config.ConfigError, match="rpc_url"):
+        config.load(cli.build_parser().parse_args(["signal"]), env=env)
+    ok = config.load(cli.build_parser().parse_args(["signal"]), env={**env, "BASEMENT_RPC_URL": "http://n:8545"})
+    assert ok.grant_ttl_s == 7 and ok.retransmit_budget == 0.5
+
+
+def test_main_loads_settings_and_sets_up_logging_for_every_subcommand(monkeypatch):
+    seen = {}
+
+    def fake_serve(args, settings):
+        seen["serve"] = settings.grant_ttl_s
+        return 0
+
+    monkeypatch.setenv("BASEMENT_LOG_LEVEL", "debug")
+    monkeypatch.setattr(cli, "setup_logging", lambda settings: seen.setdefault("logging", settings.log_level))
+    monkeypatch.setattr(cli, "cmd_serve", fake_serve)  # build_parser (called by main) picks it up
+    assert cli.main(["serve", "--grant-ttl-s", "9"]) == 0
+    assert seen == {"logging": "debug", "serve": 9}
+
+
+def test_the_chain_writer_is_a_sessions_subcommand_reading_settings(tmp_path, monkeypatch):
+    key_file = tmp_path / "writer.key"
+    key_file.write_text("0x" + "11" * 32 + "\n")
+    args = cli.build_parser().parse_args([
+        "sessions", "writer", "--rpc-url", "http://127.0.0.1:8545", "--session-log", "0x" + "22" * 20,
+        "--writer-key-file", str(key_file), "--writer-batch-size", "4", "--outbox", str(tmp_path / "o.db")])
+    s = config.load(args, env={"BASEMENT_DATA_DIR": str(tmp_path), "BASEMENT_GRANT_TTL_S": "nonsense"})
+    assert s.session_log_address == "0x" + "22" * 20 and s.writer_key == "0x" + "11" * 32
+    assert s.writer_batch_size == 4 and s.data_dir == str(tmp_path) and args.outbox == str(tmp_path / "o.db")
+    assert args.func.__name__ == "run_writer"
+    for name in ("BASEMENT_WRITER_KEY", "BASEMENT_WRITER_KEY_FILE", "BASEMENT_RPC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["sessions", "writer", "--session-log-address", "0x" + "22" * 20]) == 2
