@@ -1,4 +1,4 @@
-"""Identity and admission: Sign-In with Ethereum (EIP-4361), session tokens and room grants.
+"""Identity and admission: Sign-In with Ethereum (EIP-4361), sign-in tokens and room grants.
 
 `AuthService` is framework-free; `auth_routes()` wraps it in thin aiohttp handlers. Every failure
 is an `AuthError` whose message says exactly what failed, so clients (and tests) can tell a
@@ -379,7 +379,7 @@ _NONCE_ERRORS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# compact signed tokens (grants, sessions)
+# compact signed tokens (grants, sign-in tokens)
 
 
 def _b64(data: bytes) -> str:
@@ -394,18 +394,21 @@ def _unb64(text: str) -> bytes:
 
 class _Signer:
     """HMAC-SHA256 over canonical JSON: `base64url(json).base64url(mac)`. Each token type gets a
-    subkey derived from the secret, so a session token can never verify as a grant."""
+    subkey derived from the secret, so a sign-in token can never verify as a grant.
 
-    def __init__(self, secret: bytes, purpose: str) -> None:
+    `purpose` derives the subkey and is the `typ` claim; `label` names the token in errors."""
+
+    def __init__(self, secret: bytes, purpose: str, label: str | None = None) -> None:
         self.key = hmac.new(secret, b"basement/" + purpose.encode(), hashlib.sha256).digest()
         self.purpose = purpose
+        self.label = label or purpose
 
     def sign(self, claims: dict[str, Any]) -> str:
         body = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
         return _b64(body) + "." + _b64(hmac.new(self.key, body, hashlib.sha256).digest())
 
     def unsign(self, token: str) -> dict[str, Any]:
-        label = self.purpose
+        label = self.label
         if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
             raise AuthError(f"malformed {label}")
         body_b64, mac_b64 = token.split(".")
@@ -421,7 +424,7 @@ class _Signer:
             claims = safejson.loads(body, max_bytes=4096, max_depth=4)
         except safejson.JsonError:
             raise AuthError(f"malformed {label}") from None
-        if not isinstance(claims, dict) or claims.get("typ") != label:
+        if not isinstance(claims, dict) or claims.get("typ") != self.purpose:
             raise AuthError(f"malformed {label}")
         return claims
 
@@ -481,28 +484,35 @@ class GrantIssuer:
         return grant
 
 
-class SessionIssuer:
-    """Signed proof of a completed SIWE sign-in, so a client signs once and asks for many grants.
+# The sign-in token's key-derivation label and `typ` claim. Frozen: it predates the name "sign-in
+# token", and changing it would invalidate every token in flight and, during a rolling upgrade,
+# make old and new replicas reject each other's tokens.
+SIGNIN_TOKEN_PURPOSE = "session"
+
+
+class SignInIssuer:
+    """Sign-in tokens: signed proof of a completed SIWE sign-in, so a client signs once and asks
+    for many grants.
 
     Short-lived (minutes): it cannot be revoked, and whoever holds it can ask for grants."""
 
     def __init__(self, secret: bytes | str, ttl_s: int = 900, *, clock: Callable[[], float] = time.time) -> None:
-        self._signer = _Signer(_secret(secret), "session")
+        self._signer = _Signer(_secret(secret), SIGNIN_TOKEN_PURPOSE, "sign-in token")
         self.ttl_s = ttl_s
         self._clock = clock
 
     def issue(self, address: str) -> tuple[str, int]:
         now = int(self._clock())
         exp = now + self.ttl_s
-        return self._signer.sign({"typ": "session", "addr": address, "iat": now, "exp": exp}), exp
+        return self._signer.sign({"typ": SIGNIN_TOKEN_PURPOSE, "addr": address, "iat": now, "exp": exp}), exp
 
     def verify(self, token: str) -> str:
         c = self._signer.unsign(token)
         addr, exp = c.get("addr"), c.get("exp")
         if not isinstance(addr, str) or not isinstance(exp, int):
-            raise AuthError("malformed session")
+            raise AuthError("malformed sign-in token")
         if exp <= self._clock():
-            raise AuthError("session expired")
+            raise AuthError("sign-in token expired")
         return addr
 
 
@@ -513,7 +523,7 @@ class SessionIssuer:
 @dataclass(frozen=True)
 class SignIn:
     address: str
-    session_token: str
+    signin_token: str
     expires_at: int
 
 
@@ -525,7 +535,7 @@ class IssuedGrant:
 
 @dataclass
 class AuthService:
-    """SIWE verification, session tokens and gated grant issuance.
+    """SIWE verification, sign-in tokens and gated grant issuance.
 
     `origin` is the public base URL (Settings.base_url): its host[:port] is the SIWE domain and
     its scheme://host[:port] the origin every message URI must share. `w3` is only used for
@@ -538,13 +548,13 @@ class AuthService:
     registry: RoomRegistry
     evaluator: GateEvaluator | None = None
     w3: AsyncWeb3 | None = None
-    sessions: SessionIssuer | None = None
+    signins: SignInIssuer | None = None
     nonces: NonceStore = field(default_factory=MemoryNonceStore)
     nonce_ttl_s: int = 300
     clock_skew_s: int = 60
     require_auth: bool = False
     clock: Callable[[], float] = time.time
-    session_ttl_s: int = 900
+    signin_ttl_s: int = 900
     nonces_per_client: int = 5  # 0 = no per-address cap
     limiter: RateLimiter | None = None  # per client address, over every /auth/* request
     domain: str = field(init=False)
@@ -552,10 +562,10 @@ class AuthService:
 
     def __post_init__(self) -> None:
         self.rebase(self.origin)
-        if self.sessions is None:
-            # Same secret, different derived subkey: sessions and grants rotate together but a
-            # token of one kind never verifies as the other.
-            self.sessions = SessionIssuer(self.grants.secret, self.session_ttl_s, clock=self.clock)
+        if self.signins is None:
+            # Same secret, different derived subkey: sign-in tokens and grants rotate together but
+            # a token of one kind never verifies as the other.
+            self.signins = SignInIssuer(self.grants.secret, self.signin_ttl_s, clock=self.clock)
         self.quota = NonceQuota(self.nonces_per_client, clock=self.clock)
 
     def rebase(self, origin: str) -> None:
@@ -666,25 +676,25 @@ class AuthService:
 
     async def sign_in(self, message: str, signature: str) -> SignIn:
         address = await self.verify_siwe(message, signature)
-        assert self.sessions is not None
-        token, exp = self.sessions.issue(address)
+        assert self.signins is not None
+        token, exp = self.signins.issue(address)
         return SignIn(address, token, exp)
 
-    def verify_session(self, token: str) -> str:
-        assert self.sessions is not None
-        return self.sessions.verify(token)
+    def verify_signin_token(self, token: str) -> str:
+        assert self.signins is not None
+        return self.signins.verify(token)
 
     # --- grants -------------------------------------------------------------------------------
 
-    async def request_grant(self, room: str, *, session_token: str | None = None,
+    async def request_grant(self, room: str, *, signin_token: str | None = None,
                             siwe: tuple[str, str] | None = None, can_publish: bool = True) -> IssuedGrant:
-        """Identify the caller (session token, SIWE proof, or guest), run the room's gate, issue."""
+        """Identify the caller (sign-in token, SIWE proof, or guest), run the room's gate, issue."""
         try:
             validate_room_name(room)
         except GateError as exc:
             raise AuthError(str(exc), 400) from None
-        if session_token:
-            identity = self.verify_session(session_token)
+        if signin_token:
+            identity = self.verify_signin_token(signin_token)
         elif siwe:
             identity = await self.verify_siwe(*siwe)
         else:
@@ -721,6 +731,28 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return await read_object(request, max_bytes=MAX_BODY)
     except BodyError as exc:
         raise AuthError(exc.reason, exc.status) from None
+
+
+# The request field was "sessionToken" until the token was named the sign-in token: still accepted
+# (and answered by /auth/siwe) for one release, for clients written against the old docs/protocol.md.
+DEPRECATED_SIGNIN_TOKEN_FIELD = "sessionToken"
+_deprecated_field_logged = False
+
+
+def _signin_token_field(body: dict[str, Any]) -> str | None:
+    """The sign-in token of a /auth/grant body: `signInToken`, else the deprecated `sessionToken`."""
+    global _deprecated_field_logged
+    for name in ("signInToken", DEPRECATED_SIGNIN_TOKEN_FIELD):
+        token = body.get(name)
+        if token is not None and not isinstance(token, str):
+            raise AuthError(f"'{name}' must be a string", 400)
+        if token:
+            if name == DEPRECATED_SIGNIN_TOKEN_FIELD and not _deprecated_field_logged:
+                _deprecated_field_logged = True
+                log.warning("a client sent the deprecated /auth/grant field 'sessionToken' "
+                            "(renamed 'signInToken'; the old name goes away in the next release)")
+            return token
+    return None
 
 
 def auth_routes(service: AuthService) -> list[web.RouteDef]:
@@ -760,7 +792,9 @@ def auth_routes(service: AuthService) -> list[web.RouteDef]:
             result = await service.sign_in(message, signature)
         except AuthError as exc:
             return _error(exc.status, exc.reason)
-        return web.json_response({"address": result.address, "sessionToken": result.session_token,
+        # "sessionToken" repeats "signInToken" for old clients: deprecated, removed in the next release
+        return web.json_response({"address": result.address, "signInToken": result.signin_token,
+                                  "sessionToken": result.signin_token,
                                   "expiresAt": format_time(result.expires_at)})
 
     async def grant(request: web.Request) -> web.Response:
@@ -771,16 +805,14 @@ def auth_routes(service: AuthService) -> list[web.RouteDef]:
             room = body.get("room")
             if not isinstance(room, str) or not room:
                 raise AuthError("body needs a 'room' string", 400)
-            token = body.get("sessionToken")
-            if token is not None and not isinstance(token, str):
-                raise AuthError("'sessionToken' must be a string", 400)
+            token = _signin_token_field(body)
             header = request.headers.get("Authorization", "")
             if not token and header.startswith("Bearer "):
                 token = header[len("Bearer "):]
             proof = None
             if isinstance(body.get("message"), str) and isinstance(body.get("signature"), str):
                 proof = (body["message"], body["signature"])
-            issued = await service.request_grant(room, session_token=token or None, siwe=proof)
+            issued = await service.request_grant(room, signin_token=token or None, siwe=proof)
         except AuthError as exc:
             return _error(exc.status, exc.reason)
         g = issued.grant

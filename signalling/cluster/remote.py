@@ -34,7 +34,9 @@ def node_channel(node_id: str) -> str:
 
 
 @dataclass
-class Session:
+class Placement:
+    """Where one participant of this replica is: its room and the media node hosting it."""
+
     room: str
     node: str
 
@@ -47,7 +49,7 @@ class RemoteNode:
         self.placer = placer
         self.deliver = deliver
         self.timeout = timeout
-        self.sessions: dict[str, Session] = {}  # participants of this replica -> where they are
+        self.placements: dict[str, Placement] = {}  # participants of this replica -> where they are
 
     async def start(self) -> None:
         await self.bus.subscribe(self.bus.inbox, self._on_event)
@@ -67,7 +69,7 @@ class RemoteNode:
             raise MediaError(e.code, e.message) from None
 
     def _node_of(self, participant_id: str) -> str:
-        s = self.sessions.get(participant_id)
+        s = self.placements.get(participant_id)
         if s is None:
             raise MediaError("not_joined", "this participant has not joined a room")
         return s.node
@@ -85,11 +87,11 @@ class RemoteNode:
             except NoNodeError as e:
                 raise MediaError(e.code, e.message) from None
             # known before the reply, so a node dying mid-join still finds this participant
-            self.sessions[participant_id] = Session(room, node_id)
+            self.placements[participant_id] = Placement(room, node_id)
             try:
                 return await self._call(node_id, "join", args)
             except MediaError as e:
-                self.sessions.pop(participant_id, None)
+                self.placements.pop(participant_id, None)
                 if e.code == "timeout":
                     # the node may have admitted the participant after all: don't leave a ghost there
                     self.bus.publish(node_channel(node_id), {"op": "leave", "args": {"pid": participant_id,
@@ -122,7 +124,7 @@ class RemoteNode:
                                  "width": width, "height": height})
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:
-        s = self.sessions.pop(participant_id, None)
+        s = self.placements.pop(participant_id, None)
         if s is None:
             return
         try:
@@ -132,16 +134,16 @@ class RemoteNode:
             log.info("leave of %s on %s: %s", participant_id, s.node, e)
 
     async def close(self) -> None:
-        for pid in list(self.sessions):
+        for pid in list(self.placements):
             await self.leave(pid, "disconnected")
 
     def gauges(self) -> dict[str, float]:
-        return {"participants": len(self.sessions), "rooms": len({s.room for s in self.sessions.values()})}
+        return {"participants": len(self.placements), "rooms": len({s.room for s in self.placements.values()})}
 
     # --- cluster ------------------------------------------------------------------------------------
     def lost(self, live_nodes: set[str]) -> list[str]:
         """Forget (without telling the dead node) participants whose node is no longer alive."""
-        gone = [pid for pid, s in self.sessions.items() if s.node not in live_nodes]
+        gone = [pid for pid, s in self.placements.items() if s.node not in live_nodes]
         for pid in gone:
-            del self.sessions[pid]
+            del self.placements[pid]
         return gone

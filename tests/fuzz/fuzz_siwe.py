@@ -3,7 +3,7 @@
 Input: first byte picks the target, the rest is the value as the HTTP/WebSocket layer passes it (str):
   0  a SIWE (EIP-4361) message: `SiweMessage.parse`, then `AuthService.verify_siwe` with its nonce
      issued (so the domain/URI/chain/time checks all run) and a signature that does not match;
-  1  a grant / session token: `GrantIssuer.verify`, `SessionIssuer.verify`;
+  1  a grant / sign-in token: `GrantIssuer.verify`, `SignInIssuer.verify`;
   2  a token body signed with the server's own key: what `verify` does with any claims that pass the
      HMAC (defence in depth: types of claims from another version or a bug in issuing).
 Contract: every failure is `AuthError` (the HTTP handlers answer only AuthError; anything else is a
@@ -21,7 +21,7 @@ import hmac
 from _harness import Finding, instrumented, main
 
 with instrumented():
-    from signalling.access.auth import AuthError, AuthService, GrantIssuer, SessionIssuer, SiweMessage
+    from signalling.access.auth import AuthError, AuthService, GrantIssuer, SignInIssuer, SiweMessage
     from signalling.access.gating import MemoryRoomRegistry
 
 LOOP = asyncio.new_event_loop()
@@ -35,12 +35,12 @@ def clock() -> float:
 
 
 GRANTS = GrantIssuer(SECRET, clock=clock)
-SESSIONS = SessionIssuer(SECRET, clock=clock)
+SIGNINS = SignInIssuer(SECRET, clock=clock)
 
 
 def service() -> AuthService:
     return AuthService(origin=ORIGIN, chain_id=31337, grants=GRANTS, registry=MemoryRoomRegistry(),
-                       sessions=SESSIONS, clock=clock)
+                       signins=SIGNINS, clock=clock)
 
 
 def siwe(text: str) -> None:
@@ -65,7 +65,7 @@ def token(text: str) -> None:
     except AuthError:
         pass
     try:
-        SESSIONS.verify(text)
+        SIGNINS.verify(text)
     except AuthError:
         pass
 
@@ -74,7 +74,7 @@ def signed(body: bytes) -> None:
     def b64(b: bytes) -> str:
         return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
-    for signer in (GRANTS._signer, SESSIONS._signer):
+    for signer in (GRANTS._signer, SIGNINS._signer):
         token(b64(body) + "." + b64(hmac.new(signer.key, body, hashlib.sha256).digest()))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 from aiortc import rtp as artp
 
-from signalling.access.auth import _Signer
+from signalling.access.auth import SIGNIN_TOKEN_PURPOSE, _Signer
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -290,7 +290,7 @@ def siwe_text(**extra: str) -> str:
 def siwe_seeds() -> dict[str, bytes]:
     grant = {"typ": "grant", "room": "fuzz-room", "id": ADDRESS, "pub": True, "sub": True, "iat": NOW - 10,
              "exp": NOW + 290, "jti": "AAAAAAAAAAAAAAAA"}
-    session = {"typ": "session", "addr": ADDRESS, "iat": NOW - 10, "exp": NOW + 3600}
+    signin = {"typ": SIGNIN_TOKEN_PURPOSE, "addr": ADDRESS, "iat": NOW - 10, "exp": NOW + 3600}
     body = json.dumps(grant, sort_keys=True, separators=(",", ":")).encode()
     return {
         "siwe-minimal": b"\x00" + siwe_text().encode(),
@@ -300,9 +300,9 @@ def siwe_seeds() -> dict[str, bytes]:
             "Request ID": "req-42", "Resources": "ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq "
             "https://example.com/terms"}).encode(),
         "grant-token": b"\x01" + _Signer(SECRET, "grant").sign(grant).encode(),
-        "session-token": b"\x01" + _Signer(SECRET, "session").sign(session).encode(),
+        "signin-token": b"\x01" + _Signer(SECRET, SIGNIN_TOKEN_PURPOSE).sign(signin).encode(),
         "grant-body": b"\x02" + body,
-        "session-body": b"\x02" + json.dumps(session, sort_keys=True, separators=(",", ":")).encode(),
+        "signin-body": b"\x02" + json.dumps(signin, sort_keys=True, separators=(",", ":")).encode(),
     }
 
 

@@ -20,7 +20,7 @@ async def test_finished_room_is_recorded_once_and_verifies(make_server):
     alice = Account.create()
     async with aiohttp.ClientSession() as http:
         token = await _sign_in(http, server.url, alice)
-        async with http.post(f"{server.url}/auth/grant", json={"room": "standup", "sessionToken": token}) as r:
+        async with http.post(f"{server.url}/auth/grant", json={"room": "standup", "signInToken": token}) as r:
             grant = (await r.json())["grant"]
     a, b = Client(server.url), Client(server.url)
     for c in (a, b):

@@ -14,14 +14,14 @@
 // This is the entry module (index.html loads it; plain ES modules, no bundler). Modules, and
 // what they import (no cycles):
 //   options.js    query-string options                       -
-//   state.js      sig, session, window.basement's data        -
+//   state.js      sig, call, window.basement's data           -
 //   errors.js     ServerError, HttpError, gate refusals       -
 //   signal.js     the WebSocket request/reply client          errors
 //   http.js       /api and /auth fetches, GET /api/info       errors
 //   keccak.js     Keccak-256, EIP-55 checksums                errors
 //   siwe.js       EIP-4361 messages, dev/browser wallet       errors, http, keccak
 //   ui.js         state dot, room header, event log, banner   state
-//   wallet.js     grants, wallet session, #grant-slot panel   errors, http, options, siwe, state, ui
+//   wallet.js     grants, wallet sign-in, #grant-slot panel   errors, http, options, siwe, state, ui
 //   tiles.js      local and remote video tiles                state, ui
 //   ice.js        candidate trickling                         state
 //   dynacast.js   pausing unwanted simulcast encodings        state, ui

@@ -1,9 +1,9 @@
-import { session } from './state.js';
+import { call } from './state.js';
 import { logEvent } from './ui.js';
 
 // Dynacast: the server tells us which simulcast layers anyone receives; stop encoding the others.
 export async function applyDynacast(msg) {
-  const s = session;
+  const s = call;
   if (!s) return;
   s.dynacast.set(msg.track, msg); // may come before our publish answer; replayed after it
   if (!s.videoTx || msg.track !== s.published.video) return;
@@ -14,7 +14,7 @@ export async function applyDynacast(msg) {
   if (s.dynacastBusy) return;
   s.dynacastBusy = true;
   try {
-    while (s.dynacastWanted && session === s) {
+    while (s.dynacastWanted && call === s) {
       const want = s.dynacastWanted;
       s.dynacastWanted = null;
       const sender = s.videoTx.sender;

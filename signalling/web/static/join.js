@@ -2,7 +2,7 @@ import { isGateRefusal } from './errors.js';
 import { onMessage } from './messages.js';
 import { startPublishing } from './publish.js';
 import { Signal } from './signal.js';
-import { B, newSession, session, setSession, setSig, sig } from './state.js';
+import { B, call, newCall, setCall, setSig, sig } from './state.js';
 import { onSocketClosed, teardown } from './teardown.js';
 import { hideError, logEvent, setState, showError, showRoom, withQuery } from './ui.js';
 import { getGrant, offerWallets, setWalletError, walletJoined } from './wallet.js';
@@ -18,8 +18,8 @@ export async function join(room, name) {
   name = (name || '').trim();
   setState('connecting');
   hideError();
-  setSession(newSession(room));
-  const s = session;
+  setCall(newCall(room));
+  const s = call;
   let grant = null;
   try {
     grant = await getGrant(room);
@@ -29,7 +29,7 @@ export async function join(room, name) {
     const msg = { type: 'join', room, name };
     if (grant) msg.grant = grant;
     const joined = await sig.request(msg);
-    if (session !== s) return;
+    if (call !== s) return;
     s.me = joined.participant;
     for (const p of joined.participants || []) s.participants.set(p.id, p);
     for (const t of joined.tracks || []) s.trackInfo.set(t.track, t);
@@ -48,7 +48,7 @@ export async function join(room, name) {
       try {
         await startPublishing(s);
       } catch (e) {  // stay in the room, receiving only
-        if (session === s) {
+        if (call === s) {
           showError(`publishing failed: ${e.message || e}`);
           logEvent(`publishing failed: ${e.message || e}`, 'error');
         }

@@ -1,5 +1,5 @@
 import { applyDynacast } from './dynacast.js';
-import { B, session, setSig } from './state.js';
+import { B, call, setSig } from './state.js';
 import { highlightSpeaker, onSubscriberOffer, refreshFlags } from './subscribe.js';
 import { teardown } from './teardown.js';
 import { badge, tileForTrack } from './tiles.js';
@@ -13,7 +13,7 @@ const MAX_EVENTS = 2000;
 export function onMessage(msg) {
   B.events.push(msg);
   if (B.events.length > MAX_EVENTS) B.events.splice(0, B.events.length - MAX_EVENTS);
-  const s = session;
+  const s = call;
   if (!s) return;
   const who = (id) => (s.participants.get(id) || {}).name || (s.me && s.me.id === id ? 'you' : id);
   switch (msg.type) {

@@ -1,7 +1,7 @@
 import { applyDynacast } from './dynacast.js';
 import { flushCandidates, trickle } from './ice.js';
 import { OPTIONS } from './options.js';
-import { B, session, sig } from './state.js';
+import { B, call, sig } from './state.js';
 import { addLocalTile } from './tiles.js';
 import { $, logEvent, showError, updateStatusDot } from './ui.js';
 
@@ -29,7 +29,7 @@ export async function startPublishing(s) {
     logEvent(`getUserMedia failed: ${e.name}`, 'error');
     return;
   }
-  if (session !== s) { for (const t of s.stream.getTracks()) t.stop(); return; }
+  if (call !== s) { for (const t of s.stream.getTracks()) t.stop(); return; }
   addLocalTile(s);
 
   const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
@@ -48,7 +48,7 @@ export async function startPublishing(s) {
   // the server handles messages in order: candidates sent after the offer find its transport
   flushCandidates(s, 'publisher');
   const answer = await reply;
-  if (session !== s) return;
+  if (call !== s) return;
   await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
   for (const t of pc.getTransceivers()) {
     if (t.sender.track) s.published[t.sender.track.kind] = `TR_${s.me.id}_${t.mid}`;
@@ -97,11 +97,11 @@ function sendMute(s, kind, muted) {
   if (id && sig) sig.send({ type: 'mute', track: id, muted });
 }
 
-export function toggleMic() { return setMuted('audio', !(session && session.micMuted)); }
-export function toggleCamera() { return setMuted('video', !(session && session.camMuted)); }
+export function toggleMic() { return setMuted('audio', !(call && call.micMuted)); }
+export function toggleCamera() { return setMuted('video', !(call && call.camMuted)); }
 
 function setMuted(kind, muted) {
-  const s = session;
+  const s = call;
   if (!s) return;
   if (kind === 'audio') s.micMuted = muted; else s.camMuted = muted;
   if (s.stream) for (const t of (kind === 'audio' ? s.stream.getAudioTracks() : s.stream.getVideoTracks())) t.enabled = !muted;

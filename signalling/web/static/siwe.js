@@ -32,10 +32,10 @@ async function signIn(kind, message, signature) {
     if (e instanceof HttpError) throw gateError(`Sign-in refused: ${e.message}`, e);
     throw e;
   }
-  return { kind, address: r.address, sessionToken: r.sessionToken, expiresAt: Date.parse(r.expiresAt) || Date.now() + 3_600_000 };
+  return { kind, address: r.address, signInToken: r.signInToken, expiresAt: Date.parse(r.expiresAt) || Date.now() + 3_600_000 };
 }
 
-// Sign-in flows: both resolve to {kind, address, sessionToken, expiresAt (ms)}; `status(text)`
+// Sign-in flows: both resolve to {kind, address, signInToken, expiresAt (ms)}; `status(text)`
 // reports progress (the wallet panel shows it).
 
 // The embedded chain's built-in demo wallet: the server signs with its (public) demo key.

@@ -1,16 +1,16 @@
-// Shared state: the signalling connection, the current join, and window.basement's data.
+// Shared state: the signalling connection, the current call, and window.basement's data.
 
 // ---------------------------------------------------------------------------------------------
-// Session state (one join at a time)
+// Call state (one join at a time)
 // ---------------------------------------------------------------------------------------------
 export let sig = null;         // Signal
-export let session = null;     // per-join state, reset by teardown()
+export let call = null;        // this page's part in the call it joined: per-join state, one per join()
 
-// Modules read `sig` and `session` as live bindings and change them only through these.
+// Modules read `sig` and `call` as live bindings and change them only through these.
 export function setSig(value) { sig = value; }
-export function setSession(value) { session = value; }
+export function setCall(value) { call = value; }
 
-export function newSession(room) {
+export function newCall(room) {
   return {
     room,
     me: null,                    // {id, name, identity}

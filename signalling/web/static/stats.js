@@ -1,10 +1,10 @@
-import { session } from './state.js';
+import { call } from './state.js';
 
 // ---------------------------------------------------------------------------------------------
 // Stats for the debugging/test surface
 // ---------------------------------------------------------------------------------------------
 export async function stats() {
-  const s = session;
+  const s = call;
   const inbound = [];
   const outbound = [];
   if (!s) return { inbound, outbound };
@@ -34,7 +34,7 @@ export async function stats() {
 }
 
 export function transceivers() {
-  const s = session;
+  const s = call;
   if (!s || !s.sub) return [];
   return s.sub.getTransceivers().map((t) => ({
     mid: t.mid, kind: t.receiver.track && t.receiver.track.kind, direction: t.direction,
@@ -43,7 +43,7 @@ export function transceivers() {
 }
 
 export function senderEncodings() {
-  const s = session;
+  const s = call;
   if (!s || !s.videoTx) return [];
   return (s.videoTx.sender.getParameters().encodings || []).map((e) => ({
     rid: e.rid, active: e.active, scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate,

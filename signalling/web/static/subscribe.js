@@ -1,5 +1,5 @@
 import { flushCandidates, trickle } from './ice.js';
-import { B, session, sig } from './state.js';
+import { B, call, sig } from './state.js';
 import { RemoteTile } from './tiles.js';
 import { $, logEvent, showError, updateStatusDot } from './ui.js';
 
@@ -7,7 +7,7 @@ import { $, logEvent, showError, updateStatusDot } from './ui.js';
 // Subscribing
 // ---------------------------------------------------------------------------------------------
 export function onSubscriberOffer(msg) {
-  const s = session;
+  const s = call;
   s.offers = s.offers.then(() => applySubscriberOffer(s, msg)).catch((e) => {
     showError(`subscriber offer failed: ${e.message}`);
     logEvent(`subscriber offer failed: ${e.message}`, 'error');
@@ -15,7 +15,7 @@ export function onSubscriberOffer(msg) {
 }
 
 async function applySubscriberOffer(s, msg) {
-  if (session !== s || !sig) return;
+  if (call !== s || !sig) return;
   if (!s.sub) {
     const pc = (s.sub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
     pc.onicecandidate = (e) => trickle(s, 'subscriber', e.candidate);

@@ -1,9 +1,9 @@
 // The end of a join, however it ends: leave, error, server close or removal.
-import { B, session, setSig, sig } from './state.js';
+import { B, call, setSig, sig } from './state.js';
 import { $, logEvent, setState } from './ui.js';
 
 export function teardown(state) {
-  const s = session;
+  const s = call;
   if (sig) { sig.close(); setSig(null); }
   if (s) {
     clearInterval(s.pingTimer);

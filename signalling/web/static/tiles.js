@@ -1,4 +1,4 @@
-import { session, sig } from './state.js';
+import { call, sig } from './state.js';
 import { $ } from './ui.js';
 
 const RESIZE_DEBOUNCE_MS = 300;
@@ -90,7 +90,7 @@ export class RemoteTile {
   }
 
   sendSubscription() {
-    if (!this.track || !sig || this.s !== session) return;
+    if (!this.track || !sig || this.s !== call) return;
     let msg;
     if (this.quality !== 'auto') {
       msg = { type: 'subscription', track: this.track, layer: this.quality };
@@ -128,6 +128,6 @@ export function tileForTrack(s, trackId) {
 
 // A hidden page receives nothing: every remote tile re-evaluates its subscription.
 export function onVisibilityChange() {
-  if (!session) return;
-  for (const t of session.tiles.values()) if (t.scheduleSubscription) t.scheduleSubscription();
+  if (!call) return;
+  for (const t of call.tiles.values()) if (t.scheduleSubscription) t.scheduleSubscription();
 }

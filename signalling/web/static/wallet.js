@@ -10,12 +10,12 @@ import { $, hideError, logEvent } from './ui.js';
 // ---------------------------------------------------------------------------------------------
 // A join without a grant that a gated room refuses (`unauthorized`) shows the wallet choices in
 // #grant-slot. Either wallet signs a SIWE message built from a fresh server nonce, POST /auth/siwe
-// turns the signature into a session token, POST /auth/grant turns the session token into a grant
+// turns the signature into a sign-in token, POST /auth/grant turns the sign-in token into a grant
 // for one room (after the server checked the room's gate: a 403 names the unmet condition), and
-// the join is retried with it. The session token is kept (in memory) so the next gated join needs
+// the join is retried with it. The sign-in token is kept (in memory) so the next gated join needs
 // no new signature. A grant in the URL (&grant=...) is used as before.
 
-let wallet = null;        // {kind: 'dev'|'browser', address, sessionToken, expiresAt (ms)}
+let wallet = null;        // {kind: 'dev'|'browser', address, signInToken, expiresAt (ms)}
 let walletGrant = null;   // {room, grant}: what the wallet flow just obtained, used by the next join
 
 export async function getGrant(room) {
@@ -33,14 +33,14 @@ function walletSignedIn() {
   return !!(wallet && wallet.expiresAt > Date.now() + 5000);
 }
 
-// POST /auth/grant with the session token. Errors name the reason (403: the unmet condition).
+// POST /auth/grant with the sign-in token. Errors name the reason (403: the unmet condition).
 async function requestGrant(room) {
   try {
-    return await api('/auth/grant', { room, sessionToken: wallet.sessionToken });
+    return await api('/auth/grant', { room, signInToken: wallet.signInToken });
   } catch (e) {
     if (!(e instanceof HttpError)) throw e;
     if (e.status === 403) throw gateError(`Access to “${room}” denied for ${wallet.address}: ${e.message}`, e);
-    if (e.status === 401) { // the session expired or the server's key changed: sign in again
+    if (e.status === 401) { // the sign-in token expired or the server's key changed: sign in again
       wallet = null;
       renderWallet();
       throw gateError(`Sign-in needed for “${room}”: ${e.message}`, e);
@@ -127,7 +127,7 @@ export function signOut() {
 }
 
 // After a join: forget the gate prompt; the panel stays (showing who is signed in) only when
-// a wallet session exists, for the next join.
+// a wallet is signed in, for the next join.
 export function walletJoined() {
   B.gate = null;
   setWalletError(null);

@@ -294,7 +294,7 @@ async def test_wallet_without_the_pass_is_refused_with_the_unmet_condition(serve
     assert in_room(server, stranger.address) == []
     assert server.rooms.in_room(ROOM) == []
 
-    # trying again asks the server again (no new signature: the session is reused) and is refused again
+    # trying again asks the server again (no new signature: the sign-in token is reused) and is refused again
     await page.evaluate("document.querySelector('#wallet-error').hidden = true")
     await page.click("#wallet-browser")
     again = await page.wait_for("!document.querySelector('#wallet-error').hidden && "

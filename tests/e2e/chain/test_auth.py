@@ -63,16 +63,16 @@ async def test_http_sign_in_and_gated_grant(http: Http) -> None:
     holder, outsider = Account.create(), Account.create()
     await chain.mint_pass(holder.address)
 
-    session = await _http_sign_in(client, service, holder)
-    assert session["address"] == holder.address
-    r = await client.post("/auth/grant", json={"room": "vip", "sessionToken": session["sessionToken"]})
+    signin = await _http_sign_in(client, service, holder)
+    assert signin["address"] == holder.address
+    r = await client.post("/auth/grant", json={"room": "vip", "signInToken": signin["signInToken"]})
     assert r.status == 200, await r.text()
     grant = service.grants.verify((await r.json())["grant"], "vip")
     assert grant.identity == holder.address
 
     other = await _http_sign_in(client, service, outsider)
     r = await client.post("/auth/grant", json={"room": "vip"},
-                          headers={"Authorization": f"Bearer {other['sessionToken']}"})
+                          headers={"Authorization": f"Bearer {other['signInToken']}"})
     assert r.status == 403
     assert "unmet condition: hold a Basement Pass" in (await r.json())["error"]
 
@@ -80,6 +80,18 @@ async def test_http_sign_in_and_gated_grant(http: Http) -> None:
     assert r.status == 200 and (await r.json())["identity"].startswith("guest-")
     r = await client.post("/auth/grant", json={"room": "vip"})
     assert r.status == 401 and (await r.json())["error"] == "sign in with Ethereum first"
+
+
+async def test_http_old_session_token_field_still_works_for_one_release(http: Http) -> None:
+    """Deprecated: /auth/siwe also answers `sessionToken`, /auth/grant still accepts it."""
+    client, service, _ = http
+    alice = Account.create()
+    signin = await _http_sign_in(client, service, alice)
+    assert signin["sessionToken"] == signin["signInToken"]
+    r = await client.post("/auth/grant", json={"room": "lobby", "sessionToken": signin["sessionToken"]})
+    assert r.status == 200 and (await r.json())["identity"] == alice.address
+    r = await client.post("/auth/grant", json={"room": "lobby", "sessionToken": "garbage"})
+    assert r.status == 401 and (await r.json())["error"] == "malformed sign-in token"
 
 
 async def test_http_errors(http: Http) -> None:
@@ -90,5 +102,7 @@ async def test_http_errors(http: Http) -> None:
     assert r.status == 401 and (await r.json()) == {"error": "signature does not match address"}
     r = await client.post("/auth/siwe", data=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status == 400 and (await r.json())["error"].startswith("malformed JSON body")
-    r = await client.post("/auth/grant", json={"room": "vip", "sessionToken": "garbage"})
-    assert r.status == 401 and (await r.json())["error"] == "malformed session"
+    r = await client.post("/auth/grant", json={"room": "vip", "signInToken": "garbage"})
+    assert r.status == 401 and (await r.json())["error"] == "malformed sign-in token"
+    r = await client.post("/auth/grant", json={"room": "vip", "signInToken": 7})
+    assert r.status == 400 and (await r.json())["error"] == "'signInToken' must be a string"

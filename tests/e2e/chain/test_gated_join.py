@@ -39,7 +39,7 @@ async def gated(request, make_server):
 
 
 async def _grant(http, url, token, room) -> tuple[int, dict]:
-    async with http.post(f"{url}/auth/grant", json={"room": room, "sessionToken": token}) as r:
+    async with http.post(f"{url}/auth/grant", json={"room": room, "signInToken": token}) as r:
         return r.status, await r.json()
 
 

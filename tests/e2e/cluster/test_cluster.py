@@ -391,7 +391,7 @@ async def test_replicas_share_sign_in_nonces_grants_and_gates(cluster):
         async with http.post(f"{r0.url}/auth/siwe", json=signed) as r:
             assert r.status == 401 and "nonce already used" in (await r.json())["error"]
         async with http.post(f"{r0.url}/auth/grant",
-                             json={"room": "demo-gated", "sessionToken": body["sessionToken"]}) as r:
+                             json={"room": "demo-gated", "signInToken": body["signInToken"]}) as r:
             grant = (await r.json())["grant"]
         # a gate created through the admin API of replica 1 is enforced by replica 0
         async with http.put(f"{r1.url}/admin/rooms/vip", headers={"Authorization": f"Bearer {c.admin_key}"},

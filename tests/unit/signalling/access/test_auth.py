@@ -54,7 +54,7 @@ async def test_sign_in_then_replay_is_rejected() -> None:
     text, sig = await signed(service, alice)
     result = await service.sign_in(text, sig)
     assert result.address == alice.address
-    assert service.verify_session(result.session_token) == alice.address
+    assert service.verify_signin_token(result.signin_token) == alice.address
     with pytest.raises(AuthError, match="^nonce already used$"):
         await service.sign_in(text, sig)
 
@@ -155,9 +155,9 @@ def test_grant_expired() -> None:
         issuer.verify(token, "lobby")
 
 
-def test_session_token_is_not_a_grant() -> None:
+def test_signin_token_is_not_a_grant() -> None:
     service = make_service()
-    token, _ = service.sessions.issue(Account.create().address)
+    token, _ = service.signins.issue(Account.create().address)
     with pytest.raises(AuthError, match="^grant signature invalid$"):
         service.grants.verify(token, "lobby")
 

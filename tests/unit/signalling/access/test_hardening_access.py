@@ -28,21 +28,21 @@ from signalling.redact import redact_logs, redact_url
 from signalling.sessions.summary import build_document, canonical_json, check_document, make_summary
 
 
-async def test_session_tokens_are_short_lived():
-    assert config.load(env={}).session_ttl_s <= 3600
+async def test_signin_tokens_are_short_lived():
+    assert config.load(env={}).signin_ttl_s <= 3600
     now = [1_700_000_000.0]
     auth = AuthService(origin="http://127.0.0.1:8080", chain_id=1, grants=GrantIssuer(b"k" * 32),
-                       registry=MemoryRoomRegistry(), clock=lambda: now[0], session_ttl_s=900)
+                       registry=MemoryRoomRegistry(), clock=lambda: now[0], signin_ttl_s=900)
     acct = Account.create()
     nonce, _ = await auth.new_nonce("client")
     msg = auth.message_for(acct.address, nonce).to_text()
     signed = await auth.sign_in(msg, "0x" + acct.sign_message(encode_defunct(text=msg)).signature.hex())
     assert signed.expires_at - now[0] == 900
     now[0] += 899
-    assert auth.verify_session(signed.session_token) == acct.address
+    assert auth.verify_signin_token(signed.signin_token) == acct.address
     now[0] += 2
-    with pytest.raises(AuthError, match="session expired"):
-        auth.verify_session(signed.session_token)
+    with pytest.raises(AuthError, match="^sign-in token expired$"):
+        auth.verify_signin_token(signed.signin_token)
 
 
 def _auth(clock=lambda: 1_700_000_000.0, **kw) -> AuthService:
