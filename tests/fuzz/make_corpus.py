@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import msgpack
 from aiortc import rtp as artp
 
 from signalling.access.auth import SIGNIN_TOKEN_PURPOSE, _Signer
+
+if __package__ in (None, ""):  # run as a script: make the repository importable for tests.support
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support import packets as P  # noqa: E402
+from tests.support.packets import one_byte_ext, two_byte_ext  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -39,23 +45,9 @@ def frame(*packets: bytes) -> bytes:
 # --- RTP ------------------------------------------------------------------------------------------
 
 
-def one_byte_ext(elements: list[tuple[int, bytes]]) -> bytes:
-    body = b"".join(bytes([(xid << 4) | (len(v) - 1)]) + v for xid, v in elements)
-    body += bytes(-len(body) % 4)
-    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
-
-
-def two_byte_ext(elements: list[tuple[int, bytes]]) -> bytes:
-    body = b"".join(bytes([xid, len(v)]) + v for xid, v in elements)
-    body += bytes(-len(body) % 4)
-    return struct.pack("!HH", 0x1000, len(body) // 4) + body
-
-
 def rtp_packet(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, ext: bytes = b"", marker: bool = False,
                padding: int = 0) -> bytes:
-    b0 = 0x80 | (0x10 if ext else 0) | (0x20 if padding else 0)
-    pad = bytes(padding - 1) + bytes([padding]) if padding else b""
-    return struct.pack("!BBHII", b0, pt | (0x80 if marker else 0), seq, ts, ssrc) + ext + payload + pad
+    return P.rtp(pt, seq, ts, ssrc, payload, ext=ext, marker=marker, padding=padding)
 
 
 def vp8_payload(picture_id: int, keyframe: bool, start: bool = True, tid: int = 0, tl0: int = 0) -> bytes:

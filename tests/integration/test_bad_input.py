@@ -10,6 +10,7 @@ import time
 import aiohttp
 
 from sfu.metrics import STATS
+from tests.support import packets as P
 from tests.support.media import CounterVideo, Sink, Tone
 
 SDP_NO_MEDIA = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -86,8 +87,7 @@ async def test_signalling_rejects_bad_messages_precisely_and_keeps_the_connectio
 
 
 def _rtp(ssrc: int, seq: int, ext: bytes = b"", payload: bytes = b"\x10\x00\x00") -> bytes:
-    b0 = 0x80 | (0x10 if ext else 0)
-    return struct.pack("!BBHII", b0, 96, seq, 1234, ssrc) + ext + payload
+    return P.rtp(96, seq, 1234, ssrc, payload, ext=ext)
 
 
 async def test_garbage_rtp_and_rtcp_are_counted_drops_and_others_keep_receiving(server, connect):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiortc import rtp as artp
 
 from sfu import rtp
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_RTX_SSRC, OUT_SSRC, RTCP_SSRC
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu import rtp
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 
 
 def test_builder_bytes_follow_rfc6184():

@@ -26,6 +26,7 @@ from sfu.reception import NACK_WINDOW, Reception
 from sfu.sdp import SdpError, check_offer
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import RecvSlot
+from tests.support import packets as P
 
 # Chromium's numbering of a publisher's extension ids
 AUDIO_EXT = {1: rtp.URI_AUDIO_LEVEL, 2: rtp.URI_ABS_SEND_TIME, 4: rtp.URI_MID}
@@ -78,14 +79,11 @@ async def make_ingress(simulcast: bool = False, hints: bool = True, audio: bool 
 
 def ext_block(elements: list[tuple[int, bytes]]) -> bytes:
     """An RFC 8285 one-byte header extension block."""
-    body = b"".join(bytes([(xid << 4) | (len(v) - 1)]) + v for xid, v in elements)
-    body += bytes(-len(body) % 4)
-    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+    return P.one_byte_ext(elements)
 
 
 def packet(ssrc: int, seq: int, ts: int = 0, pt: int = 96, ext: bytes = b"", payload: bytes = VP8_DELTA) -> bytes:
-    b0 = 0x80 | (0x10 if ext else 0)
-    return struct.pack("!BBHII", b0, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + ext + payload
+    return P.rtp(pt, seq, ts, ssrc, payload, ext=ext)
 
 
 def dropped_since(before: dict[str, int]) -> dict[str, int]:

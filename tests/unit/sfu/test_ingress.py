@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_SSRC
 

@@ -10,7 +10,7 @@ from aiortc import rtp as artp
 
 from sfu import rtp
 from sfu.peer import Peer
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_SSRC, RTCP_SSRC
 

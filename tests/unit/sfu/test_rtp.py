@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu import rtp
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 
 # RFC 3550 5.1 laid out by hand: V=2 P=0 X=0 CC=0 | M=1 PT=96 | seq 0x1234 | ts 0xDEADBEEF | SSRC 0x11223344
 MINIMAL = bytes.fromhex("80e0 1234 deadbeef 11223344".replace(" ", "")) + b"payload"

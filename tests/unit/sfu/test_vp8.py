@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu import rtp
-from tests.unit.sfu import packets as P
+from tests.support import packets as P
 
 DELTA = P.vp8_interframe_header()  # P bit = 1
 KEY = P.vp8_keyframe_header(640, 360)  # P bit = 0
