@@ -254,6 +254,13 @@ class Browser:
                 last = await self.evaluate(expr, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
             except JSError as e:
                 last = e
+            except BrowserError as e:
+                # while the page is still loading (or navigating) it has no execution context yet:
+                # CDP answers "Cannot find default execution context" / "Execution context was
+                # destroyed". The expression is simply not evaluable yet; anything else is a failure.
+                if "execution context" not in str(e).lower():
+                    raise
+                last = e
             else:
                 if last:
                     return last
