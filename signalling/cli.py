@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace, settings: config.Settings) -> int:
 
 # Modules that contribute subcommands; each exposes add_subparser(subparsers), and each subcommand
 # parser calls config.add_arguments(parser, "<its name>") and sets `func(args, settings)`.
-SUBCOMMAND_MODULES = ["signalling.sessions.cli", "signalling.cluster.cli", "bench.cli"]
+SUBCOMMAND_MODULES = ["signalling.sessions.cli", "signalling.run.cluster_cli", "bench.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ from redis.exceptions import AuthenticationError, RedisError
 from sfu import downtrack, receiver, transport
 from sfu.metrics import media_registry
 from signalling.cluster.bus import RedisBus
-from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer
 from signalling.cluster.redisconn import target_from_settings
 from signalling.cluster.registry import Registry
@@ -32,6 +31,7 @@ from signalling.config import ConfigError, Settings
 from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount
 from signalling.run.http import start_app
+from signalling.run.nodeagent import NodeAgent
 
 log = logging.getLogger("basement.cluster")
 

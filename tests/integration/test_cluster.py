@@ -37,9 +37,9 @@ async def test_signal_replica_refuses_to_start_without_a_shared_grant_secret(tmp
 
 async def test_embedded_cluster_over_the_memory_bus():
     """The same replica and node agent, wired through MemoryBus/MemoryStore in one process."""
-    from signalling.cluster.nodeagent import NodeAgent
     from signalling.cluster.replica import Replica
     from signalling.run.http import start_app
+    from signalling.run.nodeagent import NodeAgent
 
     transport.configure_ice(["127.0.0.1"])
     hub, store = MemoryHub(), MemoryStore()

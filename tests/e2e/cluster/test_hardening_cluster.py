@@ -21,12 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from signalling import config
 from signalling.cluster.bus import MAX_MESSAGE_BYTES, RedisBus, RemoteError
-from signalling.cluster.nodeagent import NodeAgent
 from signalling.cluster.placement import Placer, room_key
 from signalling.cluster.redisconn import RedisTarget, target_from_settings
 from signalling.cluster.registry import Registry
 from signalling.cluster.replica import BusCollector
 from signalling.cluster.store import RedisStore
+from signalling.run.nodeagent import NodeAgent
 from tests.support.clusterfix import Cluster, Proc, RedisProc
 
 
