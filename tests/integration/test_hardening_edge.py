@@ -213,16 +213,21 @@ async def test_mute_flood_is_throttled_at_the_sender_and_others_stay(make_server
         for c in clients:
             await c.close()
 
-
-async def test_mute_flood_without_rate_limit_is_coalesced_for_the_others(make_server, monkeypatch):
-    queues: list[SendQueue] = []
+@pytest.fixture
+def queues(monkeypatch) -> list[SendQueue]:
+    """Every SendQueue the server creates from now on, in creation order (one per WebSocket)."""
+    made: list[SendQueue] = []
 
     class Recorded(SendQueue):
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
-            queues.append(self)
+            made.append(self)
 
     monkeypatch.setattr(signalling_app, "SendQueue", Recorded)
+    return made
+
+
+async def test_mute_flood_without_rate_limit_is_coalesced_for_the_others(make_server, queues):
     server = await make_server(ws_rate_per_s=0)
     coalesced = EDGE_STATS.coalesced
     pub, *others = clients = await _room(server, "coalesce", ["pub", "a", "b"])
@@ -259,15 +264,7 @@ def _raw_frame(text: str) -> bytes:
     return b"\x81" + length + b"\0\0\0\0" + payload
 
 
-async def test_a_client_that_never_reads_is_cut_off_with_a_bounded_queue(make_server, monkeypatch):
-    queues: list[SendQueue] = []
-
-    class Recorded(SendQueue):
-        def __init__(self, *a, **kw) -> None:
-            super().__init__(*a, **kw)
-            queues.append(self)
-
-    monkeypatch.setattr(signalling_app, "SendQueue", Recorded)
+async def test_a_client_that_never_reads_is_cut_off_with_a_bounded_queue(make_server, queues):
     server = await make_server(ws_rate_per_s=0, ws_send_queue=64)
     cut = EDGE_STATS.closed["not_reading"]
     sock = socket.socket()
