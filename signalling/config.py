@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
-
-from sfu.candidates import parse_ranges
 
 ENV_PREFIX = "BASEMENT_"
 
@@ -254,10 +253,7 @@ class Settings:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of debug/info/warning/error")
         if (self.rtp_port_min == 0) != (self.rtp_port_max == 0) or self.rtp_port_min > self.rtp_port_max:
             raise ConfigError("rtp_port_min/rtp_port_max: give both, with min <= max")
-        try:
-            parse_ranges(self.ice_allowed_ranges)
-        except ValueError as e:
-            raise ConfigError(f"ice_allowed_ranges: {e}") from None
+        _check_ranges(self.ice_allowed_ranges)
         if self.ice_max_remote_candidates < 1:
             raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")
         if self.retransmit_budget < 0:
@@ -294,6 +290,22 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _check_ranges(ranges: list[str]) -> None:
+    """`ice_allowed_ranges`: each entry is 'auto' or an address range (CIDR); blank ones are skipped.
+
+    The media plane reads the same list (`sfu.candidates.parse_ranges`), but Settings must not import
+    it; the syntax is checked here so a bad value stops every subcommand at start-up, in the same words.
+    tests/unit/signalling/test_config.py keeps the two in step.
+    """
+    for r in ranges:
+        r = r.strip()
+        if r and r != "auto":
+            try:
+                ipaddress.ip_network(r, strict=False)
+            except ValueError:
+                raise ConfigError(f"ice_allowed_ranges: {r!r} is neither 'auto' nor an address range (CIDR)") from None
 
 
 def _field_type(f: dataclasses.Field) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from signalling.access.auth import NonceState
 from signalling.access.gating import RoomConfig
+from signalling.access.siwe import NonceState
 from signalling.cluster.store import Store
 
 ROOM_CONFIGS = "room_configs"

@@ -16,8 +16,11 @@ from aiohttp import web
 from web3 import AsyncWeb3
 
 from signalling.access.admin import admin_app
-from signalling.access.auth import AuthError, AuthService, GrantIssuer, MemoryNonceStore, StoreFull, auth_routes
+from signalling.access.auth import AuthService, auth_routes
+from signalling.access.errors import AuthError
 from signalling.access.gating import Gate, GateEvaluator, MemoryRoomRegistry, Rechecker, RoomConfig
+from signalling.access.grants import GrantIssuer
+from signalling.access.siwe import MemoryNonceStore, StoreFull
 from signalling.access.throttle import RateLimiter
 from signalling.config import Settings
 from signalling.protocol.messages import ProtocolError

@@ -1,4 +1,4 @@
-"""Fuzz sign-in and admission tokens: signalling/access/auth.py.
+"""Fuzz sign-in and admission tokens: signalling/access/siwe.py, grants.py and auth.py.
 
 Input: first byte picks the target, the rest is the value as the HTTP/WebSocket layer passes it (str):
   0  a SIWE (EIP-4361) message: `SiweMessage.parse`, then `AuthService.verify_siwe` with its nonce
@@ -21,8 +21,11 @@ import hmac
 from _harness import Finding, instrumented, main
 
 with instrumented():
-    from signalling.access.auth import AuthError, AuthService, GrantIssuer, SignInIssuer, SiweMessage
+    from signalling.access.auth import AuthService
+    from signalling.access.errors import AuthError
     from signalling.access.gating import MemoryRoomRegistry
+    from signalling.access.grants import GrantIssuer, SignInIssuer
+    from signalling.access.siwe import SiweMessage
 
 LOOP = asyncio.new_event_loop()
 NOW = 1_760_000_000.0  # 2025-10-09T08:53:20Z; the seed messages are issued shortly before

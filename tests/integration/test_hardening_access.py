@@ -25,10 +25,8 @@ from eth_account.messages import encode_defunct
 
 from signalling import config
 from signalling.access.admin import admin_app
-from signalling.access.auth import (
-    SiweMessage,
-)
 from signalling.access.gating import MemoryRoomRegistry
+from signalling.access.siwe import SiweMessage
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError

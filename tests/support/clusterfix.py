@@ -1,11 +1,10 @@
-"""Helpers for the cluster tests: a throwaway redis-server and real `basement sfu|signal` processes."""
+"""Helpers for the cluster tests: a throwaway redis-server (`redis_proc`) and real `basement sfu|signal` processes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,67 +16,9 @@ import aiohttp
 import pytest
 
 from signalling.ports import free_port
+from tests.support.redisproc import RedisProc
 
 BASEMENT = str(Path(sys.executable).with_name("basement"))
-
-
-class RedisProc:
-    """redis-server on 127.0.0.1, in memory only (cluster state is rebuilt by heartbeats).
-
-    `password`: required with AUTH, set from a config file (mode 0600) so it is not in redis-server's
-    argv. `tls`: (cert, key, ca) PEM paths; Redis then listens with TLS only and `url` is rediss://.
-    """
-
-    def __init__(self, password: str = "", tls: tuple[str, str, str] | None = None) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="basement-cluster-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.password = password
-        self.tls = tls
-
-    @property
-    def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisProc:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        conf = os.path.join(self.dir, "redis.conf")
-        with open(os.open(conf, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            if self.password:
-                f.write(f"requirepass {self.password}\n")
-        listen = ["--port", str(self.port)]
-        if self.tls:
-            cert, key, ca = self.tls
-            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
-                      "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
-        self.proc = subprocess.Popen(
-            [binary, conf, *listen, "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             "--appendonly", "no", "--logfile", os.path.join(self.dir, "log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        extra = {"password": self.password or None}
-        if self.tls:
-            extra.update(ssl=True, ssl_ca_certs=self.tls[2])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.2, **extra).ping():
-                    return self
-            except redis.exceptions.ConnectionError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start: " + Path(self.dir, "log").read_text(errors="replace")[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Proc:

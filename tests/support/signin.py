@@ -10,8 +10,9 @@ import aiohttp
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from signalling.access.auth import AuthService, GrantIssuer
+from signalling.access.auth import AuthService
 from signalling.access.gating import MemoryRoomRegistry
+from signalling.access.grants import GrantIssuer
 
 ORIGIN = "https://basement.example:8443"
 CHAIN_ID = 31337
@@ -40,7 +41,7 @@ async def signed(service: AuthService, account: LocalAccount, **changes: object)
 async def sign_in(http: aiohttp.ClientSession, url: str, acct) -> str:
     async with http.get(f"{url}/auth/nonce") as r:
         n = await r.json()
-    from signalling.access.auth import SiweMessage  # the message format clients build (EIP-4361)
+    from signalling.access.siwe import SiweMessage  # the message format clients build (EIP-4361)
 
     msg = SiweMessage(domain=n["domain"], address=acct.address, uri=n["uri"], version="1",
                       chain_id=n["chainId"], nonce=n["nonce"], issued_at=now(),

@@ -3,7 +3,7 @@ import { api, serverInfo } from './http.js';
 import { toChecksumAddress } from './keccak.js';
 
 // --- EIP-4361 ---------------------------------------------------------------------------------
-// Built exactly like signalling/auth.py SiweMessage.to_text(): the server parses it strictly.
+// Built exactly like signalling/access/siwe.py SiweMessage.to_text(): the server parses it strictly.
 export function siweMessage({ domain, address, uri, chainId, nonce, issuedAt, expirationTime,
   statement = 'Sign in to Basement' }) {
   const lines = [`${domain} wants you to sign in with your Ethereum account:`, address, ''];

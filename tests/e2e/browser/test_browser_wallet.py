@@ -22,7 +22,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
-from signalling.access.auth import SiweMessage
+from signalling.access.siwe import SiweMessage
 from signalling.chain import contracts
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.protocol.client import Client

@@ -10,7 +10,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from signalling.access.auth import AuthError, AuthService, auth_routes
+from signalling.access.auth import AuthService, auth_routes
+from signalling.access.errors import AuthError
 from signalling.access.gating import Gate, GateEvaluator, MemoryRoomRegistry, RoomConfig
 from signalling.chain import contracts
 from tests.support.chainfix import ChainHandle

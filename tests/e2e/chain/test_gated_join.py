@@ -136,7 +136,7 @@ async def test_open_rooms_admit_guests_and_demo_room_is_gated(server):
             n = await r.json()
         # asked for port 0: the SIWE domain is the port really bound, as the page's host shows it
         assert n["domain"] == f"127.0.0.1:{server.port}" and n["uri"] == server.url, n
-        from signalling.access.auth import SiweMessage
+        from signalling.access.siwe import SiweMessage
 
         msg = SiweMessage(domain=n["domain"], address=info["demoWallet"], uri=n["uri"], version="1",
                           chain_id=n["chainId"], nonce=n["nonce"], issued_at=_now()).to_text()

@@ -15,8 +15,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from sfu import transport
-from signalling.access.auth import NonceState, SiweMessage
 from signalling.access.gating import RoomConfig
+from signalling.access.siwe import NonceState, SiweMessage
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.cluster.bus import MemoryBus, MemoryHub, RedisBus, RemoteError
 from signalling.cluster.placement import NoNodeError, Placer
@@ -24,8 +24,9 @@ from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
 from signalling.protocol.client import Client, ServerError
-from tests.support.clusterfix import Cluster, RedisProc
+from tests.support.clusterfix import Cluster
 from tests.support.media import CounterVideo, Sink
+from tests.support.redisproc import RedisProc
 
 
 class Backend:

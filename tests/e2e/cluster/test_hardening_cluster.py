@@ -27,7 +27,8 @@ from signalling.cluster.registry import Registry
 from signalling.cluster.replica import BusCollector
 from signalling.cluster.store import RedisStore
 from signalling.run.nodeagent import NodeAgent
-from tests.support.clusterfix import Cluster, Proc, RedisProc
+from tests.support.clusterfix import Cluster, Proc
+from tests.support.redisproc import RedisProc
 
 
 async def until(predicate, timeout: float = 10.0) -> None:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,60 +14,14 @@ from eth_account import Account
 from web3 import AsyncWeb3
 
 from signalling.chain import contracts
-from signalling.ports import free_port
 from signalling.sessions.summary import Summary, build_document, make_summary, new_session_id
-
-
-class RedisServer:
-    """redis-server on 127.0.0.1, AOF with fsync always (the durability the outbox relies on)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="basement-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (make system-deps)")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--logfile", os.path.join(self.dir, "log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_timeout=0.2).ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown save; only what the AOF fsynced survives."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+from tests.support.redisproc import RedisProc
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer()
-    r.start()
+def redis_server() -> Iterator[RedisProc]:
+    """redis-server with AOF fsync always (the durability the outbox relies on), one per test."""
+    r = RedisProc(durable=True).start()
     try:
         yield r
     finally:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,27 @@ def test_bad_values_name_the_setting(env, words):
     with pytest.raises(config.ConfigError) as e:
         config.load(env=env)
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize("ranges", [
+    ["auto"], ["auto", "10.0.0.0/8"], [" 10.1.2.3 ", "", "fd00::/8"], ["192.168.1.7/24"], ["::ffff:10.0.0.1"], [],
+    ["10.0.0.0/33"], ["auto", "nope"], ["AUTO"], ["10.0.0.0/8/8"], ["fe80::1%eth0"], ["any"], ["1.2.3.4/-1"],
+])
+def test_ice_ranges_are_checked_as_the_media_plane_parses_them(ranges):
+    """Settings check `ice_allowed_ranges` without importing sfu: both accept and refuse alike, in the same words."""
+    from sfu.candidates import parse_ranges
+
+    try:
+        parse_ranges(ranges)
+        media_says = None
+    except ValueError as e:
+        media_says = f"ice_allowed_ranges: {e}"
+    try:
+        dataclasses.replace(config.Settings(), ice_allowed_ranges=ranges).validate()
+        config_says = None
+    except config.ConfigError as e:
+        config_says = str(e)
+    assert config_says == media_says
 
 
 def test_basement_serve_reports_config_errors_without_a_traceback(capsys):

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 from eth_account import Account
 
-from signalling.access.auth import AuthError, GrantIssuer, SiweMessage, format_time
+from signalling.access.errors import AuthError
+from signalling.access.grants import GrantIssuer
+from signalling.access.siwe import SiweMessage, format_time
 from tests.support.signin import ORIGIN, make_service, sign, signed
 
 

@@ -14,15 +14,11 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from signalling import config
-from signalling.access.auth import (
-    AuthError,
-    AuthService,
-    GrantIssuer,
-    MemoryNonceStore,
-    SiweMessage,
-    StoreFull,
-)
+from signalling.access.auth import AuthService
+from signalling.access.errors import AuthError
 from signalling.access.gating import MemoryRoomRegistry
+from signalling.access.grants import GrantIssuer
+from signalling.access.siwe import MemoryNonceStore, SiweMessage, StoreFull
 from signalling.access.throttle import RateLimiter, client_key
 from signalling.redact import redact_logs, redact_url
 from signalling.sessions.summary import build_document, canonical_json, check_document, make_summary
