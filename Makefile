@@ -11,7 +11,7 @@ APT_PACKAGES := chromium redis-server janus iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint bench system-deps node-deps web-deps install clean contracts
+.PHONY: run test test-fast lint bench system-deps node-deps web-deps install clean contracts native native-asan
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The native data path (sfu/native/*.c -> sfu/_native*.so): `pip install -e` builds it too; this
+# rebuilds it in place whenever a C source changes (gcc, Python headers and libssl-dev suffice).
+NATIVE_SRC := setup.py $(wildcard sfu/native/*.c sfu/native/*.h)
+NATIVE := $(VENV)/.native
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+native: $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
+
+# The native data path under ASan + UBSan: a copy of the tree whose extension is built with
+# BASEMENT_SANITIZE=1, running the media-plane unit tests (both data paths, the C/Python parity
+# scenarios, the SRTP vectors) and the native fuzz harness's seeds. Any memory error aborts.
+ASAN_TREE := build/asan-tree
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PYCRYPTODOME_DISABLE_DEEPBIND=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)"
+native-asan: $(STAMP)
+	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
+	cp -r setup.py pyproject.toml sfu signalling bench tests $(ASAN_TREE)/
+	rm -f $(ASAN_TREE)/sfu/_native*.so
+	cd $(ASAN_TREE) && BASEMENT_SANITIZE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(ASAN_TREE) && $(ASAN_ENV) PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(BIN)/pytest -q -p no:cacheprovider \
+	  tests/unit/sfu
+	cd $(ASAN_TREE) && $(ASAN_ENV) PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(BIN)/python tests/fuzz/fuzz_native.py \
+	  tests/fuzz/corpus/native/*
 
 # Debian packages the tests drive for real (browser, Redis, Janus, network namespaces).
 system-deps:
@@ -50,12 +76,12 @@ web-deps: $(WEB_STAMP)
 contracts: $(NODE_STAMP)
 	cd contracts && node compile.js
 
-run: $(STAMP)
+run: $(STAMP) $(NATIVE)
 	$(BIN)/basement serve
 
 # ruff, the dependency contracts (pyproject.toml [tool.importlinter]; docs/architecture.md), mypy on sfu/
 # ([tool.mypy]), eslint for the web client.
-lint: $(STAMP) $(WEB_STAMP)
+lint: $(STAMP) $(NATIVE) $(WEB_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -67,11 +93,11 @@ test-fast: lint
 
 # Tests run in a private network namespace that only has loopback, so WebRTC (which gathers
 # candidates on every interface) can never send media anywhere but 127.0.0.1.
-test: $(STAMP) system-deps node-deps lint
+test: $(STAMP) $(NATIVE) system-deps node-deps lint native-asan
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only
 
@@ -79,7 +105,7 @@ bench: $(STAMP)
 # harness, one harness at a time at the lowest priority; fails if any harness found anything.
 FUZZ_RUNS ?= 1000000
 .PHONY: fuzz
-fuzz: $(STAMP)
+fuzz: $(STAMP) $(NATIVE)
 	nice -n 19 $(BIN)/python tests/fuzz/run.py --runs $(FUZZ_RUNS) --keep-going
 
 clean:

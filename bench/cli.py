@@ -30,8 +30,10 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--publishers", type=int, default=None, help="override the scenario's publisher count")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds between media flowing and measuring")
-    p.add_argument("--target", choices=["basement", "janus"], default="basement")
-    p.add_argument("--compare", action="store_true", help="run Basement and Janus, print ratios ours / Janus")
+    p.add_argument("--target", choices=["basement", "basement-python", "janus"], default="basement",
+                   help="basement runs the native data path, basement-python the pure-Python one")
+    p.add_argument("--compare", action="store_true",
+                   help="run Basement (native, then python data path) and Janus in one run; print ratios")
     p.add_argument("--ramp", action="store_true", help="raise N until loss > 1 %% or SFU CPU >= 95 %%")
     p.add_argument("--max-subscribers", type=int, default=2000, help="upper bound for --ramp")
     sim = p.add_mutually_exclusive_group()
@@ -86,7 +88,7 @@ async def _main(args: argparse.Namespace) -> int:
     simulcast = False if args.compare else args.simulcast
     cfg = RunConfig(scenario=args.scenario, subscribers=args.subscribers, publishers=args.publishers,
                     duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every)
-    targets = ["basement", "janus"] if args.compare else [args.target]
+    targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]
     results = []
     try:
         for name in targets:
@@ -99,18 +101,21 @@ async def _main(args: argparse.Namespace) -> int:
     if args.ramp:
         for r in results:
             print(f"{r['target']} {r['scenario']}: capacity {r['capacity']} subscribers ({r['stop_reason']})")
-    if args.compare and len(results) == 2:
-        ours, janus = results
-        if args.ramp:
-            last_ours = ours["steps"][-1] if ours["steps"] else {}
-            last_janus = janus["steps"][-1] if janus["steps"] else {}
-            rat = report.ratios({**last_ours, "capacity": ours["capacity"]},
-                                {**last_janus, "capacity": janus["capacity"]})
-        else:
-            rat = report.ratios(ours, janus)
-        out["ratios_ours_over_janus"] = rat
-        for k, v in rat.items():
-            print(f"ratio Basement / Janus, {k}: {'-' if v is None else f'{v:.2f}'}")
+    if args.compare and len(results) == 3:
+        native, python, janus = results
+
+        def summary(r: dict[str, Any]) -> dict[str, Any]:
+            if not args.ramp:
+                return r
+            return {**(r["steps"][-1] if r["steps"] else {}), "capacity": r["capacity"]}
+
+        for label, key, ours, other in (("Basement native / Janus", "ratios_native_over_janus", native, janus),
+                                        ("Basement python / Janus", "ratios_python_over_janus", python, janus),
+                                        ("Basement native / python", "ratios_native_over_python", native, python)):
+            rat = report.ratios(summary(ours), summary(other))
+            out[key] = rat
+            for k, v in rat.items():
+                print(f"ratio {label}, {k}: {'-' if v is None else f'{v:.2f}'}")
     if args.json:
         _write_json(args.json, out)
     if args.plot:

@@ -58,16 +58,20 @@ def _newer16(a: int, b: int) -> bool:
 
 
 class DownTrack:
-    def __init__(self, receiver: PublishedTrack[DownTrack], subscriber_id: str, transport: PeerTransport,
+    """The pure-Python data path; `sfu.datapath.NativeDownTrack` is its C twin (same tests, same bytes)."""
+
+    cache: list[tuple[int, bytes] | None]
+
+    def __init__(self, track: PublishedTrack[DownTrack], subscriber_id: str, transport: PeerTransport,
                  slot: SendSlot, rtx_budget: float | None = None) -> None:
-        self.receiver = receiver
+        self.track = track
         self.subscriber_id = subscriber_id
         self.transport = transport
         self.slot = slot
-        self.kind = receiver.kind
-        self.is_video = receiver.kind == "video"
-        self.is_vp8 = receiver.codec_name == "VP8"
-        self.clock_rate = receiver.clock_rate
+        self.kind = track.kind
+        self.is_video = track.kind == "video"
+        self.is_vp8 = track.codec_name == "VP8"
+        self.clock_rate = track.clock_rate
 
         # layer state: `current` is being forwarded; `target` is where we want to be
         self.current: Layer | None = None
@@ -98,7 +102,7 @@ class DownTrack:
         self.last_sent_at = 0.0
         self.rtx_seq = random.randint(0, 0xFFFF)
 
-        self.cache: list[tuple[int, bytes] | None] = [None] * CACHE_SIZE
+        self._clear_cache()  # the packet ring: a list here, a C ring in the native twin
         self.packets = 0
         self.octets = 0
         self.bytes_sent = 0
@@ -134,11 +138,12 @@ class DownTrack:
     # --- configuration ------------------------------------------------------------------------
     def _resolve_extensions(self) -> None:
         """Map the publisher's extension ids to the ids negotiated on our m-line, by URI."""
-        ids_in = self.receiver.extensions
+        ids_in = self.track.extensions
         ids_out = self.slot.ext_ids or {}
         self._ext_map = {}
         for uri, xid in ids_in.items():
-            if uri in ids_out and uri not in (rtp.URI_RID, rtp.URI_RRID):
+            # rewritten in place in the one-byte form only, where ids are 1..14 on both sides
+            if uri in ids_out and uri not in (rtp.URI_RID, rtp.URI_RRID) and 1 <= ids_out[uri] <= 14:
                 self._ext_map[xid] = ids_out[uri]
         self._mid_in = ids_in.get(rtp.URI_MID, -1)
         self._ast_in = ids_in.get(rtp.URI_ABS_SEND_TIME, -1)
@@ -148,7 +153,7 @@ class DownTrack:
         """The m-line is negotiated and its transport is up: start (with a keyframe for video)."""
         self._resolve_extensions()
         if self.target is not None and self.is_video:
-            self.receiver.request_keyframe(self.target.rid, "subscriber started")
+            self.track.request_keyframe(self.target.rid, "subscriber started")
 
     def set_target(self, layer: Layer | None, reason: str = "") -> None:
         """Aim for `layer` (None pauses). Switching to a video layer waits for its keyframe."""
@@ -166,7 +171,7 @@ class DownTrack:
         self.target = layer
         if self.waiting_for_keyframe:
             self.keyframe_waits += 1
-            self.receiver.request_keyframe(layer.rid, reason or "layer switch")
+            self.track.request_keyframe(layer.rid, reason or "layer switch")
 
     @property
     def waiting_for_keyframe(self) -> bool:
@@ -187,8 +192,16 @@ class DownTrack:
     def release(self) -> None:
         """Unsubscribed: drop the packet cache now (up to ~1.2 MiB) rather than whenever the last
         reference goes; a late NACK finds nothing cached."""
-        self.cache = [None] * CACHE_SIZE
+        self._clear_cache()
         self._resent = [None] * CACHE_SIZE
+
+    def _cached(self, seq: int) -> bytes | None:
+        """The packet sent with this (output) seq, rewritten and unprotected, if still cached."""
+        entry = self.cache[seq & CACHE_MASK]
+        return entry[1] if entry is not None and entry[0] == seq else None
+
+    def _clear_cache(self) -> None:
+        self.cache = [None] * CACHE_SIZE
 
     def interrupt(self) -> None:
         """The source stopped (publisher mute): resume later with continuous numbering."""
@@ -238,7 +251,7 @@ class DownTrack:
             if vp8.tl0picidx >= 0:
                 buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + self.tl0_off) & 0xFF
         out = bytes(buf)
-        self.cache[out_seq & CACHE_MASK] = (out_seq, out)
+        self.cache[out_seq & CACHE_MASK] = (out_seq, out)  # (the native twin: DownTrackCore's ring)
         if _newer16(out_seq, self.last_seq) or not self.started:
             self.last_seq = out_seq
             self.last_ts = out_ts
@@ -276,6 +289,9 @@ class DownTrack:
             xid, xlen = b >> 4, (b & 0x0F) + 1
             if xid == 15:
                 break
+            if i + 1 + xlen > end:  # runs past the block: not an element; blank the rest of the block
+                buf[i:end] = bytes(end - i)
+                break
             new = id_map.get(xid)
             if new is None or (xid == self._mid_in and xlen != len(self._mid_out)):
                 buf[i : i + 1 + xlen] = bytes(1 + xlen)  # RFC 8285 allows padding bytes between elements
@@ -292,6 +308,10 @@ class DownTrack:
         """Begin a new run on `layer` (the target) at a start, layer switch or resume: continue
         numbering from what was sent."""
         self._anchor(view, vp8, now, layer)
+        self._begin_run(layer)
+
+    def _begin_run(self, layer: Layer) -> None:
+        """`layer` is now forwarded (the native path calls this too, after anchoring in C)."""
         self.current = layer
         # compared with the previous run's layer, so a resume on another layer is a switch too
         before, self.last_layer = self.last_layer, layer
@@ -326,13 +346,13 @@ class DownTrack:
         STATS.nacks_in += 1
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
         left = self._rtx_left(now)
-        cache, resent = self.cache, self._resent
+        cached, resent = self._cached, self._resent
         for i, seq in enumerate(lost):
             # aiortc expands a NACK's bitmask as pid + n + 1 without wrapping: 65535's "next" is 65536
             seq &= 0xFFFF
             idx = seq & CACHE_MASK
-            entry = cache[idx]
-            if entry is None or entry[0] != seq:
+            packet = cached(seq)
+            if packet is None:
                 STATS.nack_misses += 1
                 continue
             last = resent[idx]
@@ -340,13 +360,14 @@ class DownTrack:
                 self.rtx_suppressed += 1
                 STATS.rtx_suppressed_interval += 1
                 continue
-            if len(entry[1]) + 2 > left:  # + the RTX header's original seq
+            if len(packet) + 2 > left:  # + the RTX header's original seq
                 # out of budget: the rest of this NACK is not answered (counted, not walked)
                 n = len(lost) - i
                 self.rtx_suppressed += n
                 STATS.rtx_suppressed_budget += n
                 break
-            packet = entry[1] if not self.slot.rtx_pt else self._rtx(entry[1])
+            if self.slot.rtx_pt:
+                packet = self._rtx(packet)
             if self.transport.send_rtp(packet):
                 resent[idx] = (seq, now)
                 left -= len(packet)
@@ -384,7 +405,7 @@ class DownTrack:
         STATS.plis_in += 1
         layer = self.current or self.target
         if layer is not None:
-            self.receiver.request_keyframe(layer.rid, "subscriber PLI")
+            self.track.request_keyframe(layer.rid, "subscriber PLI")
 
     def on_remb(self, bitrate: int) -> None:
         self.remb_bps = bitrate
@@ -433,7 +454,7 @@ class DownTrack:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "track": self.receiver.id,
+            "track": self.track.id,
             "layer": self.current.rid if self.current else None,
             "target": self.target.rid if self.target else None,
             "paused": self.paused,

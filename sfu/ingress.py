@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import rtp as artp
 from aiortc.rate import RemoteBitrateEstimator
 
-from sfu import rtp, sdp
+from sfu import datapath, rtp, sdp
 from sfu.metrics import STATS
 from sfu.reception import GAP, JUMP, LATE, RESTART, Reception
 from sfu.track import Layer, PublishedTrack
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Ingress", "IngressLimits", "configure_ingress"]
 
-log = logging.getLogger("basement.receiver")
+log = logging.getLogger("basement.ingress")
 
 @dataclass(frozen=True)
 class IngressLimits:
@@ -68,7 +68,7 @@ class Ingress:
         self.limits = limits or _limits
         self.transport: Any = None
         self.slots: dict[str, RecvSlot] = {}  # mid -> slot
-        self.receivers: dict[str, PublishedTrack[DownTrack]] = {}  # mid -> PublishedTrack
+        self.tracks: dict[str, PublishedTrack[DownTrack]] = {}  # mid -> PublishedTrack
         # ssrc -> (receiver, layer, is_rtx); at most one media and one RTX SSRC per layer
         self.by_ssrc: dict[int, tuple[PublishedTrack[DownTrack], Layer, bool]] = {}
         self.on_audio_level = on_audio_level
@@ -78,6 +78,8 @@ class Ingress:
         self.dropped: dict[str, int] = {}
         # mid -> {extension URI -> id}, resolved once per m-line (read by Tracks as `PublishedTrack.extensions`)
         self.extensions: dict[str, dict[str, int]] = {}
+        # every DownTrack of a track gets each packet in one call (sfu.datapath: Python loop or C)
+        self.fanout = datapath.fanout()
 
     # --- setup --------------------------------------------------------------------------------
     def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
@@ -89,7 +91,7 @@ class Ingress:
         self.transport = transport
         created: list[PublishedTrack[DownTrack]] = []
         for slot in slots:
-            if slot.mid in self.receivers:
+            if slot.mid in self.tracks:
                 continue
             media_codec = next((c for c in slot.codecs.values() if not _is_rtx(c)), None)
             if media_codec is None:
@@ -101,7 +103,7 @@ class Ingress:
             rec.simulcast = len(rids) > 1
             for rid in rids or [""]:
                 rec.layer(rid)
-            self.receivers[slot.mid] = rec
+            self.tracks[slot.mid] = rec
             self.extensions[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
             if len(rec.layers) == 1:
                 layer = next(iter(rec.layers.values()))
@@ -198,8 +200,7 @@ class Ingress:
 
         if rec.muted:
             return
-        for dt in rec.downtracks:
-            dt.forward(data, view, layer, keyframe, vp8, arrival)
+        self.fanout(rec.downtracks, data, view, layer, keyframe, vp8, arrival)
         STATS.observe_latency(arrival)
 
     def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
@@ -214,7 +215,7 @@ class Ingress:
             for mid, ids in self.extensions.items():
                 mid_id = ids.get(rtp.URI_MID)
                 if mid_id is not None and exts.get(mid_id) == mid.encode():
-                    rec = self.receivers.get(mid)
+                    rec = self.tracks.get(mid)
                     break
         if rec is None:
             return self._learn_without_extensions(view)
@@ -243,7 +244,7 @@ class Ingress:
 
     def _learn_without_extensions(self, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
         # Last resort, as aiortc's router does: a payload type only one m-line uses.
-        matches = [r for mid, r in self.receivers.items() if view.pt in self.slots[mid].codecs]
+        matches = [r for mid, r in self.tracks.items() if view.pt in self.slots[mid].codecs]
         if len(matches) != 1 or len(matches[0].layers) != 1:
             self._drop("unknown_ssrc")
             return None
@@ -365,7 +366,7 @@ class Ingress:
         now = time.monotonic()
         packets: list[Any] = []
         worst_video_loss = 0  # fraction lost in the last interval, 0..255
-        for mid, rec in self.receivers.items():
+        for mid, rec in self.tracks.items():
             blocks = []
             for layer in rec.layers.values():
                 rx = layer.rx
@@ -394,7 +395,7 @@ class Ingress:
                 packets.append(artp.RtcpRrPacket(ssrc=self.slots[mid].rtcp_ssrc, reports=blocks))
         video_ssrcs = [
             layer.ssrc
-            for rec in self.receivers.values()
+            for rec in self.tracks.values()
             if rec.kind == "video"
             for layer in rec.layers.values()
             if layer.ssrc is not None
@@ -421,7 +422,7 @@ class Ingress:
             self.transport.send_rtcp(packets)
             STATS.rtcp_out += 1
         now = time.monotonic()
-        for rec in self.receivers.values():
+        for rec in self.tracks.values():
             for layer in rec.layers.values():
                 # a layer that stopped keeps its last gaps: NACKing them every second would be noise
                 if layer.ssrc is not None and layer.rx.missing_bits and layer.arriving(now):

@@ -51,7 +51,7 @@ class SfuNode:
 
     def _router_of(self, peer: Peer) -> Router:
         # a Peer knows its room only as a `sfu.peer.Room`; the node holds the Router itself
-        return self.rooms[peer.router.room]
+        return self.rooms[peer.room.name]
 
     def _peer(self, participant_id: str) -> Peer:
         peer = self.peers.get(participant_id)
@@ -83,7 +83,7 @@ class SfuNode:
         if self.on_event is not None:
             for rec in peer.tracks:
                 if rec.id not in before:
-                    self.on_event(peer.router.room, {"type": "track_published", "identity": peer.identity,
+                    self.on_event(peer.room.name, {"type": "track_published", "identity": peer.identity,
                                                      "track": rec.id, "kind": rec.kind})
         return answer
 
@@ -110,11 +110,11 @@ class SfuNode:
         dt.request_layer, dt.request_width, dt.request_height = layer, width, height
         if dt.kind == "video":
             # apply now rather than at the next periodic evaluation: a user clicked something
-            self._router_of(peer).selector.evaluate_one(dt.receiver, dt)
+            self._router_of(peer).selector.evaluate_one(dt.track, dt)
         elif layer == "off":
             dt.set_target(None, "off")
         elif dt.paused:
-            dt.set_target(next(iter(dt.receiver.layers.values()), None), "subscriber request")
+            dt.set_target(next(iter(dt.track.layers.values()), None), "subscriber request")
         target = dt.target
         return {"layer": target.rid if target else None, "paused": target is None}
 
@@ -126,11 +126,11 @@ class SfuNode:
         await router.remove_peer(peer, reason)
         if self.on_event is not None:
             sent_bytes, sent_packets = peer.media_totals()
-            self.on_event(router.room, {"type": "media", "identity": peer.identity,
+            self.on_event(router.name, {"type": "media", "identity": peer.identity,
                                         "bytes": sent_bytes, "packets": sent_packets})
         if not router.peers:
             router.close()
-            self.rooms.pop(router.room, None)
+            self.rooms.pop(router.name, None)
 
     async def close(self) -> None:
         for pid in list(self.peers):

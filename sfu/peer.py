@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from aiortc import rtp as artp
 from aiortc.sdp import candidate_from_sdp
 
+from sfu import datapath
 from sfu import sdp as sdpmod
 from sfu.api import MediaError, ParticipantInfo
 from sfu.downtrack import Continuity, DownTrack
-from sfu.receiver import Ingress
+from sfu.ingress import Ingress
 from sfu.rtp import URI_RID, URI_RRID
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import CandidateRefused, IceConfig, PeerTransport, RecvSlot, Remb, SendSlot
@@ -40,7 +41,7 @@ __all__ = ["Emit", "Peer", "Room"]
 class Room(Protocol):
     """The room a Peer is in, as the Peer sees it (`sfu.router.Router`)."""
 
-    room: str  # the room's name
+    name: str  # the room's name
 
     # per audio packet with a level (RFC 6464): a plain callable, handed to the Ingress as it is,
     # so the packet path makes no extra hop through the room
@@ -62,7 +63,7 @@ class Room(Protocol):
 
 
 class Peer:
-    def __init__(self, participant_id: str, name: str, router: Room, emit: Emit,
+    def __init__(self, participant_id: str, name: str, room: Room, emit: Emit,
                  can_publish: bool = True, can_subscribe: bool = True, identity: str = "",
                  ice: IceConfig | None = None, rtx_budget: float | None = None) -> None:
         self.id = participant_id
@@ -70,7 +71,7 @@ class Peer:
         self.rtx_budget = rtx_budget
         self.name = name
         self.identity = identity
-        self.router = router
+        self.room = room
         self.emit = emit
         self.can_publish = can_publish
         self.can_subscribe = can_subscribe
@@ -95,7 +96,7 @@ class Peer:
 
     @property
     def tracks(self) -> list[PublishedTrack[DownTrack]]:
-        return list(self.ingress.receivers.values()) if self.ingress else []
+        return list(self.ingress.tracks.values()) if self.ingress else []
 
     # --- publishing ---------------------------------------------------------------------------
     async def publish(self, offer_sdp: Any) -> str:
@@ -105,7 +106,7 @@ class Peer:
         async with self._offer_lock:
             ingress, publisher = self.ingress, self.publisher
             if ingress is None or publisher is None:  # (the first offer creates both)
-                ingress = self.ingress = Ingress(self.id, self.router.observe_audio)
+                ingress = self.ingress = Ingress(self.id, self.room.observe_audio)
                 publisher = self.publisher = PeerTransport(on_rtp=ingress.on_rtp, on_rtcp=ingress.on_rtcp,
                                                            ice=self.ice)
                 publisher.on_state(self._publisher_state)
@@ -120,7 +121,7 @@ class Peer:
             track_ids = {s.mid: f"TR_{self.id}_{s.mid}" for s in slots}
             created = ingress.configure(publisher, slots, ssrc_hints, track_ids, rids)
         for rec in created:
-            self.router.add_track(self, rec)
+            self.room.add_track(self, rec)
         return answer
 
     @staticmethod
@@ -177,7 +178,7 @@ class Peer:
             slot.codec_name = rec.codec_name
         transport.set_slot_direction(slot, "sendonly")
         slot.set_msid(rec.participant_id, rec.id)
-        dt = DownTrack(rec, self.id, transport, slot, self.rtx_budget)
+        dt = datapath.downtrack_class()(rec, self.id, transport, slot, self.rtx_budget)
         dt.on_layer_change = self._layer_changed
         if previous is not None:
             dt.inherit(previous)
@@ -185,14 +186,14 @@ class Peer:
         self.slots_by_ssrc[slot.ssrc] = slot
         slot.downtrack = dt
         self.downtracks[rec.id] = dt
-        dt.set_target(self.router.initial_layer(rec, dt))
+        dt.set_target(self.room.initial_layer(rec, dt))
         rec.downtracks.append(dt)
         self.request_negotiation()
         return dt
 
     def _layer_changed(self, dt: DownTrack, old: str | None, new: str | None) -> None:
         if old is not None and new is not None and old != new:
-            self.emit({"type": "layer_changed", "track": dt.receiver.id, "layer": new,
+            self.emit({"type": "layer_changed", "track": dt.track.id, "layer": new,
                        "reason": dt.target_reason})
 
     def unsubscribe(self, track_id: str) -> None:
@@ -209,8 +210,8 @@ class Peer:
 
     def _end(self, dt: DownTrack) -> None:
         """Detach an ended DownTrack from everything that outlives it (receiver, m-line)."""
-        if dt in dt.receiver.downtracks:
-            dt.receiver.downtracks.remove(dt)
+        if dt in dt.track.downtracks:
+            dt.track.downtracks.remove(dt)
         if dt.slot.downtrack is dt:
             dt.slot.downtrack = None
             dt.slot.on_active = None
@@ -245,7 +246,7 @@ class Peer:
         for dt in self.downtracks.values():
             mid = dt.slot.transceiver.mid
             if mid is not None:
-                tracks[mid] = {**dt.receiver.info(), "name": self.router.name_of(dt.receiver.participant_id)}
+                tracks[mid] = {**dt.track.info(), "name": self.room.name_of(dt.track.participant_id)}
         self._dirty = False
         self.emit({"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks})
 
@@ -285,7 +286,7 @@ class Peer:
                     if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_pli()
             elif isinstance(p, Remb):
-                self.router.on_remb(self, p.bitrate)
+                self.room.on_remb(self, p.bitrate)
             elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
                 for block in p.reports:
                     slot = self.slots_by_ssrc.get(block.ssrc)

@@ -24,7 +24,7 @@ log = logging.getLogger("basement.router")
 
 class Router:
     def __init__(self, room: str, broadcast: Callable[[dict[str, Any]], None], speaker_interval: float = 0.5):
-        self.room = room
+        self.name = room
         self.broadcast = broadcast  # event to every peer of the room
         self.peers: dict[str, Peer] = {}
         self.selector = LayerSelector(self._notify)

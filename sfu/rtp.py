@@ -1,7 +1,7 @@
 """RTP/RTCP on raw bytes: validation, header views, extension maps, codec payload peeks.
 
 Everything here works on the decrypted datagram as bytes and allocates as little as it can: this is
-half of the per-packet hot path (the rest is `Ingress.on_rtp` in `sfu/receiver.py` and
+half of the per-packet hot path (the rest is `Ingress.on_rtp` in `sfu/ingress.py` and
 `DownTrack.forward` in `sfu/downtrack.py`). RTCP is rare (about one packet per
 fifty RTP packets), so RTCP building and parsing reuse aiortc's classes.
 """

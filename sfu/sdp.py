@@ -46,7 +46,7 @@ _offer_limits = (MAX_SIMULCAST_LAYERS, MAX_SSRCS_PER_TRACK)
 
 
 def configure_offer_limits(max_layers: int, max_ssrcs: int) -> None:
-    """Process-wide caps for `check_offer` (sfu.receiver.configure_ingress sets them from settings)."""
+    """Process-wide caps for `check_offer` (sfu.ingress.configure_ingress sets them from settings)."""
     global _offer_limits
     _offer_limits = (max_layers, max_ssrcs)
 

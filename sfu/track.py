@@ -1,7 +1,7 @@
 """Track and Layer: what a publisher publishes, as the rest of the media plane sees it.
 
 A published Track (class `PublishedTrack`, to be renamed PublishedTrack) is audio or video from one
-participant with one Layer per simulcast encoding (one Layer without simulcast). `sfu.receiver.Ingress`
+participant with one Layer per simulcast encoding (one Layer without simulcast). `sfu.ingress.Ingress`
 fills them from packets; DownTracks, the LayerSelector and the Router read them.
 
 This module sits below all of those: it imports neither the ingress nor the DownTrack. What it needs
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sfu import rtp
 
 # the PLI debug line keeps the logger it always had (log filters in deployments name it)
-log = logging.getLogger("basement.receiver")
+log = logging.getLogger("basement.track")
 
 RID_ORDER = {"q": 0, "l": 0, "low": 0, "h": 1, "m": 1, "mid": 1, "f": 2, "hi": 2, "high": 2}
 STALE_S = 1.5  # a layer with no packet for this long is not arriving (dynacast, publisher CPU)
@@ -73,7 +73,7 @@ class Layer:
 
 
 class TrackSource(Protocol):
-    """What a Track needs from the ingress that feeds it (`sfu.receiver.Ingress`)."""
+    """What a Track needs from the ingress that feeds it (`sfu.ingress.Ingress`)."""
 
     # mid -> {extension URI -> the publisher's id}, as negotiated on the publish transport
     extensions: dict[str, dict[str, int]]

@@ -33,7 +33,7 @@ from typing import Any
 
 import aioice.ice
 import aioice.mdns
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
 from aiortc import rtp as artp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
@@ -88,6 +88,36 @@ def _candidate_policy(ice: IceConfig) -> CandidatePolicy:
     # the `auto` rule needs the scopes of our own addresses; listing interfaces once is enough
     local = ice.addresses if ice.addresses is not None else _ORIGINAL_GET_HOST_ADDRESSES(True, True)
     return CandidatePolicy.make(ice.allowed_ranges, ice.max_remote_candidates, local)
+
+
+# The native egress type (`sfu._native.Egress`) when the data path is native, else None: then
+# packets are protected with aiortc's pylibsrtp session and sent with the asyncio transport.
+_egress_type: Any = None
+
+
+def configure_egress(egress_type: Any) -> None:
+    """Process-wide: send through `egress_type` (set by `sfu.datapath.configure`), or None for Python."""
+    global _egress_type
+    _egress_type = egress_type
+
+
+def srtp_keys(dtls: Any) -> tuple[int, bytes, bytes] | None:
+    """(libsrtp profile number, our key+salt, the peer's key+salt) of a connected DTLS transport.
+
+    The same exporter call aiortc keys its pylibsrtp sessions with (RFC 5764 §4.2), made again: the
+    exporter is deterministic, so the native SRTP and aiortc's agree on the keys.
+    """
+    ssl = getattr(dtls, "_ssl", None)
+    if ssl is None:
+        return None
+    name = ssl.get_selected_srtp_profile()
+    profile = next((p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == name), None)
+    if profile is None:
+        return None
+    material = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+    ours, theirs = (1, 0) if dtls._role == "server" else (0, 1)
+    return (profile.libsrtp_profile, profile.get_key_and_salt(material, ours),
+            profile.get_key_and_salt(material, theirs))
 
 
 # aioice reads these while it gathers; gathering runs inside the task that set the local
@@ -301,7 +331,10 @@ class PeerTransport:
         self.candidates = CandidateScreen(self.ice.candidate_policy())
         self.send_failures = 0
         self._dtls: Any = None
-        self._send_to: Callable[[bytes, Any], None] | None = None
+        self._send_to: Callable[[bytes, bool], Any] | None = None
+        # the native send side (sfu._native.Egress), once the path is up on the native data path;
+        # read per packet by the native fan-out (None: it calls send_rtp instead)
+        self.egress: Any = None
         self._remote: Any = None
         self._loop = asyncio.get_event_loop()
         self.closed = False
@@ -518,26 +551,51 @@ class PeerTransport:
         self.rtcp_dropped += 1
         STATS.drop("rtcp_malformed")
 
-    def _resolve_send(self) -> Callable[[bytes, Any], None] | None:
+    def _resolve_send(self) -> Callable[[bytes, bool], Any] | None:
+        """The send function of the nominated pair once DTLS is up: native egress or aiortc's SRTP."""
         dtls = self._dtls
         if dtls is None or dtls.state != "connected":
             return None
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
             return None
+        addr = pair.remote_addr
+        if _egress_type is not None:
+            keys = srtp_keys(dtls)
+            sock = pair.protocol.transport.get_extra_info("socket")
+            if keys is None or sock is None:
+                return None
+            if self.egress is not None:
+                self.egress.close()
+            # every RTP and RTCP packet of this transport goes through it from now on: the SRTP
+            # rollover and SRTCP index state of an SSRC must live in one place
+            egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
+            send_rtp, send_rtcp = egress.send_rtp, egress.send_rtcp
+
+            def send_native(data: bytes, rtcp: bool = False) -> Any:
+                return send_rtcp(data) if rtcp else send_rtp(data)
+
+            return send_native
+
         srtp = dtls._tx_srtp
         udp_send = pair.protocol.transport.sendto
-        addr = pair.remote_addr
         protect = srtp.protect
         protect_rtcp = srtp.protect_rtcp
 
-        def send(data: bytes, rtcp: Any = False) -> None:
+        def send(data: bytes, rtcp: bool = False) -> Any:
             udp_send(protect_rtcp(data) if rtcp else protect(data), addr)
+            return True
 
         return send
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet now. False (and counted) when the path is not up."""
+        return self._send(data, False)
+
+    def send_rtcp(self, packets: Iterable[Any]) -> bool:
+        return self._send(b"".join(bytes(p) for p in packets), True)
+
+    def _send(self, data: bytes, rtcp: bool) -> bool:
         send = self._send_to
         if send is None:
             send = self._send_to = self._resolve_send()
@@ -545,25 +603,15 @@ class PeerTransport:
                 self.send_failures += 1
                 return False
         try:
-            send(data, False)
+            if send(data, rtcp):
+                return True
         except Exception:  # libsrtp refusal or a closed socket: drop this packet, re-resolve later
             self._send_to = None
-            self.send_failures += 1
-            return False
-        return True
-
-    def send_rtcp(self, packets: Iterable[Any]) -> bool:
-        data = b"".join(bytes(p) for p in packets)
-        send = self._send_to or self._resolve_send()
-        if send is None:
-            return False
-        self._send_to = send
-        try:
-            send(data, True)
-        except Exception:
-            self._send_to = None
-            return False
-        return True
+        else:  # the native egress dropped it (socket buffer full, or closed)
+            if self.egress is not None and self.egress.closed:
+                self._send_to = None
+        self.send_failures += 1
+        return False
 
     # --- lifecycle ---------------------------------------------------------------------------
     def receivers_decoded_nothing(self) -> bool:
@@ -580,6 +628,8 @@ class PeerTransport:
             return
         self.closed = True
         self._send_to = None
+        if self.egress is not None:
+            self.egress.close()
         try:
             await self.pc.close()
         except Exception:  # closing is best effort: never let a half-dead peer block a leave

@@ -129,6 +129,12 @@ class Settings:
         default=32, metadata={"group": "media",
                               "help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
     )
+    datapath: str = field(
+        default="native",
+        metadata={"group": "media",
+                  "help": "who forwards packets: 'native' (the C extension: rewrite, SRTP, sendmmsg) or "
+                          "'python' (the pure-Python twin)"},
+    )
     retransmit_budget: float = field(
         default=0.5,
         metadata={"group": "media",
@@ -256,6 +262,8 @@ class Settings:
         _check_ranges(self.ice_allowed_ranges)
         if self.ice_max_remote_candidates < 1:
             raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")
+        if self.datapath not in ("native", "python"):
+            raise ConfigError(f"datapath: {self.datapath!r} is not 'native' or 'python'")
         if self.retransmit_budget < 0:
             raise ConfigError(f"retransmit_budget: {self.retransmit_budget} is negative")
         for name in ("ws_max_per_address", "ws_burst", "ws_rate_strikes", "ws_send_queue"):

@@ -94,7 +94,7 @@ def plot(results: list[dict[str, Any]], path: str, title: str = "") -> None:
     ramps = [r for r in results if "steps" in r]
     panels = 4 if ramps else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
-    colors = {"basement": "#3b7dd8", "janus": "#e07b39"}
+    colors = {"basement-native": "#3b7dd8", "basement-python": "#7fa9e8", "janus": "#e07b39"}
     names = [f"{r['target']}\nN={r['subscribers']}" for r in runs]
     c = [colors.get(r["target"], "#888") for r in runs]
     axes[0].bar(names, [r["forwarded_pps"] for r in runs], color=c)

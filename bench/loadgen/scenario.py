@@ -71,7 +71,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
             pub = SyntheticPublisher(f"pub{i}", use_layers, audio=audio, video=video, simulcast=simulcast,
                                      probe_every=cfg.probe_every)
             sub = None
-            if pubs_subscribe and target.name == "basement":
+            if pubs_subscribe and target.name.startswith("basement"):
                 sub = LightSubscriber(f"pub{i}")
                 subs.append(sub)
                 join_started[sub.name] = time.monotonic()
@@ -92,7 +92,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
                 others = [f for j, f in enumerate(feeds) if not (pubs_subscribe and j == i)]
                 await target.subscribe(room, sub, others)
 
-        if pubs_subscribe and target.name != "basement":
+        if pubs_subscribe and not target.name.startswith("basement"):
             # Janus: the meeting's participants subscribe with a separate handle to every other feed
             await asyncio.gather(*(join(i) for i in range(npub)))
         elif not pubs_subscribe:

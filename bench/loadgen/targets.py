@@ -189,7 +189,9 @@ class BasementTarget(Target):
     name = "basement"
     supports_simulcast = True
 
-    def __init__(self, python: str | None = None, log_dir: str | None = None) -> None:
+    def __init__(self, python: str | None = None, log_dir: str | None = None, datapath: str = "native") -> None:
+        self.datapath = datapath
+        self.name = f"basement-{datapath}"
         self.python = python or sys.executable
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="basement-bench-")
         self.log_path = os.path.join(self.log_dir, "basement.log")
@@ -205,7 +207,7 @@ class BasementTarget(Target):
                "--ice-addresses", "127.0.0.1", "--log-level", "warning", "--max-participants-per-room", "100000",
                # every simulated user comes from 127.0.0.1 and joins in a burst: the per-address socket cap
                # and message rate that protect a public server would refuse the load generator itself
-               "--ws-max-per-address", "0", "--ws-rate-per-s", "0",
+               "--ws-max-per-address", "0", "--ws-rate-per-s", "0", "--datapath", self.datapath,
                "--data-dir", os.path.join(self.log_dir, "var")]
         self.proc, self._log = _spawn(cmd, self.log_path)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)
@@ -537,12 +539,17 @@ def _janus_out_packets(info: dict[str, Any]) -> int:
     return sum(int(((m.get("stats") or {}).get("out") or {}).get("packets", 0)) for m in media_.values())
 
 
+TARGETS = ("basement", "basement-python", "janus")  # basement = basement-native, the default data path
+
+
 def make_target(name: str) -> Target:
-    if name == "basement":
-        return BasementTarget()
+    if name in ("basement", "basement-native"):
+        return BasementTarget(datapath="native")
+    if name == "basement-python":
+        return BasementTarget(datapath="python")
     if name == "janus":
         return JanusTarget()
-    raise ValueError(f"unknown target {name!r} (basement or janus)")
+    raise ValueError(f"unknown target {name!r} ({', '.join(TARGETS)})")
 
 
 Progress = Callable[[str], None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from typing import Any
 
@@ -10,9 +11,8 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from pylibsrtp import Policy, Session
 
-from sfu import rtp
-from sfu.downtrack import DownTrack
-from sfu.receiver import Ingress
+from sfu import datapath, rtp
+from sfu.ingress import Ingress
 from sfu.track import PublishedTrack
 from sfu.transport import RecvSlot, SendSlot
 
@@ -48,6 +48,54 @@ class FakeTransport:
         return True
 
 
+class UdpTransport:
+    """A subscriber transport's send side for real: SRTP (AES_CM_128_HMAC_SHA1_80) and a UDP datagram
+    to a sink socket on 127.0.0.1 — on the Python path pylibsrtp + `socket.sendto` (what PeerTransport
+    does), on the native path an `sfu._native.Egress` (what PeerTransport does with datapath native)."""
+
+    def __init__(self, path: str, sink: socket.socket) -> None:
+        self.closed = False
+        self.sent = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        self.addr = sink.getsockname()
+        key = os.urandom(30)
+        self.egress = None
+        if path == "native":
+            self.egress = datapath._native.Egress(self.sock.fileno(), self.addr, 1, key)
+        else:
+            policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+            policy.allow_repeat_tx = True
+            self._protect = Session(policy).protect
+
+    def send_rtp(self, data: bytes) -> bool:
+        if self.egress is not None:
+            return self.egress.send_rtp(data)
+        try:
+            self.sock.sendto(self._protect(data), self.addr)
+        except BlockingIOError:
+            return False
+        self.sent += 1
+        return True
+
+    def send_rtcp(self, packets: Any) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.egress is not None:
+            self.egress.close()
+        self.sock.close()
+
+
+def sink_socket() -> socket.socket:
+    """Where the benchmark's datagrams go: a socket nobody reads (the kernel drops what overflows)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
 def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, size: int = PACKET_SIZE) -> bytes:
     ext_body = bytes([(MID_IN << 4) | 0]) + b"1" + bytes([(AST_IN << 4) | 2]) + b"\x12\x34\x56"
     ext_body += bytes(-len(ext_body) % 4)
@@ -62,23 +110,25 @@ def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, 
 class Rig:
     """A published VP8 track with K subscribers, built from the real Ingress/PublishedTrack/DownTrack."""
 
-    def __init__(self, fanout: int, protect: bool = False) -> None:
+    def __init__(self, fanout: int, protect: bool = False, path: str = "python", udp: bool = False) -> None:
+        datapath.configure(path)  # the Ingress's fan-out and the DownTracks' class
+        self.sink = sink_socket() if udp else None
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
         self.ingress = Ingress("PA_bench")
         self.ingress.slots["1"] = RecvSlot(mid="1", kind="video", codecs={96: codec},
                                            ext_ids={MID_IN: rtp.URI_MID, AST_IN: rtp.URI_ABS_SEND_TIME}, rtcp_ssrc=7)
         self.ingress.extensions["1"] = {rtp.URI_MID: MID_IN, rtp.URI_ABS_SEND_TIME: AST_IN}
         self.rec = PublishedTrack("TR_bench_1", "PA_bench", "video", "1", codec, self.ingress)
-        self.ingress.receivers["1"] = self.rec
+        self.ingress.tracks["1"] = self.rec
         self.layer = self.rec.layer("")
         self.layer.ssrc = 0x11111111
         self.ingress.by_ssrc[0x11111111] = (self.rec, self.layer, False)
         self.transports = []
         for i in range(fanout):
-            t = FakeTransport(protect)
+            t = UdpTransport(path, self.sink) if self.sink is not None else FakeTransport(protect)
             slot = SendSlot(transceiver=None, kind="video", ssrc=0x2000 + i, rtx_ssrc=0x3000 + i, mid="1", pt=98,
                             ext_ids={rtp.URI_MID: MID_OUT, rtp.URI_ABS_SEND_TIME: AST_OUT}, active=True)
-            dt = DownTrack(self.rec, f"PA_sub{i}", t, slot)
+            dt = datapath.downtrack_class()(self.rec, f"PA_sub{i}", t, slot)
             dt.set_target(self.layer)
             self.rec.downtracks.append(dt)
             self.transports.append(t)
@@ -86,6 +136,14 @@ class Rig:
         self.pid = 100
         # the first packet is a keyframe: every DownTrack starts forwarding on it
         self.ingress.on_rtp(vp8_packet(self.seq, 0, self.pid, True, True), 0.0)
+
+    def close(self) -> None:
+        for t in self.transports:
+            if isinstance(t, UdpTransport):
+                t.close()
+        if self.sink is not None:
+            self.sink.close()
+        datapath.configure("python")
 
     def batch(self, n: int) -> list[bytes]:
         out = []
@@ -98,4 +156,12 @@ class Rig:
 
 @pytest.fixture
 def rig_factory():
-    return Rig
+    rigs: list[Rig] = []
+
+    def make(*args: Any, **kw: Any) -> Rig:
+        rigs.append(Rig(*args, **kw))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()

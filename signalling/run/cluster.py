@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import AuthenticationError, RedisError
 
-from sfu import downtrack, receiver, transport
+from sfu import transport
 from sfu.metrics import media_registry
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.placement import Placer
@@ -31,6 +31,7 @@ from signalling.config import ConfigError, Settings
 from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount
 from signalling.run.http import start_app
+from signalling.run.media import configure_media
 from signalling.run.nodeagent import NodeAgent
 
 log = logging.getLogger("basement.cluster")
@@ -104,8 +105,7 @@ async def run_sfu(settings: Settings) -> int:
     transport.configure_ice(settings.ice_addresses, settings.public_ip)
     transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
     transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
-    downtrack.configure_retransmission(settings.retransmit_budget)
-    receiver.configure_ingress(receiver.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
+    configure_media(settings)
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()

@@ -252,7 +252,7 @@ class NodeAgent:
         if peer is None:
             self.replica_of.pop(pid, None)
             return
-        room = peer.router.room
+        room = peer.room.name
         async with self._room(room):
             await self.node.leave(pid, reason)
             self.replica_of.pop(pid, None)

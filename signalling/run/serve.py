@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sfu import receiver, transport
+from sfu import transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
 from signalling.config import Settings
@@ -20,6 +20,7 @@ from signalling.protocol.edge import EdgeCollector
 from signalling.protocol.rooms import RoomManager
 from signalling.run.control import build_control_plane, mount
 from signalling.run.http import start_app
+from signalling.run.media import configure_media
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
@@ -54,7 +55,7 @@ async def start_server(settings: Settings) -> Server:
     ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
                                    settings.rtp_port_min, settings.rtp_port_max,
                                    settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
-    receiver.configure_ingress(receiver.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
+    configure_media(settings)
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
 

@@ -48,10 +48,10 @@ def cheap_remb_estimator() -> None:
     """
     from aiortc.rate import RemoteBitrateEstimator
 
-    import sfu.receiver
+    import sfu.ingress
 
     shared = RemoteBitrateEstimator()
-    sfu.receiver.RemoteBitrateEstimator = lambda: shared
+    sfu.ingress.RemoteBitrateEstimator = lambda: shared
 
 
 def main(test_one: Callable[[bytes], None]) -> None:

@@ -6,7 +6,7 @@ MID/RID/repaired-RID extensions as with Chromium) or a single layer, and whether
 a=ssrc lines (media + RTX). The Ingress is set up through `Ingress.configure`, as `Peer.publish`
 does after negotiation, and each track has one subscriber DownTrack (fake transport, no sockets).
 
-Contract (sfu/receiver.py, docs/architecture.md):
+Contract (sfu/ingress.py, docs/architecture.md):
   * `on_rtp` never raises: bad input is a counted drop;
   * state stays bounded by what was signalled: a simulcast track has only the offered rids as
     layers, a single-layer track one layer, and at most a media and an RTX SSRC per layer;
@@ -26,7 +26,7 @@ with instrumented():
 
     from sfu import rtp
     from sfu.downtrack import DownTrack
-    from sfu.receiver import Ingress
+    from sfu.ingress import Ingress
     from sfu.transport import RecvSlot, SendSlot
 
 LOOP = asyncio.new_event_loop()
@@ -103,12 +103,12 @@ def test_one(data: bytes) -> None:
     for packet in frames(data[1:]):
         arrival += 0.005
         ingress.on_rtp(packet, arrival)
-    for rec in ingress.receivers.values():
+    for rec in ingress.tracks.values():
         allowed = set(SIMULCAST_RIDS) if rec.simulcast else {""}
         extra = set(rec.layers) - allowed
         if extra:
             raise Finding(f"unsignalled layers created: {sorted(extra)[:5]} ({len(extra)} in all)")
-    n_layers = sum(len(r.layers) for r in ingress.receivers.values())
+    n_layers = sum(len(r.layers) for r in ingress.tracks.values())
     if len(ingress.by_ssrc) > 2 * n_layers:
         raise Finding(f"{len(ingress.by_ssrc)} SSRCs learnt for {n_layers} layers")
     ingress.transport.send_rtcp(ingress._reports())

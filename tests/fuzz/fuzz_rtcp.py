@@ -24,9 +24,9 @@ with instrumented():
 
     from sfu import rtp
     from sfu.downtrack import DownTrack
+    from sfu.ingress import Ingress
     from sfu.layers import LayerSelector
     from sfu.peer import Peer
-    from sfu.receiver import Ingress
     from sfu.track import PublishedTrack
     from sfu.transport import PeerTransport, RecvSlot, SendSlot
 
@@ -63,7 +63,7 @@ def build() -> tuple[PeerTransport, PeerTransport]:
     ingress.slots["0"] = RecvSlot(mid="0", kind="video", codecs={96: codec}, ext_ids={}, rtcp_ssrc=7)
     ingress.extensions["0"] = {}
     rec = PublishedTrack("TR_pub_0", "PA_pub", "video", "0", codec, ingress)
-    ingress.receivers["0"] = rec
+    ingress.tracks["0"] = rec
     layer = rec.layer("")
     layer.ssrc = MEDIA_SSRC
     ingress.by_ssrc[MEDIA_SSRC] = (rec, layer, False)

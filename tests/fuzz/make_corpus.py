@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 from aiortc import rtp as artp
 
-from signalling.access.auth import SIGNIN_TOKEN_PURPOSE, _Signer
+from signalling.access.grants import SIGNIN_TOKEN_PURPOSE, _Signer
 
 if __package__ in (None, ""):  # run as a script: make the repository importable for tests.support
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -347,6 +347,31 @@ def safejson_seeds() -> dict[str, bytes]:
     return out
 
 
+def native_seeds() -> dict[str, bytes]:
+    """fuzz_native.py: a control byte, then datagrams — plain RTP for the forwarders and SRTP/SRTCP
+    protected with the harness's keys (so the unprotect paths get past authentication too)."""
+    from sfu import _native
+
+    keys = {1: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
+    ext = one_byte_ext([(EXT_AST, b"\x01\x02\x03"), (EXT_MID, b"0"), (EXT_LEVEL, b"\x85")])
+    video = [rtp_packet(96, 65530 + i, 3000 * i, MEDIA_SSRC, vp8_payload(100 + i, keyframe=i == 0, tid=i % 3, tl0=i),
+                        ext=ext, marker=i % 2 == 1) for i in range(10)]
+    audio = [rtp_packet(111, 100 + i, 960 * i, MEDIA_SSRC, opus_payload(), ext=ext) for i in range(6)]
+    rr = bytes(artp.RtcpRrPacket(ssrc=SUB_SSRC, reports=[]))
+    seeds = {
+        "vp8-keyframe-run": b"\x00" + frame(*video),
+        "vp8-thinned-restart": bytes([4 | 16 | 32]) + frame(*video),
+        "vp8-other-layer": bytes([2 | 8]) + frame(*video),
+        "audio": b"\x01" + frame(*audio),
+        "two-byte-ext": b"\x00" + frame(rtp_packet(96, 1, 1, MEDIA_SSRC, vp8_payload(1, True),
+                                                     ext=two_byte_ext([(2, b"abc"), (40, b"x")]))),
+    }
+    for profile, key in keys.items():
+        out = _native.SrtpSession(profile, key, False)
+        seeds[f"srtp-profile-{profile}"] = b"\x00" + frame(*(out.protect(p) for p in video[:4]), out.protect_rtcp(rr))
+    return seeds
+
+
 def main() -> None:
     sets: dict[str, dict[str, bytes]] = {
         "rtp": rtp_seeds(),
@@ -358,6 +383,7 @@ def main() -> None:
         "gating": {k: json.dumps(v).encode() for k, v in gating_seeds().items()},
         "bus": bus_seeds(),
         "safejson": safejson_seeds(),
+        "native": native_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness

@@ -100,7 +100,7 @@ async def test_garbage_rtp_and_rtcp_are_counted_drops_and_others_keep_receiving(
     peer = server.node.peers[pub.participant["id"]]
     ingress, transport = peer.ingress, peer.publisher
     before = dict(STATS.dropped)
-    media_ssrc = next(layer.ssrc for rec in ingress.receivers.values() if rec.kind == "video"
+    media_ssrc = next(layer.ssrc for rec in ingress.tracks.values() if rec.kind == "video"
                       for layer in rec.layers.values())
     bad = [
         b"",

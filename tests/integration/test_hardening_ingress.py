@@ -15,8 +15,7 @@ import aiortc.rtcrtpsender
 import pytest
 from aiortc import rtp as artp
 
-from sfu import receiver
-from sfu.receiver import IngressLimits
+from sfu.ingress import IngressLimits, configure_ingress
 from tests.support.media import CounterVideo, Tone
 
 
@@ -44,7 +43,7 @@ async def test_the_layer_cap_setting_reaches_the_sfu(make_server):
     finally:
         await pc.close()
         await client.close()
-        receiver.configure_ingress(IngressLimits())  # the setting is process-wide
+        configure_ingress(IngressLimits())  # the setting is process-wide
 
 
 async def test_a_real_publisher_keeps_getting_feedback_after_its_sequence_wraps(server, connect, monkeypatch, caplog):
@@ -53,7 +52,7 @@ async def test_a_real_publisher_keeps_getting_feedback_after_its_sequence_wraps(
     pub = await connect("wrap", "pub")
     await pub.publish(audio=Tone(), video=CounterVideo(160, 120))
     ingress = server.node.peers[pub.participant["id"]].ingress
-    layers = [layer for rec in ingress.receivers.values() for layer in rec.layers.values()]
+    layers = [layer for rec in ingress.tracks.values() for layer in rec.layers.values()]
     assert len(layers) == 2
 
     reports: list[dict[int, int]] = []  # per round sent after the wraps: ssrc -> extended highest seq
@@ -68,7 +67,7 @@ async def test_a_real_publisher_keeps_getting_feedback_after_its_sequence_wraps(
         return ok
 
     ingress.transport.send_rtcp = send_rtcp
-    with caplog.at_level(logging.ERROR, logger="basement.receiver"):
+    with caplog.at_level(logging.ERROR, logger="basement.ingress"):
         for _ in range(200):
             if len(reports) >= 2:
                 break

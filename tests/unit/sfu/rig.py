@@ -13,9 +13,9 @@ from typing import Any
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from sfu import rtp
+from sfu import datapath, rtp
 from sfu.downtrack import DownTrack
-from sfu.receiver import Ingress
+from sfu.ingress import Ingress
 from sfu.transport import RecvSlot, SendSlot
 
 # Chromium's numbering of a publisher's extension ids
@@ -93,7 +93,7 @@ def subscribe(rec: Any, *, mid: str = "1", rtx: bool = True, active: bool = True
                     pt=OUT_PT[name], rtx_pt=OUT_RTX_PT.get(name, 0) if rtx else 0,
                     ext_ids=dict(OUT_EXT if ext_ids is None else ext_ids), active=active, codec_name=rec.codec_name)
     wire = Wire()
-    dt = DownTrack(rec, "PA_sub", wire, slot, rtx_budget=rtx_budget)
+    dt = datapath.downtrack_class()(rec, "PA_sub", wire, slot, rtx_budget=rtx_budget)
     dt.inherit(start)
     slot.downtrack = dt
     rec.downtracks.append(dt)

@@ -20,8 +20,8 @@ from aiortc import rtp as artp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from sfu import reception, rtp
+from sfu.ingress import Ingress, IngressLimits
 from sfu.metrics import STATS
-from sfu.receiver import Ingress, IngressLimits
 from sfu.reception import NACK_WINDOW, Reception
 from sfu.sdp import SdpError, check_offer
 from sfu.track import Layer, PublishedTrack
@@ -108,7 +108,7 @@ def calls_made(fn: Callable[[], Any]) -> int:
 
 
 def video_layer(ingress: Ingress, rid: str = "") -> tuple[PublishedTrack, Layer]:
-    rec = ingress.receivers["0"]
+    rec = ingress.tracks["0"]
     return rec, rec.layers[rid]
 
 
@@ -167,7 +167,7 @@ async def test_gaps_nack_at_once_but_a_stream_of_gaps_at_most_every_20_ms():
     assert 8 <= len(sent_at) <= 11
     assert all(b - a >= 0.02 - 1e-9 for a, b in zip(sent_at, sent_at[1:]))
     ingress.on_rtp(packet(MEDIA_SSRC, 11), 5.3)  # late arrival (e.g. unwrapped RTX): no longer missing
-    assert 11 not in ingress.receivers["0"].layers[""].rx.missing()
+    assert 11 not in ingress.tracks["0"].layers[""].rx.missing()
 
 
 def test_missing_set_matches_a_reference_model_and_stays_within_the_window():
@@ -211,7 +211,7 @@ def test_reception_statistics_follow_rfc3550():
 
 async def test_unsignalled_rids_and_fresh_ssrcs_create_no_state():
     ingress, _ = await make_ingress(simulcast=True)
-    rec = ingress.receivers["0"]
+    rec = ingress.tracks["0"]
     before = dict(STATS.dropped)
     # the attack: 20,000 packets with fresh SSRCs and made-up RIDs
     for i in range(20_000):
@@ -239,7 +239,7 @@ async def test_unsignalled_rids_and_fresh_ssrcs_create_no_state():
 
 async def test_a_layer_moved_to_a_new_ssrc_forgets_the_old_one():
     ingress, _ = await make_ingress(simulcast=True)
-    rec = ingress.receivers["0"]
+    rec = ingress.tracks["0"]
     q = rec.layers["q"]
     ingress.on_rtp(packet(0xA, 100, ext=ext_block([(4, b"0"), (10, b"q")])), 1.0)
     ingress.on_rtp(packet(0xA, 101), 1.01)
@@ -257,7 +257,7 @@ async def test_an_ssrc_limit_from_settings_applies():
     before = dict(STATS.dropped)
     for i, rid in enumerate([b"q", b"h", b"f"]):
         ingress.on_rtp(packet(0x100 + i, 1, ext=ext_block([(4, b"0"), (10, rid)])), 1.0)
-    assert len(ingress.by_ssrc) == 2 and ingress.receivers["0"].layers["f"].ssrc is None
+    assert len(ingress.by_ssrc) == 2 and ingress.tracks["0"].layers["f"].ssrc is None
     assert dropped_since(before) == {"ssrc_limit": 1}
 
 
@@ -359,7 +359,7 @@ async def test_malformed_extensions_on_every_path_are_counted_drops():
     ingress.on_rtp(packet(RTX_SSRC, 50, pt=97, ext=ext_block([(4, b"0")]), payload=b"\x00\x03" + VP8_DELTA), 1.0)
     ingress.on_rtp(packet(RTX_SSRC, 51, pt=97, ext=_bad_two_byte_ext(), payload=b"\x00\x04" + VP8_DELTA), 1.0)
     assert dropped_since(before) == {"bad_extension_length": 5}
-    layer = ingress.receivers["0"].layers[""]
+    layer = ingress.tracks["0"].layers[""]
     assert (layer.ssrc, layer.rtx_ssrc, layer.rx.max_seq) == (MEDIA_SSRC, RTX_SSRC, 4)  # OSN 3 and 4 unwrapped
     assert set(ingress.by_ssrc) == {MEDIA_SSRC, RTX_SSRC, AUDIO_SSRC}
 
@@ -405,9 +405,9 @@ async def test_randomly_mutated_packets_never_escape_on_rtp():
     for i in range(5000):
         data = _mutate(rng, rng.choice(valid)) if i % 4 else rng.choice(valid)
         ingress.on_rtp(data, 1.0 + i * 0.001)  # must not raise
-    for rec in ingress.receivers.values():
+    for rec in ingress.tracks.values():
         assert set(rec.layers) == ({"q", "h", "f"} if rec.kind == "video" else {""})
-    assert len(ingress.by_ssrc) <= 2 * sum(len(r.layers) for r in ingress.receivers.values())
+    assert len(ingress.by_ssrc) <= 2 * sum(len(r.layers) for r in ingress.tracks.values())
     ingress.rtcp_round()
     artp.RtcpPacket.parse(transport.rtcp[-1])
 
@@ -420,4 +420,4 @@ async def test_publisher_rtcp_with_a_truncated_remb_is_ignored():
     sr = artp.RtcpSrPacket(ssrc=MEDIA_SSRC, sender_info=artp.RtcpSenderInfo(
         ntp_timestamp=1 << 40, rtp_timestamp=5, packet_count=1, octet_count=1))
     ingress.on_rtcp([sr])
-    assert ingress.receivers["0"].layers[""].last_sr[:2] == (1 << 40, 5)
+    assert ingress.tracks["0"].layers[""].last_sr[:2] == (1 << 40, 5)

@@ -13,12 +13,12 @@ import pytest
 from aiortc import rtp as artp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from sfu import rtp
+from sfu import datapath, rtp
 from sfu.candidates import CandidatePolicy, scope
 from sfu.downtrack import CACHE_SIZE, RTX_UNKNOWN_RTT, DownTrack
+from sfu.ingress import Ingress
 from sfu.metrics import STATS
 from sfu.peer import Peer
-from sfu.receiver import Ingress
 from sfu.router import Router
 from sfu.speaker import ActiveSpeaker
 from sfu.track import PublishedTrack
@@ -96,7 +96,7 @@ def _audio_downtrack(rtx_budget: float = 0.5, rtx_pt: int = 0) -> tuple[DownTrac
     transport = FakeTransport()
     slot = SendSlot(transceiver=None, kind="audio", ssrc=0x2222, rtx_ssrc=0x3333, mid="0", pt=111,
                     rtx_pt=rtx_pt, ext_ids={}, active=True)
-    dt = DownTrack(rec, "PA_sub", transport, slot, rtx_budget=rtx_budget)
+    dt = datapath.downtrack_class()(rec, "PA_sub", transport, slot, rtx_budget=rtx_budget)
     dt.set_target(layer)
     return dt, transport, layer
 

@@ -1,0 +1,107 @@
+"""Data paths: which code forwards packets — `native` (the C extension `sfu._native`) or `python`.
+
+Both implement the same per-packet contract and are held to it by the same tests:
+
+* `DownTrack.forward` (Python) and `NativeDownTrack` (C: `DownTrackCore`) rewrite, cache and send
+  one packet for one subscriber. `NativeDownTrack` is the Python DownTrack with its per-packet state
+  stored in C, so the policy code (layer selection, pauses, NACK budgets, RTCP) reads and writes the
+  same attributes on either path.
+* A Track's fan-out is one call per received packet: a Python loop, or `_native.fanout`, which
+  forwards to every DownTrack, protects with the transport's native SRTP (`_native.Egress`, keyed
+  from the DTLS exporter) and flushes each socket's queue with one `sendmmsg`.
+
+The choice is process-wide (setting `datapath`), made before any media flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sfu import transport
+from sfu.downtrack import DownTrack
+from sfu.metrics import STATS
+
+if TYPE_CHECKING:
+    from sfu import rtp
+    from sfu.track import Layer
+
+try:
+    from sfu import _native  # type: ignore[attr-defined]
+except ImportError as e:  # not built: only the Python path is available
+    _native = None
+    _IMPORT_ERROR: ImportError | None = e
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downtrack_class", "fanout"]
+
+NAMES = ("native", "python")
+
+Fanout = Callable[[list[Any], bytes, "rtp.RtpView", "Layer", bool, "rtp.Vp8Descriptor | None", float], None]
+
+
+class DataPathError(RuntimeError):
+    """The configured data path cannot run here (the native extension is not built)."""
+
+
+def available() -> bool:
+    return _native is not None
+
+
+def python_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
+                  vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+    for dt in downtracks:
+        dt.forward(data, view, layer, keyframe, vp8, now)
+
+
+def native_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
+                  vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+    if downtracks:
+        packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now)
+        STATS.packets_out += packets
+        STATS.bytes_out += nbytes
+
+
+if _native is not None:
+
+    class NativeDownTrack(_native.DownTrackCore, DownTrack):
+        """DownTrack whose per-packet state and forwarding live in C (`sfu/native/forward.c`)."""
+
+        def _resolve_extensions(self) -> None:
+            super()._resolve_extensions()
+            slot = self.slot
+            self._configure_native(pt=slot.pt, ssrc=slot.ssrc, ext_map=self._ext_map, mid_in=self._mid_in,
+                                   ast_in=self._ast_in, mid_out=self._mid_out)
+
+        def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
+                    vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+            native_fanout([self], data, view, layer, keyframe, vp8, now)
+
+_current = "python"
+
+
+def configure(name: str) -> None:
+    """Select the data path for everything created from now on. Raises DataPathError when `native`
+    is asked for but the extension is not built."""
+    global _current
+    if name not in NAMES:
+        raise ValueError(f"datapath must be one of {', '.join(NAMES)}, not {name!r}")
+    if name == "native" and _native is None:
+        raise DataPathError(f"datapath 'native' needs the extension sfu._native, which did not import "
+                            f"({_IMPORT_ERROR}); reinstall with `pip install -e .` (gcc, Python headers and "
+                            f"libssl-dev are needed) or set --datapath python")
+    _current = name
+    transport.configure_egress(_native.Egress if name == "native" else None)
+
+
+def current() -> str:
+    return _current
+
+
+def downtrack_class() -> type[DownTrack]:
+    return NativeDownTrack if _current == "native" else DownTrack
+
+
+def fanout() -> Fanout:
+    return native_fanout if _current == "native" else python_fanout

@@ -1,0 +1,1110 @@
+/* The native forwarder: one call per received packet rewrites, caches, protects and sends it for
+ * every DownTrack of its Track.
+ *
+ * It is the C twin of `DownTrack.forward` (sfu/downtrack.py) and must behave identically: the unit
+ * tests of tests/unit/sfu run against both (datapath = native | python). Python keeps the policy:
+ * which layer each DownTrack targets, pauses, thinning (max_tid), NACK budgets, RTCP. The decisions
+ * are plain attributes of the DownTrack, which this type stores in C so both sides read the same
+ * fields without copies.
+ *
+ * Egress: the send side of one subscriber transport. It owns a dup() of the transport's UDP socket
+ * (so a socket aioice closes can never be confused with a recycled descriptor), the outbound SRTP
+ * session and its per-SSRC streams, and a queue flushed with sendmmsg once per received packet.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "srtp.h"
+
+#define CACHE_SIZE 1024 /* as sfu/downtrack.py CACHE_SIZE */
+#define CACHE_MASK (CACHE_SIZE - 1)
+#define QUEUE_LEN 32           /* datagrams an Egress holds before it must flush */
+#define QUEUE_BUF 1600         /* bytes per queued datagram (a larger packet is sent at once) */
+#define MAX_STREAMS 4096       /* SSRCs one Egress protects for (two per m-line) */
+#define MAX_PENDING_EGRESS 4096
+
+/* ------------------------------------------------------------------------------------------------
+ * Parsing (twins of sfu/rtp.py parse and vp8_descriptor)
+ * ---------------------------------------------------------------------------------------------- */
+
+int bs_rtp_parse(const uint8_t *d, size_t n, bs_rtp_view *v) {
+    if (n < 12)
+        return -1;
+    if ((d[0] >> 6) != 2)
+        return -1;
+    v->marker = d[1] >> 7;
+    v->pt = d[1] & 0x7F;
+    v->seq = (uint16_t)((d[2] << 8) | d[3]);
+    v->ts = ((uint32_t)d[4] << 24) | ((uint32_t)d[5] << 16) | ((uint32_t)d[6] << 8) | d[7];
+    v->ssrc = ((uint32_t)d[8] << 24) | ((uint32_t)d[9] << 16) | ((uint32_t)d[10] << 8) | d[11];
+    size_t pos = 12 + 4 * (size_t)(d[0] & 0x0F);
+    v->ext_start = v->ext_end = 0;
+    v->one_byte = 0;
+    if (d[0] & 0x10) {
+        if (pos + 4 > n)
+            return -1;
+        unsigned profile = (d[pos] << 8) | d[pos + 1];
+        size_t words = (d[pos + 2] << 8) | d[pos + 3];
+        v->ext_start = pos + 4;
+        v->ext_end = v->ext_start + 4 * words;
+        if (v->ext_end > n)
+            return -1;
+        v->one_byte = profile == 0xBEDE;
+        pos = v->ext_end;
+    }
+    if (pos > n)
+        return -1;
+    size_t end = n;
+    if (d[0] & 0x20) {
+        uint8_t pad = d[n - 1];
+        if (pad == 0 || pad > end || end - pad < pos)
+            return -1;
+        end -= pad;
+    }
+    v->payload_start = pos;
+    v->payload_end = end;
+    return 0;
+}
+
+int bs_vp8_parse(const uint8_t *p, size_t n, bs_vp8 *d) {
+    memset(d, 0, sizeof(*d));
+    d->picture_id = -1;
+    d->tl0picidx = -1;
+    if (n < 1)
+        return -1;
+    uint8_t b0 = p[0];
+    size_t pos = 1;
+    if (b0 & 0x80) {
+        if (n < 2)
+            return -1;
+        uint8_t x = p[1];
+        pos = 2;
+        if (x & 0x80) {
+            if (pos >= n)
+                return -1;
+            d->picture_id_pos = pos;
+            if (p[pos] & 0x80) {
+                if (pos + 1 >= n)
+                    return -1;
+                d->picture_id = ((p[pos] & 0x7F) << 8) | p[pos + 1];
+                d->picture_id_bits = 15;
+                pos += 2;
+            } else {
+                d->picture_id = p[pos] & 0x7F;
+                d->picture_id_bits = 7;
+                pos += 1;
+            }
+        }
+        if (x & 0x40) {
+            if (pos >= n)
+                return -1;
+            d->tl0picidx_pos = pos;
+            d->tl0picidx = p[pos];
+            pos += 1;
+        }
+        if (x & 0x30) {
+            if (pos >= n)
+                return -1;
+            if (x & 0x20) {
+                d->tid = p[pos] >> 6;
+                d->layer_sync = (p[pos] & 0x20) != 0;
+            }
+            pos += 1;
+        }
+    }
+    d->start = (b0 & 0x10) && (b0 & 0x07) == 0;
+    d->keyframe = d->start && pos < n && (p[pos] & 0x01) == 0;
+    d->size = pos;
+    return 0;
+}
+
+static inline int newer16(uint16_t a, uint16_t b) { return a != b && (uint16_t)(a - b) < 0x8000; }
+
+/* ------------------------------------------------------------------------------------------------
+ * Egress
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int fd; /* our dup() of the transport's socket; -1 once closed */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bs_srtp *srtp;
+    /* per-SSRC SRTP streams: open addressing on the SSRC; streams are separately allocated so the
+     * pointers DownTracks keep stay valid when the table grows */
+    uint32_t *keys;
+    bs_srtp_stream **streams;
+    size_t cap, count;
+    /* queued protected datagrams, flushed with one sendmmsg */
+    int nq;
+    int pending; /* on the module's list of egresses to flush */
+    struct mmsghdr msgs[QUEUE_LEN];
+    struct iovec iov[QUEUE_LEN];
+    uint8_t bufs[QUEUE_LEN][QUEUE_BUF];
+    unsigned long long sent, failures, errors_srtp;
+    int last_errno;
+} EgressObject;
+
+static PyTypeObject EgressType;
+static EgressObject *pending_egress[MAX_PENDING_EGRESS];
+static size_t n_pending_egress;
+
+static bs_srtp_stream *egress_stream(EgressObject *e, uint32_t ssrc) {
+    if (e->cap == 0 || (e->count + 1) * 2 > e->cap) {
+        if (e->count >= MAX_STREAMS)
+            goto lookup_only;
+        size_t ncap = e->cap ? e->cap * 2 : 16;
+        uint32_t *nk = calloc(ncap, sizeof(uint32_t));
+        bs_srtp_stream **ns = calloc(ncap, sizeof(bs_srtp_stream *));
+        if (!nk || !ns) {
+            free(nk);
+            free(ns);
+            return NULL;
+        }
+        for (size_t i = 0; i < e->cap; i++) {
+            if (!e->streams[i])
+                continue;
+            size_t j = (e->keys[i] * 2654435761u) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            nk[j] = e->keys[i];
+            ns[j] = e->streams[i];
+        }
+        free(e->keys);
+        free(e->streams);
+        e->keys = nk;
+        e->streams = ns;
+        e->cap = ncap;
+    }
+lookup_only:;
+    size_t j = (ssrc * 2654435761u) & (e->cap - 1);
+    while (e->streams[j]) {
+        if (e->keys[j] == ssrc)
+            return e->streams[j];
+        j = (j + 1) & (e->cap - 1);
+    }
+    if (e->count >= MAX_STREAMS || (e->count + 1) * 2 > e->cap)
+        return NULL;
+    bs_srtp_stream *st = malloc(sizeof(*st));
+    if (!st)
+        return NULL;
+    bs_srtp_stream_init(st);
+    e->keys[j] = ssrc;
+    e->streams[j] = st;
+    e->count++;
+    return st;
+}
+
+static int egress_flush(EgressObject *e) {
+    int n = e->nq, done = 0;
+    while (done < n && e->fd >= 0) {
+        int r = sendmmsg(e->fd, e->msgs + done, (unsigned)(n - done), 0);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            e->last_errno = r < 0 ? errno : 0;
+            break;
+        }
+        done += r;
+    }
+    e->sent += (unsigned long long)done;
+    e->failures += (unsigned long long)(n - done);
+    e->nq = 0;
+    return done;
+}
+
+static void flush_pending(void) {
+    for (size_t i = 0; i < n_pending_egress; i++) {
+        EgressObject *e = pending_egress[i];
+        egress_flush(e);
+        e->pending = 0;
+        Py_DECREF(e);
+    }
+    n_pending_egress = 0;
+}
+
+/* The next free queue buffer (QUEUE_BUF bytes): the caller writes a packet there, then commits it. */
+static uint8_t *egress_slot(EgressObject *e) {
+    if (e->nq == QUEUE_LEN)
+        egress_flush(e);
+    return e->bufs[e->nq];
+}
+
+/* Protect the `len` bytes written into egress_slot() and queue them. 1 queued, 0 dropped. */
+static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
+    uint8_t *buf = e->bufs[e->nq];
+    int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, buf, len, QUEUE_BUF)
+                 : bs_srtp_protect_rtp(e->srtp, st, buf, len, QUEUE_BUF);
+    if (m < 0) {
+        e->errors_srtp++;
+        e->failures++;
+        return 0;
+    }
+    e->iov[e->nq].iov_len = (size_t)m;
+    e->nq++;
+    if (!e->pending) {
+        if (n_pending_egress == MAX_PENDING_EGRESS) {
+            egress_flush(e);
+            return 1;
+        }
+        e->pending = 1;
+        Py_INCREF(e);
+        pending_egress[n_pending_egress++] = e;
+    }
+    return 1;
+}
+
+/* Protect `len` bytes of RTP for `st` and queue (or send) them. 1 queued/sent, 0 dropped. */
+static int egress_put(EgressObject *e, bs_srtp_stream *st, const uint8_t *pkt, size_t len, int rtcp) {
+    if (e->fd < 0 || st == NULL) {
+        e->failures++;
+        return 0;
+    }
+    size_t cap = len + BS_SRTP_MAX_RTCP_TRAILER;
+    if (cap > QUEUE_BUF) {
+        /* rare (jumbo loopback datagram): protect in a heap buffer and send at once */
+        uint8_t *tmp = malloc(cap);
+        if (!tmp) {
+            e->failures++;
+            return 0;
+        }
+        memcpy(tmp, pkt, len);
+        int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, tmp, len, cap) : bs_srtp_protect_rtp(e->srtp, st, tmp, len, cap);
+        int ok = 0;
+        if (m < 0)
+            e->errors_srtp++;
+        else if (sendto(e->fd, tmp, (size_t)m, 0, (struct sockaddr *)&e->addr, e->addrlen) == m)
+            ok = 1;
+        else
+            e->last_errno = errno;
+        free(tmp);
+        if (ok)
+            e->sent++;
+        else
+            e->failures++;
+        return ok;
+    }
+    uint8_t *buf = egress_slot(e);
+    memcpy(buf, pkt, len);
+    return egress_commit(e, st, len, rtcp);
+}
+
+static int parse_addr(PyObject *addr, struct sockaddr_storage *ss, socklen_t *len) {
+    if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) < 2) {
+        PyErr_SetString(PyExc_ValueError, "address must be a (host, port) tuple");
+        return -1;
+    }
+    const char *host = PyUnicode_AsUTF8(PyTuple_GET_ITEM(addr, 0));
+    if (!host)
+        return -1;
+    long port = PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    if (port == -1 && PyErr_Occurred())
+        return -1;
+    if (port <= 0 || port > 65535) {
+        PyErr_Format(PyExc_ValueError, "port %ld out of range", port);
+        return -1;
+    }
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        if (PyTuple_GET_SIZE(addr) >= 4) {
+            long scope = PyLong_AsLong(PyTuple_GET_ITEM(addr, 3));
+            if (scope == -1 && PyErr_Occurred())
+                return -1;
+            a6->sin6_scope_id = (uint32_t)scope;
+        }
+        *len = sizeof(*a6);
+    } else {
+        PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
+        return -1;
+    }
+    return 0;
+}
+
+static int Egress_init(EgressObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "address", "profile", "key", NULL};
+    int fd, profile;
+    PyObject *addr;
+    Py_buffer key;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOiy*", kwlist, &fd, &addr, &profile, &key))
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_addr(addr, &ss, &sslen) < 0) {
+        PyBuffer_Release(&key);
+        return -1;
+    }
+    char err[160] = "";
+    bs_srtp *s = bs_srtp_new(profile, key.buf, (size_t)key.len, err, sizeof(err));
+    PyBuffer_Release(&key);
+    if (!s) {
+        PyErr_Format(PyExc_ValueError, "SRTP: %s", err);
+        return -1;
+    }
+    int dfd = dup(fd);
+    if (dfd < 0) {
+        bs_srtp_free(s);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (self->srtp)
+        bs_srtp_free(self->srtp);
+    if (self->fd >= 0)
+        close(self->fd);
+    self->srtp = s;
+    self->fd = dfd;
+    self->addr = ss;
+    self->addrlen = sslen;
+    for (int i = 0; i < QUEUE_LEN; i++) {
+        self->iov[i].iov_base = self->bufs[i];
+        self->iov[i].iov_len = 0;
+        memset(&self->msgs[i], 0, sizeof(self->msgs[i]));
+        self->msgs[i].msg_hdr.msg_name = &self->addr;
+        self->msgs[i].msg_hdr.msg_namelen = sslen;
+        self->msgs[i].msg_hdr.msg_iov = &self->iov[i];
+        self->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    return 0;
+}
+
+static PyObject *Egress_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    EgressObject *self = (EgressObject *)type->tp_alloc(type, 0);
+    if (self)
+        self->fd = -1;
+    return (PyObject *)self;
+}
+
+static void egress_clear_streams(EgressObject *e) {
+    for (size_t i = 0; i < e->cap; i++)
+        free(e->streams[i]);
+    free(e->streams);
+    free(e->keys);
+    e->streams = NULL;
+    e->keys = NULL;
+    e->cap = e->count = 0;
+}
+
+static void Egress_dealloc(EgressObject *self) {
+    if (self->fd >= 0)
+        close(self->fd);
+    if (self->srtp)
+        bs_srtp_free(self->srtp);
+    egress_clear_streams(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *egress_send(EgressObject *self, PyObject *arg, int rtcp) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *p = b.buf;
+    uint32_t ssrc = 0;
+    int ok = 0;
+    if (b.len >= 12) {
+        ssrc = rtcp ? ((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7])
+                    : ((uint32_t)p[8] << 24 | (uint32_t)p[9] << 16 | (uint32_t)p[10] << 8 | p[11]);
+        ok = egress_put(self, egress_stream(self, ssrc), p, (size_t)b.len, rtcp);
+    } else {
+        self->failures++;
+    }
+    PyBuffer_Release(&b);
+    if (self->pending) {
+        /* sent on its own (NACK answers, RTCP): flush now rather than wait for a fan-out */
+        flush_pending();
+    }
+    if (!ok)
+        Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Egress_send_rtp(EgressObject *self, PyObject *arg) { return egress_send(self, arg, 0); }
+static PyObject *Egress_send_rtcp(EgressObject *self, PyObject *arg) { return egress_send(self, arg, 1); }
+
+static PyObject *Egress_close(EgressObject *self, PyObject *unused) {
+    if (self->pending)
+        flush_pending();
+    if (self->fd >= 0) {
+        close(self->fd);
+        self->fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_get_closed(EgressObject *self, void *c) { return PyBool_FromLong(self->fd < 0); }
+static PyObject *Egress_get_streams(EgressObject *self, void *c) { return PyLong_FromSize_t(self->count); }
+
+static PyMethodDef Egress_methods[] = {
+    {"send_rtp", (PyCFunction)Egress_send_rtp, METH_O, "Protect and send one RTP packet now; False when dropped."},
+    {"send_rtcp", (PyCFunction)Egress_send_rtcp, METH_O, "Protect and send one (compound) RTCP packet now."},
+    {"close", (PyCFunction)Egress_close, METH_NOARGS, "Close our descriptor; later sends are counted failures."},
+    {NULL},
+};
+
+static PyMemberDef Egress_members[] = {
+    {"sent", T_ULONGLONG, offsetof(EgressObject, sent), READONLY, "datagrams the kernel took"},
+    {"failures", T_ULONGLONG, offsetof(EgressObject, failures), READONLY, "datagrams dropped (socket full, closed)"},
+    {"srtp_errors", T_ULONGLONG, offsetof(EgressObject, errors_srtp), READONLY, "packets SRTP refused to protect"},
+    {"last_errno", T_INT, offsetof(EgressObject, last_errno), READONLY, "errno of the last failed send"},
+    {NULL},
+};
+
+static PyGetSetDef Egress_getset[] = {
+    {"closed", (getter)Egress_get_closed, NULL, "closed (no descriptor)", NULL},
+    {"streams", (getter)Egress_get_streams, NULL, "SSRCs with SRTP state", NULL},
+    {NULL},
+};
+
+static PyTypeObject EgressType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.Egress",
+    .tp_basicsize = sizeof(EgressObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Egress(fd, address, profile, key): the SRTP send side of one transport, on a dup of its socket.",
+    .tp_new = Egress_new,
+    .tp_init = (initproc)Egress_init,
+    .tp_dealloc = (destructor)Egress_dealloc,
+    .tp_methods = Egress_methods,
+    .tp_members = Egress_members,
+    .tp_getset = Egress_getset,
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * DownTrackCore: the per-packet state of a DownTrack (base class of sfu.datapath.NativeDownTrack)
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint16_t seq;
+    uint16_t valid;
+    uint32_t len;
+    uint32_t cap;
+    uint8_t *buf;
+} cache_entry;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *dict; /* the Python subclass's other attributes */
+    PyObject *weakrefs;
+    /* Python-owned references the hot path reads */
+    PyObject *transport;
+    PyObject *slot;
+    PyObject *current;
+    PyObject *target;
+    /* configuration (set by _configure_native from the slot and the extension maps) */
+    char is_video, is_vp8; /* T_BOOL is a char */
+    int clock_rate;
+    int out_pt;
+    uint32_t out_ssrc;
+    uint8_t ext_map[16]; /* publisher's one-byte id -> ours, 0 = not forwarded */
+    int mid_in, ast_in;
+    uint8_t mid_out[16];
+    int mid_out_len;
+    int max_tid; /* -1 = None */
+    /* rewrite state */
+    unsigned int seq_off, ts_off, pid_off, tl0_off;
+    int switch_seq;
+    long long epoch;
+    char started;
+    unsigned int last_seq, last_ts, last_pid, last_tl0;
+    double last_sent_at;
+    double rtx_window_at; /* NaN = None */
+    unsigned long long packets, octets, bytes_sent, temporal_drops;
+    /* SRTP stream of our SSRC on the egress it was looked up on */
+    PyObject *stream_egress;
+    bs_srtp_stream *stream;
+    cache_entry *cache; /* CACHE_SIZE entries, allocated on the first packet */
+} DownTrackCore;
+
+static PyTypeObject DownTrackCoreType;
+
+static PyObject *str_active, *str_egress, *str_epoch, *str_send_rtp, *str_begin_run;
+
+static int DTC_traverse(DownTrackCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->dict);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->slot);
+    Py_VISIT(self->current);
+    Py_VISIT(self->target);
+    Py_VISIT(self->stream_egress);
+    return 0;
+}
+
+static int DTC_clear(DownTrackCore *self) {
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->slot);
+    Py_CLEAR(self->current);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->stream_egress);
+    self->stream = NULL;
+    return 0;
+}
+
+static void cache_free(DownTrackCore *self) {
+    if (!self->cache)
+        return;
+    for (int i = 0; i < CACHE_SIZE; i++)
+        free(self->cache[i].buf);
+    free(self->cache);
+    self->cache = NULL;
+}
+
+static void DTC_dealloc(DownTrackCore *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    DTC_clear(self);
+    cache_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *DTC_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    DownTrackCore *self = (DownTrackCore *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->max_tid = -1;
+    self->mid_in = self->ast_in = -1;
+    self->rtx_window_at = Py_NAN;
+    self->clock_rate = 90000;
+    return (PyObject *)self;
+}
+
+/* sfu/downtrack.py DownTrack._configure_native: what the hot path needs from the slot and the maps */
+static PyObject *DTC_configure(DownTrackCore *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"pt", "ssrc", "ext_map", "mid_in", "ast_in", "mid_out", NULL};
+    int pt, mid_in, ast_in;
+    unsigned long ssrc;
+    PyObject *ext_map;
+    Py_buffer mid_out;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ikO!iiy*", kwlist, &pt, &ssrc, &PyDict_Type, &ext_map, &mid_in,
+                                     &ast_in, &mid_out))
+        return NULL;
+    if (mid_out.len > 16) {
+        PyBuffer_Release(&mid_out);
+        PyErr_SetString(PyExc_ValueError, "mid longer than 16 bytes");
+        return NULL;
+    }
+    uint8_t map[16] = {0};
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(ext_map, &pos, &k, &v)) {
+        long a = PyLong_AsLong(k), b = PyLong_AsLong(v);
+        if ((a == -1 || b == -1) && PyErr_Occurred()) {
+            PyBuffer_Release(&mid_out);
+            return NULL;
+        }
+        /* one-byte form: ids 1..14 both ways (an id above 14 cannot be written in this form) */
+        if (a >= 1 && a <= 14 && b >= 1 && b <= 14)
+            map[a] = (uint8_t)b;
+    }
+    memcpy(self->ext_map, map, sizeof(map));
+    self->out_pt = pt & 0x7F;
+    self->out_ssrc = (uint32_t)ssrc;
+    self->mid_in = mid_in;
+    self->ast_in = ast_in;
+    memcpy(self->mid_out, mid_out.buf, (size_t)mid_out.len);
+    self->mid_out_len = (int)mid_out.len;
+    PyBuffer_Release(&mid_out);
+    /* the SSRC may have changed: look the SRTP stream up again */
+    Py_CLEAR(self->stream_egress);
+    self->stream = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *DTC_cached(DownTrackCore *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    seq &= 0xFFFF;
+    if (self->cache) {
+        cache_entry *c = &self->cache[seq & CACHE_MASK];
+        if (c->valid && c->seq == seq)
+            return PyBytes_FromStringAndSize((const char *)c->buf, c->len);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *DTC_clear_cache(DownTrackCore *self, PyObject *unused) {
+    cache_free(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *DTC_get_max_tid(DownTrackCore *self, void *c) {
+    if (self->max_tid < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(self->max_tid);
+}
+
+static int DTC_set_max_tid(DownTrackCore *self, PyObject *v, void *c) {
+    if (v == NULL || v == Py_None) {
+        self->max_tid = -1;
+        return 0;
+    }
+    long t = PyLong_AsLong(v);
+    if (t == -1 && PyErr_Occurred())
+        return -1;
+    self->max_tid = t < 0 ? 0 : (t > 255 ? 255 : (int)t);
+    return 0;
+}
+
+static PyObject *DTC_get_rtx_window_at(DownTrackCore *self, void *c) {
+    if (isnan(self->rtx_window_at))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(self->rtx_window_at);
+}
+
+static int DTC_set_rtx_window_at(DownTrackCore *self, PyObject *v, void *c) {
+    if (v == NULL || v == Py_None) {
+        self->rtx_window_at = Py_NAN;
+        return 0;
+    }
+    double d = PyFloat_AsDouble(v);
+    if (d == -1.0 && PyErr_Occurred())
+        return -1;
+    self->rtx_window_at = d;
+    return 0;
+}
+
+/* DownTrack._anchor: offsets that make this packet follow the last one sent */
+static void dtc_anchor(DownTrackCore *s, const bs_rtp_view *v, const bs_vp8 *vp8, double now, long long epoch) {
+    s->epoch = epoch;
+    s->seq_off = (s->last_seq + 1u - v->seq) & 0xFFFF;
+    if (s->started) {
+        long long gap = (long long)((now - s->last_sent_at) * s->clock_rate);
+        if (gap < 1)
+            gap = 1;
+        s->ts_off = (unsigned int)(((long long)s->last_ts + gap - (long long)v->ts) & 0xFFFFFFFFLL);
+    } else {
+        s->ts_off = (s->last_ts - v->ts) & 0xFFFFFFFFu;
+    }
+    if (vp8 && vp8->picture_id >= 0 && s->started) {
+        unsigned mod = vp8->picture_id_bits == 15 ? 0x7FFF : 0x7F;
+        s->pid_off = (s->last_pid + 1u - (unsigned)vp8->picture_id) & mod;
+        s->tl0_off = vp8->tl0picidx >= 0 ? ((s->last_tl0 + 1u - (unsigned)vp8->tl0picidx) & 0xFF) : 0;
+    } else {
+        s->pid_off = s->tl0_off = 0;
+    }
+    s->switch_seq = v->seq;
+    if (isnan(s->rtx_window_at))
+        s->rtx_window_at = now;
+}
+
+static inline void dtc_renumber_away(DownTrackCore *s, uint16_t seq) {
+    if (seq == ((s->last_seq - s->seq_off + 1u) & 0xFFFF))
+        s->seq_off = (s->seq_off - 1u) & 0xFFFF;
+}
+
+static inline void put_abs_send_time(uint8_t *p, double now) {
+    unsigned long long t = (unsigned long long)(long long)(now * 262144.0) & 0xFFFFFF;
+    p[0] = (uint8_t)(t >> 16);
+    p[1] = (uint8_t)(t >> 8);
+    p[2] = (uint8_t)t;
+}
+
+/* DownTrack._rewrite_extensions (one-byte form, in place) */
+static void dtc_rewrite_extensions(DownTrackCore *s, uint8_t *buf, size_t i, size_t end, double now) {
+    while (i < end) {
+        uint8_t b = buf[i];
+        if (b == 0) {
+            i++;
+            continue;
+        }
+        int xid = b >> 4, xlen = (b & 0x0F) + 1;
+        if (xid == 15)
+            break;
+        size_t stop = i + 1 + (size_t)xlen;
+        if (stop > end) {
+            /* an element running past the block: not an element; blank the rest of the block */
+            memset(buf + i, 0, end - i);
+            break;
+        }
+        int nid = s->ext_map[xid];
+        if (nid == 0 || (xid == s->mid_in && xlen != s->mid_out_len)) {
+            memset(buf + i, 0, stop - i);
+        } else {
+            buf[i] = (uint8_t)((nid << 4) | (b & 0x0F));
+            if (xid == s->mid_in)
+                memcpy(buf + i + 1, s->mid_out, stop - i - 1);
+            else if (xid == s->ast_in && xlen == 3)
+                put_abs_send_time(buf + i + 1, now);
+        }
+        i += 1 + (size_t)xlen;
+    }
+}
+
+static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t len) {
+    if (!s->cache) {
+        s->cache = calloc(CACHE_SIZE, sizeof(cache_entry));
+        if (!s->cache)
+            return -1;
+    }
+    cache_entry *c = &s->cache[seq & CACHE_MASK];
+    if (c->cap < len) {
+        size_t ncap = len < 1500 ? 1500 : len;
+        uint8_t *nb = realloc(c->buf, ncap);
+        if (!nb) {
+            c->valid = 0;
+            return -1;
+        }
+        c->buf = nb;
+        c->cap = (uint32_t)ncap;
+    }
+    memcpy(c->buf, p, len);
+    c->len = (uint32_t)len;
+    c->seq = seq;
+    c->valid = 1;
+    return 0;
+}
+
+/* the egress of the DownTrack's transport, or NULL (borrowed; the transport holds it) */
+static EgressObject *dtc_egress(DownTrackCore *s) {
+    /* the egress this DownTrack last sent through, while it is open: PeerTransport closes an egress
+     * before it makes another, so an open one is still the transport's (no attribute read per packet) */
+    if (s->stream_egress && ((EgressObject *)s->stream_egress)->fd >= 0)
+        return (EgressObject *)s->stream_egress;
+    PyObject *eg = PyObject_GetAttr(s->transport, str_egress);
+    if (!eg) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(eg); /* the transport keeps its egress alive for the duration of this call */
+    if (Py_TYPE(eg) != &EgressType || ((EgressObject *)eg)->fd < 0)
+        return NULL;
+    EgressObject *e = (EgressObject *)eg;
+    if (s->stream_egress != eg) {
+        Py_INCREF(eg);
+        Py_XSETREF(s->stream_egress, eg);
+        s->stream = egress_stream(e, s->out_ssrc);
+    }
+    return e;
+}
+
+typedef struct {
+    unsigned long long packets, bytes;
+} fan_totals;
+
+/* One DownTrack's share of a packet: DownTrack.forward. 0 on success (sent or skipped), -1 on a
+ * Python error (from the layer-change callback or the fallback send). */
+static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+                       PyObject *layer, long long epoch, int keyframe, double now, uint8_t *scratch,
+                       fan_totals *tot) {
+    if (!s->slot || !s->transport)
+        return 0;
+    PyObject *active = PyObject_GetAttr(s->slot, str_active);
+    if (!active)
+        return -1;
+    int is_active = PyObject_IsTrue(active);
+    Py_DECREF(active);
+    if (is_active <= 0)
+        return is_active;
+    if (layer != s->current) {
+        if (layer != s->target || (s->is_video && !keyframe))
+            return 0;
+        dtc_anchor(s, v, vp8, now, epoch);
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)s, str_begin_run, layer);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    } else if (epoch != s->epoch) {
+        dtc_anchor(s, v, vp8, now, epoch);
+    } else if (!newer16(v->seq, (uint16_t)s->switch_seq) && v->seq != (uint16_t)s->switch_seq) {
+        return 0;
+    }
+    if (vp8 && s->max_tid >= 0 && vp8->tid > s->max_tid && !keyframe) {
+        dtc_renumber_away(s, v->seq);
+        s->temporal_drops++;
+        return 0;
+    }
+    uint16_t out_seq = (uint16_t)((v->seq + s->seq_off) & 0xFFFF);
+    uint32_t out_ts = (uint32_t)((v->ts + s->ts_off) & 0xFFFFFFFFu);
+    /* rewrite straight into the egress queue when there is one (one copy of the packet, not two) */
+    EgressObject *e = dtc_egress(s);
+    int in_queue = e != NULL && s->stream != NULL && n + BS_SRTP_MAX_RTCP_TRAILER <= QUEUE_BUF;
+    if (in_queue)
+        scratch = egress_slot(e);
+    memcpy(scratch, data, n);
+    size_t len = n;
+    scratch[1] = (uint8_t)((scratch[1] & 0x80) | s->out_pt);
+    scratch[2] = (uint8_t)(out_seq >> 8);
+    scratch[3] = (uint8_t)out_seq;
+    scratch[4] = (uint8_t)(out_ts >> 24);
+    scratch[5] = (uint8_t)(out_ts >> 16);
+    scratch[6] = (uint8_t)(out_ts >> 8);
+    scratch[7] = (uint8_t)out_ts;
+    scratch[8] = (uint8_t)(s->out_ssrc >> 24);
+    scratch[9] = (uint8_t)(s->out_ssrc >> 16);
+    scratch[10] = (uint8_t)(s->out_ssrc >> 8);
+    scratch[11] = (uint8_t)s->out_ssrc;
+    size_t removed = 0;
+    if (v->ext_start) {
+        if (v->one_byte) {
+            dtc_rewrite_extensions(s, scratch, v->ext_start, v->ext_end, now);
+        } else {
+            /* _strip_extensions: drop the two-byte-form block, clear X */
+            size_t start = v->ext_start - 4;
+            removed = v->ext_end - start;
+            memmove(scratch + start, scratch + v->ext_end, n - v->ext_end);
+            len -= removed;
+            scratch[0] &= 0xEF;
+        }
+    }
+    if (vp8 && (s->pid_off || s->tl0_off)) {
+        size_t p = v->payload_start - removed;
+        if (vp8->picture_id >= 0) {
+            if (vp8->picture_id_bits == 15) {
+                unsigned pid = ((unsigned)vp8->picture_id + s->pid_off) & 0x7FFF;
+                scratch[p + vp8->picture_id_pos] = (uint8_t)(0x80 | (pid >> 8));
+                scratch[p + vp8->picture_id_pos + 1] = (uint8_t)pid;
+            } else {
+                scratch[p + vp8->picture_id_pos] = (uint8_t)(((unsigned)vp8->picture_id + s->pid_off) & 0x7F);
+            }
+        }
+        if (vp8->tl0picidx >= 0)
+            scratch[p + vp8->tl0picidx_pos] = (uint8_t)(((unsigned)vp8->tl0picidx + s->tl0_off) & 0xFF);
+    }
+    cache_store(s, out_seq, scratch, len);
+    if (newer16(out_seq, (uint16_t)s->last_seq) || !s->started) {
+        s->last_seq = out_seq;
+        s->last_ts = out_ts;
+        s->last_sent_at = now;
+        if (vp8 && vp8->picture_id >= 0) {
+            s->last_pid = ((unsigned)vp8->picture_id + s->pid_off) & 0x7FFF;
+            if (vp8->tl0picidx >= 0)
+                s->last_tl0 = ((unsigned)vp8->tl0picidx + s->tl0_off) & 0xFF;
+        }
+    }
+    s->started = 1;
+    int sent;
+    if (in_queue) {
+        sent = egress_commit(e, s->stream, len, 0);
+    } else if (e) {
+        sent = egress_put(e, s->stream, scratch, len, 0);
+    } else {
+        /* no native egress (path not up yet, or a test wire): the transport's own send_rtp */
+        PyObject *out = PyBytes_FromStringAndSize((const char *)scratch, (Py_ssize_t)len);
+        if (!out)
+            return -1;
+        PyObject *r = PyObject_CallMethodOneArg(s->transport, str_send_rtp, out);
+        Py_DECREF(out);
+        if (!r)
+            return -1;
+        sent = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (sent < 0)
+            return -1;
+    }
+    if (sent) {
+        s->packets++;
+        s->octets += v->payload_end - v->payload_start;
+        s->bytes_sent += len;
+        tot->packets++;
+        tot->bytes += len;
+    }
+    return 0;
+}
+
+/* fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes) */
+static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now)");
+        return NULL;
+    }
+    PyObject *dts = args[0], *layer = args[2];
+    if (!PyList_Check(dts)) {
+        PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
+        return NULL;
+    }
+    int keyframe = PyObject_IsTrue(args[3]);
+    double now = PyFloat_AsDouble(args[4]);
+    if (keyframe < 0 || (now == -1.0 && PyErr_Occurred()))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    fan_totals tot = {0, 0};
+    PyObject *result = NULL;
+    const uint8_t *data = b.buf;
+    size_t n = (size_t)b.len;
+    bs_rtp_view v;
+    bs_vp8 vp8d;
+    int have_vp8 = -1; /* parsed on the first VP8 DownTrack */
+    uint8_t stack_scratch[2048];
+    uint8_t *scratch = stack_scratch;
+    long long epoch = 0;
+    if (bs_rtp_parse(data, n, &v) < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a valid RTP packet");
+        goto done;
+    }
+    PyObject *ep = PyObject_GetAttr(layer, str_epoch);
+    if (!ep)
+        goto done;
+    epoch = PyLong_AsLongLong(ep);
+    Py_DECREF(ep);
+    if (epoch == -1 && PyErr_Occurred())
+        goto done;
+    if (n > sizeof(stack_scratch)) {
+        scratch = malloc(n);
+        if (!scratch) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dts); i++) {
+        PyObject *o = PyList_GET_ITEM(dts, i);
+        if (!PyObject_TypeCheck(o, &DownTrackCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "fanout: not a native DownTrack");
+            goto done;
+        }
+        DownTrackCore *s = (DownTrackCore *)o;
+        const bs_vp8 *vp = NULL;
+        if (s->is_vp8) {
+            if (have_vp8 < 0)
+                have_vp8 = bs_vp8_parse(data + v.payload_start, v.payload_end - v.payload_start, &vp8d) == 0;
+            if (have_vp8)
+                vp = &vp8d;
+        }
+        Py_INCREF(o); /* the layer-change callback may change the list */
+        int r = dtc_forward(s, data, n, &v, vp, layer, epoch, keyframe, now, scratch, &tot);
+        Py_DECREF(o);
+        if (r < 0)
+            goto done;
+    }
+    result = Py_BuildValue("(KK)", tot.packets, tot.bytes);
+done:
+    flush_pending();
+    if (scratch != stack_scratch)
+        free(scratch);
+    PyBuffer_Release(&b);
+    return result;
+}
+
+#define DTC_MEMBER(name, type) {#name, type, offsetof(DownTrackCore, name), 0, NULL}
+
+static PyMemberDef DTC_members[] = {
+    {"transport", T_OBJECT, offsetof(DownTrackCore, transport), 0, NULL},
+    {"slot", T_OBJECT, offsetof(DownTrackCore, slot), 0, NULL},
+    {"current", T_OBJECT, offsetof(DownTrackCore, current), 0, NULL},
+    {"target", T_OBJECT, offsetof(DownTrackCore, target), 0, NULL},
+    DTC_MEMBER(is_video, T_BOOL),
+    DTC_MEMBER(is_vp8, T_BOOL),
+    DTC_MEMBER(clock_rate, T_INT),
+    DTC_MEMBER(seq_off, T_UINT),
+    DTC_MEMBER(ts_off, T_UINT),
+    DTC_MEMBER(pid_off, T_UINT),
+    DTC_MEMBER(tl0_off, T_UINT),
+    DTC_MEMBER(switch_seq, T_INT),
+    DTC_MEMBER(epoch, T_LONGLONG),
+    DTC_MEMBER(started, T_BOOL),
+    DTC_MEMBER(last_seq, T_UINT),
+    DTC_MEMBER(last_ts, T_UINT),
+    DTC_MEMBER(last_pid, T_UINT),
+    DTC_MEMBER(last_tl0, T_UINT),
+    DTC_MEMBER(last_sent_at, T_DOUBLE),
+    DTC_MEMBER(packets, T_ULONGLONG),
+    DTC_MEMBER(octets, T_ULONGLONG),
+    DTC_MEMBER(bytes_sent, T_ULONGLONG),
+    DTC_MEMBER(temporal_drops, T_ULONGLONG),
+    {NULL},
+};
+
+static PyGetSetDef DTC_getset[] = {
+    {"max_tid", (getter)DTC_get_max_tid, (setter)DTC_set_max_tid, "VP8 temporal layers above this are not forwarded",
+     NULL},
+    {"_rtx_window_at", (getter)DTC_get_rtx_window_at, (setter)DTC_set_rtx_window_at, NULL, NULL},
+    {NULL},
+};
+
+static PyMethodDef DTC_methods[] = {
+    {"_configure_native", (PyCFunction)(void (*)(void))DTC_configure, METH_VARARGS | METH_KEYWORDS,
+     "pt, ssrc, ext_map, mid_in, ast_in, mid_out: what the hot path reads from the slot"},
+    {"_cached", (PyCFunction)DTC_cached, METH_O, "the cached (rewritten, unprotected) packet with this seq, or None"},
+    {"_clear_cache", (PyCFunction)DTC_clear_cache, METH_NOARGS, "free the packet cache"},
+    {NULL},
+};
+
+static PyTypeObject DownTrackCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.DownTrackCore",
+    .tp_basicsize = sizeof(DownTrackCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The per-packet state of a DownTrack, in C (base of sfu.datapath.NativeDownTrack).",
+    .tp_new = DTC_new,
+    .tp_dealloc = (destructor)DTC_dealloc,
+    .tp_traverse = (traverseproc)DTC_traverse,
+    .tp_clear = (inquiry)DTC_clear,
+    .tp_members = DTC_members,
+    .tp_getset = DTC_getset,
+    .tp_methods = DTC_methods,
+    .tp_dictoffset = offsetof(DownTrackCore, dict),
+    .tp_weaklistoffset = offsetof(DownTrackCore, weakrefs),
+};
+
+/* parse_rtp(data) -> tuple, for tests: the C parser against sfu.rtp.parse */
+static PyObject *native_parse_rtp(PyObject *module, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    bs_rtp_view v;
+    int r = bs_rtp_parse(b.buf, (size_t)b.len, &v);
+    PyBuffer_Release(&b);
+    if (r < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(NiHkkkkNkk)", PyBool_FromLong(v.marker), v.pt, v.seq, (unsigned long)v.ts,
+                         (unsigned long)v.ssrc, (unsigned long)v.ext_start, (unsigned long)v.ext_end,
+                         PyBool_FromLong(v.one_byte), (unsigned long)v.payload_start, (unsigned long)v.payload_end);
+}
+
+static PyObject *native_parse_vp8(PyObject *module, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    bs_vp8 d;
+    int r = bs_vp8_parse(b.buf, (size_t)b.len, &d);
+    PyBuffer_Release(&b);
+    if (r < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(NNikiikiNk)", PyBool_FromLong(d.start), PyBool_FromLong(d.keyframe), d.picture_id,
+                         (unsigned long)d.picture_id_pos, d.picture_id_bits, d.tl0picidx,
+                         (unsigned long)d.tl0picidx_pos, d.tid, PyBool_FromLong(d.layer_sync), (unsigned long)d.size);
+}
+
+static PyMethodDef forward_functions[] = {
+    {"fanout", (PyCFunction)(void (*)(void))native_fanout, METH_FASTCALL,
+     "fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes): DownTrack.forward for each, then flush"},
+    {"parse_rtp", (PyCFunction)native_parse_rtp, METH_O, "the C RTP parser's view (tests), None if invalid"},
+    {"parse_vp8", (PyCFunction)native_parse_vp8, METH_O, "the C VP8 descriptor parser (tests), None if invalid"},
+    {NULL},
+};
+
+int bs_register_forward(PyObject *m) {
+    if (!(str_active = PyUnicode_InternFromString("active")) || !(str_egress = PyUnicode_InternFromString("egress")) ||
+        !(str_epoch = PyUnicode_InternFromString("epoch")) ||
+        !(str_send_rtp = PyUnicode_InternFromString("send_rtp")) ||
+        !(str_begin_run = PyUnicode_InternFromString("_begin_run")))
+        return -1;
+    if (PyType_Ready(&EgressType) < 0 || PyType_Ready(&DownTrackCoreType) < 0)
+        return -1;
+    Py_INCREF(&EgressType);
+    if (PyModule_AddObject(m, "Egress", (PyObject *)&EgressType) < 0)
+        return -1;
+    Py_INCREF(&DownTrackCoreType);
+    if (PyModule_AddObject(m, "DownTrackCore", (PyObject *)&DownTrackCoreType) < 0)
+        return -1;
+    if (PyModule_AddFunctions(m, forward_functions) < 0)
+        return -1;
+    return 0;
+}

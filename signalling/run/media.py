@@ -1,0 +1,17 @@
+"""The media plane's process-wide settings, applied the same way by every process that runs it."""
+
+from __future__ import annotations
+
+from sfu import datapath, downtrack, ingress
+from signalling.config import ConfigError, Settings
+
+
+def configure_media(settings: Settings) -> None:
+    """Ingress limits, the retransmission budget and the data path. Raises ConfigError when the
+    native data path is asked for but not built."""
+    ingress.configure_ingress(ingress.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
+    downtrack.configure_retransmission(settings.retransmit_budget)
+    try:
+        datapath.configure(settings.datapath)
+    except datapath.DataPathError as e:
+        raise ConfigError(str(e)) from None

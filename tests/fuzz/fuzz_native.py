@@ -1,0 +1,144 @@
+"""Fuzz the native data path (`sfu._native`) against its Python twin, and its SRTP receive side.
+
+Input: one control byte, then up to 32 length-prefixed datagrams (see `_harness.frames`). Each
+datagram is
+  * parsed by the C parsers and by `sfu.rtp` (header, VP8 descriptor): both must agree exactly;
+  * forwarded, when it is valid RTP, by a Python DownTrack and a NativeDownTrack in lockstep (the
+    control byte picks the layer decisions: target, temporal thinning, publisher restart): both
+    must send the same bytes and keep the same state;
+  * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash.
+
+Run under the ASan/UBSan build (`make native-asan`) a memory error in the C code aborts the process;
+atheris's coverage feedback sees the Python side only (the image has gcc, not clang's libFuzzer
+instrumentation), so the seeds (make_corpus.py) start from real packets.
+
+Contract: no exception but SrtpError from SRTP, identical output and state on both data paths.
+"""
+
+from __future__ import annotations
+
+import random
+
+from _harness import FakeTransport, Finding, frames, instrumented, main
+
+with instrumented():
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from sfu import _native, datapath, rtp
+    from sfu.downtrack import DownTrack
+    from sfu.ingress import Ingress
+    from sfu.track import PublishedTrack
+    from sfu.transport import SendSlot
+
+KEYS = {1: bytes(range(30)), 2: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
+SESSIONS = {p: _native.SrtpSession(p, k, True) for p, k in KEYS.items()}
+STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
+         "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops")
+OUT_EXT = {rtp.URI_MID: 9, rtp.URI_ABS_SEND_TIME: 5, rtp.URI_AUDIO_LEVEL: 3}
+IN_EXT = {rtp.URI_ABS_SEND_TIME: 2, rtp.URI_MID: 4, rtp.URI_AUDIO_LEVEL: 1}
+
+
+class Wire(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.packets: list[bytes] = []
+
+    def send_rtp(self, data: bytes) -> bool:
+        self.packets.append(bytes(data))
+        return True
+
+
+def _pair(vp8: bool) -> tuple[PublishedTrack, list, list]:
+    codec = RTCRtpCodecParameters(mimeType="video/VP8" if vp8 else "audio/opus", clockRate=90000 if vp8 else 48000,
+                                  payloadType=96 if vp8 else 111)
+    ingress = Ingress("PA_pub")
+    ingress.extensions["0"] = dict(IN_EXT)
+    rec = PublishedTrack("TR_pub_0", "PA_pub", "video" if vp8 else "audio", "0", codec, ingress)
+    rec.layer("q")
+    rec.layer("h")
+    dts, wires = [], []
+    for cls in (DownTrack, datapath.NativeDownTrack):
+        wire = Wire()
+        slot = SendSlot(transceiver=None, kind=rec.kind, ssrc=0x5EB5C001, rtx_ssrc=0x5EB5C002, mid="1",
+                        pt=100 if vp8 else 109, ext_ids=dict(OUT_EXT), active=True)
+        dt = cls(rec, "PA_sub", wire, slot)
+        dt.inherit((999, 5000, 0.0, 100, 7, 300, False))
+        dts.append(dt)
+        wires.append(wire)
+    return rec, dts, wires
+
+
+def _check_parsers(data: bytes) -> rtp.RtpView | None:
+    try:
+        v = rtp.parse(data)
+    except rtp.RtpError:
+        if _native.parse_rtp(data) is not None:
+            raise Finding("C accepts an RTP packet sfu.rtp refuses") from None
+        return None
+    if _native.parse_rtp(data) != (v.marker, v.pt, v.seq, v.ts, v.ssrc, v.ext_start, v.ext_end, v.one_byte,
+                                   v.payload_start, v.payload_end):
+        raise Finding("C and sfu.rtp see a different RTP layout")
+    payload = data[v.payload_start:v.payload_end]
+    try:
+        d = rtp.vp8_descriptor(payload)
+    except rtp.RtpError:
+        if _native.parse_vp8(payload) is not None:
+            raise Finding("C accepts a VP8 descriptor sfu.rtp refuses") from None
+        return v
+    if _native.parse_vp8(payload) != (d.start, d.keyframe, d.picture_id, d.picture_id_pos, d.picture_id_bits,
+                                      d.tl0picidx, d.tl0picidx_pos, d.tid, d.layer_sync, d.size):
+        raise Finding("C and sfu.rtp read a different VP8 descriptor")
+    return v
+
+
+def test_one(data: bytes) -> None:
+    if not data:
+        return
+    control, packets = data[0], frames(data[1:], 32)
+    random.seed(control)  # DownTrack draws its initial numbering at random
+    vp8 = not control & 1
+    rec, dts, wires = _pair(vp8)
+    layers = list(rec.layers.values())
+    target = layers[(control >> 1) & 1]
+    for dt in dts:
+        dt.set_target(target)
+        dt.max_tid = None if not control & 4 else 0
+    now = 100.0
+    for i, packet in enumerate(packets):
+        for session in SESSIONS.values():
+            for unprotect in (session.unprotect, session.unprotect_rtcp):
+                try:
+                    unprotect(packet)
+                except _native.SrtpError:
+                    pass
+        view = _check_parsers(packet)
+        if view is None:
+            continue
+        layer = layers[(control >> 3) & 1] if i % 3 else target
+        if control & 16 and i == len(packets) // 2:
+            layer.epoch += 1
+        desc = None
+        keyframe = False
+        if vp8:
+            try:
+                desc = rtp.vp8_descriptor(memoryview(packet)[view.payload_start:view.payload_end])
+            except rtp.RtpError:
+                continue  # the Ingress drops it before any DownTrack sees it
+            keyframe = desc.keyframe
+        now += 0.01
+        for dt in dts:
+            dt.forward(packet, view, layer, keyframe, desc, now)
+        if wires[0].packets != wires[1].packets:
+            raise Finding("the data paths sent different bytes")
+        if [getattr(dts[0], n) for n in STATE] != [getattr(dts[1], n) for n in STATE]:
+            raise Finding("the data paths keep different state")
+        if control & 32 and wires[0].packets:
+            lost = [dts[0].last_seq, (dts[0].last_seq - 1) & 0xFFFF]
+            for dt in dts:
+                dt.on_nack(list(lost), now)
+            if wires[0].packets != wires[1].packets:
+                raise Finding("the data paths resent different bytes")
+
+
+if __name__ == "__main__":
+    main(test_one)
