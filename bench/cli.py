@@ -58,8 +58,9 @@ def run(args: argparse.Namespace, settings: config.Settings | None = None) -> in
         runner = asyncio.run
     try:
         return runner(_main(args))
-    except (RuntimeError, TimeoutError) as e:
-        print(f"basement bench: {e}", file=sys.stderr)
+    except (RuntimeError, TimeoutError, ConnectionError) as e:
+        # always say what failed: a bare TimeoutError has no message of its own
+        print(f"basement bench: {type(e).__name__}: {e or 'no detail'}", file=sys.stderr)
         return 1
 
 

@@ -101,6 +101,20 @@ def configure_egress(egress_type: Any) -> None:
     _egress_type = egress_type
 
 
+# DTLS-SRTP profiles offered/accepted, most preferred first (None: aiortc's list, GCM first)
+_srtp_profiles: list[Any] | None = None
+
+
+def configure_srtp(names: Iterable[str]) -> None:
+    """Process-wide: the DTLS-SRTP profiles new transports negotiate, e.g. ["SRTP_AEAD_AES_128_GCM"]."""
+    global _srtp_profiles
+    known = {p.openssl_profile.decode(): p for p in rtcdtlstransport.SRTP_PROFILES}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"SRTP profiles not available here: {', '.join(missing)} (have {', '.join(known)})")
+    _srtp_profiles = [known[n] for n in names]
+
+
 def srtp_keys(dtls: Any) -> tuple[int, bytes, bytes] | None:
     """(libsrtp profile number, our key+salt, the peer's key+salt) of a connected DTLS transport.
 
@@ -499,6 +513,8 @@ class PeerTransport:
         if getattr(dtls, "_basement_hooked", False):
             return
         dtls._basement_hooked = True
+        if _srtp_profiles is not None:
+            dtls._srtp_profiles = list(_srtp_profiles)  # read when the DTLS handshake starts
         self._dtls = dtls
         on_rtp = self.on_rtp
         on_rtcp = self._rtcp_in

@@ -54,6 +54,10 @@ SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# DTLS-SRTP profiles (RFC 5764 names as OpenSSL spells them) both data paths implement
+SRTP_PROFILES = ("SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80")
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
 
@@ -128,6 +132,11 @@ class Settings:
     ice_max_remote_candidates: int = field(
         default=32, metadata={"group": "media",
                               "help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
+    )
+    srtp_profiles: list[str] = field(
+        default_factory=lambda: list(SRTP_PROFILES),
+        metadata={"group": "media",
+                  "help": "DTLS-SRTP profiles the SFU accepts, most preferred first (RFC 5764; GCM is RFC 7714)"},
     )
     datapath: str = field(
         default="native",
@@ -262,6 +271,10 @@ class Settings:
         _check_ranges(self.ice_allowed_ranges)
         if self.ice_max_remote_candidates < 1:
             raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")
+        unknown = [p for p in self.srtp_profiles if p not in SRTP_PROFILES]
+        if unknown or not self.srtp_profiles:
+            raise ConfigError(f"srtp_profiles: {', '.join(unknown) or 'none given'}; choose from "
+                              f"{', '.join(SRTP_PROFILES)}")
         if self.datapath not in ("native", "python"):
             raise ConfigError(f"datapath: {self.datapath!r} is not 'native' or 'python'")
         if self.retransmit_budget < 0:

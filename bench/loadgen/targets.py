@@ -133,6 +133,7 @@ class _BasementConn:
         self.subscriber: LightSubscriber | None = None
         self.reader: asyncio.Task | None = None
         self.errors: list[dict[str, Any]] = []
+        self.close_reason = ""
         self._lock = asyncio.Lock()
 
     async def connect(self) -> None:
@@ -145,18 +146,42 @@ class _BasementConn:
         ref = self.ids
         fut = asyncio.get_running_loop().create_future()
         self.waiters[ref] = fut
+        if self.ws.closed:
+            raise ConnectionError(f"cannot send {msg.get('type')!r}: {self.closed_because()}")
         await self.ws.send_str(json.dumps({**msg, "id": ref}))
         try:
             reply = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"basement sent no reply to {msg.get('type')!r} within {timeout:.0f} s") from None
         finally:
             self.waiters.pop(ref, None)
         if reply.get("type") == "error":
             raise RuntimeError(f"basement refused {msg.get('type')}: {reply.get('code')}: {reply.get('message')}")
         return reply
 
+    def closed_because(self) -> str:
+        ws = self.ws
+        code = ws.close_code if ws is not None else None
+        reason = self.close_reason
+        return f"basement closed the signalling connection (code {code}{': ' + reason if reason else ''})"
+
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+        finally:
+            # whatever ended the connection, nobody waits 30 s for a reply that cannot come
+            for fut in self.waiters.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError(self.closed_because()))
+
+    async def _read_messages(self) -> None:
         assert self.ws is not None
-        async for m in self.ws:
+        while True:
+            m = await self.ws.receive()
+            if m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                          aiohttp.WSMsgType.ERROR):
+                self.close_reason = str(m.extra or "") if m.type == aiohttp.WSMsgType.CLOSE else str(m.data or "")
+                return
             if m.type != aiohttp.WSMsgType.TEXT:
                 continue
             msg = json.loads(m.data)

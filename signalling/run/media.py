@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from sfu import datapath, downtrack, ingress
+from sfu import datapath, downtrack, ingress, transport
 from signalling.config import ConfigError, Settings
 
 
 def configure_media(settings: Settings) -> None:
-    """Ingress limits, the retransmission budget and the data path. Raises ConfigError when the
-    native data path is asked for but not built."""
+    """Ingress limits, the retransmission budget, SRTP profiles and the data path. Raises
+    ConfigError when the native data path is asked for but not built."""
     ingress.configure_ingress(ingress.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
     downtrack.configure_retransmission(settings.retransmit_budget)
+    try:
+        transport.configure_srtp(settings.srtp_profiles)
+    except ValueError as e:
+        raise ConfigError(f"srtp_profiles: {e}") from None
     try:
         datapath.configure(settings.datapath)
     except datapath.DataPathError as e:

@@ -106,3 +106,14 @@ class Sink:
 
     def stop(self) -> None:
         self.task.cancel()
+
+
+async def decoded_sizes(track: MediaStreamTrack, n: int, timeout: float = 30.0) -> set[tuple[int, int]]:
+    """Decode `n` frames of a received video track; the frame sizes seen (each must be non-empty)."""
+    sink = Sink(track)
+    try:
+        await sink.wait_frames(n, timeout=timeout)
+    finally:
+        sink.stop()
+    assert sink.sizes and all(w > 0 and h > 0 for w, h in sink.sizes), sink.sizes
+    return sink.sizes

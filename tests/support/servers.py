@@ -12,6 +12,9 @@ from signalling.run.serve import start_server
 # test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
 transport.configure_ice(["127.0.0.1"])
 
+# the data path servers start with unless a test says otherwise: tests/integration runs on both
+DATAPATH = {"default": "native"}
+
 
 
 @pytest.fixture
@@ -20,7 +23,7 @@ async def make_server(tmp_path):
     started = []
 
     async def make(**overrides):
-        values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200,
+        values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200, datapath=DATAPATH["default"],
                       data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5)
         values.update(overrides)
         srv = await start_server(config.load(env={}, **values))

@@ -27,7 +27,7 @@ from signalling.chain import contracts
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.protocol.client import Client
 from tests.support.browser import Browser
-from tests.support.media import Sink
+from tests.support.media import decoded_sizes
 
 pytestmark = pytest.mark.timeout(120)  # chromium comes with `make test` (system-deps): never skipped
 
@@ -265,12 +265,7 @@ async def test_browser_wallet_signs_in_and_joins_the_gated_room(server, gated_pa
                                                    and m["participant"]["id"] == me["id"]), None), timeout=15)
         assert msg["participant"]["identity"] == demo.address
         _, track = await watcher.wait_track(kind="video", participant=me["id"], timeout=30)
-        sink = Sink(track)
-        try:
-            await sink.wait_frames(10, timeout=30)
-        finally:
-            sink.stop()
-        assert all(w > 0 and h > 0 for w, h in sink.sizes)
+        await decoded_sizes(track, 10)
     finally:
         await watcher.close()
 
