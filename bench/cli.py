@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import traceback
 from typing import Any
 
 from bench.loadgen.scenario import SCENARIOS, RunConfig
@@ -59,8 +61,10 @@ def run(args: argparse.Namespace, settings: config.Settings | None = None) -> in
     try:
         return runner(_main(args))
     except (RuntimeError, TimeoutError, ConnectionError) as e:
-        # always say what failed: a bare TimeoutError has no message of its own
-        print(f"basement bench: {type(e).__name__}: {e or 'no detail'}", file=sys.stderr)
+        # always say what failed: a bare TimeoutError has no message of its own, so show where it came from
+        print(f"basement bench: {type(e).__name__}: {e}" if str(e) else
+              f"basement bench: {type(e).__name__} in:\n{''.join(traceback.format_tb(e.__traceback__)[-4:])}",
+              file=sys.stderr)
         return 1
 
 
@@ -75,6 +79,9 @@ async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: 
         if ramp:
             return await scenario.ramp(target, cfg, layers, max_n, progress)
         return await scenario.run_once(target, cfg, layers, progress)
+    except BaseException:
+        target.keep_logs = True  # a failed run keeps the SFU's log, and says where it is
+        raise
     finally:
         await target.stop()  # kills the SFU child process whatever happened
 
@@ -84,6 +91,8 @@ async def _main(args: argparse.Namespace) -> int:
     from sfu.transport import configure_ice
 
     configure_ice([args.ice_address])
+    # `kill -USR1 <bench pid>` prints where every task of the generator is waiting (a stuck run)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_tasks)
     bar = report.ProgressBar(enabled=False if args.no_progress else None)
     layers = media.load_layers(progress=lambda t: bar(t, 0.0))
     simulcast = False if args.compare else args.simulcast
@@ -127,6 +136,11 @@ async def _main(args: argparse.Namespace) -> int:
         print("payload integrity errors (CRC mismatches) were seen: see crc_errors", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=6, file=sys.stderr)
 
 
 def _write_json(path: str, data: Any) -> None:

@@ -74,6 +74,7 @@ def _stop_process(proc: subprocess.Popen | None, timeout: float = 5.0) -> bool:
 
 
 class Target:
+    keep_logs = False  # set when a run failed: stop() leaves the SFU's log in place
     name = "?"
     supports_simulcast = False
     proc: subprocess.Popen | None = None
@@ -136,8 +137,12 @@ class _BasementConn:
         self.close_reason = ""
         self._lock = asyncio.Lock()
 
-    async def connect(self) -> None:
-        self.ws = await self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0)
+    async def connect(self, timeout: float = 30.0) -> None:
+        try:
+            self.ws = await asyncio.wait_for(self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0),
+                                             timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no WebSocket to {self.ws_url} within {timeout:.0f} s") from None
         self.reader = asyncio.ensure_future(self._read())
 
     async def request(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -242,7 +247,10 @@ class BasementTarget(Target):
             raise RuntimeError(f"basement serve printed {line!r}; see {self.log_path}")
         self.url = m.group(1).decode()
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.session = aiohttp.ClientSession()
+        # every simulated participant holds one WebSocket of this session for the whole run: aiohttp's
+        # default pool (100 connections) made participant 101 wait for a free one until its 300 s
+        # timeout (the N = 100 "no reply" failure)
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def stop(self) -> None:
         for c in self.conns:
@@ -255,8 +263,10 @@ class BasementTarget(Target):
         healthy = _stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
-        if healthy:
+        if healthy and not self.keep_logs:
             shutil.rmtree(self.log_dir, ignore_errors=True)
+        else:
+            print(f"basement bench: the SFU's log is {self.log_path}", file=sys.stderr)
 
     async def new_room(self, max_publishers: int) -> str:
         self._rooms += 1
