@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import traceback
@@ -45,6 +46,9 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--probe-every", type=int, default=8, help="every k-th packet carries a latency/CRC probe")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the SFU on the last CPU and the generator on the others (default: on with >= 2 CPUs); "
+                        "SFU CPU is then capacity per core, and Janus's threads share that one core too")
     p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     config.add_arguments(p, "bench")
@@ -88,9 +92,16 @@ async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: 
 
 async def _main(args: argparse.Namespace) -> int:
     from bench.loadgen import media, report
+    from bench.loadgen import targets as targets_mod
     from sfu.transport import configure_ice
 
     configure_ice([args.ice_address])
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin or (args.pin is None and len(cpus) >= 2):
+        if len(cpus) < 2:
+            raise RuntimeError("--pin needs at least 2 CPUs")
+        targets_mod.pin({cpus[-1]})
+        os.sched_setaffinity(0, set(cpus[:-1]))
     # `kill -USR1 <bench pid>` prints where every task of the generator is waiting (a stuck run)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_tasks)
     bar = report.ProgressBar(enabled=False if args.no_progress else None)

@@ -84,39 +84,49 @@ class ProgressBar:
 
 
 def plot(results: list[dict[str, Any]], path: str, title: str = "") -> None:
-    """Bars per target: forwarded pps, SFU CPU µs/packet, latency p50/p99; ramp curves when present."""
+    """Single runs: bars per target (forwarded pps, SFU CPU µs/packet, latency p50/p99). Ramps: the
+    same figures and SFU CPU % as curves over N, one line per target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = {"basement-native": "#3b7dd8", "basement-python": "#7fa9e8", "janus": "#e07b39"}
     runs = [r for r in results if "steps" not in r]
     ramps = [r for r in results if "steps" in r]
-    panels = 4 if ramps else 3
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
-    colors = {"basement-native": "#3b7dd8", "basement-python": "#7fa9e8", "janus": "#e07b39"}
-    names = [f"{r['target']}\nN={r['subscribers']}" for r in runs]
-    c = [colors.get(r["target"], "#888") for r in runs]
-    axes[0].bar(names, [r["forwarded_pps"] for r in runs], color=c)
-    axes[0].set_title("forwarded packets/s")
-    axes[1].bar(names, [r["cpu_us_per_packet"] or 0 for r in runs], color=c)
-    axes[1].set_title("SFU CPU µs per forwarded packet")
-    x = range(len(runs))
-    axes[2].bar([i - 0.2 for i in x], [r["latency_ms_p50"] or 0 for r in runs], width=0.4, label="p50", color=c)
-    axes[2].bar([i + 0.2 for i in x], [r["latency_ms_p99"] or 0 for r in runs], width=0.4, label="p99", color=c,
-                alpha=0.5)
-    axes[2].set_xticks(list(x), names)
-    axes[2].set_title("added latency ms (p50 solid, p99 light)")
     if ramps:
-        ax = axes[3]
+        fig, axes = plt.subplots(1, 4, figsize=(4.2 * 4, 3.8))
         for r in ramps:
             steps = r["steps"]
-            ax.plot([s["subscribers"] for s in steps], [s["sfu_cpu_pct"] for s in steps], marker="o",
-                    color=colors.get(r["target"], "#888"), label=f"{r['target']} (cap {r['capacity']})")
-        ax.axhline(95, color="#aaa", linestyle="--", linewidth=1)
-        ax.set_xlabel("subscribers")
-        ax.set_title("SFU CPU % vs N")
-        ax.legend(fontsize=8)
+            n = [s["subscribers"] for s in steps]
+            color = colors.get(r["target"], "#888")
+            axes[0].plot(n, [s["forwarded_pps"] for s in steps], marker="o", color=color, label=r["target"])
+            axes[1].plot(n, [s["cpu_us_per_packet"] for s in steps], marker="o", color=color, label=r["target"])
+            axes[2].plot(n, [s["latency_ms_p50"] for s in steps], marker="o", color=color, label=f"{r['target']} p50")
+            axes[2].plot(n, [s["latency_ms_p99"] for s in steps], linestyle="--", color=color, alpha=0.5)
+            axes[3].plot(n, [s["sfu_cpu_pct"] for s in steps], marker="o", color=color,
+                         label=f"{r['target']} (cap {r['capacity']})")
+        for ax, t in zip(axes, ("forwarded packets/s", "SFU CPU µs per forwarded packet",
+                                "latency ms (p50, p99 dashed)", "SFU CPU % of one core")):
+            ax.set_title(t)
+            ax.set_xlabel("subscribers")
+            ax.legend(fontsize=7)
+        axes[2].set_yscale("log")
+        axes[3].axhline(95, color="#aaa", linestyle="--", linewidth=1)
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 3.8))
+        names = [f"{r['target']}\nN={r['subscribers']}" for r in runs]
+        c = [colors.get(r["target"], "#888") for r in runs]
+        axes[0].bar(names, [r["forwarded_pps"] for r in runs], color=c)
+        axes[0].set_title("forwarded packets/s")
+        axes[1].bar(names, [r["cpu_us_per_packet"] or 0 for r in runs], color=c)
+        axes[1].set_title("SFU CPU µs per forwarded packet")
+        x = range(len(runs))
+        axes[2].bar([i - 0.2 for i in x], [r["latency_ms_p50"] or 0 for r in runs], width=0.4, label="p50", color=c)
+        axes[2].bar([i + 0.2 for i in x], [r["latency_ms_p99"] or 0 for r in runs], width=0.4, label="p99",
+                    color=c, alpha=0.5)
+        axes[2].set_xticks(list(x), names)
+        axes[2].set_title("added latency ms (p50 solid, p99 light)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

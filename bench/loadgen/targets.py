@@ -51,10 +51,22 @@ def self_cpu_seconds() -> float:
     return t.user + t.system
 
 
+# CPUs the SFU under test may run on (None: any). `basement bench --pin` gives the SFU its own core and
+# keeps the generator off it, so "SFU CPU" is capacity per core and the generator cannot starve it.
+SFU_CPUS: set[int] | None = None
+
+
+def pin(sfu_cpus: set[int] | None) -> None:
+    global SFU_CPUS
+    SFU_CPUS = sfu_cpus
+
+
 def _spawn(cmd: list[str], stderr_path: str | None = None) -> tuple[subprocess.Popen, Any]:
     """Start an SFU child in its own session, so a Ctrl-C reaches the bench, which then stops it."""
     log = open(stderr_path, "wb") if stderr_path else None  # noqa: SIM115 - the caller closes it in stop()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if log else subprocess.DEVNULL,
+    cpus = SFU_CPUS
+    proc = subprocess.Popen(cmd, preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+                            stdout=subprocess.PIPE if log else subprocess.DEVNULL,
                             stderr=log or subprocess.DEVNULL, start_new_session=True,
                             cwd=str(Path(__file__).resolve().parents[2]))
     return proc, log

@@ -1,19 +1,11 @@
 """The integration tier runs on both data paths: every server a test starts forwards with the native
-extension in one run and with the pure-Python twin in the other (sfu.datapath)."""
+extension in one run and with the pure-Python twin in the other (`tests.support.servers.each_data_path`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from sfu import datapath
-from tests.support import servers
 
-
-@pytest.fixture(autouse=True, params=datapath.NAMES)
-def data_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    before = servers.DATAPATH["default"]
-    servers.DATAPATH["default"] = request.param
-    yield request.param
-    servers.DATAPATH["default"] = before
+@pytest.fixture(autouse=True)
+def data_path(each_data_path: str) -> str:
+    return each_data_path

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from sfu import transport
+from sfu import datapath, transport
 from signalling import config
 from signalling.ports import free_port
 from signalling.run.serve import start_server
@@ -12,8 +14,18 @@ from signalling.run.serve import start_server
 # test clients (aiortc peers in this process) gather on loopback only; the server has its own settings
 transport.configure_ice(["127.0.0.1"])
 
-# the data path servers start with unless a test says otherwise: tests/integration runs on both
+# the data path servers start with unless a test says otherwise (`each_data_path`)
 DATAPATH = {"default": "native"}
+
+
+@pytest.fixture(params=datapath.NAMES)
+def each_data_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per data path: servers it starts forward natively, then in Python.
+    The integration and browser tiers use it for every test (their conftest.py)."""
+    before = DATAPATH["default"]
+    DATAPATH["default"] = request.param
+    yield request.param
+    DATAPATH["default"] = before
 
 
 
