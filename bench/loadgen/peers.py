@@ -31,6 +31,9 @@ URI_AST = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ID_HEADER_PACKETS = 60  # like libwebrtc: MID/RID only until the receiver has surely latched the SSRC
 HISTORY = 1024  # packets kept per stream to answer NACKs
+# SRTP authentication tag appended to each RTP packet, by DTLS-SRTP profile
+SRTP_TAG_LEN = {"SRTP_AES128_CM_SHA1_80": 10, "SRTP_AES128_CM_SHA1_32": 4, "SRTP_AEAD_AES_128_GCM": 16,
+                "SRTP_AEAD_AES_256_GCM": 16}
 
 
 def sdp_sections(sdp: str) -> list[str]:
@@ -303,6 +306,13 @@ class LightSubscriber:
         self.offers = 0
         self._rtcp_task: asyncio.Task | None = None
         self._missing: dict[int, set[int]] = {}
+        self._tapped = False
+        self._tag_len = 0
+
+        @self.transport.pc.on("iceconnectionstatechange")
+        def _ice_state() -> None:
+            if self.transport.pc.iceConnectionState in ("checking", "completed"):
+                self._install_tap()
 
     async def answer(self, offer_sdp: str) -> str:
         self.offers += 1
@@ -317,15 +327,60 @@ class LightSubscriber:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
         return answer
 
-    # the per-packet path: keep it small, the generator must stay cheaper than the SFU it loads
+    # --- the per-packet path: keep it small, the generator must stay cheaper than the SFU it loads ---
+    #
+    # Once ICE has a pair, every datagram is seen first by `_tap` (wrapping aioice's protocol): SRTP
+    # keeps the RTP header in the clear, so counting, sequence tracking and NACK bookkeeping happen
+    # there without decrypting. Only probe packets (the P bit: their padding holds the probe) go on
+    # through aiortc's DTLS transport to be decrypted, so their CRC and latency are still checked on
+    # the real plaintext. Before the tap (no pair yet) nothing is SRTP, so nothing is missed.
+    def _install_tap(self) -> None:
+        if self._tapped:
+            return
+        try:
+            pair = self.transport.pc.getTransceivers()[0].receiver.transport.transport._connection._nominated.get(1)
+        except (IndexError, AttributeError):
+            return
+        if pair is None or pair.protocol is None:
+            return
+        protocol = pair.protocol
+        deliver = protocol.datagram_received
+        count = self._count
+        loop_time = asyncio.get_running_loop().time
+
+        def tap(data: bytes, addr: Any) -> None:
+            if len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+                count(data, loop_time())
+                if not data[0] & 0x20:
+                    return  # counted; only probes are decrypted
+            deliver(data, addr)
+
+        protocol.datagram_received = tap
+        self._tapped = True
+
+    def _count(self, data: bytes, arrival: float) -> None:
+        """One SRTP packet, from its clear header: count, track sequence, note gaps for NACKs."""
+        if not self._tag_len:
+            self._tag_len = SRTP_TAG_LEN.get(self.transport.srtp_profile or "", 0)
+        self._track(data, len(data) - self._tag_len, arrival)
+
     def _on_rtp(self, data: bytes, arrival: float) -> None:
+        """A decrypted packet: a probe once the tap counts (it saw this packet already), else all."""
+        if not self._tapped:
+            self._track(data, len(data), arrival)
+        if data[0] & 0x20 and data[-1] == media.PROBE_LEN:
+            s = self.streams.get(int.from_bytes(data[8:12], "big"))
+            if s is not None:
+                self._check_probe(s, data)
+
+    def _track(self, data: bytes, nbytes: int, arrival: float) -> None:
         seq = (data[2] << 8) | data[3]
         ssrc = int.from_bytes(data[8:12], "big")
         s = self.streams.get(ssrc)
         if s is None:
             s = self._new_stream(ssrc, data[1] & 0x7F, arrival)
         s.received += 1
-        s.bytes += len(data)
+        s.bytes += nbytes
         if s.base < 0:
             s.base = s.max_ext = seq
         else:
@@ -343,8 +398,6 @@ class LightSubscriber:
                 miss = self._missing.get(ssrc)
                 if miss:
                     miss.discard(seq)
-        if data[0] & 0x20 and data[-1] == media.PROBE_LEN:
-            self._check_probe(s, data)
 
     def _new_stream(self, ssrc: int, pt: int, arrival: float) -> InStream:
         kind = self.kind_by_pt.get(pt, "video")
