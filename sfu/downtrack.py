@@ -345,35 +345,46 @@ class DownTrack:
         """Resend what the subscriber lost, within the per-packet interval and the byte budget."""
         STATS.nacks_in += 1
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
-        left = self._rtx_left(now)
-        cached, resent = self._cached, self._resent
+        sent, misses, by_interval, by_budget, spent = self._resend(lost, now, interval, self._rtx_left(now),
+                                                                   self.slot.rtx_pt, self.slot.rtx_ssrc)
+        self.retransmissions += sent
+        self.rtx_suppressed += by_interval + by_budget
+        self._rtx_spent += spent
+        STATS.retransmissions += sent
+        STATS.nack_misses += misses
+        STATS.rtx_suppressed_interval += by_interval
+        STATS.rtx_suppressed_budget += by_budget
+
+    def _resend(self, lost: list[int], now: float, interval: float, left: float, rtx_pt: int,
+                rtx_ssrc: int) -> tuple[int, int, int, int, int]:
+        """The per-packet part of a NACK answer (the native twin: DownTrackCore._resend). Returns
+        (resent, not cached, suppressed by the interval, suppressed by the budget, bytes resent)."""
+        sent = misses = by_interval = by_budget = spent = 0
+        resent = self._resent
         for i, seq in enumerate(lost):
             # aiortc expands a NACK's bitmask as pid + n + 1 without wrapping: 65535's "next" is 65536
             seq &= 0xFFFF
             idx = seq & CACHE_MASK
-            packet = cached(seq)
+            packet = self._cached(seq)
             if packet is None:
-                STATS.nack_misses += 1
+                misses += 1
                 continue
             last = resent[idx]
             if last is not None and last[0] == seq and now - last[1] < interval:
-                self.rtx_suppressed += 1
-                STATS.rtx_suppressed_interval += 1
+                by_interval += 1
                 continue
             if len(packet) + 2 > left:  # + the RTX header's original seq
                 # out of budget: the rest of this NACK is not answered (counted, not walked)
-                n = len(lost) - i
-                self.rtx_suppressed += n
-                STATS.rtx_suppressed_budget += n
+                by_budget += len(lost) - i
                 break
-            if self.slot.rtx_pt:
+            if rtx_pt:
                 packet = self._rtx(packet)
             if self.transport.send_rtp(packet):
                 resent[idx] = (seq, now)
                 left -= len(packet)
-                self._rtx_spent += len(packet)
-                self.retransmissions += 1
-                STATS.retransmissions += 1
+                spent += len(packet)
+                sent += 1
+        return sent, misses, by_interval, by_budget, spent
 
     def _rtx_left(self, now: float) -> float:
         """Bytes that may still be resent in this window: `rtx_budget` times what was forwarded in

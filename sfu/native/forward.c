@@ -494,6 +494,10 @@ typedef struct {
     uint32_t len;
     uint32_t cap;
     uint8_t *buf;
+    /* the last NACK answer from this slot: keyed by seq, so a recycled slot does not inherit it */
+    uint16_t resent_seq;
+    uint16_t resent_valid;
+    double resent_at;
 } cache_entry;
 
 typedef struct {
@@ -520,7 +524,7 @@ typedef struct {
     int switch_seq;
     long long epoch;
     char started;
-    unsigned int last_seq, last_ts, last_pid, last_tl0;
+    unsigned int last_seq, last_ts, last_pid, last_tl0, rtx_seq;
     double last_sent_at;
     double rtx_window_at; /* NaN = None */
     unsigned long long packets, octets, bytes_sent, temporal_drops;
@@ -918,6 +922,116 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     return 0;
 }
 
+/* Send one finished (unprotected) RTP packet of this DownTrack outside a fan-out: through the
+ * egress (its SSRC's SRTP stream) or the transport's own send_rtp. 1 sent, 0 dropped, -1 error. */
+static int dtc_send_one(DownTrackCore *s, const uint8_t *pkt, size_t len) {
+    EgressObject *e = dtc_egress(s);
+    if (e) {
+        uint32_t ssrc = ((uint32_t)pkt[8] << 24) | ((uint32_t)pkt[9] << 16) | ((uint32_t)pkt[10] << 8) | pkt[11];
+        return egress_put(e, egress_stream(e, ssrc), pkt, len, 0);
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)pkt, (Py_ssize_t)len);
+    if (!out)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(s->transport, str_send_rtp, out);
+    Py_DECREF(out);
+    if (!r)
+        return -1;
+    int ok = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return ok;
+}
+
+/* RFC 4588: the cached packet as an RTX packet (own seq, the original seq before the payload, no
+ * padding): DownTrack._rtx. Returns the length written to `out` (capacity len + 2), or 0. */
+static size_t dtc_rtx(DownTrackCore *s, const uint8_t *pkt, size_t len, int rtx_pt, uint32_t rtx_ssrc,
+                      uint8_t *out) {
+    bs_rtp_view v;
+    if (bs_rtp_parse(pkt, len, &v) < 0)
+        return 0;
+    s->rtx_seq = (s->rtx_seq + 1u) & 0xFFFF;
+    memcpy(out, pkt, v.payload_start);
+    out[0] &= 0xDF;
+    out[1] = (uint8_t)((pkt[1] & 0x80) | (rtx_pt & 0x7F));
+    out[2] = (uint8_t)(s->rtx_seq >> 8);
+    out[3] = (uint8_t)s->rtx_seq;
+    out[8] = (uint8_t)(rtx_ssrc >> 24);
+    out[9] = (uint8_t)(rtx_ssrc >> 16);
+    out[10] = (uint8_t)(rtx_ssrc >> 8);
+    out[11] = (uint8_t)rtx_ssrc;
+    out[v.payload_start] = (uint8_t)(v.seq >> 8);
+    out[v.payload_start + 1] = (uint8_t)v.seq;
+    size_t n = v.payload_end - v.payload_start;
+    memcpy(out + v.payload_start + 2, pkt + v.payload_start, n);
+    return v.payload_start + 2 + n;
+}
+
+/* _resend(lost, now, interval, left, rtx_pt, rtx_ssrc) -> (resent, misses, by_interval, by_budget, bytes):
+ * the per-packet part of DownTrack.on_nack (Python computes the interval and the budget) */
+static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
+    PyObject *lost;
+    double now, interval, left;
+    int rtx_pt;
+    unsigned long rtx_ssrc;
+    if (!PyArg_ParseTuple(args, "O!dddik", &PyList_Type, &lost, &now, &interval, &left, &rtx_pt, &rtx_ssrc))
+        return NULL;
+    long long sent = 0, misses = 0, by_interval = 0, by_budget = 0, spent = 0;
+    PyObject *result = NULL;
+    uint8_t *rtx_buf = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lost);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long seq = PyLong_AsLong(PyList_GET_ITEM(lost, i));
+        if (seq == -1 && PyErr_Occurred())
+            goto done;
+        seq &= 0xFFFF;
+        cache_entry *c = s->cache ? &s->cache[seq & CACHE_MASK] : NULL;
+        if (!c || !c->valid || c->seq != seq) {
+            misses++;
+            continue;
+        }
+        if (c->resent_valid && c->resent_seq == seq && now - c->resent_at < interval) {
+            by_interval++;
+            continue;
+        }
+        if ((double)c->len + 2 > left) {
+            by_budget += n - i;
+            break;
+        }
+        const uint8_t *pkt = c->buf;
+        size_t len = c->len;
+        if (rtx_pt) {
+            uint8_t *nb = realloc(rtx_buf, len + 2);
+            if (!nb) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            rtx_buf = nb;
+            len = dtc_rtx(s, c->buf, c->len, rtx_pt, (uint32_t)rtx_ssrc, rtx_buf);
+            if (!len) {
+                misses++;
+                continue;
+            }
+            pkt = rtx_buf;
+        }
+        int ok = dtc_send_one(s, pkt, len);
+        if (ok < 0)
+            goto done;
+        if (ok) {
+            c->resent_valid = 1;
+            c->resent_seq = (uint16_t)seq;
+            c->resent_at = now;
+            left -= (double)len;
+            spent += (long long)len;
+            sent++;
+        }
+    }
+    result = Py_BuildValue("(LLLLL)", sent, misses, by_interval, by_budget, spent);
+done:
+    flush_pending();
+    free(rtx_buf);
+    return result;
+}
+
 /* fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes) */
 static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
@@ -1014,6 +1128,7 @@ static PyMemberDef DTC_members[] = {
     DTC_MEMBER(last_ts, T_UINT),
     DTC_MEMBER(last_pid, T_UINT),
     DTC_MEMBER(last_tl0, T_UINT),
+    DTC_MEMBER(rtx_seq, T_UINT),
     DTC_MEMBER(last_sent_at, T_DOUBLE),
     DTC_MEMBER(packets, T_ULONGLONG),
     DTC_MEMBER(octets, T_ULONGLONG),
@@ -1033,6 +1148,8 @@ static PyMethodDef DTC_methods[] = {
     {"_configure_native", (PyCFunction)(void (*)(void))DTC_configure, METH_VARARGS | METH_KEYWORDS,
      "pt, ssrc, ext_map, mid_in, ast_in, mid_out: what the hot path reads from the slot"},
     {"_cached", (PyCFunction)DTC_cached, METH_O, "the cached (rewritten, unprotected) packet with this seq, or None"},
+    {"_resend", (PyCFunction)DTC_resend, METH_VARARGS,
+     "lost, now, interval, left, rtx_pt, rtx_ssrc: the per-packet part of a NACK answer"},
     {"_clear_cache", (PyCFunction)DTC_clear_cache, METH_NOARGS, "free the packet cache"},
     {NULL},
 };
