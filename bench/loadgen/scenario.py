@@ -195,7 +195,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
 
 
 def capacity_reached(result: dict[str, Any]) -> str | None:
-    if (result.get("loss_pct") or 0) > 1.0:
+    if result.get("loss_pct") is None:
+        # nothing arrived in the window (an SFU so far behind that no sequence advanced): not a pass
+        return "no packets received in the measurement window"
+    if result["loss_pct"] > 1.0:
         return "loss > 1 %"
     if result["sfu_cpu_pct"] >= 95.0:
         return "SFU CPU >= 95 % of one core"
