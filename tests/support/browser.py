@@ -292,6 +292,9 @@ class Browser:
 
     async def navigate(self, url: str | None = None, timeout: float = 30.0) -> None:
         """Load `url` (default: the start URL again) and wait until the new document has loaded."""
+        # the current document may still be loading (navigate right after start): until it has an
+        # execution context there is nothing to mark, and CDP refuses the evaluate (a CI failure)
+        await self.wait_for("document.readyState === 'complete'", timeout)
         await self.evaluate("window.__basementOldDocument = true")
         result = await self.send("Page.navigate", {"url": url or self.url}, timeout)
         if result.get("errorText"):
