@@ -798,6 +798,8 @@ static EgressObject *dtc_egress(DownTrackCore *s) {
     return e;
 }
 
+static int dtc_send_one(DownTrackCore *s, const uint8_t *pkt, size_t len);
+
 typedef struct {
     unsigned long long packets, bytes;
 } fan_totals;
@@ -896,19 +898,9 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     int sent;
     if (in_queue) {
         sent = egress_commit(e, s->stream, len, 0);
-    } else if (e) {
-        sent = egress_put(e, s->stream, scratch, len, 0);
     } else {
-        /* no native egress (path not up yet, or a test wire): the transport's own send_rtp */
-        PyObject *out = PyBytes_FromStringAndSize((const char *)scratch, (Py_ssize_t)len);
-        if (!out)
-            return -1;
-        PyObject *r = PyObject_CallMethodOneArg(s->transport, str_send_rtp, out);
-        Py_DECREF(out);
-        if (!r)
-            return -1;
-        sent = PyObject_IsTrue(r);
-        Py_DECREF(r);
+        /* a jumbo packet, or no native egress yet (path not up, a test's wire): the one send helper */
+        sent = dtc_send_one(s, scratch, len);
         if (sent < 0)
             return -1;
     }
