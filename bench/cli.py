@@ -51,6 +51,9 @@ def add_subparser(subparsers: Any) -> None:
                         "SFU CPU is then capacity per core, and Janus's threads share that one core too")
     p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure the send floor (the kernel's cost of one SRTP datagram per subscriber "
+                        "socket at the run's packet rate, same pinning) and report CPU per packet above it")
     config.add_arguments(p, "bench")
     p.set_defaults(func=run)
 
@@ -90,6 +93,18 @@ async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: 
         await target.stop()  # kills the SFU child process whatever happened
 
 
+async def _send_floor(rows: list[dict[str, Any]], duration: float, progress: Any) -> dict[str, Any]:
+    """The send floor at the first measured step's fan-out and per-subscriber packet rate."""
+    from bench.loadgen import floor
+
+    first = next((r for r in rows if r.get("forwarded_pps")), None)
+    if first is None:
+        raise RuntimeError("no run forwarded anything: no packet rate to measure the send floor at")
+    n = first["subscribers"]
+    progress("measuring the send floor", 0.0)
+    return await floor.measure(n, first["forwarded_pps"] / n, min(duration, 10.0))
+
+
 async def _main(args: argparse.Namespace) -> int:
     from bench.loadgen import media, report
     from bench.loadgen import targets as targets_mod
@@ -117,8 +132,15 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         bar.done()
     rows = [s for r in results for s in r.get("steps", [r])]
-    print(report.table(rows))
     out: dict[str, Any] = {"results": results}
+    if args.floor and rows:
+        out["send_floor"] = await _send_floor(rows, cfg.duration, bar)
+        report.subtract_floor(rows, out["send_floor"]["us_per_packet"])
+    print(report.table(rows))
+    if "send_floor" in out:
+        f = out["send_floor"]
+        print(f"send floor: {f['us_per_packet']:.2f} µs of the SFU core per datagram ({f['send']}, "
+              f"{f['receivers']} receivers at {f['pps_per_receiver']:.0f} packets/s each)")
     if args.ramp:
         for r in results:
             print(f"{r['target']} {r['scenario']}: capacity {r['capacity']} subscribers ({r['stop_reason']})")

@@ -15,6 +15,7 @@ COLUMNS = [
     ("fwd Mbit/s", "forwarded_mbps", "{:.2f}"),
     ("SFU CPU %", "sfu_cpu_pct", "{:.1f}"),
     ("CPU µs/pkt", "cpu_us_per_packet", "{:.2f}"),
+    ("above floor", "cpu_us_above_floor", "{:.2f}"),
     ("loss %", "loss_pct", "{:.3f}"),
     ("lat p50 ms", "latency_ms_p50", "{:.2f}"),
     ("lat p99 ms", "latency_ms_p99", "{:.2f}"),
@@ -47,11 +48,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def subtract_floor(rows: list[dict[str, Any]], floor_us: float | None) -> None:
+    """Add `cpu_us_above_floor`: what each SFU spends per forwarded packet beyond the send floor."""
+    for r in rows:
+        us = r.get("cpu_us_per_packet")
+        r["cpu_us_above_floor"] = us - floor_us if us is not None and floor_us is not None else None
+
+
 def ratios(ours: dict[str, Any], janus: dict[str, Any]) -> dict[str, float | None]:
     def div(a: Any, b: Any) -> float | None:
         return a / b if a is not None and b not in (None, 0) else None
 
     out = {"cpu_us_per_packet": div(ours.get("cpu_us_per_packet"), janus.get("cpu_us_per_packet"))}
+    if ours.get("cpu_us_above_floor") is not None:
+        out["cpu_us_above_floor"] = div(ours.get("cpu_us_above_floor"), janus.get("cpu_us_above_floor"))
     if "capacity" in ours or "capacity" in janus:
         out["capacity"] = div(ours.get("capacity"), janus.get("capacity"))
     return out

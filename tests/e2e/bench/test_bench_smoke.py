@@ -106,3 +106,15 @@ def test_simulcast_offer_munging():
     assert "a=ssrc" not in video
     assert "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f" in video
     assert f"a=extmap:10 {rtp.URI_RID}" in video
+
+
+async def test_send_floor_sends_protected_datagrams_to_every_receiver():
+    from bench.loadgen import floor
+
+    f = await floor.measure(receivers=3, pps=50, duration=1.0)
+    # ~50 ticks of one packet per receiver, every one of them counted where it was sent
+    assert 120 <= f["sent"] <= 160
+    assert f["received"] == f["sent"]
+    # the native egress protected them: AEAD_AES_128_GCM adds a 16-byte tag
+    assert f["datagram_bytes"] == floor.PACKET_BYTES + 16, f["send"]
+    assert f["us_per_packet"] > 0
