@@ -41,3 +41,36 @@ async def test_sqlite_claim_waits_for_put(tmp_path):
     [e] = await asyncio.wait_for(waiter, 2)
     assert e.summary == s
     await ob.close()
+
+
+async def test_sqlite_claim_sees_another_writers_put(tmp_path):
+    """Another process's put (here: a second connection, which cannot wake this one) is noticed by
+    the file-change check within a poll interval."""
+    ob = SqliteOutbox(tmp_path / "o.db", poll_s=0.02)
+    other = SqliteOutbox(tmp_path / "o.db")
+    s = synthetic_summary(RNG)
+    waiter = asyncio.create_task(ob.claim(5, wait_s=10))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    await other.put(s)
+    [e] = await asyncio.wait_for(waiter, 2)
+    assert e.summary == s
+    await other.close()
+    await ob.close()
+
+
+async def test_idle_claim_does_not_query_every_poll(tmp_path):
+    """An idle node waits on two stat calls per poll, not on a query in a worker thread per poll."""
+    ob = SqliteOutbox(tmp_path / "o.db", poll_s=0.01)
+    queries = 0
+    claim = ob._claim
+
+    def counting(n):
+        nonlocal queries
+        queries += 1
+        return claim(n)
+
+    ob._claim = counting
+    assert await ob.claim(5, wait_s=0.5) == []
+    assert queries == 1  # 50 polls, one query
+    await ob.close()
