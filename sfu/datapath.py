@@ -9,6 +9,10 @@ Both implement the same per-packet contract and are held to it by the same tests
 * A Track's fan-out is one call per received packet: a Python loop, or `_native.fanout`, which
   forwards to every DownTrack, protects with the transport's native SRTP (`_native.Egress`, keyed
   from the DTLS exporter) and flushes each socket's queue with one `sendmmsg`.
+* Receiving: on the native path a connected transport's SRTP/SRTCP is unprotected by
+  `_native.SrtpSession` where it enters the ICE connection (`sfu.native_receive`); the Python path
+  keeps aiortc's receive path (pylibsrtp behind aiortc's DTLS task). Both hand the same plaintext to
+  the same handlers.
 
 The choice is process-wide (setting `datapath`), made before any media flows.
 """
@@ -93,6 +97,10 @@ def configure(name: str) -> None:
                             f"libssl-dev are needed) or set --datapath python")
     _current = name
     transport.configure_egress(_native.Egress if name == "native" else None)
+    if name == "native":
+        transport.configure_receive(_native.SrtpSession, _native.SrtpError)
+    else:
+        transport.configure_receive(None)
 
 
 def current() -> str:

@@ -19,6 +19,10 @@ from sfu.peer import Peer
 from sfu.router import Router
 from sfu.transport import IceConfig
 
+if TYPE_CHECKING:
+    from sfu.downtrack import DownTrack
+    from sfu.track import PublishedTrack
+
 log = logging.getLogger("basement.node")
 
 __all__ = ["Deliver", "SfuNode"]
@@ -69,6 +73,7 @@ class SfuNode:
             raise MediaError("room_full", f"room {room!r} has reached {max_participants} participants")
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
                     can_publish, can_subscribe, identity, ice=self.ice, rtx_budget=self.rtx_budget)
+        peer.on_tracks_lost = self._tracks_lost
         self.peers[participant_id] = peer
         existing: list[NamedTrackInfo] = [{**rec.info(), "name": router.name_of(rec.participant_id)}
                                           for rec in router.tracks]
@@ -117,6 +122,24 @@ class SfuNode:
             dt.set_target(next(iter(dt.track.layers.values()), None), "subscriber request")
         target = dt.target
         return {"layer": target.rid if target else None, "paused": target is None}
+
+    def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]]) -> None:
+        """A publisher's connection failed: unpublish its tracks as a leave would, but it stays.
+
+        Subscribers' DownTracks end and their m-lines turn inactive (recycled for the next track),
+        everyone gets `track_unpublished`, and the room forgets the tracks' dynacast state (a new
+        offer from the same client reuses the track ids) and the publisher as active speaker.
+        """
+        if self.peers.get(peer.id) is not peer:
+            return  # it left meanwhile: the leave unpublished everything
+        router = self._router_of(peer)
+        for rec in lost:
+            for other in list(router.peers.values()):
+                if other is not peer:
+                    other.unsubscribe(rec.id)
+            router.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
+        router.selector.forget(peer.id, [rec.id for rec in lost])
+        router.speaker.forget(peer.id)
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:
         peer = self.peers.pop(participant_id, None)

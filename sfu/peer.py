@@ -14,6 +14,7 @@ it makes when a track appears, a subscription starts or subscriber feedback arri
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,8 +35,10 @@ from sfu.transport import CandidateRefused, IceConfig, PeerTransport, RecvSlot, 
 log = logging.getLogger("basement.peer")
 
 Emit = Callable[[dict[str, Any]], None]
+# (publisher, its tracks that just ended): the node unpublishes them in the room
+TracksLost = Callable[["Peer", list[PublishedTrack[DownTrack]]], None]
 
-__all__ = ["Emit", "Peer", "Room"]
+__all__ = ["Emit", "Peer", "Room", "TracksLost"]
 
 
 class Room(Protocol):
@@ -88,7 +91,12 @@ class Peer:
         self.free_slots: list[tuple[SendSlot, Continuity | None]] = []
         self._negotiating = False
         self._dirty = False
+        self._offer_task: asyncio.Future[None] | None = None
         self._offer_lock = asyncio.Lock()
+        # set by the node: called when a failed publish connection took this peer's tracks with it
+        self.on_tracks_lost: TracksLost | None = None
+        self._lost_tasks: set[asyncio.Future[None]] = set()
+        self._subscriber_reported = False
         self.closed = False
 
     def public(self) -> ParticipantInfo:
@@ -104,12 +112,17 @@ class Peer:
             raise MediaError("forbidden", "this participant may not publish (grant has can_publish=false)")
         info = sdpmod.check_offer(offer_sdp)
         async with self._offer_lock:
+            if self.publisher is not None and self.publisher.ended:
+                # it ended and the news is still on its way: this offer starts over on a new one
+                dead = self.publisher
+                self._drop_publisher(dead, dead.connection_state)
+                await dead.close()
             ingress, publisher = self.ingress, self.publisher
-            if ingress is None or publisher is None:  # (the first offer creates both)
+            if ingress is None or publisher is None:  # (the first offer, or one after a failure, creates both)
                 ingress = self.ingress = Ingress(self.id, self.room.observe_audio)
                 publisher = self.publisher = PeerTransport(on_rtp=ingress.on_rtp, on_rtcp=ingress.on_rtcp,
                                                            ice=self.ice)
-                publisher.on_state(self._publisher_state)
+                publisher.on_state(functools.partial(self._publisher_state, publisher))
             try:
                 answer, slots = await self._answer(publisher, offer_sdp, info)
             except sdpmod.SdpError:
@@ -139,9 +152,39 @@ class Peer:
         answer = sdpmod.add_simulcast_recv(answer, {m.mid: m.rids for m in info.media})
         return answer, slots
 
-    def _publisher_state(self, state: str) -> None:
-        if state in ("failed", "closed") and not self.closed:
-            log.info("publisher transport of %s is %s", self.id, state)
+    def _publisher_state(self, transport: PeerTransport, state: str) -> None:
+        if state not in ("failed", "closed") or self.closed or transport is not self.publisher:
+            return  # (a transport we closed ourselves, or one already replaced, is no news)
+        log.info("publish connection of %s is %s: unpublishing its tracks", self.id, state)
+        task = asyncio.ensure_future(self._publisher_lost(transport, state))
+        self._lost_tasks.add(task)
+        task.add_done_callback(self._lost_tasks.discard)
+
+    async def _publisher_lost(self, transport: PeerTransport, state: str) -> None:
+        """The publish connection failed (ICE, DTLS, consent expired) or the client closed it.
+
+        aiortc cannot restart ICE, so its tracks can never carry media again: unpublish them (the
+        node tells the room and recycles the subscribers' m-lines), tell the client, and forget the
+        connection, so that its next `offer` starts a new one.
+        """
+        async with self._offer_lock:  # not in the middle of applying an offer on it
+            self._drop_publisher(transport, state)
+        await transport.close()
+
+    def _drop_publisher(self, transport: PeerTransport, state: str) -> None:
+        if self.closed or transport is not self.publisher:
+            return  # left meanwhile, or already dropped
+        lost = self.tracks
+        ingress = self.ingress
+        self.publisher = self.ingress = None
+        if ingress is not None:
+            ingress.close()
+        track_ids = [rec.id for rec in lost]
+        self.emit({"type": "transport_failed", "target": "publisher", "state": state, "tracks": track_ids,
+                   "message": f"the publish connection is {state}; its tracks were unpublished: "
+                              "send a new offer to publish again"})
+        if lost and self.on_tracks_lost is not None:
+            self.on_tracks_lost(self, lost)
 
     def set_muted(self, track_id: str, muted: bool) -> PublishedTrack[DownTrack]:
         for rec in self.tracks:
@@ -158,8 +201,19 @@ class Peer:
     # --- subscribing --------------------------------------------------------------------------
     def _ensure_subscriber(self) -> PeerTransport:
         if self.subscriber is None:
-            self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp, ice=self.ice)
+            subscriber = self.subscriber = PeerTransport(on_rtp=None, on_rtcp=self._subscriber_rtcp, ice=self.ice)
+            subscriber.on_state(self._subscriber_state)
         return self.subscriber
+
+    def _subscriber_state(self, state: str) -> None:
+        """The subscribe connection failed or the client closed it: it is never offered again (aiortc
+        cannot restart ICE), and the client hears of it once; rejoining gets it a new one."""
+        if state not in ("failed", "closed") or self.closed or self._subscriber_reported:
+            return
+        self._subscriber_reported = True
+        log.info("subscribe connection of %s is %s", self.id, state)
+        self.emit({"type": "transport_failed", "target": "subscriber", "state": state, "tracks": [],
+                   "message": f"the subscribe connection is {state}; no media reaches you until you rejoin"})
 
     def subscribe(self, rec: PublishedTrack[DownTrack]) -> DownTrack | None:
         if not self.can_subscribe or rec.id in self.downtracks or self.closed:
@@ -229,17 +283,26 @@ class Peer:
         if self._negotiating:
             self._dirty = True
             return
+        if self.closed or self.subscriber is None or self.subscriber.ended:
+            return  # nothing to negotiate on; an ended connection raises InvalidStateError
         self._negotiating = True
-        asyncio.ensure_future(self._send_offer())
+        self._offer_task = asyncio.ensure_future(self._send_offer())
 
     async def _send_offer(self) -> None:
-        if self.closed or self.subscriber is None:
+        transport = self.subscriber
+        if self.closed or transport is None or transport.ended:
             self._negotiating = False
             return
         try:
-            sdp = await self.subscriber.create_offer()
+            sdp = await transport.create_offer()
         except Exception:
-            log.exception("creating the subscribe offer for %s failed", self.id)
+            self._negotiating = False
+            if self.closed or transport.ended:  # it ended while the offer was made: nothing to send
+                log.debug("subscribe offer for %s abandoned: the connection ended", self.id, exc_info=True)
+            else:
+                log.exception("creating the subscribe offer for %s failed", self.id)
+            return
+        if self.closed or transport.ended:
             self._negotiating = False
             return
         tracks = {}
@@ -297,7 +360,8 @@ class Peer:
     async def add_candidate(self, target: str, candidate: Any) -> None:
         transport = self.publisher if target == "publisher" else self.subscriber
         if transport is None:
-            raise MediaError("unexpected_candidate", f"no {target} connection exists yet")
+            raise MediaError("unexpected_candidate", f"no {target} connection exists: none was offered yet, "
+                             "or it ended (transport_failed)")
         if candidate is None:
             return  # end of candidates
         if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
@@ -324,9 +388,13 @@ class Peer:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def close(self) -> None:
+        """Close both connections; returns once nothing of this peer runs any more."""
         if self.closed:
             return
         self.closed = True
+        # an offer being made or a failed publish connection being wound up: both end at once now
+        # (they check `closed`), so wait for them rather than leave them running on closed connections
+        pending = [t for t in (self._offer_task, *self._lost_tasks) if t is not None and not t.done()]
         for track_id in list(self.downtracks):
             self._end(self.downtracks.pop(track_id))
         self.free_slots.clear()
@@ -335,6 +403,8 @@ class Peer:
         for t in (self.publisher, self.subscriber):
             if t is not None:
                 await t.close()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def decoded_nothing(self) -> bool:
         return all(t.receivers_decoded_nothing() for t in (self.publisher, self.subscriber) if t is not None)

@@ -35,11 +35,14 @@ import aioice.ice
 import aioice.mdns
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
 from aiortc import rtp as artp
+from aiortc import sdp as asdp
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.metrics import STATS
+from sfu.native_receive import NativeReceive
 
 log = logging.getLogger("basement.transport")
 
@@ -99,6 +102,19 @@ def configure_egress(egress_type: Any) -> None:
     """Process-wide: send through `egress_type` (set by `sfu.datapath.configure`), or None for Python."""
     global _egress_type
     _egress_type = egress_type
+
+
+# The native receive session type and its error (`sfu._native.SrtpSession`, `SrtpError`) when the
+# data path is native: connected transports then take SRTP/SRTCP off the ICE connection with
+# `sfu.native_receive.NativeReceive`; None keeps aiortc's receive path (pylibsrtp).
+_receive_type: Any = None
+_receive_error: type[Exception] = Exception
+
+
+def configure_receive(session_type: Any, error_type: type[Exception] = Exception) -> None:
+    """Process-wide: unprotect received SRTP with `session_type` (set by `sfu.datapath.configure`)."""
+    global _receive_type, _receive_error
+    _receive_type, _receive_error = session_type, error_type
 
 
 # DTLS-SRTP profiles offered/accepted, most preferred first (None: aiortc's list, GCM first)
@@ -349,14 +365,56 @@ class PeerTransport:
         # the native send side (sfu._native.Egress), once the path is up on the native data path;
         # read per packet by the native fan-out (None: it calls send_rtp instead)
         self.egress: Any = None
+        # the native receive side (sfu.native_receive), once DTLS is up on the native data path
+        self.native_receive: NativeReceive | None = None
         self._remote: Any = None
         self._loop = asyncio.get_event_loop()
         self.closed = False
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._guard_connect()
 
     # --- state -------------------------------------------------------------------------------
     @property
     def connection_state(self) -> str:
         return self.pc.connectionState
+
+    @property
+    def ended(self) -> bool:
+        """True once this connection can carry nothing again: closed by us, by the peer (DTLS
+        close_notify) or by aiortc after ICE consent expired, or failed. aiortc cannot restart ICE,
+        so there is no way back; renegotiating it is pointless (and raises once it is closed)."""
+        return self.closed or self.pc.signalingState == "closed" or self.pc.connectionState in ("failed", "closed")
+
+    def _guard_connect(self) -> None:
+        """Make the connect step aiortc starts after each set*Description quiet when we close.
+
+        aiortc runs it as a fire-and-forget task (`ensure_future(self.__connect())`): it walks the
+        transceivers awaiting ICE, DTLS and each sender, and when the connection closes in between
+        (a participant leaving while its subscribe connection renegotiates) the next
+        `RTCIceTransport.start` raises InvalidStateError, which asyncio logs as "Task exception was
+        never retrieved". Wrapped per instance (the name-mangled attribute is looked up on the
+        instance first): the error is expected once the connection has ended, and `close()` waits
+        for the task so nothing of this transport outlives it.
+        """
+        pc = self.pc
+        connect = pc._RTCPeerConnection__connect  # type: ignore[attr-defined]
+        connecting = self._connecting
+
+        async def guarded_connect() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                connecting.add(task)
+            try:
+                await connect()
+            except InvalidStateError:
+                if not self.ended:
+                    raise
+                log.debug("connection ended while connecting", exc_info=True)
+            finally:
+                if task is not None:
+                    connecting.discard(task)
+
+        pc._RTCPeerConnection__connect = guarded_connect  # type: ignore[attr-defined]
 
     def on_state(self, callback: Callable[[str], None]) -> None:
         @self.pc.on("connectionstatechange")
@@ -379,14 +437,16 @@ class PeerTransport:
         Returns the answer SDP and the negotiated m-lines.
         """
         slots = []
+        setup = self._offered_setup()
         for t in self.pc.getTransceivers():
             # aiortc types mid as optional; applying the offer set it from the offer's a=mid
             # (sfu.sdp.check_offer requires one per m-line)
             assert t.mid is not None
+            self._choose_dtls_role(t.receiver.transport, setup.get(t.mid))
             if t.direction != "recvonly":
                 t.direction = "recvonly"  # we never send on a publish transport
             _neuter_receiver(t.receiver)
-            _neuter_sender(t.sender)
+            _neuter_sender(t.sender, ended=lambda: self.ended)
             self._hook(t.receiver.transport)
             slots.append(
                 RecvSlot(
@@ -404,6 +464,32 @@ class PeerTransport:
         finally:
             _current_ice.reset(token)
         return advertise(self.pc.localDescription.sdp, self.ice.public_ip), slots
+
+    def _offered_setup(self) -> dict[str, str]:
+        """mid -> the offer's DTLS role as aiortc parsed a=setup: `auto` (actpass), `client`
+        (active) or `server` (passive). aiortc keeps only what it acted on, so parse again."""
+        remote = self.pc.remoteDescription
+        if remote is None:
+            return {}
+        try:
+            media = asdp.SessionDescription.parse(remote.sdp).media
+        except Exception:  # aiortc just applied this SDP: it parses; never fail an answer over it
+            return {}
+        return {m.rtp.muxId: m.dtls.role for m in media if m.dtls is not None and m.rtp.muxId}
+
+    @staticmethod
+    def _choose_dtls_role(dtls: Any, offered: str | None) -> None:
+        """Answer a=setup:passive to an actpass offer: the client is then the DTLS client.
+
+        aiortc would answer active, making the SFU the DTLS client, and aiortc as a client offers
+        only ECDHE-ECDSA cipher suites: a peer whose certificate is RSA (GStreamer webrtcbin 1.22)
+        then fails with "no shared cipher". As the server the SFU's ECDSA certificate picks the
+        suite and the client's certificate may be of any type (it only signs). This is also the
+        role browsers take as answerers. An offer that insists (active/passive) gets the
+        complementary role from aiortc itself; a connected transport keeps the role it has.
+        """
+        if offered == "auto" and dtls._role == "auto" and dtls.state == "new":
+            dtls._set_role("server")
 
     @staticmethod
     def accept_extension(sdp_offer_exts: dict[int, str], slot_transceiver: Any, uris: set[str]) -> None:
@@ -424,7 +510,7 @@ class PeerTransport:
                 t.setCodecPreferences(prefs)
         _neuter_receiver(t.receiver)
         slot = SendSlot(transceiver=t, kind=kind, ssrc=t.sender._ssrc, rtx_ssrc=t.sender._rtx_ssrc)
-        _neuter_sender(t.sender, on_start=lambda params: self._slot_started(slot, params))
+        _neuter_sender(t.sender, on_start=lambda params: self._slot_started(slot, params), ended=lambda: self.ended)
         self._hook(t.receiver.transport)
         return slot
 
@@ -520,22 +606,39 @@ class PeerTransport:
         on_rtcp = self._rtcp_in
         loop_time = self._loop.time
 
-        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
-            # an exception escaping here would end aiortc's receive loop for the whole transport
+        def deliver_rtp(data: bytes) -> None:
+            # an exception escaping here would end the transport's receive loop (aiortc's or ours)
             if on_rtp is not None:
                 try:
                     on_rtp(data, loop_time())
                 except Exception:
                     self._internal_error("RTP")
 
-        async def handle_rtcp(data: bytes) -> None:
+        def deliver_rtcp(data: bytes) -> None:
             try:
                 on_rtcp(data)
             except Exception:
                 self._internal_error("RTCP")
 
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            deliver_rtp(data)
+
+        async def handle_rtcp(data: bytes) -> None:
+            deliver_rtcp(data)
+
         dtls._handle_rtp_data = handle_rtp
         dtls._handle_rtcp_data = handle_rtcp
+        if _receive_type is not None and hasattr(dtls, "on"):  # (unit tests hook bare stand-ins)
+            receive_type, receive_error = _receive_type, _receive_error
+
+            @dtls.on("statechange")
+            def _dtls_state() -> None:
+                if dtls.state == "connected" and self.native_receive is None and not self.closed:
+                    keys = srtp_keys(dtls)
+                    if keys is not None:  # no SRTP profile negotiated: aiortc's path (it drops media too)
+                        self.native_receive = NativeReceive(dtls.transport._connection,
+                                                            receive_type(keys[0], keys[2], True),
+                                                            receive_error, deliver_rtp, deliver_rtcp)
 
     def _internal_error(self, what: str) -> None:
         STATS.drop("internal_error")
@@ -640,16 +743,22 @@ class PeerTransport:
         return True
 
     async def close(self) -> None:
+        """Close the connection and wait for aiortc's connect step, so nothing outlives it."""
         if self.closed:
             return
         self.closed = True
         self._send_to = None
         if self.egress is not None:
             self.egress.close()
+        if self.native_receive is not None:
+            self.native_receive.close()
         try:
             await self.pc.close()
         except Exception:  # closing is best effort: never let a half-dead peer block a leave
             log.debug("error closing peer connection", exc_info=True)
+        if self._connecting:
+            # each ends promptly now: every await in it returns or raises once the transports stopped
+            await asyncio.gather(*self._connecting, return_exceptions=True)
 
 
 def _neuter_receiver(receiver: Any) -> None:
@@ -661,15 +770,20 @@ def _neuter_receiver(receiver: Any) -> None:
     receiver.receive = receive
 
 
-def _neuter_sender(sender: Any, on_start: Callable[[Any], None] | None = None) -> None:
+def _neuter_sender(sender: Any, on_start: Callable[[Any], None] | None = None,
+                   ended: Callable[[], bool] | None = None) -> None:
     """Keep the sender's negotiation role but stop it from encoding or sending RTCP itself.
 
     `RTCRtpSender.send()` schedules `_run_rtp`/`_run_rtcp`; stand-ins must set the private events
-    `stop()` waits on, or closing the connection hangs.
+    `stop()` waits on, or closing the connection hangs. `ended`: true once the connection is
+    closing; aiortc's connect task may reach `send()` after `close()` already stopped this sender,
+    and a sender started then is never stopped (its task is destroyed pending at exit).
     """
     original_send = sender.send
 
     async def send(parameters: Any) -> None:
+        if ended is not None and ended():
+            return
         first = not getattr(sender, "_basement_started", False)
         await original_send(parameters)
         if first:

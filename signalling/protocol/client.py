@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
@@ -36,6 +37,28 @@ class ServerError(Exception):
         super().__init__(f"{msg.get('code')}: {msg.get('message')}")
         self.code = msg.get("code")
         self.message = msg.get("message")
+
+
+def _quiet_connect(pc: RTCPeerConnection) -> None:
+    """aiortc connects in a fire-and-forget task after each set*Description; when the connection is
+    closed while it runs (leaving during a renegotiation) it raises InvalidStateError and asyncio
+    logs "Task exception was never retrieved". Expected then, so dropped (sfu.transport does the same)."""
+    connect = pc._RTCPeerConnection__connect  # type: ignore[attr-defined]
+
+    async def guarded() -> None:
+        try:
+            await connect()
+        except InvalidStateError:
+            if pc.signalingState != "closed" and pc.connectionState not in ("failed", "closed"):
+                raise
+
+    pc._RTCPeerConnection__connect = guarded  # type: ignore[attr-defined]
+
+
+def _new_pc() -> RTCPeerConnection:
+    pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    _quiet_connect(pc)
+    return pc
 
 
 class Client:
@@ -142,7 +165,7 @@ class Client:
         return joined
 
     async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None) -> None:
-        pc = self.publisher = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = self.publisher = _new_pc()
         kinds = []
         for track in (audio, video):
             if track is None:
@@ -161,11 +184,19 @@ class Client:
             self.published[t.kind] = f"TR_{self.participant['id']}_{t.mid}"
 
     async def _on_subscriber_offer(self, msg: dict[str, Any]) -> None:
+        try:
+            await self._apply_subscriber_offer(msg)
+        except Exception:
+            # a task nobody awaits: report it here, unless closing interrupted it (then it is moot)
+            if not self._closed:
+                log.exception("applying the subscriber offer failed")
+
+    async def _apply_subscriber_offer(self, msg: dict[str, Any]) -> None:
         async with self._sub_lock:
             if self._closed:
                 return
             if self.subscriber is None:
-                self.subscriber = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+                self.subscriber = _new_pc()
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
             if self.on_offer_applied is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sfu import datapath
 from sfu.metrics import STATS
 from tests.support.media import CounterVideo, Sink, Tone
 
@@ -31,6 +32,13 @@ async def test_publisher_reaches_two_subscribers_without_transcoding(server, con
     assert STATS.packets_out > 0
     for peer in server.node.peers.values():
         assert peer.decoded_nothing()
+    # the publisher's SRTP: unprotected natively where it entered the ICE connection on the native
+    # path (sfu.native_receive), by aiortc's pylibsrtp on the Python path
+    taken = server.node.peers[pub.participant["id"]].publisher.native_receive
+    if datapath.current() == "native":
+        assert taken is not None and taken.unprotected >= 90 and taken.refused == 0
+    else:
+        assert taken is None
 
 
 async def test_lost_packets_come_back_from_the_sfu_cache(server, connect):
