@@ -37,6 +37,10 @@ CACHE_MASK = CACHE_SIZE - 1
 # lost), and resent bytes per window stay within a fraction of what the subscriber was forwarded.
 LOSS_HOLD_S = 2.0  # a reported loss counts for this long (receivers report about once a second)
 REPORT_STALE_S = 5.0  # no receiver report for this long: the subscriber's loss is unknown
+# What a subscriber demonstrably receives is measured between receiver reports at least this far
+# apart: a report's highest sequence number lags what we sent by the path and the subscriber's own
+# processing delay, which evens out over a longer span (aiortc reports every 0.5-1.5 s).
+DELIVERY_WINDOW_S = 2.0
 RTX_MIN_INTERVAL = 0.02  # s; floor on the per-packet resend interval (a LAN RTT can read as ~0)
 RTX_UNKNOWN_RTT = 0.1  # s; until the subscriber's RR gives an RTT (libwebrtc's default too)
 RTX_WINDOW = 1.0  # s; the budget window
@@ -117,6 +121,8 @@ class DownTrack:
         self._rtx_allowance = 0.0  # budget carried from the previous window's forwarding
         self._rtx_spent = 0
         self.keyframe_waits = 0
+        # (last seq, last timestamp) the previous track on this recycled m-line sent (`inherit`)
+        self._handover: tuple[int, int] | None = None
 
         # feedback from the subscriber
         self.remb_bps = 0
@@ -126,6 +132,13 @@ class DownTrack:
         self._loss_peak_at = 0.0
         self.rtt = 0.0
         self._sr_sent: dict[int, float] = {}
+        # what the subscriber's receiver reports show arriving, over the last DELIVERY_WINDOW_S or more:
+        # the rate we sent (bits/s), the share of those packets its highest sequence number advanced
+        # over, and when that was measured (read by the LayerSelector, see `sfu.layers`)
+        self.delivered_bps = 0.0
+        self.delivered_share = 0.0
+        self.delivered_at: float | None = None
+        self._delivery_mark: tuple[float, int, int, int] | None = None  # (at, our last_seq, bytes_sent, their highest)
 
         # set by the owner (Peer): callback(downtrack, old_rid, new_rid)
         self.on_layer_change: Callable[[DownTrack, str | None, str], None] | None = None
@@ -188,6 +201,8 @@ class DownTrack:
         """Take over a recycled m-line: keep its numbering so the subscriber sees no jump."""
         (self.last_seq, self.last_ts, self.last_sent_at, self.last_pid, self.last_tl0, self.rtx_seq,
          self.started) = previous
+        if self.started:
+            self._handover = (self.last_seq, self.last_ts)
 
     def release(self) -> None:
         """Unsubscribed: drop the packet cache now (up to ~1.2 MiB) rather than whenever the last
@@ -344,6 +359,10 @@ class DownTrack:
     def on_nack(self, lost: list[int], now: float) -> None:
         """Resend what the subscriber lost, within the per-packet interval and the byte budget."""
         STATS.nacks_in += 1
+        if self._handover is not None:
+            lost = self._answer_handover(lost)
+            if not lost:
+                return
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
         sent, misses, by_interval, by_budget, spent = self._resend(lost, now, interval, self._rtx_left(now),
                                                                    self.slot.rtx_pt, self.slot.rtx_ssrc)
@@ -354,6 +373,50 @@ class DownTrack:
         STATS.nack_misses += misses
         STATS.rtx_suppressed_interval += by_interval
         STATS.rtx_suppressed_budget += by_budget
+
+    def _answer_handover(self, lost: list[int]) -> list[int]:
+        """Answer NACKs for the previous track's last packets on this recycled m-line with empty packets;
+        return the rest.
+
+        A subscriber can miss the tail of the previous track: aiortc drops packets for an m-line it
+        has already made inactive, and they may still sit in its socket when it applies that offer.
+        When this track continues the numbering, it NACKs them, but they were never ours to cache:
+        unanswered, aiortc's video jitter buffer holds every later frame until 512 packets have
+        passed (~17 s at 30 packets/s: the six-participant test's flake). An empty packet with that
+        number is the honest answer ("nothing to decode here"); libwebrtc treats empty packets as
+        padding. It carries the timestamp of this track's first packet, so a receiver that groups
+        packets into frames by timestamp (aiortc) adds nothing to that frame rather than making an
+        empty frame of its own (an empty frame makes its decoder drain and fail from then on). It
+        goes as RTX (just the original sequence number) when RTX is negotiated: the subscriber's
+        SRTP has already seen that number on the media SSRC (it decrypted the packet, then dropped
+        it), so a second one there is a replay.
+        """
+        handover = self._handover
+        if handover is None:
+            return lost
+        last_seq, ts = handover
+        if self.packets > CACHE_SIZE:  # long since handed over: numbers behind us are our own
+            self._handover = None
+            return lost
+        first = self._cached((last_seq + 1) & 0xFFFF)
+        if first is not None:
+            ts = rtp.HEADER.unpack_from(first)[3]
+        rest = []
+        for seq in lost:
+            seq &= 0xFFFF
+            if ((last_seq - seq) & 0xFFFF) < CACHE_SIZE:  # at or before the previous track's last
+                slot = self.slot
+                if slot.rtx_pt:
+                    self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                    packet = rtp.HEADER.pack(0x80, slot.rtx_pt & 0x7F, self.rtx_seq, ts, slot.rtx_ssrc)
+                    packet += rtp.U16.pack(seq)
+                else:
+                    packet = rtp.HEADER.pack(0xA0, slot.pt & 0x7F, seq, ts, slot.ssrc) + b"\x00\x00\x00\x04"
+                self.transport.send_rtp(packet)
+                STATS.nack_padding += 1
+            else:
+                rest.append(seq)
+        return rest
 
     def _resend(self, lost: list[int], now: float, interval: float, left: float, rtx_pt: int,
                 rtx_ssrc: int) -> tuple[int, int, int, int, int]:
@@ -431,6 +494,28 @@ class DownTrack:
         sent_at = self._sr_sent.get(block.lsr)
         if block.lsr and sent_at is not None:
             self.rtt = max(0.0, time.monotonic() - sent_at - block.dlsr / 65536.0)
+        self._measure_delivery(block.highest_sequence & 0xFFFF, now)
+
+    def _measure_delivery(self, highest: int, now: float) -> None:
+        """Compare how far the subscriber's highest received sequence number moved with how far ours
+        did, since a report at least DELIVERY_WINDOW_S ago. A receiver report alone cannot show a
+        stall: with nothing arriving, nothing is expected and nothing counts as lost."""
+        mark = self._delivery_mark
+        if mark is None or not self.started:
+            self._delivery_mark = (now, self.last_seq, self.bytes_sent, highest)
+            return
+        at, our_seq, our_bytes, their_seq = mark
+        elapsed = now - at
+        if elapsed < DELIVERY_WINDOW_S:
+            return
+        sent = (self.last_seq - our_seq) & 0xFFFF
+        advanced = (highest - their_seq) & 0xFFFF
+        if advanced >= 0x8000:
+            advanced = 0  # went backwards (a reordered report, or a numbering we did not send)
+        self.delivered_share = min(1.0, advanced / sent) if sent else 0.0
+        self.delivered_bps = (self.bytes_sent - our_bytes) * 8 / elapsed
+        self.delivered_at = now
+        self._delivery_mark = (now, self.last_seq, self.bytes_sent, highest)
 
     def recent_loss(self, now: float) -> float | None:
         """Loss the subscriber reported lately (the worst of the last LOSS_HOLD_S), or None when no

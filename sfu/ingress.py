@@ -3,7 +3,9 @@
 `Ingress` owns one publish transport. It learns SSRC -> (track, layer) from the SDP's a=ssrc lines
 when there are any and from the MID/RID/repaired-RID header extensions otherwise (Chromium puts
 them only on the first packets of each SSRC and its simulcast offers have no a=ssrc lines), unwraps
-RTX, drops padding, and produces what a receiving endpoint owes its sender: RR, NACK, REMB.
+RTX (only retransmissions of packets it is missing go on; RTX copies of packets it has are probes),
+drops padding, and produces what a receiving endpoint owes its sender: RR, NACK, REMB. A layer's
+media rate counts the media SSRC's packets with a payload only.
 Each packet then goes to the DownTracks of its Track (`sfu.track.PublishedTrack`).
 
 What a publisher's packets can make us hold is fixed by its offer: the layers are the offer's rids
@@ -139,32 +141,50 @@ class Ingress:
                 if entry is None:
                     return  # _learn counted the drop
             rec, layer, is_rtx = entry
+            rx = layer.rx
+            # Only the media SSRC's packets with a payload are the layer's media rate (what the
+            # LayerSelector compares with each subscriber's estimate). RTX and padding are counted
+            # apart: Firefox probes its lowest layer with ~1 Mbit/s of RTX copies on a 150 kbit/s
+            # layer, which read as the layer's rate paused the subscribers it should have fitted.
             if is_rtx:
+                nbytes = len(data)
                 unwrapped = self._unwrap_rtx(data, view, rec, layer)
                 if unwrapped is None:
                     return
                 data, view = unwrapped
-            rx = layer.rx
-            seen = rx.update(view.seq, view.ts, arrival)
-            if seen:
-                if seen == JUMP:
-                    self._drop("seq_jump")
+                if not rx.repair(view.seq):
+                    # a copy of a packet we already have (a probe): forwarding it would send every
+                    # subscriber a duplicate, so it stops here
+                    STATS.rtx_copy_packets += 1
+                    STATS.rtx_copy_bytes += nbytes
                     return
-                if seen == RESTART:
-                    layer.epoch += 1
-                elif seen == GAP and arrival - layer.nack_at >= NACK_MIN_INTERVAL:
-                    layer.nack_at = arrival
-                    self.send_nack(rec.mid, view.ssrc, rx.missing())
-            if view.payload_start >= view.payload_end:
-                # a padding-only probe (Chromium probes on the media SSRC this way): received, so no
-                # loss to NACK upstream (hence after rx.update); not forwarded, so every DownTrack
-                # renumbers it away, or its subscriber NACKs a packet that never comes (aiortc's jitter
-                # buffer then holds video back until 512 packets have passed: ~24 s on a low layer)
-                self._drop("padding")
-                for dt in rec.downtracks:
-                    dt.skip(view.seq, layer)
-                return
-            layer.account(len(data), arrival)
+                STATS.rtx_repair_packets += 1
+                STATS.rtx_repair_bytes += nbytes
+                seen = LATE
+            else:
+                seen = rx.update(view.seq, view.ts, arrival)
+                if seen:
+                    if seen == JUMP:
+                        self._drop("seq_jump")
+                        return
+                    if seen == RESTART:
+                        layer.epoch += 1
+                    elif seen == GAP and arrival - layer.nack_at >= NACK_MIN_INTERVAL:
+                        layer.nack_at = arrival
+                        self.send_nack(rec.mid, view.ssrc, rx.missing())
+                if view.payload_start >= view.payload_end:
+                    # a padding-only probe (Chromium probes on the media SSRC this way): received, so
+                    # no loss to NACK upstream (hence after rx.update); not forwarded, so every
+                    # DownTrack renumbers it away, or its subscriber NACKs a packet that never comes
+                    # (aiortc's jitter buffer then holds video back until 512 packets have passed:
+                    # ~24 s on a low layer)
+                    self._drop("padding")
+                    STATS.padding_packets += 1
+                    STATS.padding_bytes += len(data)
+                    for dt in rec.downtracks:
+                        dt.skip(view.seq, layer)
+                    return
+                layer.account(view.payload_end, arrival)  # header + payload, without RTP padding
 
             keyframe = False
             vp8 = None
@@ -285,6 +305,8 @@ class Ingress:
         # RFC 4588: payload starts with the original sequence number; empty rest = padding/probe
         if view.payload_end - view.payload_start <= 2:
             self._drop("padding")
+            STATS.padding_packets += 1
+            STATS.padding_bytes += len(data)
             return None
         if layer.ssrc is None:
             self._drop("rtx_before_media")

@@ -17,8 +17,14 @@ bitrates. Rules:
   must fit; a failed probe backs off exponentially;
 * a subscriber raising its request goes straight to the requested layer (as a probe) unless its
   link is struggling now, so an explicit "high" takes effect within a keyframe;
-* when even the lowest layer does not fit, pause video (audio is never paused) and resume when the
-  lowest layer fits again with headroom; the client is told why.
+* an estimate never goes below what the subscriber demonstrably receives: while its receiver reports
+  show no loss and its highest sequence number keeps up with what we send, the estimate is at least
+  the rate it receives (`delivered_floor`). Receive-side estimators can be far off (aiortc's, in a
+  busy client, reports a few kbit/s on an idle loopback); loss cannot. So only loss, or an estimate
+  below what is sent once the reports stop vouching for it, moves a subscriber down;
+* when even the lowest layer does not fit, thin it to its base temporal layer; pause video (audio is
+  never paused) only when the subscriber's receiver reports show loss too, and resume when the
+  lowest layer fits again with headroom or on a backoff timer; the client is told why.
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ HIGH_LOSS = 0.10
 LOSS_FREE = 0.02
 UP_STREAK = 3
 MIN_LAYER_BPS = 30_000  # a layer that just started has no measured rate yet: assume this much
+# The subscriber's highest sequence number must advance over at least this share of the packets we
+# sent for its reports to vouch for the rate (the rest is timing: a report is a snapshot taken a path
+# and a processing delay behind us). A queue building on the way shows as a smaller share before it
+# overflows into loss.
+DELIVERED_SHARE = 0.8
+DELIVERY_STALE_S = 5.0  # a delivery measurement older than this vouches for nothing
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,29 @@ def _back_off(state: SelectorState, now: float) -> None:
     state.retry_at = now + state.backoff_s
 
 
+def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age: float | None,
+                    reported_loss: float | None, current_bps: float) -> float:
+    """The rate a subscriber demonstrably receives, which its downlink estimate is not allowed to
+    undercut; 0 when its receiver reports do not show that.
+
+    Evidence, from the reports (`DownTrack.delivered_*`): recent ones show no loss (`reported_loss`
+    is the worst of the last couple of seconds, so one lossy report withdraws the floor for that
+    long: the hysteresis), and the highest sequence number advanced over nearly all we sent. The
+    floor never exceeds the current layer's rate (`current_bps`): it keeps a subscriber where it
+    is, it never moves one up; probing up remains the estimate's job.
+
+    Why: mediasoup and LiveKit trust their bandwidth estimate, but theirs is the sender-side one
+    (transport-cc) that they compute themselves; with only a receive-side REMB, the estimate is the
+    client's, and aiortc's reports 6-33 kbit/s on an idle loopback while every packet arrives.
+    Believing it paused and resumed video every 2-3 s (issue 14). Real congestion still shows, as
+    loss or as a subscriber falling behind, and then the estimate applies in full.
+    """
+    if (delivered_age is None or delivered_age > DELIVERY_STALE_S or reported_loss is None
+            or reported_loss > LOSS_FREE or delivered_share < DELIVERED_SHARE):
+        return 0.0
+    return min(delivered_bps, current_bps)
+
+
 def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
     if max_index is None:
         return None
@@ -339,11 +374,23 @@ class LayerSelector:
         self._evaluate_downtrack(rec, dt, time.monotonic())
         self._update_dynacast(rec, time.monotonic())
 
+    @staticmethod
+    def estimate(dt: DownTrack, now: float) -> float | None:
+        """The subscriber's downlink estimate as the policy uses it: its REMB (None before the first),
+        raised to what its receiver reports show it receiving without loss (`delivered_floor`)."""
+        if not dt.remb_bps:
+            return None
+        if dt.current is None or dt.delivered_at is None:
+            return float(dt.remb_bps)
+        floor = delivered_floor(dt.delivered_bps, dt.delivered_share, now - dt.delivered_at,
+                                dt.recent_loss(now), _rate(dt.current))
+        return max(float(dt.remb_bps), floor)
+
     def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> None:
         layers = list(rec.layers.values())
         available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
         requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
-        estimate = dt.remb_bps or None
+        estimate = self.estimate(dt, now)
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
@@ -357,8 +404,8 @@ class LayerSelector:
                 self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
                                                "reason": decision.reason})
 
-    @staticmethod
-    def _wanted(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
+    @classmethod
+    def _wanted(cls, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> Layer | None:
         """The layer this subscriber should get, judged over every layer the publisher announced.
 
         Layers that dynacast switched off are not arriving, so the selector cannot pick them; this
@@ -369,7 +416,7 @@ class LayerSelector:
         if requested is None or not layers:
             return None
         fitting = [x for x in layers if x.index <= requested]
-        estimate = dt.remb_bps
+        estimate = cls.estimate(dt, now)
         if estimate and dt.current is not None:
             cur = _rate(dt.current)
             if cur > estimate * DOWN_TOLERANCE:
@@ -389,7 +436,7 @@ class LayerSelector:
             return
         needed = set()
         for dt in rec.downtracks:
-            for layer in (dt.target, dt.current, self._wanted(rec, dt)):
+            for layer in (dt.target, dt.current, self._wanted(rec, dt, now)):
                 if layer is not None:
                     needed.add(layer.rid)
             if dt.paused and dt.pause_reason == "bandwidth":

@@ -53,12 +53,20 @@ class MediaStats:
         self.packets_out = 0
         self.bytes_out = 0
         self.rtx_unwrapped = 0
+        # received from publishers but not a layer's media (never in basement_layer_bitrate_bps)
+        self.rtx_repair_packets = 0  # RTX retransmissions of packets we were missing (forwarded)
+        self.rtx_repair_bytes = 0
+        self.rtx_copy_packets = 0  # RTX copies of packets we already had: bandwidth probes (dropped)
+        self.rtx_copy_bytes = 0
+        self.padding_packets = 0  # padding-only probes, on the media or the RTX SSRC (dropped)
+        self.padding_bytes = 0
         self.nacks_in = 0  # NACKs from subscribers
         self.nacks_out = 0  # NACKs we sent to publishers
         self.plis_in = 0
         self.plis_out = 0
         self.retransmissions = 0
         self.nack_misses = 0
+        self.nack_padding = 0  # NACKed numbers of a recycled m-line's previous track, answered with padding
         self.rtcp_out = 0
         self.layer_switches = 0
         self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
@@ -128,8 +136,21 @@ class MediaCollector:
         yield counter("basement_plis_sent", "PLI packets sent to publishers", s.plis_out)
         yield counter("basement_retransmissions", "packets resent from the cache for NACKs", s.retransmissions)
         yield counter("basement_nack_cache_misses", "NACKed packets no longer cached", s.nack_misses)
+        yield counter("basement_nack_padding_answers", "NACKed packets of a recycled m-line's previous "
+                      "track, answered with padding (nothing to resend; the subscriber must not wait)",
+                      s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        for unit, counts in (("packets", (s.rtx_repair_packets, s.rtx_copy_packets, s.padding_packets)),
+                             ("bytes", (s.rtx_repair_bytes, s.rtx_copy_bytes, s.padding_bytes))):
+            nonmedia = CounterMetricFamily(
+                f"basement_nonmedia_{unit}_received",
+                f"RTP {unit} from publishers that are not a layer's media, by kind (rtx_repair: a "
+                "retransmission of a packet we were missing; rtx_copy: an RTX copy of a packet we had, "
+                "i.e. a bandwidth probe; padding: a padding-only probe)", labels=[*names, "kind"])
+            for kind, count in zip(("rtx_repair", "rtx_copy", "padding"), counts):
+                nonmedia.add_metric([*values, kind], count)
+            yield nonmedia
         suppressed = CounterMetricFamily("basement_retransmissions_suppressed",
                                          "NACKed packets not resent, by reason (interval: again within the "
                                          "subscriber's RTT; budget: over the retransmission byte budget)",

@@ -96,6 +96,19 @@ class Reception:
         self._jitter(ts, arrival)
         return RESTART
 
+    def repair(self, seq: int) -> bool:
+        """An RTX copy of `seq` (RFC 4588, already unwrapped). True when `seq` is one of the missing
+        numbers: a retransmission we need, counted as received like any late packet. False for a copy
+        of a packet already received, or of one too old or too new to be missing: publishers probe
+        bandwidth this way (Chromium and Firefox resend recent packets over RTX, 100+ packets/s with
+        no NACK), and counting those as received would hide real loss from the receiver report."""
+        behind = (self.max_seq - seq) & 0xFFFF
+        if 0 < behind <= NACK_WINDOW and self.max_seq >= 0 and (self.missing_bits >> behind) & 1:
+            self.missing_bits ^= 1 << behind
+            self.received += 1
+            return True
+        return False
+
     def _jitter(self, ts: int, arrival: float) -> None:
         # RFC 3550 A.8, only across frames (packets of one frame share a timestamp and are paced,
         # which is not network jitter); 32-bit arithmetic so timestamp wraps do not read as jitter

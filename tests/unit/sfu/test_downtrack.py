@@ -342,6 +342,35 @@ def test_nack_for_packets_never_sent_or_evicted_resends_nothing():
     assert (len(sub.rtp), dt.retransmissions) == (3, 0)
 
 
+def test_nacks_for_the_previous_track_on_a_recycled_m_line_are_answered_with_padding():
+    # The m-line carried another track up to seq 7917 / ts 123456. The subscriber (aiortc) missed the
+    # last of those packets (they reached it after it had made the m-line inactive), so when this
+    # track continues at 7918 it NACKs 7915-7917. They were never this DownTrack's: unanswered,
+    # aiortc holds every later frame for 512 packets. Empty packets with those numbers let it move
+    # on: as RTX (the subscriber's SRTP already saw those numbers on the media SSRC: a replay there),
+    # at the timestamp of this track's first frame (aiortc would make an empty frame of another one)
+    for rtx in (True, False):
+        ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media"), (RTX, "rtx")])
+        dt, sub = rig.subscribe(rec, rtx=rtx, start=(7917, 123456, 0.5, 100, 7, 300, True))
+        dt.set_target(rec.layers[""])
+        ingress.on_rtp(vp8(MEDIA, 10, 90000, 50, 5, key=True), 1.0)
+        ingress.on_rtp(vp8(MEDIA, 11, 93000, 51, 6), 1.03125)
+        assert [rtp.parse(p).seq for p in sub.rtp] == [7918, 7919]
+        first_ts = rtp.parse(sub.rtp[0]).ts  # this track's first frame: the empty packets join it
+        nack = P.rtcp_nack(0xABC, OUT_SSRC, P.nack_fci([7915, 7916, 7917, 7918]))
+        (packet,) = artp.RtcpPacket.parse(nack)
+        dt.on_nack(packet.lost, 1.1)
+        if rtx:
+            empty = [P.rtp(97, 300 + i, first_ts, OUT_RTX_SSRC, seq.to_bytes(2, "big"))
+                     for i, seq in enumerate((7915, 7916, 7917), 1)]
+            # and the one that was ours is resent from the cache as usual, the RTX numbering going on
+            assert sub.rtp[2:] == [*empty, P.rtx(sub.rtp[0], 97, 304, OUT_RTX_SSRC)]
+        else:  # without RTX: padding-only packets on the media SSRC, then the cached packet as is
+            empty = [P.rtp(rig.OUT_PT["VP8"], seq, first_ts, OUT_SSRC, b"", padding=4) for seq in (7915, 7916, 7917)]
+            assert sub.rtp[2:] == [*empty, sub.rtp[0]]
+        assert dt.retransmissions == 1
+
+
 def test_the_retransmission_budget_caps_resent_bytes():
     ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media"), (RTX, "rtx")])
     dt, sub = rig.subscribe(rec, rtx_budget=1.0)

@@ -355,12 +355,15 @@ async def test_malformed_extensions_on_every_path_are_counted_drops():
     ingress.on_rtp(packet(MEDIA_SSRC, 2, ext=_bad_one_byte_ext()), 1.0)
     ingress.on_rtp(packet(AUDIO_SSRC, 1, pt=111, ext=ext_block([(4, b"1")]), payload=b"\xfc"), 1.0)
     ingress.on_rtp(packet(AUDIO_SSRC, 2, pt=111, ext=_bad_one_byte_ext(), payload=b"\xfc"), 1.0)
-    # RTX: learnt by repaired-RID... here by payload type, then unwrapped with a malformed block
+    # RTX: learnt by repaired-RID... here by payload type, then unwrapped with a malformed block (3 and
+    # 4 are missing, so these are retransmissions that go on, not probe copies that stop at once)
+    ingress.on_rtp(packet(MEDIA_SSRC, 5, ext=ext_block([(4, b"0")])), 1.0)
     ingress.on_rtp(packet(RTX_SSRC, 50, pt=97, ext=ext_block([(4, b"0")]), payload=b"\x00\x03" + VP8_DELTA), 1.0)
     ingress.on_rtp(packet(RTX_SSRC, 51, pt=97, ext=_bad_two_byte_ext(), payload=b"\x00\x04" + VP8_DELTA), 1.0)
     assert dropped_since(before) == {"bad_extension_length": 5}
     layer = ingress.tracks["0"].layers[""]
-    assert (layer.ssrc, layer.rtx_ssrc, layer.rx.max_seq) == (MEDIA_SSRC, RTX_SSRC, 4)  # OSN 3 and 4 unwrapped
+    assert (layer.ssrc, layer.rtx_ssrc, layer.rx.max_seq) == (MEDIA_SSRC, RTX_SSRC, 5)
+    assert layer.rx.missing() == []  # OSN 3 and 4 unwrapped
     assert set(ingress.by_ssrc) == {MEDIA_SSRC, RTX_SSRC, AUDIO_SSRC}
 
 

@@ -306,7 +306,7 @@ def test_recent_loss_holds_the_worst_report_and_goes_unknown_without_reports():
     assert dt.recent_loss(10.0) is None  # no receiver report yet: nothing is known
 
     def report(frac: int, at: float) -> None:
-        dt.on_report(SimpleNamespace(fraction_lost=frac, lsr=0, dlsr=0), at)
+        dt.on_report(SimpleNamespace(fraction_lost=frac, lsr=0, dlsr=0, highest_sequence=0), at)
 
     report(64, 10.0)  # 25 % lost
     report(0, 10.5)  # one clean report right after does not make the link clean
