@@ -47,13 +47,19 @@ native-asan: $(STAMP)
 	cd $(ASAN_TREE) && $(ASAN_ENV) PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(BIN)/python tests/fuzz/fuzz_native.py \
 	  tests/fuzz/corpus/native/*
 
-# Debian packages the tests drive for real (browser, Redis, Janus, network namespaces).
+# Debian packages the tests drive for real (browser, Redis, Janus, network namespaces, GStreamer
+# webrtcbin under the system python3: tests/e2e/gstreamer).
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v firefox-esr >/dev/null || missing="$$missing firefox-esr"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v janus >/dev/null || missing="$$missing janus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	for p in python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 gstreamer1.0-nice \
+	    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q ' installed$$' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -24,6 +24,8 @@ TIERS = {
     ("unit",): "unit",
     ("integration",): "integration",
     ("e2e", "browser"): "browser",
+    ("e2e", "firefox"): "firefox",
+    ("e2e", "gstreamer"): "gstreamer",
     ("e2e", "cluster"): "cluster",
     ("e2e", "chain"): "chain",
     ("e2e", "bench"): "bench",

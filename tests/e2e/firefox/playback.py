@@ -1,0 +1,175 @@
+"""What a page of the web client decodes and what a publishing page encodes, measured in the page
+from getStats() over one time window. Works on a Firefox Page and a Chromium Browser alike.
+
+Headless Firefox never counts frames in `getVideoPlaybackQuality()` (it stays at 0), so decoding is
+read from the subscriber's inbound-rtp `framesDecoded`/`frameWidth`/`frameHeight`, and the frame
+rate from the `framesDecoded` delta over a window timed by the page's own clock (the round trips
+of the automation protocol would otherwise add their jitter to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tests.support.browser import poll
+
+# the web client's quality menu -> the simulcast layer the server forwards, and its size when the
+# camera is 960x540 (tests/support/firefox.VIDEO and tests/support/browser.VIDEO)
+LAYERS = {"low": ("q", (240, 135)), "medium": ("h", (480, 270)), "high": ("f", (960, 540))}
+WINDOW_S = 3.0
+# Measuring starts this long after the expected size first decoded: the subscriber's first bandwidth
+# estimates reach the server a few seconds in, and what the server decides on them (a lower layer,
+# fewer temporal layers) must show in the window, not after it.
+SETTLE_S = 3.0
+TOLERANCE = 0.2
+
+
+class PageLike(Protocol):
+    async def evaluate(self, expr: str, timeout: float = 20.0) -> Any: ...
+
+    async def wait_for(self, expr: str, timeout: float = 30.0, interval: float = 0.25) -> Any: ...
+
+
+@dataclass
+class Decoded:
+    frames: int
+    seconds: float
+    size: tuple[int, int]
+    size_before: tuple[int, int]
+    total: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+@dataclass
+class Encoded:
+    frames: int
+    seconds: float
+    size: tuple[int, int]
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+def _tile(participant: str) -> str:
+    return json.dumps(f'#grid .tile.remote[data-participant="{participant}"]')
+
+
+async def publisher(page: PageLike) -> dict[str, Any]:
+    """Wait until the page has published its video; {participant, video (track id), fps (camera)}."""
+    return await page.wait_for(
+        "window.basement.state === 'joined' && window.basement.published.video && "
+        "({participant: window.basement.participant.id, video: window.basement.published.video,"
+        " fps: document.querySelector('.tile.local video').srcObject.getVideoTracks()[0].getSettings().frameRate})",
+        timeout=30)
+
+
+async def choose_quality(page: PageLike, participant: str, quality: str) -> None:
+    """Pick `quality` in the remote tile's menu, as a user would: the page then asks the server for
+    that layer and no longer follows the tile's size."""
+    sel = f"document.querySelector({_tile(participant)} + ' select.quality')"
+    await page.wait_for(f"!!{sel}", timeout=30)
+    await page.evaluate(f"(() => {{ const s = {sel}; s.value = {json.dumps(quality)};"
+                        f" s.dispatchEvent(new Event('change')); return true; }})()")
+
+
+async def inbound_video(page: PageLike, participant: str) -> dict[str, Any] | None:
+    stats = await page.evaluate("window.basement.stats()")
+    return next((s for s in stats["inbound"] if s["participant"] == participant and s["kind"] == "video"), None)
+
+
+async def wait_size(page: PageLike, participant: str, size: tuple[int, int], timeout: float = 30.0) -> None:
+    """Wait until the page decodes `participant`'s video at `size`, and keeps decoding."""
+    seen: list[Any] = []
+
+    async def at_size() -> bool:
+        s = await inbound_video(page, participant)
+        seen.append(s and (s.get("framesDecoded"), s.get("frameWidth"), s.get("frameHeight")))
+        return bool(s and (s.get("frameWidth"), s.get("frameHeight")) == size and len(seen) > 1
+                    and seen[-2] and (seen[-2][0] or 0) < (s.get("framesDecoded") or 0))
+
+    try:
+        await poll(at_size, f"decoding {participant} at {size}", timeout=timeout)
+    except TimeoutError:
+        events = await page.evaluate("window.basement.events.filter(m => ['subscription', 'layer_changed',"
+                                     " 'paused'].includes(m.type)).slice(-8)")
+        raise TimeoutError(f"{participant} not decoded at {size} in {timeout} s: last stats "
+                           f"(framesDecoded, w, h) {seen[-3:]}; events {events}") from None
+
+
+def _decoded_js(participant: str, seconds: float, settle: float) -> str:
+    return f"""(async () => {{
+  const pick = (st) => st.inbound.find((s) => s.participant === {json.dumps(participant)} && s.kind === 'video');
+  await new Promise((resolve) => setTimeout(resolve, {int(settle * 1000)}));
+  const a = pick(await window.basement.stats());
+  const t0 = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, {int(seconds * 1000)}));
+  const b = pick(await window.basement.stats());
+  const t1 = performance.now();
+  if (!a || !b) return null;
+  return {{frames: (b.framesDecoded || 0) - (a.framesDecoded || 0), seconds: (t1 - t0) / 1000,
+           size: [b.frameWidth || 0, b.frameHeight || 0], size_before: [a.frameWidth || 0, a.frameHeight || 0],
+           total: b.framesDecoded || 0}};
+}})()"""
+
+
+def _encoded_js(seconds: float, settle: float) -> str:
+    return f"""(async () => {{
+  const pick = (st) => Object.fromEntries(st.outbound.filter((o) => o.kind === 'video').map((o) => [o.rid || '', o]));
+  await new Promise((resolve) => setTimeout(resolve, {int(settle * 1000)}));
+  const a = pick(await window.basement.stats());
+  const t0 = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, {int(seconds * 1000)}));
+  const b = pick(await window.basement.stats());
+  const t1 = performance.now();
+  const out = {{}};
+  for (const [rid, o] of Object.entries(b)) {{
+    out[rid] = {{frames: (o.framesEncoded || 0) - ((a[rid] || {{}}).framesEncoded || 0), seconds: (t1 - t0) / 1000,
+                size: [o.frameWidth || 0, o.frameHeight || 0]}};
+  }}
+  return out;
+}})()"""
+
+
+async def measure(
+    subscribers: list[tuple[PageLike, str]], publishers: list[PageLike], seconds: float = WINDOW_S,
+    settle: float = SETTLE_S,
+) -> tuple[list[Decoded], list[dict[str, Encoded]]]:
+    """Over one common window, `settle` seconds from now: what each (page, participant) decodes, and
+    what each publisher encodes per simulcast rid ('' without simulcast)."""
+    timeout = settle + seconds + 20
+    results = await asyncio.gather(
+        *(page.evaluate(_decoded_js(pid, seconds, settle), timeout) for page, pid in subscribers),
+        *(page.evaluate(_encoded_js(seconds, settle), timeout) for page in publishers))
+    decoded = []
+    for (_, pid), d in zip(subscribers, results[:len(subscribers)]):
+        assert d is not None, f"no inbound video of {pid} in the page"
+        decoded.append(Decoded(d["frames"], d["seconds"], tuple(d["size"]), tuple(d["size_before"]), d["total"]))
+    encoded = [{rid: Encoded(e["frames"], e["seconds"], tuple(e["size"])) for rid, e in r.items()}
+               for r in results[len(subscribers):]]
+    return decoded, encoded
+
+
+def check_decoding(what: str, got: Decoded, size: tuple[int, int], sent: Encoded, camera_fps: float) -> None:
+    """`got` is `size` at the start and the end of the window, at the rate the publisher encoded that
+    layer in it (the SFU's part), within 20 %; and the publisher encoded at its camera's rate, within
+    20 % (else the rate compared is meaningless: a starved machine, not the SFU, is the problem)."""
+    assert got.size_before == size and got.size == size, f"{what}: decoded {got.size_before} -> {got.size}, not {size}"
+    assert sent.size == size, f"{what}: the publisher encodes this layer at {sent.size}, not {size}"
+    assert abs(got.fps - sent.fps) <= TOLERANCE * sent.fps, (
+        f"{what}: decoded {got.fps:.1f} fps ({got.frames} frames in {got.seconds:.2f} s), "
+        f"the publisher sent {sent.fps:.1f} fps")
+    assert abs(sent.fps - camera_fps) <= TOLERANCE * camera_fps, (
+        f"{what}: the publisher encoded only {sent.fps:.1f} fps of its camera's {camera_fps} (CPU-starved?)")
+
+
+def summary(what: str, got: Decoded, sent: Encoded, camera_fps: float) -> str:
+    return (f"{what}: {got.frames} frames in {got.seconds:.2f} s = {got.fps:.1f} fps at "
+            f"{got.size[0]}x{got.size[1]} (publisher encoded {sent.fps:.1f} fps, camera {camera_fps}), "
+            f"{got.total} decoded in all")
