@@ -371,10 +371,15 @@ class Peer:
             line = line[10:]
         if not line:
             return
+        problem = _candidate_problem(line)
         try:
-            c = candidate_from_sdp(line)
-        except Exception as e:
-            raise MediaError("invalid_candidate", f"candidate could not be parsed: {e}") from None
+            c = None if problem else candidate_from_sdp(line)
+        except Exception as e:  # aiortc raises ValueError/IndexError/AssertionError, often without a message
+            problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if c is None:
+            raise MediaError("invalid_candidate", f"candidate could not be parsed ({problem}); expected RFC 8839 "
+                             "'candidate:<foundation> <component> <transport> <priority> <address> <port> "
+                             "typ <type> ...'")
         c.sdpMid = candidate.get("sdpMid")
         c.sdpMLineIndex = candidate.get("sdpMLineIndex")
         if c.sdpMid is None and c.sdpMLineIndex is None:
@@ -412,3 +417,26 @@ class Peer:
 
 def _same_codec(slot: SendSlot, rec: PublishedTrack[DownTrack]) -> bool:
     return slot.codec_name == rec.codec_name
+
+
+def _candidate_problem(line: str) -> str:
+    """What is wrong with an a=candidate value (RFC 8839 §5.1), before aiortc's parser, which asserts."""
+    f = line.split()
+    if len(f) < 8:
+        return f"{len(f)} fields, at least 8 are needed"
+    if not 1 <= _number(f[1]) <= 256:
+        return f"component {f[1][:16]!r} is not 1-256"
+    if f[2].lower() not in ("udp", "tcp"):
+        return f"transport {f[2][:16]!r} is not udp or tcp"
+    if not 0 <= _number(f[3]) < 2**32:
+        return f"priority {f[3][:16]!r} is not a 32-bit number"
+    if not 0 <= _number(f[5]) <= 65535:
+        return f"port {f[5][:16]!r} is not 0-65535"
+    if f[6] != "typ":
+        return f"'typ' expected after the port, not {f[6][:16]!r}"
+    return ""
+
+
+def _number(text: str) -> int:
+    """An ASCII decimal of at most 10 digits, or -1."""
+    return int(text) if len(text) <= 10 and text.isascii() and text.isdigit() else -1

@@ -155,6 +155,8 @@ class Connection:
             await node.candidate(p.id, msg["target"], msg["candidate"])
         elif t == "mute":
             await node.mute(p.id, msg["track"], msg["muted"])
+            # a reply of its own, so a client can match its request (the room also gets track_muted)
+            self.reply({"type": "muted", "track": msg["track"], "muted": msg["muted"], **_ref(ref)})
         elif t == "subscription":
             result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
             self.reply({"type": "subscription", "track": msg["track"], **result, **_ref(ref)})

@@ -227,7 +227,7 @@ class Client:
         return await self.wait_for(find, timeout)
 
     async def mute(self, kind: str, muted: bool) -> None:
-        await self.send({"type": "mute", "track": self.published[kind], "muted": muted})
+        await self.request({"type": "mute", "track": self.published[kind], "muted": muted})
 
     async def subscription(self, track: str, layer: str | None = None, width: int | None = None,
                            height: int | None = None) -> dict[str, Any]:

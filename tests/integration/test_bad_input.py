@@ -77,6 +77,9 @@ async def test_signalling_rejects_bad_messages_precisely_and_keeps_the_connectio
         assert (await _reply(ws))["code"] == "bad_field"
         await ws.send_str(json.dumps({"type": "mute", "track": "TR_nope", "muted": True}))
         assert (await _reply(ws))["code"] == "unknown_track"
+        # no connection yet: that is said first, whatever the candidate
+        await ws.send_str(json.dumps({"type": "trickle", "target": "publisher", "candidate": {"candidate": "x"}}))
+        assert (await _reply(ws))["code"] == "unexpected_candidate"
         # still alive and answering
         await ws.send_str('{"type": "ping", "id": "p"}')
         assert await _reply(ws) == {"type": "pong", "id": "p"}

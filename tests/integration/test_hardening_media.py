@@ -47,6 +47,15 @@ async def test_trickled_candidates_are_capped_and_screened(make_server):
                              "candidate": _trickle("candidate:1 1 udp 2130706431 10.0.0.1 9 typ host")})
         assert err.value.code == "candidate_refused", err.value
         assert "private" in err.value.message and "ice_allowed_ranges" in err.value.message
+        # garbage: the error says why and what was expected
+        with pytest.raises(ServerError) as err:
+            await c.request({"type": "trickle", "target": "publisher", "candidate": _trickle("candidate:garbage")})
+        assert err.value.code == "invalid_candidate", err.value
+        assert "could not be parsed (1 fields, at least 8 are needed)" in err.value.message, err.value
+        assert "RFC 8839" in err.value.message
+        # mute has a reply of its own carrying the request's id
+        reply = await c.request({"type": "mute", "track": c.published["audio"], "muted": True})
+        assert reply == {"type": "muted", "track": c.published["audio"], "muted": True, "id": reply["id"]}
         for host in ("169.254.169.254", "224.0.0.1", "0.0.0.0"):
             with pytest.raises(MediaError) as e:
                 await server.node.candidate(pid, "publisher",

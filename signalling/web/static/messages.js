@@ -82,6 +82,12 @@ export function onMessage(msg) {
       break;
     case 'left':
       break;
+    case 'transport_failed':
+      // that connection is over for good (docs/protocol.md "A connection that ends"): say so
+      logEvent(`${msg.target} connection ${msg.state}`, 'leave');
+      showError(`Your ${msg.target === 'publisher' ? 'sending' : 'receiving'} connection ${msg.state}. ` +
+        'Leave and join again to continue.');
+      break;
     default:
       break;
   }
