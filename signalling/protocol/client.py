@@ -199,6 +199,8 @@ class Client:
                 self.subscriber = _new_pc()
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+            for t in pc.getTransceivers():
+                _route_rtx(t.receiver)
             if self.on_offer_applied is not None:
                 self.on_offer_applied(pc)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -256,3 +258,28 @@ class Client:
             self._reader.cancel()
         if self.session is not None:
             await self.session.close()
+
+
+def _route_rtx(receiver: Any) -> None:
+    """Let aiortc route retransmissions (RFC 4588 RTX) to this receiver.
+
+    aiortc's RTP router knows a receiver by its media SSRC and its payload types; an RTX packet has
+    the RTX SSRC of the offer's `a=ssrc-group:FID` and the RTX payload type, which every video m-line
+    shares. With more than one video m-line the router cannot choose and drops every retransmission,
+    so a subscriber that loses one packet waits for its jitter buffer to give up (~17 s of frozen
+    video). The receiver itself unwraps RTX once it gets it: register the RTX SSRC when it starts.
+    Wrapped before aiortc's connect step calls `receive` (it runs after setRemoteDescription returns).
+    """
+    if getattr(receiver, "_basement_rtx_routed", False):
+        return
+    receiver._basement_rtx_routed = True
+    receive = receiver.receive
+
+    async def receive_and_route_rtx(parameters: Any) -> None:
+        await receive(parameters)
+        router = receiver.transport._rtp_router
+        for encoding in parameters.encodings:
+            if encoding.rtx is not None:
+                router.ssrc_table[encoding.rtx.ssrc] = receiver
+
+    receiver.receive = receive_and_route_rtx
