@@ -65,8 +65,9 @@ class JSError(BrowserError):
     pass
 
 
-def _kill(proc: subprocess.Popen, profile: str) -> None:
-    """Terminate Chromium and everything it started (its own process group), then drop the profile."""
+def kill_browser(proc: subprocess.Popen, profile: str) -> None:
+    """Terminate a browser and everything it started (its own process group: renderers, zygotes,
+    content and utility processes), then drop its profile directory. Chromium's and Firefox's."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -77,7 +78,7 @@ def _kill(proc: subprocess.Popen, profile: str) -> None:
         except subprocess.TimeoutExpired:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: renderers, zygotes, utility processes
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers
     except (ProcessLookupError, PermissionError):
         pass
     try:
@@ -94,7 +95,7 @@ def _spawn(args: list[str], log_path: str) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def _write(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     Path(path).write_bytes(data)
 
 
@@ -131,7 +132,7 @@ class Browser:
                 f"--window-size={self.window[0]},{self.window[1]}",
                 "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", self.url]
         self.proc = _spawn(args, self.log_path)
-        self._finalizer = weakref.finalize(self, _kill, self.proc, self.profile)
+        self._finalizer = weakref.finalize(self, kill_browser, self.proc, self.profile)
         try:
             await asyncio.wait_for(self._attach(), self.start_timeout)
         except BaseException as e:
@@ -279,7 +280,7 @@ class Browser:
         result = await self.send("Page.captureScreenshot", {"format": "png"}, timeout=30)
         data = base64.b64decode(result["data"])
         if path is not None:
-            _write(path, data)
+            write_bytes(path, data)
         return data
 
     # --- scripts before page load, navigation, a second DevTools connection -------------------

@@ -41,6 +41,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from tests.support.browser import kill_browser, write_bytes
+
 FIREFOX = os.environ.get("FIREFOX") or shutil.which("firefox-esr") or "/usr/bin/firefox-esr"
 
 # user.js of every profile. The media and ICE prefs are what make WebRTC work inside a loopback-only
@@ -130,34 +132,8 @@ class JSError(FirefoxError):
     pass
 
 
-def _kill(proc: subprocess.Popen, tmp: str) -> None:
-    """Terminate Firefox and everything it started (its own process group), then drop the profile."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: content, GPU, socket and utility processes
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _user_js(prefs: dict[str, bool | int | str]) -> str:
     return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
-
-
-def _write(path: str | os.PathLike, data: bytes) -> None:
-    Path(path).write_bytes(data)
 
 
 class Page:
@@ -213,7 +189,7 @@ class Page:
         result = await self.firefox.send("browsingContext.captureScreenshot", {"context": self.context}, 30)
         data = base64.b64decode(result["data"])
         if path is not None:
-            _write(path, data)
+            write_bytes(path, data)
         return data
 
     async def navigate(self, url: str | None = None, timeout: float = 30.0) -> None:
@@ -281,7 +257,7 @@ class FirefoxProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True, preexec_fn=_die_with_parent)
-        self._finalizer = weakref.finalize(self, _kill, self.proc, self.tmp)
+        self._finalizer = weakref.finalize(self, kill_browser, self.proc, self.tmp)
 
     def poll_port(self) -> int | None:
         """The remote agent's port once Firefox has written it to the profile; raises if Firefox died."""
