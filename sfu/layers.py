@@ -377,10 +377,17 @@ class LayerSelector:
     @staticmethod
     def estimate(dt: DownTrack, now: float) -> float | None:
         """The subscriber's downlink estimate as the policy uses it: its REMB (None before the first),
-        raised to what its receiver reports show it receiving without loss (`delivered_floor`)."""
+        for a track without simulcast raised to what its receiver reports show it receiving without
+        loss (`delivered_floor`).
+
+        Only without simulcast: there a low estimate can only cost frames (thinning) or the picture
+        (a pause), so it takes more than the client's word — loss, or the subscriber falling behind.
+        With simulcast a low estimate moves the subscriber to a lower layer at full frame rate, a
+        cheap step that is undone as the estimate recovers, and a squeezed downlink must be able to
+        cause it before it shows as loss (delay-based estimators exist to act before loss)."""
         if not dt.remb_bps:
             return None
-        if dt.current is None or dt.delivered_at is None:
+        if dt.current is None or dt.delivered_at is None or len(dt.track.layers) > 1:
             return float(dt.remb_bps)
         floor = delivered_floor(dt.delivered_bps, dt.delivered_share, now - dt.delivered_at,
                                 dt.recent_loss(now), _rate(dt.current))

@@ -155,8 +155,11 @@ class Connection:
             await node.candidate(p.id, msg["target"], msg["candidate"])
         elif t == "mute":
             await node.mute(p.id, msg["track"], msg["muted"])
-            # a reply of its own, so a client can match its request (the room also gets track_muted)
-            self.reply({"type": "muted", "track": msg["track"], "muted": msg["muted"], **_ref(ref)})
+            # a reply of its own when the request has an id, so a client can match it (the room gets
+            # track_muted either way); without an id it is a notification, and a toggle flood does not
+            # fill the sender's own queue with replies
+            if ref is not None:
+                self.reply({"type": "muted", "track": msg["track"], "muted": msg["muted"], **_ref(ref)})
         elif t == "subscription":
             result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
             self.reply({"type": "subscription", "track": msg["track"], **result, **_ref(ref)})
