@@ -126,6 +126,13 @@ class Ingress:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         STATS.drop(reason)
 
+    def _padding(self, nbytes: int) -> None:
+        """A padding-only packet (on the media SSRC, or an RTX packet with nothing to repair): not
+        forwarded, and counted apart from the layer's media rate."""
+        self._drop("padding")
+        STATS.padding_packets += 1
+        STATS.padding_bytes += nbytes
+
     # --- per packet ---------------------------------------------------------------------------
     def on_rtp(self, data: bytes, arrival: float) -> None:
         """One decrypted RTP packet from the publisher. Never raises: bad input is a counted drop."""
@@ -178,9 +185,7 @@ class Ingress:
                     # DownTrack renumbers it away, or its subscriber NACKs a packet that never comes
                     # (aiortc's jitter buffer then holds video back until 512 packets have passed:
                     # ~24 s on a low layer)
-                    self._drop("padding")
-                    STATS.padding_packets += 1
-                    STATS.padding_bytes += len(data)
+                    self._padding(len(data))
                     for dt in rec.downtracks:
                         dt.skip(view.seq, layer)
                     return
@@ -304,9 +309,7 @@ class Ingress:
                     layer: Layer) -> tuple[bytes, rtp.RtpView] | None:
         # RFC 4588: payload starts with the original sequence number; empty rest = padding/probe
         if view.payload_end - view.payload_start <= 2:
-            self._drop("padding")
-            STATS.padding_packets += 1
-            STATS.padding_bytes += len(data)
+            self._padding(len(data))
             return None
         if layer.ssrc is None:
             self._drop("rtx_before_media")

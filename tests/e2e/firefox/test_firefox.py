@@ -13,7 +13,6 @@ import json
 
 import pytest
 
-from sfu.layers import LayerSelector
 from tests.e2e.firefox.playback import (
     LAYERS,
     check_decoding,
@@ -27,16 +26,6 @@ from tests.support.browser import poll
 
 pytestmark = [pytest.mark.timeout(120)]  # firefox-esr comes with `make test`: never skipped
 
-
-@pytest.fixture(autouse=True)
-def subscribers_estimates_out_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These cases are about two browsers understanding each other (decoding at the size and rate
-    asked for), not about bandwidth estimation: the server ignores the subscribers' REMB here, as
-    the Chromium simulcast tests silence aiortc's. A browser's receive-side estimator in a
-    CPU-starved test box swings far below an idle loopback link, and the selector, which has no
-    backoff after a downgrade yet (issue 15), then moves a subscriber f -> h -> f within seconds.
-    test_firefox_simulcast.py keeps the estimates in: its case is the selector's."""
-    monkeypatch.setattr(LayerSelector, "on_remb", lambda self, subscriber_id, downtracks, bitrate: None)
 
 
 async def test_firefox_publishes_chromium_decodes(server, firefox, browser):

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from sfu.layers import LayerSelector
 from sfu.metrics import STATS
 from tests.e2e.firefox.playback import LAYERS, check_decoding, choose_quality, measure, publisher, summary, wait_size
 
@@ -24,14 +23,6 @@ pytestmark = [pytest.mark.timeout(120)]
 # the web client's sendEncodings (signalling/web/static/publish.js)
 MAX_BITRATE = {"q": 150_000, "h": 500_000, "f": 1_500_000}
 
-
-@pytest.fixture(autouse=True)
-def subscribers_estimates_out_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The subscribers' REMB is ignored: Firefox's receive-side estimate swings in a CPU-starved test
-    box and the selector, which has no backoff after a downgrade yet (issue 15), then moves a
-    subscriber between layers within seconds. What this case is about, the server measuring each
-    layer's media without Firefox's padding, is asserted on the server's layer rates directly."""
-    monkeypatch.setattr(LayerSelector, "on_remb", lambda self, subscriber_id, downtracks, bitrate: None)
 
 
 def layer_rates(server: Any, track: str) -> dict[str, float]:
