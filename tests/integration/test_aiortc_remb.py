@@ -6,6 +6,10 @@ here for a 120 kbit/s stream; 6-33 kbit/s was seen) even on an idle loopback. Th
 believe an estimate that its subscriber's receiver reports contradict (no loss, every packet sent
 arriving): video that arrives intact must keep arriving, whole. Believing the estimate paused and
 resumed streams every few seconds (the worst decoded 229 of 300 frames in 10 s with nothing lost).
+
+Each participant is a process of its own, as aiortc bots are run: with all four in the test's
+interpreter, beside the server, the one event loop ran near a whole core and any other load made
+the kernel drop datagrams at full socket buffers (CI: 224 of 300 frames, 5-23 % loss reported).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.aiortc_bot import Bot
 
 WIDTH, HEIGHT = 96, 64
 PARTICIPANTS = 4
@@ -22,41 +26,48 @@ WINDOW_S = 10.0
 MIN_SHARE = 0.9  # of the frames each publisher encoded in the window, each subscriber decodes this many
 
 
-async def test_four_aiortc_participants_keep_their_video_with_aiortc_remb_on(server, connect):
-    videos = [CounterVideo(WIDTH, HEIGHT) for _ in range(PARTICIPANTS)]
-    clients = []
-    for i, video in enumerate(videos):
-        c = await connect("remb", f"p{i}")
-        await c.publish(audio=Tone(), video=video)
-        clients.append(c)
-    by_participant = {c.participant["id"]: v for c, v in zip(clients, videos)}
+async def _statuses(bots: list[Bot]) -> list[dict]:
+    return list(await asyncio.gather(*(b.status() for b in bots)))
 
-    def expected(me):
-        return {tid for c in clients if c is not me for tid in c.published.values()}
 
-    for c in clients:
-        await c.wait_for(lambda c=c: set(c.remote) == expected(c), timeout=40)
+async def test_four_aiortc_participants_keep_their_video_with_aiortc_remb_on(server):
+    # each participant is a process of its own (tests/support/aiortc_bot.py says why)
+    bots: list[Bot] = []
+    try:
+        for i in range(PARTICIPANTS):
+            bots.append(await Bot.start(server.url, "remb", f"p{i}", WIDTH, HEIGHT))
+        await _check(server, bots)
+    finally:
+        await asyncio.gather(*(b.stop() for b in bots))
+
+
+async def _check(server, bots: list[Bot]) -> None:
+    names = {b.participant["id"]: b.participant["name"] for b in bots}
+    videos = {b.published["video"] for b in bots}
+
+    def expected(bot: Bot) -> set[str]:
+        return videos - {bot.published["video"]}
+
+    # everyone decodes everyone else's video
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = await _statuses(bots)
+        if all({t for t, s in st["sinks"].items() if s["frames"]} == expected(b) for b, st in zip(bots, statuses)):
+            break
+        assert time.monotonic() < deadline, statuses
+        await asyncio.sleep(0.2)
     # aiortc's REMB is on: the SFU's offers ask for it (goog-remb + abs-send-time) and the clients'
     # answers keep it, which is all aiortc needs to run its estimator and send REMB
-    for c in clients:
-        assert c.subscriber is not None
-        sdp = c.subscriber.localDescription.sdp
-        assert "goog-remb" in sdp and "abs-send-time" in sdp, sdp
-
-    # one sink per remote video of every participant: 4 x 3 streams
-    sinks = [(Sink(track), by_participant[info["participant"]], c.participant["name"], info["name"])
-             for c in clients for info, track in c.remote.values() if info["kind"] == "video"]
-    assert len(sinks) == PARTICIPANTS * (PARTICIPANTS - 1)
-    for sink, _, _, _ in sinks:
-        await sink.wait_frames(1, timeout=30)
+    for st in statuses:
+        assert "goog-remb" in st["subscriber_sdp"] and "abs-send-time" in st["subscriber_sdp"], st
     await asyncio.sleep(WARMUP_S)
     room = server.node.rooms["remb"]
     assert len(room.selector.remb) == PARTICIPANTS, room.selector.remb  # every subscriber sent REMB
 
     downtracks = [dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.is_video]
-    assert len(downtracks) == len(sinks)
+    assert len(downtracks) == PARTICIPANTS * (PARTICIPANTS - 1)
+    before = await _statuses(bots)
     start = time.monotonic()
-    before = [(sink.frames, video.index) for sink, video, _, _ in sinks]
     remb_low = set()  # subscribers whose REMB was below the rate they were being sent
     lowest = 10.0  # the lowest REMB / layer rate seen
     degraded = set()  # (subscriber, track) the SFU paused or thinned at some point in the window
@@ -69,15 +80,17 @@ async def test_four_aiortc_participants_keep_their_video_with_aiortc_remb_on(ser
                 if dt.remb_bps < dt.current.bitrate:
                     remb_low.add(dt.subscriber_id)
         await asyncio.sleep(0.1)
-    after = [(sink.frames, video.index) for sink, video, _, _ in sinks]
-    end = time.monotonic()
+    after = await _statuses(bots)
 
+    index0 = {b.published["video"]: st["index"] for b, st in zip(bots, before)}
+    index1 = {b.published["video"]: st["index"] for b, st in zip(bots, after)}
     results = []
-    for (sink, _, who, publisher), (f0, i0), (f1, i1) in zip(sinks, before, after):
-        results.append((f1 - f0, i1 - i0, who, publisher,
-                        {(w, h) for at, w, h in sink.timeline if start <= at <= end}))
-    pauses = [(c.participant["name"], m["reason"]) for c in clients for m in c.messages
-              if m.get("type") == "paused" and m.get("paused")]
+    for b, st0, st1 in zip(bots, before, after):
+        for tid in sorted(expected(b)):
+            s0, s1 = st0["sinks"][tid], st1["sinks"][tid]
+            results.append((s1["frames"] - s0["frames"], index1[tid] - index0[tid], b.participant["name"],
+                            names[s1["participant"]], {tuple(x) for x in s1["sizes"]}))
+    pauses = [(b.participant["name"], m["reason"]) for b, st in zip(bots, after) for m in st["paused"]]
     report = "\n".join(f"{who} <- {pub}: decoded {got} of {sent} frames, sizes {sizes}"
                        for got, sent, who, pub, sizes in results)
     report += (f"\npaused: {pauses}\ndegraded: {sorted(degraded)}\nREMB: {room.selector.remb}, lowest "
