@@ -9,9 +9,11 @@ import os
 from setuptools import Extension, setup
 
 SOURCES = ["sfu/native/module.c", "sfu/native/srtp.c", "sfu/native/srtp_session.c",
-           "sfu/native/forward.c"]
+           "sfu/native/forward.c", "sfu/native/remb.c"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-          "-fno-strict-aliasing"]
+          "-fno-strict-aliasing",
+          # remb.c must compute every double exactly as its Python twin does: no fused multiply-add
+          "-ffp-contract=off"]
 LDFLAGS: list[str] = []
 if os.environ.get("BASEMENT_SANITIZE"):
     CFLAGS += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",

@@ -9,6 +9,9 @@ Both implement the same per-packet contract and are held to it by the same tests
 * A Track's fan-out is one call per received packet: a Python loop, or `_native.fanout`, which
   forwards to every DownTrack, protects with the transport's native SRTP (`_native.Egress`, keyed
   from the DTLS exporter) and flushes each socket's queue with one `sendmmsg`.
+* The receive-side bandwidth estimate (what a publisher's REMB carries) is aiortc's
+  RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
+  the same results, on the native path (`remb_estimator`).
 * Receiving: on the native path a connected transport's SRTP/SRTCP is unprotected by
   `_native.SrtpSession` where it enters the ICE connection (`sfu.native_receive`); the Python path
   keeps aiortc's receive path (pylibsrtp behind aiortc's DTLS task). Both hand the same plaintext to
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import transport
 from sfu.downtrack import DownTrack
@@ -38,7 +43,8 @@ except ImportError as e:  # not built: only the Python path is available
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downtrack_class", "fanout"]
+__all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downtrack_class", "fanout",
+           "remb_estimator"]
 
 NAMES = ("native", "python")
 
@@ -113,3 +119,9 @@ def downtrack_class() -> type[DownTrack]:
 
 def fanout() -> Fanout:
     return native_fanout if _current == "native" else python_fanout
+
+
+def remb_estimator() -> Any:
+    """A new receive-side bandwidth estimator for one publisher: `add(arrival_ms, abs_send_time,
+    size, ssrc) -> (bitrate, ssrcs) | None`."""
+    return _native.RembEstimator() if _current == "native" else RemoteBitrateEstimator()

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
-from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import datapath, rtp, sdp
 from sfu.metrics import STATS
@@ -74,7 +73,7 @@ class Ingress:
         # ssrc -> (receiver, layer, is_rtx); at most one media and one RTX SSRC per layer
         self.by_ssrc: dict[int, tuple[PublishedTrack[DownTrack], Layer, bool]] = {}
         self.on_audio_level = on_audio_level
-        self.remb = RemoteBitrateEstimator()
+        self.remb = datapath.remb_estimator()  # aiortc's, or the same in C on the native path
         self.remb_bps = 0
         self._rtcp_task: asyncio.Task | None = None
         self.dropped: dict[str, int] = {}

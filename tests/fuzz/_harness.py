@@ -48,10 +48,10 @@ def cheap_remb_estimator() -> None:
     """
     from aiortc.rate import RemoteBitrateEstimator
 
-    import sfu.ingress
+    from sfu import datapath
 
     shared = RemoteBitrateEstimator()
-    sfu.ingress.RemoteBitrateEstimator = lambda: shared
+    datapath.remb_estimator = lambda: shared
 
 
 def main(test_one: Callable[[bytes], None]) -> None:

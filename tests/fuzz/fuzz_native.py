@@ -6,7 +6,9 @@ datagram is
   * forwarded, when it is valid RTP, by a Python DownTrack and a NativeDownTrack in lockstep (the
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
     must send the same bytes and keep the same state;
-  * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash.
+  * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
+  * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
+    step, abs-send-time and SSRC taken from its header): both must return the same estimate.
 
 Run under the ASan/UBSan build (`make native-asan`) a memory error in the C code aborts the process;
 atheris's coverage feedback sees the Python side only (the image has gcc, not clang's libFuzzer
@@ -22,6 +24,7 @@ import random
 from _harness import FakeTransport, Finding, frames, instrumented, main
 
 with instrumented():
+    from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     from sfu import _native, datapath, rtp
@@ -104,6 +107,8 @@ def test_one(data: bytes) -> None:
         dt.set_target(target)
         dt.max_tid = None if not control & 4 else 0
     now = 100.0
+    estimators = (RemoteBitrateEstimator(), _native.RembEstimator())
+    arrival_ms = 0
     for i, packet in enumerate(packets):
         for session in SESSIONS.values():
             for unprotect in (session.unprotect, session.unprotect_rtcp):
@@ -114,6 +119,10 @@ def test_one(data: bytes) -> None:
         view = _check_parsers(packet)
         if view is None:
             continue
+        arrival_ms += view.seq & 0x3F
+        remb = (arrival_ms, view.ts & 0xFFFFFF, len(packet), view.ssrc)
+        if estimators[0].add(*remb) != estimators[1].add(*remb):
+            raise Finding("aiortc's and the C REMB estimator disagree")
         layer = layers[(control >> 3) & 1] if i % 3 else target
         if control & 16 and i == len(packets) // 2:
             layer.epoch += 1
