@@ -12,6 +12,9 @@ Both implement the same per-packet contract and are held to it by the same tests
 * The receive-side bandwidth estimate (what a publisher's REMB carries) is aiortc's
   RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
   the same results, on the native path (`remb_estimator`).
+* Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
+  (`_native.parse`, ...), which return objects with the same attributes and raise the same
+  RtpError (`parsers`).
 * Receiving: on the native path a connected transport's SRTP/SRTCP is unprotected by
   `_native.SrtpSession` where it enters the ICE connection (`sfu.native_receive`); the Python path
   keeps aiortc's receive path (pylibsrtp behind aiortc's DTLS task). Both hand the same plaintext to
@@ -27,12 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.rate import RemoteBitrateEstimator
 
-from sfu import transport
+from sfu import rtp, transport
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
 
 if TYPE_CHECKING:
-    from sfu import rtp
     from sfu.track import Layer
 
 try:
@@ -44,6 +46,7 @@ else:
     _IMPORT_ERROR = None
 
 __all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downtrack_class", "fanout",
+           "parsers",
            "remb_estimator"]
 
 NAMES = ("native", "python")
@@ -125,3 +128,10 @@ def remb_estimator() -> Any:
     """A new receive-side bandwidth estimator for one publisher: `add(arrival_ms, abs_send_time,
     size, ssrc) -> (bitrate, ssrcs) | None`."""
     return _native.RembEstimator() if _current == "native" else RemoteBitrateEstimator()
+
+
+def parsers() -> tuple[Callable[[bytes], Any], Callable[[Any], Any], Callable[[bytes, Any, int], bytes | None]]:
+    """(parse, vp8_descriptor, extension) as `sfu.rtp` defines them, on this data path."""
+    if _current == "native":
+        return _native.parse, _native.vp8_descriptor, _native.extension
+    return rtp.parse, rtp.vp8_descriptor, rtp.extension

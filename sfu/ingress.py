@@ -81,6 +81,8 @@ class Ingress:
         self.extensions: dict[str, dict[str, int]] = {}
         # every DownTrack of a track gets each packet in one call (sfu.datapath: Python loop or C)
         self.fanout = datapath.fanout()
+        # sfu.rtp's parsers, or their C twins on the native data path (same attributes, same errors)
+        self.parse, self.vp8_descriptor, self.extension = datapath.parsers()
 
     # --- setup --------------------------------------------------------------------------------
     def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
@@ -138,7 +140,7 @@ class Ingress:
         # one try around the whole path (free in 3.11 when nothing is raised): every parser below
         # (header, extensions while learning, RTX, VP8/H.264 peeks) reports defects as RtpError
         try:
-            view = rtp.parse(data)
+            view = self.parse(data)
             STATS.packets_in += 1
             STATS.bytes_in += len(data)
             entry = self.by_ssrc.get(view.ssrc)
@@ -198,7 +200,7 @@ class Ingress:
                 # packets) must not start a run: the packets after it were already passed over, so the
                 # subscriber would get a gap it NACKs forever. Only fresh key frames switch layers.
                 if rec.codec_name == "VP8":
-                    vp8 = rtp.vp8_descriptor(payload)
+                    vp8 = self.vp8_descriptor(payload)
                     keyframe = vp8.keyframe and seen != LATE
                     if keyframe:
                         _vp8_dimensions(payload, vp8.size, layer)
@@ -209,13 +211,13 @@ class Ingress:
                     layer.last_keyframe_at = arrival
                 ast_id = self.extensions[rec.mid].get(rtp.URI_ABS_SEND_TIME)
                 if ast_id and view.ext_start:
-                    value = rtp.extensions(data, view).get(ast_id)
+                    value = self.extension(data, view, ast_id)
                     if value is not None and len(value) == 3:
                         self._remb_add(arrival, value, len(data), view.ssrc)
             elif self.on_audio_level is not None and view.ext_start:
                 level_id = self.extensions[rec.mid].get(rtp.URI_AUDIO_LEVEL)
                 if level_id:
-                    value = rtp.extensions(data, view).get(level_id)
+                    value = self.extension(data, view, level_id)
                     if value:
                         self.on_audio_level(self.participant_id, rtp.audio_level(value)[1], arrival)
         except rtp.RtpError as e:
@@ -326,7 +328,7 @@ class Ingress:
         rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | apt, osn, view.ts, layer.ssrc)
         STATS.rtx_unwrapped += 1
         out_b = bytes(out)
-        return out_b, rtp.parse(out_b)
+        return out_b, self.parse(out_b)
 
     # --- feedback to the publisher ------------------------------------------------------------
     def _remb_add(self, arrival: float, ast: bytes, size: int, ssrc: int) -> None:

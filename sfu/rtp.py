@@ -112,6 +112,41 @@ def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
     return out
 
 
+def extension(data: bytes, view: RtpView, xid: int) -> bytes | None:
+    """The value of header extension `xid` (its first element), None when absent. Walks only as far
+    as it must: an element overrunning the block before `xid` is found raises RtpError."""
+    i, end = view.ext_start, view.ext_end
+    if not i:
+        return None
+    if view.one_byte:
+        while i < end:
+            b = data[i]
+            if b == 0:
+                i += 1
+                continue
+            eid, elen = b >> 4, (b & 0x0F) + 1
+            if eid == 15:
+                return None
+            if i + 1 + elen > end:
+                raise RtpError("bad_extension_length")
+            if eid == xid:
+                return data[i + 1 : i + 1 + elen]
+            i += 1 + elen
+    else:
+        while i + 1 < end:
+            eid = data[i]
+            if eid == 0:
+                i += 1
+                continue
+            elen = data[i + 1]
+            if i + 2 + elen > end:
+                raise RtpError("bad_extension_length")
+            if eid == xid:
+                return data[i + 2 : i + 2 + elen]
+            i += 2 + elen
+    return None
+
+
 def abs_send_time_now(now_s: float) -> bytes:
     """abs-send-time value (6.18 fixed-point seconds, 24 bits) for `now_s`."""
     return (int(now_s * 262144) & 0xFFFFFF).to_bytes(3, "big")

@@ -33,101 +33,6 @@
 #define MAX_STREAMS 4096       /* SSRCs one Egress protects for (two per m-line) */
 #define MAX_PENDING_EGRESS 4096
 
-/* ------------------------------------------------------------------------------------------------
- * Parsing (twins of sfu/rtp.py parse and vp8_descriptor)
- * ---------------------------------------------------------------------------------------------- */
-
-int bs_rtp_parse(const uint8_t *d, size_t n, bs_rtp_view *v) {
-    if (n < 12)
-        return -1;
-    if ((d[0] >> 6) != 2)
-        return -1;
-    v->marker = d[1] >> 7;
-    v->pt = d[1] & 0x7F;
-    v->seq = (uint16_t)((d[2] << 8) | d[3]);
-    v->ts = ((uint32_t)d[4] << 24) | ((uint32_t)d[5] << 16) | ((uint32_t)d[6] << 8) | d[7];
-    v->ssrc = ((uint32_t)d[8] << 24) | ((uint32_t)d[9] << 16) | ((uint32_t)d[10] << 8) | d[11];
-    size_t pos = 12 + 4 * (size_t)(d[0] & 0x0F);
-    v->ext_start = v->ext_end = 0;
-    v->one_byte = 0;
-    if (d[0] & 0x10) {
-        if (pos + 4 > n)
-            return -1;
-        unsigned profile = (d[pos] << 8) | d[pos + 1];
-        size_t words = (d[pos + 2] << 8) | d[pos + 3];
-        v->ext_start = pos + 4;
-        v->ext_end = v->ext_start + 4 * words;
-        if (v->ext_end > n)
-            return -1;
-        v->one_byte = profile == 0xBEDE;
-        pos = v->ext_end;
-    }
-    if (pos > n)
-        return -1;
-    size_t end = n;
-    if (d[0] & 0x20) {
-        uint8_t pad = d[n - 1];
-        if (pad == 0 || pad > end || end - pad < pos)
-            return -1;
-        end -= pad;
-    }
-    v->payload_start = pos;
-    v->payload_end = end;
-    return 0;
-}
-
-int bs_vp8_parse(const uint8_t *p, size_t n, bs_vp8 *d) {
-    memset(d, 0, sizeof(*d));
-    d->picture_id = -1;
-    d->tl0picidx = -1;
-    if (n < 1)
-        return -1;
-    uint8_t b0 = p[0];
-    size_t pos = 1;
-    if (b0 & 0x80) {
-        if (n < 2)
-            return -1;
-        uint8_t x = p[1];
-        pos = 2;
-        if (x & 0x80) {
-            if (pos >= n)
-                return -1;
-            d->picture_id_pos = pos;
-            if (p[pos] & 0x80) {
-                if (pos + 1 >= n)
-                    return -1;
-                d->picture_id = ((p[pos] & 0x7F) << 8) | p[pos + 1];
-                d->picture_id_bits = 15;
-                pos += 2;
-            } else {
-                d->picture_id = p[pos] & 0x7F;
-                d->picture_id_bits = 7;
-                pos += 1;
-            }
-        }
-        if (x & 0x40) {
-            if (pos >= n)
-                return -1;
-            d->tl0picidx_pos = pos;
-            d->tl0picidx = p[pos];
-            pos += 1;
-        }
-        if (x & 0x30) {
-            if (pos >= n)
-                return -1;
-            if (x & 0x20) {
-                d->tid = p[pos] >> 6;
-                d->layer_sync = (p[pos] & 0x20) != 0;
-            }
-            pos += 1;
-        }
-    }
-    d->start = (b0 & 0x10) && (b0 & 0x07) == 0;
-    d->keyframe = d->start && pos < n && (p[pos] & 0x01) == 0;
-    d->size = pos;
-    return 0;
-}
-
 static inline int newer16(uint16_t a, uint16_t b) { return a != b && (uint16_t)(a - b) < 0x8000; }
 
 /* ------------------------------------------------------------------------------------------------
@@ -1162,40 +1067,9 @@ static PyTypeObject DownTrackCoreType = {
     .tp_weaklistoffset = offsetof(DownTrackCore, weakrefs),
 };
 
-/* parse_rtp(data) -> tuple, for tests: the C parser against sfu.rtp.parse */
-static PyObject *native_parse_rtp(PyObject *module, PyObject *arg) {
-    Py_buffer b;
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
-        return NULL;
-    bs_rtp_view v;
-    int r = bs_rtp_parse(b.buf, (size_t)b.len, &v);
-    PyBuffer_Release(&b);
-    if (r < 0)
-        Py_RETURN_NONE;
-    return Py_BuildValue("(NiHkkkkNkk)", PyBool_FromLong(v.marker), v.pt, v.seq, (unsigned long)v.ts,
-                         (unsigned long)v.ssrc, (unsigned long)v.ext_start, (unsigned long)v.ext_end,
-                         PyBool_FromLong(v.one_byte), (unsigned long)v.payload_start, (unsigned long)v.payload_end);
-}
-
-static PyObject *native_parse_vp8(PyObject *module, PyObject *arg) {
-    Py_buffer b;
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
-        return NULL;
-    bs_vp8 d;
-    int r = bs_vp8_parse(b.buf, (size_t)b.len, &d);
-    PyBuffer_Release(&b);
-    if (r < 0)
-        Py_RETURN_NONE;
-    return Py_BuildValue("(NNikiikiNk)", PyBool_FromLong(d.start), PyBool_FromLong(d.keyframe), d.picture_id,
-                         (unsigned long)d.picture_id_pos, d.picture_id_bits, d.tl0picidx,
-                         (unsigned long)d.tl0picidx_pos, d.tid, PyBool_FromLong(d.layer_sync), (unsigned long)d.size);
-}
-
 static PyMethodDef forward_functions[] = {
     {"fanout", (PyCFunction)(void (*)(void))native_fanout, METH_FASTCALL,
      "fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes): DownTrack.forward for each, then flush"},
-    {"parse_rtp", (PyCFunction)native_parse_rtp, METH_O, "the C RTP parser's view (tests), None if invalid"},
-    {"parse_vp8", (PyCFunction)native_parse_vp8, METH_O, "the C VP8 descriptor parser (tests), None if invalid"},
     {NULL},
 };
 

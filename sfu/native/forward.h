@@ -34,7 +34,19 @@ typedef struct bs_vp8 {
     size_t size;
 } bs_vp8;
 
-/* 0, or a negative number when the bytes are not a valid RTP packet / VP8 descriptor. */
+/* What is wrong with a packet (sfu.rtp.RtpError's reasons, parse.c `reason`). */
+enum {
+    BS_TRUNCATED_HEADER = -1,
+    BS_BAD_VERSION = -2,
+    BS_TRUNCATED_EXTENSION = -3,
+    BS_BAD_EXTENSION_LENGTH = -4,
+    BS_BAD_PADDING = -5,
+    BS_VP8_EMPTY = -6,
+    BS_VP8_TRUNCATED = -7,
+};
+
+/* 0, or one of the negative codes above when the bytes are not a valid RTP packet / VP8
+ * descriptor (parse.c). */
 int bs_rtp_parse(const uint8_t *data, size_t n, bs_rtp_view *v);
 int bs_vp8_parse(const uint8_t *payload, size_t n, bs_vp8 *d);
 
