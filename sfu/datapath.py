@@ -12,6 +12,8 @@ Both implement the same per-packet contract and are held to it by the same tests
 * The receive-side bandwidth estimate (what a publisher's REMB carries) is aiortc's
   RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
   the same results, on the native path (`remb_estimator`).
+* Reception statistics and the NACK window of each incoming stream: `sfu.reception.Reception`, or
+  `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C).
 * Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
   (`_native.parse`, ...), which return objects with the same attributes and raise the same
   RtpError (`parsers`).
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.rate import RemoteBitrateEstimator
 
-from sfu import rtp, transport
+from sfu import reception, rtp, transport
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
 
@@ -91,6 +93,11 @@ if _native is not None:
                     vp8: rtp.Vp8Descriptor | None, now: float) -> None:
             native_fanout([self], data, view, layer, keyframe, vp8, now)
 
+    class NativeReception(_native.ReceptionCore, reception.ReceptionReports):
+        """Reception whose per-packet update, NACK window and fields live in C (`sfu/native/reception.c`)."""
+
+        __slots__ = ()
+
 _current = "python"
 
 
@@ -108,8 +115,10 @@ def configure(name: str) -> None:
     transport.configure_egress(_native.Egress if name == "native" else None)
     if name == "native":
         transport.configure_receive(_native.SrtpSession, _native.SrtpError)
+        reception.configure(NativeReception)
     else:
         transport.configure_receive(None)
+        reception.configure(reception.Reception)
 
 
 def current() -> str:

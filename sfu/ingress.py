@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 
-from sfu import datapath, rtp, sdp
+from sfu import datapath, reception, rtp, sdp
 from sfu.metrics import STATS
-from sfu.reception import GAP, JUMP, LATE, RESTART, Reception
+from sfu.reception import GAP, JUMP, LATE, RESTART
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import RecvSlot
 
@@ -299,7 +299,7 @@ class Ingress:
         else:
             layer.ssrc = ssrc
             if old is not None:  # a new stream: its numbering and reports start over
-                layer.rx = Reception(rec.clock_rate)
+                layer.rx = reception.new(rec.clock_rate)
                 layer.last_sr = None
                 layer.epoch += 1
         entry = (rec, layer, is_rtx)

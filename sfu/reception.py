@@ -16,6 +16,9 @@ re-scans its whole missing set on every packet. Here every packet costs O(1):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 MAX_DROPOUT = 3000  # forward steps at least this big are jumps, not loss
 MAX_MISORDER = 1500  # packets further behind than this are jumps, not late
 NACK_WINDOW = 256  # sequence numbers behind the newest whose loss is tracked and NACKed
@@ -29,7 +32,53 @@ JUMP = 3  # too far from the newest: not counted; drop it
 RESTART = 4  # continues a jump: the sender restarted its numbering, so did we
 
 
-class Reception:
+class ReceptionReports:
+    """What a receiver report says (RFC 3550 6.4.1), from a Reception's fields."""
+
+    __slots__ = ()
+    base_seq: int
+    max_seq: int
+    cycles: int
+    received: int
+    _expected_prior: int
+    _received_prior: int
+    _jitter_q4: int
+
+    @property
+    def started(self) -> bool:
+        return self.max_seq >= 0
+
+    @property
+    def extended_max(self) -> int:
+        """Extended highest sequence number received (32 bits: wraps in the upper half)."""
+        return (self.cycles + self.max_seq) & 0xFFFFFFFF
+
+    @property
+    def expected(self) -> int:
+        return self.cycles + self.max_seq - self.base_seq + 1
+
+    @property
+    def packets_lost(self) -> int:
+        """Cumulative loss, clamped to the report's signed 24 bits (duplicates make it negative)."""
+        return max(-0x800000, min(0x7FFFFF, self.expected - self.received))
+
+    @property
+    def jitter(self) -> int:
+        return min(self._jitter_q4 >> 4, 0xFFFFFFFF)
+
+    def interval_loss(self) -> int:
+        """Fraction lost since the previous call, 0..255; starts the next interval."""
+        expected, received = self.expected, self.received
+        e = expected - self._expected_prior
+        lost = e - (received - self._received_prior)
+        # the fields live in the concrete class (Reception's slots, or ReceptionCore's C members)
+        self._expected_prior, self._received_prior = expected, received  # type: ignore[misc]
+        if e <= 0 or lost <= 0:
+            return 0
+        return min(255, (lost << 8) // e)
+
+
+class Reception(ReceptionReports):
     """Statistics and loss of one SSRC, as an RTCP receiver report needs them (RFC 3550 6.4.1)."""
 
     __slots__ = ("clock_rate", "base_seq", "max_seq", "cycles", "received", "restarts", "missing_bits",
@@ -121,39 +170,6 @@ class Reception:
         self._transit = transit
         self._last_ts = ts
 
-    # --- what the receiver report says --------------------------------------------------------
-    @property
-    def started(self) -> bool:
-        return self.max_seq >= 0
-
-    @property
-    def extended_max(self) -> int:
-        """Extended highest sequence number received (32 bits: wraps in the upper half)."""
-        return (self.cycles + self.max_seq) & 0xFFFFFFFF
-
-    @property
-    def expected(self) -> int:
-        return self.cycles + self.max_seq - self.base_seq + 1
-
-    @property
-    def packets_lost(self) -> int:
-        """Cumulative loss, clamped to the report's signed 24 bits (duplicates make it negative)."""
-        return max(-0x800000, min(0x7FFFFF, self.expected - self.received))
-
-    @property
-    def jitter(self) -> int:
-        return min(self._jitter_q4 >> 4, 0xFFFFFFFF)
-
-    def interval_loss(self) -> int:
-        """Fraction lost since the previous call, 0..255; starts the next interval."""
-        expected, received = self.expected, self.received
-        e = expected - self._expected_prior
-        lost = e - (received - self._received_prior)
-        self._expected_prior, self._received_prior = expected, received
-        if e <= 0 or lost <= 0:
-            return 0
-        return min(255, (lost << 8) // e)
-
     def missing(self) -> list[int]:
         """Sequence numbers still missing within the window, ascending (as aiortc packs NACKs)."""
         bits, newest, out = self.missing_bits, self.max_seq, []
@@ -163,3 +179,17 @@ class Reception:
             bits ^= low
         out.sort()
         return out
+
+
+_kind: Callable[[int], Any] = Reception
+
+
+def configure(kind: Callable[[int], Any]) -> None:
+    """The class `new` makes: Reception, or the native data path's (sfu.datapath)."""
+    global _kind
+    _kind = kind
+
+
+def new(clock_rate: int) -> Any:
+    """A Reception for one incoming stream, of the configured kind."""
+    return _kind(clock_rate)

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from sfu import reception
 from sfu.api import TrackInfo
-from sfu.reception import Reception
 
 if TYPE_CHECKING:
     from sfu import rtp
@@ -36,7 +36,7 @@ class Layer:
         self.index = RID_ORDER.get(rid, 0)
         self.ssrc: int | None = None
         self.rtx_ssrc: int | None = None
-        self.rx = Reception(clock_rate)
+        self.rx = reception.new(clock_rate)  # Python or native (sfu.datapath)
         self.nack_at = -1.0  # arrival time of the last immediate NACK
         # bumped when the media stream starts over (new SSRC, or the sender restarted its sequence
         # numbers): numbering derived from the old stream no longer continues

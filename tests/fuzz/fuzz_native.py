@@ -9,7 +9,9 @@ datagram is
     must send the same bytes and keep the same state;
   * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
-    step, abs-send-time and SSRC taken from its header): both must return the same estimate.
+    step, abs-send-time and SSRC taken from its header): both must return the same estimate; and to
+    sfu.reception.Reception and the C ReceptionCore (with RTX repairs when the control byte says so):
+    the same results and fields;
 
 Run under the ASan/UBSan build (`make native-asan`) a memory error in the C code aborts the process;
 atheris's coverage feedback sees the Python side only (the image has gcc, not clang's libFuzzer
@@ -32,7 +34,7 @@ with instrumented():
     from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from sfu import _native, datapath, rtp
+    from sfu import _native, datapath, reception, rtp
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress
     from sfu.track import PublishedTrack
@@ -87,6 +89,11 @@ def _check_parsers(data: bytes) -> rtp.RtpView | None:
         return None
 
 
+def _rx_state(rx) -> tuple:
+    return (rx.base_seq, rx.max_seq, rx.cycles, rx.received, rx.restarts, rx.missing_bits, rx._jitter_q4,
+            rx._transit, rx.missing())
+
+
 def test_one(data: bytes) -> None:
     if not data:
         return
@@ -101,6 +108,7 @@ def test_one(data: bytes) -> None:
         dt.max_tid = None if not control & 4 else 0
     now = 100.0
     estimators = (RemoteBitrateEstimator(), _native.RembEstimator())
+    receptions = (reception.Reception(90000), datapath.NativeReception(90000))
     arrival_ms = 0
     for i, packet in enumerate(packets):
         for session in SESSIONS.values():
@@ -116,6 +124,11 @@ def test_one(data: bytes) -> None:
         remb = (arrival_ms, view.ts & 0xFFFFFF, len(packet), view.ssrc)
         if estimators[0].add(*remb) != estimators[1].add(*remb):
             raise Finding("aiortc's and the C REMB estimator disagree")
+        seen = [rx.update(view.seq, view.ts, now) for rx in receptions]
+        if control & 64:
+            seen += [rx.repair((view.seq - (view.ts & 0x1FF)) & 0xFFFF) for rx in receptions]
+        if seen[0::2] != seen[1::2] or _rx_state(receptions[0]) != _rx_state(receptions[1]):
+            raise Finding("the Python and C Reception disagree")
         layer = layers[(control >> 3) & 1] if i % 3 else target
         if control & 16 and i == len(packets) // 2:
             layer.epoch += 1
