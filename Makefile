@@ -46,6 +46,8 @@ native-asan: $(STAMP)
 	  tests/unit/sfu
 	cd $(ASAN_TREE) && $(ASAN_ENV) PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(BIN)/python tests/fuzz/fuzz_native.py \
 	  tests/fuzz/corpus/native/*
+	cd $(ASAN_TREE) && $(ASAN_ENV) PYTHONPATH=$(CURDIR)/$(ASAN_TREE) $(CURDIR)/$(BIN)/python tests/fuzz/fuzz_ingress.py \
+	  tests/fuzz/corpus/ingress/*
 
 # Debian packages the tests drive for real (browser, Redis, Janus, network namespaces, GStreamer
 # webrtcbin under the system python3: tests/e2e/gstreamer).

@@ -40,7 +40,7 @@ def instrument_functions(*funcs: Any) -> None:
 
 
 def cheap_remb_estimator() -> None:
-    """Share one aiortc RemoteBitrateEstimator between all Ingresses of this process.
+    """Share one aiortc RemoteBitrateEstimator between all Python-path Ingresses of this process.
 
     Its constructor allocates a thousand objects, which made building a fresh Ingress per input
     cost more than the input itself. The estimator's state then carries over between inputs (it
@@ -51,7 +51,8 @@ def cheap_remb_estimator() -> None:
     from sfu import datapath
 
     shared = RemoteBitrateEstimator()
-    datapath.remb_estimator = lambda: shared
+    native = datapath.remb_estimator  # the C one is cheap to make: each input gets a fresh one
+    datapath.remb_estimator = lambda: shared if datapath.current() == "python" else native()
 
 
 def main(test_one: Callable[[bytes], None]) -> None:

@@ -3,7 +3,9 @@
 Input: one configuration byte, then up to 64 length-prefixed RTP datagrams (see `_harness.frames`).
 The configuration byte picks the codec (VP8, H.264, Opus), simulcast (rids q/h/f, learnt from
 MID/RID/repaired-RID extensions as with Chromium) or a single layer, and whether the offer had
-a=ssrc lines (media + RTX). The Ingress is set up through `Ingress.configure`, as `Peer.publish`
+a=ssrc lines (media + RTX), and (its top bit) the data path: the native one parses, keeps reception
+statistics and estimates bandwidth in C (sfu/native: parse.c, reception.c, remb.c) and forwards
+with NativeDownTrack. The Ingress is set up through `Ingress.configure`, as `Peer.publish`
 does after negotiation, and each track has one subscriber DownTrack (fake transport, no sockets).
 
 Contract (sfu/ingress.py, docs/architecture.md):
@@ -24,7 +26,7 @@ from _harness import FakeTransport, Finding, cheap_remb_estimator, frames, instr
 with instrumented():
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from sfu import rtp
+    from sfu import datapath, rtp
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress
     from sfu.transport import RecvSlot, SendSlot
@@ -52,6 +54,7 @@ def _codecs(kind: int) -> tuple[str, dict[int, RTCRtpCodecParameters]]:
 
 
 def build(config: int) -> tuple[Ingress, list[DownTrack]]:
+    datapath.configure("native" if config & 0x80 and datapath.available() else "python")
     random.seed(0)  # DownTrack draws its initial numbering at random: keep runs reproducible
     kind, codecs = _codecs(config & 3 if config & 3 != 3 else 0)
     simulcast = kind == "video" and bool(config & 4)
@@ -87,7 +90,7 @@ def build(config: int) -> tuple[Ingress, list[DownTrack]]:
                        rtx_pt=media_pt + 1 if kind == "video" else 0,
                        ext_ids={rtp.URI_MID: 9, rtp.URI_ABS_SEND_TIME: 3, rtp.URI_AUDIO_LEVEL: 1}, active=True,
                        codec_name=rec.codec_name)
-        dt = DownTrack(rec, "PA_sub", FakeTransport(), out)
+        dt = datapath.downtrack_class()(rec, "PA_sub", FakeTransport(), out)
         layers = list(rec.layers.values())
         dt.set_target(layers[(config >> 4) % len(layers)])
         rec.downtracks.append(dt)

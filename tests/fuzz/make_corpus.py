@@ -142,6 +142,8 @@ def ingress_seeds() -> dict[str, bytes]:
     out["opus-learn"] = b"\x02" + frame(*[
         rtp_packet(111, i, 960 * i, MEDIA_SSRC, opus_payload(), one_byte_ext([mid, (EXT_LEVEL, b"\x7f")]))
         for i in range(3)])
+    # the same on the native data path (the configuration byte's top bit)
+    out.update({f"{name}-native": bytes([data[0] | 0x80]) + data[1:] for name, data in list(out.items())})
     return out
 
 
