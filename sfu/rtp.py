@@ -9,6 +9,7 @@ fifty RTP packets), so RTCP building and parsing reuse aiortc's classes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, seq, ts, ssrc
@@ -79,12 +80,12 @@ def parse(data: bytes) -> RtpView:
     return RtpView(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, ext_start, ext_end, one_byte, pos, end)
 
 
-def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
-    """The header extensions of a packet, id -> value (RFC 8285 one- and two-byte forms)."""
-    out: dict[int, bytes] = {}
+def _elements(data: bytes, view: RtpView) -> Iterator[tuple[int, int, int]]:
+    """(id, value start, value end) of each header extension element in order (RFC 8285 one- and
+    two-byte forms); RtpError when an element overruns the block."""
     i, end = view.ext_start, view.ext_end
     if not i:
-        return out
+        return
     if view.one_byte:
         while i < end:
             b = data[i]
@@ -93,10 +94,10 @@ def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
                 continue
             xid, xlen = b >> 4, (b & 0x0F) + 1
             if xid == 15:
-                break
+                return
             if i + 1 + xlen > end:
                 raise RtpError("bad_extension_length")
-            out[xid] = data[i + 1 : i + 1 + xlen]
+            yield xid, i + 1, i + 1 + xlen
             i += 1 + xlen
     else:
         while i + 1 < end:
@@ -107,43 +108,21 @@ def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
             xlen = data[i + 1]
             if i + 2 + xlen > end:
                 raise RtpError("bad_extension_length")
-            out[xid] = data[i + 2 : i + 2 + xlen]
+            yield xid, i + 2, i + 2 + xlen
             i += 2 + xlen
-    return out
+
+
+def extensions(data: bytes, view: RtpView) -> dict[int, bytes]:
+    """The header extensions of a packet, id -> value (the last element of an id wins)."""
+    return {xid: data[start:end] for xid, start, end in _elements(data, view)}
 
 
 def extension(data: bytes, view: RtpView, xid: int) -> bytes | None:
     """The value of header extension `xid` (its first element), None when absent. Walks only as far
     as it must: an element overrunning the block before `xid` is found raises RtpError."""
-    i, end = view.ext_start, view.ext_end
-    if not i:
-        return None
-    if view.one_byte:
-        while i < end:
-            b = data[i]
-            if b == 0:
-                i += 1
-                continue
-            eid, elen = b >> 4, (b & 0x0F) + 1
-            if eid == 15:
-                return None
-            if i + 1 + elen > end:
-                raise RtpError("bad_extension_length")
-            if eid == xid:
-                return data[i + 1 : i + 1 + elen]
-            i += 1 + elen
-    else:
-        while i + 1 < end:
-            eid = data[i]
-            if eid == 0:
-                i += 1
-                continue
-            elen = data[i + 1]
-            if i + 2 + elen > end:
-                raise RtpError("bad_extension_length")
-            if eid == xid:
-                return data[i + 2 : i + 2 + elen]
-            i += 2 + elen
+    for eid, start, end in _elements(data, view):
+        if eid == xid:
+            return data[start:end]
     return None
 
 
