@@ -212,12 +212,21 @@ class Peer:
             return
         self._subscriber_reported = True
         log.info("subscribe connection of %s is %s", self.id, state)
+        # nothing sent on it arrives any more: stop forwarding to it and free each DownTrack's NACK
+        # cache now, not when the participant leaves (what was sent still counts in media_totals)
+        for track_id in list(self.downtracks):
+            dt = self.downtracks.pop(track_id)
+            dt.set_target(None, "transport_failed")
+            self._end(dt)
+        self.free_slots.clear()
         self.emit({"type": "transport_failed", "target": "subscriber", "state": state, "tracks": [],
                    "message": f"the subscribe connection is {state}; no media reaches you until you rejoin"})
 
     def subscribe(self, rec: PublishedTrack[DownTrack]) -> DownTrack | None:
         if not self.can_subscribe or rec.id in self.downtracks or self.closed:
             return None
+        if self.subscriber is not None and self.subscriber.ended:
+            return None  # the subscribe connection failed or was closed: nothing more goes on it
         transport = self._ensure_subscriber()
         previous = None
         slot = None

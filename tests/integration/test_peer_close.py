@@ -79,3 +79,35 @@ async def test_subscriber_leaving_during_renegotiation_logs_no_error(server, con
         await asyncio.sleep(0.2)
     assert list(server.node.peers) == [pub.participant["id"]]
     assert _errors(errors) == []
+
+
+async def test_a_closed_subscribe_connection_is_no_longer_forwarded_to(server, connect):
+    """Once bob's subscribe connection has ended, nothing is rewritten, cached or sent for it: his
+    DownTracks leave alice's tracks (their NACK caches freed), a track published later is not
+    subscribed on it, and what he was sent before still counts."""
+    pub = await connect("dead", "alice")
+    sub = await connect("dead", "bob")
+    await pub.publish(audio=Tone(), video=CounterVideo(96, 64))
+    await sub.wait_track(kind="video")
+    peer = server.node.peers[sub.participant["id"]]
+    await _until(sub, lambda: peer.subscriber.connection_state == "connected", 15, "subscribe connection up")
+    await _until(sub, lambda: peer.media_totals()[1] > 20, 15, "bob is sent media")
+    tracks = list(server.node.rooms["dead"].tracks)
+    assert len(tracks) == 2 and all(any(dt.subscriber_id == peer.id for dt in t.downtracks) for t in tracks)
+
+    await sub.subscriber.close()
+    await sub.wait_message("transport_failed", target="subscriber")
+    assert peer.downtracks == {}
+    assert all(not t.downtracks for t in tracks), [t.downtracks for t in tracks]
+    sent = peer.media_totals()
+    assert sent[1] > 20
+    await asyncio.sleep(0.5)
+    assert peer.media_totals() == sent  # nothing more
+
+    carol = await connect("dead", "carol")
+    await carol.publish(audio=Tone())
+    carol_id = carol.participant["id"]
+    await _until(sub, lambda: any(m["type"] == "track_published" and m["track"]["participant"] == carol_id
+                                  for m in sub.messages), 10, "bob hears of carol's track")
+    await asyncio.sleep(0.3)
+    assert peer.downtracks == {}
