@@ -23,7 +23,10 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 class MediaStats:
     """Process-wide media counters (one SFU process = one node)."""
 
-    LATENCY_SAMPLE = 4  # observe one ingress packet in four: the histogram is a sample, not a census
+    # observe one ingress packet in 32: the histogram is a sample, not a census (30+ samples a second
+    # per 1,000 packets/s); a Histogram.observe costs ~1.2 us (lock + bucket search), which sampling
+    # one in four added as ~0.3 us to every packet's ingress (~2.7 us in all on the native path)
+    LATENCY_SAMPLE = 32
 
     def __init__(self) -> None:
         self.reset()
