@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import random
 import re
+import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any
 import aioice.ice
 import aioice.mdns
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
+from aiortc import rtcpeerconnection as _artc_pc
 from aiortc import rtcrtpreceiver as _artc_receiver
 from aiortc import rtp as artp
 from aiortc import sdp as asdp
@@ -348,6 +350,23 @@ RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[list[Any]], None]
 
 
+class _SharedCertificate:
+    """Stands in for aiortc's RTCCertificate while a PeerTransport's RTCPeerConnection is made: one
+    DTLS certificate for every connection of the process, as Janus and mediasoup have, renewed
+    daily (aiortc's are valid for 30 days). A peer authenticates it by the fingerprint in the SDP,
+    which is what binds a connection to its signalling, not the key's freshness."""
+
+    LIFETIME_S = 24 * 3600.0
+    _current: tuple[float, rtcdtlstransport.RTCCertificate] | None = None
+
+    @classmethod
+    def generateCertificate(cls) -> rtcdtlstransport.RTCCertificate:  # noqa: N802 (aiortc's name)
+        now = time.monotonic()
+        if cls._current is None or now - cls._current[0] > cls.LIFETIME_S:
+            cls._current = (now, rtcdtlstransport.RTCCertificate.generateCertificate())
+        return cls._current[1]
+
+
 class PeerTransport:
     """One peer connection: media in (publish) or media out (subscribe), never decoded."""
 
@@ -355,7 +374,15 @@ class PeerTransport:
                  ice: IceConfig | None = None) -> None:
         _install()
         self.ice = ice or _default_ice
-        self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # aiortc makes a new ECDSA key and certificate for every RTCPeerConnection (~1 ms of every
+        # join); every connection of this process shares one instead (_SharedCertificate). The swap
+        # is synchronous: nothing else runs meanwhile.
+        saved = _artc_pc.RTCCertificate
+        _artc_pc.RTCCertificate = _SharedCertificate  # type: ignore[misc, assignment]
+        try:
+            self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        finally:
+            _artc_pc.RTCCertificate = saved  # type: ignore[misc]
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.rtcp_dropped = 0

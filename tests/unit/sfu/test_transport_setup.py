@@ -1,0 +1,50 @@
+"""What a PeerTransport costs to set up: one DTLS certificate per process, and a send-only m-line
+carries none of aiortc's receive machinery."""
+
+from __future__ import annotations
+
+from aiortc import RTCPeerConnection, rtcrtpreceiver
+from aiortc.rate import RemoteBitrateEstimator
+
+from sfu import transport as tr
+from sfu.transport import PeerTransport
+
+
+async def test_a_slot_gets_no_receive_estimator_and_aiortc_keeps_its_own():
+    transport = PeerTransport(on_rtp=None, on_rtcp=None)
+    try:
+        slots = [transport.add_slot("video", "video/VP8"), transport.add_slot("audio", "audio/opus")]
+        # aiortc would build a RemoteBitrateEstimator (~1,000 objects) per video receiver, on every
+        # subscription of every join; the slot's receiver never runs, so it has none
+        for slot in slots:
+            assert slot.transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+        # everyone else's aiortc (clients, the load generator) still gets one
+        assert rtcrtpreceiver.RemoteBitrateEstimator is RemoteBitrateEstimator
+        receiver = rtcrtpreceiver.RTCRtpReceiver("video", slots[0].transceiver.receiver.transport)
+        assert isinstance(receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator)
+    finally:
+        await transport.close()
+
+
+def _certificate(pc: RTCPeerConnection):
+    return pc._RTCPeerConnection__certificates[0]
+
+
+async def test_connections_share_one_certificate_renewed_daily(monkeypatch):
+    monkeypatch.setattr(tr._SharedCertificate, "_current", None)
+    a, b = PeerTransport(), PeerTransport()
+    own = RTCPeerConnection()  # aiortc used directly (clients, tests) still makes its own
+    try:
+        assert _certificate(a.pc) is _certificate(b.pc)
+        assert _certificate(own) is not _certificate(a.pc)
+        fingerprint = _certificate(a.pc).getFingerprints()[0].value
+        now = tr.time.monotonic()
+        monkeypatch.setattr(tr.time, "monotonic", lambda: now + tr._SharedCertificate.LIFETIME_S + 1)
+        c = PeerTransport()
+        assert _certificate(c.pc).getFingerprints()[0].value != fingerprint
+        assert _certificate(a.pc).getFingerprints()[0].value == fingerprint  # a live connection keeps its own
+        await c.close()
+    finally:
+        for t in (a, b):
+            await t.close()
+        await own.close()
