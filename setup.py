@@ -17,9 +17,11 @@ CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-
           "-ffp-contract=off"]
 LDFLAGS: list[str] = []
 if os.environ.get("BASEMENT_SANITIZE"):
-    CFLAGS += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-               "-fno-sanitize-recover=undefined"]
-    LDFLAGS += ["-fsanitize=address,undefined"]
+    # -fno-wrapv: Python's own flags make signed overflow wrap, which would hide it from UBSan;
+    # float-cast-overflow is not part of -fsanitize=undefined
+    CFLAGS += ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", "-fsanitize=address,undefined,float-cast-overflow",
+               "-fno-sanitize-recover=undefined,float-cast-overflow"]
+    LDFLAGS += ["-fsanitize=address,undefined,float-cast-overflow"]
 
 setup(
     ext_modules=[

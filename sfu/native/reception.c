@@ -55,13 +55,6 @@ static void window_set_range(uint64_t *w, unsigned lo, unsigned hi) { /* bits lo
         w[b / 64] |= (uint64_t)1 << (b % 64);
 }
 
-static int window_any(const uint64_t *w) {
-    for (int i = 0; i < WORDS; i++)
-        if (w[i])
-            return 1;
-    return 0;
-}
-
 static void rx_start(ReceptionCore *s, long long seq) {
     s->base_seq = s->max_seq = seq;
     s->cycles = 0;
@@ -141,17 +134,21 @@ static PyObject *RC_update(ReceptionCore *s, PyObject *const *args, Py_ssize_t n
     double arrival = PyFloat_AsDouble(args[2]);
     if (PyErr_Occurred())
         return NULL;
-    if (seq < 0 || seq > 0xFFFF || ts < 0 || ts > 0xFFFFFFFFLL || !(arrival > -1e12 && arrival < 1e12)) {
-        PyErr_SetString(PyExc_ValueError, "seq is 16 bits, ts 32 bits, arrival finite seconds");
+    /* arrival is loop time; within +-1e9 s (31 years) arrival * clock_rate (<= 1e7) stays well inside
+     * int64, as the jitter computation needs */
+    if (seq < 0 || seq > 0xFFFF || ts < 0 || ts > 0xFFFFFFFFLL || !(arrival > -1e9 && arrival < 1e9)) {
+        PyErr_SetString(PyExc_ValueError, "seq is 16 bits, ts 32 bits, arrival within +-1e9 s");
         return NULL;
     }
     return PyLong_FromLong(rx_update(s, seq, ts, arrival));
 }
 
 static PyObject *RC_repair(ReceptionCore *s, PyObject *arg) {
-    long long seq = PyLong_AsLongLong(arg);
-    if (seq == -1 && PyErr_Occurred())
+    /* any int, as in Python: only its low 16 bits matter to (max_seq - seq) & 0xFFFF */
+    unsigned long long wide = PyLong_AsUnsignedLongLongMask(arg);
+    if (wide == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
+    long long seq = (long long)(wide & 0xFFFF);
     long long behind = (s->max_seq - seq) & 0xFFFF;
     if (0 < behind && behind <= NACK_WINDOW && s->max_seq >= 0 && (s->bits[behind / 64] >> (behind % 64)) & 1) {
         s->bits[behind / 64] ^= (uint64_t)1 << (behind % 64);
@@ -188,39 +185,67 @@ static PyObject *RC_missing(ReceptionCore *s, PyObject *unused) {
 }
 
 static PyObject *RC_get_missing_bits(ReceptionCore *s, void *closure) {
-    if (!window_any(s->bits))
-        return PyLong_FromLong(0);
-    unsigned char le[WORDS * 8];
-    for (int i = 0; i < WORDS; i++)
-        for (int j = 0; j < 8; j++)
-            le[i * 8 + j] = (unsigned char)(s->bits[i] >> (8 * j));
-    return _PyLong_FromByteArray(le, sizeof le, 1, 0);
+    PyObject *out = PyLong_FromUnsignedLongLong(s->bits[WORDS - 1]);
+    for (int i = WORDS - 2; i >= 0 && out != NULL; i--) {
+        PyObject *shift = PyLong_FromLong(64), *word = PyLong_FromUnsignedLongLong(s->bits[i]), *moved = NULL;
+        if (shift != NULL && word != NULL)
+            moved = PyNumber_Lshift(out, shift);
+        Py_DECREF(out);
+        out = moved != NULL ? PyNumber_Or(moved, word) : NULL;
+        Py_XDECREF(moved);
+        Py_XDECREF(shift);
+        Py_XDECREF(word);
+    }
+    return out;
 }
 
 static int RC_set_missing_bits(ReceptionCore *s, PyObject *v, void *closure) {
-    if (v == NULL || !PyLong_Check(v) || _PyLong_Sign(v) < 0) {
+    if (v == NULL || !PyLong_Check(v)) {
         PyErr_SetString(PyExc_TypeError, "missing_bits is a non-negative int");
         return -1;
     }
-    PyObject *mask = PyLong_FromString("1ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe", NULL, 16);
-    if (mask == NULL)
+    PyObject *zero = PyLong_FromLong(0);
+    int negative = zero != NULL ? PyObject_RichCompareBool(v, zero, Py_LT) : -1;
+    Py_XDECREF(zero);
+    if (negative != 0) {
+        if (negative > 0)
+            PyErr_SetString(PyExc_ValueError, "missing_bits is a non-negative int");
         return -1;
-    PyObject *masked = PyNumber_And(v, mask); /* only the window's bits exist here */
-    Py_DECREF(mask);
-    if (masked == NULL)
-        return -1;
-    unsigned char le[WORDS * 8];
-    int r = _PyLong_AsByteArray((PyLongObject *)masked, le, sizeof le, 1, 0);
-    Py_DECREF(masked);
-    if (r < 0)
-        return -1;
-    for (int i = 0; i < WORDS; i++) {
-        uint64_t w = 0;
-        for (int j = 0; j < 8; j++)
-            w |= (uint64_t)le[i * 8 + j] << (8 * j);
-        s->bits[i] = w;
     }
+    uint64_t words[WORDS];
+    PyObject *rest = Py_NewRef(v);
+    for (int i = 0; i < WORDS; i++) {
+        words[i] = PyLong_AsUnsignedLongLongMask(rest); /* the low 64 bits */
+        PyObject *shift = PyLong_FromLong(64);
+        PyObject *next = shift != NULL ? PyNumber_Rshift(rest, shift) : NULL;
+        Py_XDECREF(shift);
+        Py_DECREF(rest);
+        if (next == NULL)
+            return -1;
+        rest = next;
+    }
+    Py_DECREF(rest);
+    if (PyErr_Occurred())
+        return -1;
+    memcpy(s->bits, words, sizeof words);
+    window_mask(s->bits); /* only bits 1..NACK_WINDOW exist */
     return 0;
+}
+
+static void rc_defaults(ReceptionCore *s) {
+    memset((char *)s + sizeof(PyObject), 0, sizeof(ReceptionCore) - sizeof(PyObject));
+    s->clock_rate = 90000;
+    s->max_seq = -1;
+    s->bad_seq = -1;
+    s->transit = -1;
+    s->last_ts = -1;
+}
+
+static PyObject *RC_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    ReceptionCore *s = (ReceptionCore *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        rc_defaults(s); /* not started, even if __init__ never runs */
+    return (PyObject *)s;
 }
 
 static int RC_init(ReceptionCore *s, PyObject *args, PyObject *kwds) {
@@ -232,16 +257,14 @@ static int RC_init(ReceptionCore *s, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "clock_rate out of range");
         return -1;
     }
-    memset((char *)s + sizeof(PyObject), 0, sizeof(ReceptionCore) - sizeof(PyObject));
+    rc_defaults(s);
     s->clock_rate = clock_rate;
-    s->max_seq = -1;
-    s->bad_seq = -1;
-    s->transit = -1;
-    s->last_ts = -1;
     return 0;
 }
 
-#define FIELD(name, member) {name, T_LONGLONG, offsetof(ReceptionCore, member), 0, NULL}
+/* Read-only but for the two the report code (ReceptionReports.interval_loss) writes */
+#define FIELD(name, member) {name, T_LONGLONG, offsetof(ReceptionCore, member), READONLY, NULL}
+#define WRITABLE(name, member) {name, T_LONGLONG, offsetof(ReceptionCore, member), 0, NULL}
 static PyMemberDef RC_members[] = {
     FIELD("clock_rate", clock_rate),
     FIELD("base_seq", base_seq),
@@ -250,8 +273,8 @@ static PyMemberDef RC_members[] = {
     FIELD("received", received),
     FIELD("restarts", restarts),
     FIELD("_bad_seq", bad_seq),
-    FIELD("_expected_prior", expected_prior),
-    FIELD("_received_prior", received_prior),
+    WRITABLE("_expected_prior", expected_prior),
+    WRITABLE("_received_prior", received_prior),
     FIELD("_jitter_q4", jitter_q4),
     FIELD("_transit", transit),
     FIELD("_last_ts", last_ts),
@@ -277,7 +300,7 @@ static PyTypeObject ReceptionCoreType = {
     .tp_basicsize = sizeof(ReceptionCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Reception's per-packet state and update in C",
-    .tp_new = PyType_GenericNew,
+    .tp_new = RC_new,
     .tp_init = (initproc)RC_init,
     .tp_members = RC_members,
     .tp_getset = RC_getset,

@@ -7,14 +7,17 @@
  * Ingress.on_rtp (~40 % of it in bench/micro). This is the same algorithm in C, written to give the
  * same result for the same packets: every double is computed with the same operations in the same
  * order (setup.py builds with -ffp-contract=off so no multiply-add is fused), Python's round() is
- * nearbyint() (half to even), int() is truncation, `x ** 2` is pow(x, 2.0) as in CPython, and
- * None is an explicit "has" flag. tests/unit/sfu/native/test_remb_parity.py replays packet sequences
+ * nearbyint() (half to even), int() is truncation, `x ** 2` is a real pow(x, 2.0) as in CPython
+ * (py_square: not x * x, which rounds differently), clamps keep Python's NaN behaviour, and None
+ * is an explicit "has" flag. tests/unit/sfu/native/test_remb_parity.py replays packet sequences
  * into both and requires equal results packet by packet.
  *
- * Two differences, neither reachable from the Ingress (whose sizes are whole packets, >= 12 bytes):
- * a zero current bitrate does not divide by zero (aiortc raises ZeroDivisionError), and a jump of
- * the clock by more than the rate window clears the window at once instead of one millisecond at
- * a time (the same result; aiortc's walk is a hang after a long pause).
+ * Differences, none reachable from the Ingress (whose sizes are whole packets, 12..65,535 bytes):
+ * inputs outside those sizes, 24-bit abs-send-time and +-2^40 ms are refused (ValueError); a zero
+ * current bitrate does not divide by zero (aiortc raises ZeroDivisionError); a jump of the clock by
+ * more than the rate window clears the window at once instead of one millisecond at a time (the
+ * same result; aiortc's walk is a hang after a long pause); and the SSRCs a result names stop at
+ * the first 64 (aiortc's dict grows without bound; an Ingress has a few per track).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -95,6 +98,13 @@ typedef struct {
 
 static const double TIMESTAMP_TO_MS = 1000.0 / (double)(1 << INTER_ARRIVAL_SHIFT);
 static const int64_t GROUP_LENGTH = ((int64_t)TIMESTAMP_GROUP_LENGTH_MS << INTER_ARRIVAL_SHIFT) / 1000;
+
+/* Python's `x ** 2` on a float: CPython calls pow(x, 2.0), which glibc rounds differently from
+ * x * x for some x. GCC turns a literal pow(x, 2.0) into x * x, so the exponent is hidden from it. */
+static double py_square(double x) {
+    volatile double two = 2.0;
+    return pow(x, two);
+}
 
 static int64_t floor_mod(int64_t a, int64_t m) {
     int64_t r = a % m;
@@ -230,7 +240,7 @@ static void update_noise_estimate(RembObject *s, double residual, double ts_delt
         alpha = 0.002;
     double beta = pow(1 - alpha, ts_delta * 30.0 / 1000.0);
     s->avg_noise = beta * s->avg_noise + (1 - beta) * residual;
-    s->var_noise = beta * s->var_noise + (1 - beta) * pow(s->avg_noise - residual, 2.0);
+    s->var_noise = beta * s->var_noise + (1 - beta) * py_square(s->avg_noise - residual);
     if (s->var_noise < 1)
         s->var_noise = 1;
 }
@@ -287,9 +297,9 @@ static void update_threshold(RembObject *s, double modified_offset, int64_t now_
     if (dt > 100)
         dt = 100;
     s->threshold += k * (fabs(modified_offset) - s->threshold) * (double)dt;
-    if (s->threshold > 600)
+    if (s->threshold > 600) /* max(6, min(threshold, 600)), NaN included: min keeps it, max gives 6 */
         s->threshold = 600;
-    if (s->threshold < 6)
+    if (!(s->threshold > 6))
         s->threshold = 6;
     s->det_last_update_ms = now_ms;
 }
@@ -352,10 +362,10 @@ static void update_max_throughput_estimate(RembObject *s, double tp_kbps) {
         s->avg_max_kbps = (1 - alpha) * s->avg_max_kbps + alpha * tp_kbps;
     }
     double norm = s->avg_max_kbps > 1 ? s->avg_max_kbps : 1;
-    s->var_max_kbps = (1 - alpha) * s->var_max_kbps + alpha * pow(s->avg_max_kbps - tp_kbps, 2.0) / norm;
-    if (s->var_max_kbps > 2.5)
+    s->var_max_kbps = (1 - alpha) * s->var_max_kbps + alpha * py_square(s->avg_max_kbps - tp_kbps) / norm;
+    if (s->var_max_kbps > 2.5) /* max(0.4, min(var, 2.5)), NaN included */
         s->var_max_kbps = 2.5;
-    if (s->var_max_kbps < 0.4)
+    if (!(s->var_max_kbps > 0.4))
         s->var_max_kbps = 0.4;
 }
 
@@ -431,10 +441,7 @@ static int rate_control_update(RembObject *s, int usage, int has_tp, int64_t tp,
 }
 
 /* --- the Python object ------------------------------------------------------------------------ */
-static int Remb_init(RembObject *s, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
-        return -1;
+static void remb_reset(RembObject *s) {
     memset((char *)s + sizeof(PyObject), 0, sizeof(RembObject) - sizeof(PyObject));
     s->incoming_initialized = 1;
     s->E[0][0] = 100.0;
@@ -448,6 +455,20 @@ static int Remb_init(RembObject *s, PyObject *args, PyObject *kwds) {
     s->latest_tp = 30000000;
     s->rtt = 200;
     s->state = HOLD;
+}
+
+static PyObject *Remb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    RembObject *s = (RembObject *)type->tp_alloc(type, 0);
+    if (s != NULL)
+        remb_reset(s); /* a usable estimator even if __init__ never runs */
+    return (PyObject *)s;
+}
+
+static int Remb_init(RembObject *s, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    remb_reset(s);
     return 0;
 }
 
@@ -465,14 +486,24 @@ static PyObject *Remb_add(RembObject *s, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     long long arrival = PyLong_AsLongLong(args[0]);
-    unsigned long ast = PyLong_AsUnsignedLong(args[1]);
-    long long size = PyLong_AsLongLong(args[2]);
-    unsigned long ssrc = PyLong_AsUnsignedLong(args[3]);
-    if (PyErr_Occurred())
+    if (arrival == -1 && PyErr_Occurred())
         return NULL;
-    if (ast > 0xFFFFFF || ssrc > 0xFFFFFFFFul || size < 0 || size > (1LL << 31) ||
-        arrival > (1LL << 50) || arrival < -(1LL << 50)) {
-        PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits, ssrc 32 bits, size and time bounded");
+    unsigned long ast = PyLong_AsUnsignedLong(args[1]);
+    if (ast == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    long long size = PyLong_AsLongLong(args[2]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long ssrc = PyLong_AsUnsignedLong(args[3]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    /* What the Ingress can send (a datagram's size, loop time in ms) and what keeps every product
+     * below int64 and every integer exact in a double, as they are in Python: a packet is at most
+     * 65,535 bytes, times are within +-2^40 ms (35 years). */
+    if (ast > 0xFFFFFF || ssrc > 0xFFFFFFFFul || size < 0 || size > 0xFFFF || arrival > (1LL << 40) ||
+        arrival < -(1LL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits, ssrc 32 bits, size at most 65535, "
+                                          "arrival within +-2^40 ms");
         return NULL;
     }
     uint32_t timestamp = (uint32_t)ast << 8;
@@ -544,7 +575,7 @@ static PyTypeObject RembType = {
     .tp_basicsize = sizeof(RembObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "aiortc's RemoteBitrateEstimator in C: the same estimate for the same packets",
-    .tp_new = PyType_GenericNew,
+    .tp_new = Remb_new,
     .tp_init = (initproc)Remb_init,
     .tp_methods = Remb_methods,
     .tp_getset = Remb_getset,

@@ -82,7 +82,8 @@ def test_lockstep_with_the_python_reception():
 
 def test_refuses_out_of_range_input_and_keeps_its_window_bits():
     c = datapath.NativeReception(90000)
-    for bad in [(-1, 0, 0.0), (65536, 0, 0.0), (0, 1 << 32, 0.0), (0, 0, float("nan")), (0, 0, float("inf"))]:
+    for bad in [(-1, 0, 0.0), (65536, 0, 0.0), (0, 1 << 32, 0.0), (0, 0, float("nan")), (0, 0, float("inf")),
+                (0, 0, 1e9)]:
         with pytest.raises(ValueError):
             c.update(*bad)
     with pytest.raises(ValueError):
@@ -90,6 +91,22 @@ def test_refuses_out_of_range_input_and_keeps_its_window_bits():
     c.update(10, 0, 1.0)
     c.update(20, 0, 1.1)
     assert c.missing() == list(range(11, 20))
-    c.missing_bits = (1 << 300) | (1 << 3) | 1  # only bits 1..256 exist
-    assert c.missing_bits == 1 << 3
-    assert c.missing() == [17]
+    for extra in (1 << 300, 1 << 258, 1 << 257, 1):  # only bits 1..256 exist
+        c.missing_bits = extra | (1 << 3) | (1 << 256)
+        assert c.missing_bits == (1 << 3) | (1 << 256)
+        assert c.missing() == [17, (20 - 256) & 0xFFFF]  # ascending, as Reception.missing sorts
+    with pytest.raises(ValueError):
+        c.missing_bits = -1
+    with pytest.raises(AttributeError):
+        c.clock_rate = 1  # fixed at construction (the jitter bound depends on it)
+    # any int repairs as in Python: only its low 16 bits count
+    c, py = datapath.NativeReception(90000), reception.Reception(90000)
+    for rx in (c, py):
+        rx.update(10, 0, 1.0)
+        rx.update(30, 0, 1.2)
+    assert c.repair(25 + (1 << 70)) is py.repair(25 + (1 << 70)) is True
+    assert c.repair(-65516) is py.repair(-65516) is True  # -65516 & 0xFFFF == 20
+    assert c.missing() == py.missing()
+    # made without __init__: not started, as a fresh Reception
+    bare = datapath.NativeReception.__new__(datapath.NativeReception)
+    assert (bare.max_seq, bare.started, bare.missing()) == (-1, False, [])

@@ -57,7 +57,7 @@ def _stream(seed: int, packets: int = 6000):
             phase = "idle"
         frame = []
         for i in range(frame_packets):
-            size = r.choice([12, 60, 300, 1100, 1200, 1200, 1200, r.randint(0, 70000)])
+            size = r.choice([12, 60, 300, 1100, 1200, 1200, 1200, r.randint(0, 65535)])
             wire_ms = size * 8 / 2000  # 2 Mbit/s
             at = arrival + (1 / 30) * 1000 + queue_ms + i * wire_ms
             if phase == "jitter":
@@ -80,7 +80,8 @@ def _python_state(est: RemoteBitrateEstimator) -> dict:
 
 def test_the_same_estimate_packet_by_packet():
     hypotheses, states, spread = set(), set(), []
-    for seed in range(12):
+    # 141: x ** 2 is pow(x, 2.0), not x * x (they differ in the last bit for some x; review finding)
+    for seed in [*range(12), 141]:
         py, c = RemoteBitrateEstimator(), _native.RembEstimator()
         estimates = []
         for i, packet in enumerate(_stream(seed)):
@@ -102,12 +103,16 @@ def test_the_same_estimate_packet_by_packet():
 
 def test_refuses_what_the_ingress_never_sends():
     est = _native.RembEstimator()
-    for bad in [(0, 1 << 24, 100, 1), (0, 5, -1, 1), (0, 5, 100, 1 << 32), (0, 5, 100, -1)]:
+    for bad in [(0, 1 << 24, 100, 1), (0, 5, -1, 1), (0, 5, 100, 1 << 32), (0, 5, 100, -1), (0, 5, 65536, 1),
+                (1 << 41, 5, 100, 1), (-(1 << 41), 5, 100, 1)]:
         with pytest.raises((ValueError, OverflowError)):
             est.add(*bad)
     with pytest.raises(TypeError):
         est.add(1, 2, 3)
     assert est.add(0, 5, 100, 1) is None  # still usable after refusals
+    # made without __init__ (a subclass that skips it): the same fresh state, not zeros
+    bare = _native.RembEstimator.__new__(_native.RembEstimator)
+    assert bare.state == _native.RembEstimator().state
 
 
 def test_a_long_silence_keeps_the_same_result_and_a_huge_one_costs_no_walk():
@@ -116,7 +121,7 @@ def test_a_long_silence_keeps_the_same_result_and_a_huge_one_costs_no_walk():
     packets += [(60_000 + t * 33, _ast(70 + t / 30), 1200, 1) for t in range(200)]  # a minute later
     for packet in packets:
         assert c.add(*packet) == py.add(*packet)
-    # aiortc walks its rate window one millisecond at a time (10^12 steps here); C clears it at once
-    later = [(10**12 + t * 33, _ast(t / 30), 1200, 1) for t in range(600)]
+    # aiortc walks its rate window one millisecond at a time (~10^12 steps here); C clears it at once
+    later = [(2**40 - 10**5 + t * 33, _ast(t / 30), 1200, 1) for t in range(600)]
     results = [c.add(*packet) for packet in later]
     assert [r for r in results if r is not None], "no estimate after the silence"
