@@ -1,0 +1,95 @@
+"""Where a subscriber's join time goes: the median of each step from the join request to the first
+media packet, per target, with the load generator of `basement bench` (docs/performance.md).
+
+    unshare -n -- bash -c 'ip link set lo up && exec "$@"' x \\
+      .venv/bin/python -m bench.join_timeline --subscribers 30 --concurrency 1 basement janus
+
+One publisher (VP8 + audio) per target; subscribers join `--concurrency` at a time (`basement bench`
+uses 4) and each waits for its first packet. Steps: join reply, subscriber offer in, answer out,
+ICE checking / completed, peer connection connected (DTLS), first packet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from bench.loadgen import media, targets
+from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
+
+STEPS = ["joined", "offer", "answer", "ice_checking", "ice_completed", "pc_connected", "first"]
+
+
+async def _one(target: targets.Target, room: str, feed: object, name: str, sem: asyncio.Semaphore) -> dict:
+    ev: dict[str, float] = {}
+    first = asyncio.Event()
+    sub = LightSubscriber(name, on_first_packet=lambda _: first.set())
+    pc = sub.transport.pc
+    answer = sub.answer
+
+    async def timed_answer(sdp: str) -> str:
+        ev.setdefault("offer", time.monotonic())
+        out = await answer(sdp)
+        ev.setdefault("answer", time.monotonic())
+        return out
+
+    sub.answer = timed_answer  # type: ignore[method-assign]
+
+    @pc.on("iceconnectionstatechange")
+    def _ice() -> None:
+        ev.setdefault("ice_" + pc.iceConnectionState, time.monotonic())
+
+    @pc.on("connectionstatechange")
+    def _pc() -> None:
+        ev.setdefault("pc_" + pc.connectionState, time.monotonic())
+
+    async with sem:
+        t0 = time.monotonic()
+        await target.subscribe(room, sub, [feed])
+        ev["joined"] = time.monotonic()
+    await first.wait()
+    ev["first"] = sub.first_packet_at
+    return {k: (v - t0) * 1000 for k, v in ev.items()}
+
+
+async def run(target: targets.Target, layers: dict, n: int, concurrency: int) -> dict[str, float]:
+    await target.start()
+    try:
+        room = await target.new_room(2)
+        pub = SyntheticPublisher("pub0", {"h": layers["h"]}, audio=True, video=True, simulcast=False)
+        feed = await target.publish(room, pub, None)
+        await pub.wait_connected()
+        pub.start()
+        await asyncio.sleep(1.0)
+        sem = asyncio.Semaphore(concurrency)
+        rows = await asyncio.gather(*(_one(target, room, feed, f"sub{i}", sem) for i in range(n)))
+        return {k: statistics.median(r[k] for r in rows if k in r) for k in STEPS}
+    finally:
+        await target.stop()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="*", default=["basement", "janus"],
+                    choices=["basement", "basement-python", "janus"])
+    ap.add_argument("--subscribers", type=int, default=30)
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--ice-address", default="127.0.0.1")
+    args = ap.parse_args()
+    from sfu.transport import configure_ice
+
+    configure_ice([args.ice_address])
+    layers = media.load_layers()
+    print("| target | " + " | ".join(STEPS) + " |")
+    print("|---" * (len(STEPS) + 1) + "|")
+    for name in args.targets:
+        target = (targets.JanusTarget() if name == "janus" else
+                  targets.BasementTarget(datapath="python" if name == "basement-python" else "native"))
+        medians = await run(target, layers, args.subscribers, args.concurrency)
+        print(f"| {target.name} | " + " | ".join(f"{medians[k]:.1f}" for k in STEPS) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
