@@ -25,6 +25,7 @@ WINDOW_S = 3.0
 # fewer temporal layers) must show in the window, not after it.
 SETTLE_S = 3.0
 TOLERANCE = 0.2
+MIN_ENCODED_SHARE = 0.5  # of the camera's rate: below it the publisher, not the SFU, is what a test measures
 
 
 class PageLike(Protocol):
@@ -158,14 +159,19 @@ async def measure(
 
 def check_decoding(what: str, got: Decoded, size: tuple[int, int], sent: Encoded, camera_fps: float) -> None:
     """`got` is `size` at the start and the end of the window, at the rate the publisher encoded that
-    layer in it (the SFU's part), within 20 %; and the publisher encoded at its camera's rate, within
-    20 % (else the rate compared is meaningless: a starved machine, not the SFU, is the problem)."""
+    layer in it (the SFU's part), within 20 %; and the publisher encoded at least half its camera's
+    rate, so that comparison means something (a stalled encoder would make any rate match).
+
+    How close the encoder gets to the camera is the machine's business, not the SFU's: on two cores
+    Firefox encoding three layers beside two more browsers and the Python data path ran at 23 of
+    30 fps in CI (every subscriber decoded 21.5-22.6 of those 23.2), which a 20 % bound on the
+    camera rate turned into a failure that said nothing about forwarding."""
     assert got.size_before == size and got.size == size, f"{what}: decoded {got.size_before} -> {got.size}, not {size}"
     assert sent.size == size, f"{what}: the publisher encodes this layer at {sent.size}, not {size}"
     assert abs(got.fps - sent.fps) <= TOLERANCE * sent.fps, (
         f"{what}: decoded {got.fps:.1f} fps ({got.frames} frames in {got.seconds:.2f} s), "
         f"the publisher sent {sent.fps:.1f} fps")
-    assert abs(sent.fps - camera_fps) <= TOLERANCE * camera_fps, (
+    assert sent.fps >= MIN_ENCODED_SHARE * camera_fps, (
         f"{what}: the publisher encoded only {sent.fps:.1f} fps of its camera's {camera_fps} (CPU-starved?)")
 
 

@@ -118,37 +118,41 @@ async def test_a_sequence_jump_costs_constant_work_and_restarts_the_stream():
     t0 = time.monotonic()
     for i in range(100):
         ingress.on_rtp(packet(MEDIA_SSRC, 1000 + i, 3000 * i), t0 + i * 0.001)
-    # the most an in-order packet costs (one in four also feeds the latency histogram)
+    # the most an in-order packet costs: over LATENCY_SAMPLE packets exactly one also feeds the
+    # latency histogram, whatever the process-wide sample counter was (other tests move it)
+    n = STATS.LATENCY_SAMPLE
     in_order = max(calls_made(lambda k=k: ingress.on_rtp(packet(MEDIA_SSRC, 1100 + k, 300_000), t0 + 0.1))
-                   for k in range(4))
+                   for k in range(n))
+    last = 1100 + n - 1
     before = dict(STATS.dropped)
 
     # the packet: a jump of ~32k (aiortc's NackGenerator walked all of it, 18-47 ms)
-    jump = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, 1103 + 32_000, 303_000), t0 + 0.11))
+    jump = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, last + 32_000, 303_000), t0 + 0.11))
     assert jump <= in_order, (jump, in_order)
     assert dropped_since(before) == {"seq_jump": 1}  # one packet out of nowhere is not trusted...
-    assert layer.rx.max_seq == 1103 and layer.rx.missing() == []
+    assert layer.rx.max_seq == last and layer.rx.missing() == []
 
     # ...but a second one continuing it means the sender restarted its numbering: start over
-    restart = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, 1104 + 32_000, 306_000), t0 + 0.12))
+    restart = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, last + 1 + 32_000, 306_000), t0 + 0.12))
     assert restart <= in_order + 5, (restart, in_order)
-    assert (layer.rx.restarts, layer.rx.base_seq, layer.rx.max_seq, layer.rx.cycles) == (1, 33_104, 33_104, 0)
+    start = last + 1 + 32_000
+    assert (layer.rx.restarts, layer.rx.base_seq, layer.rx.max_seq, layer.rx.cycles) == (1, start, start, 0)
     assert layer.epoch == 1  # DownTracks can tell the numbering started over
-    assert layer.rx.missing() == [] and layer.packets == 105
+    assert layer.rx.missing() == [] and layer.packets == 100 + n + 1
     assert transport.rtcp == []
 
     # a small gap NACKs at once...
-    ingress.on_rtp(packet(MEDIA_SSRC, 33_106, 309_000), t0 + 0.13)
-    assert [p.lost for p in transport.parsed()] == [[33_105]]
+    ingress.on_rtp(packet(MEDIA_SSRC, start + 2, 309_000), t0 + 0.13)
+    assert [p.lost for p in transport.parsed()] == [[start + 1]]
     # ...and the largest step that is still loss rather than a jump costs constant work too (its
     # NACK waits: one immediate NACK per 20 ms)
-    gap = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, 33_106 + 2999, 312_000), t0 + 0.135))
+    gap = calls_made(lambda: ingress.on_rtp(packet(MEDIA_SSRC, start + 2 + 2999, 312_000), t0 + 0.135))
     assert gap <= in_order + 5, (gap, in_order)
     assert layer.rx.missing_bits.bit_length() <= NACK_WINDOW + 1
     # the periodic round NACKs what is still missing: the window's worth, not the whole gap
     ingress.rtcp_round()
     nacks = [p for p in transport.parsed() if isinstance(p, artp.RtcpRtpfbPacket)]
-    assert [n.lost for n in nacks] == [list(range(33_106 + 2999 - NACK_WINDOW, 33_106 + 2999))]
+    assert [n.lost for n in nacks] == [list(range(start + 2 + 2999 - NACK_WINDOW, start + 2 + 2999))]
     assert len(transport.rtcp[-1]) < 200
 
 
