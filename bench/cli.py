@@ -44,6 +44,10 @@ def add_subparser(subparsers: Any) -> None:
                      help="3-layer simulcast video (Basement only)")
     sim.add_argument("--no-simulcast", dest="simulcast", action="store_false")
     p.add_argument("--probe-every", type=int, default=8, help="every k-th packet carries a latency/CRC probe")
+    p.add_argument("--wire-latency", action=argparse.BooleanOptionalAction, default=None,
+                   help="time the latency the SFU adds with kernel timestamps of each probe leaving the publisher "
+                        "and each copy leaving the SFU (a packet capture on lo: needs CAP_NET_RAW, as under "
+                        "unshare -n). With --ramp (where it is on by default) one more run at half the capacity")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
@@ -123,7 +127,10 @@ async def _main(args: argparse.Namespace) -> int:
     layers = media.load_layers(progress=lambda t: bar(t, 0.0))
     simulcast = False if args.compare else args.simulcast
     cfg = RunConfig(scenario=args.scenario, subscribers=args.subscribers, publishers=args.publishers,
-                    duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every)
+                    duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every,
+                    wire_latency=args.ramp if args.wire_latency is None else args.wire_latency)
+    if cfg.wire_latency and cfg.probe_every < 2:
+        raise RuntimeError("--wire-latency needs --probe-every 2 or more: it matches copies by a sparse set of probes")
     targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]
     results = []
     try:
@@ -132,18 +139,32 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         bar.done()
     rows = [s for r in results for s in r.get("steps", [r])]
+    halves = [r["at_half_capacity"] for r in results if r.get("at_half_capacity")]
     out: dict[str, Any] = {"results": results}
     if args.floor and rows:
         out["send_floor"] = await _send_floor(rows, cfg.duration, bar)
         report.subtract_floor(rows, out["send_floor"]["us_per_packet"])
+    if cfg.wire_latency and rows:
+        from bench.loadgen import wire
+
+        bar("measuring the latency floor", 0.0)
+        out["latency_floor"] = await wire.measure_floor(targets_mod.SFU_CPUS)
     print(report.table(rows))
     if "send_floor" in out:
         f = out["send_floor"]
         print(f"send floor: {f['us_per_packet']:.2f} µs of the SFU core per datagram ({f['send']}, "
               f"{f['receivers']} receivers at {f['pps_per_receiver']:.0f} packets/s each)")
+    if "latency_floor" in out:
+        f = out["latency_floor"]
+        print(f"latency floor: p50 {f['added_latency_us_p50']:.0f} µs, p99 {f['added_latency_us_p99']:.0f} µs added by "
+              f"a bare reflector on the SFU's core (one datagram every {f['interval_ms']:.0f} ms)")
     if args.ramp:
         for r in results:
             print(f"{r['target']} {r['scenario']}: capacity {r['capacity']} subscribers ({r['stop_reason']})")
+    if halves:
+        report.subtract_floor(halves, out.get("send_floor", {}).get("us_per_packet"))
+        print("at half the capacity, with the wire capture on (its cost is in these CPU figures):")
+        print(report.table(halves))
     if args.compare and len(results) == 3:
         native, python, janus = results
 

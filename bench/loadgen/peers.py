@@ -101,6 +101,7 @@ class SyntheticPublisher:
         self._last_key_jump = 0.0
         self._tasks: list[asyncio.Task] = []
         self._probe = 0
+        self._probe_rng = random.Random()
         self._audio = media.audio_payloads()
 
     async def offer(self) -> str:
@@ -150,6 +151,17 @@ class SyntheticPublisher:
     def packets_sent(self) -> int:
         return sum(s.sent for s in self.streams)
 
+    def send_ports(self) -> set[int]:
+        """The local UDP ports this publisher's media leaves from (every ICE candidate's socket)."""
+        dtls = self.transport._dtls
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        ports = set()
+        for protocol in getattr(connection, "_protocols", []):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None and (name := transport.get_extra_info("sockname")):
+                ports.add(name[1])
+        return ports
+
     def _send(self, s: OutStream, packet: bytes) -> None:
         s.history[s.seq & (HISTORY - 1)] = packet
         if self.transport.send_rtp(packet):
@@ -159,7 +171,10 @@ class SyntheticPublisher:
 
     def _probe_next(self) -> int | None:
         self._probe += 1
-        return self._probe if self._probe % self.probe_every == 0 else None
+        # one packet in `probe_every` at random, not every k-th: publishers in lockstep (50 pps of audio
+        # each) would otherwise probe the same sequence lattice, and bench.loadgen.wire could not tell
+        # whose input a copy is
+        return self._probe if self._probe_rng.random() * self.probe_every < 1 else None
 
     async def _run_audio(self, s: OutStream) -> None:
         ids = self.ext.get("audio", {})

@@ -19,6 +19,8 @@ COLUMNS = [
     ("loss %", "loss_pct", "{:.3f}"),
     ("lat p50 ms", "latency_ms_p50", "{:.2f}"),
     ("lat p99 ms", "latency_ms_p99", "{:.2f}"),
+    ("added p50 µs", "added_latency_us_p50", "{:.0f}"),
+    ("added p99 µs", "added_latency_us_p99", "{:.0f}"),
     ("RSS/sub KiB", "rss_kb_per_subscriber", "{:.0f}"),
     ("join p50 ms", "join_ms_p50", "{:.0f}"),
     ("join max ms", "join_ms_max", "{:.0f}"),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.loadgen import media
+from bench.loadgen import media, wire
 from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
 from bench.loadgen.targets import Target, self_cpu_seconds
 
@@ -38,6 +38,7 @@ class RunConfig:
     probe_every: int = 8
     join_concurrency: int = 4
     setup_timeout: float = 60.0
+    wire_latency: bool = False  # time what the SFU adds on the wire (bench.loadgen.wire); needs CAP_NET_RAW
 
 
 Progress = Callable[[str, float], None]  # (phase text, fraction 0..1)
@@ -64,6 +65,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     pubs: list[SyntheticPublisher] = []
     subs: list[LightSubscriber] = []
     join_started: dict[str, float] = {}
+    tap: wire.WireTap | None = None
     try:
         say(f"{target.name}: {npub} publisher(s) joining", 0.0)
         feeds = []
@@ -115,6 +117,9 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         await asyncio.sleep(cfg.warmup)
 
         # --- measurement window ---
+        if cfg.wire_latency:
+            tap = wire.WireTap()
+            await tap.start()
         for s in subs:
             s.latencies_us.clear()
         t0 = time.monotonic()
@@ -134,6 +139,11 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         sent1 = sum(p.packets_sent for p in pubs)
         fwd1 = await target.forwarded_packets()
         t1 = time.monotonic()
+        wire_figures: dict[str, Any] = {}
+        if tap is not None:
+            records, drops = await tap.stop()
+            ports = set().union(*(p.send_ports() for p in pubs))
+            wire_figures = wire.summary(wire.added_latency(records, ports), drops)
         # The cross-check against the SFU's own counter needs both sides quiet: stop sending, let
         # packets in flight land, then compare totals since the subscribers joined.
         for p in pubs:
@@ -143,6 +153,8 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         received_total = sum(s.totals()["received"] for s in subs) - received_base
         say(f"{target.name}: done", 1.0)
     finally:
+        if tap is not None:
+            tap.kill()
         with contextlib.suppress(Exception):
             await target.leave_all()
         for p in pubs:
@@ -186,6 +198,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "latency_ms_p50": _pct(lat, 0.5),
         "latency_ms_p99": _pct(lat, 0.99),
         "latency_samples": len(lat),
+        **wire_figures,
         "sfu_rss_mb": rss_after / 2**20,
         "rss_kb_per_subscriber": (rss_after - rss_before) / 1024 / max(1, len(subs)),
         "join_ms_p50": statistics.median(joins) if joins else None,
@@ -215,7 +228,7 @@ async def ramp(target: Target, cfg: RunConfig, layers: dict[str, media.EncodedLa
     capacity = None
     reason = f"reached --max-subscribers {max_n}"
     while n <= max_n:
-        step_cfg = RunConfig(**{**asdict(cfg), "subscribers": n})
+        step_cfg = RunConfig(**{**asdict(cfg), "subscribers": n, "wire_latency": False})  # capture costs the SFU
         try:
             r = await run_once(target, step_cfg, layers, progress)
         except TimeoutError as e:
@@ -228,5 +241,10 @@ async def ramp(target: Target, cfg: RunConfig, layers: dict[str, media.EncodedLa
             break
         capacity = n
         n = max(n + 1, int(n * 1.5))
+    half = None
+    if capacity is not None and cfg.wire_latency:
+        # the latency goal is stated at half the measured capacity: one more run there, timed on the wire
+        half_cfg = RunConfig(**{**asdict(cfg), "subscribers": max(1, capacity // 2)})
+        half = await run_once(target, half_cfg, layers, progress)
     return {"target": target.name, "scenario": cfg.scenario, "capacity": capacity, "stop_reason": reason,
-            "steps": steps}
+            "steps": steps, "at_half_capacity": half}

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from bench.loadgen import media
+from bench.loadgen import media, wire
 from bench.loadgen.peers import InStream, LightSubscriber, munge_simulcast
 from bench.loadgen.scenario import RunConfig, run_once
 from bench.loadgen.targets import BasementTarget, JanusTarget
@@ -39,7 +39,7 @@ async def test_livestream_counts_match_the_sfu(name, layers):
     configure_ice(["127.0.0.1"])
     target = _target(name)
     cfg = RunConfig(scenario="livestream", subscribers=2, duration=2.0, warmup=0.5, probe_every=4,
-                    setup_timeout=30)
+                    setup_timeout=30, wire_latency=True)
     try:
         await target.start()
         r = await run_once(target, cfg, layers)
@@ -62,6 +62,13 @@ async def test_livestream_counts_match_the_sfu(name, layers):
     # a retransmitted probe is timed again (Janus resends on NACK), so samples may exceed probes a little
     assert r["probes"] <= r["latency_samples"] <= r["probes"] + max(5, 0.02 * r["probes"]), r
     assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p99"]
+    # the wire capture matched (nearly) every probe copy the subscribers decrypted to the publisher's send
+    assert r["capture_kernel_drops"] == 0
+    assert r["added_latency_samples"] >= 0.95 * r["probes"] - 5, r
+    assert r["added_latency_unmatched"] <= 0.05 * r["added_latency_samples"] + 5, r
+    assert 0 < r["added_latency_first_copy_us_p50"] <= r["added_latency_us_p50"] <= r["added_latency_us_p99"]
+    # and the SFU adds less than the whole path the subscribers time (which includes both generator loops)
+    assert r["added_latency_us_p50"] < 1000 * r["latency_ms_p50"], r
     assert r["join_ms_p50"] is not None and r["join_ms_p50"] > 0
 
 
@@ -118,3 +125,11 @@ async def test_send_floor_sends_protected_datagrams_to_every_receiver():
     # the native egress protected them: AEAD_AES_128_GCM adds a 16-byte tag
     assert f["datagram_bytes"] == floor.PACKET_BYTES + 16, f["send"]
     assert f["us_per_packet"] > 0
+
+
+async def test_the_latency_floor_is_timed_on_the_wire():
+    """A bare reflector forwards each probe once: every one is matched, none twice, none to the wrong input."""
+    r = await wire.measure_floor(None, packets=50, interval=0.002)
+    assert (r["added_latency_samples"], r["added_latency_unmatched"], r["added_latency_inputs"]) == (50, 0, 50), r
+    assert r["capture_kernel_drops"] == 0
+    assert 0 < r["added_latency_us_p50"] <= r["added_latency_us_p99"] <= r["added_latency_us_max"]
