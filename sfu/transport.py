@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import dataclasses
 import functools
 import ipaddress
@@ -363,8 +364,34 @@ class _SharedCertificate:
     def generateCertificate(cls) -> rtcdtlstransport.RTCCertificate:  # noqa: N802 (aiortc's name)
         now = time.monotonic()
         if cls._current is None or now - cls._current[0] > cls.LIFETIME_S:
-            cls._current = (now, rtcdtlstransport.RTCCertificate.generateCertificate())
+            fresh = rtcdtlstransport.RTCCertificate.generateCertificate()
+            cls._current = (now, _CertificateOnce(key=fresh._key, cert=fresh._cert))
         return cls._current[1]
+
+
+class _CertificateOnce(rtcdtlstransport.RTCCertificate):
+    """The shared certificate, whose per-connection work aiortc would redo on every join: three
+    digests of the certificate for the SDP fingerprints, and an OpenSSL context loading the key
+    (~7 % of the SFU's samples while 100 subscribers joined). Both depend on the certificate only
+    (and the context on the SRTP profiles), so each is made once; every DTLS connection is its own
+    `SSL.Connection` on the shared context, as OpenSSL intends."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key=key, cert=cert)
+        self._fingerprints: list[Any] | None = None
+        self._contexts: dict[tuple[bytes, ...], Any] = {}
+
+    def getFingerprints(self) -> list[Any]:  # noqa: N802 (aiortc's name)
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return [copy.copy(f) for f in self._fingerprints]  # aiortc's callers own what they get
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> Any:
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+        return ctx
 
 
 class PeerTransport:

@@ -48,3 +48,31 @@ async def test_connections_share_one_certificate_renewed_daily(monkeypatch):
         for t in (a, b):
             await t.close()
         await own.close()
+
+
+async def test_the_shared_certificate_makes_its_fingerprints_and_openssl_context_once(monkeypatch):
+    monkeypatch.setattr(tr._SharedCertificate, "_current", None)
+    cert = _certificate(PeerTransport().pc)
+    calls = {"digest": 0, "context": 0}
+    digest, context = tr.rtcdtlstransport.certificate_digest, tr.rtcdtlstransport.SSL.Context
+
+    def counting_digest(*args):
+        calls["digest"] += 1
+        return digest(*args)
+
+    def counting_context(*args):
+        calls["context"] += 1
+        return context(*args)
+
+    monkeypatch.setattr(tr.rtcdtlstransport, "certificate_digest", counting_digest)
+    monkeypatch.setattr(tr.rtcdtlstransport.SSL, "Context", counting_context)
+    first = cert.getFingerprints()
+    first[0].value = "changed by a caller"
+    again = cert.getFingerprints()
+    assert again[0].value != "changed by a caller" and len(again) == len(first) >= 1
+    assert calls["digest"] == len(first)  # once per algorithm, not once per connection
+    gcm = [tr.rtcdtlstransport.SRTP_AEAD_AES_128_GCM, tr.rtcdtlstransport.SRTP_AES128_CM_SHA1_80]
+    cm = [tr.rtcdtlstransport.SRTP_AES128_CM_SHA1_80]
+    assert cert._create_ssl_context(gcm) is cert._create_ssl_context(gcm)
+    assert cert._create_ssl_context(cm) is not cert._create_ssl_context(gcm)  # per SRTP profile set
+    assert calls["context"] == 2
