@@ -6,7 +6,8 @@ media packet, per target, with the load generator of `basement bench` (docs/perf
 
 One publisher (VP8 + audio) per target; subscribers join `--concurrency` at a time (`basement bench`
 uses 4) and each waits for its first packet. Steps: join reply, subscriber offer in, answer out,
-ICE checking / completed, peer connection connected (DTLS), first packet.
+ICE checking / completed, peer connection connected (DTLS), first packet; and the SFU's CPU per
+join (its CPU while the joins ran, less an estimate of the forwarding it did meanwhile).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 
 from bench.loadgen import media, targets
@@ -64,8 +66,17 @@ async def run(target: targets.Target, layers: dict, n: int, concurrency: int) ->
         pub.start()
         await asyncio.sleep(1.0)
         sem = asyncio.Semaphore(concurrency)
+        print(f"{target.name}: SFU pid {target.pid}, joins start", file=sys.stderr, flush=True)
+        cpu0, t0 = target.cpu_seconds(), time.monotonic()
         rows = await asyncio.gather(*(_one(target, room, feed, f"sub{i}", sem) for i in range(n)))
-        return {k: statistics.median(r[k] for r in rows if k in r) for k in STEPS}
+        cpu1, t1 = target.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(2.0)
+        forwarding = (target.cpu_seconds() - cpu1) / (time.monotonic() - t1)  # CPU/s with all n receiving
+        out = {k: statistics.median(r[k] for r in rows if k in r) for k in STEPS}
+        # The joins' own CPU: what the SFU spent while they ran, less forwarding to a subscriber count
+        # that grew from 0 to n over that time (about half the full rate): an estimate, not a count.
+        out["cpu_ms_per_join"] = max(0.0, (cpu1 - cpu0) - forwarding * (t1 - t0) / 2) * 1000 / n
+        return out
     finally:
         await target.stop()
 
@@ -82,13 +93,14 @@ async def main() -> None:
 
     configure_ice([args.ice_address])
     layers = media.load_layers()
-    print("| target | " + " | ".join(STEPS) + " |")
-    print("|---" * (len(STEPS) + 1) + "|")
+    print("| target | " + " | ".join(STEPS) + " | SFU CPU ms / join |")
+    print("|---" * (len(STEPS) + 2) + "|")
     for name in args.targets:
         target = (targets.JanusTarget() if name == "janus" else
                   targets.BasementTarget(datapath="python" if name == "basement-python" else "native"))
         medians = await run(target, layers, args.subscribers, args.concurrency)
-        print(f"| {target.name} | " + " | ".join(f"{medians[k]:.1f}" for k in STEPS) + " |", flush=True)
+        print(f"| {target.name} | " + " | ".join(f"{medians[k]:.1f}" for k in STEPS)
+              + f" | {medians['cpu_ms_per_join']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
