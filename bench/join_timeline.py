@@ -67,15 +67,17 @@ async def run(target: targets.Target, layers: dict, n: int, concurrency: int) ->
         await asyncio.sleep(1.0)
         sem = asyncio.Semaphore(concurrency)
         print(f"{target.name}: SFU pid {target.pid}, joins start", file=sys.stderr, flush=True)
-        cpu0, t0 = target.cpu_seconds(), time.monotonic()
+        cpu0, gen0, t0 = target.cpu_seconds(), targets.self_cpu_seconds(), time.monotonic()
         rows = await asyncio.gather(*(_one(target, room, feed, f"sub{i}", sem) for i in range(n)))
-        cpu1, t1 = target.cpu_seconds(), time.monotonic()
+        cpu1, gen1, t1 = target.cpu_seconds(), targets.self_cpu_seconds(), time.monotonic()
         await asyncio.sleep(2.0)
         forwarding = (target.cpu_seconds() - cpu1) / (time.monotonic() - t1)  # CPU/s with all n receiving
         out = {k: statistics.median(r[k] for r in rows if k in r) for k in STEPS}
         # The joins' own CPU: what the SFU spent while they ran, less forwarding to a subscriber count
         # that grew from 0 to n over that time (about half the full rate): an estimate, not a count.
         out["cpu_ms_per_join"] = max(0.0, (cpu1 - cpu0) - forwarding * (t1 - t0) / 2) * 1000 / n
+        out["sfu_cpu_pct"] = 100 * (cpu1 - cpu0) / (t1 - t0)  # while the joins ran (all its threads)
+        out["gen_cpu_pct"] = 100 * (gen1 - gen0) / (t1 - t0)  # the generator: if ~100 %, it times itself
         return out
     finally:
         await target.stop()
@@ -93,14 +95,15 @@ async def main() -> None:
 
     configure_ice([args.ice_address])
     layers = media.load_layers()
-    print("| target | " + " | ".join(STEPS) + " | SFU CPU ms / join |")
-    print("|---" * (len(STEPS) + 2) + "|")
+    print("| target | " + " | ".join(STEPS) + " | SFU CPU ms / join | SFU CPU % | generator CPU % |")
+    print("|---" * (len(STEPS) + 4) + "|")
     for name in args.targets:
         target = (targets.JanusTarget() if name == "janus" else
                   targets.BasementTarget(datapath="python" if name == "basement-python" else "native"))
         medians = await run(target, layers, args.subscribers, args.concurrency)
         print(f"| {target.name} | " + " | ".join(f"{medians[k]:.1f}" for k in STEPS)
-              + f" | {medians['cpu_ms_per_join']:.1f} |", flush=True)
+              + f" | {medians['cpu_ms_per_join']:.1f} | {medians['sfu_cpu_pct']:.0f} | {medians['gen_cpu_pct']:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
 from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount
+from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 from signalling.run.nodeagent import NodeAgent
@@ -126,6 +127,7 @@ async def run_sfu(settings: Settings) -> int:
                       speaker_interval=settings.speaker_interval_ms / 1000)
     await agent.start()
     state["connected"] = True
+    settle_after_startup()
     log.info("SFU node %s ready (probes on port %d)", node_id, port)
     print(f"basement sfu {node_id} ready on port {port}", flush=True)
     await term.wait()
@@ -179,6 +181,7 @@ async def run_signal(settings: Settings) -> int:
     if settings.metrics_port:
         mrunner, _ = await start_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
+    settle_after_startup()
     print(f"basement signal {replica_id} ready on port {port}", flush=True)
     await stop.wait()
     await replica.shutdown()

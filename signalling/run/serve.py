@@ -19,6 +19,7 @@ from signalling.protocol.app import create_app, metrics_app
 from signalling.protocol.edge import EdgeCollector
 from signalling.protocol.rooms import RoomManager
 from signalling.run.control import build_control_plane, mount
+from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 
@@ -124,6 +125,7 @@ async def dev_wallet_sign(request: web.Request) -> web.Response:
 
 async def serve_forever(settings: Settings) -> None:
     server = await start_server(settings)
+    settle_after_startup()
     print(f"Basement is running: open {server.url}/  (metrics on "
           f"http://{settings.metrics_host}:{server.metrics_port}/metrics)", flush=True)
     stop = asyncio.Event()
