@@ -48,6 +48,9 @@ def add_subparser(subparsers: Any) -> None:
                    help="time the latency the SFU adds with kernel timestamps of each probe leaving the publisher "
                         "and each copy leaving the SFU (a packet capture on lo: needs CAP_NET_RAW, as under "
                         "unshare -n). With --ramp (where it is on by default) one more run at half the capacity")
+    p.add_argument("--pacing", type=float, default=0.0, metavar="FACTOR",
+                   help="space each publisher's video packets at FACTOR x its bitrate, as a browser's pacer "
+                        "does (libwebrtc: 2.5); 0 (default) sends each frame in one burst")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
@@ -128,7 +131,7 @@ async def _main(args: argparse.Namespace) -> int:
     simulcast = False if args.compare else args.simulcast
     cfg = RunConfig(scenario=args.scenario, subscribers=args.subscribers, publishers=args.publishers,
                     duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every,
-                    wire_latency=args.ramp if args.wire_latency is None else args.wire_latency)
+                    pacing=args.pacing, wire_latency=args.ramp if args.wire_latency is None else args.wire_latency)
     if cfg.wire_latency and cfg.probe_every < 2:
         raise RuntimeError("--wire-latency needs --probe-every 2 or more: it matches copies by a sparse set of probes")
     targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]

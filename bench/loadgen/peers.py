@@ -81,13 +81,16 @@ class SyntheticPublisher:
     """Publishes Opus-like audio (50 pps) and/or VP8 video (1 or 3 layers) from pre-encoded data."""
 
     def __init__(self, name: str, layers: dict[str, media.EncodedLayer], audio: bool = True, video: bool = True,
-                 simulcast: bool = False, probe_every: int = 8) -> None:
+                 simulcast: bool = False, probe_every: int = 8, pacing: float = 0.0) -> None:
         self.name = name
         self.layers = layers
         self.want_audio = audio
         self.want_video = video
         self.simulcast = simulcast and video and len(layers) > 1
         self.probe_every = probe_every
+        # 0: a frame's packets leave at once. Else a libwebrtc-style pacer: packets spaced at `pacing`
+        # times the video bitrate (libwebrtc's pacing factor is 2.5)
+        self.pacing = pacing
         self.transport = PeerTransport(on_rtp=None, on_rtcp=self._on_rtcp)
         self.audio_slot: Any = None
         self.video_slot: Any = None
@@ -210,6 +213,7 @@ class SyntheticPublisher:
         loop = asyncio.get_running_loop()
         t = loop.time()
         frame = 0
+        pace_bps = self.pacing * 1000 * sum(self.layers[s.rid].kbps for s in streams)
         while True:
             if self._jump_to_key:
                 self._jump_to_key = False
@@ -233,6 +237,8 @@ class SyntheticPublisher:
                     pkt = media.build_rtp(s.pt, s.seq, s.ts, s.ssrc, j == last, media.one_byte_extensions(elements),
                                           payload, self._probe_next(), 5)
                     self._send(s, pkt)
+                    if pace_bps:
+                        await asyncio.sleep(len(pkt) * 8 / pace_bps)
                 s.picture_id = (s.picture_id + 1) & 0x7FFF
                 s.tl0 = (s.tl0 + 1) & 0xFF
                 s.ts = (s.ts + media.VIDEO_CLOCK // media.FPS) & 0xFFFFFFFF

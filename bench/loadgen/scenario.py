@@ -36,6 +36,7 @@ class RunConfig:
     warmup: float = 2.0
     simulcast: bool | None = None  # None: the scenario's default where the target supports it
     probe_every: int = 8
+    pacing: float = 0.0  # 0: each video frame leaves in one burst; 2.5: paced like libwebrtc
     join_concurrency: int = 4
     setup_timeout: float = 60.0
     wire_latency: bool = False  # time what the SFU adds on the wire (bench.loadgen.wire); needs CAP_NET_RAW
@@ -71,7 +72,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         feeds = []
         for i in range(npub):
             pub = SyntheticPublisher(f"pub{i}", use_layers, audio=audio, video=video, simulcast=simulcast,
-                                     probe_every=cfg.probe_every)
+                                     probe_every=cfg.probe_every, pacing=cfg.pacing)
             sub = None
             if pubs_subscribe and target.name.startswith("basement"):
                 sub = LightSubscriber(f"pub{i}")
