@@ -172,9 +172,7 @@ async def _main(args: argparse.Namespace) -> int:
         native, python, janus = results
 
         def summary(r: dict[str, Any]) -> dict[str, Any]:
-            if not args.ramp:
-                return r
-            return {**(r["steps"][-1] if r["steps"] else {}), "capacity": r["capacity"]}
+            return report.ramp_summary(r) if args.ramp else r
 
         for label, key, ours, other in (("Basement native / Janus", "ratios_native_over_janus", native, janus),
                                         ("Basement python / Janus", "ratios_python_over_janus", python, janus),

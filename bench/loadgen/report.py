@@ -69,6 +69,13 @@ def ratios(ours: dict[str, Any], janus: dict[str, Any]) -> dict[str, float | Non
     return out
 
 
+def ramp_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A ramp as one row for the ratios: the step at its capacity (the last one that passed), not the
+    step that failed, whose CPU per packet is that of an overloaded SFU; no capacity, no figures."""
+    at = next((s for s in reversed(result["steps"]) if s["subscribers"] == result["capacity"]), None)
+    return {**(at or {}), "capacity": result["capacity"]}
+
+
 class ProgressBar:
     """One self-overwriting line on stderr; silent when stderr is not a terminal unless forced."""
 
