@@ -73,4 +73,31 @@ async def test_idle_claim_does_not_query_every_poll(tmp_path):
     ob._claim = counting
     assert await ob.claim(5, wait_s=0.5) == []
     assert queries == 1  # 50 polls, one query
+    # and the next claims ask SQLite again only once something changed
+    assert await ob.claim(5, wait_s=0.05) == []
+    assert await ob.claim(5) == []
+    assert queries == 1
+    s = synthetic_summary(RNG)
+    await ob.put(s)
+    [e] = await ob.claim(5)
+    assert e.summary == s and queries == 2
+    [again] = await ob.claim(5)  # not acked yet: still there, and asked for (rows were found last time)
+    assert again.entry_id == e.entry_id and queries == 3
+    await ob.ack([e])
+    assert await ob.claim(5) == [] and queries == 4  # the ack changed the files
+    assert await ob.claim(5) == [] and queries == 4
+    ob._empty_since -= ob.RECHECK_S + 1  # however still the files look, an idle outbox is asked again
+    assert await ob.claim(5) == [] and queries == 5
+    await ob.close()
+
+
+async def test_a_put_by_another_process_between_claims_is_seen_without_waiting(tmp_path):
+    ob = SqliteOutbox(tmp_path / "o.db", poll_s=0.01)
+    other = SqliteOutbox(tmp_path / "o.db")
+    assert await ob.claim(5) == []
+    s = synthetic_summary(RNG)
+    await other.put(s)  # cannot wake `ob`: only the files changed
+    [e] = await ob.claim(5)
+    assert e.summary == s
+    await other.close()
     await ob.close()
