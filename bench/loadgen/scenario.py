@@ -140,11 +140,8 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         sent1 = sum(p.packets_sent for p in pubs)
         fwd1 = await target.forwarded_packets()
         t1 = time.monotonic()
-        wire_figures: dict[str, Any] = {}
-        if tap is not None:
-            records, drops = await tap.stop()
-            ports = set().union(*(p.send_ports() for p in pubs))
-            wire_figures = wire.summary(wire.added_latency(records, ports), drops)
+        captured = await tap.stop() if tap is not None else None
+        ports = set().union(*(p.send_ports() for p in pubs))
         # The cross-check against the SFU's own counter needs both sides quiet: stop sending, let
         # packets in flight land, then compare totals since the subscribers joined.
         for p in pubs:
@@ -152,6 +149,9 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         await asyncio.sleep(0.5)
         fwd_end = await target.forwarded_packets()
         received_total = sum(s.totals()["received"] for s in subs) - received_base
+        # matching is a second of Python at large N: done with the publishers quiet, so the generator's
+        # stall cannot cost the subscribers packets the totals above compare
+        wire_figures = wire.summary(wire.added_latency(captured[0], ports), captured[1]) if captured else {}
         say(f"{target.name}: done", 1.0)
     finally:
         if tap is not None:

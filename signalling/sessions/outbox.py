@@ -89,6 +89,7 @@ class SqliteOutbox:
         # the files' state when a query last found the outbox empty: until they change (or a put here
         # wakes us), the next claim knows the answer without asking SQLite in a worker thread
         self._empty_at: tuple[tuple[int, int, int] | None, ...] | None = None
+        self._queried_at: tuple[tuple[int, int, int] | None, ...] | None = None  # the state at the last query
         self._empty_since = 0.0  # ... and when: file times are only as fine as the kernel's clock tick, so a
         # commit by another process could in principle leave the same (inode, size, mtime); asking again
         # every RECHECK_S bounds how late such an entry can be seen
@@ -144,10 +145,15 @@ class SqliteOutbox:
             if self._wakeup.is_set() or seen != self._empty_at or now - self._empty_since > self.RECHECK_S:
                 self._wakeup.clear()
                 rows = await self._call(self._claim, max_n)
+                # "empty at this state" is trusted only once two queries in a row saw it: another
+                # process's commit grows the WAL a moment before readers can see the rows (CI caught
+                # a stat that saw the final WAL and a query that still found nothing)
+                confirmed = seen == self._queried_at
+                self._queried_at = seen
                 if rows:
                     self._empty_at = None
                     return [OutboxEntry(str(seq), Summary.from_json(p)) for seq, p in rows]
-                self._empty_at, self._empty_since = seen, now
+                self._empty_at, self._empty_since = (seen if confirmed else None), now
             if time.monotonic() >= deadline:
                 return []
             changed = False
@@ -157,7 +163,7 @@ class SqliteOutbox:
                         await self._wakeup.wait()
                     changed = True
                 except TimeoutError:
-                    changed = self._files_state() != seen
+                    changed = self._files_state() != self._empty_at  # unconfirmed (None): ask again
             if not changed:
                 return []
 

@@ -72,22 +72,47 @@ async def test_idle_claim_does_not_query_every_poll(tmp_path):
 
     ob._claim = counting
     assert await ob.claim(5, wait_s=0.5) == []
-    assert queries == 1  # 50 polls, one query
+    assert queries == 2  # 50 polls: one query, and one more to confirm the files' state was empty
     # and the next claims ask SQLite again only once something changed
     assert await ob.claim(5, wait_s=0.05) == []
     assert await ob.claim(5) == []
-    assert queries == 1
+    assert queries == 2
     s = synthetic_summary(RNG)
     await ob.put(s)
     [e] = await ob.claim(5)
-    assert e.summary == s and queries == 2
+    assert e.summary == s and queries == 3
     [again] = await ob.claim(5)  # not acked yet: still there, and asked for (rows were found last time)
-    assert again.entry_id == e.entry_id and queries == 3
+    assert again.entry_id == e.entry_id and queries == 4
     await ob.ack([e])
-    assert await ob.claim(5) == [] and queries == 4  # the ack changed the files
-    assert await ob.claim(5) == [] and queries == 4
+    assert await ob.claim(5) == [] and queries == 5  # the ack changed the files
+    assert await ob.claim(5) == [] and queries == 6  # the same state seen empty twice: trusted from now
+    assert await ob.claim(5) == [] and queries == 6
     ob._empty_since -= ob.RECHECK_S + 1  # however still the files look, an idle outbox is asked again
-    assert await ob.claim(5) == [] and queries == 5
+    assert await ob.claim(5) == [] and queries == 7
+    await ob.close()
+
+
+async def test_a_commit_not_yet_visible_when_the_files_changed_is_found_at_the_next_poll(tmp_path):
+    """The race CI caught: the stat sees another process's commit (the WAL grew) before a reader can
+    see its rows. An empty answer at a state seen for the first time is not trusted."""
+    ob = SqliteOutbox(tmp_path / "o.db", poll_s=0.01)
+    other = SqliteOutbox(tmp_path / "o.db")
+    assert await ob.claim(5, wait_s=0.05) == []  # idle, and the empty state confirmed
+    s = synthetic_summary(RNG)
+    await other.put(s)
+    claim = ob._claim
+    hidden = [True]
+
+    def not_yet_visible(n):  # the first query after the change still reads the old snapshot
+        if hidden[0]:
+            hidden[0] = False
+            return []
+        return claim(n)
+
+    ob._claim = not_yet_visible
+    [e] = await asyncio.wait_for(ob.claim(5, wait_s=10), 2)
+    assert e.summary == s
+    await other.close()
     await ob.close()
 
 
