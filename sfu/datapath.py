@@ -17,10 +17,11 @@ Both implement the same per-packet contract and are held to it by the same tests
 * Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
   (`_native.parse`, ...), which return objects with the same attributes and raise the same
   RtpError (`parsers`).
-* Receiving: on the native path a connected transport's SRTP/SRTCP is unprotected by
-  `_native.SrtpSession` where it enters the ICE connection (`sfu.native_receive`); the Python path
-  keeps aiortc's receive path (pylibsrtp behind aiortc's DTLS task). Both hand the same plaintext to
-  the same handlers.
+* Receiving: on the native path the ICE host candidates' sockets are our own, read with `recvmmsg`
+  by `_native.MediaSocket` (`sfu.media_socket`; its twin is `PyMediaSocket`), and a connected
+  transport's SRTP/SRTCP is unprotected by `_native.SrtpSession` as it is read (`sfu.native_receive`);
+  the Python path keeps uvloop's sockets and aiortc's receive path (pylibsrtp behind aiortc's DTLS
+  task). Both hand the same plaintext to the same handlers.
 
 The choice is process-wide (setting `datapath`), made before any media flows.
 """
@@ -114,7 +115,7 @@ def configure(name: str) -> None:
     _current = name
     transport.configure_egress(_native.Egress if name == "native" else None)
     if name == "native":
-        transport.configure_receive(_native.SrtpSession, _native.SrtpError)
+        transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
     else:
         transport.configure_receive(None)

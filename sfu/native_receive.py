@@ -8,6 +8,10 @@ unprotected with the native `SrtpSession` keyed from the same DTLS exporter, and
 transport's handlers synchronously. STUN and DTLS (and anything else) still take aioice's and
 aiortc's path, so ICE consent, DTLS alerts and close work as before.
 
+Where the connection's socket is one of ours (`sfu.media_socket`), the classification and unprotect
+happen in its reader as each datagram is read (`MediaSocket.attach`); sockets that are not (a TURN
+relay's, tests' stand-ins) are hooked at the protocol instead.
+
 Only the native data path installs this; the pure-Python path keeps aiortc's receive path, which
 stays its twin (the same handlers see the same packets, the tests run on both).
 """
@@ -26,8 +30,8 @@ class NativeReceive:
     def __init__(self, connection: Any, session: Any, error_type: type[Exception],
                  on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], None]) -> None:
         self.session = session
-        self.unprotected = 0
-        self.refused = 0  # failed authentication, replayed, or over the session's SSRC limit
+        self._unprotected = 0
+        self._refused = 0  # failed authentication, replayed, or over the session's SSRC limit
         self._error = error_type
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
@@ -37,11 +41,24 @@ class NativeReceive:
         # connection arrives (from whichever local candidate's socket); replaced on the instance
         connection.data_received = self._data_received
         self._protocols: list[tuple[Any, Any]] = []
+        self._readers: list[Any] = []
         for protocol in getattr(connection, "_protocols", ()):
-            if getattr(protocol, "receiver", None) is connection and "datagram_received" not in vars(protocol):
+            reader = getattr(getattr(protocol, "transport", None), "reader", None)
+            if reader is not None:  # our socket: its reader unprotects as it reads
+                reader.attach(session, on_rtp, on_rtcp, STATS.drop)
+                self._readers.append(reader)
+            elif getattr(protocol, "receiver", None) is connection and "datagram_received" not in vars(protocol):
                 # skip aioice's STUN parse attempt for media: classify by the first byte first
                 self._protocols.append((protocol, protocol.datagram_received))
                 protocol.datagram_received = self._datagram_received(protocol.datagram_received)
+
+    @property
+    def unprotected(self) -> int:
+        return self._unprotected + sum(r.unprotected for r in self._readers)
+
+    @property
+    def refused(self) -> int:
+        return self._refused + sum(r.refused for r in self._readers)
 
     def _datagram_received(self, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
         deliver = self._deliver
@@ -66,14 +83,14 @@ class NativeReceive:
         try:
             plain = self.session.unprotect_rtcp(data) if rtcp else self.session.unprotect(data)
         except self._error:
-            self.refused += 1
+            self._refused += 1
             STATS.drop("srtp_refused")
             return
         except ValueError:  # too short or not RTP at all
-            self.refused += 1
+            self._refused += 1
             STATS.drop("srtp_refused")
             return
-        self.unprotected += 1
+        self._unprotected += 1
         if rtcp:
             self._on_rtcp(plain)
         else:
@@ -86,3 +103,5 @@ class NativeReceive:
         for protocol, _ in self._protocols:
             vars(protocol).pop("datagram_received", None)
         self._protocols.clear()
+        for reader in self._readers:
+            reader.detach()

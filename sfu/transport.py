@@ -44,6 +44,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
+from sfu import media_socket
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
@@ -113,12 +114,16 @@ def configure_egress(egress_type: Any) -> None:
 # `sfu.native_receive.NativeReceive`; None keeps aiortc's receive path (pylibsrtp).
 _receive_type: Any = None
 _receive_error: type[Exception] = Exception
+# The reader of the ICE host candidates' sockets (`sfu._native.MediaSocket`) when the data path is
+# native: those sockets are then ours (`sfu.media_socket`), not the event loop's; None: uvloop's.
+_socket_type: Any = None
 
 
-def configure_receive(session_type: Any, error_type: type[Exception] = Exception) -> None:
-    """Process-wide: unprotect received SRTP with `session_type` (set by `sfu.datapath.configure`)."""
-    global _receive_type, _receive_error
-    _receive_type, _receive_error = session_type, error_type
+def configure_receive(session_type: Any, error_type: type[Exception] = Exception, socket_type: Any = None) -> None:
+    """Process-wide: unprotect received SRTP with `session_type` and read new ICE sockets with
+    `socket_type` (both set by `sfu.datapath.configure`; None: aiortc's and the event loop's)."""
+    global _receive_type, _receive_error, _socket_type
+    _receive_type, _receive_error, _socket_type = session_type, error_type, socket_type
 
 
 # DTLS-SRTP profiles offered/accepted, most preferred first (None: aiortc's list, GCM first)
@@ -270,18 +275,30 @@ class _LoopWithPortRange:
         return getattr(self._loop, name)
 
     async def create_datagram_endpoint(self, factory: Any, local_addr: Any = None, **kw: Any) -> Any:
+        # aioice's host candidates: on the native path a socket of our own (sfu.media_socket), read
+        # with recvmmsg; any other endpoint (TURN's, a remote address) stays the event loop's
+        own = _socket_type is not None and local_addr is not None and not kw
         port_range = _ice().port_range
-        if port_range is None or local_addr is None or local_addr[1] != 0:
+        if local_addr is None or (not own and (port_range is None or local_addr[1] != 0)):
             return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kw)
-        lo, hi = port_range
-        ports = list(range(lo, hi + 1))
-        random.shuffle(ports)
-        for port in ports:
+        host, port = local_addr[0], local_addr[1]
+        lo, hi = port_range or (port, port)
+        explicit = port_range is None or port != 0
+        if explicit:
+            ports = [port]
+        else:
+            ports = list(range(lo, hi + 1))
+            random.shuffle(ports)
+        for p in ports:
             try:
-                return await self._loop.create_datagram_endpoint(factory, local_addr=(local_addr[0], port), **kw)
+                if own:
+                    return media_socket.open_endpoint(self._loop, factory, host, p, _socket_type)
+                return await self._loop.create_datagram_endpoint(factory, local_addr=(host, p), **kw)
             except OSError:
+                if explicit:
+                    raise
                 continue
-        raise OSError(f"no free UDP port in {lo}-{hi} on {local_addr[0]}")
+        raise OSError(f"no free UDP port in {lo}-{hi} on {host}")
 
 
 class _AsyncioWithPortRange(types.ModuleType):

@@ -86,6 +86,12 @@ int bs_srtp_kdf(const uint8_t *master_key, size_t key_len, const uint8_t *master
 /* srtp_session.c: the bs_srtp inside a sfu._native.SrtpSession (borrowed: valid while `o` lives),
  * or NULL with TypeError set if `o` is not one. */
 bs_srtp *bs_srtp_session_srtp(PyObject *o);
+/* Whether `o` is a sfu._native.SrtpSession. */
+int bs_is_srtp_session(PyObject *o);
+/* SRTP (rtcp = 0) or SRTCP unprotected in place with the session `o` (checked with bs_is_srtp_session):
+ * the plaintext's length, or -1 with SrtpError set (malformed, failed authentication, replayed,
+ * too many SSRCs). The session's state changes only when it succeeds, as with .unprotect(). */
+Py_ssize_t bs_srtp_session_unprotect_in_place(PyObject *o, uint8_t *buf, Py_ssize_t len, int rtcp);
 #endif
 
 #endif

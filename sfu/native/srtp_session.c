@@ -157,6 +157,65 @@ typedef enum { RTP_PROTECT, RTP_UNPROTECT, RTCP_PROTECT, RTCP_UNPROTECT } op_kin
 
 static const char *const OP_NAMES[] = {"RTP", "SRTP", "RTCP", "SRTCP"};
 
+/* The length checks every operation makes first: 0, or -1 with SrtpError set. */
+static int check_length(SrtpSessionObject *self, Py_ssize_t len, op_kind op) {
+    int rtcp = op == RTCP_PROTECT || op == RTCP_UNPROTECT;
+    int protect = op == RTP_PROTECT || op == RTCP_PROTECT;
+    int over = rtcp ? self->rtcp_over : self->rtp_over;
+    /* shortest packet the operation takes: RTP header 12, RTCP header 8, plus the trailer to remove */
+    Py_ssize_t min = (rtcp ? 8 : 12) + (protect ? 0 : over);
+    if (len < min) {
+        PyErr_Format(SrtpError, "packet too short: %zd bytes, an %s packet has at least %zd", len, OP_NAMES[op], min);
+        return -1;
+    }
+    if (len > BS_SRTP_MAX_PACKET - (protect ? over : 0)) {
+        PyErr_Format(SrtpError, "packet too long: %zd bytes (at most %zd)", len,
+                     (Py_ssize_t)BS_SRTP_MAX_PACKET - (protect ? over : 0));
+        return -1;
+    }
+    return 0;
+}
+
+/* The operation in place on buf (len bytes of packet, capacity cap, both already checked): the new
+ * length, or -1 with SrtpError set. The stream of a new SSRC is kept only if the operation succeeded. */
+static Py_ssize_t stream_op(SrtpSessionObject *self, uint8_t *buf, Py_ssize_t len, Py_ssize_t cap, op_kind op) {
+    int rtcp = op == RTCP_PROTECT || op == RTCP_UNPROTECT;
+    uint32_t ssrc = ((uint32_t)buf[rtcp ? 4 : 8] << 24) | ((uint32_t)buf[rtcp ? 5 : 9] << 16) |
+                    ((uint32_t)buf[rtcp ? 6 : 10] << 8) | (uint32_t)buf[rtcp ? 7 : 11];
+    ssrc_entry *entry = find_entry(self, ssrc);
+    bs_srtp_stream fresh, *st;
+    if (entry != NULL) {
+        st = &entry->st;
+    } else {
+        if (reserve_entry(self) < 0)
+            return -1;
+        bs_srtp_stream_init(&fresh);
+        st = &fresh;
+    }
+    int rc;
+    switch (op) {
+    case RTP_PROTECT:
+        rc = bs_srtp_protect_rtp(self->srtp, st, buf, (size_t)len, (size_t)cap);
+        break;
+    case RTP_UNPROTECT:
+        rc = bs_srtp_unprotect_rtp(self->srtp, st, buf, (size_t)len);
+        break;
+    case RTCP_PROTECT:
+        rc = bs_srtp_protect_rtcp(self->srtp, st, buf, (size_t)len, (size_t)cap);
+        break;
+    default:
+        rc = bs_srtp_unprotect_rtcp(self->srtp, st, buf, (size_t)len);
+        break;
+    }
+    if (rc < 0) {
+        PyErr_SetString(SrtpError, bs_srtp_strerror(rc));
+        return -1;
+    }
+    if (entry == NULL)
+        add_entry(self, ssrc, &fresh);
+    return rc;
+}
+
 static PyObject *process(SrtpSessionObject *self, PyObject *arg, op_kind op) {
     Py_buffer view;
     const uint8_t *in;
@@ -175,65 +234,33 @@ static PyObject *process(SrtpSessionObject *self, PyObject *arg, op_kind op) {
     PyObject *out = NULL;
     int rtcp = op == RTCP_PROTECT || op == RTCP_UNPROTECT;
     int protect = op == RTP_PROTECT || op == RTCP_PROTECT;
-    int over = rtcp ? self->rtcp_over : self->rtp_over;
-    /* shortest packet the operation takes: RTP header 12, RTCP header 8, plus the trailer to remove */
-    Py_ssize_t min = (rtcp ? 8 : 12) + (protect ? 0 : over);
-    if (len < min) {
-        PyErr_Format(SrtpError, "packet too short: %zd bytes, an %s packet has at least %zd", len, OP_NAMES[op], min);
+    if (check_length(self, len, op) < 0)
         goto done;
-    }
-    if (len > BS_SRTP_MAX_PACKET - (protect ? over : 0)) {
-        PyErr_Format(SrtpError, "packet too long: %zd bytes (at most %zd)", len,
-                     (Py_ssize_t)BS_SRTP_MAX_PACKET - (protect ? over : 0));
-        goto done;
-    }
-    uint32_t ssrc = ((uint32_t)in[rtcp ? 4 : 8] << 24) | ((uint32_t)in[rtcp ? 5 : 9] << 16) |
-                    ((uint32_t)in[rtcp ? 6 : 10] << 8) | (uint32_t)in[rtcp ? 7 : 11];
-    ssrc_entry *entry = find_entry(self, ssrc);
-    bs_srtp_stream fresh, *st;
-    if (entry != NULL) {
-        st = &entry->st;
-    } else {
-        if (reserve_entry(self) < 0)
-            goto done;
-        bs_srtp_stream_init(&fresh);
-        st = &fresh;
-    }
-    Py_ssize_t cap = protect ? len + over : len;
+    Py_ssize_t cap = protect ? len + (rtcp ? self->rtcp_over : self->rtp_over) : len;
     out = PyBytes_FromStringAndSize(NULL, cap);
     if (out == NULL)
         goto done;
-    uint8_t *buf = (uint8_t *)PyBytes_AS_STRING(out);
-    memcpy(buf, in, (size_t)len);
-    int rc;
-    switch (op) {
-    case RTP_PROTECT:
-        rc = bs_srtp_protect_rtp(self->srtp, st, buf, (size_t)len, (size_t)cap);
-        break;
-    case RTP_UNPROTECT:
-        rc = bs_srtp_unprotect_rtp(self->srtp, st, buf, (size_t)len);
-        break;
-    case RTCP_PROTECT:
-        rc = bs_srtp_protect_rtcp(self->srtp, st, buf, (size_t)len, (size_t)cap);
-        break;
-    default:
-        rc = bs_srtp_unprotect_rtcp(self->srtp, st, buf, (size_t)len);
-        break;
-    }
-    if (rc < 0) {
+    memcpy(PyBytes_AS_STRING(out), in, (size_t)len);
+    Py_ssize_t rc = stream_op(self, (uint8_t *)PyBytes_AS_STRING(out), len, cap, op);
+    if (rc < 0)
         Py_CLEAR(out);
-        PyErr_SetString(SrtpError, bs_srtp_strerror(rc));
-        goto done;
-    }
-    if (entry == NULL)
-        add_entry(self, ssrc, &fresh);
-    if (rc != cap && _PyBytes_Resize(&out, rc) < 0)
+    else if (rc != cap && _PyBytes_Resize(&out, rc) < 0)
         out = NULL;
 done:
     if (have_view)
         PyBuffer_Release(&view);
     return out;
 }
+
+Py_ssize_t bs_srtp_session_unprotect_in_place(PyObject *o, uint8_t *buf, Py_ssize_t len, int rtcp) {
+    SrtpSessionObject *self = (SrtpSessionObject *)o;
+    op_kind op = rtcp ? RTCP_UNPROTECT : RTP_UNPROTECT;
+    if (check_length(self, len, op) < 0)
+        return -1;
+    return stream_op(self, buf, len, len, op);
+}
+
+int bs_is_srtp_session(PyObject *o) { return PyObject_TypeCheck(o, &SrtpSessionType); }
 
 static PyObject *SrtpSession_protect(SrtpSessionObject *self, PyObject *arg) { return process(self, arg, RTP_PROTECT); }
 static PyObject *SrtpSession_unprotect(SrtpSessionObject *self, PyObject *arg) {

@@ -8,6 +8,9 @@ datagram is
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
     must send the same bytes and keep the same state;
   * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
+  * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
+    `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set:
+    both must deliver the same datagrams to the same callbacks, in order, with the same counters;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
     step, abs-send-time and SSRC taken from its header): both must return the same estimate; and to
     sfu.reception.Reception and the C ReceptionCore (with RTX repairs when the control byte says so):
@@ -23,6 +26,7 @@ Contract: no exception but SrtpError from SRTP, identical output and state on bo
 from __future__ import annotations
 
 import random
+import socket
 import sys
 from pathlib import Path
 
@@ -37,6 +41,7 @@ with instrumented():
     from sfu import _native, datapath, reception, rtp
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress
+    from sfu.media_socket import PyMediaSocket
     from sfu.track import PublishedTrack
     from sfu.transport import SendSlot
     from tests.support.parsers import disagreement
@@ -47,6 +52,42 @@ STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "star
          "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops")
 OUT_EXT = {rtp.URI_MID: 9, rtp.URI_ABS_SEND_TIME: 5, rtp.URI_AUDIO_LEVEL: 3}
 IN_EXT = {rtp.URI_ABS_SEND_TIME: 2, rtp.URI_MID: 4, rtp.URI_AUDIO_LEVEL: 1}
+
+
+def _udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return sock
+
+
+SENDER = _udp()
+RECEIVERS = {kind: _udp() for kind in (_native.MediaSocket, PyMediaSocket)}
+READ_COUNTERS = ("received", "unprotected", "refused", "other", "dropped", "errors")
+
+
+def _check_media_sockets(control: int, packets: list[bytes]) -> None:
+    """The same datagrams through the C reader and its twin: the same deliveries and counters."""
+    profile = sorted(KEYS)[(control >> 5) & 3]
+    results = []
+    for kind, sock in RECEIVERS.items():
+        events: list[tuple] = []
+        reader = kind(sock.fileno(), lambda d, a, events=events: events.append(("other", d)))
+        if not control & 128:
+            reader.attach(_native.SrtpSession(profile, KEYS[profile], True),
+                          lambda d, events=events: events.append(("rtp", d)),
+                          lambda d, events=events: events.append(("rtcp", d)),
+                          lambda r, events=events: events.append(("drop", r)))
+        for packet in packets:
+            SENDER.sendto(packet, sock.getsockname())
+        read = reader.drain()
+        results.append((read, events, [getattr(reader, n) for n in READ_COUNTERS]))
+        reader.close()
+    if results[0] != results[1]:
+        raise Finding("MediaSocket and PyMediaSocket delivered differently")
+    if results[0][0] != len(packets):
+        raise Finding(f"MediaSocket read {results[0][0]} of {len(packets)} datagrams")
 
 
 class Wire(FakeTransport):
@@ -110,6 +151,7 @@ def test_one(data: bytes) -> None:
     estimators = (RemoteBitrateEstimator(), _native.RembEstimator())
     receptions = (reception.Reception(90000), datapath.NativeReception(90000))
     arrival_ms = 0
+    _check_media_sockets(control, packets)
     for i, packet in enumerate(packets):
         for session in SESSIONS.values():
             for unprotect in (session.unprotect, session.unprotect_rtcp):

@@ -370,7 +370,10 @@ def native_seeds() -> dict[str, bytes]:
     }
     for profile, key in keys.items():
         out = _native.SrtpSession(profile, key, False)
-        seeds[f"srtp-profile-{profile}"] = b"\x00" + frame(*(out.protect(p) for p in video[:4]), out.protect_rtcp(rr))
+        # control bits 5-6 pick the MediaSocket's receive profile (fuzz_native: sorted profiles 1, 2, 7, 8)
+        control = [1, 2, 7, 8].index(profile) << 5
+        seeds[f"srtp-profile-{profile}"] = bytes([control]) + frame(*(out.protect(p) for p in video[:4]),
+                                                                    out.protect_rtcp(rr))
     return seeds
 
 

@@ -1,0 +1,319 @@
+/* sfu._native.MediaSocket: the receive side of one UDP socket on the native data path.
+ *
+ *   MediaSocket(fd, on_other)        fd: a non-blocking UDP socket the caller owns (and closes)
+ *   .drain() -> int                  read what is queued: recvmmsg, BATCH datagrams a call, at most
+ *                                    ROUNDS calls (a busy socket cannot starve the event loop)
+ *   .attach(session, on_rtp, on_rtcp, on_drop) / .detach()
+ *   .close()                         forget the fd (drain reads nothing from then on)
+ *
+ * Every datagram is classified by its first byte (RFC 7983). Once a transport's DTLS-SRTP keys are
+ * known, `attach` gives the receive SrtpSession: SRTP/SRTCP (128-191) is then unprotected in place
+ * and the plaintext handed to on_rtp / on_rtcp (RFC 5761: RTCP packet types 192-208 in the second
+ * byte, as aiortc decides). A packet the session refuses is a counted drop: on_drop("srtp_refused").
+ * Everything else (STUN, DTLS, and media before attach) goes to on_other(data, (host, port)), which
+ * is aioice's StunProtocol.datagram_received, as the event loop would have called it.
+ *
+ * The Python twin is sfu.media_socket.PyMediaSocket; the same tests run against both.
+ *
+ * The buffers are static: drain runs with the GIL held and is not re-entrant (a callback that
+ * drains again gets 0; the event loop calls again while the socket is readable). A callback may
+ * close or detach this object, or raise: the remaining datagrams of the batch are still delivered
+ * (or, once closed, dropped and counted) and the first exception is raised when drain returns.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "srtp.h"
+
+#define BATCH 32
+#define ROUNDS 4
+#define SLOT 65536 /* a whole UDP datagram always fits: MSG_TRUNC cannot happen on UDP */
+
+static uint8_t g_buf[BATCH][SLOT];
+static struct mmsghdr g_msgs[BATCH];
+static struct iovec g_iov[BATCH];
+static struct sockaddr_storage g_addr[BATCH];
+static int g_busy;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    PyObject *on_other;
+    PyObject *session; /* NULL until attach */
+    PyObject *on_rtp, *on_rtcp, *on_drop;
+    unsigned long long received, unprotected, refused, other, dropped, errors, calls;
+} MediaSocketObject;
+
+static PyTypeObject MediaSocketType;
+
+static int MediaSocket_init(MediaSocketObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"fd", "on_other", NULL};
+    int fd;
+    PyObject *on_other;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO:MediaSocket", kwlist, &fd, &on_other))
+        return -1;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open socket's descriptor");
+        return -1;
+    }
+    if (!PyCallable_Check(on_other)) {
+        PyErr_SetString(PyExc_TypeError, "on_other must be callable");
+        return -1;
+    }
+    self->fd = fd;
+    Py_INCREF(on_other);
+    Py_XSETREF(self->on_other, on_other);
+    return 0;
+}
+
+static void clear_attached(MediaSocketObject *self) {
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->on_rtp);
+    Py_CLEAR(self->on_rtcp);
+    Py_CLEAR(self->on_drop);
+}
+
+static int MediaSocket_traverse(MediaSocketObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->on_other);
+    Py_VISIT(self->session);
+    Py_VISIT(self->on_rtp);
+    Py_VISIT(self->on_rtcp);
+    Py_VISIT(self->on_drop);
+    return 0;
+}
+
+static int MediaSocket_clear(MediaSocketObject *self) {
+    Py_CLEAR(self->on_other);
+    clear_attached(self);
+    return 0;
+}
+
+static void MediaSocket_dealloc(MediaSocketObject *self) {
+    PyObject_GC_UnTrack(self);
+    MediaSocket_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *MediaSocket_attach(MediaSocketObject *self, PyObject *args) {
+    PyObject *session, *on_rtp, *on_rtcp, *on_drop;
+    if (!PyArg_ParseTuple(args, "OOOO:attach", &session, &on_rtp, &on_rtcp, &on_drop))
+        return NULL;
+    if (!bs_is_srtp_session(session)) {
+        PyErr_Format(PyExc_TypeError, "session must be an SrtpSession, not %.100s", Py_TYPE(session)->tp_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(on_rtp) || !PyCallable_Check(on_rtcp) || !PyCallable_Check(on_drop)) {
+        PyErr_SetString(PyExc_TypeError, "on_rtp, on_rtcp and on_drop must be callable");
+        return NULL;
+    }
+    clear_attached(self);
+    Py_INCREF(session);
+    Py_INCREF(on_rtp);
+    Py_INCREF(on_rtcp);
+    Py_INCREF(on_drop);
+    self->session = session;
+    self->on_rtp = on_rtp;
+    self->on_rtcp = on_rtcp;
+    self->on_drop = on_drop;
+    Py_RETURN_NONE;
+}
+
+static PyObject *MediaSocket_detach(MediaSocketObject *self, PyObject *unused) {
+    clear_attached(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *MediaSocket_close(MediaSocketObject *self, PyObject *unused) {
+    self->fd = -1;
+    clear_attached(self);
+    Py_RETURN_NONE;
+}
+
+/* (host, port) as aioice takes it from the event loop; ("", 0) for a family without one. */
+static PyObject *address(const struct sockaddr_storage *ss, socklen_t len) {
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) != NULL)
+            return Py_BuildValue("(si)", host, (int)ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) != NULL)
+            return Py_BuildValue("(si)", host, (int)ntohs(a->sin6_port));
+    }
+    return Py_BuildValue("(si)", "", 0);
+}
+
+/* The first exception a callback raised during one drain; later ones are dropped. */
+typedef struct {
+    PyObject *type, *value, *tb;
+} saved_error;
+
+static void keep_error(saved_error *saved) {
+    if (!PyErr_Occurred())
+        return;
+    if (saved->type == NULL)
+        PyErr_Fetch(&saved->type, &saved->value, &saved->tb);
+    else
+        PyErr_Clear();
+}
+
+/* f(arg) or, with arg2, f(arg, arg2); steals arg and arg2. A NULL argument (it could not be built)
+ * has its error kept instead of a call. */
+static void call(PyObject *f, PyObject *arg, PyObject *arg2, int two, saved_error *saved) {
+    if (arg != NULL && (!two || arg2 != NULL)) {
+        Py_INCREF(f); /* a callback may detach or close, dropping the object's reference */
+        PyObject *r = two ? PyObject_CallFunctionObjArgs(f, arg, arg2, NULL) : PyObject_CallOneArg(f, arg);
+        Py_DECREF(f);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(arg);
+    Py_XDECREF(arg2);
+    keep_error(saved);
+}
+
+static void deliver(MediaSocketObject *self, uint8_t *buf, Py_ssize_t len, const struct sockaddr_storage *from,
+                    socklen_t fromlen, saved_error *saved) {
+    self->received++;
+    if (self->session != NULL && len > 0 && buf[0] > 127 && buf[0] < 192) {
+        int rtcp = len >= 2 && buf[1] > 191 && buf[1] < 209;
+        PyObject *session = self->session;
+        Py_INCREF(session);
+        Py_ssize_t n = bs_srtp_session_unprotect_in_place(session, buf, len, rtcp);
+        Py_DECREF(session);
+        if (n < 0) {
+            PyErr_Clear();
+            self->refused++;
+            if (self->on_drop != NULL)
+                call(self->on_drop, PyUnicode_FromString("srtp_refused"), NULL, 0, saved);
+            return;
+        }
+        self->unprotected++;
+        call(rtcp ? self->on_rtcp : self->on_rtp, PyBytes_FromStringAndSize((const char *)buf, n), NULL, 0, saved);
+        return;
+    }
+    self->other++;
+    if (self->on_other != NULL)
+        call(self->on_other, PyBytes_FromStringAndSize((const char *)buf, len), address(from, fromlen), 1, saved);
+}
+
+static PyObject *MediaSocket_drain(MediaSocketObject *self, PyObject *unused) {
+    if (g_busy || self->fd < 0)
+        return PyLong_FromLong(0);
+    g_busy = 1;
+    Py_INCREF(self); /* a callback may drop the last other reference (the event loop's reader) */
+    self->calls++;
+    saved_error saved = {NULL, NULL, NULL};
+    long total = 0;
+    for (int round = 0; round < ROUNDS && self->fd >= 0; round++) {
+        for (int i = 0; i < BATCH; i++) {
+            g_iov[i].iov_base = g_buf[i];
+            g_iov[i].iov_len = SLOT;
+            memset(&g_msgs[i].msg_hdr, 0, sizeof(g_msgs[i].msg_hdr));
+            g_msgs[i].msg_hdr.msg_iov = &g_iov[i];
+            g_msgs[i].msg_hdr.msg_iovlen = 1;
+            g_msgs[i].msg_hdr.msg_name = &g_addr[i];
+            g_msgs[i].msg_hdr.msg_namelen = sizeof(g_addr[i]);
+        }
+        int n = recvmmsg(self->fd, g_msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                self->errors++; /* e.g. a queued ICMP error: reported once by the kernel, nothing to read */
+            break;
+        }
+        total += n;
+        for (int i = 0; i < n; i++) {
+            if (self->fd < 0) {
+                self->received++; /* closed by a callback: what was read is dropped, and counted */
+                self->dropped++;
+                continue;
+            }
+            if (g_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                self->received++;
+                self->dropped++;
+                continue;
+            }
+            deliver(self, g_buf[i], (Py_ssize_t)g_msgs[i].msg_len, &g_addr[i], g_msgs[i].msg_hdr.msg_namelen, &saved);
+        }
+        if (n < BATCH)
+            break;
+    }
+    g_busy = 0;
+    Py_DECREF(self);
+    if (saved.type != NULL) {
+        PyErr_Restore(saved.type, saved.value, saved.tb);
+        return NULL;
+    }
+    return PyLong_FromLong(total);
+}
+
+static PyObject *MediaSocket_get_attached(MediaSocketObject *self, void *closure) {
+    return PyBool_FromLong(self->session != NULL);
+}
+
+static PyMethodDef MediaSocket_methods[] = {
+    {"drain", (PyCFunction)MediaSocket_drain, METH_NOARGS,
+     "drain() -> int: read the queued datagrams (at most BATCH * ROUNDS) and deliver each; the number read."},
+    {"attach", (PyCFunction)MediaSocket_attach, METH_VARARGS,
+     "attach(session, on_rtp, on_rtcp, on_drop): unprotect SRTP/SRTCP with `session` from now on."},
+    {"detach", (PyCFunction)MediaSocket_detach, METH_NOARGS, "detach(): media goes to on_other again."},
+    {"close", (PyCFunction)MediaSocket_close, METH_NOARGS, "close(): read nothing more (the fd is the caller's)."},
+    {NULL},
+};
+
+static PyMemberDef MediaSocket_members[] = {
+    {"fd", T_INT, offsetof(MediaSocketObject, fd), READONLY, "the socket's descriptor, -1 once closed"},
+    {"received", T_ULONGLONG, offsetof(MediaSocketObject, received), READONLY, "datagrams read"},
+    {"unprotected", T_ULONGLONG, offsetof(MediaSocketObject, unprotected), READONLY,
+     "SRTP/SRTCP packets unprotected and delivered"},
+    {"refused", T_ULONGLONG, offsetof(MediaSocketObject, refused), READONLY,
+     "SRTP/SRTCP packets the session refused (forged, replayed, malformed)"},
+    {"other", T_ULONGLONG, offsetof(MediaSocketObject, other), READONLY, "datagrams handed to on_other"},
+    {"dropped", T_ULONGLONG, offsetof(MediaSocketObject, dropped), READONLY,
+     "datagrams not delivered: truncated, or read after a callback closed this object"},
+    {"errors", T_ULONGLONG, offsetof(MediaSocketObject, errors), READONLY, "receive errors (queued ICMP errors)"},
+    {"calls", T_ULONGLONG, offsetof(MediaSocketObject, calls), READONLY, "drain calls that read"},
+    {NULL},
+};
+
+static PyGetSetDef MediaSocket_getset[] = {
+    {"attached", (getter)MediaSocket_get_attached, NULL, "whether media is unprotected here", NULL},
+    {NULL},
+};
+
+static PyTypeObject MediaSocketType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.MediaSocket",
+    .tp_basicsize = sizeof(MediaSocketObject),
+    .tp_dealloc = (destructor)MediaSocket_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "MediaSocket(fd: int, on_other)\n\n"
+              "The receive side of one UDP socket: recvmmsg, SRTP/SRTCP unprotected natively once attached,\n"
+              "everything else to on_other(data, (host, port)).",
+    .tp_traverse = (traverseproc)MediaSocket_traverse,
+    .tp_clear = (inquiry)MediaSocket_clear,
+    .tp_methods = MediaSocket_methods,
+    .tp_members = MediaSocket_members,
+    .tp_getset = MediaSocket_getset,
+    .tp_init = (initproc)MediaSocket_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int bs_register_media_socket(PyObject *m) {
+    if (PyType_Ready(&MediaSocketType) < 0)
+        return -1;
+    Py_INCREF(&MediaSocketType);
+    if (PyModule_AddObject(m, "MediaSocket", (PyObject *)&MediaSocketType) < 0) {
+        Py_DECREF(&MediaSocketType);
+        return -1;
+    }
+    return 0;
+}

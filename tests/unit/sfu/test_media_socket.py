@@ -1,0 +1,292 @@
+"""sfu.media_socket: the native data path's own UDP sockets. `_native.MediaSocket` (C, recvmmsg) and its
+twin `PyMediaSocket` get the same datagrams over real loopback sockets and must deliver the same
+things in the same order; `MediaSocketTransport` must be a transport aioice can run ICE over."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import aioice
+import aioice.ice
+import pytest
+from sfu._native import MediaSocket, SrtpError, SrtpSession
+
+from sfu import media_socket, transport
+from sfu.media_socket import BATCH, ROUNDS, MediaSocketTransport, PyMediaSocket
+from tests.unit.sfu.native.test_srtp import GCM128, key_for, rtp, sr
+
+READERS = {"native": MediaSocket, "python": PyMediaSocket}
+
+
+@pytest.fixture(autouse=True)
+def data_path() -> Iterator[None]:
+    """The reader type is the parameter here, not the process-wide data path."""
+    yield
+
+
+@pytest.fixture(params=sorted(READERS))
+def reader_type(request: pytest.FixtureRequest) -> Any:
+    return READERS[request.param]
+
+
+class Rig:
+    def __init__(self, reader_type: Any, family: int = socket.AF_INET) -> None:
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        self.rx = socket.socket(family, socket.SOCK_DGRAM)
+        self.rx.bind((host, 0))
+        self.rx.setblocking(False)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.tx = socket.socket(family, socket.SOCK_DGRAM)
+        self.tx.bind((host, 0))
+        self.events: list[tuple] = []
+        self.reader = reader_type(self.rx.fileno(), lambda data, addr: self.events.append(("other", data, addr)))
+        self.key = key_for(GCM128)
+        self.sender = SrtpSession(GCM128, self.key, False)
+
+    def attach(self) -> None:
+        self.reader.attach(SrtpSession(GCM128, self.key, True), lambda d: self.events.append(("rtp", d)),
+                           lambda d: self.events.append(("rtcp", d)), lambda r: self.events.append(("drop", r)))
+
+    def send(self, *datagrams: bytes) -> None:
+        for d in datagrams:
+            self.tx.sendto(d, self.rx.getsockname())
+
+    @property
+    def source(self) -> tuple[str, int]:
+        return self.tx.getsockname()[:2]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.rx.close()
+        self.tx.close()
+
+
+@pytest.fixture
+def rig(reader_type: Any) -> Iterator[Rig]:
+    r = Rig(reader_type)
+    yield r
+    r.close()
+
+
+STUN = bytes([0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42]) + bytes(12)  # a binding request header
+DTLS = bytes([22, 0xFE, 0xFD]) + bytes(30)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_before_attach_everything_goes_to_on_other_with_its_source(reader_type: Any, family: int) -> None:
+    r = Rig(reader_type, family)
+    try:
+        media = r.sender.protect(rtp(1, 0x1234, b"x" * 50))
+        r.send(STUN, DTLS, media)
+        assert r.reader.drain() == 3
+        assert r.events == [("other", STUN, r.source), ("other", DTLS, r.source), ("other", media, r.source)]
+        assert (r.reader.received, r.reader.other, r.reader.unprotected) == (3, 3, 0)
+        assert not r.reader.attached
+    finally:
+        r.close()
+
+
+def test_attached_media_is_unprotected_in_order_and_the_rest_still_goes_up(rig: Rig) -> None:
+    rig.attach()
+    packets = [rtp(seq, 0x1234, bytes([seq]) * 100) for seq in range(10, 15)]
+    report = sr(0x1234)
+    rig.send(rig.sender.protect(packets[0]), STUN, *(rig.sender.protect(p) for p in packets[1:]),
+             rig.sender.protect_rtcp(report), DTLS)
+    assert rig.reader.drain() == 8
+    assert rig.events == ([("rtp", packets[0]), ("other", STUN, rig.source)] + [("rtp", p) for p in packets[1:]]
+                          + [("rtcp", report), ("other", DTLS, rig.source)])
+    assert (rig.reader.unprotected, rig.reader.other, rig.reader.refused) == (6, 2, 0)
+    assert rig.reader.attached
+
+
+def test_forged_replayed_and_short_packets_are_counted_drops(rig: Rig) -> None:
+    rig.attach()
+    good = rig.sender.protect(rtp(1, 0x99, b"a" * 40))
+    forged = bytearray(good)
+    forged[-1] ^= 1
+    rig.send(bytes(forged), good, good, bytes([0x80, 0x60, 0, 1]), bytes([0x80]))
+    assert rig.reader.drain() == 5
+    assert rig.events == [("drop", "srtp_refused"), ("rtp", rtp(1, 0x99, b"a" * 40))] + [("drop", "srtp_refused")] * 3
+    assert rig.reader.refused == 4
+
+
+def test_an_empty_datagram_goes_up_not_to_the_session(rig: Rig) -> None:
+    rig.attach()
+    rig.send(b"")
+    assert rig.reader.drain() == 1
+    assert rig.events == [("other", b"", rig.source)]
+
+
+def test_detach_sends_media_up_again(rig: Rig) -> None:
+    rig.attach()
+    rig.reader.detach()
+    media = rig.sender.protect(rtp(3, 0x5, b"z" * 20))
+    rig.send(media)
+    rig.reader.drain()
+    assert rig.events == [("other", media, rig.source)]
+
+
+def test_a_drain_reads_at_most_batch_times_rounds_and_loses_nothing(rig: Rig) -> None:
+    total = BATCH * ROUNDS + 40
+    rig.send(*(b"d" + i.to_bytes(2, "big") for i in range(total)))
+    assert rig.reader.drain() == BATCH * ROUNDS  # a busy socket leaves the event loop its turn
+    assert rig.reader.drain() == 40
+    assert rig.reader.drain() == 0
+    assert [e[1] for e in rig.events] == [b"d" + i.to_bytes(2, "big") for i in range(total)]
+
+
+def test_a_large_datagram_arrives_whole(rig: Rig) -> None:
+    big = bytes(range(256)) * 200  # 51,200 bytes
+    rig.send(big)
+    rig.reader.drain()
+    assert rig.events == [("other", big, rig.source)]
+    assert rig.reader.dropped == 0
+
+
+def test_a_raising_callback_loses_no_datagram_and_its_error_surfaces(rig: Rig) -> None:
+    seen: list[bytes] = []
+
+    def on_other(data: bytes, addr: Any) -> None:
+        seen.append(data)
+        if data in (b"1", b"3"):
+            raise RuntimeError(f"handler failed on {data!r}")
+
+    rig.reader = type(rig.reader)(rig.rx.fileno(), on_other)
+    rig.send(b"0", b"1", b"2", b"3", b"4")
+    with pytest.raises(RuntimeError, match="handler failed on b'1'"):
+        rig.reader.drain()
+    assert seen == [b"0", b"1", b"2", b"3", b"4"]
+    rig.send(b"5")
+    assert rig.reader.drain() == 1
+
+
+def test_closing_from_a_callback_stops_delivery(rig: Rig) -> None:
+    def on_other(data: bytes, addr: Any) -> None:
+        rig.events.append(data)
+        if data == b"stop":
+            rig.reader.close()
+
+    rig.reader = type(rig.reader)(rig.rx.fileno(), on_other)
+    rig.send(b"a", b"stop", b"b", b"c")
+    rig.reader.drain()
+    assert rig.events == [b"a", b"stop"]
+    assert rig.reader.fd == -1 and rig.reader.drain() == 0
+
+
+def test_a_drain_from_inside_a_callback_reads_nothing(rig: Rig) -> None:
+    inner: list[int] = []
+
+    def on_other(data: bytes, addr: Any) -> None:
+        inner.append(rig.reader.drain())
+        rig.events.append(data)
+
+    rig.reader = type(rig.reader)(rig.rx.fileno(), on_other)
+    rig.send(b"a", b"b")
+    assert rig.reader.drain() == 2
+    assert inner == [0, 0] and rig.events == [b"a", b"b"]
+
+
+def test_arguments_are_checked(reader_type: Any) -> None:
+    with pytest.raises(ValueError, match="fd"):
+        reader_type(-1, print)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(TypeError, match="callable"):
+            reader_type(sock.fileno(), None)
+        r = reader_type(sock.fileno(), print)
+        with pytest.raises(TypeError, match="SrtpSession"):
+            r.attach(object(), print, print, print)
+        with pytest.raises(TypeError, match="callable"):
+            r.attach(SrtpSession(GCM128, key_for(GCM128), True), print, None, print)
+        assert not r.attached
+        r.close()
+
+
+# ---- the transport, under aioice ----------------------------------------------------------------
+
+
+@pytest.fixture
+def own_sockets(reader_type: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """aioice's host candidates bound through sfu.transport's loop, on sockets of ours."""
+    monkeypatch.setattr(transport, "_socket_type", reader_type)
+    monkeypatch.setattr(aioice.ice, "asyncio", transport._AsyncioWithPortRange("asyncio"))
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    return reader_type
+
+
+async def test_ice_dtls_and_srtp_over_our_socket(own_sockets: Any) -> None:
+    ours = aioice.Connection(ice_controlling=True)
+    await ours.gather_candidates()
+    # the peer on the event loop's own transport
+    aioice.ice.asyncio = asyncio
+    peer = aioice.Connection(ice_controlling=False)
+    await peer.gather_candidates()
+    try:
+        [protocol] = ours._protocols
+        assert isinstance(protocol.transport, MediaSocketTransport)
+        assert isinstance(protocol.transport.reader, own_sockets)
+        for a, b in ((ours, peer), (peer, ours)):
+            for c in b.local_candidates:
+                await a.add_remote_candidate(c)
+            await a.add_remote_candidate(None)
+            a.remote_username, a.remote_password = b.local_username, b.local_password
+        await asyncio.wait_for(asyncio.gather(ours.connect(), peer.connect()), 10)
+
+        await peer.send(DTLS)  # not media: aioice's path, as from the event loop
+        assert await asyncio.wait_for(ours.recv(), 5) == DTLS
+        await ours.send(DTLS[::-1])
+        assert await asyncio.wait_for(peer.recv(), 5) == DTLS[::-1]
+
+        key = key_for(GCM128)
+        got: list[bytes] = []
+        protocol.transport.reader.attach(SrtpSession(GCM128, key, True), got.append, got.append, print)
+        packet = rtp(7, 0xABC, b"m" * 300)
+        await peer.send(SrtpSession(GCM128, key, False).protect(packet))
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [packet]
+        assert protocol.transport.reader.other >= 2  # the checks and the DTLS record went up
+    finally:
+        await asyncio.wait_for(ours.close(), 5)  # the transport reports connection_lost
+        await peer.close()
+    assert protocol.transport.is_closing() and protocol.transport.reader.fd == -1
+
+
+async def test_a_port_range_binds_our_socket_inside_it(own_sockets: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ice = transport._ice()
+    monkeypatch.setattr(transport, "_default_ice", __import__("dataclasses").replace(ice, port_range=(port, port)))
+    loop = transport._LoopWithPortRange(asyncio.get_running_loop())
+    tr, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        assert isinstance(tr, MediaSocketTransport) and tr.get_extra_info("sockname")[1] == port
+        with pytest.raises(OSError, match=f"no free UDP port in {port}-{port}"):
+            await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    finally:
+        tr.close()
+
+
+async def test_send_errors_reach_the_protocol_not_the_caller(own_sockets: Any) -> None:
+    errors: list[Exception] = []
+
+    class Protocol(asyncio.DatagramProtocol):
+        def error_received(self, exc: Exception) -> None:
+            errors.append(exc)
+
+    tr, _ = media_socket.open_endpoint(asyncio.get_running_loop(), Protocol, "127.0.0.1", 0, own_sockets)
+    try:
+        tr.sendto(b"x", ("::1", 9))  # an IPv6 address from an IPv4 socket
+        assert len(errors) == 1 and isinstance(errors[0], OSError)
+    finally:
+        tr.close()
+    tr.sendto(b"x", ("127.0.0.1", 9))  # after close: nothing, no exception
+
+
+def test_srtp_error_is_what_the_reader_refuses() -> None:
+    assert issubclass(SrtpError, ValueError)  # PyMediaSocket catches ValueError, as C refuses SrtpError
