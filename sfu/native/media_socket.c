@@ -281,7 +281,7 @@ static PyMemberDef MediaSocket_members[] = {
     {"dropped", T_ULONGLONG, offsetof(MediaSocketObject, dropped), READONLY,
      "datagrams not delivered: truncated, or read after a callback closed this object"},
     {"errors", T_ULONGLONG, offsetof(MediaSocketObject, errors), READONLY, "receive errors (queued ICMP errors)"},
-    {"calls", T_ULONGLONG, offsetof(MediaSocketObject, calls), READONLY, "drain calls that read"},
+    {"calls", T_ULONGLONG, offsetof(MediaSocketObject, calls), READONLY, "drain calls (each one wake-up of the event loop for this socket)"},
     {NULL},
 };
 
