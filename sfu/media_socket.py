@@ -137,6 +137,7 @@ class MediaSocketTransport(asyncio.DatagramTransport):
         self.reader = reader_type(sock.fileno(), protocol.datagram_received)
         protocol.connection_made(self)
         loop.add_reader(sock.fileno(), self.reader.drain)
+        STATS.sockets.add(self)
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing:
@@ -152,6 +153,7 @@ class MediaSocketTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
+        STATS.socket_closed(self)
         self._loop.remove_reader(self._sock.fileno())
         self.reader.close()
         self._sock.close()

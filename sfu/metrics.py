@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -39,6 +41,8 @@ class MediaStats:
         # read at scrape time; set by the node that owns this process (`register_gauges`)
         self.gauges: Callable[[], dict[str, float]] = dict
         self.labelled_gauges: Callable[[], list[LabelledGauge]] = list
+        # the open media sockets (sfu.media_socket transports; weak: the set never keeps one alive)
+        self.sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def register_gauges(self, gauges: Callable[[], dict[str, float]],
                         labelled_gauges: Callable[[], list[LabelledGauge]] = list) -> None:
@@ -75,9 +79,26 @@ class MediaStats:
         self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
         self.rtx_suppressed_budget = 0  # over the retransmission byte budget
         self.dropped: dict[str, int] = {}
+        # datagrams, reads and receive errors of the media sockets already closed
+        self.socket_totals = [0, 0, 0]
         self.task_errors: dict[str, int] = {}  # periodic task name (a fixed set) -> failed rounds
         self._task_error_logged: dict[str, float] = {}
         self._sample = 0
+
+    def socket_counts(self) -> tuple[int, int, int]:
+        """(datagrams read, reads, receive errors) of every media socket, closed ones included."""
+        datagrams, reads, errors = self.socket_totals
+        for t in list(self.sockets):
+            datagrams, reads, errors = datagrams + t.reader.received, reads + t.reader.calls, errors + t.reader.errors
+        return datagrams, reads, errors
+
+    def socket_closed(self, transport: Any) -> None:
+        """Fold a closing media socket's counters into the totals (in one step: the sums never go back)."""
+        if transport in self.sockets:
+            r = transport.reader
+            self.socket_totals = [self.socket_totals[0] + r.received, self.socket_totals[1] + r.calls,
+                                  self.socket_totals[2] + r.errors]
+            self.sockets.discard(transport)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -144,6 +165,13 @@ class MediaCollector:
                       s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        datagrams, reads, read_errors = s.socket_counts()
+        yield counter("basement_datagrams_received", "UDP datagrams read from the media sockets (native data "
+                      "path: STUN, DTLS, SRTP and SRTCP alike)", datagrams)
+        yield counter("basement_socket_reads", "wake-ups that read a media socket (datagrams per wake-up = "
+                      "datagrams_received / socket_reads)", reads)
+        yield counter("basement_socket_read_errors", "receive errors on the media sockets (queued ICMP errors)",
+                      read_errors)
         for unit, counts in (("packets", (s.rtx_repair_packets, s.rtx_copy_packets, s.padding_packets)),
                              ("bytes", (s.rtx_repair_bytes, s.rtx_copy_bytes, s.padding_bytes))):
             nonmedia = CounterMetricFamily(

@@ -16,6 +16,7 @@ from sfu._native import MediaSocket, SrtpError, SrtpSession
 
 from sfu import media_socket, transport
 from sfu.media_socket import BATCH, ROUNDS, MediaSocketTransport, PyMediaSocket
+from sfu.metrics import STATS, MediaCollector
 from tests.unit.sfu.native.test_srtp import GCM128, key_for, rtp, sr
 
 READERS = {"native": MediaSocket, "python": PyMediaSocket}
@@ -286,6 +287,24 @@ async def test_send_errors_reach_the_protocol_not_the_caller(own_sockets: Any) -
     finally:
         tr.close()
     tr.sendto(b"x", ("127.0.0.1", 9))  # after close: nothing, no exception
+
+
+async def test_socket_counters_are_exported_and_survive_close(own_sockets: Any) -> None:
+    before = STATS.socket_counts()
+    tr, _ = media_socket.open_endpoint(asyncio.get_running_loop(), asyncio.DatagramProtocol, "127.0.0.1", 0,
+                                       own_sockets)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for i in range(5):
+            tx.sendto(bytes([i]), tr.get_extra_info("sockname"))
+    tr.reader.drain()
+    counted = STATS.socket_counts()
+    assert (counted[0] - before[0], counted[1] - before[1]) == (5, 1)
+    tr.close()
+    assert STATS.socket_counts() == counted and tr not in STATS.sockets  # folded into the totals once
+    tr.close()
+    assert STATS.socket_counts() == counted
+    names = {m.name for m in MediaCollector(STATS).collect()}
+    assert {"basement_datagrams_received", "basement_socket_reads", "basement_socket_read_errors"} <= names
 
 
 def test_srtp_error_is_what_the_reader_refuses() -> None:
