@@ -664,7 +664,9 @@ static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t 
     }
     cache_entry *c = &s->cache[seq & CACHE_MASK];
     if (c->cap < len) {
-        size_t ncap = len < 1500 ? 1500 : len;
+        /* the slot grows to the largest packet it has held, in 128-byte steps: an audio DownTrack's
+         * ring is ~1024 x 128 bytes, not 1024 x 1500 (1.5 MB per audio subscription before) */
+        size_t ncap = (len + 127) & ~(size_t)127;
         uint8_t *nb = realloc(c->buf, ncap);
         if (!nb) {
             c->valid = 0;

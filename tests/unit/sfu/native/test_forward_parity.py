@@ -136,6 +136,43 @@ def test_native_and_python_forward_the_same_bytes_with_the_same_state(seed: int)
         datapath.configure("python")
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_nack_ring_keeps_packets_whose_size_changes_from_slot_to_slot(seed: int) -> None:
+    """The C ring sizes each slot to the largest packet it has held (128-byte steps): packets of
+    widely varying sizes over several laps of the ring must be cached and resent byte for byte."""
+    r = random.Random(seed)
+    try:
+        datapath.configure("python")
+        _, rec, _ = rig.publish("VP8")
+        py, py_wire = rig.subscribe(rec)
+        datapath.configure("native")
+        nat, nat_wire = rig.subscribe(rec)
+        layer = next(iter(rec.layers.values()))
+        for dt in (py, nat):
+            dt.set_target(layer, "test")
+        now = 1000.0
+        seq = r.randrange(65536)
+        for i in range(3 * 1024):
+            seq = (seq + 1) & 0xFFFF
+            now += 0.001
+            size = r.choice([20, 100, 127, 128, 129, 600, 1100, 1300])
+            payload = P.vp8_payload(keyframe=i == 0, picture_id=i & 0x7FFF, tl0picidx=0, tid=0, layer_sync=False,
+                                    body=bytes([i & 0xFF]) * size)
+            data = P.rtp(96, seq, i * 3000, 0xA000, payload, ext=_extensions(r))
+            view = rtp.parse(data)
+            vp8 = rtp.vp8_descriptor(memoryview(data)[view.payload_start:view.payload_end])
+            for dt in (py, nat):
+                dt.forward(data, view, layer, vp8.keyframe, vp8, now)
+            if i % 97 == 0:
+                lost = [(py.last_seq - r.randrange(1100)) & 0xFFFF for _ in range(4)]
+                for dt in (py, nat):
+                    dt.on_nack(list(lost), now)
+            assert nat_wire.rtp == py_wire.rtp, f"seed {seed} packet {i}: different packets on the wire"
+        assert py.retransmissions > 0 and len(py_wire.rtp) > 3 * 1024
+    finally:
+        datapath.configure("python")
+
+
 def test_the_c_parsers_agree_with_sfu_rtp_on_random_and_mutated_packets() -> None:
     """parse, vp8_descriptor and extension: the same attributes, or the same RtpError reason."""
     r = random.Random(7)
