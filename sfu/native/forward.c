@@ -9,7 +9,11 @@
  *
  * Egress: the send side of one subscriber transport. It owns a dup() of the transport's UDP socket
  * (so a socket aioice closes can never be confused with a recycled descriptor), the outbound SRTP
- * session and its per-SSRC streams, and a queue flushed with sendmmsg once per received packet.
+ * session and its per-SSRC streams, and a queue flushed with sendmmsg once per received packet,
+ * or once per received batch: while a MediaSocket delivers one recvmmsg batch it holds the sends
+ * (bs_send_hold / bs_send_release), so the datagrams every packet of the batch produced for one
+ * subscriber leave in one sendmmsg. A flush per batch, not on a timer: what a batch queued is sent
+ * before the event loop waits again.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -56,13 +60,14 @@ typedef struct {
     struct mmsghdr msgs[QUEUE_LEN];
     struct iovec iov[QUEUE_LEN];
     uint8_t bufs[QUEUE_LEN][QUEUE_BUF];
-    unsigned long long sent, failures, errors_srtp;
+    unsigned long long sent, failures, errors_srtp, flushes;
     int last_errno;
 } EgressObject;
 
 static PyTypeObject EgressType;
 static EgressObject *pending_egress[MAX_PENDING_EGRESS];
 static size_t n_pending_egress;
+static int send_hold; /* > 0 while a received batch is being delivered: flush when it is released */
 
 static bs_srtp_stream *egress_stream(EgressObject *e, uint32_t ssrc) {
     if (e->cap == 0 || (e->count + 1) * 2 > e->cap) {
@@ -120,6 +125,7 @@ static int egress_flush(EgressObject *e) {
             e->last_errno = r < 0 ? errno : 0;
             break;
         }
+        e->flushes++;
         done += r;
     }
     e->sent += (unsigned long long)done;
@@ -136,6 +142,19 @@ static void flush_pending(void) {
         Py_DECREF(e);
     }
     n_pending_egress = 0;
+}
+
+/* Flush what is queued unless a received batch holds the sends. */
+static inline void flush_unless_held(void) {
+    if (!send_hold)
+        flush_pending();
+}
+
+void bs_send_hold(void) { send_hold++; }
+
+void bs_send_release(void) {
+    if (send_hold > 0 && --send_hold == 0)
+        flush_pending();
 }
 
 /* The next free queue buffer (QUEUE_BUF bytes): the caller writes a packet there, then commits it. */
@@ -331,8 +350,9 @@ static PyObject *egress_send(EgressObject *self, PyObject *arg, int rtcp) {
     }
     PyBuffer_Release(&b);
     if (self->pending) {
-        /* sent on its own (NACK answers, RTCP): flush now rather than wait for a fan-out */
-        flush_pending();
+        /* sent on its own (NACK answers, RTCP): flush now rather than wait for a fan-out, unless
+         * a received batch holds the sends (then it leaves with the batch's) */
+        flush_unless_held();
     }
     if (!ok)
         Py_RETURN_FALSE;
@@ -367,6 +387,7 @@ static PyMemberDef Egress_members[] = {
     {"failures", T_ULONGLONG, offsetof(EgressObject, failures), READONLY, "datagrams dropped (socket full, closed)"},
     {"srtp_errors", T_ULONGLONG, offsetof(EgressObject, errors_srtp), READONLY, "packets SRTP refused to protect"},
     {"last_errno", T_INT, offsetof(EgressObject, last_errno), READONLY, "errno of the last failed send"},
+    {"flushes", T_ULONGLONG, offsetof(EgressObject, flushes), READONLY, "sendmmsg calls that sent something"},
     {NULL},
 };
 
@@ -926,7 +947,7 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
     }
     result = Py_BuildValue("(LLLLL)", sent, misses, by_interval, by_budget, spent);
 done:
-    flush_pending();
+    flush_unless_held();
     free(rtx_buf);
     return result;
 }
@@ -999,7 +1020,7 @@ static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize
     }
     result = Py_BuildValue("(KK)", tot.packets, tot.bytes);
 done:
-    flush_pending();
+    flush_unless_held();
     if (scratch != stack_scratch)
         free(scratch);
     PyBuffer_Release(&b);

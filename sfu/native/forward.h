@@ -50,4 +50,10 @@ enum {
 int bs_rtp_parse(const uint8_t *data, size_t n, bs_rtp_view *v);
 int bs_vp8_parse(const uint8_t *payload, size_t n, bs_vp8 *d);
 
+/* forward.c: while held, fan-outs and sends queue their datagrams instead of flushing them; the
+ * last release flushes every queue (one sendmmsg per socket). MediaSocket holds the sends while it
+ * delivers one received batch. Calls nest. */
+void bs_send_hold(void);
+void bs_send_release(void);
+
 #endif

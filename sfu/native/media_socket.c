@@ -13,6 +13,9 @@
  * Everything else (STUN, DTLS, and media before attach) goes to on_other(data, (host, port)), which
  * is aioice's StunProtocol.datagram_received, as the event loop would have called it.
  *
+ * While it delivers one recvmmsg batch, the native sends are held (forward.c bs_send_hold): what
+ * the batch's packets queue for each subscriber leaves in one sendmmsg when the batch is delivered.
+ *
  * The Python twin is sfu.media_socket.PyMediaSocket; the same tests run against both.
  *
  * The buffers are static: drain runs with the GIL held and is not re-entrant (a callback that
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "forward.h"
 #include "srtp.h"
 
 #define BATCH 32
@@ -231,6 +235,7 @@ static PyObject *MediaSocket_drain(MediaSocketObject *self, PyObject *unused) {
             break;
         }
         total += n;
+        bs_send_hold();
         for (int i = 0; i < n; i++) {
             if (self->fd < 0) {
                 self->received++; /* closed by a callback: what was read is dropped, and counted */
@@ -244,6 +249,7 @@ static PyObject *MediaSocket_drain(MediaSocketObject *self, PyObject *unused) {
             }
             deliver(self, g_buf[i], (Py_ssize_t)g_msgs[i].msg_len, &g_addr[i], g_msgs[i].msg_hdr.msg_namelen, &saved);
         }
+        bs_send_release();
         if (n < BATCH)
             break;
     }

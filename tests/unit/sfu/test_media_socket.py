@@ -12,7 +12,7 @@ from typing import Any
 import aioice
 import aioice.ice
 import pytest
-from sfu._native import MediaSocket, SrtpError, SrtpSession
+from sfu._native import Egress, MediaSocket, SrtpError, SrtpSession
 
 from sfu import media_socket, transport
 from sfu.media_socket import BATCH, ROUNDS, MediaSocketTransport, PyMediaSocket
@@ -188,6 +188,65 @@ def test_a_drain_from_inside_a_callback_reads_nothing(rig: Rig) -> None:
     rig.send(b"a", b"b")
     assert rig.reader.drain() == 2
     assert inner == [0, 0] and rig.events == [b"a", b"b"]
+
+
+class Forwarder:
+    """An Egress to a receiving socket of its own: what a subscriber transport's send side does."""
+
+    def __init__(self, key: bytes) -> None:
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setblocking(False)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tx.bind(("127.0.0.1", 0))
+        self.egress = Egress(self.tx.fileno(), self.rx.getsockname(), GCM128, key)
+        self.receiver = SrtpSession(GCM128, key, True)
+        self.received: list[bytes] = []
+
+    def waiting(self) -> int:
+        """Read what has arrived at the receiver by now (into `received`); how many datagrams."""
+        n = 0
+        while True:
+            try:
+                data = self.rx.recv(2048)
+            except BlockingIOError:
+                return n
+            self.received.append(self.receiver.unprotect(data))
+            n += 1
+
+    def close(self) -> None:
+        self.egress.close()
+        self.rx.close()
+        self.tx.close()
+
+
+def test_the_sends_of_a_received_batch_leave_together_when_it_is_delivered() -> None:
+    """What the packets of one recvmmsg batch send leaves in one sendmmsg per socket after the batch,
+    even when a handler raises; a send outside a batch leaves at once."""
+    rig = Rig(MediaSocket)
+    out = Forwarder(key_for(GCM128, seed=2))
+    queued_meanwhile: list[int] = []
+
+    def on_rtp(plain: bytes) -> None:
+        queued_meanwhile.append(out.waiting())
+        out.egress.send_rtp(plain)
+        if plain[-1] == 3:
+            raise RuntimeError("a handler failed")
+
+    try:
+        rig.reader.attach(SrtpSession(GCM128, rig.key, True), on_rtp, lambda d: None, lambda r: None)
+        packets = [rtp(seq, 0x1234, bytes([seq]) * 100) for seq in range(1, 6)]
+        rig.send(*(rig.sender.protect(p) for p in packets))
+        with pytest.raises(RuntimeError, match="a handler failed"):
+            rig.reader.drain()
+        assert queued_meanwhile == [0] * 5  # nothing left while the batch was being delivered
+        assert out.waiting() == 5 and out.received == packets  # all of it, in order, right after
+        assert (out.egress.sent, out.egress.flushes) == (5, 1)
+        out.egress.send_rtp(rtp(6, 0x1234, b"alone"))  # not inside a batch: sent now
+        assert out.waiting() == 1 and (out.egress.sent, out.egress.flushes) == (6, 2)
+    finally:
+        out.close()
+        rig.close()
 
 
 def test_arguments_are_checked(reader_type: Any) -> None:
