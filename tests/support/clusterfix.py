@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,8 @@ class Cluster:
     def stop(self) -> None:
         for p in self.nodes + self.replicas:
             p.kill()
+        # the logs matter while a test can still fail with them (`logs`); afterwards they are litter
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {p.kind} {p.id}\n{p.tail(25)}" for p in self.nodes + self.replicas)
