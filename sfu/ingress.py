@@ -33,7 +33,12 @@ from sfu.transport import RecvSlot
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
 
-__all__ = ["Ingress", "IngressLimits", "configure_ingress"]
+try:
+    from sfu._native import CODEC_H264, CODEC_OTHER, CODEC_VP8, IngressCore
+except ImportError:  # not built: only the Python path is available (sfu.datapath says so)
+    IngressCore = None
+
+__all__ = ["Ingress", "IngressLimits", "configure_ingress", "ingress_class"]
 
 log = logging.getLogger("basement.ingress")
 
@@ -461,6 +466,41 @@ class Ingress:
                 self.rtcp_round()
             except Exception:  # a bad report must never stop future ones
                 log.exception("RTCP report failed")
+
+
+if IngressCore is not None:
+    _CODECS = {"VP8": CODEC_VP8, "H264": CODEC_H264}
+
+    class NativeIngress(IngressCore, Ingress):
+        """Ingress whose common case, the next packet of a known media SSRC, is C (`sfu/native/ingress.c`,
+        `IngressCore.on_rtp`); everything else (learning, RTX, padding, gaps, late packets, key frames,
+        H.264, malformed input) goes to `Ingress.on_rtp`, called as `_slow_on_rtp`. Its SSRC table
+        follows `by_ssrc` through `_bind`, the one place that changes it."""
+
+        _slow_on_rtp = Ingress.on_rtp
+
+        def __init__(self, participant_id: str, on_audio_level: Callable[[str, int, float], None] | None = None,
+                     limits: IngressLimits | None = None):
+            super().__init__(participant_id, on_audio_level, limits)
+            self._stats = STATS
+
+        def _bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
+                  is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
+            old = layer.rtx_ssrc if is_rtx else layer.ssrc
+            entry = super()._bind(rec, layer, ssrc, is_rtx)
+            if entry is not None:
+                if old is not None:
+                    self._unroute(old)
+                if not is_rtx:
+                    ids = self.extensions.get(rec.mid, {})
+                    self._route(ssrc, rec, layer, rec.kind == "video", _CODECS.get(rec.codec_name, CODEC_OTHER),
+                                ids.get(rtp.URI_ABS_SEND_TIME) or 0, ids.get(rtp.URI_AUDIO_LEVEL) or 0)
+            return entry
+
+
+def ingress_class() -> type[Ingress]:
+    """The Ingress of the configured data path: NativeIngress on `native`, Ingress on `python`."""
+    return NativeIngress if datapath.current() == "native" else Ingress
 
 
 def _is_rtx(codec: Any) -> bool:

@@ -27,7 +27,7 @@ from sfu import datapath
 from sfu import sdp as sdpmod
 from sfu.api import MediaError, ParticipantInfo
 from sfu.downtrack import Continuity, DownTrack
-from sfu.ingress import Ingress
+from sfu.ingress import Ingress, ingress_class
 from sfu.rtp import URI_RID, URI_RRID
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import CandidateRefused, IceConfig, PeerTransport, RecvSlot, Remb, SendSlot
@@ -119,7 +119,7 @@ class Peer:
                 await dead.close()
             ingress, publisher = self.ingress, self.publisher
             if ingress is None or publisher is None:  # (the first offer, or one after a failure, creates both)
-                ingress = self.ingress = Ingress(self.id, self.room.observe_audio)
+                ingress = self.ingress = ingress_class()(self.id, self.room.observe_audio)
                 publisher = self.publisher = PeerTransport(on_rtp=ingress.on_rtp, on_rtcp=ingress.on_rtcp,
                                                            ice=self.ice)
                 publisher.on_state(functools.partial(self._publisher_state, publisher))

@@ -12,7 +12,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from pylibsrtp import Policy, Session
 
 from sfu import datapath, rtp
-from sfu.ingress import Ingress
+from sfu.ingress import ingress_class
 from sfu.track import PublishedTrack
 from sfu.transport import RecvSlot, SendSlot
 
@@ -114,15 +114,14 @@ class Rig:
         datapath.configure(path)  # the Ingress's fan-out and the DownTracks' class
         self.sink = sink_socket() if udp else None
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
-        self.ingress = Ingress("PA_bench")
+        self.ingress = ingress_class()("PA_bench")  # NativeIngress on the native path
         self.ingress.slots["1"] = RecvSlot(mid="1", kind="video", codecs={96: codec},
                                            ext_ids={MID_IN: rtp.URI_MID, AST_IN: rtp.URI_ABS_SEND_TIME}, rtcp_ssrc=7)
         self.ingress.extensions["1"] = {rtp.URI_MID: MID_IN, rtp.URI_ABS_SEND_TIME: AST_IN}
         self.rec = PublishedTrack("TR_bench_1", "PA_bench", "video", "1", codec, self.ingress)
         self.ingress.tracks["1"] = self.rec
         self.layer = self.rec.layer("")
-        self.layer.ssrc = 0x11111111
-        self.ingress.by_ssrc[0x11111111] = (self.rec, self.layer, False)
+        self.ingress._bind(self.rec, self.layer, 0x11111111, False)  # as an a=ssrc line would
         self.transports = []
         for i in range(fanout):
             t = UdpTransport(path, self.sink) if self.sink is not None else FakeTransport(protect)

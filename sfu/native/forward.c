@@ -952,42 +952,24 @@ done:
     return result;
 }
 
-/* fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes) */
-static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now)");
-        return NULL;
-    }
-    PyObject *dts = args[0], *layer = args[2];
-    if (!PyList_Check(dts)) {
-        PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
-        return NULL;
-    }
-    int keyframe = PyObject_IsTrue(args[3]);
-    double now = PyFloat_AsDouble(args[4]);
-    if (keyframe < 0 || (now == -1.0 && PyErr_Occurred()))
-        return NULL;
-    Py_buffer b;
-    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
-        return NULL;
+/* DownTrack.forward of one parsed packet for every DownTrack of the list `dts`, then a flush (unless
+ * a received batch holds the sends). 0, or -1 with an exception set. */
+int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v, PyObject *layer, int keyframe,
+              double now, unsigned long long *packets, unsigned long long *bytes) {
     fan_totals tot = {0, 0};
-    PyObject *result = NULL;
-    const uint8_t *data = b.buf;
-    size_t n = (size_t)b.len;
-    bs_rtp_view v;
+    int result = -1;
     bs_vp8 vp8d;
     int have_vp8 = -1; /* parsed on the first VP8 DownTrack */
     uint8_t stack_scratch[2048];
     uint8_t *scratch = stack_scratch;
-    long long epoch = 0;
-    if (bs_rtp_parse(data, n, &v) < 0) {
-        PyErr_SetString(PyExc_ValueError, "not a valid RTP packet");
+    if (!PyList_Check(dts)) {
+        PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
         goto done;
     }
     PyObject *ep = PyObject_GetAttr(layer, str_epoch);
     if (!ep)
         goto done;
-    epoch = PyLong_AsLongLong(ep);
+    long long epoch = PyLong_AsLongLong(ep);
     Py_DECREF(ep);
     if (epoch == -1 && PyErr_Occurred())
         goto done;
@@ -1008,21 +990,52 @@ static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize
         const bs_vp8 *vp = NULL;
         if (s->is_vp8) {
             if (have_vp8 < 0)
-                have_vp8 = bs_vp8_parse(data + v.payload_start, v.payload_end - v.payload_start, &vp8d) == 0;
+                have_vp8 = bs_vp8_parse(data + v->payload_start, v->payload_end - v->payload_start, &vp8d) == 0;
             if (have_vp8)
                 vp = &vp8d;
         }
         Py_INCREF(o); /* the layer-change callback may change the list */
-        int r = dtc_forward(s, data, n, &v, vp, layer, epoch, keyframe, now, scratch, &tot);
+        int r = dtc_forward(s, data, n, v, vp, layer, epoch, keyframe, now, scratch, &tot);
         Py_DECREF(o);
         if (r < 0)
             goto done;
     }
-    result = Py_BuildValue("(KK)", tot.packets, tot.bytes);
+    result = 0;
 done:
     flush_unless_held();
     if (scratch != stack_scratch)
         free(scratch);
+    *packets = tot.packets;
+    *bytes = tot.bytes;
+    return result;
+}
+
+/* fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes) */
+static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now)");
+        return NULL;
+    }
+    if (!PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
+        return NULL;
+    }
+    int keyframe = PyObject_IsTrue(args[3]);
+    double now = PyFloat_AsDouble(args[4]);
+    if (keyframe < 0 || (now == -1.0 && PyErr_Occurred()))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    bs_rtp_view v;
+    unsigned long long packets = 0, bytes = 0;
+    if (bs_rtp_parse(b.buf, (size_t)b.len, &v) < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a valid RTP packet");
+        flush_unless_held();
+    } else if (bs_fanout(args[0], b.buf, (size_t)b.len, &v, args[2], keyframe, now, &packets, &bytes) == 0) {
+        result = Py_BuildValue("(KK)", packets, bytes);
+    }
     PyBuffer_Release(&b);
     return result;
 }

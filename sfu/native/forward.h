@@ -49,11 +49,30 @@ enum {
  * descriptor (parse.c). */
 int bs_rtp_parse(const uint8_t *data, size_t n, bs_rtp_view *v);
 int bs_vp8_parse(const uint8_t *payload, size_t n, bs_vp8 *d);
+/* Header extension `xid` (its first element): 1 with its value at data[*start, *start + *len), 0 when
+ * absent, BS_BAD_EXTENSION_LENGTH when an element before it overruns the block (parse.c). */
+int bs_rtp_extension(const uint8_t *data, const bs_rtp_view *v, long xid, size_t *start, size_t *len);
 
 /* forward.c: while held, fan-outs and sends queue their datagrams instead of flushing them; the
  * last release flushes every queue (one sendmmsg per socket). MediaSocket holds the sends while it
  * delivers one received batch. Calls nest. */
 void bs_send_hold(void);
 void bs_send_release(void);
+
+#ifdef Py_PYTHON_H
+/* What ingress.c (IngressCore) calls in the other files. */
+/* forward.c: DownTrack.forward of a parsed packet for each DownTrack of the list; 0, or -1 with an
+ * exception set. The counts of what left are added up in *packets / *bytes. */
+int bs_fanout(PyObject *downtracks, const uint8_t *data, size_t n, const bs_rtp_view *v, PyObject *layer,
+              int keyframe, double now, unsigned long long *packets, unsigned long long *bytes);
+/* reception.c: ReceptionCore; `next`: whether seq is the next number of its started stream (what
+ * update calls IN_ORDER); update for seq/ts/arrival in update's ranges. */
+int bs_is_reception(PyObject *o);
+int bs_reception_next(PyObject *o, uint16_t seq);
+int bs_reception_update(PyObject *o, uint16_t seq, uint32_t ts, double arrival);
+/* remb.c: RembEstimator.add; -1 when `o` is not one or an argument is out of add's ranges, else 1
+ * with *target set when the estimate was updated, 0 when not. */
+int bs_remb_add(PyObject *o, long long arrival_ms, uint32_t ast, long long size, uint32_t ssrc, long long *target);
+#endif
 
 #endif

@@ -7,6 +7,7 @@
  * reception.c      ReceptionCore: Reception's per-packet update (sequence, NACK window, jitter)
  * remb.c           RembEstimator: aiortc's receive-side bandwidth estimator, the same in C
  * media_socket.c   MediaSocket: a UDP socket read with recvmmsg, SRTP/SRTCP unprotected on arrival
+ * ingress.c        IngressCore: the common case of Ingress.on_rtp (known media SSRC, next packet)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,6 +18,7 @@ int bs_register_remb(PyObject *m);
 int bs_register_parse(PyObject *m);
 int bs_register_reception(PyObject *m);
 int bs_register_media_socket(PyObject *m);
+int bs_register_ingress(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -27,7 +29,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (m == NULL)
         return NULL;
     if (bs_register_srtp_session(m) < 0 || bs_register_forward(m) < 0 || bs_register_remb(m) < 0 ||
-        bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0) {
+        bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
+        bs_register_ingress(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -259,6 +259,54 @@ static PyObject *native_vp8_descriptor(PyObject *module, PyObject *arg) {
 }
 
 /* extension(data, view, id) -> bytes | None: as sfu.rtp.extension */
+/* The first element `xid` of the packet's header extension block (RFC 8285 one- and two-byte forms):
+ * 1 with its value at d[*start .. *start + *len), 0 when absent, BS_BAD_EXTENSION_LENGTH when an
+ * element overruns the block before `xid` is found (as sfu/rtp.py `extension`). */
+int bs_rtp_extension(const uint8_t *d, const bs_rtp_view *v, long xid, size_t *start, size_t *len) {
+    size_t i = v->ext_start, end = v->ext_end;
+    if (!i)
+        return 0;
+    if (v->one_byte) {
+        while (i < end) {
+            uint8_t c = d[i];
+            if (c == 0) {
+                i += 1;
+                continue;
+            }
+            long eid = c >> 4;
+            size_t elen = (size_t)(c & 0x0F) + 1;
+            if (eid == 15)
+                return 0;
+            if (i + 1 + elen > end)
+                return BS_BAD_EXTENSION_LENGTH;
+            if (eid == xid) {
+                *start = i + 1;
+                *len = elen;
+                return 1;
+            }
+            i += 1 + elen;
+        }
+    } else {
+        while (i + 1 < end) {
+            long eid = d[i];
+            if (eid == 0) {
+                i += 1;
+                continue;
+            }
+            size_t elen = d[i + 1];
+            if (i + 2 + elen > end)
+                return BS_BAD_EXTENSION_LENGTH;
+            if (eid == xid) {
+                *start = i + 2;
+                *len = elen;
+                return 1;
+            }
+            i += 2 + elen;
+        }
+    }
+    return 0;
+}
+
 static PyObject *native_extension(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyObject_TypeCheck(args[1], &ViewType)) {
         PyErr_SetString(PyExc_TypeError, "extension(data, view: RtpView from parse, id)");
@@ -273,61 +321,21 @@ static PyObject *native_extension(PyObject *module, PyObject *const *args, Py_ss
     Py_buffer b;
     if (PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
         return NULL;
-    const uint8_t *d = b.buf;
-    Py_ssize_t i = v->ext_start, end = v->ext_end;
-    PyObject *out = NULL;
-    int error = 0;
-    if (end > b.len) { /* not this packet's view */
+    if ((Py_ssize_t)v->ext_end > b.len) { /* not this packet's view */
         PyBuffer_Release(&b);
         PyErr_SetString(PyExc_ValueError, "the view does not fit the data");
         return NULL;
     }
-    if (v->one_byte) {
-        while (i < end) {
-            uint8_t c = d[i];
-            if (c == 0) {
-                i += 1;
-                continue;
-            }
-            long eid = c >> 4;
-            Py_ssize_t elen = (c & 0x0F) + 1;
-            if (eid == 15)
-                break;
-            if (i + 1 + elen > end) {
-                error = 1;
-                break;
-            }
-            if (eid == xid) {
-                out = PyBytes_FromStringAndSize((const char *)d + i + 1, elen);
-                break;
-            }
-            i += 1 + elen;
-        }
-    } else {
-        while (i + 1 < end) {
-            long eid = d[i];
-            if (eid == 0) {
-                i += 1;
-                continue;
-            }
-            Py_ssize_t elen = d[i + 1];
-            if (i + 2 + elen > end) {
-                error = 1;
-                break;
-            }
-            if (eid == xid) {
-                out = PyBytes_FromStringAndSize((const char *)d + i + 2, elen);
-                break;
-            }
-            i += 2 + elen;
-        }
-    }
+    bs_rtp_view view = {.ext_start = (size_t)v->ext_start, .ext_end = (size_t)v->ext_end, .one_byte = (uint8_t)v->one_byte};
+    size_t at = 0, len = 0;
+    int r = bs_rtp_extension(b.buf, &view, xid, &at, &len);
+    PyObject *out = r > 0 ? PyBytes_FromStringAndSize((const char *)b.buf + at, (Py_ssize_t)len) : NULL;
     PyBuffer_Release(&b);
-    if (error) {
-        raise_rtp_error(BS_BAD_EXTENSION_LENGTH);
+    if (r < 0) {
+        raise_rtp_error(r);
         return NULL;
     }
-    if (out == NULL && !PyErr_Occurred())
+    if (r == 0)
         Py_RETURN_NONE;
     return out;
 }

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward.h"
+
 /* as sfu/reception.py */
 #define MAX_DROPOUT 3000
 #define MAX_MISORDER 1500
@@ -122,6 +124,22 @@ static int rx_update(ReceptionCore *s, long long seq, long long ts, double arriv
     s->restarts += 1;
     rx_jitter(s, ts, arrival);
     return RESTART;
+}
+
+static PyTypeObject ReceptionCoreType;
+
+/* For ingress.c: whether `o` is a ReceptionCore; whether `seq` is the next number of its started
+ * stream (update would say IN_ORDER; the common case); and update itself, for arguments in update's
+ * ranges (seq 16 bits, ts 32 bits, arrival within +-1e9 s). */
+int bs_is_reception(PyObject *o) { return PyObject_TypeCheck(o, &ReceptionCoreType); }
+
+int bs_reception_next(PyObject *o, uint16_t seq) {
+    const ReceptionCore *s = (const ReceptionCore *)o;
+    return s->max_seq >= 0 && ((seq - s->max_seq) & 0xFFFF) == 1;
+}
+
+int bs_reception_update(PyObject *o, uint16_t seq, uint32_t ts, double arrival) {
+    return rx_update((ReceptionCore *)o, seq, ts, arrival);
 }
 
 static PyObject *RC_update(ReceptionCore *s, PyObject *const *args, Py_ssize_t nargs) {

@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "forward.h"
+
 #define RATE_WINDOW_MS 1000
 #define RATE_SCALE 8000
 #define BURST_DELTA_THRESHOLD_MS 5
@@ -95,6 +97,8 @@ typedef struct {
     uint32_t ssrcs[MAX_SSRCS]; /* in first-seen order, as a dict's keys */
     int n_ssrcs;
 } RembObject;
+
+static PyTypeObject RembType;
 
 static const double TIMESTAMP_TO_MS = 1000.0 / (double)(1 << INTER_ARRIVAL_SHIFT);
 static const int64_t GROUP_LENGTH = ((int64_t)TIMESTAMP_GROUP_LENGTH_MS << INTER_ARRIVAL_SHIFT) / 1000;
@@ -480,34 +484,11 @@ static void note_ssrc(RembObject *s, uint32_t ssrc) {
         s->ssrcs[s->n_ssrcs++] = ssrc;
 }
 
-static PyObject *Remb_add(RembObject *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "add(arrival_time_ms, abs_send_time, payload_size, ssrc)");
-        return NULL;
-    }
-    long long arrival = PyLong_AsLongLong(args[0]);
-    if (arrival == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long ast = PyLong_AsUnsignedLong(args[1]);
-    if (ast == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    long long size = PyLong_AsLongLong(args[2]);
-    if (size == -1 && PyErr_Occurred())
-        return NULL;
-    unsigned long ssrc = PyLong_AsUnsignedLong(args[3]);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    /* What the Ingress can send (a datagram's size, loop time in ms) and what keeps every product
-     * below int64 and every integer exact in a double, as they are in Python: a packet is at most
-     * 65,535 bytes, times are within +-2^40 ms (35 years). */
-    if (ast > 0xFFFFFF || ssrc > 0xFFFFFFFFul || size < 0 || size > 0xFFFF || arrival > (1LL << 40) ||
-        arrival < -(1LL << 40)) {
-        PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits, ssrc 32 bits, size at most 65535, "
-                                          "arrival within +-2^40 ms");
-        return NULL;
-    }
-    uint32_t timestamp = (uint32_t)ast << 8;
-    note_ssrc(s, (uint32_t)ssrc);
+/* One packet: what `add` does, for callers in C. The arguments must be in add's ranges (checked
+ * by `remb_args_ok`). 1 with *target set when the estimate is updated, 0 when not. */
+static int remb_add(RembObject *s, long long arrival, uint32_t ast, long long size, uint32_t ssrc, int64_t *target) {
+    uint32_t timestamp = ast << 8;
+    note_ssrc(s, ssrc);
 
     int64_t rate;
     if (rc_rate(s, arrival, &rate)) {
@@ -529,26 +510,71 @@ static PyObject *Remb_add(RembObject *s, PyObject *const *args, Py_ssize_t nargs
     int update = !s->has_last_update || (arrival - s->last_update_ms) > FEEDBACK_INTERVAL_MS ||
                  s->hypothesis == OVERUSING;
     if (update) {
-        int64_t tp = 0, target;
+        int64_t tp = 0;
         int has_tp = rc_rate(s, arrival, &tp);
-        if (rate_control_update(s, s->hypothesis, has_tp, tp, arrival, &target)) {
+        if (rate_control_update(s, s->hypothesis, has_tp, tp, arrival, target)) {
             s->has_last_update = 1;
             s->last_update_ms = arrival;
-            PyObject *ssrcs = PyList_New(s->n_ssrcs);
-            if (ssrcs == NULL)
-                return NULL;
-            for (int i = 0; i < s->n_ssrcs; i++) {
-                PyObject *v = PyLong_FromUnsignedLong(s->ssrcs[i]);
-                if (v == NULL) {
-                    Py_DECREF(ssrcs);
-                    return NULL;
-                }
-                PyList_SET_ITEM(ssrcs, i, v);
-            }
-            return Py_BuildValue("(LN)", (long long)target, ssrcs);
+            return 1;
         }
     }
-    Py_RETURN_NONE;
+    return 0;
+}
+
+/* What the Ingress can send (a datagram's size, loop time in ms) and what keeps every product below
+ * int64 and every integer exact in a double, as they are in Python: a packet is at most 65,535
+ * bytes, times are within +-2^40 ms (35 years). */
+static inline int remb_args_ok(long long arrival, unsigned long ast, long long size, unsigned long ssrc) {
+    return ast <= 0xFFFFFF && ssrc <= 0xFFFFFFFFul && size >= 0 && size <= 0xFFFF && arrival <= (1LL << 40) &&
+           arrival >= -(1LL << 40);
+}
+
+int bs_remb_add(PyObject *o, long long arrival, uint32_t ast, long long size, uint32_t ssrc, long long *target) {
+    if (!PyObject_TypeCheck(o, &RembType) || !remb_args_ok(arrival, ast, size, ssrc))
+        return -1;
+    int64_t t = 0;
+    int r = remb_add((RembObject *)o, arrival, ast, size, ssrc, &t);
+    *target = (long long)t;
+    return r;
+}
+
+static PyObject *Remb_add(RembObject *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add(arrival_time_ms, abs_send_time, payload_size, ssrc)");
+        return NULL;
+    }
+    long long arrival = PyLong_AsLongLong(args[0]);
+    if (arrival == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long ast = PyLong_AsUnsignedLong(args[1]);
+    if (ast == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    long long size = PyLong_AsLongLong(args[2]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long ssrc = PyLong_AsUnsignedLong(args[3]);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (!remb_args_ok(arrival, ast, size, ssrc)) {
+        PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits, ssrc 32 bits, size at most 65535, "
+                                          "arrival within +-2^40 ms");
+        return NULL;
+    }
+    int64_t target;
+    if (!remb_add(s, arrival, (uint32_t)ast, size, (uint32_t)ssrc, &target))
+        Py_RETURN_NONE;
+    PyObject *ssrcs = PyList_New(s->n_ssrcs);
+    if (ssrcs == NULL)
+        return NULL;
+    for (int i = 0; i < s->n_ssrcs; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(s->ssrcs[i]);
+        if (v == NULL) {
+            Py_DECREF(ssrcs);
+            return NULL;
+        }
+        PyList_SET_ITEM(ssrcs, i, v);
+    }
+    return Py_BuildValue("(LN)", (long long)target, ssrcs);
 }
 
 static PyObject *Remb_get_state(RembObject *s, void *closure) {

@@ -28,7 +28,7 @@ with instrumented():
 
     from sfu import datapath, rtp
     from sfu.downtrack import DownTrack
-    from sfu.ingress import Ingress
+    from sfu.ingress import Ingress, ingress_class
     from sfu.transport import RecvSlot, SendSlot
 
 LOOP = asyncio.new_event_loop()
@@ -70,7 +70,7 @@ def build(config: int) -> tuple[Ingress, list[DownTrack]]:
             raise Finding(f"audio level {level} outside RFC 6464's 0..127")
         levels.append(level)
 
-    ingress = Ingress("PA_pub", on_level)
+    ingress = ingress_class()("PA_pub", on_level)  # NativeIngress on the native path
     transport = FakeTransport()
 
     async def configure() -> list:

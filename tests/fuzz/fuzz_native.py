@@ -11,6 +11,9 @@ datagram is
   * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
     `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set:
     both must deliver the same datagrams to the same callbacks, in order, with the same counters;
+  * fed to a Python Ingress and a NativeIngress (C `IngressCore.on_rtp` for the common case), set up
+    alike for the first datagram's SSRC, each with a subscriber: both must count, drop, NACK,
+    estimate, report audio levels and forward the same things, packet by packet;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
     step, abs-send-time and SSRC taken from its header): both must return the same estimate; and to
     sfu.reception.Reception and the C ReceptionCore (with RTX repairs when the control byte says so):
@@ -29,6 +32,7 @@ import random
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support, from a script in tests/fuzz
 
@@ -40,10 +44,11 @@ with instrumented():
 
     from sfu import _native, datapath, reception, rtp
     from sfu.downtrack import DownTrack
-    from sfu.ingress import Ingress
+    from sfu.ingress import Ingress, NativeIngress
     from sfu.media_socket import PyMediaSocket
+    from sfu.metrics import STATS
     from sfu.track import PublishedTrack
-    from sfu.transport import SendSlot
+    from sfu.transport import RecvSlot, SendSlot
     from tests.support.parsers import disagreement
 
 KEYS = {1: bytes(range(30)), 2: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
@@ -130,6 +135,89 @@ def _check_parsers(data: bytes) -> rtp.RtpView | None:
         return None
 
 
+class RecordingWire(Wire):
+    """Records what goes out, RTCP serialised as the real transport would."""
+
+    def send_rtcp(self, packets: Any) -> bool:
+        self.packets.append(b"".join(bytes(p) for p in packets))
+        return True
+
+
+INGRESS_STATS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "rtx_unwrapped", "rtx_repair_packets",
+                 "rtx_copy_packets", "padding_packets", "nacks_out")
+LAYER = ("ssrc", "rtx_ssrc", "epoch", "packets", "bytes", "keyframes", "last_keyframe_at", "width", "height",
+         "bitrate", "last_packet_at", "nack_at")
+
+
+class IngressSide:
+    """A publisher's Ingress of one data path with one m-line (VP8 + RTX, or Opus) and one subscriber."""
+
+    def __init__(self, path: str, vp8: bool, ssrc: int) -> None:
+        self.path = path
+        datapath.configure(path)
+        self.levels: list[tuple] = []
+        cls = NativeIngress if path == "native" else Ingress
+        self.ingress = cls("PA_pub", lambda *a: self.levels.append(a))
+        kind = "video" if vp8 else "audio"
+        codec = RTCRtpCodecParameters(mimeType="video/VP8" if vp8 else "audio/opus",
+                                      clockRate=90000 if vp8 else 48000, payloadType=96 if vp8 else 111)
+        codecs = {codec.payloadType: codec}
+        if vp8:
+            codecs[97] = RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=97,
+                                               parameters={"apt": 96})
+        self.ingress.slots["0"] = RecvSlot(mid="0", kind=kind, codecs=codecs,
+                                           ext_ids={v: k for k, v in IN_EXT.items()}, rtcp_ssrc=7)
+        self.ingress.extensions["0"] = dict(IN_EXT)
+        self.ingress.transport = self.feedback = RecordingWire()
+        self.rec = PublishedTrack("TR_pub_0", "PA_pub", kind, "0", codec, self.ingress)
+        self.ingress.tracks["0"] = self.rec
+        self.layer = self.rec.layer("")
+        self.ingress._bind(self.rec, self.layer, ssrc, False)
+        self.wire = RecordingWire()
+        slot = SendSlot(transceiver=None, kind=kind, ssrc=0x5EB5C001, rtx_ssrc=0x5EB5C002, mid="1",
+                        pt=100 if vp8 else 109, ext_ids=dict(OUT_EXT), active=True)
+        dt = datapath.downtrack_class()(self.rec, "PA_sub", self.wire, slot)
+        dt.inherit((999, 5000, 0.0, 100, 7, 300, False))
+        dt.set_target(self.layer)
+        self.rec.downtracks.append(dt)
+
+    def on_rtp(self, data: bytes, arrival: float) -> dict[str, int]:
+        datapath.configure(self.path)
+        before = [getattr(STATS, f) for f in INGRESS_STATS]
+        self.ingress.on_rtp(data, arrival)
+        return [getattr(STATS, f) - b for f, b in zip(INGRESS_STATS, before, strict=True)]
+
+    def state(self) -> tuple:
+        rx = self.layer.rx
+        return (tuple(getattr(self.layer, f) for f in LAYER), _rx_state(rx), dict(self.ingress.dropped),
+                self.ingress.remb_bps, list(self.levels), sorted(self.ingress.by_ssrc),
+                list(self.feedback.packets), list(self.wire.packets), self.rec.muted)
+
+
+def _check_ingress(control: int, packets: list[bytes]) -> None:
+    """The same packets through the Python Ingress and NativeIngress: the same effects, packet by packet."""
+    first = next((p for p in packets if len(p) >= 12), None)
+    if first is None:
+        return
+    vp8 = not control & 1
+    ssrc = int.from_bytes(first[8:12], "big")
+    before = datapath.current()
+    sides = [IngressSide(path, vp8, ssrc) for path in ("python", "native")]
+    now = 100.0
+    try:
+        for i, packet in enumerate(packets):
+            now += (packet[3] & 0x3F) / 1000 if len(packet) > 3 else 0.001
+            if control & 8 and i == len(packets) // 2:
+                for side in sides:
+                    side.rec.muted = True
+            if sides[0].on_rtp(packet, now) != sides[1].on_rtp(packet, now):
+                raise Finding("the Python and native Ingress counted differently")
+            if sides[0].state() != sides[1].state():
+                raise Finding("the Python and native Ingress disagree")
+    finally:
+        datapath.configure(before)
+
+
 def _rx_state(rx) -> tuple:
     return (rx.base_seq, rx.max_seq, rx.cycles, rx.received, rx.restarts, rx.missing_bits, rx._jitter_q4,
             rx._transit, rx.missing())
@@ -152,6 +240,7 @@ def test_one(data: bytes) -> None:
     receptions = (reception.Reception(90000), datapath.NativeReception(90000))
     arrival_ms = 0
     _check_media_sockets(control, packets)
+    _check_ingress(control, packets)
     for i, packet in enumerate(packets):
         for session in SESSIONS.values():
             for unprotect in (session.unprotect, session.unprotect_rtcp):

@@ -15,7 +15,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from sfu import datapath, rtp
 from sfu.downtrack import DownTrack
-from sfu.ingress import Ingress
+from sfu.ingress import ingress_class
 from sfu.transport import RecvSlot, SendSlot
 
 # Chromium's numbering of a publisher's extension ids
@@ -71,7 +71,7 @@ def publish(codec: str = "VP8", rids: list[str] | None = None, ssrcs: list[tuple
     slot = RecvSlot(mid="0", kind=kind, codecs=codecs(codec),
                     ext_ids=dict(ext if ext is not None else AUDIO_EXT if kind == "audio" else VIDEO_EXT),
                     rtcp_ssrc=RTCP_SSRC)
-    ingress = Ingress("PA_pub", on_audio_level)
+    ingress = ingress_class()("PA_pub", on_audio_level)  # the configured data path's
     wire = Wire()
 
     async def configure() -> list:

@@ -20,7 +20,7 @@ from aiortc import rtp as artp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from sfu import reception, rtp
-from sfu.ingress import Ingress, IngressLimits
+from sfu.ingress import Ingress, IngressLimits, ingress_class
 from sfu.metrics import STATS
 from sfu.reception import NACK_WINDOW, Reception
 from sfu.sdp import SdpError, check_offer
@@ -63,7 +63,7 @@ def _codecs(kind: str, apt: int = 96) -> dict[int, RTCRtpCodecParameters]:
 async def make_ingress(simulcast: bool = False, hints: bool = True, audio: bool = False, apt: int = 96,
                        limits: IngressLimits | None = None) -> tuple[Ingress, RecordingTransport]:
     """An Ingress configured as Peer.publish does: video mid "0" (simulcast q/h/f or one layer), opt. audio "1"."""
-    ingress = Ingress("PA_pub", lambda *a: None, limits)
+    ingress = ingress_class()("PA_pub", lambda *a: None, limits)  # the configured data path's
     transport = RecordingTransport()
     slots = [RecvSlot(mid="0", kind="video", codecs=_codecs("video", apt), ext_ids=dict(VIDEO_EXT), rtcp_ssrc=7)]
     ssrc_hints: dict[str, list[tuple[int, str]]] = {"0": [] if simulcast or not hints else
