@@ -8,7 +8,11 @@ Both implement the same per-packet contract and are held to it by the same tests
   same attributes on either path.
 * A Track's fan-out is one call per received packet: a Python loop, or `_native.fanout`, which
   forwards to every DownTrack, protects with the transport's native SRTP (`_native.Egress`, keyed
-  from the DTLS exporter) and flushes each socket's queue with one `sendmmsg`.
+  from the DTLS exporter) and flushes each socket's queue with one `sendmmsg` (once per received
+  batch when the packets come from a `MediaSocket`).
+* A publisher's `Ingress` (`sfu.ingress.ingress_class`): on the native path a `NativeIngress`, whose
+  `on_rtp` does the common case (the next packet of a known media SSRC) in C and hands every other
+  packet to the Python method.
 * The receive-side bandwidth estimate (what a publisher's REMB carries) is aiortc's
   RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
   the same results, on the native path (`remb_estimator`).
