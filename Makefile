@@ -88,11 +88,11 @@ run: $(STAMP) $(NATIVE)
 	$(BIN)/basement serve
 
 # ruff, the dependency contracts (pyproject.toml [tool.importlinter]; docs/architecture.md), mypy on sfu/
-# ([tool.mypy]), eslint for the web client.
+# ([tool.mypy]; without its cache, which once hid an error a clean clone then found), eslint for the web client.
 lint: $(STAMP) $(NATIVE) $(WEB_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy
+	$(BIN)/mypy --no-incremental
 	cd $(WEB) && ./node_modules/.bin/eslint .
 
 # The unit tier only (tests/unit): no root, no network namespace, no Chromium, Redis or Janus.

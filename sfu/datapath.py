@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from sfu.track import Layer
 
 try:
-    from sfu import _native  # type: ignore[attr-defined]
+    from sfu import _native
 except ImportError as e:  # not built: only the Python path is available
     _native = None
     _IMPORT_ERROR: ImportError | None = e
