@@ -17,7 +17,8 @@ Both implement the same per-packet contract and are held to it by the same tests
   RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
   the same results, on the native path (`remb_estimator`).
 * Reception statistics and the NACK window of each incoming stream: `sfu.reception.Reception`, or
-  `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C).
+  `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C); a
+  layer's rate accounting: `sfu.track.Layer`, or `NativeLayer` (`_native.LayerCore`).
 * Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
   (`_native.parse`, ...), which return objects with the same attributes and raise the same
   RtpError (`parsers`).
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc.rate import RemoteBitrateEstimator
 
-from sfu import reception, rtp, transport
+from sfu import reception, rtp, track, transport
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
 
@@ -79,8 +80,9 @@ def native_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: 
                   vp8: rtp.Vp8Descriptor | None, now: float) -> None:
     if downtracks:
         packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now)
-        STATS.packets_out += packets
-        STATS.bytes_out += nbytes
+        traffic = STATS.traffic
+        traffic.packets_out += packets
+        traffic.bytes_out += nbytes
 
 
 if _native is not None:
@@ -97,6 +99,10 @@ if _native is not None:
         def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
                     vp8: rtp.Vp8Descriptor | None, now: float) -> None:
             native_fanout([self], data, view, layer, keyframe, vp8, now)
+
+    class NativeLayer(_native.LayerCore, track.Layer):
+        """Layer whose rate accounting (packets, bytes, the sliding-second bitrate) lives in C
+        (`sfu/native/layer.c`), where IngressCore updates it."""
 
     class NativeReception(_native.ReceptionCore, reception.ReceptionReports):
         """Reception whose per-packet update, NACK window and fields live in C (`sfu/native/reception.c`)."""
@@ -121,9 +127,11 @@ def configure(name: str) -> None:
     if name == "native":
         transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
+        track.configure(NativeLayer)
     else:
         transport.configure_receive(None)
         reception.configure(reception.Reception)
+        track.configure(track.Layer)
 
 
 def current() -> str:

@@ -280,8 +280,9 @@ class DownTrack:
             self.packets += 1
             self.octets += view.payload_end - view.payload_start
             self.bytes_sent += len(out)
-            STATS.packets_out += 1
-            STATS.bytes_out += len(out)
+            traffic = STATS.traffic
+            traffic.packets_out += 1
+            traffic.bytes_out += len(out)
 
     def skip(self, seq: int, layer: Layer) -> None:
         """A packet of `layer` that is not forwarded to anyone (a padding-only probe): renumber it away."""

@@ -146,8 +146,9 @@ class Ingress:
         # (header, extensions while learning, RTX, VP8/H.264 peeks) reports defects as RtpError
         try:
             view = self.parse(data)
-            STATS.packets_in += 1
-            STATS.bytes_in += len(data)
+            traffic = STATS.traffic
+            traffic.packets_in += 1
+            traffic.bytes_in += len(data)
             entry = self.by_ssrc.get(view.ssrc)
             if entry is None:
                 entry = self._learn(data, view)
@@ -483,6 +484,7 @@ if IngressCore is not None:
                      limits: IngressLimits | None = None):
             super().__init__(participant_id, on_audio_level, limits)
             self._stats = STATS
+            self._traffic = STATS.traffic
 
         def _bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
                   is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:

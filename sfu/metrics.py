@@ -1,7 +1,9 @@
 """Media-plane metrics.
 
 The per-packet path only bumps plain integer attributes on one process-wide object; a Prometheus
-collector reads them at scrape time. A prometheus_client Counter.inc() takes a lock and costs more
+collector reads them at scrape time. The packet and byte counters live in `MediaStats.traffic`, a
+`_native.Traffic` (C members) when the extension is built, so the native path counts without a
+Python call; the Python code adds to the same fields. A prometheus_client Counter.inc() takes a lock and costs more
 than a header rewrite, and per-room labels would explode cardinality, so neither is used per packet.
 """
 
@@ -19,6 +21,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 # (name, help, label, {label value: value}): per-layer and per-reason views of the node
 LabelledGauge = tuple[str, str, str, dict[str, float]]
 
+try:
+    from sfu._native import Traffic
+except ImportError:  # not built: the same fields in Python
+
+    class Traffic:  # type: ignore[no-redef]
+        """The packet and byte counters (twin of `_native.Traffic`)."""
+
+        __slots__ = ("packets_in", "bytes_in", "packets_out", "bytes_out", "latency_sample", "latency_every")
+
+        def __init__(self) -> None:
+            self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = self.latency_sample = 0
+            self.latency_every = 1
+
+
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -31,6 +47,8 @@ class MediaStats:
     LATENCY_SAMPLE = 32
 
     def __init__(self) -> None:
+        self.traffic = Traffic()  # one object for the process's life: native code keeps a reference
+        self.traffic.latency_every = self.LATENCY_SAMPLE
         self.reset()
         self.latency = Histogram(
             "basement_forward_latency_seconds",
@@ -54,11 +72,42 @@ class MediaStats:
         self.gauges = gauges
         self.labelled_gauges = labelled_gauges
 
+    # the traffic counters under their names (per packet, code adds to `traffic`'s fields directly)
+    @property
+    def packets_in(self) -> int:
+        return self.traffic.packets_in
+
+    @packets_in.setter
+    def packets_in(self, value: int) -> None:
+        self.traffic.packets_in = value
+
+    @property
+    def bytes_in(self) -> int:
+        return self.traffic.bytes_in
+
+    @bytes_in.setter
+    def bytes_in(self, value: int) -> None:
+        self.traffic.bytes_in = value
+
+    @property
+    def packets_out(self) -> int:
+        return self.traffic.packets_out
+
+    @packets_out.setter
+    def packets_out(self, value: int) -> None:
+        self.traffic.packets_out = value
+
+    @property
+    def bytes_out(self) -> int:
+        return self.traffic.bytes_out
+
+    @bytes_out.setter
+    def bytes_out(self, value: int) -> None:
+        self.traffic.bytes_out = value
+
     def reset(self) -> None:
-        self.packets_in = 0
-        self.bytes_in = 0
-        self.packets_out = 0
-        self.bytes_out = 0
+        t = self.traffic
+        t.packets_in = t.bytes_in = t.packets_out = t.bytes_out = t.latency_sample = 0
         self.rtx_unwrapped = 0
         # received from publishers but not a layer's media (never in basement_layer_bitrate_bps)
         self.rtx_repair_packets = 0  # RTX retransmissions of packets we were missing (forwarded)
@@ -83,7 +132,6 @@ class MediaStats:
         self.socket_totals = [0, 0, 0]
         self.task_errors: dict[str, int] = {}  # periodic task name (a fixed set) -> failed rounds
         self._task_error_logged: dict[str, float] = {}
-        self._sample = 0
 
     def socket_counts(self) -> tuple[int, int, int]:
         """(datagrams read, reads, receive errors) of every media socket, closed ones included."""
@@ -119,10 +167,15 @@ class MediaStats:
                           self.task_errors[task], self.TASK_ERROR_LOG_INTERVAL)
 
     def observe_latency(self, arrival: float) -> None:
-        self._sample += 1
-        if self._sample >= self.LATENCY_SAMPLE:
-            self._sample = 0
-            self.latency.observe(max(0.0, _loop_time() - arrival))
+        """Time one forwarded packet in LATENCY_SAMPLE (IngressCore counts the same way in C)."""
+        t = self.traffic
+        t.latency_sample += 1
+        if t.latency_sample >= t.latency_every:
+            t.latency_sample = 0
+            self.observe_latency_now(arrival)
+
+    def observe_latency_now(self, arrival: float) -> None:
+        self.latency.observe(max(0.0, _loop_time() - arrival))
 
 
 def _loop_time() -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sfu import reception
@@ -72,6 +73,15 @@ class Layer:
             self._window_bytes = 0
 
 
+_layer_kind: Callable[[str, int], Layer] = Layer
+
+
+def configure(kind: Callable[[str, int], Layer]) -> None:
+    """The class new Layers are made of: Layer, or the native data path's (sfu.datapath)."""
+    global _layer_kind
+    _layer_kind = kind
+
+
 class TrackSource(Protocol):
     """What a Track needs from the ingress that feeds it (`sfu.ingress.Ingress`)."""
 
@@ -130,7 +140,7 @@ class PublishedTrack(Generic[S]):
     def layer(self, rid: str) -> Layer:
         layer = self.layers.get(rid)
         if layer is None:
-            layer = self.layers[rid] = Layer(rid, self.clock_rate)
+            layer = self.layers[rid] = _layer_kind(rid, self.clock_rate)
         return layer
 
     def request_keyframe(self, rid: str | None = None, reason: str = "") -> bool:

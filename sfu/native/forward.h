@@ -73,6 +73,16 @@ int bs_reception_update(PyObject *o, uint16_t seq, uint32_t ts, double arrival);
 /* remb.c: RembEstimator.add; -1 when `o` is not one or an argument is out of add's ranges, else 1
  * with *target set when the estimate was updated, 0 when not. */
 int bs_remb_add(PyObject *o, long long arrival_ms, uint32_t ast, long long size, uint32_t ssrc, long long *target);
+/* layer.c: LayerCore; Layer.account of one packet (nbytes 0..65535). */
+int bs_is_layer(PyObject *o);
+void bs_layer_account(PyObject *o, long long nbytes, double now);
+/* traffic.c: sfu._native.Traffic, the packet and byte counters */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long packets_in, bytes_in, packets_out, bytes_out;
+    long long latency_sample, latency_every;
+} bs_traffic;
+int bs_is_traffic(PyObject *o);
 #endif
 
 #endif

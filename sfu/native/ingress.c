@@ -2,9 +2,10 @@
  *
  * Most of what a publisher sends is the next packet of a media SSRC the Ingress already knows, with
  * a payload, not a key frame. For such a packet `on_rtp` here does what the Python method does, in
- * the same order and with the same effects: the traffic counters, the reception update, the layer's
- * rate (`Layer.account`), the abs-send-time sample for the uplink estimate, the audio level, the
- * mute check, the fan-out to every DownTrack (forward.c) and the latency sample.
+ * the same order and with the same effects: the traffic counters (traffic.c), the reception update,
+ * the layer's rate (`Layer.account`; layer.c), the abs-send-time sample for the uplink estimate, the
+ * audio level, the mute check, the fan-out to every DownTrack (forward.c) and the latency sample.
+ * Python is called only for the audio level and the one latency sample in `latency_every`.
  *
  * Everything else goes to the Python method, `_slow_on_rtp` (the twin): unknown SSRCs and learning,
  * RTX, padding, gaps and NACK timing, late packets, jumps and restarts, key frames and H.264, and
@@ -38,13 +39,14 @@ typedef struct {
     PyObject *remb;     /* Ingress.remb: the uplink estimator */
     long long remb_bps; /* Ingress.remb_bps */
     PyObject *stats;    /* sfu.metrics.STATS */
+    PyObject *traffic;  /* STATS.traffic: a Traffic */
     route *routes;
     Py_ssize_t n_routes, cap_routes;
     unsigned long long fast, slow;
 } IngressCore;
 
 static PyObject *str_slow, *str_account, *str_muted, *str_downtracks, *str_on_audio_level, *str_participant_id,
-    *str_packets_in, *str_bytes_in, *str_packets_out, *str_bytes_out, *str_observe_latency;
+    *str_observe_latency_now;
 
 static route *find(IngressCore *self, uint32_t ssrc) {
     for (Py_ssize_t i = 0; i < self->n_routes; i++)
@@ -68,22 +70,6 @@ static void unroute(IngressCore *self, uint32_t ssrc) {
     route_clear(&gone);
 }
 
-/* obj.name += n, as the Python code counts */
-static int add_to(PyObject *obj, PyObject *name, unsigned long long n) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    PyObject *inc = PyLong_FromUnsignedLongLong(n);
-    PyObject *sum = inc ? PyNumber_Add(v, inc) : NULL;
-    Py_DECREF(v);
-    Py_XDECREF(inc);
-    if (sum == NULL)
-        return -1;
-    int r = PyObject_SetAttr(obj, name, sum);
-    Py_DECREF(sum);
-    return r;
-}
-
 static PyObject *slow(IngressCore *self, PyObject *const *args) {
     self->slow++;
     PyObject *call[3] = {(PyObject *)self, args[0], args[1]};
@@ -97,8 +83,10 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *data = args[0];
-    if (!PyBytes_CheckExact(data) || !PyFloat_CheckExact(args[1]) || self->stats == NULL)
+    if (!PyBytes_CheckExact(data) || !PyFloat_CheckExact(args[1]) || self->stats == NULL || self->traffic == NULL ||
+        !bs_is_traffic(self->traffic))
         return slow(self, args);
+    bs_traffic *traffic = (bs_traffic *)self->traffic;
     const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(data);
     size_t n = (size_t)PyBytes_GET_SIZE(data);
     double arrival = PyFloat_AS_DOUBLE(args[1]);
@@ -151,15 +139,19 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     Py_INCREF(rec); /* a callback below may unroute it */
     Py_INCREF(layer);
     self->fast++;
-    if (add_to(self->stats, str_packets_in, 1) < 0 || add_to(self->stats, str_bytes_in, n) < 0)
-        goto done;
+    traffic->packets_in += 1;
+    traffic->bytes_in += n;
     bs_reception_update(r->rx, v.seq, v.ts, arrival); /* IN_ORDER: checked above */
-    PyObject *end = PyLong_FromSize_t(v.payload_end);
-    PyObject *ok = end ? PyObject_CallMethodObjArgs(layer, str_account, end, args[1], NULL) : NULL;
-    Py_XDECREF(end);
-    if (ok == NULL)
-        goto done;
-    Py_DECREF(ok);
+    if (bs_is_layer(layer)) { /* NativeLayer */
+        bs_layer_account(layer, (long long)v.payload_end, arrival);
+    } else {
+        PyObject *end = PyLong_FromSize_t(v.payload_end);
+        PyObject *ok = end ? PyObject_CallMethodObjArgs(layer, str_account, end, args[1], NULL) : NULL;
+        Py_XDECREF(end);
+        if (ok == NULL)
+            goto done;
+        Py_DECREF(ok);
+    }
     if (have_ast) {
         long long target;
         int u = bs_remb_add(self->remb, (long long)(arrival * 1000.0), ast, (long long)n, v.ssrc, &target);
@@ -198,12 +190,19 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     }
     if (PyList_GET_SIZE(dts) > 0) {
         unsigned long long packets = 0, bytes = 0;
-        if (bs_fanout(dts, d, n, &v, layer, 0, arrival, &packets, &bytes) < 0)
-            goto done;
-        if (add_to(self->stats, str_packets_out, packets) < 0 || add_to(self->stats, str_bytes_out, bytes) < 0)
+        int failed = bs_fanout(dts, d, n, &v, layer, 0, arrival, &packets, &bytes) < 0;
+        traffic->packets_out += packets; /* what left before a failure did leave */
+        traffic->bytes_out += bytes;
+        if (failed)
             goto done;
     }
-    result = PyObject_CallMethodObjArgs(self->stats, str_observe_latency, args[1], NULL);
+    /* STATS.observe_latency: one packet in latency_every is timed */
+    if (++traffic->latency_sample >= traffic->latency_every) {
+        traffic->latency_sample = 0;
+        result = PyObject_CallMethodObjArgs(self->stats, str_observe_latency_now, args[1], NULL);
+    } else {
+        result = Py_NewRef(Py_None);
+    }
 done:
     Py_XDECREF(on_level);
     Py_XDECREF(dts);
@@ -263,6 +262,7 @@ static PyObject *IC_get_routes(IngressCore *self, void *closure) { return PyLong
 static int IC_traverse(IngressCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->remb);
     Py_VISIT(self->stats);
+    Py_VISIT(self->traffic);
     for (Py_ssize_t i = 0; i < self->n_routes; i++) {
         Py_VISIT(self->routes[i].rec);
         Py_VISIT(self->routes[i].layer);
@@ -274,6 +274,7 @@ static int IC_traverse(IngressCore *self, visitproc visit, void *arg) {
 static int IC_clear(IngressCore *self) {
     Py_CLEAR(self->remb);
     Py_CLEAR(self->stats);
+    Py_CLEAR(self->traffic);
     while (self->n_routes > 0)
         route_clear(&self->routes[--self->n_routes]);
     return 0;
@@ -304,6 +305,7 @@ static PyMemberDef IC_members[] = {
     {"remb", T_OBJECT, offsetof(IngressCore, remb), 0, "the uplink bandwidth estimator"},
     {"remb_bps", T_LONGLONG, offsetof(IngressCore, remb_bps), 0, "its latest estimate"},
     {"_stats", T_OBJECT, offsetof(IngressCore, stats), 0, "sfu.metrics.STATS"},
+    {"_traffic", T_OBJECT, offsetof(IngressCore, traffic), 0, "STATS.traffic"},
     {"fast_packets", T_ULONGLONG, offsetof(IngressCore, fast), READONLY, "packets the C path took"},
     {"slow_packets", T_ULONGLONG, offsetof(IngressCore, slow), READONLY, "packets handed to _slow_on_rtp"},
     {NULL},
@@ -335,9 +337,7 @@ int bs_register_ingress(PyObject *m) {
     } names[] = {{&str_slow, "_slow_on_rtp"},       {&str_account, "account"},
                  {&str_muted, "muted"},             {&str_downtracks, "downtracks"},
                  {&str_on_audio_level, "on_audio_level"}, {&str_participant_id, "participant_id"},
-                 {&str_packets_in, "packets_in"},   {&str_bytes_in, "bytes_in"},
-                 {&str_packets_out, "packets_out"}, {&str_bytes_out, "bytes_out"},
-                 {&str_observe_latency, "observe_latency"}};
+                 {&str_observe_latency_now, "observe_latency_now"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
             return -1;

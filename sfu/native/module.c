@@ -8,6 +8,8 @@
  * remb.c           RembEstimator: aiortc's receive-side bandwidth estimator, the same in C
  * media_socket.c   MediaSocket: a UDP socket read with recvmmsg, SRTP/SRTCP unprotected on arrival
  * ingress.c        IngressCore: the common case of Ingress.on_rtp (known media SSRC, next packet)
+ * layer.c          LayerCore: Layer's rate accounting
+ * traffic.c        Traffic: the packet and byte counters
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -19,6 +21,8 @@ int bs_register_parse(PyObject *m);
 int bs_register_reception(PyObject *m);
 int bs_register_media_socket(PyObject *m);
 int bs_register_ingress(PyObject *m);
+int bs_register_layer(PyObject *m);
+int bs_register_traffic(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -30,7 +34,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     if (bs_register_srtp_session(m) < 0 || bs_register_forward(m) < 0 || bs_register_remb(m) < 0 ||
         bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
-        bs_register_ingress(m) < 0) {
+        bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
