@@ -38,6 +38,12 @@ except ImportError:  # not built: the same fields in Python
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
+def _traffic_field(name: str) -> property:
+    """A MediaStats attribute that is `self.traffic.<name>`."""
+    return property(lambda self: getattr(self.traffic, name),
+                    lambda self, value: setattr(self.traffic, name, value))
+
+
 class MediaStats:
     """Process-wide media counters (one SFU process = one node)."""
 
@@ -73,37 +79,10 @@ class MediaStats:
         self.labelled_gauges = labelled_gauges
 
     # the traffic counters under their names (per packet, code adds to `traffic`'s fields directly)
-    @property
-    def packets_in(self) -> int:
-        return self.traffic.packets_in
-
-    @packets_in.setter
-    def packets_in(self, value: int) -> None:
-        self.traffic.packets_in = value
-
-    @property
-    def bytes_in(self) -> int:
-        return self.traffic.bytes_in
-
-    @bytes_in.setter
-    def bytes_in(self, value: int) -> None:
-        self.traffic.bytes_in = value
-
-    @property
-    def packets_out(self) -> int:
-        return self.traffic.packets_out
-
-    @packets_out.setter
-    def packets_out(self, value: int) -> None:
-        self.traffic.packets_out = value
-
-    @property
-    def bytes_out(self) -> int:
-        return self.traffic.bytes_out
-
-    @bytes_out.setter
-    def bytes_out(self, value: int) -> None:
-        self.traffic.bytes_out = value
+    packets_in = _traffic_field("packets_in")
+    bytes_in = _traffic_field("bytes_in")
+    packets_out = _traffic_field("packets_out")
+    bytes_out = _traffic_field("bytes_out")
 
     def reset(self) -> None:
         t = self.traffic
