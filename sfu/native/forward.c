@@ -953,13 +953,18 @@ done:
 }
 
 /* DownTrack.forward of one parsed packet for every DownTrack of the list `dts`, then a flush (unless
- * a received batch holds the sends). 0, or -1 with an exception set. */
-int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v, PyObject *layer, int keyframe,
-              double now, unsigned long long *packets, unsigned long long *bytes) {
+ * a received batch holds the sends). `vp8`: the packet's parsed VP8 descriptor, or NULL to parse it
+ * on the first VP8 DownTrack. 0, or -1 with an exception set. */
+int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8, PyObject *layer,
+              int keyframe, double now, unsigned long long *packets, unsigned long long *bytes) {
     fan_totals tot = {0, 0};
     int result = -1;
     bs_vp8 vp8d;
     int have_vp8 = -1; /* parsed on the first VP8 DownTrack */
+    if (vp8 != NULL) {
+        vp8d = *vp8;
+        have_vp8 = 1;
+    }
     uint8_t stack_scratch[2048];
     uint8_t *scratch = stack_scratch;
     if (!PyList_Check(dts)) {
@@ -1016,10 +1021,6 @@ static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now)");
         return NULL;
     }
-    if (!PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
-        return NULL;
-    }
     int keyframe = PyObject_IsTrue(args[3]);
     double now = PyFloat_AsDouble(args[4]);
     if (keyframe < 0 || (now == -1.0 && PyErr_Occurred()))
@@ -1033,7 +1034,7 @@ static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize
     if (bs_rtp_parse(b.buf, (size_t)b.len, &v) < 0) {
         PyErr_SetString(PyExc_ValueError, "not a valid RTP packet");
         flush_unless_held();
-    } else if (bs_fanout(args[0], b.buf, (size_t)b.len, &v, args[2], keyframe, now, &packets, &bytes) == 0) {
+    } else if (bs_fanout(args[0], b.buf, (size_t)b.len, &v, NULL, args[2], keyframe, now, &packets, &bytes) == 0) {
         result = Py_BuildValue("(KK)", packets, bytes);
     }
     PyBuffer_Release(&b);

@@ -62,9 +62,10 @@ void bs_send_release(void);
 #ifdef Py_PYTHON_H
 /* What ingress.c (IngressCore) calls in the other files. */
 /* forward.c: DownTrack.forward of a parsed packet for each DownTrack of the list; 0, or -1 with an
- * exception set. The counts of what left are added up in *packets / *bytes. */
-int bs_fanout(PyObject *downtracks, const uint8_t *data, size_t n, const bs_rtp_view *v, PyObject *layer,
-              int keyframe, double now, unsigned long long *packets, unsigned long long *bytes);
+ * exception set. `vp8`: the parsed VP8 descriptor if the caller has it, else NULL. The counts of
+ * what left are added up in *packets / *bytes. */
+int bs_fanout(PyObject *downtracks, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+              PyObject *layer, int keyframe, double now, unsigned long long *packets, unsigned long long *bytes);
 /* reception.c: ReceptionCore; `next`: whether seq is the next number of its started stream (what
  * update calls IN_ORDER); update for seq/ts/arrival in update's ranges. */
 int bs_is_reception(PyObject *o);

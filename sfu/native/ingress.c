@@ -45,7 +45,7 @@ typedef struct {
     unsigned long long fast, slow;
 } IngressCore;
 
-static PyObject *str_slow, *str_account, *str_muted, *str_downtracks, *str_on_audio_level, *str_participant_id,
+static PyObject *str_slow, *str_muted, *str_downtracks, *str_on_audio_level, *str_participant_id,
     *str_observe_latency_now;
 
 static route *find(IngressCore *self, uint32_t ssrc) {
@@ -100,13 +100,14 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     int have_ast = 0, level = -1;
     uint32_t ast = 0;
     size_t at = 0, len = 0;
+    bs_vp8 vp8, *parsed = NULL; /* handed to the fan-out, which would parse it again */
     if (r->video) {
         if (r->codec == CODEC_H264)
             return slow(self, args);
         if (r->codec == CODEC_VP8) {
-            bs_vp8 vp8;
             if (bs_vp8_parse(d + v.payload_start, v.payload_end - v.payload_start, &vp8) < 0 || vp8.keyframe)
                 return slow(self, args);
+            parsed = &vp8;
         }
         if (r->ast_id && v.ext_start) {
             int e = bs_rtp_extension(d, &v, r->ast_id, &at, &len);
@@ -142,16 +143,7 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     traffic->packets_in += 1;
     traffic->bytes_in += n;
     bs_reception_update(r->rx, v.seq, v.ts, arrival); /* IN_ORDER: checked above */
-    if (bs_is_layer(layer)) { /* NativeLayer */
-        bs_layer_account(layer, (long long)v.payload_end, arrival);
-    } else {
-        PyObject *end = PyLong_FromSize_t(v.payload_end);
-        PyObject *ok = end ? PyObject_CallMethodObjArgs(layer, str_account, end, args[1], NULL) : NULL;
-        Py_XDECREF(end);
-        if (ok == NULL)
-            goto done;
-        Py_DECREF(ok);
-    }
+    bs_layer_account(layer, (long long)v.payload_end, arrival); /* a NativeLayer: _route checked */
     if (have_ast) {
         long long target;
         int u = bs_remb_add(self->remb, (long long)(arrival * 1000.0), ast, (long long)n, v.ssrc, &target);
@@ -190,7 +182,7 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     }
     if (PyList_GET_SIZE(dts) > 0) {
         unsigned long long packets = 0, bytes = 0;
-        int failed = bs_fanout(dts, d, n, &v, layer, 0, arrival, &packets, &bytes) < 0;
+        int failed = bs_fanout(dts, d, n, &v, parsed, layer, 0, arrival, &packets, &bytes) < 0;
         traffic->packets_out += packets; /* what left before a failure did leave */
         traffic->bytes_out += bytes;
         if (failed)
@@ -223,8 +215,8 @@ static PyObject *IC_route(IngressCore *self, PyObject *args) {
     PyObject *rx = PyObject_GetAttrString(layer, "rx");
     if (rx == NULL)
         return NULL;
-    if (!bs_is_reception(rx) || codec < CODEC_OTHER || codec > CODEC_H264) {
-        Py_DECREF(rx); /* not a native Reception: the Python method handles this SSRC */
+    if (!bs_is_reception(rx) || !bs_is_layer(layer) || codec < CODEC_OTHER || codec > CODEC_H264) {
+        Py_DECREF(rx); /* not a native Reception and Layer: the Python method handles this SSRC */
         Py_RETURN_FALSE;
     }
     if (self->n_routes == self->cap_routes) {
@@ -334,8 +326,8 @@ int bs_register_ingress(PyObject *m) {
     struct {
         PyObject **slot;
         const char *name;
-    } names[] = {{&str_slow, "_slow_on_rtp"},       {&str_account, "account"},
-                 {&str_muted, "muted"},             {&str_downtracks, "downtracks"},
+    } names[] = {{&str_slow, "_slow_on_rtp"},       {&str_muted, "muted"},
+                 {&str_downtracks, "downtracks"},
                  {&str_on_audio_level, "on_audio_level"}, {&str_participant_id, "participant_id"},
                  {&str_observe_latency_now, "observe_latency_now"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sfu import datapath
+from sfu import _native, datapath, track
 from sfu.metrics import STATS
 from tests.support import packets as P
 from tests.unit.sfu import rig
@@ -243,3 +243,12 @@ def test_the_c_path_follows_the_ssrc_table() -> None:
     ingress.on_rtp(P.rtp(96, 2, 0, 0xA009, P.vp8_payload()), 1.2)
     ingress.on_rtp(P.rtp(96, 2, 0, 0xA001, P.vp8_payload()), 1.3)  # the old SSRC: unknown now
     assert ingress.fast_packets == fast + 1 and ingress.dropped == {"unknown_ssrc": 1}
+
+
+def test_a_layer_without_the_c_accounting_is_left_to_the_python_method() -> None:
+    datapath.configure("native")
+    ingress, rec, _ = rig.publish("VP8", rids=["q"])
+    python_layer = track.Layer("q", 90000)  # its rx is native, its rate accounting is not
+    assert ingress._route(0xA001, rec, python_layer, True, _native.CODEC_VP8, 0, 0) is False
+    assert ingress._route(0xA001, rec, rec.layer("q"), True, _native.CODEC_VP8, 0, 0) is True
+    assert ingress.routes == 1
