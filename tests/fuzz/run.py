@@ -7,6 +7,11 @@ hang (-timeout) or memory blow-up (-rss_limit_mb) is a finding: the reproducer i
 fails. With --keep-going the harness is restarted after a finding until its run budget is spent,
 so one open finding does not stop the search for others; every finding is still reported.
 
+libFuzzer's -timeout is wall-clock time, and `make fuzz` runs at the lowest priority: on a busy
+machine a unit can wait longer than the timeout without hanging. A timeout is therefore replayed
+alone, at normal priority, with the same limit; only one that times out again is a finding. One
+that does not is counted (`starved`) and the harness carries on from where it was.
+
     .venv/bin/python tests/fuzz/run.py --runs 1000000            # every harness, a million inputs each
     .venv/bin/python tests/fuzz/run.py --max-time 20 rtp sdp     # time-boxed, two harnesses
     .venv/bin/python tests/fuzz/fuzz_sdp.py tests/fuzz/findings/sdp/<name>   # replay one reproducer
@@ -32,6 +37,7 @@ HARNESSES = ("rtp", "ingress", "rtcp", "sdp", "protocol", "siwe", "gating", "bus
 MAX_LEN = {"rtp": 1500, "ingress": 4096, "rtcp": 1500, "sdp": 8192, "protocol": 8192, "siwe": 2048,
            "gating": 4096, "bus": 4096, "safejson": 4097, "native": 4096}
 MAX_RESTARTS = 20
+TIMEOUT_S = 10  # per input, libFuzzer's -timeout
 
 _DONE = re.compile(r"^Done (\d+) runs in (\d+) second")
 _STAT = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+).*?exec/s: (\d+)", re.M)
@@ -56,6 +62,7 @@ class Result:
     cov: int = 0
     ft: int = 0
     restarts: int = 0
+    starved: int = 0  # timeouts that did not time out again when replayed alone
     findings: list[Finding] = field(default_factory=list)
     error: str = ""
 
@@ -79,6 +86,24 @@ def _short_name(kind: str, exc: str, where: str) -> str:
     return f"{exc_name}-{place}"[:100]
 
 
+def _script(harness: str) -> Path:
+    return HERE / f"fuzz_{harness}.py"
+
+
+def _hangs(harness: str, unit: Path, env: dict[str, str]) -> bool:
+    """Whether `unit` still exceeds the timeout when it is replayed alone at normal priority."""
+    try:
+        subprocess.run([sys.executable, str(_script(harness)), str(unit)], capture_output=True,
+                       env=env, cwd=HERE.parent.parent, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def _budget_spent(res: Result, runs: int | None, max_time: int | None, started: float) -> bool:
+    return (runs is not None and res.runs >= runs) or (max_time is not None and time.monotonic() - started >= max_time)
+
+
 def run_harness(harness: str, runs: int | None, max_time: int | None, findings_dir: Path, keep_going: bool,
                 nice: bool, log: Path | None = None) -> Result:
     res = Result(harness)
@@ -91,8 +116,8 @@ def run_harness(harness: str, runs: int | None, max_time: int | None, findings_d
     seen: set[tuple[str, str]] = set()
     try:
         while True:
-            args = [sys.executable, str(HERE / f"fuzz_{harness}.py"), str(work), str(seeds),
-                    f"-artifact_prefix={artifacts}/", "-timeout=10", "-rss_limit_mb=2048",
+            args = [sys.executable, str(_script(harness)), str(work), str(seeds),
+                    f"-artifact_prefix={artifacts}/", f"-timeout={TIMEOUT_S}", "-rss_limit_mb=2048",
                     f"-max_len={MAX_LEN[harness]}", "-print_final_stats=1"]
             if runs is not None:
                 args.append(f"-runs={max(runs - res.runs, 1)}")
@@ -124,6 +149,15 @@ def run_harness(harness: str, runs: int | None, max_time: int | None, findings_d
             res.runs += int(stats[-1][0]) if stats else 0
             path = Path(artifact.group(1))
             kind = path.name.split("-", 1)[0]
+            if kind == "timeout" and not _hangs(harness, path, env):
+                res.starved += 1
+                path.unlink(missing_ok=True)
+                if res.starved > MAX_RESTARTS:
+                    res.error = f"{res.starved} timeouts that did not reproduce: the machine is too busy to fuzz"
+                    break
+                if not _budget_spent(res, runs, max_time, started):
+                    continue
+                break
             exc, where = _signature(output) if kind == "crash" else (kind, "")
             name = _short_name(kind, exc, where)
             # one finding per exception type and place: the message varies with the input
@@ -135,10 +169,7 @@ def run_harness(harness: str, runs: int | None, max_time: int | None, findings_d
                     shutil.copyfile(path, target)
                 res.findings.append(Finding(name, kind, exc[:300], where, res.runs))
             path.unlink(missing_ok=True)
-            if not keep_going or res.restarts >= MAX_RESTARTS:
-                break
-            if (runs is not None and res.runs >= runs) or (
-                    max_time is not None and time.monotonic() - started >= max_time):
+            if not keep_going or res.restarts >= MAX_RESTARTS or _budget_spent(res, runs, max_time, started):
                 break
             res.restarts += 1
     finally:
@@ -169,6 +200,8 @@ def main() -> int:
         r = run_harness(h, a.runs, a.max_time, a.findings, a.keep_going, a.nice, a.log)
         results.append(r)
         status = "error" if r.error else f"{len(r.findings)} finding(s)"
+        if r.starved:
+            status += f", {r.starved} timeout(s) not reproduced alone"
         print(f"{h:9} runs={r.runs:>9} time={r.seconds:>7.1f}s cov={r.cov:>5} ft={r.ft:>6} {status}", flush=True)
         for f in r.findings:
             print(f"    {f.kind}: {f.summary}  [{f.where}]  -> {a.findings / h / f.name}", flush=True)
