@@ -348,6 +348,18 @@ async def test_send_errors_reach_the_protocol_not_the_caller(own_sockets: Any) -
     tr.sendto(b"x", ("127.0.0.1", 9))  # after close: nothing, no exception
 
 
+async def test_ipv4_datagrams_leave_with_dont_fragment_whatever_the_learnt_path_mtu(own_sockets: Any) -> None:
+    loop = asyncio.get_running_loop()
+    tr, _ = media_socket.open_endpoint(loop, asyncio.DatagramProtocol, "127.0.0.1", 0, own_sockets)
+    try:  # PROBE: DF set, so the kernel draws no IP ID per datagram; the learnt path MTU not applied
+        sock = tr.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_IP, media_socket.IP_MTU_DISCOVER) == media_socket.IP_PMTUDISC_PROBE
+    finally:
+        tr.close()
+    tr, _ = media_socket.open_endpoint(loop, asyncio.DatagramProtocol, "::1", 0, own_sockets)
+    tr.close()  # IPv6 (no IPv4 option on it): opens all the same
+
+
 async def test_socket_counters_are_exported_and_survive_close(own_sockets: Any) -> None:
     before = STATS.socket_counts()
     tr, _ = media_socket.open_endpoint(asyncio.get_running_loop(), asyncio.DatagramProtocol, "127.0.0.1", 0,
