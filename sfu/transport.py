@@ -424,7 +424,11 @@ class PeerTransport:
         saved = _artc_pc.RTCCertificate
         _artc_pc.RTCCertificate = _SharedCertificate  # type: ignore[misc, assignment]
         try:
-            self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+            # iceServers=[]: aiortc's default (None) asks stun.l.google.com, by DNS and a STUN
+            # request, from every connection, and gathering waits up to 5 s for the answer. The SFU
+            # gathers its configured addresses and advertises `ice_public_ip`; it contacts nobody
+            # but its clients.
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         finally:
             _artc_pc.RTCCertificate = saved  # type: ignore[misc]
         self.on_rtp = on_rtp

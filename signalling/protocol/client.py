@@ -56,7 +56,9 @@ def _quiet_connect(pc: RTCPeerConnection) -> None:
 
 
 def _new_pc() -> RTCPeerConnection:
-    pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    # no STUN server, as in the web client: aiortc's default would query Google's from every
+    # connection; the SFU's host candidates are what a client connects to
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     _quiet_connect(pc)
     return pc
 

@@ -20,14 +20,14 @@ from tests.support.media import CounterVideo, Tone
 
 
 async def test_the_layer_cap_setting_reaches_the_sfu(make_server):
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
     from bench.loadgen.peers import munge_simulcast
     from signalling.protocol.client import Client, ServerError
 
     server = await make_server(max_simulcast_layers=2)
     client = Client(server.url)
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN lookups (aiortc asks Google by default)
     try:
         await client.connect()
         await client.join("layers", "pub")

@@ -108,7 +108,7 @@ async def test_candidates_in_offers_and_answers_obey_the_same_cap_and_ranges(mak
     try:
         await pub.connect()
         await pub.join("sdpcands", "pub")
-        pc = pub.publisher = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = pub.publisher = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         pc.addTransceiver(Tone(), direction="sendonly")
         pc.addTransceiver(CounterVideo(160, 120), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())

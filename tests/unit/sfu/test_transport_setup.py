@@ -76,3 +76,25 @@ async def test_the_shared_certificate_makes_its_fingerprints_and_openssl_context
     assert cert._create_ssl_context(gcm) is cert._create_ssl_context(gcm)
     assert cert._create_ssl_context(cm) is not cert._create_ssl_context(gcm)  # per SRTP profile set
     assert calls["context"] == 2
+
+
+async def test_gathering_asks_no_stun_server(monkeypatch):
+    """aiortc's default configuration sends a DNS query for stun.l.google.com and a STUN request to
+    Google from every peer connection; the SFU gathers its configured addresses only (public IPs are
+    advertised from `ice_public_ip`), so it contacts nobody but its clients."""
+    looked_up: list[str] = []
+
+    def lookup(name: str) -> str:
+        looked_up.append(name)
+        raise OSError("no name lookups in this test")  # so no STUN request leaves either
+
+    monkeypatch.setattr(tr.aioice.ice.socket, "gethostbyname", lookup)
+    transport = PeerTransport(on_rtp=None, on_rtcp=None)
+    try:
+        transport.add_slot("audio", "audio/opus")
+        offer = await transport.create_offer()
+        candidates = [line for line in offer.splitlines() if line.startswith("a=candidate:")]
+        assert candidates and all(" typ host" in line for line in candidates)
+        assert looked_up == []
+    finally:
+        await transport.close()
