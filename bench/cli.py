@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any
 
-from bench.loadgen.scenario import SCENARIOS, RunConfig
+from bench.loadgen.run_config import SCENARIOS, RunConfig
 from signalling import config
 
 

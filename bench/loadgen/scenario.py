@@ -12,35 +12,13 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from bench.loadgen import media, wire
 from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
+from bench.loadgen.run_config import SCENARIOS, RunConfig
 from bench.loadgen.targets import Target, self_cpu_seconds
-
-SCENARIOS = {
-    # name: (default publishers, audio, video, simulcast wanted, publishers also subscribe)
-    "audio": (10, True, False, False, False),
-    "meeting": (0, True, True, True, True),
-    "livestream": (1, True, True, False, False),
-}
-
-
-@dataclass
-class RunConfig:
-    scenario: str = "livestream"
-    subscribers: int = 20
-    publishers: int | None = None
-    duration: float = 20.0
-    warmup: float = 2.0
-    simulcast: bool | None = None  # None: the scenario's default where the target supports it
-    probe_every: int = 8
-    pacing: float = 0.0  # 0: each video frame leaves in one burst; 2.5: paced like libwebrtc
-    join_concurrency: int = 4
-    setup_timeout: float = 60.0
-    wire_latency: bool = False  # time what the SFU adds on the wire (bench.loadgen.wire); needs CAP_NET_RAW
-
 
 Progress = Callable[[str, float], None]  # (phase text, fraction 0..1)
 

@@ -19,12 +19,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from web3 import AsyncWeb3
+from eth_utils import to_checksum_address
 
 from signalling import config, safejson
-from signalling.chain import contracts
 from signalling.sessions.cidstore import CidStore, DirCidStore, open_store
 from signalling.sessions.summary import (
     MAX_DOCUMENT_BYTES,
@@ -36,6 +35,13 @@ from signalling.sessions.summary import (
     summary_leaf,
     verify_proof,
 )
+
+if TYPE_CHECKING:
+    from web3 import AsyncWeb3
+
+# web3 and the contract bindings are imported where they are used: this module registers the
+# `sessions` subcommand, so every `basement` command (serve, sfu, signal, bench) imports it, and
+# web3 costs ~1.7 s of CPU to import (eth_account's BLS tables)
 
 FIELDS = ("startedAt", "endedAt", "peakParticipants", "participantCount", "participantsRoot", "mediaBytes",
           "mediaPackets", "cid")
@@ -82,6 +88,8 @@ def _event_fields(args: Any) -> dict[str, Any]:
 async def fetch_records(w3: AsyncWeb3, session_log: str, session_id: str | bytes | None = None,
                         from_block: int = 0) -> list[Record]:
     """All SessionRecorded / SessionBatched events (for one id, or all), in chain order."""
+    from signalling.chain import contracts
+
     c = contracts.contract_at(w3, "SessionLog", session_log)
     flt = {"sessionId": _norm_sid(session_id)} if session_id is not None else None
     single = await c.events.SessionRecorded().get_logs(from_block=from_block, argument_filters=flt)
@@ -162,7 +170,7 @@ async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, se
         raise ValueError(f"{participant} did not take part in session {result.session_id}") from None
     return {
         "sessionId": result.session_id,
-        "participant": AsyncWeb3.to_checksum_address(participant),
+        "participant": to_checksum_address(participant),
         "leaf": hex32(leaf),
         "participantsRoot": hex32(root),
         "proof": [hex32(p) for p in proof],
@@ -237,6 +245,8 @@ def run(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, rpc_url: str, session_log: str, store_dir: str) -> int:
+    from web3 import AsyncWeb3
+
     w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(rpc_url, cache_allowed_requests=True))
     store = open_store(store_dir)
     try:

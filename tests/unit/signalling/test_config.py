@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,16 @@ def test_cli_beats_environment_beats_default():
     assert s.log_level == "debug"
     assert s.require_auth is True
     assert s.ice_addresses == ["127.0.0.1", "::1"]
+
+
+def test_the_command_line_is_built_without_the_heavy_libraries():
+    """Every `basement` command (sfu, signal, bench, sessions, serve) builds the whole parser first.
+    web3 costs ~1.7 s of CPU to import and aiortc ~0.4 s; the commands that use them import them."""
+    probe = ("import sys; from signalling import cli; cli.build_parser(); "
+             "print(sorted(m for m in ('web3', 'eth_account', 'aiortc', 'py_ecc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("env,words", [
