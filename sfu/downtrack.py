@@ -126,6 +126,10 @@ class DownTrack:
 
         # feedback from the subscriber
         self.remb_bps = 0
+        # the SSRCs the REMB that set remb_bps names: DownTracks of one subscriber with the same
+        # scope share that estimate (one REMB for the whole downlink, as browsers send); aiortc
+        # sends one per m-line, each naming its own SSRC
+        self.remb_scope: tuple[int, ...] = ()
         self.fraction_lost = 0.0
         self.report_at: float | None = None  # when the subscriber's last receiver report arrived
         self._loss_peak = 0.0
@@ -482,8 +486,9 @@ class DownTrack:
         if layer is not None:
             self.track.request_keyframe(layer.rid, "subscriber PLI")
 
-    def on_remb(self, bitrate: int) -> None:
+    def on_remb(self, bitrate: int, scope: tuple[int, ...] = ()) -> None:
         self.remb_bps = bitrate
+        self.remb_scope = scope
 
     def on_report(self, block: Any, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

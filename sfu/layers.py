@@ -24,7 +24,10 @@ bitrates. Rules:
   below what is sent once the reports stop vouching for it, moves a subscriber down;
 * when even the lowest layer does not fit, thin it to its base temporal layer; pause video (audio is
   never paused) only when the subscriber's receiver reports show loss too, and resume when the
-  lowest layer fits again with headroom or on a backoff timer; the client is told why.
+  lowest layer fits again with headroom or on a backoff timer; the client is told why;
+* a subscriber's estimate is one budget for all the video it receives (REMB covers the whole
+  downlink): it is shared among its video DownTracks by water-filling over what each asks for
+  (`share_budget`), so each one's policy sees its share, not the whole link.
 """
 
 from __future__ import annotations
@@ -292,6 +295,22 @@ def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age:
     return min(delivered_bps, current_bps)
 
 
+def share_budget(budget: float, demands: Sequence[float]) -> list[float]:
+    """Split `budget` over `demands` (bits/s each) by water-filling: every demand gets an equal
+    share, and what a smaller demand leaves over goes to the larger ones. Never more than a demand;
+    all of the budget when the demands add up to more. The shares come back in the demands' order.
+
+    Why: a subscriber's REMB is the estimate for its whole downlink. Given in full to each of its
+    video tracks, a meeting subscriber receiving five cameras was allowed five times its link."""
+    order = sorted(range(len(demands)), key=lambda i: demands[i])
+    shares = [0.0] * len(demands)
+    left = max(budget, 0.0)
+    for n, i in enumerate(order):
+        shares[i] = min(max(demands[i], 0.0), left / (len(order) - n))
+        left -= shares[i]
+    return shares
+
+
 def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
     if max_index is None:
         return None
@@ -313,6 +332,9 @@ class LayerSelector:
         # so the forwarding side knows nothing of the policy; weak keys, so an ended DownTrack's
         # state goes with it whichever way it ended (unsubscribe, leave, recycled m-line)
         self._states: weakref.WeakKeyDictionary[DownTrack, SelectorState] = weakref.WeakKeyDictionary()
+        # each video DownTrack's share of its subscriber's estimate (`_allocate`); absent: the whole
+        # estimate (a subscriber with one video track, or none reported yet)
+        self._shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
 
     def start(self, tracks: Callable[[], list[PublishedTrack[DownTrack]]]) -> None:
         self.tracks = tracks
@@ -337,11 +359,13 @@ class LayerSelector:
         layers = list(rec.layers.values())
         return pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
 
-    def on_remb(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int) -> None:
-        """A subscriber's downlink estimate (REMB) applies to every DownTrack it receives."""
+    def on_remb(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int,
+                scope: tuple[int, ...] = ()) -> None:
+        """A subscriber's downlink estimate (REMB) for `downtracks`; those given one with the same
+        `scope` (the SSRCs it named) share it (`_allocate`)."""
         self.remb[subscriber_id] = bitrate
         for dt in downtracks:
-            dt.on_remb(bitrate)
+            dt.on_remb(bitrate, scope)
 
     def state(self, dt: DownTrack) -> SelectorState:
         """What the policy remembers about `dt` (created on first use)."""
@@ -358,7 +382,30 @@ class LayerSelector:
             except Exception:  # a policy bug must not stop future evaluations
                 STATS.task_error("layer_selection", log)
 
+    def _allocate(self) -> None:
+        """Share each REMB among the video DownTracks it covers (`share_budget`): one subscriber's
+        DownTracks given an estimate by the same REMB (`DownTrack.remb_scope`). A DownTrack's
+        demand is the rate of the best layer it may have: the highest announced one at or below its
+        request (dynacast may have switched it off; the share is what can bring it back)."""
+        wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float]]] = {}
+        for rec in self.tracks():
+            if rec.kind != "video" or not rec.layers:
+                continue
+            layers = list(rec.layers.values())
+            for dt in rec.downtracks:
+                top = pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
+                if top is not None and dt.remb_bps:
+                    wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append((dt, _rate(top)))
+        shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
+        for tracks in wants.values():
+            if len(tracks) > 1:
+                budget = float(tracks[0][0].remb_bps)
+                for (dt, _), share in zip(tracks, share_budget(budget, [d for _, d in tracks]), strict=True):
+                    shares[dt] = share
+        self._shares = shares
+
     def evaluate(self, now: float) -> None:
+        self._allocate()
         for rec in self.tracks():
             if rec.kind != "video":
                 continue
@@ -371,14 +418,16 @@ class LayerSelector:
             self._update_dynacast(rec, now)
 
     def evaluate_one(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> None:
+        self._allocate()  # a changed request changes the subscriber's demands
         self._evaluate_downtrack(rec, dt, time.monotonic())
         self._update_dynacast(rec, time.monotonic())
 
     @staticmethod
-    def estimate(dt: DownTrack, now: float) -> float | None:
-        """The subscriber's downlink estimate as the policy uses it: its REMB (None before the first),
-        for a track without simulcast raised to what its receiver reports show it receiving without
-        loss (`delivered_floor`).
+    def estimate(dt: DownTrack, now: float, share: float | None = None) -> float | None:
+        """The subscriber's downlink estimate as the policy uses it for `dt`: its REMB (None before the
+        first), or `share` of it when the subscriber receives more than one video track, for a track
+        without simulcast raised to what its receiver reports show it receiving without loss
+        (`delivered_floor`).
 
         Only without simulcast: there a low estimate can only cost frames (thinning) or the picture
         (a pause), so it takes more than the client's word — loss, or the subscriber falling behind.
@@ -387,17 +436,18 @@ class LayerSelector:
         cause it before it shows as loss (delay-based estimators exist to act before loss)."""
         if not dt.remb_bps:
             return None
+        estimate = float(dt.remb_bps) if share is None else share
         if dt.current is None or dt.delivered_at is None or len(dt.track.layers) > 1:
-            return float(dt.remb_bps)
+            return estimate
         floor = delivered_floor(dt.delivered_bps, dt.delivered_share, now - dt.delivered_at,
                                 dt.recent_loss(now), _rate(dt.current))
-        return max(float(dt.remb_bps), floor)
+        return max(estimate, floor)
 
     def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> None:
         layers = list(rec.layers.values())
         available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
         requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
-        estimate = self.estimate(dt, now)
+        estimate = self.estimate(dt, now, self._shares.get(dt))
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
@@ -411,8 +461,7 @@ class LayerSelector:
                 self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
                                                "reason": decision.reason})
 
-    @classmethod
-    def _wanted(cls, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> Layer | None:
+    def _wanted(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> Layer | None:
         """The layer this subscriber should get, judged over every layer the publisher announced.
 
         Layers that dynacast switched off are not arriving, so the selector cannot pick them; this
@@ -423,7 +472,7 @@ class LayerSelector:
         if requested is None or not layers:
             return None
         fitting = [x for x in layers if x.index <= requested]
-        estimate = cls.estimate(dt, now)
+        estimate = self.estimate(dt, now, self._shares.get(dt))
         if estimate and dt.current is not None:
             cur = _rate(dt.current)
             if cur > estimate * DOWN_TOLERANCE:

@@ -58,8 +58,8 @@ class Room(Protocol):
         """The layer a new subscription starts on, before any feedback."""
         ...
 
-    def on_remb(self, subscriber: Peer, bitrate: int) -> None:
-        """The subscriber's downlink estimate (REMB)."""
+    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
+        """The subscriber's downlink estimate (REMB) for `downtracks` (those it names; none: all)."""
         ...
 
     def name_of(self, participant_id: str) -> str: ...
@@ -358,7 +358,11 @@ class Peer:
                     if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_pli()
             elif isinstance(p, Remb):
-                self.room.on_remb(self, p.bitrate)
+                # the estimate covers the media the REMB names (RFC draft-alvestrand-rmcat-remb);
+                # naming none of ours, it is taken for the whole downlink
+                named = [s.downtrack for s in map(self.slots_by_ssrc.get, p.ssrcs)
+                         if s is not None and s.downtrack is not None]
+                self.room.on_remb(self, p.bitrate, named, tuple(sorted(set(p.ssrcs))))
             elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
                 for block in p.reports:
                     slot = self.slots_by_ssrc.get(block.ssrc)

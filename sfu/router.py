@@ -68,8 +68,9 @@ class Router:
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         return self.selector.initial_layer(rec, dt)
 
-    def on_remb(self, subscriber: Peer, bitrate: int) -> None:
-        self.selector.on_remb(subscriber.id, subscriber.downtracks.values(), bitrate)
+    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack] | None = None,
+                scope: tuple[int, ...] = ()) -> None:
+        self.selector.on_remb(subscriber.id, downtracks or subscriber.downtracks.values(), bitrate, scope)
 
     # --------------------------------------------------------------------------------------------
     async def remove_peer(self, peer: Peer, reason: str = "left") -> None:

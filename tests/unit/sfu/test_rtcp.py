@@ -10,6 +10,7 @@ from aiortc import rtp as artp
 
 from sfu import rtp
 from sfu.peer import Peer
+from sfu.transport import Remb
 from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_SSRC, RTCP_SSRC
@@ -221,6 +222,33 @@ def test_subscriber_nack_in_a_compound_with_an_rr_is_served():
     peer._subscriber_rtcp(artp.RtcpPacket.parse(compound))
     assert sub.rtp[1:] == [P.rtx(sub.rtp[0], rig.OUT_RTX_PT["VP8"], 301, rig.OUT_RTX_SSRC)]
     assert dt.fraction_lost == 0.5
+
+
+def test_a_remb_applies_to_the_downtracks_it_names_or_to_all_when_it_names_none_of_ours():
+    class Room:
+        calls: list = []
+
+        def on_remb(self, subscriber, bitrate, downtracks, scope):
+            self.calls.append((bitrate, downtracks, scope))
+
+    room = Room()
+    peer = Peer("PA_sub", "sub", room, lambda msg: None)
+    ingress, rec, _ = rig.publish("VP8", ssrcs=[(MEDIA, "media")])
+    dts = []
+    for i in range(3):
+        dt, _ = rig.subscribe(rec, mid=str(i + 1))
+        dt.slot.ssrc = OUT_SSRC + i
+        peer.slots_by_ssrc[dt.slot.ssrc] = dt.slot
+        dts.append(dt)
+    # a browser's REMB names every SSRC it receives: one estimate for all of them
+    peer._subscriber_rtcp([Remb(ssrc=0xABC, bitrate=2_000_000, ssrcs=[OUT_SSRC + 2, OUT_SSRC, OUT_SSRC + 1])])
+    # aiortc sends one per m-line, naming that m-line's SSRC
+    peer._subscriber_rtcp([Remb(ssrc=0xABC, bitrate=300_000, ssrcs=[OUT_SSRC + 1])])
+    # naming nothing we send: taken for the whole downlink (the router applies it to every DownTrack)
+    peer._subscriber_rtcp([Remb(ssrc=0xABC, bitrate=1_000_000, ssrcs=[0xDEAD])])
+    scope = (OUT_SSRC, OUT_SSRC + 1, OUT_SSRC + 2)
+    assert room.calls == [(2_000_000, [dts[2], dts[0], dts[1]], scope), (300_000, [dts[1]], (OUT_SSRC + 1,)),
+                          (1_000_000, [], (0xDEAD,))]
 
 
 def test_vp8_payload_under_rtx_survives_a_parse_of_the_retransmission():

@@ -1,0 +1,85 @@
+"""A subscriber's downlink estimate (REMB) is one budget for all the video it receives.
+
+Given in full to each of its video DownTracks, a meeting subscriber receiving three cameras over a
+2 Mbit/s link was sent three 1.5 Mbit/s layers. The selector shares the estimate by water-filling
+over what each DownTrack asks for (`share_budget`); each DownTrack's policy then sees its share."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.layers import DOWN_TOLERANCE, LayerSelector, share_budget
+from tests.support import packets as P
+from tests.unit.sfu import rig
+
+RATES = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+
+
+def test_water_filling_gives_small_demands_all_and_splits_the_rest_evenly():
+    assert share_budget(2_000_000, [1_500_000, 1_500_000]) == [1_000_000, 1_000_000]
+    assert share_budget(2_000_000, [1_500_000, 150_000, 1_500_000]) == pytest.approx([925_000, 150_000, 925_000])
+    assert share_budget(10_000_000, [1_500_000, 500_000]) == [1_500_000, 500_000]  # never above a demand
+    assert share_budget(0, [1_500_000]) == [0.0]
+    assert share_budget(-5, [1, 2]) == [0.0, 0.0]
+    assert share_budget(1_000, []) == []
+
+
+class Meeting:
+    """One subscriber receiving `n` simulcast cameras (q/h/f at RATES), and the room's selector."""
+
+    def __init__(self, n: int, remb: int, requests: list[str | None] | None = None) -> None:
+        self.now = 100.0
+        self.recs, self.dts = [], []
+        for i in range(n):
+            ingress, rec, _ = rig.publish("VP8", rids=list(RATES))
+            for k, rid in enumerate(RATES):  # the layers' SSRCs, learnt from their RIDs
+                ext = P.one_byte_ext([(4, b"0"), (10, rid.encode())])
+                ingress.on_rtp(P.rtp(96, 1, 0, 0xA000 + 16 * i + k, P.vp8_payload(keyframe=True), ext=ext), self.now)
+            dt, _ = rig.subscribe(rec, mid=str(i + 1))
+            dt.request_layer = requests[i] if requests else None
+            self.recs.append(rec)
+            self.dts.append(dt)
+        self.selector = LayerSelector(lambda pid, msg: None)
+        self.selector.tracks = lambda: self.recs
+        self.selector.on_remb("PA_sub", self.dts, remb)
+        for rec, dt in zip(self.recs, self.dts, strict=True):
+            dt.set_target(self.selector.initial_layer(rec, dt))
+
+    def run(self, seconds: float = 5.0) -> list[str]:
+        """The selector's rounds, every layer arriving at its rate; the targets it settles on."""
+        for _ in range(int(seconds / 0.5)):
+            self.now += 0.5
+            for rec in self.recs:
+                for rid, layer in rec.layers.items():
+                    layer.bitrate, layer.last_packet_at = RATES[rid], self.now
+            self.selector.evaluate(self.now)
+        return [dt.target.rid if dt.target else "paused" for dt in self.dts]
+
+
+def test_three_cameras_share_a_2_mbit_link_instead_of_each_taking_it_all():
+    targets = Meeting(3, remb=2_000_000).run()
+    assert "paused" not in targets
+    assert sum(RATES[rid] for rid in targets) <= 2_000_000 * DOWN_TOLERANCE, targets
+    assert targets == ["h", "h", "h"]  # 666 kbit/s each: h fits, f does not
+
+
+def test_one_camera_still_gets_the_whole_estimate():
+    assert Meeting(1, remb=2_000_000).run() == ["f"]
+
+
+def test_a_link_that_carries_everything_gives_everything():
+    assert Meeting(3, remb=20_000_000).run() == ["f", "f", "f"]
+
+
+def test_what_a_thumbnail_does_not_need_goes_to_the_others():
+    # shares 150k (all the thumbnail asks for) and 925k each for the other two
+    assert Meeting(3, remb=2_000_000, requests=["low", None, None]).run() == ["q", "h", "h"]
+    assert Meeting(2, remb=3_500_000, requests=["low", None]).run() == ["q", "f"]
+
+
+def test_an_estimate_per_m_line_is_not_shared():
+    # aiortc sends one REMB per m-line, each naming its own SSRC: each is that track's estimate
+    m = Meeting(3, remb=2_000_000)
+    for i, dt in enumerate(m.dts):
+        m.selector.on_remb("PA_sub", [dt], 2_000_000, (0x100 + i,))
+    assert m.run() == ["f", "f", "f"]
