@@ -196,6 +196,7 @@ def configure_candidates(allowed_ranges: Iterable[str], max_remote_candidates: i
 
 
 def _install() -> None:
+    _artc_receiver.RemoteBitrateEstimator = _receive_estimator  # type: ignore[misc, assignment]
     aioice.ice.get_host_addresses = _host_addresses
     # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range
     aioice.ice.asyncio = _AsyncioWithPortRange("asyncio")
@@ -578,16 +579,11 @@ class PeerTransport:
     # --- subscribe side: we offer, the client answers ----------------------------------------
     def add_slot(self, kind: str, codec_mime: str | None = None) -> SendSlot:
         """A new sendonly m-line with no track: nothing is ever encoded for it."""
-        # aiortc gives every video RTCRtpReceiver a RemoteBitrateEstimator: ~1,000 objects, 0.4 ms
-        # idle and several ms under load (garbage collections it triggers), on every subscription
-        # of every join. A slot's receiver never runs (_neuter_receiver), so it gets none (aiortc's
-        # receive path checks for None). The swap is synchronous: nothing else runs meanwhile.
-        saved = _artc_receiver.RemoteBitrateEstimator
-        _artc_receiver.RemoteBitrateEstimator = _no_estimator  # type: ignore[misc, assignment]
+        token = _no_receive_estimator.set(True)  # a slot's receiver never runs (_neuter_receiver)
         try:
             t = self.pc.addTransceiver(kind, direction="sendonly")
         finally:
-            _artc_receiver.RemoteBitrateEstimator = saved  # type: ignore[misc]
+            _no_receive_estimator.reset(token)
         if codec_mime:
             caps = RTCRtpSender.getCapabilities(kind).codecs
             prefs = [c for c in caps if c.mimeType.lower() in (codec_mime.lower(), f"{kind}/rtx")]
@@ -616,9 +612,12 @@ class PeerTransport:
     async def apply_offer(self, sdp: str) -> None:
         """Apply a client's offer; its a=candidate lines are screened like trickled ones."""
         token = _current_screen.set(self.candidates)
+        # the receivers this makes are neutered by accept_applied_offer before they could run
+        no_estimator = _no_receive_estimator.set(True)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         finally:
+            _no_receive_estimator.reset(no_estimator)
             _current_screen.reset(token)
 
     async def accept_answer(self, sdp: str) -> None:
@@ -846,8 +845,18 @@ class PeerTransport:
             await asyncio.gather(*self._connecting, return_exceptions=True)
 
 
-def _no_estimator() -> None:
-    return None
+# aiortc gives every video RTCRtpReceiver a RemoteBitrateEstimator: ~1,000 objects, 0.4 ms idle and
+# several ms under load (the garbage collections it triggers), on every video m-line of every join.
+# The receivers a PeerTransport makes never run (_neuter_receiver: the Ingress estimates natively),
+# so while it makes them (a context variable: other connections' aiortc code, even interleaved
+# across awaits, still gets aiortc's own) none is built; aiortc's receive path checks for None.
+_no_receive_estimator: contextvars.ContextVar[bool] = contextvars.ContextVar("basement_no_receive_estimator",
+                                                                            default=False)
+_AiortcRemoteBitrateEstimator = _artc_receiver.RemoteBitrateEstimator
+
+
+def _receive_estimator() -> Any:
+    return None if _no_receive_estimator.get() else _AiortcRemoteBitrateEstimator()
 
 
 def _neuter_receiver(receiver: Any) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCSessionDescription
 from aiortc import rtp as artp
 
 from bench.loadgen import media
@@ -337,7 +336,7 @@ class LightSubscriber:
 
     async def answer(self, offer_sdp: str) -> str:
         self.offers += 1
-        await self.transport.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.transport.apply_offer(offer_sdp)
         answer, slots = await self.transport.accept_applied_offer()
         for slot in slots:
             for pt in slot.codecs:

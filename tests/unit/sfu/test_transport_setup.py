@@ -18,12 +18,27 @@ async def test_a_slot_gets_no_receive_estimator_and_aiortc_keeps_its_own():
         # subscription of every join; the slot's receiver never runs, so it has none
         for slot in slots:
             assert slot.transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator is None
-        # everyone else's aiortc (clients, the load generator) still gets one
-        assert rtcrtpreceiver.RemoteBitrateEstimator is RemoteBitrateEstimator
+        # every other aiortc receiver (clients' own, bots in the same process) still gets one
         receiver = rtcrtpreceiver.RTCRtpReceiver("video", slots[0].transceiver.receiver.transport)
         assert isinstance(receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator)
     finally:
         await transport.close()
+
+
+async def test_the_receivers_of_an_applied_offer_get_no_estimator_either():
+    client = PeerTransport(on_rtp=None, on_rtcp=None)
+    sfu = PeerTransport(on_rtp=None, on_rtcp=None)
+    try:
+        client.pc.addTransceiver("video", direction="sendonly")
+        client.pc.addTransceiver("audio", direction="sendonly")
+        await sfu.apply_offer(await client.create_offer())
+        receivers = [t.receiver for t in sfu.pc.getTransceivers()]
+        assert len(receivers) == 2
+        assert all(r._RTCRtpReceiver__remote_bitrate_estimator is None for r in receivers)
+        await sfu.accept_applied_offer()  # and they never run
+    finally:
+        await client.close()
+        await sfu.close()
 
 
 def _certificate(pc: RTCPeerConnection):
