@@ -70,7 +70,8 @@ def build() -> tuple[PeerTransport, PeerTransport]:
 
     # a stand-in Room (sfu.peer.Room): Peer calls only `on_remb` on the RTCP path
     selector = LayerSelector()
-    router = types.SimpleNamespace(on_remb=lambda sub, bps: selector.on_remb(sub.id, sub.downtracks.values(), bps))
+    router = types.SimpleNamespace(on_remb=lambda sub, bps, dts, scope: selector.on_remb(
+        sub.id, dts or sub.downtracks.values(), bps, scope))  # as sfu.router.Router.on_remb
     peer = Peer("PA_sub", "sub", router, emit=lambda msg: None)
     slot = SendSlot(transceiver=None, kind="video", ssrc=SUB_SSRC, rtx_ssrc=SUB_RTX_SSRC, cname="fuzz", mid="1",
                     pt=96, rtx_pt=97, ext_ids={}, active=True, codec_name="VP8")
