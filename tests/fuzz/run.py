@@ -142,12 +142,14 @@ def run_harness(harness: str, runs: int | None, max_time: int | None, findings_d
             if done:
                 res.runs += int(done.group(1))
                 break
-            artifact = _ARTIFACT.search(output)
-            if artifact is None:
+            # the unit that ended the run; libFuzzer also writes "slow-unit-" files for inputs that took
+            # longer than -report_slow_units (wall-clock, so any busy machine has some) and runs on
+            units = [a for a in _ARTIFACT.findall(output) if not Path(a).name.startswith("slow-unit-")]
+            if not units:
                 res.error = f"harness exited {proc.returncode} without a report:\n{output[-3000:]}"
                 break
             res.runs += int(stats[-1][0]) if stats else 0
-            path = Path(artifact.group(1))
+            path = Path(units[-1])
             kind = path.name.split("-", 1)[0]
             if kind == "timeout" and not _hangs(harness, path, env):
                 res.starved += 1

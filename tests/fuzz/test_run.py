@@ -20,9 +20,9 @@ runner = importlib.util.module_from_spec(_spec)
 sys.modules["fuzz_runner_under_test"] = runner
 _spec.loader.exec_module(runner)
 
-# Fuzzing (a corpus directory and flags): the first run "times out" on a unit and writes it as
-# libFuzzer does, after 300 inputs; the next run finishes the budget. Replaying (one file): sleeps
-# if the unit says so.
+# Fuzzing (a corpus directory and flags): the first run writes a slow unit (libFuzzer carries on
+# after those), then "times out" on a unit and writes it as libFuzzer does, after 300 inputs; the
+# next run finishes the budget. Replaying (one file): sleeps if the unit says so.
 STAND_IN = textwrap.dedent('''
     import pathlib, sys, time
     args = sys.argv[1:]
@@ -35,6 +35,9 @@ STAND_IN = textwrap.dedent('''
         marker.write_text("")
         unit = pathlib.Path(flags["artifact_prefix"]) / "timeout-0123"
         unit.write_bytes(UNIT)
+        slow = pathlib.Path(flags["artifact_prefix"]) / "slow-unit-4567"
+        slow.write_bytes(b"slow")  # a unit that took long on a busy machine: libFuzzer carries on
+        print(f"Slow unit: 11 s:\\nTest unit written to {slow}")
         print("#300\\tNEW    cov: 7 ft: 9 corp: 3/3b exec/s: 100 rss: 30Mb")
         print("==1== ERROR: libFuzzer: timeout after 12 seconds")
         print(f"artifact_prefix='{flags['artifact_prefix']}'; Test unit written to {unit}")
