@@ -318,6 +318,14 @@ def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
     return max(fitting, key=lambda x: x.index) if fitting else min(layers, key=lambda x: x.index, default=None)
 
 
+def _best_requested(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
+    """The best layer `rec` announced at or below what `dt`'s subscriber asked for (None: off)."""
+    if not rec.layers:
+        return None
+    layers = list(rec.layers.values())
+    return pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
+
+
 class LayerSelector:
     """Applies `decide` to every video DownTrack of a room, and tells publishers which layers are needed."""
 
@@ -354,10 +362,7 @@ class LayerSelector:
 
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         """Before any feedback: the best layer at or below what the subscriber asked for."""
-        if not rec.layers:
-            return None
-        layers = list(rec.layers.values())
-        return pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
+        return _best_requested(rec, dt)
 
     def on_remb(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int,
                 scope: tuple[int, ...] = ()) -> None:
@@ -389,11 +394,10 @@ class LayerSelector:
         request (dynacast may have switched it off; the share is what can bring it back)."""
         wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float]]] = {}
         for rec in self.tracks():
-            if rec.kind != "video" or not rec.layers:
+            if rec.kind != "video":
                 continue
-            layers = list(rec.layers.values())
             for dt in rec.downtracks:
-                top = pick(layers, requested_index(layers, dt.request_layer, dt.request_width, dt.request_height))
+                top = _best_requested(rec, dt)
                 if top is not None and dt.remb_bps:
                     wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append((dt, _rate(top)))
         shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()

@@ -68,8 +68,8 @@ class Router:
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         return self.selector.initial_layer(rec, dt)
 
-    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack] | None = None,
-                scope: tuple[int, ...] = ()) -> None:
+    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
+        # a REMB naming none of the DownTracks is taken for the subscriber's whole downlink
         self.selector.on_remb(subscriber.id, downtracks or subscriber.downtracks.values(), bitrate, scope)
 
     # --------------------------------------------------------------------------------------------

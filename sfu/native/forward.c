@@ -960,11 +960,7 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
     fan_totals tot = {0, 0};
     int result = -1;
     bs_vp8 vp8d;
-    int have_vp8 = -1; /* parsed on the first VP8 DownTrack */
-    if (vp8 != NULL) {
-        vp8d = *vp8;
-        have_vp8 = 1;
-    }
+    int have_vp8 = vp8 != NULL ? 1 : -1; /* else parsed on the first VP8 DownTrack */
     uint8_t stack_scratch[2048];
     uint8_t *scratch = stack_scratch;
     if (!PyList_Check(dts)) {
@@ -994,10 +990,12 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
         DownTrackCore *s = (DownTrackCore *)o;
         const bs_vp8 *vp = NULL;
         if (s->is_vp8) {
-            if (have_vp8 < 0)
+            if (have_vp8 < 0) {
                 have_vp8 = bs_vp8_parse(data + v->payload_start, v->payload_end - v->payload_start, &vp8d) == 0;
+                vp8 = &vp8d;
+            }
             if (have_vp8)
-                vp = &vp8d;
+                vp = vp8;
         }
         Py_INCREF(o); /* the layer-change callback may change the list */
         int r = dtc_forward(s, data, n, v, vp, layer, epoch, keyframe, now, scratch, &tot);

@@ -83,9 +83,8 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *data = args[0];
-    if (!PyBytes_CheckExact(data) || !PyFloat_CheckExact(args[1]) || self->stats == NULL || self->traffic == NULL ||
-        !bs_is_traffic(self->traffic))
-        return slow(self, args);
+    if (!PyBytes_CheckExact(data) || !PyFloat_CheckExact(args[1]) || self->stats == NULL || self->traffic == NULL)
+        return slow(self, args); /* _traffic is a Traffic when set (its setter checks) */
     bs_traffic *traffic = (bs_traffic *)self->traffic;
     const uint8_t *d = (const uint8_t *)PyBytes_AS_STRING(data);
     size_t n = (size_t)PyBytes_GET_SIZE(data);
@@ -297,14 +296,27 @@ static PyMemberDef IC_members[] = {
     {"remb", T_OBJECT, offsetof(IngressCore, remb), 0, "the uplink bandwidth estimator"},
     {"remb_bps", T_LONGLONG, offsetof(IngressCore, remb_bps), 0, "its latest estimate"},
     {"_stats", T_OBJECT, offsetof(IngressCore, stats), 0, "sfu.metrics.STATS"},
-    {"_traffic", T_OBJECT, offsetof(IngressCore, traffic), 0, "STATS.traffic"},
     {"fast_packets", T_ULONGLONG, offsetof(IngressCore, fast), READONLY, "packets the C path took"},
     {"slow_packets", T_ULONGLONG, offsetof(IngressCore, slow), READONLY, "packets handed to _slow_on_rtp"},
     {NULL},
 };
 
+static PyObject *IC_get_traffic(IngressCore *self, void *closure) {
+    return Py_NewRef(self->traffic ? self->traffic : Py_None);
+}
+
+static int IC_set_traffic(IngressCore *self, PyObject *value, void *closure) {
+    if (value != NULL && value != Py_None && !bs_is_traffic(value)) {
+        PyErr_SetString(PyExc_TypeError, "_traffic must be a Traffic");
+        return -1;
+    }
+    Py_XSETREF(self->traffic, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef IC_getset[] = {
     {"routes", (getter)IC_get_routes, NULL, "media SSRCs the C path knows", NULL},
+    {"_traffic", (getter)IC_get_traffic, (setter)IC_set_traffic, "STATS.traffic (a Traffic, checked when set)", NULL},
     {NULL},
 };
 
