@@ -54,6 +54,7 @@ log = logging.getLogger("basement.transport")
 _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 _ORIGINAL_ADD_REMOTE_CANDIDATE = aioice.ice.Connection.add_remote_candidate
 _ORIGINAL_ADD_RESOLVED_CANDIDATE = aioice.ice.Connection._add_remote_candidate
+_ORIGINAL_CHECK_PERIODIC = aioice.ice.Connection._check_periodic
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def _install() -> None:
     # (hooks on aioice's private API, listed in docs/architecture.md: mypy rightly objects to method patching)
     aioice.ice.Connection.add_remote_candidate = _screened_add_remote_candidate  # type: ignore[method-assign]
     aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate  # type: ignore[method-assign]
+    aioice.ice.Connection._check_periodic = _paced_check  # type: ignore[method-assign]
 
 
 class CandidateRefused(Exception):
@@ -302,6 +304,52 @@ class _LoopWithPortRange:
         raise OSError(f"no free UDP port in {lo}-{hi} on {host}")
 
 
+# aioice's connect() paces its checks: start one, sleep 20 ms (RFC 8445's Ta), repeat until the
+# check list is done, and only then returns. On a connection whose one check succeeds in a
+# millisecond, the sleep is what the connection waits for: 10-20 ms more before DTLS may start, on
+# every join. `_paced_check` notes which connection the next sleep paces, and that sleep ends early
+# once the connection's check list has completed; checks are still started no faster than every
+# 20 ms. A check list that failed still waits out the sleep, as before: aioice declares failure as
+# soon as every pair it knows has failed, but a controlled agent may yet be nominated on a
+# peer-reflexive pair by the controlling side's checks, and aiortc starts DTLS even after a failed
+# connect(), so those 20 ms are what lets such a connection (the SFU behind a 1:1 NAT) work.
+_pacing: contextvars.ContextVar[Any] = contextvars.ContextVar("basement_ice_pacing", default=None)
+
+
+def _paced_check(self: Any) -> bool:
+    more = _ORIGINAL_CHECK_PERIODIC(self)
+    _pacing.set(self if more else None)
+    return more
+
+
+async def _check_pacing_sleep(delay: float, result: Any = None) -> Any:
+    connection = _pacing.get()
+    if connection is None:
+        return await asyncio.sleep(delay, result)
+    _pacing.set(None)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + delay
+    # the check list's outcome: connect() reads this queue (its only reader) right after this sleep,
+    # so an outcome taken here is put back for it
+    state = connection._check_list_state
+    if state.empty():
+        waiter = asyncio.ensure_future(state.get())
+        try:
+            await asyncio.wait((waiter,), timeout=delay)
+        finally:
+            if waiter.done() and not waiter.cancelled():
+                state.put_nowait(waiter.result())
+            else:
+                waiter.cancel()
+    outcome = None
+    if not state.empty():
+        outcome = state.get_nowait()
+        state.put_nowait(outcome)
+    if outcome != aioice.ice.ICE_COMPLETED:
+        await asyncio.sleep(max(0.0, end - loop.time()))
+    return result
+
+
 class _AsyncioWithPortRange(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
@@ -309,6 +357,8 @@ class _AsyncioWithPortRange(types.ModuleType):
     @staticmethod
     def get_running_loop() -> Any:
         return _LoopWithPortRange(asyncio.get_running_loop())
+
+    sleep = staticmethod(_check_pacing_sleep)
 
 
 _CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.MULTILINE)

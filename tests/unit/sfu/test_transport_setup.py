@@ -3,6 +3,10 @@ carries none of aiortc's receive machinery."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import aioice
 from aiortc import RTCPeerConnection, rtcrtpreceiver
 from aiortc.rate import RemoteBitrateEstimator
 
@@ -113,3 +117,74 @@ async def test_gathering_asks_no_stun_server(monkeypatch):
         assert looked_up == []
     finally:
         await transport.close()
+
+
+async def _connected_pair() -> tuple[Any, Any]:
+    """Two aioice connections on loopback that know each other's candidates and credentials."""
+    a, b = aioice.Connection(ice_controlling=True), aioice.Connection(ice_controlling=False)
+    for c in (a, b):
+        await c.gather_candidates()
+    for this, other in ((a, b), (b, a)):
+        for candidate in other.local_candidates:
+            await this.add_remote_candidate(candidate)
+        await this.add_remote_candidate(None)
+        this.remote_username, this.remote_password = other.local_username, other.local_password
+    return a, b
+
+
+async def test_ice_connect_returns_when_its_checks_are_done_not_at_the_next_pacing_tick(monkeypatch):
+    """aioice starts a check, sleeps 20 ms (RFC 8445's Ta) and only then sees that the check list is
+    done: every connection, on both sides, reached DTLS 10-20 ms after ICE had succeeded. The pacing
+    sleep ends when the check list is done; here it would last an hour, so nothing else can end
+    connect()."""
+    tr._install()
+    pacing_sleeps: list[float] = []
+    paced = tr._check_pacing_sleep
+
+    async def hour_long(delay: float, result: Any = None) -> Any:
+        if tr._pacing.get() is not None:
+            pacing_sleeps.append(delay)
+            delay = 3600.0
+        return await paced(delay, result)
+
+    monkeypatch.setattr(tr._AsyncioWithPortRange, "sleep", staticmethod(hour_long))
+    a, b = await _connected_pair()
+    try:
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 60)  # a hang guard only
+        assert pacing_sleeps == [0.02, 0.02]  # each side paced its one check, and was woken
+        assert a._nominated and b._nominated
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_pacing_sleep_lasts_its_full_time_while_checks_remain():
+    """Early wake-up is for a finished check list only: checks still start no faster than Ta."""
+
+    class Pending:
+        _check_list_done = False
+        _check_list_state: asyncio.Queue[int] = asyncio.Queue()
+
+    loop = asyncio.get_running_loop()
+    tr._pacing.set(Pending())
+    start = loop.time()
+    assert await tr._check_pacing_sleep(0.05, "r") == "r"
+    assert loop.time() - start >= 0.05
+    assert tr._pacing.get() is None  # one sleep per check started
+    # the outcome that ends a sleep early is still there for connect() to read
+    done = Pending()
+    done._check_list_state = asyncio.Queue()
+    tr._pacing.set(done)
+    loop.call_soon(done._check_list_state.put_nowait, aioice.ice.ICE_COMPLETED)
+    await tr._check_pacing_sleep(3600)
+    assert done._check_list_state.get_nowait() == aioice.ice.ICE_COMPLETED
+    # a failed check list waits the sleep out: the controlling side's checks may still nominate a
+    # peer-reflexive pair in that time (aiortc starts DTLS even after a failed connect())
+    failed = Pending()
+    failed._check_list_state = asyncio.Queue()
+    tr._pacing.set(failed)
+    loop.call_soon(failed._check_list_state.put_nowait, aioice.ice.ICE_FAILED)
+    start = loop.time()
+    await tr._check_pacing_sleep(0.05)
+    assert loop.time() - start >= 0.05
+    assert failed._check_list_state.get_nowait() == aioice.ice.ICE_FAILED
