@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sfu.metrics import STATS
-from tests.e2e.firefox.playback import LAYERS, check_decoding, choose_quality, measure, publisher, summary, wait_size
+from tests.e2e.firefox.playback import LAYERS, check_decoding, choose_quality, measure, publisher, summary, wait_layer
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -56,14 +56,14 @@ async def test_firefox_simulcast_each_subscriber_gets_its_layer(server, firefox)
         await choose_quality(page, pub["participant"], quality)
     try:
         for quality, page in subs.items():
-            await wait_size(page, pub["participant"], LAYERS[quality][1])
+            await wait_layer(page, pub["participant"], fx, LAYERS[quality][0])
         decoded, (sent,) = await measure([(page, pub["participant"]) for page in subs.values()], [fx])
         for quality, got in zip(subs, decoded):
-            rid, size = LAYERS[quality]
+            rid, _ = LAYERS[quality]
             print(summary(f"{rid} -> {quality}", got, sent[rid], pub["fps"]))
         for quality, got in zip(subs, decoded):
-            rid, size = LAYERS[quality]
-            check_decoding(f"the {quality} subscriber", got, size, sent[rid], pub["fps"])
+            rid, _ = LAYERS[quality]
+            check_decoding(f"the {quality} subscriber", got, rid, sent, pub["fps"])
         # the server reads each layer at its media rate: Firefox's RTX padding on q (about 3x q's
         # media) is not counted as q's (the selector would otherwise thin or pause q's subscribers)
         rates = layer_rates(server, pub["video"])
