@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 
-from sfu import datapath, reception, rtp, sdp
+from sfu import datapath, h264, reception, rtp, sdp
 from sfu.metrics import STATS
 from sfu.reception import GAP, JUMP, LATE, RESTART
 from sfu.track import Layer, PublishedTrack
@@ -212,6 +212,10 @@ class Ingress:
                         _vp8_dimensions(payload, vp8.size, layer)
                 elif rec.codec_name == "H264":
                     keyframe = seen != LATE and rtp.h264_is_keyframe(payload)
+                    if keyframe:
+                        size = h264.keyframe_dimensions(payload)
+                        if size is not None:
+                            layer.width, layer.height = size
                 if keyframe:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival

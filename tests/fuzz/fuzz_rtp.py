@@ -1,8 +1,10 @@
-"""Fuzz sfu/rtp.py: RTP header validation, RFC 8285 header extensions, VP8 and H.264 payload peeks.
+"""Fuzz sfu/rtp.py and sfu/h264.py: RTP header validation, RFC 8285 header extensions, VP8 and H.264
+payload peeks, the H.264 SPS picture size.
 
 Input: one RTP datagram (as SRTP hands it over, decrypted).
 Contract: `parse`, `extensions` and `vp8_descriptor` raise only `RtpError`; `h264_is_keyframe`,
-`is_rtcp` and `audio_level` (on a non-empty value) never raise; every offset in an `RtpView` lies
+`h264.keyframe_dimensions`, `is_rtcp` and `audio_level` (on a non-empty value) never raise; a size read
+from an SPS is positive and at most 16,384 a side; every offset in an `RtpView` lies
 inside the datagram and the header comes before the payload; extension values lie inside the
 extension block; a VP8 descriptor is no longer than its payload.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from _harness import Finding, instrumented, main
 
 with instrumented():
-    from sfu import rtp
+    from sfu import h264, rtp
 
 
 def test_one(data: bytes) -> None:
@@ -52,6 +54,9 @@ def test_one(data: bytes) -> None:
             raise Finding("VP8 TL0PICIDX outside the descriptor")
     rtp.h264_is_keyframe(payload)
     rtp.h264_is_keyframe(data[view.payload_start : view.payload_end])
+    size = h264.keyframe_dimensions(payload)
+    if size is not None and not (0 < size[0] <= 16384 and 0 < size[1] <= 16384):
+        raise Finding(f"H.264 SPS read as {size}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ export async function startPublishing(s) {
 // >= 480x270 and 1 below (and silently drops the *top* encodings beyond that), so a smaller camera
 // gets fewer layers whose top one is full resolution - the server then knows what really arrives.
 function videoEncodings(track) {
-  if (!OPTIONS.simulcast || OPTIONS.codec !== 'vp8') return [{ maxBitrate: 1_500_000 }];
+  if (!OPTIONS.simulcast) return [{ maxBitrate: 1_500_000 }];
   const { width = OPTIONS.video.width, height = OPTIONS.video.height } = track.getSettings();
   const pixels = width * height;
   if (pixels >= 960 * 540) return SIMULCAST_ENCODINGS.map((e) => ({ ...e }));

@@ -129,6 +129,53 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(server, connect, brows
     await poll(lambda: asyncio.sleep(0, layer_metrics()), "per-layer metrics", timeout=10)
 
 
+# OpenH264 codes Chromium's q of a 960x540 camera at 240x134: 4:2:0 H.264 crops in steps of 2 rows
+Q_H264 = (240, 134)
+
+
+async def test_h264_simulcast_by_name_and_by_size(server, connect, browser):  # noqa: F811
+    """Chromium sends H.264 simulcast too (OpenH264, three layers), which some devices need for their
+    hardware encoder. H.264 tells a layer's size only in its SPS: the server reads it from each key
+    frame, so a subscriber that asks by rendered size gets the layer that covers it. Before, every
+    H.264 layer's size was unknown, so each counted as covering any size, and such a subscriber got q."""
+    page = await browser(server, "sim264", "chromium", audio="0", codec="h264")
+    view = await page.wait_for("window.basement.published.video && window.basement.published")
+    video = view["video"]
+    low = await connect("sim264", "low")
+    sized = await connect("sim264", "sized")
+    watcher = await browser(server, "sim264", "watcher", audio="0", camera="0")
+    await watcher.wait_for("window.basement.participant")
+    info = (await low.wait_track(kind="video"))[0]
+    assert info["codec"] == "H264" and info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}, info
+    await watcher.evaluate(f"window.basement.send({{type: 'subscription', track: '{video}', layer: 'high'}})")
+    sinks = {}
+    for c in (low, sized):
+        _, track = await c.wait_track(kind="video")
+        _own_remb(c, track)
+        sinks[c] = Sink(track)
+    assert "layer" in await low.subscription(video, layer="low")
+
+    async def watcher_high():
+        stats = await watcher.evaluate("window.basement.stats()")
+        return [s for s in stats["inbound"] if s.get("kind") == "video" and s.get("frameWidth") == F[0]
+                and (s.get("framesDecoded") or 0) > 0]
+
+    await poll(watcher_high, "Chromium subscriber decoding H.264 at 960x540", timeout=40)
+    # every layer has arrived by now (f for the watcher, q for low, h at the start), so its size is known
+    rec = next(r for p in server.node.peers.values() for r in p.tracks if r.id == video)
+    assert {rid: (x.width, x.height) for rid, x in rec.layers.items()} == {"q": Q_H264, "h": H, "f": F}
+    # a 400x225 tile: q is too small for it, h covers it
+    assert "layer" in await sized.subscription(video, width=400, height=225)
+    settled = {low: await _wait_size(sinks[low], Q_H264, "low subscriber on q"),
+               sized: await _wait_size(sinks[sized], H, "a subscriber rendering 400x225 on h")}
+    for c, size in ((low, Q_H264), (sized, H)):
+        await poll(lambda c=c: asyncio.sleep(0, len([t for t, _, _ in sinks[c].timeline if t >= settled[c]]) >= 30),
+                   "30 frames after settling", timeout=20)
+        since = {(w, h) for t, w, h in sinks[c].timeline if t >= settled[c]}
+        assert since == {size}, (size, sorted(since))
+    assert sorted(dt.current.rid for dt in rec.downtracks if dt.current) == ["f", "h", "q"]
+
+
 async def test_switching_high_low_high_is_quick_and_never_freezes(server, connect, browser):  # noqa: F811
     page, view = await _publisher(server, browser, "sim2")
     video = view["published"]["video"]

@@ -125,6 +125,20 @@ def test_vp8_scaling_bits_are_not_part_of_the_dimensions():
     assert (layer.keyframes, layer.width, layer.height) == (1, 1280, 720)
 
 
+def test_h264_keyframes_are_counted_with_the_dimensions_of_their_sps():
+    # libx264's SPS for 960x540 (34 macroblock rows, 4 rows cropped); libwebrtc sends it with every
+    # IDR picture, in a STAP-A before the slice
+    sps = bytes.fromhex("6742c01fda03c045fb84000003000400000300f23c60ca80")
+    ingress, rec, pub = rig.publish("H264", ssrcs=[(MEDIA, "media")])
+    ingress.on_rtp(P.rtp(102, 1, 0, MEDIA, P.stap_a(sps, P.PPS, P.IDR), marker=True), 1.0)
+    ingress.on_rtp(P.rtp(102, 2, 3000, MEDIA, P.NON_IDR, marker=True), 1.1)
+    layer = rec.layers[""]
+    assert (layer.keyframes, layer.width, layer.height) == (1, 960, 540)
+    # an IDR without an SPS in the packet leaves the size as it was
+    ingress.on_rtp(P.rtp(102, 3, 6000, MEDIA, P.IDR, marker=True), 1.2)
+    assert (layer.keyframes, layer.width, layer.height) == (2, 960, 540)
+
+
 @pytest.mark.parametrize("payload, keyframe", [
     (P.stap_a(P.SPS, P.PPS, P.IDR), True),
     (P.fu_a(P.IDR, start=True, end=False), True),

@@ -1,0 +1,175 @@
+"""H.264 sequence parameter sets: the picture size a simulcast layer is encoded at.
+
+The layer selector fits a subscriber's rendered size to the smallest layer that covers it, and a
+layer whose size is unknown counts as covering. VP8 says its size in every keyframe header; H.264
+says it only in the SPS (ITU-T H.264 7.3.2.1.1), which Chromium and GStreamer send with every IDR
+picture (in a STAP-A, RFC 6184). Without it every H.264 layer looked like it covered any size, so a
+subscriber that asked by size got the lowest one.
+
+Read on keyframes only (a few packets per second per layer), from untrusted bytes: every field is
+bounds-checked, and anything malformed, truncated or out of range gives None (the size stays
+unknown), never an exception.
+"""
+
+from __future__ import annotations
+
+NAL_SPS = 7
+NAL_STAP_A = 24
+NAL_FU_A = 28
+
+MAX_SPS_BYTES = 256  # real ones are 10-40 bytes; more is not an SPS we need to read
+MAX_MBS = 1024  # 16,384 pixels a side, far beyond any level's limit
+# profiles whose SPS carries chroma_format_idc, bit depths and scaling matrices (7.3.2.1.1)
+_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Bits:
+    """Big-endian bit reader over an RBSP (emulation prevention bytes already removed)."""
+
+    __slots__ = ("data", "pos", "end")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.end = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if self.pos + n > self.end:
+            raise _Malformed
+        value = 0
+        for _ in range(n):
+            value = (value << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise _Malformed
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+def _rbsp(nal: bytes | memoryview) -> bytes:
+    """The NAL unit's payload after its header, with emulation prevention (00 00 03) undone."""
+    out = bytearray()
+    zeros = 0
+    for b in bytes(nal[1:MAX_SPS_BYTES]):
+        if zeros >= 2 and b == 3:
+            zeros = 0
+            continue
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def _skip_scaling_list(bits: _Bits, size: int) -> None:
+    last = next_scale = 8
+    for _ in range(size):
+        if next_scale:
+            delta = bits.se()
+            if not -128 <= delta <= 127:
+                raise _Malformed
+            next_scale = (last + delta + 256) % 256
+        last = next_scale or last
+
+
+def sps_dimensions(nal: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) in pixels of one SPS NAL unit (header byte included), or None."""
+    if len(nal) < 4 or nal[0] & 0x1F != NAL_SPS:
+        return None
+    bits = _Bits(_rbsp(nal))
+    try:
+        profile_idc = bits.u(8)
+        bits.u(16)  # constraint flags, level_idc
+        if bits.ue() > 31:  # seq_parameter_set_id
+            return None
+        chroma_format_idc = 1
+        separate_colour_plane = 0
+        if profile_idc in _HIGH_PROFILES:
+            chroma_format_idc = bits.ue()
+            if chroma_format_idc > 3:
+                return None
+            if chroma_format_idc == 3:
+                separate_colour_plane = bits.u(1)
+            if bits.ue() > 6 or bits.ue() > 6:  # bit_depth_luma / chroma_minus8
+                return None
+            bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+            if bits.u(1):  # seq_scaling_matrix_present_flag
+                for i in range(12 if chroma_format_idc == 3 else 8):
+                    if bits.u(1):
+                        _skip_scaling_list(bits, 16 if i < 6 else 64)
+        if bits.ue() > 12:  # log2_max_frame_num_minus4
+            return None
+        poc_type = bits.ue()
+        if poc_type == 0:
+            if bits.ue() > 12:  # log2_max_pic_order_cnt_lsb_minus4
+                return None
+        elif poc_type == 1:
+            bits.u(1)  # delta_pic_order_always_zero_flag
+            bits.se()  # offset_for_non_ref_pic
+            bits.se()  # offset_for_top_to_bottom_field
+            cycle = bits.ue()
+            if cycle > 255:
+                return None
+            for _ in range(cycle):
+                bits.se()
+        elif poc_type != 2:
+            return None
+        bits.ue()  # max_num_ref_frames
+        bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+        width_mbs = bits.ue() + 1
+        height_units = bits.ue() + 1
+        frame_mbs_only = bits.u(1)
+        if not frame_mbs_only:
+            bits.u(1)  # mb_adaptive_frame_field_flag
+        bits.u(1)  # direct_8x8_inference_flag
+        crop = (bits.ue(), bits.ue(), bits.ue(), bits.ue()) if bits.u(1) else (0, 0, 0, 0)
+    except _Malformed:
+        return None
+    height_mbs = height_units * (2 - frame_mbs_only)
+    if width_mbs > MAX_MBS or height_mbs > MAX_MBS:
+        return None
+    # crop units (7.4.2.1.1, Table 6-1): whole chroma samples, and field pairs when interlaced
+    chroma_array_type = 0 if separate_colour_plane else chroma_format_idc
+    sub_width, sub_height = {0: (1, 1), 1: (2, 2), 2: (2, 1), 3: (1, 1)}[chroma_array_type]
+    unit_x, unit_y = sub_width, sub_height * (2 - frame_mbs_only)
+    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
+    height = height_mbs * 16 - unit_y * (crop[2] + crop[3])
+    if width <= 0 or height <= 0:
+        return None
+    return width, height
+
+
+def keyframe_dimensions(payload: bytes | memoryview) -> tuple[int, int] | None:
+    """The size in the SPS an RTP payload carries (RFC 6184: a single SPS NAL unit, an SPS in a
+    STAP-A, or the first fragment of an FU-A SPS), or None."""
+    if not payload:
+        return None
+    nal_type = payload[0] & 0x1F
+    if nal_type == NAL_SPS:
+        return sps_dimensions(payload)
+    if nal_type == NAL_STAP_A:
+        i = 1
+        while i + 2 < len(payload):
+            size = (payload[i] << 8) | payload[i + 1]
+            if size == 0 or i + 2 + size > len(payload):
+                return None
+            if payload[i + 2] & 0x1F == NAL_SPS:
+                return sps_dimensions(payload[i + 2 : i + 2 + size])
+            i += 2 + size
+        return None
+    if nal_type == NAL_FU_A and len(payload) > 2 and payload[1] & 0x80 and payload[1] & 0x1F == NAL_SPS:
+        # the first fragment: the NAL header is rebuilt from the FU indicator and header
+        header = (payload[0] & 0xE0) | NAL_SPS
+        return sps_dimensions(bytes((header,)) + bytes(payload[2:]))
+    return None
