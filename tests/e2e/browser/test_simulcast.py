@@ -21,8 +21,8 @@ pytestmark = pytest.mark.timeout(150)
 Q, H, F = (240, 135), (480, 270), (960, 540)
 
 
-async def _publisher(server, browser, room: str) -> tuple[Browser, dict]:  # noqa: F811
-    page = await browser(server, room, "chromium", audio="0")
+async def _publisher(server, browser, room: str, codec: str = "vp8") -> tuple[Browser, dict]:  # noqa: F811
+    page = await browser(server, room, "chromium", audio="0", codec=codec)
     view = await page.wait_for("window.basement.published.video && "
                                "({participant: window.basement.participant, published: window.basement.published})")
     return page, view
@@ -176,8 +176,9 @@ async def test_h264_simulcast_by_name_and_by_size(server, connect, browser):  # 
     assert sorted(dt.current.rid for dt in rec.downtracks if dt.current) == ["f", "h", "q"]
 
 
-async def test_switching_high_low_high_is_quick_and_never_freezes(server, connect, browser):  # noqa: F811
-    page, view = await _publisher(server, browser, "sim2")
+@pytest.mark.parametrize("codec, low", [("vp8", Q), ("h264", Q_H264)])
+async def test_switching_high_low_high_is_quick_and_never_freezes(server, connect, browser, codec, low):  # noqa: F811
+    page, view = await _publisher(server, browser, "sim2", codec)
     video = view["published"]["video"]
     sub = await connect("sim2", "switcher")
     _, track = await sub.wait_track(kind="video")
@@ -191,7 +192,7 @@ async def test_switching_high_low_high_is_quick_and_never_freezes(server, connec
         await _wait_size(sink, F, "start on f", timeout=40)
         phases = [round(time.monotonic() - started, 2)]
         latencies = []
-        for layer, size in (("low", Q), ("high", F), ("low", Q), ("high", F)):
+        for layer, size in (("low", low), ("high", F), ("low", low), ("high", F)):
             asked = time.monotonic()
             await sub.subscription(video, layer=layer)
             first = await _wait_size(sink, size, f"switch to {layer}")
