@@ -38,12 +38,17 @@ class ParticipantInfo(TypedDict):
     identity: str
 
 
+SOURCES = ("camera", "microphone", "screen", "screen_audio")
+SOURCE_KINDS = {"camera": "video", "microphone": "audio", "screen": "video", "screen_audio": "audio"}
+
+
 class TrackInfo(TypedDict):
     """A published track as subscribers see it (`track_published`, `mute` result)."""
 
     track: str
     participant: str
     kind: str
+    source: str  # camera, microphone, screen or screen_audio (SOURCES)
     codec: str
     muted: bool
     simulcast: bool
@@ -80,8 +85,14 @@ class MediaNode(Protocol):
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
                    can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined: ...
 
-    async def publish(self, participant_id: str, sdp: Any) -> str:
-        """Apply the participant's publish offer; returns the SDP answer."""
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
+        """Apply the participant's publish offer; returns the SDP answer. `sources`: mid -> what the
+        m-line's track carries (SOURCES; unnamed ones are the camera and the microphone)."""
+        ...
+
+    async def unpublish(self, participant_id: str, track_id: str) -> None:
+        """Stop forwarding one of the participant's tracks; the room hears `track_unpublished`. Its
+        m-line stays negotiated: a later offer that sends on it again publishes it anew."""
         ...
 
     async def answer(self, participant_id: str, sdp: Any) -> None:

@@ -124,6 +124,19 @@ class Ingress:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
         return created
 
+    def remove(self, mid: str) -> PublishedTrack[DownTrack] | None:
+        """Forget the track of `mid` (unpublished): its SSRCs are no longer routed, and what still
+        arrives on them is a counted drop. The m-line stays negotiated, so a later offer that sends
+        on it again publishes a new track in its place (`configure`)."""
+        rec = self.tracks.pop(mid, None)
+        if rec is not None:
+            for ssrc in [ssrc for ssrc, (r, _, _) in self.by_ssrc.items() if r is rec]:
+                self._forget(ssrc)
+        return rec
+
+    def _forget(self, ssrc: int) -> None:
+        self.by_ssrc.pop(ssrc, None)
+
     def close(self) -> None:
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
@@ -489,6 +502,10 @@ if IngressCore is not None:
             super().__init__(participant_id, on_audio_level, limits)
             self._stats = STATS
             self._traffic = STATS.traffic
+
+        def _forget(self, ssrc: int) -> None:
+            super()._forget(ssrc)
+            self._unroute(ssrc)
 
         def _bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
                   is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:

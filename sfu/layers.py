@@ -295,19 +295,24 @@ def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age:
     return min(delivered_bps, current_bps)
 
 
-def share_budget(budget: float, demands: Sequence[float]) -> list[float]:
+def share_budget(budget: float, demands: Sequence[float], first: Sequence[bool] = ()) -> list[float]:
     """Split `budget` over `demands` (bits/s each) by water-filling: every demand gets an equal
     share, and what a smaller demand leaves over goes to the larger ones. Never more than a demand;
     all of the budget when the demands add up to more. The shares come back in the demands' order.
+    The demands marked in `first` (screen shares) are served before the others, from the whole
+    budget; the rest share what they leave.
 
     Why: a subscriber's REMB is the estimate for its whole downlink. Given in full to each of its
-    video tracks, a meeting subscriber receiving five cameras was allowed five times its link."""
-    order = sorted(range(len(demands)), key=lambda i: demands[i])
+    video tracks, a meeting subscriber receiving five cameras was allowed five times its link. And
+    a shared screen is what everyone is looking at: cameras give way to it, as in LiveKit."""
     shares = [0.0] * len(demands)
     left = max(budget, 0.0)
-    for n, i in enumerate(order):
-        shares[i] = min(max(demands[i], 0.0), left / (len(order) - n))
-        left -= shares[i]
+    for tier in (True, False):
+        members = [i for i in range(len(demands)) if (i < len(first) and first[i]) == tier]
+        order = sorted(members, key=lambda i: demands[i])
+        for n, i in enumerate(order):
+            shares[i] = min(max(demands[i], 0.0), left / (len(order) - n))
+            left -= shares[i]
     return shares
 
 
@@ -404,7 +409,8 @@ class LayerSelector:
         for tracks in wants.values():
             if len(tracks) > 1:
                 budget = float(tracks[0][0].remb_bps)
-                for (dt, _), share in zip(tracks, share_budget(budget, [d for _, d in tracks]), strict=True):
+                first = [dt.track.source == "screen" for dt, _ in tracks]
+                for (dt, _), share in zip(tracks, share_budget(budget, [d for _, d in tracks], first), strict=True):
                     shares[dt] = share
         self._shares = shares
 

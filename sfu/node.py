@@ -81,16 +81,21 @@ class SfuNode:
         router.add_peer(peer)
         return {"participants": participants, "tracks": existing}
 
-    async def publish(self, participant_id: str, sdp: Any) -> str:
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
         peer = self._peer(participant_id)
         before = {rec.id for rec in peer.tracks}
-        answer = await peer.publish(sdp)
+        answer = await peer.publish(sdp, sources)
         if self.on_event is not None:
             for rec in peer.tracks:
                 if rec.id not in before:
                     self.on_event(peer.room.name, {"type": "track_published", "identity": peer.identity,
                                                      "track": rec.id, "kind": rec.kind})
         return answer
+
+    async def unpublish(self, participant_id: str, track_id: str) -> None:
+        peer = self._peer(participant_id)
+        rec = await peer.unpublish(track_id)
+        self._tracks_lost(peer, [rec])
 
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._peer(participant_id).subscriber_answer(sdp)
@@ -124,7 +129,8 @@ class SfuNode:
         return {"layer": target.rid if target else None, "paused": target is None}
 
     def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]]) -> None:
-        """A publisher's connection failed: unpublish its tracks as a leave would, but it stays.
+        """A publisher's connection failed, or it unpublished them: unpublish its tracks as a leave
+        would, but it stays.
 
         Subscribers' DownTracks end and their m-lines turn inactive (recycled for the next track),
         everyone gets `track_unpublished`, and the room forgets the tracks' dynacast state (a new

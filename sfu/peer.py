@@ -25,7 +25,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu import datapath
 from sfu import sdp as sdpmod
-from sfu.api import MediaError, ParticipantInfo
+from sfu.api import SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
 from sfu.downtrack import Continuity, DownTrack
 from sfu.ingress import Ingress, ingress_class
 from sfu.rtp import URI_RID, URI_RRID
@@ -107,11 +107,27 @@ class Peer:
         return list(self.ingress.tracks.values()) if self.ingress else []
 
     # --- publishing ---------------------------------------------------------------------------
-    async def publish(self, offer_sdp: Any) -> str:
+    async def publish(self, offer_sdp: Any, sources: dict[str, str] | None = None) -> str:
         if not self.can_publish:
             raise MediaError("forbidden", "this participant may not publish (grant has can_publish=false)")
         info = sdpmod.check_offer(offer_sdp)
+        sources = sources or {}
+        if not isinstance(sources, dict):
+            raise MediaError("invalid_sources", "sources must map mids to sources")
+        kinds = {m.mid: m.kind for m in info.media}
+        for mid, source in sources.items():
+            if not isinstance(mid, str) or not isinstance(source, str) or source not in SOURCE_KINDS:
+                raise MediaError("invalid_sources", f"unknown source {str(source)[:32]!r}; one of {', '.join(SOURCES)}")
+            if mid not in kinds:
+                raise MediaError("invalid_sources", f"sources names mid {mid[:16]!r}, which the offer has no "
+                                                    f"audio or video m-line for")
+            if kinds[mid] != SOURCE_KINDS[source]:
+                raise MediaError("invalid_sources", f"mid {mid!r} is {kinds[mid]}; {source} is {SOURCE_KINDS[source]}")
         async with self._offer_lock:
+            for rec in self.tracks:
+                if rec.mid in sources and sources[rec.mid] != rec.source:
+                    raise MediaError("invalid_sources", f"track {rec.id} is published as {rec.source}: unpublish "
+                                                        f"it before sending {sources[rec.mid]} on mid {rec.mid}")
             if self.publisher is not None and self.publisher.ended:
                 # it ended and the news is still on its way: this offer starts over on a new one
                 dead = self.publisher
@@ -133,9 +149,23 @@ class Peer:
             rids = {m.mid: m.rids for m in info.media}
             track_ids = {s.mid: f"TR_{self.id}_{s.mid}" for s in slots}
             created = ingress.configure(publisher, slots, ssrc_hints, track_ids, rids)
+            for rec in created:
+                rec.source = sources.get(rec.mid, rec.source)
         for rec in created:
             self.room.add_track(self, rec)
         return answer
+
+    async def unpublish(self, track_id: str) -> PublishedTrack[DownTrack]:
+        """Stop taking one track's media: its SSRCs are no longer routed (the caller tells the room).
+
+        Its m-line stays negotiated, as a stopped sender's does in a browser: an offer that sends on
+        it again later publishes a new track under the same id (a re-share)."""
+        async with self._offer_lock:  # not in the middle of applying an offer that configures it
+            rec = next((r for r in self.tracks if r.id == track_id), None)
+            if rec is None or self.ingress is None:
+                raise MediaError("unknown_track", f"no track {track_id[:64]!r} published by this participant")
+            self.ingress.remove(rec.mid)
+        return rec
 
     @staticmethod
     async def _answer(publisher: PeerTransport, offer_sdp: str,

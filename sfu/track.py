@@ -126,6 +126,7 @@ class PublishedTrack(Generic[S]):
         self.downtracks: list[S] = []
         self.muted = False
         self.simulcast = False
+        self.source = "camera" if kind == "video" else "microphone"  # sfu.api.SOURCES
         self._last_pli: dict[str, float] = {}
         self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
 
@@ -164,6 +165,7 @@ class PublishedTrack(Generic[S]):
             "track": self.id,
             "participant": self.participant_id,
             "kind": self.kind,
+            "source": self.source,
             "codec": self.codec_name,
             "muted": self.muted,
             "simulcast": self.simulcast,

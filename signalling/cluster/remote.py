@@ -103,8 +103,12 @@ class RemoteNode:
         assert last is not None
         raise last
 
-    async def publish(self, participant_id: str, sdp: Any) -> str:
-        return await self._call(self._node_of(participant_id), "publish", {"pid": participant_id, "sdp": sdp})
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
+        return await self._call(self._node_of(participant_id), "publish",
+                                {"pid": participant_id, "sdp": sdp, "sources": sources})
+
+    async def unpublish(self, participant_id: str, track_id: str) -> None:
+        await self._call(self._node_of(participant_id), "unpublish", {"pid": participant_id, "track": track_id})
 
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._call(self._node_of(participant_id), "answer", {"pid": participant_id, "sdp": sdp})

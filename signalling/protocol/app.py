@@ -147,7 +147,7 @@ class Connection:
             raise ProtocolError("not_joined", f"{t}: send 'join' first", ref)
         node = self.rooms.node
         if t == "offer":
-            answer = await node.publish(p.id, msg["sdp"])
+            answer = await node.publish(p.id, msg["sdp"], msg.get("sources"))
             self.reply({"type": "answer", "target": "publisher", "sdp": answer, **_ref(ref)})
         elif t == "answer":
             await node.answer(p.id, msg["sdp"])
@@ -160,6 +160,9 @@ class Connection:
             # fill the sender's own queue with replies
             if ref is not None:
                 self.reply({"type": "muted", "track": msg["track"], "muted": msg["muted"], **_ref(ref)})
+        elif t == "unpublish":
+            await node.unpublish(p.id, msg["track"])
+            self.reply({"type": "unpublished", "track": msg["track"], **_ref(ref)})
         elif t == "subscription":
             result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
             self.reply({"type": "subscription", "track": msg["track"], **result, **_ref(ref)})

@@ -77,7 +77,8 @@ class Client:
         self.remote: dict[str, tuple[dict[str, Any], MediaStreamTrack]] = {}  # track id -> (info, track)
         self.on_track: Callable[[dict[str, Any], MediaStreamTrack], None] | None = None
         self.on_offer_applied: Callable[[RTCPeerConnection], None] | None = None
-        self.published: dict[str, str] = {}  # kind -> track id on the server
+        self.published: dict[str, str] = {}  # "audio" / "video" / "screen" -> track id on the server
+        self._sources: dict[str, str] = {}  # mid -> source, sent with every publish offer
         self._ids = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future] = {}
         self._changed = asyncio.Event()
@@ -166,24 +167,42 @@ class Client:
         self.participant = joined["participant"]
         return joined
 
-    async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None) -> None:
+    async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None,
+                      screen: MediaStreamTrack | None = None) -> None:
+        """Publish on one connection: a microphone, a camera and a screen share (any of them).
+        `published` then maps "audio", "video" and "screen" to the track ids."""
         pc = self.publisher = _new_pc()
-        kinds = []
-        for track in (audio, video):
+        added = []
+        for track, source in ((audio, "microphone"), (video, "camera"), (screen, "screen")):
             if track is None:
                 continue
             t = pc.addTransceiver(track, direction="sendonly")
-            kinds.append(track.kind)
+            added.append((t, source))
             if track.kind == "video":
                 caps = RTCRtpSender.getCapabilities("video").codecs
                 want = f"video/{self.video_codec}".lower()
                 prefs = [c for c in caps if c.mimeType.lower() in (want, "video/rtx")]
                 t.setCodecPreferences(prefs)
         await pc.setLocalDescription(await pc.createOffer())
-        reply = await self.request({"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp})
+        self._sources = {t.mid: source for t, source in added}
+        await self.republish()
+        for t, source in added:
+            key = {"microphone": "audio", "camera": "video"}.get(source, source)
+            self.published[key] = f"TR_{self.participant['id']}_{t.mid}"
+
+    async def republish(self) -> None:
+        """Offer the publish connection (again): what was unpublished since is published anew."""
+        pc = self.publisher
+        assert pc is not None, "publish() first"
+        if pc.signalingState == "stable":
+            await pc.setLocalDescription(await pc.createOffer())
+        reply = await self.request({"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp,
+                                    "sources": self._sources})
         await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
-        for t in pc.getTransceivers():
-            self.published[t.kind] = f"TR_{self.participant['id']}_{t.mid}"
+
+    async def unpublish(self, track_id: str) -> dict[str, Any]:
+        """Stop publishing one track (its m-line stays negotiated, its sender keeps running unheard)."""
+        return await self.request({"type": "unpublish", "track": track_id})
 
     async def _on_subscriber_offer(self, msg: dict[str, Any]) -> None:
         try:

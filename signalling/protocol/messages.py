@@ -43,14 +43,19 @@ class ProtocolError(Exception):
 
 
 _STR, _BOOL, _OBJ, _ANY = str, bool, dict, object
+# What a published track carries: sfu.api.SOURCES, spelled out here because signalling.access
+# reads this module and must not import the media plane (a test holds the two equal).
+SOURCES = ("camera", "microphone", "screen", "screen_audio")
+MAX_SOURCES = 4  # one per m-line, and an offer has at most 4 (sfu.sdp.MAX_MEDIA)
 
 # type -> {field: (python type, required)}
 SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "join": {"room": (_STR, True), "name": (_STR, False), "grant": (_STR, False)},
-    "offer": {"target": (_STR, True), "sdp": (_STR, True)},
+    "offer": {"target": (_STR, True), "sdp": (_STR, True), "sources": (_OBJ, False)},
     "answer": {"target": (_STR, True), "sdp": (_STR, True)},
     "trickle": {"target": (_STR, True), "candidate": (_ANY, True)},
     "mute": {"track": (_STR, True), "muted": (_BOOL, True)},
+    "unpublish": {"track": (_STR, True)},
     "subscription": {"track": (_STR, True), "layer": (_STR, False), "width": (int, False), "height": (int, False)},
     "leave": {},
     "ping": {},
@@ -99,6 +104,12 @@ def parse(raw: str | bytes) -> dict[str, Any]:
         problem = name_problem(msg.get("name") or "")
         if problem:
             raise ProtocolError("bad_field", f"join: name {problem}", ref)
+    if mtype == "offer" and msg.get("sources") is not None:
+        sources = msg["sources"]
+        if len(sources) > MAX_SOURCES or not all(
+                isinstance(mid, str) and 0 < len(mid) <= 16 and source in SOURCES for mid, source in sources.items()):
+            raise ProtocolError("bad_field", f"offer: sources must map at most {MAX_SOURCES} mids (1-16 characters) "
+                                             f"to one of {', '.join(SOURCES)}", ref)
     if mtype == "subscription":
         layer = msg.get("layer")
         if layer is not None and layer not in ("low", "medium", "high", "off"):

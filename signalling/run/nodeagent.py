@@ -50,7 +50,8 @@ class Load:
 
 # Arguments each request must carry as strings; everything else is checked by the SfuNode itself.
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
-               "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track")}
+               "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
+               "unpublish": ("pid", "track")}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -197,7 +198,9 @@ class NodeAgent:
             if op == "leave":
                 return await self._leave(a["pid"], a.get("reason") or "left")
             if op == "publish":
-                return await self.node.publish(a["pid"], a["sdp"])
+                return await self.node.publish(a["pid"], a["sdp"], a.get("sources"))
+            if op == "unpublish":
+                return await self.node.unpublish(a["pid"], a["track"])
             if op == "answer":
                 return await self.node.answer(a["pid"], a["sdp"])
             if op == "candidate":

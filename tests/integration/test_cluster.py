@@ -58,8 +58,12 @@ async def test_embedded_cluster_over_the_memory_bus():
             await cl.join("mem", name)
         a, b = clients
         assert await Placer(store, Registry(store)).current("mem") == "n1"
-        await a.publish(video=CounterVideo(160, 120))
-        info, track = await b.wait_track(kind="video")
+        await a.publish(video=CounterVideo(160, 120), screen=CounterVideo(64, 48))
+        await b.wait_for(lambda: len(b.remote) == 2, timeout=20)
+        # the sources travel over the bus with the offer
+        assert {i["source"]: i["track"] for i, _ in b.remote.values()} == {
+            "camera": a.published["video"], "screen": a.published["screen"]}
+        info, track = b.remote[a.published["video"]]
         sink = Sink(track)
         await sink.wait_frames(10)
         # requests whose answer comes back over the bus: mute (event to the room), subscription (reply)
@@ -68,6 +72,9 @@ async def test_embedded_cluster_over_the_memory_bus():
         assert muted["muted"] is True
         reply = await b.subscription(info["track"], width=160, height=120)
         assert reply["type"] == "subscription" and "paused" in reply
+        # unpublish (stop sharing) reaches the node and comes back to the room as an event
+        assert (await a.unpublish(a.published["screen"]))["type"] == "unpublished"
+        await b.wait_message("track_unpublished", track=a.published["screen"])
         # errors from the node keep their code
         with pytest.raises(Exception) as e:
             await b.subscription("TR_nope")

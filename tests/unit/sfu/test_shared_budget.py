@@ -24,6 +24,23 @@ def test_water_filling_gives_small_demands_all_and_splits_the_rest_evenly():
     assert share_budget(1_000, []) == []
 
 
+def test_a_screen_share_is_served_before_the_cameras():
+    # a 2 Mbit/s link, a 1.5 Mbit/s screen share and two cameras asking 1.5 Mbit/s each: the screen
+    # gets its whole demand, the cameras split the 500 kbit/s left
+    assert share_budget(2_000_000, [1_500_000, 1_500_000, 1_500_000], [False, True, False]) == [
+        250_000, 1_500_000, 250_000]
+    # two screens water-fill the budget among themselves first; the camera gets what is left: nothing
+    assert share_budget(2_000_000, [1_500_000, 1_500_000, 150_000], [True, True, False]) == [
+        1_000_000, 1_000_000, 0.0]
+    assert share_budget(2_000_000, [1_500_000, 1_500_000], []) == [1_000_000, 1_000_000]  # no priorities
+
+
+def test_the_selector_gives_a_subscriber_s_screen_share_its_layer_before_the_cameras():
+    meeting = Meeting(3, remb=2_000_000)
+    meeting.recs[1].source = "screen"
+    assert meeting.run() == ["q", "f", "q"]  # without the screen first: h, h, h
+
+
 class Meeting:
     """One subscriber receiving `n` simulcast cameras (q/h/f at RATES), and the room's selector."""
 

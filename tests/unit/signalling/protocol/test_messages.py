@@ -1,0 +1,45 @@
+"""What the protocol accepts for publishing several sources: an offer's `sources`, `unpublish`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sfu import api
+from signalling.protocol.messages import SOURCES, ProtocolError, parse
+
+
+def test_the_protocol_spells_the_sources_the_media_plane_has():
+    assert SOURCES == api.SOURCES == tuple(api.SOURCE_KINDS)
+
+
+def _offer(**extra) -> str:
+    return json.dumps({"type": "offer", "target": "publisher", "sdp": "v=0", **extra})
+
+
+def test_an_offer_names_the_source_of_each_m_line():
+    msg = parse(_offer(sources={"0": "microphone", "1": "camera", "2": "screen", "3": "screen_audio"}))
+    assert msg["sources"]["2"] == "screen"
+    assert "sources" not in parse(_offer())  # optional: unnamed m-lines are the camera and the microphone
+
+
+@pytest.mark.parametrize("sources, why", [
+    ({"1": "window"}, "an unknown source"),
+    ({"1": 7}, "a source that is not a string"),
+    ({"": "camera"}, "an empty mid"),
+    ({"x" * 17: "camera"}, "a mid longer than RFC 5888 tokens we accept"),
+    ({str(i): "camera" for i in range(5)}, "more entries than an offer may have m-lines"),
+    (["camera"], "a list"),
+])
+def test_malformed_sources_are_refused(sources, why):
+    with pytest.raises(ProtocolError) as e:
+        parse(_offer(sources=sources))
+    assert e.value.code == "bad_field", why
+
+
+def test_unpublish_names_a_track():
+    assert parse(json.dumps({"type": "unpublish", "track": "TR_x_2", "id": 4}))["track"] == "TR_x_2"
+    with pytest.raises(ProtocolError) as e:
+        parse(json.dumps({"type": "unpublish"}))
+    assert e.value.code == "missing_field"
