@@ -207,7 +207,7 @@ class Edge:
         h.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for browsers without CSP 2
         h.setdefault("Referrer-Policy", "no-referrer")  # page URLs may carry a grant
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        h.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(), geolocation=()")
+        h.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self), geolocation=()")
         if self.hsts:
             h.setdefault("Strict-Transport-Security", "max-age=31536000")
 

@@ -26,6 +26,7 @@
 //   ice.js        candidate trickling                         state
 //   dynacast.js   pausing unwanted simulcast encodings        state, ui
 //   publish.js    camera/mic, publisher PC, mute              dynacast, ice, options, state, tiles, ui
+//   share.js      screen share: start, stop, share again      options, publish, state, ui
 //   subscribe.js  subscriber PC, remote tracks -> tiles       ice, state, tiles, ui
 //   teardown.js   ending a join                               state, ui
 //   messages.js   server messages                             dynacast, state, subscribe, teardown, tiles, ui
@@ -39,6 +40,7 @@ import { keccak256, toChecksumAddress } from './keccak.js';
 import { onMessage } from './messages.js';
 import { OPTIONS } from './options.js';
 import { toggleCamera, toggleMic } from './publish.js';
+import { toggleShare } from './share.js';
 import { siweMessage } from './siwe.js';
 import { B, sig } from './state.js';
 import { senderEncodings, stats, transceivers } from './stats.js';
@@ -59,6 +61,7 @@ window.basement = Object.assign(B, {
   leave,
   toggleMic,
   toggleCamera,
+  toggleShare,
   getGrant,
   walletJoin,
   signOut,
@@ -82,6 +85,7 @@ $('#join-form').addEventListener('submit', (e) => {
 });
 $('#toggle-mic').addEventListener('click', () => toggleMic());
 $('#toggle-camera').addEventListener('click', () => toggleCamera());
+$('#toggle-share').addEventListener('click', () => toggleShare());
 $('#leave').addEventListener('click', () => leave());
 $('#error-close').addEventListener('click', hideError);
 $('#wallet-dev').addEventListener('click', () => walletJoin('dev'));

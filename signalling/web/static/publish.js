@@ -32,9 +32,7 @@ export async function startPublishing(s) {
   if (call !== s) { for (const t of s.stream.getTracks()) t.stop(); return; }
   addLocalTile(s);
 
-  const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
-  pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
-  pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
+  const pc = publisherConnection(s);
   const audio = s.stream.getAudioTracks()[0];
   const video = s.stream.getVideoTracks()[0];
   if (audio) s.audioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [s.stream] });
@@ -43,22 +41,43 @@ export async function startPublishing(s) {
     s.videoTx = pc.addTransceiver(video, { direction: 'sendonly', streams: [s.stream], sendEncodings: s.encodings });
     preferCodec(s.videoTx, OPTIONS.codec);
   }
-  await pc.setLocalDescription(await pc.createOffer());
-  const reply = sig.request({ type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp });
-  // the server handles messages in order: candidates sent after the offer find its transport
-  flushCandidates(s, 'publisher');
-  const answer = await reply;
-  if (call !== s) return;
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-  for (const t of pc.getTransceivers()) {
-    if (t.sender.track) s.published[t.sender.track.kind] = `TR_${s.me.id}_${t.mid}`;
-  }
+  if (!(await offerPublisher(s))) return;
+  if (s.audioTx) s.published.audio = `TR_${s.me.id}_${s.audioTx.mid}`;
+  if (s.videoTx) s.published.video = `TR_${s.me.id}_${s.videoTx.mid}`;
   B.published = { ...s.published };
   if (s.dynacast.has(s.published.video)) applyDynacast(s.dynacast.get(s.published.video));
   if (s.micMuted) sendMute(s, 'audio', true);
   if (s.camMuted) sendMute(s, 'video', true);
   const rids = (s.encodings || []).map((e) => e.rid).filter(Boolean);
   logEvent(`publishing ${Object.keys(s.published).join(' + ')}` + (rids.length ? ` (simulcast ${rids.join('/')})` : ''));
+}
+
+// The publish connection, made on first use (the camera and microphone, or a screen share alone).
+export function publisherConnection(s) {
+  if (!s.pub) {
+    const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
+    pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
+    pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
+  }
+  return s.pub;
+}
+
+// Offer the publish connection (again) with what each m-line carries (docs/protocol.md `sources`);
+// false when the call ended meanwhile. An m-line whose track was unpublished is published anew.
+export async function offerPublisher(s) {
+  const pc = s.pub;
+  await pc.setLocalDescription(await pc.createOffer());
+  const sources = {}; // (a new transceiver has its mid once the local description is set)
+  for (const [tx, source] of [[s.audioTx, 'microphone'], [s.videoTx, 'camera'], [s.screenTx, 'screen']]) {
+    if (tx) sources[tx.mid] = source;
+  }
+  const reply = sig.request({ type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp, sources });
+  // the server handles messages in order: candidates sent after the offer find its transport
+  flushCandidates(s, 'publisher');
+  const answer = await reply;
+  if (call !== s) return false;
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  return true;
 }
 
 // Simulcast encodings for a camera track. Chromium sends at most 3 layers from >= 960x540, 2 from
@@ -78,7 +97,7 @@ function videoEncodings(track) {
   return [{ maxBitrate: 500_000 }];
 }
 
-function preferCodec(transceiver, codec) {
+export function preferCodec(transceiver, codec) {
   if (!transceiver.setCodecPreferences || !RTCRtpSender.getCapabilities) return;
   const caps = RTCRtpSender.getCapabilities('video').codecs;
   const want = codec === 'h264' ? /^video\/h264$/i : /^video\/vp8$/i;

@@ -24,7 +24,8 @@ export async function stats() {
     (await s.pub.getStats()).forEach((r) => {
       if (r.type !== 'outbound-rtp') return;
       outbound.push({
-        kind: r.kind, mid: r.mid, rid: r.rid, frameWidth: r.frameWidth, frameHeight: r.frameHeight,
+        kind: r.kind, mid: r.mid, rid: r.rid, source: s.screenTx && r.mid === s.screenTx.mid ? 'screen' : null,
+        frameWidth: r.frameWidth, frameHeight: r.frameHeight,
         active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
         qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
       });

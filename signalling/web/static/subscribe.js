@@ -40,7 +40,7 @@ async function applySubscriberOffer(s, msg) {
     s.trackInfo.set(info.track, { ...info, muted: known ? known.muted : info.muted, name });
     remote.push(entry);
   }
-  B.remote = remote.map(({ track, participant, name, kind, mid }) => ({ track, participant, name, kind, mid }));
+  B.remote = remote.map(({ track, participant, name, kind, source, mid }) => ({ track, participant, name, kind, source, mid }));
   renderRemote(s);
 }
 

@@ -61,6 +61,11 @@ export class RemoteTile {
     el.classList.add('remote');
     el.dataset.participant = spec.participant;
     if (this.track) el.dataset.track = this.track;
+    if (spec.video && spec.video.source === 'screen') {
+      // a shared screen is what everyone looks at: the whole width of the grid, first, uncropped
+      el.classList.add('screen');
+      el.querySelector('.name').textContent = `${spec.name} (screen)`;
+    }
     this.video = el.querySelector('video');
     if (spec.video) {
       this.video.srcObject = new MediaStream([spec.video.receiver.track]);

@@ -70,6 +70,26 @@ async def _wait_size(sink: Sink, size: tuple[int, int], what: str, timeout: floa
     return first
 
 
+async def _sinks(*clients) -> dict:
+    """A Sink on each aiortc client's video track, its own estimator silenced (see `_own_remb`)."""
+    sinks = {}
+    for c in clients:
+        _, track = await c.wait_track(kind="video")
+        _own_remb(c, track)
+        sinks[c] = Sink(track)
+    return sinks
+
+
+async def _decodes_width(page: Browser, width: int, what: str) -> None:
+    """Wait until the page decodes a video `width` pixels wide."""
+    async def decoding():
+        stats = await page.evaluate("window.basement.stats()")
+        return [s for s in stats["inbound"] if s.get("kind") == "video" and s.get("frameWidth") == width
+                and (s.get("framesDecoded") or 0) > 0]
+
+    await poll(decoding, what, timeout=40)
+
+
 class _DecodeErrors(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -95,20 +115,10 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(server, connect, brows
     assert "layer" in await low.subscription(video, layer="low")
     assert "layer" in await medium.subscription(video, layer="medium")
     await watcher.evaluate(f"window.basement.send({{type: 'subscription', track: '{video}', layer: 'high'}})")
-    sinks = {}
-    for c in (low, medium):
-        _, track = await c.wait_track(kind="video")
-        _own_remb(c, track)
-        sinks[c] = Sink(track)
+    sinks = await _sinks(low, medium)
     settled = {low: await _wait_size(sinks[low], Q, "low subscriber on q"),
                medium: await _wait_size(sinks[medium], H, "medium subscriber on h")}
-
-    async def watcher_high():
-        stats = await watcher.evaluate("window.basement.stats()")
-        return [s for s in stats["inbound"] if s.get("kind") == "video" and s.get("frameWidth") == F[0]
-                and (s.get("framesDecoded") or 0) > 0]
-
-    await poll(watcher_high, "Chromium subscriber decoding 960x540", timeout=40)
+    await _decodes_width(watcher, F[0], "Chromium subscriber decoding 960x540")
     # only its own layer: nothing else arrived at the aiortc subscribers once they settled
     for c, size in ((low, Q), (medium, H)):
         since = [(w, h) for t, w, h in sinks[c].timeline if t >= settled[c]]
@@ -148,19 +158,9 @@ async def test_h264_simulcast_by_name_and_by_size(server, connect, browser):  # 
     info = (await low.wait_track(kind="video"))[0]
     assert info["codec"] == "H264" and info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}, info
     await watcher.evaluate(f"window.basement.send({{type: 'subscription', track: '{video}', layer: 'high'}})")
-    sinks = {}
-    for c in (low, sized):
-        _, track = await c.wait_track(kind="video")
-        _own_remb(c, track)
-        sinks[c] = Sink(track)
+    sinks = await _sinks(low, sized)
     assert "layer" in await low.subscription(video, layer="low")
-
-    async def watcher_high():
-        stats = await watcher.evaluate("window.basement.stats()")
-        return [s for s in stats["inbound"] if s.get("kind") == "video" and s.get("frameWidth") == F[0]
-                and (s.get("framesDecoded") or 0) > 0]
-
-    await poll(watcher_high, "Chromium subscriber decoding H.264 at 960x540", timeout=40)
+    await _decodes_width(watcher, F[0], "Chromium subscriber decoding H.264 at 960x540")
     # every layer has arrived by now (f for the watcher, q for low, h at the start), so its size is known
     rec = next(r for p in server.node.peers.values() for r in p.tracks if r.id == video)
     assert {rid: (x.width, x.height) for rid, x in rec.layers.items()} == {"q": Q_H264, "h": H, "f": F}

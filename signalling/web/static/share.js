@@ -1,0 +1,76 @@
+import { offerPublisher, preferCodec, publisherConnection } from './publish.js';
+import { OPTIONS } from './options.js';
+import { B, call, sig } from './state.js';
+import { $, logEvent, showError } from './ui.js';
+
+// ---------------------------------------------------------------------------------------------
+// Screen share: a second video source on the publish connection (docs/protocol.md `sources`).
+// Stopping unpublishes the track and leaves its m-line in place; sharing again puts a new capture
+// on the same sender and offers again, which publishes it anew under the same track id.
+// ---------------------------------------------------------------------------------------------
+export function toggleShare() {
+  const s = call;
+  if (!s || !sig) return Promise.resolve();
+  return s.screen ? stopShare(s) : startShare(s);
+}
+
+async function startShare(s) {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+  } catch (e) {
+    showError(`screen sharing unavailable (${e.name}: ${e.message})`);
+    logEvent(`getDisplayMedia failed: ${e.name}`, 'error');
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (call !== s || !track) { for (const t of stream.getTracks()) t.stop(); return; }
+  track.contentHint = 'detail'; // text and edges stay sharp; the encoder gives up frame rate first
+  s.screen = track;
+  // the browser's own "Stop sharing" ends the track
+  track.addEventListener('ended', () => { if (call === s && s.screen === track) stopShare(s); });
+  const pc = publisherConnection(s);
+  if (s.screenTx) {
+    await s.screenTx.sender.replaceTrack(track);
+  } else {
+    s.screenTx = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 2_500_000 }] });
+    preferCodec(s.screenTx, OPTIONS.codec);
+  }
+  try {
+    if (!(await offerPublisher(s))) return;
+  } catch (e) {
+    showError(`screen share refused: ${e.message}`);
+    await stopShare(s, false);
+    return;
+  }
+  s.published.screen = `TR_${s.me.id}_${s.screenTx.mid}`;
+  B.published = { ...s.published };
+  setButton(true);
+  logEvent('sharing your screen');
+}
+
+async function stopShare(s, unpublish = true) {
+  const track = s.screen;
+  s.screen = null;
+  if (track) track.stop();
+  if (s.screenTx) await s.screenTx.sender.replaceTrack(null).catch(() => {});
+  const id = s.published.screen;
+  delete s.published.screen;
+  B.published = { ...s.published };
+  setButton(false);
+  if (unpublish && id && sig && call === s) {
+    try {
+      await sig.request({ type: 'unpublish', track: id });
+    } catch (e) {
+      logEvent(`unpublish failed: ${e.message}`, 'error');
+    }
+  }
+  logEvent('stopped sharing your screen');
+}
+
+function setButton(sharing) {
+  const btn = $('#toggle-share');
+  btn.setAttribute('aria-pressed', String(sharing));
+  btn.querySelector('.ctl-text').textContent = sharing ? 'Stop sharing' : 'Share screen';
+  btn.title = sharing ? 'Stop sharing your screen' : 'Share your screen';
+}
