@@ -93,6 +93,7 @@ class Peer:
         self._dirty = False
         self._offer_task: asyncio.Future[None] | None = None
         self._offer_lock = asyncio.Lock()
+        self._unpublished: set[str] = set()  # mids of the publish connection whose track was unpublished
         # set by the node: called when a failed publish connection took this peer's tracks with it
         self.on_tracks_lost: TracksLost | None = None
         self._lost_tasks: set[asyncio.Future[None]] = set()
@@ -145,12 +146,17 @@ class Peer:
                 raise
             except Exception as e:  # aiortc rejects some SDP only when applying it
                 raise MediaError("invalid_sdp", f"offer could not be applied: {type(e).__name__}: {e}") from None
+            # an unpublished m-line comes back only when the offer names its source again: a stopped
+            # screen share's m-line stays negotiated (browsers keep stopped senders), and re-offering
+            # the camera alone must not publish it, silent
+            slots = [sl for sl in slots if sl.mid not in self._unpublished or sl.mid in sources]
             ssrc_hints = {m.mid: m.ssrcs for m in info.media}
             rids = {m.mid: m.rids for m in info.media}
             track_ids = {s.mid: f"TR_{self.id}_{s.mid}" for s in slots}
             created = ingress.configure(publisher, slots, ssrc_hints, track_ids, rids)
             for rec in created:
                 rec.source = sources.get(rec.mid, rec.source)
+                self._unpublished.discard(rec.mid)
         for rec in created:
             self.room.add_track(self, rec)
         return answer
@@ -165,6 +171,7 @@ class Peer:
             if rec is None or self.ingress is None:
                 raise MediaError("unknown_track", f"no track {track_id[:64]!r} published by this participant")
             self.ingress.remove(rec.mid)
+            self._unpublished.add(rec.mid)  # (one per m-line: bounded by sdp.MAX_MEDIA)
         return rec
 
     @staticmethod

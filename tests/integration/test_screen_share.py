@@ -47,7 +47,14 @@ async def test_a_screen_share_beside_the_camera_then_stopped_and_shared_again(se
     unpublished = [m for m in viewer.messages if m["type"] == "track_unpublished"]
     assert [m["track"] for m in unpublished] == [screen]
 
-    # share again on the same m-line: a new offer publishes it anew, with the same id and source
+    # an offer that does not name the stopped m-line leaves it unpublished (a browser keeps the
+    # stopped sender's m-line in every offer it makes)
+    sources = dict(pub._sources)
+    pub._sources = {mid: src for mid, src in sources.items() if src != "screen"}
+    await pub.republish()
+    assert [r.source for r in server.node.peers[pub.participant["id"]].tracks] == ["microphone", "camera"]
+    # share again on the same m-line: a new offer naming it publishes it anew, with the same id and source
+    pub._sources = sources
     await pub.republish()
     shared = await viewer.wait_message("track_published", timeout=15)
     assert (shared["track"]["track"], shared["track"]["source"]) == (screen, "screen")

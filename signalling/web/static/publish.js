@@ -68,8 +68,10 @@ export async function offerPublisher(s) {
   const pc = s.pub;
   await pc.setLocalDescription(await pc.createOffer());
   const sources = {}; // (a new transceiver has its mid once the local description is set)
-  for (const [tx, source] of [[s.audioTx, 'microphone'], [s.videoTx, 'camera'], [s.screenTx, 'screen']]) {
-    if (tx) sources[tx.mid] = source;
+  for (const [tx, source] of [[s.audioTx, 'microphone'], [s.videoTx, 'camera'], [s.screenTx, 'screen'],
+    [s.screenAudioTx, 'screen_audio']]) {
+    // (a stopped share's m-lines stay, trackless: left unnamed, the server keeps them unpublished)
+    if (tx && (tx.sender.track || source === 'microphone' || source === 'camera')) sources[tx.mid] = source;
   }
   const reply = sig.request({ type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp, sources });
   // the server handles messages in order: candidates sent after the offer find its transport

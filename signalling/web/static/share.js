@@ -17,7 +17,8 @@ export function toggleShare() {
 async function startShare(s) {
   let stream;
   try {
-    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    // audio too when the browser offers it (a tab's or the system's sound; Chromium asks)
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: true });
   } catch (e) {
     showError(`screen sharing unavailable (${e.name}: ${e.message})`);
     logEvent(`getDisplayMedia failed: ${e.name}`, 'error');
@@ -27,6 +28,7 @@ async function startShare(s) {
   if (call !== s || !track) { for (const t of stream.getTracks()) t.stop(); return; }
   track.contentHint = 'detail'; // text and edges stay sharp; the encoder gives up frame rate first
   s.screen = track;
+  s.screenStream = stream;
   // the browser's own "Stop sharing" ends the track
   track.addEventListener('ended', () => { if (call === s && s.screen === track) stopShare(s); });
   const pc = publisherConnection(s);
@@ -36,6 +38,11 @@ async function startShare(s) {
     s.screenTx = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 2_500_000 }] });
     preferCodec(s.screenTx, OPTIONS.codec);
   }
+  const audio = stream.getAudioTracks()[0];
+  if (audio) {
+    if (s.screenAudioTx) await s.screenAudioTx.sender.replaceTrack(audio);
+    else s.screenAudioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+  }
   try {
     if (!(await offerPublisher(s))) return;
   } catch (e) {
@@ -44,21 +51,24 @@ async function startShare(s) {
     return;
   }
   s.published.screen = `TR_${s.me.id}_${s.screenTx.mid}`;
+  if (audio) s.published.screen_audio = `TR_${s.me.id}_${s.screenAudioTx.mid}`;
   B.published = { ...s.published };
   setButton(true);
   logEvent('sharing your screen');
 }
 
 async function stopShare(s, unpublish = true) {
-  const track = s.screen;
-  s.screen = null;
-  if (track) track.stop();
-  if (s.screenTx) await s.screenTx.sender.replaceTrack(null).catch(() => {});
-  const id = s.published.screen;
+  const stream = s.screenStream;
+  s.screen = s.screenStream = null;
+  if (stream) for (const t of stream.getTracks()) t.stop();
+  for (const tx of [s.screenTx, s.screenAudioTx]) if (tx) await tx.sender.replaceTrack(null).catch(() => {});
+  const ids = [s.published.screen, s.published.screen_audio].filter(Boolean);
   delete s.published.screen;
+  delete s.published.screen_audio;
   B.published = { ...s.published };
   setButton(false);
-  if (unpublish && id && sig && call === s) {
+  for (const id of unpublish ? ids : []) {
+    if (!sig || call !== s) break;
     try {
       await sig.request({ type: 'unpublish', track: id });
     } catch (e) {

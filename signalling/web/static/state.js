@@ -21,6 +21,10 @@ export function newCall(room) {
     sub: null,                   // subscriber RTCPeerConnection
     audioTx: null,
     videoTx: null,
+    screen: null,                // the shared screen's video track, while sharing (share.js)
+    screenStream: null,
+    screenTx: null,              // its transceivers, kept for the next share
+    screenAudioTx: null,
     encodings: null,             // the video sendEncodings we offered
     dynacast: new Map(),         // track id -> last dynacast message
     published: {},               // kind -> our track id on the server

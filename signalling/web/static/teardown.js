@@ -11,7 +11,7 @@ export function teardown(state) {
     s.tiles.clear();
     for (const pc of [s.pub, s.sub]) if (pc) pc.close();
     if (s.stream) for (const t of s.stream.getTracks()) t.stop();
-    if (s.screen) { s.screen.stop(); s.screen = null; }
+    if (s.screenStream) { for (const t of s.screenStream.getTracks()) t.stop(); s.screen = s.screenStream = null; }
   }
   $('#audio-sinks').replaceChildren();
   $('#grid').replaceChildren();

@@ -1,7 +1,8 @@
-"""Screen share from the web client in Chromium (its fake display capture), beside its camera, to a
-Chromium and a Firefox viewer: each decodes the share at the size the presenter encodes it, in a
-tile of its own; stopping it removes the tile while the camera goes on; sharing again brings it
-back under the same track id. A viewer that joins while the screen is shared gets it too."""
+"""Screen share from the web client in Chromium (its fake display capture, with sound), beside its
+camera, to a Chromium and a Firefox viewer: each decodes the share at the size the presenter encodes
+it, in a tile of its own, and receives its sound; stopping it removes both while the camera goes on;
+sharing again brings it back under the same track id. A viewer that joins while the screen is
+shared gets it too."""
 
 from __future__ import annotations
 
@@ -52,6 +53,21 @@ async def _decodes(page: Any, presenter: Any, track: str, what: str) -> tuple[in
         raise TimeoutError(f"{what}: (decoded, w, h), encoded screen: {seen[-3:]}") from None
 
 
+async def _receives_audio(page: Any, track: str, what: str, packets: int = 50) -> None:
+    """Wait until `page` has received `packets` more RTP packets of audio track `track` (50: 1 s of Opus)."""
+    start: list[int] = []
+
+    async def check() -> bool:
+        stats = await page.evaluate("window.basement.stats()")
+        s = next((s for s in stats["inbound"] if s.get("track") == track and s.get("kind") == "audio"), None)
+        got = (s or {}).get("packetsReceived") or 0
+        if not start:
+            start.append(got)
+        return got - start[0] >= packets
+
+    await poll(check, what, timeout=20)
+
+
 def _tile(track: str) -> str:
     return json.dumps(f'#grid .tile.screen[data-track="{track}"]')
 
@@ -74,6 +90,13 @@ async def test_chromium_shares_its_screen_to_chromium_and_firefox(server, firefo
         info = await page.evaluate(f"window.basement.remote.find(r => r.track === {json.dumps(screen)})")
         assert info["source"] == "screen" and info["participant"] == pub["participant"], info
 
+    # and its sound: Chromium's fake display capture offers audio, which the client sends as screen_audio
+    sound = await presenter.wait_for("window.basement.published.screen_audio", timeout=10)
+    for name, page in viewers.items():
+        info = await page.wait_for(f"window.basement.remote.find(r => r.track === {json.dumps(sound)})", timeout=15)
+        assert (info["kind"], info["source"]) == ("audio", "screen_audio"), info
+        await _receives_audio(page, sound, f"{name} receiving the screen's sound")
+
     # a viewer joining now gets the share too
     late = await browser(server, "share-1", "late", audio="0", camera="0")
     await _decodes(late, presenter, screen, "a late joiner decoding the shared screen")
@@ -82,8 +105,9 @@ async def test_chromium_shares_its_screen_to_chromium_and_firefox(server, firefo
     await presenter.click("#toggle-share")
     await presenter.wait_for("!window.basement.published.screen", timeout=10)
     for name, page in {**viewers, "late": late}.items():
-        await page.wait_for(f"window.basement.events.some(m => m.type === 'track_unpublished' && "
-                            f"m.track === {json.dumps(screen)})", timeout=15)
+        for track in (screen, sound):
+            await page.wait_for(f"window.basement.events.some(m => m.type === 'track_unpublished' && "
+                                f"m.track === {json.dumps(track)})", timeout=15)
         await page.wait_for(f"!document.querySelector({_tile(screen)})", timeout=15)
         camera = await _inbound(page, pub["video"])
         before = (camera or {}).get("framesDecoded") or 0
