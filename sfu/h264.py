@@ -6,9 +6,10 @@ says it only in the SPS (ITU-T H.264 7.3.2.1.1), which Chromium and GStreamer se
 picture (in a STAP-A, RFC 6184). Without it every H.264 layer looked like it covered any size, so a
 subscriber that asked by size got the lowest one.
 
-Read on keyframes only (a few packets per second per layer), from untrusted bytes: every field is
-bounds-checked, and anything malformed, truncated or out of range gives None (the size stays
-unknown), never an exception.
+Read from untrusted bytes: every field is bounds-checked, and anything malformed, truncated or out
+of range gives None (the size stays unknown), never an exception. A publisher decides which of its
+packets are key frames, so the ingress parses an SPS only when it differs from the layer's last
+one, and at most every SPS_INTERVAL_S (a 256-byte SPS of scaling lists costs ~0.1 ms).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ NAL_STAP_A = 24
 NAL_FU_A = 28
 
 MAX_SPS_BYTES = 256  # real ones are 10-40 bytes; more is not an SPS we need to read
+SPS_INTERVAL_S = 0.5  # per layer: a changed SPS is read at most this often
 MAX_MBS = 1024  # 16,384 pixels a side, far beyond any level's limit
 # profiles whose SPS carries chroma_format_idc, bit depths and scaling matrices (7.3.2.1.1)
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
@@ -28,30 +30,27 @@ class _Malformed(Exception):
 
 
 class _Bits:
-    """Big-endian bit reader over an RBSP (emulation prevention bytes already removed)."""
+    """Big-endian bit reader over an RBSP (emulation prevention bytes already removed): the whole
+    RBSP as one integer, so a field costs a shift and a mask, not a loop over its bits."""
 
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ("value", "left")
 
     def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-        self.end = len(data) * 8
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8  # bits not read yet (the low bits of value)
 
     def u(self, n: int) -> int:
-        if self.pos + n > self.end:
+        if n > self.left:
             raise _Malformed
-        value = 0
-        for _ in range(n):
-            value = (value << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return value
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
 
     def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise _Malformed
+        rest = self.value & ((1 << self.left) - 1)
+        zeros = self.left - rest.bit_length()  # leading zero bits before the next 1
+        if rest == 0 or zeros > 31:
+            raise _Malformed
+        self.left -= zeros + 1
         return (1 << zeros) - 1 + self.u(zeros)
 
     def se(self) -> int:
@@ -150,14 +149,15 @@ def sps_dimensions(nal: bytes | memoryview) -> tuple[int, int] | None:
     return width, height
 
 
-def keyframe_dimensions(payload: bytes | memoryview) -> tuple[int, int] | None:
-    """The size in the SPS an RTP payload carries (RFC 6184: a single SPS NAL unit, an SPS in a
-    STAP-A, or the first fragment of an FU-A SPS), or None."""
+def keyframe_sps(payload: bytes | memoryview) -> bytes | None:
+    """The SPS NAL unit an RTP payload carries (RFC 6184: a single SPS NAL unit, an SPS in a
+    STAP-A, or the first fragment of an FU-A SPS), at most MAX_SPS_BYTES of it, or None. Cheap: it
+    finds the bytes; `sps_dimensions` reads them."""
     if not payload:
         return None
     nal_type = payload[0] & 0x1F
     if nal_type == NAL_SPS:
-        return sps_dimensions(payload)
+        return bytes(payload[:MAX_SPS_BYTES])
     if nal_type == NAL_STAP_A:
         i = 1
         while i + 2 < len(payload):
@@ -165,11 +165,16 @@ def keyframe_dimensions(payload: bytes | memoryview) -> tuple[int, int] | None:
             if size == 0 or i + 2 + size > len(payload):
                 return None
             if payload[i + 2] & 0x1F == NAL_SPS:
-                return sps_dimensions(payload[i + 2 : i + 2 + size])
+                return bytes(payload[i + 2 : i + 2 + min(size, MAX_SPS_BYTES)])
             i += 2 + size
         return None
     if nal_type == NAL_FU_A and len(payload) > 2 and payload[1] & 0x80 and payload[1] & 0x1F == NAL_SPS:
         # the first fragment: the NAL header is rebuilt from the FU indicator and header
-        header = (payload[0] & 0xE0) | NAL_SPS
-        return sps_dimensions(bytes((header,)) + bytes(payload[2:]))
+        return bytes(((payload[0] & 0xE0) | NAL_SPS,)) + bytes(payload[2:MAX_SPS_BYTES + 1])
     return None
+
+
+def keyframe_dimensions(payload: bytes | memoryview) -> tuple[int, int] | None:
+    """The size in the SPS an RTP payload carries (see `keyframe_sps`), or None."""
+    sps = keyframe_sps(payload)
+    return sps_dimensions(sps) if sps is not None else None

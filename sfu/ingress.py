@@ -84,6 +84,7 @@ class Ingress:
         self.dropped: dict[str, int] = {}
         # mid -> {extension URI -> id}, resolved once per m-line (read by Tracks as `PublishedTrack.extensions`)
         self.extensions: dict[str, dict[str, int]] = {}
+        self._ssrcs_used: dict[str, int] = {}  # mid -> SSRCs its unpublished tracks used (one per m-line)
         # every DownTrack of a track gets each packet in one call (sfu.datapath: Python loop or C)
         self.fanout = datapath.fanout()
         # sfu.rtp's parsers, or their C twins on the native data path (same attributes, same errors)
@@ -109,6 +110,7 @@ class Ingress:
                                                             slot.mid, media_codec, self)
             rids = (simulcast_rids.get(slot.mid) or [])[: self.limits.max_simulcast_layers]
             rec.simulcast = len(rids) > 1
+            rec.ssrcs_used = self._ssrcs_used.get(slot.mid, 0)
             for rid in rids or [""]:
                 rec.layer(rid)
             self.tracks[slot.mid] = rec
@@ -124,6 +126,18 @@ class Ingress:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
         return created
 
+    @staticmethod
+    def _h264_size(payload: memoryview, layer: Layer, arrival: float) -> None:
+        """The layer's size from its key frame's SPS: read only when the SPS changed, and at most
+        every SPS_INTERVAL_S (the publisher decides what is a key frame)."""
+        sps = h264.keyframe_sps(payload)
+        if sps is None or sps == layer.sps or arrival - layer.sps_at < h264.SPS_INTERVAL_S:
+            return
+        layer.sps, layer.sps_at = sps, arrival
+        size = h264.sps_dimensions(sps)
+        if size is not None:
+            layer.width, layer.height = size
+
     def remove(self, mid: str) -> PublishedTrack[DownTrack] | None:
         """Forget the track of `mid` (unpublished): its SSRCs are no longer routed, and what still
         arrives on them is a counted drop. The m-line stays negotiated, so a later offer that sends
@@ -132,6 +146,9 @@ class Ingress:
         if rec is not None:
             for ssrc in [ssrc for ssrc, (r, _, _) in self.by_ssrc.items() if r is rec]:
                 self._forget(ssrc)
+            # the SSRC budget is the m-line's for its whole life: unpublishing and publishing
+            # again must not renew it
+            self._ssrcs_used[mid] = rec.ssrcs_used
         return rec
 
     def _forget(self, ssrc: int) -> None:
@@ -226,9 +243,7 @@ class Ingress:
                 elif rec.codec_name == "H264":
                     keyframe = seen != LATE and rtp.h264_is_keyframe(payload)
                     if keyframe:
-                        size = h264.keyframe_dimensions(payload)
-                        if size is not None:
-                            layer.width, layer.height = size
+                        self._h264_size(payload, layer, arrival)
                 if keyframe:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival
@@ -265,6 +280,9 @@ class Ingress:
                 mid_id = ids.get(rtp.URI_MID)
                 if mid_id is not None and exts.get(mid_id) == mid.encode():
                     rec = self.tracks.get(mid)
+                    if rec is None:  # its track was unpublished: the sender still runs, unheard
+                        self._drop("unpublished")
+                        return None
                     break
         if rec is None:
             return self._learn_without_extensions(view)

@@ -295,23 +295,30 @@ def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age:
     return min(delivered_bps, current_bps)
 
 
-def share_budget(budget: float, demands: Sequence[float], first: Sequence[bool] = ()) -> list[float]:
+def share_budget(budget: float, demands: Sequence[float], first: Sequence[bool] = (),
+                 floors: Sequence[float] = ()) -> list[float]:
     """Split `budget` over `demands` (bits/s each) by water-filling: every demand gets an equal
     share, and what a smaller demand leaves over goes to the larger ones. Never more than a demand;
     all of the budget when the demands add up to more. The shares come back in the demands' order.
-    The demands marked in `first` (screen shares) are served before the others, from the whole
-    budget; the rest share what they leave.
+    The demands marked in `first` (screen shares) are served before the others, from the budget
+    less the others' `floors` (each camera's lowest layer); the rest share what they leave.
 
     Why: a subscriber's REMB is the estimate for its whole downlink. Given in full to each of its
-    video tracks, a meeting subscriber receiving five cameras was allowed five times its link. And
-    a shared screen is what everyone is looking at: cameras give way to it, as in LiveKit."""
-    shares = [0.0] * len(demands)
+    video tracks, a meeting subscriber receiving five cameras was allowed five times its link. A
+    shared screen is what everyone is looking at: cameras give way to it, as in LiveKit, down to
+    their lowest layer, so a screen (whoever names a track one) cannot pause everyone's cameras."""
+    n = len(demands)
+    prior = [i < len(first) and bool(first[i]) for i in range(n)]
+    reserved = sum(min(max(demands[i], 0.0), floors[i] if i < len(floors) else 0.0)
+                   for i in range(n) if not prior[i])
+    shares = [0.0] * n
     left = max(budget, 0.0)
     for tier in (True, False):
-        members = [i for i in range(len(demands)) if (i < len(first) and first[i]) == tier]
-        order = sorted(members, key=lambda i: demands[i])
-        for n, i in enumerate(order):
-            shares[i] = min(max(demands[i], 0.0), left / (len(order) - n))
+        order = sorted((i for i in range(n) if prior[i] == tier), key=lambda i: demands[i])
+        pool = max(left - reserved, 0.0) if tier else left
+        for k, i in enumerate(order):
+            shares[i] = min(max(demands[i], 0.0), pool / (len(order) - k))
+            pool -= shares[i]
             left -= shares[i]
     return shares
 
@@ -397,21 +404,24 @@ class LayerSelector:
         DownTracks given an estimate by the same REMB (`DownTrack.remb_scope`). A DownTrack's
         demand is the rate of the best layer it may have: the highest announced one at or below its
         request (dynacast may have switched it off; the share is what can bring it back)."""
-        wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float]]] = {}
+        # (subscriber, REMB scope) -> [(DownTrack, demand, is a screen, its lowest layer's rate)]
+        wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float, bool, float]]] = {}
         for rec in self.tracks():
             if rec.kind != "video":
                 continue
+            lowest = _rate(min(rec.layers.values(), key=lambda x: x.index)) if rec.layers else 0.0
             for dt in rec.downtracks:
                 top = _best_requested(rec, dt)
                 if top is not None and dt.remb_bps:
-                    wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append((dt, _rate(top)))
+                    want = (dt, _rate(top), rec.source == "screen", lowest)
+                    wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append(want)
         shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
         for tracks in wants.values():
             if len(tracks) > 1:
                 budget = float(tracks[0][0].remb_bps)
-                first = [dt.track.source == "screen" for dt, _ in tracks]
-                for (dt, _), share in zip(tracks, share_budget(budget, [d for _, d in tracks], first), strict=True):
-                    shares[dt] = share
+                split = share_budget(budget, [w[1] for w in tracks], [w[2] for w in tracks], [w[3] for w in tracks])
+                for want, share in zip(tracks, split, strict=True):
+                    shares[want[0]] = share
         self._shares = shares
 
     def evaluate(self, now: float) -> None:

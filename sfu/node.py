@@ -95,7 +95,7 @@ class SfuNode:
     async def unpublish(self, participant_id: str, track_id: str) -> None:
         peer = self._peer(participant_id)
         rec = await peer.unpublish(track_id)
-        self._tracks_lost(peer, [rec])
+        self._tracks_lost(peer, [rec], forget_speaker=False)  # (it may still be talking)
 
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._peer(participant_id).subscriber_answer(sdp)
@@ -128,7 +128,7 @@ class SfuNode:
         target = dt.target
         return {"layer": target.rid if target else None, "paused": target is None}
 
-    def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]]) -> None:
+    def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]], forget_speaker: bool = True) -> None:
         """A publisher's connection failed, or it unpublished them: unpublish its tracks as a leave
         would, but it stays.
 
@@ -145,7 +145,8 @@ class SfuNode:
                     other.unsubscribe(rec.id)
             router.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
         router.selector.forget(peer.id, [rec.id for rec in lost])
-        router.speaker.forget(peer.id)
+        if forget_speaker:
+            router.speaker.forget(peer.id)
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:
         peer = self.peers.pop(participant_id, None)

@@ -125,10 +125,16 @@ class Peer:
             if kinds[mid] != SOURCE_KINDS[source]:
                 raise MediaError("invalid_sources", f"mid {mid!r} is {kinds[mid]}; {source} is {SOURCE_KINDS[source]}")
         async with self._offer_lock:
+            live = {rec.mid: rec.source for rec in self.tracks}
             for rec in self.tracks:
                 if rec.mid in sources and sources[rec.mid] != rec.source:
                     raise MediaError("invalid_sources", f"track {rec.id} is published as {rec.source}: unpublish "
                                                         f"it before sending {sources[rec.mid]} on mid {rec.mid}")
+            # screens are served first from every subscriber's estimate: one of each per participant
+            after = {**{mid: src for mid, src in sources.items() if mid not in live}, **live}
+            for shared in ("screen", "screen_audio"):
+                if sum(src == shared for src in after.values()) > 1:
+                    raise MediaError("invalid_sources", f"at most one {shared} track per participant")
             if self.publisher is not None and self.publisher.ended:
                 # it ended and the news is still on its way: this offer starts over on a new one
                 dead = self.publisher
@@ -171,7 +177,7 @@ class Peer:
             if rec is None or self.ingress is None:
                 raise MediaError("unknown_track", f"no track {track_id[:64]!r} published by this participant")
             self.ingress.remove(rec.mid)
-            self._unpublished.add(rec.mid)  # (one per m-line: bounded by sdp.MAX_MEDIA)
+            self._unpublished.add(rec.mid)  # (a mid of this connection's offers: at most sdp.MAX_MEDIA)
         return rec
 
     @staticmethod
@@ -214,6 +220,7 @@ class Peer:
         lost = self.tracks
         ingress = self.ingress
         self.publisher = self.ingress = None
+        self._unpublished.clear()  # the next connection numbers its m-lines afresh
         if ingress is not None:
             ingress.close()
         track_ids = [rec.id for rec in lost]

@@ -48,6 +48,8 @@ class Layer:
         self.last_keyframe_at = 0.0
         self.width = 0
         self.height = 0
+        self.sps = b""  # H.264: the SPS the size was last read from, and when (sfu.h264)
+        self.sps_at = float("-inf")
         self.last_sr: tuple[int, int, float] | None = None  # (ntp, rtp_ts, arrival)
         self.last_packet_at = 0.0
         # bitrate over a sliding second, for the layer selector and metrics

@@ -119,8 +119,8 @@ class SessionTracker:
                         at: float | None = None) -> None:
         at = time.time() if at is None else at
         s = self._live.get(room)
-        if s is None:
-            return
+        if s is None or any(t["trackId"] == str(track_id) for t in s.tracks):
+            return  # a track published again (a screen shared again) is one track of the session
         s.tracks.append({"atMs": _ms(at), "identity": norm_identity(identity),
                          "trackId": str(track_id), "kind": str(kind)})
 

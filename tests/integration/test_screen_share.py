@@ -7,6 +7,7 @@ offer on the same connection publishes it again (a browser keeps the stopped sen
 from __future__ import annotations
 
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from signalling.protocol.client import ServerError
 from tests.support.media import CounterVideo, Sink, Tone
@@ -44,6 +45,9 @@ async def test_a_screen_share_beside_the_camera_then_stopped_and_shared_again(se
     assert [r.source for r in server.node.peers[pub.participant["id"]].tracks] == ["microphone", "camera"]
     before = camera_sink.frames
     await camera_sink.wait_frames(before + 10, timeout=20)
+    # the presenter's screen sender still runs: its packets are counted drops, not routed anywhere
+    ingress = server.node.peers[pub.participant["id"]].ingress
+    assert ingress.dropped.get("unpublished", 0) > 0, ingress.dropped
     unpublished = [m for m in viewer.messages if m["type"] == "track_unpublished"]
     assert [m["track"] for m in unpublished] == [screen]
 
@@ -79,3 +83,22 @@ async def test_sources_that_do_not_match_the_offer_are_refused(server, connect):
     assert e.value.code == "unknown_track"
     # the camera was never disturbed
     assert [r.source for r in server.node.peers[pub.participant["id"]].tracks] == ["camera"]
+
+
+async def test_one_screen_per_participant(server, connect):
+    """Screens are served first from every subscriber's estimate: a participant naming all its video
+    'screen' would take the others' cameras' share, so it may have one (and one screen_audio)."""
+    pub = await connect("share-two", "presenter")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(2):
+            pc.addTransceiver(CounterVideo(*SCREEN), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        mids = [t.mid for t in pc.getTransceivers()]
+        with pytest.raises(ServerError) as e:
+            await pub.request({"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp,
+                               "sources": {m: "screen" for m in mids}})
+        assert e.value.code == "invalid_sources" and "at most one screen track" in e.value.message
+        assert server.node.peers[pub.participant["id"]].tracks == []
+    finally:
+        await pc.close()

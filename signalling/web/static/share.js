@@ -8,10 +8,15 @@ import { $, logEvent, showError } from './ui.js';
 // Stopping unpublishes the track and leaves its m-line in place; sharing again puts a new capture
 // on the same sender and offers again, which publishes it anew under the same track id.
 // ---------------------------------------------------------------------------------------------
-export function toggleShare() {
+export async function toggleShare() {
   const s = call;
-  if (!s || !sig) return Promise.resolve();
-  return s.screen ? stopShare(s) : startShare(s);
+  if (!s || !sig || s.shareBusy) return; // one start or stop at a time (a double click asks once)
+  s.shareBusy = true;
+  try {
+    await (s.screen ? stopShare(s) : startShare(s));
+  } finally {
+    s.shareBusy = false;
+  }
 }
 
 async function startShare(s) {
@@ -50,8 +55,15 @@ async function startShare(s) {
     await stopShare(s, false);
     return;
   }
-  s.published.screen = `TR_${s.me.id}_${s.screenTx.mid}`;
-  if (audio) s.published.screen_audio = `TR_${s.me.id}_${s.screenAudioTx.mid}`;
+  const ids = [`TR_${s.me.id}_${s.screenTx.mid}`, ...(audio ? [`TR_${s.me.id}_${s.screenAudioTx.mid}`] : [])];
+  if (s.screen !== track) {
+    // the browser's "Stop sharing" ended it while the offer was out: the server has just published
+    // it, so take it back rather than leave a share without media in everyone's grid
+    for (const id of ids) if (sig && call === s) await sig.request({ type: 'unpublish', track: id }).catch(() => {});
+    return;
+  }
+  s.published.screen = ids[0];
+  if (audio) s.published.screen_audio = ids[1];
   B.published = { ...s.published };
   setButton(true);
   logEvent('sharing your screen');

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sfu import h264
 from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_SSRC
@@ -137,6 +138,27 @@ def test_h264_keyframes_are_counted_with_the_dimensions_of_their_sps():
     # an IDR without an SPS in the packet leaves the size as it was
     ingress.on_rtp(P.rtp(102, 3, 6000, MEDIA, P.IDR, marker=True), 1.2)
     assert (layer.keyframes, layer.width, layer.height) == (2, 960, 540)
+
+
+def test_an_h264_sps_is_read_when_it_changes_and_at_most_every_half_second(monkeypatch):
+    """Whether a packet is a key frame is the publisher's to say: a flood of them must not make the
+    server parse an SPS per packet."""
+    sps_960 = bytes.fromhex("6742c01fda03c045fb84000003000400000300f23c60ca80")
+    sps_240 = bytes.fromhex("6742c00cda0f13f9a10000030001000003003c8f142aa0")
+    parsed = []
+    real = h264.sps_dimensions
+    monkeypatch.setattr(h264, "sps_dimensions", lambda sps: parsed.append(sps) or real(sps))
+    ingress, rec, pub = rig.publish("H264", ssrcs=[(MEDIA, "media")])
+    layer = rec.layers[""]
+    for seq, (sps, at) in enumerate([(sps_960, 1.0), (sps_960, 1.1), (sps_960, 2.0),  # the same: read once
+                                     (sps_240, 2.2),  # another, 1.2 s later: read
+                                     (sps_960, 2.3),  # another, 0.1 s later: not yet
+                                     (sps_960, 2.8)], start=1):  # 0.6 s later: read
+        ingress.on_rtp(P.rtp(102, seq, seq * 3000, MEDIA, P.stap_a(sps, P.PPS, P.IDR), marker=True), at)
+        if at == 2.3:
+            assert (layer.width, layer.height) == (240, 134)
+    assert parsed == [sps_960, sps_240, sps_960]
+    assert (layer.keyframes, layer.width, layer.height) == (6, 960, 540)
 
 
 @pytest.mark.parametrize("payload, keyframe", [

@@ -32,6 +32,10 @@ def test_a_screen_share_is_served_before_the_cameras():
     # two screens water-fill the budget among themselves first; the camera gets what is left: nothing
     assert share_budget(2_000_000, [1_500_000, 1_500_000, 150_000], [True, True, False]) == [
         1_000_000, 1_000_000, 0.0]
+    # ... unless it has a floor (its lowest layer): screens never take that
+    assert share_budget(2_000_000, [1_500_000, 1_500_000, 1_500_000], [True, True, False], [0, 0, 150_000]) == [
+        925_000, 925_000, 150_000]
+    assert share_budget(100_000, [1_500_000, 1_500_000], [True, False], [0, 150_000]) == [0.0, 100_000]
     assert share_budget(2_000_000, [1_500_000, 1_500_000], []) == [1_000_000, 1_000_000]  # no priorities
 
 

@@ -210,3 +210,20 @@ async def test_tracker_counts_guests_but_keeps_them_out_of_the_tree(tmp_path):
     assert s.participant_count == 2 and s.participants_root == address_leaf(ADDRS[3])
     assert check_document(s.document, s.fields()) == []
     await ob.close()
+
+
+async def test_a_track_published_again_is_one_track_of_the_session(tmp_path):
+    """A screen shared, stopped and shared again keeps its track id: the summary lists it once, so
+    a participant cycling unpublish/publish cannot grow the session's document."""
+    ob = SqliteOutbox(tmp_path / "o.db")
+    tr = SessionTracker(ob, grace_s=0.05)
+    tr.participant_joined("r", ADDRS[0], at=1000.0)
+    for i in range(50):
+        tr.track_published("r", ADDRS[0], "TR_PA_a_1", "video", at=1000.0 + i)
+    tr.track_published("r", ADDRS[0], "TR_PA_a_0", "audio", at=1001.0)
+    tr.participant_left("r", ADDRS[0], at=1060.0)
+    await asyncio.sleep(0.2)
+    await tr.drain()
+    [s] = await _entries(ob)
+    assert [t["trackId"] for t in json.loads(s.document)["tracks"]] == ["TR_PA_a_1", "TR_PA_a_0"]
+    await ob.close()
