@@ -205,7 +205,11 @@ async def test_switching_high_low_high_is_quick_and_never_freezes(server, connec
         gaps = [(b[0] - a[0], i) for i, (a, b) in enumerate(zip(tl, tl[1:]))]
         worst, at = max(gaps)
         assert worst < 1.0, (worst, tl[max(0, at - 2): at + 3], round(tl[at][0] - started, 2), phases)
-        assert errors.messages == []
+        # VP8: no decode error at all. H.264: at most one per switch, at the switch. A switch cuts
+        # the old layer's frame in flight; aiortc's jitter buffer ends a frame where the timestamp
+        # changes, not at the marker bit, so it hands the decoder that cut frame, which FFmpeg's
+        # H.264 decoder refuses (libvpx skips it quietly, and browsers' packet buffers drop it).
+        assert len(errors.messages) <= (len(switches) if codec == "h264" else 0), errors.messages
         print("switch latencies (s):", [round(x, 3) for x in latencies])
         # generous bound: the goal is 1 s on a quiet machine (see docs/performance.md for measured values)
         assert max(latencies) < 3.0, latencies
