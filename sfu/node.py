@@ -156,8 +156,8 @@ class SfuNode:
         await router.remove_peer(peer, reason)
         if self.on_event is not None:
             sent_bytes, sent_packets = peer.media_totals()
-            self.on_event(router.name, {"type": "media", "identity": peer.identity,
-                                        "bytes": sent_bytes, "packets": sent_packets})
+            self.on_event(router.name, {"type": "media", "identity": peer.identity, "bytes": sent_bytes,
+                                        "packets": sent_packets, "messages": peer.data.messages})
         if not router.peers:
             router.close()
             self.rooms.pop(router.name, None)

@@ -26,6 +26,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu import datapath
 from sfu import sdp as sdpmod
 from sfu.api import SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
+from sfu.data import DataEndpoint
 from sfu.downtrack import Continuity, DownTrack
 from sfu.ingress import Ingress, ingress_class
 from sfu.rtp import URI_RID, URI_RRID
@@ -98,6 +99,8 @@ class Peer:
         self.on_tracks_lost: TracksLost | None = None
         self._lost_tasks: set[asyncio.Future[None]] = set()
         self._subscriber_reported = False
+        # data channels on the publish connection (chat, app data): the room relays what it sends
+        self.data = DataEndpoint(participant_id, name, identity)
         self.closed = False
 
     def public(self) -> ParticipantInfo:
@@ -109,9 +112,11 @@ class Peer:
 
     # --- publishing ---------------------------------------------------------------------------
     async def publish(self, offer_sdp: Any, sources: dict[str, str] | None = None) -> str:
-        if not self.can_publish:
-            raise MediaError("forbidden", "this participant may not publish (grant has can_publish=false)")
         info = sdpmod.check_offer(offer_sdp)
+        if info.media and not self.can_publish:
+            # data channels need no media grant (an offer with only m=application is answered)
+            raise MediaError("forbidden", "this participant may not publish media (grant has can_publish=false); "
+                                          "an offer with only data channels is allowed")
         sources = sources or {}
         if not isinstance(sources, dict):
             raise MediaError("invalid_sources", "sources must map mids to sources")
@@ -146,6 +151,7 @@ class Peer:
                 publisher = self.publisher = PeerTransport(on_rtp=ingress.on_rtp, on_rtcp=ingress.on_rtcp,
                                                            ice=self.ice)
                 publisher.on_state(functools.partial(self._publisher_state, publisher))
+                publisher.on_datachannel(self.data.attach)
             try:
                 answer, slots = await self._answer(publisher, offer_sdp, info)
             except sdpmod.SdpError:
@@ -460,6 +466,7 @@ class Peer:
         for track_id in list(self.downtracks):
             self._end(self.downtracks.pop(track_id))
         self.free_slots.clear()
+        self.data.close()
         if self.ingress is not None:
             self.ingress.close()
         for t in (self.publisher, self.subscriber):

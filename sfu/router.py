@@ -1,7 +1,7 @@
 """Router: one room on the media plane — who publishes what, and who receives it.
 
-It is the `sfu.peer.Room` its Peers call back into, and it owns the room's LayerSelector and
-ActiveSpeaker; Peers never reach those directly.
+It is the `sfu.peer.Room` its Peers call back into, and it owns the room's LayerSelector,
+ActiveSpeaker and DataRelay (data channel messages); Peers never reach those directly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sfu.api import ParticipantInfo
+from sfu.data import DataRelay
 from sfu.layers import LayerSelector
 from sfu.peer import Peer
 from sfu.speaker import ActiveSpeaker
@@ -33,6 +34,7 @@ class Router:
         self.speaker.start()
         # sfu.peer.Room: the speaker's own method, so an audio packet makes no hop through the Router
         self.observe_audio: Callable[[str, int, float], None] = self.speaker.observe
+        self.data = DataRelay()
 
     def _notify(self, participant_id: str, msg: dict[str, Any]) -> None:
         peer = self.peers.get(participant_id)
@@ -53,6 +55,7 @@ class Router:
     def add_peer(self, peer: Peer) -> None:
         self.broadcast({"type": "participant_joined", "participant": peer.public()})
         self.peers[peer.id] = peer
+        self.data.add(peer.data)
         for rec in self.tracks:
             if rec.participant_id != peer.id:
                 peer.subscribe(rec)
@@ -75,6 +78,7 @@ class Router:
     # --------------------------------------------------------------------------------------------
     async def remove_peer(self, peer: Peer, reason: str = "left") -> None:
         self.peers.pop(peer.id, None)
+        self.data.remove(peer.data)
         track_ids = [rec.id for rec in peer.tracks]
         for rec in peer.tracks:
             for other in self.peers.values():

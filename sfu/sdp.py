@@ -26,14 +26,15 @@ class MediaInfo:
 
 @dataclass
 class OfferInfo:
-    media: list[MediaInfo]
+    media: list[MediaInfo]  # the audio and video m-lines
+    data_mid: str | None = None  # the data channels' m-line (m=application), if offered
 
     def by_mid(self) -> dict[str, MediaInfo]:
         return {m.mid: m for m in self.media}
 
 
 MAX_SDP_BYTES = 64 * 1024
-MAX_MEDIA = 4
+MAX_MEDIA = 4  # audio and video m-lines; one m=application for data channels may come on top
 MAX_SIMULCAST_LAYERS = 3  # default of the max_simulcast_layers setting: what browsers send
 MAX_SSRCS_PER_TRACK = 12  # default of the max_ssrcs_per_track setting: 3 layers x (media + RTX), twice over
 # RFC 8851 rid-id = 1*(alpha-numeric / "-" / "_"); at most 16 bytes, what a one-byte header
@@ -70,33 +71,54 @@ def check_offer(sdp: object, max_layers: int | None = None, max_ssrcs: int | Non
     except Exception as e:  # aiortc raises ValueError/IndexError/KeyError/TypeError on garbage
         raise SdpError(f"sdp could not be parsed: {type(e).__name__}: {e}") from None
     media = [m for m in desc.media if m.kind in ("audio", "video")]
-    if not media:
-        raise SdpError("sdp has no audio or video media section")
-    if len(desc.media) > MAX_MEDIA:
-        raise SdpError(f"sdp has {len(desc.media)} media sections; at most {MAX_MEDIA} are allowed")
+    data = [m for m in desc.media if m.kind == "application"]
+    if len(media) + len(data) != len(desc.media):
+        other = next(m.kind for m in desc.media if m not in media and m not in data)
+        raise SdpError(f"sdp has an m={str(other)[:16]} section; only audio, video and application (data channels)")
+    if not media and not data:
+        raise SdpError("sdp has no audio, video or application media section")
+    if len(media) > MAX_MEDIA:
+        raise SdpError(f"sdp has {len(media)} audio and video sections; at most {MAX_MEDIA} are allowed")
+    if len(data) > 1:
+        raise SdpError(f"sdp has {len(data)} m=application sections; data channels need one")
+    if data and not 0 < _sctp_port(data[0]) < 65536:
+        raise SdpError("m=application is not SCTP data channels: expected 'UDP/DTLS/SCTP webrtc-datachannel' "
+                       "with an a=sctp-port of 1-65535 (RFC 8841)")
     bundled = set()
     for g in desc.group:
         if g.semantic == "BUNDLE":
             bundled.update(g.items)
     infos = []
-    for m in media:
+    for m in media + data:
         if m.rtp.muxId is None or m.rtp.muxId == "":
             raise SdpError(f"m={m.kind} section has no a=mid")
         if not MID_RE.fullmatch(m.rtp.muxId):
             raise SdpError(f"m={m.kind} has an invalid a=mid {m.rtp.muxId[:20]!r}: 1-16 token characters (RFC 5888)")
-        if len(media) > 1 and m.rtp.muxId not in bundled:
+        if len(desc.media) > 1 and m.rtp.muxId not in bundled:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) is not in the BUNDLE group; Basement requires BUNDLE")
         if m.dtls is None or not m.dtls.fingerprints:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) has no DTLS fingerprint")
         if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) has no ICE credentials")
+        if m.kind == "application":
+            continue
         if m.direction not in ("sendonly", "sendrecv"):
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) must be sendonly on the publish connection")
         if not m.rtp.codecs:
             raise SdpError(f"m={m.kind} (mid {m.rtp.muxId}) offers no codecs")
         infos.append(MediaInfo(mid=m.rtp.muxId, kind=m.kind, direction=m.direction))
     _scan_lines(sdp, {i.mid: i for i in infos}, max_layers, max_ssrcs)
-    return OfferInfo(infos)
+    return OfferInfo(infos, data[0].rtp.muxId if data else None)
+
+
+def _sctp_port(m: object) -> int:
+    """The SCTP port an m=application offers (RFC 8841 a=sctp-port, or the legacy DTLS/SCTP format), or -1."""
+    profile = getattr(m, "profile", "")
+    if profile == "DTLS/SCTP":  # draft-ietf-mmusic-sctp-sdp-05: the port is the format
+        fmt = getattr(m, "fmt", [])
+        return int(fmt[0]) if fmt and isinstance(fmt[0], str) and fmt[0].isdigit() and len(fmt[0]) <= 5 else -1
+    port = getattr(m, "sctp_port", None)
+    return port if profile.endswith("DTLS/SCTP") and isinstance(port, int) else -1
 
 
 def _scan_lines(sdp: str, by_mid: dict[str, MediaInfo], max_layers: int, max_ssrcs: int) -> None:

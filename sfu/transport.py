@@ -462,6 +462,68 @@ class _CertificateOnce(rtcdtlstransport.RTCCertificate):
         return ctx
 
 
+# What one SCTP association may make the SFU hold for a peer. aiortc's receive side trusts its
+# peer: it stores every DATA chunk whatever the receive window it advertised (RFC 9260 6.2 lets a
+# receiver drop those), keeps out-of-order TSNs and duplicates in lists that only the peer's good
+# behaviour empties (and sorts the out-of-order set once per chunk), makes an inbound stream for
+# any of 65,535 stream ids, and asserts on a repeated DCEP OPEN. A data channel client needs two
+# streams and well under a window of chunks.
+SCTP_MAX_OVERRUN = 64 * 1024  # bytes held beyond the advertised receive window (1 MiB)
+SCTP_MAX_HELD_CHUNKS = 4096  # chunks held out of order or waiting for the rest of their message
+SCTP_MAX_STREAMS = 64  # distinct stream ids a peer sends on
+SCTP_MAX_DUPLICATES = 64  # duplicate TSNs reported in one SACK
+
+
+def sctp_problem(sctp: Any, window: int) -> str:
+    """Why an association must end (what the peer made it hold), or ""."""
+    if len(sctp._sack_duplicates) > SCTP_MAX_DUPLICATES:
+        del sctp._sack_duplicates[SCTP_MAX_DUPLICATES:]  # (informational in a SACK: keep the first)
+    if sctp._advertised_rwnd < -SCTP_MAX_OVERRUN:
+        return f"the peer sent {window - sctp._advertised_rwnd} bytes into a {window}-byte receive window"
+    if len(sctp._sack_misordered) > SCTP_MAX_HELD_CHUNKS:
+        return f"more than {SCTP_MAX_HELD_CHUNKS} chunks out of order"
+    if len(sctp._inbound_streams) > SCTP_MAX_STREAMS:
+        return f"data on more than {SCTP_MAX_STREAMS} SCTP streams"
+    if sctp._advertised_rwnd < window:
+        held = sum(len(s.reassembly) for s in sctp._inbound_streams.values())
+        if held > SCTP_MAX_HELD_CHUNKS:
+            return f"more than {SCTP_MAX_HELD_CHUNKS} chunks held for messages not yet complete"
+    return ""
+
+
+def guard_sctp(sctp: Any) -> None:
+    """Bound what a peer's SCTP packets can make aiortc hold, and contain its errors.
+
+    `_handle_data` (one SCTP packet out of DTLS) is wrapped on the instance. A packet that makes
+    aiortc raise, or leaves it holding more than the limits above, ends the association (ABORT):
+    the peer's data channels close, counted as `sctp_refused` and logged once; its media, on the
+    same DTLS transport, goes on. Unguarded, the exception would end aiortc's DTLS receive loop,
+    taking the media with it.
+    """
+    if getattr(sctp, "_basement_guarded", False):
+        return
+    sctp._basement_guarded = True
+    handle = sctp._handle_data
+    window = sctp._advertised_rwnd
+
+    async def guarded(data: bytes) -> None:
+        try:
+            await handle(data)
+        except Exception as e:
+            problem = f"{type(e).__name__} in the SCTP stack" + (f": {str(e)[:80]}" if str(e) else "")
+        else:
+            problem = sctp_problem(sctp, window)
+        if problem:
+            STATS.drop("sctp_refused")
+            log.info("data channels closed (SCTP ABORT): %s", problem)
+            try:
+                await sctp.stop()  # ABORT; no packet of this association reaches aiortc after it
+            except Exception:
+                log.debug("stopping the SCTP association failed", exc_info=True)
+
+    sctp._handle_data = guarded
+
+
 class PeerTransport:
     """One peer connection: media in (publish) or media out (subscribe), never decoded."""
 
@@ -548,6 +610,10 @@ class PeerTransport:
         def _changed() -> None:
             callback(self.pc.connectionState)
 
+    def on_datachannel(self, callback: Callable[[Any], None]) -> None:
+        """`callback(channel)` for each data channel the peer opens (in-band, RFC 8832)."""
+        self.pc.on("datachannel", callback)
+
     @property
     def srtp_profile(self) -> str | None:
         ssl = getattr(self._dtls, "_ssl", None)
@@ -585,6 +651,10 @@ class PeerTransport:
                     rtcp_ssrc=t.sender._ssrc,
                 )
             )
+        sctp = self.pc.sctp
+        if sctp is not None:  # the offer has data channels (on their own, or bundled with the media)
+            self._choose_dtls_role(sctp.transport, setup.get(sctp.mid or ""))
+            guard_sctp(sctp)
         token = _current_ice.set(self.ice)
         try:
             await self.pc.setLocalDescription(await self.pc.createAnswer())

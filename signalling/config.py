@@ -159,6 +159,25 @@ class Settings:
                   "help": "SSRCs (media + RTX) one published m-line may use over its life; packets of "
                           "further SSRCs are dropped (drop reason ssrc_limit)"},
     )
+    data_max_message_bytes: int = field(
+        default=16 * 1024,
+        metadata={"group": "media", "help": "largest data channel message relayed (UTF-8 bytes); larger: refused "
+                                            "with message_too_large"},
+    )
+    data_rate: float = field(
+        default=50.0, metadata={"group": "media", "help": "data channel messages per second one participant may send"}
+    )
+    data_burst: int = field(
+        default=150, metadata={"group": "media", "help": "data channel messages one participant may send at once"}
+    )
+    data_max_buffered_bytes: int = field(
+        default=1024 * 1024,
+        metadata={"group": "media", "help": "data waiting on one recipient's channel before messages to it are "
+                                            "dropped (data_lost)"},
+    )
+    data_history: int = field(
+        default=50, metadata={"group": "media", "help": "chat messages a room keeps for late joiners (0 = none)"}
+    )
     max_participants_per_room: int = field(default=50, metadata={"group": "signalling",
                                                                  "help": "join refused beyond this"})
     speaker_interval_ms: int = field(
@@ -297,6 +316,15 @@ class Settings:
             raise ConfigError(f"record_sessions: {self.record_sessions!r} is not gated, all or none")
         if self.record_min_duration_s < 0:
             raise ConfigError(f"record_min_duration_s: {self.record_min_duration_s} is negative")
+        if not 1 <= self.data_max_message_bytes <= 256 * 1024:
+            raise ConfigError(f"data_max_message_bytes: {self.data_max_message_bytes} is not between 1 and 262144 "
+                              "(what the SFU's SCTP accepts, a=max-message-size)")
+        if self.data_rate <= 0 or self.data_burst < 1:
+            raise ConfigError("data_rate/data_burst: a rate above 0 and a burst of at least 1")
+        if self.data_max_buffered_bytes < self.data_max_message_bytes:
+            raise ConfigError("data_max_buffered_bytes: must hold at least one message (data_max_message_bytes)")
+        if not 0 <= self.data_history <= 1000:
+            raise ConfigError(f"data_history: {self.data_history} is not between 0 and 1000")
         if not 1 <= self.max_simulcast_layers <= 16:
             raise ConfigError(f"max_simulcast_layers: {self.max_simulcast_layers} is not between 1 and 16")
         if self.max_ssrcs_per_track < 2 * self.max_simulcast_layers:

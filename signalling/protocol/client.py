@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -79,6 +79,10 @@ class Client:
         self.on_offer_applied: Callable[[RTCPeerConnection], None] | None = None
         self.published: dict[str, str] = {}  # "audio" / "video" / "screen" -> track id on the server
         self._sources: dict[str, str] = {}  # mid -> source, sent with every publish offer
+        # data channels on the publish connection ("reliable", "lossy"), and every message they
+        # brought (data, data_lost, error), in arrival order
+        self.channels: dict[str, RTCDataChannel] = {}
+        self.data: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future] = {}
         self._changed = asyncio.Event()
@@ -168,8 +172,9 @@ class Client:
         return joined
 
     async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None,
-                      screen: MediaStreamTrack | None = None) -> None:
-        """Publish on one connection: a microphone, a camera and a screen share (any of them).
+                      screen: MediaStreamTrack | None = None, data: bool = False) -> None:
+        """Publish on one connection: a microphone, a camera and a screen share (any of them), and
+        with `data` the data channels (`send_data`; alone, a data-only connection).
         `published` then maps "audio", "video" and "screen" to the track ids."""
         pc = self.publisher = _new_pc()
         added = []
@@ -183,12 +188,54 @@ class Client:
                 want = f"video/{self.video_codec}".lower()
                 prefs = [c for c in caps if c.mimeType.lower() in (want, "video/rtx")]
                 t.setCodecPreferences(prefs)
+        if data:
+            # after the transceivers: aiortc bundling a data channel made first with m-lines added
+            # later stops the transport they share when the answer comes (its SCTP is "unbundled")
+            for label, options in (("reliable", {}), ("lossy", {"ordered": False, "maxRetransmits": 0})):
+                self._open_channel(pc, label, options)
         await pc.setLocalDescription(await pc.createOffer())
         self._sources = {t.mid: source for t, source in added}
         await self.republish()
         for t, source in added:
             key = {"microphone": "audio", "camera": "video"}.get(source, source)
             self.published[key] = f"TR_{self.participant['id']}_{t.mid}"
+
+    def _open_channel(self, pc: RTCPeerConnection, label: str, options: dict[str, Any]) -> None:
+        channel = self.channels[label] = pc.createDataChannel(label, **options)
+
+        @channel.on("message")
+        def _message(message: Any) -> None:
+            try:
+                msg = safejson.loads(message, max_bytes=MAX_SERVER_MESSAGE_BYTES)
+            except (safejson.JsonError, TypeError) as e:
+                log.warning("ignoring a data channel message that is not JSON text: %s", e)
+                return
+            if isinstance(msg, dict):
+                self.data.append(msg)
+                self._changed.set()
+
+        @channel.on("open")
+        def _open() -> None:
+            self._changed.set()
+
+    async def wait_data_open(self, timeout: float = 15.0) -> None:
+        """Wait until the reliable data channel is open (`publish(data=True)` first)."""
+        assert "reliable" in self.channels, "publish(data=True) first"
+        await self.wait_for(lambda: self.channels["reliable"].readyState == "open", timeout)
+
+    def send_data(self, text: str, topic: str = "chat", to: list[str] | None = None, lossy: bool = False,
+                  id: str | int | None = None) -> None:  # noqa: A002 (the protocol's field name)
+        """Send a data message to the room (or to the participants `to`), docs/protocol.md."""
+        msg: dict[str, Any] = {"type": "data", "topic": topic, "data": text}
+        if to:
+            msg["to"] = to
+        if id is not None:
+            msg["id"] = id
+        self.channels["lossy" if lossy else "reliable"].send(json.dumps(msg))
+
+    def data_received(self, topic: str | None = None) -> list[dict[str, Any]]:
+        """The `data` messages received so far (of `topic`), in order."""
+        return [m for m in self.data if m.get("type") == "data" and topic in (None, m.get("topic"))]
 
     async def republish(self) -> None:
         """Offer the publish connection (again): what was unpublished since is published anew."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from sfu import datapath, downtrack, ingress, transport
+from sfu import data, datapath, downtrack, ingress, transport
 from signalling.config import ConfigError, Settings
 
 
 def configure_media(settings: Settings) -> None:
-    """Ingress limits, the retransmission budget, SRTP profiles and the data path. Raises
+    """Ingress limits, the retransmission budget, data channel limits, SRTP profiles and the data path. Raises
     ConfigError when the native data path is asked for but not built."""
     ingress.configure_ingress(ingress.IngressLimits(settings.max_simulcast_layers, settings.max_ssrcs_per_track))
     downtrack.configure_retransmission(settings.retransmit_budget)
+    data.configure_data(data.DataLimits(
+        max_message_bytes=settings.data_max_message_bytes, rate=settings.data_rate, burst=settings.data_burst,
+        max_buffered_bytes=settings.data_max_buffered_bytes, history=settings.data_history))
     try:
         transport.configure_srtp(settings.srtp_profiles)
     except ValueError as e:

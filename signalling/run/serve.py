@@ -69,7 +69,7 @@ async def start_server(settings: Settings) -> Server:
         if event["type"] == "track_published":
             cp.tracker.track_published(room, event["identity"], event["track"], event["kind"])
         elif event["type"] == "media":
-            cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"])
+            cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"], event.get("messages", 0))
 
     node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
                    rtx_budget=settings.retransmit_budget)

@@ -217,7 +217,7 @@ def split_identities(identities: Iterable[str]) -> tuple[list[str], list[str]]:
 def build_document(
     *, session_id: bytes, room: str, started_at: int, ended_at: int,
     events: Sequence[dict[str, Any]], tracks: Sequence[dict[str, Any]],
-    media: dict[str, dict[str, int]],
+    media: dict[str, dict[str, int]], messages: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Assemble the document dict.
 
@@ -227,6 +227,7 @@ def build_document(
     events: {"atMs": int, "type": "joined"|"left", "identity": address}, in the order they happened.
     tracks: {"atMs": int, "identity": address, "trackId": str, "kind": str}.
     media:  {address: {"bytes": int, "packets": int}}.
+    messages: {address: data channel messages sent} (counts only: a summary holds no content).
     """
     norm_events = [{**e, "identity": norm_identity(e["identity"])} for e in events]
     participants, guests = split_identities(e["identity"] for e in norm_events if e["type"] == "joined")
@@ -249,6 +250,10 @@ def build_document(
             "bytes": sum(v["bytes"] for v in per.values()),
             "packets": sum(v["packets"] for v in per.values()),
             "perParticipant": per,
+        },
+        "messages": {
+            "count": sum(int(n) for n in (messages or {}).values()),
+            "perParticipant": {norm_identity(a): int(n) for a, n in (messages or {}).items()},
         },
     }
 
@@ -328,6 +333,11 @@ def document_shape_problem(doc: Any) -> str | None:
     for who, v in media["perParticipant"].items():
         if not isinstance(v, dict) or not _is_int(v.get("bytes")) or not _is_int(v.get("packets")):
             return f"media.perParticipant[{who[:50]!r}] must have integer 'bytes' and 'packets'"
+    messages = doc.get("messages", {"count": 0, "perParticipant": {}})  # (documents before data channels)
+    if not isinstance(messages, dict) or not _is_int(messages.get("count")) \
+            or not isinstance(messages.get("perParticipant"), dict) \
+            or not all(_is_int(n) for n in messages["perParticipant"].values()):
+        return "messages must be an object with an integer 'count' and integer 'perParticipant' counts"
     return None
 
 
@@ -380,6 +390,10 @@ def check_document(document: bytes, onchain: dict[str, Any]) -> list[str]:
             own = own.lower()
         if own != derived[key]:
             problems.append(f"document field {key} says {own!r} but its contents give {derived[key]!r}")
+    messages = doc.get("messages")
+    if messages is not None and messages["count"] != sum(messages["perParticipant"].values()):
+        problems.append(f"document field messages.count says {messages['count']!r} but its perParticipant "
+                        f"counts add up to {sum(messages['perParticipant'].values())!r}")
     joined = split_identities(e["identity"] for e in doc["events"] if e["type"] == "joined")
     if joined != (sorted(set(participants)), sorted(set(guests))):
         problems.append("participants/guests lists differ from the identities that joined")

@@ -65,6 +65,7 @@ class _Session:
     events: list[dict[str, Any]] = field(default_factory=list)
     tracks: list[dict[str, Any]] = field(default_factory=list)
     media: dict[str, dict[str, int]] = field(default_factory=dict)
+    messages: dict[str, int] = field(default_factory=dict)  # identity -> data messages sent
     emptied_at: float | None = None
     timer: asyncio.TimerHandle | None = None
 
@@ -124,13 +125,16 @@ class SessionTracker:
         s.tracks.append({"atMs": _ms(at), "identity": norm_identity(identity),
                          "trackId": str(track_id), "kind": str(kind)})
 
-    def add_media(self, room: str, identity: str, nbytes: int, packets: int) -> None:
+    def add_media(self, room: str, identity: str, nbytes: int, packets: int, messages: int = 0) -> None:
+        """What a participant received (media) and sent (data channel messages: counted, never kept)."""
         s = self._live.get(room)
         if s is None:
             return
         m = s.media.setdefault(norm_identity(identity), {"bytes": 0, "packets": 0})
         m["bytes"] += int(nbytes)
         m["packets"] += int(packets)
+        if messages:
+            s.messages[norm_identity(identity)] = s.messages.get(norm_identity(identity), 0) + int(messages)
 
     # ------------------------------------------------ introspection / shutdown
 
@@ -177,7 +181,7 @@ class SessionTracker:
         ended = s.emptied_at if s.emptied_at is not None else time.time()
         doc = build_document(session_id=s.session_id, room=s.room, started_at=int(s.started_at),
                              ended_at=max(int(ended), int(s.started_at)), events=s.events,
-                             tracks=s.tracks, media=s.media)
+                             tracks=s.tracks, media=s.media, messages=s.messages)
         return make_summary(doc)
 
     async def _persist(self, s: _Session) -> None:

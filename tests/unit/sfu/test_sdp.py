@@ -144,7 +144,10 @@ def test_limits_are_parameters():
     (None, "sdp must be a non-empty string"),
     ("o=- 1 1 IN IP4 0.0.0.0\r\n", "sdp must start with v=0"),
     ("v=0\r\n" + "a=x\r\n" * 20000, f"sdp is larger than {sdp.MAX_SDP_BYTES} bytes"),
-    (lines("v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"), "sdp has no audio or video media section"),
+    (lines("v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"), "sdp has no audio, video or application media section"),
+    (CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2") + lines(
+        "m=text 9 UDP/TLS/RTP/SAVPF 98", "a=mid:2", FP, "a=ice-ufrag:abcd", "a=ice-pwd:ZGF0YWRhdGFkYXRhZGF0YWRh"),
+     "sdp has an m=text section; only audio, video and application (data channels)"),
     (CHROMIUM_SIMULCAST.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0"),
      "m=video (mid 1) is not in the BUNDLE group; Basement requires BUNDLE"),
     (CHROMIUM_SIMULCAST.replace("a=mid:1", "a=mid:1 2"), None),
@@ -176,7 +179,46 @@ def test_too_many_media_sections_are_refused():
     offer = CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2 3 4") + extra
     with pytest.raises(sdp.SdpError) as e:
         sdp.check_offer(offer)
-    assert str(e.value) == "sdp has 5 media sections; at most 4 are allowed"
+    assert str(e.value) == "sdp has 5 audio and video sections; at most 4 are allowed"
+
+
+def data_section(mid: str = "2", port: str = "a=sctp-port:5000", profile: str = "UDP/DTLS/SCTP webrtc-datachannel") -> str:
+    return lines(f"m=application 9 {profile}", "c=IN IP4 0.0.0.0", f"a=mid:{mid}", FP, "a=setup:actpass",
+                 "a=ice-ufrag:abcd", "a=ice-pwd:ZGF0YWRhdGFkYXRhZGF0YWRh", port, "a=max-message-size:262144")
+
+
+def test_data_channels_beside_media_and_on_their_own():
+    info = sdp.check_offer(CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2") + data_section())
+    assert ([m.mid for m in info.media], info.data_mid) == (["0", "1"], "2")
+    alone = lines("v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0") + data_section("0")
+    info = sdp.check_offer(alone)
+    assert (info.media, info.data_mid) == ([], "0")
+    # four media sections and data: what the web client offers while sharing a screen with its audio
+    video = CHROMIUM_SIMULCAST.split("m=video")[1]
+    extra = "".join("m=video" + video.replace("a=mid:1", f"a=mid:{m}") for m in (2, 3))
+    info = sdp.check_offer(CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2 3 4") + extra + data_section("4"))
+    assert (len(info.media), info.data_mid) == (4, "4")
+
+
+@pytest.mark.parametrize("section, message", [
+    (data_section(port="a=sctp-port:70000"), "m=application is not SCTP data channels"),
+    (data_section(port="a=sctpmap:5000 webrtc-datachannel 1024"), "m=application is not SCTP data channels"),
+    (data_section(profile="UDP/TLS/RTP/SAVPF 96"), "m=application is not SCTP data channels"),
+    (data_section(profile="DTLS/SCTP x"), "m=application is not SCTP data channels"),
+    (data_section() + data_section("3"), "sdp has 2 m=application sections; data channels need one"),
+    (data_section().replace(FP + "\r\n", ""), "m=application (mid 2) has no DTLS fingerprint"),
+    (data_section("9"), "m=application (mid 9) is not in the BUNDLE group; Basement requires BUNDLE"),
+])
+def test_bad_data_sections_are_refused(section, message):
+    offer = CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2 3") + section
+    with pytest.raises(sdp.SdpError) as e:
+        sdp.check_offer(offer)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_the_legacy_data_section_is_accepted():
+    legacy = data_section(profile="DTLS/SCTP 5000", port="a=sctpmap:5000 webrtc-datachannel 1024")
+    assert sdp.check_offer(CHROMIUM_SIMULCAST.replace("BUNDLE 0 1", "BUNDLE 0 1 2") + legacy).data_mid == "2"
 
 
 # --- the answer ---------------------------------------------------------------------------------------
