@@ -182,12 +182,12 @@ class DataEndpoint:
             if not self._send(channel, text, size, LOSSY_BUFFERED_BYTES):
                 STATS.drop("data_overflow")
             return
-        if self.lost:
-            notice = _encode({"type": "data_lost", "count": self.lost})
-            if not self._send(channel, notice, len(notice), self.limits.max_buffered_bytes):
-                self.lost += 1
-                STATS.drop("data_overflow")
-                return
+        notice = _encode({"type": "data_lost", "count": self.lost}) if self.lost else ""
+        if channel.bufferedAmount + len(notice) + size > self.limits.max_buffered_bytes:
+            self.lost += 1
+            STATS.drop("data_overflow")
+            return
+        if notice and self._send(channel, notice, len(notice), self.limits.max_buffered_bytes):
             self.lost = 0
         if not self._send(channel, text, size, self.limits.max_buffered_bytes):
             self.lost += 1

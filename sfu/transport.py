@@ -474,6 +474,35 @@ SCTP_MAX_STREAMS = 64  # distinct stream ids a peer sends on
 SCTP_MAX_DUPLICATES = 64  # duplicate TSNs reported in one SACK
 
 
+# chunks whose body aiortc walks as RFC 9260 3.2.1 parameters (INIT, INIT ACK, HEARTBEAT, HEARTBEAT
+# ACK, ABORT, ERROR, RE-CONFIG), and where they start in it (INIT's and INIT ACK's after 16 bytes)
+_SCTP_PARAMS_AT = {1: 16, 2: 16, 4: 0, 5: 0, 6: 0, 9: 0, 130: 0}
+
+
+def sctp_packet_problem(data: bytes) -> str:
+    """What in one SCTP packet would make aiortc's parser loop forever, or "".
+
+    aiortc's `decode_params` advances by each parameter's length: a length of 0 never moves on, and
+    the event loop (the whole process) spins on that one packet.
+    """
+    pos, end = 12, len(data)
+    while pos <= end - 4:
+        ctype = data[pos]
+        clen = (data[pos + 2] << 8) | data[pos + 3]
+        if clen < 4 or pos + clen > end:
+            return ""  # aiortc refuses the packet itself (ValueError)
+        start = _SCTP_PARAMS_AT.get(ctype)
+        if start is not None:
+            p, stop = pos + 4 + start, pos + clen
+            while p <= stop - 4:
+                plen = (data[p + 2] << 8) | data[p + 3]
+                if plen < 4:
+                    return f"an SCTP chunk of type {ctype} has a parameter of length {plen} (at least 4)"
+                p += plen + (-plen % 4)
+        pos += clen + (-clen % 4)
+    return ""
+
+
 def sctp_problem(sctp: Any, window: int) -> str:
     """Why an association must end (what the peer made it hold), or ""."""
     if len(sctp._sack_duplicates) > SCTP_MAX_DUPLICATES:
@@ -494,8 +523,9 @@ def sctp_problem(sctp: Any, window: int) -> str:
 def guard_sctp(sctp: Any) -> None:
     """Bound what a peer's SCTP packets can make aiortc hold, and contain its errors.
 
-    `_handle_data` (one SCTP packet out of DTLS) is wrapped on the instance. A packet that makes
-    aiortc raise, or leaves it holding more than the limits above, ends the association (ABORT):
+    `_handle_data` (one SCTP packet out of DTLS) is wrapped on the instance. A packet that would make
+    aiortc's parser spin (`sctp_packet_problem`), makes aiortc raise, or leaves it holding more than
+    the limits above ends the association (ABORT):
     the peer's data channels close, counted as `sctp_refused` and logged once; its media, on the
     same DTLS transport, goes on. Unguarded, the exception would end aiortc's DTLS receive loop,
     taking the media with it.
@@ -507,12 +537,14 @@ def guard_sctp(sctp: Any) -> None:
     window = sctp._advertised_rwnd
 
     async def guarded(data: bytes) -> None:
-        try:
-            await handle(data)
-        except Exception as e:
-            problem = f"{type(e).__name__} in the SCTP stack" + (f": {str(e)[:80]}" if str(e) else "")
-        else:
-            problem = sctp_problem(sctp, window)
+        problem = sctp_packet_problem(data)
+        if not problem:
+            try:
+                await handle(data)
+            except Exception as e:
+                problem = f"{type(e).__name__} in the SCTP stack" + (f": {str(e)[:80]}" if str(e) else "")
+            else:
+                problem = sctp_problem(sctp, window)
         if problem:
             STATS.drop("sctp_refused")
             log.info("data channels closed (SCTP ABORT): %s", problem)

@@ -380,6 +380,39 @@ def native_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def _data_chunk(tsn: int, stream: int, seq: int, ppid: int, payload: bytes, flags: int = 0x03) -> bytes:
+    """One SCTP DATA chunk (RFC 9260 3.3.1; flags 0x03: a whole message, ordered)."""
+    length = 16 + len(payload)
+    return struct.pack("!BBHLHHL", 0, flags, length, tsn, stream, seq, ppid) + payload + bytes(-length % 4)
+
+
+def _dcep_open(label: str, channel_type: int = 0, reliability: int = 0) -> bytes:
+    return struct.pack("!BBHLHH", 3, channel_type, 0, reliability, len(label), 0) + label.encode()
+
+
+def data_seeds() -> dict[str, bytes]:
+    """fuzz_data.py: SCTP packets (chunks only; the harness adds the header) from TSN 1000 on."""
+    first = 1000  # must match fuzz_data.FIRST_TSN
+    chat = json.dumps({"type": "data", "topic": "chat", "data": "hello", "id": 1}).encode()
+    direct = json.dumps({"type": "data", "data": "psst", "to": ["PA_other"]}).encode()
+    open_reliable = _data_chunk(first, 0, 0, 50, _dcep_open("reliable"))
+    open_lossy = _data_chunk(first + 1, 2, 0, 50, _dcep_open("lossy", 0x81, 0))
+    half = len(chat) // 2
+    return {
+        "open_and_chat": frame(open_reliable, _data_chunk(first + 1, 0, 1, 51, chat)),
+        "two_channels": frame(open_reliable, open_lossy, _data_chunk(first + 2, 2, 0, 51, direct, flags=0x07)),
+        "fragments": frame(open_reliable, _data_chunk(first + 1, 0, 1, 51, chat[:half], flags=0x02),
+                           _data_chunk(first + 2, 0, 1, 51, chat[half:], flags=0x01)),
+        "out_of_order": frame(open_reliable, _data_chunk(first + 2, 0, 2, 51, chat),
+                              _data_chunk(first + 1, 0, 1, 51, chat)),
+        "binary_and_bad_json": frame(open_reliable, _data_chunk(first + 1, 0, 1, 53, b"\x00\x01"),
+                                     _data_chunk(first + 2, 0, 2, 51, b"{not json")),
+        "wrong_label": frame(_data_chunk(first, 4, 0, 50, _dcep_open("video"))),
+        "forward_tsn": frame(open_reliable, struct.pack("!BBHLHH", 192, 0, 12, first + 5, 0, 3)),
+        "sack": frame(struct.pack("!BBHLLHH", 3, 0, 16, 0, 65536, 0, 0)),
+    }
+
+
 def main() -> None:
     sets: dict[str, dict[str, bytes]] = {
         "rtp": rtp_seeds(),
@@ -392,6 +425,7 @@ def main() -> None:
         "bus": bus_seeds(),
         "safejson": safejson_seeds(),
         "native": native_seeds(),
+        "data": data_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness

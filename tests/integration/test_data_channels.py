@@ -186,3 +186,31 @@ async def test_the_session_summary_counts_messages_but_holds_no_content(make_ser
     assert doc["messages"] == {"count": 4, "perParticipant": {alice.participant["identity"]: 3,
                                                               bob.participant["identity"]: 1}}
     assert b"secret" not in document
+
+
+async def test_a_hostile_sctp_packet_ends_only_the_senders_data_channels(server, connect):
+    """An SCTP HEARTBEAT whose parameter says length 0 would make aiortc's parser spin forever: the
+    whole server, every room, frozen by one packet from any participant. The guard aborts that
+    participant's association instead; its media and everyone else's chat go on."""
+    import struct
+
+    from aiortc import rtcsctptransport as sctpmod
+
+    from sfu.metrics import STATS
+
+    mallory, alice, bob = await _chatting(connect, "hostile", "mallory", "alice", "bob", video=CounterVideo(96, 64))
+    _, track = await alice.wait_track(kind="video", participant=mallory.participant["id"])
+    sink = Sink(track)
+    await sink.wait_frames(5, timeout=20)
+    before = STATS.dropped.get("sctp_refused", 0)
+    sctp = mallory.publisher.sctp
+    header = struct.pack("!HHL", sctp._local_port, sctp._remote_port, sctp._remote_verification_tag)
+    body = struct.pack("!BBHHH", 4, 0, 8, 1, 0)
+    await sctp.transport._send_data(header + struct.pack("<L", sctpmod.crc32c(header + bytes(4) + body)) + body)
+    await mallory.wait_for(lambda: mallory.channels["reliable"].readyState == "closed", timeout=10)
+    assert STATS.dropped["sctp_refused"] == before + 1
+    # the server still relays for the others, and still forwards mallory's video
+    alice.send_data("still here")
+    await bob.wait_for(lambda: _texts(bob) == ["still here"])
+    frames = sink.frames
+    await sink.wait_frames(frames + 10, timeout=20)

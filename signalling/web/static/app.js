@@ -25,15 +25,17 @@
 //   tiles.js      local and remote video tiles                state, ui
 //   ice.js        candidate trickling                         state
 //   dynacast.js   pausing unwanted simulcast encodings        state, ui
-//   publish.js    camera/mic, publisher PC, mute              dynacast, ice, options, state, tiles, ui
+//   chat.js       chat over the data channels, its panel      state, ui
+//   publish.js    camera/mic, publisher PC, mute              chat, dynacast, ice, options, state, tiles, ui
 //   share.js      screen share: start, stop, share again      options, publish, state, ui
 //   subscribe.js  subscriber PC, remote tracks -> tiles       ice, state, tiles, ui
-//   teardown.js   ending a join                               state, ui
+//   teardown.js   ending a join                               chat, state, ui
 //   messages.js   server messages                             dynacast, state, subscribe, teardown, tiles, ui
-//   join.js       join / leave                                errors, messages, publish, signal, state, teardown, ui, wallet
+//   join.js       join / leave                                chat, errors, messages, publish, signal, state, teardown, ui, wallet
 //   stats.js      getStats views for tests                    state
 //   app.js        window.basement and the DOM wiring          all of the above
 
+import { chat, wireChat } from './chat.js';
 import { serverInfo } from './http.js';
 import { join, leave } from './join.js';
 import { keccak256, toChecksumAddress } from './keccak.js';
@@ -52,7 +54,9 @@ const walletJoin = (kind) => walletSignInAndJoin(kind, join);
 
 // window.basement: state, participant, remote [{track, participant, name, kind}], stats(), events
 // (every server message), plus a few handles for debugging and tests (the data: state.js).
+// chat: the chat's messages, notices, unread count, send(text), open() ... (described in chat.js).
 window.basement = Object.assign(B, {
+  chat,
   options: OPTIONS,
   stats,
   transceivers,
@@ -86,6 +90,7 @@ $('#join-form').addEventListener('submit', (e) => {
 $('#toggle-mic').addEventListener('click', () => toggleMic());
 $('#toggle-camera').addEventListener('click', () => toggleCamera());
 $('#toggle-share').addEventListener('click', () => toggleShare());
+wireChat();
 $('#leave').addEventListener('click', () => leave());
 $('#error-close').addEventListener('click', hideError);
 $('#wallet-dev').addEventListener('click', () => walletJoin('dev'));

@@ -1,6 +1,7 @@
+import { resetChat } from './chat.js';
 import { isGateRefusal } from './errors.js';
 import { onMessage } from './messages.js';
-import { startPublishing } from './publish.js';
+import { publishData, startPublishing } from './publish.js';
 import { Signal } from './signal.js';
 import { B, call, newCall, setCall, setSig, sig } from './state.js';
 import { onSocketClosed, teardown } from './teardown.js';
@@ -19,6 +20,7 @@ export async function join(room, name) {
   setState('connecting');
   hideError();
   setCall(newCall(room));
+  resetChat();
   const s = call;
   let grant = null;
   try {
@@ -52,6 +54,14 @@ export async function join(room, name) {
           showError(`publishing failed: ${e.message || e}`);
           logEvent(`publishing failed: ${e.message || e}`, 'error');
         }
+      }
+    }
+    // nothing published (a viewer, no devices): a publish connection for the chat alone
+    if (call === s && !s.pub) {
+      try {
+        await publishData(s);
+      } catch (e) {
+        if (call === s) logEvent(`chat unavailable: ${e.message || e}`, 'error');
       }
     }
   } catch (e) {

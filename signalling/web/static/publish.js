@@ -1,3 +1,4 @@
+import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
 import { flushCandidates, trickle } from './ice.js';
 import { OPTIONS } from './options.js';
@@ -58,8 +59,20 @@ export function publisherConnection(s) {
     const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
     pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
     pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
+    openChannels(s, pc); // the chat's data channels, in the first offer (chat.js)
   }
   return s.pub;
+}
+
+// No camera or microphone (a viewer's grant, none asked for, or capture failed): the publish
+// connection carries only the data channels, so the chat works all the same (docs/protocol.md:
+// an offer with only the data m-line, `sources` empty). False when the call ended meanwhile.
+export async function publishData(s) {
+  if (s.pub) return true;
+  publisherConnection(s);
+  if (!(await offerPublisher(s))) return false;
+  logEvent('connected for chat only');
+  return true;
 }
 
 // Offer the publish connection (again) with what each m-line carries (docs/protocol.md `sources`);

@@ -18,6 +18,7 @@ export function newCall(room) {
     trackInfo: new Map(),        // track id -> track description (latest known)
     stream: null,                // local MediaStream
     pub: null,                   // publisher RTCPeerConnection
+    data: null,                  // its data channels {reliable, lossy, nextId} (chat.js)
     sub: null,                   // subscriber RTCPeerConnection
     audioTx: null,
     videoTx: null,

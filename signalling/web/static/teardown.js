@@ -1,4 +1,5 @@
 // The end of a join, however it ends: leave, error, server close or removal.
+import { endChat } from './chat.js';
 import { B, call, setSig, sig } from './state.js';
 import { $, logEvent, setState } from './ui.js';
 
@@ -10,6 +11,7 @@ export function teardown(state) {
     for (const tile of s.tiles.values()) tile.destroy();
     s.tiles.clear();
     for (const pc of [s.pub, s.sub]) if (pc) pc.close();
+    endChat();
     if (s.stream) for (const t of s.stream.getTracks()) t.stop();
     if (s.screenStream) { for (const t of s.screenStream.getTracks()) t.stop(); s.screen = s.screenStream = null; }
   }

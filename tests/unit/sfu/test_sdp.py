@@ -182,7 +182,8 @@ def test_too_many_media_sections_are_refused():
     assert str(e.value) == "sdp has 5 audio and video sections; at most 4 are allowed"
 
 
-def data_section(mid: str = "2", port: str = "a=sctp-port:5000", profile: str = "UDP/DTLS/SCTP webrtc-datachannel") -> str:
+def data_section(mid: str = "2", port: str = "a=sctp-port:5000",
+                 profile: str = "UDP/DTLS/SCTP webrtc-datachannel") -> str:
     return lines(f"m=application 9 {profile}", "c=IN IP4 0.0.0.0", f"a=mid:{mid}", FP, "a=setup:actpass",
                  "a=ice-ufrag:abcd", "a=ice-pwd:ZGF0YWRhdGFkYXRhZGF0YWRh", port, "a=max-message-size:262144")
 
