@@ -61,7 +61,7 @@ async def test_signalling_rejects_bad_messages_precisely_and_keeps_the_connectio
         assert joined["type"] == "joined" and joined["id"] == 7
         sdp_cases = [
             ("garbage", "invalid_sdp", "v=0"),
-            (SDP_NO_MEDIA, "invalid_sdp", "no audio or video"),
+            (SDP_NO_MEDIA, "invalid_sdp", "no audio, video or application"),
             ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n", "invalid_sdp", ""),
         ]
         for i, (sdp, code, words) in enumerate(sdp_cases):

@@ -214,3 +214,30 @@ async def test_a_hostile_sctp_packet_ends_only_the_senders_data_channels(server,
     await bob.wait_for(lambda: _texts(bob) == ["still here"])
     frames = sink.frames
     await sink.wait_frames(frames + 10, timeout=20)
+
+
+async def test_a_stalled_receiver_never_holds_up_the_room(server, connect):
+    """Bob's client stops reading SCTP (no SACKs: the SFU's association to him can send nothing
+    more). What waits for him is capped at data_max_buffered_bytes and the rest is dropped and
+    counted; carol gets every message as if bob were not there."""
+    from sfu.metrics import STATS
+
+    alice, bob, carol = await _chatting(connect, "stalled", "alice", "bob", "carol")
+
+    async def deaf(data: bytes) -> None:
+        return None
+
+    bob.publisher.sctp._handle_data = deaf
+    before = STATS.dropped.get("data_overflow", 0)
+    text = "z" * 15_000
+    for i in range(100):
+        alice.send_data(f"{i:03}{text}")
+    await carol.wait_for(lambda: len(_texts(carol)) == 100, timeout=60)
+    assert [m[:3] for m in _texts(carol)] == [f"{i:03}" for i in range(100)]
+    endpoint = server.node.peers[bob.participant["id"]].data
+    channel = endpoint.channels["reliable"]
+    assert channel.bufferedAmount <= 1024 * 1024
+    # everything beyond the cap (and what little the association itself holds in flight) was dropped
+    assert endpoint.lost >= 100 - (1024 * 1024) // 15_000 - 3, endpoint.lost
+    assert STATS.dropped["data_overflow"] - before == endpoint.lost
+    assert _texts(bob) == []

@@ -116,6 +116,27 @@ def test_check_document_reports_tampering():
     assert any("mediaBytes" in p for p in problems)
 
 
+def test_message_counts_are_recorded_and_checked_without_content():
+    doc = build_document(session_id=b"\x02" * 32, room="lobby", started_at=100, ended_at=160,
+                         events=[{"atMs": 100_000, "type": "joined", "identity": ADDRS[0]}], tracks=[], media={},
+                         messages={ADDRS[0].lower(): 3, "guest-1a2b": 2})
+    assert doc["messages"] == {"count": 5, "perParticipant": {ADDRS[0]: 3, "guest-1a2b": 2}}
+    s = make_summary(doc)
+    assert check_document(s.document, s.fields()) == []
+    doc["messages"]["count"] = 4
+    forged = canonical_json(doc)
+    assert any("messages.count says 4" in p for p in check_document(forged, {**s.fields(), "cid": cid_of(forged)}))
+    doc["messages"] = {"count": 1, "perParticipant": {ADDRS[0]: "1"}}
+    problems = check_document(canonical_json(doc), s.fields())
+    assert problems[-1] == ("document is malformed: messages must be an object with an integer 'count' and "
+                            "integer 'perParticipant' counts")
+    # a document from before data channels has none, and verifies as it did
+    old = json.loads(make_summary(_doc()).document)
+    del old["messages"]
+    before = make_summary(old)
+    assert check_document(before.document, before.fields()) == []
+
+
 async def test_dir_store_roundtrip_and_idempotent(tmp_path):
     store = DirCidStore(tmp_path)
     cid = await store.put(b"hello world\n")
