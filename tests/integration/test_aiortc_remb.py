@@ -23,7 +23,15 @@ WIDTH, HEIGHT = 96, 64
 PARTICIPANTS = 4
 WARMUP_S = 4.0  # aiortc's estimator reports from ~3 s on; the SFU needs two receiver reports to vouch
 WINDOW_S = 10.0
-MIN_SHARE = 0.9  # of the frames each publisher encoded in the window, each subscriber decodes this many
+# Of the packets each subscriber's layer received in the window, the SFU forwards at least this
+# share: the SFU-side proof that no estimate withheld video. It does not depend on how busy the
+# machine is (forwarding is synchronous per packet); only packets of the last instant can be in
+# between the two counters.
+MIN_FORWARDED = 0.98
+# Of the frames each publisher encoded, each subscriber decodes at least this share: aiortc decodes
+# in Python and drops what it cannot keep up with, which depends on the CPU the bots get (a run
+# next to a browser test decoded 88 %), so this only checks that video is decoded, at its size.
+MIN_DECODED = 0.5
 
 
 async def _statuses(bots: list[Bot]) -> list[dict]:
@@ -66,7 +74,13 @@ async def _check(server, bots: list[Bot]) -> None:
 
     downtracks = [dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.is_video]
     assert len(downtracks) == PARTICIPANTS * (PARTICIPANTS - 1)
+    def counters() -> dict[tuple[str, str], tuple[int, int]]:
+        # (packets the DownTrack sent, packets its layer received), read together: nothing runs between
+        return {(dt.subscriber_id, dt.track.id): (dt.packets, dt.current.packets if dt.current else 0)
+                for dt in downtracks}
+
     before = await _statuses(bots)
+    counted0 = counters()
     start = time.monotonic()
     remb_low = set()  # subscribers whose REMB was below the rate they were being sent
     lowest = 10.0  # the lowest REMB / layer rate seen
@@ -80,7 +94,10 @@ async def _check(server, bots: list[Bot]) -> None:
                 if dt.remb_bps < dt.current.bitrate:
                     remb_low.add(dt.subscriber_id)
         await asyncio.sleep(0.1)
+    counted1 = counters()
     after = await _statuses(bots)
+    forwarded = {key: ((counted1[key][0] - counted0[key][0]), (counted1[key][1] - counted0[key][1]))
+                 for key in counted0}
 
     index0 = {b.published["video"]: st["index"] for b, st in zip(bots, before)}
     index1 = {b.published["video"]: st["index"] for b, st in zip(bots, after)}
@@ -96,12 +113,16 @@ async def _check(server, bots: list[Bot]) -> None:
     report += (f"\npaused: {pauses}\ndegraded: {sorted(degraded)}\nREMB: {room.selector.remb}, lowest "
                f"{lowest:.2f} of the layer's rate"
                f"\nlayer rates: {sorted(int(dt.current.bitrate) for dt in downtracks if dt.current)}"
-               f"\nreported loss: {[dt.fraction_lost for dt in downtracks]}")
+               f"\nreported loss: {[dt.fraction_lost for dt in downtracks]}"
+               f"\nforwarded / received by the SFU: {sorted(forwarded.values())}")
     print(report)
+    for sent_by_sfu, received_by_sfu in forwarded.values():
+        assert received_by_sfu >= 5 * WINDOW_S, report
+        assert sent_by_sfu >= MIN_FORWARDED * received_by_sfu, report
     for got, sent, _, _, sizes in results:
         # the publishers encode at their own pace (30 fps when the machine keeps up): compare with it
         assert sent >= 5 * WINDOW_S, report
-        assert got >= MIN_SHARE * sent, report
+        assert got >= MIN_DECODED * sent, report
         assert sizes == {(WIDTH, HEIGHT)}, report
     # No pause: the requirement, and what the viewer sees. Thinning (max_tid 0) is only
     # reported: aiortc's VP8 has no temporal layers, so it costs no frame here (CI: 302 of 302
