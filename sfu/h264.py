@@ -1,4 +1,4 @@
-"""H.264 sequence parameter sets: the picture size a simulcast layer is encoded at.
+"""H.264 in RTP: key frames, and the picture size a simulcast layer is encoded at (its SPS).
 
 The layer selector fits a subscriber's rendered size to the smallest layer that covers it, and a
 layer whose size is unknown counts as covering. VP8 says its size in every keyframe header; H.264
@@ -14,6 +14,9 @@ one, and at most every SPS_INTERVAL_S (a 256-byte SPS of scaling lists costs ~0.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+NAL_IDR = 5
 NAL_SPS = 7
 NAL_STAP_A = 24
 NAL_FU_A = 28
@@ -149,6 +152,34 @@ def sps_dimensions(nal: bytes | memoryview) -> tuple[int, int] | None:
     return width, height
 
 
+def stap_a_units(payload: bytes | memoryview) -> Iterator[tuple[int, int]]:
+    """(offset, size) of each NAL unit a STAP-A payload aggregates (RFC 6184 5.7.1), in order, up
+    to a unit of size 0. The offset is always inside the payload; the last unit may be cut short
+    (its size is what the packet claims): each caller decides whether it needs the whole unit."""
+    i, n = 1, len(payload)
+    while i + 2 < n:
+        size = (payload[i] << 8) | payload[i + 1]
+        if size == 0:
+            return
+        yield i + 2, size
+        i += 2 + size
+
+
+def is_keyframe(payload: bytes | memoryview) -> bool:
+    """True when the packet starts an IDR picture or carries an SPS (RFC 6184 single NAL unit,
+    STAP-A, FU-A); only NAL headers are read."""
+    if not payload:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in (NAL_IDR, NAL_SPS):
+        return True
+    if nal_type == NAL_STAP_A:
+        return any(payload[at] & 0x1F in (NAL_IDR, NAL_SPS) for at, _ in stap_a_units(payload))
+    if nal_type == NAL_FU_A and len(payload) > 1:  # the start fragment of an IDR slice
+        return bool(payload[1] & 0x80) and (payload[1] & 0x1F) == NAL_IDR
+    return False
+
+
 def keyframe_sps(payload: bytes | memoryview) -> bytes | None:
     """The SPS NAL unit an RTP payload carries (RFC 6184: a single SPS NAL unit, an SPS in a
     STAP-A, or the first fragment of an FU-A SPS), at most MAX_SPS_BYTES of it, or None. Cheap: it
@@ -159,14 +190,11 @@ def keyframe_sps(payload: bytes | memoryview) -> bytes | None:
     if nal_type == NAL_SPS:
         return bytes(payload[:MAX_SPS_BYTES])
     if nal_type == NAL_STAP_A:
-        i = 1
-        while i + 2 < len(payload):
-            size = (payload[i] << 8) | payload[i + 1]
-            if size == 0 or i + 2 + size > len(payload):
-                return None
-            if payload[i + 2] & 0x1F == NAL_SPS:
-                return bytes(payload[i + 2 : i + 2 + min(size, MAX_SPS_BYTES)])
-            i += 2 + size
+        for at, size in stap_a_units(payload):
+            if at + size > len(payload):
+                return None  # cut short: no size can be read from it
+            if payload[at] & 0x1F == NAL_SPS:
+                return bytes(payload[at : at + min(size, MAX_SPS_BYTES)])
         return None
     if nal_type == NAL_FU_A and len(payload) > 2 and payload[1] & 0x80 and payload[1] & 0x1F == NAL_SPS:
         # the first fragment: the NAL header is rebuilt from the FU indicator and header

@@ -241,7 +241,7 @@ class Ingress:
                     if keyframe:
                         _vp8_dimensions(payload, vp8.size, layer)
                 elif rec.codec_name == "H264":
-                    keyframe = seen != LATE and rtp.h264_is_keyframe(payload)
+                    keyframe = seen != LATE and h264.is_keyframe(payload)
                     if keyframe:
                         self._h264_size(payload, layer, arrival)
                 if keyframe:

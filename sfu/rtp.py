@@ -204,28 +204,6 @@ def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
     return Vp8Descriptor(start, keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos, tid, sync, pos)
 
 
-def h264_is_keyframe(payload: bytes | memoryview) -> bool:
-    """True when the packet starts an IDR picture or carries SPS (RFC 6184 single/STAP-A/FU-A)."""
-    if not payload:
-        return False
-    nal = payload[0] & 0x1F
-    if nal in (5, 7):
-        return True
-    if nal == 24:  # STAP-A: walk the aggregated NAL units
-        i = 1
-        while i + 2 < len(payload):
-            size = (payload[i] << 8) | payload[i + 1]
-            if size == 0 or i + 2 >= len(payload):
-                break
-            if payload[i + 2] & 0x1F in (5, 7):
-                return True
-            i += 2 + size
-        return False
-    if nal == 28 and len(payload) > 1:  # FU-A start fragment of an IDR slice
-        return bool(payload[1] & 0x80) and (payload[1] & 0x1F) == 5
-    return False
-
-
 def is_rtcp(data: bytes) -> bool:
     """RFC 5761 demux: RTCP packet types 192..223 sit where RTP puts marker+PT."""
     return len(data) >= 2 and 192 <= data[1] <= 223

@@ -2,7 +2,7 @@
 payload peeks, the H.264 SPS picture size.
 
 Input: one RTP datagram (as SRTP hands it over, decrypted).
-Contract: `parse`, `extensions` and `vp8_descriptor` raise only `RtpError`; `h264_is_keyframe`,
+Contract: `parse`, `extensions` and `vp8_descriptor` raise only `RtpError`; `h264.is_keyframe`,
 `h264.keyframe_dimensions`, `is_rtcp` and `audio_level` (on a non-empty value) never raise; a size read
 from an SPS is positive and at most 16,384 a side; every offset in an `RtpView` lies
 inside the datagram and the header comes before the payload; extension values lie inside the
@@ -52,8 +52,8 @@ def test_one(data: bytes) -> None:
             raise Finding("VP8 PictureID outside the descriptor")
         if desc.tl0picidx_pos and not desc.tl0picidx_pos < desc.size:
             raise Finding("VP8 TL0PICIDX outside the descriptor")
-    rtp.h264_is_keyframe(payload)
-    rtp.h264_is_keyframe(data[view.payload_start : view.payload_end])
+    h264.is_keyframe(payload)
+    h264.is_keyframe(data[view.payload_start : view.payload_end])
     size = h264.keyframe_dimensions(payload)
     if size is not None and not (0 < size[0] <= 16384 and 0 < size[1] <= 16384):
         raise Finding(f"H.264 SPS read as {size}")

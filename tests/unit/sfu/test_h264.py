@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu import h264, rtp
+from sfu import h264
 from tests.support import packets as P
 
 
@@ -36,8 +36,8 @@ def test_builder_bytes_follow_rfc6184():
     ("STAP-A header only", bytes([0x78]), False),
 ])
 def test_keyframe_detection(name, payload, key):
-    assert rtp.h264_is_keyframe(payload) is key, name
-    assert rtp.h264_is_keyframe(memoryview(payload)) is key, name
+    assert h264.is_keyframe(payload) is key, name
+    assert h264.is_keyframe(memoryview(payload)) is key, name
 
 
 @pytest.mark.parametrize("name, payload", [
@@ -47,12 +47,12 @@ def test_keyframe_detection(name, payload, key):
     ("an IDR whose size overruns is past the first entry", bytes([0x78, 0, 4]) + P.NON_IDR[:4] + bytes([0, 9])),
 ])
 def test_malformed_stap_a_is_not_a_keyframe_and_does_not_raise(name, payload):
-    assert rtp.h264_is_keyframe(payload) is False, name
+    assert h264.is_keyframe(payload) is False, name
 
 
 def test_stap_a_with_the_idr_header_as_its_last_byte():
     # the walk needs only the NAL header of each entry, not its body
-    assert rtp.h264_is_keyframe(bytes([0x78, 0, 2]) + P.SEI[:2] + bytes([0, 5, 0x65])) is True
+    assert h264.is_keyframe(bytes([0x78, 0, 2]) + P.SEI[:2] + bytes([0, 5, 0x65])) is True
 
 
 # --- SPS: the picture size (sfu.h264) -----------------------------------------------------------
