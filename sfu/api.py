@@ -17,6 +17,14 @@ from typing import Any, Protocol, TypedDict
 Deliver = Callable[[str, dict[str, Any]], None]
 
 
+class Broadcast(dict[str, Any]):
+    """An event every participant of a room gets unchanged, as one object: whoever serialises it
+    may keep the text on it (`encoded`) and send the same text to every recipient. Never modified
+    once delivered."""
+
+    encoded: str | None = None
+
+
 class MediaError(Exception):
     """A request the media plane refuses; `code` is a stable machine-readable label."""
 

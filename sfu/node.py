@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sfu.api import Deliver, Joined, MediaError, MediaNode, NamedTrackInfo, SubscriptionState, TrackInfo
+from sfu.api import Broadcast, Deliver, Joined, MediaError, MediaNode, NamedTrackInfo, SubscriptionState, TrackInfo
 from sfu.metrics import STATS, LabelledGauge, MediaStats
 from sfu.peer import Peer
 from sfu.router import Router
@@ -47,8 +47,9 @@ class SfuNode:
         if router is None:
             def broadcast(msg: dict[str, Any], room: str = room) -> None:
                 r = self.rooms.get(room)
+                shared = Broadcast(msg)  # one object to every peer: encoded once (sfu.api.Broadcast)
                 for pid in list(r.peers) if r else []:
-                    self.deliver(pid, msg)
+                    self.deliver(pid, shared)
 
             router = self.rooms[room] = Router(room, broadcast, self.speaker_interval)
         return router

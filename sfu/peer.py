@@ -117,29 +117,8 @@ class Peer:
             # data channels need no media grant (an offer with only m=application is answered)
             raise MediaError("forbidden", "this participant may not publish media (grant has can_publish=false); "
                                           "an offer with only data channels is allowed")
-        sources = sources or {}
-        if not isinstance(sources, dict):
-            raise MediaError("invalid_sources", "sources must map mids to sources")
-        kinds = {m.mid: m.kind for m in info.media}
-        for mid, source in sources.items():
-            if not isinstance(mid, str) or not isinstance(source, str) or source not in SOURCE_KINDS:
-                raise MediaError("invalid_sources", f"unknown source {str(source)[:32]!r}; one of {', '.join(SOURCES)}")
-            if mid not in kinds:
-                raise MediaError("invalid_sources", f"sources names mid {mid[:16]!r}, which the offer has no "
-                                                    f"audio or video m-line for")
-            if kinds[mid] != SOURCE_KINDS[source]:
-                raise MediaError("invalid_sources", f"mid {mid!r} is {kinds[mid]}; {source} is {SOURCE_KINDS[source]}")
         async with self._offer_lock:
-            live = {rec.mid: rec.source for rec in self.tracks}
-            for rec in self.tracks:
-                if rec.mid in sources and sources[rec.mid] != rec.source:
-                    raise MediaError("invalid_sources", f"track {rec.id} is published as {rec.source}: unpublish "
-                                                        f"it before sending {sources[rec.mid]} on mid {rec.mid}")
-            # screens are served first from every subscriber's estimate: one of each per participant
-            after = {**{mid: src for mid, src in sources.items() if mid not in live}, **live}
-            for shared in ("screen", "screen_audio"):
-                if sum(src == shared for src in after.values()) > 1:
-                    raise MediaError("invalid_sources", f"at most one {shared} track per participant")
+            sources = check_sources(info, sources, {rec.mid: (rec.id, rec.source) for rec in self.tracks})
             if self.publisher is not None and self.publisher.ended:
                 # it ended and the news is still on its way: this offer starts over on a new one
                 dead = self.publisher
@@ -477,6 +456,34 @@ class Peer:
 
     def decoded_nothing(self) -> bool:
         return all(t.receivers_decoded_nothing() for t in (self.publisher, self.subscriber) if t is not None)
+
+
+def check_sources(info: sdpmod.OfferInfo, sources: Any, live: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """An offer's `sources` (mid -> what its track carries), checked against the offer and against
+    what is published already (`live`: mid -> (track id, source)); raises `invalid_sources`."""
+    sources = sources or {}
+    if not isinstance(sources, dict):
+        raise MediaError("invalid_sources", "sources must map mids to sources")
+    kinds = {m.mid: m.kind for m in info.media}
+    for mid, source in sources.items():
+        if not isinstance(mid, str) or not isinstance(source, str) or source not in SOURCE_KINDS:
+            raise MediaError("invalid_sources", f"unknown source {str(source)[:32]!r}; one of {', '.join(SOURCES)}")
+        if mid not in kinds:
+            raise MediaError("invalid_sources", f"sources names mid {mid[:16]!r}, which the offer has no "
+                                                f"audio or video m-line for")
+        if kinds[mid] != SOURCE_KINDS[source]:
+            raise MediaError("invalid_sources", f"mid {mid!r} is {kinds[mid]}; {source} is {SOURCE_KINDS[source]}")
+    for mid, (track_id, source) in live.items():
+        if mid in sources and sources[mid] != source:
+            raise MediaError("invalid_sources", f"track {track_id} is published as {source}: unpublish "
+                                                f"it before sending {sources[mid]} on mid {mid}")
+    # screens are served first from every subscriber's estimate: one of each per participant
+    after = {**{mid: src for mid, src in sources.items() if mid not in live},
+             **{mid: src for mid, (_, src) in live.items()}}
+    for shared in ("screen", "screen_audio"):
+        if sum(src == shared for src in after.values()) > 1:
+            raise MediaError("invalid_sources", f"at most one {shared} track per participant")
+    return sources
 
 
 def _same_codec(slot: SendSlot, rec: PublishedTrack[DownTrack]) -> bool:

@@ -13,7 +13,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sfu.api import MediaError, SdpError
+from sfu.api import Broadcast, MediaError, SdpError
 from signalling.access.throttle import client_key
 from signalling.config import Settings
 from signalling.protocol import messages
@@ -73,7 +73,12 @@ class Connection:
                 msg = await self.out.get()
                 if msg is None or self.ws.closed:
                     break
-                await self.ws.send_str(json.dumps(msg))
+                if isinstance(msg, Broadcast):  # the same event to a whole room: encoded once
+                    if msg.encoded is None:
+                        msg.encoded = json.dumps(msg)
+                    await self.ws.send_str(msg.encoded)
+                else:
+                    await self.ws.send_str(json.dumps(msg))
         except (ConnectionError, RuntimeError):
             pass
         finally:
