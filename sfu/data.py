@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sfu.bucket import TokenBucket
 from sfu.metrics import STATS
 
 log = logging.getLogger("basement.data")
@@ -59,23 +60,6 @@ def configure_data(limits: DataLimits) -> None:
     _limits = limits
 
 
-class TokenBucket:
-    """`rate` per second, at most `burst` at once."""
-
-    __slots__ = ("rate", "burst", "tokens", "at")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
-
-    def take(self, n: float, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < n:
-            return False
-        self.tokens -= n
-        return True
-
-
 def _encode(msg: dict[str, Any]) -> str:
     return json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
 
@@ -92,9 +76,8 @@ class DataEndpoint:
         self.relay: DataRelay | None = None
         self.messages = 0  # relayed from this participant (the session summary counts them)
         self.lost = 0  # reliable messages to it dropped since it was last told (`data_lost`)
-        now = clock()
-        self._count = TokenBucket(self.limits.rate, self.limits.burst, now)
-        self._bytes = TokenBucket(self.limits.byte_rate, self.limits.byte_burst, now)
+        self._count = TokenBucket(self.limits.rate, self.limits.burst, clock)
+        self._bytes = TokenBucket(self.limits.byte_rate, self.limits.byte_burst, clock)
         self.closed = False
 
     # --- channels -------------------------------------------------------------------------------
@@ -141,11 +124,10 @@ class DataEndpoint:
             self._refuse(channel, "message_too_large",
                          f"message of {size} bytes; at most {self.limits.max_message_bytes} are relayed")
             return
-        now = self.clock()
         limited = ""
-        if not self._count.take(1, now):
+        if not self._count.take():
             limited = f"over {self.limits.rate:g} messages per second (bursts of {self.limits.burst:g}): not relayed"
-        elif not self._bytes.take(size, now):
+        elif not self._bytes.take(size):
             limited = (f"over {self.limits.byte_rate:g} bytes per second (bursts of {self.limits.byte_burst:g}): "
                        "not relayed")
         try:

@@ -26,6 +26,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu import datapath
 from sfu import sdp as sdpmod
 from sfu.api import SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
+from sfu.bucket import TokenBucket
 from sfu.data import DataEndpoint
 from sfu.downtrack import Continuity, DownTrack
 from sfu.ingress import Ingress, ingress_class
@@ -39,7 +40,13 @@ Emit = Callable[[dict[str, Any]], None]
 # (publisher, its tracks that just ended): the node unpublishes them in the room
 TracksLost = Callable[["Peer", list[PublishedTrack[DownTrack]]], None]
 
-__all__ = ["Emit", "Peer", "Room", "TracksLost"]
+__all__ = ["Emit", "Peer", "Room", "TracksLost", "check_sources"]
+
+# Unpublishing a track and publishing it again (a screen share stopped and started) renegotiates
+# every subscriber of the room. The WebSocket rate limit alone would let one participant cause ten
+# such rounds a second in every other participant's browser: unpublishing is limited on its own.
+UNPUBLISH_BURST = 10
+UNPUBLISH_PER_S = 0.5
 
 
 class Room(Protocol):
@@ -95,6 +102,7 @@ class Peer:
         self._offer_task: asyncio.Future[None] | None = None
         self._offer_lock = asyncio.Lock()
         self._unpublished: set[str] = set()  # mids of the publish connection whose track was unpublished
+        self._unpublishes = TokenBucket(UNPUBLISH_PER_S, UNPUBLISH_BURST, time.monotonic)
         # set by the node: called when a failed publish connection took this peer's tracks with it
         self.on_tracks_lost: TracksLost | None = None
         self._lost_tasks: set[asyncio.Future[None]] = set()
@@ -161,6 +169,10 @@ class Peer:
             rec = next((r for r in self.tracks if r.id == track_id), None)
             if rec is None or self.ingress is None:
                 raise MediaError("unknown_track", f"no track {track_id[:64]!r} published by this participant")
+            if not self._unpublishes.take():
+                raise MediaError("rate_limited", f"more than {UNPUBLISH_BURST} unpublishes at once or one every "
+                                                 f"{1 / UNPUBLISH_PER_S:g} s: each renegotiates the whole room; "
+                                                 "the track was not unpublished")
             self.ingress.remove(rec.mid)
             self._unpublished.add(rec.mid)  # (a mid of this connection's offers: at most sdp.MAX_MEDIA)
         return rec

@@ -40,3 +40,25 @@ def test_refusals(sources, live, message):
 def test_an_unpublished_screen_does_not_count():
     # a stopped share's m-line is not live: sharing on another mid is allowed
     assert check_sources(OFFER, {"2": "screen"}, {"1": ("TR_p_1", "camera")}) == {"2": "screen"}
+
+
+async def test_unpublishing_is_rate_limited(monkeypatch):
+    """Every unpublish (and the re-share after it) renegotiates the room: ten at once, then one per 2 s."""
+    import types
+
+    from sfu import peer as peermod
+
+    now = [1000.0]
+    monkeypatch.setattr(peermod.time, "monotonic", lambda: now[0])
+    p = peermod.Peer("PA_p", "p", types.SimpleNamespace(observe_audio=None), emit=lambda m: None)
+    removed = []
+    track = types.SimpleNamespace(id="TR_PA_p_1", mid="1")
+    p.ingress = types.SimpleNamespace(tracks={"1": track}, remove=removed.append)
+    for _ in range(peermod.UNPUBLISH_BURST):
+        assert await p.unpublish("TR_PA_p_1") is track
+    with pytest.raises(MediaError) as e:
+        await p.unpublish("TR_PA_p_1")
+    assert e.value.code == "rate_limited" and "one every 2 s" in e.value.message
+    assert len(removed) == peermod.UNPUBLISH_BURST
+    now[0] += 2.0
+    assert await p.unpublish("TR_PA_p_1") is track

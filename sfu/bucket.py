@@ -1,0 +1,26 @@
+"""TokenBucket: a rate with bursts, for every per-client limit (WebSocket messages, data channel
+messages and bytes, track changes). Imports nothing from sfu: both planes use it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` at once; `take(n)` spends n if it can."""
+
+    __slots__ = ("rate", "burst", "clock", "tokens", "last")
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.last = clock()
+
+    def take(self, n: float = 1.0) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
