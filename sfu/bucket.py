@@ -1,5 +1,6 @@
-"""TokenBucket: a rate with bursts, for every per-client limit (WebSocket messages, data channel
-messages and bytes, track changes). Imports nothing from sfu: both planes use it."""
+"""TokenBucket: a rate with bursts, for the media plane's per-participant limits (data channel
+messages and bytes, unpublishing). The control plane has its own (signalling/protocol/edge.py):
+the planes share nothing but sfu.api."""
 
 from __future__ import annotations
 

@@ -14,11 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sfu.api import Broadcast, MediaError, SdpError
-from sfu.bucket import TokenBucket
 from signalling.access.throttle import client_key
 from signalling.config import Settings
 from signalling.protocol import messages
-from signalling.protocol.edge import EDGE_KEY, EDGE_STATS, Edge, install
+from signalling.protocol.edge import EDGE_KEY, EDGE_STATS, Edge, TokenBucket, install
 from signalling.protocol.messages import ProtocolError
 from signalling.protocol.rooms import Participant, RoomManager, SendQueue
 

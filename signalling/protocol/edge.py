@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from sfu.bucket import TokenBucket
 from signalling.config import Settings
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -74,6 +73,24 @@ class EdgeCollector:
             errors.add_metric([code], n)
         yield errors
         yield GaugeMetricFamily("basement_ws_open", "open client WebSockets", value=s.open_sockets)
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; one message costs one token."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.last = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def _networks(entries: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
