@@ -49,6 +49,10 @@ class DataLimits:
     byte_burst: float = 4 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024  # waiting on one recipient's channel before it loses messages
     history: int = 50  # chat messages a room keeps for late joiners
+    # deliveries (one message to one recipient) per second in one room, everyone's together: each
+    # is an SCTP send in Python (~50-100 us), and N senders at full rate cost N x rate x (N - 1)
+    room_rate: float = 5000.0
+    room_burst: float = 10000.0
 
 
 _limits = DataLimits()
@@ -140,9 +144,13 @@ class DataEndpoint:
         if limited or problem:  # (parsed all the same, so that the error can name the message's id)
             self._refuse(channel, "rate_limited" if limited else "invalid_message", limited or problem, ref)
             return
+        if self.relay is not None and not self.relay.relay(self, channel.label, msg.get("topic", ""), msg["data"],
+                                                           msg.get("to") or []):
+            budget = self.relay.limits.room_rate
+            self._refuse(channel, "rate_limited", f"the room is over its data budget ({budget:g} deliveries per "
+                                                  "second, shared by everyone): not relayed", ref)
+            return
         self.messages += 1
-        if self.relay is not None:
-            self.relay.relay(self, channel.label, msg.get("topic", ""), msg["data"], msg.get("to") or [])
 
     def _refuse(self, channel: Any, code: str, message: str, ref: Any = None) -> None:
         STATS.drop("data_refused")
@@ -220,12 +228,14 @@ def _problem(msg: Any) -> tuple[str, Any]:
 class DataRelay:
     """One room's data messages: relayed to its participants' endpoints, the chat history kept."""
 
-    def __init__(self, limits: DataLimits | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, limits: DataLimits | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or _limits
         self.clock = clock
         self.endpoints: dict[str, DataEndpoint] = {}
         self.seq = 0
         self.history: deque[dict[str, Any]] = deque(maxlen=max(0, self.limits.history))
+        self._budget = TokenBucket(self.limits.room_rate, self.limits.room_burst, monotonic)
 
     def add(self, endpoint: DataEndpoint) -> None:
         endpoint.relay = self
@@ -236,22 +246,29 @@ class DataRelay:
             del self.endpoints[endpoint.id]
         endpoint.relay = None
 
-    def relay(self, sender: DataEndpoint, label: str, topic: str, data: str, to: list[str]) -> None:
+    def relay(self, sender: DataEndpoint, label: str, topic: str, data: str, to: list[str]) -> bool:
+        """Relay one message; False (nothing sent) when the room is over its delivery budget."""
+        if to:
+            to = list(dict.fromkeys(to))
+            targets = [self.endpoints[p] for p in to if p in self.endpoints and p != sender.id]
+        else:
+            targets = [e for e in self.endpoints.values() if e is not sender]
+        if targets and not self._budget.take(len(targets)):
+            STATS.drop("data_room_budget")
+            return False
         self.seq += 1
         out: dict[str, Any] = {"type": "data", "seq": self.seq, "from": sender.id, "name": sender.name,
                                "identity": sender.identity, "topic": topic, "data": data,
                                "at": int(self.clock() * 1000)}
         if to:
-            out["to"] = to = list(dict.fromkeys(to))
-            targets = [self.endpoints[p] for p in to if p in self.endpoints and p != sender.id]
-        else:
-            targets = [e for e in self.endpoints.values() if e is not sender]
+            out["to"] = to
         text = _encode(out)
         size = len(text.encode("utf-8"))
         for endpoint in targets:
             endpoint.deliver(label, text, size)
         if label == "reliable" and topic == CHAT_TOPIC and not to:
             self.history.append(out)
+        return True
 
     def replay(self, endpoint: DataEndpoint) -> None:
         """The chat history, to a participant whose reliable channel just opened."""

@@ -175,6 +175,11 @@ class Settings:
         metadata={"group": "media", "help": "data waiting on one recipient's channel before messages to it are "
                                             "dropped (data_lost)"},
     )
+    data_room_rate: float = field(
+        default=5000.0,
+        metadata={"group": "media", "help": "data channel deliveries (a message to one recipient) per second in one "
+                                            "room, everyone's together (bursts of twice that); over it: rate_limited"},
+    )
     data_history: int = field(
         default=50, metadata={"group": "media", "help": "chat messages a room keeps for late joiners (0 = none)"}
     )
@@ -319,8 +324,8 @@ class Settings:
         if not 1 <= self.data_max_message_bytes <= 256 * 1024:
             raise ConfigError(f"data_max_message_bytes: {self.data_max_message_bytes} is not between 1 and 262144 "
                               "(what the SFU's SCTP accepts, a=max-message-size)")
-        if self.data_rate <= 0 or self.data_burst < 1:
-            raise ConfigError("data_rate/data_burst: a rate above 0 and a burst of at least 1")
+        if self.data_rate <= 0 or self.data_burst < 1 or self.data_room_rate <= 0:
+            raise ConfigError("data_rate/data_burst/data_room_rate: rates above 0 and a burst of at least 1")
         if self.data_max_buffered_bytes < self.data_max_message_bytes:
             raise ConfigError("data_max_buffered_bytes: must hold at least one message (data_max_message_bytes)")
         if not 0 <= self.data_history <= 1000:

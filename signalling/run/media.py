@@ -13,7 +13,8 @@ def configure_media(settings: Settings) -> None:
     downtrack.configure_retransmission(settings.retransmit_budget)
     data.configure_data(data.DataLimits(
         max_message_bytes=settings.data_max_message_bytes, rate=settings.data_rate, burst=settings.data_burst,
-        max_buffered_bytes=settings.data_max_buffered_bytes, history=settings.data_history))
+        max_buffered_bytes=settings.data_max_buffered_bytes, history=settings.data_history,
+        room_rate=settings.data_room_rate, room_burst=2 * settings.data_room_rate))
     try:
         transport.configure_srtp(settings.srtp_profiles)
     except ValueError as e:

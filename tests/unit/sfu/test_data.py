@@ -221,3 +221,28 @@ def test_an_endpoint_that_left_receives_nothing():
     relay.remove(b)
     send(ach, "x")
     assert bch.sent == [] and b.relay is None
+
+
+def test_a_room_has_one_delivery_budget_for_everyone():
+    clock = Clock()
+    limits = DataLimits(room_rate=10, room_burst=20)
+    relay = DataRelay(limits, clock=clock, monotonic=clock)
+    eps = []
+    for name in "abcde":
+        ep = DataEndpoint(f"PA_{name}", name, f"guest-{name}", limits, clock=clock)
+        relay.add(ep)
+        ch = Channel()
+        ep.attach(ch)
+        eps.append((ep, ch))
+    (a, ach), (_, bch) = eps[0], eps[1]
+    for i in range(6):  # 4 recipients each: 5 fit in 20
+        send(ach, f"m{i}", id=i)
+    assert bch.data() == [f"m{i}" for i in range(5)] and a.messages == 5
+    (err,) = ach.sent
+    assert (err["code"], err["id"]) == ("rate_limited", 5) and "the room is over its data budget" in err["message"]
+    # another sender shares the budget; a message to one recipient costs one delivery
+    send(bch, "direct", to=["PA_c"])
+    assert bch.sent[-1]["type"] == "error"
+    clock.now += 0.15
+    send(bch, "direct", to=["PA_c"])
+    assert eps[2][1].data()[-1] == "direct"
