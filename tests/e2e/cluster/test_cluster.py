@@ -482,3 +482,23 @@ async def test_sigterm_drains_node_takes_no_new_rooms_and_exits_when_its_room_en
         await cl.leave()
     assert await home.wait_exit(15) == 0
     assert await placement(c, "ongoing") is None
+
+
+async def test_chat_between_participants_of_one_room_joined_through_two_replicas(cluster):
+    """Data channels end on the room's media node, whichever replica carried the offer: the
+    node relays, stamps the sender, and keeps the history for a later joiner."""
+    c = await cluster(nodes=2, replicas=2)
+    a, _ = await joined(cluster, c.replicas[0].url, "chat-cl", "alice")
+    b, _ = await joined(cluster, c.replicas[1].url, "chat-cl", "bob")
+    for client in (a, b):
+        await client.publish(data=True)
+        await client.wait_data_open(timeout=20)
+    a.send_data("hello from replica 0")
+    await b.wait_for(lambda: [m["data"] for m in b.data_received("chat")] == ["hello from replica 0"], timeout=20)
+    assert b.data_received("chat")[0]["from"] == a.participant["id"]
+    b.send_data("and back")
+    await a.wait_for(lambda: [m["data"] for m in a.data_received("chat")] == ["and back"], timeout=20)
+    late, _ = await joined(cluster, c.replicas[1].url, "chat-cl", "late")
+    await late.publish(data=True)
+    await late.wait_for(lambda: [(m["data"], m.get("history")) for m in late.data_received("chat")]
+                        == [("hello from replica 0", True), ("and back", True)], timeout=20)
