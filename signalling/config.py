@@ -27,6 +27,7 @@ ENV_PREFIX = "BASEMENT_"
 GROUPS: dict[str, str] = {
     "logging": "logging",
     "http": "HTTP server (signalling, or the probes of `basement sfu`)",
+    "tls": "TLS (HTTPS and WSS for the signalling server)",
     "metrics": "Prometheus metrics",
     "signalling": "WebSocket signalling and rooms",
     "media": "media plane (ICE, RTP, simulcast)",
@@ -42,10 +43,10 @@ GROUPS: dict[str, str] = {
 
 # What each subcommand reads (a nested one is named by its path, e.g. "sessions writer").
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "serve": ("logging", "http", "metrics", "signalling", "media", "access", "chain", "sessions", "recording",
+    "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "access", "chain", "sessions", "recording",
               "writer", "redis"),
     "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node"),
-    "signal": ("logging", "http", "metrics", "signalling", "access", "chain", "redis", "cluster"),
+    "signal": ("logging", "http", "tls", "metrics", "signalling", "access", "chain", "redis", "cluster"),
     "sessions list": ("logging", "chain", "sessions"),
     "sessions verify": ("logging", "chain", "sessions"),
     "sessions prove": ("logging", "chain", "sessions"),
@@ -68,6 +69,16 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"group": "http",
                                                      "help": "address the HTTP/WebSocket server binds"})
     port: int = field(default=8080, metadata={"group": "http", "help": "HTTP/WebSocket port (0 = any free port)"})
+    tls: str = field(
+        default="", metadata={"group": "tls",
+                              "help": "'self-signed': serve HTTPS/WSS with a certificate made at start (LAN trials; "
+                                      "its SHA-256 fingerprint is printed); empty: HTTPS only with tls_cert/tls_key"}
+    )
+    tls_cert: str = field(default="", metadata={"group": "tls",
+                                                "help": "PEM certificate chain file: serve HTTPS/WSS (with tls_key)"})
+    tls_key: str = field(default="", metadata={"group": "tls",
+                                               "help": "PEM private key file of tls_cert (read once at start, never "
+                                                       "logged)"})
     metrics_host: str = field(default="127.0.0.1", metadata={"group": "metrics",
                                                              "help": "address of the Prometheus endpoint"})
     metrics_port: int = field(default=9090, metadata={"group": "metrics",
@@ -75,7 +86,7 @@ class Settings:
     log_level: str = field(default="info", metadata={"group": "logging", "help": "debug, info, warning or error"})
     public_url: str = field(
         default="", metadata={"group": "signalling",
-                              "help": "URL users open (for SIWE domain/URI); default http://host:port"}
+                              "help": "URL users open (for SIWE domain/URI); default http(s)://host:port"}
     )
     allowed_origins: list[str] = field(
         default_factory=list,
@@ -337,13 +348,23 @@ class Settings:
                               "(each layer needs a media and an RTX SSRC)")
         if self.chain not in ("embedded", "rpc"):
             raise ConfigError(f"chain: {self.chain!r} is not 'embedded' or 'rpc'")
+        if self.tls not in ("", "self-signed"):
+            raise ConfigError(f"tls: {self.tls!r} is not 'self-signed' (or empty: files from tls_cert/tls_key)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert/tls_key: give both, or neither")
+        if self.tls and self.tls_cert:
+            raise ConfigError("tls: 'self-signed' and tls_cert/tls_key exclude each other")
         if self.chain == "rpc" and not self.rpc_url:
             raise ConfigError("rpc_url: required when chain=rpc")
         return self
 
     @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls or self.tls_cert)
+
+    @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return self.public_url or f"{'https' if self.tls_enabled else 'http'}://{self.host}:{self.port}"
 
 
 def _check_ranges(ranges: list[str]) -> None:

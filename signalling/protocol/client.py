@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import logging
+import ssl as ssl_
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,10 @@ def _new_pc() -> RTCPeerConnection:
 
 
 class Client:
-    def __init__(self, url: str, video_codec: str = "VP8") -> None:
+    def __init__(self, url: str, video_codec: str = "VP8", ssl: ssl_.SSLContext | bool = True) -> None:
+        """`ssl`: for an https:// server, the context to verify it with (e.g. one trusting a
+        self-signed certificate's file), True for the system's CAs, False to skip verification."""
+        self.ssl = ssl
         base = url.rstrip("/")
         self.ws_url = base.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
         self.video_codec = video_codec
@@ -93,7 +97,7 @@ class Client:
     # --- connection ---------------------------------------------------------------------------
     async def connect(self) -> None:
         self.session = aiohttp.ClientSession()
-        self.ws = await self.session.ws_connect(self.ws_url, heartbeat=20)
+        self.ws = await self.session.ws_connect(self.ws_url, heartbeat=20, ssl=self.ssl)
         self._reader = asyncio.ensure_future(self._read())
 
     async def send(self, msg: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 from signalling.run.nodeagent import NodeAgent
+from signalling.run.tls import server_tls
 
 log = logging.getLogger("basement.cluster")
 
@@ -162,6 +163,7 @@ async def run_signal(settings: Settings) -> int:
     stop = asyncio.Event()
     _stop_signals(stop.set)
     # connect first: a replica without Redis can do nothing, and the startup probe allows for it
+    tls = server_tls(settings)  # before connecting anywhere: a bad certificate is a ConfigError
     bus, store = await connect(settings, replica_channel(replica_id))
     # Sign-in, grants, gates and the admin API work as in `basement serve`, with nonces and room
     # configs in Redis so any replica can finish what another started. Session summaries need one
@@ -176,13 +178,15 @@ async def run_signal(settings: Settings) -> int:
     mount(control, replica.app, replica.rooms)
     await replica.start()
     runners = []
-    runner, port = await start_app(replica.app, settings.host, settings.port)
+    runner, port = await start_app(replica.app, settings.host, settings.port, tls.context if tls else None)
     runners.append(runner)
     if settings.metrics_port:
         mrunner, _ = await start_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     settle_after_startup()
-    print(f"basement signal {replica_id} ready on port {port}", flush=True)
+    print(f"basement signal {replica_id} ready on port {port}" + (" (HTTPS)" if tls else ""), flush=True)
+    if tls is not None and tls.self_signed:
+        print(f"TLS: self-signed certificate, SHA-256 fingerprint {tls.fingerprint}", flush=True)
     await stop.wait()
     await replica.shutdown()
     await control.stop()

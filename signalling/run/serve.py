@@ -22,6 +22,7 @@ from signalling.run.control import build_control_plane, mount
 from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
+from signalling.run.tls import Tls, server_tls
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
@@ -38,10 +39,11 @@ class Server:
     port: int = 0
     metrics_port: int = 0
     control: Any = None
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
         await self.node.close()
@@ -57,6 +59,7 @@ async def start_server(settings: Settings) -> Server:
                                    settings.rtp_port_min, settings.rtp_port_max,
                                    settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
     configure_media(settings)
+    tls = server_tls(settings)  # before anything starts: a bad certificate is a ConfigError
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
 
@@ -81,8 +84,8 @@ async def start_server(settings: Settings) -> Server:
     app.router.add_get("/api/info", chain_info)
     if cp.embedded is not None:
         app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
-    server = Server(settings, node, rooms, app, control=cp)
-    runner, server.port = await start_app(app, settings.host, settings.port)
+    server = Server(settings, node, rooms, app, control=cp, tls=tls)
+    runner, server.port = await start_app(app, settings.host, settings.port, tls.context if tls else None)
     server.runners.append(runner)
     if not settings.public_url and settings.port == 0:
         # wallets compare the SIWE domain with the page's host: give them the port really bound
@@ -128,6 +131,9 @@ async def serve_forever(settings: Settings) -> None:
     settle_after_startup()
     print(f"Basement is running: open {server.url}/  (metrics on "
           f"http://{settings.metrics_host}:{server.metrics_port}/metrics)", flush=True)
+    if server.tls is not None and server.tls.self_signed:
+        print(f"TLS: a self-signed certificate made for this run; before accepting it in the browser, check "
+              f"its SHA-256 fingerprint is {server.tls.fingerprint}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
