@@ -129,8 +129,9 @@ async def dev_wallet_sign(request: web.Request) -> web.Response:
 async def serve_forever(settings: Settings) -> None:
     server = await start_server(settings)
     settle_after_startup()
-    print(f"Basement is running: open {server.url}/  (metrics on "
-          f"http://{settings.metrics_host}:{server.metrics_port}/metrics)", flush=True)
+    metrics = (f"metrics on http://{settings.metrics_host}:{server.metrics_port}/metrics" if settings.metrics_port
+               else "metrics off")
+    print(f"Basement is running: open {server.url}/  ({metrics})", flush=True)
     if server.tls is not None and server.tls.self_signed:
         print(f"TLS: a self-signed certificate made for this run; before accepting it in the browser, check "
               f"its SHA-256 fingerprint is {server.tls.fingerprint}", flush=True)
