@@ -24,7 +24,14 @@ from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
 from signalling.access.errors import AccessDenied, AuthError
-from signalling.access.gating import CANNOT_VERIFY, GateError, GateEvaluator, RoomRegistry, validate_room_name
+from signalling.access.gating import (
+    CANNOT_VERIFY,
+    GateError,
+    GateEvaluator,
+    RoomRegistry,
+    describe,
+    validate_room_name,
+)
 from signalling.access.grants import GrantIssuer, IssuedGrant, SignIn, SignInIssuer
 from signalling.access.siwe import (
     MemoryNonceStore,
@@ -279,7 +286,8 @@ def _signin_token_field(body: dict[str, Any]) -> str | None:
 
 
 def auth_routes(service: AuthService) -> list[web.RouteDef]:
-    """`GET /auth/nonce`, `POST /auth/siwe`, `POST /auth/grant` (add with `app.add_routes(...)`).
+    """`GET /auth/nonce`, `POST /auth/siwe`, `POST /auth/grant`, `GET /api/rooms/{room}` (add with
+    `app.add_routes(...)`).
 
     Every request first spends a token of its client address's bucket (`service.limiter`)."""
 
@@ -343,4 +351,26 @@ def auth_routes(service: AuthService) -> list[web.RouteDef]:
                                   "canPublish": g.can_publish, "canSubscribe": g.can_subscribe,
                                   "expiresAt": format_time(g.expires_at)})
 
-    return [web.get("/auth/nonce", nonce), web.post("/auth/siwe", siwe), web.post("/auth/grant", grant)]
+    async def room(request: web.Request) -> web.Response:
+        """What a room asks of a participant, before any signature: open, or gated and by what."""
+        if (refused := throttled(request)) is not None:
+            return refused
+        name = request.match_info["room"]
+        try:
+            validate_room_name(name)
+        except GateError as e:
+            return _error(400, str(e))
+        cfg = await service.registry.get(name)
+        gate = cfg.gate if cfg is not None else None
+        return web.json_response({
+            "room": name,
+            "gated": gate is not None,
+            # what to show a person: the whole requirement in words, and each condition on its own
+            "requirement": describe(gate.root) if gate is not None else None,
+            "conditions": [c.describe() for c in gate.conditions()] if gate is not None else [],
+            "gate": gate.to_json() if gate is not None else None,
+            "maxParticipants": cfg.max_participants if cfg is not None else None,
+        })
+
+    return [web.get("/auth/nonce", nonce), web.post("/auth/siwe", siwe), web.post("/auth/grant", grant),
+            web.get("/api/rooms/{room}", room)]

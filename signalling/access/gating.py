@@ -199,6 +199,15 @@ def _node_json(node: Node) -> dict[str, Any]:
     return {key: [_node_json(c) for c in node.children]}
 
 
+def describe(node: Node, top: bool = True) -> str:
+    """The gate in words, for a person deciding whether to sign in: "hold X and (own Y or hold Z)"."""
+    if isinstance(node, Condition):
+        return node.describe()
+    joiner = " and " if isinstance(node, All) else " or "
+    text = joiner.join(describe(c, top=False) for c in node.children)
+    return text if top or len(node.children) == 1 else f"({text})"
+
+
 def _leaves(node: Node) -> Iterable[Condition]:
     if isinstance(node, Condition):
         yield node
