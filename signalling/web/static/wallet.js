@@ -58,6 +58,13 @@ export async function offerWallets(room, reason) {
   $('#grant-slot').hidden = false;
   $('#wallet-prompt').textContent = `“${room}” is a token-gated room: sign in with a wallet that qualifies to join.`;
   renderWallet();
+  // what the room asks, in words, before anyone signs anything (GET /api/rooms/{room})
+  api(`/api/rooms/${encodeURIComponent(room)}`).then((r) => {
+    if (!r || !r.gated || !B.gate || B.gate.room !== room) return;
+    B.gate.requirement = r.requirement;
+    $('#wallet-prompt').textContent = `“${room}” is a token-gated room. To join, ${r.requirement}. `
+      + 'Sign in with a wallet that qualifies.';
+  }).catch(() => { /* the generic prompt stays */ });
   try {
     const info = await serverInfo();
     $('#wallet-dev').hidden = !info.embedded;

@@ -240,7 +240,13 @@ async def test_browser_wallet_signs_in_and_joins_the_gated_room(server, gated_pa
         # the refused join is not an error banner but the wallet choices, both offered (embedded chain)
         gate = await page.evaluate("window.basement.gate")
         assert gate["room"] == ROOM and "token-gated" in gate["reason"]
-        assert ROOM in await page.evaluate("document.querySelector('#wallet-prompt').textContent")
+        # the page says what the room asks before any signature (GET /api/rooms/{room})
+        requirement = await page.wait_for("window.basement.gate.requirement")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/api/rooms/{ROOM}") as r:
+                assert requirement == (await r.json())["requirement"] and "ERC-721" in requirement
+        prompt = await page.evaluate("document.querySelector('#wallet-prompt').textContent")
+        assert ROOM in prompt and f"To join, {requirement}." in prompt
         assert await page.evaluate("document.querySelector('#wallet-dev').hidden") is False
         assert await page.evaluate("document.querySelector('#error-banner').hidden") is True
         assert in_room(server, demo.address) == []
