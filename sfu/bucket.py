@@ -10,7 +10,7 @@ from collections.abc import Callable
 class TokenBucket:
     """`rate` tokens per second, at most `burst` at once; `take(n)` spends n if it can."""
 
-    __slots__ = ("rate", "burst", "clock", "tokens", "last")
+    __slots__ = ("rate", "burst", "clock", "tokens", "last")  # (one per participant: keep it small)
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
@@ -25,3 +25,7 @@ class TokenBucket:
             return False
         self.tokens -= n
         return True
+
+    def refund(self, n: float) -> None:
+        """Give back what `take` spent on something that did not happen after all."""
+        self.tokens = min(self.burst, self.tokens + n)

@@ -34,6 +34,9 @@ MAX_ID_CHARS = 64
 # a lossy message is dropped as soon as this much waits on the recipient's channel: a state update
 # that cannot leave now is stale by the time it could
 LOSSY_BUFFERED_BYTES = 64 * 1024
+DELIVERY_BYTES = 1200  # what one delivery of the room budget covers (about an SCTP chunk)
+SENDER_SHARE = 4  # one sender may use 1/SENDER_SHARE of its room's delivery budget
+REPLAY_EVERY_S = 5.0  # the chat history is replayed to one participant at most this often (bursts of 2)
 
 __all__ = ["CHAT_TOPIC", "LABELS", "DataEndpoint", "DataLimits", "DataRelay", "configure_data"]
 
@@ -49,8 +52,10 @@ class DataLimits:
     byte_burst: float = 4 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024  # waiting on one recipient's channel before it loses messages
     history: int = 50  # chat messages a room keeps for late joiners
-    # deliveries (one message to one recipient) per second in one room, everyone's together: each
-    # is an SCTP send in Python (~50-100 us), and N senders at full rate cost N x rate x (N - 1)
+    # deliveries per second in one room, everyone's together; a delivery is one message to one
+    # recipient, and one of n bytes counts as ceil(n / DELIVERY_BYTES) (the SCTP chunks it becomes:
+    # each is Python work). N senders at full rate would cost N x rate x (N - 1). One sender may use
+    # at most a quarter of it, so two cannot starve the room.
     room_rate: float = 5000.0
     room_burst: float = 10000.0
 
@@ -82,6 +87,9 @@ class DataEndpoint:
         self.lost = 0  # reliable messages to it dropped since it was last told (`data_lost`)
         self._count = TokenBucket(self.limits.rate, self.limits.burst, clock)
         self._bytes = TokenBucket(self.limits.byte_rate, self.limits.byte_burst, clock)
+        self.deliveries = TokenBucket(self.limits.room_rate / SENDER_SHARE, self.limits.room_burst / SENDER_SHARE,
+                                      clock)  # its share of the room's budget
+        self.replays = TokenBucket(1 / REPLAY_EVERY_S, 2, clock)
         self.closed = False
 
     # --- channels -------------------------------------------------------------------------------
@@ -90,8 +98,9 @@ class DataEndpoint:
         label = channel.label
         if self.closed or label not in LABELS or label in self.channels:
             STATS.drop("data_channel_refused")
-            log.info("closing data channel %r of %s: the labels are %s, one each", str(label)[:32], self.id,
-                     " and ".join(LABELS))
+            # (debug: a client can open channels in a loop; the counter and the SCTP guard bound it)
+            log.debug("closing data channel %r of %s: the labels are %s, one each", str(label)[:32], self.id,
+                      " and ".join(LABELS))
             channel.close()
             return
         self.channels[label] = channel
@@ -144,11 +153,11 @@ class DataEndpoint:
         if limited or problem:  # (parsed all the same, so that the error can name the message's id)
             self._refuse(channel, "rate_limited" if limited else "invalid_message", limited or problem, ref)
             return
-        if self.relay is not None and not self.relay.relay(self, channel.label, msg.get("topic", ""), msg["data"],
-                                                           msg.get("to") or []):
-            budget = self.relay.limits.room_rate
-            self._refuse(channel, "rate_limited", f"the room is over its data budget ({budget:g} deliveries per "
-                                                  "second, shared by everyone): not relayed", ref)
+        if self.relay is None:
+            return  # leaving: the room is gone already (not relayed, not counted)
+        over = self.relay.relay(self, channel.label, msg.get("topic", ""), msg["data"], msg.get("to") or [])
+        if over:
+            self._refuse(channel, "rate_limited", f"{over}: not relayed", ref)
             return
         self.messages += 1
 
@@ -246,32 +255,48 @@ class DataRelay:
             del self.endpoints[endpoint.id]
         endpoint.relay = None
 
-    def relay(self, sender: DataEndpoint, label: str, topic: str, data: str, to: list[str]) -> bool:
-        """Relay one message; False (nothing sent) when the room is over its delivery budget."""
+    def relay(self, sender: DataEndpoint, label: str, topic: str, data: str, to: list[str]) -> str:
+        """Relay one message; "" when sent, else why nothing was (over a delivery budget)."""
         if to:
             to = list(dict.fromkeys(to))
             targets = [self.endpoints[p] for p in to if p in self.endpoints and p != sender.id]
         else:
             targets = [e for e in self.endpoints.values() if e is not sender]
-        if targets and not self._budget.take(len(targets)):
-            STATS.drop("data_room_budget")
-            return False
-        self.seq += 1
-        out: dict[str, Any] = {"type": "data", "seq": self.seq, "from": sender.id, "name": sender.name,
+        out: dict[str, Any] = {"type": "data", "seq": self.seq + 1, "from": sender.id, "name": sender.name,
                                "identity": sender.identity, "topic": topic, "data": data,
                                "at": int(self.clock() * 1000)}
         if to:
             out["to"] = to
         text = _encode(out)
         size = len(text.encode("utf-8"))
+        cost = len(targets) * -(-size // DELIVERY_BYTES)
+        if cost:
+            if not sender.deliveries.take(cost):
+                STATS.drop("data_room_budget")
+                return (f"over your share of the room's data budget ({self.limits.room_rate / SENDER_SHARE:g} "
+                        f"deliveries per second; a delivery is a message of up to {DELIVERY_BYTES} bytes to one "
+                        "recipient)")
+            if not self._budget.take(cost):
+                sender.deliveries.refund(cost)
+                STATS.drop("data_room_budget")
+                return (f"the room is over its data budget ({self.limits.room_rate:g} deliveries per second, "
+                        "shared by everyone)")
+        self.seq += 1
         for endpoint in targets:
             endpoint.deliver(label, text, size)
         if label == "reliable" and topic == CHAT_TOPIC and not to:
             self.history.append(out)
-        return True
+        return ""
 
     def replay(self, endpoint: DataEndpoint) -> None:
-        """The chat history, to a participant whose reliable channel just opened."""
-        for msg in list(self.history):
-            text = _encode({**msg, "history": True})
-            endpoint.deliver("reliable", text, len(text.encode("utf-8")))
+        """The chat history, to a participant whose reliable channel just opened: at most every
+        REPLAY_EVERY_S per participant, and paid from the room's budget like any delivery (a client
+        reopening its channel in a loop must not turn 50 messages of 16 KiB into a stream)."""
+        texts = [_encode({**msg, "history": True}) for msg in self.history]
+        sizes = [len(t.encode("utf-8")) for t in texts]
+        cost = sum(-(-n // DELIVERY_BYTES) for n in sizes)
+        if cost and (not endpoint.replays.take() or not self._budget.take(cost)):
+            STATS.drop("data_history_refused")
+            return
+        for text, size in zip(texts, sizes):
+            endpoint.deliver("reliable", text, size)

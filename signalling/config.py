@@ -188,8 +188,9 @@ class Settings:
     )
     data_room_rate: float = field(
         default=5000.0,
-        metadata={"group": "media", "help": "data channel deliveries (a message to one recipient) per second in one "
-                                            "room, everyone's together (bursts of twice that); over it: rate_limited"},
+        metadata={"group": "media", "help": "data channel deliveries (a message of up to 1,200 bytes to one recipient) "
+                                            "per second in one room, everyone's together (bursts of twice that; one "
+                                            "sender a quarter of it); over it: rate_limited"},
     )
     data_history: int = field(
         default=50, metadata={"group": "media", "help": "chat messages a room keeps for late joiners (0 = none)"}
@@ -337,6 +338,11 @@ class Settings:
                               "(what the SFU's SCTP accepts, a=max-message-size)")
         if self.data_rate <= 0 or self.data_burst < 1 or self.data_room_rate <= 0:
             raise ConfigError("data_rate/data_burst/data_room_rate: rates above 0 and a burst of at least 1")
+        if self.data_room_rate / 2 < self.max_participants_per_room:
+            # one sender's share of a room's budget holds data_room_rate / 2 deliveries at once: a chat
+            # line to a full room must fit
+            raise ConfigError(f"data_room_rate: {self.data_room_rate:g} is below twice max_participants_per_room "
+                              f"({self.max_participants_per_room}): a message to a full room could never be relayed")
         if self.data_max_buffered_bytes < self.data_max_message_bytes:
             raise ConfigError("data_max_buffered_bytes: must hold at least one message (data_max_message_bytes)")
         if not 0 <= self.data_history <= 1000:

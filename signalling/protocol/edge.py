@@ -133,7 +133,8 @@ class Edge:
         self.origins = frozenset(origins)
         self.any_host = "*" in self.hosts
         self.any_origin = "*" in self.origins
-        self.hsts = s.public_url.lower().startswith("https://")
+        # (not for tls=self-signed: a LAN trial must be able to go back to plain HTTP)
+        self.hsts = s.public_url.lower().startswith("https://") or bool(s.tls_cert)
 
     # --- who is asking -----------------------------------------------------------------------
     def client_address(self, request: web.Request) -> str:

@@ -51,10 +51,18 @@ def _context() -> ssl.SSLContext:
 
 def _from_files(cert_path: str, key_path: str) -> Tls:
     ctx = _context()
+
+    def no_password() -> str:
+        # (without a callback OpenSSL would prompt on the terminal for an encrypted key)
+        raise ConfigError(f"tls_key: {key_path!r} is encrypted; give the server an unencrypted key file "
+                          "readable only by its user")
+
     try:
-        ctx.load_cert_chain(cert_path, key_path)
+        ctx.load_cert_chain(cert_path, key_path, password=no_password)
         with open(cert_path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
+    except ConfigError:
+        raise
     except (OSError, ssl.SSLError, ValueError) as e:
         # (the message names the file and OpenSSL's reason, never the key's bytes)
         raise ConfigError(f"tls_cert/tls_key: cannot use {cert_path!r} with {key_path!r}: "
@@ -63,12 +71,28 @@ def _from_files(cert_path: str, key_path: str) -> Tls:
 
 
 def _names(settings: Settings) -> list[str]:
-    """What the certificate covers: the bound host, public_url's host, localhost and loopback."""
+    """What the certificate covers: the bound host (every interface's address when it binds them
+    all, the LAN case this mode is for), public_url's host, localhost and loopback."""
     names = ["localhost", "127.0.0.1", "::1"]
-    for host in (settings.host, urlsplit(settings.public_url).hostname or ""):
+    hosts = [settings.host, urlsplit(settings.public_url).hostname or ""]
+    if settings.host in ("0.0.0.0", "::", ""):
+        hosts += _interface_addresses()
+    for host in hosts:
         if host and host not in ("0.0.0.0", "::") and host not in names:
             names.append(host)
     return names
+
+
+def _interface_addresses() -> list[str]:
+    import ifaddr  # (aioice's dependency, so always there; only this start-up path needs it)
+
+    out = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            address = ip.ip if isinstance(ip.ip, str) else ip.ip[0]  # IPv6: (address, flowinfo, scope)
+            if "%" not in address and not ipaddress.ip_address(address).is_link_local:
+                out.append(address)
+    return out
 
 
 def _self_signed(names: list[str]) -> Tls:

@@ -127,3 +127,23 @@ async def test_an_unusable_certificate_stops_the_start_with_its_reason(tmp_path)
     with pytest.raises(config.ConfigError) as e:
         await start_server(settings)
     assert "tls_cert/tls_key: cannot use" in str(e.value) and "key values mismatch" in str(e.value).lower()
+
+
+async def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path):
+    cert, key = make_cert(tmp_path)
+    pem = serialization.load_pem_private_key((tmp_path / "key.pem").read_bytes(), None)
+    (tmp_path / "enc.pem").write_bytes(pem.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    settings = config.load(env={}, port=0, metrics_port=0, data_dir=str(tmp_path / "d"), tls_cert=cert,
+                           tls_key=str(tmp_path / "enc.pem"))
+    with pytest.raises(config.ConfigError) as e:
+        await start_server(settings)
+    assert "is encrypted; give the server an unencrypted key file" in str(e.value)
+
+
+def test_a_self_signed_certificate_for_every_interface_names_their_addresses():
+    from signalling.run import tls
+
+    names = tls._names(config.load(env={}, host="0.0.0.0"))
+    assert {"localhost", "127.0.0.1", "::1"} <= set(names) and "0.0.0.0" not in names
+    assert set(tls._interface_addresses()) <= set(names)

@@ -53,6 +53,12 @@ export async function join(room, name) {
         if (call === s) {
           showError(`publishing failed: ${e.message || e}`);
           logEvent(`publishing failed: ${e.message || e}`, 'error');
+          // a publish connection whose offer failed never connects: drop it, so the chat gets a
+          // data-only one below
+          if (s.pub && s.pub.connectionState !== 'connected') {
+            s.pub.close();
+            s.pub = null;
+          }
         }
       }
     }

@@ -223,9 +223,9 @@ def test_an_endpoint_that_left_receives_nothing():
     assert bch.sent == [] and b.relay is None
 
 
-def test_a_room_has_one_delivery_budget_for_everyone():
+def test_a_room_has_one_delivery_budget_and_one_sender_gets_a_quarter_of_it():
     clock = Clock()
-    limits = DataLimits(room_rate=10, room_burst=20)
+    limits = DataLimits(room_rate=40, room_burst=80)  # a sender: 10 per second, bursts of 20
     relay = DataRelay(limits, clock=clock, monotonic=clock)
     eps = []
     for name in "abcde":
@@ -234,15 +234,50 @@ def test_a_room_has_one_delivery_budget_for_everyone():
         ch = Channel()
         ep.attach(ch)
         eps.append((ep, ch))
-    (a, ach), (_, bch) = eps[0], eps[1]
-    for i in range(6):  # 4 recipients each: 5 fit in 20
+    (a, ach), (e, ech) = eps[0], eps[4]
+    for i in range(6):  # 4 recipients each: 5 fill a's share of 20
         send(ach, f"m{i}", id=i)
-    assert bch.data() == [f"m{i}" for i in range(5)] and a.messages == 5
+    assert eps[1][1].data() == [f"m{i}" for i in range(5)] and a.messages == 5
     (err,) = ach.sent
-    assert (err["code"], err["id"]) == ("rate_limited", 5) and "the room is over its data budget" in err["message"]
-    # another sender shares the budget; a message to one recipient costs one delivery
-    send(bch, "direct", to=["PA_c"])
-    assert bch.sent[-1]["type"] == "error"
-    clock.now += 0.15
-    send(bch, "direct", to=["PA_c"])
-    assert eps[2][1].data()[-1] == "direct"
+    assert (err["code"], err["id"]) == ("rate_limited", 5)
+    assert "over your share of the room's data budget" in err["message"]
+    for _, ch in eps[1:4]:  # three more senders use the rest of the room's 80
+        for _ in range(5):
+            send(ch, "x")
+        assert not [m for m in ch.sent if m["type"] == "error"]
+    send(ech, "late", id="e1")
+    assert ech.sent[-1]["code"] == "rate_limited" and "the room is over its data budget" in ech.sent[-1]["message"]
+    assert e.messages == 0
+    clock.now += 0.15  # 6 of the room's tokens back; e's share was refunded
+    send(ech, "late", id="e2")
+    assert eps[0][1].data()[-1] == "late" and e.messages == 1
+
+
+def test_a_delivery_of_a_large_message_costs_its_size():
+    clock = Clock()
+    limits = DataLimits(room_rate=4 * 30, room_burst=4 * 30)  # a sender's share: 30 at once
+    relay, [(a, ach), (b, bch)] = room("a", "b", limits=limits, clock=clock)
+    send(ach, "y" * 2_500)  # ~2,600 bytes as relayed: 3 deliveries
+    for _ in range(27):  # 27 small ones: 30 in all
+        send(ach, "z")
+    assert len(bch.data()) == 28 and not ach.sent
+    send(ach, "z")
+    assert len(bch.data()) == 28 and ach.sent[-1]["code"] == "rate_limited"
+
+
+def test_the_history_is_replayed_at_most_every_few_seconds():
+    clock = Clock()
+    relay, [(a, ach), (b, bch)] = room("a", "b", clock=clock)
+    send(ach, "hello", topic="chat")
+    got = []
+    for _ in range(3):  # reopening the channel in a loop: a burst of two replays, then none
+        bch.close()
+        bch = Channel()
+        b.attach(bch)
+        got.append([m["data"] for m in bch.sent])
+    assert got == [["hello"], ["hello"], []]
+    clock.now += 5
+    bch.close()
+    bch = Channel()
+    b.attach(bch)
+    assert [m["data"] for m in bch.sent] == ["hello"]

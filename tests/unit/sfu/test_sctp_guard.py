@@ -158,3 +158,52 @@ async def test_malformed_packets_are_ignored_as_aiortc_does(chunk):
     sctp, dtls, _ = association()
     await feed(sctp, packet(chunk))
     assert sctp._association_state == ESTABLISHED
+
+
+async def test_a_sack_whose_gaps_span_most_of_the_tsn_space_is_refused():
+    # aiortc walks every TSN of every gap block, even with nothing in flight: 368 blocks of
+    # (1, 65535) fit one packet and held the event loop for seconds
+    sctp, dtls, _ = association()
+    sack = struct.pack("!BBHLLHH", 3, 0, 16 + 4 * 4, sctp._last_sacked_tsn, 65536, 4, 0)
+    sack += b"".join(struct.pack("!HH", 1, 65535) for _ in range(4))
+    assert transport.sctp_packet_problem(packet(sack)) == "a SACK whose gap blocks span more than 4096 TSNs"
+    await feed(sctp, packet(sack))
+    assert aborted(sctp, dtls)
+    # an ordinary SACK with a few gaps is handled as aiortc does
+    sctp2, dtls2, _ = association()
+    sack = struct.pack("!BBHLLHH", 3, 0, 24, sctp2._last_sacked_tsn, 65536, 2, 0) + struct.pack("!HHHH", 2, 3, 5, 9)
+    await feed(sctp2, packet(sack))
+    assert sctp2._association_state == ESTABLISHED
+
+
+async def test_data_chunks_without_user_data_end_the_association():
+    # RFC 9260 6.2 says ABORT; aiortc kept them, and they do not lower the window that bounds the rest
+    sctp, dtls, _ = association()
+    empty = struct.pack("!BBHLHHL", 0, 0, 16, TSN, 0, 0, 51)
+    await feed(sctp, packet(empty))
+    assert aborted(sctp, dtls)
+
+
+async def test_channels_the_peer_leaves_half_closed_are_bounded():
+    sctp, dtls, _ = association()
+    for stream in range(transport.SCTP_MAX_STREAMS + 1):  # as if opened, refused, and never reset back
+        sctp._data_channels[1000 + stream] = object()
+    await feed(sctp, packet(data(TSN, b"x", flags=0x07)))
+    assert aborted(sctp, dtls)
+
+
+async def test_mark_received_is_aiortcs_without_the_sort():
+    """The replacement gives aiortc's state for any order of TSNs: duplicates, gaps, holes filled."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        ours, theirs = association()[0], sctpmod.RTCSctpTransport(Dtls())  # type: ignore[arg-type]
+        for s in (ours, theirs):
+            s._last_received_tsn = 1000  # (not across the 32-bit wrap: aiortc's sort gets that wrong)
+        tsns = [1000 + rng.randint(-3, 40) for _ in range(rng.randint(1, 60))]
+        for tsn in tsns:
+            assert ours._mark_received(tsn) == theirs._mark_received(tsn), tsns
+            assert ours._last_received_tsn == theirs._last_received_tsn, tsns
+            assert ours._sack_misordered == theirs._sack_misordered, tsns
+            assert ours._sack_duplicates == theirs._sack_duplicates, tsns
