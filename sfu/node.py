@@ -127,6 +127,9 @@ class SfuNode:
         elif dt.paused:
             dt.set_target(next(iter(dt.track.layers.values()), None), "subscriber request")
         target = dt.target
+        # what the reply names; the layer actually forwarded may still change (it waits for a key
+        # frame of the target): then the subscriber hears `layer_changed`
+        peer.told_layer(track_id, target.rid if target else None)
         return {"layer": target.rid if target else None, "paused": target is None}
 
     def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]], forget_speaker: bool = True) -> None:

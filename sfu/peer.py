@@ -103,6 +103,8 @@ class Peer:
         self._offer_lock = asyncio.Lock()
         self._unpublished: set[str] = set()  # mids of the publish connection whose track was unpublished
         self._unpublishes = TokenBucket(UNPUBLISH_PER_S, UNPUBLISH_BURST, time.monotonic)
+        # track id -> the layer this subscriber was last told it gets (subscription reply, layer_changed)
+        self._told_layer: dict[str, str] = {}
         # set by the node: called when a failed publish connection took this peer's tracks with it
         self.on_tracks_lost: TracksLost | None = None
         self._lost_tasks: set[asyncio.Future[None]] = set()
@@ -296,11 +298,25 @@ class Peer:
         return dt
 
     def _layer_changed(self, dt: DownTrack, old: str | None, new: str | None) -> None:
-        if old is not None and new is not None and old != new:
+        """The layer forwarded on `dt` is now `new`: tell the subscriber when it differs from what it
+        was last told (a switch, or a first layer other than the one a `subscription` reply named)."""
+        told = self._told_layer.get(dt.track.id)
+        if new is None:
+            return
+        self._told_layer[dt.track.id] = new
+        if (old is not None and old != new) or (old is None and told is not None and told != new):
             self.emit({"type": "layer_changed", "track": dt.track.id, "layer": new,
                        "reason": dt.target_reason})
 
+    def told_layer(self, track_id: str, rid: str | None) -> None:
+        """A `subscription` reply named `rid` as the layer this subscriber gets on `track_id`."""
+        if rid is None:
+            self._told_layer.pop(track_id, None)
+        else:
+            self._told_layer[track_id] = rid
+
     def unsubscribe(self, track_id: str) -> None:
+        self._told_layer.pop(track_id, None)
         dt = self.downtracks.pop(track_id, None)
         if dt is None:
             return

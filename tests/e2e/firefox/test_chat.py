@@ -190,8 +190,8 @@ async def test_firefox_chats_with_a_bot_by_typing_in_a_burst_and_lossy_beside_it
     # (q may not be arriving yet: with the bot its only subscriber, asking for the best layer by
     # default, dynacast had Firefox encode f alone; the server then forwards f until q is back)
     chosen = (await bot.subscription(pub["video"], layer="low"))["layer"]
-    assert chosen in ("q", "f"), chosen
-    if chosen == "f":
+    assert chosen in ("q", "h", "f"), chosen
+    if chosen != "q":  # (dynacast had Firefox encode only the layers that were wanted: q comes back)
         await bot.wait_message("layer_changed", track=pub["video"], layer="q", timeout=30)
     sink = Sink(track)
 
@@ -241,14 +241,36 @@ async def test_firefox_chats_with_a_bot_by_typing_in_a_burst_and_lossy_beside_it
     assert await page.evaluate("[window.basement.chat.errors, window.basement.chat.lost]") == [[], 0]
     assert [r["text"] for r in await row_count(page, 103)] == [*typed, hello, *burst]
 
-    # the lossy channel (unordered, no retransmissions; a different SCTP stream setup) both ways
-    bot.send_data("lossy from the bot", lossy=True)
-    m = (await messages_from(page, bot_id, 2))[1]
-    assert (m["data"], m["seq"], m["name"]) == ("lossy from the bot", 104, "bot"), m
-    assert isinstance(await page.evaluate("window.basement.chat.send('lossy from fox', {lossy: true})"), int)
-    m = (await wait_chat_from(bot, fx["id"], 103))[-1]
-    assert (m["data"], m["seq"], m["name"]) == ("lossy from fox", 105, "fox"), m
-    assert [r["text"] for r in await row_count(page, 105)][-2:] == ["lossy from the bot", "lossy from fox"]
+    # the lossy channel (unordered, no retransmissions; a different SCTP stream setup) both ways. A
+    # lossy message may be dropped by design (a chunk not acknowledged before the retransmission
+    # timer is abandoned, which a starved machine can cause even on loopback): send until one arrives
+    sent_by_bot: list[str] = []
+    for k in range(100):
+        sent_by_bot.append(f"lossy from the bot {k}")
+        bot.send_data(sent_by_bot[-1], lossy=True)
+        try:
+            await page.wait_for(f"window.basement.chat.messages.filter((m) => m.from === {json.dumps(bot_id)})"
+                                ".length >= 2", timeout=0.5)
+            break
+        except TimeoutError:
+            continue
+    lossy_in_page = (await page.evaluate(f"window.basement.chat.messages.filter(m => m.from === "
+                                         f"{json.dumps(bot_id)})"))[1:]
+    assert lossy_in_page and {m["data"] for m in lossy_in_page} <= set(sent_by_bot), lossy_in_page
+    assert all(m["name"] == "bot" and m["seq"] > 103 for m in lossy_in_page), lossy_in_page
+    sent_by_fox: list[str] = []
+    for k in range(100):
+        sent_by_fox.append(f"lossy from fox {k}")
+        assert isinstance(await page.evaluate(f"window.basement.chat.send({json.dumps(sent_by_fox[-1])}, "
+                                              "{lossy: true})"), int)
+        try:
+            await wait_chat_from(bot, fx["id"], 103, timeout=0.5)
+            break
+        except TimeoutError:
+            continue
+    lossy_at_bot = chat_from(bot, fx["id"])[102:]
+    assert lossy_at_bot and {m["data"] for m in lossy_at_bot} <= set(sent_by_fox), lossy_at_bot
+    assert all(m["name"] == "fox" for m in lossy_at_bot), lossy_at_bot
 
     # the camera went on through all this: the bot keeps decoding it, at the size Firefox encodes q at
     encoded: list[Any] = []
