@@ -72,8 +72,19 @@ async def test_named_recipients_only(connect):
 
 async def test_lossy_channel_and_topics(connect):
     alice, bob = await _chatting(connect, "lossy", "alice", "bob")
-    alice.send_data(json.dumps({"x": 1, "y": 2}), topic="cursor", lossy=True)
-    await bob.wait_for(lambda: _texts(bob, "cursor") == ['{"x": 1, "y": 2}'])
+    # a lossy message may be abandoned by design (unacknowledged when SCTP's timer fires, which a
+    # starved machine can cause even on loopback): send positions until one arrives
+    sent = []
+    for x in range(50):
+        sent.append(json.dumps({"x": x, "y": 2}))
+        alice.send_data(sent[-1], topic="cursor", lossy=True)
+        try:
+            await bob.wait_for(lambda: _texts(bob, "cursor"), timeout=0.5)
+            break
+        except TimeoutError:
+            continue
+    got = bob.data_received("cursor")
+    assert got and {m["data"] for m in got} <= set(sent) and all(m["from"] == alice.participant["id"] for m in got)
     assert _texts(bob) == []
 
 
