@@ -338,11 +338,6 @@ class Settings:
                               "(what the SFU's SCTP accepts, a=max-message-size)")
         if self.data_rate <= 0 or self.data_burst < 1 or self.data_room_rate <= 0:
             raise ConfigError("data_rate/data_burst/data_room_rate: rates above 0 and a burst of at least 1")
-        if self.data_room_rate / 2 < self.max_participants_per_room:
-            # one sender's share of a room's budget holds data_room_rate / 2 deliveries at once: a chat
-            # line to a full room must fit
-            raise ConfigError(f"data_room_rate: {self.data_room_rate:g} is below twice max_participants_per_room "
-                              f"({self.max_participants_per_room}): a message to a full room could never be relayed")
         if self.data_max_buffered_bytes < self.data_max_message_bytes:
             raise ConfigError("data_max_buffered_bytes: must hold at least one message (data_max_message_bytes)")
         if not 0 <= self.data_history <= 1000:
