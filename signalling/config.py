@@ -123,6 +123,11 @@ class Settings:
         default=1024, metadata={"group": "signalling",
                                 "help": "messages queued for a client that does not read before it is disconnected"}
     )
+    resume_grace_s: float = field(
+        default=20.0, metadata={"group": "signalling",
+                                "help": "how long a participant whose WebSocket dropped (no close frame) stays in "
+                                        "its room waiting for the client to resume (0 = it leaves at once)"}
+    )
 
     # --- media plane ---
     ice_addresses: list[str] = field(
@@ -320,6 +325,8 @@ class Settings:
                 raise ConfigError(f"{name}: {getattr(self, name)} is negative")
         if self.ws_rate_per_s < 0 or (self.ws_rate_per_s and self.ws_burst < 1):
             raise ConfigError("ws_rate_per_s/ws_burst: a rate needs a burst of at least 1")
+        if not 0 <= self.resume_grace_s <= 600:
+            raise ConfigError(f"resume_grace_s: {self.resume_grace_s:g} is not between 0 and 600 seconds")
         if self.ws_send_queue < 16:
             raise ConfigError(f"ws_send_queue: {self.ws_send_queue} is too small to hold a join (at least 16)")
         for name in ("signin_ttl_s", "grant_ttl_s"):

@@ -42,7 +42,8 @@ class Replica:
         self.replicas = Registry(store, "replica")
         self.placer = Placer(store, self.nodes)
         self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
-        self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer)
+        self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer,
+                                 resume_grace_s=settings.resume_grace_s if settings else 0.0)
         # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
         # same names and limits as `basement serve`
         self.app = create_app(self.rooms, settings)
@@ -92,6 +93,7 @@ class Replica:
     async def shutdown(self) -> None:
         """Stop taking clients; tell the connected ones to reconnect (to another replica)."""
         self.state["draining"] = True
+        self.rooms.close()
         for t in self._tasks:
             t.cancel()
         for p in list(self.rooms.participants.values()):

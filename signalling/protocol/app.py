@@ -13,12 +13,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sfu.api import Broadcast, MediaError, SdpError
+from sfu.api import MediaError, SdpError
 from signalling.access.throttle import client_key
 from signalling.config import Settings
 from signalling.protocol import messages
 from signalling.protocol.edge import EDGE_KEY, EDGE_STATS, Edge, TokenBucket, install
 from signalling.protocol.messages import ProtocolError
+from signalling.protocol.replay import encode
 from signalling.protocol.rooms import Participant, RoomManager, SendQueue
 
 log = logging.getLogger("basement.signalling")
@@ -28,10 +29,21 @@ ROOMS_KEY = web.AppKey("rooms", RoomManager)
 STATE_KEY = web.AppKey("state", dict)
 
 
+class _Handover(dict):
+    """Queued on a connection that resumed a participant: its writer sends `resumed` and the
+    messages to write again, then drains the participant's queue instead of its own."""
+
+    def __init__(self, resumed: dict[str, Any], replay: list[str], queue: SendQueue) -> None:
+        super().__init__(type="handover")
+        self.resumed, self.replay, self.queue = resumed, replay, queue
+
+
 class Connection:
     """One client WebSocket: a reader loop dispatching messages, a writer draining one queue.
 
-    The queue is handed to the Participant on join, so replies and room events keep one order.
+    The queue is handed to the Participant on join, so replies and room events keep one order. It
+    outlives the socket when the participant waits for a resume (docs/protocol.md "Reconnecting"):
+    the next connection's writer then drains it.
     """
 
     def __init__(self, ws: web.WebSocketResponse, rooms: RoomManager, bucket: TokenBucket | None = None,
@@ -47,6 +59,8 @@ class Connection:
         self.transport = transport
         self.aborted = False
         self.closing = False  # the server decided to close; stop reading and applying messages
+        self.superseded = False  # a resume on another socket took the participant over
+        self.writer_task: asyncio.Task | None = None
 
     def reply(self, msg: dict[str, Any]) -> None:
         if self.participant is not None:
@@ -67,18 +81,36 @@ class Connection:
         if self.transport is not None:
             self.transport.abort()
 
+    def take_over(self) -> None:
+        """A resume on another socket took our participant: stop reading and writing for it now,
+        without the leave a closed socket means; its queue and numbering carry on over there."""
+        self.superseded = self.closing = True
+        if self.writer_task is not None:
+            # cancelled at its await: it never takes another message off the participant's queue,
+            # and one it was writing is already numbered in the replay
+            self.writer_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
     async def writer(self) -> None:
         try:
             while True:
                 msg = await self.out.get()
-                if msg is None or self.ws.closed:
+                if msg is None:
                     break
-                if isinstance(msg, Broadcast):  # the same event to a whole room: encoded once
-                    if msg.encoded is None:
-                        msg.encoded = json.dumps(msg)
-                    await self.ws.send_str(msg.encoded)
-                else:
-                    await self.ws.send_str(json.dumps(msg))
+                if isinstance(msg, _Handover):
+                    await self.ws.send_str(json.dumps(msg.resumed))
+                    for text in msg.replay:
+                        await self.ws.send_str(text)
+                    self.out = msg.queue
+                    self.out.on_overflow = self.abort
+                    continue
+                p = self.participant
+                # numbered (and kept) before it is written: if the socket is gone, a resume writes it
+                text = p.replay.frame(msg) if p is not None and self.out is p.queue else encode(msg)
+                if self.ws.closed:
+                    break
+                await self.ws.send_str(text)
         except (ConnectionError, RuntimeError):
             pass
         finally:
@@ -113,7 +145,12 @@ class Connection:
             self.out.end()
 
     async def handle(self, raw: Any) -> None:
-        if self.closing or not self.allowed():
+        if self.closing:
+            return  # not read: after a takeover the client sends it again on its new socket
+        if self.participant is not None:
+            # counted whatever becomes of it: `resumed` tells the client how many were read
+            self.participant.received += 1
+        if not self.allowed():
             return
         ref = None
         try:
@@ -139,14 +176,26 @@ class Connection:
         t = msg["type"]
         p = self.participant
         if t == "ping":
-            self.reply({"type": "pong", **({"id": ref} if ref is not None else {})})
-            return
-        if t == "join":
+            pong: dict[str, Any] = {"type": "pong", **_ref(ref)}
             if p is not None:
-                raise ProtocolError("already_joined", "this connection has already joined a room", ref)
+                if msg.get("n") is not None:
+                    p.replay.ack(msg["n"])
+                pong["received"] = p.received
+            self.reply(pong)
+            return
+        if t in ("join", "resume") and p is not None:
+            raise ProtocolError("already_joined", "this connection has already joined a room", ref)
+        if t == "join":
             p, joined = await self.rooms.join(msg["room"], msg.get("name") or "", msg.get("grant"), self.out, ref)
             self.participant = p
+            p.on_takeover = self.take_over
             p.send({**joined, **_ref(ref)})
+            return
+        if t == "resume":
+            p, resumed, replay = await self.rooms.resume(msg["token"], msg["n"])
+            self.participant = p
+            p.on_takeover = self.take_over
+            self.out.put(_Handover({**resumed, **_ref(ref)}, replay, p.queue))
             return
         if p is None:
             raise ProtocolError("not_joined", f"{t}: send 'join' first", ref)
@@ -176,10 +225,21 @@ class Connection:
             await self.rooms.leave(p, "left")
             p.close()
 
-    async def close(self) -> None:
-        if self.participant is not None:
-            await self.rooms.leave(self.participant, "disconnected")
-            self.participant.close()
+    async def close(self, clean: bool) -> bool:
+        """The socket ended (`clean`: with a close frame from the client). True when the participant
+        lives on without this connection: taken over by a resume, or waiting for one."""
+        p = self.participant
+        if p is None:
+            return False
+        if self.superseded:
+            return True
+        if not clean and not self.closing and self.rooms.detach(p):
+            log.info("socket of %s dropped without a close: it may resume within %g s", p.id,
+                     self.rooms.resume_grace_s)
+            return True
+        await self.rooms.leave(p, "disconnected")
+        p.close()
+        return False
 
 
 def _ref(ref: Any) -> dict[str, Any]:
@@ -210,22 +270,30 @@ async def _serve_socket(request: web.Request, edge: Edge) -> web.WebSocketRespon
     s = edge.settings
     conn = Connection(ws, request.app[ROOMS_KEY], edge.bucket(), s.ws_send_queue, s.ws_rate_strikes,
                       request.transport)
-    writer = asyncio.ensure_future(conn.writer())
+    writer = conn.writer_task = asyncio.ensure_future(conn.writer())
+    clean = False  # the client sent a close frame (it left); otherwise the socket just dropped
     try:
-        async for m in ws:
+        while True:
+            m = await ws.receive()
             if m.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await conn.handle(m.data)
-            elif m.type == WSMsgType.ERROR:
+            elif m.type == WSMsgType.CLOSE:
+                clean = True
+                break
+            elif m.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
             if conn.closing:
                 break  # the writer sends what is queued, then the close frame
     finally:
-        await conn.close()
-        conn.out.end()
-        try:
-            await asyncio.wait_for(writer, 2.0)
-        except (TimeoutError, asyncio.CancelledError):
-            writer.cancel()
+        if await conn.close(clean):
+            writer.cancel()  # the participant's queue is not ours to end
+            await asyncio.wait({writer}, timeout=2.0)
+        else:
+            conn.out.end()
+            try:
+                await asyncio.wait_for(writer, 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
     return ws
 
 

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import ssl as ssl_
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,9 @@ from signalling import safejson
 log = logging.getLogger("basement.client")
 
 MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024  # aiohttp's default frame limit; subscriber offers can be long
+MAX_UNACKNOWLEDGED = 256  # messages kept for re-sending after a resume (a ping's pong frees them)
+PING_INTERVAL_S = 10.0
+RESUME_RETRY_S = 0.25
 
 
 class ServerError(Exception):
@@ -65,10 +69,14 @@ def _new_pc() -> RTCPeerConnection:
 
 
 class Client:
-    def __init__(self, url: str, video_codec: str = "VP8", ssl: ssl_.SSLContext | bool = True) -> None:
+    def __init__(self, url: str, video_codec: str = "VP8", ssl: ssl_.SSLContext | bool = True,
+                 resume: bool = True) -> None:
         """`ssl`: for an https:// server, the context to verify it with (e.g. one trusting a
-        self-signed certificate's file), True for the system's CAs, False to skip verification."""
+        self-signed certificate's file), True for the system's CAs, False to skip verification.
+        `resume`: when the WebSocket drops (no close frame), reconnect and resume the participant
+        (docs/protocol.md "Reconnecting"), resending what the server had not read."""
         self.ssl = ssl
+        self.resume = resume
         base = url.rstrip("/")
         self.ws_url = base.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
         self.video_codec = video_codec
@@ -93,16 +101,37 @@ class Client:
         self._reader: asyncio.Task | None = None
         self._sub_lock = asyncio.Lock()
         self._closed = False
+        # resumption: the last message number read, messages sent since the join (numbered from 0)
+        # that the server may not have read yet, and how to come back
+        self._n = 0
+        self._sent = 0
+        self._unacknowledged: deque[tuple[int, str]] = deque()
+        self._resume: dict[str, Any] | None = None  # {"token", "grace_s"} from joined / resumed
+        self._resuming: asyncio.Task | None = None
+        self._pinger: asyncio.Task | None = None
+        self._ended = False  # left or removed: nothing to resume
+        self.resumes = 0  # sockets resumed
+        self.resume_error: Exception | None = None  # why the last resume failed (the participant is gone)
 
     # --- connection ---------------------------------------------------------------------------
     async def connect(self) -> None:
         self.session = aiohttp.ClientSession()
         self.ws = await self.session.ws_connect(self.ws_url, heartbeat=20, ssl=self.ssl)
-        self._reader = asyncio.ensure_future(self._read())
+        self._reader = asyncio.ensure_future(self._read(self.ws))
 
     async def send(self, msg: dict[str, Any]) -> None:
         assert self.ws is not None, "connect() first"
-        await self.ws.send_str(json.dumps(msg))
+        text = json.dumps(msg)
+        if self.resume and self._resume is not None and msg.get("type") not in ("join", "resume"):
+            # the server counts what it reads after the join; `resumed` says how many, and the rest
+            # goes again on the new socket
+            self._unacknowledged.append((self._sent, text))
+            self._sent += 1
+            while len(self._unacknowledged) > MAX_UNACKNOWLEDGED:
+                self._unacknowledged.popleft()
+            if self.ws.closed or self._resuming is not None:
+                return  # sent when the socket is back
+        await self.ws.send_str(text)
 
     async def request(self, msg: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
         """Send a message with an id and wait for the reply carrying the same id."""
@@ -118,9 +147,12 @@ class Client:
             raise ServerError(reply)
         return reply
 
-    async def _read(self) -> None:
-        assert self.ws is not None
-        async for m in self.ws:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            m = await ws.receive()
+            if m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                          aiohttp.WSMsgType.ERROR):
+                break
             if m.type != aiohttp.WSMsgType.TEXT:
                 continue
             try:
@@ -131,6 +163,12 @@ class Client:
             if not isinstance(msg, dict):
                 log.warning("ignoring a server message that is not an object")
                 continue
+            n = msg.get("n")
+            if isinstance(n, int):
+                if n <= self._n:
+                    continue  # (never expected: the server writes each number once on one socket)
+                self._n = n
+            self._track_resumption(msg)
             self.messages.append(msg)
             ref = msg.get("id")
             if ref in self._waiters and not self._waiters[ref].done():
@@ -139,6 +177,82 @@ class Client:
                 asyncio.ensure_future(self._on_subscriber_offer(msg))
             self._changed.set()
         self._changed.set()
+        dropped = m.type != aiohttp.WSMsgType.CLOSE  # no close frame from the server
+        if dropped and ws is self.ws and self.resume and self._resume is not None and not self._ended \
+                and not self._closed and self._resuming is None:
+            self._resuming = asyncio.ensure_future(self._come_back())
+
+    def _track_resumption(self, msg: dict[str, Any]) -> None:
+        mtype = msg.get("type")
+        if mtype in ("joined", "resumed") and isinstance(msg.get("resume"), dict):
+            self._resume = msg["resume"]
+            if self._pinger is None and self.resume:
+                self._pinger = asyncio.ensure_future(self._ping())
+        elif mtype in ("left", "removed"):
+            self._ended = True
+        elif mtype == "pong" and isinstance(msg.get("received"), int):
+            while self._unacknowledged and self._unacknowledged[0][0] < msg["received"]:
+                self._unacknowledged.popleft()
+
+    async def _ping(self) -> None:
+        """Now and then tell the server what was read (it frees its replay) and learn what it read."""
+        while not self._closed:
+            await asyncio.sleep(PING_INTERVAL_S)
+            if self.ws is not None and not self.ws.closed and self._resuming is None:
+                try:
+                    await self.send({"type": "ping", "n": self._n})
+                except ConnectionError:
+                    pass
+
+    async def _come_back(self) -> None:
+        """The socket dropped: open another and resume, until the server's grace period is over."""
+        assert self._resume is not None and self.session is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self._resume.get("grace_s", 0))
+        log.info("signalling socket dropped; resuming")
+        try:
+            while not self._closed:
+                try:
+                    ws = await self.session.ws_connect(self.ws_url, heartbeat=20, ssl=self.ssl)
+                except (aiohttp.ClientError, OSError) as e:
+                    if loop.time() >= deadline:
+                        raise ConnectionError(f"could not reconnect within the grace period: {e}") from e
+                    await asyncio.sleep(RESUME_RETRY_S)
+                    continue
+                await ws.send_str(json.dumps({"type": "resume", "token": self._resume["token"], "n": self._n}))
+                first = await ws.receive()
+                reply = safejson.loads(first.data, max_bytes=MAX_SERVER_MESSAGE_BYTES) \
+                    if first.type == aiohttp.WSMsgType.TEXT else {"type": "error", "message": str(first.type)}
+                if reply.get("type") != "resumed":
+                    await ws.close()
+                    raise ServerError(reply)
+                self._track_resumption(reply)
+                self.messages.append(reply)
+                received = reply["received"]
+                oldest = self._unacknowledged[0][0] if self._unacknowledged else self._sent
+                if received > self._sent or (received < self._sent and oldest > received):
+                    await ws.close()
+                    raise ConnectionError(f"the server read {received} of {self._sent} messages and "
+                                          f"{self._sent - received} are no longer kept to send again")
+                # what it did not read goes again, in order, with what is sent meanwhile (send()
+                # keeps those while this runs), until none is left; then the new socket takes over
+                following = received
+                while batch := [(i, text) for i, text in self._unacknowledged if i >= following]:
+                    for i, text in batch:
+                        await ws.send_str(text)
+                        following = i + 1
+                self.ws = ws
+                self.resumes += 1
+                self._reader = asyncio.ensure_future(self._read(ws))
+                self._changed.set()
+                return
+        except Exception as e:
+            log.warning("resuming failed: %s", e)
+            self.resume_error = e
+            self._ended = True
+            self._changed.set()
+        finally:
+            self._resuming = None
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         """Wait until predicate() is truthy, re-checking whenever a message arrives."""
@@ -321,6 +435,9 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        for task in (self._pinger, self._resuming):
+            if task is not None:
+                task.cancel()
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()

@@ -43,6 +43,8 @@ class EdgeStats:
         self.coalesced = 0
         self.bad_messages: Counter[str] = Counter()  # error code sent for a message (protocol codes)
         self.open_sockets = 0
+        self.detached = 0  # participants whose socket dropped without a close (kept for a resume)
+        self.resume: Counter[str] = Counter()  # resumed, expired, unknown_token, gap, closed
 
 
 EDGE_STATS = EdgeStats()
@@ -73,6 +75,13 @@ class EdgeCollector:
             errors.add_metric([code], n)
         yield errors
         yield GaugeMetricFamily("basement_ws_open", "open client WebSockets", value=s.open_sockets)
+        yield CounterMetricFamily("basement_ws_detached", "participants whose WebSocket dropped without a close "
+                                  "(kept resume_grace_s for a resume)", value=s.detached)
+        resumes = CounterMetricFamily("basement_ws_resumes", "resume attempts and detached participants that "
+                                      "never came back, by outcome", labels=["outcome"])
+        for outcome in ("resumed", "expired", "unknown_token", "gap", "closed"):
+            resumes.add_metric([outcome], s.resume[outcome])
+        yield resumes
 
 
 class TokenBucket:

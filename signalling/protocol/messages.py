@@ -58,7 +58,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "unpublish": {"track": (_STR, True)},
     "subscription": {"track": (_STR, True), "layer": (_STR, False), "width": (int, False), "height": (int, False)},
     "leave": {},
-    "ping": {},
+    "ping": {"n": (int, False)},
+    "resume": {"token": (_STR, True), "n": (int, True)},
 }
 TARGETS = {"offer": ("publisher",), "answer": ("subscriber",), "trickle": ("publisher", "subscriber")}
 
@@ -110,6 +111,10 @@ def parse(raw: str | bytes) -> dict[str, Any]:
                 isinstance(mid, str) and 0 < len(mid) <= 16 and source in SOURCES for mid, source in sources.items()):
             raise ProtocolError("bad_field", f"offer: sources must map at most {MAX_SOURCES} mids (1-16 characters) "
                                              f"to one of {', '.join(SOURCES)}", ref)
+    if mtype in ("ping", "resume") and msg.get("n") is not None and not 0 <= msg["n"] < 2**53:
+        raise ProtocolError("bad_field", f"{mtype}: n must be the number of a message the server sent (0 or more)", ref)
+    if mtype == "resume" and len(msg["token"]) > 128:
+        raise ProtocolError("bad_field", "resume: token is longer than any the server hands out", ref)
     if mtype == "subscription":
         layer = msg.get("layer")
         if layer is not None and layer not in ("low", "medium", "high", "off"):

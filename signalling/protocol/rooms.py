@@ -7,6 +7,7 @@ under which name and identity, and owns every participant's outbound message que
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
 import time
@@ -17,6 +18,8 @@ from typing import Any
 
 from sfu.api import MediaNode
 from signalling.protocol.edge import EDGE_STATS
+from signalling.protocol.messages import ProtocolError
+from signalling.protocol.replay import Replay
 
 log = logging.getLogger("basement.rooms")
 
@@ -138,6 +141,18 @@ class Participant:
     queue: SendQueue = field(default_factory=SendQueue)
     joined_at: float = field(default_factory=time.time)
     closed: bool = False
+    # --- resumption (docs/protocol.md "Reconnecting") ---
+    replay: Replay = field(default_factory=Replay)  # what was written to the client, numbered
+    received: int = 0  # client messages read since the join, over every socket it used
+    resume_secret: str = ""
+    detached_at: float | None = None  # its socket dropped; it waits for a resume until the grace ends
+    # the connection serving it, told to step aside when a resume arrives on another socket
+    on_takeover: Callable[[], None] | None = None
+    _expiry: asyncio.Task | None = None
+
+    @property
+    def resume_token(self) -> str:
+        return f"{self.id}.{self.resume_secret}"
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "identity": self.identity}
@@ -161,12 +176,15 @@ class Participant:
 
 class RoomManager:
     def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
-                 observer: Any = None) -> None:
+                 observer: Any = None, resume_grace_s: float = 0.0) -> None:
         self.node = node
         self.admit = admit
         self.max_participants = max_participants
         self.participants: dict[str, Participant] = {}  # the ones connected to this process
         self.observer = observer  # optional: session tracking (participant_joined / participant_left)
+        # how long a participant whose socket dropped stays, waiting for `resume` (0: it leaves at once)
+        self.resume_grace_s = resume_grace_s
+        self.closed = False  # shutting down: a dropped socket leaves at once
 
     def deliver(self, participant_id: str, msg: dict[str, Any]) -> None:
         """Called from the media node's loops (speaker, layers): must not raise into them."""
@@ -207,17 +225,93 @@ class RoomManager:
             "participants": state["participants"],
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
+            **self._resume_offer(p),
         }
         return p, joined
+
+    def _resume_offer(self, p: Participant) -> dict[str, Any]:
+        """A new resume token for `p` (each one works once), as the `resume` field of joined/resumed."""
+        if not self.resume_grace_s:
+            return {}
+        p.resume_secret = secrets.token_urlsafe(24)
+        return {"resume": {"token": p.resume_token, "grace_s": self.resume_grace_s}}
 
     async def leave(self, p: Participant, reason: str = "left") -> None:
         if self.participants.pop(p.id, None) is None:
             return
+        if p._expiry is not None and p._expiry is not asyncio.current_task():
+            p._expiry.cancel()
+        p.resume_secret = ""
         try:
             await self.node.leave(p.id, reason)
         finally:
             if self.observer is not None:
-                self.observer.participant_left(p.room, p.identity, time.time())
+                # a participant whose socket dropped left when it dropped, not when the grace ended
+                self.observer.participant_left(p.room, p.identity, p.detached_at or time.time())
+
+    # --- resumption ---------------------------------------------------------------------------
+    def detach(self, p: Participant) -> bool:
+        """`p`'s socket dropped without a close: keep it for `resume_grace_s` (True), or not (False:
+        the caller makes it leave). Nothing is sent to the room; its media keeps flowing."""
+        if not self.resume_grace_s or self.closed or p.closed or self.participants.get(p.id) is not p:
+            return False
+        p.detached_at = time.time()
+        p.on_takeover = None
+        p.queue.on_overflow = None  # no connection to abort: Participant.send closes it instead
+        p._expiry = asyncio.ensure_future(self._expire(p))
+        EDGE_STATS.detached += 1
+        return True
+
+    def close(self) -> None:
+        """The server stops: no more waiting for resumes (the media node ends every participant)."""
+        self.closed = True
+        for p in self.participants.values():
+            if p._expiry is not None:
+                p._expiry.cancel()
+
+    async def _expire(self, p: Participant) -> None:
+        await asyncio.sleep(self.resume_grace_s)
+        if p.detached_at is not None and self.participants.get(p.id) is p:
+            log.info("participant %s did not resume within %g s (resume_grace_s): it leaves",
+                     p.id, self.resume_grace_s)
+            EDGE_STATS.resume["expired"] += 1
+            await self.leave(p, "disconnected")
+            p.close()
+
+    async def resume(self, token: str, n: int) -> tuple[Participant, dict[str, Any], list[str]]:
+        """Give a participant back to a client that lost its socket: the participant, the `resumed`
+        reply and the messages after `n` to write again. Raises `resume_failed` (the client joins
+        again) for a token that is unknown, used or expired, or when messages after `n` are gone."""
+        pid, _, secret = token.partition(".")
+        p = self.participants.get(pid)
+        if p is None or not p.resume_secret or not hmac.compare_digest(secret.encode(), p.resume_secret.encode()):
+            EDGE_STATS.resume["unknown_token"] += 1
+            raise ProtocolError("resume_failed", "unknown, used or expired resume token: join again")
+        if p.closed:
+            EDGE_STATS.resume["closed"] += 1
+            await self.leave(p, "disconnected")
+            raise ProtocolError("resume_failed", "the server ended this participant while it was away "
+                                                 "(more messages waited for it than ws_send_queue): join again")
+        replay = p.replay.since(n)
+        if replay is None:
+            EDGE_STATS.resume["gap"] += 1
+            await self.leave(p, "disconnected")
+            p.close()
+            held = p.replay.n - p.replay.held
+            raise ProtocolError("resume_failed", f"message n={n} is not one the server can continue from "
+                                                 f"(it wrote up to {p.replay.n} and holds those after {held}): "
+                                                 "join again")
+        if p.detached_at is None and p.on_takeover is not None:
+            p.on_takeover()  # the old socket has not noticed it is dead yet (or is a stolen one): end it
+        if p._expiry is not None:
+            p._expiry.cancel()
+            p._expiry = None
+        p.detached_at = None
+        p.on_takeover = None
+        EDGE_STATS.resume["resumed"] += 1
+        resumed = {"type": "resumed", "room": p.room, "participant": p.public(), "received": p.received,
+                   **self._resume_offer(p)}
+        return p, resumed, replay
 
     def in_room(self, room: str) -> list[Participant]:
         return [p for p in self.participants.values() if p.room == room]

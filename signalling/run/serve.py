@@ -46,6 +46,7 @@ class Server:
         return f"{'https' if self.tls else 'http'}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
+        self.rooms.close()
         await self.node.close()
         if self.control is not None:
             await self.control.stop()
@@ -76,7 +77,8 @@ async def start_server(settings: Settings) -> Server:
 
     node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
                    rtx_budget=settings.retransmit_budget)
-    rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker)
+    rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
+                        resume_grace_s=settings.resume_grace_s)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms, settings)
     mount(cp, app, rooms)

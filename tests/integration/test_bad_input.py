@@ -82,7 +82,9 @@ async def test_signalling_rejects_bad_messages_precisely_and_keeps_the_connectio
         assert (await _reply(ws))["code"] == "unexpected_candidate"
         # still alive and answering
         await ws.send_str('{"type": "ping", "id": "p"}')
-        assert await _reply(ws) == {"type": "pong", "id": "p"}
+        pong = await _reply(ws)
+        # (after the join every message is numbered, and a pong says how many the server has read)
+        assert pong == {"type": "pong", "id": "p", "received": pong["n"] - 1, "n": pong["n"]}
         assert not ws.closed
     finally:
         await ws.close()

@@ -55,7 +55,8 @@ async def test_trickled_candidates_are_capped_and_screened(make_server):
         assert "RFC 8839" in err.value.message
         # mute has a reply of its own carrying the request's id
         reply = await c.request({"type": "mute", "track": c.published["audio"], "muted": True})
-        assert reply == {"type": "muted", "track": c.published["audio"], "muted": True, "id": reply["id"]}
+        assert reply == {"type": "muted", "track": c.published["audio"], "muted": True, "id": reply["id"],
+                         "n": reply["n"]}
         for host in ("169.254.169.254", "224.0.0.1", "0.0.0.0"):
             with pytest.raises(MediaError) as e:
                 await server.node.candidate(pid, "publisher",

@@ -26,7 +26,11 @@ export async function join(room, name) {
   try {
     grant = await getGrant(room);
     const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-    setSig(new Signal(wsUrl, onMessage, onSocketClosed));
+    setSig(new Signal(wsUrl, onMessage, onSocketClosed, {
+      // the signalling socket dropped: media keeps flowing meanwhile (it does not use the socket)
+      reconnecting: () => { if (call === s) { setState('reconnecting'); logEvent('connection lost; reconnecting', 'error'); } },
+      resumed: () => { if (call === s) { setState('joined'); logEvent('reconnected'); } },
+    }));
     await sig.open();
     const msg = { type: 'join', room, name };
     if (grant) msg.grant = grant;

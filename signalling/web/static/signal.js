@@ -1,40 +1,142 @@
 import { ServerError } from './errors.js';
 
 const REQUEST_TIMEOUT_MS = 15000;
+const MAX_UNACKNOWLEDGED = 256;   // messages kept to send again after a resume (a pong frees them)
+const RESUME_RETRY_MS = 250;
 
 // ---------------------------------------------------------------------------------------------
-// Signalling: one WebSocket, JSON frames, request/reply by id
+// Signalling: one WebSocket, JSON frames, request/reply by id.
+//
+// When the socket drops without a close frame (a lost network, a proxy restart) and the server gave
+// a resume token, it reconnects and resumes the same participant (docs/protocol.md "Reconnecting"):
+// the server writes again what this page did not read (`n`), this page sends again what the server
+// did not read (`received`), and requests keep waiting for their replies. `hooks.reconnecting()` and
+// `hooks.resumed()` bracket that; `onClose` runs only when it is over for good.
 // ---------------------------------------------------------------------------------------------
 export class Signal {
-  constructor(url, onMessage, onClose) {
+  constructor(url, onMessage, onClose, hooks = {}) {
     this.url = url;
     this.onMessage = onMessage;
     this.onClose = onClose;
+    this.hooks = hooks;
     this.nextId = 1;
     this.waiters = new Map();
     this.ws = null;
+    this.lastN = 0;           // number of the last server message read
+    this.resume = null;       // {token, grace_s} from joined / resumed
+    this.sent = 0;            // messages sent since the join (the server counts what it reads)
+    this.unacked = [];        // [index, text] the server may not have read yet
+    this.resuming = false;
+    this.closed = false;
+    this.resumes = 0;
   }
 
   open() {
     return new Promise((resolve, reject) => {
       const ws = (this.ws = new WebSocket(this.url));
-      ws.onopen = () => resolve();
+      ws.onopen = () => { this.attach(ws); resolve(); };
       ws.onerror = () => reject(new Error(`cannot connect to ${this.url}`));
+    });
+  }
+
+  attach(ws) {
+    ws.onerror = null;
+    ws.onmessage = (e) => this.receive(e);
+    ws.onclose = (e) => {
+      if (ws !== this.ws || this.closed) return;
+      // no close frame (1006): the network, not the server, ended it; a resume may bring it back
+      if (!e.wasClean && this.resume && !this.ended) this.comeBack(e);
+      else this.finish(e);
+    };
+  }
+
+  receive(e) {
+    let msg;
+    try { msg = JSON.parse(e.data); } catch { return; }
+    if (typeof msg.n === 'number') {
+      if (msg.n <= this.lastN) return;   // already read (never expected)
+      this.lastN = msg.n;
+    }
+    this.track(msg);
+    if (msg.id !== undefined && this.waiters.has(msg.id)) {
+      const w = this.waiters.get(msg.id);
+      this.waiters.delete(msg.id);
+      clearTimeout(w.timer);
+      if (msg.type === 'error') w.reject(new ServerError(msg)); else w.resolve(msg);
+    }
+    this.onMessage(msg);
+  }
+
+  track(msg) {
+    if ((msg.type === 'joined' || msg.type === 'resumed') && msg.resume) this.resume = msg.resume;
+    else if (msg.type === 'left' || msg.type === 'removed') this.ended = true;
+    else if (msg.type === 'pong' && typeof msg.received === 'number') {
+      while (this.unacked.length && this.unacked[0][0] < msg.received) this.unacked.shift();
+    }
+  }
+
+  finish(e) {
+    for (const w of this.waiters.values()) { clearTimeout(w.timer); w.reject(new Error('connection closed')); }
+    this.waiters.clear();
+    this.onClose(e);
+  }
+
+  async comeBack(closeEvent) {
+    this.resuming = true;
+    if (this.hooks.reconnecting) this.hooks.reconnecting();
+    const deadline = Date.now() + (this.resume.grace_s || 0) * 1000;
+    let why = 'the grace period ended';
+    while (!this.closed && Date.now() < deadline) {
+      try {
+        const reply = await this.tryResume();
+        if (reply.type === 'resumed') return;
+        why = reply.message || reply.type;
+        break;   // the server said no: the participant is gone
+      } catch (err) {
+        why = err.message;
+        await new Promise((r) => setTimeout(r, RESUME_RETRY_MS));
+      }
+    }
+    this.resuming = false;
+    if (this.closed) return;
+    this.ended = true;
+    this.resumeError = why;
+    this.finish(closeEvent);
+  }
+
+  // One attempt: a new socket, `resume`, and the first reply. Resolves with that reply (resumed or
+  // an error message); rejects when the socket cannot be opened.
+  tryResume() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      ws.onerror = () => reject(new Error(`cannot connect to ${this.url}`));
+      ws.onclose = () => reject(new Error('closed before resuming'));
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'resume', token: this.resume.token, n: this.lastN }));
       ws.onmessage = (e) => {
-        let msg;
-        try { msg = JSON.parse(e.data); } catch { return; }
-        if (msg.id !== undefined && this.waiters.has(msg.id)) {
-          const w = this.waiters.get(msg.id);
-          this.waiters.delete(msg.id);
-          clearTimeout(w.timer);
-          if (msg.type === 'error') w.reject(new ServerError(msg)); else w.resolve(msg);
+        let reply;
+        try { reply = JSON.parse(e.data); } catch { reply = { type: 'error', message: 'not JSON' }; }
+        if (reply.type !== 'resumed') {
+          ws.onclose = null;
+          ws.close();
+          resolve(reply);
+          return;
         }
-        this.onMessage(msg);
-      };
-      ws.onclose = (e) => {
-        for (const w of this.waiters.values()) { clearTimeout(w.timer); w.reject(new Error('connection closed')); }
-        this.waiters.clear();
-        this.onClose(e);
+        const oldest = this.unacked.length ? this.unacked[0][0] : this.sent;
+        if (reply.received > this.sent || (reply.received < this.sent && oldest > reply.received)) {
+          ws.onclose = null;
+          ws.close();
+          resolve({ type: 'error', message: `the server read ${reply.received} of ${this.sent} messages` });
+          return;
+        }
+        this.track(reply);
+        for (const [i, text] of this.unacked) if (i >= reply.received) ws.send(text);
+        this.ws = ws;
+        this.attach(ws);
+        this.resuming = false;
+        this.resumes += 1;
+        this.onMessage(reply);
+        if (this.hooks.resumed) this.hooks.resumed();
+        resolve(reply);
       };
     });
   }
@@ -42,8 +144,15 @@ export class Signal {
   get open_() { return this.ws && this.ws.readyState === WebSocket.OPEN; }
 
   send(msg) {
+    if (msg.type === 'ping' && this.resume) msg = { ...msg, n: this.lastN };
+    const text = JSON.stringify(msg);
+    if (this.resume && msg.type !== 'join') {
+      this.unacked.push([this.sent++, text]);
+      if (this.unacked.length > MAX_UNACKNOWLEDGED) this.unacked.shift();
+      if (this.resuming) return true;   // goes out when the socket is back
+    }
     if (!this.open_) return false;
-    this.ws.send(JSON.stringify(msg));
+    this.ws.send(text);
     return true;
   }
 
@@ -65,6 +174,7 @@ export class Signal {
   }
 
   close() {
+    this.closed = true;
     if (this.ws) { this.ws.onclose = null; try { this.ws.close(); } catch { /* already closed */ } }
     for (const w of this.waiters.values()) { clearTimeout(w.timer); w.reject(new Error('connection closed')); }
     this.waiters.clear();

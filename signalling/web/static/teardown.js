@@ -29,7 +29,8 @@ export function teardown(state) {
 
 export function onSocketClosed() {
   if (!sig) return;
+  const why = sig.resumeError;
   setSig(null);
-  logEvent('connection to the server closed', 'error');
+  logEvent(why ? `connection to the server lost (${why}): join again` : 'connection to the server closed', 'error');
   teardown('closed');
 }

@@ -6,6 +6,8 @@ export const $ = (sel) => document.querySelector(sel);
 export function setState(state) {
   B.state = state;
   document.body.dataset.state = state;
+  const reconnecting = $('#reconnecting');
+  if (reconnecting) reconnecting.hidden = state !== 'reconnecting';
   updateStatusDot();
 }
 

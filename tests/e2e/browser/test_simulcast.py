@@ -249,7 +249,8 @@ async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser
             return [m for m in sub.messages[seen:] if m["type"] == "paused" and m["paused"]]
 
         await poll(lambda: asyncio.sleep(0, paused_events()), "paused event", timeout=20)
-        assert paused_events()[0] == {"type": "paused", "track": video, "paused": True, "reason": "bandwidth"}
+        first = paused_events()[0]
+        assert first == {"type": "paused", "track": video, "paused": True, "reason": "bandwidth", "n": first["n"]}
         # (it retries the base layer on a backoff timer, so poll for the paused state)
         await poll(lambda: asyncio.sleep(0, scrape().get('basement_downtracks_paused{reason="bandwidth"}') == 1),
                    "paused metric", timeout=10)
