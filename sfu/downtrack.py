@@ -45,6 +45,15 @@ RTX_MIN_INTERVAL = 0.02  # s; floor on the per-packet resend interval (a LAN RTT
 RTX_UNKNOWN_RTT = 0.1  # s; until the subscriber's RR gives an RTT (libwebrtc's default too)
 RTX_WINDOW = 1.0  # s; the budget window
 RTX_BUDGET = 0.5  # default resent bytes per forwarded byte; `configure_retransmission` sets it
+# A packet forwarded longer ago than this (or 3 RTTs, if longer) is stale: not resent, as
+# libwebrtc's sender keeps max(1 s, 3 x RTT) of history (mediasoup 1-2 s). And a run of consecutive
+# lost packets is repaired whole or not at all: when its first packet is stale or no longer cached,
+# the frames it spans cannot be completed, so its fresh tail is not resent either. After a 3 s
+# outage an aiortc subscriber NACKs everything it missed; resending the last second of it (the
+# part still fresh) left its jitter buffer holding incomplete stale frames, and its video came back
+# only after a second key frame request, > 3 s after the link instead of 1.0 s
+# (tests/integration/test_link_outage.py). The subscriber's key frame request repairs such a loss.
+RTX_MAX_AGE_S = 1.0
 
 
 def configure_retransmission(budget: float) -> None:
@@ -270,7 +279,7 @@ class DownTrack:
             if vp8.tl0picidx >= 0:
                 buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + self.tl0_off) & 0xFF
         out = bytes(buf)
-        self.cache[out_seq & CACHE_MASK] = (out_seq, out)  # (the native twin: DownTrackCore's ring)
+        self.cache[out_seq & CACHE_MASK] = (out_seq, out, now)  # (the native twin: DownTrackCore's ring)
         if _newer16(out_seq, self.last_seq) or not self.started:
             self.last_seq = out_seq
             self.last_ts = out_ts
@@ -369,15 +378,17 @@ class DownTrack:
             if not lost:
                 return
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
-        sent, misses, by_interval, by_budget, spent = self._resend(lost, now, interval, self._rtx_left(now),
-                                                                   self.slot.rtx_pt, self.slot.rtx_ssrc)
+        oldest = now - max(RTX_MAX_AGE_S, 3 * self.rtt)
+        sent, misses, by_interval, by_budget, by_stale, spent = self._resend(
+            lost, now, interval, self._rtx_left(now), self.slot.rtx_pt, self.slot.rtx_ssrc, oldest)
         self.retransmissions += sent
-        self.rtx_suppressed += by_interval + by_budget
+        self.rtx_suppressed += by_interval + by_budget + by_stale
         self._rtx_spent += spent
         STATS.retransmissions += sent
         STATS.nack_misses += misses
         STATS.rtx_suppressed_interval += by_interval
         STATS.rtx_suppressed_budget += by_budget
+        STATS.rtx_suppressed_stale += by_stale
 
     def _answer_handover(self, lost: list[int]) -> list[int]:
         """Answer NACKs for the previous track's last packets on this recycled m-line with empty packets;
@@ -424,19 +435,30 @@ class DownTrack:
         return rest
 
     def _resend(self, lost: list[int], now: float, interval: float, left: float, rtx_pt: int,
-                rtx_ssrc: int) -> tuple[int, int, int, int, int]:
+                rtx_ssrc: int, oldest: float) -> tuple[int, int, int, int, int, int]:
         """The per-packet part of a NACK answer (the native twin: DownTrackCore._resend). Returns
-        (resent, not cached, suppressed by the interval, suppressed by the budget, bytes resent)."""
-        sent = misses = by_interval = by_budget = spent = 0
+        (resent, not cached, suppressed by the interval, by the budget, stale — forwarded before
+        `oldest`, or in a run of consecutive losses whose first packet is — and bytes resent)."""
+        sent = misses = by_interval = by_budget = by_stale = spent = 0
         resent = self._resent
+        previous = -1
+        repairable = True
         for i, seq in enumerate(lost):
             # aiortc expands a NACK's bitmask as pid + n + 1 without wrapping: 65535's "next" is 65536
             seq &= 0xFFFF
             idx = seq & CACHE_MASK
-            packet = self._cached(seq)
-            if packet is None:
+            entry = self.cache[idx]
+            cached = entry is not None and entry[0] == seq
+            if seq != (previous + 1) & 0xFFFF or previous < 0:  # the first of a run of losses
+                repairable = cached and entry[2] >= oldest
+            previous = seq
+            if not cached:
                 misses += 1
                 continue
+            if not repairable or entry[2] < oldest:
+                by_stale += 1
+                continue
+            packet = entry[1]
             last = resent[idx]
             if last is not None and last[0] == seq and now - last[1] < interval:
                 by_interval += 1
@@ -452,7 +474,7 @@ class DownTrack:
                 left -= len(packet)
                 spent += len(packet)
                 sent += 1
-        return sent, misses, by_interval, by_budget, spent
+        return sent, misses, by_interval, by_budget, by_stale, spent
 
     def _rtx_left(self, now: float) -> float:
         """Bytes that may still be resent in this window: `rtx_budget` times what was forwarded in

@@ -106,6 +106,7 @@ class MediaStats:
         self.layer_switches = 0
         self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
         self.rtx_suppressed_budget = 0  # over the retransmission byte budget
+        self.rtx_suppressed_stale = 0  # too old to help, or its loss run is (downtrack.RTX_MAX_AGE_S)
         self.dropped: dict[str, int] = {}
         # datagrams, reads and receive errors of the media sockets already closed
         self.socket_totals = [0, 0, 0]
@@ -220,6 +221,7 @@ class MediaCollector:
                                          labels=[*names, "reason"])
         suppressed.add_metric([*values, "interval"], s.rtx_suppressed_interval)
         suppressed.add_metric([*values, "budget"], s.rtx_suppressed_budget)
+        suppressed.add_metric([*values, "stale"], s.rtx_suppressed_stale)
         yield suppressed
         errors = CounterMetricFamily("basement_task_errors", "failed rounds of periodic media tasks, by task",
                                      labels=[*names, "task"])

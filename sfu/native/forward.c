@@ -424,6 +424,7 @@ typedef struct {
     uint16_t resent_seq;
     uint16_t resent_valid;
     double resent_at;
+    double stored_at; /* when it was forwarded: NACKs for older packets are not answered */
 } cache_entry;
 
 typedef struct {
@@ -677,7 +678,7 @@ static void dtc_rewrite_extensions(DownTrackCore *s, uint8_t *buf, size_t i, siz
     }
 }
 
-static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t len) {
+static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t len, double now) {
     if (!s->cache) {
         s->cache = calloc(CACHE_SIZE, sizeof(cache_entry));
         if (!s->cache)
@@ -700,6 +701,7 @@ static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t 
     c->len = (uint32_t)len;
     c->seq = seq;
     c->valid = 1;
+    c->stored_at = now;
     return 0;
 }
 
@@ -811,7 +813,7 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
         if (vp8->tl0picidx >= 0)
             scratch[p + vp8->tl0picidx_pos] = (uint8_t)(((unsigned)vp8->tl0picidx + s->tl0_off) & 0xFF);
     }
-    cache_store(s, out_seq, scratch, len);
+    cache_store(s, out_seq, scratch, len, now);
     if (newer16(out_seq, (uint16_t)s->last_seq) || !s->started) {
         s->last_seq = out_seq;
         s->last_ts = out_ts;
@@ -886,27 +888,41 @@ static size_t dtc_rtx(DownTrackCore *s, const uint8_t *pkt, size_t len, int rtx_
     return v.payload_start + 2 + n;
 }
 
-/* _resend(lost, now, interval, left, rtx_pt, rtx_ssrc) -> (resent, misses, by_interval, by_budget, bytes):
- * the per-packet part of DownTrack.on_nack (Python computes the interval and the budget) */
+/* _resend(lost, now, interval, left, rtx_pt, rtx_ssrc, oldest)
+ *   -> (resent, misses, by_interval, by_budget, by_stale, bytes):
+ * the per-packet part of DownTrack.on_nack (Python computes the interval, the budget and `oldest`,
+ * the time before which a forwarded packet is too old to resend; a run of consecutive losses whose
+ * first packet is that old, or no longer cached, is not resent at all: downtrack.RTX_MAX_AGE_S) */
 static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
     PyObject *lost;
-    double now, interval, left;
+    double now, interval, left, oldest;
     int rtx_pt;
     unsigned long rtx_ssrc;
-    if (!PyArg_ParseTuple(args, "O!dddik", &PyList_Type, &lost, &now, &interval, &left, &rtx_pt, &rtx_ssrc))
+    if (!PyArg_ParseTuple(args, "O!dddikd", &PyList_Type, &lost, &now, &interval, &left, &rtx_pt, &rtx_ssrc,
+                          &oldest))
         return NULL;
-    long long sent = 0, misses = 0, by_interval = 0, by_budget = 0, spent = 0;
+    long long sent = 0, misses = 0, by_interval = 0, by_budget = 0, by_stale = 0, spent = 0;
     PyObject *result = NULL;
     uint8_t *rtx_buf = NULL;
     Py_ssize_t n = PyList_GET_SIZE(lost);
+    long previous = -1;
+    int repairable = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         long seq = PyLong_AsLong(PyList_GET_ITEM(lost, i));
         if (seq == -1 && PyErr_Occurred())
             goto done;
         seq &= 0xFFFF;
         cache_entry *c = s->cache ? &s->cache[seq & CACHE_MASK] : NULL;
-        if (!c || !c->valid || c->seq != seq) {
+        int cached = c && c->valid && c->seq == seq;
+        if (previous < 0 || seq != ((previous + 1) & 0xFFFF)) /* the first of a run of losses */
+            repairable = cached && c->stored_at >= oldest;
+        previous = seq;
+        if (!cached) {
             misses++;
+            continue;
+        }
+        if (!repairable || c->stored_at < oldest) {
+            by_stale++;
             continue;
         }
         if (c->resent_valid && c->resent_seq == seq && now - c->resent_at < interval) {
@@ -945,7 +961,7 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
             sent++;
         }
     }
-    result = Py_BuildValue("(LLLLL)", sent, misses, by_interval, by_budget, spent);
+    result = Py_BuildValue("(LLLLLL)", sent, misses, by_interval, by_budget, by_stale, spent);
 done:
     flush_unless_held();
     free(rtx_buf);
@@ -1081,7 +1097,7 @@ static PyMethodDef DTC_methods[] = {
      "pt, ssrc, ext_map, mid_in, ast_in, mid_out: what the hot path reads from the slot"},
     {"_cached", (PyCFunction)DTC_cached, METH_O, "the cached (rewritten, unprotected) packet with this seq, or None"},
     {"_resend", (PyCFunction)DTC_resend, METH_VARARGS,
-     "lost, now, interval, left, rtx_pt, rtx_ssrc: the per-packet part of a NACK answer"},
+     "lost, now, interval, left, rtx_pt, rtx_ssrc, oldest: the per-packet part of a NACK answer"},
     {"_clear_cache", (PyCFunction)DTC_clear_cache, METH_NOARGS, "free the packet cache"},
     {NULL},
 };

@@ -34,7 +34,9 @@ async def _serve(url: str, room: str, name: str, width: int, height: int) -> Non
     from signalling.protocol.client import Client
     from tests.support.media import CounterVideo, Sink, Tone
 
-    transport.configure_ice(["127.0.0.1"])  # aioice leaves loopback out; the tests have nothing else
+    # aioice leaves loopback out; the tests have nothing else, unless the bot runs at the far end of
+    # an emulated link (tests/support/netns.py), which names its address
+    transport.configure_ice([os.environ.get("BASEMENT_BOT_ICE", "127.0.0.1")])
 
     client = Client(url)
     sinks: dict[str, tuple[dict[str, Any], Sink, list[int]]] = {}  # track -> (info, sink, [timeline mark])
@@ -66,7 +68,8 @@ async def _serve(url: str, room: str, name: str, width: int, height: int) -> Non
                 mark[0] = len(sink.timeline)
                 report[tid] = {"participant": info["participant"], "frames": sink.frames, "sizes": sizes}
             sub = client.subscriber
-            emit({"index": video.index, "sinks": report,
+            emit({"index": video.index, "sinks": report, "resumes": client.resumes,
+                  "left": [m for m in client.messages if m.get("type") == "participant_left"],
                   "paused": [m for m in client.messages if m.get("type") == "paused" and m.get("paused")],
                   "subscriber_sdp": sub.localDescription.sdp if sub and sub.localDescription else ""})
         else:  # "quit", or the parent went away (EOF)
@@ -86,11 +89,14 @@ class Bot:
 
     @classmethod
     async def start(cls, url: str, room: str, name: str, width: int, height: int,
-                    timeout: float = 30.0) -> Bot:
+                    timeout: float = 30.0, prefix: list[str] | None = None, ice: str = "127.0.0.1") -> Bot:
+        """`prefix`: a command the bot runs under (e.g. `netns.Link.command()`), `ice` the address it
+        gathers candidates on."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.support.aiortc_bot", url, room, name, str(width), str(height),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+            *(prefix or []), sys.executable, "-m", "tests.support.aiortc_bot", url, room, name, str(width),
+            str(height), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "BASEMENT_BOT_ICE": ice,
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), timeout)
             if not line:

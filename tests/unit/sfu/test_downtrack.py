@@ -11,6 +11,8 @@ from __future__ import annotations
 from aiortc import rtp as artp
 
 from sfu import rtp
+from sfu.downtrack import RTX_MAX_AGE_S
+from sfu.metrics import STATS
 from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_RTX_SSRC, OUT_SSRC, RTCP_SSRC
@@ -313,13 +315,31 @@ def test_a_nack_from_the_wire_resends_each_listed_packet_once_per_rtt():
     assert nack == bytes.fromhex("81cd0004" "00000abc") + OUT_SSRC.to_bytes(4, "big") + bytes.fromhex("03e80002"
                                                                                                       "00070000")
     (packet,) = artp.RtcpPacket.parse(nack)
-    dt.on_nack(packet.lost, 2.0)
+    dt.on_nack(packet.lost, 1.5)
     assert sub.rtp[3:] == [P.rtx(sub.rtp[0], 97, 301, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 302, OUT_RTX_SSRC)]
-    dt.on_nack(packet.lost, 2.05)  # again within the RTT (100 ms until an RR measures one): suppressed
+    dt.on_nack(packet.lost, 1.55)  # again within the RTT (100 ms until an RR measures one): suppressed
     assert (len(sub.rtp), dt.rtx_suppressed) == (5, 2)
-    dt.on_nack(packet.lost, 2.1)
+    dt.on_nack(packet.lost, 1.6)
     assert sub.rtp[5:] == [P.rtx(sub.rtp[0], 97, 303, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 304, OUT_RTX_SSRC)]
     assert dt.retransmissions == 4
+
+
+def test_a_packet_forwarded_too_long_ago_is_not_resent_nor_the_rest_of_its_loss_run():
+    # after an outage a subscriber NACKs everything it missed: what cannot be repaired from the start
+    # of a loss run only leaves incomplete stale frames in its jitter buffer
+    ingress, rec, dt, sub = forwarded_three()  # forwarded at 1.0, 1.03125 and 1.0625
+    before = STATS.rtx_suppressed_stale
+    late = 1.0 + RTX_MAX_AGE_S + 0.04  # 1000 and 1001 are stale, 1002 is not
+    dt.on_nack([1000, 1001, 1002], late)  # one run: its start is stale, so none of it
+    assert len(sub.rtp) == 3
+    assert (dt.retransmissions, dt.rtx_suppressed, STATS.rtx_suppressed_stale - before) == (0, 3, 3)
+    dt.on_nack([1000, 1002], late)  # two runs, judged apart
+    assert len(sub.rtp) == 4 and sub.rtp[3] == P.rtx(sub.rtp[2], 97, 301, OUT_RTX_SSRC)
+    # the age allowed grows to three round trips on a long path
+    dt.rtt = 0.5
+    dt.on_nack([1000], 1.0 + 1.4)
+    assert dt.retransmissions == 2 and sub.rtp[4] == P.rtx(sub.rtp[0], 97, 302, OUT_RTX_SSRC)
+    assert STATS.rtx_suppressed_stale - before == 4
 
 
 def test_a_nack_across_the_sequence_wrap_resends_both_sides():

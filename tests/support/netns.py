@@ -1,0 +1,92 @@
+"""An emulated network link: a network namespace of the test's own, joined to the test's by a veth pair.
+
+The test process (already in a private namespace with only loopback, as `make test` runs it) is the
+server side, `SERVER_IP`; programs started with `Link.command(...)` run in the other namespace,
+`CLIENT_IP`, and everything between the two crosses the veth pair, where the test can fail it.
+Both addresses live only inside namespaces the test made; nothing can leave the machine.
+
+This kernel has no netem and no drop action (`tc` gives "qdisc kind is unknown"), so an outage is a
+token bucket (tbf) that holds a single byte: every packet is larger than its burst and is dropped
+silently, in both directions, as on a dead radio link (no error reaches either side's sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import time
+
+SERVER_IP = "10.201.0.1"
+CLIENT_IP = "10.201.0.2"
+_names = itertools.count()
+
+
+def _ip(*args: str, netns_pid: int | None = None) -> None:
+    prefix = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+    subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=10)
+
+
+class Link:
+    def __init__(self) -> None:
+        n = next(_names)
+        self.server_dev, self.client_dev = f"bsm{n}s", f"bsm{n}c"
+        self.holder: subprocess.Popen | None = None
+        self.down_since: float | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.holder is not None, "start() first"
+        return self.holder.pid
+
+    def start(self) -> Link:
+        # the namespace lives as long as this process (the veth pair goes with it)
+        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+        deadline = time.monotonic() + 5
+        while _netns_of(self.holder.pid) == _netns_of("self"):  # unshare has not switched yet
+            if time.monotonic() > deadline:
+                raise RuntimeError("the client network namespace did not appear")
+            time.sleep(0.01)
+        _ip("ip", "link", "add", "name", self.server_dev, "type", "veth", "peer", "name", self.client_dev)
+        _ip("ip", "link", "set", self.client_dev, "netns", str(self.pid))
+        _ip("ip", "addr", "add", f"{SERVER_IP}/24", "dev", self.server_dev)
+        _ip("ip", "link", "set", self.server_dev, "up")
+        for args in (("ip", "link", "set", "lo", "up"),
+                     ("ip", "addr", "add", f"{CLIENT_IP}/24", "dev", self.client_dev),
+                     ("ip", "link", "set", self.client_dev, "up")):
+            _ip(*args, netns_pid=self.pid)
+        return self
+
+    def command(self, *args: str) -> list[str]:
+        """`args` to run in the client namespace."""
+        return ["nsenter", "-t", str(self.pid), "-n", *args]
+
+    def down(self) -> None:
+        """Lose every packet both ways from now on (see the module docstring)."""
+        for dev, pid in ((self.server_dev, None), (self.client_dev, self.pid)):
+            _ip("tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "8bit", "burst", "1", "limit", "1",
+                netns_pid=pid)
+        self.down_since = time.monotonic()
+
+    def up(self) -> None:
+        for dev, pid in ((self.server_dev, None), (self.client_dev, self.pid)):
+            _ip("tc", "qdisc", "del", "dev", dev, "root", netns_pid=pid)
+        self.down_since = None
+
+    async def outage(self, seconds: float) -> None:
+        self.down()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.up()
+
+    def stop(self) -> None:
+        if self.holder is not None and self.holder.poll() is None:
+            self.holder.kill()
+            self.holder.wait()
+        subprocess.run(["ip", "link", "del", self.server_dev], capture_output=True, timeout=10)
+
+
+def _netns_of(pid: int | str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
