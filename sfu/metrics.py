@@ -217,7 +217,8 @@ class MediaCollector:
             yield nonmedia
         suppressed = CounterMetricFamily("basement_retransmissions_suppressed",
                                          "NACKed packets not resent, by reason (interval: again within the "
-                                         "subscriber's RTT; budget: over the retransmission byte budget)",
+                                         "subscriber's RTT; budget: over the retransmission byte budget; stale: "
+                                         "forwarded over max(1 s, 3 RTT) ago, or in a loss run that began so)",
                                          labels=[*names, "reason"])
         suppressed.add_metric([*values, "interval"], s.rtx_suppressed_interval)
         suppressed.add_metric([*values, "budget"], s.rtx_suppressed_budget)
