@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ GROUPS: dict[str, str] = {
     "metrics": "Prometheus metrics",
     "signalling": "WebSocket signalling and rooms",
     "media": "media plane (ICE, RTP, simulcast)",
+    "turn": "TURN servers handed to clients (TURN REST API credentials)",
     "access": "sign-in, grants, gates, admin API",
     "chain": "chain (the node and SessionLog)",
     "sessions": "session data (outbox and CID store)",
@@ -43,10 +45,10 @@ GROUPS: dict[str, str] = {
 
 # What each subcommand reads (a nested one is named by its path, e.g. "sessions writer").
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "access", "chain", "sessions", "recording",
-              "writer", "redis"),
+    "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "turn", "access", "chain", "sessions",
+              "recording", "writer", "redis"),
     "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node"),
-    "signal": ("logging", "http", "tls", "metrics", "signalling", "access", "chain", "redis", "cluster"),
+    "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "redis", "cluster"),
     "sessions list": ("logging", "chain", "sessions"),
     "sessions verify": ("logging", "chain", "sessions"),
     "sessions prove": ("logging", "chain", "sessions"),
@@ -148,6 +150,22 @@ class Settings:
     ice_max_remote_candidates: int = field(
         default=32, metadata={"group": "media",
                               "help": "remote ICE candidates one peer connection accepts (SDP and trickled)"}
+    )
+    turn_urls: list[str] = field(
+        default_factory=list,
+        metadata={"group": "turn",
+                  "help": "TURN (and STUN) servers handed to clients in joined.ice_servers, e.g. "
+                          "turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp"},
+    )
+    turn_secret: str = field(
+        default="", metadata={"group": "turn", "secret": True,
+                              "help": "the TURN server's shared secret (coturn static-auth-secret, the TURN REST "
+                                      "API): each participant gets its own credentials from it"}
+    )
+    turn_credential_ttl_s: int = field(
+        default=28800, metadata={"group": "turn",
+                                 "help": "lifetime of a participant's TURN credentials; a TURN server refuses to "
+                                         "refresh an allocation after it, so it bounds a relayed call's length"}
     )
     srtp_profiles: list[str] = field(
         default_factory=lambda: list(SRTP_PROFILES),
@@ -325,6 +343,15 @@ class Settings:
                 raise ConfigError(f"{name}: {getattr(self, name)} is negative")
         if self.ws_rate_per_s < 0 or (self.ws_rate_per_s and self.ws_burst < 1):
             raise ConfigError("ws_rate_per_s/ws_burst: a rate needs a burst of at least 1")
+        for url in self.turn_urls:
+            if not re.fullmatch(r"(turns?|stuns?):[^\s?]+(\?transport=(udp|tcp))?", url):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn:, turns: or stun: URL "
+                                  "(host:port, optionally ?transport=udp|tcp)")
+        if any(url.startswith("turn") for url in self.turn_urls) and not self.turn_secret:
+            raise ConfigError("turn_urls names a TURN server but turn_secret is not set: set BASEMENT_TURN_SECRET "
+                              "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")
+        if not 60 <= self.turn_credential_ttl_s <= 7 * 86400:
+            raise ConfigError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s} is not between 60 s and 7 days")
         if not 0 <= self.resume_grace_s <= 600:
             raise ConfigError(f"resume_grace_s: {self.resume_grace_s:g} is not between 0 and 600 seconds")
         if self.ws_send_queue < 16:

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from signalling.access.turn import TurnCredentials
 from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer
 from signalling.cluster.registry import HEARTBEAT_S, Registry
@@ -42,8 +43,11 @@ class Replica:
         self.replicas = Registry(store, "replica")
         self.placer = Placer(store, self.nodes)
         self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
+        turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s) \
+            if settings else None
         self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer,
-                                 resume_grace_s=settings.resume_grace_s if settings else 0.0)
+                                 resume_grace_s=settings.resume_grace_s if settings else 0.0,
+                                 ice_servers=turn.ice_servers if turn else None)
         # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
         # same names and limits as `basement serve`
         self.app = create_app(self.rooms, settings)

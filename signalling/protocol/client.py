@@ -22,7 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -60,10 +67,12 @@ def _quiet_connect(pc: RTCPeerConnection) -> None:
     pc._RTCPeerConnection__connect = guarded  # type: ignore[attr-defined]
 
 
-def _new_pc() -> RTCPeerConnection:
-    # no STUN server, as in the web client: aiortc's default would query Google's from every
-    # connection; the SFU's host candidates are what a client connects to
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+def _new_pc(ice_servers: list[dict[str, Any]] | None = None) -> RTCPeerConnection:
+    # only the servers `joined` names (STUN/TURN with this participant's credentials), as in the web
+    # client: aiortc's default would query Google's STUN server from every connection
+    servers = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in ice_servers or [] if isinstance(s, dict) and s.get("urls")]
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     _quiet_connect(pc)
     return pc
 
@@ -83,6 +92,7 @@ class Client:
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.participant: dict[str, Any] | None = None
+        self.ice_servers: list[dict[str, Any]] = []  # STUN/TURN from `joined`, for both connections
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
         self.messages: list[dict[str, Any]] = []
@@ -287,6 +297,7 @@ class Client:
             msg["grant"] = grant
         joined = await self.request(msg)
         self.participant = joined["participant"]
+        self.ice_servers = joined.get("ice_servers") or []
         return joined
 
     async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None,
@@ -294,7 +305,7 @@ class Client:
         """Publish on one connection: a microphone, a camera and a screen share (any of them), and
         with `data` the data channels (`send_data`; alone, a data-only connection).
         `published` then maps "audio", "video" and "screen" to the track ids."""
-        pc = self.publisher = _new_pc()
+        pc = self.publisher = _new_pc(self.ice_servers)
         added = []
         for track, source in ((audio, "microphone"), (video, "camera"), (screen, "screen")):
             if track is None:
@@ -382,7 +393,7 @@ class Client:
             if self._closed:
                 return
             if self.subscriber is None:
-                self.subscriber = _new_pc()
+                self.subscriber = _new_pc(self.ice_servers)
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
             for t in pc.getTransceivers():

@@ -176,7 +176,8 @@ class Participant:
 
 class RoomManager:
     def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
-                 observer: Any = None, resume_grace_s: float = 0.0) -> None:
+                 observer: Any = None, resume_grace_s: float = 0.0,
+                 ice_servers: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
         self.node = node
         self.admit = admit
         self.max_participants = max_participants
@@ -185,6 +186,8 @@ class RoomManager:
         # how long a participant whose socket dropped stays, waiting for `resume` (0: it leaves at once)
         self.resume_grace_s = resume_grace_s
         self.closed = False  # shutting down: a dropped socket leaves at once
+        # identity -> the RTCIceServers (STUN/TURN with credentials) its client connects through
+        self.ice_servers = ice_servers
 
     def deliver(self, participant_id: str, msg: dict[str, Any]) -> None:
         """Called from the media node's loops (speaker, layers): must not raise into them."""
@@ -225,6 +228,7 @@ class RoomManager:
             "participants": state["participants"],
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
+            "ice_servers": self.ice_servers(p.identity) if self.ice_servers else [],
             **self._resume_offer(p),
         }
         return p, joined

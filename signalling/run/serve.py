@@ -13,6 +13,7 @@ from aiohttp import web
 from sfu import transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
+from signalling.access.turn import TurnCredentials
 from signalling.config import Settings
 from signalling.httpjson import BodyError, read_object
 from signalling.protocol.app import create_app, metrics_app
@@ -77,8 +78,9 @@ async def start_server(settings: Settings) -> Server:
 
     node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
                    rtx_budget=settings.retransmit_budget)
+    turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
-                        resume_grace_s=settings.resume_grace_s)
+                        resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms, settings)
     mount(cp, app, rooms)

@@ -1,5 +1,19 @@
-// Our ICE candidates for either peer connection: held until its SDP went out, then trickled.
+// ICE: the peer connections' configuration, and our candidates, held until the SDP went out and
+// then trickled.
+import { OPTIONS } from './options.js';
 import { call, sig } from './state.js';
+
+// STUN/TURN servers come from the server (`joined.ice_servers`, with this participant's own TURN
+// credentials); `relay=1` in the page's query makes media go through TURN only (iceTransportPolicy
+// "relay"), as on a network that lets nothing else out.
+export function pcConfig(s) {
+  return {
+    bundlePolicy: 'max-bundle',
+    rtcpMuxPolicy: 'require',
+    iceServers: s.iceServers || [],
+    iceTransportPolicy: OPTIONS.relay ? 'relay' : 'all',
+  };
+}
 
 export function trickle(s, target, candidate) {
   const c = candidate ? { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex } : null;

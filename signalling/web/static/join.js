@@ -37,6 +37,7 @@ export async function join(room, name) {
     const joined = await sig.request(msg);
     if (call !== s) return;
     s.me = joined.participant;
+    s.iceServers = joined.ice_servers || [];
     for (const p of joined.participants || []) s.participants.set(p.id, p);
     for (const t of joined.tracks || []) s.trackInfo.set(t.track, t);
     B.participant = s.me;

@@ -1,5 +1,5 @@
 // Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264, simulcast=0,
-// video=WxH, audio=0, camera=0, grant (read by wallet.js).
+// video=WxH, audio=0, camera=0, relay=1 (media through TURN only), grant (read by wallet.js).
 
 export const qs = new URLSearchParams(location.search);
 export const OPTIONS = {
@@ -11,6 +11,7 @@ export const OPTIONS = {
   video: parseSize(qs.get('video')) || { width: 1280, height: 720 },
   wantAudio: qs.get('audio') !== '0',
   wantVideo: qs.get('camera') !== '0',
+  relay: qs.get('relay') === '1',
 };
 
 function parseSize(s) {

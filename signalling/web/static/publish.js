@@ -1,6 +1,6 @@
 import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
-import { flushCandidates, trickle } from './ice.js';
+import { flushCandidates, pcConfig, trickle } from './ice.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
 import { addLocalTile } from './tiles.js';
@@ -56,7 +56,7 @@ export async function startPublishing(s) {
 // The publish connection, made on first use (the camera and microphone, or a screen share alone).
 export function publisherConnection(s) {
   if (!s.pub) {
-    const pc = (s.pub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
+    const pc = (s.pub = new RTCPeerConnection(pcConfig(s)));
     pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
     pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
     openChannels(s, pc); // the chat's data channels, in the first offer (chat.js)

@@ -38,6 +38,7 @@ export function newCall(room) {
     micMuted: false,
     camMuted: false,
     pingTimer: null,
+    iceServers: [],              // STUN/TURN for our peer connections, from joined.ice_servers
   };
 }
 

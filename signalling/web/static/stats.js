@@ -31,7 +31,25 @@ export async function stats() {
       });
     });
   }
-  return { inbound, outbound };
+  return { inbound, outbound, paths: { publisher: await path(s.pub), subscriber: await path(s.sub) } };
+}
+
+// The candidate pair a connection uses: {local, remote} candidate types and protocols (a relayed
+// one has local type "relay" and relayProtocol udp/tcp/tls), or null while there is none.
+async function path(pc) {
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+  });
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId) || {};
+  const remote = report.get(pair.remoteCandidateId) || {};
+  return {
+    localType: local.candidateType, localProtocol: local.protocol, relayProtocol: local.relayProtocol || null,
+    remoteType: remote.candidateType, remoteAddress: remote.address, remotePort: remote.port,
+  };
 }
 
 export function transceivers() {

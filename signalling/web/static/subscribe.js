@@ -1,4 +1,4 @@
-import { flushCandidates, trickle } from './ice.js';
+import { flushCandidates, pcConfig, trickle } from './ice.js';
 import { B, call, sig } from './state.js';
 import { RemoteTile } from './tiles.js';
 import { $, logEvent, showError, updateStatusDot } from './ui.js';
@@ -17,7 +17,7 @@ export function onSubscriberOffer(msg) {
 async function applySubscriberOffer(s, msg) {
   if (call !== s || !sig) return;
   if (!s.sub) {
-    const pc = (s.sub = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', iceServers: [] }));
+    const pc = (s.sub = new RTCPeerConnection(pcConfig(s)));
     pc.onicecandidate = (e) => trickle(s, 'subscriber', e.candidate);
     pc.onconnectionstatechange = () => { B.subscriberState = pc.connectionState; updateStatusDot(); };
   }

@@ -87,7 +87,7 @@ def test_basement_serve_reports_config_errors_without_a_traceback(capsys):
     assert "configuration error" in err and "--port" in err
 
 
-@pytest.mark.parametrize("flag", ["--admin-key", "--grant-secret", "--writer-key"])
+@pytest.mark.parametrize("flag", ["--admin-key", "--grant-secret", "--writer-key", "--turn-secret"])
 def test_secrets_are_refused_as_command_line_flags(flag, capsys):
     assert cli.main(["serve", flag, "s3cret-value"]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Chromium's media through a real TURN server (coturn), with credentials the SFU hands out.
+
+The page runs with `relay=1` (iceTransportPolicy "relay"): it may use no path but a TURN relay, as
+on a network that lets nothing else out. It gets its TURN credentials in `joined.ice_servers`
+(TURN REST API: coturn checks them against the shared secret); the SFU sees only coturn's relayed
+addresses.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from signalling.protocol.client import Client
+from tests.e2e.browser.test_browser import joined, tile_name_js, wait_decoding
+from tests.support.browser import poll
+from tests.support.coturn import RELAY_PORTS, Coturn
+from tests.support.media import CounterVideo, Sink, Tone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_chromium_relayed_through_turn_sends_and_receives(make_server, browser, tmp_path, transport):
+    turn = await Coturn(tmp_path / "turn").start()
+    try:
+        server = await make_server(turn_urls=[turn.url(transport)], turn_secret=turn.secret)
+        alice = Client(server.url)
+        await alice.connect()
+        try:
+            await alice.join("relayed", "alice")
+            await alice.publish(audio=Tone(), video=CounterVideo())
+            page = await browser(server, "relayed", "chromium", relay="1")
+            me = (await joined(page))["participant"]
+            # the page's own credentials: "<expiry>:<identity>", for this TURN server only
+            servers = (await page.evaluate("window.basement.events.find(m => m.type === 'joined')"))["ice_servers"]
+            assert [s["urls"] for s in servers] == [[turn.url(transport)]]
+            assert servers[0]["username"].split(":", 1)[1] == me["identity"]
+
+            alice_id = alice.participant["id"]
+            assert await page.wait_for(tile_name_js(alice_id)) == "alice"
+            await wait_decoding(page, alice_id, more=20)
+            _, video = await alice.wait_track(kind="video", participant=me["id"], timeout=30)
+            sink = Sink(video)
+            await sink.wait_frames(20)
+
+            # both of the page's connections are relayed, over the transport asked for
+            paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
+            for target in ("publisher", "subscriber"):
+                assert paths[target]["localType"] == "relay", paths
+                assert paths[target]["relayProtocol"] == transport, paths
+            # and the SFU talks to coturn's relayed addresses only
+            page_peer = server.node.peers[me["id"]]
+            for target in (page_peer.publisher, page_peer.subscriber):
+                remote = _remote(target)
+                assert remote[0] == "127.0.0.1" and RELAY_PORTS[0] <= remote[1] <= RELAY_PORTS[1], remote
+            # coturn accepted the page's credentials (it logs each request with its username)
+            assert f"user <{servers[0]['username']}>: incoming packet ALLOCATE processed, success" in turn.log
+        finally:
+            await alice.close()
+    finally:
+        turn.stop()
+
+
+async def _paths(page):
+    paths = (await page.evaluate("window.basement.stats()"))["paths"]
+    return paths if paths["publisher"] and paths["subscriber"] else None
+
+
+def _remote(transport) -> tuple[str, int]:
+    """The remote address of the pair the SFU's ICE connection nominated (aioice's state)."""
+    ice = transport.pc.getTransceivers()[0].receiver.transport.transport
+    pair = ice._connection._nominated[1]
+    return pair.remote_candidate.host, pair.remote_candidate.port
