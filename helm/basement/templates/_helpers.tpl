@@ -65,6 +65,10 @@ app.kubernetes.io/part-of: basement
 {{- default (printf "%s-grant" (include "basement.fullname" .)) .Values.grantSecret.existingSecret -}}
 {{- end -}}
 
+{{- define "basement.turnSecretName" -}}
+{{- default (printf "%s-turn" (include "basement.fullname" .)) .Values.turn.secret.existingSecret -}}
+{{- end -}}
+
 {{- define "basement.redisPasswordSecretName" -}}
 {{- default (printf "%s-redis-auth" (include "basement.fullname" .)) .Values.redis.bundled.auth.existingSecret -}}
 {{- end -}}
@@ -172,6 +176,18 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- if le (int $s.terminationGracePeriodSeconds) (int $s.drainMarginSeconds) -}}
 {{- fail "sfu: terminationGracePeriodSeconds must be larger than drainMarginSeconds" -}}
+{{- end -}}
+{{- $t := .Values.turn -}}
+{{- if $t.enabled -}}
+{{- if not $t.host -}}
+{{- fail "turn.enabled=true needs turn.host: the DNS name or address clients reach the TURN nodes at" -}}
+{{- end -}}
+{{- if gt (int $t.relayPortMin) (int $t.relayPortMax) -}}
+{{- fail (printf "turn: relayPortMin (%d) must be <= relayPortMax (%d)" (int $t.relayPortMin) (int $t.relayPortMax)) -}}
+{{- end -}}
+{{- if and (le (int $t.relayPortMin) (int $s.rtpPortMax)) (le (int $s.rtpPortMin) (int $t.relayPortMax)) -}}
+{{- fail "turn: the relay port range overlaps sfu.rtpPortMin-rtpPortMax (a node may run both)" -}}
+{{- end -}}
 {{- end -}}
 {{- if eq (int .Values.signal.port) (int .Values.signal.metricsPort) -}}
 {{- fail "signal: port and metricsPort must differ" -}}

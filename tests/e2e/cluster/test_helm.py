@@ -33,7 +33,7 @@ FULL = "basement"  # fullname: the release name already contains the chart name
 
 # Env vars that carry secrets: they must only ever come from a secretKeyRef.
 SECRET_ENV = {"BASEMENT_GRANT_SECRET", "BASEMENT_ADMIN_KEY", "BASEMENT_WRITER_KEY", "BASEMENT_REDIS_PASSWORD",
-              "REDIS_PASSWORD", "REDISCLI_AUTH"}
+              "REDIS_PASSWORD", "REDISCLI_AUTH", "BASEMENT_TURN_SECRET"}
 # Env the chart sets that signalling.config has no field for yet (the processes must add it).
 PENDING_SETTINGS: set[str] = set()
 STANDARD_LABELS = (
@@ -143,8 +143,10 @@ def test_there_are_example_values_files():
 
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
-def test_lint_strict(values_file):
-    values = load_values(values_file) if values_file else None
+@pytest.mark.parametrize("with_turn", [False, True], ids=["", "turn"])
+def test_lint_strict(values_file, with_turn):
+    values = load_values(values_file) if values_file else {}
+    values = merge(values, TURN_ON) if with_turn else values or None
     report = helm_python.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE}")
     assert report["errors"] == [], report
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -170,8 +172,10 @@ CRD_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): check_service_moni
 
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
-def test_every_rendered_document_is_valid_kubernetes(values_file):
-    docs = render(load_values(values_file) if values_file else None)
+@pytest.mark.parametrize("with_turn", [False, True], ids=["", "turn"])
+def test_every_rendered_document_is_valid_kubernetes(values_file, with_turn):
+    values = load_values(values_file) if values_file else {}
+    docs = render(merge(values, TURN_ON) if with_turn else values)
     assert docs
     seen = set()
     for doc in docs:
@@ -227,10 +231,73 @@ def test_pods_are_locked_down(values_file):
         assert sc["readOnlyRootFilesystem"] is True, where
         assert sc["allowPrivilegeEscalation"] is False, where
         assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], where
+    # the chart's coturn, with TURN over TLS on 443: the one capability that binds a low port, no more
+    docs = render(merge(load_values(values_file) if values_file else {}, TURN_ON))
+    turn = pod_spec(one(docs, "Deployment", f"{FULL}-turn"))
+    assert [c["securityContext"]["capabilities"] for c in turn["containers"]] == [
+        {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}]
+    assert [c["securityContext"]["capabilities"] for c in turn["initContainers"]] == [{"drop": ["ALL"]}]
+    for c in turn["containers"] + turn["initContainers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True and "privileged" not in c["securityContext"]
         assert pod["automountServiceAccountToken"] is False, where
         # Service links would inject BASEMENT_*_PORT=tcp://… for Services named basement-*.
         assert pod["enableServiceLinks"] is False, where
         assert "privileged" not in sc, where
+
+
+TURN_ON = {"turn": {"enabled": True, "host": "turn.example.com", "tlsSecret": "turn-tls"}}
+
+
+# --- the TURN server (coturn) ---------------------------------------------------------------------
+
+
+def test_turn_is_off_by_default():
+    docs = render()
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-turn")]
+    envs = {name for _, c in all_containers(docs) for name in env_of(c)}
+    assert not {e for e in envs if e.startswith("BASEMENT_TURN")}
+
+
+def test_turn_runs_coturn_on_the_host_network_and_signalling_hands_out_credentials():
+    docs = render(merge(TURN_ON, {"turn": {"allowedPeerRanges": ["10.0.1.0-10.0.1.255"]}}))
+    turn = one(docs, "Deployment", f"{FULL}-turn")
+    pod = pod_spec(turn)
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    (c,) = pod["containers"]
+    assert c["command"] == ["turnserver", "-c", "/run/turn/turnserver.conf"]
+    assert {(p["containerPort"], p["protocol"]) for p in c["ports"]} == {(3478, "UDP"), (3478, "TCP"), (443, "TCP")}
+    conf = one(docs, "ConfigMap", f"{FULL}-turn")["data"]["turnserver.conf"].splitlines()
+    for line in ("use-auth-secret", "listening-port=3478", "tls-listening-port=443", "min-port=49152",
+                 "max-port=49999", "denied-peer-ip=10.0.0.0-10.255.255.255", "allowed-peer-ip=10.0.1.0-10.0.1.255",
+                 "realm=turn.example.com", "no-cli"):
+        assert line in conf, line
+    # the shared secret: generated into a Secret, read by coturn's init step from a file, never argv
+    secret = base64.b64decode(one(docs, "Secret", f"{FULL}-turn")["data"]["turn-secret"]).decode()
+    assert len(secret) == 48
+    (init,) = pod["initContainers"]
+    assert "static-auth-secret" in init["command"][-1] and "cat /etc/turn/secret/secret" in init["command"][-1]
+    assert secret not in str(turn) and not any("static-auth-secret=" in line for line in conf)
+    # signalling: the URLs clients get, the secret from the same Secret; Settings accepts all of it
+    (sig,) = pod_spec(one(docs, "Deployment", f"{FULL}-signal"))["containers"]
+    env = env_of(sig)
+    assert env["BASEMENT_TURN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": f"{FULL}-turn", "key": "turn-secret"}
+    settings = config.load(env=resolve_env(sig, pod_ip="10.0.0.5"))
+    assert settings.turn_urls == ["turn:turn.example.com:3478?transport=udp",
+                                  "turn:turn.example.com:3478?transport=tcp",
+                                  "turns:turn.example.com:443?transport=tcp"]
+    assert settings.turn_secret == "s3cret" and settings.turn_credential_ttl_s == 28800
+
+
+def test_turn_with_an_existing_secret_and_without_tls():
+    docs = render({"turn": {"enabled": True, "host": "203.0.113.7", "secret": {"existingSecret": "my-turn"}}})
+    assert not find(docs, "Secret", f"{FULL}-turn")
+    pod = pod_spec(one(docs, "Deployment", f"{FULL}-turn"))
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}["secret"] == "my-turn"
+    (c,) = pod["containers"]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}  # no low port without TLS
+    (sig,) = pod_spec(one(docs, "Deployment", f"{FULL}-signal"))["containers"]
+    assert "turns:" not in env_of(sig)["BASEMENT_TURN_URLS"]["value"]
+    assert "no-tls" in one(docs, "ConfigMap", f"{FULL}-turn")["data"]["turnserver.conf"].splitlines()
 
 
 # --- the SFU pod ------------------------------------------------------------------------------------
@@ -546,6 +613,11 @@ FAIL_CASES = {
         "fewer than 10 ports to each of the 8 processes",
     ),
     "http-in-rtp-range": ({"sfu": {"port": 50010}}, "HTTP ports overlap the RTP range"),
+    "turn-without-host": ({"turn": {"enabled": True}}, "turn.enabled=true needs turn.host"),
+    "turn-relay-in-rtp-range": (
+        {"turn": {"enabled": True, "host": "t.example", "relayPortMin": 50500, "relayPortMax": 51500}},
+        "relay port range overlaps sfu.rtpPortMin-rtpPortMax",
+    ),
     "ports-collide": ({"sfu": {"metricsPort": 7880}}, "overlap metrics ports"),
 }
 
@@ -568,6 +640,7 @@ SCHEMA_CASES = {
         "/redis/external/url",
     ),
     "typo": ({"sfu": {"replica": 3}}, "replica"),
+    "turn-peer-range": ({"turn": {"allowedPeerRanges": ["10.0.0.0/8"]}}, "/turn/allowedPeerRanges/0"),
 }
 
 
