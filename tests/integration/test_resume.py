@@ -24,20 +24,9 @@ async def proxy(server):
 
 
 @pytest.fixture
-async def through_proxy(proxy, connect):
+def through_proxy(proxy, connect):
     """connect through the proxy (closed at teardown with the others)."""
-    made = []
-
-    async def make(room: str, name: str, **kw) -> Client:
-        c = Client(proxy.url, **kw)
-        made.append(c)
-        await c.connect()
-        await c.join(room, name)
-        return c
-
-    yield make
-    for c in made:
-        await c.close()
+    return lambda room, name, **kw: connect(room, name, url=proxy.url, **kw)
 
 
 def numbers(client: Client) -> list[int]:

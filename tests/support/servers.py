@@ -63,13 +63,14 @@ async def server(make_server):
 
 @pytest.fixture
 async def connect(server):
-    """connect(room, name) -> a joined Client; every client is closed at teardown."""
+    """connect(room, name, url=None) -> a joined Client (of `server`, or of `url`: e.g. a proxy in front
+    of it); every client is closed at teardown."""
     from signalling.protocol.client import Client
 
     made = []
 
-    async def make(room: str, name: str, **kw) -> Client:
-        c = Client(server.url, **kw)
+    async def make(room: str, name: str, url: str | None = None, **kw) -> Client:
+        c = Client(url or server.url, **kw)
         made.append(c)
         await c.connect()
         await c.join(room, name)

@@ -50,6 +50,18 @@ async def wait_decoding(page: Browser, participant: str, more: int = 15, timeout
     return await poll(grew, f"frames of {participant} decoded in the page (from {start})", timeout)
 
 
+async def media_both_ways(page: Browser, peer: Any, me: dict[str, Any], frames: int = 10) -> Sink:
+    """The page shows `peer` (an aiortc Client) by name and decodes its video, and `peer` decodes the
+    page's: returns the Sink on the latter, to watch it go on."""
+    peer_id = peer.participant["id"]
+    assert await page.wait_for(tile_name_js(peer_id)) == peer.participant["name"]
+    await wait_decoding(page, peer_id, more=frames)
+    _, video = await peer.wait_track(kind="video", participant=me["id"], timeout=30)
+    sink = Sink(video)
+    await sink.wait_frames(frames)
+    return sink
+
+
 def tile_name_js(participant: str) -> str:
     sel = json.dumps(f'#grid .tile.remote[data-participant="{participant}"] .name')
     return f"(document.querySelector({sel}) || {{}}).textContent || null"

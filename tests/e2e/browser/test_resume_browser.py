@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from signalling.protocol.edge import EDGE_STATS
-from tests.e2e.browser.test_browser import events_js, joined, tile_name_js, wait_decoding
+from tests.e2e.browser.test_browser import events_js, joined, media_both_ways, tile_name_js, wait_decoding
 from tests.support.browser import poll
-from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.media import CounterVideo, Tone
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,11 +28,7 @@ async def test_cut_socket_resumes_without_anyone_seeing_a_leave(server, connect,
         page = await browser(SimpleNamespace(url=proxy.url), "webr", "chromium")
         me = (await joined(page))["participant"]
         alice_id = alice.participant["id"]
-        assert await page.wait_for(tile_name_js(alice_id)) == "alice"
-        await wait_decoding(page, alice_id, more=10)
-        _, page_video = await alice.wait_track(kind="video", participant=me["id"], timeout=30)
-        sink = Sink(page_video)
-        await sink.wait_frames(10)
+        sink = await media_both_ways(page, alice, me)
 
         resumed_before = EDGE_STATS.resume["resumed"]
         assert proxy.cut() >= 1

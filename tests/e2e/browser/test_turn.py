@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from signalling.protocol.client import Client
-from tests.e2e.browser.test_browser import joined, tile_name_js, wait_decoding
+from tests.e2e.browser.test_browser import joined, media_both_ways
 from tests.support.browser import poll
 from tests.support.coturn import RELAY_PORTS, Coturn
-from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.media import CounterVideo, Tone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,12 +36,7 @@ async def test_chromium_relayed_through_turn_sends_and_receives(make_server, bro
             assert [s["urls"] for s in servers] == [[turn.url(transport)]]
             assert servers[0]["username"].split(":", 1)[1] == me["identity"]
 
-            alice_id = alice.participant["id"]
-            assert await page.wait_for(tile_name_js(alice_id)) == "alice"
-            await wait_decoding(page, alice_id, more=20)
-            _, video = await alice.wait_track(kind="video", participant=me["id"], timeout=30)
-            sink = Sink(video)
-            await sink.wait_frames(20)
+            await media_both_ways(page, alice, me, frames=20)
 
             # both of the page's connections are relayed, over the transport asked for
             paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
