@@ -114,7 +114,8 @@ class Connection:
         except (ConnectionError, RuntimeError):
             pass
         finally:
-            if not self.ws.closed and not self.aborted:
+            # (a socket taken over by a resume was aborted: there is no one to say goodbye to)
+            if not self.ws.closed and not self.aborted and not self.superseded:
                 code = WSCloseCode.POLICY_VIOLATION if self.closing else WSCloseCode.OK
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await self.ws.close(code=code, message=b"rate limit exceeded" if self.closing else b"")
