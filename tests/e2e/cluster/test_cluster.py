@@ -460,6 +460,31 @@ async def test_killed_node_rooms_rejoin_elsewhere_and_other_rooms_are_undisturbe
     assert not [m for cl in (safe_pub, safe_sub) for m in cl.messages if m.get("type") in ("removed", "left")]
 
 
+async def test_killed_replica_participants_rejoin_through_another_and_their_ghosts_break_nothing(cluster):
+    """Both participants of a room came through the replica that dies (issue 18): they join again
+    through another while the node still holds their old selves (whose media connections, in this
+    process, even stay up until the node removes them). The new publisher's offer must not fail on
+    a ghost, and video flows at once, not when the ghosts are gone."""
+    c = await cluster(nodes=1, replicas=2)
+    pub, _ = await joined(cluster, c.replicas[0].url, "ghosts", "pub")
+    sub, _ = await joined(cluster, c.replicas[0].url, "ghosts", "sub")
+    await video_between(cluster, pub, sub)
+    c.replicas[0].proc.kill()  # SIGKILL: its clients' sockets drop, the node learns of it only later
+    t0 = time.monotonic()
+    pub2, _ = await joined(cluster, c.replicas[1].url, "ghosts", "pub")
+    sub2, _ = await joined(cluster, c.replicas[1].url, "ghosts", "sub")
+    sink = await video_between(cluster, pub2, sub2)
+    took = time.monotonic() - t0
+    assert took < 5, f"video {took:.1f} s after the new joins"
+    errors = [m for cl in (pub2, sub2) for m in cl.messages if m.get("type") == "error"]
+    assert errors == []
+    # the ghosts go (the node drops the dead replica's participants); the new call carries on
+    await sub2.wait_message("participant_left", participant=sub.participant["id"], timeout=20)
+    await keeps_flowing(sink)
+    # the old clients' resumes went to a dead replica: they say so instead of hanging
+    await pub.wait_for(lambda: pub.resume_error is not None, timeout=30)
+
+
 async def test_sigterm_drains_node_takes_no_new_rooms_and_exits_when_its_room_ends(cluster):
     c = await cluster(nodes=2, replicas=1)
     pub, sub, sink = await call(cluster, c, "ongoing")
