@@ -73,7 +73,7 @@ def _newer16(a: int, b: int) -> bool:
 class DownTrack:
     """The pure-Python data path; `sfu.datapath.NativeDownTrack` is its C twin (same tests, same bytes)."""
 
-    cache: list[tuple[int, bytes] | None]
+    cache: list[tuple[int, bytes, float] | None]  # (seq, packet, when it was forwarded)
 
     def __init__(self, track: PublishedTrack[DownTrack], subscriber_id: str, transport: PeerTransport,
                  slot: SendSlot, rtx_budget: float | None = None) -> None:
@@ -448,11 +448,12 @@ class DownTrack:
             seq &= 0xFFFF
             idx = seq & CACHE_MASK
             entry = self.cache[idx]
-            cached = entry is not None and entry[0] == seq
+            if entry is not None and entry[0] != seq:
+                entry = None  # (a newer packet in the slot)
             if seq != (previous + 1) & 0xFFFF or previous < 0:  # the first of a run of losses
-                repairable = cached and entry[2] >= oldest
+                repairable = entry is not None and entry[2] >= oldest
             previous = seq
-            if not cached:
+            if entry is None:
                 misses += 1
                 continue
             if not repairable or entry[2] < oldest:

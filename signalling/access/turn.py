@@ -4,12 +4,14 @@ The TURN server (coturn with `use-auth-secret` and `static-auth-secret`) and Bas
 secret; nothing else is shared and no user database exists. Each participant gets its own short
 lived credentials in `joined.ice_servers`:
 
-    username   = "<unix expiry>:<identity>"
+    username   = "<unix expiry>:<participant id>"
     credential = base64(HMAC-SHA1(secret, username))
 
 The TURN server recomputes the credential from the username, and refuses it once the expiry has
-passed (for new allocations and for refreshes of existing ones). The identity in the username shows
-up in the TURN server's logs, so one participant's relayed traffic can be told from another's.
+passed (for new allocations and for refreshes of existing ones). The username travels in clear in
+STUN over `turn:`, so it names the participant (a random id, which Basement's logs map to its
+identity), never the wallet address itself; the TURN server's logs still tell one participant's
+relayed traffic from another's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class TurnCredentials:
         self.secret = secret.encode()
         self.ttl_s = ttl_s
 
-    def ice_servers(self, identity: str, now: float | None = None) -> list[dict[str, Any]]:
+    def ice_servers(self, participant_id: str, now: float | None = None) -> list[dict[str, Any]]:
         """What a participant's RTCPeerConnection gets as `iceServers` (WebRTC's RTCIceServer)."""
         if not self.urls:
             return []
@@ -36,8 +38,8 @@ class TurnCredentials:
         servers: list[dict[str, Any]] = [{"urls": stun}] if stun else []
         if turn:
             expiry = int(now if now is not None else time.time()) + self.ttl_s
-            # ':' separates the expiry; an identity is an address or a guest id, never containing one
-            username = f"{expiry}:{identity.replace(':', '_')}"
+            # ':' separates the expiry; a participant id never contains one (and cannot move it)
+            username = f"{expiry}:{participant_id.replace(':', '_')}"
             credential = base64.b64encode(hmac.new(self.secret, username.encode(), hashlib.sha1).digest()).decode()
             servers.append({"urls": turn, "username": username, "credential": credential})
         return servers

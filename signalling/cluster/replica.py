@@ -47,7 +47,8 @@ class Replica:
             if settings else None
         self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer,
                                  resume_grace_s=settings.resume_grace_s if settings else 0.0,
-                                 ice_servers=turn.ice_servers if turn else None)
+                                 ice_servers=turn.ice_servers if turn else None,
+                                 max_detached_per_address=settings.ws_max_per_address if settings else 0)
         # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
         # same names and limits as `basement serve`
         self.app = create_app(self.rooms, settings)

@@ -47,7 +47,7 @@ class Connection:
     """
 
     def __init__(self, ws: web.WebSocketResponse, rooms: RoomManager, bucket: TokenBucket | None = None,
-                 send_queue: int = 1024, strikes: int = 0, transport: Any = None) -> None:
+                 send_queue: int = 1024, strikes: int = 0, transport: Any = None, address: str = "") -> None:
         self.ws = ws
         self.rooms = rooms
         self.participant: Participant | None = None
@@ -61,6 +61,7 @@ class Connection:
         self.closing = False  # the server decided to close; stop reading and applying messages
         self.superseded = False  # a resume on another socket took the participant over
         self.writer_task: asyncio.Task | None = None
+        self.address = address  # the client's (an IPv6 client's /64): participants waiting to resume are counted by it
 
     def reply(self, msg: dict[str, Any]) -> None:
         if self.participant is not None:
@@ -107,7 +108,8 @@ class Connection:
                     continue
                 p = self.participant
                 # numbered (and kept) before it is written: if the socket is gone, a resume writes it
-                text = p.replay.frame(msg) if p is not None and self.out is p.queue else encode(msg)
+                numbered = p is not None and p.replay is not None and self.out is p.queue
+                text = p.replay.frame(msg) if numbered else encode(msg)  # type: ignore[union-attr]
                 if self.ws.closed:
                     break
                 await self.ws.send_str(text)
@@ -148,16 +150,22 @@ class Connection:
     async def handle(self, raw: Any) -> None:
         if self.closing:
             return  # not read: after a takeover the client sends it again on its new socket
-        if self.participant is not None:
+        p = self.participant
+        if p is not None:
             # counted whatever becomes of it: `resumed` tells the client how many were read
-            self.participant.received += 1
+            p.received += 1
+            p.heard()
         if not self.allowed():
             return
         ref = None
         try:
             msg = messages.parse(raw)
             ref = msg.get("id")
-            await self.dispatch(msg, ref)
+            if p is None:
+                await self.dispatch(msg, ref)
+            else:
+                async with p.lock:  # (another socket's message of this participant may be running)
+                    await self.dispatch(msg, ref)
         except ProtocolError as e:
             if e.ref is None:
                 e.ref = ref
@@ -179,7 +187,7 @@ class Connection:
         if t == "ping":
             pong: dict[str, Any] = {"type": "pong", **_ref(ref)}
             if p is not None:
-                if msg.get("n") is not None:
+                if msg.get("n") is not None and p.replay is not None:
                     p.replay.ack(msg["n"])
                 pong["received"] = p.received
             self.reply(pong)
@@ -234,7 +242,7 @@ class Connection:
             return False
         if self.superseded:
             return True
-        if not clean and not self.closing and self.rooms.detach(p):
+        if not clean and not self.closing and self.rooms.detach(p, self.address):
             log.info("socket of %s dropped without a close: it may resume within %g s", p.id,
                      self.rooms.resume_grace_s)
             return True
@@ -258,19 +266,19 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         cap = edge.settings.ws_max_per_address
         raise web.HTTPTooManyRequests(text=f"more than {cap} open sockets from {addr} (ws_max_per_address)")
     try:
-        return await _serve_socket(request, edge)
+        return await _serve_socket(request, edge, addr)
     finally:
         edge.close_socket(addr)
 
 
-async def _serve_socket(request: web.Request, edge: Edge) -> web.WebSocketResponse:
+async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebSocketResponse:
     # frames a little over our limit still reach the parser, which answers `too_large`; aiohttp closes
     # the socket (1009) only for frames over 1 MiB
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1024 * 1024)
     await ws.prepare(request)
     s = edge.settings
     conn = Connection(ws, request.app[ROOMS_KEY], edge.bucket(), s.ws_send_queue, s.ws_rate_strikes,
-                      request.transport)
+                      request.transport, addr)
     writer = conn.writer_task = asyncio.ensure_future(conn.writer())
     clean = False  # the client sent a close frame (it left); otherwise the socket just dropped
     try:

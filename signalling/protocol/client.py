@@ -42,6 +42,7 @@ MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024  # aiohttp's default frame limit; sub
 MAX_UNACKNOWLEDGED = 256  # messages kept for re-sending after a resume (a ping's pong frees them)
 PING_INTERVAL_S = 10.0
 RESUME_RETRY_S = 0.25
+RESUME_REPLY_TIMEOUT_S = 5.0
 
 
 class ServerError(Exception):
@@ -229,13 +230,22 @@ class Client:
                         raise ConnectionError(f"could not reconnect within the grace period: {e}") from e
                     await asyncio.sleep(RESUME_RETRY_S)
                     continue
-                await ws.send_str(json.dumps({"type": "resume", "token": self._resume["token"], "n": self._n}))
-                first = await ws.receive()
-                reply = safejson.loads(first.data, max_bytes=MAX_SERVER_MESSAGE_BYTES) \
-                    if first.type == aiohttp.WSMsgType.TEXT else {"type": "error", "message": str(first.type)}
-                if reply.get("type") != "resumed":
+                try:
+                    await ws.send_str(json.dumps({"type": "resume", "token": self._resume["token"], "n": self._n}))
+                    first = await ws.receive(timeout=RESUME_REPLY_TIMEOUT_S)
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    first = None
+                if first is None or first.type != aiohttp.WSMsgType.TEXT:
+                    # this socket dropped too before the reply: the same token works again
                     await ws.close()
-                    raise ServerError(reply)
+                    if loop.time() >= deadline:
+                        raise ConnectionError("no reply to resume within the grace period")
+                    await asyncio.sleep(RESUME_RETRY_S)
+                    continue
+                reply = safejson.loads(first.data, max_bytes=MAX_SERVER_MESSAGE_BYTES)
+                if not isinstance(reply, dict) or reply.get("type") != "resumed":
+                    await ws.close()
+                    raise ServerError(reply if isinstance(reply, dict) else {"message": "not an object"})
                 self._track_resumption(reply)
                 self.messages.append(reply)
                 received = reply["received"]
@@ -260,6 +270,9 @@ class Client:
             log.warning("resuming failed: %s", e)
             self.resume_error = e
             self._ended = True
+            for waiter in self._waiters.values():  # their replies will never come
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError(f"the connection was lost: {e}"))
             self._changed.set()
         finally:
             self._resuming = None

@@ -44,7 +44,7 @@ class EdgeStats:
         self.bad_messages: Counter[str] = Counter()  # error code sent for a message (protocol codes)
         self.open_sockets = 0
         self.detached = 0  # participants whose socket dropped without a close (kept for a resume)
-        self.resume: Counter[str] = Counter()  # resumed, expired, unknown_token, gap, closed
+        self.resume: Counter[str] = Counter()  # resumed, expired, unknown_token, gap, closed, over_cap
 
 
 EDGE_STATS = EdgeStats()
@@ -79,7 +79,7 @@ class EdgeCollector:
                                   "(kept resume_grace_s for a resume)", value=s.detached)
         resumes = CounterMetricFamily("basement_ws_resumes", "resume attempts and detached participants that "
                                       "never came back, by outcome", labels=["outcome"])
-        for outcome in ("resumed", "expired", "unknown_token", "gap", "closed"):
+        for outcome in ("resumed", "expired", "unknown_token", "gap", "closed", "over_cap"):
             resumes.add_metric([outcome], s.resume[outcome])
         yield resumes
 

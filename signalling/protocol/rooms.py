@@ -142,17 +142,30 @@ class Participant:
     joined_at: float = field(default_factory=time.time)
     closed: bool = False
     # --- resumption (docs/protocol.md "Reconnecting") ---
-    replay: Replay = field(default_factory=Replay)  # what was written to the client, numbered
+    # what was written to the client, numbered; None when resumption is off (nothing to keep)
+    replay: Replay | None = None
     received: int = 0  # client messages read since the join, over every socket it used
     resume_secret: str = ""
+    # the secret `resumed` replaced, still good until the client is heard on the new socket: a
+    # socket that drops again before `resumed` arrives leaves the client holding only this one
+    previous_secret: str = ""
     detached_at: float | None = None  # its socket dropped; it waits for a resume until the grace ends
     # the connection serving it, told to step aside when a resume arrives on another socket
     on_takeover: Callable[[], None] | None = None
+    detached_from: str | None = None  # the address whose dropped socket it waits on (max_detached_per_address)
+    # one message of this participant applied at a time, whichever socket it came on (after a
+    # takeover the old socket's message may still be running when the new one's arrive)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _expiry: asyncio.Task | None = None
 
     @property
     def resume_token(self) -> str:
         return f"{self.id}.{self.resume_secret}"
+
+    def heard(self) -> None:
+        """A message from the client on its current socket: it has the newest resume token."""
+        self.previous_secret = ""
+
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "identity": self.identity}
@@ -177,7 +190,8 @@ class Participant:
 class RoomManager:
     def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
                  observer: Any = None, resume_grace_s: float = 0.0,
-                 ice_servers: Callable[[str], list[dict[str, Any]]] | None = None) -> None:
+                 ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
+                 max_detached_per_address: int = 0) -> None:
         self.node = node
         self.admit = admit
         self.max_participants = max_participants
@@ -186,6 +200,11 @@ class RoomManager:
         # how long a participant whose socket dropped stays, waiting for `resume` (0: it leaves at once)
         self.resume_grace_s = resume_grace_s
         self.closed = False  # shutting down: a dropped socket leaves at once
+        # participants waiting for a resume, by the address their socket dropped from: at most this
+        # many each (0 = any), or one address could keep any number in rooms by joining and dropping
+        # (its open sockets are capped, ws_max_per_address, but a dropped one frees its place)
+        self.max_detached_per_address = max_detached_per_address
+        self.detached_by: dict[str, int] = {}
         # identity -> the RTCIceServers (STUN/TURN with credentials) its client connects through
         self.ice_servers = ice_servers
 
@@ -205,7 +224,8 @@ class RoomManager:
         admission = await self.admit(room, grant)
         pid = "PA_" + secrets.token_urlsafe(9)
         p = Participant(pid, room, name or admission.identity, admission.identity,
-                        admission.can_publish, admission.can_subscribe, queue or SendQueue())
+                        admission.can_publish, admission.can_subscribe, queue or SendQueue(),
+                        replay=Replay() if self.resume_grace_s else None)
         self.participants[pid] = p
         if admission.max_seats:
             # Newest join wins (a reconnect must not wait for the dead socket's timeout); dict
@@ -228,7 +248,7 @@ class RoomManager:
             "participants": state["participants"],
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
-            "ice_servers": self.ice_servers(p.identity) if self.ice_servers else [],
+            "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
             **self._resume_offer(p),
         }
         return p, joined
@@ -245,7 +265,8 @@ class RoomManager:
             return
         if p._expiry is not None and p._expiry is not asyncio.current_task():
             p._expiry.cancel()
-        p.resume_secret = ""
+        p.resume_secret = p.previous_secret = ""
+        self._attached(p)
         try:
             await self.node.leave(p.id, reason)
         finally:
@@ -254,17 +275,34 @@ class RoomManager:
                 self.observer.participant_left(p.room, p.identity, p.detached_at or time.time())
 
     # --- resumption ---------------------------------------------------------------------------
-    def detach(self, p: Participant) -> bool:
-        """`p`'s socket dropped without a close: keep it for `resume_grace_s` (True), or not (False:
-        the caller makes it leave). Nothing is sent to the room; its media keeps flowing."""
+    def detach(self, p: Participant, address: str = "") -> bool:
+        """`p`'s socket (from `address`) dropped without a close: keep it for `resume_grace_s` (True),
+        or not (False: the caller makes it leave). Nothing is sent to the room; its media flows on."""
         if not self.resume_grace_s or self.closed or p.closed or self.participants.get(p.id) is not p:
             return False
+        held = self.detached_by.get(address, 0)
+        if self.max_detached_per_address and held >= self.max_detached_per_address:
+            EDGE_STATS.resume["over_cap"] += 1
+            log.warning("%d participants from %s already wait for a resume: %s leaves", held, address, p.id)
+            return False
+        self.detached_by[address] = held + 1
+        p.detached_from = address
         p.detached_at = time.time()
         p.on_takeover = None
         p.queue.on_overflow = None  # no connection to abort: Participant.send closes it instead
         p._expiry = asyncio.ensure_future(self._expire(p))
         EDGE_STATS.detached += 1
         return True
+
+    def _attached(self, p: Participant) -> None:
+        """`p` no longer waits for a resume (resumed, or gone): uncount it from its address."""
+        address, p.detached_from = p.detached_from, None
+        if address is not None:
+            left = self.detached_by.get(address, 1) - 1
+            if left > 0:
+                self.detached_by[address] = left
+            else:
+                self.detached_by.pop(address, None)
 
     def close(self) -> None:
         """The server stops: no more waiting for resumes (the media node ends every participant)."""
@@ -288,7 +326,9 @@ class RoomManager:
         again) for a token that is unknown, used or expired, or when messages after `n` are gone."""
         pid, _, secret = token.partition(".")
         p = self.participants.get(pid)
-        if p is None or not p.resume_secret or not hmac.compare_digest(secret.encode(), p.resume_secret.encode()):
+        if p is None or p.replay is None or not secret or not any(
+                known and hmac.compare_digest(secret.encode(), known.encode())
+                for known in (p.resume_secret, p.previous_secret)):
             EDGE_STATS.resume["unknown_token"] += 1
             raise ProtocolError("resume_failed", "unknown, used or expired resume token: join again")
         if p.closed:
@@ -312,7 +352,9 @@ class RoomManager:
             p._expiry = None
         p.detached_at = None
         p.on_takeover = None
+        self._attached(p)
         EDGE_STATS.resume["resumed"] += 1
+        p.previous_secret = p.previous_secret or p.resume_secret
         resumed = {"type": "resumed", "room": p.room, "participant": p.public(), "received": p.received,
                    **self._resume_offer(p)}
         return p, resumed, replay

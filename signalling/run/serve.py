@@ -80,7 +80,8 @@ async def start_server(settings: Settings) -> Server:
                    rtx_budget=settings.retransmit_budget)
     turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
-                        resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers)
+                        resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers,
+                        max_detached_per_address=settings.ws_max_per_address)
     rooms_holder["rooms"] = rooms
     app = create_app(rooms, settings)
     mount(cp, app, rooms)

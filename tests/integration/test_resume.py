@@ -177,7 +177,9 @@ async def test_bad_resume_is_refused_and_a_gap_ends_the_participant(server, conn
     bob = await connect("r6", "bob", resume=False)
     if token is None:
         real = bob.messages[0]["resume"]["token"]
-        token = real if why != "wrong secret" else real.split(".")[0] + ".x" + real.split(".")[1][1:]
+        pid, secret = real.split(".")
+        wrong = ("y" if secret[0] == "x" else "x") + secret[1:]  # one character off
+        token = real if why != "wrong secret" else f"{pid}.{wrong}"
     other = Client(server.url, resume=False)
     await other.connect()
     try:
@@ -190,3 +192,81 @@ async def test_bad_resume_is_refused_and_a_gap_ends_the_participant(server, conn
     assert (bob.participant["id"] in server.rooms.participants) is not gone
     if gone:
         await alice.wait_message("participant_left", participant=bob.participant["id"], timeout=5)
+
+
+async def test_participants_waiting_for_a_resume_are_capped_per_address(make_server):
+    """Joining and dropping must not keep any number of participants in rooms (the open sockets of an
+    address are capped, ws_max_per_address, but a dropped one frees its place)."""
+    from signalling.protocol.edge import EDGE_STATS
+
+    server = await make_server(ws_max_per_address=3, resume_grace_s=30)
+    proxy = await TcpProxy(server.port).start()
+    alice = Client(server.url)
+    made = [alice]
+    over_cap = EDGE_STATS.resume["over_cap"]
+    try:
+        await alice.connect()
+        await alice.join("cap", "alice")
+        for pair in range(2):  # two at a time: alice's socket and two more make the cap
+            for i in range(2):
+                c = Client(proxy.url, resume=False)
+                made.append(c)
+                await c.connect()
+                await c.join("cap", f"p{pair}{i}")
+            proxy.cut()
+            await asyncio.sleep(0.3)
+        # four dropped from one address: three wait for a resume, the fourth left at once
+        left = await alice.wait_message("participant_left", timeout=5)
+        assert left["participant"] == made[-1].participant["id"] or left["participant"] == made[-2].participant["id"]
+        await asyncio.sleep(0.5)
+        assert len([m for m in alice.messages if m.get("type") == "participant_left"]) == 1
+        assert EDGE_STATS.resume["over_cap"] == over_cap + 1
+        assert len(server.rooms.participants) == 4
+    finally:
+        for c in made:
+            await c.close()
+        await proxy.stop()
+
+
+async def test_a_resume_whose_reply_was_lost_can_be_tried_again_with_the_same_token(server, connect, proxy):
+    await connect("r7", "alice")
+    bob = await connect("r7", "bob", resume=False)
+    token = bob.messages[0]["resume"]["token"]
+    first = Client(proxy.url, resume=False)
+    await first.connect()
+    reply = await first.request({"type": "resume", "token": token, "n": bob._n})
+    assert reply["type"] == "resumed"
+    proxy.cut()  # as if `resumed` never arrived: the client still holds only `token`
+    await first.close()
+    again = Client(server.url, resume=False)
+    await again.connect()
+    try:
+        reply = await again.request({"type": "resume", "token": token, "n": bob._n})
+        assert reply["type"] == "resumed" and reply["participant"]["id"] == bob.participant["id"]
+        await again.request({"type": "ping"})  # heard on the new socket: the old token is spent now
+        third = Client(server.url, resume=False)
+        await third.connect()
+        with pytest.raises(ServerError) as e:
+            await third.request({"type": "resume", "token": token, "n": 0})
+        assert e.value.code == "resume_failed"
+        await third.close()
+        # the new token still works
+        fourth = Client(server.url, resume=False)
+        await fourth.connect()
+        assert (await fourth.request({"type": "resume", "token": reply["resume"]["token"], "n": 0}))["type"] \
+            == "resumed"
+        await fourth.close()
+    finally:
+        await again.close()
+
+
+async def test_without_resumption_nothing_is_numbered_or_kept(make_server):
+    server = await make_server(resume_grace_s=0)
+    c = Client(server.url)
+    try:
+        await c.connect()
+        joined = await c.join("off", "alice")
+        assert "resume" not in joined and "n" not in joined
+        assert server.rooms.participants[joined["participant"]["id"]].replay is None
+    finally:
+        await c.close()

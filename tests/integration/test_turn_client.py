@@ -18,7 +18,7 @@ async def test_python_client_allocates_on_the_turn_server_it_is_given(make_serve
         joined = await client.join("t", "bot")
         (relay,) = joined["ice_servers"]
         assert relay["urls"] == [turn.url("udp")]
-        assert relay["username"].endswith(":" + joined["participant"]["identity"])
+        assert relay["username"].endswith(":" + joined["participant"]["id"])
         await client.publish(audio=Tone())
         sdp = client.publisher.localDescription.sdp
         relayed = [line for line in sdp.splitlines() if " typ relay " in line]

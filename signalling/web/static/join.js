@@ -47,7 +47,7 @@ export async function join(room, name) {
     walletJoined();
     logEvent(`joined ${room} as ${s.me.name}`);
     for (const p of joined.participants || []) logEvent(`${p.name || p.id} is here`);
-    s.pingTimer = setInterval(() => sig && sig.send({ type: 'ping' }), PING_INTERVAL_MS);
+    s.pingTimer = setInterval(() => sig && sig.ping(), PING_INTERVAL_MS);
     history.replaceState(null, '', withQuery({ room, name }));
     if (joined.permissions && joined.permissions.publish === false) {
       logEvent('this grant does not allow publishing; receiving only');

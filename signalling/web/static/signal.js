@@ -3,6 +3,7 @@ import { ServerError } from './errors.js';
 const REQUEST_TIMEOUT_MS = 15000;
 const MAX_UNACKNOWLEDGED = 256;   // messages kept to send again after a resume (a pong frees them)
 const RESUME_RETRY_MS = 250;
+const PONG_TIMEOUT_MS = 5000;     // a ping without a pong this long: the socket is dead, resume
 
 // ---------------------------------------------------------------------------------------------
 // Signalling: one WebSocket, JSON frames, request/reply by id.
@@ -68,6 +69,7 @@ export class Signal {
   }
 
   track(msg) {
+    if (msg.type === 'pong') { clearTimeout(this.pongTimer); this.pongTimer = null; }
     if ((msg.type === 'joined' || msg.type === 'resumed') && msg.resume) this.resume = msg.resume;
     else if (msg.type === 'left' || msg.type === 'removed') this.ended = true;
     else if (msg.type === 'pong' && typeof msg.received === 'number') {
@@ -79,6 +81,24 @@ export class Signal {
     for (const w of this.waiters.values()) { clearTimeout(w.timer); w.reject(new Error('connection closed')); }
     this.waiters.clear();
     this.onClose(e);
+  }
+
+  // A keepalive that also finds a socket dead without a close (a lost network does not always end
+  // it: the browser may wait minutes), and then resumes on a new one.
+  ping() {
+    if (this.resuming || !this.open_) return;
+    this.send({ type: 'ping' });
+    if (this.resume && !this.pongTimer) {
+      const ws = this.ws;
+      this.pongTimer = setTimeout(() => {
+        this.pongTimer = null;
+        if (ws !== this.ws || this.closed || this.resuming) return;
+        ws.onclose = null;
+        ws.onmessage = null;
+        try { ws.close(); } catch { /* already closing */ }
+        this.comeBack({ code: 1006, reason: 'no pong', wasClean: false });
+      }, PONG_TIMEOUT_MS);
+    }
   }
 
   async comeBack(closeEvent) {
@@ -151,7 +171,7 @@ export class Signal {
       if (this.unacked.length > MAX_UNACKNOWLEDGED) this.unacked.shift();
       if (this.resuming) return true;   // goes out when the socket is back
     }
-    if (!this.open_) return false;
+    if (!this.open_) return !!this.resume && !this.ended;   // kept: it goes when the socket is back
     this.ws.send(text);
     return true;
   }
@@ -160,13 +180,16 @@ export class Signal {
   request(msg, timeoutMs = REQUEST_TIMEOUT_MS) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const expire = () => {
+        // the reply of a request the server read comes after the resume: wait for it meanwhile
+        if (this.resuming) { w.timer = setTimeout(expire, timeoutMs); return; }
         this.waiters.delete(id);
         reject(new Error(`no reply to ${msg.type} within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      this.waiters.set(id, { resolve, reject, timer });
+      };
+      const w = { resolve, reject, timer: setTimeout(expire, timeoutMs) };
+      this.waiters.set(id, w);
       if (!this.send({ ...msg, id })) {
-        clearTimeout(timer);
+        clearTimeout(w.timer);
         this.waiters.delete(id);
         reject(new Error('not connected'));
       }

@@ -31,10 +31,10 @@ async def test_chromium_relayed_through_turn_sends_and_receives(make_server, bro
             await alice.publish(audio=Tone(), video=CounterVideo())
             page = await browser(server, "relayed", "chromium", relay="1")
             me = (await joined(page))["participant"]
-            # the page's own credentials: "<expiry>:<identity>", for this TURN server only
+            # the page's own credentials: "<expiry>:<participant id>", for this TURN server only
             servers = (await page.evaluate("window.basement.events.find(m => m.type === 'joined')"))["ice_servers"]
             assert [s["urls"] for s in servers] == [[turn.url(transport)]]
-            assert servers[0]["username"].split(":", 1)[1] == me["identity"]
+            assert servers[0]["username"].split(":", 1)[1] == me["id"]
 
             await media_both_ways(page, alice, me, frames=20)
 

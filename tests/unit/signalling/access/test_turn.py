@@ -15,21 +15,21 @@ from signalling.access.turn import TurnCredentials
 def test_each_participant_gets_its_own_expiring_credentials():
     turn = TurnCredentials(["stun:stun.example.com:3478", "turn:turn.example.com:3478?transport=udp",
                             "turns:turn.example.com:443?transport=tcp"], "s3cret", 600)
-    stun, relay = turn.ice_servers("0xAbC", now=1_700_000_000.7)
+    stun, relay = turn.ice_servers("PA_abc", now=1_700_000_000.7)
     assert stun == {"urls": ["stun:stun.example.com:3478"]}
     assert relay["urls"] == ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:443?transport=tcp"]
-    assert relay["username"] == "1700000600:0xAbC"
-    expected = base64.b64encode(hmac.new(b"s3cret", b"1700000600:0xAbC", hashlib.sha1).digest()).decode()
+    assert relay["username"] == "1700000600:PA_abc"
+    expected = base64.b64encode(hmac.new(b"s3cret", b"1700000600:PA_abc", hashlib.sha1).digest()).decode()
     assert relay["credential"] == expected
-    assert turn.ice_servers("guest-1", now=1_700_000_000)[1]["credential"] != expected
+    assert turn.ice_servers("PA_other", now=1_700_000_000)[1]["credential"] != expected
 
 
 def test_no_servers_configured_means_none_handed_out():
     assert TurnCredentials([], "", 600).ice_servers("x") == []
 
 
-def test_an_identity_cannot_forge_another_expiry():
-    # ':' ends the expiry in the username: an identity carrying one must not move it
+def test_a_participant_id_cannot_move_the_expiry():
+    # ':' ends the expiry in the username: nothing after it may carry one
     relay = TurnCredentials(["turn:t:3478"], "k", 60).ice_servers("9999999999:evil", now=0)[0]
     assert relay["username"] == "60:9999999999_evil"
 
