@@ -19,6 +19,7 @@ class TcpProxy:
         self.down = False  # refuse (reset) new connections, as an unreachable server would look
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._frozen: set[asyncio.StreamWriter] = set()  # connections that carry nothing any more
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> TcpProxy:
@@ -37,6 +38,12 @@ class TcpProxy:
             w.transport.abort()
         self._open.clear()
         return len(writers) // 2
+
+    def freeze(self) -> int:
+        """From now on the open connections carry nothing, either way, and stay open: a path that went
+        dark without a reset, which neither end notices until a timeout. New connections work."""
+        self._frozen |= self._open
+        return len(self._open) // 2
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
@@ -57,6 +64,8 @@ class TcpProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                if dst in self._frozen:
+                    continue  # lost on the way
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

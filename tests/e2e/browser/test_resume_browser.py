@@ -6,6 +6,7 @@ connections the way a lost network does; media goes straight to the SFU and neve
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -80,5 +81,29 @@ async def test_no_way_back_within_the_grace_period_says_so(make_server, browser)
             return me["id"] not in server.rooms.participants
 
         await poll(gone, "the participant left when the grace period ended", timeout=5)
+    finally:
+        await proxy.stop()
+
+
+async def test_a_socket_gone_silent_is_noticed_by_its_pings_and_resumed(server, connect, browser):
+    """The path goes dark without a reset (a lost Wi-Fi): neither end's socket closes. The page's
+    ping gets no pong, so it resumes on a new socket; the server hands the participant over from
+    the old socket, which still looks open to it."""
+    proxy = await TcpProxy(server.port).start()
+    try:
+        alice = await connect("webs", "alice")
+        page = await browser(SimpleNamespace(url=proxy.url), "webs", "chromium")
+        me = (await joined(page))["participant"]
+        resumed_before = EDGE_STATS.resume["resumed"]
+        assert proxy.freeze() >= 1
+        # the page pings every 15 s and gives a pong 5 s
+        await page.wait_for("window.basement.log.some(e => e.text === 'reconnected')", timeout=30)
+        assert EDGE_STATS.resume["resumed"] == resumed_before + 1
+        assert me["id"] in server.rooms.participants
+        assert not [m for m in alice.messages if m.get("type") == "participant_left"]
+        # the resumed socket carries what happens next
+        carol = await connect("webs", "carol")
+        await page.wait_for(f"{events_js('participant_joined')}.some(m => m.participant.id === "
+                            f"{json.dumps(carol.participant['id'])})", timeout=10)
     finally:
         await proxy.stop()
