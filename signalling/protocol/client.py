@@ -151,9 +151,18 @@ class Client:
         self._waiters[ref] = fut
         await self.send({**msg, "id": ref})
         try:
-            reply = await asyncio.wait_for(fut, timeout)
+            while True:
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                    break
+                except TimeoutError:
+                    # the reply to a request the server read comes after a resume: wait for that
+                    if self._resuming is None:
+                        raise
+                    await asyncio.wait({self._resuming})
         finally:
             self._waiters.pop(ref, None)
+            fut.cancel()
         if reply.get("type") == "error":
             raise ServerError(reply)
         return reply
