@@ -257,6 +257,7 @@ class Client:
                     raise ServerError(reply if isinstance(reply, dict) else {"message": "not an object"})
                 self._track_resumption(reply)
                 self.messages.append(reply)
+                self.ice_servers = reply.get("ice_servers") or self.ice_servers
                 received = reply["received"]
                 oldest = self._unacknowledged[0][0] if self._unacknowledged else self._sent
                 if received > self._sent or (received < self._sent and oldest > received):

@@ -356,6 +356,8 @@ class RoomManager:
         EDGE_STATS.resume["resumed"] += 1
         p.previous_secret = p.previous_secret or p.resume_secret
         resumed = {"type": "resumed", "room": p.room, "participant": p.public(), "received": p.received,
+                   # fresh TURN credentials, for the connections the client makes from now on
+                   "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
                    **self._resume_offer(p)}
         return p, resumed, replay
 

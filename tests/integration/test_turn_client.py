@@ -26,6 +26,14 @@ async def test_python_client_allocates_on_the_turn_server_it_is_given(make_serve
         port = int(relayed[0].split()[5])
         assert RELAY_PORTS[0] <= port <= RELAY_PORTS[1]
         assert f"user <{relay['username']}>: incoming packet ALLOCATE processed, success" in turn.log
+        # a resume hands out fresh credentials (for connections made after it)
+        other = Client(server.url, resume=False)
+        await other.connect()
+        resumed = await other.request({"type": "resume", "token": joined["resume"]["token"], "n": client._n})
+        (again,) = resumed["ice_servers"]
+        assert again["urls"] == relay["urls"] and again["username"].endswith(":" + joined["participant"]["id"])
+        assert int(again["username"].split(":")[0]) >= int(relay["username"].split(":")[0])
+        await other.close()
         # a server without TURN hands out nothing, and the client asks no STUN server of its own
         plain = await make_server()
         other = Client(plain.url)

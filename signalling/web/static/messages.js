@@ -80,6 +80,9 @@ export function onMessage(msg) {
       setSig(null); // the server closes the socket
       teardown('removed');
       break;
+    case 'resumed':
+      if (msg.ice_servers) s.iceServers = msg.ice_servers;   // for connections made from now on
+      break;
     case 'left':
       break;
     case 'transport_failed':
