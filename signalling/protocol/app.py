@@ -108,8 +108,8 @@ class Connection:
                     continue
                 p = self.participant
                 # numbered (and kept) before it is written: if the socket is gone, a resume writes it
-                numbered = p is not None and p.replay is not None and self.out is p.queue
-                text = p.replay.frame(msg) if numbered else encode(msg)  # type: ignore[union-attr]
+                replay = p.replay if p is not None and self.out is p.queue else None
+                text = replay.frame(msg) if replay is not None else encode(msg)
                 if self.ws.closed:
                     break
                 await self.ws.send_str(text)

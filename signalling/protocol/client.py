@@ -204,6 +204,8 @@ class Client:
 
     def _track_resumption(self, msg: dict[str, Any]) -> None:
         mtype = msg.get("type")
+        if mtype in ("joined", "resumed") and isinstance(msg.get("ice_servers"), list):
+            self.ice_servers = msg["ice_servers"]  # (those of `resumed`: fresh TURN credentials)
         if mtype in ("joined", "resumed") and isinstance(msg.get("resume"), dict):
             self._resume = msg["resume"]
             if self._pinger is None and self.resume:
@@ -257,7 +259,6 @@ class Client:
                     raise ServerError(reply if isinstance(reply, dict) else {"message": "not an object"})
                 self._track_resumption(reply)
                 self.messages.append(reply)
-                self.ice_servers = reply.get("ice_servers") or self.ice_servers
                 received = reply["received"]
                 oldest = self._unacknowledged[0][0] if self._unacknowledged else self._sent
                 if received > self._sent or (received < self._sent and oldest > received):
@@ -320,7 +321,6 @@ class Client:
             msg["grant"] = grant
         joined = await self.request(msg)
         self.participant = joined["participant"]
-        self.ice_servers = joined.get("ice_servers") or []
         return joined
 
     async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None,
