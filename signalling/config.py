@@ -263,6 +263,20 @@ class Settings:
         default="", metadata={"group": "writer", "help": "hex private key of the session-log writer", "secret": True}
     )
     session_log_address: str = field(default="", metadata={"group": "chain", "help": "SessionLog contract address"})
+    embedded_rpc: bool = field(
+        default=True, metadata={"group": "chain", "help": "chain=embedded: serve it over JSON-RPC at /rpc (for browser "
+                                                          "wallets) with the dev faucet"}
+    )
+    embedded_rpc_gas_cap: int = field(
+        default=1_000_000, metadata={"group": "chain", "help": "most gas one /rpc call or transaction may use"}
+    )
+    embedded_rpc_rate: float = field(
+        default=20.0, metadata={"group": "chain", "help": "/rpc calls per second per client address (bursts of 5 s)"}
+    )
+    embedded_rpc_cpu_share: float = field(
+        default=0.1, metadata={"group": "chain", "help": "share of the server's event loop /rpc calls may spend in "
+                                                         "the EVM, on average"}
+    )
     multicall_address: str = field(default="", metadata={"group": "access", "help": "Multicall3 address (chain=rpc)"})
     gate_cache_ttl_s: int = field(default=30, metadata={"group": "access", "help": "cache lifetime of holdings checks"})
     gate_recheck_s: int = field(default=60, metadata={"group": "access",
@@ -389,6 +403,12 @@ class Settings:
             raise ConfigError("tls_cert/tls_key: give both, or neither")
         if self.tls and self.tls_cert:
             raise ConfigError("tls: 'self-signed' and tls_cert/tls_key exclude each other")
+        if not 21_000 <= self.embedded_rpc_gas_cap <= 30_000_000:
+            raise ConfigError(f"embedded_rpc_gas_cap: {self.embedded_rpc_gas_cap} is not between 21,000 and 30,000,000")
+        if not 0 < self.embedded_rpc_rate <= 10_000:
+            raise ConfigError(f"embedded_rpc_rate: {self.embedded_rpc_rate} is not above 0 and at most 10,000")
+        if not 0 < self.embedded_rpc_cpu_share <= 1:
+            raise ConfigError(f"embedded_rpc_cpu_share: {self.embedded_rpc_cpu_share} is not above 0 and at most 1")
         if self.chain == "rpc" and not self.rpc_url:
             raise ConfigError("rpc_url: required when chain=rpc")
         return self

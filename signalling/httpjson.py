@@ -19,9 +19,8 @@ class BodyError(Exception):
         self.status = status
 
 
-async def read_object(request: web.Request, *, max_bytes: int, empty: dict[str, Any] | None = None,
-                      max_depth: int = safejson.DEFAULT_MAX_DEPTH) -> dict[str, Any]:
-    """The body as a JSON object; `empty` (when given) stands for an empty body."""
+async def read_body(request: web.Request, *, max_bytes: int) -> bytes:
+    """The whole body, or BodyError 413 as soon as it is known to exceed `max_bytes`."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise BodyError(f"body larger than {max_bytes} bytes", 413)
     # one read may return only the first chunk; read on until EOF or one byte past the limit
@@ -33,6 +32,13 @@ async def read_object(request: web.Request, *, max_bytes: int, empty: dict[str, 
         raw += chunk
     if len(raw) > max_bytes:
         raise BodyError(f"body larger than {max_bytes} bytes", 413)
+    return bytes(raw)
+
+
+async def read_object(request: web.Request, *, max_bytes: int, empty: dict[str, Any] | None = None,
+                      max_depth: int = safejson.DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object; `empty` (when given) stands for an empty body."""
+    raw = await read_body(request, max_bytes=max_bytes)
     if empty is not None and not raw.strip():
         return dict(empty)
     try:

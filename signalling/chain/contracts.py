@@ -156,7 +156,7 @@ def decode_revert_data(data: bytes) -> Revert:
 _TESTER_BYTES = re.compile(r"execution reverted: (b'.*'|b\".*\")\s*$", re.S)
 
 
-def _revert_bytes(exc: BaseException) -> bytes | None:
+def revert_bytes(exc: BaseException) -> bytes | None:
     # web3 on a JSON-RPC node: ContractCustomError/ContractLogicError/ContractPanicError with
     # `.data` as a 0x-hex string (sometimes wrapped in a dict).
     data = getattr(exc, "data", None)
@@ -189,7 +189,7 @@ def decode_revert(exc: BaseException) -> Revert | None:
 
     if not isinstance(exc, TransactionFailed | ContractLogicError):
         return None
-    raw = _revert_bytes(exc)
+    raw = revert_bytes(exc)
     if raw is not None:
         return decode_revert_data(raw)
     text = str(exc.args[0]) if exc.args else ""

@@ -42,6 +42,8 @@ DEV_WRITER_KEY = "0x" + keccak(text="basement dev session writer").hex()
 DEMO_PASS_TOKEN_ID = 1
 DEMO_BADGE_ID = 1
 ETHER = 10**18
+# What a demo MembershipPass costs a wallet that buys one (`buy()`), on the chains this module sets up.
+DEMO_PASS_PRICE = ETHER // 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ async def deploy_basement(w3: AsyncWeb3, *, admin: str, writer: str, demo_wallet
     demo = demo_wallet or Account.from_key(DEMO_WALLET_KEY).address
     await contracts.transfer_eth(w3, admin, demo, 10 * ETHER)
     await contracts.send(w3, pass_.functions.mint(demo, DEMO_PASS_TOKEN_ID), admin)
+    await contracts.send(w3, pass_.functions.setPrice(DEMO_PASS_PRICE), admin)
     await contracts.send(w3, token.functions.mint(demo, 100 * ETHER), admin)
     await contracts.send(w3, badges.functions.mint(demo, DEMO_BADGE_ID, 1), admin)
     return Deployment(

@@ -126,7 +126,7 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     redact_logs(urls=[settings.rpc_url, settings.redis_url],
                 secrets=[settings.grant_secret, settings.admin_key, settings.writer_key, settings.turn_secret])
     if settings.chain == "embedded":
-        from signalling.chain.evm import EmbeddedChain
+        from signalling.chain.evm import DEMO_PASS_PRICE, EmbeddedChain
 
         chain = EmbeddedChain(writer_key=settings.writer_key)
         dep = await chain.start()
@@ -137,7 +137,8 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
             "label": "Basement demo membership pass",
         })))
         info = {"chainId": chain_id, "embedded": True, "demoGatedRoom": DEMO_GATED_ROOM,
-                "membershipPass": dep.membership_pass, "demoWallet": dep.demo_wallet}
+                "membershipPass": dep.membership_pass, "passPrice": str(DEMO_PASS_PRICE),
+                "demoWallet": dep.demo_wallet}
     else:
         chain = None
         w3 = chainwriter.http_w3(settings.rpc_url)

@@ -14,6 +14,8 @@ from sfu import transport
 from sfu.metrics import media_registry
 from sfu.node import SfuNode
 from signalling.access.turn import TurnCredentials
+from signalling.chain.faucet import DevFaucet, mount_faucet
+from signalling.chain.rpc import DevChainRpc, RpcCollector, RpcStats, mount_rpc
 from signalling.config import Settings
 from signalling.httpjson import BodyError, read_object
 from signalling.protocol.app import create_app, metrics_app
@@ -87,8 +89,11 @@ async def start_server(settings: Settings) -> Server:
     mount(cp, app, rooms)
     app[CHAIN_INFO_KEY] = cp.info
     app.router.add_get("/api/info", chain_info)
+    rpc_stats = None
     if cp.embedded is not None:
         app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
+        if settings.embedded_rpc:
+            rpc_stats = mount_dev_chain(app, cp, settings)
     server = Server(settings, node, rooms, app, control=cp, tls=tls)
     runner, server.port = await start_app(app, settings.host, settings.port, tls.context if tls else None)
     server.runners.append(runner)
@@ -98,10 +103,26 @@ async def start_server(settings: Settings) -> Server:
     if settings.metrics_port:
         registry = media_registry()
         registry.register(EdgeCollector())
+        if rpc_stats is not None:
+            registry.register(RpcCollector(rpc_stats))
         mrunner, server.metrics_port = await start_app(metrics_app(registry), settings.metrics_host,
                                                        settings.metrics_port)
         server.runners.append(mrunner)
     return server
+
+
+def mount_dev_chain(app: web.Application, cp: Any, settings: Settings) -> RpcStats:
+    """/rpc and the faucet for the embedded chain, so a browser wallet can add it, get ether and buy
+    the demo pass. Every transaction through them may change someone's holdings, so the gate cache
+    is dropped after each (the embedded chain changes through nothing else but the session writer)."""
+    invalidate = cp.evaluator.invalidate if cp.evaluator is not None else None
+    stats = RpcStats()
+    mount_rpc(app, DevChainRpc(cp.embedded, gas_cap=settings.embedded_rpc_gas_cap,
+                               rate_per_s=settings.embedded_rpc_rate, cpu_share=settings.embedded_rpc_cpu_share,
+                               on_transaction=invalidate, stats=stats))
+    mount_faucet(app, DevFaucet(cp.embedded, on_funded=invalidate))
+    cp.info.update(rpc="/rpc", faucet="/api/dev-wallet/faucet")
+    return stats
 
 
 async def chain_info(request: web.Request) -> web.Response:

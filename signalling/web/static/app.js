@@ -20,8 +20,9 @@
 //   http.js       /api and /auth fetches, GET /api/info       errors
 //   keccak.js     Keccak-256, EIP-55 checksums                errors
 //   siwe.js       EIP-4361 messages, dev/browser wallet       errors, http, keccak
+//   devchain.js   buying the demo pass on the dev chain       errors, http, siwe
 //   ui.js         state dot, room header, event log, banner   state
-//   wallet.js     grants, wallet sign-in, #grant-slot panel   errors, http, options, siwe, state, ui
+//   wallet.js     grants, wallet sign-in, #grant-slot panel   devchain, errors, http, options, siwe, state, ui
 //   tiles.js      local and remote video tiles                state, ui
 //   ice.js        candidate trickling                         state
 //   dynacast.js   pausing unwanted simulcast encodings        state, ui
@@ -95,6 +96,7 @@ $('#leave').addEventListener('click', () => leave());
 $('#error-close').addEventListener('click', hideError);
 $('#wallet-dev').addEventListener('click', () => walletJoin('dev'));
 $('#wallet-browser').addEventListener('click', () => walletJoin('browser'));
+$('#wallet-pass').addEventListener('click', () => walletJoin('pass'));
 $('#wallet-signout').addEventListener('click', () => signOut());
 document.addEventListener('visibilitychange', onVisibilityChange);
 window.addEventListener('pagehide', () => { if (sig) sig.send({ type: 'leave' }); });

@@ -50,6 +50,13 @@ export async function signInWithDevWallet(status) {
 
 // An EIP-1193 wallet (window.ethereum): accounts, chain check, personal_sign.
 export async function signInWithBrowserWallet(status) {
+  const { eth, address } = await connectBrowserWallet(status);
+  return signInWithConnectedWallet(eth, address, status);
+}
+
+// The wallet's account, with the wallet on the server's chain: switched to it, or (the embedded
+// chain, which no wallet knows yet) added from the server's /rpc first.
+export async function connectBrowserWallet(status) {
   const eth = window.ethereum;
   if (!eth || typeof eth.request !== 'function') {
     throw gateError('No browser wallet found (window.ethereum is missing): install or unlock one, or use the dev wallet.');
@@ -63,16 +70,39 @@ export async function signInWithBrowserWallet(status) {
   let have = BigInt(await walletRequest(eth, 'eth_chainId'));
   if (have !== want) {
     status(`Browser wallet: asking it to switch to chain ${want}…`);
+    let unknown = false;
     try {
       await eth.request({ method: 'wallet_switchEthereumChain', params: [{ chainId: `0x${want.toString(16)}` }] });
-      have = BigInt(await walletRequest(eth, 'eth_chainId'));
-    } catch { /* the wallet does not know the chain: explained below */ }
+    } catch (e) {
+      unknown = !!e && e.code === 4902; // the wallet does not know the chain
+    }
+    if (unknown && info.rpc) {
+      status(`Browser wallet: asking it to add this server's dev chain ${want}…`);
+      try {
+        await eth.request({ method: 'wallet_addEthereumChain', params: [devChainParams(info)] });
+      } catch { /* refused or unsupported: explained below */ }
+    }
+    have = BigInt(await walletRequest(eth, 'eth_chainId'));
   }
   if (have !== want) {
     throw gateError(`Wrong network: your wallet is on chain ${have}, but this server checks room access on chain ${want}`
       + `${info.embedded ? ' (its built-in demo chain)' : ''}. Switch your wallet to chain ${want}`
       + `${info.embedded ? ', or use the dev wallet' : ''}, and try again.`);
   }
+  return { eth, address, info };
+}
+
+// EIP-3085 parameters for the embedded chain, served by this server at info.rpc (/rpc).
+export function devChainParams(info) {
+  return {
+    chainId: `0x${BigInt(info.chainId).toString(16)}`,
+    chainName: `Basement dev chain (${location.host})`,
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: [new URL(info.rpc, location.href).href],
+  };
+}
+
+export async function signInWithConnectedWallet(eth, address, status) {
   const message = await freshSiweMessage(address);
   status(`Browser wallet: please sign the sign-in message for ${address}…`);
   const signature = await walletRequest(eth, 'personal_sign', [utf8Hex(message), address]);
@@ -80,7 +110,7 @@ export async function signInWithBrowserWallet(status) {
   return signIn('browser', message, signature);
 }
 
-async function walletRequest(eth, method, params) {
+export async function walletRequest(eth, method, params) {
   try {
     return await eth.request(params === undefined ? { method } : { method, params });
   } catch (e) {

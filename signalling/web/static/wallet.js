@@ -1,7 +1,10 @@
 import { HttpError, gateError } from './errors.js';
 import { api, serverInfo } from './http.js';
 import { qs } from './options.js';
-import { signInWithBrowserWallet, signInWithDevWallet } from './siwe.js';
+import { getDemoPass } from './devchain.js';
+import {
+  connectBrowserWallet, signInWithBrowserWallet, signInWithConnectedWallet, signInWithDevWallet,
+} from './siwe.js';
 import { B, sig } from './state.js';
 import { $, hideError, logEvent } from './ui.js';
 
@@ -69,6 +72,8 @@ export async function offerWallets(room, reason) {
     const info = await serverInfo();
     $('#wallet-dev').hidden = !info.embedded;
     if (info.embedded) $('#wallet-dev').title = `Sign in with the demo wallet ${info.demoWallet}, which holds the demo membership pass`;
+    // the dev chain's pass can be bought with the user's own wallet (it gets ether from the faucet)
+    $('#wallet-pass').hidden = !(info.embedded && info.rpc && info.faucet && room === info.demoGatedRoom);
   } catch (e) {
     setWalletError(`cannot read /api/info: ${e.message || e}`);
   }
@@ -79,7 +84,7 @@ function renderWallet() {
   B.wallet = walletSignedIn() ? { kind: wallet.kind, address: wallet.address } : null;
   setWalletStatus(who);
   $('#wallet-signout').hidden = !who;
-  for (const id of ['#wallet-dev', '#wallet-browser', '#wallet-signout']) $(id).disabled = walletBusy;
+  for (const id of ['#wallet-dev', '#wallet-browser', '#wallet-pass', '#wallet-signout']) $(id).disabled = walletBusy;
 }
 
 function setWalletStatus(text) {
@@ -104,7 +109,16 @@ export async function walletJoin(kind, joinRoom) {
   hideError();
   renderWallet();
   try {
-    if (!walletSignedIn() || wallet.kind !== kind) {
+    if (kind === 'pass') { // a browser wallet that first buys the demo pass (embedded chain only)
+      const { eth, address, info } = await connectBrowserWallet(setWalletStatus);
+      const hash = await getDemoPass(eth, address, info, setWalletStatus);
+      if (hash) logEvent(`bought the demo membership pass for ${address} (transaction ${hash})`);
+      if (!walletSignedIn() || wallet.kind !== 'browser' || wallet.address !== address) {
+        wallet = null;
+        wallet = await signInWithConnectedWallet(eth, address, setWalletStatus);
+        logEvent(`signed in as ${wallet.address}`);
+      }
+    } else if (!walletSignedIn() || wallet.kind !== kind) {
       wallet = null;
       wallet = await (kind === 'dev' ? signInWithDevWallet(setWalletStatus) : signInWithBrowserWallet(setWalletStatus));
       logEvent(`signed in as ${wallet.address}`);

@@ -1,0 +1,432 @@
+"""`POST /rpc`: the embedded chain over Ethereum JSON-RPC, so a browser wallet (MetaMask) can join it.
+
+The embedded chain (eth-tester + py-evm) lives inside the server process, with no node a wallet could
+talk to. This endpoint is that node, for the methods a wallet needs: chain facts, balances, nonces,
+calls, gas estimates, fees, raw transactions and their receipts. Nothing else is served:
+
+- Transactions come in signed (`eth_sendRawTransaction`) only. `eth_sendTransaction`, `eth_sign`,
+  `personal_*` and the tester's `evm_*` would act with the chain's unlocked dev accounts, one of
+  which owns the demo tokens; `eth_accounts` therefore answers `[]`.
+- The EVM runs on the server's event loop, beside the media of every room. So one call may use at
+  most `gas_cap` gas (about 0.2 s of py-evm on the cheapest opcodes, measured here), a raw
+  transaction with a higher gas limit is refused, and all calls together may take at most
+  `cpu_share` of the loop's time on average (charged by measured time, after each call). Past it,
+  and past a client's request rate, the answer is HTTP 429 with error -32005 and Retry-After.
+- Bodies are bounded (size, nesting, batch length) and parsed by `safejson`.
+
+eth-tester answers in Python values (ints, bytes, camelCase dicts); `wire` turns them into JSON-RPC
+quantities and data, which strict clients (web3.py, ethers, MetaMask) insist on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import rlp
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily
+
+from signalling import safejson
+from signalling.access.throttle import RateLimiter, request_client
+from signalling.chain.contracts import decode_revert, revert_bytes
+from signalling.httpjson import BodyError, read_body
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024  # a raw transaction deploying a 24 KiB contract is ~50 KB of hex
+MAX_BATCH = 16
+MAX_RAW_TX_BYTES = 64 * 1024
+MAX_FEE_HISTORY_BLOCKS = 128
+ZERO_ADDRESS = "0x" + "00" * 20
+
+# What is forwarded to the chain; everything else is -32601. Answered here: see `_local`.
+FORWARDED = frozenset({
+    "web3_clientVersion", "eth_blockNumber", "eth_getBalance", "eth_getCode", "eth_getStorageAt",
+    "eth_getTransactionCount", "eth_call", "eth_estimateGas", "eth_gasPrice", "eth_maxPriorityFeePerGas",
+    "eth_feeHistory", "eth_getBlockByNumber", "eth_getBlockByHash", "eth_sendRawTransaction",
+    "eth_getTransactionReceipt", "eth_getTransactionByHash", "eth_syncing",
+})
+LOCAL = frozenset({"eth_chainId", "net_version", "net_listening", "eth_accounts"})
+METHODS = FORWARDED | LOCAL
+# Methods that run the EVM (and so are charged against the CPU budget).
+EXECUTING = frozenset({"eth_call", "eth_estimateGas", "eth_sendRawTransaction"})
+# A call object's fields (eth_call, eth_estimateGas); others are refused rather than guessed at.
+CALL_FIELDS = frozenset({"from", "to", "gas", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "value",
+                         "data", "input", "nonce", "type", "accessList", "chainId"})
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
+SERVER_ERROR, LIMIT_EXCEEDED, EXECUTION_REVERTED = -32000, -32005, 3
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+    def to_json(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+class Busy(Exception):
+    """Over a budget: the whole HTTP request is answered 429, `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+class CpuBudget:
+    """At most `share` of wall time spent in the EVM, on average, with `burst_s` of credit.
+
+    Charged after the fact with the time each call really took, so a cheap `balanceOf` costs
+    microseconds and a loop that burns its gas cap costs what it held the event loop for. A call is
+    refused while the credit is below zero.
+    """
+
+    def __init__(self, share: float, burst_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share, self.burst_s, self.clock = share, burst_s, clock
+        self.credit = burst_s
+        self.at = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.credit = min(self.burst_s, self.credit + (now - self.at) * self.share)
+        self.at = now
+
+    def wait(self) -> float:
+        """0.0 when a call may start, else the seconds until it may."""
+        self._refill()
+        return 0.0 if self.credit > 0 else -self.credit / self.share + 0.001
+
+    def charge(self, seconds: float) -> None:
+        self._refill()
+        self.credit -= seconds
+
+
+class RpcStats:
+    """Counters for basement_rpc_requests{method, outcome}; method is one of METHODS or 'other'."""
+
+    OUTCOMES = ("ok", "error", "reverted", "refused")
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.evm_seconds = 0.0
+
+    def count(self, method: str, outcome: str) -> None:
+        self.requests[(method if method in METHODS else "other", outcome)] += 1
+
+
+class RpcCollector:
+    def __init__(self, stats: RpcStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        fam = CounterMetricFamily("basement_rpc_requests", "JSON-RPC calls to the embedded chain's /rpc, by method "
+                                  "and outcome", labels=["method", "outcome"])
+        for (method, outcome), n in sorted(self.stats.requests.items()):
+            fam.add_metric([method, outcome], n)
+        yield fam
+        yield CounterMetricFamily("basement_rpc_evm_seconds", "event-loop time spent executing /rpc calls in the "
+                                  "embedded EVM", value=self.stats.evm_seconds)
+
+
+def wire(value: Any, key: str = "") -> Any:
+    """eth-tester's Python values as JSON-RPC: ints as hex quantities, bytes as hex data, the bloom
+    as 256 bytes of data (it comes as an int)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        if key == "logsBloom":
+            return "0x" + value.to_bytes(256, "big").hex()
+        return hex(value)
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): wire(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [wire(v, key) for v in value]
+    return str(value)
+
+
+def _quantity(value: Any, what: str) -> int:
+    if isinstance(value, str) and value.startswith("0x") and 2 < len(value) <= 66:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    raise RpcError(INVALID_PARAMS, f"{what} must be a hex quantity (0x...), got {str(value)[:40]!r}")
+
+
+def raw_gas_limit(raw: bytes) -> int:
+    """The gas limit of a signed transaction (legacy, EIP-2930 or EIP-1559); RpcError otherwise."""
+    try:
+        if raw and raw[0] >= 0xC0:
+            fields, index = rlp.decode(raw), 2
+        elif raw and raw[0] in (1, 2):
+            fields, index = rlp.decode(raw[1:]), 3 if raw[0] == 1 else 4
+        else:
+            kind = f"type {raw[0]}" if raw else "empty"
+            raise RpcError(INVALID_PARAMS, f"transaction {kind} is not accepted here (legacy, 1 and 2 are)")
+        gas = fields[index]
+        if not isinstance(gas, bytes) or len(gas) > 32:
+            raise ValueError("gas limit is not a scalar")
+        return int.from_bytes(gas, "big")
+    except RpcError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rlp raises a zoo of types on hostile bytes
+        raise RpcError(INVALID_PARAMS, f"not an RLP-encoded signed transaction: {type(e).__name__}") from None
+
+
+def _revert_error(exc: BaseException) -> RpcError:
+    """A revert as clients expect it: code 3, the reason in the message, the ABI-encoded data."""
+    from eth_abi import encode as abi_encode
+    from eth_utils import function_signature_to_4byte_selector
+
+    raw = revert_bytes(exc)
+    rev = decode_revert(exc)
+    if raw is None and rev is not None and rev.name == "Error" and str(rev.args[0] if rev.args else "").startswith(
+            "Out of gas"):
+        # eth-tester reports running out of gas as a revert; nodes say it as an error of their own
+        return RpcError(SERVER_ERROR, f"out of gas ({rev.args[0]})")
+    if raw is None and rev is not None and rev.name == "Error" and rev.args:
+        raw = function_signature_to_4byte_selector("Error(string)") + abi_encode(["string"], [str(rev.args[0])])
+    if rev is None or not rev.name:
+        reason = ""
+    elif rev.name == "Error" and rev.args:
+        reason = f": {rev.args[0]}"
+    else:
+        reason = f": {rev.name}{tuple(rev.args) if rev.args else ''}"
+    return RpcError(EXECUTION_REVERTED, f"execution reverted{reason}", "0x" + raw.hex() if raw else None)
+
+
+class DevChainRpc:
+    """The JSON-RPC endpoint of one `EmbeddedChain`. `handle` is sans-HTTP: bytes in, status + bytes out."""
+
+    def __init__(self, chain: Any, *, gas_cap: int = 1_000_000, rate_per_s: float = 20.0, cpu_share: float = 0.1,
+                 on_transaction: Callable[[], None] | None = None, stats: RpcStats | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.chain = chain
+        self.gas_cap = gas_cap
+        self.on_transaction = on_transaction
+        self.stats = stats or RpcStats()
+        self.clients = RateLimiter(rate_per_s * 60, burst=max(1, math.ceil(rate_per_s * 5)), clock=clock)
+        self.cpu = CpuBudget(cpu_share, burst_s=max(0.25, cpu_share * 5), clock=clock)
+        self._call: Callable[..., Any] | None = None
+        self._caller: str | None = None
+
+    async def handle(self, body: bytes, client: str) -> tuple[int, bytes | None, float]:
+        """(HTTP status, JSON body or None for notifications only, Retry-After seconds or 0)."""
+        try:
+            payload = safejson.loads(body, max_bytes=MAX_BODY_BYTES, max_depth=8)
+        except safejson.JsonError as e:
+            self.stats.count("other", "error")
+            return 200, _dump(_error(None, RpcError(PARSE_ERROR, f"parse error: {e}"))), 0.0
+        batch = isinstance(payload, list)
+        calls = payload if batch else [payload]
+        if batch and not 1 <= len(calls) <= MAX_BATCH:
+            self.stats.count("other", "error")
+            why = "empty batch" if not calls else f"batch of {len(calls)} calls; at most {MAX_BATCH}"
+            return 200, _dump(_error(None, RpcError(INVALID_REQUEST, why))), 0.0
+        answers: list[dict[str, Any]] = []
+        for call in calls:
+            try:
+                answer = await self._one(call, client)
+            except Busy as b:
+                self.stats.count(call.get("method", "other") if isinstance(call, dict) else "other", "refused")
+                ident = call.get("id") if isinstance(call, dict) and _good_id(call.get("id")) else None
+                return 429, _dump(_error(ident, RpcError(LIMIT_EXCEEDED, b.message))), b.retry_after
+            if answer is not None:
+                answers.append(answer)
+        if not answers:
+            return 204, None, 0.0
+        return 200, _dump(answers if batch else answers[0]), 0.0
+
+    async def _one(self, call: Any, client: str) -> dict[str, Any] | None:
+        if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or not isinstance(call.get("method"), str):
+            self.stats.count("other", "error")
+            return _error(None, RpcError(INVALID_REQUEST, "not a JSON-RPC 2.0 request object "
+                                                          "({jsonrpc: '2.0', method, params, id})"))
+        notification = "id" not in call
+        ident = call.get("id")
+        if not _good_id(ident):
+            self.stats.count("other", "error")
+            return _error(None, RpcError(INVALID_REQUEST, "id must be a string, a number or null"))
+        method, params = call["method"], call.get("params", [])
+        wait = self.clients.take(client)
+        if wait:
+            raise Busy(f"rate limit: too many requests from this client; retry in {wait:.1f} s", wait)
+        try:
+            if method not in METHODS:
+                raise RpcError(METHOD_NOT_FOUND, f"method {method[:64]!r} is not available on this dev chain's "
+                                                 "endpoint (it serves what a wallet needs; transactions come signed)")
+            if not isinstance(params, list) or len(params) > 4:
+                raise RpcError(INVALID_PARAMS, "params must be an array of at most 4 values")
+            result = await self._dispatch(method, params)
+        except RpcError as e:
+            self.stats.count(method, "reverted" if e.code == EXECUTION_REVERTED else "error")
+            return None if notification else _error(ident, e)
+        self.stats.count(method, "ok")
+        return None if notification else {"jsonrpc": "2.0", "id": ident, "result": result}
+
+    async def _dispatch(self, method: str, params: list[Any]) -> Any:
+        chain_id = self.chain.deployment.chain_id
+        if method == "eth_chainId":
+            return hex(chain_id)
+        if method == "net_version":
+            return str(chain_id)  # eth-tester says "1": wallets would take it for mainnet
+        if method == "net_listening":
+            return True
+        if method == "eth_accounts":
+            return []  # the node's unlocked accounts are not anyone's to use
+        params = await self._checked(method, params)
+        if method in EXECUTING:
+            wait = self.cpu.wait()
+            if wait:
+                raise Busy(f"this dev chain's EVM time budget is spent; retry in {wait:.1f} s", wait)
+        started = time.perf_counter()
+        try:
+            if method == "eth_estimateGas":
+                return hex(await self._estimate(params[0]))
+            result = await self._forward(method, params)
+        finally:
+            if method in EXECUTING:
+                spent = time.perf_counter() - started
+                self.cpu.charge(spent)
+                self.stats.evm_seconds += spent
+        if method == "eth_sendRawTransaction" and self.on_transaction is not None:
+            self.on_transaction()
+        return wire(result)
+
+    async def _forward(self, method: str, params: list[Any]) -> Any:
+        if self._call is None:
+            # the provider with web3's eth-tester middleware: hex params in, Python values out
+            w3 = self.chain.w3
+            self._call = await self.chain.provider.request_func(w3, w3.middleware_onion)
+        try:
+            response = await self._call(method, params)
+        except Exception as e:  # noqa: BLE001 - eth-tester's errors become JSON-RPC errors, never a 500
+            raise self._failure(method, e) from None
+        if "error" in response:
+            err = response["error"]
+            message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            raise RpcError(SERVER_ERROR, message[:500])
+        return response.get("result")
+
+    async def _estimate(self, tx: dict[str, Any]) -> int:
+        """The least gas (within 1/64) with which `tx` succeeds, searched with calls at most `gas` each.
+
+        Not eth-tester's estimate: py-evm searches up to the block gas limit whatever gas the caller
+        gives, so a loop would hold the event loop for 30M gas (seconds). Like geth: the call must
+        succeed at the top (its revert is the answer otherwise), then bisect."""
+        top = int(tx["gas"], 16)
+        await self._forward("eth_call", [tx, "latest"])  # raises the revert, or out of gas, at the cap
+        low, high = 21_000 - 1, top
+        while high - low > max(1, high // 64):
+            mid = (low + high) // 2
+            try:
+                await self._forward("eth_call", [{**tx, "gas": hex(mid)}, "latest"])
+                high = mid
+            except RpcError as e:
+                if e.code not in (EXECUTION_REVERTED, SERVER_ERROR):
+                    raise
+                low = mid  # out of gas, or a revert caused by too little gas for a sub-call
+        return high
+
+    async def _checked(self, method: str, params: list[Any]) -> list[Any]:
+        """Bound what the EVM will be asked to do; refuse what it would choke on."""
+        if method in ("eth_call", "eth_estimateGas"):
+            if not params or not isinstance(params[0], dict):
+                raise RpcError(INVALID_PARAMS, f"{method} needs a call object as its first parameter")
+            tx = dict(params[0])
+            unknown = set(tx) - CALL_FIELDS
+            if unknown:
+                raise RpcError(INVALID_PARAMS, f"unknown call field(s): {', '.join(sorted(unknown))[:200]}")
+            if "input" in tx:
+                tx.setdefault("data", tx.pop("input"))
+            if tx.get("from") is None:
+                # eth-tester makes a call's sender pay for its gas (nodes do not): a call without a
+                # sender comes from a funded tester account that owns nothing
+                if self._caller is None:
+                    self._caller = (await self.chain.dev_accounts())[-1]
+                tx["from"] = self._caller
+            gas = _quantity(tx["gas"], "gas") if tx.get("gas") is not None else self.gas_cap
+            tx["gas"] = hex(min(gas, self.gas_cap))
+            return [tx, *params[1:2]] if method == "eth_call" else [tx]
+        if method == "eth_sendRawTransaction":
+            if len(params) != 1 or not isinstance(params[0], str) or not params[0].startswith("0x"):
+                raise RpcError(INVALID_PARAMS, "eth_sendRawTransaction takes one hex string")
+            if len(params[0]) > 2 + 2 * MAX_RAW_TX_BYTES:
+                raise RpcError(INVALID_PARAMS, f"transaction larger than {MAX_RAW_TX_BYTES} bytes")
+            try:
+                raw = bytes.fromhex(params[0][2:])
+            except ValueError:
+                raise RpcError(INVALID_PARAMS, "eth_sendRawTransaction: not hex") from None
+            gas = raw_gas_limit(raw)
+            if gas > self.gas_cap:
+                raise RpcError(SERVER_ERROR, f"gas limit {gas} is above this dev chain's cap of {self.gas_cap} per "
+                                             "transaction (embedded_rpc_gas_cap)")
+            return params
+        if method == "eth_feeHistory" and params:
+            count = params[0] if isinstance(params[0], int) else _quantity(params[0], "blockCount")
+            return [hex(max(1, min(count, MAX_FEE_HISTORY_BLOCKS))), *params[1:]]
+        return params
+
+    def _failure(self, method: str, exc: BaseException) -> RpcError:
+        from eth_tester.exceptions import TransactionFailed
+        from eth_tester.exceptions import ValidationError as TesterInvalid
+        from eth_utils.exceptions import ValidationError as EvmInvalid
+
+        if isinstance(exc, TransactionFailed):
+            return _revert_error(exc)
+        text = str(exc)[:300]
+        if "cannot afford" in text:
+            return RpcError(SERVER_ERROR, f"insufficient funds for gas * price + value ({text})")
+        if isinstance(exc, TesterInvalid | EvmInvalid | ValueError | TypeError | KeyError):
+            # bad nonce, malformed fields: the sender's problem, said as geth says it
+            return RpcError(SERVER_ERROR if method == "eth_sendRawTransaction" else INVALID_PARAMS,
+                            f"{method}: {text}")
+        log.warning("embedded chain: %s failed: %s", method, type(exc).__name__, exc_info=exc)
+        return RpcError(INTERNAL, f"{method} failed on the embedded chain ({type(exc).__name__})")
+
+
+def _good_id(ident: Any) -> bool:
+    return ident is None or (isinstance(ident, str) and len(ident) <= 256) or (
+        isinstance(ident, int | float) and not isinstance(ident, bool))
+
+
+def _error(ident: Any, err: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": ident, "error": err.to_json()}
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+RPC_KEY = web.AppKey("dev_chain_rpc", DevChainRpc)
+
+
+async def rpc_handler(request: web.Request) -> web.StreamResponse:
+    rpc = request.app[RPC_KEY]
+    try:
+        body = await read_body(request, max_bytes=MAX_BODY_BYTES)
+    except BodyError as e:
+        return web.json_response(_error(None, RpcError(INVALID_REQUEST, e.reason)), status=e.status)
+    status, out, retry = await rpc.handle(body, request_client(request))
+    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+    if out is None:
+        return web.Response(status=status, headers=headers)
+    return web.Response(status=status, body=out, content_type="application/json", headers=headers)
+
+
+def mount_rpc(app: web.Application, rpc: DevChainRpc) -> None:
+    app[RPC_KEY] = rpc
+    app.router.add_post("/rpc", rpc_handler)
