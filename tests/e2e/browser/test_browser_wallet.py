@@ -11,6 +11,7 @@ Everything stays on 127.0.0.1 (run inside the loopback-only network namespace, a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -133,7 +134,8 @@ class InjectedWallet:
     async def _serve(self, request: dict[str, Any]) -> None:
         self.requests.append(request)
         try:
-            ok, value = True, self.answer(request["method"], request["params"])
+            value = self.answer(request["method"], request["params"])
+            ok, value = True, (await value) if inspect.isawaitable(value) else value
         except WalletRefusal as e:
             ok, value = False, {"code": e.code, "message": str(e)}
         except Exception as e:  # noqa: BLE001 - a test bug: make the page fail visibly, record it
@@ -161,6 +163,67 @@ class InjectedWallet:
         return [r["method"] for r in self.requests]
 
 
+class RpcWallet(InjectedWallet):
+    """A wallet that behaves as MetaMask does with a chain it does not know.
+
+    It starts on mainnet, which it cannot reach from here. It adds a chain the page asks for once
+    that chain's RPC answers with the same id, then switches to it. Reads go to the chain's RPC URL
+    over HTTP, as a wallet's background does. Transactions are signed here, with nonce, gas and fees
+    read from that RPC."""
+
+    def __init__(self, page: Browser, account: LocalAccount, chain_id: int = 1) -> None:
+        super().__init__(page, account, chain_id)
+        self.rpc_urls: dict[int, str] = {}
+        self.rpc_calls: list[tuple[str, dict[str, Any]]] = []  # (method, the node's whole answer)
+
+    async def rpc(self, method: str, params: list[Any]) -> Any:
+        url = self.rpc_urls.get(self.chain_id)
+        if url is None:
+            raise WalletRefusal(4900, f"no RPC for chain {self.chain_id}")
+        async with self._http.post(url, json={"jsonrpc": "2.0", "id": len(self.rpc_calls) + 1, "method": method,
+                                              "params": params}) as r:
+            body = await r.json()
+        self.rpc_calls.append((method, body))
+        if "error" in body:
+            raise WalletRefusal(body["error"]["code"], body["error"]["message"])
+        return body["result"]
+
+    async def answer(self, method: str, params: list[Any]) -> Any:  # type: ignore[override]
+        if method == "wallet_addEthereumChain":
+            chain = params[0]
+            wanted, url = int(chain["chainId"], 16), chain["rpcUrls"][0]
+            assert chain["nativeCurrency"]["decimals"] == 18 and chain["chainName"]
+            before = self.chain_id
+            self.rpc_urls[wanted], self.chain_id = url, wanted
+            if int(await self.rpc("eth_chainId", []), 16) != wanted:  # MetaMask checks this too
+                del self.rpc_urls[wanted]
+                self.chain_id = before
+                raise WalletRefusal(-32602, f"the RPC at {url} is not chain {wanted}")
+            return None
+        if method == "wallet_switchEthereumChain":
+            wanted = int(params[0]["chainId"], 16)
+            if wanted not in self.rpc_urls:
+                raise WalletRefusal(4902, f"unrecognized chain id {params[0]['chainId']}")
+            self.chain_id = wanted
+            return None
+        if method == "eth_sendTransaction":
+            tx, me = params[0], self.account.address
+            if tx["from"].lower() != me.lower():
+                raise WalletRefusal(4100, f"eth_sendTransaction from an account this wallet does not hold: {tx['from']}")
+            call = {"from": me, "to": tx["to"], "value": tx.get("value", "0x0"), "data": tx.get("data", "0x")}
+            gas = int(await self.rpc("eth_estimateGas", [call]), 16)
+            base = int((await self.rpc("eth_getBlockByNumber", ["latest", False]))["baseFeePerGas"], 16)
+            tip = int(await self.rpc("eth_maxPriorityFeePerGas", []), 16)
+            signed = self.account.sign_transaction({
+                "type": 2, "chainId": self.chain_id, "to": tx["to"], "value": int(call["value"], 16),
+                "data": call["data"], "gas": gas * 6 // 5, "maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip,
+                "nonce": int(await self.rpc("eth_getTransactionCount", [me, "pending"]), 16)})
+            return await self.rpc("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex().removeprefix("0x")])
+        if method in ("eth_requestAccounts", "eth_accounts", "eth_chainId", "personal_sign"):
+            return super().answer(method, params)
+        return await self.rpc(method, params)
+
+
 @pytest.fixture
 async def gated_page():
     """gated_page(server, name, wallet=(account, chain_id) | None, **query) -> (Browser, InjectedWallet | None)
@@ -170,6 +233,7 @@ async def gated_page():
     made: list[tuple[Browser, InjectedWallet | None]] = []
 
     async def launch(server, name: str, wallet: tuple[LocalAccount, int] | None = None,
+                     wallet_type: type[InjectedWallet] = InjectedWallet,
                      **query: str) -> tuple[Browser, InjectedWallet | None]:
         params = {"room": ROOM, "name": name, "video": VIDEO, **query}
         autojoin = f"{server.url}/?{urlencode({**params, 'autojoin': '1'})}"
@@ -178,7 +242,7 @@ async def gated_page():
         made.append((b, None))
         await b.start()
         if wallet is not None:
-            tw = InjectedWallet(b, *wallet)
+            tw = wallet_type(b, *wallet)
             made[-1] = (b, tw)
             await tw.install()
             await b.navigate(autojoin)
@@ -326,7 +390,10 @@ async def test_wallet_on_another_chain_gets_a_clear_message(server, gated_page):
                                 "document.querySelector('#wallet-error').textContent")
     assert "Wrong network" in shown and "chain 1," in shown and str(info["chainId"]) in shown, shown
     # it asked the wallet to switch (refused: unknown chain) and never asked for a signature
-    assert wallet.methods() == ["eth_requestAccounts", "eth_chainId", "wallet_switchEthereumChain"]
+    # it asked the wallet to switch, then (unknown chain, and this server serves its chain at /rpc) to add
+    # it; this wallet can do neither, and no signature was asked for
+    assert wallet.methods() == ["eth_requestAccounts", "eth_chainId", "wallet_switchEthereumChain",
+                                "wallet_addEthereumChain", "eth_chainId"]
     assert await page.evaluate("window.basement.wallet") is None
     assert server.rooms.in_room(ROOM) == []
 
@@ -350,3 +417,47 @@ async def test_page_checksums_addresses_like_eth_utils(server, gated_page):
     # Keccak-256 itself, across the 136-byte block boundary
     for text in ("", "abc", "x" * 135, "y" * 136, "z" * 300):
         assert await page.evaluate(f"window.basement.keccak256({json.dumps(text)})") == keccak(text=text).hex()
+
+
+async def test_a_fresh_wallet_adds_the_dev_chain_buys_the_pass_and_joins(server, gated_page):
+    """#17: the page adds the embedded chain to a wallet that forwards RPC calls to /rpc; the wallet
+    (holding nothing) gets ether from the dev faucet, buys the pass, signs in and joins `demo-gated`."""
+    info = await server_info(server)
+    buyer = Account.create()
+    chain = server.control.embedded
+    membership = contracts.contract_at(chain.w3, "MembershipPass", chain.deployment.membership_pass)
+    assert await chain.w3.eth.get_balance(buyer.address) == 0
+    watcher = await observer(server)
+    try:
+        page, wallet = await gated_page(server, "buyer", wallet=(buyer, 1), wallet_type=RpcWallet)
+        await page.wait_for("!document.querySelector('#wallet-pass').hidden")
+        await page.click("#wallet-pass")
+        me = await joined(page)
+        assert me["identity"] == buyer.address and me["name"] == "buyer"
+        assert wallet.errors == []
+
+        methods = wallet.methods()
+        assert methods[:5] == ["eth_requestAccounts", "eth_chainId", "wallet_switchEthereumChain",
+                               "wallet_addEthereumChain", "eth_chainId"], methods
+        [added] = [r["params"][0] for r in wallet.requests if r["method"] == "wallet_addEthereumChain"]
+        assert added["chainId"] == hex(info["chainId"]) and added["rpcUrls"] == [f"{server.url}/rpc"]
+        assert methods.count("eth_sendTransaction") == 1 and methods[-1] == "personal_sign"
+        [purchase] = [r["params"][0] for r in wallet.requests if r["method"] == "eth_sendTransaction"]
+        assert purchase["to"] == info["membershipPass"] and int(purchase["value"], 16) == int(info["passPrice"])
+        # every call the wallet forwarded was answered by /rpc without an error
+        assert [m for m, body in wallet.rpc_calls if "error" in body] == []
+        sent = [m for m, _ in wallet.rpc_calls]
+        assert {"eth_chainId", "eth_call", "eth_estimateGas", "eth_getBlockByNumber", "eth_sendRawTransaction",
+                "eth_getTransactionReceipt"} <= set(sent), sent
+
+        # the chain agrees: the buyer paid and holds one pass (its ether came from the faucet)
+        assert await membership.functions.balanceOf(buyer.address).call() == 1
+        assert 0 < await chain.w3.eth.get_balance(buyer.address) < 10**18 - int(info["passPrice"])
+        assert "bought the demo membership pass" in await page.evaluate(
+            "document.querySelector('#event-log').textContent")
+        [p] = in_room(server, buyer.address)
+        assert p.id == me["id"]
+        _, track = await watcher.wait_track(kind="video", participant=me["id"], timeout=30)
+        await decoded_sizes(track, 10)
+    finally:
+        await watcher.close()
