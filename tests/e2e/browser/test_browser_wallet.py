@@ -209,7 +209,7 @@ class RpcWallet(InjectedWallet):
         if method == "eth_sendTransaction":
             tx, me = params[0], self.account.address
             if tx["from"].lower() != me.lower():
-                raise WalletRefusal(4100, f"eth_sendTransaction from an account this wallet does not hold: {tx['from']}")
+                raise WalletRefusal(4100, f"eth_sendTransaction from an account not held here: {tx['from']}")
             call = {"from": me, "to": tx["to"], "value": tx.get("value", "0x0"), "data": tx.get("data", "0x")}
             gas = int(await self.rpc("eth_estimateGas", [call]), 16)
             base = int((await self.rpc("eth_getBlockByNumber", ["latest", False]))["baseFeePerGas"], 16)
