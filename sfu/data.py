@@ -77,8 +77,10 @@ class DataEndpoint:
     """One participant's data channels: what it sends is checked here, what the room sends it leaves here."""
 
     def __init__(self, participant_id: str, name: str, identity: str, limits: DataLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, receives: bool = True) -> None:
         self.id, self.name, self.identity = participant_id, name, identity
+        # False for a grant without `can_subscribe`: what the room says is not for it (it may still send)
+        self.receives = receives
         self.limits = limits or _limits
         self.clock = clock
         self.channels: dict[str, Any] = {}  # label -> open channel
@@ -262,6 +264,7 @@ class DataRelay:
             targets = [self.endpoints[p] for p in to if p in self.endpoints and p != sender.id]
         else:
             targets = [e for e in self.endpoints.values() if e is not sender]
+        targets = [e for e in targets if e.receives]
         out: dict[str, Any] = {"type": "data", "seq": self.seq + 1, "from": sender.id, "name": sender.name,
                                "identity": sender.identity, "topic": topic, "data": data,
                                "at": int(self.clock() * 1000)}
@@ -292,6 +295,8 @@ class DataRelay:
         """The chat history, to a participant whose reliable channel just opened: at most every
         REPLAY_EVERY_S per participant, and paid from the room's budget like any delivery (a client
         reopening its channel in a loop must not turn 50 messages of 16 KiB into a stream)."""
+        if not endpoint.receives:
+            return
         texts = [_encode({**msg, "history": True}) for msg in self.history]
         sizes = [len(t.encode("utf-8")) for t in texts]
         cost = sum(-(-n // DELIVERY_BYTES) for n in sizes)

@@ -110,7 +110,7 @@ class Peer:
         self._lost_tasks: set[asyncio.Future[None]] = set()
         self._subscriber_reported = False
         # data channels on the publish connection (chat, app data): the room relays what it sends
-        self.data = DataEndpoint(participant_id, name, identity)
+        self.data = DataEndpoint(participant_id, name, identity, receives=can_subscribe)
         self.closed = False
 
     def public(self) -> ParticipantInfo:

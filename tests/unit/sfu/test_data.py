@@ -161,6 +161,21 @@ def test_history_is_the_last_chat_messages_to_the_whole_room_replayed_first():
     assert ch.sent[-1]["data"] == "live" and "history" not in ch.sent[-1]
 
 
+def test_a_participant_without_can_subscribe_sends_but_receives_nothing():
+    relay, [(a, ach), (b, bch)] = room("a", "b")
+    send(ach, "early", topic="chat")
+    mute = DataEndpoint("PA_pub", "pub", "guest-pub", clock=Clock(), receives=False)
+    relay.add(mute)
+    ch = Channel()
+    mute.attach(ch)
+    assert ch.sent == []  # no history either
+    send(ach, "all", topic="chat")
+    send(bch, "named", to=["PA_pub", "PA_a"])
+    assert ch.sent == [] and ach.data() == ["named"]
+    send(ch, "from the publisher", topic="chat")
+    assert ach.data()[-1] == bch.data()[-1] == "from the publisher" and mute.messages == 1
+
+
 def test_no_history_when_it_is_off():
     relay, [(a, ach)] = room("a", limits=DataLimits(history=0))
     send(ach, "c", topic="chat")
