@@ -255,3 +255,28 @@ async def test_a_stalled_receiver_never_holds_up_the_room(server, connect):
     assert endpoint.lost >= 80 - (1024 * 1024) // 15_000 - 3, endpoint.lost
     assert STATS.dropped["data_overflow"] - before == endpoint.lost
     assert _texts(bob) == []
+
+
+async def test_a_grant_without_subscribe_sends_data_but_receives_none(server, connect):
+    alice, bob = await _chatting(connect, "publish-only", "alice", "bob")
+    alice.send_data("before")
+    await bob.wait_for(lambda: _texts(bob) == ["before"])
+    pub = Client(server.url)
+    try:
+        await pub.connect()
+        grant = server.control.auth.grants.issue("publish-only", "announcer", can_subscribe=False)
+        joined = await pub.join("publish-only", "announcer", grant=grant)
+        assert joined["permissions"] == {"publish": True, "subscribe": False}
+        await pub.publish(data=True)
+        await pub.wait_data_open()
+        pub.send_data("announcement")
+        await alice.wait_for(lambda: _texts(alice) == ["announcement"])
+        await bob.wait_for(lambda: _texts(bob) == ["before", "announcement"])
+        alice.send_data("to everyone")
+        alice.send_data("to the announcer", to=[pub.participant["id"], bob.participant["id"]])
+        await bob.wait_for(lambda: _texts(bob) == ["before", "announcement", "to everyone", "to the announcer"])
+        # relayed in one pass with bob's copies: had any been meant for the announcer, it would be here
+        await asyncio.sleep(0.3)
+        assert pub.data_received() == [] and not [m for m in alice.data if m["type"] == "error"]
+    finally:
+        await pub.close()
