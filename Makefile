@@ -73,7 +73,14 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-node-deps: $(NODE_STAMP)
+# npm: a real IPFS node for the tests (js-ipfs; tests/support/ipfsnode.py says why not Kubo).
+IPFS_NODE := tests/support/ipfs
+IPFS_STAMP := $(IPFS_NODE)/node_modules/.installed
+$(IPFS_STAMP): $(IPFS_NODE)/package.json $(IPFS_NODE)/package-lock.json
+	cd $(IPFS_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(IPFS_STAMP)
+
+node-deps: $(NODE_STAMP) $(IPFS_STAMP)
 
 # npm: eslint for the web client (the page itself has no build step; web/static is served as it is).
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json

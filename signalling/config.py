@@ -285,6 +285,15 @@ class Settings:
     # --- sessions ---
     data_dir: str = field(default="var", metadata={"group": "sessions",
                                                    "help": "where the outbox and local CID store live"})
+    ipfs_api: str = field(
+        default="", metadata={"group": "sessions", "help": "Kubo-compatible IPFS RPC API URL (e.g. "
+                              "http://127.0.0.1:5001): session documents are also published there, pinned; "
+                              "empty = local CID store only"}
+    )
+    ipfs_publish_timeout_s: float = field(
+        default=10.0, metadata={"group": "sessions", "help": "longest a chain write waits for IPFS to take its "
+                                                             "document (then it is retried in the background)"}
+    )
     session_grace_s: float = field(default=30.0, metadata={"group": "recording",
                                                            "help": "empty-room grace before a session ends"})
     record_sessions: str = field(
@@ -409,6 +418,10 @@ class Settings:
             raise ConfigError(f"embedded_rpc_rate: {self.embedded_rpc_rate} is not above 0 and at most 10,000")
         if not 0 < self.embedded_rpc_cpu_share <= 1:
             raise ConfigError(f"embedded_rpc_cpu_share: {self.embedded_rpc_cpu_share} is not above 0 and at most 1")
+        if self.ipfs_api and not self.ipfs_api.startswith(("http://", "https://")):
+            raise ConfigError(f"ipfs_api: {self.ipfs_api!r} is not an http(s):// URL")
+        if not 0.1 <= self.ipfs_publish_timeout_s <= 600:
+            raise ConfigError(f"ipfs_publish_timeout_s: {self.ipfs_publish_timeout_s} is not between 0.1 and 600")
         if self.chain == "rpc" and not self.rpc_url:
             raise ConfigError("rpc_url: required when chain=rpc")
         return self

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.support.sessionfix",
     "tests.support.clusterfix",
     "tests.support.browser",
+    "tests.support.ipfsnode",
 ]
 
 HERE = Path(__file__).resolve().parent

@@ -6,11 +6,14 @@ here can be pinned on IPFS later under the same CID. Backends:
 
 * `DirCidStore` — one file per CID in a directory (default; all-in-one server).
 * `IpfsHttpCidStore` — a Kubo node's HTTP RPC API (`/api/v0/add`, `/api/v0/cat`).
+* `IpfsMirroredStore` — a `DirCidStore` whose documents are also published (pinned) through that
+  API: what the chain writer uses when `ipfs_api` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +23,8 @@ import aiohttp
 from multiformats import CID, multihash
 
 from signalling import safejson
+
+log = logging.getLogger(__name__)
 
 # ipfs add chunks files above 256 KiB into a DAG, after which its CID is no longer the raw-leaf CID
 # computed here; summaries are far below that, and we refuse rather than silently diverge.
@@ -33,6 +38,14 @@ class CidError(Exception):
 def cid_of(data: bytes) -> str:
     """CIDv1 (raw, sha2-256) of `data`, base32."""
     return str(CID("base32", 1, "raw", multihash.digest(data, "sha2-256")))
+
+
+def same_cid(a: str, b: str) -> bool:
+    """The same CID whatever its text base (Kubo prints CIDv1 in base32, js-ipfs in base58btc)."""
+    try:
+        return bool(CID.decode(a) == CID.decode(b))
+    except Exception:  # noqa: BLE001 - multiformats raises several unrelated types
+        return False
 
 
 def parse_cid(cid: str) -> CID:
@@ -152,7 +165,7 @@ class IpfsHttpCidStore:
         except safejson.JsonError as e:
             raise CidError(f"ipfs add answered malformed JSON: {e}") from None
         got = body.get("Hash") if isinstance(body, dict) else None
-        if got != expected:
+        if not isinstance(got, str) or not same_cid(got, expected):
             raise CidError(f"ipfs add returned {got!r}, expected {expected}")
         return expected
 
@@ -182,8 +195,116 @@ async def _read_at_most(r: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(data)
 
 
-def open_store(spec: str) -> CidStore:
-    """`http(s)://host:port` → Kubo API; anything else → a directory path."""
+class IpfsMirroredStore(DirCidStore):
+    """A directory store whose documents are also published to IPFS, pinned, under the same CID.
+
+    The local copy is written first (fsync): it is what the chain write waits for, and what is
+    published again if IPFS cannot take it now. Publication waits at most `publish_timeout_s`, so a
+    slow or absent IPFS node never holds a chain write longer than that. A document IPFS has not
+    confirmed keeps a marker file under `unpublished/` (written before the first attempt, removed
+    when IPFS returned the same CID); `start()` runs a task that retries the marked ones with backoff,
+    also after a restart. Nothing is lost: the document and its marker are on disk until IPFS has it.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], ipfs: IpfsHttpCidStore, *, publish_timeout_s: float = 10.0,
+                 retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
+        super().__init__(root)
+        self.ipfs = ipfs
+        self.unpublished = self.root / "unpublished"
+        self.publish_timeout_s = publish_timeout_s
+        self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self.published = 0  # documents IPFS confirmed
+        self.failed = 0  # publication attempts that failed or timed out
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"IpfsMirroredStore({str(self.root)!r}, {self.ipfs!r})"
+
+    async def put(self, data: bytes) -> str:
+        cid = await super().put(data)
+        marker = self.unpublished / cid
+        await asyncio.to_thread(write_atomic, marker, b"")
+        if not await self._publish(cid, data, self.publish_timeout_s):
+            log.warning("IPFS has not confirmed document %s within %.1f s; the chain write goes on and "
+                        "publication is retried", cid, self.publish_timeout_s)
+            self._wake.set()
+        return cid
+
+    async def get(self, cid: str) -> bytes:
+        try:
+            return await super().get(cid)
+        except KeyError:
+            return await self.ipfs.get(cid)
+
+    def pending(self) -> list[str]:
+        """CIDs stored here that IPFS has not confirmed yet."""
+        try:
+            return sorted(p.name for p in self.unpublished.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    async def _publish(self, cid: str, data: bytes, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self.ipfs.put(data), timeout_s)
+        except (CidError, OSError, aiohttp.ClientError, TimeoutError) as e:
+            self.failed += 1
+            log.debug("publishing %s to IPFS failed: %s", cid, e)
+            return False
+        try:
+            (self.unpublished / cid).unlink()
+        except FileNotFoundError:
+            pass
+        self.published += 1
+        return True
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._retry_loop(), name="ipfs-republish")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.ipfs.close()
+
+    async def _retry_loop(self) -> None:
+        delay = self.retry_initial_s
+        while True:
+            left = []
+            for cid in self.pending():
+                try:
+                    data = await super().get(cid)
+                except KeyError:  # a marker without its document cannot be published: drop it
+                    (self.unpublished / cid).unlink(missing_ok=True)
+                    continue
+                if not await self._publish(cid, data, self.publish_timeout_s):
+                    left.append(cid)
+                    break  # IPFS is down or refusing: the rest would fail the same way
+            if not left:
+                delay = self.retry_initial_s
+                self._wake.clear()
+                if not self.pending():
+                    await self._wake.wait()
+                continue
+            log.warning("%d session document(s) not yet on IPFS; retrying in %.0f s", len(self.pending()), delay)
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            delay = min(delay * 2, self.retry_max_s)
+
+
+def open_store(spec: str, ipfs_api: str = "", publish_timeout_s: float = 10.0) -> CidStore:
+    """`http(s)://host:port` → Kubo API; anything else → a directory path, mirrored to the Kubo API
+    `ipfs_api` when one is given."""
     if spec.startswith(("http://", "https://")):
         return IpfsHttpCidStore(spec)
+    if ipfs_api:
+        return IpfsMirroredStore(spec, IpfsHttpCidStore(ipfs_api), publish_timeout_s=publish_timeout_s)
     return DirCidStore(spec)

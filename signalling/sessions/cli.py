@@ -241,14 +241,15 @@ def run(args: argparse.Namespace, settings: config.Settings) -> int:
         print("error: --rpc-url and --session-log-address (or BASEMENT_RPC_URL / BASEMENT_SESSION_LOG_ADDRESS) "
               "are required", file=sys.stderr)
         return 2
-    return asyncio.run(_run(args, settings.rpc_url, settings.session_log_address, _store_dir(args, settings)))
+    return asyncio.run(_run(args, settings.rpc_url, settings.session_log_address, _store_dir(args, settings),
+                            settings.ipfs_api))
 
 
-async def _run(args: argparse.Namespace, rpc_url: str, session_log: str, store_dir: str) -> int:
+async def _run(args: argparse.Namespace, rpc_url: str, session_log: str, store_dir: str, ipfs_api: str = "") -> int:
     from web3 import AsyncWeb3
 
     w3 = AsyncWeb3(AsyncWeb3.AsyncHTTPProvider(rpc_url, cache_allowed_requests=True))
-    store = open_store(store_dir)
+    store = open_store(store_dir, ipfs_api)  # with ipfs_api: the local copy, else IPFS
     try:
         if args.sessions_cmd == "list":
             recs = await list_sessions(w3, session_log, from_block=args.from_block)
@@ -304,8 +305,8 @@ async def _run_writer(args: argparse.Namespace, settings: config.Settings) -> No
                                    max_fee_cap_wei=int(settings.writer_max_fee_gwei * chainwriter.GWEI),
                                    proofs_dir=args.proofs_dir, backoff_max_s=args.backoff_max_s)
     outbox = open_outbox(args.outbox) if args.outbox else None  # None: from settings
-    writer = chainwriter.from_settings(settings, outbox=outbox, store=open_store(_store_dir(args, settings)),
-                                       config=cfg)
+    store = open_store(_store_dir(args, settings), settings.ipfs_api, settings.ipfs_publish_timeout_s)
+    writer = chainwriter.from_settings(settings, outbox=outbox, store=store, config=cfg)
     log.info("writer %r started", writer)
     print("READY", flush=True)
     await writer.run()

@@ -36,7 +36,7 @@ from eth_account import Account
 from web3 import AsyncWeb3
 
 from signalling.chain import contracts
-from signalling.sessions.cidstore import CidStore, DirCidStore, write_atomic
+from signalling.sessions.cidstore import CidStore, DirCidStore, open_store, write_atomic
 from signalling.sessions.outbox import Outbox, OutboxEntry
 from signalling.sessions.summary import Summary, hex32, merkle_proof, merkle_root, summary_leaf
 
@@ -240,6 +240,9 @@ class ChainWriter:
     async def run(self) -> None:
         delay = self.config.backoff_initial_s
         held = False
+        store_start = getattr(self.store, "start", None)
+        if store_start is not None:
+            await store_start()  # e.g. IpfsMirroredStore's retries of documents IPFS has not confirmed
         try:
             while not self._stop.is_set():
                 try:
@@ -262,6 +265,9 @@ class ChainWriter:
         finally:
             if held:
                 await self.lock.release()
+            store_close = getattr(self.store, "close", None)
+            if store_close is not None:
+                await store_close()
 
     async def _sleep(self, s: float) -> None:
         try:
@@ -498,5 +504,6 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
 
         addr = WriterKey(key).address
         lock = RedisWriterLock(target_from_settings(settings).client(), f"basement:chainwriter:{addr}")
-    return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings),
-                       store or DirCidStore(Path(settings.data_dir) / "cids"), config=config, lock=lock)
+    store = store or open_store(str(Path(settings.data_dir) / "cids"), settings.ipfs_api,
+                                settings.ipfs_publish_timeout_s)
+    return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings), store, config=config, lock=lock)

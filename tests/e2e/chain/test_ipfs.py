@@ -1,0 +1,159 @@
+"""Session documents on IPFS (#17 "Documents on IPFS"), with a real IPFS node (js-ipfs, Kubo RPC API)
+and a real chain (anvil): published and pinned under the CID the chain holds, fetched back by it,
+verified from IPFS alone; an IPFS outage never holds a chain write longer than its setting, and the
+document is published once the node is back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from signalling.sessions.cidstore import IpfsHttpCidStore, IpfsMirroredStore, cid_of
+from signalling.sessions.cli import fetch_records, verify_session
+from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.summary import hex32
+from signalling.sessions.writer import ChainWriter, WriterConfig
+from tests.support.ipfsnode import IpfsNode
+from tests.support.sessionfix import REPO, make_writer, synthetic_summary
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def _writer(node, tmp_path, ipfs_url: str, *, batch: int = 1, timeout_s: float = 10.0):
+    w3 = node.anvil.w3()
+    key = await make_writer(w3, node.deployment.session_log, node.owner)
+    store = IpfsMirroredStore(tmp_path / "cids", IpfsHttpCidStore(ipfs_url), publish_timeout_s=timeout_s,
+                              retry_initial_s=0.2, retry_max_s=1.0)
+    cfg = WriterConfig(batch_size=batch, batch_wait_s=0.05, idle_wait_s=0.05)
+    return w3, ChainWriter(w3, node.deployment.session_log, key, SqliteOutbox(tmp_path / "o.db"), store, config=cfg)
+
+
+async def _pinned(ipfs_url: str, cid: str) -> bool:
+    async with aiohttp.ClientSession() as http, http.post(f"{ipfs_url}/api/v0/pin/ls",
+                                                          params={"arg": cid, "type": "recursive"}) as r:
+        return r.status == 200 and "Keys" in await r.json()
+
+
+async def test_documents_are_published_pinned_and_verified_from_ipfs(anvil_node, ipfs_node, tmp_path):
+    w3, writer = await _writer(anvil_node, tmp_path, ipfs_node.url)
+    ipfs = IpfsHttpCidStore(ipfs_node.url)
+    try:
+        rng = random.Random()
+        summaries = [synthetic_summary(rng) for _ in range(3)]
+        for s in summaries:
+            await writer.outbox.put(s)
+        for _ in summaries:
+            assert await writer.step() == 1
+        assert writer.store.published == 3 and writer.store.pending() == []
+        for s in summaries:
+            [rec] = await fetch_records(w3, anvil_node.deployment.session_log, s.session_id)
+            onchain = rec.fields["cid"]
+            assert onchain == s.cid == cid_of(s.document)
+            assert await ipfs.get(onchain) == s.document  # fetched from the IPFS node by the on-chain CID
+            assert await _pinned(ipfs_node.url, onchain)
+            res = await verify_session(w3, anvil_node.deployment.session_log, ipfs, s.session_id)
+            assert res.ok, res.reasons
+        # `basement sessions verify` reading documents from IPFS only (no local copy: another directory)
+        env = {**os.environ, "BASEMENT_RPC_URL": anvil_node.anvil.url,
+               "BASEMENT_SESSION_LOG_ADDRESS": anvil_node.deployment.session_log,
+               "BASEMENT_DATA_DIR": str(tmp_path / "elsewhere")}
+        cmd = [sys.executable, "-m", "signalling.cli", "sessions", "verify", "--store-dir", ipfs_node.url,
+               *(hex32(s.session_id) for s in summaries)]
+        out = await asyncio.to_thread(subprocess.run, cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                                      timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.count("PASS") == 3
+    finally:
+        await ipfs.close()
+        await writer.store.close()
+        await w3.provider.disconnect()
+
+
+async def test_an_ipfs_outage_never_holds_the_chain_write_and_publication_catches_up(anvil_node, tmp_path):
+    node = IpfsNode(repo=tmp_path / "ipfs" / "repo").start()
+    try:
+        w3, writer = await _writer(anvil_node, tmp_path, node.url, timeout_s=1.0)
+        await asyncio.to_thread(node.stop)  # IPFS is down before the session ends
+        s = synthetic_summary(random.Random())
+        await writer.outbox.put(s)
+        await writer.start()
+        started = time.monotonic()
+        while await writer.outbox.pending():
+            assert time.monotonic() - started < 20, "the chain write waited on IPFS"
+            await asyncio.sleep(0.05)
+        [rec] = await fetch_records(w3, anvil_node.deployment.session_log, s.session_id)
+        assert rec.fields["cid"] == s.cid
+        assert writer.store.pending() == [s.cid] and writer.store.failed >= 1
+        await asyncio.sleep(1.5)
+        assert writer.store.pending() == [s.cid]  # retried, still not published, not forgotten
+
+        await asyncio.to_thread(node.start)  # the same repo and port: IPFS is back
+        ipfs = IpfsHttpCidStore(node.url)
+        try:
+            started = time.monotonic()
+            while writer.store.pending():
+                assert time.monotonic() - started < 30, "the document was never published after IPFS came back"
+                await asyncio.sleep(0.1)
+            assert await ipfs.get(s.cid) == s.document and await _pinned(node.url, s.cid)
+            assert (await verify_session(w3, anvil_node.deployment.session_log, ipfs, s.session_id)).ok
+        finally:
+            await ipfs.close()
+            await writer.stop()
+            await w3.provider.disconnect()
+    finally:
+        node.close()
+
+
+async def test_a_restarted_writer_publishes_what_an_earlier_one_could_not(anvil_node, tmp_path):
+    """The marker survives the process: a new store over the same directory finds and publishes it."""
+    node = IpfsNode(repo=tmp_path / "ipfs" / "repo")
+    s = synthetic_summary(random.Random())
+    first = IpfsMirroredStore(tmp_path / "cids", IpfsHttpCidStore(node.url), publish_timeout_s=0.5)
+    assert await first.put(s.document) == s.cid  # IPFS not running: stored locally, marked
+    assert first.pending() == [s.cid]
+    await first.close()
+    node.start()
+    second = IpfsMirroredStore(tmp_path / "cids", IpfsHttpCidStore(node.url), retry_initial_s=0.2)
+    ipfs = IpfsHttpCidStore(node.url)
+    try:
+        await second.start()
+        started = time.monotonic()
+        while second.pending():
+            assert time.monotonic() - started < 30
+            await asyncio.sleep(0.1)
+        assert await ipfs.get(s.cid) == s.document
+    finally:
+        await ipfs.close()
+        await second.close()
+        node.close()
+
+
+async def test_basement_serve_publishes_a_finished_session_to_ipfs(make_server, ipfs_node):
+    """The all-in-one wiring with `ipfs_api`: a call ends, its summary is on-chain and on IPFS."""
+    from signalling.protocol.client import Client
+
+    server = await make_server(ipfs_api=ipfs_node.url, record_sessions="all", session_grace_s=0.2)
+    chain = server.control.embedded
+    c = Client(server.url)
+    await c.connect()
+    await c.join("ipfs-room", "ada")
+    await c.close()
+    ipfs = IpfsHttpCidStore(ipfs_node.url)
+    try:
+        deadline = time.monotonic() + 30
+        while not (recs := await fetch_records(chain.w3, chain.deployment.session_log)):
+            assert time.monotonic() < deadline, "no session recorded"
+            await asyncio.sleep(0.1)
+        [rec] = recs
+        doc = await ipfs.get(rec.fields["cid"])
+        assert cid_of(doc) == rec.fields["cid"] and b'"ipfs-room"' in doc
+        assert (await verify_session(chain.w3, chain.deployment.session_log, ipfs, rec.session_id)).ok
+    finally:
+        await ipfs.close()

@@ -1,0 +1,1 @@
+throw new Error('wrtc is not installed (tests/support/ipfs/no-wrtc)');
