@@ -2,13 +2,16 @@
 
 A wallet that a user just made holds nothing, so it cannot pay the gas (or the price) of buying
 the demo membership pass through `/rpc`. The faucet tops it up from the chain's deployer account.
-It exists only with `chain=embedded`, whose ether is worthless by construction; it still answers
-only pages of this server (Origin), a few times a minute per client address, and never sends to an
-address that already holds enough to buy a pass.
+It exists only with `chain=embedded`, whose ether is worthless by construction; it still refuses
+pages of other origins (a request without Origin is not a browser page and is served), answers a
+few times a minute per client address, never sends to an address that already holds enough to buy
+a pass, and never to a contract (a transfer would run its code on the event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -17,12 +20,17 @@ from aiohttp import web
 from eth_utils import to_checksum_address
 
 from signalling.access.throttle import RateLimiter, request_client
-from signalling.chain import contracts
 from signalling.chain.evm import ETHER
 from signalling.httpjson import BodyError, error, read_object
 from signalling.protocol.edge import EDGE_KEY
 
+log = logging.getLogger(__name__)
+
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class FaucetRefusal(Exception):
+    """The faucet will not send to this address; the message says why."""
 
 
 class DevFaucet:
@@ -32,19 +40,30 @@ class DevFaucet:
         self.amount, self.below = amount, below
         self.on_funded = on_funded
         self.clients = RateLimiter(per_minute, burst=3)
+        self._lock = asyncio.Lock()
 
     async def fund(self, address: str) -> dict[str, Any]:
-        """Send `amount` to `address` unless it holds `below` already; says what it did."""
+        """Send `amount` to `address` unless it holds `below` already; says what it did.
+
+        Raises FaucetRefusal for an address with code: a plain transfer runs the recipient's code,
+        which nothing here bounds (a wallet is an address without code)."""
         w3 = self.chain.w3
-        balance = await w3.eth.get_balance(address)
-        sent = 0
-        if balance < self.below:
-            admin = (await self.chain.dev_accounts())[0]
-            await contracts.transfer_eth(w3, admin, address, self.amount)
-            sent = self.amount
+        async with self._lock:  # one at a time: two requests for one address must not both pay
+            if await w3.eth.get_code(address):
+                raise FaucetRefusal(f"{address} is a contract: the faucet sends only to wallet accounts")
             balance = await w3.eth.get_balance(address)
-            if self.on_funded is not None:
-                self.on_funded()
+            sent = 0
+            if balance < self.below:
+                admin = (await self.chain.dev_accounts())[0]
+                # gas given, never estimated: estimating would run whatever the address holds
+                receipt = await w3.eth.wait_for_transaction_receipt(await w3.eth.send_transaction(
+                    {"from": admin, "to": address, "value": self.amount, "gas": 21_000}))
+                if receipt["status"] != 1:
+                    raise FaucetRefusal(f"the transfer to {address} failed")
+                sent = self.amount
+                balance = await w3.eth.get_balance(address)
+                if self.on_funded is not None:
+                    self.on_funded()
         return {"address": address, "sent": str(sent), "balance": str(balance)}
 
 
@@ -68,7 +87,13 @@ async def faucet_handler(request: web.Request) -> web.Response:
             raise BodyError("address must be a 0x-prefixed 20-byte hex address")
     except BodyError as e:
         return error(e.status, f"bad request: {e.reason}")
-    return web.json_response(await faucet.fund(to_checksum_address(address)))
+    try:
+        return web.json_response(await faucet.fund(to_checksum_address(address)))
+    except FaucetRefusal as e:
+        return error(400, str(e))
+    except Exception as e:  # noqa: BLE001 - the chain failed: say so rather than a bare 500
+        log.warning("dev faucet failed: %s", e)
+        return error(503, f"the faucet could not send: {type(e).__name__}")
 
 
 def mount_faucet(app: web.Application, faucet: DevFaucet) -> None:

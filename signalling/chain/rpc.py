@@ -6,23 +6,30 @@ calls, gas estimates, fees, raw transactions and their receipts. Nothing else is
 
 - Transactions come in signed (`eth_sendRawTransaction`) only. `eth_sendTransaction`, `eth_sign`,
   `personal_*` and the tester's `evm_*` would act with the chain's unlocked dev accounts, one of
-  which owns the demo tokens; `eth_accounts` therefore answers `[]`.
+  which owns every contract here; `eth_accounts` therefore answers `[]`. Those accounts' keys are
+  public (as are the dev writer's and the demo wallet's), so they may not send signed ones either.
+- Every transaction is a block eth-tester keeps in memory: a client may send a few a minute, and
+  the process takes at most MAX_TRANSACTIONS.
 - The EVM runs on the server's event loop, beside the media of every room. So one call may use at
   most `gas_cap` gas (about 0.2 s of py-evm on the cheapest opcodes, measured here), a raw
   transaction with a higher gas limit is refused, and all calls together may take at most
-  `cpu_share` of the loop's time on average (charged by measured time, after each call). Past it,
-  and past a client's request rate, the answer is HTTP 429 with error -32005 and Retry-After.
+  `cpu_share` of the loop's time on average (charged by measured time, after each call, and for
+  each step of a gas estimate). Past it, and past a client's request rate, the answer is HTTP 429
+  with error -32005 and Retry-After (in a batch: -32005 for the calls that did not run).
 - Bodies are bounded (size, nesting, batch length) and parsed by `safejson`.
 
-eth-tester answers in Python values (ints, bytes, camelCase dicts); `wire` turns them into JSON-RPC
-quantities and data, which strict clients (web3.py, ethers, MetaMask) insist on.
+eth-tester answers in Python values (ints, bytes, dicts with some snake_case keys); `wire` and
+`normalized` turn them into JSON-RPC quantities, data and the spec's objects, and `eth_feeHistory`
+is built here: strict clients (web3.py, ethers, MetaMask) insist on both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +37,7 @@ from typing import Any
 
 import rlp
 from aiohttp import web
+from eth_account import Account
 from prometheus_client.core import CounterMetricFamily
 
 from signalling import safejson
@@ -40,10 +48,13 @@ from signalling.httpjson import BodyError, read_body
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024  # a raw transaction deploying a 24 KiB contract is ~50 KB of hex
-MAX_BATCH = 16
+MAX_BATCH = 100  # ethers' JsonRpcProvider batches up to 100 calls
 MAX_RAW_TX_BYTES = 64 * 1024
 MAX_FEE_HISTORY_BLOCKS = 128
+MAX_TRANSACTIONS = 10_000  # per process: eth-tester keeps every block in memory
+TRANSACTIONS_PER_MIN = 12  # per client address, in bursts of 10
 ZERO_ADDRESS = "0x" + "00" * 20
+NONCE_ERROR = re.compile(r"nonce: Expected (\d+), but got (\d+)")
 
 # What is forwarded to the chain; everything else is -32601. Answered here: see `_local`.
 FORWARDED = frozenset({
@@ -157,6 +168,59 @@ def wire(value: Any, key: str = "") -> Any:
     return str(value)
 
 
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _transaction(tx: dict[str, Any]) -> dict[str, Any]:
+    out = {_camel(k): v for k, v in tx.items()}
+    if "data" in out:
+        out.setdefault("input", out.pop("data"))
+    return out
+
+
+def _bloom(logs: list[dict[str, Any]]) -> str:
+    from eth_bloom import BloomFilter
+
+    bloom = BloomFilter()
+    for entry in logs:
+        bloom.add(bytes.fromhex(str(entry.get("address", "0x"))[2:]))
+        for topic in entry.get("topics", []):
+            bloom.add(bytes.fromhex(str(topic)[2:]))
+    return "0x" + int(bloom).to_bytes(256, "big").hex()
+
+
+def normalized(method: str, result: Any) -> Any:
+    """Wired objects in the spec's shape: eth-tester gives full transactions snake_case keys (and
+    `data`, `y_parity`), and receipts a `state_root` but no `logsBloom`, which strict clients refuse."""
+    if not isinstance(result, dict):
+        return result
+    if method in ("eth_getBlockByNumber", "eth_getBlockByHash"):
+        txs = result.get("transactions")
+        if txs and isinstance(txs[0], dict):
+            result["transactions"] = [_transaction(t) for t in txs]
+        return result
+    if method == "eth_getTransactionByHash":
+        return _transaction(result)
+    if method == "eth_getTransactionReceipt":
+        out = {_camel(k): v for k, v in result.items() if k not in ("state_root", "stateRoot")}
+        out["logs"] = [{_camel(k): v for k, v in entry.items() if k != "type"} for entry in out.get("logs") or []]
+        out.setdefault("logsBloom", _bloom(out["logs"]))
+        return out
+    return result
+
+
+def next_base_fee(base: int, gas_used: int, gas_limit: int) -> int:
+    """EIP-1559: the base fee of the block after one with this base fee and use."""
+    target = gas_limit // 2
+    if not target or gas_used == target:
+        return base
+    if gas_used > target:
+        return base + max(1, base * (gas_used - target) // target // 8)
+    return base - base * (target - gas_used) // target // 8
+
+
 def _quantity(value: Any, what: str) -> int:
     if isinstance(value, str) and value.startswith("0x") and 2 < len(value) <= 66:
         try:
@@ -220,8 +284,18 @@ class DevChainRpc:
         self.stats = stats or RpcStats()
         self.clients = RateLimiter(rate_per_s * 60, burst=max(1, math.ceil(rate_per_s * 5)), clock=clock)
         self.cpu = CpuBudget(cpu_share, burst_s=max(0.25, cpu_share * 5), clock=clock)
+        # each transaction is a block eth-tester keeps in memory: a wallet sends a few, not a stream
+        self.client_transactions = RateLimiter(TRANSACTIONS_PER_MIN, burst=10, clock=clock)
         self._call: Callable[..., Any] | None = None
         self._caller: str | None = None
+        self._own: frozenset[str] | None = None
+        self.transactions = 0  # taken through /rpc (each is a block kept in memory)
+
+    async def _own_accounts(self) -> frozenset[str]:
+        if self._own is None:
+            self._own = frozenset({*await self.chain.dev_accounts(), self.chain.writer.address,
+                                   self.chain.demo.address})
+        return self._own
 
     async def handle(self, body: bytes, client: str) -> tuple[int, bytes | None, float]:
         """(HTTP status, JSON body or None for notifications only, Retry-After seconds or 0)."""
@@ -237,13 +311,23 @@ class DevChainRpc:
             why = "empty batch" if not calls else f"batch of {len(calls)} calls; at most {MAX_BATCH}"
             return 200, _dump(_error(None, RpcError(INVALID_REQUEST, why))), 0.0
         answers: list[dict[str, Any]] = []
-        for call in calls:
-            try:
-                answer = await self._one(call, client)
-            except Busy as b:
-                self.stats.count(call.get("method", "other") if isinstance(call, dict) else "other", "refused")
-                ident = call.get("id") if isinstance(call, dict) and _good_id(call.get("id")) else None
-                return 429, _dump(_error(ident, RpcError(LIMIT_EXCEEDED, b.message))), b.retry_after
+        busy: Busy | None = None
+        for i, call in enumerate(calls):
+            if i:
+                await asyncio.sleep(0)  # a batch shares the event loop with media between its calls
+            if busy is None:
+                try:
+                    answer = await self._one(call, client)
+                except Busy as b:
+                    if not batch:
+                        self.stats.count(_method_of(call), "refused")
+                        return 429, _dump(_error(_id_of(call), RpcError(LIMIT_EXCEEDED, b.message))), b.retry_after
+                    busy = b  # what ran keeps its answer; this call and the rest are refused
+            if busy is not None:
+                self.stats.count(_method_of(call), "refused")
+                if isinstance(call, dict) and "id" in call:
+                    answers.append(_error(_id_of(call), RpcError(LIMIT_EXCEEDED, busy.message)))
+                continue
             if answer is not None:
                 answers.append(answer)
         if not answers:
@@ -264,6 +348,10 @@ class DevChainRpc:
         wait = self.clients.take(client)
         if wait:
             raise Busy(f"rate limit: too many requests from this client; retry in {wait:.1f} s", wait)
+        if method == "eth_sendRawTransaction":
+            wait = self.client_transactions.take(client)
+            if wait:
+                raise Busy(f"rate limit: too many transactions from this client; retry in {wait:.1f} s", wait)
         try:
             if method not in METHODS:
                 raise RpcError(METHOD_NOT_FOUND, f"method {method[:64]!r} is not available on this dev chain's "
@@ -288,23 +376,75 @@ class DevChainRpc:
         if method == "eth_accounts":
             return []  # the node's unlocked accounts are not anyone's to use
         params = await self._checked(method, params)
+        if method == "eth_estimateGas":
+            return hex(await self._estimate(params[0]))
+        if method == "eth_feeHistory":
+            return await self._fee_history(params)
+        if method == "eth_sendRawTransaction":
+            if self.transactions >= MAX_TRANSACTIONS:
+                raise RpcError(SERVER_ERROR, f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
+                                             "through /rpc (it lives in the server's memory): restart the server "
+                                             "for a fresh chain")
+            result = await self._executed(method, params)
+            self.transactions += 1
+            if self.on_transaction is not None:
+                self.on_transaction()
+            return wire(result)
         if method in EXECUTING:
-            wait = self.cpu.wait()
-            if wait:
-                raise Busy(f"this dev chain's EVM time budget is spent; retry in {wait:.1f} s", wait)
+            return wire(await self._executed(method, params))
+        return normalized(method, wire(await self._forward(method, params)))
+
+    async def _block(self, number: Any, full: bool) -> dict[str, Any]:
+        block = normalized("eth_getBlockByNumber", wire(await self._forward("eth_getBlockByNumber", [number, full])))
+        if not isinstance(block, dict):
+            raise RpcError(INVALID_PARAMS, f"no block {number}")
+        return block
+
+    async def _fee_history(self, params: list[Any]) -> dict[str, Any]:
+        """eth_feeHistory as geth answers it (eth-tester's has no rewards, one base fee too few and
+        the wrong oldest block): per block its base fee, gas used ratio and the tips at the asked
+        percentiles, plus the next block's base fee."""
+        if not params:
+            raise RpcError(INVALID_PARAMS, "eth_feeHistory takes blockCount, newestBlock and reward percentiles")
+        count = int(params[0], 16)
+        percentiles = params[2] if len(params) > 2 and params[2] is not None else []
+        if not isinstance(percentiles, list) or len(percentiles) > 100 or not all(
+                isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 100 for p in percentiles) or (
+                percentiles != sorted(percentiles)):
+            raise RpcError(INVALID_PARAMS, "reward percentiles must be at most 100 ascending numbers in [0, 100]")
+        newest = int((await self._block(params[1] if len(params) > 1 else "latest", False))["number"], 16)
+        oldest = max(0, newest - count + 1)
+        base_fees, ratios, rewards = [], [], []
+        block: dict[str, Any] = {}
+        for number in range(oldest, newest + 1):
+            block = await self._block(hex(number), bool(percentiles))
+            base = int(block.get("baseFeePerGas") or "0x0", 16)
+            used, limit = int(block["gasUsed"], 16), int(block["gasLimit"], 16)
+            base_fees.append(hex(base))
+            ratios.append(used / limit if limit else 0.0)
+            if percentiles:
+                tips = sorted(_tip(tx, base) for tx in block.get("transactions", []))
+                rewards.append([hex(tips[min(len(tips) - 1, int(len(tips) * p / 100))] if tips else 0)
+                                for p in percentiles])
+        last_base = int(base_fees[-1], 16)
+        base_fees.append(hex(next_base_fee(last_base, int(block["gasUsed"], 16), int(block["gasLimit"], 16))))
+        out: dict[str, Any] = {"oldestBlock": hex(oldest), "baseFeePerGas": base_fees, "gasUsedRatio": ratios}
+        if percentiles:
+            out["reward"] = rewards
+        return out
+
+    async def _executed(self, method: str, params: list[Any]) -> Any:
+        """A call that runs the EVM: refused while the time budget is spent, charged what it took."""
+        wait = self.cpu.wait()
+        if wait:
+            raise Busy(f"this dev chain's EVM time budget is spent; retry in {wait:.1f} s", wait)
         started = time.perf_counter()
         try:
-            if method == "eth_estimateGas":
-                return hex(await self._estimate(params[0]))
-            result = await self._forward(method, params)
+            return await self._forward(method, params)
         finally:
-            if method in EXECUTING:
-                spent = time.perf_counter() - started
-                self.cpu.charge(spent)
-                self.stats.evm_seconds += spent
-        if method == "eth_sendRawTransaction" and self.on_transaction is not None:
-            self.on_transaction()
-        return wire(result)
+            spent = time.perf_counter() - started
+            self.cpu.charge(spent)
+            self.stats.evm_seconds += spent
 
     async def _forward(self, method: str, params: list[Any]) -> Any:
         if self._call is None:
@@ -328,12 +468,12 @@ class DevChainRpc:
         gives, so a loop would hold the event loop for 30M gas (seconds). Like geth: the call must
         succeed at the top (its revert is the answer otherwise), then bisect."""
         top = int(tx["gas"], 16)
-        await self._forward("eth_call", [tx, "latest"])  # raises the revert, or out of gas, at the cap
+        await self._executed("eth_call", [tx, "latest"])  # raises the revert, or out of gas, at the cap
         low, high = 21_000 - 1, top
         while high - low > max(1, high // 64):
             mid = (low + high) // 2
-            try:
-                await self._forward("eth_call", [{**tx, "gas": hex(mid)}, "latest"])
+            try:  # each step is checked against and charged to the time budget
+                await self._executed("eth_call", [{**tx, "gas": hex(mid)}, "latest"])
                 high = mid
             except RpcError as e:
                 if e.code not in (EXECUTION_REVERTED, SERVER_ERROR):
@@ -374,6 +514,15 @@ class DevChainRpc:
             if gas > self.gas_cap:
                 raise RpcError(SERVER_ERROR, f"gas limit {gas} is above this dev chain's cap of {self.gas_cap} per "
                                              "transaction (embedded_rpc_gas_cap)")
+            try:
+                sender = Account.recover_transaction(raw)
+            except Exception:  # noqa: BLE001 - a signature that does not recover
+                raise RpcError(INVALID_PARAMS, "the transaction's signature does not recover a sender") from None
+            if sender in await self._own_accounts():
+                # their keys are public (eth-tester's, the dev writer's, the demo wallet's): signed
+                # with one, anyone could act as the deployer that owns every contract here
+                raise RpcError(SERVER_ERROR, f"sender {sender} is one of this dev chain's own accounts, whose keys "
+                                             "are public: send from your own wallet")
             return params
         if method == "eth_feeHistory" and params:
             count = params[0] if isinstance(params[0], int) else _quantity(params[0], "blockCount")
@@ -388,8 +537,14 @@ class DevChainRpc:
         if isinstance(exc, TransactionFailed):
             return _revert_error(exc)
         text = str(exc)[:300]
+        nonce = NONCE_ERROR.search(text)
+        if nonce:  # said as geth says it: wallets and libraries match these words
+            expected, got = int(nonce.group(1)), int(nonce.group(2))
+            return RpcError(SERVER_ERROR, f"nonce too {'low' if got < expected else 'high'}: next nonce {expected}, "
+                                          f"tx nonce {got}")
         if "cannot afford" in text:
-            return RpcError(SERVER_ERROR, f"insufficient funds for gas * price + value ({text})")
+            return RpcError(SERVER_ERROR, f"insufficient funds for gas * price + value ({text}); this chain charges "
+                                          "calls for gas too: call without 'from', or fund the account (faucet)")
         if isinstance(exc, TesterInvalid | EvmInvalid | ValueError | TypeError | KeyError):
             # bad nonce, malformed fields: the sender's problem, said as geth says it
             return RpcError(SERVER_ERROR if method == "eth_sendRawTransaction" else INVALID_PARAMS,
@@ -398,9 +553,25 @@ class DevChainRpc:
         return RpcError(INTERNAL, f"{method} failed on the embedded chain ({type(exc).__name__})")
 
 
+def _tip(tx: dict[str, Any], base: int) -> int:
+    """What a transaction paid its block's producer per gas (EIP-1559's effective priority fee)."""
+    if tx.get("maxPriorityFeePerGas") is not None:
+        return max(0, min(int(tx["maxPriorityFeePerGas"], 16), int(tx["maxFeePerGas"], 16) - base))
+    return max(0, int(tx.get("gasPrice") or "0x0", 16) - base)
+
+
 def _good_id(ident: Any) -> bool:
     return ident is None or (isinstance(ident, str) and len(ident) <= 256) or (
-        isinstance(ident, int | float) and not isinstance(ident, bool))
+        isinstance(ident, int | float) and not isinstance(ident, bool) and math.isfinite(ident))
+
+
+def _id_of(call: Any) -> Any:
+    return call.get("id") if isinstance(call, dict) and _good_id(call.get("id")) else None
+
+
+def _method_of(call: Any) -> str:
+    method = call.get("method") if isinstance(call, dict) else None
+    return method if isinstance(method, str) else "other"
 
 
 def _error(ident: Any, err: RpcError) -> dict[str, Any]:

@@ -199,8 +199,9 @@ class IpfsMirroredStore(DirCidStore):
     """A directory store whose documents are also published to IPFS, pinned, under the same CID.
 
     The local copy is written first (fsync): it is what the chain write waits for, and what is
-    published again if IPFS cannot take it now. Publication waits at most `publish_timeout_s`, so a
-    slow or absent IPFS node never holds a chain write longer than that. A document IPFS has not
+    published again if IPFS cannot take it now. Publication waits at most `publish_timeout_s`, and
+    not at all while IPFS is failing (after a failed attempt, until one succeeds), so a slow or
+    absent IPFS node holds a chain write (even a batch) at most that long once. A document IPFS has not
     confirmed keeps a marker file under `unpublished/` (written before the first attempt, removed
     when IPFS returned the same CID); `start()` runs a task that retries the marked ones with backoff,
     also after a restart. Nothing is lost: the document and its marker are on disk until IPFS has it.
@@ -215,6 +216,7 @@ class IpfsMirroredStore(DirCidStore):
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.published = 0  # documents IPFS confirmed
         self.failed = 0  # publication attempts that failed or timed out
+        self._down = False  # the last attempt failed: puts do not wait until one succeeds again
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -225,9 +227,15 @@ class IpfsMirroredStore(DirCidStore):
         cid = await super().put(data)
         marker = self.unpublished / cid
         await asyncio.to_thread(write_atomic, marker, b"")
-        if not await self._publish(cid, data, self.publish_timeout_s):
-            log.warning("IPFS has not confirmed document %s within %.1f s; the chain write goes on and "
-                        "publication is retried", cid, self.publish_timeout_s)
+        if self._down:
+            # IPFS failed the last attempt: do not wait on it again (a batch of 50 would wait 50
+            # timeouts); the retry task publishes this one once IPFS answers
+            self._wake.set()
+            return cid
+        problem = await self._publish(cid, data)
+        if problem is not None:
+            log.warning("IPFS has not taken document %s (%s); the chain write goes on and publication is "
+                        "retried", cid, problem)
             self._wake.set()
         return cid
 
@@ -244,19 +252,18 @@ class IpfsMirroredStore(DirCidStore):
         except FileNotFoundError:
             return []
 
-    async def _publish(self, cid: str, data: bytes, timeout_s: float) -> bool:
+    async def _publish(self, cid: str, data: bytes) -> str | None:
+        """None when IPFS confirmed `cid`, else why not (and IPFS counts as down until one works)."""
         try:
-            await asyncio.wait_for(self.ipfs.put(data), timeout_s)
-        except (CidError, OSError, aiohttp.ClientError, TimeoutError) as e:
+            await asyncio.wait_for(self.ipfs.put(data), self.publish_timeout_s)
+        except (CidError, OSError, aiohttp.ClientError, TimeoutError, ValueError) as e:
             self.failed += 1
-            log.debug("publishing %s to IPFS failed: %s", cid, e)
-            return False
-        try:
-            (self.unpublished / cid).unlink()
-        except FileNotFoundError:
-            pass
+            self._down = True
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        self._down = False
+        (self.unpublished / cid).unlink(missing_ok=True)
         self.published += 1
-        return True
+        return None
 
     async def start(self) -> None:
         if self._task is None:
@@ -272,26 +279,45 @@ class IpfsMirroredStore(DirCidStore):
             self._task = None
         await self.ipfs.close()
 
+    async def _retry_round(self) -> bool:
+        """Try every marked document once; True when none is left."""
+        for cid in self.pending():
+            try:
+                data = await super().get(cid)
+            except (KeyError, CidError):  # no document (or not a CID): nothing that could be published
+                log.error("unpublished/%s has no document in %s; dropping the marker", cid, self.blocks)
+                (self.unpublished / cid).unlink(missing_ok=True)
+                continue
+            if cid_of(data) != cid:  # never publish a corrupted copy under another CID and call it done
+                log.error("the local copy of %s does not hash to its CID; left unpublished", cid)
+                continue
+            problem = await self._publish(cid, data)
+            if problem is not None:
+                log.warning("%d session document(s) not yet on IPFS (%s)", len(self.pending()), problem)
+                if not problem.startswith("CidError"):
+                    return False  # IPFS is down or hanging: the rest would wait the same way
+        return not [c for c in self.pending() if self._publishable(c)]
+
+    def _publishable(self, cid: str) -> bool:
+        try:
+            return cid_of(self.get_sync(cid)) == cid
+        except (KeyError, CidError, OSError):
+            return False
+
     async def _retry_loop(self) -> None:
         delay = self.retry_initial_s
         while True:
-            left = []
-            for cid in self.pending():
-                try:
-                    data = await super().get(cid)
-                except KeyError:  # a marker without its document cannot be published: drop it
-                    (self.unpublished / cid).unlink(missing_ok=True)
-                    continue
-                if not await self._publish(cid, data, self.publish_timeout_s):
-                    left.append(cid)
-                    break  # IPFS is down or refusing: the rest would fail the same way
-            if not left:
+            try:
+                done = await self._retry_round()
+            except Exception:  # noqa: BLE001 - the task must outlive any one bad round
+                log.exception("retrying IPFS publication failed")
+                done = False
+            if done:
                 delay = self.retry_initial_s
                 self._wake.clear()
-                if not self.pending():
+                if not [c for c in self.pending() if self._publishable(c)]:
                     await self._wake.wait()
                 continue
-            log.warning("%d session document(s) not yet on IPFS; retrying in %.0f s", len(self.pending()), delay)
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except TimeoutError:

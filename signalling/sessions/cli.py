@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from eth_utils import to_checksum_address
 
 from signalling import config, safejson
-from signalling.sessions.cidstore import CidStore, DirCidStore, open_store
+from signalling.sessions.cidstore import CidError, CidStore, DirCidStore, open_store
 from signalling.sessions.summary import (
     MAX_DOCUMENT_BYTES,
     address_leaf,
@@ -147,6 +148,9 @@ async def verify_session(w3: AsyncWeb3, session_log: str, store: CidStore, sessi
         document = await store.get(rec.fields["cid"])
     except KeyError:
         return VerifyResult(False, sid, [f"document {rec.fields['cid']} not found in the CID store"], rec)
+    except (CidError, OSError, aiohttp.ClientError, TimeoutError) as e:  # e.g. the IPFS node is down
+        return VerifyResult(False, sid, [f"document {rec.fields['cid']} could not be read: "
+                                         f"{type(e).__name__}: {str(e)[:200]}"], rec)
     problems = check_document(document, rec.fields)
     return VerifyResult(not problems, sid, problems, rec)
 

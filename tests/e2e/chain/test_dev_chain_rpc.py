@@ -4,7 +4,6 @@ accept every answer, wallets built the same way do."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -125,6 +124,7 @@ async def test_only_what_a_wallet_needs_and_nothing_unbounded(server, w3):
         (call("eth_sendRawTransaction", ["0xf8ff00"]), -32602, "not an RLP-encoded signed transaction"),
         (call("eth_sendRawTransaction", ["0xzz"]), -32602, "not hex"),
         (call("eth_getBalance", ["0x1234", "latest"]), -32602, "eth_getBalance"),
+        ({"jsonrpc": "2.0", "id": float("nan"), "method": "eth_chainId"}, -32600, "id must be"),
     ]
     for payload, code, text in cases:
         status, body, _ = await rpc(server, payload)
@@ -159,27 +159,89 @@ async def test_only_what_a_wallet_needs_and_nothing_unbounded(server, w3):
     assert status == 204 and body is None
 
 
-async def test_per_client_rate_and_the_evm_time_budget(make_server):
-    server = await make_server(embedded_rpc_rate=2, embedded_rpc_cpu_share=0.01)
-    # 2/s in bursts of 10: the 11th call at once is refused with Retry-After
-    answers = [await rpc(server, call("eth_chainId", ident=i)) for i in range(11)]
-    assert [a[0] for a in answers[:10]] == [200] * 10
-    status, body, headers = answers[10]
+async def test_per_client_rate(make_server):
+    server = await make_server(embedded_rpc_rate=0.2)  # one call per 5 s, bursts of 1
+    assert (await rpc(server, call("eth_chainId")))[0] == 200
+    status, body, headers = await rpc(server, call("eth_chainId"))
     assert status == 429 and body["error"]["code"] == -32005 and "too many requests" in body["error"]["message"]
     assert int(headers["Retry-After"]) >= 1
-    await asyncio.sleep(2.5)
 
-    # EVM time: 1 % of the loop in bursts of 0.25 s; each loop call burns the gas cap (~0.2 s here)
+
+async def test_the_evm_time_budget_and_a_batch_cut_short_by_it(make_server):
+    server = await make_server(embedded_rpc_cpu_share=0.01)
+    # 1 % of the loop in bursts of 0.25 s; each loop call burns the gas cap (~0.2 s here)
     refused = None
     for _ in range(20):
         status, body, _ = await rpc(server, call("eth_call", [{"data": LOOP}, "latest"]))
         if status == 429:
             refused = body
             break
-        await asyncio.sleep(0.6)  # stay within the request rate
     assert refused is not None and "EVM time budget" in refused["error"]["message"], refused
-    # what does not run the EVM is still served
+    # what does not run the EVM is still served, alone or in a batch; in a batch what ran keeps its
+    # answer and only the calls after the budget ran out are refused, each by id
     assert (await rpc(server, call("eth_chainId")))[0] == 200
+    status, body, _ = await rpc(server, [call("eth_chainId", ident=1), call("eth_call", [{"data": LOOP}], ident=2),
+                                         call("eth_blockNumber", ident=3)])
+    assert status == 200 and [a["id"] for a in body] == [1, 2, 3]
+    assert body[0]["result"] == hex(server.control.chain_id)
+    assert body[1]["error"]["code"] == body[2]["error"]["code"] == -32005
+
+
+async def test_the_chains_own_accounts_cannot_send(server, w3):
+    """Their keys are public (eth-tester's first account owns every contract here)."""
+    from eth_account import Account as Acct
+
+    from signalling.chain.evm import DEMO_WALLET_KEY, DEV_WRITER_KEY
+
+    chain_id = await w3.eth.chain_id
+    for key in ("0x" + "00" * 31 + "01", DEMO_WALLET_KEY, DEV_WRITER_KEY):
+        acct = Acct.from_key(key)
+        raw = acct.sign_transaction({"to": acct.address, "value": 0, "gas": 21_000, "maxFeePerGas": 10**10,
+                                     "maxPriorityFeePerGas": 10**9, "nonce": await w3.eth.get_transaction_count(
+                                         acct.address), "chainId": chain_id})
+        status, body, _ = await rpc(server, call("eth_sendRawTransaction", ["0x" + raw.raw_transaction.hex()]))
+        assert body["error"]["code"] == -32000 and "own accounts" in body["error"]["message"], (key, body)
+    assert (await server.control.embedded.dev_accounts())[0] == Acct.from_key("0x" + "00" * 31 + "01").address
+
+
+async def test_objects_in_the_shape_clients_expect(server, w3):
+    me = Account.create()
+    await faucet(server, me.address)
+    chain = server.control.embedded.deployment
+    pass_ = w3.eth.contract(address=chain.membership_pass, abi=contracts.abi("MembershipPass"))
+    tx = await pass_.functions.buy().build_transaction({"from": me.address, "value": DEMO_PASS_PRICE, "nonce": 0})
+    raw = "0x" + me.sign_transaction(tx).raw_transaction.hex()
+    status, body, _ = await rpc(server, call("eth_sendRawTransaction", [raw]))
+    tx_hash = body["result"]
+    # the same transaction again: geth's words, which wallets match on
+    status, body, _ = await rpc(server, call("eth_sendRawTransaction", [raw]))
+    assert body["error"]["message"].startswith("nonce too low"), body
+    _, receipt, _ = await rpc(server, call("eth_getTransactionReceipt", [tx_hash]))
+    receipt = receipt["result"]
+    assert "logsBloom" in receipt and not {"stateRoot", "state_root"} & set(receipt)
+    assert all("_" not in k for k in receipt) and all("_" not in k for log in receipt["logs"] for k in log)
+    _, block, _ = await rpc(server, call("eth_getBlockByNumber", [receipt["blockNumber"], True]))
+    block = block["result"]
+    assert receipt["logsBloom"] == block["logsBloom"]  # the block's only transaction: the same bloom
+    [full] = block["transactions"]
+    assert full["hash"] == tx_hash and full["input"] == tx["data"] and "yParity" in full
+    assert all("_" not in k for k in full)
+    _, by_hash, _ = await rpc(server, call("eth_getTransactionByHash", [tx_hash]))
+    assert by_hash["result"]["input"] == tx["data"] and all("_" not in k for k in by_hash["result"])
+
+    history = await w3.eth.fee_history(4, "latest", [25, 75])
+    latest = await w3.eth.block_number
+    assert history["oldestBlock"] == latest - 3 and len(history["baseFeePerGas"]) == 5
+    assert len(history["gasUsedRatio"]) == 4 and all(0 <= r <= 1 for r in history["gasUsedRatio"])
+    assert len(history["reward"]) == 4 and all(len(r) == 2 for r in history["reward"])
+    # the block with the purchase paid its tip: min(maxPriorityFeePerGas, maxFeePerGas - baseFee)
+    mined = await w3.eth.get_block(int(receipt["blockNumber"], 16))
+    if mined["number"] >= history["oldestBlock"]:
+        expected = min(tx["maxPriorityFeePerGas"], tx["maxFeePerGas"] - mined["baseFeePerGas"])
+        assert history["reward"][mined["number"] - history["oldestBlock"]] == [expected, expected]
+    for bad in ([{"x": 1}], [50, 25]):
+        status, body, _ = await rpc(server, call("eth_feeHistory", ["0x2", "latest", bad]))
+        assert body["error"]["code"] == -32602, body
 
 
 async def test_faucet_refuses_other_origins_bad_addresses_and_floods(server):
@@ -188,8 +250,10 @@ async def test_faucet_refuses_other_origins_bad_addresses_and_floods(server):
     assert status == 403 and "evil.example" in body["error"]
     status, body = await faucet(server, "0x1234")
     assert status == 400 and "20-byte hex address" in body["error"]
-    statuses = [(await faucet(server, Account.create().address))[0] for _ in range(4)]
-    assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
+    status, body = await faucet(server, server.control.embedded.deployment.membership_pass)
+    assert status == 400 and "is a contract" in body["error"]
+    statuses = [(await faucet(server, Account.create().address))[0] for _ in range(3)]
+    assert statuses[:1] == [200] and statuses[-1] == 429, statuses  # bursts of 3, refilled 1 per 10 s
 
 
 async def test_off_with_embedded_rpc_false(make_server):

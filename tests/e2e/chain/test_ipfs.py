@@ -157,3 +157,32 @@ async def test_basement_serve_publishes_a_finished_session_to_ipfs(make_server, 
         assert (await verify_session(chain.w3, chain.deployment.session_log, ipfs, rec.session_id)).ok
     finally:
         await ipfs.close()
+
+
+async def test_a_hanging_ipfs_holds_a_batch_at_most_one_timeout(anvil_node, tmp_path):
+    """An IPFS API that accepts connections and never answers: the first document of a batch waits its
+    timeout, the others do not wait at all (unbounded, 5 documents would take 5 timeouts)."""
+    import socket
+
+    hole = socket.create_server(("127.0.0.1", 0), backlog=64)  # listens, never accepts or answers
+    try:
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        w3, writer = await _writer(anvil_node, tmp_path, url, batch=5, timeout_s=2.0)
+        try:
+            rng = random.Random()
+            summaries = [synthetic_summary(rng) for _ in range(5)]
+            for s in summaries:
+                await writer.outbox.put(s)
+            started = time.monotonic()
+            assert await writer.step() == 5
+            took = time.monotonic() - started
+            assert took < 2.0 * 3, f"the batch waited {took:.1f} s on IPFS"
+            assert sorted(writer.store.pending()) == sorted(s.cid for s in summaries)
+            for s in summaries:
+                [rec] = await fetch_records(w3, anvil_node.deployment.session_log, s.session_id)
+                assert rec.kind == "batch"
+        finally:
+            await writer.store.close()
+            await w3.provider.disconnect()
+    finally:
+        hole.close()
