@@ -31,7 +31,7 @@ import logging
 import math
 import re
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -53,6 +53,7 @@ MAX_RAW_TX_BYTES = 64 * 1024
 MAX_FEE_HISTORY_BLOCKS = 128
 MAX_TRANSACTIONS = 10_000  # per process: eth-tester keeps every block in memory
 TRANSACTIONS_PER_MIN = 12  # per client address, in bursts of 10
+MAX_CLIENT_BUDGETS = 10_000  # clients whose EVM time is tracked (least recently seen dropped)
 ZERO_ADDRESS = "0x" + "00" * 20
 NONCE_ERROR = re.compile(r"nonce: Expected (\d+), but got (\d+)")
 
@@ -284,6 +285,7 @@ class DevChainRpc:
         self.stats = stats or RpcStats()
         self.clients = RateLimiter(rate_per_s * 60, burst=max(1, math.ceil(rate_per_s * 5)), clock=clock)
         self.cpu = CpuBudget(cpu_share, burst_s=max(0.25, cpu_share * 5), clock=clock)
+        self._client_cpu: OrderedDict[str, CpuBudget] = OrderedDict()
         # each transaction is a block eth-tester keeps in memory: a wallet sends a few, not a stream
         self.client_transactions = RateLimiter(TRANSACTIONS_PER_MIN, burst=10, clock=clock)
         self._call: Callable[..., Any] | None = None
@@ -358,14 +360,14 @@ class DevChainRpc:
                                                  "endpoint (it serves what a wallet needs; transactions come signed)")
             if not isinstance(params, list) or len(params) > 4:
                 raise RpcError(INVALID_PARAMS, "params must be an array of at most 4 values")
-            result = await self._dispatch(method, params)
+            result = await self._dispatch(method, params, client)
         except RpcError as e:
             self.stats.count(method, "reverted" if e.code == EXECUTION_REVERTED else "error")
             return None if notification else _error(ident, e)
         self.stats.count(method, "ok")
         return None if notification else {"jsonrpc": "2.0", "id": ident, "result": result}
 
-    async def _dispatch(self, method: str, params: list[Any]) -> Any:
+    async def _dispatch(self, method: str, params: list[Any], client: str) -> Any:
         chain_id = self.chain.deployment.chain_id
         if method == "eth_chainId":
             return hex(chain_id)
@@ -377,7 +379,7 @@ class DevChainRpc:
             return []  # the node's unlocked accounts are not anyone's to use
         params = await self._checked(method, params)
         if method == "eth_estimateGas":
-            return hex(await self._estimate(params[0]))
+            return hex(await self._estimate(params[0], client))
         if method == "eth_feeHistory":
             return await self._fee_history(params)
         if method == "eth_sendRawTransaction":
@@ -385,13 +387,13 @@ class DevChainRpc:
                 raise RpcError(SERVER_ERROR, f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
                                              "through /rpc (it lives in the server's memory): restart the server "
                                              "for a fresh chain")
-            result = await self._executed(method, params)
+            result = await self._executed(method, params, client)
             self.transactions += 1
             if self.on_transaction is not None:
                 self.on_transaction()
             return wire(result)
         if method in EXECUTING:
-            return wire(await self._executed(method, params))
+            return wire(await self._executed(method, params, client))
         return normalized(method, wire(await self._forward(method, params)))
 
     async def _block(self, number: Any, full: bool) -> dict[str, Any]:
@@ -433,9 +435,15 @@ class DevChainRpc:
             out["reward"] = rewards
         return out
 
-    async def _executed(self, method: str, params: list[Any]) -> Any:
-        """A call that runs the EVM: refused while the time budget is spent, charged what it took."""
-        wait = self.cpu.wait()
+    async def _executed(self, method: str, params: list[Any], client: str) -> Any:
+        """A call that runs the EVM: refused while the time budget is spent (the server's, or this
+        client's half of it, so one client cannot keep everyone else out), charged what it took."""
+        own = self._client_cpu.pop(client, None) or CpuBudget(self.cpu.share / 2, self.cpu.burst_s / 2,
+                                                                clock=self.cpu.clock)
+        self._client_cpu[client] = own
+        while len(self._client_cpu) > MAX_CLIENT_BUDGETS:  # the oldest: a lost budget only forgives
+            self._client_cpu.popitem(last=False)
+        wait = max(self.cpu.wait(), own.wait())
         if wait:
             raise Busy(f"this dev chain's EVM time budget is spent; retry in {wait:.1f} s", wait)
         started = time.perf_counter()
@@ -444,6 +452,7 @@ class DevChainRpc:
         finally:
             spent = time.perf_counter() - started
             self.cpu.charge(spent)
+            own.charge(spent)
             self.stats.evm_seconds += spent
 
     async def _forward(self, method: str, params: list[Any]) -> Any:
@@ -461,19 +470,19 @@ class DevChainRpc:
             raise RpcError(SERVER_ERROR, message[:500])
         return response.get("result")
 
-    async def _estimate(self, tx: dict[str, Any]) -> int:
+    async def _estimate(self, tx: dict[str, Any], client: str) -> int:
         """The least gas (within 1/64) with which `tx` succeeds, searched with calls at most `gas` each.
 
         Not eth-tester's estimate: py-evm searches up to the block gas limit whatever gas the caller
         gives, so a loop would hold the event loop for 30M gas (seconds). Like geth: the call must
         succeed at the top (its revert is the answer otherwise), then bisect."""
         top = int(tx["gas"], 16)
-        await self._executed("eth_call", [tx, "latest"])  # raises the revert, or out of gas, at the cap
+        await self._executed("eth_call", [tx, "latest"], client)  # raises the revert, or out of gas, at the cap
         low, high = 21_000 - 1, top
         while high - low > max(1, high // 64):
             mid = (low + high) // 2
             try:  # each step is checked against and charged to the time budget
-                await self._executed("eth_call", [{**tx, "gas": hex(mid)}, "latest"])
+                await self._executed("eth_call", [{**tx, "gas": hex(mid)}, "latest"], client)
                 high = mid
             except RpcError as e:
                 if e.code not in (EXECUTION_REVERTED, SERVER_ERROR):

@@ -261,3 +261,17 @@ async def test_off_with_embedded_rpc_false(make_server):
     async with aiohttp.ClientSession() as http, http.post(f"{server.url}/rpc", json=call("eth_chainId")) as r:
         assert r.status == 404
     assert "rpc" not in server.control.info
+
+
+async def test_one_client_cannot_spend_everyone_elses_evm_time(make_server):
+    """Each client may use half the budget: when one has spent its half, another still gets calls."""
+    server = await make_server(embedded_rpc_cpu_share=0.01, embedded_rpc_gas_cap=100_000,
+                               trusted_proxies=["127.0.0.1/32"])
+    greedy, other = {"X-Forwarded-For": "10.9.0.1"}, {"X-Forwarded-For": "10.9.0.2"}
+    for _ in range(200):
+        status, body, _ = await rpc(server, call("eth_call", [{"data": LOOP}, "latest"]), **greedy)
+        if status == 429:
+            break
+    assert status == 429 and "EVM time budget" in body["error"]["message"]
+    status, body, _ = await rpc(server, call("eth_call", [{"data": LOOP}, "latest"]), **other)
+    assert status == 200 and "out of gas" in body["error"]["message"], body
