@@ -413,6 +413,39 @@ def data_seeds() -> dict[str, bytes]:
     }
 
 
+def rpc_seeds() -> dict[str, bytes]:
+    """JSON-RPC bodies a wallet sends to /rpc (fuzz_rpc.py); the raw transaction is signed by a fixed
+    key on eth-tester's chain id (it holds no ether: the chain refuses it after parsing and recovery)."""
+    from eth_account import Account
+    from eth_utils import keccak
+
+    chain_id = 131277322940537
+    acct = Account.from_key(keccak(text="basement fuzz rpc"))
+    raw = acct.sign_transaction({"to": acct.address, "value": 1, "gas": 21_000, "maxFeePerGas": 10**10,
+                                 "maxPriorityFeePerGas": 10**9, "nonce": 0, "chainId": chain_id})
+
+    def req(method: str, params: list, ident: object = 1) -> dict:
+        return {"jsonrpc": "2.0", "id": ident, "method": method, "params": params}
+
+    addr = acct.address
+    one = {
+        "chain_id": req("eth_chainId", []),
+        "block": req("eth_getBlockByNumber", ["latest", True]),
+        "balance": req("eth_getBalance", [addr, "latest"]),
+        "call": req("eth_call", [{"to": addr, "data": "0x70a08231" + "00" * 32}, "latest"]),
+        "estimate": req("eth_estimateGas", [{"from": addr, "to": addr, "value": "0x1"}]),
+        "loop": req("eth_call", [{"data": "0x5b600056", "gas": "0xffffffff"}, "latest"]),
+        "fee_history": req("eth_feeHistory", ["0x4", "latest", [25, 75]]),
+        "raw": req("eth_sendRawTransaction", ["0x" + bytes(raw.raw_transaction).hex()]),
+        "receipt": req("eth_getTransactionReceipt", ["0x" + "11" * 32]),
+        "refused": req("eth_sendTransaction", [{"from": addr}], "x"),
+    }
+    seeds = {k: json.dumps(v).encode() for k, v in one.items()}
+    seeds["batch"] = json.dumps([one["chain_id"], {"jsonrpc": "2.0", "method": "eth_blockNumber"},
+                                 one["call"]]).encode()
+    return seeds
+
+
 def main() -> None:
     sets: dict[str, dict[str, bytes]] = {
         "rtp": rtp_seeds(),
@@ -426,6 +459,7 @@ def main() -> None:
         "safejson": safejson_seeds(),
         "native": native_seeds(),
         "data": data_seeds(),
+        "rpc": rpc_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness
