@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -30,6 +29,7 @@ from signalling.access.siwe import SiweMessage
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError
+from tests.support import procs
 
 ADMIN_KEY = "hardening-admin-key-" + "k" * 16
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -106,12 +106,7 @@ def test_serve_survives_deeply_nested_json_bodies(tmp_path):
         status, body = _post(base + "/auth/grant", json.dumps({"room": "after"}).encode())
         assert status == 200 and body["room"] == "after"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procs.stop(proc, 30)
 
 
 async def test_grant_issued_before_a_gate_does_not_join_after_it(make_server):

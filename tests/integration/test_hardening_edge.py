@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from signalling.protocol import messages as protocol
 from signalling.protocol.client import Client
 from signalling.protocol.edge import EDGE_KEY, EDGE_STATS
 from signalling.protocol.rooms import SendQueue
+from tests.support import procs
 from tests.support.media import Tone
 
 BASEMENT = str(Path(sys.executable).with_name("basement"))
@@ -81,13 +81,7 @@ class ServeProcess:
         raise TimeoutError(self.tail())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        procs.stop(self.proc)
         self.log.close()
 
 

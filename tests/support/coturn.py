@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from signalling.ports import free_port
+from tests.support import procs
 
 RELAY_PORTS = (50000, 50999)  # where coturn allocates relayed addresses
 
@@ -63,13 +64,7 @@ class Coturn:
                 await asyncio.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc, 5)
 
 
 def _spawn(conf: Path) -> subprocess.Popen:

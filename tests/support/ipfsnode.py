@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from signalling.ports import free_port
+from tests.support import procs
 
 JSIPFS = Path(__file__).resolve().parent / "ipfs" / "node_modules" / ".bin" / "jsipfs"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -83,14 +83,7 @@ class IpfsNode:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procs.stop(proc)
 
     def close(self) -> None:
         self.stop()
