@@ -80,7 +80,14 @@ $(IPFS_STAMP): $(IPFS_NODE)/package.json $(IPFS_NODE)/package-lock.json
 	cd $(IPFS_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(IPFS_STAMP)
 
-node-deps: $(NODE_STAMP) $(IPFS_STAMP)
+# npm: ethers.js, a strict JSON-RPC client for the tests of /rpc.
+ETHERS := tests/support/ethers
+ETHERS_STAMP := $(ETHERS)/node_modules/.installed
+$(ETHERS_STAMP): $(ETHERS)/package.json $(ETHERS)/package-lock.json
+	cd $(ETHERS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(ETHERS_STAMP)
+
+node-deps: $(NODE_STAMP) $(IPFS_STAMP) $(ETHERS_STAMP)
 
 # npm: eslint for the web client (the page itself has no build step; web/static is served as it is).
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json

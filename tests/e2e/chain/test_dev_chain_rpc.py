@@ -4,6 +4,9 @@ accept every answer, wallets built the same way do."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from typing import Any
 
 import aiohttp
@@ -275,3 +278,29 @@ async def test_one_client_cannot_spend_everyone_elses_evm_time(make_server):
     assert status == 429 and "EVM time budget" in body["error"]["message"]
     status, body, _ = await rpc(server, call("eth_call", [{"data": LOOP}, "latest"]), **other)
     assert status == 200 and "out of gas" in body["error"]["message"], body
+
+
+async def test_an_ethers_wallet_buys_the_pass_through_rpc(server):
+    """ethers.js (what most dApps and wallets build on) checks every answer's shape and batches its
+    calls: a wallet made with it reads the chain, buys the pass and reads it back."""
+    import subprocess
+
+    from tests.support.sessionfix import REPO
+
+    script = REPO / "tests" / "support" / "ethers" / "buy_pass.mjs"
+    assert (script.parent / "node_modules" / "ethers").is_dir(), "run `make node-deps`"
+    buyer = Account.create()
+    assert (await faucet(server, buyer.address))[0] == 200
+    chain = server.control.embedded.deployment
+    out = await asyncio.to_thread(
+        subprocess.run, ["node", str(script), f"{server.url}/rpc", "0x" + buyer.key.hex().removeprefix("0x"),
+                         chain.membership_pass, str(DEMO_PASS_PRICE)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_PROXY": "*"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout)
+    assert seen["chainId"] == str(chain.chain_id) and seen["status"] == 1
+    assert seen["before"] == "0" and seen["after"] == "1" and seen["balance"] == str(ETHER)
+    assert seen["to"] == buyer.address and int(seen["tokenId"]) >= FIRST_SOLD_ID
+    assert seen["minedValue"] == str(DEMO_PASS_PRICE) and int(seen["baseFee"]) > 0
+    assert len(seen["logsBloom"]) == 2 + 512 and seen["logsBloom"] != "0x" + "00" * 256
+    assert seen["historyBlocks"] == 3
