@@ -26,13 +26,14 @@ is built here: strict clients (web3.py, ethers, MetaMask) insist on both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import rlp
@@ -147,8 +148,8 @@ class RpcCollector:
         for (method, outcome), n in sorted(self.stats.requests.items()):
             fam.add_metric([method, outcome], n)
         yield fam
-        yield CounterMetricFamily("basement_rpc_evm_seconds", "event-loop time spent executing /rpc calls in the "
-                                  "embedded EVM", value=self.stats.evm_seconds)
+        yield CounterMetricFamily("basement_rpc_evm_seconds", "event-loop time /rpc spent in the embedded EVM and "
+                                  "reading fee history", value=self.stats.evm_seconds)
 
 
 def wire(value: Any, key: str = "") -> Any:
@@ -381,7 +382,8 @@ class DevChainRpc:
         if method == "eth_estimateGas":
             return hex(await self._estimate(params[0], client))
         if method == "eth_feeHistory":
-            return await self._fee_history(params)
+            async with self._metered(client):  # up to 128 blocks read back
+                return await self._fee_history(params)
         if method == "eth_sendRawTransaction":
             if self.transactions >= MAX_TRANSACTIONS:
                 raise RpcError(SERVER_ERROR, f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
@@ -436,8 +438,15 @@ class DevChainRpc:
         return out
 
     async def _executed(self, method: str, params: list[Any], client: str) -> Any:
-        """A call that runs the EVM: refused while the time budget is spent (the server's, or this
-        client's half of it, so one client cannot keep everyone else out), charged what it took."""
+        """A call that runs the EVM, metered."""
+        async with self._metered(client):
+            return await self._forward(method, params)
+
+    @contextlib.asynccontextmanager
+    async def _metered(self, client: str) -> AsyncIterator[None]:
+        """Work that may take real time (the EVM, a fee history over many blocks): refused while the
+        time budget is spent (the server's, or this client's half of it, so one client cannot keep
+        everyone else out), and charged what it took."""
         own = self._client_cpu.pop(client, None) or CpuBudget(self.cpu.share / 2, self.cpu.burst_s / 2,
                                                                 clock=self.cpu.clock)
         self._client_cpu[client] = own
@@ -448,7 +457,7 @@ class DevChainRpc:
             raise Busy(f"this dev chain's EVM time budget is spent; retry in {wait:.1f} s", wait)
         started = time.perf_counter()
         try:
-            return await self._forward(method, params)
+            yield
         finally:
             spent = time.perf_counter() - started
             self.cpu.charge(spent)
