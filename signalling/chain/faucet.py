@@ -21,6 +21,7 @@ from eth_utils import to_checksum_address
 
 from signalling.access.throttle import RateLimiter, request_client
 from signalling.chain.evm import ETHER
+from signalling.chain.rpc import MAX_TRANSACTIONS
 from signalling.httpjson import BodyError, error, read_object
 from signalling.protocol.edge import EDGE_KEY
 
@@ -33,10 +34,15 @@ class FaucetRefusal(Exception):
     """The faucet will not send to this address; the message says why."""
 
 
+class FaucetClosed(Exception):
+    """The chain took all the transactions it may hold; the message says so."""
+
+
 class DevFaucet:
     def __init__(self, chain: Any, *, amount: int = ETHER, below: int = ETHER // 10, per_minute: float = 6,
-                 on_funded: Callable[[], None] | None = None) -> None:
+                 on_funded: Callable[[], None] | None = None, rpc: Any = None) -> None:
         self.chain = chain
+        self.rpc = rpc  # the DevChainRpc whose transaction cap the faucet's transfers count against
         self.amount, self.below = amount, below
         self.on_funded = on_funded
         self.clients = RateLimiter(per_minute, burst=3)
@@ -54,6 +60,9 @@ class DevFaucet:
             balance = await w3.eth.get_balance(address)
             sent = 0
             if balance < self.below:
+                if self.rpc is not None and self.rpc.transactions >= MAX_TRANSACTIONS:
+                    raise FaucetClosed(f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
+                                       "(it lives in the server's memory): restart the server for a fresh chain")
                 admin = (await self.chain.dev_accounts())[0]
                 # gas given, never estimated: estimating would run whatever the address holds
                 receipt = await w3.eth.wait_for_transaction_receipt(await w3.eth.send_transaction(
@@ -61,6 +70,8 @@ class DevFaucet:
                 if receipt["status"] != 1:
                     raise FaucetRefusal(f"the transfer to {address} failed")
                 sent = self.amount
+                if self.rpc is not None:
+                    self.rpc.transactions += 1
                 balance = await w3.eth.get_balance(address)
                 if self.on_funded is not None:
                     self.on_funded()
@@ -91,6 +102,8 @@ async def faucet_handler(request: web.Request) -> web.Response:
         return web.json_response(await faucet.fund(to_checksum_address(address)))
     except FaucetRefusal as e:
         return error(400, str(e))
+    except FaucetClosed as e:
+        return error(503, str(e))
     except Exception as e:  # noqa: BLE001 - the chain failed: say so rather than a bare 500
         log.warning("dev faucet failed: %s", e)
         return error(503, f"the faucet could not send: {type(e).__name__}")

@@ -52,8 +52,11 @@ MAX_BODY_BYTES = 256 * 1024  # a raw transaction deploying a 24 KiB contract is 
 MAX_BATCH = 100  # ethers' JsonRpcProvider batches up to 100 calls
 MAX_RAW_TX_BYTES = 64 * 1024
 MAX_FEE_HISTORY_BLOCKS = 128
-MAX_TRANSACTIONS = 10_000  # per process: eth-tester keeps every block in memory
+# per process, /rpc and faucet together: eth-tester keeps every block in memory, and finds a
+# transaction by walking them all (≈ 0.2 ms a block here)
+MAX_TRANSACTIONS = 2_000
 TRANSACTIONS_PER_MIN = 12  # per client address, in bursts of 10
+MAX_FEE_ROWS = 4096  # blocks whose fee history row is kept
 MAX_CLIENT_BUDGETS = 10_000  # clients whose EVM time is tracked (least recently seen dropped)
 ZERO_ADDRESS = "0x" + "00" * 20
 NONCE_ERROR = re.compile(r"nonce: Expected (\d+), but got (\d+)")
@@ -148,8 +151,8 @@ class RpcCollector:
         for (method, outcome), n in sorted(self.stats.requests.items()):
             fam.add_metric([method, outcome], n)
         yield fam
-        yield CounterMetricFamily("basement_rpc_evm_seconds", "event-loop time /rpc spent in the embedded EVM and "
-                                  "reading fee history", value=self.stats.evm_seconds)
+        yield CounterMetricFamily("basement_rpc_evm_seconds", "event-loop time /rpc spent in the embedded chain "
+                                  "(EVM, block and transaction lookups)", value=self.stats.evm_seconds)
 
 
 def wire(value: Any, key: str = "") -> Any:
@@ -179,6 +182,9 @@ def _transaction(tx: dict[str, Any]) -> dict[str, Any]:
     out = {_camel(k): v for k, v in tx.items()}
     if "data" in out:
         out.setdefault("input", out.pop("data"))
+    if isinstance(out.get("accessList"), list):
+        out["accessList"] = [{_camel(k): v for k, v in entry.items()} if isinstance(entry, dict) else entry
+                             for entry in out["accessList"]]
     return out
 
 
@@ -292,7 +298,8 @@ class DevChainRpc:
         self._call: Callable[..., Any] | None = None
         self._caller: str | None = None
         self._own: frozenset[str] | None = None
-        self.transactions = 0  # taken through /rpc (each is a block kept in memory)
+        self._fee_rows: dict[int, tuple[int, int, int, list[int]]] = {}  # block number -> fee history row
+        self.transactions = 0  # taken through /rpc and the faucet (each is a block kept in memory)
 
     async def _own_accounts(self) -> frozenset[str]:
         if self._own is None:
@@ -382,8 +389,7 @@ class DevChainRpc:
         if method == "eth_estimateGas":
             return hex(await self._estimate(params[0], client))
         if method == "eth_feeHistory":
-            async with self._metered(client):  # up to 128 blocks read back
-                return await self._fee_history(params)
+            return await self._fee_history(params, client)
         if method == "eth_sendRawTransaction":
             if self.transactions >= MAX_TRANSACTIONS:
                 raise RpcError(SERVER_ERROR, f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
@@ -396,7 +402,8 @@ class DevChainRpc:
             return wire(result)
         if method in EXECUTING:
             return wire(await self._executed(method, params, client))
-        return normalized(method, wire(await self._forward(method, params)))
+        # metered too: eth-tester finds a transaction by walking every block back from the head
+        return normalized(method, wire(await self._executed(method, params, client)))
 
     async def _block(self, number: Any, full: bool) -> dict[str, Any]:
         block = normalized("eth_getBlockByNumber", wire(await self._forward("eth_getBlockByNumber", [number, full])))
@@ -404,10 +411,11 @@ class DevChainRpc:
             raise RpcError(INVALID_PARAMS, f"no block {number}")
         return block
 
-    async def _fee_history(self, params: list[Any]) -> dict[str, Any]:
+    async def _fee_history(self, params: list[Any], client: str) -> dict[str, Any]:
         """eth_feeHistory as geth answers it (eth-tester's has no rewards, one base fee too few and
         the wrong oldest block): per block its base fee, gas used ratio and the tips at the asked
-        percentiles, plus the next block's base fee."""
+        percentiles, plus the next block's base fee. Each block is read once (blocks never change),
+        metered, with the loop free between blocks."""
         if not params:
             raise RpcError(INVALID_PARAMS, "eth_feeHistory takes blockCount, newestBlock and reward percentiles")
         count = int(params[0], 16)
@@ -416,29 +424,43 @@ class DevChainRpc:
                 isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 100 for p in percentiles) or (
                 percentiles != sorted(percentiles)):
             raise RpcError(INVALID_PARAMS, "reward percentiles must be at most 100 ascending numbers in [0, 100]")
-        newest = int((await self._block(params[1] if len(params) > 1 else "latest", False))["number"], 16)
+        newest_tag = params[1] if len(params) > 1 else "latest"
+        if newest_tag == "pending":
+            newest_tag = "latest"  # eth-tester's pending block is not a block one can read back
+        async with self._metered(client):
+            newest = int((await self._block(newest_tag, False))["number"], 16)
         oldest = max(0, newest - count + 1)
         base_fees, ratios, rewards = [], [], []
-        block: dict[str, Any] = {}
+        row: tuple[int, int, int, list[int]] = (0, 0, 0, [])
         for number in range(oldest, newest + 1):
-            block = await self._block(hex(number), bool(percentiles))
-            base = int(block.get("baseFeePerGas") or "0x0", 16)
-            used, limit = int(block["gasUsed"], 16), int(block["gasLimit"], 16)
+            row = self._fee_rows.get(number) or await self._fee_row(number, client)
+            base, used, limit, tips = row
             base_fees.append(hex(base))
             ratios.append(used / limit if limit else 0.0)
             if percentiles:
-                tips = sorted(_tip(tx, base) for tx in block.get("transactions", []))
                 rewards.append([hex(tips[min(len(tips) - 1, int(len(tips) * p / 100))] if tips else 0)
                                 for p in percentiles])
-        last_base = int(base_fees[-1], 16)
-        base_fees.append(hex(next_base_fee(last_base, int(block["gasUsed"], 16), int(block["gasLimit"], 16))))
+            await asyncio.sleep(0)
+        base, used, limit, _ = row
+        base_fees.append(hex(next_base_fee(base, used, limit)))
         out: dict[str, Any] = {"oldestBlock": hex(oldest), "baseFeePerGas": base_fees, "gasUsedRatio": ratios}
         if percentiles:
             out["reward"] = rewards
         return out
 
+    async def _fee_row(self, number: int, client: str) -> tuple[int, int, int, list[int]]:
+        async with self._metered(client):
+            block = await self._block(hex(number), True)
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
+        row = (base, int(block["gasUsed"], 16), int(block["gasLimit"], 16),
+               sorted(_tip(tx, base) for tx in block.get("transactions", [])))
+        self._fee_rows[number] = row
+        while len(self._fee_rows) > MAX_FEE_ROWS:
+            self._fee_rows.pop(next(iter(self._fee_rows)))
+        return row
+
     async def _executed(self, method: str, params: list[Any], client: str) -> Any:
-        """A call that runs the EVM, metered."""
+        """A forwarded call (the EVM, or a lookup eth-tester may make linear in the chain), metered."""
         async with self._metered(client):
             return await self._forward(method, params)
 
@@ -493,10 +515,10 @@ class DevChainRpc:
             try:  # each step is checked against and charged to the time budget
                 await self._executed("eth_call", [{**tx, "gas": hex(mid)}, "latest"], client)
                 high = mid
-            except RpcError as e:
-                if e.code not in (EXECUTION_REVERTED, SERVER_ERROR):
-                    raise
-                low = mid  # out of gas, or a revert caused by too little gas for a sub-call
+            except RpcError:
+                # it succeeded at the top: out of gas, a sub-call starved of gas, or below the
+                # intrinsic gas (which py-evm refuses as invalid) all mean "more"
+                low = mid
         return high
 
     async def _checked(self, method: str, params: list[Any]) -> list[Any]:
