@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from eth_utils import to_checksum_address
 
 from signalling.access.throttle import RateLimiter, request_client
 from signalling.chain.evm import ETHER
-from signalling.chain.rpc import MAX_TRANSACTIONS
+from signalling.chain.rpc import DevChainRpc
 from signalling.httpjson import BodyError, error, read_object
 from signalling.protocol.edge import EDGE_KEY
 
@@ -39,12 +38,11 @@ class FaucetClosed(Exception):
 
 
 class DevFaucet:
-    def __init__(self, chain: Any, *, amount: int = ETHER, below: int = ETHER // 10, per_minute: float = 6,
-                 on_funded: Callable[[], None] | None = None, rpc: Any = None) -> None:
+    def __init__(self, chain: Any, rpc: DevChainRpc, *, amount: int = ETHER, below: int = ETHER // 10,
+                 per_minute: float = 6) -> None:
         self.chain = chain
-        self.rpc = rpc  # the DevChainRpc whose transaction cap the faucet's transfers count against
+        self.rpc = rpc  # its transaction cap and on_transaction hook cover the faucet's transfers too
         self.amount, self.below = amount, below
-        self.on_funded = on_funded
         self.clients = RateLimiter(per_minute, burst=3)
         self._lock = asyncio.Lock()
 
@@ -60,9 +58,9 @@ class DevFaucet:
             balance = await w3.eth.get_balance(address)
             sent = 0
             if balance < self.below:
-                if self.rpc is not None and self.rpc.transactions >= MAX_TRANSACTIONS:
-                    raise FaucetClosed(f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
-                                       "(it lives in the server's memory): restart the server for a fresh chain")
+                full = self.rpc.full()
+                if full:
+                    raise FaucetClosed(full)
                 admin = (await self.chain.dev_accounts())[0]
                 # gas given, never estimated: estimating would run whatever the address holds
                 receipt = await w3.eth.wait_for_transaction_receipt(await w3.eth.send_transaction(
@@ -70,11 +68,8 @@ class DevFaucet:
                 if receipt["status"] != 1:
                     raise FaucetRefusal(f"the transfer to {address} failed")
                 sent = self.amount
-                if self.rpc is not None:
-                    self.rpc.transactions += 1
+                self.rpc.took_transaction()
                 balance = await w3.eth.get_balance(address)
-                if self.on_funded is not None:
-                    self.on_funded()
         return {"address": address, "sent": str(sent), "balance": str(balance)}
 
 

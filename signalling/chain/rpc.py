@@ -70,8 +70,6 @@ FORWARDED = frozenset({
 })
 LOCAL = frozenset({"eth_chainId", "net_version", "net_listening", "eth_accounts"})
 METHODS = FORWARDED | LOCAL
-# Methods that run the EVM (and so are charged against the CPU budget).
-EXECUTING = frozenset({"eth_call", "eth_estimateGas", "eth_sendRawTransaction"})
 # A call object's fields (eth_call, eth_estimateGas); others are refused rather than guessed at.
 CALL_FIELDS = frozenset({"from", "to", "gas", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "value",
                          "data", "input", "nonce", "type", "accessList", "chainId"})
@@ -301,6 +299,19 @@ class DevChainRpc:
         self._fee_rows: dict[int, tuple[int, int, int, list[int]]] = {}  # block number -> fee history row
         self.transactions = 0  # taken through /rpc and the faucet (each is a block kept in memory)
 
+    def full(self) -> str | None:
+        """Why this chain takes no more transactions (through /rpc or the faucet), or None."""
+        if self.transactions < MAX_TRANSACTIONS:
+            return None
+        return (f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions (it lives in the server's "
+                "memory): restart the server for a fresh chain")
+
+    def took_transaction(self) -> None:
+        """A transaction was mined (through /rpc or the faucet): count it, tell `on_transaction`."""
+        self.transactions += 1
+        if self.on_transaction is not None:
+            self.on_transaction()
+
     async def _own_accounts(self) -> frozenset[str]:
         if self._own is None:
             self._own = frozenset({*await self.chain.dev_accounts(), self.chain.writer.address,
@@ -391,18 +402,13 @@ class DevChainRpc:
         if method == "eth_feeHistory":
             return await self._fee_history(params, client)
         if method == "eth_sendRawTransaction":
-            if self.transactions >= MAX_TRANSACTIONS:
-                raise RpcError(SERVER_ERROR, f"this dev chain took its maximum of {MAX_TRANSACTIONS} transactions "
-                                             "through /rpc (it lives in the server's memory): restart the server "
-                                             "for a fresh chain")
+            full = self.full()
+            if full:
+                raise RpcError(SERVER_ERROR, full)
             result = await self._executed(method, params, client)
-            self.transactions += 1
-            if self.on_transaction is not None:
-                self.on_transaction()
+            self.took_transaction()
             return wire(result)
-        if method in EXECUTING:
-            return wire(await self._executed(method, params, client))
-        # metered too: eth-tester finds a transaction by walking every block back from the head
+        # every forwarded call is metered: eth-tester finds a transaction by walking every block back from the head
         return normalized(method, wire(await self._executed(method, params, client)))
 
     async def _block(self, number: Any, full: bool) -> dict[str, Any]:

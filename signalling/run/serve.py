@@ -120,7 +120,7 @@ def mount_dev_chain(app: web.Application, cp: Any, settings: Settings) -> RpcSta
     rpc = DevChainRpc(cp.embedded, gas_cap=settings.embedded_rpc_gas_cap, rate_per_s=settings.embedded_rpc_rate,
                       cpu_share=settings.embedded_rpc_cpu_share, on_transaction=invalidate, stats=stats)
     mount_rpc(app, rpc)
-    mount_faucet(app, DevFaucet(cp.embedded, on_funded=invalidate, rpc=rpc))
+    mount_faucet(app, DevFaucet(cp.embedded, rpc))
     cp.info.update(rpc="/rpc", faucet="/api/dev-wallet/faucet")
     return stats
 
