@@ -20,16 +20,28 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
+# Ports handed out by this process. A port is only free *now*: until its child binds it, another
+# free_port() call would find it free too (a cluster test picks ten before any child starts, and one
+# such pair made `basement signal` fail with EADDRINUSE). So a port is never handed out twice.
+_given: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that is free now and outside the ephemeral range."""
+    """A TCP port on `host` that is free now, outside the ephemeral range, and not handed out before
+    by this process."""
     floor = _ephemeral_floor()
     low = max(1024, floor - 12000)
     for _ in range(200):
         port = random.randrange(low, floor)
+        if port in _given:
+            continue
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        if len(_given) >= (floor - low) // 2:
+            _given.clear()  # a long-lived process: forget old ports rather than run out
+        _given.add(port)
+        return port
     raise RuntimeError("no free port below the ephemeral range")
