@@ -120,9 +120,11 @@ test: $(STAMP) $(NATIVE) system-deps node-deps lint native-asan
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP) $(NATIVE)
+bench: $(STAMP) $(NATIVE) node-deps
 	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
 	  $(BIN)/pytest -q -p no:cacheprovider bench/micro --benchmark-only
+	unshare -n -- bash -c 'ip link set lo up && exec "$$@"' netns \
+	  $(BIN)/python -m bench.gas_per_session --network optimism
 
 # Coverage-guided fuzzing of every network parser (tests/fuzz/README.md): FUZZ_RUNS inputs per
 # harness, one harness at a time at the lowest priority; fails if any harness found anything.

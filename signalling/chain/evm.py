@@ -165,8 +165,10 @@ class Anvil:
     """
 
     def __init__(self, *, chain_id: int = 31337, port: int = 0, state_path: str | Path | None = None,
-                 binary: str | Path | None = None, start_timeout_s: float = 10.0) -> None:
+                 binary: str | Path | None = None, start_timeout_s: float = 10.0,
+                 network: str = "") -> None:
         self.chain_id = chain_id
+        self.network = network  # "" = Ethereum; "optimism" = anvil's OP-stack mode
         self.port = port or free_port()
         self.binary = Path(binary) if binary else anvil_binary()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
@@ -194,6 +196,8 @@ class Anvil:
             return
         cmd = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
                "--chain-id", str(self.chain_id), "--state", str(self.state_path), "--silent"]
+        if self.network:
+            cmd += ["--network", self.network]
         # stderr to a file, not a pipe: nobody drains a pipe, and a full one would block anvil.
         self.log_path = self.state_path.with_suffix(".log")
         with open(self.log_path, "ab") as logf:

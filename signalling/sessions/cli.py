@@ -5,8 +5,9 @@ list/verify/prove are also coroutines callable from Python (`list_sessions`, `ve
 in-process): it drains the outbox into SessionLog until stopped.
 
 verify = trust nothing but the chain: take the on-chain record (a SessionRecorded event, or a
-SessionBatched event plus the batch manifest whose Merkle proof must reach the on-chain batch root),
-fetch the document by CID, re-hash it, and recompute every summary field from its contents.
+SessionBatched event plus the batch manifest named by its BatchRecorded event, whose Merkle proof
+must reach the on-chain batch root), fetch the document by CID, re-hash it, and recompute every
+summary field from its contents.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import aiohttp
 from eth_utils import to_checksum_address
 
 from signalling import config, safejson
-from signalling.sessions.cidstore import CidError, CidStore, DirCidStore, open_store
+from signalling.sessions.cidstore import CidError, CidStore, cid_of, open_store, same_cid
 from signalling.sessions.summary import (
     MAX_DOCUMENT_BYTES,
     address_leaf,
@@ -58,6 +58,8 @@ class Record:
     tx: str
     fields: dict[str, Any] = field(default_factory=dict)
     batch_root: str | None = None
+    manifest_cid: str | None = None
+    batch_proof: list[str] | None = None  # the session leaf's Merkle proof to batch_root, once verified
 
 
 @dataclass
@@ -92,30 +94,45 @@ async def fetch_records(w3: AsyncWeb3, session_log: str, session_id: str | bytes
     from signalling.chain import contracts
 
     c = contracts.contract_at(w3, "SessionLog", session_log)
+    from_block = max(from_block, int(await c.functions.deployedBlock().call()))
     flt = {"sessionId": _norm_sid(session_id)} if session_id is not None else None
     single = await c.events.SessionRecorded().get_logs(from_block=from_block, argument_filters=flt)
     batched = await c.events.SessionBatched().get_logs(from_block=from_block, argument_filters=flt)
+    roots = sorted({bytes(e.args["batchRoot"]) for e in batched})
+    manifests: dict[str, str] = {}
+    if roots:  # one query: for the roots of one session, or for every batch when listing all
+        root_flt = {"batchRoot": roots} if session_id is not None else None
+        for e in await c.events.BatchRecorded().get_logs(from_block=from_block, argument_filters=root_flt):
+            manifests.setdefault(hex32(e.args["batchRoot"]), e.args["manifestCid"])
     recs = [Record("single", hex32(e.args["sessionId"]), e.blockNumber, e.transactionHash.hex(),
                    _event_fields(e.args)) for e in single]
     recs += [Record("batch", hex32(e.args["sessionId"]), e.blockNumber, e.transactionHash.hex(),
-                    batch_root=hex32(e.args["batchRoot"])) for e in batched]
+                    batch_root=hex32(e.args["batchRoot"]), manifest_cid=manifests.get(hex32(e.args["batchRoot"])))
+             for e in batched]
     return sorted(recs, key=lambda r: r.block)
 
 
-def _manifest_entry(proofs_dir: Path | None, rec: Record) -> tuple[dict[str, Any] | None, str | None]:
+async def _manifest_entry(store: CidStore, rec: Record) -> tuple[dict[str, Any] | None, str | None]:
     """The batch manifest's entry for this session, checked against the on-chain root."""
-    if proofs_dir is None:
-        return None, "session was recorded in a batch but no proofs directory was given"
-    path = proofs_dir / f"{rec.batch_root}.json"
+    if not rec.manifest_cid:
+        return None, f"no BatchRecorded event for batch {rec.batch_root}"
     try:
-        manifest = safejson.loads(path.read_bytes(), max_bytes=MAX_DOCUMENT_BYTES)
-    except FileNotFoundError:
-        return None, f"batch manifest {path} not found"
+        raw = await store.get(rec.manifest_cid)
+        if not same_cid(cid_of(raw), rec.manifest_cid):  # a store (an IPFS gateway) may hand back anything
+            return None, f"batch manifest does not match its CID: on-chain cid {rec.manifest_cid}, " \
+                         f"stored bytes hash to {cid_of(raw)}"
+        manifest = safejson.loads(raw, max_bytes=MAX_DOCUMENT_BYTES)
+    except KeyError:
+        return None, f"batch manifest {rec.manifest_cid} not found in the CID store"
+    except (CidError, OSError, aiohttp.ClientError, TimeoutError) as e:
+        return None, f"batch manifest {rec.manifest_cid} could not be read: {type(e).__name__}: {str(e)[:200]}"
     except ValueError as e:
-        return None, f"batch manifest {path} is not JSON: {e}"
-    entries = [s for s in manifest.get("sessions", []) if s.get("sessionId", "").lower() == rec.session_id]
+        return None, f"batch manifest {rec.manifest_cid} is not JSON: {e}"
+    sessions = manifest.get("sessions") if isinstance(manifest, dict) else None
+    entries = [s for s in sessions or []
+               if isinstance(s, dict) and str(s.get("sessionId", "")).lower() == rec.session_id]
     if not entries:
-        return None, f"session is not in batch manifest {path.name}"
+        return None, f"session is not in batch manifest {rec.manifest_cid}"
     entry = entries[0]
     root = from_hex32(rec.batch_root)
     try:
@@ -129,10 +146,8 @@ def _manifest_entry(proofs_dir: Path | None, rec: Record) -> tuple[dict[str, Any
 
 
 async def verify_session(w3: AsyncWeb3, session_log: str, store: CidStore, session_id: str | bytes, *,
-                         proofs_dir: str | os.PathLike[str] | None = None, from_block: int = 0) -> VerifyResult:
+                         from_block: int = 0) -> VerifyResult:
     sid = hex32(_norm_sid(session_id))
-    if proofs_dir is None and isinstance(store, DirCidStore):
-        proofs_dir = store.root / "batches"
     recs = await fetch_records(w3, session_log, sid, from_block)
     if not recs:
         return VerifyResult(False, sid, ["not recorded on-chain (no SessionRecorded/SessionBatched event)"])
@@ -140,10 +155,11 @@ async def verify_session(w3: AsyncWeb3, session_log: str, store: CidStore, sessi
         return VerifyResult(False, sid, [f"recorded {len(recs)} times on-chain"], recs[0])
     rec = recs[0]
     if rec.kind == "batch":
-        entry, err = _manifest_entry(Path(proofs_dir) if proofs_dir else None, rec)
+        entry, err = await _manifest_entry(store, rec)
         if err:
             return VerifyResult(False, sid, [err], rec)
         rec.fields = {k: entry[k] for k in ("sessionId", "roomId", *FIELDS)}
+        rec.batch_proof = [hex32(from_hex32(p)) for p in entry["proof"]]
     try:
         document = await store.get(rec.fields["cid"])
     except KeyError:
@@ -156,12 +172,14 @@ async def verify_session(w3: AsyncWeb3, session_log: str, store: CidStore, sessi
 
 
 async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, session_id: str | bytes,
-                            participant: str, *, proofs_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                            participant: str) -> dict[str, Any]:
     """Merkle proof that `participant` is in the session's participantsRoot (as recorded on-chain).
 
     The proof verifies with OpenZeppelin `MerkleProof.verify(proof, root, keccak256(abi.encodePacked(addr)))`.
+    For a batched session, `session` adds the second step: the summary leaf (which commits to
+    participantsRoot and every other field) and its proof up to the batch root stored on-chain.
     """
-    result = await verify_session(w3, session_log, store, session_id, proofs_dir=proofs_dir)
+    result = await verify_session(w3, session_log, store, session_id)
     if not result.ok:
         raise ValueError("session does not verify: " + "; ".join(result.reasons))
     assert result.record is not None
@@ -172,7 +190,7 @@ async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, se
         proof = participant_proof(document["participants"], participant)
     except KeyError:
         raise ValueError(f"{participant} did not take part in session {result.session_id}") from None
-    return {
+    out: dict[str, Any] = {
         "sessionId": result.session_id,
         "participant": to_checksum_address(participant),
         "leaf": hex32(leaf),
@@ -180,6 +198,16 @@ async def prove_participant(w3: AsyncWeb3, session_log: str, store: CidStore, se
         "proof": [hex32(p) for p in proof],
         "valid": verify_proof(proof, root, leaf),
     }
+    rec = result.record
+    if rec.kind == "batch" and rec.batch_root and rec.batch_proof is not None:
+        # The second step for a batched session: its summary leaf (which commits to participantsRoot)
+        # up to the batch root stored on-chain (SessionLog.getBatch).
+        session_leaf = summary_leaf(rec.fields)
+        batch_proof = [from_hex32(p) for p in rec.batch_proof]
+        out["session"] = {"leaf": hex32(session_leaf), "batchRoot": rec.batch_root, "proof": rec.batch_proof,
+                          "manifestCid": rec.manifest_cid}
+        out["valid"] = out["valid"] and verify_proof(batch_proof, from_hex32(rec.batch_root), session_leaf)
+    return out
 
 
 async def list_sessions(w3: AsyncWeb3, session_log: str, *, from_block: int = 0) -> list[Record]:
@@ -197,7 +225,6 @@ log = logging.getLogger("basement.sessions")
 def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-dir", default=None,
                    help="CID store directory or Kubo API URL [default <data-dir>/cids]")
-    p.add_argument("--proofs-dir", default=None, help="batch manifests [default <store-dir>/batches]")
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -268,15 +295,13 @@ async def _run(args: argparse.Namespace, rpc_url: str, session_log: str, store_d
         if args.sessions_cmd == "verify":
             status = 0
             for sid in args.session_id:
-                res = await verify_session(w3, session_log, store, sid, proofs_dir=args.proofs_dir,
-                                           from_block=args.from_block)
+                res = await verify_session(w3, session_log, store, sid, from_block=args.from_block)
                 print(res.line())
                 status |= 0 if res.ok else 1
             return status
         if args.sessions_cmd == "prove":
             try:
-                out = await prove_participant(w3, session_log, store, args.session_id, args.address,
-                                              proofs_dir=args.proofs_dir)
+                out = await prove_participant(w3, session_log, store, args.session_id, args.address)
             except ValueError as e:
                 print(f"FAIL {e}", file=sys.stderr)
                 return 1
@@ -307,7 +332,7 @@ async def _run_writer(args: argparse.Namespace, settings: config.Settings) -> No
                                    batch_size=settings.writer_batch_size,
                                    batch_wait_s=settings.writer_batch_wait_s,
                                    max_fee_cap_wei=int(settings.writer_max_fee_gwei * chainwriter.GWEI),
-                                   proofs_dir=args.proofs_dir, backoff_max_s=args.backoff_max_s)
+                                   backoff_max_s=args.backoff_max_s)
     outbox = open_outbox(args.outbox) if args.outbox else None  # None: from settings
     store = open_store(_store_dir(args, settings), settings.ipfs_api, settings.ipfs_publish_timeout_s)
     writer = chainwriter.from_settings(settings, outbox=outbox, store=store, config=cfg)

@@ -2,9 +2,15 @@
 
 Exactly-once rests on three layers, so that no crash point can duplicate or lose a session:
 1. the outbox entry is acked only after the write is confirmed (a crash before that = redo);
-2. before sending we ask `isRecorded`, and a `DuplicateSession` revert (estimate or receipt) counts as
-   success — a redo after "sent but not acked" therefore costs at most one reverted call;
-3. the contract itself refuses a second record of an id, whichever method (single or batch) tries.
+2. SessionLog is a compare-and-append log: every record names the position it appends at, which must
+   equal `sessionCount`. Before sending, the writer reads `sessionCount` at block B, then looks its
+   ids up in the SessionRecorded/SessionBatched events up to B and leaves out every id it finds. A
+   record that lands after B (another writer's, or an earlier transaction of ours that was still
+   pending) moves `sessionCount`, so ours reverts with SeqMismatch and we look again. A redo after
+   "sent but not acked" therefore finds the ids and only acks them;
+3. the outbox holds the same id twice at most harmlessly: a batch takes each id once.
+The contract keeps no per-session storage for a batch, which is what makes a batched session cost
+~3,000 gas instead of ~48,000 (docs/sessions.md).
 
 Transactions are signed here with the configured key (never sent to the node, never logged); the
 nonce is tracked locally and re-read from the node's `pending` count after any error. Fees are
@@ -12,12 +18,13 @@ EIP-1559 with a hard cap on maxFeePerGas: when the base fee is above the cap we 
 overpaying. RPC failures (node down, timeouts) back off exponentially and retry forever.
 
 Batch mode (`batch_size > 1`): up to N summaries (or whatever arrived within `batch_wait_s`) go in one
-`recordBatch(root, ids)`, root = Merkle root of the summary leaves (`summary.summary_leaf`). The batch
-manifest with every leaf and proof is written (fsync) to `proofs_dir/<root>.json` BEFORE sending, so
-a confirmed batch always has its proofs.
+`recordBatch(seq, root, ids, manifestCid)`, root = Merkle root of the summary leaves
+(`summary.summary_leaf`). The batch manifest with every leaf and proof is put in the CID store (and so
+on IPFS when configured) BEFORE sending, and the event carries its CID.
 
-Cluster: one writer per key, enforced with `RedisWriterLock` (SET NX PX + fencing token from INCR);
-the lock is re-checked right before every send and a writer that lost it stops sending.
+Cluster: one writer per SessionLog, enforced with `RedisWriterLock` (SET NX PX + fencing token from
+INCR); the lock is re-checked right before every send and a writer that lost it stops sending. The
+lock saves reverted transactions and nonce fights; (2) is what rules out duplicates.
 """
 
 from __future__ import annotations
@@ -36,13 +43,16 @@ from eth_account import Account
 from web3 import AsyncWeb3
 
 from signalling.chain import contracts
-from signalling.sessions.cidstore import CidStore, DirCidStore, open_store, write_atomic
+from signalling.sessions.cidstore import CidStore, open_store
 from signalling.sessions.outbox import Outbox, OutboxEntry
 from signalling.sessions.summary import Summary, hex32, merkle_proof, merkle_root, summary_leaf
 
 log = logging.getLogger(__name__)
 
 GWEI = 10**9
+MAX_BATCH_SIZE = 200  # a manifest entry is ~1 KiB and a manifest must fit one 256 KiB block
+MAX_APPEND_ATTEMPTS = 8  # SeqMismatch retries in a row before backing off as for any error
+RECORDED_QUERY_IDS = 100  # ids per eth_getLogs topic list
 
 
 class WriterKey:
@@ -191,7 +201,6 @@ class WriterConfig:
     gap_check_s: float = 1.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
-    proofs_dir: str | None = None  # batch manifests; default <store dir>/batches
 
 
 class ChainWriter:
@@ -204,12 +213,9 @@ class ChainWriter:
         self.config = config or WriterConfig()
         self.lock: WriterLock = lock or LocalLock()
         self.contract = contracts.contract_at(w3, "SessionLog", session_log)
-        pd = self.config.proofs_dir
-        if pd is None and isinstance(store, DirCidStore):
-            pd = str(store.root / "batches")
-        if self.config.batch_size > 1 and pd is None:
-            raise ValueError("batch mode needs proofs_dir (or a directory CID store)")
-        self.proofs_dir = Path(pd) if pd else None
+        if not 1 <= self.config.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH_SIZE} (a batch manifest is one IPFS block)")
+        self._deployed_block: int | None = None
         self._nonce: int | None = None
         self._chain_id: int | None = None
         self._stop = asyncio.Event()
@@ -311,34 +317,57 @@ class ChainWriter:
         self.written += len(entries)
         return len(entries)
 
-    # ------------------------------------------------ single sessions
+    # ------------------------------------------------ where the log stands
+
+    async def position(self) -> tuple[int, int]:
+        """(sessionCount, block): the position the next record must name, as of one block."""
+        block = await self.w3.eth.block_number
+        count = await self.contract.functions.sessionCount().call(block_identifier=block)
+        return int(count), int(block)
+
+    async def recorded(self, session_ids: Sequence[bytes], to_block: int | str = "latest") -> set[bytes]:
+        """The ids among `session_ids` with a SessionRecorded or SessionBatched event up to `to_block`."""
+        if self._deployed_block is None:
+            self._deployed_block = int(await self.contract.functions.deployedBlock().call())
+        found: set[bytes] = set()
+        ids = list(dict.fromkeys(session_ids))
+        for i in range(0, len(ids), RECORDED_QUERY_IDS):
+            flt = {"sessionId": ids[i:i + RECORDED_QUERY_IDS]}
+            for event in (self.contract.events.SessionRecorded, self.contract.events.SessionBatched):
+                logs = await event().get_logs(from_block=self._deployed_block, to_block=to_block,
+                                              argument_filters=flt)
+                found.update(bytes(e.args["sessionId"]) for e in logs)
+        return found
 
     async def is_recorded(self, session_id: bytes) -> bool:
-        return await self.contract.functions.isRecorded(session_id).call()
+        return session_id in await self.recorded([session_id])
+
+    # ------------------------------------------------ single sessions
 
     async def write_session(self, summary: Summary) -> str:
         """Make sure `summary` is on-chain. Returns "sent" or "already"."""
         await self.store.put(summary.document)  # the CID must resolve before the chain points at it
         sid = summary.session_id
-        if await self.is_recorded(sid):
-            return "already"
-        fn = self.contract.functions.recordSession(*summary.contract_args())
-        try:
-            gas = await fn.estimate_gas({"from": self.key.address})
-        except Exception as e:
-            name = contracts.revert_name(e)
-            if name == "DuplicateSession":
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            seq, block = await self.position()
+            if sid in await self.recorded([sid], block):
                 return "already"
-            if name == "BadTimes":
-                raise PermanentWriteError("BadTimes: endedAt < startedAt") from e
-            raise
-        receipt = await self._send(fn, gas)
-        if receipt["status"] != 1:
-            if await self.is_recorded(sid):  # raced with another writer or an earlier tx of ours
-                return "already"
-            raise RuntimeError(f"recordSession tx {receipt['transactionHash'].hex()} reverted")
-        log.info("session %s recorded in block %d", hex32(sid)[:14], receipt["blockNumber"])
-        return "sent"
+            fn = self.contract.functions.recordSession(seq, *summary.contract_args())
+            try:
+                gas = await fn.estimate_gas({"from": self.key.address})
+            except Exception as e:
+                name = contracts.revert_name(e)
+                if name in ("SeqMismatch", "DuplicateSession"):
+                    continue  # something landed since we looked: look again
+                if name == "BadTimes":
+                    raise PermanentWriteError("BadTimes: endedAt < startedAt") from e
+                raise
+            receipt = await self._send(fn, gas)
+            if receipt["status"] == 1:
+                log.info("session %s recorded at %d in block %d", hex32(sid)[:14], seq, receipt["blockNumber"])
+                return "sent"
+            # Reverted in the block: another write took position `seq` first. Look again.
+        raise RuntimeError(f"sessionCount moved under us {MAX_APPEND_ATTEMPTS} times: another writer is racing")
 
     # ------------------------------------------------ batches
 
@@ -346,30 +375,31 @@ class ChainWriter:
         summaries = {e.summary.session_id: e.summary for e in entries}  # the outbox may hold duplicates
         for s in summaries.values():
             await self.store.put(s.document)
-        todo = [s for s in summaries.values() if not await self.is_recorded(s.session_id)]
-        if not todo:
-            return "already"
-        manifest = batch_manifest(todo)
-        root = bytes.fromhex(manifest["batchRoot"][2:])
-        assert self.proofs_dir is not None
-        await asyncio.to_thread(write_atomic, self.proofs_dir / f"{manifest['batchRoot']}.json",
-                                json.dumps(manifest, sort_keys=True, indent=1).encode())
-        ids = [s.session_id for s in todo]
-        fn = self.contract.functions.recordBatch(root, ids)
-        try:
-            gas = await fn.estimate_gas({"from": self.key.address})
-        except Exception as e:
-            if contracts.revert_name(e) == "DuplicateBatch":  # sent before a crash; it was confirmed
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            seq, block = await self.position()
+            done = await self.recorded(list(summaries), block)
+            todo = [s for sid, s in summaries.items() if sid not in done]
+            if not todo:
                 return "already"
-            raise
-        receipt = await self._send(fn, gas)
-        if receipt["status"] != 1:
-            if all([await self.is_recorded(i) for i in ids]):
-                return "already"
-            raise RuntimeError(f"recordBatch tx {receipt['transactionHash'].hex()} reverted")
-        log.info("batch %s with %d sessions recorded in block %d", manifest["batchRoot"][:14], len(ids),
-                 receipt["blockNumber"])
-        return "sent"
+            manifest = batch_manifest(todo)
+            # The manifest is a document like the summaries: stored (and mirrored to IPFS) before
+            # the chain points at it, so a confirmed batch always has its proofs.
+            manifest_cid = await self.store.put(json.dumps(manifest, sort_keys=True, indent=1).encode())
+            root = bytes.fromhex(manifest["batchRoot"][2:])
+            ids = [s.session_id for s in todo]
+            fn = self.contract.functions.recordBatch(seq, root, ids, manifest_cid)
+            try:
+                gas = await fn.estimate_gas({"from": self.key.address})
+            except Exception as e:
+                if contracts.revert_name(e) in ("SeqMismatch", "DuplicateBatch"):
+                    continue
+                raise
+            receipt = await self._send(fn, gas)
+            if receipt["status"] == 1:
+                log.info("batch %s with %d sessions recorded at %d in block %d", manifest["batchRoot"][:14],
+                         len(ids), seq, receipt["blockNumber"])
+                return "sent"
+        raise RuntimeError(f"sessionCount moved under us {MAX_APPEND_ATTEMPTS} times: another writer is racing")
 
     # ------------------------------------------------ transactions
 
@@ -502,8 +532,8 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
     if settings.redis_url:
         from signalling.cluster.redisconn import target_from_settings
 
-        addr = WriterKey(key).address
-        lock = RedisWriterLock(target_from_settings(settings).client(), f"basement:chainwriter:{addr}")
+        lock = RedisWriterLock(target_from_settings(settings).client(),
+                               f"basement:chainwriter:{session_log.lower()}")
     store = store or open_store(str(Path(settings.data_dir) / "cids"), settings.ipfs_api,
                                 settings.ipfs_publish_timeout_s)
     return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings), store, config=config, lock=lock)

@@ -13,7 +13,7 @@ from eth_account import Account
 
 from signalling.chain import contracts
 from signalling.sessions.cidstore import DirCidStore
-from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.outbox import OutboxEntry, SqliteOutbox
 from signalling.sessions.summary import hex32, summary_leaf, verify_proof
 from signalling.sessions.writer import (
     ChainWriter,
@@ -59,19 +59,42 @@ async def test_write_once_then_duplicate_is_acked_without_second_event(chain, tm
     assert await _events(chain, s.session_id) == 1
 
 
-async def test_duplicate_revert_counts_as_success(chain, tmp_path):
-    """The isRecorded check and the send race with another writer: DuplicateSession = done."""
-    w = await _writer(chain, tmp_path)
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+async def test_write_landing_after_our_look_moves_the_position_and_is_found(chain, tmp_path, batch):
+    """Another writer records the session between our read of sessionCount and our send: our
+    transaction names a stale position (SeqMismatch), we look again and find it."""
     s = synthetic_summary(RNG)
     other = await _writer(chain, tmp_path / "other")
-    assert await other.write_session(s) == "sent"
 
-    class Blind(ChainWriter):
-        async def is_recorded(self, session_id):  # as if the other writer landed right after our check
-            return False
+    class Racing(ChainWriter):
+        raced = False
 
-    blind = Blind(chain.w3, chain.deployment.session_log, w.key, w.outbox, w.store)
-    assert await blind.write_session(s) == "already"
+        async def position(self):
+            pos = await super().position()
+            if not self.raced:
+                self.raced = True
+                assert await other.write_session(s) == "sent"
+            return pos
+
+    w = await _writer(chain, tmp_path)
+    racing = Racing(chain.w3, chain.deployment.session_log, w.key, w.outbox, w.store)
+    looked = 0
+    real_recorded = racing.recorded
+
+    async def counting(ids, to_block="latest"):
+        nonlocal looked
+        looked += 1
+        return await real_recorded(ids, to_block)
+
+    racing.recorded = counting
+    if batch:
+        extra = synthetic_summary(RNG)
+        entries = [OutboxEntry("1", s), OutboxEntry("2", extra)]
+        assert await racing.write_batch(entries) == "sent"
+        assert await _events(chain, extra.session_id) == 1
+    else:
+        assert await racing.write_session(s) == "already"
+    assert looked == 2  # the first look (up to the block it read) could not see the other write
     assert await _events(chain, s.session_id) == 1
 
 
@@ -151,9 +174,11 @@ async def test_batch_records_each_session_once_with_verifiable_proofs(chain, tmp
     assert await w.outbox.pending() == 0
     for s in singles:
         assert await _events(chain, s.session_id) == 1
-    [manifest_path] = list((tmp_path / "cids" / "batches").glob("*.json"))
-    manifest = json.loads(manifest_path.read_text())
+    [done] = await chain.contract("SessionLog").events.BatchRecorded().get_logs(
+        from_block=0, argument_filters={"writer": w.key.address})
+    manifest = json.loads(await w.store.get(done.args.manifestCid))  # the event names the manifest
     root = bytes.fromhex(manifest["batchRoot"][2:])
+    assert root == done.args.batchRoot and done.args.count == 6
     assert len(manifest["sessions"]) == 6
     for entry in manifest["sessions"]:
         leaf = summary_leaf(entry)
@@ -207,8 +232,9 @@ async def test_batch_waits_for_late_arrivals_then_sends_one_batch(anvil_node, tm
         await t
         assert await w.outbox.pending() == 0
         assert [sid for sid, _ in await w.outbox.dead_letters()] == [hex32(bad.session_id)]
-        [manifest] = list((tmp_path / "cids" / "batches").glob("*.json"))
-        ids = {e["sessionId"] for e in json.loads(manifest.read_text())["sessions"]}
+        log = contracts.contract_at(w3, "SessionLog", anvil_node.deployment.session_log)
+        [done] = await log.events.BatchRecorded().get_logs(from_block=0, argument_filters={"writer": w.key.address})
+        ids = {e["sessionId"] for e in json.loads(await w.store.get(done.args.manifestCid))["sessions"]}
         assert ids == {hex32(s.session_id) for s in [*early, late]}
     finally:
         await w3.provider.disconnect()

@@ -60,32 +60,44 @@ async def _revert(awaitable: object) -> str | None:
     return None
 
 
+async def _record(chain_w3, log, sender, sid: bytes) -> dict:
+    seq = await log.functions.sessionCount().call()
+    return await contracts.send(chain_w3, log.functions.recordSession(seq, *_args(sid)), sender)
+
+
 async def test_record_session_and_event(chain: ChainHandle) -> None:
     log = chain.contract("SessionLog")
     sid = _sid("s")
-    receipt = await contracts.send(chain.w3, log.functions.recordSession(*_args(sid)), chain.writer)
+    before = await log.functions.sessionCount().call()
+    receipt = await _record(chain.w3, log, chain.writer, sid)
     (ev,) = log.events.SessionRecorded().process_receipt(receipt, errors=DISCARD)
     assert ev.args.sessionId == sid
     assert ev.args.writer == chain.writer.address
     assert (ev.args.participantCount, ev.args.mediaBytes, ev.args.mediaPackets) == (9, 123_456, 789)
     assert ev.args.cid == "bafkreiexample"
-    assert await log.functions.isRecorded(sid).call()
+    assert await log.functions.sessionCount().call() == before + 1
     s = await log.functions.getSession(sid).call()
     assert s[0] == AsyncWeb3.keccak(text="room-1")
     assert tuple(s[1:5]) == (100, 200, 7, 9)
     assert s[8] == chain.writer.address and s[9] == "bafkreiexample"
+    assert 0 <= await log.functions.deployedBlock().call() < receipt["blockNumber"]
 
 
 async def test_record_session_reverts(chain: ChainHandle) -> None:
     log = chain.contract("SessionLog")
     sid = _sid("dup")
-    await contracts.send(chain.w3, log.functions.recordSession(*_args(sid)), chain.writer)
-    assert await _revert(log.functions.recordSession(*_args(sid)).call({"from": chain.writer.address})) \
-        == "DuplicateSession"
+    await _record(chain.w3, log, chain.writer, sid)
+    seq = await log.functions.sessionCount().call()
+    w = {"from": chain.writer.address}
+    assert await _revert(log.functions.recordSession(seq, *_args(sid)).call(w)) == "DuplicateSession"
+    # a record must name the position it appends at: a stale or future one is refused
+    for wrong in (seq - 1, seq + 1):
+        assert await _revert(log.functions.recordSession(wrong, *_args(_sid("p"))).call(w)) == "SeqMismatch"
     stranger = chain.accounts[5]
-    assert await _revert(log.functions.recordSession(*_args(_sid("x"))).call({"from": stranger})) == "NotWriter"
+    assert await _revert(log.functions.recordSession(seq, *_args(_sid("x"))).call({"from": stranger})) \
+        == "NotWriter"
     assert await _revert(
-        log.functions.recordSession(*_args(_sid("t"), started=300, ended=200)).call({"from": chain.writer.address})
+        log.functions.recordSession(seq, *_args(_sid("t"), started=300, ended=200)).call(w)
     ) == "BadTimes"
     assert await _revert(log.functions.setWriter(stranger, True).call({"from": stranger})) == "NotAdmin"
     assert await log.functions.isWriter(chain.writer.address).call()
@@ -94,24 +106,27 @@ async def test_record_session_reverts(chain: ChainHandle) -> None:
 
 async def test_record_batch(chain: ChainHandle) -> None:
     log = chain.contract("SessionLog")
-    single = _sid("single")
-    await contracts.send(chain.w3, log.functions.recordSession(*_args(single)), chain.writer)
     ids = [_sid(f"b{i}") for i in range(3)]
     root = _sid("root")
-    receipt = await contracts.send(chain.w3, log.functions.recordBatch(root, [*ids, single]), chain.writer)
+    seq = await log.functions.sessionCount().call()
+    receipt = await contracts.send(chain.w3, log.functions.recordBatch(seq, root, ids, "bafkreimanifest"),
+                                   chain.writer)
     batched = log.events.SessionBatched().process_receipt(receipt, errors=DISCARD)
-    assert [e.args.sessionId for e in batched] == ids  # the already-recorded id is skipped
+    assert [e.args.sessionId for e in batched] == ids
+    assert {e.args.batchRoot for e in batched} == {root}
     (done,) = log.events.BatchRecorded().process_receipt(receipt, errors=DISCARD)
-    assert (done.args.batchRoot, done.args.count, done.args.writer) == (root, 3, chain.writer.address)
-    for sid in ids:
-        assert await log.functions.isRecorded(sid).call()
-        assert await log.functions.batchOf(sid).call() == root
-    assert await _revert(log.functions.recordBatch(root, [_sid("n")]).call({"from": chain.writer.address})) \
-        == "DuplicateBatch"
-    assert await _revert(log.functions.recordSession(*_args(ids[0])).call({"from": chain.writer.address})) \
-        == "DuplicateSession"
-    assert await _revert(log.functions.recordBatch(_sid("r2"), ids).call({"from": chain.accounts[5]})) \
+    assert (done.args.batchRoot, done.args.firstSeq, done.args.count, done.args.writer, done.args.manifestCid) \
+        == (root, seq, 3, chain.writer.address, "bafkreimanifest")
+    assert tuple(await log.functions.getBatch(root).call()) == (chain.writer.address, seq, 3)
+    assert await log.functions.sessionCount().call() == seq + 3
+    w = {"from": chain.writer.address}
+    # the same write again (a writer that did not see its first transaction land) is refused
+    assert await _revert(log.functions.recordBatch(seq, root, ids, "x").call(w)) == "SeqMismatch"
+    assert await _revert(log.functions.recordBatch(seq + 3, root, [_sid("n")], "x").call(w)) == "DuplicateBatch"
+    assert await _revert(log.functions.recordBatch(seq + 3, _sid("r3"), [], "x").call(w)) == "EmptyBatch"
+    assert await _revert(log.functions.recordBatch(seq + 3, _sid("r2"), ids, "x").call({"from": chain.accounts[5]})) \
         == "NotWriter"
+    assert tuple(await log.functions.getBatch(_sid("none")).call())[0] == "0x" + "00" * 20
 
 
 async def test_multicall_aggregate3(chain: ChainHandle) -> None:
@@ -138,7 +153,7 @@ async def test_anvil_restart_keeps_state(fresh_anvil: AnvilNode) -> None:
     sid = _sid("persist")
     w3 = node.anvil.w3()
     log = contracts.contract_at(w3, "SessionLog", node.deployment.session_log)
-    await contracts.send(w3, log.functions.recordSession(*_args(sid)), node.writer)
+    await _record(w3, log, node.writer, sid)
     await w3.provider.disconnect()
     port = node.anvil.port
     node.anvil.restart()
@@ -146,7 +161,7 @@ async def test_anvil_restart_keeps_state(fresh_anvil: AnvilNode) -> None:
     w3 = node.anvil.w3()
     try:
         log = contracts.contract_at(w3, "SessionLog", node.deployment.session_log)
-        assert await log.functions.isRecorded(sid).call()
+        assert (await log.functions.getSession(sid).call())[8] == node.writer.address
         assert await log.functions.isWriter(node.writer.address).call()
     finally:
         await w3.provider.disconnect()

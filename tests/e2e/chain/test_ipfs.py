@@ -6,6 +6,7 @@ document is published once the node is back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 
 from signalling.sessions.cidstore import IpfsHttpCidStore, IpfsMirroredStore, cid_of
-from signalling.sessions.cli import fetch_records, verify_session
+from signalling.sessions.cli import fetch_records, prove_participant, verify_session
 from signalling.sessions.outbox import SqliteOutbox
 from signalling.sessions.summary import hex32
 from signalling.sessions.writer import ChainWriter, WriterConfig
@@ -70,6 +71,29 @@ async def test_documents_are_published_pinned_and_verified_from_ipfs(anvil_node,
                                       timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.count("PASS") == 3
+    finally:
+        await ipfs.close()
+        await writer.store.close()
+        await w3.provider.disconnect()
+
+
+async def test_a_batch_verifies_and_proves_from_ipfs_alone(anvil_node, ipfs_node, tmp_path):
+    """A batched session: the manifest named on-chain and the document both come from IPFS."""
+    w3, writer = await _writer(anvil_node, tmp_path, ipfs_node.url, batch=4)
+    ipfs = IpfsHttpCidStore(ipfs_node.url)
+    try:
+        summaries = [synthetic_summary(random.Random()) for _ in range(4)]
+        for s in summaries:
+            await writer.outbox.put(s)
+        assert await writer.step() == 4
+        assert writer.store.pending() == []  # four documents and the manifest, all published
+        for s in summaries:
+            res = await verify_session(w3, anvil_node.deployment.session_log, ipfs, s.session_id)
+            assert res.ok and res.record.kind == "batch", res.reasons
+            assert await _pinned(ipfs_node.url, res.record.manifest_cid)
+        who = json.loads(summaries[2].document)["participants"][0]
+        proof = await prove_participant(w3, anvil_node.deployment.session_log, ipfs, summaries[2].session_id, who)
+        assert proof["valid"] and proof["session"]["manifestCid"] == res.record.manifest_cid
     finally:
         await ipfs.close()
         await writer.store.close()
@@ -177,10 +201,12 @@ async def test_a_hanging_ipfs_holds_a_batch_at_most_one_timeout(anvil_node, tmp_
             assert await writer.step() == 5
             took = time.monotonic() - started
             assert took < 2.0 * 3, f"the batch waited {took:.1f} s on IPFS"
-            assert sorted(writer.store.pending()) == sorted(s.cid for s in summaries)
-            for s in summaries:
-                [rec] = await fetch_records(w3, anvil_node.deployment.session_log, s.session_id)
-                assert rec.kind == "batch"
+            recs = [await fetch_records(w3, anvil_node.deployment.session_log, s.session_id) for s in summaries]
+            assert all(len(r) == 1 and r[0].kind == "batch" for r in recs)
+            # the batch manifest is a document too: waiting its turn with the summaries, not lost
+            manifests = {r[0].manifest_cid for r in recs}
+            assert len(manifests) == 1
+            assert sorted(writer.store.pending()) == sorted([*(s.cid for s in summaries), *manifests])
         finally:
             await writer.store.close()
             await w3.provider.disconnect()

@@ -17,8 +17,8 @@ from signalling.chain.evm import Anvil
 from signalling.sessions.cidstore import DirCidStore
 from signalling.sessions.cli import fetch_records, prove_participant, verify_session
 from signalling.sessions.outbox import SqliteOutbox
-from signalling.sessions.summary import hex32
-from signalling.sessions.writer import ChainWriter, WriterConfig
+from signalling.sessions.summary import hex32, verify_proof
+from signalling.sessions.writer import ChainWriter, WriterConfig, batch_manifest
 from tests.support.chainfix import AnvilNode
 from tests.support.sessionfix import REPO, make_writer, synthetic_summary
 
@@ -204,16 +204,29 @@ async def test_unknown_session_fails_verify(anvil_node, tmp_path):
 
 async def test_tampered_batch_manifest_fails_verify(anvil_node, tmp_path):
     w3, writer, summaries = await _one_recorded(anvil_node, tmp_path, batch=True)
+    log = contracts.contract_at(w3, "SessionLog", anvil_node.deployment.session_log)
     try:
         for s in summaries:
             assert (await verify_session(w3, anvil_node.deployment.session_log, writer.store, s.session_id)).ok
-        [mpath] = list((tmp_path / "cids" / "batches").glob("*.json"))
+        [done] = await log.events.BatchRecorded().get_logs(from_block=0,
+                                                           argument_filters={"writer": writer.key.address})
+        mpath = writer.store.path_for(done.args.manifestCid)
         manifest = json.loads(mpath.read_text())
         manifest["sessions"][0]["participantCount"] += 1
         mpath.write_text(json.dumps(manifest))
         sid = manifest["sessions"][0]["sessionId"]
         res = await verify_session(w3, anvil_node.deployment.session_log, writer.store, sid)
-        assert not res.ok and "does not reach the on-chain batch root" in res.reasons[0]
+        assert not res.ok and "batch manifest does not match its CID" in res.reasons[0], res.reasons
+        # A manifest that is what its CID says but whose proof does not reach the recorded root
+        # (a writer bug, or a writer that lies): the proof check is what catches it.
+        s = synthetic_summary(random.Random())
+        await writer.store.put(s.document)
+        cid = await writer.store.put(json.dumps(batch_manifest([s])).encode())
+        seq = await log.functions.sessionCount().call()
+        await contracts.send(w3, log.functions.recordBatch(seq, b"\x07" * 32, [s.session_id], cid),
+                             writer.key._account)
+        res = await verify_session(w3, anvil_node.deployment.session_log, writer.store, s.session_id)
+        assert not res.ok and "does not reach the on-chain batch root" in res.reasons[0], res.reasons
     finally:
         await w3.provider.disconnect()
 
@@ -231,6 +244,29 @@ async def test_prove_participant(anvil_node, tmp_path):
         assert out.returncode == 1 and "did not take part" in out.stderr
         out = _cli(anvil_node, tmp_path, "list")
         assert out.returncode == 0 and hex32(s.session_id) in out.stdout
+    finally:
+        await w3.provider.disconnect()
+
+
+async def test_prove_participant_of_batched_session(anvil_node, tmp_path):
+    """address → participantsRoot → session leaf → batch root stored on-chain, from the CLI."""
+    w3, writer, summaries = await _one_recorded(anvil_node, tmp_path, batch=True)
+    try:
+        s = summaries[1]
+        who = json.loads(s.document)["participants"][-1]
+        out = _cli(anvil_node, tmp_path, "prove", hex32(s.session_id), who)
+        assert out.returncode == 0, out.stderr
+        proof = json.loads(out.stdout)
+        assert proof["valid"] and proof["participantsRoot"] == hex32(s.participants_root)
+        step = proof["session"]
+        assert step["leaf"] == hex32(s.leaf())
+        root = bytes.fromhex(step["batchRoot"][2:])
+        assert verify_proof([bytes.fromhex(p[2:]) for p in step["proof"]], root, s.leaf())
+        log = contracts.contract_at(w3, "SessionLog", anvil_node.deployment.session_log)
+        batch = await log.functions.getBatch(root).call()
+        assert batch[0] == writer.key.address and batch[2] == len(summaries)
+        # the proof is specific: the same path does not lift another session's leaf to the root
+        assert not verify_proof([bytes.fromhex(p[2:]) for p in step["proof"]], root, summaries[0].leaf())
     finally:
         await w3.provider.disconnect()
 
