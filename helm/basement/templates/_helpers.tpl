@@ -147,6 +147,9 @@ app.kubernetes.io/part-of: basement
 {{- if and $w.value (not $w.create) -}}
 {{- fail "chain.writerKey.value is set but chain.writerKey.create is false: the chart puts a private key in a Secret only on explicit opt-in (create=true); prefer chain.writerKey.existingSecret" -}}
 {{- end -}}
+{{- if and (eq .Values.chain.mode "embedded") (or .Values.signal.autoscaling.enabled (gt (int .Values.signal.replicas) 1)) -}}
+{{- fail (printf "chain.mode=embedded runs one in-process chain per signalling pod, so %s would give each its own token balances and session log: set signal.replicas=1 (autoscaling off), or chain.mode=rpc with chain.rpcUrl for more" (ternary "autoscaling" (printf "signal.replicas=%d" (int .Values.signal.replicas)) .Values.signal.autoscaling.enabled)) -}}
+{{- end -}}
 {{- if eq .Values.chain.mode "rpc" -}}
 {{- if not .Values.chain.rpcUrl -}}
 {{- fail "chain.mode=rpc needs chain.rpcUrl" -}}

@@ -435,7 +435,7 @@ def test_sfu_processes_per_pod_split_ports_and_rtp_range():
 def test_signal_deployment_service_and_probes():
     docs = render()
     dep = one(docs, "Deployment", f"{FULL}-signal")
-    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["replicas"] == 1  # the embedded chain lives in the pod: one replica
     (c,) = pod_spec(dep)["containers"]
     assert c["command"] == ["basement", "signal"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -450,16 +450,42 @@ def test_signal_deployment_service_and_probes():
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "metrics": 9090}
     assert not find(docs, "Ingress") and not find(docs, "HorizontalPodAutoscaler")
     assert not find(docs, "ServiceMonitor")
+    # one replica: no signalling budget (minAvailable=1 would block every drain)
     pdbs = {p["metadata"]["name"]: p["spec"] for p in find(docs, "PodDisruptionBudget")}
-    assert pdbs == {
-        f"{FULL}-signal": {"minAvailable": 1, "selector": dep["spec"]["selector"]},
-        f"{FULL}-sfu": {"maxUnavailable": 1, "selector": sfu_workload(docs)["spec"]["selector"]},
-    }
+    assert pdbs == {f"{FULL}-sfu": {"maxUnavailable": 1, "selector": sfu_workload(docs)["spec"]["selector"]}}
+
+
+RPC_CHAIN = {"mode": "rpc", "rpcUrl": "https://rpc.example", "chainId": 8453, "writerKey": {"existingSecret": "w"}}
+
+
+def test_session_recording_values_reach_the_pods_that_use_them():
+    docs = render({"chain": RPC_CHAIN, "signal": {"replicas": 2},
+                   "sessions": {"record": "all", "ipfsApi": "http://ipfs.infra.svc:5001", "batchSize": 50}})
+    (sig,) = pod_spec(one(docs, "Deployment", f"{FULL}-signal"))["containers"]
+    s = config.load(env=resolve_env(sig))  # the replicas write (and end a dead node's sessions)
+    assert (s.ipfs_api, s.writer_batch_size, s.record_sessions) == ("http://ipfs.infra.svc:5001", 50, "all")
+    (sfu,) = pod_spec(sfu_workload(docs))["containers"]
+    assert config.load(env=resolve_env(sfu)).record_sessions == "all"  # the nodes track
+    defaults = render()
+    (sig,) = pod_spec(one(defaults, "Deployment", f"{FULL}-signal"))["containers"]
+    s = config.load(env=resolve_env(sig))
+    assert (s.ipfs_api, s.writer_batch_size, s.record_sessions) == ("", 1, "gated")
+
+
+def test_more_replicas_on_a_shared_chain_get_a_disruption_budget():
+    docs = render({"chain": RPC_CHAIN, "signal": {"replicas": 3}})
+    dep = one(docs, "Deployment", f"{FULL}-signal")
+    assert dep["spec"]["replicas"] == 3
+    pdbs = {p["metadata"]["name"]: p["spec"] for p in find(docs, "PodDisruptionBudget")}
+    assert pdbs[f"{FULL}-signal"] == {"minAvailable": 1, "selector": dep["spec"]["selector"]}
+    (c,) = pod_spec(dep)["containers"]
+    assert config.load(env=resolve_env(c)).chain == "rpc"
 
 
 def test_hpa_targets_the_signalling_deployment():
     docs = render(
         {
+            "chain": RPC_CHAIN,
             "signal": {
                 "autoscaling": {
                     "enabled": True,
@@ -602,6 +628,14 @@ FAIL_CASES = {
         {"chain": {"writerKey": {"create": True}}},
         "chain.writerKey.create=true needs chain.writerKey.value",
     ),
+    "embedded-chain-two-replicas": (
+        {"signal": {"replicas": 2}},
+        "chain.mode=embedded runs one in-process chain per signalling pod, so signal.replicas=2 would give",
+    ),
+    "embedded-chain-autoscaling": (
+        {"signal": {"autoscaling": {"enabled": True}}},
+        "so autoscaling would give each its own token balances",
+    ),
     "admin-without-secret": ({"admin": {"enabled": True}}, "admin.enabled=true needs admin.existingSecret"),
     "both-redis": ({"redis": {"external": {"url": "redis://r:6379/0"}}}, "redis: choose one"),
     "no-redis": ({"redis": {"bundled": {"enabled": False}}}, "redis: no Redis configured"),
@@ -642,6 +676,8 @@ SCHEMA_CASES = {
         "/redis/external/url",
     ),
     "typo": ({"sfu": {"replica": 3}}, "replica"),
+    "batch-size": ({"sessions": {"batchSize": 500}}, "/sessions/batchSize"),
+    "record": ({"sessions": {"record": "some"}}, "/sessions/record"),
     "turn-peer-range": ({"turn": {"allowedPeerRanges": ["10.0.0.0/8"]}}, "/turn/allowedPeerRanges/0"),
 }
 
