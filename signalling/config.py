@@ -47,8 +47,9 @@ GROUPS: dict[str, str] = {
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "turn", "access", "chain", "sessions",
               "recording", "writer", "redis"),
-    "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node"),
-    "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "redis", "cluster"),
+    "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node", "recording"),
+    "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "sessions",
+               "recording", "writer", "redis", "cluster"),
     "sessions list": ("logging", "chain", "sessions"),
     "sessions verify": ("logging", "chain", "sessions"),
     "sessions prove": ("logging", "chain", "sessions"),

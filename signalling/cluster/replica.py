@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -54,6 +54,8 @@ class Replica:
         self.app = create_app(self.rooms, settings)
         self.state: dict[str, Any] = self.app[STATE_KEY]
         self.live_nodes = 0
+        # called with the live node ids after every check (the session reaper, when recording)
+        self.on_nodes_checked: Callable[[set[str]], Awaitable[Any]] | None = None
         self._tasks: list[asyncio.Task] = []
 
     def _deliver(self, pid: str, msg: dict[str, Any]) -> None:
@@ -94,6 +96,11 @@ class Replica:
             p.send({"type": "removed", "reason": "node_lost", "rejoin": True})
             await self.rooms.leave(p, "node_lost")
             p.close()
+        if self.on_nodes_checked is not None:
+            try:
+                await self.on_nodes_checked(set(live))
+            except Exception as e:  # e.g. the outbox briefly away: the next check tries again
+                log.warning("ending the sessions of dead nodes failed: %s", e)
 
     async def shutdown(self) -> None:
         """Stop taking clients; tell the connected ones to reconnect (to another replica)."""

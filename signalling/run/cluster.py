@@ -29,12 +29,14 @@ from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
 from signalling.protocol.app import metrics_app
-from signalling.run.control import build_control_plane, mount
+from signalling.run.control import build_control_plane, mount, session_tracker
 from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 from signalling.run.nodeagent import NodeAgent
 from signalling.run.tls import server_tls
+from signalling.sessions.journal import SessionJournal, end_journal, reap
+from signalling.sessions.outbox import outbox_for_settings
 
 log = logging.getLogger("basement.cluster")
 
@@ -122,10 +124,18 @@ async def run_sfu(settings: Settings) -> int:
     bus, store = await connect(settings, f"inbox:{node_id}")
     # the node's bus counts what it refused (malformed, dropped) like a replica's does
     registry.register(BusCollector(bus, store, node_id))
+    # The node sees every participant of its rooms, so it tracks their sessions; the summaries go to
+    # the cluster's outbox (a Redis stream) and a replica's chain writer records them.
+    outbox = outbox_for_settings(settings) if settings.record_sessions != "none" else None
+    tracker = None
+    if outbox is not None:
+        tracker = session_tracker(settings, outbox, StoreRoomRegistry(store))
+        tracker.journal = SessionJournal(store, node_id)  # so a replica can end them if this node dies
+        await end_journal(store, node_id, tracker.end_lost)  # what a previous life of this node left
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
                       capacity=settings.node_capacity,
-                      speaker_interval=settings.speaker_interval_ms / 1000)
+                      speaker_interval=settings.speaker_interval_ms / 1000, tracker=tracker)
     await agent.start()
     state["connected"] = True
     settle_after_startup()
@@ -144,6 +154,10 @@ async def run_sfu(settings: Settings) -> int:
     again.cancel()
     drained.cancel()
     await agent.stop()
+    if tracker is not None:
+        await tracker.close_all()  # the rooms the drain deadline cut short end now, and are recorded
+    if outbox is not None:
+        await outbox.close()
     await bus.close()
     await store.close()
     for r in runners:
@@ -166,15 +180,20 @@ async def run_signal(settings: Settings) -> int:
     tls = server_tls(settings)  # before connecting anywhere: a bad certificate is a ConfigError
     bus, store = await connect(settings, replica_channel(replica_id))
     # Sign-in, grants, gates and the admin API work as in `basement serve`, with nonces and room
-    # configs in Redis so any replica can finish what another started. Session summaries need one
-    # tracker per room across replicas and are not recorded in cluster mode yet.
-    control = await build_control_plane(settings, sessions=False, registry=StoreRoomRegistry(store),
+    # configs in Redis so any replica can finish what another started. The media nodes track the
+    # sessions; every replica runs a chain writer on the shared outbox, and the writer lock in Redis
+    # lets one of them send at a time.
+    control = await build_control_plane(settings, sessions=True, track=False, registry=StoreRoomRegistry(store),
                                         nonces=StoreNonceStore(store))
     if settings.chain == "embedded":
         log.warning("chain=embedded in cluster mode: every replica runs its own in-process chain; "
                     "use chain=rpc with a shared node in production")
     replica = Replica(replica_id, bus, store, admit=control.admit,
                       max_participants=settings.max_participants_per_room, settings=settings)
+    if control.writer is not None:
+        # Sessions of a media node that died end here, from its journal (reason node_lost).
+        reaper = session_tracker(settings, control.outbox, StoreRoomRegistry(store))
+        replica.on_nodes_checked = lambda live: reap(store, live, reaper.end_lost)
     mount(control, replica.app, replica.rooms)
     await replica.start()
     runners = []

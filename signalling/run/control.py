@@ -48,7 +48,7 @@ class ControlPlane:
     rechecker: Rechecker | None = None
     embedded: Any = None  # EmbeddedChain when chain=embedded
     info: dict[str, Any] = field(default_factory=dict)  # public chain facts for the web client
-    _outbox: Any = None
+    outbox: Any = None
     _rechecks: set[asyncio.Future] = field(default_factory=set)
 
     async def admit(self, room: str, grant: str | None) -> Admission:
@@ -114,13 +114,29 @@ class ControlPlane:
             # give the writer a moment to put what the sessions just closed on chain
             await asyncio.sleep(0)
             await self.writer.stop()
-        if self._outbox is not None:
-            await self._outbox.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+
+
+def session_tracker(settings: Settings, outbox: Any, registry: Any) -> SessionTracker:
+    """The SessionTracker the recording settings ask for; `registry` tells which rooms are gated."""
+    policy = RecordingPolicy(settings.record_sessions, settings.record_min_duration_s,
+                             settings.record_min_participants)
+
+    async def gated(room: str) -> bool:
+        cfg = await registry.get(room)
+        return cfg is not None and cfg.gate is not None
+
+    return SessionTracker(outbox, grace_s=settings.session_grace_s, policy=policy, is_gated=gated)
 
 
 async def build_control_plane(settings: Settings, sessions: bool = True, *, registry: Any = None,
-                              nonces: Any = None) -> ControlPlane:
-    """`registry` and `nonces` default to process memory; cluster replicas pass shared ones."""
+                              nonces: Any = None, track: bool = True) -> ControlPlane:
+    """`registry` and `nonces` default to process memory; cluster replicas pass shared ones.
+
+    `sessions`: record finished sessions on-chain (the outbox and the chain writer); `track`: also
+    run the SessionTracker here. Cluster replicas run only the writer: the media nodes, which see
+    every participant of their rooms, track the sessions and put them in the shared outbox."""
     registry = registry if registry is not None else MemoryRoomRegistry()
     # before anything can log an RPC URL, a key or a Redis password
     redact_logs(urls=[settings.rpc_url, settings.redis_url],
@@ -158,15 +174,9 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
 
     if sessions and session_log and writer_key:
         outbox = outbox_for_settings(settings)
-        cp._outbox = outbox
-        policy = RecordingPolicy(settings.record_sessions, settings.record_min_duration_s,
-                                 settings.record_min_participants)
-
-        async def gated(room: str) -> bool:
-            cfg = await registry.get(room)
-            return cfg is not None and cfg.gate is not None
-
-        cp.tracker = SessionTracker(outbox, grace_s=settings.session_grace_s, policy=policy, is_gated=gated)
+        cp.outbox = outbox
+        if track:
+            cp.tracker = session_tracker(settings, outbox, registry)
         config = chainwriter.WriterConfig(confirmations=settings.writer_confirmations,
                                           batch_size=settings.writer_batch_size,
                                           batch_wait_s=settings.writer_batch_wait_s,

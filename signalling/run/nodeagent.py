@@ -72,9 +72,14 @@ def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
 
 
 class NodeAgent:
+    """`tracker` (optional): the SessionTracker of this node's rooms. A room lives on exactly one node,
+    which sees every participant of it whichever replica they came through, so the node is where a
+    session's truth is; it puts finished sessions in the cluster's outbox (a Redis stream) and the
+    replicas' chain writer records them."""
+
     def __init__(self, node_id: str, bus: Bus, placer: Placer, nodes: Registry, replicas: Registry,
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
-                 on_state: Callable[[], None] | None = None) -> None:
+                 on_state: Callable[[], None] | None = None, tracker: Any = None) -> None:
         self.id = node_id
         self.bus = bus
         self.placer = placer
@@ -82,7 +87,9 @@ class NodeAgent:
         self.replicas = replicas
         self.address = address
         self.capacity = capacity
-        self.node = SfuNode(self._deliver, speaker_interval=speaker_interval)
+        self.tracker = tracker
+        self.node = SfuNode(self._deliver, speaker_interval=speaker_interval,
+                            on_event=self._on_event if tracker is not None else None)
         self.draining = False
         self.on_state = on_state or (lambda: None)
         self.replica_of: dict[str, str] = {}  # participant -> replica id that joined it
@@ -117,6 +124,8 @@ class NodeAgent:
 
     async def heartbeat(self) -> None:
         await self.nodes.beat(self.record())
+        if self.tracker is not None:
+            await self.tracker.beat()
         await self.fence()
 
     async def fence(self) -> None:
@@ -176,6 +185,13 @@ class NodeAgent:
         replica = self.replica_of.get(participant_id)
         if replica is not None:
             self.bus.publish(replica_channel(replica), {"op": "deliver", "pid": participant_id, "msg": msg})
+
+    def _on_event(self, room: str, event: dict[str, Any]) -> None:
+        if event["type"] == "track_published":
+            self.tracker.track_published(room, event["identity"], event["track"], event["kind"])
+        elif event["type"] == "media":
+            self.tracker.add_media(room, event["identity"], event["bytes"], event["packets"],
+                                   event.get("messages", 0))
 
     # --- requests ---------------------------------------------------------------------------------
     async def _on_message(self, body: Any) -> None:
@@ -240,9 +256,12 @@ class NodeAgent:
                 raise MediaError("room_moved", f"room {room!r} is placed on another node")
             self.replica_of[pid] = replica
             try:
-                return await self.node.join(room, pid, a.get("name") or "", a.get("can_publish", True),
-                                            a.get("can_subscribe", True), a.get("identity") or "",
-                                            a.get("max_participants") or 0)
+                state = await self.node.join(room, pid, a.get("name") or "", a.get("can_publish", True),
+                                             a.get("can_subscribe", True), a.get("identity") or "",
+                                             a.get("max_participants") or 0)
+                if self.tracker is not None:
+                    self.tracker.participant_joined(room, self.node.peers[pid].identity, time.time())
+                return state
             except Exception:
                 if self.node.peers.get(pid) is None:
                     self.replica_of.pop(pid, None)
@@ -257,7 +276,11 @@ class NodeAgent:
             return
         room = peer.room.name
         async with self._room(room):
-            await self.node.leave(pid, reason)
+            try:
+                await self.node.leave(pid, reason)
+            finally:
+                if self.tracker is not None:
+                    self.tracker.participant_left(room, peer.identity, time.time())
             self.replica_of.pop(pid, None)
             if room not in self.node.rooms:
                 await self.placer.release(room, self.id)

@@ -217,12 +217,15 @@ class RedisOutbox:
 
     claim() returns, in order: entries this consumer already holds but has not acked (a failed
     attempt), entries other consumers have held longer than `min_idle_ms` (XAUTOCLAIM: the holder
-    died), then new entries. ack() is XACK + XDEL in one transaction, so the stream length is the
-    number of sessions not yet on-chain.
+    died; 10 s, the writer lock's lease, so the writer that takes over the lock takes over its
+    predecessor's entries as soon as it may send), then new entries. Taking entries from a writer
+    that is in fact alive costs no duplicate: SessionLog's compare-and-append refuses a second
+    record. ack() is XACK + XDEL in one transaction, so the stream length is the number of sessions
+    not yet on-chain.
     """
 
     def __init__(self, redis, *, stream: str = "basement:sessions:outbox", group: str = "chain-writers",
-                 consumer: str | None = None, min_idle_ms: int = 30_000) -> None:
+                 consumer: str | None = None, min_idle_ms: int = 10_000) -> None:
         self.redis = redis
         self.stream = stream
         self.dead_stream = stream + ":dead"

@@ -217,7 +217,7 @@ def split_identities(identities: Iterable[str]) -> tuple[list[str], list[str]]:
 def build_document(
     *, session_id: bytes, room: str, started_at: int, ended_at: int,
     events: Sequence[dict[str, Any]], tracks: Sequence[dict[str, Any]],
-    media: dict[str, dict[str, int]], messages: dict[str, int] | None = None,
+    media: dict[str, dict[str, int]], messages: dict[str, int] | None = None, end_reason: str = "",
 ) -> dict[str, Any]:
     """Assemble the document dict.
 
@@ -228,6 +228,8 @@ def build_document(
     tracks: {"atMs": int, "identity": address, "trackId": str, "kind": str}.
     media:  {address: {"bytes": int, "packets": int}}.
     messages: {address: data channel messages sent} (counts only: a summary holds no content).
+    end_reason: why the session ended when it was not the room emptying ("node_lost": the media node
+    hosting it died, and the session was closed from its journal); the key is absent otherwise.
     """
     norm_events = [{**e, "identity": norm_identity(e["identity"])} for e in events]
     participants, guests = split_identities(e["identity"] for e in norm_events if e["type"] == "joined")
@@ -255,6 +257,7 @@ def build_document(
             "count": sum(int(n) for n in (messages or {}).values()),
             "perParticipant": {norm_identity(a): int(n) for a, n in (messages or {}).items()},
         },
+        **({"endReason": end_reason} if end_reason else {}),
     }
 
 

@@ -30,10 +30,12 @@ class Proc:
         self.port, self.metrics_port = free_port(), free_port()
         self.log_path = os.path.join(logdir, f"{kind}-{ident}.log")
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("BASEMENT_")}
-        child_env.update(BASEMENT_REDIS_URL=redis_url, BASEMENT_NODE_ID=ident, BASEMENT_HOST="127.0.0.1",
-                         BASEMENT_PORT=str(self.port), BASEMENT_METRICS_HOST="127.0.0.1",
-                         BASEMENT_METRICS_PORT=str(self.metrics_port), BASEMENT_ICE_ADDRESSES="127.0.0.1",
-                         BASEMENT_LOG_LEVEL="info", PYTHONUNBUFFERED="1", **env)
+        # the data dir (a writer's CID store) in the test's own directory, not the working directory
+        child_env.update({"BASEMENT_REDIS_URL": redis_url, "BASEMENT_NODE_ID": ident, "BASEMENT_HOST": "127.0.0.1",
+                          "BASEMENT_PORT": str(self.port), "BASEMENT_METRICS_HOST": "127.0.0.1",
+                          "BASEMENT_METRICS_PORT": str(self.metrics_port), "BASEMENT_ICE_ADDRESSES": "127.0.0.1",
+                          "BASEMENT_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1",
+                          "BASEMENT_DATA_DIR": os.path.join(logdir, f"data-{ident}"), **env})
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen([BASEMENT, kind], env=child_env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
