@@ -123,8 +123,13 @@ async def test_200_sessions_exactly_once_through_kills_and_outage(tmp_path):
         for r in records:
             per_id[r.session_id] = per_id.get(r.session_id, 0) + 1
         expected = {hex32(s.session_id) for s in summaries}
+        missing = expected - set(per_id)
+        assert not missing, (f"{len(missing)} acked sessions have no event: {sorted(missing)[:3]}; writer log:\n"
+                             + writer.log_tail())
         assert set(per_id) == expected
         assert [sid for sid, n in per_id.items() if n != 1] == []
+        # the log's position counts every record, visible or not: state and events agree
+        assert await log_c.functions.sessionCount().call() == len(records) == 200
         assert {r.kind for r in records} == {"single", "batch"}  # both paths were exercised
 
         store = DirCidStore(tmp_path / "cids")
