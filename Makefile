@@ -87,7 +87,14 @@ $(ETHERS_STAMP): $(ETHERS)/package.json $(ETHERS)/package-lock.json
 	cd $(ETHERS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(ETHERS_STAMP)
 
-node-deps: $(NODE_STAMP) $(IPFS_STAMP) $(ETHERS_STAMP)
+# npm: the IPFS Pinning Service API (the spec's in-memory implementation) for the remote-pinning tests.
+PINNING := tests/support/pinning
+PINNING_STAMP := $(PINNING)/node_modules/.installed
+$(PINNING_STAMP): $(PINNING)/package.json $(PINNING)/package-lock.json
+	cd $(PINNING) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(PINNING_STAMP)
+
+node-deps: $(NODE_STAMP) $(IPFS_STAMP) $(ETHERS_STAMP) $(PINNING_STAMP)
 
 # npm: eslint for the web client (the page itself has no build step; web/static is served as it is).
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json

@@ -295,6 +295,15 @@ class Settings:
         default=10.0, metadata={"group": "sessions", "help": "longest a chain write waits for IPFS to take its "
                                                              "document (then it is retried in the background)"}
     )
+    ipfs_pin_service: str = field(
+        default="", metadata={"group": "sessions", "help": "IPFS Pinning Service API endpoint (e.g. "
+                              "https://api.pinata.cloud/psa): documents IPFS took are also pinned there; needs "
+                              "ipfs_api and ipfs_pin_token"}
+    )
+    ipfs_pin_token: str = field(
+        default="", metadata={"group": "sessions", "secret": True,
+                              "help": "access token (bearer) of the pinning service"}
+    )
     session_grace_s: float = field(default=30.0, metadata={"group": "recording",
                                                            "help": "empty-room grace before a session ends"})
     record_sessions: str = field(
@@ -371,6 +380,11 @@ class Settings:
             if not re.fullmatch(r"(turns?|stuns?):[^\s?]+(\?transport=(udp|tcp))?", url):
                 raise ConfigError(f"turn_urls: {url!r} is not a turn:, turns: or stun: URL "
                                   "(host:port, optionally ?transport=udp|tcp)")
+        if self.ipfs_pin_service and not (self.ipfs_api and self.ipfs_pin_token):
+            raise ConfigError("ipfs_pin_service: needs ipfs_api (the node the service fetches documents from) and "
+                              "ipfs_pin_token (BASEMENT_IPFS_PIN_TOKEN or BASEMENT_IPFS_PIN_TOKEN_FILE)")
+        if self.ipfs_pin_service and not self.ipfs_pin_service.startswith(("http://", "https://")):
+            raise ConfigError(f"ipfs_pin_service: {self.ipfs_pin_service[:80]!r} is not an http(s) URL")
         if any(url.startswith("turn") for url in self.turn_urls) and not self.turn_secret:
             raise ConfigError("turn_urls names a TURN server but turn_secret is not set: set BASEMENT_TURN_SECRET "
                               "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")

@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.support.clusterfix",
     "tests.support.browser",
     "tests.support.ipfsnode",
+    "tests.support.pinningservice",
 ]
 
 HERE = Path(__file__).resolve().parent

@@ -140,7 +140,8 @@ async def build_control_plane(settings: Settings, sessions: bool = True, *, regi
     registry = registry if registry is not None else MemoryRoomRegistry()
     # before anything can log an RPC URL, a key or a Redis password
     redact_logs(urls=[settings.rpc_url, settings.redis_url],
-                secrets=[settings.grant_secret, settings.admin_key, settings.writer_key, settings.turn_secret])
+                secrets=[settings.grant_secret, settings.admin_key, settings.writer_key, settings.turn_secret,
+                         settings.ipfs_pin_token])
     if settings.chain == "embedded":
         from signalling.chain.evm import DEMO_PASS_PRICE, EmbeddedChain
 

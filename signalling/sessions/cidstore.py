@@ -17,12 +17,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from multiformats import CID, multihash
 
 from signalling import safejson
+from signalling.sessions.pinning import PinningError, PinningService
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,11 @@ class IpfsMirroredStore(DirCidStore):
     """
 
     def __init__(self, root: str | os.PathLike[str], ipfs: IpfsHttpCidStore, *, publish_timeout_s: float = 10.0,
-                 retry_initial_s: float = 1.0, retry_max_s: float = 60.0) -> None:
+                 retry_initial_s: float = 1.0, retry_max_s: float = 60.0, pinning: Any = None) -> None:
         super().__init__(root)
         self.ipfs = ipfs
+        # optional PinningService: a document counts as published once the service pins it too
+        self.pinning = pinning
         self.unpublished = self.root / "unpublished"
         self.publish_timeout_s = publish_timeout_s
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
@@ -255,8 +258,8 @@ class IpfsMirroredStore(DirCidStore):
     async def _publish(self, cid: str, data: bytes) -> str | None:
         """None when IPFS confirmed `cid`, else why not (and IPFS counts as down until one works)."""
         try:
-            await asyncio.wait_for(self.ipfs.put(data), self.publish_timeout_s)
-        except (CidError, OSError, aiohttp.ClientError, TimeoutError, ValueError) as e:
+            await asyncio.wait_for(self._put_and_pin(cid, data), self.publish_timeout_s)
+        except (CidError, PinningError, OSError, aiohttp.ClientError, TimeoutError, ValueError) as e:
             self.failed += 1
             self._down = True
             return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -264,6 +267,11 @@ class IpfsMirroredStore(DirCidStore):
         (self.unpublished / cid).unlink(missing_ok=True)
         self.published += 1
         return None
+
+    async def _put_and_pin(self, cid: str, data: bytes) -> None:
+        await self.ipfs.put(data)
+        if self.pinning is not None:
+            await self.pinning.pin(cid, f"basement {cid}")
 
     async def start(self) -> None:
         if self._task is None:
@@ -278,6 +286,8 @@ class IpfsMirroredStore(DirCidStore):
                 pass
             self._task = None
         await self.ipfs.close()
+        if self.pinning is not None:
+            await self.pinning.close()
 
     async def _retry_round(self) -> bool:
         """Try every marked document once; True when none is left."""
@@ -326,11 +336,14 @@ class IpfsMirroredStore(DirCidStore):
             delay = min(delay * 2, self.retry_max_s)
 
 
-def open_store(spec: str, ipfs_api: str = "", publish_timeout_s: float = 10.0) -> CidStore:
+def open_store(spec: str, ipfs_api: str = "", publish_timeout_s: float = 10.0, *, pin_service: str = "",
+               pin_token: str = "") -> CidStore:
     """`http(s)://host:port` → Kubo API; anything else → a directory path, mirrored to the Kubo API
-    `ipfs_api` when one is given."""
+    `ipfs_api` when one is given (and then also pinned on the Pinning Service API `pin_service`)."""
     if spec.startswith(("http://", "https://")):
         return IpfsHttpCidStore(spec)
     if ipfs_api:
-        return IpfsMirroredStore(spec, IpfsHttpCidStore(ipfs_api), publish_timeout_s=publish_timeout_s)
+        pinning = PinningService(pin_service, pin_token, timeout_s=publish_timeout_s) if pin_service else None
+        return IpfsMirroredStore(spec, IpfsHttpCidStore(ipfs_api), publish_timeout_s=publish_timeout_s,
+                                 pinning=pinning)
     return DirCidStore(spec)

@@ -334,7 +334,7 @@ async def _run_writer(args: argparse.Namespace, settings: config.Settings) -> No
                                    max_fee_cap_wei=int(settings.writer_max_fee_gwei * chainwriter.GWEI),
                                    backoff_max_s=args.backoff_max_s)
     outbox = open_outbox(args.outbox) if args.outbox else None  # None: from settings
-    store = open_store(_store_dir(args, settings), settings.ipfs_api, settings.ipfs_publish_timeout_s)
+    store = chainwriter.store_for_settings(settings, _store_dir(args, settings))
     writer = chainwriter.from_settings(settings, outbox=outbox, store=store, config=cfg)
     log.info("writer %r started", writer)
     print("READY", flush=True)

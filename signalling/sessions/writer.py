@@ -534,6 +534,13 @@ def from_settings(settings, *, w3: AsyncWeb3 | None = None, outbox: Outbox | Non
 
         lock = RedisWriterLock(target_from_settings(settings).client(),
                                f"basement:chainwriter:{session_log.lower()}")
-    store = store or open_store(str(Path(settings.data_dir) / "cids"), settings.ipfs_api,
-                                settings.ipfs_publish_timeout_s)
+    store = store or store_for_settings(settings)
     return ChainWriter(w3, session_log, key, outbox or outbox_for_settings(settings), store, config=config, lock=lock)
+
+
+def store_for_settings(settings, directory: str | None = None) -> CidStore:
+    """The writer's CID store: `directory` (default <data_dir>/cids), mirrored to IPFS and pinned on
+    a pinning service as the settings say."""
+    return open_store(directory or str(Path(settings.data_dir) / "cids"), settings.ipfs_api,
+                      settings.ipfs_publish_timeout_s, pin_service=settings.ipfs_pin_service,
+                      pin_token=settings.ipfs_pin_token)

@@ -150,6 +150,9 @@ app.kubernetes.io/part-of: basement
 {{- if and (eq .Values.chain.mode "embedded") (or .Values.signal.autoscaling.enabled (gt (int .Values.signal.replicas) 1)) -}}
 {{- fail (printf "chain.mode=embedded runs one in-process chain per signalling pod, so %s would give each its own token balances and session log: set signal.replicas=1 (autoscaling off), or chain.mode=rpc with chain.rpcUrl for more" (ternary "autoscaling" (printf "signal.replicas=%d" (int .Values.signal.replicas)) .Values.signal.autoscaling.enabled)) -}}
 {{- end -}}
+{{- if and .Values.sessions.pinService (not (and .Values.sessions.ipfsApi .Values.sessions.pinToken.existingSecret)) -}}
+{{- fail "sessions.pinService needs sessions.ipfsApi (the node the service fetches documents from) and sessions.pinToken.existingSecret (a Secret holding the service's access token under sessions.pinToken.key)" -}}
+{{- end -}}
 {{- if eq .Values.chain.mode "rpc" -}}
 {{- if not .Values.chain.rpcUrl -}}
 {{- fail "chain.mode=rpc needs chain.rpcUrl" -}}

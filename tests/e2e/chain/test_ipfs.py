@@ -19,6 +19,7 @@ import pytest
 from signalling.sessions.cidstore import IpfsHttpCidStore, IpfsMirroredStore, cid_of
 from signalling.sessions.cli import fetch_records, prove_participant, verify_session
 from signalling.sessions.outbox import SqliteOutbox
+from signalling.sessions.pinning import PinningService
 from signalling.sessions.summary import hex32
 from signalling.sessions.writer import ChainWriter, WriterConfig
 from tests.support.ipfsnode import IpfsNode
@@ -27,11 +28,12 @@ from tests.support.sessionfix import REPO, make_writer, synthetic_summary
 pytestmark = pytest.mark.timeout(180)
 
 
-async def _writer(node, tmp_path, ipfs_url: str, *, batch: int = 1, timeout_s: float = 10.0):
+async def _writer(node, tmp_path, ipfs_url: str, *, batch: int = 1, timeout_s: float = 10.0,
+                  pinning: PinningService | None = None):
     w3 = node.anvil.w3()
     key = await make_writer(w3, node.deployment.session_log, node.owner)
     store = IpfsMirroredStore(tmp_path / "cids", IpfsHttpCidStore(ipfs_url), publish_timeout_s=timeout_s,
-                              retry_initial_s=0.2, retry_max_s=1.0)
+                              retry_initial_s=0.2, retry_max_s=1.0, pinning=pinning)
     cfg = WriterConfig(batch_size=batch, batch_wait_s=0.05, idle_wait_s=0.05)
     return w3, ChainWriter(w3, node.deployment.session_log, key, SqliteOutbox(tmp_path / "o.db"), store, config=cfg)
 
@@ -96,6 +98,48 @@ async def test_a_batch_verifies_and_proves_from_ipfs_alone(anvil_node, ipfs_node
         assert proof["valid"] and proof["session"]["manifestCid"] == res.record.manifest_cid
     finally:
         await ipfs.close()
+        await writer.store.close()
+        await w3.provider.disconnect()
+
+
+async def test_documents_and_manifests_are_pinned_on_a_pinning_service(anvil_node, ipfs_node, pinning_service,
+                                                                      tmp_path):
+    """The IPFS Pinning Service API (what Pinata and other hosted services speak): every document and
+    the batch manifest are pinned there once the node holds them, each asked for once."""
+    pinning = PinningService(pinning_service.url, pinning_service.token)
+    w3, writer = await _writer(anvil_node, tmp_path, ipfs_node.url, batch=3, pinning=pinning)
+    try:
+        summaries = [synthetic_summary(random.Random()) for _ in range(3)]
+        for s in summaries:
+            await writer.outbox.put(s)
+        assert await writer.step() == 3
+        [rec] = await fetch_records(w3, anvil_node.deployment.session_log, summaries[0].session_id)
+        want = {s.cid for s in summaries} | {rec.manifest_cid}
+        pins = pinning_service.pins()
+        assert set(pins) == want and set(pins.values()) <= {"queued", "pinning", "pinned"}, pins
+        assert writer.store.pending() == [] and pinning.requested == 4
+        # the same document again (a re-put after a crash): the service already has it, no new request
+        await writer.store.put(summaries[0].document)
+        assert pinning.requested == 4 and len(pinning_service.pins()) == 4
+    finally:
+        await writer.store.close()
+        await w3.provider.disconnect()
+
+
+async def test_a_refused_pinning_token_keeps_documents_pending_and_never_holds_the_chain(
+        anvil_node, ipfs_node, pinning_service, tmp_path, caplog):
+    pinning = PinningService(pinning_service.url, "not-the-token")
+    w3, writer = await _writer(anvil_node, tmp_path, ipfs_node.url, pinning=pinning)
+    try:
+        s = synthetic_summary(random.Random())
+        await writer.outbox.put(s)
+        assert await writer.step() == 1  # recorded on-chain all the same
+        [rec] = await fetch_records(w3, anvil_node.deployment.session_log, s.session_id)
+        assert rec.fields["cid"] == s.cid
+        assert writer.store.pending() == [s.cid] and pinning_service.pins() == {}
+        assert "refused the access token" in caplog.text
+        assert "not-the-token" not in caplog.text and "not-the-token" not in repr(pinning)
+    finally:
         await writer.store.close()
         await w3.provider.disconnect()
 

@@ -466,6 +466,13 @@ def test_session_recording_values_reach_the_pods_that_use_them():
     assert (s.ipfs_api, s.writer_batch_size, s.record_sessions) == ("http://ipfs.infra.svc:5001", 50, "all")
     (sfu,) = pod_spec(sfu_workload(docs))["containers"]
     assert config.load(env=resolve_env(sfu)).record_sessions == "all"  # the nodes track
+    pinned = render({"sessions": {"ipfsApi": "http://ipfs:5001", "pinService": "https://api.pinata.cloud/psa",
+                                  "pinToken": {"existingSecret": "pinata"}}})
+    (sig,) = pod_spec(one(pinned, "Deployment", f"{FULL}-signal"))["containers"]
+    assert env_of(sig)["BASEMENT_IPFS_PIN_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "pinata",
+                                                                                    "key": "pin-token"}}
+    s = config.load(env=resolve_env(sig))
+    assert s.ipfs_pin_service == "https://api.pinata.cloud/psa" and s.ipfs_pin_token
     defaults = render()
     (sig,) = pod_spec(one(defaults, "Deployment", f"{FULL}-signal"))["containers"]
     s = config.load(env=resolve_env(sig))
@@ -627,6 +634,10 @@ FAIL_CASES = {
     "writer-create-without-value": (
         {"chain": {"writerKey": {"create": True}}},
         "chain.writerKey.create=true needs chain.writerKey.value",
+    ),
+    "pin-service-without-token": (
+        {"sessions": {"ipfsApi": "http://ipfs:5001", "pinService": "https://api.pinata.cloud/psa"}},
+        "sessions.pinService needs sessions.ipfsApi",
     ),
     "embedded-chain-two-replicas": (
         {"signal": {"replicas": 2}},

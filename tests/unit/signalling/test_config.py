@@ -112,6 +112,22 @@ def test_secrets_come_from_env_or_a_file(tmp_path):
         config.load(env={"BASEMENT_ADMIN_KEY_FILE": str(tmp_path / "empty")})
 
 
+def test_a_pinning_service_needs_an_ipfs_node_and_a_token_from_env_or_a_file(tmp_path):
+    svc = {"BASEMENT_IPFS_PIN_SERVICE": "https://api.pinata.cloud/psa"}
+    with pytest.raises(config.ConfigError, match="ipfs_pin_service: needs ipfs_api .* and ipfs_pin_token"):
+        config.load(env={**svc, "BASEMENT_IPFS_API": "http://127.0.0.1:5001"})
+    with pytest.raises(config.ConfigError, match="ipfs_pin_service: needs ipfs_api"):
+        config.load(env={**svc, "BASEMENT_IPFS_PIN_TOKEN": "t"})
+    with pytest.raises(config.ConfigError, match="is not an http"):
+        config.load(env={"BASEMENT_IPFS_PIN_SERVICE": "pinata", "BASEMENT_IPFS_API": "http://127.0.0.1:5001",
+                         "BASEMENT_IPFS_PIN_TOKEN": "t"})
+    token = tmp_path / "pin.token"
+    token.write_text("tok-from-file\n")
+    s = config.load(env={**svc, "BASEMENT_IPFS_API": "http://127.0.0.1:5001",
+                         "BASEMENT_IPFS_PIN_TOKEN_FILE": str(token)})
+    assert (s.ipfs_pin_service, s.ipfs_pin_token) == ("https://api.pinata.cloud/psa", "tok-from-file")
+
+
 def test_access_limits_have_safe_defaults():
     s = config.load(env={})
     assert s.signin_ttl_s == 900 and s.max_seats_per_identity == 1 and s.record_sessions == "gated"
