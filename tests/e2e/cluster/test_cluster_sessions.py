@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +32,7 @@ from signalling.sessions.cidstore import IpfsHttpCidStore
 from signalling.sessions.cli import fetch_records, prove_participant, verify_session
 from tests.support.clusterfix import Cluster, Proc
 from tests.support.redisproc import RedisProc
-from tests.support.sessionfix import make_writer
+from tests.support.sessionfix import REPO, make_writer
 
 ROOMS = {"a": 7, "b": 6, "c": 6}  # + the call whose node dies: 20 sessions
 
@@ -52,7 +55,7 @@ async def recording_cluster(anvil_node, ipfs_node, tmp_path):
     clients: list[Client] = []
     try:
         await c.start(3, 2, **env)
-        yield c, w3, dep.session_log, ipfs_node, clients
+        yield c, w3, dep.session_log, ipfs_node, clients, anvil_node.anvil.url
     finally:
         for cl in clients:
             await cl.close()
@@ -113,7 +116,7 @@ def _writing(c: Cluster) -> list[Proc]:
 
 
 async def test_every_finished_session_is_recorded_once_through_a_writer_kill(recording_cluster):
-    c, w3, session_log, ipfs_node, clients = recording_cluster
+    c, w3, session_log, ipfs_node, clients, rpc_url = recording_cluster
     log = contracts.contract_at(w3, "SessionLog", session_log)
     wallet = Account.create()  # one participant signs in, so the session has an address to prove
     await _session(clients, c.replicas, "rec-a0", await _grant(c.replicas[0], wallet, "rec-a0"))
@@ -168,4 +171,15 @@ async def test_every_finished_session_is_recorded_once_through_a_writer_kill(rec
     proof = await prove_participant(w3, session_log, store, sessions["rec-a0"], wallet.address)
     assert proof["valid"] and proof["participant"] == wallet.address
     await store.close()
+    # and what an auditor runs: `basement sessions verify` / `prove` against the chain and IPFS only
+    env = {**os.environ, "BASEMENT_RPC_URL": rpc_url, "BASEMENT_SESSION_LOG_ADDRESS": session_log,
+           "BASEMENT_DATA_DIR": str(Path(c.logdir) / "auditor")}
+    base = [sys.executable, "-m", "signalling.cli", "sessions"]
+    out = await asyncio.to_thread(subprocess.run, [*base, "verify", "--store-dir", ipfs_node.url, *ids],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.count("PASS") == total, out.stdout + out.stderr
+    out = await asyncio.to_thread(subprocess.run, [*base, "prove", "--store-dir", ipfs_node.url,
+                                                   sessions["rec-a0"], wallet.address],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["proof"] == proof["proof"], out.stderr
     assert {r.session_id for r in first} <= set(ids)
