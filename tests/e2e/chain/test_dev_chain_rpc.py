@@ -118,7 +118,7 @@ async def test_only_what_a_wallet_needs_and_nothing_unbounded(server, w3):
     for method in ("eth_sendTransaction", "eth_sign", "personal_sign", "evm_mine", "evm_snapshot", "debug_x",
                    "eth_getLogs"):
         status, body, _ = await rpc(server, call(method, [{"from": demo, "to": demo, "value": "0x1"}]))
-        assert status == 200 and body["error"]["code"] == -32601 and method in body["error"]["message"], body
+        assert status == 200 and body["error"]["code"] == -32601 and method in body["error"]["message"], (status, body)
     cases = [
         ([], -32600, "empty batch"),
         ([call("eth_chainId", ident=i) for i in range(MAX_BATCH + 1)], -32600, f"at most {MAX_BATCH}"),
@@ -138,11 +138,11 @@ async def test_only_what_a_wallet_needs_and_nothing_unbounded(server, w3):
         assert status == 200 and body["error"]["code"] == code and text in body["error"]["message"], (payload, body)
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{server.url}/rpc", data=b"{\"jsonrpc\": ") as r:
-            assert (await r.json())["error"]["code"] == -32700
+            assert (got := await r.json())["error"]["code"] == -32700, got
         async with http.post(f"{server.url}/rpc", data=b"[" * 10_000 + b"]" * 10_000) as r:
-            assert (await r.json())["error"]["code"] == -32700
+            assert (got := await r.json())["error"]["code"] == -32700, got
         async with http.post(f"{server.url}/rpc", data=b" " * (300 * 1024)) as r:
-            assert r.status == 413
+            assert r.status == 413, (r.status, await r.text())
 
     # a signed transaction over the gas cap is refused before it reaches the EVM
     me = Account.create()
@@ -150,11 +150,11 @@ async def test_only_what_a_wallet_needs_and_nothing_unbounded(server, w3):
     raw = me.sign_transaction({"to": demo, "value": 1, "gas": 1_000_001, "maxFeePerGas": 10**10,
                                "maxPriorityFeePerGas": 10**9, "nonce": 0, "chainId": await w3.eth.chain_id})
     status, body, _ = await rpc(server, call("eth_sendRawTransaction", ["0x" + raw.raw_transaction.hex()]))
-    assert body["error"]["code"] == -32000 and "cap of 1000000" in body["error"]["message"], body
+    assert body["error"]["code"] == -32000 and "cap of 1000000" in body["error"]["message"], (status, body)
     assert await w3.eth.get_transaction_count(me.address) == 0
     # calls are held to the cap whatever gas they ask for: the loop stops there
     status, body, _ = await rpc(server, call("eth_call", [{"data": LOOP, "gas": hex(10**9)}, "latest"]))
-    assert "Remaining" in body["error"]["message"] and body["error"]["code"] == -32000
+    assert "Remaining" in body["error"]["message"] and body["error"]["code"] == -32000, (status, body)
 
     # a batch answers in order, leaving out notifications; notifications alone get 204
     batch = [call("eth_chainId", ident="a"), {"jsonrpc": "2.0", "method": "eth_blockNumber"},
