@@ -1,10 +1,12 @@
 """Reading a JSON object from an HTTP request body, safely: bounded size and nesting (safejson),
-and a precise 4xx reason instead of an exception escaping into aiohttp's 500 page."""
+and a precise 4xx reason instead of an exception escaping into aiohttp's 500 page; and reading a
+response body (of a service we call) without ever holding more than a limit."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from signalling import safejson
@@ -52,3 +54,14 @@ async def read_object(request: web.Request, *, max_bytes: int, empty: dict[str, 
 
 def error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+async def read_at_most(r: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A response body, but never more than `limit` bytes (one `read(n)` may return just one chunk)."""
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await r.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)

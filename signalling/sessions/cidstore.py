@@ -23,6 +23,7 @@ import aiohttp
 from multiformats import CID, multihash
 
 from signalling import safejson
+from signalling.httpjson import read_at_most
 from signalling.sessions.pinning import PinningError, PinningService
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class IpfsHttpCidStore:
         async with self._http().post(f"{self.api_url}/api/v0/add", params=params, data=form) as r:
             if r.status != 200:
                 raise CidError(f"ipfs add failed: HTTP {r.status}: {(await r.text())[:200]}")
-            raw = await _read_at_most(r, 64 * 1024 + 1)
+            raw = await read_at_most(r, 64 * 1024 + 1)
         try:
             body = safejson.loads(raw, max_bytes=64 * 1024)
         except safejson.JsonError as e:
@@ -175,7 +176,7 @@ class IpfsHttpCidStore:
         async with self._http().post(f"{self.api_url}/api/v0/cat", params={"arg": cid}) as r:
             if r.status == 200:
                 # documents are single raw blocks: a node answering more is broken or hostile
-                data = await _read_at_most(r, MAX_RAW_BLOCK + 1)
+                data = await read_at_most(r, MAX_RAW_BLOCK + 1)
                 if len(data) > MAX_RAW_BLOCK:
                     raise CidError(f"ipfs cat returned more than the single-block limit of {MAX_RAW_BLOCK} bytes")
                 return data
@@ -183,17 +184,6 @@ class IpfsHttpCidStore:
             if r.status == 500 and ("not found" in text or "no link" in text):
                 raise KeyError(cid)
             raise CidError(f"ipfs cat failed: HTTP {r.status}: {text[:200]}")
-
-
-async def _read_at_most(r: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, but never more than `limit` bytes (one `read(n)` may return just one chunk)."""
-    data = bytearray()
-    while len(data) < limit:
-        chunk = await r.content.read(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
 
 
 class IpfsMirroredStore(DirCidStore):

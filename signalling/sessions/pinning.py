@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from signalling import safejson
+from signalling.httpjson import read_at_most
 
 MAX_ANSWER_BYTES = 256 * 1024
 LIVE = ("queued", "pinning", "pinned")
@@ -46,12 +47,7 @@ class PinningService:
             await self._session.close()
 
     async def _json(self, r: aiohttp.ClientResponse, what: str) -> Any:
-        data = bytearray()
-        while len(data) <= MAX_ANSWER_BYTES:
-            chunk = await r.content.read(MAX_ANSWER_BYTES + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        data = await read_at_most(r, MAX_ANSWER_BYTES + 1)
         if r.status in (401, 403):
             raise PinningError(f"the pinning service refused the access token ({what}: HTTP {r.status})")
         if r.status not in (200, 202):

@@ -16,6 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signalling.cluster.placement import Placer
+from signalling.cluster.registry import Registry
+from signalling.cluster.store import RedisStore
 from signalling.ports import free_port
 from tests.support.redisproc import RedisProc
 
@@ -123,6 +126,16 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {p.kind} {p.id}\n{p.tail(25)}" for p in self.nodes + self.replicas)
+
+
+async def placement(c: Cluster, room: str) -> str | None:
+    """The node `room` is placed on, as Redis says."""
+    store = RedisStore(c.redis.url)
+    await store.start()
+    try:
+        return await Placer(store, Registry(store)).current(room)
+    finally:
+        await store.close()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
 from signalling.protocol.client import Client, ServerError
-from tests.support.clusterfix import Cluster
+from tests.support.clusterfix import Cluster, placement
 from tests.support.media import CounterVideo, Sink
 from tests.support.redisproc import RedisProc
 
@@ -311,15 +311,6 @@ async def joined(make, url: str, room: str, name: str, grant: str | None = None)
     make.clients.append(c)
     await c.connect()
     return c, await c.join(room, name, grant)
-
-
-async def placement(c: Cluster, room: str) -> str | None:
-    store = RedisStore(c.redis.url)
-    await store.start()
-    try:
-        return await Placer(store, Registry(store)).current(room)
-    finally:
-        await store.close()
 
 
 async def video_between(make, pub: Client, sub: Client) -> Sink:

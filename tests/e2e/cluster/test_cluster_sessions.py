@@ -24,13 +24,10 @@ from eth_account.messages import encode_defunct
 from sfu import transport
 from signalling.access.siwe import SiweMessage
 from signalling.chain import contracts
-from signalling.cluster.placement import Placer
-from signalling.cluster.registry import Registry
-from signalling.cluster.store import RedisStore
 from signalling.protocol.client import Client
 from signalling.sessions.cidstore import IpfsHttpCidStore
 from signalling.sessions.cli import fetch_records, prove_participant, verify_session
-from tests.support.clusterfix import Cluster, Proc
+from tests.support.clusterfix import Cluster, Proc, placement
 from tests.support.redisproc import RedisProc
 from tests.support.sessionfix import REPO, make_writer
 
@@ -90,15 +87,6 @@ async def _session(clients: list[Client], replicas: list[Proc], room: str, grant
     await b.leave()
 
 
-async def _placement(c: Cluster, room: str) -> str | None:
-    store = RedisStore(c.redis.url)
-    await store.start()
-    try:
-        return await Placer(store, Registry(store)).current(room)
-    finally:
-        await store.close()
-
-
 async def _recorded(w3, session_log: str) -> list:
     return await fetch_records(w3, session_log)
 
@@ -132,7 +120,7 @@ async def test_every_finished_session_is_recorded_once_through_a_writer_kill(rec
         clients.append(cl)
         await cl.connect()
         await cl.join("rec-lost", name)
-    lost_node = c.node(await _placement(c, "rec-lost"))
+    lost_node = c.node(await placement(c, "rec-lost"))
     lost_node.proc.kill()
     for cl in clients[-2:]:  # the replicas noticed (so no new room is placed on the dead node)
         assert (await cl.wait_message("removed", timeout=15))["reason"] == "node_lost"
