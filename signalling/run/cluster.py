@@ -37,6 +37,7 @@ from signalling.run.nodeagent import NodeAgent
 from signalling.run.tls import server_tls
 from signalling.sessions.journal import SessionJournal, end_journal, reap
 from signalling.sessions.outbox import outbox_for_settings
+from signalling.sessions.writer import WriterCollector
 
 log = logging.getLogger("basement.cluster")
 
@@ -200,7 +201,10 @@ async def run_signal(settings: Settings) -> int:
     runner, port = await start_app(replica.app, settings.host, settings.port, tls.context if tls else None)
     runners.append(runner)
     if settings.metrics_port:
-        mrunner, _ = await start_app(metrics_app(replica.metrics()), settings.metrics_host, settings.metrics_port)
+        registry = replica.metrics()
+        if control.writer is not None:
+            registry.register(WriterCollector(control.writer))
+        mrunner, _ = await start_app(metrics_app(registry), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     settle_after_startup()
     print(f"basement signal {replica_id} ready on port {port}" + (" (HTTPS)" if tls else ""), flush=True)

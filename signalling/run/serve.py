@@ -26,6 +26,7 @@ from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 from signalling.run.tls import Tls, server_tls
+from signalling.sessions.writer import WriterCollector
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
 
@@ -105,6 +106,8 @@ async def start_server(settings: Settings) -> Server:
         registry.register(EdgeCollector())
         if rpc_stats is not None:
             registry.register(RpcCollector(rpc_stats))
+        if cp.writer is not None:
+            registry.register(WriterCollector(cp.writer))
         mrunner, server.metrics_port = await start_app(metrics_app(registry), settings.metrics_host,
                                                        settings.metrics_port)
         server.runners.append(mrunner)

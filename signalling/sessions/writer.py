@@ -34,7 +34,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -221,6 +221,9 @@ class ChainWriter:
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.written = 0  # sessions this writer confirmed (including ones found already recorded)
+        self.backlog = 0  # outbox entries not yet on-chain, as last counted (at most once a second)
+        self.holds_lock = False
+        self._counted_at = 0.0
 
     def __repr__(self) -> str:
         return f"ChainWriter(session_log={self.contract.address}, key={self.key!r}, outbox={self.outbox!r})"
@@ -252,13 +255,14 @@ class ChainWriter:
         try:
             while not self._stop.is_set():
                 try:
+                    await self._count_backlog()
                     if not held:
                         await self.lock.acquire()
-                        held = True
+                        held = self.holds_lock = True
                     await self.step()
                     delay = self.config.backoff_initial_s
                 except LockLost:
-                    held = False
+                    held = self.holds_lock = False
                     log.error("lost the writer lock; stopped sending until it is re-acquired")
                 except asyncio.CancelledError:
                     raise
@@ -274,6 +278,16 @@ class ChainWriter:
             store_close = getattr(self.store, "close", None)
             if store_close is not None:
                 await store_close()
+
+    async def _count_backlog(self) -> None:
+        """Refresh `backlog` (a metric) at most once a second; a failure leaves the last count."""
+        if time.monotonic() - self._counted_at < 1.0:
+            return
+        self._counted_at = time.monotonic()
+        try:
+            self.backlog = await self.outbox.pending()
+        except Exception as e:  # the outbox briefly away: the write path reports it
+            log.debug("outbox count failed: %s", e)
 
     async def _sleep(self, s: float) -> None:
         try:
@@ -487,6 +501,26 @@ class ChainWriter:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{need} confirmations not reached")
             await asyncio.sleep(self.config.poll_s * 4)
+
+
+class WriterCollector:
+    """`basement_sessions_*` of a ChainWriter: the outbox backlog (sessions finished but not yet
+    on-chain: in a cluster, also what the media nodes put while no writer runs), sessions confirmed,
+    and whether this process holds the writer lock."""
+
+    def __init__(self, writer: ChainWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        w = self.writer
+        yield GaugeMetricFamily("basement_sessions_outbox_pending", "finished sessions not yet on-chain",
+                                value=w.backlog)
+        yield CounterMetricFamily("basement_sessions_recorded", "sessions this writer confirmed on-chain",
+                                  value=w.written)
+        yield GaugeMetricFamily("basement_sessions_writer_active", "1 while this process holds the writer lock",
+                                value=int(w.holds_lock))
 
 
 def batch_manifest(summaries: Sequence[Summary]) -> dict[str, Any]:

@@ -99,8 +99,17 @@ async def _wait_recorded(w3, session_log: str, n: int, c: Cluster, timeout: floa
     return recs
 
 
-def _writing(c: Cluster) -> list[Proc]:
-    return [p for p in c.replicas if "recorded at" in Path(p.log_path).read_text(errors="replace")]
+async def _active_writer(c: Cluster, timeout: float = 10.0) -> Proc:
+    """The replica holding the writer lock, as its metrics say (exactly one may)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active = [p for p in c.replicas if p.proc.poll() is None
+                  and await p.metric("basement_sessions_writer_active") == 1]
+        if len(active) == 1:
+            return active[0]
+        assert len(active) < 2, "two replicas hold the writer lock"
+        assert time.monotonic() < deadline, f"no replica holds the writer lock:\n{c.logs()}"
+        await asyncio.sleep(0.2)
 
 
 async def test_every_finished_session_is_recorded_once_through_a_writer_kill(recording_cluster):
@@ -112,7 +121,7 @@ async def test_every_finished_session_is_recorded_once_through_a_writer_kill(rec
         await _session(clients, c.replicas, f"rec-a{i}")
     first = await _wait_recorded(w3, session_log, ROOMS["a"], c)
     # one replica wrote (the lock in Redis lets one send at a time): SIGKILL it, mid-flow
-    [writer] = _writing(c)
+    writer = await _active_writer(c)
     survivor = next(p for p in c.replicas if p is not writer)
     # a call in progress whose media node dies: no leave ever comes from it
     for name in ("ann", "bob"):
@@ -136,7 +145,14 @@ async def test_every_finished_session_is_recorded_once_through_a_writer_kill(rec
     ids = [r.session_id for r in recs]
     assert len(ids) == len(set(ids)) == total, ids
     assert await log.functions.sessionCount().call() == total
-    assert survivor in _writing(c)  # the survivor took over the lock and the dead writer's entries
+    # the survivor took over the lock and the dead writer's entries, and says so on its metrics port
+    assert await _active_writer(c) is survivor
+    assert 0 < await survivor.metric("basement_sessions_recorded_total") <= total
+    # (the backlog is counted at most once a second)
+    deadline = time.monotonic() + 10
+    while await survivor.metric("basement_sessions_outbox_pending") != 0:
+        assert time.monotonic() < deadline, "the outbox backlog metric never came down to 0"
+        await asyncio.sleep(0.2)
     store = IpfsHttpCidStore(ipfs_node.url)  # documents and manifests from the IPFS node alone
     rooms, reasons, sessions = set(), {}, {}
     for r in recs:

@@ -734,6 +734,7 @@ def test_bundled_redis_persistence_and_password_from_an_existing_secret():
     assert all(v["name"] != "data" for v in pod_spec(sts)["volumes"])
     (c,) = pod_spec(sts)["containers"]
     assert "--save" not in c["args"] and c["args"][c["args"].index("--appendonly") + 1] == "yes"
+    assert c["args"][c["args"].index("--appendfsync") + 1] == "always"  # the session outbox is acknowledged
     (init,) = pod_spec(sts)["initContainers"]
     assert env_of(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pw", "key": "redis-password"}
     for _, c in all_containers(docs):
@@ -785,6 +786,12 @@ def test_notes_give_next_steps():
     deployment = notes({"sfu": {"kind": "Deployment"}})
     assert "kubectl cordon <node>" in deployment and "NoExecute" not in deployment
     assert "docs/operations.md" in text
+    # recording sessions through a Redis that keeps nothing on disk is said out loud
+    assert "Set redis.bundled.persistence.enabled=true" not in text  # the embedded chain records nothing lasting
+    volatile = notes({"chain": RPC_CHAIN})
+    assert "Set redis.bundled.persistence.enabled=true" in volatile
+    assert "persistence.enabled=true" not in notes({"chain": RPC_CHAIN,
+                                                    "redis": {"bundled": {"persistence": {"enabled": True}}}})
 
 
 # --- hardening (issue #11): Redis auth and TLS, NetworkPolicies, what is exposed where ------------
