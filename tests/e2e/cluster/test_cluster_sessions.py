@@ -35,7 +35,10 @@ ROOMS = {"a": 7, "b": 6, "c": 6}  # + the call whose node dies: 20 sessions
 
 
 @pytest.fixture
-async def recording_cluster(anvil_node, ipfs_node, tmp_path):
+async def recording_cluster(fresh_anvil, ipfs_node, tmp_path):
+    # A chain of its own: the session-wide anvil's SessionLog holds other tests' sessions, and this
+    # test counts every record on it.
+    anvil_node = fresh_anvil
     transport.configure_ice(["127.0.0.1"])
     w3 = anvil_node.anvil.w3()
     dep = anvil_node.deployment
