@@ -34,7 +34,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,8 @@ GWEI = 10**9
 MAX_BATCH_SIZE = 200  # a manifest entry is ~1 KiB and a manifest must fit one 256 KiB block
 MAX_APPEND_ATTEMPTS = 8  # SeqMismatch retries in a row before backing off as for any error
 RECORDED_QUERY_IDS = 100  # ids per eth_getLogs topic list
+# reverts that mean another record landed between our look and our write (so: look again)
+LANDED_SINCE = ("SeqMismatch", "DuplicateSession", "DuplicateBatch")
 
 
 class WriterKey:
@@ -361,27 +363,12 @@ class ChainWriter:
     async def write_session(self, summary: Summary) -> str:
         """Make sure `summary` is on-chain. Returns "sent" or "already"."""
         await self.store.put(summary.document)  # the CID must resolve before the chain points at it
-        sid = summary.session_id
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            seq, block = await self.position()
-            if sid in await self.recorded([sid], block):
-                return "already"
-            fn = self.contract.functions.recordSession(seq, *summary.contract_args())
-            try:
-                gas = await fn.estimate_gas({"from": self.key.address})
-            except Exception as e:
-                name = contracts.revert_name(e)
-                if name in ("SeqMismatch", "DuplicateSession"):
-                    continue  # something landed since we looked: look again
-                if name == "BadTimes":
-                    raise PermanentWriteError("BadTimes: endedAt < startedAt") from e
-                raise
-            receipt = await self._send(fn, gas)
-            if receipt["status"] == 1:
-                log.info("session %s recorded at %d in block %d", hex32(sid)[:14], seq, receipt["blockNumber"])
-                return "sent"
-            # Reverted in the block: another write took position `seq` first. Look again.
-        raise RuntimeError(f"sessionCount moved under us {MAX_APPEND_ATTEMPTS} times: another writer is racing")
+
+        async def record(seq: int, todo: list[Summary]) -> tuple[Any, str]:
+            return (self.contract.functions.recordSession(seq, *summary.contract_args()),
+                    f"session {hex32(summary.session_id)[:14]}")
+
+        return await self._append({summary.session_id: summary}, record)
 
     # ------------------------------------------------ batches
 
@@ -389,29 +376,46 @@ class ChainWriter:
         summaries = {e.summary.session_id: e.summary for e in entries}  # the outbox may hold duplicates
         for s in summaries.values():
             await self.store.put(s.document)
+
+        async def record(seq: int, todo: list[Summary]) -> tuple[Any, str]:
+            manifest = batch_manifest(todo)
+            # The manifest is a document like the summaries: stored (and mirrored to IPFS) before
+            # the chain points at it, so a confirmed batch always has its proofs.
+            manifest_cid = await self.store.put(json.dumps(manifest, sort_keys=True, indent=1).encode())
+            root = bytes.fromhex(manifest["batchRoot"][2:])
+            return (self.contract.functions.recordBatch(seq, root, [s.session_id for s in todo], manifest_cid),
+                    f"batch {manifest['batchRoot'][:14]} with {len(todo)} sessions")
+
+        return await self._append(summaries, record)
+
+    # ------------------------------------------------ compare-and-append
+
+    async def _append(self, summaries: dict[bytes, Summary],
+                      record: Callable[[int, list[Summary]], Awaitable[tuple[Any, str]]]) -> str:
+        """Append the summaries the chain does not hold yet at the current position: "sent", or
+        "already" when it holds them all. `record(seq, todo)` builds the call (and names it for the log).
+
+        Read the position at block B, look the ids up in the events up to B, append the rest. A
+        revert (in the estimate or in the block) means something landed since we looked: look again."""
         for _ in range(MAX_APPEND_ATTEMPTS):
             seq, block = await self.position()
             done = await self.recorded(list(summaries), block)
             todo = [s for sid, s in summaries.items() if sid not in done]
             if not todo:
                 return "already"
-            manifest = batch_manifest(todo)
-            # The manifest is a document like the summaries: stored (and mirrored to IPFS) before
-            # the chain points at it, so a confirmed batch always has its proofs.
-            manifest_cid = await self.store.put(json.dumps(manifest, sort_keys=True, indent=1).encode())
-            root = bytes.fromhex(manifest["batchRoot"][2:])
-            ids = [s.session_id for s in todo]
-            fn = self.contract.functions.recordBatch(seq, root, ids, manifest_cid)
+            fn, what = await record(seq, todo)
             try:
                 gas = await fn.estimate_gas({"from": self.key.address})
             except Exception as e:
-                if contracts.revert_name(e) in ("SeqMismatch", "DuplicateBatch"):
+                name = contracts.revert_name(e)
+                if name in LANDED_SINCE:
                     continue
+                if name == "BadTimes":
+                    raise PermanentWriteError("BadTimes: endedAt < startedAt") from e
                 raise
             receipt = await self._send(fn, gas)
             if receipt["status"] == 1:
-                log.info("batch %s with %d sessions recorded at %d in block %d", manifest["batchRoot"][:14],
-                         len(ids), seq, receipt["blockNumber"])
+                log.info("%s recorded at %d in block %d", what, seq, receipt["blockNumber"])
                 return "sent"
         raise RuntimeError(f"sessionCount moved under us {MAX_APPEND_ATTEMPTS} times: another writer is racing")
 
