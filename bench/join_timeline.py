@@ -5,9 +5,10 @@ media packet, per target, with the load generator of `basement bench` (docs/perf
       .venv/bin/python -m bench.join_timeline --subscribers 30 --concurrency 1 basement janus
 
 One publisher (VP8 + audio) per target; subscribers join `--concurrency` at a time (`basement bench`
-uses 4) and each waits for its first packet. Steps: join reply, subscriber offer in, answer out,
-ICE checking / completed, peer connection connected (DTLS), first packet; and the SFU's CPU per
-join (its CPU while the joins ran, less an estimate of the forwarding it did meanwhile).
+uses 4) and each waits for its first packet. Steps: the participant's signalling WebSocket open
+(one per participant on both targets), join reply, subscriber offer in, answer out, ICE checking /
+completed, peer connection connected (DTLS), first packet; and the SFU's CPU per join (its CPU
+while the joins ran, less an estimate of the forwarding it did meanwhile).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from bench.loadgen import media, targets
 from bench.loadgen.peers import LightSubscriber, SyntheticPublisher
 
-STEPS = ["joined", "offer", "answer", "ice_checking", "ice_completed", "pc_connected", "first"]
+STEPS = ["ws", "joined", "offer", "answer", "ice_checking", "ice_completed", "pc_connected", "first"]
 
 
 async def _one(target: targets.Target, room: str, feed: object, name: str, sem: asyncio.Semaphore) -> dict:
@@ -49,8 +50,10 @@ async def _one(target: targets.Target, room: str, feed: object, name: str, sem: 
 
     async with sem:
         t0 = time.monotonic()
-        await target.subscribe(room, sub, [feed])
+        conn = await target.subscribe(room, sub, [feed])
         ev["joined"] = time.monotonic()
+    if getattr(conn, "connected_at", None):  # Basement: its signalling WebSocket is open
+        ev["ws"] = conn.connected_at
     await first.wait()
     ev["first"] = sub.first_packet_at
     return {k: (v - t0) * 1000 for k, v in ev.items()}
@@ -72,7 +75,7 @@ async def run(target: targets.Target, layers: dict, n: int, concurrency: int) ->
         cpu1, gen1, t1 = target.cpu_seconds(), targets.self_cpu_seconds(), time.monotonic()
         await asyncio.sleep(2.0)
         forwarding = (target.cpu_seconds() - cpu1) / (time.monotonic() - t1)  # CPU/s with all n receiving
-        out = {k: statistics.median(r[k] for r in rows if k in r) for k in STEPS}
+        out = {k: statistics.median([r[k] for r in rows if k in r] or [float("nan")]) for k in STEPS}
         # The joins' own CPU: what the SFU spent while they ran, less forwarding to a subscriber count
         # that grew from 0 to n over that time (about half the full rate): an estimate, not a count.
         out["cpu_ms_per_join"] = max(0.0, (cpu1 - cpu0) - forwarding * (t1 - t0) / 2) * 1000 / n

@@ -2,7 +2,11 @@
 
 The generator measures the SFU's CPU from /proc/<pid>/stat, so the SFU must never share a process
 with the generator. Both targets bind 127.0.0.1 only, on free ports; Janus gets a private config
-folder with per-run random secrets and only the VideoRoom plugin and the HTTP transport.
+folder with per-run random secrets, only the VideoRoom plugin, and its HTTP and WebSocket transports.
+
+Both targets' participants sign in as real clients do: each opens a signalling WebSocket of its own
+(Basement's protocol; Janus's WebSocket transport with a Janus session per participant, as janus.js
+does), so a join's cost includes its signalling connection on both sides.
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ class _BasementConn:
         self.errors: list[dict[str, Any]] = []
         self.close_reason = ""
         self._lock = asyncio.Lock()
+        self.connected_at = 0.0  # time.monotonic() when the WebSocket opened (bench.join_timeline)
 
     async def connect(self, timeout: float = 30.0) -> None:
         try:
@@ -155,6 +160,7 @@ class _BasementConn:
                                              timeout)
         except TimeoutError:
             raise TimeoutError(f"no WebSocket to {self.ws_url} within {timeout:.0f} s") from None
+        self.connected_at = time.monotonic()
         self.reader = asyncio.ensure_future(self._read())
 
     async def request(self, msg: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -327,9 +333,10 @@ JANUS_PLUGINS = ("audiobridge", "duktape", "echotest", "lua", "nosip", "recordpl
 
 
 def write_janus_config(folder: Path, http_port: int, admin_port: int, rtp_range: tuple[int, int],
-                       api_secret: str, admin_secret: str, room_admin_key: str) -> Path:
-    """A minimal private config: loopback only, random secrets, VideoRoom + HTTP transport only."""
+                       api_secret: str, admin_secret: str, room_admin_key: str, ws_port: int = 0) -> Path:
+    """A minimal private config: loopback only, random secrets, VideoRoom + HTTP (+ WebSocket) transports."""
     plugins_off = ",".join(f"libjanus_{p}.so" for p in JANUS_PLUGINS)
+    ws_off = "" if ws_port else ",libjanus_websockets.so"
     lib = JANUS_LIB
     (folder / "janus.jcfg").write_text(f"""general: {{
 	plugins_folder = "{lib}/plugins"
@@ -359,7 +366,7 @@ plugins: {{
 	disable = "{plugins_off}"
 }}
 transports: {{
-	disable = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_pfunix.so,libjanus_websockets.so"
+	disable = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_pfunix.so{ws_off}"
 }}
 loggers: {{
 	disable = "libjanus_jsonlog.so"
@@ -385,6 +392,19 @@ admin: {{
 	admin_acl = "127."
 }}
 cors: {{
+}}
+""")
+    if ws_port:
+        (folder / "janus.transport.websockets.jcfg").write_text(f"""general: {{
+	json = "compact"
+	ws = true
+	ws_port = {ws_port}
+	ws_ip = "127.0.0.1"
+	wss = false
+}}
+admin: {{
+	admin_ws = false
+	admin_wss = false
 }}
 """)
     (folder / "janus.plugin.videoroom.jcfg").write_text(f"""general: {{
@@ -440,19 +460,22 @@ class JanusTarget(Target):
         self.sid: int | None = None
         self.pending: dict[str, asyncio.Future] = {}
         self.poller: asyncio.Task | None = None
-        self.handles: list[int] = []
-        self.subscriber_handles: list[int] = []
+        self.handles: list[int] = []  # on the bench's own HTTP session: room creation
+        self.subscriber_handles: list[tuple[int, int]] = []  # (session, handle) of each subscriber
+        self.conns: list[_JanusConn] = []  # one per participant
+        self.ws_url = ""
 
     async def start(self) -> None:
         ensure_janus_can_gather()
-        http_port, admin_port = free_port(), free_port()
+        http_port, admin_port, ws_port = free_port(), free_port(), free_port()
         base = 20000 + secrets.randbelow(400) * 100
         cfg = write_janus_config(self.dir, http_port, admin_port, (base, base + 4999), self.api_secret,
-                                 self.admin_secret, self.room_key)
+                                 self.admin_secret, self.room_key, ws_port=ws_port)
         self.proc, _ = _spawn([self.binary, "-F", str(self.dir), "-C", str(cfg), "-o", "-N", "-L", self.log_path])
         self.base = f"http://127.0.0.1:{http_port}/janus"
         self.admin = f"http://127.0.0.1:{admin_port}/admin"
-        self.session = aiohttp.ClientSession()
+        self.ws_url = f"ws://127.0.0.1:{ws_port}/"
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # one WebSocket each
         deadline = time.monotonic() + 20
         while True:
             self.check_alive()
@@ -471,6 +494,10 @@ class JanusTarget(Target):
     async def stop(self) -> None:
         if self.poller is not None:
             self.poller.cancel()
+        for c in self.conns:
+            with contextlib.suppress(Exception):
+                await c.close()
+        self.conns.clear()
         if self.session is not None:
             with contextlib.suppress(Exception):
                 await self._post(f"{self.base}/{self.sid}", {"janus": "destroy"})
@@ -542,28 +569,43 @@ class JanusTarget(Target):
                                   "bitrate": 0, "fir_freq": 0, "permanent": False, "audiolevel_event": False})
         return str(room)
 
+    async def _participant(self) -> _JanusConn:
+        """A participant's own Janus session on its own WebSocket, as a browser with janus.js has."""
+        assert self.session is not None
+        c = _JanusConn(self.session, self.ws_url, self.api_secret)
+        self.conns.append(c)
+        await c.connect()
+        return c
+
     async def publish(self, room: str, pub: SyntheticPublisher, subscriber: LightSubscriber | None = None) -> Any:
-        hid = await self._attach()
+        c = await self._participant()
+        hid = await c.attach()
         offer = await pub.offer()
-        ev = await self._message(hid, {"request": "joinandconfigure", "room": int(room), "ptype": "publisher",
-                                       "display": pub.name, "audio": pub.want_audio, "video": pub.want_video},
-                                 {"type": "offer", "sdp": offer})
+        ev = await c.message(hid, {"request": "joinandconfigure", "room": int(room), "ptype": "publisher",
+                                   "display": pub.name, "audio": pub.want_audio, "video": pub.want_video},
+                             {"type": "offer", "sdp": offer})
         await pub.accept(ev["jsep"]["sdp"])
-        await self._trickle_done(hid)
+        await c.trickle_done(hid)
         return ev["plugindata"]["data"]["id"]
 
     async def subscribe(self, room: str, sub: LightSubscriber, feeds: list[Any]) -> Any:
-        hid = await self._attach()
-        ev = await self._message(hid, {"request": "join", "room": int(room), "ptype": "subscriber",
-                                       "streams": [{"feed": f} for f in feeds]})
+        c = await self._participant()
+        hid = await c.attach()
+        ev = await c.message(hid, {"request": "join", "room": int(room), "ptype": "subscriber",
+                                   "streams": [{"feed": f} for f in feeds]})
         answer = await sub.answer(ev["jsep"]["sdp"])
-        await self._message(hid, {"request": "start", "room": int(room)}, {"type": "answer", "sdp": answer})
-        await self._trickle_done(hid)
-        self.subscriber_handles.append(hid)
-        return hid
+        await c.message(hid, {"request": "start", "room": int(room)}, {"type": "answer", "sdp": answer})
+        await c.trickle_done(hid)
+        self.subscriber_handles.append((c.sid, hid))
+        return c
 
     async def leave_all(self) -> None:
-        handles, self.handles, self.subscriber_handles = self.handles, [], []
+        # closing a participant's WebSocket ends its Janus session (and its handles) on the server
+        conns, self.conns, self.subscriber_handles = self.conns, [], []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                await c.close()
+        handles, self.handles = self.handles, []
         for hid in handles:
             with contextlib.suppress(Exception):
                 await self._post(f"{self.base}/{self.sid}/{hid}", {"janus": "detach"})
@@ -572,12 +614,124 @@ class JanusTarget(Target):
         """Sum of RTP packets Janus reports sent on subscriber handles (Admin API handle_info)."""
         assert self.session is not None
         total = 0
-        for hid in self.subscriber_handles:
+        for sid, hid in self.subscriber_handles:
             body = {"janus": "handle_info", "transaction": secrets.token_hex(6), "admin_secret": self.admin_secret}
-            async with self.session.post(f"{self.admin}/{self.sid}/{hid}", json=body) as r:
+            async with self.session.post(f"{self.admin}/{sid}/{hid}", json=body) as r:
                 info = await r.json(content_type=None)
             total += _janus_out_packets(info.get("info", {}))
         return total
+
+
+class _JanusConn:
+    """One participant's Janus session over Janus's WebSocket transport (janus.js's `server: ws://...`).
+
+    Janus answers a request with `success` or `ack` on the same transaction, and a plugin's reply
+    comes later as an `event` with that transaction; a keepalive every 25 s (janus.js's period) keeps
+    the session alive past the server's `session_timeout`.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, api_secret: str) -> None:
+        self.session = session
+        self.url = url
+        self.api_secret = api_secret
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.sid = 0
+        self.replies: dict[str, asyncio.Future] = {}  # transaction -> success/ack/error
+        self.events: dict[str, asyncio.Future] = {}  # transaction -> the plugin's event
+        self.tasks: list[asyncio.Task] = []
+        self.connected_at = 0.0  # time.monotonic() when the WebSocket opened (bench.join_timeline)
+
+    async def connect(self, timeout: float = 30.0) -> None:
+        try:
+            self.ws = await asyncio.wait_for(
+                self.session.ws_connect(self.url, protocols=("janus-protocol",), max_msg_size=0), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no WebSocket to janus at {self.url} within {timeout:.0f} s") from None
+        self.connected_at = time.monotonic()
+        self.tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._keepalive())]
+        self.sid = (await self._request({"janus": "create"}))["data"]["id"]
+
+    async def attach(self) -> int:
+        reply = await self._request({"janus": "attach", "plugin": "janus.plugin.videoroom"})
+        return reply["data"]["id"]
+
+    async def message(self, hid: int, body: dict[str, Any], jsep: dict[str, Any] | None = None,
+                      timeout: float = 30.0) -> dict[str, Any]:
+        msg: dict[str, Any] = {"janus": "message", "handle_id": hid, "body": body}
+        if jsep is not None:
+            msg["jsep"] = jsep
+        tx = secrets.token_hex(8)
+        self.events[tx] = asyncio.get_running_loop().create_future()
+        try:
+            reply = await self._request(msg, tx)
+            if reply.get("janus") == "success":  # a synchronous plugin reply
+                return reply
+            try:
+                ev = await asyncio.wait_for(self.events[tx], timeout)
+            except TimeoutError:
+                raise TimeoutError(f"janus sent no event for {body.get('request')!r} within {timeout:.0f} s") from None
+        finally:
+            self.events.pop(tx, None)
+        data = ev.get("plugindata", {}).get("data", {})
+        if "error" in data:
+            raise RuntimeError(f"janus videoroom refused {body.get('request')}: {data['error']}")
+        return ev
+
+    async def trickle_done(self, hid: int) -> None:
+        await self._request({"janus": "trickle", "handle_id": hid, "candidate": {"completed": True}})
+
+    async def _request(self, msg: dict[str, Any], tx: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.ws is not None
+        tx = tx or secrets.token_hex(8)
+        fut = asyncio.get_running_loop().create_future()
+        self.replies[tx] = fut
+        body = {**msg, "transaction": tx, "apisecret": self.api_secret}
+        if self.sid:
+            body["session_id"] = self.sid
+        try:
+            await self.ws.send_str(json.dumps(body))
+            reply = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"janus sent no reply to {msg['janus']!r} within {timeout:.0f} s") from None
+        finally:
+            self.replies.pop(tx, None)
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"janus error on {msg['janus']}: {reply.get('error')}")
+        return reply
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for m in self.ws:
+                if m.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                ev = json.loads(m.data)
+                tx = ev.get("transaction", "")
+                kind = ev.get("janus")
+                if kind == "event" and tx in self.events and not self.events[tx].done():
+                    self.events[tx].set_result(ev)
+                elif kind in ("success", "ack", "error") and tx in self.replies and not self.replies[tx].done():
+                    self.replies[tx].set_result(ev)
+        finally:
+            gone = ConnectionError(f"janus closed the WebSocket {self.url}")
+            for fut in (*self.replies.values(), *self.events.values()):
+                if not fut.done():
+                    fut.set_exception(gone)
+
+    async def _keepalive(self) -> None:
+        assert self.ws is not None
+        while not self.ws.closed:
+            await asyncio.sleep(25)
+            with contextlib.suppress(Exception):
+                await self.ws.send_str(json.dumps({"janus": "keepalive", "session_id": self.sid,
+                                                   "transaction": secrets.token_hex(6),
+                                                   "apisecret": self.api_secret}))
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.ws is not None:
+            await self.ws.close()
 
 
 def _janus_out_packets(info: dict[str, Any]) -> int:
