@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sfu.api import Broadcast, Deliver, Joined, MediaError, MediaNode, NamedTrackInfo, SubscriptionState, TrackInfo
 from sfu.metrics import STATS, LabelledGauge, MediaStats
 from sfu.peer import Peer
+from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
+from sfu.presence import INTERVAL as PRESENCE_INTERVAL
 from sfu.router import Router
 from sfu.transport import IceConfig
 
@@ -31,13 +33,16 @@ __all__ = ["Deliver", "SfuNode"]
 class SfuNode:
     def __init__(self, deliver: Deliver, speaker_interval: float = 0.5,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None, ice: IceConfig | None = None,
-                 rtx_budget: float | None = None, stats: MediaStats = STATS) -> None:
+                 rtx_budget: float | None = None, stats: MediaStats = STATS,
+                 presence_batch_above: int = PRESENCE_BATCH_ABOVE,
+                 presence_interval: float = PRESENCE_INTERVAL) -> None:
         self.deliver = deliver
         self.ice = ice
         self.rtx_budget = rtx_budget  # None: the process default (sfu.downtrack.configure_retransmission)
         # room-level facts for the control plane (session summaries): track_published, media
         self.on_event = on_event
         self.speaker_interval = speaker_interval
+        self.presence = (presence_batch_above, presence_interval)  # sfu.presence: large rooms batch it
         self.rooms: dict[str, Router] = {}
         self.peers: dict[str, Peer] = {}
         stats.register_gauges(self.gauges, self.labelled_gauges)
@@ -51,7 +56,7 @@ class SfuNode:
                 for pid in list(r.peers) if r else []:
                     self.deliver(pid, shared)
 
-            router = self.rooms[room] = Router(room, broadcast, self.speaker_interval)
+            router = self.rooms[room] = Router(room, broadcast, self.speaker_interval, *self.presence)
         return router
 
     def _router_of(self, peer: Peer) -> Router:

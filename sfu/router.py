@@ -1,7 +1,8 @@
 """Router: one room on the media plane — who publishes what, and who receives it.
 
 It is the `sfu.peer.Room` its Peers call back into, and it owns the room's LayerSelector,
-ActiveSpeaker and DataRelay (data channel messages); Peers never reach those directly.
+ActiveSpeaker, DataRelay (data channel messages) and Presence (who joined and left); Peers never
+reach those directly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from sfu.api import ParticipantInfo
 from sfu.data import DataRelay
 from sfu.layers import LayerSelector
 from sfu.peer import Peer
+from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
+from sfu.presence import INTERVAL as PRESENCE_INTERVAL
+from sfu.presence import Presence
 from sfu.speaker import ActiveSpeaker
 
 if TYPE_CHECKING:
@@ -24,10 +28,12 @@ log = logging.getLogger("basement.router")
 
 
 class Router:
-    def __init__(self, room: str, broadcast: Callable[[dict[str, Any]], None], speaker_interval: float = 0.5):
+    def __init__(self, room: str, broadcast: Callable[[dict[str, Any]], None], speaker_interval: float = 0.5,
+                 presence_batch_above: int = PRESENCE_BATCH_ABOVE, presence_interval: float = PRESENCE_INTERVAL):
         self.name = room
-        self.broadcast = broadcast  # event to every peer of the room
+        self._send = broadcast  # event to every peer of the room
         self.peers: dict[str, Peer] = {}
+        self.presence = Presence(broadcast, lambda: len(self.peers), presence_batch_above, presence_interval)
         self.selector = LayerSelector(self._notify)
         self.selector.start(lambda: self.tracks)
         self.speaker = ActiveSpeaker(self._speaker_changed, interval=speaker_interval)
@@ -52,8 +58,13 @@ class Router:
     def participants(self, exclude: str | None = None) -> list[ParticipantInfo]:
         return [p.public() for p in self.peers.values() if p.id != exclude]
 
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        """An event to every peer of the room, after any presence still waiting (sfu.presence)."""
+        self.presence.flush()
+        self._send(msg)
+
     def add_peer(self, peer: Peer) -> None:
-        self.broadcast({"type": "participant_joined", "participant": peer.public()})
+        self.presence.joined(peer.public())
         self.peers[peer.id] = peer
         self.data.add(peer.data)
         for rec in self.tracks:
@@ -84,13 +95,14 @@ class Router:
             for other in self.peers.values():
                 other.unsubscribe(rec.id)
             self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
-        self.broadcast({"type": "participant_left", "participant": peer.id, "reason": reason})
+        self.presence.left(peer.id, reason)
         await peer.close()
         # after close: until then its audio still arrives and would re-add it to the speaker state
         self.speaker.forget(peer.id)
         self.selector.forget(peer.id, track_ids)
 
     def close(self) -> None:
+        self.presence.close()
         self.speaker.stop()
         self.selector.stop()
 

@@ -224,6 +224,15 @@ class Settings:
     speaker_interval_ms: int = field(
         default=500, metadata={"group": "media", "help": "how often active speaker is re-evaluated (debounce)"}
     )
+    presence_batch_above: int = field(
+        default=20, metadata={"group": "signalling",
+                              "help": "rooms with more participants than this announce joins and leaves at most "
+                                      "once per presence_interval_ms, several in one `presence` message "
+                                      "(docs/protocol.md); 0 = always one message per change"}
+    )
+    presence_interval_ms: int = field(
+        default=1000, metadata={"group": "signalling", "help": "see presence_batch_above"}
+    )
 
     # --- identity, grants, gating ---
     grant_secret: str = field(
@@ -412,6 +421,10 @@ class Settings:
             raise ConfigError("data_rate/data_burst/data_room_rate: rates above 0 and a burst of at least 1")
         if self.data_max_buffered_bytes < self.data_max_message_bytes:
             raise ConfigError("data_max_buffered_bytes: must hold at least one message (data_max_message_bytes)")
+        if self.presence_batch_above < 0:
+            raise ConfigError(f"presence_batch_above: {self.presence_batch_above} is negative")
+        if not 50 <= self.presence_interval_ms <= 10_000:
+            raise ConfigError(f"presence_interval_ms: {self.presence_interval_ms} is not between 50 and 10,000")
         if not 0 <= self.data_history <= 1000:
             raise ConfigError(f"data_history: {self.data_history} is not between 0 and 1000")
         if not 1 <= self.max_simulcast_layers <= 16:

@@ -93,6 +93,8 @@ class Client:
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.participant: dict[str, Any] | None = None
+        # the others in the room, by id: from `joined`, then participant_joined / _left and presence
+        self.participants: dict[str, dict[str, Any]] = {}
         self.ice_servers: list[dict[str, Any]] = []  # STUN/TURN from `joined`, for both connections
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
@@ -189,6 +191,7 @@ class Client:
                     continue  # (never expected: the server writes each number once on one socket)
                 self._n = n
             self._track_resumption(msg)
+            self._track_presence(msg)
             self.messages.append(msg)
             ref = msg.get("id")
             if ref in self._waiters and not self._waiters[ref].done():
@@ -321,7 +324,29 @@ class Client:
             msg["grant"] = grant
         joined = await self.request(msg)
         self.participant = joined["participant"]
+        self.participants.update({p["id"]: p for p in joined.get("participants", [])})
         return joined
+
+    def _track_presence(self, msg: dict[str, Any]) -> None:
+        """Keep `participants` current (docs/protocol.md: `presence` may name you, or someone the
+        `joined` reply already listed; it is applied as a set update, `left` first)."""
+        kind = msg.get("type")
+        joined: list[Any] = []
+        left: list[Any] = []
+        if kind == "participant_joined":
+            joined = [msg.get("participant")]
+        elif kind == "participant_left":
+            left = [msg.get("participant")]
+        elif kind == "presence":
+            joined = msg.get("joined") or []
+            left = [e.get("participant") for e in msg.get("left") or [] if isinstance(e, dict)]
+        me = (self.participant or {}).get("id")
+        for pid in left:
+            if isinstance(pid, str):
+                self.participants.pop(pid, None)
+        for info in joined:
+            if isinstance(info, dict) and isinstance(info.get("id"), str) and info["id"] != me:
+                self.participants[info["id"]] = info
 
     async def publish(self, audio: MediaStreamTrack | None = None, video: MediaStreamTrack | None = None,
                       screen: MediaStreamTrack | None = None, data: bool = False) -> None:

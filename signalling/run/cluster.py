@@ -136,7 +136,8 @@ async def run_sfu(settings: Settings) -> int:
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
                       capacity=settings.node_capacity,
-                      speaker_interval=settings.speaker_interval_ms / 1000, tracker=tracker)
+                      speaker_interval=settings.speaker_interval_ms / 1000, tracker=tracker,
+                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000))
     await agent.start()
     state["connected"] = True
     settle_after_startup()

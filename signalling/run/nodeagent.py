@@ -17,6 +17,8 @@ from typing import Any
 from sfu.api import MediaError, SdpError
 from sfu.metrics import STATS
 from sfu.node import SfuNode
+from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
+from sfu.presence import INTERVAL as PRESENCE_INTERVAL
 from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer, room_key
 from signalling.cluster.registry import HEARTBEAT_S, Registry
@@ -79,7 +81,8 @@ class NodeAgent:
 
     def __init__(self, node_id: str, bus: Bus, placer: Placer, nodes: Registry, replicas: Registry,
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
-                 on_state: Callable[[], None] | None = None, tracker: Any = None) -> None:
+                 on_state: Callable[[], None] | None = None, tracker: Any = None,
+                 presence: tuple[int, float] | None = None) -> None:
         self.id = node_id
         self.bus = bus
         self.placer = placer
@@ -88,8 +91,11 @@ class NodeAgent:
         self.address = address
         self.capacity = capacity
         self.tracker = tracker
+        # presence: (presence_batch_above, presence_interval in s); None: sfu.presence's defaults
+        batch_above, interval = presence or (PRESENCE_BATCH_ABOVE, PRESENCE_INTERVAL)
         self.node = SfuNode(self._deliver, speaker_interval=speaker_interval,
-                            on_event=self._on_event if tracker is not None else None)
+                            on_event=self._on_event if tracker is not None else None,
+                            presence_batch_above=batch_above, presence_interval=interval)
         self.draining = False
         self.on_state = on_state or (lambda: None)
         self.replica_of: dict[str, str] = {}  # participant -> replica id that joined it

@@ -80,7 +80,8 @@ async def start_server(settings: Settings) -> Server:
             cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"], event.get("messages", 0))
 
     node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
-                   rtx_budget=settings.retransmit_budget)
+                   rtx_budget=settings.retransmit_budget, presence_batch_above=settings.presence_batch_above,
+                   presence_interval=settings.presence_interval_ms / 1000)
     turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
     rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
                         resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers,

@@ -45,7 +45,7 @@ import { OPTIONS } from './options.js';
 import { toggleCamera, toggleMic } from './publish.js';
 import { toggleShare } from './share.js';
 import { siweMessage } from './siwe.js';
-import { B, sig } from './state.js';
+import { B, call, sig } from './state.js';
 import { senderEncodings, stats, transceivers } from './stats.js';
 import { onVisibilityChange } from './tiles.js';
 import { $, hideError } from './ui.js';
@@ -53,7 +53,8 @@ import { getGrant, signOut, walletJoin as walletSignInAndJoin } from './wallet.j
 
 const walletJoin = (kind) => walletSignInAndJoin(kind, join);
 
-// window.basement: state, participant, remote [{track, participant, name, kind}], stats(), events
+// window.basement: state, participant, participants() (the others), remote [{track, participant, name,
+// kind}], stats(), events
 // (every server message), plus a few handles for debugging and tests (the data: state.js).
 // chat: the chat's messages, notices, unread count, send(text), open() ... (described in chat.js).
 window.basement = Object.assign(B, {
@@ -72,6 +73,8 @@ window.basement = Object.assign(B, {
   signOut,
   serverInfo,
   siweMessage,
+  participants: () => (call ? [...call.participants.values()] : []), // the others in the room
+
   keccak256: (text) => keccak256(new TextEncoder().encode(text)),
   toChecksumAddress,
   handle: (msg) => onMessage(msg), // feed a server message by hand (debugging)

@@ -28,6 +28,17 @@ export function onMessage(msg) {
       logEvent(`${who(msg.participant)} left${msg.reason && msg.reason !== 'left' ? ` (${msg.reason})` : ''}`, 'leave');
       s.participants.delete(msg.participant);
       break;
+    case 'presence': {
+      // a large room's joins and leaves of the last second, together (docs/protocol.md): applied as
+      // a set update, leaves first; it may name you, or someone `joined` already listed
+      const left = msg.left || [];
+      const joined = (msg.joined || []).filter((p) => !(s.me && s.me.id === p.id));
+      if (left.length) logEvent(left.length === 1 ? `${who(left[0].participant)} left` : `${left.length} left`, 'leave');
+      for (const e of left) s.participants.delete(e.participant);
+      for (const p of joined) s.participants.set(p.id, p);
+      if (joined.length) logEvent(joined.length === 1 ? `${joined[0].name || joined[0].id} joined` : `${joined.length} joined`, 'join');
+      break;
+    }
     case 'track_published':
       s.trackInfo.set(msg.track.track, msg.track);
       break;
