@@ -35,6 +35,7 @@ from typing import Any
 
 import aioice.ice
 import aioice.mdns
+import aioice.stun
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
 from aiortc import rtcpeerconnection as _artc_pc
 from aiortc import rtcrtpreceiver as _artc_receiver
@@ -55,6 +56,24 @@ _ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 _ORIGINAL_ADD_REMOTE_CANDIDATE = aioice.ice.Connection.add_remote_candidate
 _ORIGINAL_ADD_RESOLVED_CANDIDATE = aioice.ice.Connection._add_remote_candidate
 _ORIGINAL_CHECK_PERIODIC = aioice.ice.Connection._check_periodic
+_ORIGINAL_PARSE_STUN = aioice.stun.parse_message
+
+
+def _parse_stun(data: bytes) -> Any:
+    """aioice's STUN parser, with every malformed message a ValueError.
+
+    Its attribute decoders trust the attribute lengths: a PRIORITY or an address attribute of the
+    wrong length raises struct.error, which its callers (catching ValueError) let escape into the
+    event loop: one logged traceback per datagram anyone sends to a media port. As a ValueError the
+    datagram is "not STUN" to aioice, which hands it to aiortc's DTLS transport, which drops it.
+    """
+    try:
+        return _ORIGINAL_PARSE_STUN(data)
+    except struct_error:
+        STATS.drop("stun_malformed")
+        raise ValueError("malformed STUN attribute") from None
+
+
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,7 @@ def _install() -> None:
     aioice.ice.Connection.add_remote_candidate = _screened_add_remote_candidate  # type: ignore[method-assign]
     aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate  # type: ignore[method-assign]
     aioice.ice.Connection._check_periodic = _paced_check  # type: ignore[method-assign]
+    aioice.stun.parse_message = _parse_stun  # aioice.ice and aioice.turn call it through the module
 
 
 class CandidateRefused(Exception):
