@@ -45,7 +45,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
-from sfu import media_socket
+from sfu import media_socket, udp_mux
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
@@ -74,8 +74,6 @@ def _parse_stun(data: bytes) -> Any:
         raise ValueError("malformed STUN attribute") from None
 
 
-
-
 @dataclass(frozen=True)
 class IceConfig:
     """Where one transport's media may flow.
@@ -84,7 +82,8 @@ class IceConfig:
     interface but loopback). `public_ip`: replaces the address in advertised host candidates
     (NAT 1:1, hostNetwork pods). `port_range`: UDP ports to bind, for firewalls (None = any).
     `allowed_ranges` / `max_remote_candidates`: which remote candidates the SFU may send checks to,
-    and how many one transport accepts (see `sfu.candidates`).
+    and how many one transport accepts (see `sfu.candidates`). `udp_port`: every transport's host
+    candidates on this one port (`sfu.udp_mux`; 0 = a port per transport).
     """
 
     addresses: tuple[str, ...] | None = None
@@ -92,11 +91,12 @@ class IceConfig:
     port_range: tuple[int, int] | None = None
     allowed_ranges: tuple[str, ...] = ("auto",)
     max_remote_candidates: int = 32
+    udp_port: int = 0
 
     @classmethod
     def make(cls, addresses: Iterable[str] | None, public_ip: str = "", port_min: int = 0,
              port_max: int = 0, allowed_ranges: Iterable[str] = ("auto",),
-             max_remote_candidates: int = 32) -> IceConfig:
+             max_remote_candidates: int = 32, udp_port: int = 0) -> IceConfig:
         addrs: tuple[str, ...] | None = tuple(a for a in (addresses or []) if a)
         if addrs == ("auto",) or not addrs:
             addrs = None
@@ -105,7 +105,8 @@ class IceConfig:
                 ipaddress.ip_address(a)  # raises ValueError naming a bad address
         ranges = tuple(allowed_ranges)
         parse_ranges(ranges)  # raises ValueError naming a bad range
-        return cls(addrs, public_ip, (port_min, port_max) if port_min else None, ranges, max_remote_candidates)
+        return cls(addrs, public_ip, (port_min, port_max) if port_min else None, ranges, max_remote_candidates,
+                   udp_port)
 
     def candidate_policy(self) -> CandidatePolicy:
         return _candidate_policy(self)
@@ -205,6 +206,31 @@ def configure_ports(port_min: int, port_max: int) -> None:
     _install()
 
 
+def configure_udp_port(port: int) -> None:
+    """Process-wide default single UDP port for every transport (0 = a port per transport)."""
+    global _default_ice
+    _default_ice = dataclasses.replace(_default_ice, udp_port=port)
+    _install()
+
+
+def open_udp_port(ice: IceConfig) -> None:
+    """Bind `ice.udp_port` on each of `ice.addresses` now, so a port in use is an error at startup
+    rather than at the first join (raises OSError naming the address)."""
+    if not ice.udp_port:
+        return
+    loop = asyncio.get_running_loop()
+    for host in ice.addresses or ():
+        try:
+            udp_mux.mux_for(loop, host, ice.udp_port, _socket_type)
+        except OSError as exc:
+            raise OSError(f"ice_udp_port: cannot bind UDP {host} port {ice.udp_port}: {exc.strerror or exc}") from None
+
+
+def close_udp_port(port: int) -> None:
+    """Close single-port mode's sockets on `port` (and the transports still on them): a server stopping."""
+    udp_mux.close_port(port)
+
+
 def configure_candidates(allowed_ranges: Iterable[str], max_remote_candidates: int) -> None:
     """Process-wide default remote-candidate screening (see `sfu.candidates`)."""
     global _default_ice
@@ -300,8 +326,14 @@ class _LoopWithPortRange:
     async def create_datagram_endpoint(self, factory: Any, local_addr: Any = None, **kw: Any) -> Any:
         # aioice's host candidates: on the native path a socket of our own (sfu.media_socket), read
         # with recvmmsg; any other endpoint (TURN's, a remote address) stays the event loop's
+        ice = _ice()
+        if ice.udp_port and local_addr is not None and not kw and local_addr[1] == 0:
+            # single-port mode: this transport's share of the port's one socket (sfu.udp_mux)
+            mux = udp_mux.mux_for(self._loop, local_addr[0], ice.udp_port, _socket_type)
+            protocol = factory()
+            return mux.endpoint(protocol), protocol
         own = _socket_type is not None and local_addr is not None and not kw
-        port_range = _ice().port_range
+        port_range = ice.port_range
         if local_addr is None or (not own and (port_range is None or local_addr[1] != 0)):
             return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kw)
         host, port = local_addr[0], local_addr[1]

@@ -142,6 +142,12 @@ class Settings:
     )
     rtp_port_min: int = field(default=0, metadata={"group": "media", "help": "lowest UDP port for media (0 = any)"})
     rtp_port_max: int = field(default=0, metadata={"group": "media", "help": "highest UDP port for media (0 = any)"})
+    ice_udp_port: int = field(
+        default=0, metadata={"group": "media",
+                             "help": "one UDP port for every participant's media (single-port mode: one socket, "
+                                     "demultiplexed by ICE username, then by address); 0 = a port per connection "
+                                     "(rtp_port_min/max)"}
+    )
     ice_allowed_ranges: list[str] = field(
         default_factory=lambda: ["auto"],
         metadata={"group": "media",
@@ -369,6 +375,11 @@ class Settings:
             raise ConfigError(f"log_level: {self.log_level!r} is not one of debug/info/warning/error")
         if (self.rtp_port_min == 0) != (self.rtp_port_max == 0) or self.rtp_port_min > self.rtp_port_max:
             raise ConfigError("rtp_port_min/rtp_port_max: give both, with min <= max")
+        if not 0 <= self.ice_udp_port < 65536:
+            raise ConfigError(f"ice_udp_port: {self.ice_udp_port} is not a UDP port")
+        if self.ice_udp_port and self.rtp_port_min:
+            raise ConfigError("ice_udp_port and rtp_port_min/rtp_port_max exclude each other: one port for all, "
+                              "or a range to pick from")
         _check_ranges(self.ice_allowed_ranges)
         if self.ice_max_remote_candidates < 1:
             raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")

@@ -109,6 +109,7 @@ async def run_sfu(settings: Settings) -> int:
     node_id = member_id(settings)
     transport.configure_ice(settings.ice_addresses, settings.public_ip)
     transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
+    transport.configure_udp_port(settings.ice_udp_port)
     transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
     configure_media(settings)
     timeout = drain_timeout(settings)

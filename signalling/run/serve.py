@@ -56,14 +56,18 @@ class Server:
             await self.control.stop()
         for r in self.runners:
             await r.cleanup()
+        if self.settings.ice_udp_port:
+            transport.close_udp_port(self.settings.ice_udp_port)
 
 
 async def start_server(settings: Settings) -> Server:
     """Start on the configured ports (0 = pick a free one; the chosen ports are on the Server)."""
     ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
                                    settings.rtp_port_min, settings.rtp_port_max,
-                                   settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
+                                   settings.ice_allowed_ranges, settings.ice_max_remote_candidates,
+                                   settings.ice_udp_port)
     configure_media(settings)
+    transport.open_udp_port(ice)  # single-port mode: a port in use is an error now, not at the first join
     tls = server_tls(settings)  # before anything starts: a bad certificate is a ConfigError
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}
