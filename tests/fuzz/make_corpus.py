@@ -446,6 +446,37 @@ def rpc_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def stun_seeds() -> dict[str, bytes]:
+    """fuzz_stun.py: framed datagrams, each led by a byte choosing the source address (bit 7: the
+    transport sends it)."""
+    from aioice import stun
+
+    def req(ufrag: str, password: bytes | None, **attrs: object) -> bytes:
+        m = stun.Message(stun.Method.BINDING, stun.Class.REQUEST,
+                         attributes={"USERNAME": f"{ufrag}:peer", "PRIORITY": 1853824767, **attrs})
+        if password is not None:
+            m.add_message_integrity(password)
+        m.add_fingerprint()
+        return bytes(m)
+
+    pwa, pwb = b"pwa-0123456789abcdefghij", b"pwb-0123456789abcdefghij"
+    response = bytes(stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=b"\x01" * 12,
+                                  attributes={"XOR-MAPPED-ADDRESS": ("192.0.2.1", 5000)}))
+    short_priority = req("ufa", None)
+    short_priority = short_priority[:2] + (len(short_priority) - 20 + 8).to_bytes(2, "big") + \
+        short_priority[4:] + b"\x00\x24\x00\x02\x00\x01\x00\x00"
+    return {
+        "signed-a-then-dtls": frame(b"\x00" + req("ufa", pwa, **{"USE-CANDIDATE": None}),
+                                    b"\x00\x16\xfe\xfd" + bytes(40)),
+        "signed-b-two-addresses": frame(b"\x01" + req("ufb", pwb), b"\x02" + req("ufb", pwb), b"\x02\x80" + bytes(30)),
+        "unsigned-and-forged": frame(b"\x00" + req("ufa", None), b"\x01" + req("ufa", pwb),
+                                     b"\x03" + req("nobody", pwa)),
+        "send-first-then-response": frame(b"\x83" + req("peer", None), b"\x03" + response),
+        "malformed-attribute": frame(b"\x00" + short_priority),
+        "garbage": frame(b"\x00", b"\x01\x00\x01\x00\x00", b"\x02" + bytes(19), b"\x03\x80\x60" + bytes(20)),
+    }
+
+
 def main() -> None:
     sets: dict[str, dict[str, bytes]] = {
         "rtp": rtp_seeds(),
@@ -460,6 +491,7 @@ def main() -> None:
         "native": native_seeds(),
         "data": data_seeds(),
         "rpc": rpc_seeds(),
+        "stun": stun_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness
