@@ -162,6 +162,18 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- end -}}
 {{- $s := .Values.sfu -}}
+{{- if and $s.udpPort (lt (int $s.udpPort) 1024) -}}
+{{- fail (printf "sfu: udpPort %d is below 1024 (0 = the rtpPortMin-rtpPortMax range)" (int $s.udpPort)) -}}
+{{- end -}}
+{{- if gt (add (int $s.udpPort) (sub (int $s.processes) 1)) 65535 -}}
+{{- fail (printf "sfu: udpPort %d + %d processes goes past 65535" (int $s.udpPort) (int $s.processes)) -}}
+{{- end -}}
+{{- $last := add (int $s.port) (sub (int $s.processes) 1) -}}
+{{- $lastMetrics := add (int $s.metricsPort) (sub (int $s.processes) 1) -}}
+{{- if and (le (int $s.port) (int $lastMetrics)) (le (int $s.metricsPort) (int $last)) -}}
+{{- fail (printf "sfu: HTTP ports %d-%d overlap metrics ports %d-%d" (int $s.port) $last (int $s.metricsPort) $lastMetrics) -}}
+{{- end -}}
+{{- if not $s.udpPort -}}
 {{- if gt (int $s.rtpPortMin) (int $s.rtpPortMax) -}}
 {{- fail (printf "sfu: rtpPortMin (%d) must be <= rtpPortMax (%d)" (int $s.rtpPortMin) (int $s.rtpPortMax)) -}}
 {{- end -}}
@@ -169,16 +181,12 @@ app.kubernetes.io/part-of: basement
 {{- if lt (int (div $span (int $s.processes))) 10 -}}
 {{- fail (printf "sfu: the RTP range %d-%d gives fewer than 10 ports to each of the %d processes" (int $s.rtpPortMin) (int $s.rtpPortMax) (int $s.processes)) -}}
 {{- end -}}
-{{- $last := add (int $s.port) (sub (int $s.processes) 1) -}}
-{{- $lastMetrics := add (int $s.metricsPort) (sub (int $s.processes) 1) -}}
-{{- if and (le (int $s.port) (int $lastMetrics)) (le (int $s.metricsPort) (int $last)) -}}
-{{- fail (printf "sfu: HTTP ports %d-%d overlap metrics ports %d-%d" (int $s.port) $last (int $s.metricsPort) $lastMetrics) -}}
-{{- end -}}
 {{- if and (le (int $s.rtpPortMin) $last) (le (int $s.port) (int $s.rtpPortMax)) -}}
 {{- fail "sfu: the HTTP ports overlap the RTP range" -}}
 {{- end -}}
 {{- if and (le (int $s.rtpPortMin) $lastMetrics) (le (int $s.metricsPort) (int $s.rtpPortMax)) -}}
 {{- fail "sfu: the metrics ports overlap the RTP range" -}}
+{{- end -}}
 {{- end -}}
 {{- if le (int $s.terminationGracePeriodSeconds) (int $s.drainMarginSeconds) -}}
 {{- fail "sfu: terminationGracePeriodSeconds must be larger than drainMarginSeconds" -}}
@@ -191,8 +199,15 @@ app.kubernetes.io/part-of: basement
 {{- if gt (int $t.relayPortMin) (int $t.relayPortMax) -}}
 {{- fail (printf "turn: relayPortMin (%d) must be <= relayPortMax (%d)" (int $t.relayPortMin) (int $t.relayPortMax)) -}}
 {{- end -}}
+{{- if $s.udpPort -}}
+{{- $lastUdp := add (int $s.udpPort) (sub (int $s.processes) 1) -}}
+{{- if and (le (int $t.relayPortMin) $lastUdp) (le (int $s.udpPort) (int $t.relayPortMax)) -}}
+{{- fail "turn: the relay port range overlaps sfu.udpPort (a node may run both)" -}}
+{{- end -}}
+{{- else -}}
 {{- if and (le (int $t.relayPortMin) (int $s.rtpPortMax)) (le (int $s.rtpPortMin) (int $t.relayPortMax)) -}}
 {{- fail "turn: the relay port range overlaps sfu.rtpPortMin-rtpPortMax (a node may run both)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if eq (int .Values.signal.port) (int .Values.signal.metricsPort) -}}

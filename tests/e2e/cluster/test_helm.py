@@ -429,6 +429,21 @@ def test_sfu_processes_per_pod_split_ports_and_rtp_range():
     assert [ep["port"] for ep in sm["spec"]["endpoints"]] == [f"metrics-{i}" for i in range(4)]
 
 
+def test_sfu_one_udp_port_per_process_instead_of_the_range():
+    values = {"sfu": {"processes": 2, "udpPort": 7882}}
+    containers = pod_spec(sfu_workload(render(values)))["containers"]
+    envs = [resolve_env(c) for c in containers]
+    assert [e["BASEMENT_ICE_UDP_PORT"] for e in envs] == ["7882", "7883"]
+    assert not any("BASEMENT_RTP_PORT_MIN" in e or "BASEMENT_RTP_PORT_MAX" in e for e in envs)
+    settings = [config.load(env=e) for e in envs]  # and the settings take it (they refuse both at once)
+    assert [(s.ice_udp_port, s.rtp_port_min) for s in settings] == [(7882, 0), (7883, 0)]
+    assert "UDP 7882-7883" in notes(values)
+    assert "UDP 7882 " in notes({"sfu": {"udpPort": 7882}})
+    # a range the single port makes unused is not checked: moving TURN's relays there is fine
+    render({"sfu": {"udpPort": 7882}, "turn": {"enabled": True, "host": "t.example", "relayPortMin": 50000,
+                                                 "relayPortMax": 50999}})
+
+
 # --- signalling -----------------------------------------------------------------------------------
 
 
@@ -666,6 +681,12 @@ FAIL_CASES = {
         "relay port range overlaps sfu.rtpPortMin-rtpPortMax",
     ),
     "ports-collide": ({"sfu": {"metricsPort": 7880}}, "overlap metrics ports"),
+    "udp-port-privileged": ({"sfu": {"udpPort": 443}}, "udpPort 443 is below 1024"),
+    "udp-port-past-65535": ({"sfu": {"udpPort": 65535, "processes": 2}}, "goes past 65535"),
+    "turn-relay-on-udp-port": (
+        {"sfu": {"udpPort": 49160}, "turn": {"enabled": True, "host": "t.example"}},
+        "relay port range overlaps sfu.udpPort",
+    ),
 }
 
 
@@ -678,6 +699,7 @@ def test_fail_guards(values, message):
 SCHEMA_CASES = {
     "sfu-kind": ({"sfu": {"kind": "StatefulSet"}}, "/sfu/kind"),
     "port-range": ({"sfu": {"rtpPortMax": 70000}}, "/sfu/rtpPortMax"),
+    "udp-port": ({"sfu": {"udpPort": 70000}}, "/sfu/udpPort"),
     "privileged-port": ({"sfu": {"port": 80}}, "/sfu/port"),
     "port-type": ({"signal": {"port": "8080"}}, "/signal/port"),
     "chain-mode": ({"chain": {"mode": "anvil"}}, "/chain/mode"),
