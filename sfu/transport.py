@@ -213,9 +213,10 @@ def configure_udp_port(port: int) -> None:
     _install()
 
 
-def open_udp_port(ice: IceConfig) -> None:
-    """Bind `ice.udp_port` on each of `ice.addresses` now, so a port in use is an error at startup
-    rather than at the first join (raises OSError naming the address)."""
+def open_udp_port(ice: IceConfig | None = None) -> None:
+    """Bind `ice.udp_port` (default: the process-wide settings') on each of `ice.addresses` now, so a
+    port in use is an error at startup rather than at the first join (raises OSError naming it)."""
+    ice = ice or _default_ice
     if not ice.udp_port:
         return
     loop = asyncio.get_running_loop()

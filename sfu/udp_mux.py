@@ -77,7 +77,9 @@ class UdpMux:
         self.sockname = self.sock.getsockname()[:2]
         self.port = self.sockname[1]
         self.reader_type = reader_type or PyMediaSocket  # for the transports' own sockets
-        self._by_ufrag: dict[str, MuxEndpoint] = {}
+        # aioice's ufrags are 4 random characters (24 bits), so two transports of a busy node may share
+        # one: the request's MESSAGE-INTEGRITY tells them apart (each has its own 22-character password)
+        self._by_ufrag: dict[str, list[MuxEndpoint]] = {}
         self._by_addr: dict[tuple[str, int], MuxEndpoint] = {}
         self.closed = False
         self.unmatched = 0
@@ -85,17 +87,17 @@ class UdpMux:
 
     @property
     def endpoints(self) -> int:
-        return len(self._by_ufrag)
+        return sum(len(eps) for eps in self._by_ufrag.values())
 
     def endpoint(self, protocol: asyncio.DatagramProtocol) -> MuxEndpoint:
         ep = MuxEndpoint(self, protocol)
         connection = getattr(protocol, "receiver", None)  # aioice's Connection
         ufrag = getattr(connection, "local_username", None)
-        if not ufrag or ufrag in self._by_ufrag:
-            raise OSError(f"cannot share UDP port {self.port}: no unique ICE ufrag for this transport")
-        ep.ufrag = ufrag
-        ep.password = getattr(connection, "local_password", "").encode()
-        self._by_ufrag[ufrag] = ep
+        password = getattr(connection, "local_password", None)
+        if not ufrag or not password:
+            raise OSError(f"cannot share UDP port {self.port}: this transport has no ICE credentials")
+        ep.ufrag, ep.password = ufrag, password.encode()
+        self._by_ufrag.setdefault(ufrag, []).append(ep)
         protocol.connection_made(ep)
         return ep
 
@@ -110,8 +112,11 @@ class UdpMux:
         return True
 
     def forget(self, ep: MuxEndpoint) -> None:
-        if self._by_ufrag.get(ep.ufrag) is ep:
-            del self._by_ufrag[ep.ufrag]
+        same = self._by_ufrag.get(ep.ufrag, [])
+        if ep in same:
+            same.remove(ep)
+            if not same:
+                del self._by_ufrag[ep.ufrag]
         for addr in ep.addresses:
             if self._by_addr.get(addr) is ep:
                 del self._by_addr[addr]
@@ -157,12 +162,10 @@ class UdpMux:
         username = msg.attributes.get("USERNAME")
         if not isinstance(username, str):
             return None
-        ep = self._by_ufrag.get(username.split(":", 1)[0])
-        if ep is None:
-            return None
-        if not msg.check_message_integrity(ep.password):
-            return None  # not signed with this transport's password (or not signed at all)
-        return ep if self.learn(ep, addr) else None
+        for ep in self._by_ufrag.get(username.split(":", 1)[0], ()):
+            if msg.check_message_integrity(ep.password):  # signed with this transport's password
+                return ep if self.learn(ep, addr) else None
+        return None  # nobody's, or not signed (with the right password)
 
     def close(self) -> None:
         if self.closed:
@@ -170,8 +173,9 @@ class UdpMux:
         self.closed = True
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        for ep in list(self._by_ufrag.values()):
-            ep.close()
+        for eps in list(self._by_ufrag.values()):
+            for ep in list(eps):
+                ep.close()
 
 
 _muxes: dict[tuple[str, int], UdpMux] = {}

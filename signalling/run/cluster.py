@@ -112,6 +112,7 @@ async def run_sfu(settings: Settings) -> int:
     transport.configure_udp_port(settings.ice_udp_port)
     transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
     configure_media(settings)
+    transport.open_udp_port()  # single-port mode: a port in use is an error now, not at the first join
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()
@@ -165,6 +166,8 @@ async def run_sfu(settings: Settings) -> int:
     await store.close()
     for r in runners:
         await r.cleanup()
+    if settings.ice_udp_port:
+        transport.close_udp_port(settings.ice_udp_port)
     log.info("SFU node %s stopped", node_id)
     return 0
 

@@ -9,8 +9,9 @@ Path under test, as a shared port (`sfu.udp_mux.UdpMux.deliver`) and a port of i
     `_parse_stun`, which makes every malformed STUN a ValueError) and dispatches it: request, response
     to a transaction of its own, or non-STUN data to its connection.
 Contract: nothing escapes; an address is learnt only for a Binding request whose MESSAGE-INTEGRITY
-verifies with that transport's password, or an address the transport itself sent to; no transport
-learns more than MAX_ADDRESSES; an address belongs to one transport.
+verifies with that transport's password (two of the three transports share a ufrag), or an address
+the transport itself sent to; no transport learns more than MAX_ADDRESSES; an address belongs to one
+transport.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ instrument_functions(stun.parse_message, stun.Message.check_message_integrity, i
 transport.configure_ice(["127.0.0.1"])  # installs the hooks, _parse_stun among them
 
 ADDRESSES = [("192.0.2.1", 5000), ("192.0.2.1", 5001), ("2001:db8::1", 6000), ("198.51.100.7", 7000)]
-CREDENTIALS = {"ufa": "pwa-0123456789abcdefghij", "ufb": "pwb-0123456789abcdefghij"}
+# (ufrag, password) per transport; the third shares the first's ufrag, as two of a busy node's may
+CREDENTIALS = {"a": ("ufa", "pwa-0123456789abcdefghij"), "b": ("ufb", "pwb-0123456789abcdefghij"),
+               "c": ("ufa", "pwc-0123456789abcdefghij")}
 
 
 class Receiver:
     """aioice's Connection as StunProtocol sees it: what it would act on, recorded."""
 
-    def __init__(self, ufrag: str) -> None:
-        self.local_username, self.local_password = ufrag, CREDENTIALS[ufrag]
+    def __init__(self, name: str) -> None:
+        self.local_username, self.local_password = CREDENTIALS[name]
         self._nominated: dict[int, object] = {}
         self.requests = self.data = 0
 
@@ -76,10 +79,10 @@ def build() -> tuple[udp_mux.UdpMux, dict[str, udp_mux.MuxEndpoint]]:
     mux.reader_type, mux.closed, mux.unmatched = None, False, 0
     mux._by_ufrag, mux._by_addr = {}, {}
     eps = {}
-    for ufrag in CREDENTIALS:
-        protocol = ice.StunProtocol(Receiver(ufrag))
+    for name in CREDENTIALS:
+        protocol = ice.StunProtocol(Receiver(name))
         protocol.local_candidate = types.SimpleNamespace(component=1)
-        eps[ufrag] = mux.endpoint(protocol)
+        eps[name] = mux.endpoint(protocol)
     return mux, eps
 
 
@@ -91,14 +94,14 @@ def test_one(data: bytes) -> None:
         addr = ADDRESSES[d[0] % len(ADDRESSES)]
         body = d[1:]
         if d[0] & 0x80:  # the transport sends first (its own check): that address is learnt
-            u = list(eps)[i % 2]
+            u = list(eps)[i % len(eps)]
             eps[u].sendto(body or b"\x00", addr)
             continue
         known = {u: set(ep.addresses) for u, ep in eps.items()}
         mux.deliver(body, addr)
         for u, ep in eps.items():
             new = ep.addresses - known[u]
-            if new and not (new == {addr} and _signed_by(body, CREDENTIALS[u])):
+            if new and not (new == {addr} and _signed_by(body, CREDENTIALS[u][1])):
                 raise Finding(f"{u} learnt {new} from an unsigned or foreign datagram")
     owners: dict[tuple, str] = {}
     for u, ep in eps.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from signalling.cluster.placement import NoNodeError, Placer
 from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
+from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError
 from tests.support.clusterfix import Cluster, placement
 from tests.support.media import CounterVideo, Sink
@@ -289,10 +291,10 @@ async def cluster():
     redis = RedisProc().start()
     made: list[Cluster] = []
 
-    async def make(nodes: int, replicas: int) -> Cluster:
+    async def make(nodes: int, replicas: int, **env: str) -> Cluster:
         c = Cluster(redis)
         made.append(c)
-        return await c.start(nodes, replicas)
+        return await c.start(nodes, replicas, **env)
 
     clients: list[Client] = []
     make.clients = clients
@@ -518,3 +520,17 @@ async def test_chat_between_participants_of_one_room_joined_through_two_replicas
     await late.publish(data=True)
     await late.wait_for(lambda: [(m["data"], m.get("history")) for m in late.data_received("chat")]
                         == [("hello from replica 0", True), ("and back", True)], timeout=20)
+
+
+async def test_a_media_node_on_one_udp_port(cluster):
+    """`basement sfu` in single-port mode (the Helm chart's sfu.udpPort): both connections of every
+    participant on the node's one port, and media between them."""
+    port = free_port()
+    c = await cluster(nodes=1, replicas=1, BASEMENT_ICE_UDP_PORT=str(port))
+    a, _ = await joined(cluster, c.replicas[0].url, "one-port-cl", "alice")
+    b, _ = await joined(cluster, c.replicas[0].url, "one-port-cl", "bob")
+    sink = await video_between(cluster, a, b)
+    assert sink.sizes == {(160, 120)}
+    sdps = [m["sdp"] for cl in (a, b) for m in cl.messages if m.get("type") in ("answer", "offer")]
+    ports = {int(p) for sdp in sdps for p in re.findall(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", sdp)}
+    assert len(sdps) >= 2 and ports == {port}, ports

@@ -118,6 +118,21 @@ async def test_a_closed_transport_is_forgotten(mux):
     p.sendto(request("ua", b"pa"), mux.sockname)
     await settle()
     assert len(a.got) == 1 and mux.unmatched == 2
-    with pytest.raises(OSError):  # a ufrag is one transport's
+    with pytest.raises(OSError):  # no credentials, no share
         mux.endpoint(Protocol("", "x"))
     p.close()
+
+
+async def test_two_transports_with_one_ufrag_are_told_apart_by_their_passwords(mux):
+    # aioice's ufrags have 24 bits: on a busy node two transports share one now and then
+    a, b = Protocol("same", "password-of-a"), Protocol("same", "password-of-b")
+    mux.endpoint(a)
+    mux.endpoint(b)
+    pa, pb = peer(), peer()
+    pb.sendto(request("same", b"password-of-b"), mux.sockname)
+    pa.sendto(request("same", b"password-of-a"), mux.sockname)
+    await settle()
+    assert [addr for _, addr in a.got] == [pa.getsockname()]
+    assert [addr for _, addr in b.got] == [pb.getsockname()]
+    pa.close()
+    pb.close()
