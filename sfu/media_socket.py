@@ -124,7 +124,30 @@ class PyMediaSocket:
         self._on_other(data, _address(addr))
 
 
-class MediaSocketTransport(asyncio.DatagramTransport):
+class OwnDatagramTransport(asyncio.DatagramTransport):
+    """What an asyncio datagram transport of ours has to say beyond sending and closing (aioice's
+    StunProtocol is its protocol): `_protocol`, `_closing` and `close()` are the subclass's."""
+
+    _protocol: asyncio.DatagramProtocol
+    _closing: bool
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class MediaSocketTransport(OwnDatagramTransport):
     """The asyncio datagram transport over one of our sockets, for aioice's StunProtocol."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.DatagramProtocol,
@@ -158,21 +181,6 @@ class MediaSocketTransport(asyncio.DatagramTransport):
         self.reader.close()
         self._sock.close()
         self._loop.call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 # <linux/in.h>; the socket module does not name them

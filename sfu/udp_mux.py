@@ -35,7 +35,7 @@ from typing import Any
 
 from aioice import stun
 
-from sfu.media_socket import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, PyMediaSocket
+from sfu.media_socket import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, OwnDatagramTransport, PyMediaSocket
 from sfu.metrics import STATS
 
 log = logging.getLogger("basement.udp_mux")
@@ -195,7 +195,7 @@ def close_port(port: int) -> None:
         _muxes.pop(key).close()
 
 
-class MuxEndpoint(asyncio.DatagramTransport):
+class MuxEndpoint(OwnDatagramTransport):
     """One ICE transport's share of a UdpMux; later, its own connected socket."""
 
     def __init__(self, mux: UdpMux, protocol: asyncio.DatagramProtocol) -> None:
@@ -263,7 +263,6 @@ class MuxEndpoint(asyncio.DatagramTransport):
         self.mux.loop.add_reader(own.fileno(), self.reader.drain)
         STATS.sockets.add(self)  # basement_datagrams_received and friends count its reads
 
-    # --- asyncio.DatagramTransport ------------------------------------------------------------
     def close(self) -> None:
         if self._closing:
             return
@@ -276,18 +275,3 @@ class MuxEndpoint(asyncio.DatagramTransport):
             self.reader.close()
             self.own.close()
         self.mux.loop.call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
-
-    def get_write_buffer_size(self) -> int:
-        return 0

@@ -457,10 +457,8 @@ class JanusTarget(Target):
         self.base = ""
         self.admin = ""
         self.session: aiohttp.ClientSession | None = None
-        self.sid: int | None = None
-        self.pending: dict[str, asyncio.Future] = {}
-        self.poller: asyncio.Task | None = None
-        self.handles: list[int] = []  # on the bench's own HTTP session: room creation
+        self.control: _JanusConn | None = None  # the bench's own Janus session: it creates the rooms
+        self.handles: list[int] = []  # the control session's handles (one per room created)
         self.subscriber_handles: list[tuple[int, int]] = []  # (session, handle) of each subscriber
         self.conns: list[_JanusConn] = []  # one per participant
         self.ws_url = ""
@@ -488,83 +486,27 @@ class JanusTarget(Target):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"janus did not answer /info; see {self.log_path}")
             await asyncio.sleep(0.05)
-        self.sid = (await self._post(self.base, {"janus": "create"}))["data"]["id"]
-        self.poller = asyncio.ensure_future(self._poll())
+        self.control = _JanusConn(self.session, self.ws_url, self.api_secret)
+        await self.control.connect()
 
     async def stop(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-        for c in self.conns:
+        for c in [*self.conns, *([self.control] if self.control else [])]:
             with contextlib.suppress(Exception):
-                await c.close()
+                await c.close()  # closing a WebSocket ends its Janus session
         self.conns.clear()
+        self.control = None
         if self.session is not None:
-            with contextlib.suppress(Exception):
-                await self._post(f"{self.base}/{self.sid}", {"janus": "destroy"})
             await self.session.close()
             self.session = None
         if _stop_process(self.proc):  # a crashed Janus keeps its folder (log) for inspection
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self.session is not None
-        body = {"transaction": secrets.token_hex(6), "apisecret": self.api_secret, **body}
-        async with self.session.post(url, json=body) as r:
-            reply = await r.json(content_type=None)
-        if reply.get("janus") == "error":
-            raise RuntimeError(f"janus error on {body.get('janus')}: {reply.get('error')}")
-        return reply
-
-    async def _poll(self) -> None:
-        assert self.session is not None
-        url = f"{self.base}/{self.sid}?maxev=50&apisecret={self.api_secret}"
-        while True:
-            try:
-                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
-                    events = await r.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError):
-                await asyncio.sleep(0.1)
-                continue
-            if isinstance(events, dict):
-                events = [events]
-            for ev in events:
-                fut = self.pending.get(ev.get("transaction", ""))
-                if fut is not None and not fut.done() and ev.get("janus") == "event":
-                    fut.set_result(ev)
-
-    async def _attach(self) -> int:
-        h = (await self._post(f"{self.base}/{self.sid}", {"janus": "attach", "plugin": "janus.plugin.videoroom"}))
-        hid = h["data"]["id"]
-        self.handles.append(hid)
-        return hid
-
-    async def _message(self, hid: int, body: dict[str, Any], jsep: dict[str, Any] | None = None,
-                       timeout: float = 30.0) -> dict[str, Any]:
-        tx = secrets.token_hex(8)
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[tx] = fut
-        msg: dict[str, Any] = {"janus": "message", "transaction": tx, "body": body}
-        if jsep is not None:
-            msg["jsep"] = jsep
-        try:
-            reply = await self._post(f"{self.base}/{self.sid}/{hid}", msg)
-            if reply.get("janus") == "success":
-                return reply
-            ev = await asyncio.wait_for(fut, timeout)
-        finally:
-            self.pending.pop(tx, None)
-        data = ev.get("plugindata", {}).get("data", {})
-        if "error" in data:
-            raise RuntimeError(f"janus videoroom refused {body.get('request')}: {data['error']}")
-        return ev
-
-    async def _trickle_done(self, hid: int) -> None:
-        await self._post(f"{self.base}/{self.sid}/{hid}", {"janus": "trickle", "candidate": {"completed": True}})
-
     async def new_room(self, max_publishers: int) -> str:
-        hid = await self._attach()
+        assert self.control is not None
+        hid = await self.control.attach()
+        self.handles.append(hid)
         room = 100000 + secrets.randbelow(900000)
-        await self._message(hid, {"request": "create", "room": room, "admin_key": self.room_key,
+        await self.control.message(hid, {"request": "create", "room": room, "admin_key": self.room_key,
                                   "publishers": max(3, max_publishers), "videocodec": "vp8", "audiocodec": "opus",
                                   "bitrate": 0, "fir_freq": 0, "permanent": False, "audiolevel_event": False})
         return str(room)
@@ -608,7 +550,8 @@ class JanusTarget(Target):
         handles, self.handles = self.handles, []
         for hid in handles:
             with contextlib.suppress(Exception):
-                await self._post(f"{self.base}/{self.sid}/{hid}", {"janus": "detach"})
+                assert self.control is not None
+                await self.control.detach(hid)
 
     async def forwarded_packets(self) -> int | None:
         """Sum of RTP packets Janus reports sent on subscriber handles (Admin API handle_info)."""
@@ -679,6 +622,9 @@ class _JanusConn:
 
     async def trickle_done(self, hid: int) -> None:
         await self._request({"janus": "trickle", "handle_id": hid, "candidate": {"completed": True}})
+
+    async def detach(self, hid: int) -> None:
+        await self._request({"janus": "detach", "handle_id": hid})
 
     async def _request(self, msg: dict[str, Any], tx: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         assert self.ws is not None

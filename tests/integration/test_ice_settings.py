@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from sfu import transport
+from tests.support.candidates import host_candidates
 from tests.support.media import CounterVideo, Sink
-
-
-def _candidates(sdp: str) -> list[tuple[str, int]]:
-    found = re.finditer(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", sdp)
-    return [(m.group(1), int(m.group(2))) for m in found]
 
 
 async def test_port_range_and_public_ip_are_honoured(make_server):
@@ -29,11 +23,11 @@ async def test_port_range_and_public_ip_are_honoured(make_server):
             await c.join("ice", name)
         await pub.publish(video=CounterVideo(96, 64))
         answer = next(m for m in pub.messages if m["type"] == "answer")
-        cands = _candidates(answer["sdp"])
+        cands = host_candidates(answer["sdp"])
         assert cands and all(host == "127.0.0.2" and 41000 <= port <= 41050 for host, port in cands), cands
         _, track = await sub.wait_track(kind="video")
         offer = next(m for m in sub.messages if m["type"] == "offer")
-        assert all(h == "127.0.0.2" and 41000 <= p <= 41050 for h, p in _candidates(offer["sdp"]))
+        assert all(h == "127.0.0.2" and 41000 <= p <= 41050 for h, p in host_candidates(offer["sdp"]))
         await Sink(track).wait_frames(10)
     finally:
         for c in clients:

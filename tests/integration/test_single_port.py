@@ -11,12 +11,8 @@ from aioice import stun
 
 from sfu.metrics import STATS
 from signalling.ports import free_port
+from tests.support.candidates import host_candidates
 from tests.support.media import CounterVideo, Sink, Tone
-
-
-def _candidates(sdp: str) -> list[tuple[str, int]]:
-    found = re.finditer(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", sdp)
-    return [(m.group(1), int(m.group(2))) for m in found]
 
 
 def _udp_ports_of_this_process() -> list[int]:
@@ -56,7 +52,7 @@ async def test_ten_participants_share_one_udp_port_and_all_decode(make_server):
         await asyncio.gather(*(c.publish(audio=Tone(), video=CounterVideo(96, 64)) for c in publishers))
         for c in publishers:
             answer = next(m for m in c.messages if m["type"] == "answer")
-            assert {p for _, p in _candidates(answer["sdp"])} == {port}, answer["sdp"]
+            assert {p for _, p in host_candidates(answer["sdp"])} == {port}, answer["sdp"]
         sinks = []
         for c in clients:
             for pub in publishers:
@@ -65,7 +61,7 @@ async def test_ten_participants_share_one_udp_port_and_all_decode(make_server):
                 _, track = await c.wait_track(kind="video", participant=pub.participant["id"], timeout=30)
                 sinks.append(Sink(track))
             offer = next(m for m in c.messages if m["type"] == "offer")
-            assert {p for _, p in _candidates(offer["sdp"])} == {port}, offer["sdp"]
+            assert {p for _, p in host_candidates(offer["sdp"])} == {port}, offer["sdp"]
         # 27 video streams decode: 10 frames each, pictures of the published size
         for sink in sinks:
             await sink.wait_frames(10, timeout=30)

@@ -3,12 +3,11 @@ shared port by ICE username, and its media flows both ways."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from signalling.ports import free_port
 from tests.e2e.browser.test_browser import joined, media_both_ways
+from tests.support.candidates import host_ports
 from tests.support.media import CounterVideo, Tone
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,7 +29,7 @@ async def test_chromium_on_the_one_port(make_server, browser):
         # what the page was told: both its connections' candidates on the one port
         sdps = await page.evaluate("window.basement.events.filter(m => m.type === 'answer' || "
                                    "m.type === 'offer').map(m => m.sdp)")
-        ports = {int(p) for sdp in sdps for p in re.findall(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", sdp)}
+        ports = host_ports(sdps)
         assert len(sdps) >= 2 and ports == {port}, ports
     finally:
         await alice.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import signal
 import time
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
 from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError
+from tests.support.candidates import host_ports
 from tests.support.clusterfix import Cluster, placement
 from tests.support.media import CounterVideo, Sink
 from tests.support.redisproc import RedisProc
@@ -532,5 +532,5 @@ async def test_a_media_node_on_one_udp_port(cluster):
     sink = await video_between(cluster, a, b)
     assert sink.sizes == {(160, 120)}
     sdps = [m["sdp"] for cl in (a, b) for m in cl.messages if m.get("type") in ("answer", "offer")]
-    ports = {int(p) for sdp in sdps for p in re.findall(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", sdp)}
+    ports = host_ports(sdps)
     assert len(sdps) >= 2 and ports == {port}, ports

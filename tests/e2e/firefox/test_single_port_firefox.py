@@ -3,12 +3,11 @@ find its transports on the shared port, and Chromium decodes what Firefox publis
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from signalling.ports import free_port
 from tests.e2e.firefox.playback import LAYERS, check_decoding, choose_quality, measure, publisher, summary, wait_layer
+from tests.support.candidates import host_ports
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -28,5 +27,5 @@ async def test_firefox_publishes_on_the_one_port_and_chromium_decodes(make_serve
     for page in (fx, chrome):
         sdps = await page.evaluate("window.basement.events.filter(m => m.type === 'answer' || "
                                    "m.type === 'offer').map(m => m.sdp)")
-        ports = {int(p) for sdp in sdps for p in re.findall(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", sdp)}
+        ports = host_ports(sdps)
         assert sdps and ports == {port}, ports
