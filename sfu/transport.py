@@ -60,18 +60,23 @@ _ORIGINAL_PARSE_STUN = aioice.stun.parse_message
 
 
 def _parse_stun(data: bytes) -> Any:
-    """aioice's STUN parser, with every malformed message a ValueError.
+    """aioice's STUN parser, with every malformed message a ValueError, and nothing parsed that is
+    not STUN by its first byte (RFC 7983; on the Python path every media datagram comes this way:
+    0.45 µs each instead of aioice's 0.75).
 
     Its attribute decoders trust the attribute lengths: a PRIORITY or an address attribute of the
     wrong length raises struct.error, which its callers (catching ValueError) let escape into the
     event loop: one logged traceback per datagram anyone sends to a media port. As a ValueError the
     datagram is "not STUN" to aioice, which hands it to aiortc's DTLS transport, which drops it.
     """
+    if not data or data[0] > 3:  # RFC 7983: not STUN (media on the Python path): no parse at all
+        raise ValueError("not STUN")
     try:
         return _ORIGINAL_PARSE_STUN(data)
     except struct_error:
         STATS.drop("stun_malformed")
         raise ValueError("malformed STUN attribute") from None
+
 
 
 @dataclass(frozen=True)
