@@ -10,7 +10,8 @@ talks to):
 2. by ICE username: a STUN Binding request names the local ufrag ("ufrag:peer-ufrag", RFC 8445
    §7.2.2). Its MESSAGE-INTEGRITY must verify with that transport's password before its source
    address is learnt, so nobody who does not know the password can steer another's traffic.
-   Addresses the transport sends to are learnt too (the answers to its own checks come from them).
+   Addresses the transport sends to are learnt too (the answers to its own checks come from them),
+   but only tentatively: a signed request of another transport from such an address takes it over.
 
 Anything else is dropped and counted (`basement_packets_dropped{reason="mux_unmatched"}`).
 
@@ -101,14 +102,25 @@ class UdpMux:
         protocol.connection_made(ep)
         return ep
 
-    def learn(self, ep: MuxEndpoint, addr: tuple[str, int]) -> bool:
+    def learn(self, ep: MuxEndpoint, addr: tuple[str, int], proven: bool = False) -> bool:
+        """`addr` is `ep`'s: `proven` by a request signed with its password, or only sent to by it
+        (tentative: a proven claim of another transport takes it over, or a participant could list
+        someone else's address among its candidates and have that one's checks come to it)."""
         owner = self._by_addr.get(addr)
         if owner is ep:
+            if proven:
+                ep.proven.add(addr)
             return True
-        if owner is not None or len(ep.addresses) >= MAX_ADDRESSES:
+        if owner is not None and (not proven or addr in owner.proven):
             return False
+        if len(ep.addresses) >= MAX_ADDRESSES:
+            return False
+        if owner is not None:  # a tentative claim gives way to a proven one
+            owner.addresses.discard(addr)
         self._by_addr[addr] = ep
         ep.addresses.add(addr)
+        if proven:
+            ep.proven.add(addr)
         return True
 
     def forget(self, ep: MuxEndpoint) -> None:
@@ -121,6 +133,7 @@ class UdpMux:
             if self._by_addr.get(addr) is ep:
                 del self._by_addr[addr]
         ep.addresses.clear()
+        ep.proven.clear()
 
     def sendto(self, data: Any, addr: tuple[str, int]) -> None:
         try:
@@ -142,7 +155,10 @@ class UdpMux:
             self.deliver(data, _addr(addr))
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
-        ep = self._by_addr.get(addr) or self._match(data, addr)
+        ep = self._by_addr.get(addr)
+        if ep is None or (addr not in ep.proven and data[:1] == b"\x00"):
+            # a new address, or a request from one only sent to so far: whose it is, the signature says
+            ep = self._match(data, addr) or ep
         if ep is None:
             self.unmatched += 1
             STATS.drop("mux_unmatched")
@@ -164,7 +180,7 @@ class UdpMux:
             return None
         for ep in self._by_ufrag.get(username.split(":", 1)[0], ()):
             if msg.check_message_integrity(ep.password):  # signed with this transport's password
-                return ep if self.learn(ep, addr) else None
+                return ep if self.learn(ep, addr, proven=True) else None
         return None  # nobody's, or not signed (with the right password)
 
     def close(self) -> None:
@@ -205,6 +221,7 @@ class MuxEndpoint(OwnDatagramTransport):
         self.ufrag = ""
         self.password = b""
         self.addresses: set[tuple[str, int]] = set()
+        self.proven: set[tuple[str, int]] = set()  # those a request signed with `password` came from
         self.peer: tuple[str, int] | None = None  # the connected socket's peer
         self.own: socket.socket | None = None
         self.reader: Any = None  # the connected socket's reader (sfu.native_receive attaches to it)

@@ -136,3 +136,24 @@ async def test_two_transports_with_one_ufrag_are_told_apart_by_their_passwords(m
     assert [addr for _, addr in b.got] == [pb.getsockname()]
     pa.close()
     pb.close()
+
+
+async def test_an_address_only_sent_to_gives_way_to_a_signed_request_of_another_transport(mux):
+    # a participant lists someone else's address among its candidates: the SFU's checks go there,
+    # but that address's own signed request still reaches its transport, and keeps it
+    a, b = Protocol("ua", "pa"), Protocol("ub", "pb")
+    ea, eb = mux.endpoint(a), mux.endpoint(b)
+    p = peer()
+    ea.sendto(b"\x00check", p.getsockname())  # tentative: a only sent there
+    await settle()
+    p.sendto(request("ub", b"pb"), mux.sockname)
+    p.sendto(b"\x16dtls", mux.sockname)
+    await settle()
+    assert a.got == [] and [d[:1] for d, _ in b.got] == [b"\x00", b"\x16"]
+    assert p.getsockname() in eb.proven and p.getsockname() not in ea.addresses
+    # proven now: a cannot take it back by sending, nor by a request signed for it
+    ea.sendto(b"\x00check", p.getsockname())
+    p.sendto(request("ua", b"pa"), mux.sockname)
+    await settle()
+    assert a.got == [] and len(b.got) == 3
+    p.close()
