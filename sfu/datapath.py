@@ -18,7 +18,8 @@ Both implement the same per-packet contract and are held to it by the same tests
   the same results, on the native path (`remb_estimator`).
 * Reception statistics and the NACK window of each incoming stream: `sfu.reception.Reception`, or
   `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C); a
-  layer's rate accounting: `sfu.track.Layer`, or `NativeLayer` (`_native.LayerCore`).
+  layer's rate accounting: `sfu.track.Layer`, or `NativeLayer` (`_native.LayerCore`); a layer's
+  packets kept for NACKs: `sfu.packet_ring.PacketRing`, or `_native.PacketRing`.
 * Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
   (`_native.parse`, ...), which return objects with the same attributes and raise the same
   RtpError (`parsers`).
@@ -127,7 +128,7 @@ def configure(name: str) -> None:
     if name == "native":
         transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
-        track.configure(NativeLayer)
+        track.configure(NativeLayer, _native.PacketRing)
     else:
         transport.configure_receive(None)
         reception.configure(reception.Reception)

@@ -2,8 +2,12 @@
 
 `forward()` is the per-packet hot path (with `sfu.rtp` and `PeerTransport.send_rtp`): choose whether
 this packet goes out, rewrite SSRC / payload type / sequence number / timestamp / header-extension
-ids / VP8 PictureID+TL0PICIDX in one copy of the packet, cache it for NACKs, protect and send. It is
-deliberately a flat function over plain attributes so it can move to native code unchanged in shape.
+ids / VP8 PictureID+TL0PICIDX in one copy of the packet, protect and send. It is deliberately a flat
+function over plain attributes so it can move to native code unchanged in shape.
+
+NACKs: the packet as received is kept once, in its Layer's `PacketRing`; per packet sent a DownTrack
+keeps only where that is and the offsets it applied (`cache`), and rebuilds the packet it sent when a
+NACK asks for it (`_cached`).
 
 Continuity: output sequence numbers and timestamps never jump. Whenever the forwarded stream
 restarts (first packet, layer switch, resume after mute or pause) the offsets are recomputed so the
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("basement.downtrack")
 
-CACHE_SIZE = 1024  # packets; about 3 s of a 2.5 Mbps video layer
+CACHE_SIZE = 1024  # packets sent that a NACK can ask for (each rebuilt from its Layer's PacketRing)
 CACHE_MASK = CACHE_SIZE - 1
 
 # NACK answers are bounded so one small NACK cannot make the SFU a traffic amplifier (issue #11):
@@ -64,6 +68,9 @@ def configure_retransmission(budget: float) -> None:
 
 # (last_seq, last_ts, last_sent_at, last_pid, last_tl0, rtx_seq, started)
 Continuity = tuple[int, int, float, int, int, int, bool]
+# One packet sent, as a NACK needs it: (our seq, the source packet's PacketRing, its serial there,
+# its seq there, ts_off, pid_off, tl0_off, when it was forwarded)
+Sent = tuple[int, Any, int, int, int, int, int, float]
 
 
 def _newer16(a: int, b: int) -> bool:
@@ -73,7 +80,7 @@ def _newer16(a: int, b: int) -> bool:
 class DownTrack:
     """The pure-Python data path; `sfu.datapath.NativeDownTrack` is its C twin (same tests, same bytes)."""
 
-    cache: list[tuple[int, bytes, float] | None]  # (seq, packet, when it was forwarded)
+    cache: list[Sent | None]  # by our seq
 
     def __init__(self, track: PublishedTrack[DownTrack], subscriber_id: str, transport: PeerTransport,
                  slot: SendSlot, rtx_budget: float | None = None) -> None:
@@ -115,7 +122,7 @@ class DownTrack:
         self.last_sent_at = 0.0
         self.rtx_seq = random.randint(0, 0xFFFF)
 
-        self._clear_cache()  # the packet ring: a list here, a C ring in the native twin
+        self._clear_cache()  # what was sent, for NACKs: a list here, a C array in the native twin
         self.packets = 0
         self.octets = 0
         self.bytes_sent = 0
@@ -218,15 +225,32 @@ class DownTrack:
             self._handover = (self.last_seq, self.last_ts)
 
     def release(self) -> None:
-        """Unsubscribed: drop the packet cache now (up to ~1.2 MiB) rather than whenever the last
-        reference goes; a late NACK finds nothing cached."""
+        """Unsubscribed: drop what was sent (and the references to the layers' rings) now rather than
+        whenever the last reference goes; a late NACK finds nothing cached."""
         self._clear_cache()
         self._resent = [None] * CACHE_SIZE
 
     def _cached(self, seq: int) -> bytes | None:
-        """The packet sent with this (output) seq, rewritten and unprotected, if still cached."""
+        """The packet sent with this (output) seq, rewritten and unprotected, if it can still be made
+        again: its source packet is still in its layer's ring."""
         entry = self.cache[seq & CACHE_MASK]
-        return entry[1] if entry is not None and entry[0] == seq else None
+        if entry is None or entry[0] != seq:
+            return None
+        data = entry[1].get(entry[3], entry[2])
+        return None if data is None else self._rebuild(entry, data)
+
+    def _rebuild(self, entry: Sent, data: bytes) -> bytes:
+        """The packet `entry` describes, byte for byte as it was sent (its abs-send-time too), from
+        `data`, its source packet."""
+        out_seq, _ring, _serial, _in_seq, ts_off, pid_off, tl0_off, sent_at = entry
+        view = rtp.parse(data)  # it parsed when it was forwarded
+        vp8 = None
+        if self.is_vp8:
+            try:
+                vp8 = rtp.vp8_descriptor(memoryview(data)[view.payload_start : view.payload_end])
+            except rtp.RtpError:
+                pass
+        return self._rewrite(data, view, vp8, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at)
 
     def _clear_cache(self) -> None:
         self.cache = [None] * CACHE_SIZE
@@ -259,27 +283,10 @@ class DownTrack:
 
         out_seq = (view.seq + self.seq_off) & 0xFFFF
         out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
-        buf = bytearray(data)
-        rtp.HEADER.pack_into(buf, 0, buf[0], (buf[1] & 0x80) | slot.pt, out_seq, out_ts, slot.ssrc)
-        if view.ext_start:
-            if view.one_byte:
-                self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)
-            else:
-                buf = _strip_extensions(buf, view)
-        if vp8 is not None and (self.pid_off or self.tl0_off):
-            p = view.payload_start - (len(data) - len(buf))
-            if vp8.picture_id >= 0:
-                if vp8.picture_id_bits == 15:
-                    pid = (vp8.picture_id + self.pid_off) & 0x7FFF
-                    buf[p + vp8.picture_id_pos] = 0x80 | (pid >> 8)
-                    buf[p + vp8.picture_id_pos + 1] = pid & 0xFF
-                else:
-                    pid = (vp8.picture_id + self.pid_off) & 0x7F
-                    buf[p + vp8.picture_id_pos] = pid
-            if vp8.tl0picidx >= 0:
-                buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + self.tl0_off) & 0xFF
-        out = bytes(buf)
-        self.cache[out_seq & CACHE_MASK] = (out_seq, out, now)  # (the native twin: DownTrackCore's ring)
+        out = self._rewrite(data, view, vp8, out_seq, out_ts, self.pid_off, self.tl0_off, now)
+        ring = layer.ring
+        self.cache[out_seq & CACHE_MASK] = (out_seq, ring, ring.store(view.seq, data), view.seq, self.ts_off,
+                                            self.pid_off, self.tl0_off, now)
         if _newer16(out_seq, self.last_seq) or not self.started:
             self.last_seq = out_seq
             self.last_ts = out_ts
@@ -296,6 +303,32 @@ class DownTrack:
             traffic = STATS.traffic
             traffic.packets_out += 1
             traffic.bytes_out += len(out)
+
+    def _rewrite(self, data: bytes, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, out_seq: int, out_ts: int,
+                 pid_off: int, tl0_off: int, now: float) -> bytes:
+        """`data` as this subscriber gets it: our PT, SSRC and numbering, our extension ids (abs-send-time
+        = `now`), VP8 PictureID/TL0PICIDX moved by the offsets."""
+        slot = self.slot
+        buf = bytearray(data)
+        rtp.HEADER.pack_into(buf, 0, buf[0], (buf[1] & 0x80) | slot.pt, out_seq, out_ts, slot.ssrc)
+        if view.ext_start:
+            if view.one_byte:
+                self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)
+            else:
+                buf = _strip_extensions(buf, view)
+        if vp8 is not None and (pid_off or tl0_off):
+            p = view.payload_start - (len(data) - len(buf))
+            if vp8.picture_id >= 0:
+                if vp8.picture_id_bits == 15:
+                    pid = (vp8.picture_id + pid_off) & 0x7FFF
+                    buf[p + vp8.picture_id_pos] = 0x80 | (pid >> 8)
+                    buf[p + vp8.picture_id_pos + 1] = pid & 0xFF
+                else:
+                    pid = (vp8.picture_id + pid_off) & 0x7F
+                    buf[p + vp8.picture_id_pos] = pid
+            if vp8.tl0picidx >= 0:
+                buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + tl0_off) & 0xFF
+        return bytes(buf)
 
     def skip(self, seq: int, layer: Layer) -> None:
         """A packet of `layer` that is not forwarded to anyone (a padding-only probe): renumber it away."""
@@ -448,22 +481,23 @@ class DownTrack:
             seq &= 0xFFFF
             idx = seq & CACHE_MASK
             entry = self.cache[idx]
-            if entry is not None and entry[0] != seq:
-                entry = None  # (a newer packet in the slot)
+            source = None if entry is None or entry[0] != seq else entry[1].get(entry[3], entry[2])
+            if source is None:
+                entry = None  # (none, a newer packet in the slot, or its source has left the layer's ring)
             if seq != (previous + 1) & 0xFFFF or previous < 0:  # the first of a run of losses
-                repairable = entry is not None and entry[2] >= oldest
+                repairable = entry is not None and entry[7] >= oldest
             previous = seq
-            if entry is None:
+            if entry is None or source is None:
                 misses += 1
                 continue
-            if not repairable or entry[2] < oldest:
+            if not repairable or entry[7] < oldest:
                 by_stale += 1
                 continue
-            packet = entry[1]
             last = resent[idx]
             if last is not None and last[0] == seq and now - last[1] < interval:
                 by_interval += 1
                 continue
+            packet = self._rebuild(entry, source)
             if len(packet) + 2 > left:  # + the RTX header's original seq
                 # out of budget: the rest of this NACK is not answered (counted, not walked)
                 by_budget += len(lost) - i

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from sfu import reception
+from sfu import packet_ring, reception
 from sfu.api import TrackInfo
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class Layer:
         self.ssrc: int | None = None
         self.rtx_ssrc: int | None = None
         self.rx = reception.new(clock_rate)  # Python or native (sfu.datapath)
+        # the packets as received, for every subscriber's NACKs (sfu.packet_ring; Python or native)
+        self.ring = _ring_kind()
         self.nack_at = -1.0  # arrival time of the last immediate NACK
         # bumped when the media stream starts over (new SSRC, or the sender restarted its sequence
         # numbers): numbering derived from the old stream no longer continues
@@ -76,12 +78,15 @@ class Layer:
 
 
 _layer_kind: Callable[[str, int], Layer] = Layer
+_ring_kind: Callable[[], Any] = packet_ring.PacketRing
 
 
-def configure(kind: Callable[[str, int], Layer]) -> None:
-    """The class new Layers are made of: Layer, or the native data path's (sfu.datapath)."""
-    global _layer_kind
+def configure(kind: Callable[[str, int], Layer], ring: Callable[[], Any] = packet_ring.PacketRing) -> None:
+    """The classes new Layers and their packet rings are made of: Layer and PacketRing, or the native
+    data path's (sfu.datapath)."""
+    global _layer_kind, _ring_kind
     _layer_kind = kind
+    _ring_kind = ring
 
 
 class TrackSource(Protocol):

@@ -1,5 +1,7 @@
-/* The native forwarder: one call per received packet rewrites, caches, protects and sends it for
- * every DownTrack of its Track.
+/* The native forwarder: one call per received packet rewrites, protects and sends it for every
+ * DownTrack of its Track, and keeps it for NACKs: once, in its layer's PacketRing (packet_ring.c), and
+ * per DownTrack where it is there and the offsets applied (`sent_entry`), from which a NACK rebuilds
+ * the packet sent.
  *
  * It is the C twin of `DownTrack.forward` (sfu/downtrack.py) and must behave identically: the unit
  * tests of tests/unit/sfu run against both (datapath = native | python). Python keeps the policy:
@@ -414,18 +416,22 @@ static PyTypeObject EgressType = {
  * DownTrackCore: the per-packet state of a DownTrack (base class of sfu.datapath.NativeDownTrack)
  * ---------------------------------------------------------------------------------------------- */
 
+/* One packet sent, as a NACK needs it (sfu/downtrack.py `Sent`): where its source packet is (its
+ * layer's PacketRing, the serial there) and the offsets the rewrite applied. The packet itself is made
+ * again from the source when a NACK asks for it: 48 bytes here instead of a copy of it. */
 typedef struct {
-    uint16_t seq;
-    uint16_t valid;
-    uint32_t len;
-    uint32_t cap;
-    uint8_t *buf;
-    /* the last NACK answer from this slot: keyed by seq, so a recycled slot does not inherit it */
+    PyObject *ring;            /* a strong reference, as the Python twin's tuple holds one */
+    unsigned long long serial; /* of the source packet in `ring`; 0 = nothing sent in this slot */
+    double sent_at;            /* when it was forwarded: NACKs for older packets are not answered */
+    double resent_at;          /* the last NACK answer from this slot, keyed by seq (resent_seq) */
+    uint32_t ts_off;
+    uint16_t seq; /* ours */
+    uint16_t in_seq;
+    uint16_t pid_off;
     uint16_t resent_seq;
-    uint16_t resent_valid;
-    double resent_at;
-    double stored_at; /* when it was forwarded: NACKs for older packets are not answered */
-} cache_entry;
+    uint8_t tl0_off;
+    uint8_t resent_valid;
+} sent_entry;
 
 typedef struct {
     PyObject_HEAD
@@ -458,12 +464,12 @@ typedef struct {
     /* SRTP stream of our SSRC on the egress it was looked up on */
     PyObject *stream_egress;
     bs_srtp_stream *stream;
-    cache_entry *cache; /* CACHE_SIZE entries, allocated on the first packet */
+    sent_entry *cache; /* CACHE_SIZE entries, by our seq, allocated on the first packet */
 } DownTrackCore;
 
 static PyTypeObject DownTrackCoreType;
 
-static PyObject *str_active, *str_egress, *str_epoch, *str_send_rtp, *str_begin_run;
+static PyObject *str_active, *str_egress, *str_epoch, *str_send_rtp, *str_begin_run, *str_ring;
 
 static int DTC_traverse(DownTrackCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->dict);
@@ -487,12 +493,13 @@ static int DTC_clear(DownTrackCore *self) {
 }
 
 static void cache_free(DownTrackCore *self) {
-    if (!self->cache)
+    sent_entry *cache = self->cache;
+    if (!cache)
         return;
+    self->cache = NULL; /* (before the references go: a ring's deallocation runs no Python code, but still) */
     for (int i = 0; i < CACHE_SIZE; i++)
-        free(self->cache[i].buf);
-    free(self->cache);
-    self->cache = NULL;
+        Py_XDECREF(cache[i].ring);
+    free(cache);
 }
 
 static void DTC_dealloc(DownTrackCore *self) {
@@ -557,17 +564,40 @@ static PyObject *DTC_configure(DownTrackCore *self, PyObject *args, PyObject *kw
     Py_RETURN_NONE;
 }
 
+static const uint8_t *sent_source(const sent_entry *e, size_t *len);
+static size_t dtc_rebuild(DownTrackCore *s, const sent_entry *e, const uint8_t *src, size_t n, uint8_t *out);
+
+/* the sent entry for our seq, with its source packet (*src, *n) still in its ring, or NULL */
+static sent_entry *sent_lookup(DownTrackCore *s, uint16_t seq, const uint8_t **src, size_t *n) {
+    if (!s->cache)
+        return NULL;
+    sent_entry *e = &s->cache[seq & CACHE_MASK];
+    if (!e->serial || e->seq != seq)
+        return NULL;
+    *src = sent_source(e, n);
+    return *src ? e : NULL;
+}
+
 static PyObject *DTC_cached(DownTrackCore *self, PyObject *arg) {
     long seq = PyLong_AsLong(arg);
     if (seq == -1 && PyErr_Occurred())
         return NULL;
-    seq &= 0xFFFF;
-    if (self->cache) {
-        cache_entry *c = &self->cache[seq & CACHE_MASK];
-        if (c->valid && c->seq == seq)
-            return PyBytes_FromStringAndSize((const char *)c->buf, c->len);
+    const uint8_t *src;
+    size_t n;
+    sent_entry *e = sent_lookup(self, (uint16_t)(seq & 0xFFFF), &src, &n);
+    if (!e)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!out)
+        return NULL;
+    size_t len = dtc_rebuild(self, e, src, n, (uint8_t *)PyBytes_AS_STRING(out));
+    if (!len) { /* (its source parsed when it was forwarded) */
+        Py_DECREF(out);
+        Py_RETURN_NONE;
     }
-    Py_RETURN_NONE;
+    if (len < n && _PyBytes_Resize(&out, (Py_ssize_t)len) < 0)
+        return NULL;
+    return out;
 }
 
 static PyObject *DTC_clear_cache(DownTrackCore *self, PyObject *unused) {
@@ -678,31 +708,28 @@ static void dtc_rewrite_extensions(DownTrackCore *s, uint8_t *buf, size_t i, siz
     }
 }
 
-static int cache_store(DownTrackCore *s, uint16_t seq, const uint8_t *p, size_t len, double now) {
-    if (!s->cache) {
-        s->cache = calloc(CACHE_SIZE, sizeof(cache_entry));
-        if (!s->cache)
-            return -1;
+/* remember the packet sent as our `seq`: its source (`serial` in `ring`, with its seq `in_seq`) and
+ * the offsets the rewrite applied */
+static void sent_store(DownTrackCore *s, uint16_t seq, PyObject *ring, unsigned long long serial, uint16_t in_seq,
+                       double now) {
+    if (!s->cache && !(s->cache = calloc(CACHE_SIZE, sizeof(sent_entry))))
+        return; /* (then NACKs find nothing) */
+    sent_entry *e = &s->cache[seq & CACHE_MASK];
+    e->serial = serial;
+    e->sent_at = now;
+    e->ts_off = s->ts_off;
+    e->seq = seq;
+    e->in_seq = in_seq;
+    e->pid_off = (uint16_t)s->pid_off;
+    e->tl0_off = (uint8_t)s->tl0_off;
+    if (e->ring != ring) {
+        Py_INCREF(ring);
+        Py_XSETREF(e->ring, ring);
     }
-    cache_entry *c = &s->cache[seq & CACHE_MASK];
-    if (c->cap < len) {
-        /* the slot grows to the largest packet it has held, in 128-byte steps: an audio DownTrack's
-         * ring is ~1024 x 128 bytes, not 1024 x 1500 (1.5 MB per audio subscription before) */
-        size_t ncap = (len + 127) & ~(size_t)127;
-        uint8_t *nb = realloc(c->buf, ncap);
-        if (!nb) {
-            c->valid = 0;
-            return -1;
-        }
-        c->buf = nb;
-        c->cap = (uint32_t)ncap;
-    }
-    memcpy(c->buf, p, len);
-    c->len = (uint32_t)len;
-    c->seq = seq;
-    c->valid = 1;
-    c->stored_at = now;
-    return 0;
+}
+
+static const uint8_t *sent_source(const sent_entry *e, size_t *len) {
+    return e->ring ? bs_ring_get(e->ring, e->in_seq, e->serial, len) : NULL;
 }
 
 /* the egress of the DownTrack's transport, or NULL (borrowed; the transport holds it) */
@@ -734,11 +761,73 @@ typedef struct {
     unsigned long long packets, bytes;
 } fan_totals;
 
+/* DownTrack._rewrite: `data` (n bytes, parsed as v, vp8) as this subscriber gets it, written to `out`
+ * (n bytes at least): our PT, SSRC and numbering, our extension ids (abs-send-time = now), VP8
+ * PictureID/TL0PICIDX moved by the offsets. Returns its length. */
+static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+                          uint16_t out_seq, uint32_t out_ts, unsigned pid_off, unsigned tl0_off, double now,
+                          uint8_t *out) {
+    memcpy(out, data, n);
+    size_t len = n;
+    out[1] = (uint8_t)((out[1] & 0x80) | s->out_pt);
+    out[2] = (uint8_t)(out_seq >> 8);
+    out[3] = (uint8_t)out_seq;
+    out[4] = (uint8_t)(out_ts >> 24);
+    out[5] = (uint8_t)(out_ts >> 16);
+    out[6] = (uint8_t)(out_ts >> 8);
+    out[7] = (uint8_t)out_ts;
+    out[8] = (uint8_t)(s->out_ssrc >> 24);
+    out[9] = (uint8_t)(s->out_ssrc >> 16);
+    out[10] = (uint8_t)(s->out_ssrc >> 8);
+    out[11] = (uint8_t)s->out_ssrc;
+    size_t removed = 0;
+    if (v->ext_start) {
+        if (v->one_byte) {
+            dtc_rewrite_extensions(s, out, v->ext_start, v->ext_end, now);
+        } else {
+            /* _strip_extensions: drop the two-byte-form block, clear X */
+            size_t start = v->ext_start - 4;
+            removed = v->ext_end - start;
+            memmove(out + start, out + v->ext_end, n - v->ext_end);
+            len -= removed;
+            out[0] &= 0xEF;
+        }
+    }
+    if (vp8 && (pid_off || tl0_off)) {
+        size_t p = v->payload_start - removed;
+        if (vp8->picture_id >= 0) {
+            if (vp8->picture_id_bits == 15) {
+                unsigned pid = ((unsigned)vp8->picture_id + pid_off) & 0x7FFF;
+                out[p + vp8->picture_id_pos] = (uint8_t)(0x80 | (pid >> 8));
+                out[p + vp8->picture_id_pos + 1] = (uint8_t)pid;
+            } else {
+                out[p + vp8->picture_id_pos] = (uint8_t)(((unsigned)vp8->picture_id + pid_off) & 0x7F);
+            }
+        }
+        if (vp8->tl0picidx >= 0)
+            out[p + vp8->tl0picidx_pos] = (uint8_t)(((unsigned)vp8->tl0picidx + tl0_off) & 0xFF);
+    }
+    return len;
+}
+
+/* DownTrack._rebuild: the packet `e` describes, byte for byte as it was sent, from its source `src`
+ * (n bytes) into `out` (n bytes at least); its length, or 0 when the source does not parse */
+static size_t dtc_rebuild(DownTrackCore *s, const sent_entry *e, const uint8_t *src, size_t n, uint8_t *out) {
+    bs_rtp_view v;
+    bs_vp8 vp8;
+    if (bs_rtp_parse(src, n, &v) < 0)
+        return 0;
+    int have_vp8 = s->is_vp8 && bs_vp8_parse(src + v.payload_start, v.payload_end - v.payload_start, &vp8) == 0;
+    return dtc_rewrite(s, src, n, &v, have_vp8 ? &vp8 : NULL, e->seq, (v.ts + e->ts_off) & 0xFFFFFFFFu, e->pid_off,
+                       e->tl0_off, e->sent_at, out);
+}
+
 /* One DownTrack's share of a packet: DownTrack.forward. 0 on success (sent or skipped), -1 on a
- * Python error (from the layer-change callback or the fallback send). */
+ * Python error (from the layer-change callback or the fallback send). The packet is stored in `ring`
+ * (the layer's PacketRing, or NULL) by the first DownTrack that sends it: *serial is 0 until then. */
 static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
-                       PyObject *layer, long long epoch, int keyframe, double now, uint8_t *scratch,
-                       fan_totals *tot) {
+                       PyObject *layer, PyObject *ring, unsigned long long *serial, long long epoch, int keyframe,
+                       double now, uint8_t *scratch, fan_totals *tot) {
     if (!s->slot || !s->transport)
         return 0;
     PyObject *active = PyObject_GetAttr(s->slot, str_active);
@@ -773,47 +862,13 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     int in_queue = e != NULL && s->stream != NULL && n + BS_SRTP_MAX_RTCP_TRAILER <= QUEUE_BUF;
     if (in_queue)
         scratch = egress_slot(e);
-    memcpy(scratch, data, n);
-    size_t len = n;
-    scratch[1] = (uint8_t)((scratch[1] & 0x80) | s->out_pt);
-    scratch[2] = (uint8_t)(out_seq >> 8);
-    scratch[3] = (uint8_t)out_seq;
-    scratch[4] = (uint8_t)(out_ts >> 24);
-    scratch[5] = (uint8_t)(out_ts >> 16);
-    scratch[6] = (uint8_t)(out_ts >> 8);
-    scratch[7] = (uint8_t)out_ts;
-    scratch[8] = (uint8_t)(s->out_ssrc >> 24);
-    scratch[9] = (uint8_t)(s->out_ssrc >> 16);
-    scratch[10] = (uint8_t)(s->out_ssrc >> 8);
-    scratch[11] = (uint8_t)s->out_ssrc;
-    size_t removed = 0;
-    if (v->ext_start) {
-        if (v->one_byte) {
-            dtc_rewrite_extensions(s, scratch, v->ext_start, v->ext_end, now);
-        } else {
-            /* _strip_extensions: drop the two-byte-form block, clear X */
-            size_t start = v->ext_start - 4;
-            removed = v->ext_end - start;
-            memmove(scratch + start, scratch + v->ext_end, n - v->ext_end);
-            len -= removed;
-            scratch[0] &= 0xEF;
-        }
+    size_t len = dtc_rewrite(s, data, n, v, vp8, out_seq, out_ts, s->pid_off, s->tl0_off, now, scratch);
+    if (ring) {
+        if (!*serial)
+            *serial = bs_ring_store(ring, v->seq, data, n);
+        if (*serial)
+            sent_store(s, out_seq, ring, *serial, v->seq, now);
     }
-    if (vp8 && (s->pid_off || s->tl0_off)) {
-        size_t p = v->payload_start - removed;
-        if (vp8->picture_id >= 0) {
-            if (vp8->picture_id_bits == 15) {
-                unsigned pid = ((unsigned)vp8->picture_id + s->pid_off) & 0x7FFF;
-                scratch[p + vp8->picture_id_pos] = (uint8_t)(0x80 | (pid >> 8));
-                scratch[p + vp8->picture_id_pos + 1] = (uint8_t)pid;
-            } else {
-                scratch[p + vp8->picture_id_pos] = (uint8_t)(((unsigned)vp8->picture_id + s->pid_off) & 0x7F);
-            }
-        }
-        if (vp8->tl0picidx >= 0)
-            scratch[p + vp8->tl0picidx_pos] = (uint8_t)(((unsigned)vp8->tl0picidx + s->tl0_off) & 0xFF);
-    }
-    cache_store(s, out_seq, scratch, len, now);
     if (newer16(out_seq, (uint16_t)s->last_seq) || !s->started) {
         s->last_seq = out_seq;
         s->last_ts = out_ts;
@@ -903,7 +958,8 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         return NULL;
     long long sent = 0, misses = 0, by_interval = 0, by_budget = 0, by_stale = 0, spent = 0;
     PyObject *result = NULL;
-    uint8_t *rtx_buf = NULL;
+    uint8_t *buf = NULL, *rtx_buf = NULL;
+    size_t buf_cap = 0;
     Py_ssize_t n = PyList_GET_SIZE(lost);
     long previous = -1;
     int repairable = 1;
@@ -912,16 +968,17 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         if (seq == -1 && PyErr_Occurred())
             goto done;
         seq &= 0xFFFF;
-        cache_entry *c = s->cache ? &s->cache[seq & CACHE_MASK] : NULL;
-        int cached = c && c->valid && c->seq == seq;
+        const uint8_t *src = NULL;
+        size_t src_len = 0;
+        sent_entry *c = sent_lookup(s, (uint16_t)seq, &src, &src_len);
         if (previous < 0 || seq != ((previous + 1) & 0xFFFF)) /* the first of a run of losses */
-            repairable = cached && c->stored_at >= oldest;
+            repairable = c && c->sent_at >= oldest;
         previous = seq;
-        if (!cached) {
+        if (!c) {
             misses++;
             continue;
         }
-        if (!repairable || c->stored_at < oldest) {
+        if (!repairable || c->sent_at < oldest) {
             by_stale++;
             continue;
         }
@@ -929,20 +986,31 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
             by_interval++;
             continue;
         }
-        if ((double)c->len + 2 > left) {
-            by_budget += n - i;
-            break;
-        }
-        const uint8_t *pkt = c->buf;
-        size_t len = c->len;
-        if (rtx_pt) {
-            uint8_t *nb = realloc(rtx_buf, len + 2);
-            if (!nb) {
+        if (buf_cap < src_len + 2) {
+            /* room for the packet and, in rtx_buf, its RTX form (two bytes more) */
+            uint8_t *nb = realloc(buf, src_len + 2), *nr = nb ? realloc(rtx_buf, src_len + 2) : NULL;
+            if (nb)
+                buf = nb;
+            if (nr)
+                rtx_buf = nr;
+            if (!nb || !nr) {
                 PyErr_NoMemory();
                 goto done;
             }
-            rtx_buf = nb;
-            len = dtc_rtx(s, c->buf, c->len, rtx_pt, (uint32_t)rtx_ssrc, rtx_buf);
+            buf_cap = src_len + 2;
+        }
+        size_t len = dtc_rebuild(s, c, src, src_len, buf);
+        if (!len) {
+            misses++;
+            continue;
+        }
+        if ((double)len + 2 > left) {
+            by_budget += n - i;
+            break;
+        }
+        const uint8_t *pkt = buf;
+        if (rtx_pt) {
+            len = dtc_rtx(s, buf, len, rtx_pt, (uint32_t)rtx_ssrc, rtx_buf);
             if (!len) {
                 misses++;
                 continue;
@@ -953,9 +1021,13 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         if (ok < 0)
             goto done;
         if (ok) {
-            c->resent_valid = 1;
-            c->resent_seq = (uint16_t)seq;
-            c->resent_at = now;
+            /* (looked up again: the send may have run Python code, which may have cleared the cache) */
+            if (s->cache) {
+                c = &s->cache[seq & CACHE_MASK];
+                c->resent_valid = 1;
+                c->resent_seq = (uint16_t)seq;
+                c->resent_at = now;
+            }
             left -= (double)len;
             spent += (long long)len;
             sent++;
@@ -964,6 +1036,7 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
     result = Py_BuildValue("(LLLLLL)", sent, misses, by_interval, by_budget, by_stale, spent);
 done:
     flush_unless_held();
+    free(buf);
     free(rtx_buf);
     return result;
 }
@@ -975,6 +1048,8 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
               int keyframe, double now, unsigned long long *packets, unsigned long long *bytes) {
     fan_totals tot = {0, 0};
     int result = -1;
+    PyObject *ring = NULL;
+    unsigned long long serial = 0;
     bs_vp8 vp8d;
     int have_vp8 = vp8 != NULL ? 1 : -1; /* else parsed on the first VP8 DownTrack */
     uint8_t stack_scratch[2048];
@@ -983,6 +1058,15 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
         PyErr_SetString(PyExc_TypeError, "downtracks must be a list");
         goto done;
     }
+    /* the layer's PacketRing: the packet is kept there once, for every DownTrack's NACKs */
+    if (bs_is_layer(layer)) {
+        ring = bs_layer_ring(layer);
+        Py_XINCREF(ring);
+    } else if (!(ring = PyObject_GetAttr(layer, str_ring))) {
+        PyErr_Clear();
+    }
+    if (ring && !bs_is_ring(ring))
+        Py_CLEAR(ring); /* (a Python PacketRing: a Layer made for the other data path) */
     PyObject *ep = PyObject_GetAttr(layer, str_epoch);
     if (!ep)
         goto done;
@@ -1014,7 +1098,7 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
                 vp = vp8;
         }
         Py_INCREF(o); /* the layer-change callback may change the list */
-        int r = dtc_forward(s, data, n, v, vp, layer, epoch, keyframe, now, scratch, &tot);
+        int r = dtc_forward(s, data, n, v, vp, layer, ring, &serial, epoch, keyframe, now, scratch, &tot);
         Py_DECREF(o);
         if (r < 0)
             goto done;
@@ -1022,6 +1106,7 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
     result = 0;
 done:
     flush_unless_held();
+    Py_XDECREF(ring);
     if (scratch != stack_scratch)
         free(scratch);
     *packets = tot.packets;
@@ -1128,7 +1213,8 @@ int bs_register_forward(PyObject *m) {
     if (!(str_active = PyUnicode_InternFromString("active")) || !(str_egress = PyUnicode_InternFromString("egress")) ||
         !(str_epoch = PyUnicode_InternFromString("epoch")) ||
         !(str_send_rtp = PyUnicode_InternFromString("send_rtp")) ||
-        !(str_begin_run = PyUnicode_InternFromString("_begin_run")))
+        !(str_begin_run = PyUnicode_InternFromString("_begin_run")) ||
+        !(str_ring = PyUnicode_InternFromString("ring")))
         return -1;
     if (PyType_Ready(&EgressType) < 0 || PyType_Ready(&DownTrackCoreType) < 0)
         return -1;

@@ -74,9 +74,17 @@ int bs_reception_update(PyObject *o, uint16_t seq, uint32_t ts, double arrival);
 /* remb.c: RembEstimator.add; -1 when `o` is not one or an argument is out of add's ranges, else 1
  * with *target set when the estimate was updated, 0 when not. */
 int bs_remb_add(PyObject *o, long long arrival_ms, uint32_t ast, long long size, uint32_t ssrc, long long *target);
-/* layer.c: LayerCore; Layer.account of one packet (nbytes 0..65535). */
+/* layer.c: LayerCore; Layer.account of one packet (nbytes 0..65535); its PacketRing (borrowed, or NULL). */
 int bs_is_layer(PyObject *o);
 void bs_layer_account(PyObject *o, long long nbytes, double now);
+PyObject *bs_layer_ring(PyObject *o);
+/* packet_ring.c: PacketRing. store: the packet's serial (the one it already has when the slot holds
+ * the same packet), 0 when it cannot be stored (no memory, over 65535 bytes). get: the packet with
+ * this seq and serial while the ring holds it, else NULL. */
+#define BS_RING_SIZE 1024 /* as sfu/packet_ring.py RING_SIZE */
+int bs_is_ring(PyObject *o);
+unsigned long long bs_ring_store(PyObject *ring, uint16_t seq, const uint8_t *data, size_t n);
+const uint8_t *bs_ring_get(PyObject *ring, uint16_t seq, unsigned long long serial, size_t *len);
 /* traffic.c: sfu._native.Traffic, the packet and byte counters */
 typedef struct {
     PyObject_HEAD

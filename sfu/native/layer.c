@@ -17,11 +17,14 @@ typedef struct {
     PyObject_HEAD
     long long packets, bytes, window_bytes;
     double last_packet_at, window_start, bitrate;
+    PyObject *ring; /* Layer.ring: its PacketRing (read by the fan-out without an attribute lookup) */
 } LayerCore;
 
 static PyTypeObject LayerCoreType;
 
 int bs_is_layer(PyObject *o) { return PyObject_TypeCheck(o, &LayerCoreType); }
+
+PyObject *bs_layer_ring(PyObject *o) { return ((LayerCore *)o)->ring; }
 
 void bs_layer_account(PyObject *o, long long nbytes, double now) {
     LayerCore *s = (LayerCore *)o;
@@ -64,6 +67,12 @@ static PyObject *LC_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return type->tp_alloc(type, 0); /* zeroed; the Python subclass's __init__ takes the arguments */
 }
 
+/* (a PacketRing refers to nothing, so `ring` cannot be part of a cycle: no traverse needed) */
+static void LC_dealloc(LayerCore *s) {
+    Py_CLEAR(s->ring);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
 #define MEMBER(name, type, field) {name, type, offsetof(LayerCore, field), 0, NULL}
 static PyMemberDef LC_members[] = {
     MEMBER("packets", T_LONGLONG, packets),
@@ -72,6 +81,7 @@ static PyMemberDef LC_members[] = {
     MEMBER("last_packet_at", T_DOUBLE, last_packet_at),
     MEMBER("_window_start", T_DOUBLE, window_start),
     MEMBER("bitrate", T_DOUBLE, bitrate),
+    MEMBER("ring", T_OBJECT, ring),
     {NULL},
 };
 
@@ -87,6 +97,7 @@ static PyTypeObject LayerCoreType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Layer's rate accounting in C",
     .tp_new = LC_new,
+    .tp_dealloc = (destructor)LC_dealloc,
     .tp_members = LC_members,
     .tp_methods = LC_methods,
 };

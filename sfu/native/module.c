@@ -9,6 +9,7 @@
  * media_socket.c   MediaSocket: a UDP socket read with recvmmsg, SRTP/SRTCP unprotected on arrival
  * ingress.c        IngressCore: the common case of Ingress.on_rtp (known media SSRC, next packet)
  * layer.c          LayerCore: Layer's rate accounting
+ * packet_ring.c    PacketRing: a Layer's last packets as received, for every subscriber's NACKs
  * traffic.c        Traffic: the packet and byte counters
  */
 #define PY_SSIZE_T_CLEAN
@@ -23,6 +24,7 @@ int bs_register_media_socket(PyObject *m);
 int bs_register_ingress(PyObject *m);
 int bs_register_layer(PyObject *m);
 int bs_register_traffic(PyObject *m);
+int bs_register_packet_ring(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -34,7 +36,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     if (bs_register_srtp_session(m) < 0 || bs_register_forward(m) < 0 || bs_register_remb(m) < 0 ||
         bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
-        bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0) {
+        bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0 ||
+        bs_register_packet_ring(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

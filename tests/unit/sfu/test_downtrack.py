@@ -362,6 +362,52 @@ def test_nack_for_packets_never_sent_or_evicted_resends_nothing():
     assert (len(sub.rtp), dt.retransmissions) == (3, 0)
 
 
+def test_each_packet_is_kept_once_in_its_layers_ring_whatever_the_fan_out():
+    # a DownTrack keeps only where each packet it sent came from; the packet is in the layer's ring
+    ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media"), (RTX, "rtx")])
+    subs = [rig.subscribe(rec, mid=str(m)) for m in (1, 2, 3)]
+    for dt, _ in subs:
+        dt.set_target(rec.layers[""])
+    for i in range(3):
+        ingress.on_rtp(vp8(MEDIA, 10 + i, 3000 * i, 50 + i, 5, key=i == 0), 1.0 + i / 32)
+    assert rec.layers[""].ring.stores == 3
+    for dt, sub in subs:
+        dt.on_nack([1001], 1.5)
+        assert sub.rtp[3:] == [P.rtx(sub.rtp[1], 97, 301, OUT_RTX_SSRC)] and dt.retransmissions == 1
+
+
+def test_a_nack_after_a_layer_switch_is_answered_from_the_previous_layers_ring():
+    ingress, rec, pub, dt, sub = simulcast()
+    dt.set_target(rec.layers["q"])
+    ingress.on_rtp(vp8(Q, 500, 9000, 41, 3, key=True, ext=rid_ext(b"q")), 10.0)
+    ingress.on_rtp(vp8(Q, 501, 12000, 42, 4), 10.03125)
+    ingress.on_rtp(vp8(H, 7000, 50000, 900, 70, ext=rid_ext(b"h")), 10.04)  # h is learnt, not sent
+    dt.set_target(rec.layers["h"])
+    ingress.on_rtp(vp8(H, 7001, 53000, 901, 71, key=True), 10.0625)
+    ingress.on_rtp(vp8(Q, 502, 15000, 43, 5), 10.07)  # q goes on; nobody is sent it now
+    ingress.on_rtp(vp8(H, 7002, 56000, 902, 72), 10.09375)
+    assert [rtp.parse(p).seq for p in sub.rtp] == [1000, 1001, 1002, 1003]
+    # only what was sent is kept: q's third packet went to nobody
+    assert (rec.layers["q"].ring.stores, rec.layers["h"].ring.stores) == (2, 2)
+    dt.on_nack([1001, 1002, 1003], 10.2)
+    assert sub.rtp[4:] == [P.rtx(sub.rtp[i], 97, 300 + i, OUT_RTX_SSRC) for i in (1, 2, 3)]
+
+
+def test_a_packet_whose_source_has_left_the_layers_ring_is_not_resent():
+    # The ring holds the layer's last 1024 packets. This subscriber is sent every other one (the
+    # other frames are a temporal layer it does not get), so its first packets are no longer there
+    # while later ones are. Each is answered from the ring, or counted as a miss.
+    ingress, rec, pub, dt, sub = single_vp8()
+    dt.max_tid = 0
+    for i in range(1100):
+        ingress.on_rtp(vp8(MEDIA, 10 + i, 3000 * i, 50 + i, (i // 2) & 0xFF, tid=i % 2, key=i == 0), 1.0 + i / 2000)
+    assert len(sub.rtp) == 550
+    misses = STATS.nack_misses
+    dt.on_nack([1030, 1500], 1.6)  # sent from the layer's packets 60 (left the ring) and 1000
+    assert (STATS.nack_misses - misses, dt.retransmissions) == (1, 1)
+    assert sub.rtp[550:] == [P.rtx(sub.rtp[500], 97, 301, OUT_RTX_SSRC)]
+
+
 def test_nacks_for_the_previous_track_on_a_recycled_m_line_are_answered_with_padding():
     # The m-line carried another track up to seq 7917 / ts 123456. The subscriber (aiortc) missed the
     # last of those packets (they reached it after it had made the m-line inactive), so when this

@@ -63,11 +63,11 @@ def _extensions(r: random.Random) -> bytes:
 
 def _scenario(seed: int, steps: int = 1500) -> None:
     r = random.Random(seed)
-    datapath.configure("python")
+    datapath.configure("native")  # its layers' rings are C PacketRings, which the Python DownTrack uses too
     _, rec, _ = rig.publish("VP8", rids=["q", "h", "f"])
-    py, py_wire = rig.subscribe(rec)
-    datapath.configure("native")
     nat, nat_wire = rig.subscribe(rec)
+    datapath.configure("python")
+    py, py_wire = rig.subscribe(rec)
     assert type(nat) is datapath.NativeDownTrack and type(py) is DownTrack
     layers = list(rec.layers.values())
     seqs = {layer.rid: r.randrange(65536) for layer in layers}
@@ -138,15 +138,15 @@ def test_native_and_python_forward_the_same_bytes_with_the_same_state(seed: int)
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_nack_ring_keeps_packets_whose_size_changes_from_slot_to_slot(seed: int) -> None:
-    """The C ring sizes each slot to the largest packet it has held (128-byte steps): packets of
-    widely varying sizes over several laps of the ring must be cached and resent byte for byte."""
+    """The C PacketRing sizes each slot to the largest packet it has held (128-byte steps): packets of
+    widely varying sizes over several laps of the ring must be kept and resent byte for byte."""
     r = random.Random(seed)
     try:
-        datapath.configure("python")
-        _, rec, _ = rig.publish("VP8")
-        py, py_wire = rig.subscribe(rec)
         datapath.configure("native")
+        _, rec, _ = rig.publish("VP8")
         nat, nat_wire = rig.subscribe(rec)
+        datapath.configure("python")
+        py, py_wire = rig.subscribe(rec)
         layer = next(iter(rec.layers.values()))
         for dt in (py, nat):
             dt.set_target(layer, "test")
