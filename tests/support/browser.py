@@ -323,9 +323,9 @@ async def browser():
     """browser(server, room, name, **query) -> a Browser on the web client; all closed at teardown."""
     made: list[Browser] = []
 
-    async def launch(server, room: str, name: str, **query: str) -> Browser:
+    async def launch(server, room: str, name: str, extra_flags: list[str] | None = None, **query: str) -> Browser:
         params = {"room": room, "name": name, "autojoin": "1", "video": VIDEO, **query}
-        b = Browser(f"{server.url}/?{urlencode(params)}")
+        b = Browser(f"{server.url}/?{urlencode(params)}", extra_flags=extra_flags)
         made.append(b)
         await b.start()
         # autojoin only prefills the form and focuses Join: capture needs the user's click

@@ -3,7 +3,9 @@
 The page runs with `relay=1` (iceTransportPolicy "relay"): it may use no path but a TURN relay, as
 on a network that lets nothing else out. It gets its TURN credentials in `joined.ice_servers`
 (TURN REST API: coturn checks them against the shared secret); the SFU sees only coturn's relayed
-addresses.
+addresses. Over UDP, TCP, and TLS (a `turns:` URL, TURN's answer to networks that pass only TLS
+on 443): there coturn's certificate is self-signed, and Chromium accepts exactly that one (pinned by
+its public key, as test_tls_browser.py does for the web server).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tests.support.media import CounterVideo, Tone
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
 async def test_chromium_relayed_through_turn_sends_and_receives(make_server, browser, tmp_path, transport):
     turn = await Coturn(tmp_path / "turn").start()
     try:
@@ -29,7 +31,8 @@ async def test_chromium_relayed_through_turn_sends_and_receives(make_server, bro
         try:
             await alice.join("relayed", "alice")
             await alice.publish(audio=Tone(), video=CounterVideo())
-            page = await browser(server, "relayed", "chromium", relay="1")
+            page = await browser(server, "relayed", "chromium", relay="1",
+                                 extra_flags=[f"--ignore-certificate-errors-spki-list={turn.spki_sha256}"])
             me = (await joined(page))["participant"]
             # the page's own credentials: "<expiry>:<participant id>", for this TURN server only
             servers = (await page.evaluate("window.basement.events.find(m => m.type === 'joined')"))["ice_servers"]
