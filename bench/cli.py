@@ -113,11 +113,12 @@ async def _send_floor(rows: list[dict[str, Any]], duration: float, progress: Any
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from bench.loadgen import media, report
+    from bench.loadgen import media, peers, report
     from bench.loadgen import targets as targets_mod
     from sfu.transport import configure_ice
 
     configure_ice([args.ice_address])
+    peers.configure_native_receive()
     cpus = sorted(os.sched_getaffinity(0))
     if args.pin or (args.pin is None and len(cpus) >= 2):
         if len(cpus) < 2:

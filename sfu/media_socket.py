@@ -25,6 +25,40 @@ from sfu.metrics import STATS
 BATCH = 32  # datagrams per recvmmsg, as media_socket.c
 ROUNDS = 4  # recvmmsg calls per drain at most: a busy socket cannot starve the event loop
 SLOT = 65536  # bytes per datagram buffer: a UDP datagram always fits
+MAX_FOLLOWED = 16  # streams one socket counts (media_socket.c: a light subscriber of the bench has a few)
+MAX_MISSING = 128  # skipped numbers kept per followed stream between two take_missing
+
+
+class _Followed:
+    """A stream counted from its clear RTP headers (media_socket.c `followed_stream`)."""
+
+    __slots__ = ("tag_len", "max_ext", "received", "bytes", "gaps", "late", "missing")
+
+    def __init__(self, max_ext: int, tag_len: int) -> None:
+        self.tag_len = tag_len
+        self.max_ext = max_ext
+        self.received = self.bytes = self.gaps = self.late = 0
+        self.missing: list[int] = []
+
+    def count(self, data: bytes) -> None:
+        seq = (data[2] << 8) | data[3]
+        self.received += 1
+        self.bytes += max(0, len(data) - self.tag_len)
+        last = self.max_ext & 0xFFFF
+        delta = (seq - last) & 0xFFFF
+        if 0 < delta < 0x8000:
+            if delta > 1:
+                self.gaps += 1
+                if delta < 64:
+                    for k in range(1, delta):
+                        skipped = (last + k) & 0xFFFF
+                        if skipped not in self.missing and len(self.missing) < MAX_MISSING:
+                            self.missing.append(skipped)
+            self.max_ext += delta
+        else:
+            self.late += 1
+            if seq in self.missing:
+                self.missing.remove(seq)
 
 
 def _address(addr: Any) -> tuple[str, int]:
@@ -49,8 +83,9 @@ class PyMediaSocket:
         self._on_rtcp: Callable[[bytes], None] | None = None
         self._on_drop: Callable[[str], None] | None = None
         self.received = self.unprotected = self.refused = self.other = self.dropped = 0
-        self.errors = self.calls = 0
+        self.errors = self.calls = self.counted = 0
         self._busy = False
+        self._followed: dict[int, _Followed] = {}
 
     @property
     def attached(self) -> bool:
@@ -66,6 +101,29 @@ class PyMediaSocket:
 
     def detach(self) -> None:
         self._session = self._on_rtp = self._on_rtcp = self._on_drop = None
+
+    def follow(self, ssrc: int, max_ext: int, tag_len: int) -> bool:
+        """Count this RTP stream here from now on (deliver only its P-bit packets); False when
+        MAX_FOLLOWED streams are followed already."""
+        if max_ext < 0 or not 0 <= tag_len <= 16:
+            raise ValueError("max_ext must be >= 0 and tag_len 0..16")
+        if ssrc not in self._followed and len(self._followed) >= MAX_FOLLOWED:
+            return False
+        self._followed[ssrc] = _Followed(max_ext, tag_len)
+        return True
+
+    def followed(self, ssrc: int) -> tuple[int, int, int, int, int] | None:
+        """(max_ext, received, bytes, gaps, late) of a followed stream."""
+        f = self._followed.get(ssrc)
+        return None if f is None else (f.max_ext, f.received, f.bytes, f.gaps, f.late)
+
+    def take_missing(self, ssrc: int) -> list[int]:
+        """The numbers skipped by small gaps and not arrived since, sorted; forgets them."""
+        f = self._followed.get(ssrc)
+        if f is None:
+            return []
+        out, f.missing = sorted(f.missing), []
+        return out
 
     def close(self) -> None:
         self.fd = -1
@@ -105,6 +163,13 @@ class PyMediaSocket:
         return total
 
     def _deliver(self, data: bytes, addr: Any) -> None:
+        if self._followed and len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 209:
+            f = self._followed.get(int.from_bytes(data[8:12], "big"))
+            if f is not None:
+                f.count(data)
+                self.counted += 1
+                if not data[0] & 0x20:
+                    return
         session = self._session
         if session is not None and data and 127 < data[0] < 192:
             rtcp = len(data) >= 2 and 191 < data[1] < 209

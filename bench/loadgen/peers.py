@@ -21,6 +21,7 @@ from aiortc import rtp as artp
 
 from bench.loadgen import media
 from sfu import rtp as srtp_view
+from sfu import transport
 from sfu.transport import PeerTransport
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -304,6 +305,19 @@ class InStream:
         return max(0, self.expected - self.received)
 
 
+def configure_native_receive() -> bool:
+    """The generator's peers read their ICE sockets natively (`sfu._native.MediaSocket`, SRTP
+    unprotected in C) and light subscribers count what arrives there (`MediaSocket.follow`): what
+    lets one core receive what the SFU forwards at full speed (issue #13: the generator must not
+    be what saturates). False, and the Python receive path, when the extension is not built."""
+    try:
+        from sfu import _native
+    except ImportError:
+        return False
+    transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
+    return True
+
+
 class LightSubscriber:
     """Answers the SFU's offers, counts and checks what arrives, and sends browser-like RTCP."""
 
@@ -328,6 +342,10 @@ class LightSubscriber:
         self._missing: dict[int, set[int]] = {}
         self._tapped = False
         self._tag_len = 0
+        # our ICE socket's native reader (sfu._native.MediaSocket, when the generator reads natively):
+        # it counts the streams it follows, and what Python had counted of each before is kept here
+        self._reader: Any = None
+        self._followed: dict[int, tuple[int, int, int, int]] = {}  # ssrc -> (received, bytes, gaps, late)
 
         @self.transport.pc.on("iceconnectionstatechange")
         def _ice_state() -> None:
@@ -349,11 +367,16 @@ class LightSubscriber:
 
     # --- the per-packet path: keep it small, the generator must stay cheaper than the SFU it loads ---
     #
-    # Once ICE has a pair, every datagram is seen first by `_tap` (wrapping aioice's protocol): SRTP
-    # keeps the RTP header in the clear, so counting, sequence tracking and NACK bookkeeping happen
-    # there without decrypting. Only probe packets (the P bit: their padding holds the probe) go on
-    # through aiortc's DTLS transport to be decrypted, so their CRC and latency are still checked on
-    # the real plaintext. Before the tap (no pair yet) nothing is SRTP, so nothing is missed.
+    # SRTP keeps the RTP header in the clear, so counting, sequence tracking and NACK bookkeeping
+    # happen without decrypting. Only probe packets (the P bit: their padding holds the probe) are
+    # decrypted, so their CRC and latency are still checked on the real plaintext.
+    #
+    # When the pair's socket is ours (`configure_native_receive`: a `_native.MediaSocket`), the first
+    # packet of each stream arrives here decrypted (`_on_rtp`: it makes the stream, asks for a key
+    # frame, marks the first packet) and from then on the reader counts the stream in C
+    # (`MediaSocket.follow`), handing up only its probes: no Python per packet. `_sync` brings the
+    # reader's counts into `streams`. Otherwise `_tap` wraps aioice's protocol and counts in Python.
+    # Before either (no pair yet) nothing is SRTP, so nothing is missed.
     def _install_tap(self) -> None:
         if self._tapped:
             return
@@ -364,6 +387,11 @@ class LightSubscriber:
         if pair is None or pair.protocol is None:
             return
         protocol = pair.protocol
+        reader = getattr(getattr(protocol, "transport", None), "reader", None)
+        if reader is not None and hasattr(reader, "follow"):
+            self._reader = reader
+            self._tapped = True
+            return
         deliver = protocol.datagram_received
         count = self._count
         loop_time = asyncio.get_running_loop().time
@@ -385,13 +413,42 @@ class LightSubscriber:
         self._track(data, len(data) - self._tag_len, arrival)
 
     def _on_rtp(self, data: bytes, arrival: float) -> None:
-        """A decrypted packet: a probe once the tap counts (it saw this packet already), else all."""
-        if not self._tapped:
+        """A decrypted packet: a probe once the tap or the reader counts (it saw this packet already),
+        else all."""
+        if self._reader is not None:
+            ssrc = int.from_bytes(data[8:12], "big")
+            if ssrc not in self._followed:
+                self._track(data, len(data), arrival)
+                self._follow(ssrc)
+        elif not self._tapped:
             self._track(data, len(data), arrival)
         if data[0] & 0x20 and data[-1] == media.PROBE_LEN:
             s = self.streams.get(int.from_bytes(data[8:12], "big"))
             if s is not None:
                 self._check_probe(s, data)
+
+    def _follow(self, ssrc: int) -> None:
+        """Let the native reader count this stream from now on (False: it follows 16 already, and
+        this one stays counted here, decrypted)."""
+        s = self.streams[ssrc]
+        if not self._tag_len:
+            self._tag_len = SRTP_TAG_LEN.get(self.transport.srtp_profile or "", 0)
+        if self._reader.follow(ssrc, s.max_ext, self._tag_len):
+            self._followed[ssrc] = (s.received, s.bytes, s.gaps, s.duplicates_or_late)
+
+    def _sync(self) -> None:
+        """The native reader's counts of the streams it follows, into `streams` and `_missing`."""
+        reader = self._reader
+        for ssrc, (received, nbytes, gaps, late) in self._followed.items():
+            counts = reader.followed(ssrc)
+            if counts is None:
+                continue
+            s = self.streams[ssrc]
+            s.max_ext, n, b, g, d = counts
+            s.received, s.bytes, s.gaps, s.duplicates_or_late = received + n, nbytes + b, gaps + g, late + d
+            missing = reader.take_missing(ssrc)
+            if missing:
+                self._missing.setdefault(ssrc, set()).update(missing)
 
     def _track(self, data: bytes, nbytes: int, arrival: float) -> None:
         seq = (data[2] << 8) | data[3]
@@ -463,6 +520,8 @@ class LightSubscriber:
                 pass
 
     def _send_feedback(self) -> None:
+        if self._followed:
+            self._sync()
         packets: list[Any] = []
         blocks = []
         for s in self.streams.values():
@@ -489,7 +548,13 @@ class LightSubscriber:
             self.transport.send_rtcp(packets)
 
     def totals(self) -> dict[str, int]:
-        out = {"received": 0, "bytes": 0, "expected": 0, "probes": 0, "crc_errors": 0, "gaps": 0, "late": 0}
+        if self._followed:
+            self._sync()
+        out = {"received": 0, "bytes": 0, "expected": 0, "probes": 0, "crc_errors": 0, "gaps": 0, "late": 0,
+               "native": 0}
+        for ssrc in self._followed:  # of `received`, the packets the native reader counted
+            counts = self._reader.followed(ssrc)
+            out["native"] += counts[1] if counts else 0
         for s in self.streams.values():
             out["received"] += s.received
             out["bytes"] += s.bytes

@@ -159,6 +159,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "duration_s": round(dt, 3),
         "packets_published": sent1 - sent0,
         "packets_received": received,
+        "packets_counted_natively": d.get("native", 0),  # of those (peers.configure_native_receive)
         "forwarded_pps": received / dt,
         "forwarded_mbps": d.get("bytes", 0) * 8 / dt / 1e6,
         "sfu_reported_forwarded": (fwd1 - fwd0) if fwd0 is not None and fwd1 is not None else None,

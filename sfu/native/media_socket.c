@@ -5,6 +5,9 @@
  *                                    ROUNDS calls (a busy socket cannot starve the event loop)
  *   .attach(session, on_rtp, on_rtcp, on_drop) / .detach()
  *   .close()                         forget the fd (drain reads nothing from then on)
+ *   .follow(ssrc, max_ext, tag_len) / .followed(ssrc) / .take_missing(ssrc)
+ *                                    count an incoming RTP stream here instead of delivering it
+ *                                    (the load generator's light subscribers, bench/loadgen/peers.py)
  *
  * Every datagram is classified by its first byte (RFC 7983). Once a transport's DTLS-SRTP keys are
  * known, `attach` gives the receive SrtpSession: SRTP/SRTCP (128-191) is then unprotected in place
@@ -17,6 +20,14 @@
  * the batch's packets queue for each subscriber leaves in one sendmmsg when the batch is delivered.
  *
  * The Python twin is sfu.media_socket.PyMediaSocket; the same tests run against both.
+ *
+ * Followed streams: an RTP packet (SRTP keeps its header in the clear) of an SSRC given to `follow`
+ * is counted from its header without being unprotected: packets, bytes (without the SRTP tag),
+ * highest extended sequence number, forward gaps, late or repeated packets, and the numbers
+ * skipped by a gap of less than 64 (until `take_missing`, for NACKs). Only such a packet with the
+ * P bit set (the bench's probes) is then delivered as well. This is what lets one core receive
+ * what an SFU forwards at full speed; the counting is the Python twin's `_count`, the same as
+ * bench/loadgen/peers.py LightSubscriber._track.
  *
  * The buffers are static: drain runs with the GIL held and is not re-entrant (a callback that
  * drains again gets 0; the event loop calls again while the socket is readable). A callback may
@@ -39,6 +50,8 @@
 #define BATCH 32
 #define ROUNDS 4
 #define SLOT 65536 /* a whole UDP datagram always fits: MSG_TRUNC cannot happen on UDP */
+#define MAX_FOLLOWED 16 /* streams one socket counts (a light subscriber has a few) */
+#define MAX_MISSING 128 /* skipped numbers kept per stream between two take_missing */
 
 static uint8_t g_buf[BATCH][SLOT];
 static struct mmsghdr g_msgs[BATCH];
@@ -47,8 +60,20 @@ static struct sockaddr_storage g_addr[BATCH];
 static int g_busy;
 
 typedef struct {
+    uint32_t ssrc;
+    int tag_len;
+    long long max_ext;
+    unsigned long long received, bytes, gaps, late;
+    int nmissing;
+    uint16_t missing[MAX_MISSING];
+} followed_stream;
+
+typedef struct {
     PyObject_HEAD
     int fd;
+    int nfollowed;
+    followed_stream *followed; /* MAX_FOLLOWED, allocated by the first follow */
+    unsigned long long counted;
     PyObject *on_other;
     PyObject *session; /* NULL until attach */
     PyObject *on_rtp, *on_rtcp, *on_drop;
@@ -102,6 +127,7 @@ static int MediaSocket_clear(MediaSocketObject *self) {
 static void MediaSocket_dealloc(MediaSocketObject *self) {
     PyObject_GC_UnTrack(self);
     MediaSocket_clear(self);
+    free(self->followed);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -183,9 +209,59 @@ static void call(PyObject *f, PyObject *arg, PyObject *arg2, int two, saved_erro
     keep_error(saved);
 }
 
+static followed_stream *find_followed(MediaSocketObject *self, uint32_t ssrc) {
+    for (int i = 0; i < self->nfollowed; i++)
+        if (self->followed[i].ssrc == ssrc)
+            return &self->followed[i];
+    return NULL;
+}
+
+static void note_missing(followed_stream *f, uint16_t seq, int add) {
+    for (int i = 0; i < f->nmissing; i++) {
+        if (f->missing[i] == seq) {
+            if (!add)
+                f->missing[i] = f->missing[--f->nmissing];
+            return;
+        }
+    }
+    if (add && f->nmissing < MAX_MISSING)
+        f->missing[f->nmissing++] = seq;
+}
+
+/* one packet of a followed stream, from its clear header (sfu/media_socket.py `_count`) */
+static void count_followed(followed_stream *f, const uint8_t *buf, Py_ssize_t len) {
+    uint16_t seq = (uint16_t)((buf[2] << 8) | buf[3]);
+    f->received++;
+    f->bytes += (unsigned long long)(len > f->tag_len ? len - f->tag_len : 0);
+    uint16_t last = (uint16_t)(f->max_ext & 0xFFFF);
+    uint16_t delta = (uint16_t)(seq - last);
+    if (delta > 0 && delta < 0x8000) {
+        if (delta > 1) {
+            f->gaps++;
+            if (delta < 64)
+                for (uint16_t k = 1; k < delta; k++)
+                    note_missing(f, (uint16_t)(last + k), 1);
+        }
+        f->max_ext += delta;
+    } else {
+        f->late++;
+        note_missing(f, seq, 0);
+    }
+}
+
 static void deliver(MediaSocketObject *self, uint8_t *buf, Py_ssize_t len, const struct sockaddr_storage *from,
                     socklen_t fromlen, saved_error *saved) {
     self->received++;
+    if (self->nfollowed && len >= 12 && buf[0] > 127 && buf[0] < 192 && !(buf[1] > 191 && buf[1] < 209)) {
+        uint32_t ssrc = ((uint32_t)buf[8] << 24) | ((uint32_t)buf[9] << 16) | ((uint32_t)buf[10] << 8) | buf[11];
+        followed_stream *f = find_followed(self, ssrc);
+        if (f) {
+            count_followed(f, buf, len);
+            self->counted++;
+            if (!(buf[0] & 0x20))
+                return;
+        }
+    }
     if (self->session != NULL && len > 0 && buf[0] > 127 && buf[0] < 192) {
         int rtcp = len >= 2 && buf[1] > 191 && buf[1] < 209;
         PyObject *session = self->session;
@@ -262,6 +338,75 @@ static PyObject *MediaSocket_drain(MediaSocketObject *self, PyObject *unused) {
     return PyLong_FromLong(total);
 }
 
+/* follow(ssrc, max_ext, tag_len) -> bool: count this stream here from now on, continuing from the
+ * highest extended sequence number seen so far; False when MAX_FOLLOWED streams are followed */
+static PyObject *MediaSocket_follow(MediaSocketObject *self, PyObject *args) {
+    unsigned int ssrc;
+    long long max_ext;
+    int tag_len;
+    if (!PyArg_ParseTuple(args, "ILi:follow", &ssrc, &max_ext, &tag_len))
+        return NULL;
+    if (max_ext < 0 || tag_len < 0 || tag_len > 16) {
+        PyErr_SetString(PyExc_ValueError, "max_ext must be >= 0 and tag_len 0..16");
+        return NULL;
+    }
+    followed_stream *f = find_followed(self, ssrc);
+    if (!f) {
+        if (!self->followed && !(self->followed = calloc(MAX_FOLLOWED, sizeof(followed_stream))))
+            return PyErr_NoMemory();
+        if (self->nfollowed >= MAX_FOLLOWED)
+            Py_RETURN_FALSE;
+        f = &self->followed[self->nfollowed++];
+    }
+    memset(f, 0, sizeof(*f));
+    f->ssrc = ssrc;
+    f->max_ext = max_ext;
+    f->tag_len = tag_len;
+    Py_RETURN_TRUE;
+}
+
+static followed_stream *followed_arg(MediaSocketObject *self, PyObject *arg) {
+    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    return find_followed(self, (uint32_t)ssrc);
+}
+
+static PyObject *MediaSocket_followed(MediaSocketObject *self, PyObject *arg) {
+    followed_stream *f = followed_arg(self, arg);
+    if (!f) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(LKKKK)", f->max_ext, f->received, f->bytes, f->gaps, f->late);
+}
+
+static int cmp_u16(const void *a, const void *b) { return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b; }
+
+static PyObject *MediaSocket_take_missing(MediaSocketObject *self, PyObject *arg) {
+    followed_stream *f = followed_arg(self, arg);
+    if (!f) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyList_New(0);
+    }
+    qsort(f->missing, (size_t)f->nmissing, sizeof(uint16_t), cmp_u16);
+    PyObject *out = PyList_New(f->nmissing);
+    if (!out)
+        return NULL;
+    for (int i = 0; i < f->nmissing; i++) {
+        PyObject *v = PyLong_FromLong(f->missing[i]);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    f->nmissing = 0;
+    return out;
+}
+
 static PyObject *MediaSocket_get_attached(MediaSocketObject *self, void *closure) {
     return PyBool_FromLong(self->session != NULL);
 }
@@ -273,6 +418,12 @@ static PyMethodDef MediaSocket_methods[] = {
      "attach(session, on_rtp, on_rtcp, on_drop): unprotect SRTP/SRTCP with `session` from now on."},
     {"detach", (PyCFunction)MediaSocket_detach, METH_NOARGS, "detach(): media goes to on_other again."},
     {"close", (PyCFunction)MediaSocket_close, METH_NOARGS, "close(): read nothing more (the fd is the caller's)."},
+    {"follow", (PyCFunction)MediaSocket_follow, METH_VARARGS,
+     "follow(ssrc, max_ext, tag_len) -> bool: count this RTP stream here (deliver only its P-bit packets)."},
+    {"followed", (PyCFunction)MediaSocket_followed, METH_O,
+     "followed(ssrc) -> (max_ext, received, bytes, gaps, late) | None"},
+    {"take_missing", (PyCFunction)MediaSocket_take_missing, METH_O,
+     "take_missing(ssrc) -> [seq, ...]: the numbers skipped by small gaps and not arrived since, sorted; forgets them"},
     {NULL},
 };
 
@@ -288,6 +439,7 @@ static PyMemberDef MediaSocket_members[] = {
      "datagrams not delivered: truncated, or read after a callback closed this object"},
     {"errors", T_ULONGLONG, offsetof(MediaSocketObject, errors), READONLY, "receive errors (queued ICMP errors)"},
     {"calls", T_ULONGLONG, offsetof(MediaSocketObject, calls), READONLY, "drain calls (each one wake-up of the event loop for this socket)"},
+    {"counted", T_ULONGLONG, offsetof(MediaSocketObject, counted), READONLY, "packets of followed streams counted"},
     {NULL},
 };
 

@@ -9,7 +9,8 @@ datagram is
     must send the same bytes and keep the same state;
   * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
   * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
-    `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set:
+    `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set,
+    and counting the first datagrams' SSRCs (`follow`, the bench's light subscribers) when bit 1 is:
     both must deliver the same datagrams to the same callbacks, in order, with the same counters;
   * fed to a Python Ingress and a NativeIngress (C `IngressCore.on_rtp` for the common case), set up
     alike for the first datagram's SSRC, each with a subscriber: both must count, drop, NACK,
@@ -84,10 +85,18 @@ def _check_media_sockets(control: int, packets: list[bytes]) -> None:
                           lambda d, events=events: events.append(("rtp", d)),
                           lambda d, events=events: events.append(("rtcp", d)),
                           lambda r, events=events: events.append(("drop", r)))
+        followed = []
+        if control & 2:  # the bench's counting (MediaSocket.follow) of the SSRCs of the first datagrams
+            for packet in packets[:3]:
+                if len(packet) >= 12:
+                    ssrc = int.from_bytes(packet[8:12], "big")
+                    followed.append(ssrc)
+                    reader.follow(ssrc, packet[2] << 8 | packet[3], (control >> 2) & 15)
         for packet in packets:
             SENDER.sendto(packet, sock.getsockname())
         read = reader.drain()
-        results.append((read, events, [getattr(reader, n) for n in READ_COUNTERS]))
+        counts = [(reader.followed(ssrc), reader.take_missing(ssrc)) for ssrc in followed]
+        results.append((read, events, [getattr(reader, n) for n in READ_COUNTERS + ("counted",)], counts))
         reader.close()
     if results[0] != results[1]:
         raise Finding("MediaSocket and PyMediaSocket delivered differently")

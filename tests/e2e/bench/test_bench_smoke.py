@@ -14,10 +14,10 @@ import zlib
 import pytest
 
 from bench.loadgen import media, wire
-from bench.loadgen.peers import InStream, LightSubscriber, munge_simulcast
+from bench.loadgen.peers import InStream, LightSubscriber, configure_native_receive, munge_simulcast
 from bench.loadgen.scenario import RunConfig, run_once
 from bench.loadgen.targets import BasementTarget, JanusTarget
-from sfu import rtp
+from sfu import rtp, transport
 from sfu.transport import configure_ice
 
 
@@ -34,9 +34,14 @@ def _target(name: str):
     return BasementTarget()
 
 
+@pytest.mark.parametrize("reader", ["native", "python"])
 @pytest.mark.parametrize("name", ["basement", "janus"])
-async def test_livestream_counts_match_the_sfu(name, layers):
+async def test_livestream_counts_match_the_sfu(name, reader, layers):
+    # reader: the generator's subscribers count in C on their own sockets (what `basement bench`
+    # does), or in Python on the event loop's (the fallback without the extension)
     configure_ice(["127.0.0.1"])
+    if reader == "native":
+        assert configure_native_receive()
     target = _target(name)
     cfg = RunConfig(scenario="livestream", subscribers=2, duration=2.0, warmup=0.5, probe_every=4,
                     setup_timeout=30, wire_latency=True)
@@ -44,8 +49,13 @@ async def test_livestream_counts_match_the_sfu(name, layers):
         await target.start()
         r = await run_once(target, cfg, layers)
     finally:
+        transport.configure_receive(None)
         await target.stop()
     assert target.proc.poll() is not None, "the SFU child process must be gone"
+    if reader == "native":  # all but each stream's first packet (and only probes decrypted)
+        assert r["packets_counted_natively"] >= r["packets_received"] - 10, r
+    else:
+        assert r["packets_counted_natively"] == 0, r
 
     received, reported = r["packets_received_total"], r["sfu_reported_forwarded_total"]
     assert received > 0

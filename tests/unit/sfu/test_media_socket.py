@@ -121,6 +121,48 @@ def test_an_empty_datagram_goes_up_not_to_the_session(rig: Rig) -> None:
     assert rig.events == [("other", b"", rig.source)]
 
 
+def test_a_followed_stream_is_counted_from_its_clear_headers_and_only_its_probes_go_on(rig: Rig) -> None:
+    # what the bench's light subscribers do: count everything an SFU sends without decrypting it,
+    # and decrypt only the probes (P bit) whose payload they check
+    rig.attach()
+    assert rig.reader.follow(0x1234, 65533, 16) is True  # 16: the GCM tag SRTP appends
+
+    def srtp(seq: int, probe: bool = False) -> bytes:
+        return rig.sender.protect(rtp(seq, 0x1234, bytes(100), padding=8 if probe else 0))
+
+    # (the probe comes before the wrap: the receive session sees only probes, so it infers the
+    # rollover counter from them alone)
+    packets = [srtp(65534, probe=True), srtp(65535), srtp(1), srtp(5), srtp(0), srtp(4)]
+    repeat = packets[5]  # the same datagram again: late (never decrypted, so no replay drop either)
+    far = rtp(200, 0x1234, bytes(40)) + bytes(16)  # looks like SRTP: only its header is read
+    other = rig.sender.protect(rtp(9, 0x99, b"x" * 10))  # a stream nobody follows: unprotected, delivered
+    rig.send(*packets, repeat, far, other)
+    assert rig.reader.drain() == 9
+    assert rig.events == [("rtp", rtp(65534, 0x1234, bytes(100), padding=8)), ("rtp", rtp(9, 0x99, b"x" * 10))]
+    nbytes = sum(len(p) - 16 for p in [*packets, repeat, far])
+    # max_ext: 65533 + 1 + 1 + 2 + 4 + 195; gaps: 65535 -> 1, 1 -> 5, 5 -> 200; late: 0, 4 and 4 again
+    assert rig.reader.followed(0x1234) == (65533 + 203, 8, nbytes, 3, 3)
+    # skipped by the gaps under 64 and not arrived since: 0 and 4 came late, 2 and 3 did not
+    assert rig.reader.take_missing(0x1234) == [2, 3]
+    assert rig.reader.take_missing(0x1234) == [] and rig.reader.take_missing(0x77) == []
+    assert rig.reader.followed(0x99) is None
+    assert (rig.reader.counted, rig.reader.unprotected, rig.reader.received) == (8, 2, 9)
+
+
+def test_at_most_sixteen_streams_are_followed_and_a_follow_starts_over(rig: Rig) -> None:
+    assert all(rig.reader.follow(ssrc, 0, 10) for ssrc in range(16))
+    assert rig.reader.follow(99, 0, 10) is False
+    rig.send(rtp(3, 5, b"a" * 20) + bytes(10))
+    rig.reader.drain()
+    assert rig.reader.followed(5) == (3, 1, 32, 1, 0) and rig.reader.take_missing(5) == [1, 2]
+    assert rig.reader.follow(5, 7, 10) is True  # again: from max_ext 7, nothing counted
+    assert rig.reader.followed(5) == (7, 0, 0, 0, 0) and rig.events == []
+    with pytest.raises(ValueError):
+        rig.reader.follow(6, -1, 10)
+    with pytest.raises(ValueError):
+        rig.reader.follow(6, 0, 17)
+
+
 def test_detach_sends_media_up_again(rig: Rig) -> None:
     rig.attach()
     rig.reader.detach()
