@@ -565,6 +565,12 @@ class LightSubscriber:
             out["late"] += s.duplicates_or_late
         return out
 
+    def stream_counts(self) -> dict[int, int]:
+        """Packets received so far, per incoming SSRC."""
+        if self._followed:
+            self._sync()
+        return {ssrc: s.received for ssrc, s in self.streams.items()}
+
     async def close(self) -> None:
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()

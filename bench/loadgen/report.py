@@ -17,6 +17,7 @@ COLUMNS = [
     ("CPU µs/pkt", "cpu_us_per_packet", "{:.2f}"),
     ("above floor", "cpu_us_above_floor", "{:.2f}"),
     ("loss %", "loss_pct", "{:.3f}"),
+    ("stalled", "stalled_streams", "{}"),
     ("lat p50 ms", "latency_ms_p50", "{:.2f}"),
     ("lat p99 ms", "latency_ms_p99", "{:.2f}"),
     ("added p50 µs", "added_latency_us_p50", "{:.0f}"),

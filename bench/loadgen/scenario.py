@@ -105,6 +105,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         cpu0, gen0 = target.cpu_seconds(), self_cpu_seconds()
         fwd0 = await target.forwarded_packets()
         before = [s.totals() for s in subs]
+        streams_before = [s.stream_counts() for s in subs]
         sent0 = sum(p.packets_sent for p in pubs)
         rss_after = target.rss_bytes()
         while (elapsed := time.monotonic() - t0) < cfg.duration:
@@ -112,6 +113,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
             say(f"{target.name} {cfg.scenario} N={n}: measuring", elapsed / cfg.duration)
             await asyncio.sleep(min(0.5, cfg.duration - elapsed))
         after = [s.totals() for s in subs]
+        streams_after = [s.stream_counts() for s in subs]
         for s in subs:
             s.collect_latency = False  # samples must cover the same window as the probe counts
         cpu1, gen1 = target.cpu_seconds(), self_cpu_seconds()
@@ -145,6 +147,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
 
     dt = t1 - t0
     d = {k: sum(a[k] - b[k] for a, b in zip(after, before)) for k in after[0]} if after else {}
+    # a stream that was arriving before the window and got nothing in it: the SFU stopped sending it
+    # (paused, or fell behind). `loss %` cannot see it: it counts the packets of streams that arrive.
+    streams = sum(len(b) for b in streams_before)
+    stalled = sum(1 for b, a in zip(streams_before, streams_after) for ssrc, n in b.items() if a.get(ssrc, n) == n)
     received = d.get("received", 0)
     expected = d.get("expected", 0)
     lat = [v for s in subs for v in s.latencies_us]
@@ -171,6 +177,8 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "cpu_us_per_packet": (cpu * 1e6 / received) if received else None,
         "generator_cpu_pct": 100 * (gen1 - gen0) / dt,
         "loss_pct": 100 * max(0, expected - received) / expected if expected else None,
+        "streams": streams,
+        "stalled_streams": stalled,
         "seq_gaps": d.get("gaps", 0),
         "late_or_dup": d.get("late", 0),
         "probes": d.get("probes", 0),
@@ -193,6 +201,8 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
         return "no packets received in the measurement window"
     if result["loss_pct"] > 1.0:
         return "loss > 1 %"
+    if result.get("stalled_streams", 0) > 0.01 * result.get("streams", 0):
+        return f"{result['stalled_streams']} of {result['streams']} streams got nothing in the window"
     if result["sfu_cpu_pct"] >= 95.0:
         return "SFU CPU >= 95 % of one core"
     if result["generator_cpu_pct"] >= 95.0:
@@ -202,7 +212,8 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
 
 async def ramp(target: Target, cfg: RunConfig, layers: dict[str, media.EncodedLayer], max_n: int = 2000,
                progress: Progress | None = None) -> dict[str, Any]:
-    """Raise N (x1.5 per step) until loss > 1 % or a CPU saturates; capacity = the last passing N."""
+    """Raise N (x1.5 per step) until loss > 1 %, more than 1 % of the streams stall, or a CPU
+    saturates; capacity = the last passing N."""
     steps = []
     n = max(1, cfg.subscribers)
     capacity = None

@@ -66,6 +66,8 @@ async def test_livestream_counts_match_the_sfu(name, reader, layers):
     # every subscriber gets every packet the publisher sent (audio + video) within the loss tolerance
     assert received >= 0.95 * r["packets_published"] * cfg.subscribers - 20, r
     assert r["loss_pct"] is not None and r["loss_pct"] < 5
+    # both streams (audio, video) of every subscriber arrived in the window
+    assert (r["streams"], r["stalled_streams"]) == (2 * cfg.subscribers, 0), r
     assert r["cpu_us_per_packet"] is not None and r["cpu_us_per_packet"] > 0
     assert r["sfu_cpu_s"] > 0
     assert r["probes"] > 0 and r["crc_errors"] == 0, r
