@@ -201,10 +201,10 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
         return "no packets received in the measurement window"
     if result["loss_pct"] > 1.0:
         return "loss > 1 %"
+    if result["sfu_cpu_pct"] >= 95.0:  # (said before stalls, which a saturated SFU also causes)
+        return "SFU CPU >= 95 % of one core"
     if result.get("stalled_streams", 0) > 0.01 * result.get("streams", 0):
         return f"{result['stalled_streams']} of {result['streams']} streams got nothing in the window"
-    if result["sfu_cpu_pct"] >= 95.0:
-        return "SFU CPU >= 95 % of one core"
     if result["generator_cpu_pct"] >= 95.0:
         return "load generator saturated (result is a lower bound)"
     return None
