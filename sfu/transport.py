@@ -45,7 +45,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
-from sfu import media_socket, udp_mux
+from sfu import ice_tcp, media_socket, udp_mux
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
@@ -57,6 +57,8 @@ _ORIGINAL_ADD_REMOTE_CANDIDATE = aioice.ice.Connection.add_remote_candidate
 _ORIGINAL_ADD_RESOLVED_CANDIDATE = aioice.ice.Connection._add_remote_candidate
 _ORIGINAL_CHECK_PERIODIC = aioice.ice.Connection._check_periodic
 _ORIGINAL_PARSE_STUN = aioice.stun.parse_message
+_ORIGINAL_GATHER = aioice.ice.Connection.gather_candidates
+_ORIGINAL_CLOSE = aioice.ice.Connection.close
 
 
 def _parse_stun(data: bytes) -> Any:
@@ -88,7 +90,8 @@ class IceConfig:
     (NAT 1:1, hostNetwork pods). `port_range`: UDP ports to bind, for firewalls (None = any).
     `allowed_ranges` / `max_remote_candidates`: which remote candidates the SFU may send checks to,
     and how many one transport accepts (see `sfu.candidates`). `udp_port`: every transport's host
-    candidates on this one port (`sfu.udp_mux`; 0 = a port per transport).
+    candidates on this one port (`sfu.udp_mux`; 0 = a port per transport). `tcp_port`: also a
+    passive ICE-TCP candidate on this TCP port per host address (`sfu.ice_tcp`; 0 = none).
     """
 
     addresses: tuple[str, ...] | None = None
@@ -97,11 +100,12 @@ class IceConfig:
     allowed_ranges: tuple[str, ...] = ("auto",)
     max_remote_candidates: int = 32
     udp_port: int = 0
+    tcp_port: int = 0
 
     @classmethod
     def make(cls, addresses: Iterable[str] | None, public_ip: str = "", port_min: int = 0,
              port_max: int = 0, allowed_ranges: Iterable[str] = ("auto",),
-             max_remote_candidates: int = 32, udp_port: int = 0) -> IceConfig:
+             max_remote_candidates: int = 32, udp_port: int = 0, tcp_port: int = 0) -> IceConfig:
         addrs: tuple[str, ...] | None = tuple(a for a in (addresses or []) if a)
         if addrs == ("auto",) or not addrs:
             addrs = None
@@ -111,7 +115,7 @@ class IceConfig:
         ranges = tuple(allowed_ranges)
         parse_ranges(ranges)  # raises ValueError naming a bad range
         return cls(addrs, public_ip, (port_min, port_max) if port_min else None, ranges, max_remote_candidates,
-                   udp_port)
+                   udp_port, tcp_port)
 
     def candidate_policy(self) -> CandidatePolicy:
         return _candidate_policy(self)
@@ -200,7 +204,7 @@ def configure_ice(addresses: Iterable[str] | None, public_ip: str = "") -> None:
     global _default_ice
     d = _default_ice
     _default_ice = IceConfig.make(addresses, public_ip, *(d.port_range or (0, 0)), d.allowed_ranges,
-                                  d.max_remote_candidates)
+                                  d.max_remote_candidates, d.udp_port, d.tcp_port)
     _install()
 
 
@@ -232,6 +236,32 @@ def open_udp_port(ice: IceConfig | None = None) -> None:
             raise OSError(f"ice_udp_port: cannot bind UDP {host} port {ice.udp_port}: {exc.strerror or exc}") from None
 
 
+def configure_tcp_port(port: int) -> None:
+    """Process-wide default ICE-TCP port (0 = no TCP candidates)."""
+    global _default_ice
+    _default_ice = dataclasses.replace(_default_ice, tcp_port=port)
+    _install()
+
+
+async def open_tcp_port(ice: IceConfig | None = None) -> None:
+    """Listen on `ice.tcp_port` (default: the process-wide settings') on each of `ice.addresses`
+    now, so a port in use is an error at startup rather than at the first join (raises OSError)."""
+    ice = ice or _default_ice
+    if not ice.tcp_port:
+        return
+    for host in ice.addresses or ():
+        try:
+            await ice_tcp.listener(host, ice.tcp_port)
+        except OSError as exc:
+            raise OSError(f"ice_tcp_port: cannot listen on TCP {host} port {ice.tcp_port}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def close_tcp_port(port: int) -> None:
+    """Close the ICE-TCP listeners on `port` and every stream on them: a server stopping."""
+    ice_tcp.close_port(port)
+
+
 def close_udp_port(port: int) -> None:
     """Close single-port mode's sockets on `port` (and the transports still on them): a server stopping."""
     udp_mux.close_port(port)
@@ -258,6 +288,24 @@ def _install() -> None:
     aioice.ice.Connection._add_remote_candidate = _screened_add_resolved_candidate  # type: ignore[method-assign]
     aioice.ice.Connection._check_periodic = _paced_check  # type: ignore[method-assign]
     aioice.stun.parse_message = _parse_stun  # aioice.ice and aioice.turn call it through the module
+    aioice.ice.Connection.gather_candidates = _gather_with_tcp  # type: ignore[method-assign]
+    aioice.ice.Connection.close = _close_with_tcp  # type: ignore[method-assign]
+
+
+async def _gather_with_tcp(self: Any) -> None:
+    """aioice's gathering, plus a passive TCP candidate per UDP host candidate's address when the
+    transport's IceConfig has a `tcp_port` (sfu.ice_tcp)."""
+    await _ORIGINAL_GATHER(self)
+    port = _ice().tcp_port
+    if port and not any(c.transport == "tcp" for c in self._local_candidates):
+        hosts = [c.host for c in self._local_candidates
+                 if c.type == "host" and c.component == 1 and c.transport == "udp"]
+        self._local_candidates += await ice_tcp.add_candidates(self, hosts, port)
+
+
+async def _close_with_tcp(self: Any) -> None:
+    ice_tcp.forget(self)  # (its TCP streams are not among aioice's own protocols)
+    await _ORIGINAL_CLOSE(self)
 
 
 class CandidateRefused(Exception):
@@ -1024,7 +1072,9 @@ class PeerTransport:
         if pair is None or pair.protocol.transport is None:
             return None
         addr = pair.remote_addr
-        if _egress_type is not None:
+        if _egress_type is not None and not isinstance(pair.protocol.transport, ice_tcp.IceTcpStream):
+            # (the native egress sends datagrams: a pair over ICE-TCP takes aiortc's SRTP and the
+            # stream's framing below, every packet of the transport alike)
             keys = srtp_keys(dtls)
             sock = pair.protocol.transport.get_extra_info("socket")
             if keys is None or sock is None:

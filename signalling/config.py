@@ -148,6 +148,11 @@ class Settings:
                                      "demultiplexed by ICE username, then by address); 0 = a port per connection "
                                      "(rtp_port_min/max)"}
     )
+    ice_tcp_port: int = field(
+        default=0, metadata={"group": "media",
+                             "help": "also offer a passive ICE-TCP candidate on this TCP port (RFC 6544), for "
+                                     "networks that block UDP; one port for every participant; 0 = UDP only"}
+    )
     ice_allowed_ranges: list[str] = field(
         default_factory=lambda: ["auto"],
         metadata={"group": "media",
@@ -377,6 +382,10 @@ class Settings:
             raise ConfigError("rtp_port_min/rtp_port_max: give both, with min <= max")
         if not 0 <= self.ice_udp_port < 65536:
             raise ConfigError(f"ice_udp_port: {self.ice_udp_port} is not a UDP port")
+        if not 0 <= self.ice_tcp_port < 65536:
+            raise ConfigError(f"ice_tcp_port: {self.ice_tcp_port} is not a TCP port")
+        if self.ice_tcp_port and self.ice_tcp_port in (self.port, self.metrics_port):
+            raise ConfigError(f"ice_tcp_port: {self.ice_tcp_port} is also the HTTP or metrics port")
         if self.ice_udp_port and self.rtp_port_min:
             raise ConfigError("ice_udp_port and rtp_port_min/rtp_port_max exclude each other: one port for all, "
                               "or a range to pick from")

@@ -110,9 +110,11 @@ async def run_sfu(settings: Settings) -> int:
     transport.configure_ice(settings.ice_addresses, settings.public_ip)
     transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
     transport.configure_udp_port(settings.ice_udp_port)
+    transport.configure_tcp_port(settings.ice_tcp_port)
     transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
     configure_media(settings)
     transport.open_udp_port()  # single-port mode: a port in use is an error now, not at the first join
+    await transport.open_tcp_port()  # the same for ICE-TCP
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()
@@ -168,6 +170,8 @@ async def run_sfu(settings: Settings) -> int:
         await r.cleanup()
     if settings.ice_udp_port:
         transport.close_udp_port(settings.ice_udp_port)
+    if settings.ice_tcp_port:
+        transport.close_tcp_port(settings.ice_tcp_port)
     log.info("SFU node %s stopped", node_id)
     return 0
 

@@ -58,6 +58,8 @@ class Server:
             await r.cleanup()
         if self.settings.ice_udp_port:
             transport.close_udp_port(self.settings.ice_udp_port)
+        if self.settings.ice_tcp_port:
+            transport.close_tcp_port(self.settings.ice_tcp_port)
 
 
 async def start_server(settings: Settings) -> Server:
@@ -65,9 +67,10 @@ async def start_server(settings: Settings) -> Server:
     ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
                                    settings.rtp_port_min, settings.rtp_port_max,
                                    settings.ice_allowed_ranges, settings.ice_max_remote_candidates,
-                                   settings.ice_udp_port)
+                                   settings.ice_udp_port, settings.ice_tcp_port)
     configure_media(settings)
     transport.open_udp_port(ice)  # single-port mode: a port in use is an error now, not at the first join
+    await transport.open_tcp_port(ice)  # the same for ICE-TCP
     tls = server_tls(settings)  # before anything starts: a bad certificate is a ConfigError
     cp = await build_control_plane(settings)
     rooms_holder: dict[str, RoomManager] = {}

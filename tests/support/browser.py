@@ -8,25 +8,38 @@
 Chromium runs with a fake camera and microphone, on loopback only, with a fresh temporary profile.
 `close()` always kills the whole process group and removes the profile, and a finalizer does it
 too if a test forgets (or the interpreter exits first). CDP goes over aiohttp's WebSocket client.
+
+Chromium can run in another network namespace, under a command prefix (`prefix=link.command()`, see
+tests/support/netns.py). Its DevTools then listens on that namespace's loopback, which this process
+cannot reach (and new headless ignores --remote-debugging-address), so the Browser relays it: a
+listener on this namespace's 127.0.0.1 whose every connection goes on from a socket made inside
+Chromium's namespace (setns in a short-lived thread) to Chromium's loopback. DevTools never crosses
+the veth pair, so `Link.down()` and `Link.block_udp()` do not touch it, and `devtools_port` and
+`page_websocket_url()` work as without a prefix. A page on plain http from an address other than
+loopback (e.g. http://10.201.0.1:port) is not a secure context, where getUserMedia does not exist;
+the Browser marks the start URL's origin secure (--unsafely-treat-insecure-origin-as-secure) itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import itertools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -59,6 +72,105 @@ FLAGS = [
 
 class BrowserError(RuntimeError):
     pass
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def insecure_origin_flags(url: str) -> list[str]:
+    """The flag that makes `url`'s origin a secure context, if it is plain http on a host other than
+    loopback (only such origins lack getUserMedia); nothing otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or (parts.hostname or "localhost") in _LOOPBACK_HOSTS:
+        return []
+    return [f"--unsafely-treat-insecure-origin-as-secure={parts.scheme}://{parts.netloc}"]
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def socket_in_netns(netns_fd: int) -> socket.socket:
+    """A non-blocking TCP socket of the network namespace `netns_fd` (an open /proc/PID/ns/net): a
+    socket keeps the namespace it was made in, so it is made in a thread of its own that enters the
+    namespace and then ends (setns moves only the calling thread; nothing else changes namespace)."""
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            if _libc.setns(netns_fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns: {os.strerror(err)}")
+            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as e:
+            made.append(e)
+
+    t = threading.Thread(target=make, name="netns-socket", daemon=True)
+    t.start()
+    t.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    made[0].setblocking(False)
+    return made[0]
+
+
+class NetnsRelay:
+    """Listens on 127.0.0.1 of this namespace (a free port, `port`) and relays each connection to
+    127.0.0.1:`target_port` of the network namespace `netns_fd`."""
+
+    def __init__(self, netns_fd: int, target_port: int) -> None:
+        self.netns_fd, self.target_port = netns_fd, target_port
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task] = set()
+
+    async def start(self) -> NetnsRelay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._conns.add(task)
+        up_writer = None
+        try:
+            sock = socket_in_netns(self.netns_fd)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
+            except BaseException:
+                sock.close()
+                raise
+            up_reader, up_writer = await asyncio.open_connection(sock=sock)
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        except (Exception, asyncio.CancelledError):  # a relayed connection ends as a TCP one would
+            pass
+        finally:
+            self._conns.discard(task)
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._conns):
+            task.cancel()
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=2)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        if writer.can_write_eof():
+            try:
+                writer.write_eof()
+            except OSError:
+                pass
 
 
 class JSError(BrowserError):
@@ -101,12 +213,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 class Browser:
     def __init__(self, url: str, window: tuple[int, int] = (1280, 720), extra_flags: list[str] | None = None,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, prefix: list[str] | None = None) -> None:
+        """`prefix`: a command Chromium runs under, e.g. `netns.Link.command()` (see the module docstring)."""
         self.url = url
         self.window = window
         self.extra_flags = extra_flags or []
         self.start_timeout = start_timeout
+        self.prefix = prefix or []
         self.proc: subprocess.Popen | None = None
+        self.devtools_port: int | None = None  # where this process reaches DevTools (the relay's, if any)
+        self._relay: NetnsRelay | None = None
+        self._netns_fd: int | None = None
         self.profile: str | None = None
         self.log_path: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -128,7 +245,8 @@ class Browser:
     async def start(self) -> None:
         self.profile = tempfile.mkdtemp(prefix="basement-chromium-")
         self.log_path = os.path.join(self.profile, "chromium.log")
-        args = [CHROMIUM, *FLAGS, *self.extra_flags, f"--user-data-dir={self.profile}",
+        args = [*self.prefix, CHROMIUM, *FLAGS, *insecure_origin_flags(self.url), *self.extra_flags,
+                f"--user-data-dir={self.profile}",
                 f"--window-size={self.window[0]},{self.window[1]}",
                 "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", self.url]
         self.proc = _spawn(args, self.log_path)
@@ -154,6 +272,13 @@ class Browser:
                 break
             except (OSError, ValueError, IndexError):
                 await asyncio.sleep(0.1)
+        # Chromium is running by now (it wrote the file), so the prefix has put it where it stays
+        netns = f"/proc/{self.proc.pid}/ns/net"
+        if os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino:
+            self._netns_fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            self._relay = await NetnsRelay(self._netns_fd, port).start()
+            port = self._relay.port
+        self.devtools_port = port
         self._session = aiohttp.ClientSession()
         ws_url = None
         while ws_url is None:
@@ -188,6 +313,12 @@ class Browser:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._relay is not None:
+            await self._relay.close()
+            self._relay = None
+        if self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None
         if self._finalizer is not None:
             # blocking waits (at most a few seconds) off the event loop
             await asyncio.get_running_loop().run_in_executor(None, self._finalizer)
@@ -305,8 +436,7 @@ class Browser:
     async def page_websocket_url(self) -> str:
         """The DevTools WebSocket URL of the page, for a second, independent CDP client (whose
         bindings, events and scripts are its own)."""
-        port = int((Path(self.profile) / "DevToolsActivePort").read_text().split()[0])
-        async with self._session.get(f"http://127.0.0.1:{port}/json/list") as r:
+        async with self._session.get(f"http://127.0.0.1:{self.devtools_port}/json/list") as r:
             for t in await r.json(content_type=None):
                 if t.get("type") == "page" and t.get("webSocketDebuggerUrl"):
                     return t["webSocketDebuggerUrl"]
@@ -323,9 +453,12 @@ async def browser():
     """browser(server, room, name, **query) -> a Browser on the web client; all closed at teardown."""
     made: list[Browser] = []
 
-    async def launch(server, room: str, name: str, extra_flags: list[str] | None = None, **query: str) -> Browser:
+    async def launch(server, room: str, name: str, extra_flags: list[str] | None = None,
+                     prefix: list[str] | None = None, **query: str) -> Browser:
+        """`prefix`: run Chromium under it, e.g. `link.command()` (the page on `server.url`, which for a
+        server on `netns.SERVER_IP` is marked a secure origin; see the module docstring)."""
         params = {"room": room, "name": name, "autojoin": "1", "video": VIDEO, **query}
-        b = Browser(f"{server.url}/?{urlencode(params)}", extra_flags=extra_flags)
+        b = Browser(f"{server.url}/?{urlencode(params)}", extra_flags=extra_flags, prefix=prefix)
         made.append(b)
         await b.start()
         # autojoin only prefills the form and focuses Join: capture needs the user's click

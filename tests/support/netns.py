@@ -8,6 +8,11 @@ Both addresses live only inside namespaces the test made; nothing can leave the 
 This kernel has no netem and no drop action (`tc` gives "qdisc kind is unknown"), so an outage is a
 token bucket (tbf) that holds a single byte: every packet is larger than its burst and is dropped
 silently, in both directions, as on a dead radio link (no error reaches either side's sockets).
+
+`block_udp()` is narrower and lasting: nftables rules in the client namespace (nft's drop does work
+here) drop every UDP packet that enters or leaves it, so its programs must fall back to TCP (ICE-TCP,
+TURN over TCP or TLS) while TCP still flows. A dropped send fails locally with EPERM ("Operation not
+permitted"); what arrives is dropped silently. UDP on the client's own loopback is left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 SERVER_IP = "10.201.0.1"
 CLIENT_IP = "10.201.0.2"
 _names = itertools.count()
+UDP_BLOCK_TABLE = "basement_block"  # an `inet` table (IPv4 and IPv6) in the client namespace
 
 
 def _ip(*args: str, netns_pid: int | None = None) -> None:
@@ -57,6 +63,20 @@ class Link:
                      ("ip", "link", "set", self.client_dev, "up")):
             _ip(*args, netns_pid=self.pid)
         return self
+
+    def block_udp(self) -> None:
+        """Drop every UDP packet into and out of the client namespace (see the module docstring) until
+        `unblock_udp()`; TCP is untouched. Needs nft (Debian's nftables)."""
+        self.unblock_udp()  # idempotent: never two copies of the table
+        chains = "; ".join(
+            f"chain {hook} {{ type filter hook {hook} priority 0; policy accept; "
+            f"{'iifname' if hook == 'input' else 'oifname'} \"lo\" accept; meta l4proto udp drop; }}"
+            for hook in ("input", "output"))
+        _ip("nft", f"table inet {UDP_BLOCK_TABLE} {{ {chains}; }}", netns_pid=self.pid)
+
+    def unblock_udp(self) -> None:
+        subprocess.run(["nsenter", "-t", str(self.pid), "-n", "nft", "delete", "table", "inet", UDP_BLOCK_TABLE],
+                       capture_output=True, timeout=10)  # absent already: nothing to do
 
     def command(self, *args: str) -> list[str]:
         """`args` to run in the client namespace."""

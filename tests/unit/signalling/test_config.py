@@ -53,6 +53,8 @@ def test_the_command_line_is_built_without_the_heavy_libraries():
     ({"BASEMENT_DATA_ROOM_RATE": "0"}, "data_room_rate: rates above 0"),
     ({"BASEMENT_DATA_HISTORY": "5000"}, "data_history"),
     ({"BASEMENT_TLS": "on"}, "tls: 'on' is not 'self-signed'"),
+    ({"BASEMENT_ICE_TCP_PORT": "70000"}, "ice_tcp_port: 70000 is not a TCP port"),
+    ({"BASEMENT_ICE_TCP_PORT": "8080"}, "ice_tcp_port: 8080 is also the HTTP or metrics port"),
 ])
 def test_bad_values_name_the_setting(env, words):
     with pytest.raises(config.ConfigError) as e:
