@@ -295,6 +295,7 @@ class Browser:
         self._ws = await self._session.ws_connect(ws_url, max_msg_size=0, heartbeat=None)
         self._reader = asyncio.ensure_future(self._read())
         await self.send("Runtime.enable")
+        await self.send("Log.enable")  # (replays what the page logged before we attached)
         # a fixed CSS viewport (the headless window's own excludes invisible browser UI), so layouts
         # and screenshots have the same size everywhere
         await self.send("Emulation.setDeviceMetricsOverride", {
@@ -344,6 +345,9 @@ class Browser:
                     p = msg["params"]
                     text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
                     self.console.append(f"{p.get('type')}: {text}")
+                elif msg.get("method") == "Log.entryAdded":  # e.g. a resource that failed to load
+                    e = msg["params"]["entry"]
+                    self.console.append(f"log {e.get('level')}: {e.get('text')} {e.get('url', '')}".rstrip())
                 elif msg.get("method") == "Runtime.exceptionThrown":
                     d = msg["params"]["exceptionDetails"]
                     self.console.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")

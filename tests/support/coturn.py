@@ -1,9 +1,10 @@
-"""A real coturn TURN server on 127.0.0.1 for tests, with the TURN REST API shared secret.
+"""A real coturn TURN server for tests (on 127.0.0.1, or `host`), with the TURN REST API shared secret.
 
 Its configuration goes to a file of mode 0600 (the secret stays out of every process's argv), its
 log to `turn.log` in the test's directory; relayed traffic only ever goes to 127.0.0.1. It also
 listens for TURN over TLS (`url("tls")`, a `turns:` URL) with a self-signed certificate for
-127.0.0.1 made at start; `spki_sha256` is what a browser pins to accept it.
+its address made at start; `spki_sha256` is what a browser pins to accept it. Clients reach it at
+`host` (e.g. the server side of a tests/support/netns.py link); it relays from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ RELAY_PORTS = (50000, 50999)  # where coturn allocates relayed addresses
 
 
 class Coturn:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
         self.workdir = workdir
+        self.host = host
         self.port = free_port()
         self.tls_port = free_port()
         self.secret = secrets.token_hex(16)
@@ -42,8 +44,8 @@ class Coturn:
     def url(self, transport: str = "udp") -> str:
         """`udp` and `tcp`: TURN on the plain port; `tls`: TURN over TLS (a `turns:` URL, over TCP)."""
         if transport == "tls":
-            return f"turns:127.0.0.1:{self.tls_port}?transport=tcp"
-        return f"turn:127.0.0.1:{self.port}?transport={transport}"
+            return f"turns:{self.host}:{self.tls_port}?transport=tcp"
+        return f"turn:{self.host}:{self.port}?transport={transport}"
 
     @property
     def log(self) -> str:
@@ -57,7 +59,7 @@ class Coturn:
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join([
-                "listening-ip=127.0.0.1", "relay-ip=127.0.0.1", f"listening-port={self.port}",
+                f"listening-ip={self.host}", "relay-ip=127.0.0.1", f"listening-port={self.port}",
                 f"min-port={RELAY_PORTS[0]}", f"max-port={RELAY_PORTS[1]}",
                 "use-auth-secret", f"static-auth-secret={self.secret}", "realm=basement.test",
                 f"tls-listening-port={self.tls_port}", f"cert={cert}", f"pkey={key}",
@@ -71,7 +73,7 @@ class Coturn:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection(self.host, self.port)
                 writer.close()
                 return self
             except OSError:
@@ -85,14 +87,14 @@ class Coturn:
         procs.stop(self.proc, 5)
 
     def _certificate(self) -> tuple[Path, Path]:
-        """A self-signed ECDSA certificate for 127.0.0.1 (a day long), its key in a 0600 file."""
+        """A self-signed ECDSA certificate for `host` (a day long), its key in a 0600 file."""
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "basement test TURN")])
         now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.host))]),
                                critical=False)
                 .sign(key, hashes.SHA256()))
         spki = key.public_key().public_bytes(serialization.Encoding.DER,

@@ -56,6 +56,12 @@ class Link:
             time.sleep(0.01)
         _ip("ip", "link", "add", "name", self.server_dev, "type", "veth", "peer", "name", self.client_dev)
         _ip("ip", "link", "set", self.client_dev, "netns", str(self.pid))
+        # No IPv6 link-local addresses on the pair: the kernel would add them a second or two after
+        # the link comes up (duplicate address detection), and that late address change is a
+        # "network change" to Chromium, which then fails whatever it is loading with
+        # ERR_NETWORK_CHANGED (seen: a page in the namespace missing one of its modules)
+        _ip("ip", "link", "set", "dev", self.server_dev, "addrgenmode", "none")
+        _ip("ip", "link", "set", "dev", self.client_dev, "addrgenmode", "none", netns_pid=self.pid)
         _ip("ip", "addr", "add", f"{SERVER_IP}/24", "dev", self.server_dev)
         _ip("ip", "link", "set", self.server_dev, "up")
         for args in (("ip", "link", "set", "lo", "up"),

@@ -173,6 +173,26 @@ app.kubernetes.io/part-of: basement
 {{- if and (le (int $s.port) (int $lastMetrics)) (le (int $s.metricsPort) (int $last)) -}}
 {{- fail (printf "sfu: HTTP ports %d-%d overlap metrics ports %d-%d" (int $s.port) $last (int $s.metricsPort) $lastMetrics) -}}
 {{- end -}}
+{{- if $s.tcpPort -}}
+{{- $lastTcp := add (int $s.tcpPort) (sub (int $s.processes) 1) -}}
+{{- if lt (int $s.tcpPort) 1024 -}}
+{{- fail (printf "sfu: tcpPort %d is below 1024 (0 = no ICE over TCP)" (int $s.tcpPort)) -}}
+{{- end -}}
+{{- if gt $lastTcp 65535 -}}
+{{- fail (printf "sfu: tcpPort %d + %d processes goes past 65535" (int $s.tcpPort) (int $s.processes)) -}}
+{{- end -}}
+{{- if and (le (int $s.tcpPort) $last) (le (int $s.port) $lastTcp) -}}
+{{- fail (printf "sfu: ICE-TCP ports %d-%d (tcpPort) overlap HTTP ports %d-%d" (int $s.tcpPort) $lastTcp (int $s.port) $last) -}}
+{{- end -}}
+{{- if and (le (int $s.tcpPort) $lastMetrics) (le (int $s.metricsPort) $lastTcp) -}}
+{{- fail (printf "sfu: ICE-TCP ports %d-%d (tcpPort) overlap metrics ports %d-%d" (int $s.tcpPort) $lastTcp (int $s.metricsPort) $lastMetrics) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $s.hostNetwork -}}
+{{- if not $s.udpPort -}}
+{{- fail "sfu.hostNetwork=false needs sfu.udpPort: off the host network media reaches the pod through host ports (hostPort), and a UDP range (rtpPortMin-rtpPortMax) cannot go through hostPort or a Service; set sfu.udpPort (one UDP port per process)" -}}
+{{- end -}}
+{{- end -}}
 {{- if not $s.udpPort -}}
 {{- if gt (int $s.rtpPortMin) (int $s.rtpPortMax) -}}
 {{- fail (printf "sfu: rtpPortMin (%d) must be <= rtpPortMax (%d)" (int $s.rtpPortMin) (int $s.rtpPortMax)) -}}
@@ -207,6 +227,22 @@ app.kubernetes.io/part-of: basement
 {{- else -}}
 {{- if and (le (int $t.relayPortMin) (int $s.rtpPortMax)) (le (int $s.rtpPortMin) (int $t.relayPortMax)) -}}
 {{- fail "turn: the relay port range overlaps sfu.rtpPortMin-rtpPortMax (a node may run both)" -}}
+{{- end -}}
+{{- end -}}
+{{- if $s.tcpPort -}}
+{{- /* coturn (host network) holds TCP on port and, with TLS, tlsPort; TCP relays (RFC 6062) take relay-range ports */ -}}
+{{- $lastTcp := add (int $s.tcpPort) (sub (int $s.processes) 1) -}}
+{{- $turnTcp := list (int $t.port) -}}
+{{- if $t.tlsSecret -}}
+{{- $turnTcp = append $turnTcp (int $t.tlsPort) -}}
+{{- end -}}
+{{- range $turnTcp -}}
+{{- if and (le (int $s.tcpPort) .) (le . $lastTcp) -}}
+{{- fail (printf "turn: TCP port %d (coturn listens there) is one of sfu.tcpPort %d-%d (a node may run both)" . (int $s.tcpPort) $lastTcp) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (le (int $t.relayPortMin) $lastTcp) (le (int $s.tcpPort) (int $t.relayPortMax)) -}}
+{{- fail "turn: the relay port range overlaps sfu.tcpPort (coturn relays TCP allocations from it too; a node may run both)" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

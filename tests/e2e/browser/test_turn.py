@@ -6,6 +6,10 @@ on a network that lets nothing else out. It gets its TURN credentials in `joined
 addresses. Over UDP, TCP, and TLS (a `turns:` URL, TURN's answer to networks that pass only TLS
 on 443): there coturn's certificate is self-signed, and Chromium accepts exactly that one (pinned by
 its public key, as test_tls_browser.py does for the web server).
+
+The second test is the network that forces it: Chromium in a network namespace of its own
+(tests/support/netns.py) whose UDP nftables drops, with no transport policy at all. TURN over TCP or
+TLS to coturn, across the link, is then the only way its media can go.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tests.e2e.browser.test_browser import joined, media_both_ways
 from tests.support.browser import poll
 from tests.support.coturn import RELAY_PORTS, Coturn
 from tests.support.media import CounterVideo, Tone
+from tests.support.netns import SERVER_IP, Link
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,6 +62,41 @@ async def test_chromium_relayed_through_turn_sends_and_receives(make_server, bro
             await alice.close()
     finally:
         turn.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_chromium_whose_udp_is_blocked_gets_through_turn_over_tcp(make_server, browser, tmp_path, transport):
+    link = Link().start()
+    turn = alice = None
+    try:
+        link.block_udp()
+        turn = await Coturn(tmp_path / "turn", host=SERVER_IP).start()
+        # the page reaches the server and coturn on the link's address; the SFU's candidates are on the
+        # link's address (blocked for UDP) and loopback (which only coturn's relay reaches)
+        server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"],
+                                   turn_urls=[turn.url(transport)], turn_secret=turn.secret)
+        alice = Client(f"http://{SERVER_IP}:{server.port}")
+        await alice.connect()
+        await alice.join("no-udp-turn", "alice")
+        await alice.publish(audio=Tone(), video=CounterVideo())
+        page = await browser(server, "no-udp-turn", "chromium", prefix=link.command(),
+                             extra_flags=[f"--ignore-certificate-errors-spki-list={turn.spki_sha256}"])
+        me = (await joined(page))["participant"]
+        await media_both_ways(page, alice, me, frames=20)
+        paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
+        for target in ("publisher", "subscriber"):
+            assert paths[target]["localType"] == "relay", paths
+            assert paths[target]["relayProtocol"] == transport, paths
+        page_peer = server.node.peers[me["id"]]
+        for target in (page_peer.publisher, page_peer.subscriber):
+            remote = _remote(target)
+            assert remote[0] == "127.0.0.1" and RELAY_PORTS[0] <= remote[1] <= RELAY_PORTS[1], remote
+    finally:
+        if alice is not None:
+            await alice.close()
+        if turn is not None:
+            turn.stop()
+        link.stop()
 
 
 async def _paths(page):

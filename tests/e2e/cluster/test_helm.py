@@ -2,7 +2,8 @@
 and checked against the Kubernetes 1.32 API schemas (kubernetes-validate, strict).
 
 What must hold: the chart lints clean; defaults and every helm/values/*.yaml render to valid
-manifests; SFU pods are host-networked with the UDP range, node IP and drain grace period; secrets
+manifests; SFU pods are host-networked with the UDP range, node IP and drain grace period (or, with
+sfu.hostNetwork=false, on the pod network with host ports, pod-IP gathering and a NetworkPolicy); secrets
 only ever arrive through secretKeyRef; bad values fail with a message naming the setting; toggles
 (bundled/external Redis, DaemonSet/Deployment, HPA, processes per pod) change what they should; and
 the environment the chart gives each process is accepted by signalling.config.
@@ -46,6 +47,10 @@ STANDARD_LABELS = (
 )
 WORKLOAD_KINDS = {"Deployment", "DaemonSet", "StatefulSet"}
 
+# The SFU off the host network (media through host ports, ICE over TCP): helm/values/ has no example of
+# it, so the render-wide checks run over these as well.
+NO_HOST_NETWORK = {"sfu": {"hostNetwork": False, "udpPort": 7882, "tcpPort": 7884, "processes": 2}}
+
 RPC = {"mode": "rpc", "rpcUrl": "https://rpc.example", "chainId": 8453, "writerKey": {"existingSecret": "my-writer"}}
 
 
@@ -76,6 +81,13 @@ def notes(values: dict | None = None) -> str:
 
 def load_values(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
+
+
+def values_of(value_set: Path | dict | None) -> dict:
+    """A VALUE_SETS entry as values: None is the defaults, a Path an example file."""
+    if value_set is None:
+        return {}
+    return load_values(value_set) if isinstance(value_set, Path) else copy.deepcopy(value_set)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -134,6 +146,17 @@ def resolve_env(container: dict, node_ip: str = "10.1.2.3", pod: str = "basement
     return out
 
 
+# Every render-wide check (lint, API validity, ports, lockdown, secrets, ingress) runs over these.
+VALUE_SETS = [
+    pytest.param(None, id="defaults"),
+    *(pytest.param(p, id=p.name) for p in VALUES_FILES),
+    pytest.param(NO_HOST_NETWORK, id="no-host-network"),
+    pytest.param(merge(load_values(ROOT / "helm" / "values" / "production.yaml"),
+                       {"sfu": {"hostNetwork": False, "udpPort": 7882, "tcpPort": 7886}}),
+                 id="production.yaml-no-host-network"),
+]
+
+
 # --- lint and schema validation -----------------------------------------------------------------
 
 
@@ -142,10 +165,10 @@ def test_there_are_example_values_files():
     assert {"production.yaml", "minimal.yaml"} <= names, names
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 @pytest.mark.parametrize("with_turn", [False, True], ids=["", "turn"])
 def test_lint_strict(values_file, with_turn):
-    values = load_values(values_file) if values_file else {}
+    values = values_of(values_file)
     values = merge(values, TURN_ON) if with_turn else values or None
     report = helm_python.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE}")
     assert report["errors"] == [], report
@@ -171,10 +194,10 @@ def check_service_monitor(doc: dict, docs: list[dict]) -> None:
 CRD_CHECKS = {("monitoring.coreos.com/v1", "ServiceMonitor"): check_service_monitor}
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 @pytest.mark.parametrize("with_turn", [False, True], ids=["", "turn"])
 def test_every_rendered_document_is_valid_kubernetes(values_file, with_turn):
-    values = load_values(values_file) if values_file else {}
+    values = values_of(values_file)
     docs = render(merge(values, TURN_ON) if with_turn else values)
     assert docs
     seen = set()
@@ -197,9 +220,9 @@ def test_every_rendered_document_is_valid_kubernetes(values_file, with_turn):
             assert doc["metadata"]["namespace"] == NAMESPACE, key
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_services_and_probes_point_at_real_ports(values_file):
-    docs = render(load_values(values_file) if values_file else None)
+    docs = render(values_of(values_file))
     workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
     for wl in workloads:
         assert wl["spec"]["selector"]["matchLabels"].items() <= wl["spec"]["template"]["metadata"]["labels"].items()
@@ -219,9 +242,9 @@ def test_services_and_probes_point_at_real_ports(values_file):
                 assert http["port"] in names, (c["name"], probe, http)
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_pods_are_locked_down(values_file):
-    docs = render(load_values(values_file) if values_file else None)
+    docs = render(values_of(values_file))
     for wl, c in all_containers(docs):
         pod = pod_spec(wl)
         where = f"{wl['kind']}/{wl['metadata']['name']}/{c['name']}"
@@ -232,7 +255,7 @@ def test_pods_are_locked_down(values_file):
         assert sc["allowPrivilegeEscalation"] is False, where
         assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], where
     # the chart's coturn, with TURN over TLS on 443: the one capability that binds a low port, no more
-    docs = render(merge(load_values(values_file) if values_file else {}, TURN_ON))
+    docs = render(merge(values_of(values_file), TURN_ON))
     turn = pod_spec(one(docs, "Deployment", f"{FULL}-turn"))
     assert [c["securityContext"]["capabilities"] for c in turn["containers"]] == [
         {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}]
@@ -330,6 +353,10 @@ def test_sfu_defaults_host_network_udp_range_node_ip_and_drain():
     assert ports["metrics"]["containerPort"] == int(env["BASEMENT_METRICS_PORT"]["value"]) == 9090
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # no ICE over TCP unless asked for, and no host port mapping on the host network
+    assert set(ports) == {"http", "metrics"} and "BASEMENT_ICE_TCP_PORT" not in env
+    assert not any("hostPort" in p for p in c["ports"])
+    assert env["BASEMENT_ICE_ADDRESSES"]["value"] == "$(NODE_IP)"
 
 
 def test_sfu_env_is_accepted_by_settings():
@@ -442,6 +469,136 @@ def test_sfu_one_udp_port_per_process_instead_of_the_range():
     # a range the single port makes unused is not checked: moving TURN's relays there is fine
     render({"sfu": {"udpPort": 7882}, "turn": {"enabled": True, "host": "t.example", "relayPortMin": 50000,
                                                  "relayPortMax": 50999}})
+
+
+def _ports(container: dict) -> dict[str, tuple]:
+    return {p["name"]: (p["containerPort"], p.get("hostPort"), p["protocol"]) for p in container["ports"]}
+
+
+def test_sfu_ice_tcp_port_per_process_on_the_host_network():
+    values = {"sfu": {"processes": 2, "udpPort": 7882, "tcpPort": 7884}}
+    docs = render(values)
+    pod = pod_spec(sfu_workload(docs))
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    envs = [resolve_env(c) for c in pod["containers"]]
+    assert [e["BASEMENT_ICE_TCP_PORT"] for e in envs] == ["7884", "7885"]
+    assert [_ports(c) for c in pod["containers"]] == [
+        {"http-0": (7880, None, "TCP"), "metrics-0": (9090, None, "TCP"), "media-udp-0": (7882, None, "UDP"),
+         "media-tcp-0": (7884, None, "TCP")},
+        {"http-1": (7881, None, "TCP"), "metrics-1": (9091, None, "TCP"), "media-udp-1": (7883, None, "UDP"),
+         "media-tcp-1": (7885, None, "TCP")},
+    ]
+    settings = [config.load(env=e) for e in envs]
+    assert [(s.ice_udp_port, s.ice_tcp_port, s.port) for s in settings] == [(7882, 7884, 7880), (7883, 7885, 7881)]
+    assert all(s.ice_addresses == ["10.1.2.3"] and s.public_ip == "10.1.2.3" for s in settings)
+    text = notes(values)
+    assert "UDP 7882-7883" in text and "TCP 7884-7885   (ICE over TCP" in text
+    assert "SFU pods use the host network" in text
+    # with the UDP range too, and next to the chart's coturn (3478, 443) when their ports differ
+    (c,) = pod_spec(sfu_workload(render(merge(TURN_ON, {"sfu": {"tcpPort": 7890}}))))["containers"]
+    s = config.load(env=resolve_env(c))
+    assert (s.ice_tcp_port, s.ice_udp_port, s.rtp_port_min) == (7890, 0, 50000)
+    assert _ports(c)["media-tcp"] == (7890, None, "TCP") and "media-udp" not in _ports(c)
+    assert "TCP 7890   (ICE over TCP" in notes({"sfu": {"tcpPort": 7890}})
+    assert "ICE over TCP" not in notes()
+
+
+NODE_IP, POD_IP = "10.1.2.3", "10.244.7.9"
+
+
+def test_sfu_off_the_host_network_maps_media_host_ports_gathers_on_the_pod_and_advertises_the_node():
+    docs = render(NO_HOST_NETWORK)
+    ds = sfu_workload(docs)
+    pod = pod_spec(ds)
+    assert "hostNetwork" not in pod and "dnsPolicy" not in pod  # the pod network, default DNS
+    containers = pod["containers"]
+    # media: host port = container port, so clients reach node IP:port; health and metrics stay in the pod
+    assert [_ports(c) for c in containers] == [
+        {"http-0": (7880, None, "TCP"), "metrics-0": (9090, None, "TCP"), "media-udp-0": (7882, 7882, "UDP"),
+         "media-tcp-0": (7884, 7884, "TCP")},
+        {"http-1": (7881, None, "TCP"), "metrics-1": (9091, None, "TCP"), "media-udp-1": (7883, 7883, "UDP"),
+         "media-tcp-1": (7885, 7885, "TCP")},
+    ]
+    for i, c in enumerate(containers):
+        raw = env_of(c)
+        assert raw["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert raw["BASEMENT_ICE_ADDRESSES"]["value"] == "$(POD_IP)"
+        assert raw["BASEMENT_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+        env = resolve_env(c, node_ip=NODE_IP, pod_ip=POD_IP)
+        assert not [v for v in env.values() if "$(" in v], "every $(VAR) is defined before its use"
+        unknown = {k[len(config.ENV_PREFIX):].lower() for k in env if k.startswith(config.ENV_PREFIX)}
+        assert unknown - set(config.Settings.__dataclass_fields__) <= PENDING_SETTINGS
+        s = config.load(env=env)
+        assert s.ice_addresses == [POD_IP], "ICE binds where the host ports forward to"
+        assert s.public_ip == NODE_IP, "and advertises where clients send"
+        assert (s.ice_udp_port, s.ice_tcp_port) == (7882 + i, 7884 + i)
+        assert s.host == s.metrics_host == POD_IP  # bindHost podIP: the pod's own address now
+        assert (s.port, s.metrics_port) == (7880 + i, 9090 + i)
+
+    # publicIp still replaces the node IP; explicit iceAddresses pass through; another bindHost
+    # keeps POD_IP for the gathering
+    docs = render(merge(NO_HOST_NETWORK, {"sfu": {"publicIp": "203.0.113.7", "bindHost": "0.0.0.0",
+                                                  "processes": 1}}))
+    (c,) = pod_spec(sfu_workload(docs))["containers"]
+    s = config.load(env=resolve_env(c, node_ip=NODE_IP, pod_ip=POD_IP))
+    assert (s.public_ip, s.ice_addresses, s.host) == ("203.0.113.7", [POD_IP], "0.0.0.0")
+    assert _ports(c)["media-udp"] == (7882, 7882, "UDP")
+    (c,) = pod_spec(sfu_workload(render({"sfu": {"hostNetwork": False, "udpPort": 7882,
+                                                  "iceAddresses": "auto"}})))["containers"]
+    assert env_of(c)["BASEMENT_ICE_ADDRESSES"]["value"] == "auto" and "media-tcp" not in _ports(c)
+    assert "BASEMENT_ICE_TCP_PORT" not in env_of(c)
+
+    # Deployment mode: host ports still collide per node, so the anti-affinity and maxSurge 0 stay
+    dep = sfu_workload(render(merge(NO_HOST_NETWORK, {"sfu": {"kind": "Deployment", "replicas": 3}})))
+    assert dep["kind"] == "Deployment" and dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    (term,) = pod_spec(dep)["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert "hostNetwork" not in pod_spec(dep)
+
+    text = notes(NO_HOST_NETWORK)
+    assert "not on the host network" in text
+    assert "UDP 7882-7883" in text and "TCP 7884-7885" in text
+    assert "hostNetwork pods need" not in text and "Pod Security" in text and "hostPort" in text
+    assert "UDP 7882 " in notes({"sfu": {"hostNetwork": False, "udpPort": 7882}})
+
+
+def test_sfu_network_policy_only_off_the_host_network():
+    docs = render(NO_HOST_NETWORK)
+    sfu = sfu_workload(docs)
+    sfu_labels = sfu["spec"]["template"]["metadata"]["labels"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    assert set(policies) == {f"{FULL}-redis", f"{FULL}-signal", f"{FULL}-sfu"}
+    sfu_np = policies[f"{FULL}-sfu"]
+    assert _selects(sfu_np["podSelector"], sfu_labels) and sfu_np["policyTypes"] == ["Ingress"]
+    assert [name for name, p in policies.items() if _selects(p["podSelector"], sfu_labels)] == [f"{FULL}-sfu"]
+    declared = {p["name"]: p["protocol"] for c in pod_spec(sfu)["containers"] for p in c["ports"]}
+    media, private = sfu_np["ingress"]
+    # media from anywhere (no `from`), every media port of every process, with its protocol
+    assert "from" not in media
+    assert {p["port"]: p["protocol"] for p in media["ports"]} == {
+        n: proto for n, proto in declared.items() if n.startswith("media-")}
+    # health and metrics like the signalling metrics: networkPolicy.metricsFrom
+    assert private["from"] == [{"namespaceSelector": {}}]
+    assert {p["port"]: p["protocol"] for p in private["ports"]} == {
+        n: proto for n, proto in declared.items() if not n.startswith("media-")}
+    # Redis still admits the SFU pods by their labels (which now works: they are ordinary pods)
+    (rule,) = policies[f"{FULL}-redis"]["ingress"]
+    assert any(_selects(peer["podSelector"], sfu_labels) for peer in rule["from"] if "podSelector" in peer)
+    text = notes(NO_HOST_NETWORK)
+    assert f"NetworkPolicy {FULL}-sfu admits" in text
+    assert "NetworkPolicy does not cover them" not in text and "networkPolicy.sfuNodeCIDRs" not in text
+
+    scoped = render(merge(NO_HOST_NETWORK, {"networkPolicy": {"metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}}))
+    _, private = one(scoped, "NetworkPolicy", f"{FULL}-sfu")["spec"]["ingress"]
+    assert private["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    udp_only = render({"sfu": {"hostNetwork": False, "udpPort": 7882}})
+    media, _ = one(udp_only, "NetworkPolicy", f"{FULL}-sfu")["spec"]["ingress"]
+    assert media["ports"] == [{"port": "media-udp", "protocol": "UDP"}]
+    assert not find(render(merge(NO_HOST_NETWORK, {"networkPolicy": {"enabled": False}})), "NetworkPolicy")
+    # on the host network no policy pretends to cover the SFU, ICE over TCP or not
+    for values in (None, {"sfu": {"udpPort": 7882, "tcpPort": 7884}}):
+        assert not find(render(values), "NetworkPolicy", f"{FULL}-sfu")
 
 
 # --- signalling -----------------------------------------------------------------------------------
@@ -559,9 +716,9 @@ def test_ingress_routes_to_signal_service_and_sets_public_url():
 # --- secrets ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_secrets_only_arrive_through_secret_key_refs(values_file):
-    docs = render(load_values(values_file) if values_file else None)
+    docs = render(values_of(values_file))
     for wl, c in all_containers(docs):
         for e in c.get("env", []):
             if e["name"] in SECRET_ENV:
@@ -687,6 +844,32 @@ FAIL_CASES = {
         {"sfu": {"udpPort": 49160}, "turn": {"enabled": True, "host": "t.example"}},
         "relay port range overlaps sfu.udpPort",
     ),
+    "tcp-port-privileged": ({"sfu": {"tcpPort": 443}}, "tcpPort 443 is below 1024"),
+    "tcp-port-past-65535": ({"sfu": {"tcpPort": 65535, "processes": 2}}, "tcpPort 65535 + 2 processes goes past 65535"),
+    "tcp-port-on-http": (
+        {"sfu": {"tcpPort": 7881, "processes": 2}},
+        "ICE-TCP ports 7881-7882 (tcpPort) overlap HTTP ports 7880-7881",
+    ),
+    "tcp-port-on-metrics": (
+        {"sfu": {"tcpPort": 9088, "processes": 3}},
+        "ICE-TCP ports 9088-9090 (tcpPort) overlap metrics ports 9090-9092",
+    ),
+    "tcp-port-on-turn": (
+        {"sfu": {"tcpPort": 3477, "processes": 2}, "turn": {"enabled": True, "host": "t.example"}},
+        "turn: TCP port 3478 (coturn listens there) is one of sfu.tcpPort 3477-3478",
+    ),
+    "tcp-port-on-turns": (
+        {"sfu": {"tcpPort": 5349}, "turn": {"enabled": True, "host": "t.example", "tlsSecret": "t", "tlsPort": 5349}},
+        "turn: TCP port 5349 (coturn listens there)",
+    ),
+    "turn-relay-on-tcp-port": (
+        {"sfu": {"tcpPort": 49160}, "turn": {"enabled": True, "host": "t.example"}},
+        "relay port range overlaps sfu.tcpPort",
+    ),
+    "no-host-network-without-udp-port": (
+        {"sfu": {"hostNetwork": False}},
+        "sfu.hostNetwork=false needs sfu.udpPort: off the host network media reaches the pod through host ports",
+    ),
 }
 
 
@@ -700,6 +883,9 @@ SCHEMA_CASES = {
     "sfu-kind": ({"sfu": {"kind": "StatefulSet"}}, "/sfu/kind"),
     "port-range": ({"sfu": {"rtpPortMax": 70000}}, "/sfu/rtpPortMax"),
     "udp-port": ({"sfu": {"udpPort": 70000}}, "/sfu/udpPort"),
+    "tcp-port": ({"sfu": {"tcpPort": 70000}}, "/sfu/tcpPort"),
+    "tcp-port-type": ({"sfu": {"tcpPort": "7881"}}, "/sfu/tcpPort"),
+    "host-network-type": ({"sfu": {"hostNetwork": "false"}}, "/sfu/hostNetwork"),
     "privileged-port": ({"sfu": {"port": 80}}, "/sfu/port"),
     "port-type": ({"signal": {"port": "8080"}}, "/signal/port"),
     "chain-mode": ({"chain": {"mode": "anvil"}}, "/chain/mode"),
@@ -980,9 +1166,9 @@ def _routes(path: str, rule_path: dict) -> bool:
     return prefix == "" or path == prefix or path.startswith(prefix + "/")
 
 
-@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values_file", VALUE_SETS)
 def test_admin_api_probes_and_metrics_stay_off_the_public_ingress(values_file):
-    values = merge(load_values(values_file) if values_file else {},
+    values = merge(values_of(values_file),
                    {"admin": {"enabled": True, "existingSecret": "adm"}, "signal": {"ingress": {"enabled": True}}})
     (ing,) = find(render(values), "Ingress")
     paths = [p for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]]
