@@ -111,6 +111,11 @@ class MediaNode(Protocol):
         """A trickled ICE candidate for the "publisher" or "subscriber" connection (None: end)."""
         ...
 
+    async def restart_ice(self, participant_id: str, target: str) -> None:
+        """Restart ICE on the participant's "subscriber" connection: a new offer with new ICE
+        credentials follows (the publisher connection restarts with the client's own offer)."""
+        ...
+
     async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo: ...
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,

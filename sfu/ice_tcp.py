@@ -332,6 +332,21 @@ async def add_candidates(connection: Any, hosts: Iterable[str], port: int) -> li
     return made
 
 
+def rekey(connection: Any, old_ufrag: str) -> None:
+    """`connection` restarted ICE: streams must now prove themselves with its new credentials.
+    Streams it already has stay (one may carry the pair the restart nominates again)."""
+    refs = _by_ufrag.get(old_ufrag)
+    if refs is None:
+        return
+    mine = [r for r in refs if r() is connection]
+    if not mine:
+        return
+    refs[:] = [r for r in refs if r() is not None and r() is not connection]
+    if not refs:
+        del _by_ufrag[old_ufrag]
+    _by_ufrag.setdefault(connection.local_username, []).append(mine[0])
+
+
 def forget(connection: Any) -> None:
     """`connection` is closing: nobody may prove a stream for it, and its streams end."""
     refs = _by_ufrag.get(getattr(connection, "local_username", ""), None)

@@ -109,6 +109,9 @@ class SfuNode:
     async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
         await self._peer(participant_id).add_candidate(target, candidate)
 
+    async def restart_ice(self, participant_id: str, target: str) -> None:
+        self._peer(participant_id).restart_ice(target)
+
     async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo:
         peer = self._peer(participant_id)
         rec = peer.set_muted(track_id, muted)

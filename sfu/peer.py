@@ -427,6 +427,18 @@ class Peer:
                         slot.downtrack.on_report(block)
 
     # --- ICE ----------------------------------------------------------------------------------
+    def restart_ice(self, target: str) -> None:
+        """The client's subscribe connection lost its path (its network changed): the next subscribe
+        offer carries new ICE credentials, and is sent now. The tracks, m-lines and DTLS stay."""
+        if target != "subscriber":
+            raise MediaError("bad_target", "restart_ice: only the subscriber connection restarts this way; "
+                                           "restart the publisher connection with a new offer (restartIce())")
+        transport = self.subscriber
+        if transport is None or transport.ended:
+            raise MediaError("no_connection", "restart_ice: there is no subscribe connection to restart; rejoin")
+        transport.want_ice_restart = True
+        self.request_negotiation()
+
     async def add_candidate(self, target: str, candidate: Any) -> None:
         transport = self.publisher if target == "publisher" else self.subscriber
         if transport is None:

@@ -36,6 +36,7 @@ from typing import Any
 import aioice.ice
 import aioice.mdns
 import aioice.stun
+import aioice.utils
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
 from aiortc import rtcpeerconnection as _artc_pc
 from aiortc import rtcrtpreceiver as _artc_receiver
@@ -59,6 +60,8 @@ _ORIGINAL_CHECK_PERIODIC = aioice.ice.Connection._check_periodic
 _ORIGINAL_PARSE_STUN = aioice.stun.parse_message
 _ORIGINAL_GATHER = aioice.ice.Connection.gather_candidates
 _ORIGINAL_CLOSE = aioice.ice.Connection.close
+_ORIGINAL_MAYBE_COMPLETE = aioice.ice.Connection._check_list_maybe_complete
+_ORIGINAL_CHECK_COMPLETE = aioice.ice.Connection.check_complete
 
 
 def _parse_stun(data: bytes) -> Any:
@@ -290,6 +293,8 @@ def _install() -> None:
     aioice.stun.parse_message = _parse_stun  # aioice.ice and aioice.turn call it through the module
     aioice.ice.Connection.gather_candidates = _gather_with_tcp  # type: ignore[method-assign]
     aioice.ice.Connection.close = _close_with_tcp  # type: ignore[method-assign]
+    aioice.ice.Connection._check_list_maybe_complete = _complete_unless_restarting  # type: ignore[method-assign]
+    aioice.ice.Connection.check_complete = _check_complete_noting_nomination  # type: ignore[method-assign]
 
 
 async def _gather_with_tcp(self: Any) -> None:
@@ -306,6 +311,60 @@ async def _gather_with_tcp(self: Any) -> None:
 async def _close_with_tcp(self: Any) -> None:
     ice_tcp.forget(self)  # (its TCP streams are not among aioice's own protocols)
     await _ORIGINAL_CLOSE(self)
+
+
+# ICE restart (RFC 8445 §9) on aioice, which has none: the same Connection, with its local candidates
+# and sockets, gets new credentials and an empty check list, and connect() runs again. Until the
+# restart nominates a pair, the previous one stays nominated: what is sent goes there, as the RFC
+# asks, and receiving goes on (aioice's recv() refuses to run with no nominated pair, which would end
+# aiortc's DTLS receive loop). Only the check list does not count it as done.
+def _complete_unless_restarting(self: Any) -> bool:
+    previous = getattr(self, "_basement_previous", None)
+    if previous and any(self._nominated.get(c) is p for c, p in previous.items()):
+        return False
+    return bool(_ORIGINAL_MAYBE_COMPLETE(self))
+
+
+def _check_complete_noting_nomination(self: Any, pair: Any) -> None:
+    before = self._nominated.get(pair.component)
+    _ORIGINAL_CHECK_COMPLETE(self, pair)
+    after = self._nominated.get(pair.component)
+    if after is not None and after is not before:
+        getattr(self, "_basement_previous", {}).pop(pair.component, None)
+        on_nominated = getattr(self, "_basement_on_nominated", None)
+        if on_nominated is not None:
+            on_nominated(after)
+
+
+def restart_ice_credentials(connection: Any) -> None:
+    """Give an aioice Connection new local ICE credentials and a fresh check list, keeping its
+    candidates, sockets and (until the restart nominates others) its nominated pairs; connect() may
+    then run again with the peer's new credentials. Single-port and ICE-TCP registrations follow the
+    ufrag."""
+    if connection._query_consent_task is not None:
+        connection._query_consent_task.cancel()
+        connection._query_consent_task = None
+    for pair in connection._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    old_ufrag = connection.local_username
+    connection._local_username = aioice.utils.random_string(4)
+    connection._local_password = aioice.utils.random_string(22)
+    connection._basement_previous = dict(connection._nominated)
+    connection._nominating = set()
+    connection._check_list = []
+    connection._check_list_done = False
+    connection._check_list_state = asyncio.Queue()
+    connection._early_checks.clear()
+    connection._early_checks_done = False
+    connection._remote_candidates = []
+    connection._remote_candidates_end = False
+    connection.remote_username = connection.remote_password = None
+    for protocol in connection._protocols:
+        endpoint = getattr(protocol, "transport", None)
+        if isinstance(endpoint, udp_mux.MuxEndpoint):
+            endpoint.mux.rekey(endpoint, connection.local_username, connection.local_password)
+    ice_tcp.rekey(connection, old_ufrag)
 
 
 class CandidateRefused(Exception):
@@ -467,6 +526,7 @@ class _AsyncioWithPortRange(types.ModuleType):
     sleep = staticmethod(_check_pacing_sleep)
 
 
+_ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.MULTILINE)
 
 
@@ -746,6 +806,11 @@ class PeerTransport:
         # the native receive side (sfu.native_receive), once DTLS is up on the native data path
         self.native_receive: NativeReceive | None = None
         self._remote: Any = None
+        # ICE restart: the next offer we make carries new credentials (a subscribe connection the
+        # client asked to restart); `_restart_pending`: ours are new, the peer's are still to come
+        self.want_ice_restart = False
+        self._restart_pending = False
+        self.ice_restarts = 0
         self._loop = asyncio.get_event_loop()
         self.closed = False
         self._connecting: set[asyncio.Task[None]] = set()
@@ -907,7 +972,62 @@ class PeerTransport:
     def set_slot_direction(self, slot: SendSlot, direction: str) -> None:
         slot.transceiver.direction = direction
 
+    # --- ICE restart (RFC 8445 §9; JSEP: new ice-ufrag/ice-pwd in an offer) ---------------------
+    def _ice_transport(self) -> Any:
+        for t in self.pc.getTransceivers():
+            return t.receiver.transport.transport
+        sctp = self.pc.sctp
+        return sctp.transport.transport if sctp is not None else None
+
+    def _restart_local(self) -> bool:
+        """New local ICE credentials and an empty check list on the (bundled) connection, whose
+        previous pair keeps carrying what is sent until the restart nominates one. False if there
+        is nothing to restart: ICE has not finished its first run, or the connection ended."""
+        ice = self._ice_transport()
+        if ice is None or self.ended or ice.state != "completed" or self._restart_pending:
+            return False
+        connection = ice._connection
+        restart_ice_credentials(connection)
+        connection._basement_on_nominated = self._nominated_again
+        self._restart_pending = True
+        self.ice_restarts += 1
+        return True
+
+    def _restart_remote(self) -> None:
+        """The peer's new credentials come with the description being applied: let aiortc's connect
+        step run ICE again with them (it runs it once per transport otherwise), and screen the new
+        generation's candidates afresh."""
+        ice = self._ice_transport()
+        self._restart_pending = False
+        if ice is None:
+            return
+        ice._RTCIceTransport__start = None
+        monitor = ice._RTCIceTransport__monitor_task
+        if monitor is not None:
+            monitor.cancel()
+            ice._RTCIceTransport__monitor_task = None
+        ice._connection._event_waiter = None  # (the cancelled monitor's; the new one waits anew)
+        ice.iceGatherer._remote_candidates_end = False
+        self.candidates = CandidateScreen(self.ice.candidate_policy())
+        ice._connection._basement_screen = self.candidates
+
+    def _remote_ufrag_changed(self, sdp: str) -> bool:
+        ice = self._ice_transport()
+        current = getattr(getattr(ice, "_connection", None), "remote_username", None)
+        match = _ICE_UFRAG.search(sdp)
+        return current is not None and match is not None and match.group(1) != current
+
+    def _nominated_again(self, pair: Any) -> None:
+        """The restart nominated a pair: media goes there from now on (the native egress moves with
+        its SRTP state; see `_resolve_send`)."""
+        self._send_to = None
+        if self.egress is not None and not self.closed:
+            self._send_to = self._resolve_send()
+
     async def create_offer(self) -> str:
+        if self.want_ice_restart:
+            self.want_ice_restart = False
+            self._restart_local()
         token = _current_ice.set(self.ice)
         try:
             await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -920,6 +1040,8 @@ class PeerTransport:
 
     async def apply_offer(self, sdp: str) -> None:
         """Apply a client's offer; its a=candidate lines are screened like trickled ones."""
+        if self._remote_ufrag_changed(sdp) and self._restart_local():  # the client restarted ICE
+            self._restart_remote()
         token = _current_screen.set(self.candidates)
         # the receivers this makes are neutered by accept_applied_offer before they could run
         no_estimator = _no_receive_estimator.set(True)
@@ -930,6 +1052,8 @@ class PeerTransport:
             _current_screen.reset(token)
 
     async def accept_answer(self, sdp: str) -> None:
+        if self._restart_pending:  # the answer to our restart offer: the peer's new credentials
+            self._restart_remote()
         token = _current_screen.set(self.candidates)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
@@ -1079,11 +1203,14 @@ class PeerTransport:
             sock = pair.protocol.transport.get_extra_info("socket")
             if keys is None or sock is None:
                 return None
-            if self.egress is not None:
-                self.egress.close()
-            # every RTP and RTCP packet of this transport goes through it from now on: the SRTP
-            # rollover and SRTCP index state of an SSRC must live in one place
-            egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
+            egress = self.egress
+            if egress is not None and not egress.closed:
+                # the pair changed (an ICE restart): the same SRTP state, sent from and to the new one
+                egress.retarget(sock.fileno(), addr)
+            else:
+                # every RTP and RTCP packet of this transport goes through it from now on: the SRTP
+                # rollover and SRTCP index state of an SSRC must live in one place
+                egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
             send_rtp, send_rtcp = egress.send_rtp, egress.send_rtcp
 
             def send_native(data: bytes, rtcp: bool = False) -> Any:
@@ -1091,6 +1218,11 @@ class PeerTransport:
 
             return send_native
 
+        if self.egress is not None:
+            # an ICE restart moved a native transport onto TCP: aiortc's SRTP session sends from now
+            # on, and its SRTCP index starts over (the peer may take our first reports as replays)
+            self.egress.close()
+            self.egress = None
         srtp = dtls._tx_srtp
         udp_send = pair.protocol.transport.sendto
         protect = srtp.protect

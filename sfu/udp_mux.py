@@ -123,6 +123,17 @@ class UdpMux:
             ep.proven.add(addr)
         return True
 
+    def rekey(self, ep: MuxEndpoint, ufrag: str, password: str) -> None:
+        """`ep`'s transport restarted ICE with new credentials: its checks now name these. The
+        addresses it proved stay its own (its peer may come back on one of them)."""
+        same = self._by_ufrag.get(ep.ufrag, [])
+        if ep in same:
+            same.remove(ep)
+            if not same:
+                del self._by_ufrag[ep.ufrag]
+        ep.ufrag, ep.password = ufrag, password.encode()
+        self._by_ufrag.setdefault(ufrag, []).append(ep)
+
     def forget(self, ep: MuxEndpoint) -> None:
         same = self._by_ufrag.get(ep.ufrag, [])
         if ep in same:

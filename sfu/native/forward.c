@@ -374,6 +374,33 @@ static PyObject *Egress_close(EgressObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* After an ICE restart the nominated pair may be another socket and address; the SRTP state (each
+ * SSRC's rollover counter and SRTCP index) must carry on, so the Egress moves rather than a new one
+ * starting from zero (the receiver would take a restarted SRTCP index for replays). */
+static PyObject *Egress_retarget(EgressObject *self, PyObject *args) {
+    int fd;
+    PyObject *addr;
+    if (!PyArg_ParseTuple(args, "iO", &fd, &addr))
+        return NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_addr(addr, &ss, &sslen) < 0)
+        return NULL;
+    if (self->pending)
+        flush_pending(); /* what is queued goes where it was meant to */
+    int dfd = dup(fd);
+    if (dfd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (self->fd >= 0)
+        close(self->fd);
+    self->fd = dfd;
+    self->addr = ss;
+    self->addrlen = sslen;
+    for (int i = 0; i < QUEUE_LEN; i++)
+        self->msgs[i].msg_hdr.msg_namelen = sslen;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Egress_get_closed(EgressObject *self, void *c) { return PyBool_FromLong(self->fd < 0); }
 static PyObject *Egress_get_streams(EgressObject *self, void *c) { return PyLong_FromSize_t(self->count); }
 
@@ -381,6 +408,8 @@ static PyMethodDef Egress_methods[] = {
     {"send_rtp", (PyCFunction)Egress_send_rtp, METH_O, "Protect and send one RTP packet now; False when dropped."},
     {"send_rtcp", (PyCFunction)Egress_send_rtcp, METH_O, "Protect and send one (compound) RTCP packet now."},
     {"close", (PyCFunction)Egress_close, METH_NOARGS, "Close our descriptor; later sends are counted failures."},
+    {"retarget", (PyCFunction)Egress_retarget, METH_VARARGS,
+     "retarget(fd, address): send from a dup() of fd to address from now on, keeping the SRTP state."},
     {NULL},
 };
 

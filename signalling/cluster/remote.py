@@ -113,6 +113,9 @@ class RemoteNode:
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._call(self._node_of(participant_id), "answer", {"pid": participant_id, "sdp": sdp})
 
+    async def restart_ice(self, participant_id: str, target: str) -> None:
+        await self._call(self._node_of(participant_id), "restart_ice", {"pid": participant_id, "target": target})
+
     async def candidate(self, participant_id: str, target: str, candidate: Any) -> None:
         await self._call(self._node_of(participant_id), "candidate",
                          {"pid": participant_id, "target": target, "candidate": candidate})

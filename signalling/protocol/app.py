@@ -217,6 +217,8 @@ class Connection:
             await node.answer(p.id, msg["sdp"])
         elif t == "trickle":
             await node.candidate(p.id, msg["target"], msg["candidate"])
+        elif t == "restart_ice":
+            await node.restart_ice(p.id, msg["target"])  # the new offer is the answer to it
         elif t == "mute":
             await node.mute(p.id, msg["track"], msg["muted"])
             # a reply of its own when the request has an id, so a client can match it (the room gets

@@ -54,6 +54,7 @@ SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "offer": {"target": (_STR, True), "sdp": (_STR, True), "sources": (_OBJ, False)},
     "answer": {"target": (_STR, True), "sdp": (_STR, True)},
     "trickle": {"target": (_STR, True), "candidate": (_ANY, True)},
+    "restart_ice": {"target": (_STR, True)},
     "mute": {"track": (_STR, True), "muted": (_BOOL, True)},
     "unpublish": {"track": (_STR, True)},
     "subscription": {"track": (_STR, True), "layer": (_STR, False), "width": (int, False), "height": (int, False)},
@@ -61,7 +62,8 @@ SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "ping": {"n": (int, False)},
     "resume": {"token": (_STR, True), "n": (int, True)},
 }
-TARGETS = {"offer": ("publisher",), "answer": ("subscriber",), "trickle": ("publisher", "subscriber")}
+TARGETS = {"offer": ("publisher",), "answer": ("subscriber",), "trickle": ("publisher", "subscriber"),
+           "restart_ice": ("subscriber",)}
 
 
 def parse(raw: str | bytes) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class Load:
 # Arguments each request must carry as strings; everything else is checked by the SfuNode itself.
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
-               "unpublish": ("pid", "track")}
+               "unpublish": ("pid", "track"), "restart_ice": ("pid", "target")}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -227,6 +227,8 @@ class NodeAgent:
                 return await self.node.answer(a["pid"], a["sdp"])
             if op == "candidate":
                 return await self.node.candidate(a["pid"], a["target"], a["candidate"])
+            if op == "restart_ice":
+                return await self.node.restart_ice(a["pid"], a["target"])
             if op == "mute":
                 return await self.node.mute(a["pid"], a["track"], a["muted"])
             if op == "subscription":

@@ -39,6 +39,7 @@ class Link:
         n = next(_names)
         self.server_dev, self.client_dev = f"bsm{n}s", f"bsm{n}c"
         self.holder: subprocess.Popen | None = None
+        self.client_ip = CLIENT_IP
         self.down_since: float | None = None
 
     @property
@@ -69,6 +70,15 @@ class Link:
                      ("ip", "link", "set", self.client_dev, "up")):
             _ip(*args, netns_pid=self.pid)
         return self
+
+    def readdress(self, address: str) -> None:
+        """Give the client side a new address and take the old one away, as a phone moving to another
+        network does: its sockets on the old address are dead from now on (TCP ones included)."""
+        # (old first: a second address in the subnet is a "secondary", and deleting the primary would
+        # take it along)
+        _ip("ip", "addr", "del", f"{self.client_ip}/24", "dev", self.client_dev, netns_pid=self.pid)
+        _ip("ip", "addr", "add", f"{address}/24", "dev", self.client_dev, netns_pid=self.pid)
+        self.client_ip = address
 
     def block_udp(self) -> None:
         """Drop every UDP packet into and out of the client namespace (see the module docstring) until

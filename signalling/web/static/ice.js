@@ -1,7 +1,7 @@
 // ICE: the peer connections' configuration, and our candidates, held until the SDP went out and
 // then trickled.
 import { OPTIONS } from './options.js';
-import { call, sig } from './state.js';
+import { B, call, sig } from './state.js';
 
 // STUN/TURN servers come from the server (`joined.ice_servers`, with this participant's own TURN
 // credentials); `relay=1` in the page's query makes media go through TURN only (iceTransportPolicy
@@ -13,6 +13,39 @@ export function pcConfig(s) {
     iceServers: s.iceServers || [],
     iceTransportPolicy: OPTIONS.relay ? 'relay' : 'all',
   };
+}
+
+// ICE restart (docs/protocol.md "A connection whose path died"): when a connection loses its path
+// (the network changed: Wi-Fi to cellular, a new address) ICE finds a new one with new credentials,
+// keeping the tracks and the DTLS session. `restart` asks for it: the publish connection offers
+// again (iceRestart), the subscribe connection asks the server for such an offer.
+export const RESTART_AFTER_MS = 2000;  // 'disconnected' this long (it often recovers by itself)
+export const RESTART_EVERY_MS = 5000;  // at most one restart per connection this often
+
+export function watchIce(s, pc, target, restart) {
+  let timer = null;
+  let last = 0;
+  const attempt = () => {
+    timer = null;
+    const st = pc.iceConnectionState;
+    if (call !== s || !sig || (st !== 'disconnected' && st !== 'failed')) return;
+    const wait = last + RESTART_EVERY_MS - Date.now();
+    if (wait > 0) { timer = setTimeout(attempt, wait); return; }
+    last = Date.now();
+    s.iceRestarts[target] = (s.iceRestarts[target] || 0) + 1;
+    B.iceRestarts = { ...s.iceRestarts };
+    restart();
+    timer = setTimeout(attempt, RESTART_EVERY_MS);  // still not through: again
+  };
+  pc.addEventListener('iceconnectionstatechange', () => {
+    const st = pc.iceConnectionState;
+    if ((st === 'disconnected' || st === 'failed') && !timer) {
+      timer = setTimeout(attempt, st === 'failed' ? 0 : RESTART_AFTER_MS);
+    } else if ((st === 'connected' || st === 'completed') && timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+  });
 }
 
 export function trickle(s, target, candidate) {

@@ -1,6 +1,6 @@
 import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
-import { flushCandidates, pcConfig, trickle } from './ice.js';
+import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
 import { addLocalTile } from './tiles.js';
@@ -59,6 +59,7 @@ export function publisherConnection(s) {
     const pc = (s.pub = new RTCPeerConnection(pcConfig(s)));
     pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
     pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
+    watchIce(s, pc, 'publisher', () => restartPublisher(s));
     openChannels(s, pc); // the chat's data channels, in the first offer (chat.js)
   }
   return s.pub;
@@ -77,9 +78,10 @@ export async function publishData(s) {
 
 // Offer the publish connection (again) with what each m-line carries (docs/protocol.md `sources`);
 // false when the call ended meanwhile. An m-line whose track was unpublished is published anew.
-export async function offerPublisher(s) {
+export async function offerPublisher(s, options = {}) {
   const pc = s.pub;
-  await pc.setLocalDescription(await pc.createOffer());
+  s.signalled.publisher = false; // (a restart gathers anew: its candidates go after this offer)
+  await pc.setLocalDescription(await pc.createOffer(options));
   const sources = {}; // (a new transceiver has its mid once the local description is set)
   for (const [tx, source] of [[s.audioTx, 'microphone'], [s.videoTx, 'camera'], [s.screenTx, 'screen'],
     [s.screenAudioTx, 'screen_audio']]) {
@@ -93,6 +95,14 @@ export async function offerPublisher(s) {
   if (call !== s) return false;
   await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
   return true;
+}
+
+// The publish connection's path died: offer it again with new ICE credentials (same tracks).
+function restartPublisher(s) {
+  logEvent('sending connection lost its path: restarting ICE', 'error');
+  s.publishing = s.publishing.then(() => offerPublisher(s, { iceRestart: true })).catch((e) => {
+    logEvent(`ICE restart (sending) failed: ${e.message}`, 'error');
+  });
 }
 
 // Simulcast encodings for a camera track. Chromium sends at most 3 layers from >= 960x540, 2 from

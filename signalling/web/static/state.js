@@ -32,6 +32,8 @@ export function newCall(room) {
     pending: { publisher: [], subscriber: [] },   // candidates gathered before the SDP went out
     signalled: { publisher: false, subscriber: false },
     offers: Promise.resolve(),   // serialises subscriber offers
+    publishing: Promise.resolve(), // serialises ICE-restart offers of the publish connection
+    iceRestarts: {},             // target -> ICE restarts asked for (ice.js)
     current: {},                 // mid -> track, from the last applied subscriber offer
     tiles: new Map(),            // key -> Tile
     speaker: null,

@@ -1,4 +1,4 @@
-import { flushCandidates, pcConfig, trickle } from './ice.js';
+import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { B, call, sig } from './state.js';
 import { RemoteTile } from './tiles.js';
 import { $, logEvent, showError, updateStatusDot } from './ui.js';
@@ -20,8 +20,13 @@ async function applySubscriberOffer(s, msg) {
     const pc = (s.sub = new RTCPeerConnection(pcConfig(s)));
     pc.onicecandidate = (e) => trickle(s, 'subscriber', e.candidate);
     pc.onconnectionstatechange = () => { B.subscriberState = pc.connectionState; updateStatusDot(); };
+    watchIce(s, pc, 'subscriber', () => {
+      logEvent('receiving connection lost its path: restarting ICE', 'error');
+      sig.send({ type: 'restart_ice', target: 'subscriber' });  // a new offer follows
+    });
   }
   const pc = s.sub;
+  s.signalled.subscriber = false; // (after an ICE restart our new candidates go after the answer)
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   await pc.setLocalDescription(await pc.createAnswer());
   sig.send({ type: 'answer', target: 'subscriber', sdp: pc.localDescription.sdp });

@@ -422,3 +422,49 @@ async def test_socket_counters_are_exported_and_survive_close(own_sockets: Any) 
 
 def test_srtp_error_is_what_the_reader_refuses() -> None:
     assert issubclass(SrtpError, ValueError)  # PyMediaSocket catches ValueError, as C refuses SrtpError
+
+
+def test_a_retargeted_egress_keeps_its_srtp_state() -> None:
+    """After an ICE restart the nominated pair may be another socket and address: the Egress moves
+    there, and the receiver's one session takes every packet and report, before and after (a new
+    Egress would start the SRTCP index over, and the receiver would refuse its reports as replays)."""
+    key = key_for(GCM128, seed=3)
+    out = Forwarder(key)
+    rx2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx2.bind(("127.0.0.1", 0))
+    rx2.setblocking(False)
+    tx2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx2.bind(("127.0.0.1", 0))
+    report = sr(0x1234, 0)
+
+    def arrived(sock: socket.socket) -> list[bytes]:
+        got = []
+        while True:
+            try:
+                got.append(sock.recv(2048))
+            except BlockingIOError:
+                return got
+
+    try:
+        for seq in range(1, 4):
+            assert out.egress.send_rtp(rtp(seq, 0x1234, b"before"))
+        assert out.egress.send_rtcp(report)
+        first = arrived(out.rx)
+        assert [out.receiver.unprotect(d)[2:4] for d in first[:3]] == [n.to_bytes(2, "big") for n in (1, 2, 3)]
+        assert out.receiver.unprotect_rtcp(first[3]) == report
+        out.egress.retarget(tx2.fileno(), rx2.getsockname())
+        tx2.close()  # (the Egress holds a dup() of it)
+        for seq in range(4, 7):
+            assert out.egress.send_rtp(rtp(seq, 0x1234, b"after"))
+        assert out.egress.send_rtcp(report)
+        assert arrived(out.rx) == []  # nothing to the old address any more
+        got = arrived(rx2)
+        assert len(got) == 4
+        # the same receiver session takes them: RTP continues, the SRTCP index follows on (no replay)
+        assert [out.receiver.unprotect(d)[2:4] for d in got[:3]] == [n.to_bytes(2, "big") for n in (4, 5, 6)]
+        assert out.receiver.unprotect_rtcp(got[3]) == report
+        with pytest.raises(ValueError, match="address"):
+            out.egress.retarget(rx2.fileno(), "nowhere")
+    finally:
+        out.close()
+        rx2.close()

@@ -188,3 +188,44 @@ async def test_a_pacing_sleep_lasts_its_full_time_while_checks_remain():
     await tr._check_pacing_sleep(0.05)
     assert loop.time() - start >= 0.05
     assert failed._check_list_state.get_nowait() == aioice.ice.ICE_FAILED
+
+
+async def test_an_ice_restart_gives_new_credentials_and_a_new_pair_while_sends_use_the_old_one():
+    """restart_ice_credentials on both agents of a connected pair: new credentials, an empty check
+    list, data carried by the previous pair meanwhile (RFC 8445 §9), then connect() again nominates
+    a pair that the nomination callback hears of (not completing early on the previous one), and
+    data flows on it both ways."""
+    tr._install()
+    a, b = await _connected_pair()
+    try:
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        old_pair = a._nominated[1]
+        old = {c: (c.local_username, c.local_password) for c in (a, b)}
+        nominated: list[Any] = []
+        a._basement_on_nominated = nominated.append
+        for c in (a, b):
+            tr.restart_ice_credentials(c)
+            assert (c.local_username, c.local_password) != old[c] and not c._check_list
+        # between the restart and a new nomination the previous pair carries on, both ways
+        assert a._nominated[1] is old_pair
+        await a.send(b"during the restart")
+        assert await asyncio.wait_for(b.recv(), 5) == b"during the restart"
+        await b.send(b"back, during the restart")
+        assert await asyncio.wait_for(a.recv(), 5) == b"back, during the restart"
+        # a check signed with the old password is refused now
+        assert not b._valid_username(f"{old[b][0]}:{a.local_username}")
+        for this, other in ((a, b), (b, a)):
+            for candidate in other.local_candidates:
+                await this.add_remote_candidate(candidate)
+            await this.add_remote_candidate(None)
+            this.remote_username, this.remote_password = other.local_username, other.local_password
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        assert nominated == [a._nominated[1]] and nominated[0] is not old_pair
+        assert not a._basement_previous and not b._basement_previous
+        await a.send(b"after")
+        assert await asyncio.wait_for(b.recv(), 5) == b"after"
+        await b.send(b"and back")
+        assert await asyncio.wait_for(a.recv(), 5) == b"and back"
+    finally:
+        await a.close()
+        await b.close()
