@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
 import pytest
@@ -72,6 +73,15 @@ async def test_embedded_cluster_over_the_memory_bus():
         assert muted["muted"] is True
         reply = await b.subscription(info["track"], width=160, height=120)
         assert reply["type"] == "subscription" and "paused" in reply
+        # restart_ice reaches the node: the next subscriber offer carries new ICE credentials
+        def ufrags() -> list[str]:
+            return [re.search(r"a=ice-ufrag:(\S+)", m["sdp"]).group(1) for m in b.messages
+                    if m.get("type") == "offer" and m.get("target") == "subscriber"]
+
+        before = ufrags()
+        await b.send({"type": "restart_ice", "target": "subscriber"})
+        await b.wait_for(lambda: len(ufrags()) > len(before), timeout=10)
+        assert ufrags()[-1] != before[-1]
         # unpublish (stop sharing) reaches the node and comes back to the room as an event
         assert (await a.unpublish(a.published["screen"]))["type"] == "unpublished"
         await b.wait_message("track_unpublished", track=a.published["screen"])
