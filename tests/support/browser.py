@@ -120,6 +120,7 @@ class NetnsRelay:
 
     def __init__(self, netns_fd: int, target_port: int) -> None:
         self.netns_fd, self.target_port = netns_fd, target_port
+        self.owns_fd = False
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task] = set()
@@ -128,6 +129,22 @@ class NetnsRelay:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    @classmethod
+    async def to_process(cls, pid: int, port: int) -> NetnsRelay | None:
+        """A relay to 127.0.0.1:`port` of process `pid`'s network namespace, or None when that is
+        this process's namespace (no relay needed). The relay holds the namespace open."""
+        netns = f"/proc/{pid}/ns/net"
+        if os.stat(netns).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            return None
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            relay = await cls(fd, port).start()
+        except BaseException:
+            os.close(fd)
+            raise
+        relay.owns_fd = True
+        return relay
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -158,6 +175,9 @@ class NetnsRelay:
             task.cancel()
         if self._conns:
             await asyncio.wait(list(self._conns), timeout=2)
+        if self.owns_fd and self.netns_fd >= 0:
+            os.close(self.netns_fd)
+            self.netns_fd = -1
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,7 +243,6 @@ class Browser:
         self.proc: subprocess.Popen | None = None
         self.devtools_port: int | None = None  # where this process reaches DevTools (the relay's, if any)
         self._relay: NetnsRelay | None = None
-        self._netns_fd: int | None = None
         self.profile: str | None = None
         self.log_path: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -273,10 +292,8 @@ class Browser:
             except (OSError, ValueError, IndexError):
                 await asyncio.sleep(0.1)
         # Chromium is running by now (it wrote the file), so the prefix has put it where it stays
-        netns = f"/proc/{self.proc.pid}/ns/net"
-        if os.stat(netns).st_ino != os.stat("/proc/self/ns/net").st_ino:
-            self._netns_fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-            self._relay = await NetnsRelay(self._netns_fd, port).start()
+        self._relay = await NetnsRelay.to_process(self.proc.pid, port)
+        if self._relay is not None:
             port = self._relay.port
         self.devtools_port = port
         self._session = aiohttp.ClientSession()
@@ -317,9 +334,6 @@ class Browser:
         if self._relay is not None:
             await self._relay.close()
             self._relay = None
-        if self._netns_fd is not None:
-            os.close(self._netns_fd)
-            self._netns_fd = None
         if self._finalizer is not None:
             # blocking waits (at most a few seconds) off the event loop
             await asyncio.get_running_loop().run_in_executor(None, self._finalizer)

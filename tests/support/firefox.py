@@ -41,7 +41,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from tests.support.browser import kill_browser, write_bytes
+from tests.support.browser import NetnsRelay, kill_browser, write_bytes
 
 FIREFOX = os.environ.get("FIREFOX") or shutil.which("firefox-esr") or "/usr/bin/firefox-esr"
 
@@ -226,8 +226,12 @@ class FirefoxProcess:
     home directory. Synchronous, so one process can outlive the event loops of many tests."""
 
     def __init__(self, window: tuple[int, int] = (1280, 720), prefs: dict[str, bool | int | str] | None = None,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, prefix: list[str] | None = None) -> None:
+        """`prefix`: a command Firefox runs under, e.g. `netns.Link.command()` (it must exec Firefox: the
+        remote agent is then reached through a relay into that namespace, as tests/support/browser.py
+        does for Chromium)."""
         self.window = window
+        self.prefix = prefix or []
         self.prefs = {**PREFS, **(prefs or {})}
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
@@ -251,7 +255,7 @@ class FirefoxProcess:
         env = {**os.environ, "HOME": home, "XDG_CONFIG_HOME": os.path.join(home, ".config"),
                "XDG_CACHE_HOME": os.path.join(home, ".cache"), "XDG_DATA_HOME": os.path.join(home, ".local"),
                "MOZ_CRASHREPORTER_DISABLE": "1"}
-        args = [FIREFOX, "--headless", "--no-remote", "--profile", self.profile,
+        args = [*self.prefix, FIREFOX, "--headless", "--no-remote", "--profile", self.profile,
                 "--remote-debugging-port=0", "--remote-allow-hosts=127.0.0.1",
                 f"--width={self.window[0]}", f"--height={self.window[1]}", "about:blank"]
         with open(self.log_path, "wb") as log:
@@ -330,11 +334,11 @@ class Firefox:
 
     def __init__(self, url: str | None = None, window: tuple[int, int] = (1280, 720),
                  prefs: dict[str, bool | int | str] | None = None, start_timeout: float = 30.0,
-                 process: FirefoxProcess | None = None) -> None:
+                 process: FirefoxProcess | None = None, prefix: list[str] | None = None) -> None:
         self.url = url
         self.window = window
         self.start_timeout = start_timeout
-        self.process = process or FirefoxProcess(window, prefs, start_timeout)
+        self.process = process or FirefoxProcess(window, prefs, start_timeout, prefix)
         self._owns_process = process is None
         self.version: str | None = None
         self.pages: list[Page] = []
@@ -343,6 +347,7 @@ class Firefox:
         self._reader: asyncio.Task | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
+        self._relay: NetnsRelay | None = None
 
     async def __aenter__(self) -> Firefox:
         await self.start()
@@ -370,8 +375,15 @@ class Firefox:
             raise
 
     async def _attach(self) -> None:
+        port = self.process.port
+        assert self.process.proc is not None and port is not None
+        # the remote agent checks the Host header: through a relay it still names the agent's own port
+        headers = {"Host": f"127.0.0.1:{port}"}
+        self._relay = await NetnsRelay.to_process(self.process.proc.pid, port)
+        if self._relay is not None:
+            port = self._relay.port
         self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(f"ws://127.0.0.1:{self.process.port}/session",
+        self._ws = await self._session.ws_connect(f"ws://127.0.0.1:{port}/session", headers=headers,
                                                   max_msg_size=0, heartbeat=None)
         self._reader = asyncio.ensure_future(self._read())
         caps = await self.send("session.new", {"capabilities": {}})
@@ -402,6 +414,9 @@ class Firefox:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._relay is not None:
+            await self._relay.close()
+            self._relay = None
         if self._owns_process:
             # blocking waits (at most a few seconds) off the event loop
             await asyncio.get_running_loop().run_in_executor(None, self.process.kill)
