@@ -198,7 +198,10 @@ class IceTcpStream(asyncio.Protocol):
             return self._hello(frame)
         first = frame[0]
         if first < 4:  # STUN (RFC 7983)
-            protocol.datagram_received(frame, self.peer)
+            try:
+                protocol.datagram_received(frame, self.peer)
+            except struct.error:  # aioice trusts attribute lengths (sfu.transport patches its parser)
+                STATS.drop("ice_tcp_malformed")
         elif 19 < first < 64 or 127 < first < 192:  # DTLS, RTP/RTCP: the connection's data path
             self.connection.data_received(frame, 1)
         else:

@@ -9,6 +9,7 @@ two then run ICE to the end, nominate the pair over TCP and exchange data both w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from typing import Any
 
@@ -135,6 +136,24 @@ async def test_unproven_streams_per_address_are_limited(sfu_side, monkeypatch):
         w.close()
 
 
+async def test_a_stun_message_aioice_cannot_parse_is_a_counted_drop_on_a_proven_stream(sfu_side):
+    """aioice's attribute decoders trust the lengths (a 2-byte PRIORITY raises struct.error, not
+    ValueError): on a proven stream that is a counted drop, the stream goes on. (`stun_malformed` where
+    sfu.transport's parser is installed, as in a server; `ice_tcp_malformed` with aioice's own.)"""
+    connection, port = sfu_side
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(frame(request(connection)))
+    await read_frame(reader)
+    attr = struct.pack("!HH", 0x0024, 2) + b"\x00\x01\x00\x00"
+    bad = struct.pack("!HHI", 0x0001, len(attr), 0x2112A442) + bytes(12) + attr
+    before = dropped("ice_tcp_malformed") + dropped("stun_malformed")
+    writer.write(frame(bad) + frame(request(connection)))
+    answer = stun.parse_message(await read_frame(reader))  # the next request is still answered
+    assert answer.message_class == stun.Class.RESPONSE
+    assert dropped("ice_tcp_malformed") + dropped("stun_malformed") == before + 1
+    writer.close()
+
+
 async def test_streams_per_transport_are_limited(sfu_side, monkeypatch):
     connection, port = sfu_side
     monkeypatch.setattr(ice_tcp, "MAX_STREAMS_PER_CONNECTION", 2)
@@ -251,3 +270,50 @@ async def test_two_aioice_agents_connect_over_the_stream_and_exchange_data(sfu_s
             await asyncio.wait_for(connection.recv(), 5)
     finally:
         await peer.close()
+
+
+async def test_random_streams_never_raise_and_never_hold_more_than_a_frame(sfu_side):
+    """Seeded garbage, before and after a stream proved itself: every byte sequence ends in frames
+    handled or a counted close, nothing escapes into the event loop, and what a stream buffers stays
+    below one frame (2 + 65,535 bytes)."""
+    import random
+
+    connection, port = sfu_side
+    loop = asyncio.get_running_loop()
+    errors: list[Any] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    rng = random.Random(18)
+    try:
+        for case in range(60):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if case % 2:  # half of them first prove themselves, then go wild
+                writer.write(frame(request(connection)))
+                await read_frame(reader)
+            for _ in range(rng.randrange(1, 8)):
+                kind = rng.random()
+                if kind < 0.4:  # a frame with random content (STUN-, DTLS-, RTP-looking or nothing)
+                    first = rng.choice([0, 1, 3, 4, 20, 63, 64, 128, 191, 192, 255])
+                    body = bytes([first]) + rng.randbytes(rng.randrange(0, 300))
+                    data = frame(body)
+                elif kind < 0.7:  # a length that promises more than comes
+                    data = struct.pack("!H", rng.randrange(1, 65536)) + rng.randbytes(rng.randrange(0, 200))
+                else:  # anything
+                    data = rng.randbytes(rng.randrange(1, 3000))
+                if writer.is_closing():
+                    break
+                writer.write(data)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+            await asyncio.sleep(0)
+            for stream in ice_tcp._listeners[("127.0.0.1", port)].streams:
+                assert len(stream.buffer) < 2 + 65536
+            writer.close()
+        for _ in range(50):  # let the server side see every close
+            await asyncio.sleep(0.01)
+            if not ice_tcp._listeners[("127.0.0.1", port)].streams:
+                break
+        assert not ice_tcp._listeners[("127.0.0.1", port)].streams
+        assert not ice_tcp._listeners[("127.0.0.1", port)].unproven
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
