@@ -39,9 +39,9 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from aioice import ice as aioice_ice
-from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
+from sfu.binding_request import binding_request
 from sfu.metrics import STATS
 
 log = logging.getLogger("basement.ice_tcp")
@@ -275,18 +275,11 @@ def _streams(connection: Any) -> set[IceTcpStream]:
 
 
 def _match(frame: bytes) -> tuple[Any, Candidate] | None:
-    if len(frame) < 20 or frame[0] > 1:
+    request = binding_request(frame)
+    if request is None:
         return None
-    try:
-        msg = stun.parse_message(frame)
-    except (ValueError, struct.error):
-        return None
-    if msg.message_method != stun.Method.BINDING or msg.message_class != stun.Class.REQUEST:
-        return None
-    username = msg.attributes.get("USERNAME")
-    if not isinstance(username, str):
-        return None
-    refs = _by_ufrag.get(username.split(":", 1)[0], [])
+    ufrag, msg = request
+    refs = _by_ufrag.get(ufrag, [])
     for ref in list(refs):
         connection = ref()
         if connection is None or getattr(connection, "_closing", False):

@@ -31,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from typing import Any
 
-from aioice import stun
-
+from sfu.binding_request import binding_request
 from sfu.media_socket import IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, OwnDatagramTransport, PyMediaSocket
 from sfu.metrics import STATS
 
@@ -178,18 +176,11 @@ class UdpMux:
 
     def _match(self, data: bytes, addr: tuple[str, int]) -> MuxEndpoint | None:
         """The transport a STUN Binding request from a new address is for, once its integrity verifies."""
-        if len(data) < 20 or data[0] > 1:  # RFC 7983: STUN starts with 0 or 1 (and a request with 0)
+        request = binding_request(data)
+        if request is None:
             return None
-        try:
-            msg = stun.parse_message(data)
-        except (ValueError, struct.error):  # (struct.error: aioice trusts attribute lengths)
-            return None
-        if msg.message_method != stun.Method.BINDING or msg.message_class != stun.Class.REQUEST:
-            return None
-        username = msg.attributes.get("USERNAME")
-        if not isinstance(username, str):
-            return None
-        for ep in self._by_ufrag.get(username.split(":", 1)[0], ()):
+        ufrag, msg = request
+        for ep in self._by_ufrag.get(ufrag, ()):
             if msg.check_message_integrity(ep.password):  # signed with this transport's password
                 return ep if self.learn(ep, addr, proven=True) else None
         return None  # nobody's, or not signed (with the right password)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import pytest
 
 from signalling.ports import free_port
-from signalling.protocol.client import Client
 from tests.e2e.browser.test_browser import joined, media_both_ways, wait_decoding
 from tests.support.browser import poll
-from tests.support.media import CounterVideo, Tone
+from tests.support.linked import publishing_client
 from tests.support.netns import CLIENT_IP, SERVER_IP, Link
 
 pytestmark = pytest.mark.timeout(150)
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.timeout(150)
 NEW_ADDRESS = "10.201.0.3"
 
 
-def _remote_addresses(server, participant: str) -> tuple[str, str]:
+def remote_addresses(server, participant: str) -> tuple[str, str]:
     """The remote address of the pair the SFU's ICE uses now, for the publish and subscribe connection."""
     peer = server.node.peers[participant]
     out = []
@@ -39,31 +38,35 @@ def _remote_addresses(server, participant: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def moved_to(server, participant: str, address: str):
+    """A check for `poll`: both of the participant's connections use a pair to `address`."""
+
+    async def check() -> bool:
+        try:
+            return remote_addresses(server, participant) == (address, address)
+        except (KeyError, AttributeError, IndexError):  # (a connection being replaced)
+            return False
+
+    return check
+
+
 async def test_a_new_client_address_restarts_ice_and_media_resumes_on_it(make_server, browser, data_path):
     link = Link().start()
     alice = None
     try:
         one_port = free_port() if data_path == "native" else 0
         server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], ice_udp_port=one_port)
-        alice = Client(f"http://{SERVER_IP}:{server.port}")
-        await alice.connect()
-        await alice.join("moving", "alice")
-        await alice.publish(audio=Tone(), video=CounterVideo())
+        alice = await publishing_client(server, "moving")
         page = await browser(server, "moving", "chromium", prefix=link.command())
         me = (await joined(page))["participant"]
         sink = await media_both_ways(page, alice, me, frames=15)
-        assert _remote_addresses(server, me["id"]) == (CLIENT_IP, CLIENT_IP)
+        assert remote_addresses(server, me["id"]) == (CLIENT_IP, CLIENT_IP)
 
         seen = len(alice.messages)
         link.readdress(NEW_ADDRESS)
 
-        async def moved():
-            try:
-                return _remote_addresses(server, me["id"]) == (NEW_ADDRESS, NEW_ADDRESS)
-            except (KeyError, AttributeError, IndexError):
-                return False
-
-        await poll(moved, "the SFU's pairs for the page on its new address", timeout=40)
+        await poll(moved_to(server, me["id"], NEW_ADDRESS), "the SFU's pairs for the page on its new address",
+                   timeout=40)
         # media flows both ways again: the page decodes alice's video, alice decodes the page's
         await wait_decoding(page, alice.participant["id"], more=20, timeout=30)
         before = sink.frames

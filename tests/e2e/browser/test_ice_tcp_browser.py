@@ -13,10 +13,9 @@ import pytest
 
 from sfu import ice_tcp
 from signalling.ports import free_port
-from signalling.protocol.client import Client
 from tests.e2e.browser.test_browser import joined, media_both_ways
 from tests.support.browser import poll
-from tests.support.media import CounterVideo, Tone
+from tests.support.linked import publishing_client
 from tests.support.netns import SERVER_IP, Link
 
 pytestmark = pytest.mark.timeout(150)
@@ -30,10 +29,7 @@ async def test_chromium_without_udp_connects_over_ice_tcp_and_media_flows_both_w
         tcp_port = free_port()
         # the page reaches the server on the link's address; alice, in this namespace, on loopback
         server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], ice_tcp_port=tcp_port)
-        alice = Client(f"http://{SERVER_IP}:{server.port}")
-        await alice.connect()
-        await alice.join("no-udp", "alice")
-        await alice.publish(audio=Tone(), video=CounterVideo())
+        alice = await publishing_client(server, "no-udp")
         page = await browser(server, "no-udp", "chromium", prefix=link.command())
         me = (await joined(page))["participant"]
 

@@ -20,6 +20,7 @@ from signalling.protocol.client import Client
 from tests.e2e.browser.test_browser import joined, media_both_ways
 from tests.support.browser import poll
 from tests.support.coturn import RELAY_PORTS, Coturn
+from tests.support.linked import publishing_client
 from tests.support.media import CounterVideo, Tone
 from tests.support.netns import SERVER_IP, Link
 
@@ -46,16 +47,7 @@ async def test_chromium_relayed_through_turn_sends_and_receives(make_server, bro
 
             await media_both_ways(page, alice, me, frames=20)
 
-            # both of the page's connections are relayed, over the transport asked for
-            paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
-            for target in ("publisher", "subscriber"):
-                assert paths[target]["localType"] == "relay", paths
-                assert paths[target]["relayProtocol"] == transport, paths
-            # and the SFU talks to coturn's relayed addresses only
-            page_peer = server.node.peers[me["id"]]
-            for target in (page_peer.publisher, page_peer.subscriber):
-                remote = _remote(target)
-                assert remote[0] == "127.0.0.1" and RELAY_PORTS[0] <= remote[1] <= RELAY_PORTS[1], remote
+            await _relayed(page, server, me["id"], transport)
             # coturn accepted the page's credentials (it logs each request with its username)
             assert f"user <{servers[0]['username']}>: incoming packet ALLOCATE processed, success" in turn.log
         finally:
@@ -75,28 +67,31 @@ async def test_chromium_whose_udp_is_blocked_gets_through_turn_over_tcp(make_ser
         # link's address (blocked for UDP) and loopback (which only coturn's relay reaches)
         server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"],
                                    turn_urls=[turn.url(transport)], turn_secret=turn.secret)
-        alice = Client(f"http://{SERVER_IP}:{server.port}")
-        await alice.connect()
-        await alice.join("no-udp-turn", "alice")
-        await alice.publish(audio=Tone(), video=CounterVideo())
+        alice = await publishing_client(server, "no-udp-turn")
         page = await browser(server, "no-udp-turn", "chromium", prefix=link.command(),
                              extra_flags=[f"--ignore-certificate-errors-spki-list={turn.spki_sha256}"])
         me = (await joined(page))["participant"]
         await media_both_ways(page, alice, me, frames=20)
-        paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
-        for target in ("publisher", "subscriber"):
-            assert paths[target]["localType"] == "relay", paths
-            assert paths[target]["relayProtocol"] == transport, paths
-        page_peer = server.node.peers[me["id"]]
-        for target in (page_peer.publisher, page_peer.subscriber):
-            remote = _remote(target)
-            assert remote[0] == "127.0.0.1" and RELAY_PORTS[0] <= remote[1] <= RELAY_PORTS[1], remote
+        await _relayed(page, server, me["id"], transport)
     finally:
         if alice is not None:
             await alice.close()
         if turn is not None:
             turn.stop()
         link.stop()
+
+
+async def _relayed(page, server, participant: str, transport: str) -> None:
+    """Both of the page's connections are relayed, over `transport`, and the SFU talks to coturn's
+    relayed addresses only."""
+    paths = await poll(lambda: _paths(page), "both connections' selected candidate pairs")
+    for target in ("publisher", "subscriber"):
+        assert paths[target]["localType"] == "relay", paths
+        assert paths[target]["relayProtocol"] == transport, paths
+    page_peer = server.node.peers[participant]
+    for target in (page_peer.publisher, page_peer.subscriber):
+        remote = _remote(target)
+        assert remote[0] == "127.0.0.1" and RELAY_PORTS[0] <= remote[1] <= RELAY_PORTS[1], remote
 
 
 async def _paths(page):

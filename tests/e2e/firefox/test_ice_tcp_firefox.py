@@ -12,17 +12,13 @@ import pytest
 
 from sfu import ice_tcp
 from signalling.ports import free_port
-from signalling.protocol.client import Client
 from tests.e2e.browser.test_browser import joined
 from tests.support.browser import poll
-from tests.support.firefox import Firefox
-from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.linked import decoded, firefox_in, publishing_client
+from tests.support.media import Sink
 from tests.support.netns import SERVER_IP, Link
 
 pytestmark = pytest.mark.timeout(150)
-
-# a page at http://10.201.0.1 is not a secure context: let it capture all the same (fake devices)
-INSECURE_CAPTURE = {"media.devices.insecure.enabled": True, "media.getusermedia.insecure.enabled": True}
 
 
 async def test_firefox_without_udp_connects_over_ice_tcp_and_media_flows_both_ways(make_server):
@@ -32,24 +28,15 @@ async def test_firefox_without_udp_connects_over_ice_tcp_and_media_flows_both_wa
         link.block_udp()
         tcp_port = free_port()
         server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], ice_tcp_port=tcp_port)
-        alice = Client(f"http://{SERVER_IP}:{server.port}")
-        await alice.connect()
-        await alice.join("fx-no-udp", "alice")
-        await alice.publish(audio=Tone(), video=CounterVideo())
-        url = f"{server.url}/?room=fx-no-udp&name=firefox&autojoin=1&video=640x360"
-        fx = Firefox(url, prefs=INSECURE_CAPTURE, prefix=link.command())
-        await fx.start()
-        await fx.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
-        await fx.click("#join-button")
+        alice = await publishing_client(server, "fx-no-udp")
+        fx = await firefox_in(link, server, "fx-no-udp", "firefox")
         me = (await joined(fx.page))["participant"]
 
         # Firefox decodes alice's video, alice decodes Firefox's
         alice_id = alice.participant["id"]
 
         async def decoding():
-            stats = await fx.evaluate("window.basement.stats()")
-            got = [s for s in stats["inbound"] if s["participant"] == alice_id and s["kind"] == "video"]
-            return got and (got[0].get("framesDecoded") or 0) >= 20
+            return await decoded(fx, alice_id) >= 20
 
         await poll(decoding, "Firefox decoding alice's video", timeout=40)
         _, video = await alice.wait_track(kind="video", participant=me["id"], timeout=30)
