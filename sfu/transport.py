@@ -336,6 +336,21 @@ def _check_complete_noting_nomination(self: Any, pair: Any) -> None:
             on_nominated(after)
 
 
+# How long a restart may go without nominating a pair. Meanwhile the previous pair is used with no
+# consent checks (aioice runs them only once connect() succeeds): past this, as long as consent
+# would have lasted (aioice: 6 failures 5 s apart), the connection is closed, as when consent expires
+# (RFC 7675: never keep sending where nobody agreed to receive).
+RESTART_TIMEOUT_S = 30.0
+
+
+def _restart_expired(connection: Any, generation: int) -> None:
+    if getattr(connection, "_basement_restarts", 0) != generation or connection._closing:
+        return  # restarted again since, or closed
+    if getattr(connection, "_basement_previous", None):
+        log.info("ICE restart found no path in %.0f s: closing the connection", RESTART_TIMEOUT_S)
+        asyncio.ensure_future(connection.close())
+
+
 def restart_ice_credentials(connection: Any) -> None:
     """Give an aioice Connection new local ICE credentials and a fresh check list, keeping its
     candidates, sockets and (until the restart nominates others) its nominated pairs; connect() may
@@ -365,6 +380,8 @@ def restart_ice_credentials(connection: Any) -> None:
         if isinstance(endpoint, udp_mux.MuxEndpoint):
             endpoint.mux.rekey(endpoint, connection.local_username, connection.local_password)
     ice_tcp.rekey(connection, old_ufrag)
+    generation = connection._basement_restarts = getattr(connection, "_basement_restarts", 0) + 1
+    asyncio.get_running_loop().call_later(RESTART_TIMEOUT_S, _restart_expired, connection, generation)
 
 
 class CandidateRefused(Exception):

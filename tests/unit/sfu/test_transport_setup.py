@@ -229,3 +229,21 @@ async def test_an_ice_restart_gives_new_credentials_and_a_new_pair_while_sends_u
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_restart_that_finds_no_path_in_time_closes_the_connection(monkeypatch):
+    """Until a restart nominates a pair, the previous one is used without consent checks: one that
+    finds nothing in RESTART_TIMEOUT_S is closed, as when consent expires; one that does is not."""
+    tr._install()
+    monkeypatch.setattr(tr, "RESTART_TIMEOUT_S", 0.3)
+    a, b = await _connected_pair()
+    try:
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        tr.restart_ice_credentials(a)  # the peer never answers the restart
+        tr.restart_ice_credentials(b)
+        b._basement_previous = {}  # (as if b's restart had found a pair)
+        await asyncio.sleep(0.6)
+        assert a._closed and not b._closed
+    finally:
+        await a.close()
+        await b.close()
