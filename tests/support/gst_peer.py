@@ -1,8 +1,8 @@
 """A GStreamer webrtcbin peer driven over stdin/stdout JSON lines (tests/e2e/gstreamer).
 
-Runs under the system interpreter (`/usr/bin/python3`: the gi bindings are Debian packages, the
-project venv has none), so it imports nothing from this repository and only the standard library
-and gi. One JSON object per line each way.
+Argument: the address libnice gathers on (default 127.0.0.1). Runs under the system interpreter
+(`/usr/bin/python3`: the gi bindings are Debian packages, the project venv has none), so it imports
+nothing from this repository and only the standard library and gi. One JSON object per line each way.
 
 Commands (stdin):
   {"cmd": "publish", "width": 320, "height": 240, "fps": 30, "audio": true}
@@ -60,7 +60,7 @@ def log(msg: str) -> None:
 
 
 class Peer:
-    def __init__(self, loop: GLib.MainLoop) -> None:
+    def __init__(self, loop: GLib.MainLoop, local_address: str = "127.0.0.1") -> None:
         self.loop = loop
         self.pipe = Gst.Pipeline.new("peer")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", "webrtc")
@@ -72,7 +72,7 @@ class Peer:
         self._ice = self.webrtc.get_property("ice-agent")
         self._agent = self._ice.get_property("agent")
         address = Nice.Address()
-        address.set_from_string("127.0.0.1")
+        address.set_from_string(local_address)
         self._agent.add_local_address(address)
         self.webrtc.connect("on-ice-candidate", self._on_candidate)
         self.webrtc.connect("notify::connection-state", self._on_state)
@@ -251,7 +251,8 @@ class Peer:
 def main() -> None:
     Gst.init(None)
     loop = GLib.MainLoop()
-    peer = Peer(loop)
+    # argv[1]: the address libnice gathers on (default loopback; a test link's client address)
+    peer = Peer(loop, sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1")
 
     def read_stdin() -> None:
         for line in sys.stdin:

@@ -168,12 +168,18 @@ async def test_h264_simulcast_by_name_and_by_size(server, connect, browser):  # 
     assert "layer" in await sized.subscription(video, width=400, height=225)
     settled = {low: await _wait_size(sinks[low], Q_H264, "low subscriber on q"),
                sized: await _wait_size(sinks[sized], H, "a subscriber rendering 400x225 on h")}
-    for c, size in ((low, Q_H264), (sized, H)):
+    # From then on: low gets q only; sized only layers that cover 400x225 (h, or f should Chromium
+    # scale h below that: a CPU-starved Chromium lowers its layers' resolution, each key frame's SPS
+    # tells the server, and the smallest covering layer changes; seen once in CI, f after h)
+    for c, fits in ((low, lambda w, h: w <= Q_H264[0] and h <= Q_H264[1]),
+                    (sized, lambda w, h: w >= 400 and h >= 225)):
         await poll(lambda c=c: asyncio.sleep(0, len([t for t, _, _ in sinks[c].timeline if t >= settled[c]]) >= 30),
                    "30 frames after settling", timeout=20)
         since = {(w, h) for t, w, h in sinks[c].timeline if t >= settled[c]}
-        assert since == {size}, (size, sorted(since))
-    assert sorted(dt.current.rid for dt in rec.downtracks if dt.current) == ["f", "h", "q"]
+        assert since and all(fits(w, h) for w, h in since), (
+            c.participant["name"], sorted(since), {rid: (x.width, x.height) for rid, x in rec.layers.items()})
+    current = {dt.subscriber_id: dt.current.rid for dt in rec.downtracks if dt.current}
+    assert current[low.participant["id"]] == "q" and current[sized.participant["id"]] in ("h", "f"), current
 
 
 @pytest.mark.parametrize("codec, low", [("vp8", Q), ("h264", Q_H264)])

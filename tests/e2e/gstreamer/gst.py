@@ -29,12 +29,14 @@ class GstPeer:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, log_path: Path) -> GstPeer:
+    async def start(cls, log_path: Path, prefix: list[str] | None = None, address: str = "127.0.0.1") -> GstPeer:
+        """`prefix`: a command to run it under (e.g. a test link's `command()`), `address`: where
+        libnice gathers (there, the link's client address)."""
         stderr = log_path.open("wb")
         try:
             proc = await asyncio.create_subprocess_exec(
-                SYSTEM_PYTHON, str(DRIVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr)
+                *(prefix or []), SYSTEM_PYTHON, str(DRIVER), address, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=stderr)
         finally:
             stderr.close()  # the child holds its own descriptor
         peer = cls(proc, log_path)
