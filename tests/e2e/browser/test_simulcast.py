@@ -168,9 +168,9 @@ async def test_h264_simulcast_by_name_and_by_size(server, connect, browser):  # 
     assert "layer" in await sized.subscription(video, width=400, height=225)
     settled = {low: await _wait_size(sinks[low], Q_H264, "low subscriber on q"),
                sized: await _wait_size(sinks[sized], H, "a subscriber rendering 400x225 on h")}
-    # From then on: low gets q only; sized only layers that cover 400x225 (h, or f should Chromium
-    # scale h below that: a CPU-starved Chromium lowers its layers' resolution, each key frame's SPS
-    # tells the server, and the smallest covering layer changes; seen once in CI, f after h)
+    # From then on: low gets q only; sized only layers that cover 400x225: h, or f should h's SPS
+    # say it is smaller (seen once in CI: f after h; by the size rule, requested_index, that is the
+    # only way to f, and a CPU-starved Chromium does lower its layers' resolution)
     for c, fits in ((low, lambda w, h: w <= Q_H264[0] and h <= Q_H264[1]),
                     (sized, lambda w, h: w >= 400 and h >= 225)):
         await poll(lambda c=c: asyncio.sleep(0, len([t for t, _, _ in sinks[c].timeline if t >= settled[c]]) >= 30),
