@@ -112,6 +112,18 @@ class SfuNode:
     async def restart_ice(self, participant_id: str, target: str) -> None:
         self._peer(participant_id).restart_ice(target)
 
+    async def resync(self, participant_id: str) -> Joined:
+        """The room as a participant should now see it (others and their tracks), for a client whose
+        signalling lost messages it cannot get again (its signalling replica died). A subscribe offer
+        still waiting for its answer is sent again: the first, or the answer, may be what was lost."""
+        peer = self._peer(participant_id)
+        router = self._router_of(peer)
+        tracks: list[NamedTrackInfo] = [{**rec.info(), "name": router.name_of(rec.participant_id)}
+                                        for rec in router.tracks if rec.participant_id != participant_id]
+        state: Joined = {"participants": router.participants(exclude=participant_id), "tracks": tracks}
+        peer.resend_offer()
+        return state
+
     async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo:
         peer = self._peer(participant_id)
         rec = peer.set_muted(track_id, muted)

@@ -100,6 +100,7 @@ class Peer:
         self._negotiating = False
         self._dirty = False
         self._offer_task: asyncio.Future[None] | None = None
+        self._offer: dict[str, Any] | None = None  # the last subscribe offer sent (resend_offer)
         self._offer_lock = asyncio.Lock()
         self._unpublished: set[str] = set()  # mids of the publish connection whose track was unpublished
         self._unpublishes = TokenBucket(UNPUBLISH_PER_S, UNPUBLISH_BURST, time.monotonic)
@@ -377,7 +378,17 @@ class Peer:
             if mid is not None:
                 tracks[mid] = {**dt.track.info(), "name": self.room.name_of(dt.track.participant_id)}
         self._dirty = False
-        self.emit({"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks})
+        self._offer = {"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks}
+        self.emit(self._offer)
+
+    def resend_offer(self) -> bool:
+        """Send the subscribe offer that waits for an answer again (True), if one does."""
+        transport = self.subscriber
+        if (self._offer is None or transport is None or transport.ended
+                or transport.signaling_state != "have-local-offer"):
+            return False
+        self.emit(dict(self._offer))
+        return True
 
     async def subscriber_answer(self, sdp: Any) -> None:
         if self.subscriber is None or self.subscriber.signaling_state != "have-local-offer":

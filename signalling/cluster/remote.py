@@ -140,6 +140,11 @@ class RemoteNode:
             # the node is gone or forgot the participant; either way nobody is left to tell
             log.info("leave of %s on %s: %s", participant_id, s.node, e)
 
+    async def adopt(self, participant_id: str) -> Joined:
+        """Have the node send `participant_id`'s events to this replica (it resumed here; its
+        placement is set by the caller). Returns the room as the participant should see it."""
+        return await self._call(self._node_of(participant_id), "adopt", {"pid": participant_id})
+
     async def close(self) -> None:
         for pid in list(self.placements):
             await self.leave(pid, "disconnected")

@@ -22,6 +22,7 @@ from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import RemoteNode
+from signalling.cluster.roaming import Roaming
 from signalling.cluster.store import Store
 from signalling.config import Settings
 from signalling.protocol.app import STATE_KEY, create_app
@@ -45,10 +46,12 @@ class Replica:
         self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
         turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s) \
             if settings else None
+        self.roaming = Roaming(replica_id, bus, store, self.remote, self.replicas)
         self.rooms = RoomManager(self.remote, admit, max_participants, rooms_observer,
                                  resume_grace_s=settings.resume_grace_s if settings else 0.0,
                                  ice_servers=turn.ice_servers if turn else None,
-                                 max_detached_per_address=settings.ws_max_per_address if settings else 0)
+                                 max_detached_per_address=settings.ws_max_per_address if settings else 0,
+                                 roaming=self.roaming)
         # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
         # same names and limits as `basement serve`
         self.app = create_app(self.rooms, settings)
@@ -64,6 +67,7 @@ class Replica:
     async def start(self) -> None:
         """Bus and store must be started; begins heartbeating and watching nodes."""
         await self.remote.start()
+        await self.roaming.start()
         await self.heartbeat()
         self.state["connected"] = True
         self._tasks = [asyncio.ensure_future(self._every(HEARTBEAT_S, self.heartbeat)),

@@ -124,6 +124,8 @@ class Client:
         self._pinger: asyncio.Task | None = None
         self._ended = False  # left or removed: nothing to resume
         self.resumes = 0  # sockets resumed
+        self.resyncs = 0  # of which through another replica after ours died (`resumed.resync`)
+        self._asked_before_drop: set[Any] = set()
         self.resume_error: Exception | None = None  # why the last resume failed (the participant is gone)
 
     # --- connection ---------------------------------------------------------------------------
@@ -234,6 +236,8 @@ class Client:
         assert self._resume is not None and self.session is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self._resume.get("grace_s", 0))
+        unsent_from = self._sent  # messages from here on were not sent on any socket yet
+        self._asked_before_drop = set(self._waiters)
         log.info("signalling socket dropped; resuming")
         try:
             while not self._closed:
@@ -261,8 +265,21 @@ class Client:
                     await ws.close()
                     raise ServerError(reply if isinstance(reply, dict) else {"message": "not an object"})
                 self._track_resumption(reply)
+                self._track_presence(reply)
                 self.messages.append(reply)
                 received = reply["received"]
+                if received is None:
+                    # resumed through another replica after ours died (docs/protocol.md
+                    # "Reconnecting"): nobody can say which of our messages were read. Those sent
+                    # before the drop and still unanswered are lost; those sent since went nowhere.
+                    self.resyncs += 1
+                    lost = ConnectionError("the signalling replica that read this request stopped; "
+                                           "its reply is lost (send it again if still wanted)")
+                    for ref, waiter in self._waiters.items():
+                        if ref in self._asked_before_drop and not waiter.done():
+                            waiter.set_exception(lost)
+                    received = unsent_from
+                    self._unacknowledged = deque((i, t) for i, t in self._unacknowledged if i >= unsent_from)
                 oldest = self._unacknowledged[0][0] if self._unacknowledged else self._sent
                 if received > self._sent or (received < self._sent and oldest > received):
                     await ws.close()
@@ -340,6 +357,13 @@ class Client:
         elif kind == "presence":
             joined = msg.get("joined") or []
             left = [e.get("participant") for e in msg.get("left") or [] if isinstance(e, dict)]
+        elif kind == "resumed" and isinstance(msg.get("resync"), dict):
+            # the room as it is now replaces what we knew: events were lost with the replica
+            joined = msg["resync"].get("participants") or []
+            left = [pid for pid in self.participants if pid not in
+                    {i.get("id") for i in joined if isinstance(i, dict)}]
+            live = {t.get("track") for t in msg["resync"].get("tracks") or [] if isinstance(t, dict)}
+            self.remote = {tid: entry for tid, entry in self.remote.items() if tid in live}
         me = (self.participant or {}).get("id")
         for pid in left:
             if isinstance(pid, str):

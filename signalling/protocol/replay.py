@@ -68,6 +68,22 @@ class Replay:
             return None
         return [text for seq, text in self._held if seq > n]
 
+    def export(self, n: int) -> list[tuple[int, str]] | None:
+        """(number, text) of the messages after `n`, to carry on on another replica (`restore`), or
+        None as `since`."""
+        if self.since(n) is None:
+            return None
+        return [(seq, text) for seq, text in self._held if seq > n]
+
+    def restore(self, n: int, held: list[tuple[int, str]]) -> None:
+        """Carry on from another replica's ring: `n` was the last number written there, `held` what
+        it still held (consecutive numbers ending at `n`)."""
+        self.n = n
+        self._held = deque(held)
+        self._bytes = sum(len(text) for _, text in held)
+        while len(self._held) > self.max_messages or (self._bytes > self.max_bytes and len(self._held) > 1):
+            self._bytes -= len(self._held.popleft()[1])
+
     @property
     def held(self) -> int:
         return len(self._held)

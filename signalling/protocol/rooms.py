@@ -87,6 +87,22 @@ class SendQueue:
         self._ready.set()
         return True
 
+    def prepend(self, msgs: list[dict[str, Any]]) -> None:
+        """Put messages before everything queued (those another replica had not written yet when it
+        handed the participant over). Never refused, never merged: they were accepted there."""
+        for msg in reversed(msgs):
+            self._items.appendleft([msg])
+        if msgs:
+            self._pending.clear()  # a later state event must not be merged into one before these
+            self._ready.set()
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Take every queued message (the end of the stream, if queued, is dropped)."""
+        msgs = [entry[0] for entry in self._items if entry[0] is not None]
+        self._items.clear()
+        self._pending.clear()
+        return msgs
+
     def end(self) -> None:
         """Queue the end of the stream (beyond the limit: it frees, it does not grow)."""
         self._pending.clear()
@@ -191,8 +207,12 @@ class RoomManager:
     def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
                  observer: Any = None, resume_grace_s: float = 0.0,
                  ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
-                 max_detached_per_address: int = 0) -> None:
+                 max_detached_per_address: int = 0, roaming: Any = None) -> None:
         self.node = node
+        # in a cluster (signalling.cluster.roaming): resumes of participants of other replicas
+        self.roaming = roaming
+        if roaming is not None:
+            roaming.rooms = self
         self.admit = admit
         self.max_participants = max_participants
         self.participants: dict[str, Participant] = {}  # the ones connected to this process
@@ -249,15 +269,17 @@ class RoomManager:
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
             "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
-            **self._resume_offer(p),
+            **await self._resume_offer(p),
         }
         return p, joined
 
-    def _resume_offer(self, p: Participant) -> dict[str, Any]:
+    async def _resume_offer(self, p: Participant) -> dict[str, Any]:
         """A new resume token for `p` (each one works once), as the `resume` field of joined/resumed."""
         if not self.resume_grace_s:
             return {}
         p.resume_secret = secrets.token_urlsafe(24)
+        if self.roaming is not None:
+            await self.roaming.issued(p)  # before the client has the token: any replica takes it
         return {"resume": {"token": p.resume_token, "grace_s": self.resume_grace_s}}
 
     async def leave(self, p: Participant, reason: str = "left") -> None:
@@ -268,6 +290,11 @@ class RoomManager:
         p.resume_secret = p.previous_secret = ""
         self._attached(p)
         try:
+            if self.roaming is not None:
+                try:
+                    await self.roaming.left(p.id)
+                except Exception as e:  # the store briefly away: the record expires on its own
+                    log.warning("forgetting the resume record of %s failed: %s", p.id, e)
             await self.node.leave(p.id, reason)
         finally:
             if self.observer is not None:
@@ -326,6 +353,8 @@ class RoomManager:
         again) for a token that is unknown, used or expired, or when messages after `n` are gone."""
         pid, _, secret = token.partition(".")
         p = self.participants.get(pid)
+        if p is None and self.roaming is not None and secret and self.resume_grace_s and not self.closed:
+            return await self.roaming.resume(pid, secret, n)
         if p is None or p.replay is None or not secret or not any(
                 known and hmac.compare_digest(secret.encode(), known.encode())
                 for known in (p.resume_secret, p.previous_secret)):
@@ -353,13 +382,56 @@ class RoomManager:
         p.detached_at = None
         p.on_takeover = None
         self._attached(p)
+        return p, await self.resumed(p), replay
+
+    async def resumed(self, p: Participant) -> dict[str, Any]:
+        """The `resumed` reply for `p`, with its next resume token."""
         EDGE_STATS.resume["resumed"] += 1
         p.previous_secret = p.previous_secret or p.resume_secret
-        resumed = {"type": "resumed", "room": p.room, "participant": p.public(), "received": p.received,
-                   # fresh TURN credentials, for the connections the client makes from now on
-                   "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
-                   **self._resume_offer(p)}
-        return p, resumed, replay
+        return {"type": "resumed", "room": p.room, "participant": p.public(), "received": p.received,
+                # fresh TURN credentials, for the connections the client makes from now on
+                "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
+                **await self._resume_offer(p)}
+
+    def adopted(self, participant_id: str, room: str, name: str, identity: str, can_publish: bool,
+                can_subscribe: bool) -> Participant:
+        """A participant another replica joined, resumed here (signalling.cluster.roaming): from now
+        on this process serves it. Its replay ring is restored by the caller."""
+        p = Participant(participant_id, room, name, identity, can_publish, can_subscribe, SendQueue(),
+                        replay=Replay())
+        self.participants[participant_id] = p
+        return p
+
+    async def hand_over(self, participant_id: str, secret: str, n: int) -> dict[str, Any]:
+        """Give a participant of ours to the replica its client resumed through: no leave (the node
+        already sends its events there); what that replica needs to carry on comes back: the messages
+        after `n` (numbered), those not yet written and how many client messages were read. Raises
+        `resume_failed` as `resume` does (and then the participant leaves)."""
+        p = self.participants.get(participant_id)
+        if p is None or p.replay is None or not any(
+                known and hmac.compare_digest(secret.encode(), known.encode())
+                for known in (p.resume_secret, p.previous_secret)):
+            raise ProtocolError("resume_failed", "unknown, used or expired resume token: join again")
+        if p.detached_at is None and p.on_takeover is not None:
+            p.on_takeover()  # its socket here looks alive still: end it, without a leave
+        async with p.lock:  # a message it was applying finishes first (its reply is then queued)
+            held = p.replay.export(n)
+            if p.closed or held is None:
+                EDGE_STATS.resume["gap" if held is None else "closed"] += 1
+                await self.leave(p, "disconnected")
+                p.close()
+                raise ProtocolError("resume_failed", f"message n={n} is not one the server can continue from, "
+                                                     "or too many messages waited: join again")
+            if self.participants.pop(participant_id, None) is None:
+                raise ProtocolError("resume_failed", "this participant left meanwhile: join again")
+            if p._expiry is not None:
+                p._expiry.cancel()
+                p._expiry = None
+            self._attached(p)
+            queued = p.queue.drain()
+            p.closed = True  # nothing more is written here
+            p.resume_secret = p.previous_secret = ""
+        return {"n": p.replay.n, "held": [list(h) for h in held], "queued": queued, "received": p.received}
 
     def in_room(self, room: str) -> list[Participant]:
         return [p for p in self.participants.values() if p.room == room]

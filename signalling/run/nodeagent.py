@@ -23,6 +23,7 @@ from signalling.cluster.bus import Bus
 from signalling.cluster.placement import Placer, room_key
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import node_channel, replica_channel
+from signalling.cluster.roaming import record_key
 
 log = logging.getLogger("basement.cluster.node")
 
@@ -53,7 +54,7 @@ class Load:
 # Arguments each request must carry as strings; everything else is checked by the SfuNode itself.
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
-               "unpublish": ("pid", "track"), "restart_ice": ("pid", "target")}
+               "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",)}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -229,6 +230,8 @@ class NodeAgent:
                 return await self.node.candidate(a["pid"], a["target"], a["candidate"])
             if op == "restart_ice":
                 return await self.node.restart_ice(a["pid"], a["target"])
+            if op == "adopt":
+                return await self._adopt(a["pid"], body.get("replica") or "")
             if op == "mute":
                 return await self.node.mute(a["pid"], a["track"], a["muted"])
             if op == "subscription":
@@ -277,6 +280,16 @@ class NodeAgent:
                     await self.placer.release(room, self.id)
                 raise
 
+    async def _adopt(self, pid: str, replica: str) -> Any:
+        """Another replica resumed `pid` (its client reconnected there): its events go there from
+        now on. Returns the room as `pid` should see it, for when messages were lost on the way."""
+        if pid not in self.node.peers:
+            raise MediaError("not_joined", "this participant is no longer on this node")
+        if not replica:
+            raise MediaError("bad_request", "adopt: the request names no replica")
+        self.replica_of[pid] = replica
+        return await self.node.resync(pid)
+
     async def _leave(self, pid: str, reason: str) -> None:
         peer = self.node.peers.get(pid)
         if peer is None:
@@ -290,6 +303,9 @@ class NodeAgent:
                 if self.tracker is not None:
                     self.tracker.participant_left(room, peer.identity, time.time())
             self.replica_of.pop(pid, None)
+            # its resume record (signalling.cluster.roaming): the replica that held it may be dead
+            with contextlib.suppress(Exception):
+                await self.placer.store.delete(record_key(pid))
             if room not in self.node.rooms:
                 await self.placer.release(room, self.id)
             if not self.node.rooms:

@@ -60,3 +60,19 @@ def test_bounded_by_messages_and_bytes():
 def test_a_message_with_its_own_n_is_a_programming_error():
     with pytest.raises(ValueError, match="'n'"):
         Replay().frame({"type": "pong", "n": 3})
+
+
+def test_a_ring_carried_to_another_replica_continues_its_numbers_and_keeps_what_it_held():
+    a = Replay()
+    texts = [a.frame({"type": "pong", "i": i}) for i in range(5)]
+    held = a.export(2)
+    assert held == [(3, texts[2]), (4, texts[3]), (5, texts[4])]
+    assert a.export(6) is None and a.export(-1) is None
+    b = Replay()
+    b.restore(a.n, held)
+    assert b.since(2) == texts[2:] and b.since(4) == texts[4:] and b.since(1) is None
+    assert json.loads(b.frame({"type": "pong"}))["n"] == 6
+    # restored within the same bounds as its own
+    small = Replay(max_messages=2)
+    small.restore(a.n, held)
+    assert small.held == 2 and small.since(3) == texts[3:]

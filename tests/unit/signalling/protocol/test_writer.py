@@ -34,3 +34,19 @@ async def test_the_writer_sends_a_broadcasts_text_it_encoded_once(monkeypatch):
         await c.writer()
     assert [c.ws.sent for c in conns] == [[real(event), '{"type": "pong"}']] * 3
     assert encodings.count(event) == 1
+
+
+async def test_messages_handed_over_from_another_replica_go_first_and_are_never_merged():
+    from signalling.protocol.rooms import SendQueue
+
+    q = SendQueue()
+    q.put({"type": "track_muted", "track": "t", "muted": True})
+    q.prepend([{"type": "participant_joined", "participant": {"id": "x"}},
+               {"type": "track_muted", "track": "t", "muted": False}])
+    # a newer state event is not merged across them
+    q.put({"type": "track_muted", "track": "t", "muted": None})
+    got = [await q.get() for _ in range(q.qsize())]
+    assert [m.get("muted") for m in got] == [None, False, True, None]
+    q.put({"type": "pong"})
+    q.end()
+    assert q.drain() == [{"type": "pong"}] and q.qsize() == 0
