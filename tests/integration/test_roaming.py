@@ -8,94 +8,13 @@ that plays the load balancer: it cuts his socket and sends the reconnection to t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from sfu import transport
-from signalling.cluster.bus import MemoryBus, MemoryHub
-from signalling.cluster.placement import Placer
-from signalling.cluster.registry import Registry
-from signalling.cluster.replica import Replica
 from signalling.cluster.roaming import record_key
-from signalling.cluster.store import MemoryStore
-from signalling.config import Settings
 from signalling.protocol.client import Client, ServerError
-from signalling.run.http import start_app
-from signalling.run.nodeagent import NodeAgent
 from tests.support.media import CounterVideo, Sink, Tone
-from tests.support.tcpproxy import TcpProxy
-
-
-@dataclass
-class MemoryCluster:
-    store: MemoryStore
-    agent: NodeAgent
-    replicas: dict[str, Replica]
-    ports: dict[str, int]
-    proxy: TcpProxy
-    cleanup: list[Any] = field(default_factory=list)
-    clients: list[Client] = field(default_factory=list)
-
-    def url(self, replica: str) -> str:
-        return f"http://127.0.0.1:{self.ports[replica]}"
-
-    def route(self, replica: str) -> None:
-        """New connections through the proxy go to `replica` (as a Service would pick one)."""
-        self.proxy.target = ("127.0.0.1", self.ports[replica])
-
-    async def client(self, room: str, name: str, via: str) -> Client:
-        cl = Client(self.proxy.url if via == "proxy" else self.url(via))
-        self.clients.append(cl)
-        await cl.connect()
-        await cl.join(room, name)
-        return cl
-
-    async def kill(self, replica: str) -> None:
-        """The replica is gone for the cluster: off the bus, no heartbeat, out of the registry.
-        (Its HTTP server still runs, but the proxy no longer sends anyone there.)"""
-        r = self.replicas[replica]
-        for t in r._tasks:
-            t.cancel()
-        await r.bus.close()
-        await r.replicas.forget(replica)
-
-
-@pytest.fixture
-async def mcluster():
-    transport.configure_ice(["127.0.0.1"])
-    hub, store = MemoryHub(), MemoryStore()
-    agent_bus = MemoryBus(hub, "inbox:n1")
-    await agent_bus.start()
-    agent = NodeAgent("n1", agent_bus, Placer(store, Registry(store)), Registry(store), Registry(store, "replica"))
-    await agent.start()
-    settings = Settings(resume_grace_s=20.0)
-    replicas, ports, runners = {}, {}, []
-    for rid in ("r1", "r2"):
-        bus = MemoryBus(hub, f"replica:{rid}")
-        await bus.start()
-        replicas[rid] = Replica(rid, bus, store, settings=settings)
-        await replicas[rid].start()
-        runner, ports[rid] = await start_app(replicas[rid].app, "127.0.0.1", 0)
-        runners.append(runner)
-    proxy = await TcpProxy(ports["r1"]).start()
-    c = MemoryCluster(store, agent, replicas, ports, proxy)
-    yield c
-    for cl in c.clients:
-        await cl.close()
-    await proxy.stop()
-    for runner in runners:
-        await runner.cleanup()
-    for r in replicas.values():
-        with contextlib.suppress(Exception):
-            await r.shutdown()
-        with contextlib.suppress(Exception):
-            await r.bus.close()
-    await agent.stop()
-    await agent_bus.close()
 
 
 def numbers(client: Client) -> list[int]:

@@ -93,6 +93,7 @@ export function onMessage(msg) {
       break;
     case 'resumed':
       if (msg.ice_servers) s.iceServers = msg.ice_servers;   // for connections made from now on
+      if (msg.resync) resync(s, msg.resync, who);
       break;
     case 'left':
       break;
@@ -105,6 +106,24 @@ export function onMessage(msg) {
     default:
       break;
   }
+}
+
+// The room as it is now, after a resume that lost messages (our signalling server died): it
+// replaces what we knew of the others and their tracks; our own tracks stay as they are.
+function resync(s, room, who) {
+  const now = new Map(room.participants.map((p) => [p.id, p]));
+  for (const id of [...s.participants.keys()]) {
+    if (!now.has(id)) { logEvent(`${who(id)} left`, 'leave'); s.participants.delete(id); }
+  }
+  for (const [id, p] of now) {
+    if (!s.participants.has(id)) logEvent(`${p.name || id} joined`, 'join');
+    s.participants.set(id, p);
+  }
+  const mine = (info) => s.me && info.participant === s.me.id;
+  for (const [id, info] of [...s.trackInfo]) if (!mine(info)) s.trackInfo.delete(id);
+  for (const info of room.tracks) s.trackInfo.set(info.track, info);
+  logEvent('reconnected through another server: the room was brought up to date');
+  refreshFlags(s);
 }
 
 function layerLabel(rid) {

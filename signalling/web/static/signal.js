@@ -103,6 +103,8 @@ export class Signal {
 
   async comeBack(closeEvent) {
     this.resuming = true;
+    this.unsentFrom = this.sent;                       // messages from here on went out on no socket
+    this.askedBeforeDrop = new Set(this.waiters.keys());
     if (this.hooks.reconnecting) this.hooks.reconnecting();
     const deadline = Date.now() + (this.resume.grace_s || 0) * 1000;
     let why = 'the grace period ended';
@@ -140,6 +142,19 @@ export class Signal {
           ws.close();
           resolve(reply);
           return;
+        }
+        if (reply.received === null) {
+          // resumed through another replica after ours died (docs/protocol.md "Reconnecting"): what
+          // we sent before the drop may or may not have been read, and replies to it are lost
+          for (const id of this.askedBeforeDrop) {
+            const w = this.waiters.get(id);
+            if (!w) continue;
+            this.waiters.delete(id);
+            clearTimeout(w.timer);
+            w.reject(new Error('the signalling server that read this request stopped; send it again'));
+          }
+          this.unacked = this.unacked.filter(([i]) => i >= this.unsentFrom);
+          reply = { ...reply, received: this.unsentFrom };
         }
         const oldest = this.unacked.length ? this.unacked[0][0] : this.sent;
         if (reply.received > this.sent || (reply.received < this.sent && oldest > reply.received)) {
