@@ -29,6 +29,7 @@ from tests.support.candidates import host_ports
 from tests.support.clusterfix import Cluster, placement
 from tests.support.media import CounterVideo, Sink
 from tests.support.redisproc import RedisProc
+from tests.support.tcpproxy import TcpProxy
 
 
 class Backend:
@@ -476,6 +477,43 @@ async def test_killed_replica_participants_rejoin_through_another_and_their_ghos
     await keeps_flowing(sink)
     # the old clients' resumes went to a dead replica: they say so instead of hanging
     await pub.wait_for(lambda: pub.resume_error is not None, timeout=30)
+
+
+async def test_killed_replica_participants_resume_through_another_and_the_room_never_notices(cluster):
+    """Issue 18: both participants of a room came through the replica that dies. Behind a load
+    balancer (a TCP proxy here) their clients reconnect to another replica and resume: the same
+    participants (nobody sees a leave or a join), video never stops, the node's sweep of the dead
+    replica's participants spares them, and the call carries on through the new replica."""
+    c = await cluster(nodes=1, replicas=2)
+    front = await TcpProxy(c.replicas[0].port).start()
+    try:
+        pub, _ = await joined(cluster, front.url, "roam", "pub")
+        sub, _ = await joined(cluster, front.url, "roam", "sub")
+        sink = await video_between(cluster, pub, sub)
+        front.target = ("127.0.0.1", c.replicas[1].port)  # the Service's only ready endpoint now
+        seen = {cl: len(cl.messages) for cl in (pub, sub)}
+        c.replicas[0].proc.kill()  # SIGKILL: sockets drop, no leave, nothing handed over
+        t0 = time.monotonic()
+        for cl in (pub, sub):
+            await cl.wait_for(lambda cl=cl: cl.resumes == 1 or cl.resume_error, timeout=10)
+            assert cl.resume_error is None and cl.resyncs == 1
+        took = time.monotonic() - t0
+        assert took < 3, f"resumed {took:.1f} s after the kill"
+        frames = sink.frames
+        await sink.wait_frames(frames + 10, timeout=10)
+        # the node drops a dead replica's participants after two missed checks: not these any more
+        await asyncio.sleep(8)
+        await keeps_flowing(sink)
+        assert not [m for cl in (pub, sub) for m in cl.messages[seen[cl]:]
+                    if m.get("type") in ("participant_left", "participant_joined", "removed", "error")]
+        # requests and events go through the new replica
+        await pub.mute("video", True)
+        await sub.wait_message("track_muted", track=pub.published["video"], muted=True)
+        reply = await sub.subscription(pub.published["video"], width=160, height=120)
+        assert reply["type"] == "subscription"
+        assert (await c.replicas[1].metric("basement_participants")) == 2
+    finally:
+        await front.stop()
 
 
 async def test_sigterm_drains_node_takes_no_new_rooms_and_exits_when_its_room_ends(cluster):
