@@ -305,8 +305,8 @@ def test_turn_runs_coturn_on_the_host_network_and_signalling_hands_out_credentia
     env = env_of(sig)
     assert env["BASEMENT_TURN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": f"{FULL}-turn", "key": "turn-secret"}
     settings = config.load(env=resolve_env(sig, pod_ip="10.0.0.5"))
-    # no resumption by default: without sticky routing a resume lands on another replica
-    assert settings.resume_grace_s == 0
+    # resumption on: a resume may land on any replica (signalling/cluster/roaming.py)
+    assert settings.resume_grace_s == 20
     assert settings.turn_urls == ["turn:turn.example.com:3478?transport=udp",
                                   "turn:turn.example.com:3478?transport=tcp",
                                   "turns:turn.example.com:443?transport=tcp"]
