@@ -91,7 +91,16 @@ class MediaNode(Protocol):
     """
 
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
-                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined: ...
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0,
+                   p2p: bool = False) -> Joined:
+        """`p2p`: the participant may send its media peer to peer while the room holds only it and
+        one other that may too (sfu.pairing)."""
+        ...
+
+    async def p2p_signal(self, participant_id: str, to: str, data: dict[str, Any]) -> None:
+        """Relay signalling for a paired participant's direct connection to its partner
+        (`MediaError("not_paired")` when `to` is not that)."""
+        ...
 
     async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
         """Apply the participant's publish offer; returns the SDP answer. `sources`: mid -> what the

@@ -70,7 +70,8 @@ class SfuNode:
         return peer
 
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
-                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined:
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0,
+                   p2p: bool = False) -> Joined:
         """Add a participant; returns who is already in the room and what they publish."""
         if participant_id in self.peers:
             raise MediaError("already_joined", "this participant has already joined")
@@ -80,6 +81,7 @@ class SfuNode:
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
                     can_publish, can_subscribe, identity, ice=self.ice, rtx_budget=self.rtx_budget)
         peer.on_tracks_lost = self._tracks_lost
+        peer.p2p = p2p
         self.peers[participant_id] = peer
         existing: list[NamedTrackInfo] = [{**rec.info(), "name": router.name_of(rec.participant_id)}
                                           for rec in router.tracks]
@@ -111,6 +113,10 @@ class SfuNode:
 
     async def restart_ice(self, participant_id: str, target: str) -> None:
         self._peer(participant_id).restart_ice(target)
+
+    async def p2p_signal(self, participant_id: str, to: str, data: dict[str, Any]) -> None:
+        peer = self._peer(participant_id)
+        self._router_of(peer).relay(participant_id, to, data)
 
     async def resync(self, participant_id: str) -> Joined:
         """The room as a participant should now see it (others and their tracks), for a client whose

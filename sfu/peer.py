@@ -86,6 +86,7 @@ class Peer:
         self.emit = emit
         self.can_publish = can_publish
         self.can_subscribe = can_subscribe
+        self.p2p = False  # may send its media peer to peer (sfu.pairing): the room allows it, the client can
         self.publisher: PeerTransport | None = None
         self.ingress: Ingress | None = None
         self.subscriber: PeerTransport | None = None

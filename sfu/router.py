@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sfu.api import ParticipantInfo
+from sfu.api import MediaError, ParticipantInfo
 from sfu.data import DataRelay
 from sfu.layers import LayerSelector
+from sfu.pairing import Pairing
 from sfu.peer import Peer
 from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
 from sfu.presence import INTERVAL as PRESENCE_INTERVAL
@@ -41,6 +42,7 @@ class Router:
         # sfu.peer.Room: the speaker's own method, so an audio packet makes no hop through the Router
         self.observe_audio: Callable[[str, int, float], None] = self.speaker.observe
         self.data = DataRelay()
+        self.pairing = Pairing()
 
     def _notify(self, participant_id: str, msg: dict[str, Any]) -> None:
         peer = self.peers.get(participant_id)
@@ -70,6 +72,19 @@ class Router:
         for rec in self.tracks:
             if rec.participant_id != peer.id:
                 peer.subscribe(rec)
+        self._pair()
+
+    def _pair(self) -> None:
+        """Pair or unpair the room for peer-to-peer media (sfu.pairing), after presence went out."""
+        for pid, msg in self.pairing.update(list(self.peers.values())):
+            self.presence.flush()
+            self._notify(pid, msg)
+
+    def relay(self, sender: str, to: str, data: dict[str, Any]) -> None:
+        """A paired peer's signalling for its direct connection, to the other of the pair."""
+        if not self.pairing.paired(sender, to):
+            raise MediaError("not_paired", f"{to!r} is not your peer-to-peer partner in this room (any more)")
+        self._notify(to, {"type": "p2p_signal", "from": sender, "data": data})
 
     # --- sfu.peer.Room: what Peers call ---------------------------------------------------------
     def add_track(self, publisher: Peer, rec: PublishedTrack[DownTrack]) -> None:
@@ -96,6 +111,7 @@ class Router:
                 other.unsubscribe(rec.id)
             self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
         self.presence.left(peer.id, reason)
+        self._pair()
         await peer.close()
         # after close: until then its audio still arrives and would re-add it to the speaker state
         self.speaker.forget(peer.id)

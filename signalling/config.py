@@ -232,6 +232,10 @@ class Settings:
     )
     max_participants_per_room: int = field(default=50, metadata={"group": "signalling",
                                                                  "help": "join refused beyond this"})
+    p2p: bool = field(default=False, metadata={
+        "group": "signalling",
+        "help": "rooms of exactly two participants send their media peer to peer when both clients can "
+                "(the SFU relays only their signalling); a room's config (`p2p`) overrides this"})
     speaker_interval_ms: int = field(
         default=500, metadata={"group": "media", "help": "how often active speaker is re-evaluated (debounce)"}
     )

@@ -505,14 +505,15 @@ class RoomConfig:
     name: str
     gate: Gate | None = None
     max_participants: int | None = None
+    p2p: bool | None = None  # two participants go peer to peer; None: the server's `p2p` setting
 
     @classmethod
     def from_json(cls, name: str, obj: Any, *, chain_ids: Iterable[int] | None = None) -> RoomConfig:
-        """Validate an admin PUT body: {gate?: tree|null, max_participants?: int|null}."""
+        """Validate an admin PUT body: {gate?: tree|null, max_participants?: int|null, p2p?: bool|null}."""
         validate_room_name(name)
         if not isinstance(obj, dict):
             raise GateError("room config must be a JSON object")
-        unknown = sorted(obj.keys() - {"gate", "max_participants"})
+        unknown = sorted(obj.keys() - {"gate", "max_participants", "p2p"})
         if unknown:
             raise GateError(f"unknown field(s) in room config: {', '.join(unknown)}")
         gate = Gate.from_json(obj["gate"]) if obj.get("gate") is not None else None
@@ -525,11 +526,14 @@ class RoomConfig:
         maxp = obj.get("max_participants")
         if maxp is not None and (isinstance(maxp, bool) or not isinstance(maxp, int) or not 0 < maxp <= 10_000):
             raise GateError("max_participants: must be an integer between 1 and 10000")
-        return cls(name, gate, maxp)
+        p2p = obj.get("p2p")
+        if p2p is not None and not isinstance(p2p, bool):
+            raise GateError("p2p: must be true, false or null (the server's setting)")
+        return cls(name, gate, maxp, p2p)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "gate": self.gate.to_json() if self.gate else None,
-                "max_participants": self.max_participants}
+                "max_participants": self.max_participants, "p2p": self.p2p}
 
 
 class RoomRegistry(Protocol):

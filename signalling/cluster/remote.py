@@ -76,9 +76,11 @@ class RemoteNode:
 
     # --- the SfuNode method set -----------------------------------------------------------------
     async def join(self, room: str, participant_id: str, name: str, can_publish: bool = True,
-                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0) -> Joined:
+                   can_subscribe: bool = True, identity: str = "", max_participants: int = 0,
+                   p2p: bool = False) -> Joined:
         args = {"room": room, "pid": participant_id, "name": name, "can_publish": can_publish,
-                "can_subscribe": can_subscribe, "identity": identity, "max_participants": max_participants}
+                "can_subscribe": can_subscribe, "identity": identity, "max_participants": max_participants,
+                "p2p": p2p}
         avoid: str | None = None
         last: MediaError | None = None
         for _ in range(3):
@@ -112,6 +114,9 @@ class RemoteNode:
 
     async def answer(self, participant_id: str, sdp: Any) -> None:
         await self._call(self._node_of(participant_id), "answer", {"pid": participant_id, "sdp": sdp})
+
+    async def p2p_signal(self, participant_id: str, to: str, data: dict[str, Any]) -> None:
+        await self._call(self._node_of(participant_id), "p2p_signal", {"pid": participant_id, "to": to, "data": data})
 
     async def restart_ice(self, participant_id: str, target: str) -> None:
         await self._call(self._node_of(participant_id), "restart_ice", {"pid": participant_id, "target": target})

@@ -196,7 +196,8 @@ class Connection:
         if t in ("join", "resume") and p is not None:
             raise ProtocolError("already_joined", "this connection has already joined a room", ref)
         if t == "join":
-            p, joined = await self.rooms.join(msg["room"], msg.get("name") or "", msg.get("grant"), self.out, ref)
+            p, joined = await self.rooms.join(msg["room"], msg.get("name") or "", msg.get("grant"), self.out, ref,
+                                              p2p=msg.get("p2p") is True)
             self.participant = p
             p.on_takeover = self.take_over
             p.send({**joined, **_ref(ref)})
@@ -217,6 +218,8 @@ class Connection:
             await node.answer(p.id, msg["sdp"])
         elif t == "trickle":
             await node.candidate(p.id, msg["target"], msg["candidate"])
+        elif t == "p2p_signal":
+            await node.p2p_signal(p.id, msg["to"], msg["data"])
         elif t == "restart_ice":
             await node.restart_ice(p.id, msg["target"])  # the new offer is the answer to it
         elif t == "mute":

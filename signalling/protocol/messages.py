@@ -50,7 +50,8 @@ MAX_SOURCES = 4  # one per m-line, and an offer has at most 4 (sfu.sdp.MAX_MEDIA
 
 # type -> {field: (python type, required)}
 SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
-    "join": {"room": (_STR, True), "name": (_STR, False), "grant": (_STR, False)},
+    "join": {"room": (_STR, True), "name": (_STR, False), "grant": (_STR, False), "p2p": (_BOOL, False)},
+    "p2p_signal": {"to": (_STR, True), "data": (_OBJ, True)},
     "offer": {"target": (_STR, True), "sdp": (_STR, True), "sources": (_OBJ, False)},
     "answer": {"target": (_STR, True), "sdp": (_STR, True)},
     "trickle": {"target": (_STR, True), "candidate": (_ANY, True)},
@@ -117,6 +118,8 @@ def parse(raw: str | bytes) -> dict[str, Any]:
         raise ProtocolError("bad_field", f"{mtype}: n must be the number of a message the server sent (0 or more)", ref)
     if mtype == "resume" and len(msg["token"]) > 128:
         raise ProtocolError("bad_field", "resume: token is longer than any the server hands out", ref)
+    if mtype == "p2p_signal" and len(msg["to"]) > 64:
+        raise ProtocolError("bad_field", "p2p_signal: to must be a participant id", ref)
     if mtype == "subscription":
         layer = msg.get("layer")
         if layer is not None and layer not in ("low", "medium", "high", "off"):

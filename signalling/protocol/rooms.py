@@ -136,6 +136,7 @@ class Admission:
     can_subscribe: bool = True
     max_participants: int = 0  # the room's own limit; 0 = the server default
     max_seats: int = 0  # seats this identity may hold in the room; a join past it replaces the oldest; 0 = any
+    p2p: bool = False  # the room lets two participants send their media peer to peer (sfu.pairing)
 
 
 # (room, grant token or None) -> Admission, raising ProtocolError to refuse
@@ -239,7 +240,8 @@ class RoomManager:
             log.exception("delivering %s to %s failed", msg.get("type"), participant_id)
 
     async def join(self, room: str, name: str, grant: str | None, queue: SendQueue | None = None,
-                   ref: Any = None) -> tuple[Participant, dict]:
+                   ref: Any = None, p2p: bool = False) -> tuple[Participant, dict]:
+        """`p2p`: the client can send its media peer to peer (it goes so if the room allows it)."""
         """Admit, then place on the media node; presence events come from the node (one per room)."""
         admission = await self.admit(room, grant)
         pid = "PA_" + secrets.token_urlsafe(9)
@@ -255,7 +257,8 @@ class RoomManager:
                 await self.remove(old.id, "replaced: this identity joined the room from another connection")
         try:
             state = await self.node.join(room, pid, p.name, p.can_publish, p.can_subscribe, p.identity,
-                                         admission.max_participants or self.max_participants)
+                                         admission.max_participants or self.max_participants,
+                                         p2p=p2p and admission.p2p)
         except Exception:
             self.participants.pop(pid, None)
             raise

@@ -56,6 +56,7 @@ class ControlPlane:
         is NOW (it may have been set after the grant was issued), or an open room (guest)."""
         config = await self.registry.get(room)
         max_p = config.max_participants if config and config.max_participants else 0
+        p2p = config.p2p if config is not None and config.p2p is not None else self.settings.p2p
         seats = self.settings.max_seats_per_identity
         if grant:
             try:
@@ -72,7 +73,8 @@ class ControlPlane:
             if not first:
                 raise ProtocolError("unauthorized", "grant refused: grant already used (a grant admits one join; "
                                                     "ask POST /auth/grant for another)")
-            return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p, max_seats=seats)
+            return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p, max_seats=seats,
+                             p2p=p2p)
         if (config is not None and config.gate is not None) or self.settings.require_auth:
             why = "is token-gated" if config is not None and config.gate is not None else "requires sign-in"
             raise ProtocolError(
@@ -82,6 +84,7 @@ class ControlPlane:
             )
         guest = await admit_everyone(room, None)
         guest.max_participants = max_p
+        guest.p2p = p2p
         return guest
 
     async def _check_gate(self, room: str, gate: Gate, identity: str) -> None:

@@ -54,7 +54,8 @@ class Load:
 # Arguments each request must carry as strings; everything else is checked by the SfuNode itself.
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
-               "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",)}
+               "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",),
+               "p2p_signal": ("pid", "to")}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -230,6 +231,10 @@ class NodeAgent:
                 return await self.node.candidate(a["pid"], a["target"], a["candidate"])
             if op == "restart_ice":
                 return await self.node.restart_ice(a["pid"], a["target"])
+            if op == "p2p_signal":
+                if not isinstance(a.get("data"), dict):
+                    raise MediaError("bad_request", "p2p_signal: data must be a map")
+                return await self.node.p2p_signal(a["pid"], a["to"], a["data"])
             if op == "adopt":
                 return await self._adopt(a["pid"], body.get("replica") or "")
             if op == "mute":
@@ -269,7 +274,7 @@ class NodeAgent:
             try:
                 state = await self.node.join(room, pid, a.get("name") or "", a.get("can_publish", True),
                                              a.get("can_subscribe", True), a.get("identity") or "",
-                                             a.get("max_participants") or 0)
+                                             a.get("max_participants") or 0, p2p=a.get("p2p") is True)
                 if self.tracker is not None:
                     self.tracker.participant_joined(room, self.node.peers[pid].identity, time.time())
                 return state

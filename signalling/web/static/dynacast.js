@@ -2,6 +2,7 @@ import { call } from './state.js';
 import { logEvent } from './ui.js';
 
 // Dynacast: the server tells us which simulcast layers anyone receives; stop encoding the others.
+// Also re-applied by p2p.js when our media stops or starts going through the SFU.
 export async function applyDynacast(msg) {
   const s = call;
   if (!s) return;
@@ -20,7 +21,9 @@ export async function applyDynacast(msg) {
       const sender = s.videoTx.sender;
       const params = sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;
-      const active = new Set(Array.isArray(want.active) ? want.active : []);
+      // while our media goes peer to peer (p2p.js) no layer goes to the SFU: a sender without a
+      // track still sends padding on an active encoding
+      const active = new Set(Array.isArray(want.active) && !s.sfuIdle ? want.active : []);
       for (const e of params.encodings) e.active = e.rid ? active.has(e.rid) : active.size > 0;
       try {
         await sender.setParameters(params);

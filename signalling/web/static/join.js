@@ -1,6 +1,7 @@
 import { resetChat } from './chat.js';
 import { isGateRefusal } from './errors.js';
 import { onMessage } from './messages.js';
+import { OPTIONS } from './options.js';
 import { publishData, startPublishing } from './publish.js';
 import { Signal } from './signal.js';
 import { B, call, newCall, setCall, setSig, sig } from './state.js';
@@ -32,7 +33,7 @@ export async function join(room, name) {
       resumed: () => { if (call === s) { setState('joined'); logEvent('reconnected'); } },
     }));
     await sig.open();
-    const msg = { type: 'join', room, name };
+    const msg = { type: 'join', room, name, p2p: OPTIONS.p2p };
     if (grant) msg.grant = grant;
     const joined = await sig.request(msg);
     if (call !== s) return;
@@ -67,6 +68,7 @@ export async function join(room, name) {
         }
       }
     }
+    s.publishSettled();   // p2p.js waits for this: a pairing may come before `joined`
     // nothing published (a viewer, no devices): a publish connection for the chat alone
     if (call === s && !s.pub) {
       try {

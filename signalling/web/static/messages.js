@@ -1,4 +1,5 @@
 import { applyDynacast } from './dynacast.js';
+import { onP2p, onP2pSignal } from './p2p.js';
 import { B, call, setSig } from './state.js';
 import { highlightSpeaker, onSubscriberOffer, refreshFlags } from './subscribe.js';
 import { teardown } from './teardown.js';
@@ -19,6 +20,12 @@ export function onMessage(msg) {
   switch (msg.type) {
     case 'offer':
       if (msg.target === 'subscriber') onSubscriberOffer(msg);
+      break;
+    case 'p2p':
+      onP2p(s, msg);
+      break;
+    case 'p2p_signal':
+      onP2pSignal(s, msg);
       break;
     case 'participant_joined':
       s.participants.set(msg.participant.id, msg.participant);

@@ -1,5 +1,6 @@
 // Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264, simulcast=0,
-// video=WxH, audio=0, camera=0, relay=1 (media through TURN only), grant (read by wallet.js).
+// video=WxH, audio=0, camera=0, relay=1 (media through TURN only), p2p=0 (never peer to peer),
+// grant (read by wallet.js).
 
 export const qs = new URLSearchParams(location.search);
 export const OPTIONS = {
@@ -12,6 +13,7 @@ export const OPTIONS = {
   wantAudio: qs.get('audio') !== '0',
   wantVideo: qs.get('camera') !== '0',
   relay: qs.get('relay') === '1',
+  p2p: qs.get('p2p') !== '0',
 };
 
 function parseSize(s) {

@@ -11,6 +11,8 @@ export function setSig(value) { sig = value; }
 export function setCall(value) { call = value; }
 
 export function newCall(room) {
+  let publishSettled;
+  const publishDone = new Promise((resolve) => { publishSettled = resolve; });
   return {
     room,
     me: null,                    // {id, name, identity}
@@ -41,6 +43,9 @@ export function newCall(room) {
     camMuted: false,
     pingTimer: null,
     iceServers: [],              // STUN/TURN for our peer connections, from joined.ice_servers
+    direct: null,                // the peer-to-peer connection while paired (p2p.js)
+    publishDone,                 // settles once our camera and microphone are published (or not)
+    publishSettled,              // (join.js and teardown.js call it)
   };
 }
 
@@ -64,4 +69,7 @@ export const B = {
   gate: null,
   wallet: null,
   walletError: null,
+  direct: 'off',                 // peer to peer: 'off' | 'connecting' | 'direct' (p2p.js)
+  directSwitches: 0,
+  sfuStandby: false,             // our media goes peer to peer: nothing is sent to the SFU
 };

@@ -1,4 +1,5 @@
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
+import { directFor } from './p2p.js';
 import { B, call, sig } from './state.js';
 import { RemoteTile } from './tiles.js';
 import { $, logEvent, showError, updateStatusDot } from './ui.js';
@@ -83,6 +84,7 @@ function renderRemote(s) {
       a.dataset.track = e.track;
       a.dataset.participant = e.participant;
       a.srcObject = new MediaStream([e.receiver.track]);
+      a.muted = !!directFor(s, e.participant);  // heard through the direct connection meanwhile
       sinks.append(a);
       a.play().catch(() => {});
     }

@@ -1,5 +1,6 @@
 // The end of a join, however it ends: leave, error, server close or removal.
 import { endChat } from './chat.js';
+import { teardownDirect } from './p2p.js';
 import { B, call, setSig, sig } from './state.js';
 import { $, logEvent, setState } from './ui.js';
 
@@ -10,6 +11,8 @@ export function teardown(state) {
     clearInterval(s.pingTimer);
     for (const tile of s.tiles.values()) tile.destroy();
     s.tiles.clear();
+    s.publishSettled();
+    teardownDirect(s);
     for (const pc of [s.pub, s.sub]) if (pc) pc.close();
     endChat();
     if (s.stream) for (const t of s.stream.getTracks()) t.stop();

@@ -1,3 +1,4 @@
+import { directFor } from './p2p.js';
 import { call, sig } from './state.js';
 import { $ } from './ui.js';
 
@@ -53,6 +54,8 @@ export class RemoteTile {
     this.key = key;
     this.participant = spec.participant;
     this.track = spec.video ? spec.video.track : null;
+    this.receiverTrack = spec.video ? spec.video.receiver.track : null;  // the SFU's (p2p.js may show another)
+    this.screen = !!(spec.video && spec.video.source === 'screen');
     this.quality = 'auto';
     this.visible = true;
     this.lastSent = null;
@@ -68,7 +71,9 @@ export class RemoteTile {
     }
     this.video = el.querySelector('video');
     if (spec.video) {
-      this.video.srcObject = new MediaStream([spec.video.receiver.track]);
+      const direct = this.screen ? null : directFor(s, spec.participant);
+      const shown = direct && direct.stream.getVideoTracks()[0];
+      this.video.srcObject = new MediaStream([shown || spec.video.receiver.track]);
       this.video.play().catch(() => {});
       const select = document.createElement('select');
       select.className = 'quality';
