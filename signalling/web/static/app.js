@@ -42,6 +42,7 @@ import { join, leave } from './join.js';
 import { keccak256, toChecksumAddress } from './keccak.js';
 import { onMessage } from './messages.js';
 import { OPTIONS } from './options.js';
+import { fallBack } from './p2p.js';
 import { toggleCamera, toggleMic } from './publish.js';
 import { toggleShare } from './share.js';
 import { siweMessage } from './siwe.js';
@@ -78,6 +79,8 @@ window.basement = Object.assign(B, {
   keccak256: (text) => keccak256(new TextEncoder().encode(text)),
   toChecksumAddress,
   handle: (msg) => onMessage(msg), // feed a server message by hand (debugging)
+  // act as if the peer-to-peer connection had failed (debugging, tests): both go back to the SFU
+  directFail: () => call && call.direct && fallBack(call, call.direct, 'asked to', true),
   send: (msg) => sig && sig.send(msg), // send a protocol message by hand (debugging, tests)
 });
 

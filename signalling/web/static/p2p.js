@@ -5,6 +5,7 @@ import { $, logEvent } from './ui.js';
 
 const WATCH_MS = 200;          // how often a switch checks that frames arrive on the new path
 const SWITCH_TIMEOUT_MS = 5000; // switch anyway after this long (nothing may be sent: a muted camera)
+const DISCONNECTED_MS = 2000;  // a direct connection disconnected this long has failed: back to the SFU
 
 // ---------------------------------------------------------------------------------------------
 // Peer to peer for two (docs/protocol.md "Peer to peer"). While the room holds only us and one
@@ -43,6 +44,8 @@ async function applySignal(s, d, data) {
   } else if ('candidate' in data) {
     if (d.pc.remoteDescription) await addCandidate(d, data.candidate);
     else d.candidates.push(data.candidate);
+  } else if (data.failed) {
+    fallBack(s, d, 'the direct connection failed on the other side');
   } else if (data.ready) {
     d.peerReady = true;
     standBy(s, true);   // the peer gets us directly: stop sending through the SFU
@@ -61,6 +64,15 @@ function startDirect(s, peer, offerer) {
   B.direct = 'connecting';
   pc.onicecandidate = (e) => send(d, { candidate: e.candidate ? e.candidate.toJSON() : null });
   pc.ontrack = (e) => { d.stream.addTrack(e.track); };
+  pc.onconnectionstatechange = () => {
+    const state = pc.connectionState;
+    if (state === 'failed') fallBack(s, d, 'the direct connection failed', true);
+    else if (state === 'disconnected') {
+      setTimeout(() => {
+        if (pc.connectionState !== 'connected') fallBack(s, d, 'the direct connection was lost', true);
+      }, DISCONNECTED_MS);
+    }
+  };
   // our tracks go in first (the pairing may come before `joined`, before we publish): the
   // peer's offer, chained after this, is then answered with them
   d.steps = d.steps.then(async () => {
@@ -83,6 +95,15 @@ function startDirect(s, peer, offerer) {
   }, 0);
 }
 
+// The direct path died (or the partner says so): both go back through the SFU for the rest of
+// this pairing (the next `p2p` on tries again).
+export function fallBack(s, d, why, tell = false) {
+  if (s.direct !== d || d.closed) return;
+  if (tell) send(d, { failed: true });
+  logEvent(`${why}: back through the server`, 'error');
+  endDirect(s, 'failed');
+}
+
 function endDirect(s, reason) {
   const d = s.direct;
   standBy(s, false);   // through the SFU again, at once
@@ -90,7 +111,7 @@ function endDirect(s, reason) {
   s.direct = null;
   B.direct = 'off';
   if (reason === 'left' || !d.ready) { closeDirect(s, d); return; }
-  logEvent(`${reason === 'joined' ? 'someone joined' : 'the room changed'}: back through the server`);
+  if (reason !== 'failed') logEvent(`${reason === 'joined' ? 'someone joined' : 'the room changed'}: back through the server`);
   // keep showing the direct media until the SFU's decodes (or the timeout)
   sfuFrames(s, d.peer).then((start) => watch(s, d, () => sfuFrames(s, d.peer).then((n) => n > start),
     () => closeDirect(s, d), SWITCH_TIMEOUT_MS));

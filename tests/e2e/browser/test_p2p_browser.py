@@ -113,6 +113,15 @@ async def test_two_pages_go_direct_a_third_brings_them_back_through_the_sfu_and_
     assert await sfu_quiet() == (0, 0)
     assert await ann.evaluate("window.basement.directSwitches") == 3  # direct, back, direct again
 
+    # the direct path dies (as ann sees it): both go back through the SFU and decode each other there
+    await ann.evaluate("window.basement.directFail()")
+    for page, other in ((ann, ben_id), (ben, ann_id)):
+        await page.wait_for("window.basement.direct === 'off' && !window.basement.sfuStandby", timeout=10)
+        await wait_decoding(page, other, more=10)
+        await showing(page, other)
+    texts = await ben.evaluate("window.basement.log.map(e => e.text)")
+    assert "the direct connection failed on the other side: back through the server" in texts
+
 
 async def test_a_room_that_does_not_allow_it_or_a_client_that_cannot_stays_on_the_sfu(make_server, browser):
     server = await make_server()  # p2p off (the default)
