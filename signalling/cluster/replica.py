@@ -25,7 +25,7 @@ from signalling.cluster.remote import RemoteNode
 from signalling.cluster.roaming import Roaming
 from signalling.cluster.store import Store
 from signalling.config import Settings
-from signalling.protocol.app import STATE_KEY, create_app
+from signalling.protocol.app import STATE_KEY, create_app, drop_sockets
 from signalling.protocol.edge import EdgeCollector
 from signalling.protocol.rooms import Admit, RoomManager, admit_everyone
 
@@ -106,9 +106,23 @@ class Replica:
             except Exception as e:  # e.g. the outbox briefly away: the next check tries again
                 log.warning("ending the sessions of dead nodes failed: %s", e)
 
-    async def shutdown(self) -> None:
-        """Stop taking clients; tell the connected ones to reconnect (to another replica)."""
+    async def shutdown(self, hand_over_s: float | None = None) -> None:
+        """Stop taking clients and give the connected ones to other replicas.
+
+        With resumption on, every socket is dropped as a network failure would drop it: each
+        client resumes through another replica, which takes its participant from here (nothing
+        lost, nobody in the room notices), for up to `hand_over_s` (default: `resume_grace_s`).
+        Whoever is still here then is told to reconnect (`removed`, `rejoin`) and leaves."""
         self.state["draining"] = True
+        wait = self.rooms.resume_grace_s if hand_over_s is None else hand_over_s
+        if wait > 0 and self.rooms.participants:
+            dropped = drop_sockets(self.app)
+            log.info("shutting down: %d sockets dropped; waiting up to %g s for %d participants to resume "
+                     "elsewhere", dropped, wait, len(self.rooms.participants))
+            deadline = asyncio.get_running_loop().time() + wait
+            # participants go on many paths (handed over, left, expired): polled, once, at shutdown
+            while self.rooms.participants and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         self.rooms.close()
         for t in self._tasks:
             t.cancel()

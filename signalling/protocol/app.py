@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,10 @@ def _ref(ref: Any) -> dict[str, Any]:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
+    if request.app[STATE_KEY].get("draining"):
+        # a cluster replica handing its participants over (Replica.shutdown): a resume must land on
+        # another replica, which takes them from here
+        raise web.HTTPServiceUnavailable(text="this server is shutting down: connect to another")
     edge = request.config_dict[EDGE_KEY]
     problem = edge.origin_problem(request)
     if problem:
@@ -287,6 +292,7 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
     s = edge.settings
     conn = Connection(ws, request.app[ROOMS_KEY], edge.bucket(), s.ws_send_queue, s.ws_rate_strikes,
                       request.transport, addr)
+    ws_connection[ws] = conn
     writer = conn.writer_task = asyncio.ensure_future(conn.writer())
     clean = False  # the client sent a close frame (it left); otherwise the socket just dropped
     try:
@@ -313,6 +319,22 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
     return ws
+
+
+# the Connection serving each open WebSocket (drop_sockets)
+ws_connection: weakref.WeakKeyDictionary[web.WebSocketResponse, Connection] = weakref.WeakKeyDictionary()
+
+
+def drop_sockets(app: web.Application) -> int:
+    """Drop every open signalling socket the way a lost network would (no close frame), so each
+    client resumes its participant, through another server of the cluster; returns how many."""
+    dropped = 0
+    for ws in list(app[SOCKETS_KEY]):
+        conn = ws_connection.get(ws)
+        if conn is not None and conn.transport is not None:
+            conn.transport.abort()
+            dropped += 1
+    return dropped
 
 
 async def _close_sockets(app: web.Application) -> None:

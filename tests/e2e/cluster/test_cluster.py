@@ -516,6 +516,37 @@ async def test_killed_replica_participants_resume_through_another_and_the_room_n
         await front.stop()
 
 
+async def test_sigterm_on_a_replica_hands_its_participants_to_another_without_losing_a_message(cluster):
+    """A rolling upgrade of the signalling replicas: SIGTERM drops the replica's sockets, its clients
+    resume through another, which takes each participant over from the draining one (alive, so
+    nothing is lost: no resync); the room sees nothing and the replica exits once it holds nobody."""
+    c = await cluster(nodes=1, replicas=2)
+    front = await TcpProxy(c.replicas[0].port).start()
+    try:
+        pub, _ = await joined(cluster, front.url, "rolling", "pub")
+        sub, _ = await joined(cluster, front.url, "rolling", "sub")
+        sink = await video_between(cluster, pub, sub)
+        front.target = ("127.0.0.1", c.replicas[1].port)
+        seen = {cl: len(cl.messages) for cl in (pub, sub)}
+        t0 = time.monotonic()
+        c.replicas[0].signal(signal.SIGTERM)
+        for cl in (pub, sub):
+            await cl.wait_for(lambda cl=cl: cl.resumes == 1 or cl.resume_error, timeout=10)
+            assert cl.resume_error is None and cl.resyncs == 0  # handed over, not resynced
+            ns = [m["n"] for m in cl.messages if "n" in m]
+            assert ns == list(range(1, len(ns) + 1)), ns
+        assert await c.replicas[0].wait_exit(timeout=15) == 0
+        took = time.monotonic() - t0
+        assert took < 15, f"the replica exited {took:.1f} s after SIGTERM"
+        await keeps_flowing(sink)
+        assert not [m for cl in (pub, sub) for m in cl.messages[seen[cl]:]
+                    if m.get("type") in ("participant_left", "participant_joined", "removed", "error")]
+        await pub.mute("video", True)
+        await sub.wait_message("track_muted", track=pub.published["video"], muted=True)
+    finally:
+        await front.stop()
+
+
 async def test_sigterm_drains_node_takes_no_new_rooms_and_exits_when_its_room_ends(cluster):
     c = await cluster(nodes=2, replicas=1)
     pub, sub, sink = await call(cluster, c, "ongoing")
