@@ -33,7 +33,6 @@ class MemoryCluster:
     replicas: dict[str, Replica]
     ports: dict[str, int]
     proxy: TcpProxy
-    cleanup: list[Any] = field(default_factory=list)
     clients: list[Client] = field(default_factory=list)
 
     def url(self, replica: str) -> str:

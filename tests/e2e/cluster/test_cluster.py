@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -479,19 +480,35 @@ async def test_killed_replica_participants_rejoin_through_another_and_their_ghos
     await pub.wait_for(lambda: pub.resume_error is not None, timeout=30)
 
 
+@contextlib.asynccontextmanager
+async def call_behind_a_front(make, c: Cluster, room: str):
+    """A call of two whose signalling reaches replica 0 through a TCP proxy playing the load balancer,
+    which sends new connections to replica 1 from the start of the block. Yields (pub, sub, sink,
+    messages each had before the block); at its end, the room must not have noticed anything (no
+    leave, join, removal or error since), and requests and events must go through the new replica."""
+    front = await TcpProxy(c.replicas[0].port).start()
+    try:
+        pub, _ = await joined(make, front.url, room, "pub")
+        sub, _ = await joined(make, front.url, room, "sub")
+        sink = await video_between(make, pub, sub)
+        front.target = ("127.0.0.1", c.replicas[1].port)  # the Service's only ready endpoint now
+        seen = {cl: len(cl.messages) for cl in (pub, sub)}
+        yield pub, sub, sink, seen
+        assert not [m for cl in (pub, sub) for m in cl.messages[seen[cl]:]
+                    if m.get("type") in ("participant_left", "participant_joined", "removed", "error")]
+        await pub.mute("video", True)
+        await sub.wait_message("track_muted", track=pub.published["video"], muted=True)
+    finally:
+        await front.stop()
+
+
 async def test_killed_replica_participants_resume_through_another_and_the_room_never_notices(cluster):
     """Issue 18: both participants of a room came through the replica that dies. Behind a load
     balancer (a TCP proxy here) their clients reconnect to another replica and resume: the same
     participants (nobody sees a leave or a join), video never stops, the node's sweep of the dead
     replica's participants spares them, and the call carries on through the new replica."""
     c = await cluster(nodes=1, replicas=2)
-    front = await TcpProxy(c.replicas[0].port).start()
-    try:
-        pub, _ = await joined(cluster, front.url, "roam", "pub")
-        sub, _ = await joined(cluster, front.url, "roam", "sub")
-        sink = await video_between(cluster, pub, sub)
-        front.target = ("127.0.0.1", c.replicas[1].port)  # the Service's only ready endpoint now
-        seen = {cl: len(cl.messages) for cl in (pub, sub)}
+    async with call_behind_a_front(cluster, c, "roam") as (pub, sub, sink, seen):
         c.replicas[0].proc.kill()  # SIGKILL: sockets drop, no leave, nothing handed over
         t0 = time.monotonic()
         for cl in (pub, sub):
@@ -504,16 +521,9 @@ async def test_killed_replica_participants_resume_through_another_and_the_room_n
         # the node drops a dead replica's participants after two missed checks: not these any more
         await asyncio.sleep(8)
         await keeps_flowing(sink)
-        assert not [m for cl in (pub, sub) for m in cl.messages[seen[cl]:]
-                    if m.get("type") in ("participant_left", "participant_joined", "removed", "error")]
-        # requests and events go through the new replica
-        await pub.mute("video", True)
-        await sub.wait_message("track_muted", track=pub.published["video"], muted=True)
         reply = await sub.subscription(pub.published["video"], width=160, height=120)
         assert reply["type"] == "subscription"
         assert (await c.replicas[1].metric("basement_participants")) == 2
-    finally:
-        await front.stop()
 
 
 async def test_sigterm_on_a_replica_hands_its_participants_to_another_without_losing_a_message(cluster):
@@ -521,13 +531,7 @@ async def test_sigterm_on_a_replica_hands_its_participants_to_another_without_lo
     resume through another, which takes each participant over from the draining one (alive, so
     nothing is lost: no resync); the room sees nothing and the replica exits once it holds nobody."""
     c = await cluster(nodes=1, replicas=2)
-    front = await TcpProxy(c.replicas[0].port).start()
-    try:
-        pub, _ = await joined(cluster, front.url, "rolling", "pub")
-        sub, _ = await joined(cluster, front.url, "rolling", "sub")
-        sink = await video_between(cluster, pub, sub)
-        front.target = ("127.0.0.1", c.replicas[1].port)
-        seen = {cl: len(cl.messages) for cl in (pub, sub)}
+    async with call_behind_a_front(cluster, c, "rolling") as (pub, sub, sink, seen):
         t0 = time.monotonic()
         c.replicas[0].signal(signal.SIGTERM)
         for cl in (pub, sub):
@@ -539,12 +543,6 @@ async def test_sigterm_on_a_replica_hands_its_participants_to_another_without_lo
         took = time.monotonic() - t0
         assert took < 15, f"the replica exited {took:.1f} s after SIGTERM"
         await keeps_flowing(sink)
-        assert not [m for cl in (pub, sub) for m in cl.messages[seen[cl]:]
-                    if m.get("type") in ("participant_left", "participant_joined", "removed", "error")]
-        await pub.mute("video", True)
-        await sub.wait_message("track_muted", track=pub.published["video"], muted=True)
-    finally:
-        await front.stop()
 
 
 async def test_sigterm_drains_node_takes_no_new_rooms_and_exits_when_its_room_ends(cluster):
