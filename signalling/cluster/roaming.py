@@ -7,7 +7,8 @@ messages written to the client (`Replay`).
 
 - Every replica writes, for each participant it serves, a record `resume:<pid>` in the store: where
   it is (replica, node, room), who it is (name, identity, permissions) and SHA-256 digests of the
-  resume secrets it accepts. The secrets themselves never leave the replica that issued them.
+  resume secrets it accepts. The secrets themselves never leave the replica that issued them (nor
+  does the token a client presents: replicas pass on its digest).
 - A replica asked to resume a participant it does not have reads the record, checks the token
   against the digests, asks the node to `adopt` the participant (its events come here from now on),
   and then asks the replica of the record to `handover`: that one gives up the participant without
@@ -105,7 +106,7 @@ class Roaming:
         if owner in await self.replicas.live():
             try:
                 handed = await self.bus.request(replica_channel(owner), {
-                    "op": "handover", "pid": participant_id, "secret": secret, "n": n}, HANDOVER_TIMEOUT_S)
+                    "op": "handover", "pid": participant_id, "digest": digest(secret), "n": n}, HANDOVER_TIMEOUT_S)
             except RemoteError as e:
                 if e.code == "resume_failed":  # the owner said no (and ended the participant)
                     self._drop(p)
@@ -141,11 +142,11 @@ class Roaming:
     async def handle(self, body: Any) -> Any:
         if not isinstance(body, dict) or body.get("op") != "handover":
             raise ProtocolError("unknown_op", "a replica answers only {op: handover}")
-        pid, secret, n = body.get("pid"), body.get("secret"), body.get("n")
-        if not isinstance(pid, str) or not isinstance(secret, str) or not isinstance(n, int):
-            raise ProtocolError("bad_request", "handover: pid and secret must be strings, n an integer")
+        pid, presented, n = body.get("pid"), body.get("digest"), body.get("n")
+        if not isinstance(pid, str) or not isinstance(presented, str) or not isinstance(n, int):
+            raise ProtocolError("bad_request", "handover: pid and digest must be strings, n an integer")
         assert self.rooms is not None
-        handed = await self.rooms.hand_over(pid, secret, n)
+        handed = await self.rooms.hand_over(pid, lambda known: hmac.compare_digest(digest(known), presented), n)
         self.remote.placements.pop(pid, None)  # not ours any more; the node already sends its events there
         self.stats["handed_over"] += 1
         return handed

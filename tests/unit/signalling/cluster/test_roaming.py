@@ -27,9 +27,10 @@ def roaming():
 
 @pytest.mark.parametrize("body, code", [
     (None, "unknown_op"), ([], "unknown_op"), ({"op": "leave"}, "unknown_op"),
-    ({"op": "handover"}, "bad_request"), ({"op": "handover", "pid": 1, "secret": "s", "n": 0}, "bad_request"),
-    ({"op": "handover", "pid": "PA_x", "secret": "s", "n": "0"}, "bad_request"),
-    ({"op": "handover", "pid": "PA_x", "secret": "s", "n": 0}, "resume_failed"),  # nobody of ours
+    ({"op": "handover"}, "bad_request"), ({"op": "handover", "pid": 1, "digest": "s", "n": 0}, "bad_request"),
+    ({"op": "handover", "pid": "PA_x", "digest": "s", "n": "0"}, "bad_request"),
+    ({"op": "handover", "pid": "PA_x", "secret": "s", "n": 0}, "bad_request"),  # a secret never travels
+    ({"op": "handover", "pid": "PA_x", "digest": "s", "n": 0}, "resume_failed"),  # nobody of ours
 ])
 async def test_a_malformed_or_unknown_handover_is_refused(roaming, body, code):
     with pytest.raises(ProtocolError) as e:
