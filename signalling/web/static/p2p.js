@@ -123,7 +123,7 @@ function closeDirect(s, d) {
   showPeer(s, d, false);
   d.pc.close();
   if (s.direct === d) { s.direct = null; B.direct = 'off'; }
-  B.directSwitches = (B.directSwitches || 0) + 1;
+  if (d.ready) B.directSwitches = (B.directSwitches || 0) + 1;   // (one never shown changed nothing)
 }
 
 // Poll `check` until it is true (then `done`), or until `timeout` ms (then `done` too; 0: never).
