@@ -532,8 +532,13 @@ class RoomConfig:
         return cls(name, gate, maxp, p2p)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "gate": self.gate.to_json() if self.gate else None,
-                "max_participants": self.max_participants, "p2p": self.p2p}
+        body = {"name": self.name, "gate": self.gate.to_json() if self.gate else None,
+                "max_participants": self.max_participants}
+        if self.p2p is not None:
+            # only when set: a replica of the previous release refuses a config with fields it does
+            # not know, and during a rolling upgrade it reads what the new ones write
+            body["p2p"] = self.p2p
+        return body
 
 
 class RoomRegistry(Protocol):

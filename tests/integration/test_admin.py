@@ -59,6 +59,18 @@ async def test_room_crud(admin: Admin) -> None:
     assert r.status == 404
 
 
+async def test_a_room_goes_peer_to_peer_or_not_whatever_the_server_setting(admin: Admin) -> None:
+    client, registry = admin
+    r = await client.put("/admin/rooms/duo", headers=AUTH, json={"p2p": True})
+    assert r.status == 201 and (await r.json())["p2p"] is True
+    assert (await registry.get("duo")).p2p is True
+    r = await client.put("/admin/rooms/duo", headers=AUTH, json={"p2p": False})
+    assert (await registry.get("duo")).p2p is False
+    # unset: the server's setting decides (and the field is left out for older replicas)
+    r = await client.put("/admin/rooms/duo", headers=AUTH, json={})
+    assert "p2p" not in await r.json() and (await registry.get("duo")).p2p is None
+
+
 @pytest.mark.parametrize(("body", "reason"), [
     (b"{not json", "malformed JSON body: Expecting property name"),
     (b"[1, 2]", "malformed JSON body: expected an object, got list"),
@@ -69,6 +81,7 @@ async def test_room_crud(admin: Admin) -> None:
      "chain 1 is not served here"),
     (b'{"max_participants": -3}', "max_participants"),
     (b'{"colour": "blue"}', "unknown field(s) in room config: colour"),
+    (b'{"p2p": "yes"}', "p2p: must be true, false or null"),
 ])
 async def test_validation_errors(admin: Admin, body: bytes, reason: str) -> None:
     client, registry = admin

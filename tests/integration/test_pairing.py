@@ -10,6 +10,13 @@ from signalling.protocol.client import Client, ServerError
 from signalling.protocol.rooms import Admission
 
 
+@pytest.fixture
+def each_data_path() -> str:
+    """One run, forwarding natively: what is tested here is signalling (which replica or node says
+    what to whom); the data paths each run every forwarding test of this tier."""
+    return "native"
+
+
 async def joined_p2p(url: str, room: str, name: str, made: list[Client], p2p: bool = True) -> Client:
     cl = Client(url)
     made.append(cl)
@@ -78,6 +85,24 @@ async def test_a_room_that_does_not_allow_it_pairs_nobody(make_server, clients):
     with pytest.raises(ServerError) as e:
         await ann.request({"type": "p2p_signal", "to": ben.participant["id"], "data": {}})
     assert e.value.code == "not_paired"
+
+
+async def test_a_room_config_decides_over_the_server_setting(make_server, clients):
+    from signalling.access.gating import RoomConfig
+
+    server = await make_server()  # p2p off by default ...
+    await server.control.registry.put(RoomConfig("duo", p2p=True))  # ... on for this room
+    await server.control.registry.put(RoomConfig("never", p2p=False))
+    ann = await joined_p2p(server.url, "duo", "ann", clients)
+    await joined_p2p(server.url, "duo", "ben", clients)
+    await ann.wait_message("p2p", state="on")
+    on = await make_server(p2p=True)  # and the other way round
+    await on.control.registry.put(RoomConfig("never", p2p=False))
+    cy = await joined_p2p(on.url, "never", "cy", clients)
+    dee = await joined_p2p(on.url, "never", "dee", clients)
+    await dee.request({"type": "ping"})
+    await cy.request({"type": "ping"})
+    assert p2p_events(cy) == p2p_events(dee) == []
 
 
 async def test_across_two_replicas_the_node_pairs_and_relays(mcluster, clients):

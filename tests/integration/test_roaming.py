@@ -17,6 +17,13 @@ from signalling.protocol.client import Client, ServerError
 from tests.support.media import CounterVideo, Sink, Tone
 
 
+@pytest.fixture
+def each_data_path() -> str:
+    """One run, forwarding natively: what is tested here is signalling (which replica or node says
+    what to whom); the data paths each run every forwarding test of this tier."""
+    return "native"
+
+
 def numbers(client: Client) -> list[int]:
     return [m["n"] for m in client.messages if "n" in m]
 

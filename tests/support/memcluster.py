@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sfu import transport
+from sfu import datapath, transport
 from signalling.cluster.bus import MemoryBus, MemoryHub
 from signalling.cluster.placement import Placer
 from signalling.cluster.registry import Registry
@@ -22,6 +22,7 @@ from signalling.config import Settings
 from signalling.protocol.client import Client
 from signalling.run.http import start_app
 from signalling.run.nodeagent import NodeAgent
+from tests.support.servers import DATAPATH
 from tests.support.tcpproxy import TcpProxy
 
 
@@ -62,6 +63,8 @@ class MemoryCluster:
 async def mcluster():
     """Replicas r1 and r2 (resume_grace_s 20 s), node n1; the proxy sends to r1 until `route`."""
     transport.configure_ice(["127.0.0.1"])
+    before = datapath.current()
+    datapath.configure(DATAPATH["default"])  # the node forwards on the data path the test runs on
     hub, store = MemoryHub(), MemoryStore()
     agent_bus = MemoryBus(hub, "inbox:n1")
     await agent_bus.start()
@@ -91,3 +94,4 @@ async def mcluster():
             await r.bus.close()
     await agent.stop()
     await agent_bus.close()
+    datapath.configure(before)

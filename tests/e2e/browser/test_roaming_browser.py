@@ -20,6 +20,13 @@ from tests.support.media import CounterVideo, Tone
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def each_data_path() -> str:
+    """One run, forwarding natively: what is tested here is signalling (which replica or node says
+    what to whom); the data paths each run every forwarding test of this tier."""
+    return "native"
+
+
 async def test_the_page_resumes_through_another_replica_after_its_own_died(mcluster, browser):
     c = mcluster
     alice = await c.client("roamweb", "alice", "r2")
