@@ -14,6 +14,9 @@ from signalling import safejson
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
+# A direct connection's SDP with all its candidates is a few KiB; the partner's socket must not be
+# filled at 20 × 256 KiB per second by a partner that sends large junk
+MAX_P2P_SIGNAL_BYTES = 64 * 1024
 MAX_DEPTH = 16  # the deepest real message (a trickle candidate object) nests 2 levels
 # The one definition of a room name (access/gating.py uses it too). Always `fullmatch`: with `match` and
 # `$`, "demo\n" passed as a second, distinct room ("demo-gated\n" an ungated twin of a gated one).
@@ -120,6 +123,9 @@ def parse(raw: str | bytes) -> dict[str, Any]:
         raise ProtocolError("bad_field", "resume: token is longer than any the server hands out", ref)
     if mtype == "p2p_signal" and len(msg["to"]) > 64:
         raise ProtocolError("bad_field", "p2p_signal: to must be a participant id", ref)
+    if mtype == "p2p_signal" and len(raw) > MAX_P2P_SIGNAL_BYTES:
+        raise ProtocolError("too_large", f"p2p_signal: larger than {MAX_P2P_SIGNAL_BYTES} bytes; "
+                                         "an SDP with its candidates needs a few KiB", ref)
     if mtype == "subscription":
         layer = msg.get("layer")
         if layer is not None and layer not in ("low", "medium", "high", "off"):

@@ -43,3 +43,16 @@ def test_unpublish_names_a_track():
     with pytest.raises(ProtocolError) as e:
         parse(json.dumps({"type": "unpublish"}))
     assert e.value.code == "missing_field"
+
+
+def test_peer_to_peer_signalling_is_an_object_for_a_participant_and_bounded():
+    ok = parse(json.dumps({"type": "p2p_signal", "to": "PA_x", "data": {"sdp": {"type": "offer", "sdp": "v=0"}}}))
+    assert ok["data"]["sdp"]["type"] == "offer"
+    for bad, code in (({"type": "p2p_signal", "to": "PA_x", "data": "text"}, "bad_field"),
+                      ({"type": "p2p_signal", "to": "x" * 65, "data": {}}, "bad_field"),
+                      ({"type": "p2p_signal", "data": {}}, "missing_field"),
+                      ({"type": "p2p_signal", "to": "PA_x", "data": {"junk": "x" * 70_000}}, "too_large"),
+                      ({"type": "join", "room": "r", "p2p": "yes"}, "bad_field")):
+        with pytest.raises(ProtocolError) as e:
+            parse(json.dumps(bad))
+        assert e.value.code == code, bad
