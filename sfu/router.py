@@ -76,8 +76,12 @@ class Router:
 
     def _pair(self) -> None:
         """Pair or unpair the room for peer-to-peer media (sfu.pairing), after presence went out."""
-        for pid, msg in self.pairing.update(list(self.peers.values())):
+        if self.pairing.pair is None and len(self.peers) != 2:
+            return  # (no list of a large room's peers on each of its joins and leaves)
+        messages = self.pairing.update(list(self.peers.values()))
+        if messages:
             self.presence.flush()
+        for pid, msg in messages:
             self._notify(pid, msg)
 
     def relay(self, sender: str, to: str, data: dict[str, Any]) -> None:

@@ -54,6 +54,11 @@ def _failed(message: str) -> ProtocolError:
     return ProtocolError("resume_failed", message)
 
 
+def _unknown() -> ProtocolError:
+    EDGE_STATS.resume["unknown_token"] += 1
+    return _failed("unknown, used or expired resume token: join again")
+
+
 class Roaming:
     def __init__(self, replica_id: str, bus: Bus, store: Store, remote: RemoteNode, replicas: Registry) -> None:
         self.id = replica_id
@@ -86,12 +91,10 @@ class Roaming:
         assert self.rooms is not None
         record: Any = await self.store.get(record_key(participant_id))
         if not _sane(record) or not any(hmac.compare_digest(digest(secret), d) for d in record["digests"]):
-            EDGE_STATS.resume["unknown_token"] += 1
-            raise _failed("unknown, used or expired resume token: join again")
+            raise _unknown()
         owner = record["replica"]
         if owner == self.id:  # ours, and no longer here: it left
-            EDGE_STATS.resume["unknown_token"] += 1
-            raise _failed("unknown, used or expired resume token: join again")
+            raise _unknown()
         p = self.rooms.adopted(participant_id, record["room"], record["name"], record["identity"],
                                record["pub"], record["sub"])
         self.remote.placements[participant_id] = Placement(record["room"], record["node"])

@@ -61,17 +61,16 @@ class Replay:
     def since(self, n: int) -> list[str] | None:
         """The texts written after message `n`, or None when some of them are no longer held (or `n`
         was never written)."""
+        held = self.export(n)
+        return None if held is None else [text for _, text in held]
+
+    def export(self, n: int) -> list[tuple[int, str]] | None:
+        """(number, text) of the messages after `n`, as `since` (to carry on on another replica:
+        `restore`)."""
         if n < 0 or n > self.n:
             return None
         oldest = self._held[0][0] if self._held else self.n + 1
         if n + 1 < oldest:
-            return None
-        return [text for seq, text in self._held if seq > n]
-
-    def export(self, n: int) -> list[tuple[int, str]] | None:
-        """(number, text) of the messages after `n`, to carry on on another replica (`restore`), or
-        None as `since`."""
-        if self.since(n) is None:
             return None
         return [(seq, text) for seq, text in self._held if seq > n]
 

@@ -358,9 +358,21 @@ class RoomManager:
         p = self.participants.get(pid)
         if p is None and self.roaming is not None and secret and self.resume_grace_s and not self.closed:
             return await self.roaming.resume(pid, secret, n)
-        if p is None or p.replay is None or not secret or not any(
-                known and hmac.compare_digest(secret.encode(), known.encode())
-                for known in (p.resume_secret, p.previous_secret)):
+        proves = (lambda known: hmac.compare_digest(secret.encode(), known.encode())) if secret else None
+        p, held = await self._claim(p, proves, n)
+        p.detached_at = None
+        p.on_takeover = None
+        return p, await self.resumed(p), [text for _, text in held]
+
+    async def _claim(self, p: Participant | None, proves: Callable[[str], bool] | None,
+                     n: int) -> tuple[Participant, list[tuple[int, str]]]:
+        """A resume of `p` from message `n` (here, or handed over to another replica): the token
+        proves it (`proves(secret)` for each secret we accept), the participant was not ended while
+        away and the messages after `n` are still held. Then its old socket, if it still looks open,
+        is ended, it no longer waits to expire, and the messages after `n` come back numbered.
+        Otherwise `resume_failed` (and a participant that was found leaves)."""
+        if p is None or p.replay is None or proves is None or not any(
+                known and proves(known) for known in (p.resume_secret, p.previous_secret)):
             EDGE_STATS.resume["unknown_token"] += 1
             raise ProtocolError("resume_failed", "unknown, used or expired resume token: join again")
         if p.closed:
@@ -368,24 +380,22 @@ class RoomManager:
             await self.leave(p, "disconnected")
             raise ProtocolError("resume_failed", "the server ended this participant while it was away "
                                                  "(more messages waited for it than ws_send_queue): join again")
-        replay = p.replay.since(n)
-        if replay is None:
+        held = p.replay.export(n)
+        if held is None:
             EDGE_STATS.resume["gap"] += 1
             await self.leave(p, "disconnected")
             p.close()
-            held = p.replay.n - p.replay.held
+            kept_after = p.replay.n - p.replay.held
             raise ProtocolError("resume_failed", f"message n={n} is not one the server can continue from "
-                                                 f"(it wrote up to {p.replay.n} and holds those after {held}): "
+                                                 f"(it wrote up to {p.replay.n} and holds those after {kept_after}): "
                                                  "join again")
         if p.detached_at is None and p.on_takeover is not None:
             p.on_takeover()  # the old socket has not noticed it is dead yet (or is a stolen one): end it
         if p._expiry is not None:
             p._expiry.cancel()
             p._expiry = None
-        p.detached_at = None
-        p.on_takeover = None
         self._attached(p)
-        return p, await self.resumed(p), replay
+        return p, held
 
     async def resumed(self, p: Participant) -> dict[str, Any]:
         """The `resumed` reply for `p`, with its next resume token."""
@@ -411,26 +421,10 @@ class RoomManager:
         after `n` (numbered), those not yet written and how many client messages were read. `proves`
         says whether the client's token matched a resume secret (given each one we accept). Raises
         `resume_failed` as `resume` does (and then the participant leaves)."""
-        p = self.participants.get(participant_id)
-        if p is None or p.replay is None or not any(
-                known and proves(known) for known in (p.resume_secret, p.previous_secret)):
-            raise ProtocolError("resume_failed", "unknown, used or expired resume token: join again")
-        if p.detached_at is None and p.on_takeover is not None:
-            p.on_takeover()  # its socket here looks alive still: end it, without a leave
+        p, held = await self._claim(self.participants.get(participant_id), proves, n)
         async with p.lock:  # a message it was applying finishes first (its reply is then queued)
-            held = p.replay.export(n)
-            if p.closed or held is None:
-                EDGE_STATS.resume["gap" if held is None else "closed"] += 1
-                await self.leave(p, "disconnected")
-                p.close()
-                raise ProtocolError("resume_failed", f"message n={n} is not one the server can continue from, "
-                                                     "or too many messages waited: join again")
             if self.participants.pop(participant_id, None) is None:
                 raise ProtocolError("resume_failed", "this participant left meanwhile: join again")
-            if p._expiry is not None:
-                p._expiry.cancel()
-                p._expiry = None
-            self._attached(p)
             queued = p.queue.drain()
             p.closed = True  # nothing more is written here
             p.resume_secret = p.previous_secret = ""
