@@ -99,11 +99,13 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         if cfg.wire_latency:
             tap = wire.WireTap()
             await tap.start()
-        for s in subs:
-            s.latencies_us.clear()
         t0 = time.monotonic()
         cpu0, gen0 = target.cpu_seconds(), self_cpu_seconds()
         fwd0 = await target.forwarded_packets()
+        # no await between clearing the samples and reading the probe counts: a probe landing in
+        # between would be timed without being counted
+        for s in subs:
+            s.latencies_us.clear()
         before = [s.totals() for s in subs]
         streams_before = [s.stream_counts() for s in subs]
         sent0 = sum(p.packets_sent for p in pubs)

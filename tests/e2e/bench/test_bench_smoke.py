@@ -71,13 +71,14 @@ async def test_livestream_counts_match_the_sfu(name, reader, layers):
     assert r["cpu_us_per_packet"] is not None and r["cpu_us_per_packet"] > 0
     assert r["sfu_cpu_s"] > 0
     assert r["probes"] > 0 and r["crc_errors"] == 0, r
-    # a retransmitted probe is timed again (Janus resends on NACK), so samples may exceed probes a little
-    assert r["probes"] <= r["latency_samples"] <= r["probes"] + max(5, 0.02 * r["probes"]), r
+    # every probe counted in the window is timed, and only those (a retransmitted probe is both again)
+    assert r["latency_samples"] == r["probes"], r
     assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p99"]
     # the wire capture matched (nearly) every probe copy the subscribers decrypted to the publisher's send
     assert r["capture_kernel_drops"] == 0
-    assert r["added_latency_samples"] >= 0.95 * r["probes"] - 5, r
-    assert r["added_latency_unmatched"] <= 0.05 * r["added_latency_samples"] + 5, r
+    wire_figures = {k: v for k, v in r.items() if k.startswith(("added_", "capture_", "probes", "seq_", "late"))}
+    assert r["added_latency_samples"] >= 0.95 * r["probes"] - 5, wire_figures
+    assert r["added_latency_unmatched"] <= 0.05 * r["added_latency_samples"] + 5, wire_figures
     assert 0 < r["added_latency_first_copy_us_p50"] <= r["added_latency_us_p50"] <= r["added_latency_us_p99"]
     # and the SFU adds less than the whole path the subscribers time (which includes both generator loops)
     assert r["added_latency_us_p50"] < 1000 * r["latency_ms_p50"], r
