@@ -999,11 +999,29 @@ class PeerTransport:
     def _restart_local(self) -> bool:
         """New local ICE credentials and an empty check list on the (bundled) connection, whose
         previous pair keeps carrying what is sent until the restart nominates one. False if there
-        is nothing to restart: ICE has not finished its first run, or the connection ended."""
+        is nothing to restart: ICE has not finished its first run, or the connection ended.
+
+        A restart may supersede one still checking: a client whose path keeps changing (or whose
+        first restart is slow on a loaded machine) offers again before the previous restart found
+        a pair, and from then on checks only with its newest credentials, so a server that stayed
+        on the previous ones would never connect again."""
         ice = self._ice_transport()
-        if ice is None or self.ended or ice.state != "completed" or self._restart_pending:
+        if ice is None or self.ended or self._restart_pending:
             return False
         connection = ice._connection
+        superseding = ice.state == "checking" and getattr(connection, "_basement_restarts", 0) > 0
+        if ice.state != "completed" and not superseding:
+            return False
+        if superseding:
+            # the previous restart's connect() still paces checks and waits on its check list: it
+            # must not go on over the new one (nor report the superseded run as failed). Its start
+            # event is set as if it had ended: aiortc's connect steps started until the peer's new
+            # credentials arrive (our own offer's, for one) wait on it, and would wait forever
+            for task in self._connecting:
+                task.cancel()
+            started = getattr(ice, "_RTCIceTransport__start", None)
+            if started is not None:
+                started.set()
         restart_ice_credentials(connection)
         connection._basement_on_nominated = self._nominated_again
         self._restart_pending = True

@@ -21,6 +21,7 @@ export function pcConfig(s) {
 // again (iceRestart), the subscribe connection asks the server for such an offer.
 export const RESTART_AFTER_MS = 2000;  // 'disconnected' this long (it often recovers by itself)
 export const RESTART_EVERY_MS = 5000;  // at most one restart per connection this often
+const SOCKET_WAIT_MS = 250;            // how often a restart due while the socket is down looks again
 
 export function watchIce(s, pc, target, restart) {
   let timer = null;
@@ -29,6 +30,10 @@ export function watchIce(s, pc, target, restart) {
     timer = null;
     const st = pc.iceConnectionState;
     if (call !== s || !sig || (st !== 'disconnected' && st !== 'failed')) return;
+    // not while the WebSocket is down: restarts asked for then would all go out at once when it is
+    // back, each superseding the one before it while it is still checking (a moved client finds its
+    // socket gone and its ICE path gone together; the socket resumes first, then ICE restarts once)
+    if (sig.resuming || !sig.open_) { timer = setTimeout(attempt, SOCKET_WAIT_MS); return; }
     const wait = last + RESTART_EVERY_MS - Date.now();
     if (wait > 0) { timer = setTimeout(attempt, wait); return; }
     last = Date.now();

@@ -98,9 +98,15 @@ export async function offerPublisher(s, options = {}) {
 }
 
 // The publish connection's path died: offer it again with new ICE credentials (same tracks).
+// At most one restart waits behind the offers already queued: a second would only supersede it.
 function restartPublisher(s) {
+  if (s.publishRestartQueued) return;
   logEvent('sending connection lost its path: restarting ICE', 'error');
-  s.publishing = s.publishing.then(() => offerPublisher(s, { iceRestart: true })).catch((e) => {
+  s.publishRestartQueued = true;
+  s.publishing = s.publishing.then(() => {
+    s.publishRestartQueued = false;
+    return offerPublisher(s, { iceRestart: true });
+  }).catch((e) => {
     logEvent(`ICE restart (sending) failed: ${e.message}`, 'error');
   });
 }

@@ -35,6 +35,7 @@ export function newCall(room) {
     signalled: { publisher: false, subscriber: false },
     offers: Promise.resolve(),   // serialises subscriber offers
     publishing: Promise.resolve(), // serialises ICE-restart offers of the publish connection
+    publishRestartQueued: false,   // a restart offer waits in `publishing` (publish.js)
     iceRestarts: {},             // target -> ICE restarts asked for (ice.js)
     current: {},                 // mid -> track, from the last applied subscriber offer
     tiles: new Map(),            // key -> Tile

@@ -4,6 +4,7 @@ carries none of aiortc's receive machinery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aioice
@@ -247,3 +248,83 @@ async def test_a_restart_that_finds_no_path_in_time_closes_the_connection(monkey
     finally:
         await a.close()
         await b.close()
+
+
+
+class _Restarting:
+    """What PeerTransport._restart_local reads of its transport: the ICE transport's state and
+    aioice connection, and the tasks running aiortc's connect step."""
+
+    def __init__(self, connection: Any, state: str) -> None:
+        self.ice = type("Ice", (), {"state": state, "_connection": connection})()
+        self.ended = False
+        self._restart_pending = False
+        self._connecting: set[asyncio.Task[None]] = set()
+        self.ice_restarts = 0
+
+    def _ice_transport(self) -> Any:
+        return self.ice
+
+    def _nominated_again(self, pair: Any) -> None:
+        pass
+
+
+async def test_a_restart_may_supersede_one_still_checking():
+    """A client restarts again before the server's previous restart found a pair (its path kept
+    changing, or the machine is loaded). The server restarts from its checking state (refusing
+    would leave it on credentials the client no longer uses: no media ever again), stops the
+    superseded connect(), and the newest credentials nominate a pair; the previous pair carries
+    data until then. A first ICE run still checking is not restarted."""
+    tr._install()
+    a, b = await _connected_pair()
+    try:
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        old_pair = a._nominated[1]
+        server = _Restarting(a, "completed")
+        assert PeerTransport._restart_local(server)
+        tr.restart_ice_credentials(b)
+        # a runs its first restart with b's new credentials, but b has restarted again meanwhile
+        stale = (b.local_username, b.local_password)
+        tr.restart_ice_credentials(b)
+        for candidate in b.local_candidates:
+            await a.add_remote_candidate(candidate)
+        a.remote_username, a.remote_password = stale
+        server._restart_pending = False  # (as _restart_remote does on the peer's answer)
+        first = asyncio.ensure_future(a.connect())
+        server._connecting.add(first)
+        server.ice.state = "checking"
+        # aiortc's start event of that run: a connect step started meanwhile (for our own restart
+        # offer) waits on it
+        started = server.ice._RTCIceTransport__start = asyncio.Event()
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.sleep(0.1)
+        assert not first.done()  # b refuses checks signed for credentials it dropped
+        before = a.local_username
+        assert PeerTransport._restart_local(server)
+        assert a.local_username != before and server.ice_restarts == 2
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        assert first.cancelled()
+        await asyncio.wait_for(waiting, 5)  # released, not left to hang a close() forever
+        assert a._nominated[1] is old_pair
+        await a.send(b"between the restarts")
+        assert await asyncio.wait_for(b.recv(), 5) == b"between the restarts"
+        for this, other in ((a, b), (b, a)):
+            for candidate in other.local_candidates:
+                await this.add_remote_candidate(candidate)
+            await this.add_remote_candidate(None)
+            this.remote_username, this.remote_password = other.local_username, other.local_password
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        assert a._nominated[1] is not old_pair and not a._basement_previous
+        await b.send(b"on the newest pair")
+        assert await asyncio.wait_for(a.recv(), 5) == b"on the newest pair"
+    finally:
+        await a.close()
+        await b.close()
+    # a connection still checking on its first run has nothing to restart
+    c, d = await _connected_pair()
+    try:
+        assert not PeerTransport._restart_local(_Restarting(c, "checking"))
+    finally:
+        await c.close()
+        await d.close()
