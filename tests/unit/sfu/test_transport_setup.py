@@ -191,6 +191,18 @@ async def test_a_pacing_sleep_lasts_its_full_time_while_checks_remain():
     assert failed._check_list_state.get_nowait() == aioice.ice.ICE_FAILED
 
 
+
+async def _run_again(a: Any, b: Any) -> None:
+    """ICE again on two restarted agents: each learns the other's candidates and new credentials
+    (what the offer and answer carry), then both connect."""
+    for this, other in ((a, b), (b, a)):
+        for candidate in other.local_candidates:
+            await this.add_remote_candidate(candidate)
+        await this.add_remote_candidate(None)
+        this.remote_username, this.remote_password = other.local_username, other.local_password
+    await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+
+
 async def test_an_ice_restart_gives_new_credentials_and_a_new_pair_while_sends_use_the_old_one():
     """restart_ice_credentials on both agents of a connected pair: new credentials, an empty check
     list, data carried by the previous pair meanwhile (RFC 8445 §9), then connect() again nominates
@@ -215,12 +227,7 @@ async def test_an_ice_restart_gives_new_credentials_and_a_new_pair_while_sends_u
         assert await asyncio.wait_for(a.recv(), 5) == b"back, during the restart"
         # a check signed with the old password is refused now
         assert not b._valid_username(f"{old[b][0]}:{a.local_username}")
-        for this, other in ((a, b), (b, a)):
-            for candidate in other.local_candidates:
-                await this.add_remote_candidate(candidate)
-            await this.add_remote_candidate(None)
-            this.remote_username, this.remote_password = other.local_username, other.local_password
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        await _run_again(a, b)
         assert nominated == [a._nominated[1]] and nominated[0] is not old_pair
         assert not a._basement_previous and not b._basement_previous
         await a.send(b"after")
@@ -309,12 +316,7 @@ async def test_a_restart_may_supersede_one_still_checking():
         assert a._nominated[1] is old_pair
         await a.send(b"between the restarts")
         assert await asyncio.wait_for(b.recv(), 5) == b"between the restarts"
-        for this, other in ((a, b), (b, a)):
-            for candidate in other.local_candidates:
-                await this.add_remote_candidate(candidate)
-            await this.add_remote_candidate(None)
-            this.remote_username, this.remote_password = other.local_username, other.local_password
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
+        await _run_again(a, b)
         assert a._nominated[1] is not old_pair and not a._basement_previous
         await b.send(b"on the newest pair")
         assert await asyncio.wait_for(a.recv(), 5) == b"on the newest pair"
