@@ -19,9 +19,11 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def shown_js(participant: str) -> str:
-    """Frames the page has shown in the tile of `participant` (whichever path they came on)."""
+    """Frames the page has shown in the tile of `participant` (whichever path they came on). Firefox
+    counts no playback quality for a MediaStream: its painted frames, then."""
     sel = json.dumps(f'#grid .tile.remote[data-participant="{participant}"]:not(.screen) video')
-    return f"((v) => v ? v.getVideoPlaybackQuality().totalVideoFrames : 0)(document.querySelector({sel}))"
+    return (f"((v) => v ? (v.getVideoPlaybackQuality().totalVideoFrames || v.mozPaintedFrames || 0) : 0)"
+            f"(document.querySelector({sel}))")
 
 
 async def showing(page: Browser, participant: str, more: int = 10, timeout: float = 20.0) -> None:
