@@ -21,6 +21,14 @@ from tests.support.tcpproxy import TcpProxy
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def each_data_path() -> str:
+    """One run, forwarding natively: a socket that drops and resumes is signalling; media goes
+    straight to the SFU and never stops, on either data path (the data paths each run every
+    forwarding test, and tests/integration/test_resume.py resumes on both)."""
+    return "native"
+
+
 async def test_cut_socket_resumes_without_anyone_seeing_a_leave(server, connect, browser):
     proxy = await TcpProxy(server.port).start()
     try:
