@@ -442,10 +442,15 @@ class Browser:
 
     async def navigate(self, url: str | None = None, timeout: float = 30.0) -> None:
         """Load `url` (default: the start URL again) and wait until the new document has loaded."""
-        # the current document may still be loading (navigate right after start): until it has an
-        # execution context there is nothing to mark, and CDP refuses the evaluate (a CI failure)
-        await self.wait_for("document.readyState === 'complete'", timeout)
-        await self.evaluate("window.__basementOldDocument = true")
+        # the current document may still be loading (navigate right after start): Chromium shows a
+        # complete about:blank before the start URL commits, and an evaluate in between finds no
+        # execution context (two CI failures). Wait for the start URL's document, then mark it,
+        # tolerating a context that is being replaced (wait_for does)
+        loaded = "document.readyState === 'complete'"
+        if self.url and self.url != "about:blank":
+            loaded += " && location.href !== 'about:blank'"
+        await self.wait_for(loaded, timeout)
+        await self.wait_for("window.__basementOldDocument = true", timeout)
         result = await self.send("Page.navigate", {"url": url or self.url}, timeout)
         if result.get("errorText"):
             raise BrowserError(f"navigating to {url or self.url}: {result['errorText']}")
