@@ -1009,24 +1009,26 @@ class PeerTransport:
         if ice is None or self.ended or self._restart_pending:
             return False
         connection = ice._connection
-        superseding = ice.state == "checking" and getattr(connection, "_basement_restarts", 0) > 0
-        if ice.state != "completed" and not superseding:
+        if ice.state == "checking" and getattr(connection, "_basement_restarts", 0) > 0:
+            self._stop_superseded_run(ice)
+        elif ice.state != "completed":
             return False
-        if superseding:
-            # the previous restart's connect() still paces checks and waits on its check list: it
-            # must not go on over the new one (nor report the superseded run as failed). Its start
-            # event is set as if it had ended: aiortc's connect steps started until the peer's new
-            # credentials arrive (our own offer's, for one) wait on it, and would wait forever
-            for task in self._connecting:
-                task.cancel()
-            started = getattr(ice, "_RTCIceTransport__start", None)
-            if started is not None:
-                started.set()
         restart_ice_credentials(connection)
         connection._basement_on_nominated = self._nominated_again
         self._restart_pending = True
         self.ice_restarts += 1
         return True
+
+    def _stop_superseded_run(self, ice: Any) -> None:
+        """The previous restart's connect() still paces checks and waits on its check list: it must
+        not go on over the new one (nor report the superseded run as failed). Its start event is set
+        as if it had ended: aiortc's connect steps started until the peer's new credentials arrive
+        (our own offer's, for one) wait on it, and would wait forever."""
+        for task in self._connecting:
+            task.cancel()
+        started = getattr(ice, "_RTCIceTransport__start", None)
+        if started is not None:
+            started.set()
 
     def _restart_remote(self) -> None:
         """The peer's new credentials come with the description being applied: let aiortc's connect

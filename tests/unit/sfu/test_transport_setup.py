@@ -275,6 +275,9 @@ class _Restarting:
     def _nominated_again(self, pair: Any) -> None:
         pass
 
+    def _stop_superseded_run(self, ice: Any) -> None:
+        PeerTransport._stop_superseded_run(self, ice)  # type: ignore[arg-type]
+
 
 async def test_a_restart_may_supersede_one_still_checking():
     """A client restarts again before the server's previous restart found a pair (its path kept
