@@ -11,7 +11,8 @@ from setuptools import Extension, setup
 SOURCES = ["sfu/native/module.c", "sfu/native/srtp.c", "sfu/native/srtp_session.c",
            "sfu/native/forward.c", "sfu/native/remb.c",
            "sfu/native/parse.c", "sfu/native/reception.c", "sfu/native/media_socket.c", "sfu/native/ingress.c",
-           "sfu/native/layer.c", "sfu/native/traffic.c", "sfu/native/packet_ring.c"]
+           "sfu/native/layer.c", "sfu/native/traffic.c", "sfu/native/packet_ring.c",
+           "sfu/native/gso.c"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
           "-fno-strict-aliasing",
           # remb.c must compute every double exactly as its Python twin does: no fused multiply-add

@@ -33,10 +33,14 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--publishers", type=int, default=None, help="override the scenario's publisher count")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds between media flowing and measuring")
-    p.add_argument("--target", choices=["basement", "basement-python", "janus"], default="basement",
-                   help="basement runs the native data path, basement-python the pure-Python one")
+    p.add_argument("--target", choices=["basement", "basement-nogso", "basement-python", "janus"],
+                   default="basement", help="basement runs the native data path, basement-nogso the same with "
+                   "segmented sends (udp_gso) off, basement-python the pure-Python one")
     p.add_argument("--compare", action="store_true",
                    help="run Basement (native, then python data path) and Janus in one run; print ratios")
+    p.add_argument("--compare-gso", action="store_true",
+                   help="with --compare, also run the native path with udp_gso off (after native); print "
+                        "native / native without GSO")
     p.add_argument("--ramp", action="store_true", help="raise N until loss > 1 %% or SFU CPU >= 95 %%")
     p.add_argument("--max-subscribers", type=int, default=2000, help="upper bound for --ramp")
     sim = p.add_mutually_exclusive_group()
@@ -136,6 +140,8 @@ async def _main(args: argparse.Namespace) -> int:
     if cfg.wire_latency and cfg.probe_every < 2:
         raise RuntimeError("--wire-latency needs --probe-every 2 or more: it matches copies by a sparse set of probes")
     targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]
+    if args.compare and args.compare_gso:
+        targets.insert(1, "basement-nogso")
     results = []
     try:
         for name in targets:
@@ -169,15 +175,18 @@ async def _main(args: argparse.Namespace) -> int:
         report.subtract_floor(halves, out.get("send_floor", {}).get("us_per_packet"))
         print("at half the capacity, with the wire capture on (its cost is in these CPU figures):")
         print(report.table(halves))
-    if args.compare and len(results) == 3:
-        native, python, janus = results
+    if args.compare and len(results) == len(targets):
+        native, python, janus = results[0], results[-2], results[-1]
 
         def summary(r: dict[str, Any]) -> dict[str, Any]:
             return report.ramp_summary(r) if args.ramp else r
 
-        for label, key, ours, other in (("Basement native / Janus", "ratios_native_over_janus", native, janus),
-                                        ("Basement python / Janus", "ratios_python_over_janus", python, janus),
-                                        ("Basement native / python", "ratios_native_over_python", native, python)):
+        pairs = [("Basement native / Janus", "ratios_native_over_janus", native, janus),
+                 ("Basement python / Janus", "ratios_python_over_janus", python, janus),
+                 ("Basement native / python", "ratios_native_over_python", native, python)]
+        if args.compare_gso:
+            pairs.append(("Basement native / native without GSO", "ratios_gso", native, results[1]))
+        for label, key, ours, other in pairs:
             rat = report.ratios(summary(ours), summary(other))
             out[key] = rat
             for k, v in rat.items():

@@ -113,9 +113,10 @@ if _native is not None:
 _current = "python"
 
 
-def configure(name: str) -> None:
+def configure(name: str, udp_gso: bool = True) -> None:
     """Select the data path for everything created from now on. Raises DataPathError when `native`
-    is asked for but the extension is not built."""
+    is asked for but the extension is not built. `udp_gso`: native Egresses made from now on send
+    runs of equal-length datagrams as one segmented send (sfu/gso.py)."""
     global _current
     if name not in NAMES:
         raise ValueError(f"datapath must be one of {', '.join(NAMES)}, not {name!r}")
@@ -126,6 +127,7 @@ def configure(name: str) -> None:
     _current = name
     transport.configure_egress(_native.Egress if name == "native" else None)
     if name == "native":
+        _native.set_gso(udp_gso)
         transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
         track.configure(NativeLayer, _native.PacketRing)

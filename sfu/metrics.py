@@ -22,8 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 LabelledGauge = tuple[str, str, str, dict[str, float]]
 
 try:
-    from sfu._native import Traffic
+    from sfu._native import Traffic, gso_state
 except ImportError:  # not built: the same fields in Python
+    gso_state = None
 
     class Traffic:  # type: ignore[no-redef]
         """The packet and byte counters (twin of `_native.Traffic`)."""
@@ -205,6 +206,13 @@ class MediaCollector:
                       "datagrams_received / socket_reads)", reads)
         yield counter("basement_socket_read_errors", "receive errors on the media sockets (queued ICMP errors)",
                       read_errors)
+        if gso_state is not None:
+            _, refused, sends, segmented = gso_state()
+            yield counter("basement_udp_gso_sends", "segmented UDP sends (UDP_SEGMENT) of two or more datagrams "
+                          "to one subscriber (native data path)", sends)
+            yield counter("basement_udp_gso_datagrams", "datagrams that left in segmented sends", segmented)
+            yield counter("basement_udp_gso_refused", "subscriber transports whose kernel or device refused a "
+                          "segmented send (they send plain datagrams from then on)", refused)
         for unit, counts in (("packets", (s.rtx_repair_packets, s.rtx_copy_packets, s.padding_packets)),
                              ("bytes", (s.rtx_repair_bytes, s.rtx_copy_bytes, s.padding_bytes))):
             nonmedia = CounterMetricFamily(

@@ -190,6 +190,13 @@ class Settings:
                   "help": "who forwards packets: 'native' (the C extension: rewrite, SRTP, sendmmsg) or "
                           "'python' (the pure-Python twin)"},
     )
+    udp_gso: bool = field(
+        default=True,
+        metadata={"group": "media",
+                  "help": "datapath=native: a subscriber's equal-length datagrams of one received batch leave as "
+                          "one segmented send (Linux UDP_SEGMENT); a kernel or device that refuses it gets "
+                          "plain sends, counted in basement_udp_gso_refused_total"},
+    )
     retransmit_budget: float = field(
         default=0.5,
         metadata={"group": "media",

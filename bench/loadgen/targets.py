@@ -237,9 +237,11 @@ class BasementTarget(Target):
     name = "basement"
     supports_simulcast = True
 
-    def __init__(self, python: str | None = None, log_dir: str | None = None, datapath: str = "native") -> None:
+    def __init__(self, python: str | None = None, log_dir: str | None = None, datapath: str = "native",
+                 udp_gso: bool = True) -> None:
         self.datapath = datapath
-        self.name = f"basement-{datapath}"
+        self.udp_gso = udp_gso  # native path: segmented sends (sfu/gso.py); off to measure what they save
+        self.name = f"basement-{datapath}" + ("" if udp_gso else "-nogso")
         self.python = python or sys.executable
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="basement-bench-")
         self.log_path = os.path.join(self.log_dir, "basement.log")
@@ -256,6 +258,7 @@ class BasementTarget(Target):
                # every simulated user comes from 127.0.0.1 and joins in a burst: the per-address socket cap
                # and message rate that protect a public server would refuse the load generator itself
                "--ws-max-per-address", "0", "--ws-rate-per-s", "0", "--datapath", self.datapath,
+               "--udp-gso", "true" if self.udp_gso else "false",
                "--data-dir", os.path.join(self.log_dir, "var")]
         self.proc, self._log = _spawn(cmd, self.log_path)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)
@@ -686,12 +689,15 @@ def _janus_out_packets(info: dict[str, Any]) -> int:
     return sum(int(((m.get("stats") or {}).get("out") or {}).get("packets", 0)) for m in media_.values())
 
 
-TARGETS = ("basement", "basement-python", "janus")  # basement = basement-native, the default data path
+# basement = basement-native, the default data path; basement-nogso: the same without UDP_SEGMENT sends
+TARGETS = ("basement", "basement-nogso", "basement-python", "janus")
 
 
 def make_target(name: str) -> Target:
     if name in ("basement", "basement-native"):
         return BasementTarget(datapath="native")
+    if name == "basement-nogso":
+        return BasementTarget(datapath="native", udp_gso=False)
     if name == "basement-python":
         return BasementTarget(datapath="python")
     if name == "janus":

@@ -110,8 +110,9 @@ def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, 
 class Rig:
     """A published VP8 track with K subscribers, built from the real Ingress/PublishedTrack/DownTrack."""
 
-    def __init__(self, fanout: int, protect: bool = False, path: str = "python", udp: bool = False) -> None:
-        datapath.configure(path)  # the Ingress's fan-out and the DownTracks' class
+    def __init__(self, fanout: int, protect: bool = False, path: str = "python", udp: bool = False,
+                 udp_gso: bool = True) -> None:
+        datapath.configure(path, udp_gso=udp_gso)  # the Ingress's fan-out, the DownTracks' class, GSO
         self.sink = sink_socket() if udp else None
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
         self.ingress = ingress_class()("PA_bench")  # NativeIngress on the native path

@@ -26,6 +26,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +39,12 @@
 #define QUEUE_BUF 1600         /* bytes per queued datagram (a larger packet is sent at once) */
 #define MAX_STREAMS 4096       /* SSRCs one Egress protects for (two per m-line) */
 #define MAX_PENDING_EGRESS 4096
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h, Linux >= 4.18 */
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 
 static inline int newer16(uint16_t a, uint16_t b) { return a != b && (uint16_t)(a - b) < 0x8000; }
 
@@ -62,7 +69,14 @@ typedef struct {
     struct mmsghdr msgs[QUEUE_LEN];
     struct iovec iov[QUEUE_LEN];
     uint8_t bufs[QUEUE_LEN][QUEUE_BUF];
-    unsigned long long sent, failures, errors_srtp, flushes;
+    /* UDP_SEGMENT (gso.c): one entry per run of the queue, its iovecs those of the run's datagrams */
+    int gso; /* segment runs; cleared for good when the kernel refuses a segmented send */
+    struct mmsghdr gmsgs[QUEUE_LEN];
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } gctl[QUEUE_LEN];
+    unsigned long long sent, failures, errors_srtp, flushes, gso_sends;
     int last_errno;
 } EgressObject;
 
@@ -117,9 +131,74 @@ lookup_only:;
     return st;
 }
 
+static inline int gso_refusal(int err) {
+    return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
+/* Send the queue's runs (bs_gso_runs) with UDP_SEGMENT, one mmsghdr each. Returns the datagrams
+ * sent; *stop is set when a send failed for another reason than a refusal of GSO (nothing more can
+ * go now). After a refusal, or when nothing coalesces, the caller sends the rest one by one. */
+static int egress_flush_gso(EgressObject *e, int *stop) {
+    int n = e->nq, runs[QUEUE_LEN], done = 0;
+    size_t lens[QUEUE_LEN];
+    for (int i = 0; i < n; i++)
+        lens[i] = e->iov[i].iov_len;
+    int nr = bs_gso_runs(lens, n, runs);
+    if (nr == n)
+        return 0; /* no run longer than one datagram: the plain entries are the same sends */
+    for (int r = 0, at = 0; r < nr; at += runs[r++]) {
+        struct msghdr *h = &e->gmsgs[r].msg_hdr;
+        h->msg_name = &e->addr;
+        h->msg_namelen = e->addrlen;
+        h->msg_iov = &e->iov[at];
+        h->msg_iovlen = (size_t)runs[r];
+        if (runs[r] > 1) {
+            h->msg_control = e->gctl[r].buf;
+            h->msg_controllen = sizeof(e->gctl[r].buf);
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = (uint16_t)lens[at];
+            memcpy(CMSG_DATA(c), &size, sizeof(size));
+        } else {
+            h->msg_control = NULL;
+            h->msg_controllen = 0;
+        }
+    }
+    int sent_runs = 0;
+    while (sent_runs < nr) {
+        int r = sendmmsg(e->fd, e->gmsgs + sent_runs, (unsigned)(nr - sent_runs), 0);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            e->last_errno = r < 0 ? errno : 0;
+            if (r < 0 && runs[sent_runs] > 1 && gso_refusal(errno)) {
+                e->gso = 0; /* this kernel, device or route cannot: plain sends from now on */
+                bs_gso_refused();
+            } else {
+                *stop = 1;
+            }
+            break;
+        }
+        e->flushes++;
+        for (int k = sent_runs; k < sent_runs + r; k++) {
+            done += runs[k];
+            if (runs[k] > 1) {
+                e->gso_sends++;
+                bs_gso_sent(runs[k]);
+            }
+        }
+        sent_runs += r;
+    }
+    return done;
+}
+
 static int egress_flush(EgressObject *e) {
-    int n = e->nq, done = 0;
-    while (done < n && e->fd >= 0) {
+    int n = e->nq, done = 0, stop = 0;
+    if (e->gso && n > 1 && e->fd >= 0)
+        done = egress_flush_gso(e, &stop);
+    while (!stop && done < n && e->fd >= 0) {
         int r = sendmmsg(e->fd, e->msgs + done, (unsigned)(n - done), 0);
         if (r <= 0) {
             if (r < 0 && errno == EINTR)
@@ -298,6 +377,7 @@ static int Egress_init(EgressObject *self, PyObject *args, PyObject *kwds) {
     self->fd = dfd;
     self->addr = ss;
     self->addrlen = sslen;
+    self->gso = bs_gso_enabled();
     for (int i = 0; i < QUEUE_LEN; i++) {
         self->iov[i].iov_base = self->bufs[i];
         self->iov[i].iov_len = 0;
@@ -419,6 +499,10 @@ static PyMemberDef Egress_members[] = {
     {"srtp_errors", T_ULONGLONG, offsetof(EgressObject, errors_srtp), READONLY, "packets SRTP refused to protect"},
     {"last_errno", T_INT, offsetof(EgressObject, last_errno), READONLY, "errno of the last failed send"},
     {"flushes", T_ULONGLONG, offsetof(EgressObject, flushes), READONLY, "sendmmsg calls that sent something"},
+    {"gso_sends", T_ULONGLONG, offsetof(EgressObject, gso_sends), READONLY,
+     "segmented (UDP_SEGMENT) sends of two or more datagrams the kernel took"},
+    {"gso", T_INT, offsetof(EgressObject, gso), READONLY,
+     "1 while runs of equal-length datagrams leave as one segmented send; 0 when off or refused"},
     {NULL},
 };
 

@@ -59,6 +59,16 @@ int bs_rtp_extension(const uint8_t *data, const bs_rtp_view *v, long xid, size_t
 void bs_send_hold(void);
 void bs_send_release(void);
 
+/* gso.c: UDP_SEGMENT for Egress flushes. `bs_gso_runs` splits n queued datagram lengths into runs one
+ * segmented send can carry (equal lengths, the last may be shorter; at most BS_GSO_MAX_SEGMENTS and
+ * BS_GSO_MAX_BYTES) and writes each run's count to runs[]; it returns how many runs. */
+#define BS_GSO_MAX_SEGMENTS 64 /* UDP_MAX_SEGMENTS of the oldest kernels with UDP_SEGMENT (4.18) */
+#define BS_GSO_MAX_BYTES 60000 /* under the 64 KiB an IP packet (the unsegmented run) can hold */
+int bs_gso_runs(const size_t *lens, int n, int *runs);
+int bs_gso_enabled(void);  /* the process-wide switch (setting udp_gso), read when an Egress is made */
+void bs_gso_refused(void); /* counts an Egress the kernel refused a segmented send */
+void bs_gso_sent(int datagrams); /* counts a segmented send of `datagrams` (>= 2) the kernel took */
+
 #ifdef Py_PYTHON_H
 /* What ingress.c (IngressCore) calls in the other files. */
 /* forward.c: DownTrack.forward of a parsed packet for each DownTrack of the list; 0, or -1 with an

@@ -15,6 +15,8 @@ datagram is
   * fed to a Python Ingress and a NativeIngress (C `IngressCore.on_rtp` for the common case), set up
     alike for the first datagram's SSRC, each with a subscriber: both must count, drop, NACK,
     estimate, report audio levels and forward the same things, packet by packet;
+  * grouped, by their lengths, into the runs an Egress flush sends segmented (UDP_SEGMENT) by
+    `_native.gso_runs` and its twin `sfu.gso.runs`: both must split them the same way;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
     step, abs-send-time and SSRC taken from its header): both must return the same estimate; and to
     sfu.reception.Reception and the C ReceptionCore (with RTX repairs when the control byte says so):
@@ -43,7 +45,7 @@ with instrumented():
     from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from sfu import _native, datapath, reception, rtp
+    from sfu import _native, datapath, gso, reception, rtp
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress, NativeIngress
     from sfu.media_socket import PyMediaSocket
@@ -232,6 +234,15 @@ def _check_ingress(control: int, packets: list[bytes]) -> None:
         datapath.configure(before)
 
 
+def _check_gso_runs(packets: list[bytes]) -> None:
+    """An Egress flush's grouping (C) and its twin sfu.gso agree, at the datagrams' lengths and at
+    lengths scaled up to cross a run's byte bound."""
+    for scale in (1, 37):
+        lengths = [len(p) * scale for p in packets]
+        if gso.runs(lengths) != _native.gso_runs(lengths):
+            raise Finding(f"the GSO run rules disagree on {lengths}")
+
+
 def _rx_state(rx) -> tuple:
     return (rx.base_seq, rx.max_seq, rx.cycles, rx.received, rx.restarts, rx.missing_bits, rx._jitter_q4,
             rx._transit, rx.missing())
@@ -255,6 +266,7 @@ def test_one(data: bytes) -> None:
     arrival_ms = 0
     _check_media_sockets(control, packets)
     _check_ingress(control, packets)
+    _check_gso_runs(packets)
     for i, packet in enumerate(packets):
         for session in SESSIONS.values():
             for unprotect in (session.unprotect, session.unprotect_rtcp):

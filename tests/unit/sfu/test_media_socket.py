@@ -14,12 +14,13 @@ import aioice.ice
 import pytest
 from sfu._native import Egress, MediaSocket, SrtpError, SrtpSession
 
-from sfu import media_socket, transport
+from sfu import _native, media_socket, transport
 from sfu.media_socket import BATCH, ROUNDS, MediaSocketTransport, PyMediaSocket
 from sfu.metrics import STATS, MediaCollector
 from tests.unit.sfu.native.test_srtp import GCM128, key_for, rtp, sr
 
 READERS = {"native": MediaSocket, "python": PyMediaSocket}
+SO_NO_CHECK = 11  # asm-generic/socket.h: send UDP without a checksum (Python's socket module lacks it)
 
 
 @pytest.fixture(autouse=True)
@@ -286,6 +287,57 @@ def test_the_sends_of_a_received_batch_leave_together_when_it_is_delivered() -> 
         assert (out.egress.sent, out.egress.flushes) == (5, 1)
         out.egress.send_rtp(rtp(6, 0x1234, b"alone"))  # not inside a batch: sent now
         assert out.waiting() == 1 and (out.egress.sent, out.egress.flushes) == (6, 2)
+    finally:
+        out.close()
+        rig.close()
+
+
+def _one_batch(rig: Rig, out: Forwarder, payloads: list[bytes], first: int = 1) -> list[bytes]:
+    """Deliver `payloads` as RTP (from seq `first` on) in one received batch whose handler forwards
+    each through `out`."""
+    rig.reader.attach(SrtpSession(GCM128, rig.key, True), out.egress.send_rtp, lambda d: None, lambda r: None)
+    packets = [rtp(seq, 0x1234, p) for seq, p in enumerate(payloads, first)]
+    rig.send(*(rig.sender.protect(p) for p in packets))
+    assert rig.reader.drain() == len(packets)
+    return packets
+
+
+@pytest.mark.parametrize("gso", [True, False])
+def test_a_batchs_runs_of_equal_lengths_leave_as_segmented_sends_and_arrive_as_datagrams(gso: bool) -> None:
+    """A video frame's packets (equal lengths, a shorter last) leave in one UDP_SEGMENT send, the
+    audio packet between frames in its own; the receiver gets every datagram, in order, intact."""
+    sends_before = _native.gso_state()[2]
+    _native.set_gso(gso)
+    rig = Rig(MediaSocket)
+    out = Forwarder(key_for(GCM128, seed=3))
+    try:
+        frame = [bytes([i]) * 1100 for i in range(4)] + [b"\x09" * 300]
+        packets = _one_batch(rig, out, [*frame, b"\x0a" * 80, *frame])
+        assert out.waiting() == 11 and out.received == packets
+        assert (out.egress.sent, out.egress.flushes, out.egress.failures) == (11, 1, 0)
+        assert (out.egress.gso, out.egress.gso_sends) == ((1, 2) if gso else (0, 0))
+        assert _native.gso_state()[2] - sends_before == out.egress.gso_sends
+    finally:
+        _native.set_gso(True)
+        out.close()
+        rig.close()
+
+
+def test_a_kernel_that_refuses_segmented_sends_gets_plain_ones_and_nothing_is_lost() -> None:
+    """The kernel refuses UDP_SEGMENT on a socket that sends without checksums (SO_NO_CHECK): the
+    Egress sends that batch's datagrams one by one, asks no more, and the refusal is counted."""
+    refused_before = _native.gso_state()[1]
+    rig = Rig(MediaSocket)
+    out = Forwarder(key_for(GCM128, seed=4))
+    try:
+        out.tx.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # the Egress sends on a dup of it
+        packets = _one_batch(rig, out, [b"\x01" * 1000] * 3)
+        assert out.waiting() == 3 and out.received == packets
+        assert (out.egress.sent, out.egress.failures, out.egress.gso, out.egress.gso_sends) == (3, 0, 0, 0)
+        assert _native.gso_state()[1] == refused_before + 1
+        packets = _one_batch(rig, out, [b"\x02" * 1000] * 3, first=4)  # no second attempt
+        assert out.waiting() == 3 and out.received[3:] == packets
+        assert _native.gso_state()[1] == refused_before + 1
     finally:
         out.close()
         rig.close()
