@@ -17,6 +17,10 @@ from signalling.sessions.cidstore import DirCidStore
 from signalling.sessions.cli import list_sessions
 from signalling.sessions.summary import hex32, room_id
 from tests.support.media import CounterVideo, Sink
+from tests.support.servers import native_only
+
+# the channels are SCTP over the publish connection's DTLS, aiortc's on both data paths: one run
+pytestmark = native_only
 
 
 async def _chatting(connect, room: str, *names: str, **publish):

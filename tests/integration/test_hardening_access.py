@@ -30,6 +30,10 @@ from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.ports import free_port
 from signalling.protocol.client import Client, ServerError
 from tests.support import procs
+from tests.support.servers import native_only
+
+# access and sessions are signalling, whichever path forwards the media: one run
+pytestmark = native_only
 
 ADMIN_KEY = "hardening-admin-key-" + "k" * 16
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

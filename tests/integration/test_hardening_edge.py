@@ -25,6 +25,10 @@ from signalling.protocol.edge import EDGE_KEY, EDGE_STATS
 from signalling.protocol.rooms import SendQueue
 from tests.support import procs
 from tests.support.media import Tone
+from tests.support.servers import native_only
+
+# the signalling edge (frames, floods, origins) is the same whichever path forwards: one run
+pytestmark = native_only
 
 BASEMENT = str(Path(sys.executable).with_name("basement"))
 

@@ -29,6 +29,11 @@ def each_data_path(request: pytest.FixtureRequest) -> Iterator[str]:
     DATAPATH["default"] = before
 
 
+# For a test whose subject does not depend on the data path (signalling, access, the web client,
+# data channels, a browser's own behaviour): one run, forwarding natively. Every forwarding test
+# still runs on both paths; say in the test's module why its subject is not one of them.
+native_only = pytest.mark.parametrize("each_data_path", ["native"])
+
 
 @pytest.fixture
 async def make_server(tmp_path):

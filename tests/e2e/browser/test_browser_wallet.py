@@ -29,8 +29,10 @@ from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.protocol.client import Client
 from tests.support.browser import Browser
 from tests.support.media import decoded_sizes
+from tests.support.servers import native_only
 
-pytestmark = pytest.mark.timeout(120)  # chromium comes with `make test` (system-deps): never skipped
+# the subject is the page's sign-in and the gate, not forwarding: one run, on the native path
+pytestmark = [pytest.mark.timeout(120), native_only]  # chromium comes with `make test` (system-deps): never skipped
 
 ROOM = "demo-gated"
 VIDEO = "640x360"

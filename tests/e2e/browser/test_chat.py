@@ -17,9 +17,11 @@ from eth_account import Account
 
 from signalling.protocol.client import Client
 from tests.support.browser import Browser, poll
+from tests.support.servers import native_only
 from tests.support.signin import sign_in
 
-pytestmark = pytest.mark.timeout(240)  # chromium comes with `make test` (system-deps): never skipped
+# chat is data channels (aiortc's SCTP on both data paths) and the page's panel: one run
+pytestmark = [pytest.mark.timeout(240), native_only]  # chromium comes with `make test` (system-deps): never skipped
 
 DATA_ONLY = {"audio": "0", "camera": "0"}
 HISTORY = 50          # docs/protocol.md: the room replays its last `data_history` chat messages

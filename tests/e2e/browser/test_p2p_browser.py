@@ -14,8 +14,12 @@ from sfu.metrics import STATS
 from tests.e2e.browser.test_browser import joined, wait_decoding
 from tests.support.browser import Browser
 from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.servers import native_only
 
-pytestmark = pytest.mark.timeout(180)
+# Pairing, the make-before-break move and the pages' own connection are signalling and the web
+# client; what the SFU forwards for the third participant is what every forwarding test checks on
+# both data paths: one run.
+pytestmark = [pytest.mark.timeout(180), native_only]
 
 
 def shown_js(participant: str) -> str:

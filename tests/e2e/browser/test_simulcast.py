@@ -15,6 +15,7 @@ from aiortc import rtp as artp
 from sfu.metrics import STATS, media_registry
 from tests.support.browser import Browser, poll
 from tests.support.media import Sink
+from tests.support.servers import native_only
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -223,6 +224,9 @@ async def test_switching_high_low_high_is_quick_and_never_freezes(server, connec
         logging.getLogger("aiortc").removeHandler(errors)
 
 
+# The squeeze is the selector's policy (Python on both data paths); what thinning and pausing do to
+# each packet runs on both paths in tests/unit/sfu (test_downtrack, test_layer_selector): one run here.
+@native_only
 async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser):  # noqa: F811
     page, view = await _publisher(server, browser, "sim3")
     video = view["published"]["video"]

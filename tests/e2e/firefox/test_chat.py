@@ -25,8 +25,10 @@ from tests.e2e.firefox.playback import encoded_sizes, layer_size, publisher
 from tests.support.browser import poll
 from tests.support.firefox import Page
 from tests.support.media import Sink
+from tests.support.servers import native_only
 
-pytestmark = pytest.mark.timeout(240)  # firefox-esr comes with `make test`: never skipped
+# chat is data channels (aiortc's SCTP on both data paths) and the page's panel: one run
+pytestmark = [pytest.mark.timeout(240), native_only]  # firefox-esr comes with `make test`: never skipped
 
 LIMIT = 16 * 1024     # data_max_message_bytes: the client's message as sent, UTF-8
 BIG = "".join(f"{i:05d}|" for i in range(2500))  # 15,000 characters, each block numbered

@@ -25,11 +25,15 @@ from tests.e2e.firefox.playback import (
     wait_layer,
 )
 from tests.support.browser import poll
+from tests.support.servers import native_only
 
 pytestmark = [pytest.mark.timeout(120)]  # firefox-esr comes with `make test`: never skipped
 
 
 
+# Firefox to Chromium, Chromium to Firefox and a rejoin are about the browsers and the web client:
+# one run each. The three-Firefox room below runs on both data paths, both directions through each.
+@native_only
 async def test_firefox_publishes_chromium_decodes(server, firefox, browser):
     fx = await firefox(server, "fx-a", "firefox", audio="0")
     pub = await publisher(fx)
@@ -49,6 +53,7 @@ async def test_firefox_publishes_chromium_decodes(server, firefox, browser):
     assert server.node.peers[pub["participant"]].publisher.srtp_profile == "SRTP_AEAD_AES_256_GCM"
 
 
+@native_only
 async def test_chromium_publishes_firefox_decodes(server, firefox, browser):
     chrome = await browser(server, "fx-b", "chromium", audio="0")
     pub = await publisher(chrome)
@@ -79,6 +84,7 @@ async def test_three_firefox_each_decode_both_others(server, firefox):
         check_decoding(f"firefox{i} decoding firefox{j}", got, rid, encoded[j], pubs[j]["fps"])
 
 
+@native_only
 async def test_firefox_leaves_and_rejoins(server, firefox):
     rid, _ = LAYERS["medium"]
     leaver = await firefox(server, "fx-e", "leaver", audio="0")

@@ -13,8 +13,11 @@ import pytest
 
 from tests.e2e.firefox.playback import publisher
 from tests.support.browser import poll
+from tests.support.servers import native_only
 
-pytestmark = [pytest.mark.timeout(150)]
+# A second video source is signalling and the web client; tests/integration/test_screen_share.py
+# forwards shares on both data paths: one run here.
+pytestmark = [pytest.mark.timeout(150), native_only]
 
 FRAMES = 20  # decoded in a row, at the encoded size, to count as "decodes"
 
