@@ -18,6 +18,8 @@ COLUMNS = [
     ("above floor", "cpu_us_above_floor", "{:.2f}"),
     ("loss %", "loss_pct", "{:.3f}"),
     ("stalled", "stalled_streams", "{}"),
+    ("paused", "sfu_paused", "{}"),
+    ("GSO run", "gso_datagrams_per_send", "{:.1f}"),
     ("lat p50 ms", "latency_ms_p50", "{:.2f}"),
     ("lat p99 ms", "latency_ms_p99", "{:.2f}"),
     ("added p50 µs", "added_latency_us_p50", "{:.0f}"),

@@ -122,6 +122,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         sent1 = sum(p.packets_sent for p in pubs)
         fwd1 = await target.forwarded_packets()
         t1 = time.monotonic()
+        sfu_figures = await target.sfu_figures()
         captured = await tap.stop() if tap is not None else None
         ports = set().union(*(p.send_ports() for p in pubs))
         # The cross-check against the SFU's own counter needs both sides quiet: stop sending, let
@@ -181,6 +182,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "loss_pct": 100 * max(0, expected - received) / expected if expected else None,
         "streams": streams,
         "stalled_streams": stalled,
+        "sfu_paused_downtracks": sfu_figures.get("paused_downtracks"),  # by reason
+        "sfu_paused": (sum(sfu_figures["paused_downtracks"].values())
+                       if sfu_figures.get("paused_downtracks") is not None else None),
+        "gso_datagrams_per_send": sfu_figures.get("gso_datagrams_per_send"),
         "seq_gaps": d.get("gaps", 0),
         "late_or_dup": d.get("late", 0),
         "probes": d.get("probes", 0),
@@ -206,7 +211,10 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
     if result["sfu_cpu_pct"] >= 95.0:  # (said before stalls, which a saturated SFU also causes)
         return "SFU CPU >= 95 % of one core"
     if result.get("stalled_streams", 0) > 0.01 * result.get("streams", 0):
-        return f"{result['stalled_streams']} of {result['streams']} streams got nothing in the window"
+        paused = result.get("sfu_paused_downtracks")
+        said = "" if paused is None else (f"; the SFU had paused {', '.join(f'{n} ({r})' for r, n in paused.items())}"
+                                          if paused else "; the SFU had paused none")
+        return f"{result['stalled_streams']} of {result['streams']} streams got nothing in the window{said}"
     if result["generator_cpu_pct"] >= 95.0:
         return "load generator saturated (result is a lower bound)"
     return None

@@ -128,6 +128,12 @@ class Target:
         """The SFU's own count of RTP packets sent to subscribers, when it exposes one."""
         return None
 
+    async def sfu_figures(self) -> dict[str, Any]:
+        """What the SFU says of its own state at the end of a window, when it says anything: video
+        downtracks it paused, by reason (`paused_downtracks`), and datagrams per segmented send
+        (`gso_datagrams_per_send`). A stall the subscribers see is told apart by these."""
+        return {}
+
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
@@ -320,12 +326,27 @@ class BasementTarget(Target):
             with contextlib.suppress(Exception):
                 await c.close()
 
-    async def forwarded_packets(self) -> int | None:
+    async def _metrics(self) -> str:
         assert self.session is not None
         async with self.session.get(self.metrics_url) as r:
-            text = await r.text()
-        m = re.search(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+            return await r.text()
+
+    async def forwarded_packets(self) -> int | None:
+        m = re.search(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", await self._metrics(), re.MULTILINE)
         return int(float(m.group(1))) if m else None
+
+    async def sfu_figures(self) -> dict[str, Any]:
+        text = await self._metrics()
+        paused = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^basement_downtracks_paused\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE)}
+
+        def total(name: str) -> float | None:
+            m = re.search(rf"^{name}(?:_total)?(?:\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE)
+            return float(m.group(1)) if m else None
+
+        sends, datagrams = total("basement_udp_gso_sends"), total("basement_udp_gso_datagrams")
+        return {"paused_downtracks": paused,
+                "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None}
 
 
 # --- Janus --------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ the generator. This times what the SFU adds and nothing else:
   (the probes: `bench.loadgen.media` puts them in RTP padding; SRTP leaves the header in the
   clear), and `SO_TIMESTAMPNS`: the kernel stamps each one as it is transmitted, inside the sending
   process's `sendmmsg`/`sendto`, so neither loop's scheduling moves the stamps;
+* a segmented send (UDP GSO, Basement's `udp_gso`) crosses `lo` as one large datagram holding
+  several RTP packets, so the filter also passes every UDP datagram longer than any single one, whole,
+  and the socket asks for each frame's `virtio_net_hdr` (`PACKET_VNET_HDR`): its `gso_size` says
+  where each packet starts, and every probe among them gets the send's one stamp;
 * a datagram from a publisher's port is an input; every other is a copy leaving the SFU. A copy is
   matched to its input by RTP sequence number: an SFU rewrites SSRC and sequence numbers but keeps
   one offset per subscriber stream while it forwards one layer, so the offset (and which publisher
@@ -45,6 +49,9 @@ from typing import Any
 
 RECORD = struct.Struct("<qHHIH")  # wire time ns (CLOCK_REALTIME), source port, destination port, SSRC, sequence
 SNAPLEN = 64  # Ethernet (14) + IPv4 (20, no options from our stack) + UDP (8) + RTP fixed header (12)
+SEGMENTED = 1600  # a UDP length above any one datagram the SFUs send: a segmented (GSO) send, kept whole
+VNET = struct.Struct("<BBHHHH")  # virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+FRAME_MAX = VNET.size + 65536
 # A copy is matched to an input sent at most this long before it: an SFU that stalls (a collection,
 # a starved core) adds that much latency, which is to be measured, not dropped.
 WINDOW_NS = 2_000_000_000
@@ -61,7 +68,9 @@ _SO_TIMESTAMPNS = 35
 _SO_RCVBUFFORCE = 33
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
+_PACKET_VNET_HDR = 15
 _PACKET_OUTGOING = 4
+_GSO_UDP_L4 = 5  # virtio_net_hdr.gso_type of a UDP_SEGMENT send
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -69,26 +78,30 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def bpf_program() -> bytes:
-    """Outgoing IPv4, UDP, not a fragment, first payload byte 0b101xxxxx (RTP version 2, padding)."""
-    ld_w, ld_h, ld_b, ldx_msh, ld_b_ind = 0x20, 0x28, 0x30, 0xB1, 0x50
-    jeq, jset, and_k, ret = 0x15, 0x45, 0x54, 0x06
+    """Outgoing IPv4, UDP, not a fragment, and either longer than SEGMENTED (a segmented send: all of
+    it) or with a first payload byte 0b101xxxxx (RTP version 2, padding: its first SNAPLEN bytes)."""
+    ld_w, ld_h, ld_b, ldx_msh, ld_h_ind, ld_b_ind = 0x20, 0x28, 0x30, 0xB1, 0x48, 0x50
+    jeq, jgt, jset, and_k, ret = 0x15, 0x25, 0x45, 0x54, 0x06
     skf_ad_pkttype = -0x1000 + 4
-    # index: instruction (jumps count from the next instruction; 13 is "drop")
+    # index: instruction (jumps count from the next instruction; 15 is "drop")
     return b"".join([
         _insn(ld_w, 0, 0, skf_ad_pkttype),       # 0
-        _insn(jeq, 0, 11, _PACKET_OUTGOING),     # 1: loopback also shows each datagram as received
+        _insn(jeq, 0, 13, _PACKET_OUTGOING),     # 1: loopback also shows each datagram as received
         _insn(ld_h, 0, 0, 12),                   # 2: EtherType
-        _insn(jeq, 0, 9, 0x0800),                # 3
+        _insn(jeq, 0, 11, 0x0800),               # 3
         _insn(ld_b, 0, 0, 23),                   # 4: IP protocol
-        _insn(jeq, 0, 7, 17),                    # 5
+        _insn(jeq, 0, 9, 17),                    # 5
         _insn(ld_h, 0, 0, 20),                   # 6: fragment offset
-        _insn(jset, 5, 0, 0x1FFF),               # 7
+        _insn(jset, 7, 0, 0x1FFF),               # 7
         _insn(ldx_msh, 0, 0, 14),                # 8: X = IP header length
-        _insn(ld_b_ind, 0, 0, 22),               # 9: first UDP payload byte
-        _insn(and_k, 0, 0, 0xE0),                # 10
-        _insn(jeq, 0, 1, 0xA0),                  # 11
-        _insn(ret, 0, 0, SNAPLEN),               # 12: accept
-        _insn(ret, 0, 0, 0),                     # 13: drop
+        _insn(ld_h_ind, 0, 0, 18),               # 9: UDP length
+        _insn(jgt, 5, 0, SEGMENTED),             # 10: a segmented send: 16
+        _insn(ld_b_ind, 0, 0, 22),               # 11: first UDP payload byte
+        _insn(and_k, 0, 0, 0xE0),                # 12
+        _insn(jeq, 0, 1, 0xA0),                  # 13
+        _insn(ret, 0, 0, SNAPLEN),               # 14: accept the headers
+        _insn(ret, 0, 0, 0),                     # 15: drop
+        _insn(ret, 0, 0, 0xFFFF),                # 16: accept all of it
     ])
 
 
@@ -98,6 +111,7 @@ def open_capture(interface: str = "lo") -> socket.socket:
     fprog = struct.pack("HL", len(prog.raw) // 8, ctypes.addressof(prog))
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
     sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)  # every frame then starts with a virtio_net_hdr
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 64 << 20)
     except PermissionError:
@@ -107,25 +121,35 @@ def open_capture(interface: str = "lo") -> socket.socket:
     return sock
 
 
-def parse_frame(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> tuple[int, int, int, int, int] | None:
-    """(wire ns, source port, destination port, SSRC, sequence) of one captured RTP datagram."""
+def parse_frame(frame: bytes | memoryview,
+                ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, int, int, int]]:
+    """(wire ns, source port, destination port, SSRC, sequence) of each probe in one captured frame
+    (a virtio_net_hdr, then the Ethernet frame): one for a datagram, any number for a segmented
+    send, whose packets are `gso_size` bytes apart and share its stamp."""
     wire_ns = None
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
             sec, ns = struct.unpack_from("qq", data)
             wire_ns = sec * 1_000_000_000 + ns
-    if wire_ns is None or len(frame) < 14 + 20:
-        return None
-    udp = 14 + (frame[14] & 0x0F) * 4
-    rtp = udp + 8
-    if len(frame) < rtp + 12:
-        return None
-    if 192 <= frame[rtp + 1] <= 223:
-        return None  # RTCP (RFC 5761): never a probe
+    if wire_ns is None or len(frame) < VNET.size + 14 + 20:
+        return []
+    _, gso_type, _, gso_size, _, _ = VNET.unpack_from(frame)
+    ip = VNET.size + 14
+    udp = ip + (frame[ip] & 0x0F) * 4
+    if len(frame) < udp + 8:
+        return []
     sport, dport = struct.unpack_from("!HH", frame, udp)
-    seq, = struct.unpack_from("!H", frame, rtp + 2)
-    ssrc, = struct.unpack_from("!I", frame, rtp + 8)
-    return wire_ns, sport, dport, ssrc, seq
+    step = gso_size if gso_type == _GSO_UDP_L4 and gso_size else len(frame)
+    out = []
+    for rtp in range(udp + 8, len(frame), step):
+        if len(frame) < rtp + 12:
+            break
+        if frame[rtp] & 0xE0 != 0xA0 or 192 <= frame[rtp + 1] <= 223:
+            continue  # not a probe (no padding), or RTCP (RFC 5761)
+        seq, = struct.unpack_from("!H", frame, rtp + 2)
+        ssrc, = struct.unpack_from("!I", frame, rtp + 8)
+        out.append((wire_ns, sport, dport, ssrc, seq))
+    return out
 
 
 def _capture_main(out_path: str) -> None:
@@ -139,16 +163,17 @@ def _capture_main(out_path: str) -> None:
     signal.signal(signal.SIGTERM, _stop)
     sock = open_capture()
     records = bytearray()
+    buf = bytearray(FRAME_MAX)  # one buffer for every frame: a segmented send is up to 64 KiB
+    view = memoryview(buf)
     print("ready", flush=True)
     while not stop:
         try:
-            frame, anc, _, _ = sock.recvmsg(SNAPLEN, 64)
+            n, anc, _, _ = sock.recvmsg_into([buf], 64)
         except TimeoutError:
             continue
         except InterruptedError:
             continue
-        rec = parse_frame(frame, anc)
-        if rec is not None:
+        for rec in parse_frame(view[:n], anc):
             records += RECORD.pack(*rec)
     packets, drops = struct.unpack("II", sock.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8))
     with open(out_path, "wb") as f:

@@ -21,6 +21,14 @@ def test_streams_that_stop_arriving_fail_a_step_that_shows_no_loss():
     assert why == "1500 of 2000 streams got nothing in the window"
 
 
+def test_a_stall_says_what_the_sfu_had_paused():
+    stalled = _step(stalled_streams=1500)
+    assert capacity_reached({**stalled, "sfu_paused_downtracks": {"bandwidth": 700, "no_layer": 3}}) == (
+        "1500 of 2000 streams got nothing in the window; the SFU had paused 700 (bandwidth), 3 (no_layer)")
+    assert capacity_reached({**stalled, "sfu_paused_downtracks": {}}) == (
+        "1500 of 2000 streams got nothing in the window; the SFU had paused none")
+
+
 def test_loss_and_saturation_fail_a_step():
     assert capacity_reached(_step(loss_pct=1.5)) == "loss > 1 %"
     assert capacity_reached(_step(sfu_cpu_pct=96.0)) == "SFU CPU >= 95 % of one core"

@@ -102,16 +102,31 @@ def test_the_summary_reports_percentiles_and_what_was_left_out():
     assert empty["added_latency_us_p50"] is None
 
 
-def _frame(payload: bytes, sport: int = 1111, dport: int = 2222) -> bytes:
+def _frame(payload: bytes, sport: int = 1111, dport: int = 2222, gso_size: int = 0) -> bytes:
+    vnet = wire.VNET.pack(0, wire._GSO_UDP_L4 if gso_size else 0, 0, gso_size, 0, 0)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 0, 0, 64, 17, 0, bytes(4), bytes(4))
-    return bytes(14) + ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return vnet + bytes(14) + ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+STAMP = [(1, wire._SO_TIMESTAMPNS, struct.pack("qq", 3, 5))]
 
 
 def test_a_captured_frame_gives_ports_ssrc_and_sequence_and_rtcp_is_skipped():
-    stamp = [(1, wire._SO_TIMESTAMPNS, struct.pack("qq", 3, 5))]
     rtp = struct.pack("!BBHII", 0xA0, 96, 513, 9, 0xDEADBEEF)
-    assert wire.parse_frame(_frame(rtp), stamp) == (3_000_000_005, 1111, 2222, 0xDEADBEEF, 513)
+    assert wire.parse_frame(_frame(rtp), STAMP) == [(3_000_000_005, 1111, 2222, 0xDEADBEEF, 513)]
     rtcp = struct.pack("!BBHII", 0xA0, 200, 6, 9, 1)
-    assert wire.parse_frame(_frame(rtcp), stamp) is None
-    assert wire.parse_frame(_frame(rtp)[:40], stamp) is None
-    assert wire.parse_frame(_frame(rtp), []) is None  # no kernel time: not a sample
+    assert wire.parse_frame(_frame(rtcp), STAMP) == []
+    assert wire.parse_frame(_frame(rtp)[:50], STAMP) == []
+    assert wire.parse_frame(_frame(rtp), []) == []  # no kernel time: not a sample
+
+
+def test_every_probe_of_a_segmented_send_is_found_with_the_sends_stamp():
+    """A UDP_SEGMENT send crosses `lo` as one datagram: its packets are gso_size bytes apart."""
+    def packet(seq: int, probe: bool, size: int) -> bytes:
+        return struct.pack("!BBHII", 0xA0 if probe else 0x80, 96, seq, 9, 0xABCD) + bytes(size - 12)
+
+    run = packet(1, False, 1000) + packet(2, True, 1000) + packet(3, False, 1000) + packet(4, True, 700)
+    found = wire.parse_frame(_frame(run, gso_size=1000), STAMP)
+    assert found == [(3_000_000_005, 1111, 2222, 0xABCD, 2), (3_000_000_005, 1111, 2222, 0xABCD, 4)]
+    # the same bytes as one datagram: only its first header counts (it is not a probe)
+    assert wire.parse_frame(_frame(run), STAMP) == []
