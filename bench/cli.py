@@ -39,8 +39,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--compare", action="store_true",
                    help="run Basement (native, then python data path) and Janus in one run; print ratios")
     p.add_argument("--compare-gso", action="store_true",
-                   help="with --compare, also run the native path with udp_gso off (after native); print "
-                        "native / native without GSO")
+                   help="also run the native path with udp_gso off, after native (alone: just these two); "
+                        "print native / native without GSO")
     p.add_argument("--ramp", action="store_true", help="raise N until loss > 1 %% or SFU CPU >= 95 %%")
     p.add_argument("--max-subscribers", type=int, default=2000, help="upper bound for --ramp")
     sim = p.add_mutually_exclusive_group()
@@ -140,8 +140,8 @@ async def _main(args: argparse.Namespace) -> int:
     if cfg.wire_latency and cfg.probe_every < 2:
         raise RuntimeError("--wire-latency needs --probe-every 2 or more: it matches copies by a sparse set of probes")
     targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]
-    if args.compare and args.compare_gso:
-        targets.insert(1, "basement-nogso")
+    if args.compare_gso:
+        targets = ["basement", "basement-nogso", *targets[1:]] if args.compare else ["basement", "basement-nogso"]
     results = []
     try:
         for name in targets:
@@ -175,6 +175,11 @@ async def _main(args: argparse.Namespace) -> int:
         report.subtract_floor(halves, out.get("send_floor", {}).get("us_per_packet"))
         print("at half the capacity, with the wire capture on (its cost is in these CPU figures):")
         print(report.table(halves))
+    if args.compare_gso and not args.compare and len(results) == 2:
+        summary_of = report.ramp_summary if args.ramp else (lambda r: r)
+        out["ratios_gso"] = report.ratios(summary_of(results[0]), summary_of(results[1]))
+        for k, v in out["ratios_gso"].items():
+            print(f"ratio Basement native / native without GSO, {k}: {'-' if v is None else f'{v:.2f}'}")
     if args.compare and len(results) == len(targets):
         native, python, janus = results[0], results[-2], results[-1]
 
