@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -70,6 +71,11 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: config.Settings | None = None) -> int:
+    # The generator's peers are aiortc's: at `info` aioice logs four lines per connection's ICE,
+    # thousands of lines (and generator CPU) in a large run. `--log-level debug` still shows them.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     try:
         import uvloop
 
