@@ -63,6 +63,8 @@ def add_subparser(subparsers: Any) -> None:
                         "SFU CPU is then capacity per core, and Janus's threads share that one core too")
     p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--keep-logs", action="store_true", help="keep the SFU's log even when the run went well "
+                   "(a failed run always keeps it); its path is printed")
     p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure the send floor (the kernel's cost of one SRTP datagram per subscriber "
                         "socket at the run's packet rate, same pinning) and report CPU per packet above it")
@@ -92,11 +94,13 @@ def run(args: argparse.Namespace, settings: config.Settings | None = None) -> in
         return 1
 
 
-async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: dict, progress: Any) -> dict:
+async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: dict, progress: Any,
+                     keep_logs: bool = False) -> dict:
     from bench.loadgen import scenario
     from bench.loadgen.targets import make_target
 
     target = make_target(name)
+    target.keep_logs = keep_logs
     try:
         progress(f"starting {name}", 0.0)
         await target.start()
@@ -151,7 +155,7 @@ async def _main(args: argparse.Namespace) -> int:
     results = []
     try:
         for name in targets:
-            results.append(await run_target(name, cfg, args.ramp, args.max_subscribers, layers, bar))
+            results.append(await run_target(name, cfg, args.ramp, args.max_subscribers, layers, bar, args.keep_logs))
     finally:
         bar.done()
     rows = [s for r in results for s in r.get("steps", [r])]

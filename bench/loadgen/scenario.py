@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -154,6 +155,11 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     # (paused, or fell behind). `loss %` cannot see it: it counts the packets of streams that arrive.
     streams = sum(len(b) for b in streams_before)
     stalled = sum(1 for b, a in zip(streams_before, streams_after) for ssrc, n in b.items() if a.get(ssrc, n) == n)
+    # who stalled, by what its own end of the connection says: a transport that ended, or one
+    # renegotiated more than once, points at something other than the SFU not sending
+    stalled_subscribers = Counter(
+        f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
+        for s, b, a in zip(subs, streams_before, streams_after) if any(a.get(x, n) == n for x, n in b.items()))
     received = d.get("received", 0)
     expected = d.get("expected", 0)
     lat = [v for s in subs for v in s.latencies_us]
@@ -182,6 +188,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "loss_pct": 100 * max(0, expected - received) / expected if expected else None,
         "streams": streams,
         "stalled_streams": stalled,
+        "stalled_subscribers": dict(stalled_subscribers.most_common(8)),
         "sfu_paused_downtracks": sfu_figures.get("paused_downtracks"),  # by reason
         "sfu_paused": (sum(sfu_figures["paused_downtracks"].values())
                        if sfu_figures.get("paused_downtracks") is not None else None),
