@@ -185,27 +185,21 @@ async def _main(args: argparse.Namespace) -> int:
         report.subtract_floor(halves, out.get("send_floor", {}).get("us_per_packet"))
         print("at half the capacity, with the wire capture on (its cost is in these CPU figures):")
         print(report.table(halves))
-    if args.compare_gso and not args.compare and len(results) == 2:
-        summary_of = report.ramp_summary if args.ramp else (lambda r: r)
-        out["ratios_gso"] = report.ratios(summary_of(results[0]), summary_of(results[1]))
-        for k, v in out["ratios_gso"].items():
-            print(f"ratio Basement native / native without GSO, {k}: {'-' if v is None else f'{v:.2f}'}")
-    if args.compare and len(results) == len(targets):
-        native, python, janus = results[0], results[-2], results[-1]
-
-        def summary(r: dict[str, Any]) -> dict[str, Any]:
-            return report.ramp_summary(r) if args.ramp else r
-
-        pairs = [("Basement native / Janus", "ratios_native_over_janus", native, janus),
-                 ("Basement python / Janus", "ratios_python_over_janus", python, janus),
-                 ("Basement native / python", "ratios_native_over_python", native, python)]
-        if args.compare_gso:
-            pairs.append(("Basement native / native without GSO", "ratios_gso", native, results[1]))
-        for label, key, ours, other in pairs:
-            rat = report.ratios(summary(ours), summary(other))
-            out[key] = rat
-            for k, v in rat.items():
-                print(f"ratio {label}, {k}: {'-' if v is None else f'{v:.2f}'}")
+    pairs = []
+    if len(results) == len(targets):
+        if args.compare:
+            native, python, janus = results[0], results[-2], results[-1]
+            pairs += [("Basement native / Janus", "ratios_native_over_janus", native, janus),
+                      ("Basement python / Janus", "ratios_python_over_janus", python, janus),
+                      ("Basement native / python", "ratios_native_over_python", native, python)]
+        if args.compare_gso:  # basement-nogso runs right after basement
+            pairs.append(("Basement native / native without GSO", "ratios_gso", results[0], results[1]))
+    summary = report.ramp_summary if args.ramp else (lambda r: r)
+    for label, key, ours, other in pairs:
+        rat = report.ratios(summary(ours), summary(other))
+        out[key] = rat
+        for k, v in rat.items():
+            print(f"ratio {label}, {k}: {'-' if v is None else f'{v:.2f}'}")
     if args.json:
         _write_json(args.json, out)
     if args.plot:

@@ -154,12 +154,12 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     # a stream that was arriving before the window and got nothing in it: the SFU stopped sending it
     # (paused, or fell behind). `loss %` cannot see it: it counts the packets of streams that arrive.
     streams = sum(len(b) for b in streams_before)
-    stalled = sum(1 for b, a in zip(streams_before, streams_after) for ssrc, n in b.items() if a.get(ssrc, n) == n)
+    stalled_of = [sum(1 for ssrc, n in b.items() if a.get(ssrc, n) == n) for b, a in zip(streams_before, streams_after)]
+    stalled = sum(stalled_of)
     # who stalled, by what its own end of the connection says: a transport that ended, or one
     # renegotiated more than once, points at something other than the SFU not sending
-    stalled_subscribers = Counter(
-        f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
-        for s, b, a in zip(subs, streams_before, streams_after) if any(a.get(x, n) == n for x, n in b.items()))
+    stalled_subscribers = Counter(f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
+                                  for s, a, k in zip(subs, streams_after, stalled_of) if k)
     received = d.get("received", 0)
     expected = d.get("expected", 0)
     lat = [v for s in subs for v in s.latencies_us]
