@@ -105,6 +105,11 @@ class MediaStats:
         self.nack_padding = 0  # NACKed numbers of a recycled m-line's previous track, answered with padding
         self.rtcp_out = 0
         self.layer_switches = 0
+        self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
+        # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
+        # our closing them, by (target, cause): each a fixed set
+        self.left: dict[str, int] = {}
+        self.transports_ended: dict[tuple[str, str], int] = {}
         self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
         self.rtx_suppressed_budget = 0  # over the retransmission byte budget
         self.rtx_suppressed_stale = 0  # too old to help, or its loss run is (downtrack.RTX_MAX_AGE_S)
@@ -131,6 +136,12 @@ class MediaStats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def transport_ended(self, target: str, cause: str) -> None:
+        self.transports_ended[(target, cause)] = self.transports_ended.get((target, cause), 0) + 1
+
+    def participant_left(self, reason: str) -> None:
+        self.left[reason] = self.left.get(reason, 0) + 1
 
     TASK_ERROR_LOG_INTERVAL = 60.0  # s; a loop failing every round logs once per this, not every round
 
@@ -199,6 +210,22 @@ class MediaCollector:
                       s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        yield counter("basement_ice_consent_expired", "ICE connections closed because consent to send expired "
+                      "(RFC 7675: no consent check answered for 30 s)", s.consent_expired)
+        left = CounterMetricFamily("basement_participants_left", "participants who left the node, by reason "
+                                   "(left: said so; disconnected: signalling connection lost; removed: by the "
+                                   "server, e.g. tokens left the wallet; node_lost; server_shutdown)",
+                                   labels=[*names, "reason"])
+        for reason, n in sorted(s.left.items()):
+            left.add_metric([*values, reason], n)
+        yield left
+        ended = CounterMetricFamily("basement_transports_ended", "publish and subscribe connections that ended "
+                                    "while their participant stayed, by target and cause (consent_expired: "
+                                    "RFC 7675 consent; failed: ICE or DTLS failed; closed: the client closed it)",
+                                    labels=[*names, "target", "cause"])
+        for (target, cause), n in sorted(s.transports_ended.items()):
+            ended.add_metric([*values, target, cause], n)
+        yield ended
         datagrams, reads, read_errors = s.socket_counts()
         yield counter("basement_datagrams_received", "UDP datagrams read from the media sockets (native data "
                       "path: STUN, DTLS, SRTP and SRTCP alike)", datagrams)

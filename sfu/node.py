@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
     from sfu.track import PublishedTrack
 
+# why participants leave, as `basement_participants_left` counts them; any other reason is a removal
+LEAVE_REASONS = frozenset({"left", "disconnected", "node_lost", "server_shutdown"})
+
 log = logging.getLogger("basement.node")
 
 __all__ = ["Deliver", "SfuNode"]
@@ -182,6 +185,9 @@ class SfuNode:
         peer = self.peers.pop(participant_id, None)
         if peer is None:
             return
+        # a removal's reason is free text for the participant ("no longer qualifies for this room: ..."):
+        # the metric's label keeps to a fixed set
+        STATS.participant_left(reason if reason in LEAVE_REASONS else "removed")
         router = self._router_of(peer)
         await router.remove_peer(peer, reason)
         if self.on_event is not None:
@@ -194,7 +200,7 @@ class SfuNode:
 
     async def close(self) -> None:
         for pid in list(self.peers):
-            await self.leave(pid)
+            await self.leave(pid, "server_shutdown")
 
     def labelled_gauges(self) -> list[LabelledGauge]:
         """Node-wide sums by simulcast layer and by pause reason (never by room: cardinality)."""

@@ -30,6 +30,7 @@ from sfu.bucket import TokenBucket
 from sfu.data import DataEndpoint
 from sfu.downtrack import Continuity, DownTrack
 from sfu.ingress import Ingress, ingress_class
+from sfu.metrics import STATS
 from sfu.rtp import URI_RID, URI_RRID
 from sfu.track import Layer, PublishedTrack
 from sfu.transport import CandidateRefused, IceConfig, PeerTransport, RecvSlot, Remb, SendSlot
@@ -200,6 +201,7 @@ class Peer:
         if state not in ("failed", "closed") or self.closed or transport is not self.publisher:
             return  # (a transport we closed ourselves, or one already replaced, is no news)
         log.info("publish connection of %s is %s: unpublishing its tracks", self.id, state)
+        STATS.transport_ended("publisher", transport.end_cause)
         task = asyncio.ensure_future(self._publisher_lost(transport, state))
         self._lost_tasks.add(task)
         task.add_done_callback(self._lost_tasks.discard)
@@ -257,6 +259,8 @@ class Peer:
             return
         self._subscriber_reported = True
         log.info("subscribe connection of %s is %s", self.id, state)
+        if self.subscriber is not None:
+            STATS.transport_ended("subscriber", self.subscriber.end_cause)
         # nothing sent on it arrives any more: stop forwarding to it and free each DownTrack's NACK
         # cache now, not when the participant leaves (what was sent still counts in media_totals)
         for track_id in list(self.downtracks):

@@ -1,6 +1,7 @@
 """PeerTransport: aiortc used for ICE, DTLS and SRTP keying only.
 
-This is the ONLY module that touches aiortc's (and aioice's) private API; everything it relies on is
+This is the ONLY module that installs hooks on aiortc's (and aioice's) private API (some live in the
+modules it installs them from: sfu.consent, sfu.ice_tcp, sfu.udp_mux); everything they rely on is
 pinned by `aiortc==1.16.0` in pyproject.toml. See docs/architecture.md ("aiortc hooks") for the list
 and why each hook exists. In short:
 
@@ -46,7 +47,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
-from sfu import ice_tcp, media_socket, udp_mux
+from sfu import consent, ice_tcp, media_socket, udp_mux
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
@@ -62,6 +63,7 @@ _ORIGINAL_GATHER = aioice.ice.Connection.gather_candidates
 _ORIGINAL_CLOSE = aioice.ice.Connection.close
 _ORIGINAL_MAYBE_COMPLETE = aioice.ice.Connection._check_list_maybe_complete
 _ORIGINAL_CHECK_COMPLETE = aioice.ice.Connection.check_complete
+_ORIGINAL_QUERY_CONSENT = aioice.ice.Connection.query_consent
 
 
 def _parse_stun(data: bytes) -> Any:
@@ -295,6 +297,7 @@ def _install() -> None:
     aioice.ice.Connection.close = _close_with_tcp  # type: ignore[method-assign]
     aioice.ice.Connection._check_list_maybe_complete = _complete_unless_restarting  # type: ignore[method-assign]
     aioice.ice.Connection.check_complete = _check_complete_noting_nomination  # type: ignore[method-assign]
+    aioice.ice.Connection.query_consent = consent.query_consent  # type: ignore[method-assign, assignment]
 
 
 async def _gather_with_tcp(self: Any) -> None:
@@ -338,7 +341,7 @@ def _check_complete_noting_nomination(self: Any, pair: Any) -> None:
 
 # How long a restart may go without nominating a pair. Meanwhile the previous pair is used with no
 # consent checks (aioice runs them only once connect() succeeds): past this, as long as consent
-# would have lasted (aioice: 6 failures 5 s apart), the connection is closed, as when consent expires
+# lasts without an answered check (sfu.consent), the connection is closed, as when consent expires
 # (RFC 7675: never keep sending where nobody agreed to receive).
 RESTART_TIMEOUT_S = 30.0
 
@@ -844,6 +847,15 @@ class PeerTransport:
         close_notify) or by aiortc after ICE consent expired, or failed. aiortc cannot restart ICE,
         so there is no way back; renegotiating it is pointless (and raises once it is closed)."""
         return self.closed or self.pc.signalingState == "closed" or self.pc.connectionState in ("failed", "closed")
+
+    @property
+    def end_cause(self) -> str:
+        """Why an ended connection ended, for the books: `consent_expired` (no consent check answered
+        for 30 s, sfu.consent), else its state (`failed`, `closed`)."""
+        ice = self._ice_transport()
+        if getattr(getattr(ice, "_connection", None), "_basement_consent_expired", False):
+            return "consent_expired"
+        return self.pc.connectionState
 
     def _guard_connect(self) -> None:
         """Make the connect step aiortc starts after each set*Description quiet when we close.

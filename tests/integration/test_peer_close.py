@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from sfu.metrics import STATS
 from tests.support.media import CounterVideo, Tone
 
 
@@ -95,8 +96,10 @@ async def test_a_closed_subscribe_connection_is_no_longer_forwarded_to(server, c
     tracks = list(server.node.rooms["dead"].tracks)
     assert len(tracks) == 2 and all(any(dt.subscriber_id == peer.id for dt in t.downtracks) for t in tracks)
 
+    ended = STATS.transports_ended.get(("subscriber", "closed"), 0)
     await sub.subscriber.close()
     await sub.wait_message("transport_failed", target="subscriber")
+    assert STATS.transports_ended.get(("subscriber", "closed"), 0) == ended + 1
     assert peer.downtracks == {}
     assert all(not t.downtracks for t in tracks), [t.downtracks for t in tracks]
     sent = peer.media_totals()

@@ -1,10 +1,12 @@
-"""SfuNode's room events: one object per event for the whole room, encoded once by the writer."""
+"""SfuNode's room events (one object per event for the whole room, encoded once by the writer) and
+its count of leaves by reason."""
 
 from __future__ import annotations
 
 import json
 
 from sfu.api import Broadcast
+from sfu.metrics import STATS, media_registry
 from sfu.node import SfuNode
 
 
@@ -24,3 +26,25 @@ async def test_a_room_event_is_one_broadcast_object_for_every_participant():
     finally:
         await node.close()
 
+
+
+async def test_leaves_are_counted_by_reason_and_a_removal_text_is_not_a_label():
+    node = SfuNode(lambda pid, msg: None)
+    registry = media_registry(STATS)
+
+    def left(reason: str) -> float:
+        return registry.get_sample_value("basement_participants_left_total", {"reason": reason}) or 0.0
+
+    before = {r: left(r) for r in ("left", "disconnected", "removed", "server_shutdown")}
+    try:
+        for pid in ("PA_a", "PA_b", "PA_c", "PA_d"):
+            await node.join("room", pid, pid[-1])
+        await node.leave("PA_a", "left")
+        await node.leave("PA_b", "disconnected")
+        await node.leave("PA_c", "no longer qualifies for this room: balance 0 < 1")
+        await node.leave("PA_c", "left")  # already gone: not counted again
+    finally:
+        await node.close()  # PA_d
+    assert {r: left(r) - before[r] for r in before} == {"left": 1, "disconnected": 1, "removed": 1,
+                                                       "server_shutdown": 1}
+    assert all("qualifies" not in str(s.labels) for m in registry.collect() for s in m.samples)
