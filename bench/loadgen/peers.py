@@ -277,6 +277,11 @@ class SyntheticPublisher:
         await self.transport.close()
 
 
+def kinds_by_pt(slot: transport.RecvSlot) -> dict[int, str]:
+    """An m-line's payload types by what arrives with them: its kind, or `rtx` for retransmissions."""
+    return {pt: "rtx" if codec.mimeType.lower().endswith("/rtx") else slot.kind for pt, codec in slot.codecs.items()}
+
+
 @dataclass
 class InStream:
     """What a subscriber saw of one incoming SSRC."""
@@ -357,8 +362,7 @@ class LightSubscriber:
         await self.transport.apply_offer(offer_sdp)
         answer, slots = await self.transport.accept_applied_offer()
         for slot in slots:
-            for pt in slot.codecs:
-                self.kind_by_pt[pt] = slot.kind
+            self.kind_by_pt.update(kinds_by_pt(slot))
             if slot.rtcp_ssrc:
                 self.rtcp_ssrc = slot.rtcp_ssrc
         if self._rtcp_task is None:
@@ -466,7 +470,7 @@ class LightSubscriber:
             if 0 < delta < 0x8000:
                 if delta > 1:
                     s.gaps += 1
-                    if delta < 64:
+                    if delta < 64 and s.kind != "rtx":  # (an RTX stream's numbers are not NACKed)
                         miss = self._missing.setdefault(ssrc, set())
                         miss.update((last + k) & 0xFFFF for k in range(1, delta))
                 s.max_ext += delta
@@ -566,10 +570,11 @@ class LightSubscriber:
         return out
 
     def stream_counts(self) -> dict[int, int]:
-        """Packets received so far, per incoming SSRC."""
+        """Packets received so far, per incoming media SSRC. Not RTX streams: they carry repairs only,
+        and are quiet whenever nothing is lost (a stream that stopped is a stall; they did not)."""
         if self._followed:
             self._sync()
-        return {ssrc: s.received for ssrc, s in self.streams.items()}
+        return {ssrc: s.received for ssrc, s in self.streams.items() if s.kind != "rtx"}
 
     async def close(self) -> None:
         if self._rtcp_task is not None:

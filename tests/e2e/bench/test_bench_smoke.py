@@ -12,13 +12,14 @@ import shutil
 import zlib
 
 import pytest
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from bench.loadgen import media, wire
-from bench.loadgen.peers import InStream, LightSubscriber, configure_native_receive, munge_simulcast
+from bench.loadgen.peers import InStream, LightSubscriber, configure_native_receive, kinds_by_pt, munge_simulcast
 from bench.loadgen.scenario import RunConfig, run_once
 from bench.loadgen.targets import BasementTarget, JanusTarget
 from sfu import rtp, transport
-from sfu.transport import configure_ice
+from sfu.transport import RecvSlot, configure_ice
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,23 @@ async def test_the_latency_floor_is_timed_on_the_wire():
     assert (r["added_latency_samples"], r["added_latency_unmatched"], r["added_latency_inputs"]) == (50, 0, 50), r
     assert r["capture_kernel_drops"] == 0
     assert 0 < r["added_latency_us_p50"] <= r["added_latency_us_p99"] <= r["added_latency_us_max"]
+
+
+async def test_an_rtx_stream_is_neither_nacked_nor_a_stall():
+    """The SFU's retransmissions arrive on the m-line's RTX payload type and SSRC: quiet whenever
+    nothing is lost. They must not count as a stream that stopped, and their own gaps (lost
+    retransmissions) are not NACKed: only media numbers are."""
+    slot = RecvSlot(mid="1", kind="video", ext_ids={}, rtcp_ssrc=1, codecs={
+        96: RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96),
+        97: RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=97)})
+    assert kinds_by_pt(slot) == {96: "video", 97: "rtx"}
+    sub = LightSubscriber("x")
+    sub.kind_by_pt.update(kinds_by_pt(slot))
+    vp8 = media.vp8_descriptor(True, 1, 0) + b"\x00" * 20
+    for seq in (1, 2, 5):  # media: 3 and 4 lost
+        sub._on_rtp(media.build_rtp(96, seq, 0, 0xAA, False, b"", vp8), 0.0)
+    for seq in (10, 13):  # retransmissions: two of them lost on the way
+        sub._on_rtp(media.build_rtp(97, seq, 0, 0xBB, False, b"", b"\x00\x03" + vp8), 0.0)
+    assert sub.stream_counts() == {0xAA: 3}
+    assert {ssrc: sorted(m) for ssrc, m in sub._missing.items() if m} == {0xAA: [3, 4]}
+    assert sub.streams[0xBB].kind == "rtx" and sub.streams[0xBB].received == 2
