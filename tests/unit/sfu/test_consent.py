@@ -14,19 +14,13 @@ import pytest
 from sfu import consent
 from sfu import transport as tr
 from sfu.metrics import STATS
+from tests.support.ice_pair import ice_pair
 
 RTO = 0.02  # STUN's first retransmission timeout, scaled down from 0.5 s with the intervals
 
 
 async def _connected() -> tuple[Any, Any]:
-    a, b = aioice.Connection(ice_controlling=True), aioice.Connection(ice_controlling=False)
-    for c in (a, b):
-        await c.gather_candidates()
-    for this, other in ((a, b), (b, a)):
-        for candidate in other.local_candidates:
-            await this.add_remote_candidate(candidate)
-        await this.add_remote_candidate(None)
-        this.remote_username, this.remote_password = other.local_username, other.local_password
+    a, b = await ice_pair()
     await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)  # a hang guard only
     return a, b
 

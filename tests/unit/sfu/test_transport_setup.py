@@ -13,6 +13,7 @@ from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import transport as tr
 from sfu.transport import PeerTransport
+from tests.support.ice_pair import ice_pair
 
 
 async def test_a_slot_gets_no_receive_estimator_and_aiortc_keeps_its_own():
@@ -120,19 +121,6 @@ async def test_gathering_asks_no_stun_server(monkeypatch):
         await transport.close()
 
 
-async def _connected_pair() -> tuple[Any, Any]:
-    """Two aioice connections on loopback that know each other's candidates and credentials."""
-    a, b = aioice.Connection(ice_controlling=True), aioice.Connection(ice_controlling=False)
-    for c in (a, b):
-        await c.gather_candidates()
-    for this, other in ((a, b), (b, a)):
-        for candidate in other.local_candidates:
-            await this.add_remote_candidate(candidate)
-        await this.add_remote_candidate(None)
-        this.remote_username, this.remote_password = other.local_username, other.local_password
-    return a, b
-
-
 async def test_ice_connect_returns_when_its_checks_are_done_not_at_the_next_pacing_tick(monkeypatch):
     """aioice starts a check, sleeps 20 ms (RFC 8445's Ta) and only then sees that the check list is
     done: every connection, on both sides, reached DTLS 10-20 ms after ICE had succeeded. The pacing
@@ -149,7 +137,7 @@ async def test_ice_connect_returns_when_its_checks_are_done_not_at_the_next_paci
         return await paced(delay, result)
 
     monkeypatch.setattr(tr._AsyncioWithPortRange, "sleep", staticmethod(hour_long))
-    a, b = await _connected_pair()
+    a, b = await ice_pair()
     try:
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 60)  # a hang guard only
         assert pacing_sleeps == [0.02, 0.02]  # each side paced its one check, and was woken
@@ -209,7 +197,7 @@ async def test_an_ice_restart_gives_new_credentials_and_a_new_pair_while_sends_u
     a pair that the nomination callback hears of (not completing early on the previous one), and
     data flows on it both ways."""
     tr._install()
-    a, b = await _connected_pair()
+    a, b = await ice_pair()
     try:
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
         old_pair = a._nominated[1]
@@ -244,7 +232,7 @@ async def test_a_restart_that_finds_no_path_in_time_closes_the_connection(monkey
     finds nothing in RESTART_TIMEOUT_S is closed, as when consent expires; one that does is not."""
     tr._install()
     monkeypatch.setattr(tr, "RESTART_TIMEOUT_S", 0.3)
-    a, b = await _connected_pair()
+    a, b = await ice_pair()
     try:
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
         tr.restart_ice_credentials(a)  # the peer never answers the restart
@@ -286,7 +274,7 @@ async def test_a_restart_may_supersede_one_still_checking():
     superseded connect(), and the newest credentials nominate a pair; the previous pair carries
     data until then. A first ICE run still checking is not restarted."""
     tr._install()
-    a, b = await _connected_pair()
+    a, b = await ice_pair()
     try:
         await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 30)
         old_pair = a._nominated[1]
@@ -327,7 +315,7 @@ async def test_a_restart_may_supersede_one_still_checking():
         await a.close()
         await b.close()
     # a connection still checking on its first run has nothing to restart
-    c, d = await _connected_pair()
+    c, d = await ice_pair()
     try:
         assert not PeerTransport._restart_local(_Restarting(c, "checking"))
     finally:
