@@ -343,6 +343,7 @@ class LightSubscriber:
         self.nacks_sent = 0
         self.plis_sent = 0
         self.offers = 0
+        self.signalling_closed = ""  # why its signalling connection ended, once it has
         self._rtcp_task: asyncio.Task | None = None
         self._missing: dict[int, set[int]] = {}
         self._tapped = False

@@ -159,6 +159,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     # who stalled, by what its own end of the connection says: a transport that ended, or one
     # renegotiated more than once, points at something other than the SFU not sending
     stalled_subscribers = Counter(f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
+                                  + (", signalling closed" if s.signalling_closed else "")
                                   for s, a, k in zip(subs, streams_after, stalled_of) if k)
     received = d.get("received", 0)
     expected = d.get("expected", 0)
@@ -193,6 +194,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "sfu_paused": (sum(sfu_figures["paused_downtracks"].values())
                        if sfu_figures.get("paused_downtracks") is not None else None),
         "gso_datagrams_per_send": sfu_figures.get("gso_datagrams_per_send"),
+        # since the SFU started (a ramp's earlier steps included)
+        "sfu_left": sfu_figures.get("left"),  # participants, by reason
+        "sfu_transports_ended": sfu_figures.get("transports_ended"),  # under a participant, by target/cause
+        "sfu_consent_expired": sfu_figures.get("consent_expired"),
         "seq_gaps": d.get("gaps", 0),
         "late_or_dup": d.get("late", 0),
         "probes": d.get("probes", 0),
@@ -221,6 +226,11 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
         paused = result.get("sfu_paused_downtracks")
         said = "" if paused is None else (f"; the SFU had paused {', '.join(f'{n} ({r})' for r, n in paused.items())}"
                                           if paused else "; the SFU had paused none")
+        ended = {k: n for k, n in (result.get("sfu_transports_ended") or {}).items() if n}
+        left = {k: n for k, n in (result.get("sfu_left") or {}).items() if n}
+        if ended or left:
+            said += "; so far " + ", ".join([f"{n} connections ended ({k})" for k, n in ended.items()]
+                                            + [f"{n} participants left ({k})" for k, n in left.items()])
         return f"{result['stalled_streams']} of {result['streams']} streams got nothing in the window{said}"
     if result["generator_cpu_pct"] >= 95.0:
         return "load generator saturated (result is a lower bound)"

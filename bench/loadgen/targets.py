@@ -130,8 +130,10 @@ class Target:
 
     async def sfu_figures(self) -> dict[str, Any]:
         """What the SFU says of its own state at the end of a window, when it says anything: video
-        downtracks it paused, by reason (`paused_downtracks`), and datagrams per segmented send
-        (`gso_datagrams_per_send`). A stall the subscribers see is told apart by these."""
+        downtracks it paused, by reason (`paused_downtracks`), datagrams per segmented send
+        (`gso_datagrams_per_send`), and since it started: participants who left, by reason (`left`),
+        connections that ended under a participant, by `target/cause` (`transports_ended`), and ICE
+        consent expiries (`consent_expired`). A stall the subscribers see is told apart by these."""
         return {}
 
     def check_alive(self) -> None:
@@ -198,6 +200,8 @@ class _BasementConn:
         try:
             await self._read_messages()
         finally:
+            if self.subscriber is not None:  # (a stalled subscriber says so: bench.loadgen.scenario)
+                self.subscriber.signalling_closed = self.closed_because()
             # whatever ended the connection, nobody waits 30 s for a reply that cannot come
             for fut in self.waiters.values():
                 if not fut.done():
@@ -345,8 +349,16 @@ class BasementTarget(Target):
             return float(m.group(1)) if m else None
 
         sends, datagrams = total("basement_udp_gso_sends"), total("basement_udp_gso_datagrams")
+        left = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^basement_participants_left_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE)}
+        ended = {f"{m.group(1)}/{m.group(2)}": int(float(m.group(3))) for m in re.finditer(
+            r'^basement_transports_ended_total\{[^}]*target="([^"]+)",cause="([^"]+)"[^}]*\} (\S+)$', text,
+            re.MULTILINE)}
+        consent = total("basement_ice_consent_expired")
         return {"paused_downtracks": paused,
-                "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None}
+                "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None,
+                "left": left, "transports_ended": ended,
+                "consent_expired": int(consent) if consent is not None else None}
 
 
 # --- Janus --------------------------------------------------------------------------------------

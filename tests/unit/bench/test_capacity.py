@@ -29,6 +29,15 @@ def test_a_stall_says_what_the_sfu_had_paused():
         "1500 of 2000 streams got nothing in the window; the SFU had paused none")
 
 
+def test_a_stall_says_which_connections_the_sfu_saw_end_and_who_left():
+    stalled = {**_step(stalled_streams=1500), "sfu_paused_downtracks": {},
+               "sfu_transports_ended": {"subscriber/consent_expired": 40, "publisher/closed": 0},
+               "sfu_left": {"disconnected": 700}}
+    assert capacity_reached(stalled) == (
+        "1500 of 2000 streams got nothing in the window; the SFU had paused none; so far 40 connections "
+        "ended (subscriber/consent_expired), 700 participants left (disconnected)")
+
+
 def test_loss_and_saturation_fail_a_step():
     assert capacity_reached(_step(loss_pct=1.5)) == "loss > 1 %"
     assert capacity_reached(_step(sfu_cpu_pct=96.0)) == "SFU CPU >= 95 % of one core"
