@@ -20,7 +20,7 @@ Both implement the same per-packet contract and are held to it by the same tests
   `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C); a
   layer's rate accounting: `sfu.track.Layer`, or `NativeLayer` (`_native.LayerCore`); a layer's
   packets kept for NACKs: `sfu.packet_ring.PacketRing`, or `_native.PacketRing`.
-* Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / extension, or their C twins
+* Parsing what arrives: `sfu.rtp`'s parse / vp8_descriptor / vp9_descriptor / extension, or their C twins
   (`_native.parse`, ...), which return objects with the same attributes and raise the same
   RtpError (`parsers`).
 * Receiving: on the native path the ICE host candidates' sockets are our own, read with `recvmmsg`
@@ -60,7 +60,7 @@ __all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downt
 
 NAMES = ("native", "python")
 
-Fanout = Callable[[list[Any], bytes, "rtp.RtpView", "Layer", bool, "rtp.Vp8Descriptor | None", float], None]
+Fanout = Callable[[list[Any], bytes, "rtp.RtpView", "Layer", bool, "rtp.Picture | None", float], None]
 
 
 class DataPathError(RuntimeError):
@@ -72,13 +72,13 @@ def available() -> bool:
 
 
 def python_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
-                  vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+                  picture: rtp.Picture | None, now: float) -> None:
     for dt in downtracks:
-        dt.forward(data, view, layer, keyframe, vp8, now)
+        dt.forward(data, view, layer, keyframe, picture, now)
 
 
 def native_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
-                  vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+                  picture: rtp.Picture | None, now: float) -> None:
     if downtracks:
         packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now)
         traffic = STATS.traffic
@@ -98,8 +98,8 @@ if _native is not None:
                                    ast_in=self._ast_in, mid_out=self._mid_out)
 
         def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
-                    vp8: rtp.Vp8Descriptor | None, now: float) -> None:
-            native_fanout([self], data, view, layer, keyframe, vp8, now)
+                    picture: rtp.Picture | None, now: float) -> None:
+            native_fanout([self], data, view, layer, keyframe, picture, now)
 
     class NativeLayer(_native.LayerCore, track.Layer):
         """Layer whose rate accounting (packets, bytes, the sliding-second bitrate) lives in C
@@ -155,8 +155,9 @@ def remb_estimator() -> Any:
     return _native.RembEstimator() if _current == "native" else RemoteBitrateEstimator()
 
 
-def parsers() -> tuple[Callable[[bytes], Any], Callable[[Any], Any], Callable[[bytes, Any, int], bytes | None]]:
-    """(parse, vp8_descriptor, extension) as `sfu.rtp` defines them, on this data path."""
+def parsers() -> tuple[Callable[[bytes], Any], Callable[[Any], Any], Callable[[Any], Any],
+                       Callable[[bytes, Any, int], bytes | None]]:
+    """(parse, vp8_descriptor, vp9_descriptor, extension) as `sfu.rtp` defines them, on this data path."""
     if _current == "native":
-        return _native.parse, _native.vp8_descriptor, _native.extension
-    return rtp.parse, rtp.vp8_descriptor, rtp.extension
+        return _native.parse, _native.vp8_descriptor, _native.vp9_descriptor, _native.extension
+    return rtp.parse, rtp.vp8_descriptor, rtp.vp9_descriptor, rtp.extension

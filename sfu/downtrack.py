@@ -90,7 +90,8 @@ class DownTrack:
         self.slot = slot
         self.kind = track.kind
         self.is_video = track.kind == "video"
-        self.is_vp8 = track.codec_name == "VP8"
+        # which payload descriptor numbers the pictures (VP8, VP9): rewritten on switches
+        self.picture_codec = rtp.PICTURE_CODECS.get(track.codec_name.upper(), rtp.PICTURE_NONE)
         self.clock_rate = track.clock_rate
 
         # layer state: `current` is being forwarded; `target` is where we want to be
@@ -244,13 +245,14 @@ class DownTrack:
         `data`, its source packet."""
         out_seq, _ring, _serial, _in_seq, ts_off, pid_off, tl0_off, sent_at = entry
         view = rtp.parse(data)  # it parsed when it was forwarded
-        vp8 = None
-        if self.is_vp8:
+        picture = None
+        if self.picture_codec:
             try:
-                vp8 = rtp.vp8_descriptor(memoryview(data)[view.payload_start : view.payload_end])
+                payload = memoryview(data)[view.payload_start : view.payload_end]
+                picture = rtp.picture_descriptor(self.picture_codec, payload)
             except rtp.RtpError:
                 pass
-        return self._rewrite(data, view, vp8, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at)
+        return self._rewrite(data, view, picture, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at)
 
     def _clear_cache(self) -> None:
         self.cache = [None] * CACHE_SIZE
@@ -261,21 +263,21 @@ class DownTrack:
 
     # --- the hot path -------------------------------------------------------------------------
     def forward(self, data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
-                vp8: rtp.Vp8Descriptor | None, now: float) -> None:
+                picture: rtp.Picture | None, now: float) -> None:
         slot = self.slot
         if not slot.active:
             return
         if layer is not self.current:
             if layer is not self.target or (self.is_video and not keyframe):
                 return
-            self._restart(view, vp8, now, layer)
+            self._restart(view, picture, now, layer)
         elif layer.epoch != self.epoch:
             # the publisher's stream started over (new SSRC, or restarted numbering): re-anchor so the
             # subscriber's numbering continues instead of jumping to wherever the new stream starts
-            self._anchor(view, vp8, now, layer)
+            self._anchor(view, picture, now, layer)
         elif not _newer16(view.seq, self.switch_seq) and view.seq != self.switch_seq:
             return  # from before the current run began: its numbering belongs to another layer
-        if vp8 is not None and self.max_tid is not None and vp8.tid > self.max_tid and not keyframe:
+        if picture is not None and self.max_tid is not None and picture.tid > self.max_tid and not keyframe:
             # thinning the frame rate: renumber so the subscriber sees no gap it would NACK
             self._renumber_away(view.seq)
             self.temporal_drops += 1
@@ -283,7 +285,7 @@ class DownTrack:
 
         out_seq = (view.seq + self.seq_off) & 0xFFFF
         out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
-        out = self._rewrite(data, view, vp8, out_seq, out_ts, self.pid_off, self.tl0_off, now)
+        out = self._rewrite(data, view, picture, out_seq, out_ts, self.pid_off, self.tl0_off, now)
         ring = layer.ring
         self.cache[out_seq & CACHE_MASK] = (out_seq, ring, ring.store(view.seq, data), view.seq, self.ts_off,
                                             self.pid_off, self.tl0_off, now)
@@ -291,10 +293,10 @@ class DownTrack:
             self.last_seq = out_seq
             self.last_ts = out_ts
             self.last_sent_at = now
-            if vp8 is not None and vp8.picture_id >= 0:
-                self.last_pid = (vp8.picture_id + self.pid_off) & 0x7FFF
-                if vp8.tl0picidx >= 0:
-                    self.last_tl0 = (vp8.tl0picidx + self.tl0_off) & 0xFF
+            if picture is not None and picture.picture_id >= 0:
+                self.last_pid = (picture.picture_id + self.pid_off) & 0x7FFF
+                if picture.tl0picidx >= 0:
+                    self.last_tl0 = (picture.tl0picidx + self.tl0_off) & 0xFF
         self.started = True
         if self.transport.send_rtp(out):
             self.packets += 1
@@ -304,7 +306,7 @@ class DownTrack:
             traffic.packets_out += 1
             traffic.bytes_out += len(out)
 
-    def _rewrite(self, data: bytes, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, out_seq: int, out_ts: int,
+    def _rewrite(self, data: bytes, view: rtp.RtpView, picture: rtp.Picture | None, out_seq: int, out_ts: int,
                  pid_off: int, tl0_off: int, now: float) -> bytes:
         """`data` as this subscriber gets it: our PT, SSRC and numbering, our extension ids (abs-send-time
         = `now`), VP8 PictureID/TL0PICIDX moved by the offsets."""
@@ -316,18 +318,18 @@ class DownTrack:
                 self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)
             else:
                 buf = _strip_extensions(buf, view)
-        if vp8 is not None and (pid_off or tl0_off):
+        if picture is not None and (pid_off or tl0_off):
             p = view.payload_start - (len(data) - len(buf))
-            if vp8.picture_id >= 0:
-                if vp8.picture_id_bits == 15:
-                    pid = (vp8.picture_id + pid_off) & 0x7FFF
-                    buf[p + vp8.picture_id_pos] = 0x80 | (pid >> 8)
-                    buf[p + vp8.picture_id_pos + 1] = pid & 0xFF
+            if picture.picture_id >= 0:
+                if picture.picture_id_bits == 15:
+                    pid = (picture.picture_id + pid_off) & 0x7FFF
+                    buf[p + picture.picture_id_pos] = 0x80 | (pid >> 8)
+                    buf[p + picture.picture_id_pos + 1] = pid & 0xFF
                 else:
-                    pid = (vp8.picture_id + pid_off) & 0x7F
-                    buf[p + vp8.picture_id_pos] = pid
-            if vp8.tl0picidx >= 0:
-                buf[p + vp8.tl0picidx_pos] = (vp8.tl0picidx + tl0_off) & 0xFF
+                    pid = (picture.picture_id + pid_off) & 0x7F
+                    buf[p + picture.picture_id_pos] = pid
+            if picture.tl0picidx >= 0:
+                buf[p + picture.tl0picidx_pos] = (picture.tl0picidx + tl0_off) & 0xFF
         return bytes(buf)
 
     def skip(self, seq: int, layer: Layer) -> None:
@@ -366,10 +368,10 @@ class DownTrack:
                     buf[i + 1 : i + 4] = rtp.abs_send_time_now(now)
             i += 1 + xlen
 
-    def _restart(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float, layer: Layer) -> None:
+    def _restart(self, view: rtp.RtpView, picture: rtp.Picture | None, now: float, layer: Layer) -> None:
         """Begin a new run on `layer` (the target) at a start, layer switch or resume: continue
         numbering from what was sent."""
-        self._anchor(view, vp8, now, layer)
+        self._anchor(view, picture, now, layer)
         self._begin_run(layer)
 
     def _begin_run(self, layer: Layer) -> None:
@@ -383,7 +385,7 @@ class DownTrack:
             if self.on_layer_change is not None:
                 self.on_layer_change(self, before.rid if before else None, layer.rid)
 
-    def _anchor(self, view: rtp.RtpView, vp8: rtp.Vp8Descriptor | None, now: float, layer: Layer) -> None:
+    def _anchor(self, view: rtp.RtpView, picture: rtp.Picture | None, now: float, layer: Layer) -> None:
         """Offsets that make `view` follow the last packet sent, in sequence, time and PictureID."""
         self.epoch = layer.epoch
         self.seq_off = (self.last_seq + 1 - view.seq) & 0xFFFF
@@ -392,10 +394,10 @@ class DownTrack:
             self.ts_off = (self.last_ts + gap - view.ts) & 0xFFFFFFFF
         else:
             self.ts_off = (self.last_ts - view.ts) & 0xFFFFFFFF
-        if vp8 is not None and vp8.picture_id >= 0 and self.started:
-            mod = 0x7FFF if vp8.picture_id_bits == 15 else 0x7F
-            self.pid_off = (self.last_pid + 1 - vp8.picture_id) & mod
-            self.tl0_off = ((self.last_tl0 + 1 - vp8.tl0picidx) & 0xFF) if vp8.tl0picidx >= 0 else 0
+        if picture is not None and picture.picture_id >= 0 and self.started:
+            mod = 0x7FFF if picture.picture_id_bits == 15 else 0x7F
+            self.pid_off = (self.last_pid + 1 - picture.picture_id) & mod
+            self.tl0_off = ((self.last_tl0 + 1 - picture.tl0picidx) & 0xFF) if picture.tl0picidx >= 0 else 0
         else:
             self.pid_off = self.tl0_off = 0
         self.switch_seq = view.seq

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
 
 try:
-    from sfu._native import CODEC_H264, CODEC_OTHER, CODEC_VP8, IngressCore
+    from sfu._native import CODEC_H264, CODEC_OTHER, CODEC_VP8, CODEC_VP9, IngressCore
 except ImportError:  # not built: only the Python path is available (sfu.datapath says so)
     IngressCore = None
 
@@ -88,7 +88,7 @@ class Ingress:
         # every DownTrack of a track gets each packet in one call (sfu.datapath: Python loop or C)
         self.fanout = datapath.fanout()
         # sfu.rtp's parsers, or their C twins on the native data path (same attributes, same errors)
-        self.parse, self.vp8_descriptor, self.extension = datapath.parsers()
+        self.parse, self.vp8_descriptor, self.vp9_descriptor, self.extension = datapath.parsers()
 
     # --- setup --------------------------------------------------------------------------------
     def configure(self, transport: Any, slots: list[RecvSlot], ssrc_hints: dict[str, list[tuple[int, str]]],
@@ -229,17 +229,22 @@ class Ingress:
                 layer.account(view.payload_end, arrival)  # header + payload, without RTP padding
 
             keyframe = False
-            vp8 = None
+            picture = None
             if rec.kind == "video":
                 payload = memoryview(data)[view.payload_start : view.payload_end]
                 # A late key frame packet (a retransmission, or Chromium's RTX probes, which resend recent
                 # packets) must not start a run: the packets after it were already passed over, so the
                 # subscriber would get a gap it NACKs forever. Only fresh key frames switch layers.
                 if rec.codec_name == "VP8":
-                    vp8 = self.vp8_descriptor(payload)
-                    keyframe = vp8.keyframe and seen != LATE
+                    picture = self.vp8_descriptor(payload)
+                    keyframe = picture.keyframe and seen != LATE
                     if keyframe:
-                        _vp8_dimensions(payload, vp8.size, layer)
+                        _vp8_dimensions(payload, picture.size, layer)
+                elif rec.codec_name == "VP9":
+                    picture = self.vp9_descriptor(payload)
+                    keyframe = picture.keyframe and seen != LATE
+                    if keyframe and picture.width:  # (the scalability structure of a key picture)
+                        layer.width, layer.height = picture.width, picture.height
                 elif rec.codec_name == "H264":
                     keyframe = seen != LATE and h264.is_keyframe(payload)
                     if keyframe:
@@ -264,7 +269,7 @@ class Ingress:
 
         if rec.muted:
             return
-        self.fanout(rec.downtracks, data, view, layer, keyframe, vp8, arrival)
+        self.fanout(rec.downtracks, data, view, layer, keyframe, picture, arrival)
         STATS.observe_latency(arrival)
 
     def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
@@ -505,7 +510,7 @@ class Ingress:
 
 
 if IngressCore is not None:
-    _CODECS = {"VP8": CODEC_VP8, "H264": CODEC_H264}
+    _CODECS = {"VP8": CODEC_VP8, "H264": CODEC_H264, "VP9": CODEC_VP9}
 
     class NativeIngress(IngressCore, Ingress):
         """Ingress whose common case, the next packet of a known media SSRC, is C (`sfu/native/ingress.c`,

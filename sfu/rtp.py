@@ -204,6 +204,126 @@ def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
     return Vp8Descriptor(start, keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos, tid, sync, pos)
 
 
+# --- VP9 (RFC 9628) ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Vp9Descriptor:
+    """A VP9 payload descriptor. The fields it shares with Vp8Descriptor mean the same (where the
+    picture numbering sits, for a DownTrack to rewrite it), so a DownTrack handles either."""
+
+    start: bool  # B bit of the picture's first layer frame: first packet of a picture
+    keyframe: bool  # ... and not inter-picture predicted (P = 0): a key picture starts here
+    picture_id: int  # -1 when absent
+    picture_id_pos: int  # offset of the PICTURE ID field in the payload, 0 when absent
+    picture_id_bits: int  # 7 or 15
+    tl0picidx: int  # -1 when absent (flexible mode, or no layer indices)
+    tl0picidx_pos: int
+    tid: int  # temporal layer id, 0 when absent
+    layer_sync: bool  # U bit: a switching-up point
+    size: int  # descriptor length in bytes
+    sid: int  # spatial layer id, 0 when absent
+    end: bool  # E bit: last packet of this layer frame
+    flexible: bool  # F bit
+    inter_layer: bool  # D bit: this layer frame depends on the spatial layer below
+    width: int  # the highest spatial layer's size, from a scalability structure that has sizes; else 0
+    height: int
+
+
+VP9_MAX_REFERENCES = 3  # P_DIFF fields a flexible-mode layer frame may carry (RFC 9628 §4.2)
+
+
+def vp9_descriptor(payload: bytes | memoryview) -> Vp9Descriptor:
+    n = len(payload)
+    if n < 1:
+        raise RtpError("vp9_empty_payload")
+    b0 = payload[0]
+    pos = 1
+    picture_id = -1
+    pid_pos = pid_bits = 0
+    tl0 = -1
+    tl0_pos = tid = sid = 0
+    sync = inter_layer = False
+    width = height = 0
+    flexible = bool(b0 & 0x10)
+    if b0 & 0x80:  # I: PICTURE ID
+        if pos >= n:
+            raise RtpError("vp9_truncated_descriptor")
+        pid_pos = pos
+        if payload[pos] & 0x80:
+            if pos + 1 >= n:
+                raise RtpError("vp9_truncated_descriptor")
+            picture_id = ((payload[pos] & 0x7F) << 8) | payload[pos + 1]
+            pid_bits = 15
+            pos += 2
+        else:
+            picture_id = payload[pos] & 0x7F
+            pid_bits = 7
+            pos += 1
+    if b0 & 0x20:  # L: layer indices, and TL0PICIDX in non-flexible mode
+        if pos >= n:
+            raise RtpError("vp9_truncated_descriptor")
+        x = payload[pos]
+        tid, sync, sid, inter_layer = x >> 5, bool(x & 0x10), (x >> 1) & 0x07, bool(x & 0x01)
+        pos += 1
+        if not flexible:
+            if pos >= n:
+                raise RtpError("vp9_truncated_descriptor")
+            tl0_pos = pos
+            tl0 = payload[pos]
+            pos += 1
+    if flexible and b0 & 0x40:  # F and P: reference indices, each with N = another follows
+        for count in range(VP9_MAX_REFERENCES + 1):
+            if count == VP9_MAX_REFERENCES:
+                raise RtpError("vp9_too_many_references")
+            if pos >= n:
+                raise RtpError("vp9_truncated_descriptor")
+            more = payload[pos] & 0x01
+            pos += 1
+            if not more:
+                break
+    if b0 & 0x02:  # V: scalability structure
+        if pos >= n:
+            raise RtpError("vp9_truncated_descriptor")
+        ss = payload[pos]
+        layers = (ss >> 5) + 1
+        pos += 1
+        if ss & 0x10:  # Y: a size per spatial layer
+            if pos + 4 * layers > n:
+                raise RtpError("vp9_truncated_descriptor")
+            last = pos + 4 * (layers - 1)
+            width = (payload[last] << 8) | payload[last + 1]
+            height = (payload[last + 2] << 8) | payload[last + 3]
+            pos += 4 * layers
+        if ss & 0x08:  # G: the picture group's description
+            if pos >= n:
+                raise RtpError("vp9_truncated_descriptor")
+            pictures = payload[pos]
+            pos += 1
+            for _ in range(pictures):
+                if pos >= n:
+                    raise RtpError("vp9_truncated_descriptor")
+                pos += 1 + ((payload[pos] >> 2) & 0x03)  # TID|U|R, then R P_DIFFs
+                if pos > n:
+                    raise RtpError("vp9_truncated_descriptor")
+    start = bool(b0 & 0x08) and sid == 0
+    keyframe = start and not b0 & 0x40
+    return Vp9Descriptor(start, keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos, tid, sync, pos, sid,
+                         bool(b0 & 0x04), flexible, inter_layer, width, height)
+
+
+Picture = Vp8Descriptor | Vp9Descriptor  # what a DownTrack reads of either to renumber pictures
+
+# Which payload descriptor numbers a codec's pictures (DownTrack.picture_codec; the C twin's values)
+PICTURE_NONE, PICTURE_VP8, PICTURE_VP9 = 0, 1, 2
+PICTURE_CODECS = {"VP8": PICTURE_VP8, "VP9": PICTURE_VP9}
+
+
+def picture_descriptor(codec: int, payload: bytes | memoryview) -> Vp8Descriptor | Vp9Descriptor:
+    """The payload descriptor of a PICTURE_VP8 or PICTURE_VP9 packet."""
+    return vp9_descriptor(payload) if codec == PICTURE_VP9 else vp8_descriptor(payload)
+
+
 def is_rtcp(data: bytes) -> bool:
     """RFC 5761 demux: RTCP packet types 192..223 sit where RTP puts marker+PT."""
     return len(data) >= 2 and 192 <= data[1] <= 223

@@ -39,6 +39,7 @@ import aioice.mdns
 import aioice.stun
 import aioice.utils
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, rtcdtlstransport
+from aiortc import codecs as _artc_codecs
 from aiortc import rtcpeerconnection as _artc_pc
 from aiortc import rtcrtpreceiver as _artc_receiver
 from aiortc import rtp as artp
@@ -64,6 +65,7 @@ _ORIGINAL_CLOSE = aioice.ice.Connection.close
 _ORIGINAL_MAYBE_COMPLETE = aioice.ice.Connection._check_list_maybe_complete
 _ORIGINAL_CHECK_COMPLETE = aioice.ice.Connection.check_complete
 _ORIGINAL_QUERY_CONSENT = aioice.ice.Connection.query_consent
+_ORIGINAL_CODEC_COMPATIBLE = _artc_pc.is_codec_compatible
 
 
 def _parse_stun(data: bytes) -> Any:
@@ -282,7 +284,37 @@ def configure_candidates(allowed_ranges: Iterable[str], max_remote_candidates: i
     _install()
 
 
+# VP9 (RFC 9628), which aiortc 1.16 can neither encode nor decode and so does not list: the SFU only
+# forwards it. Profile 0 (8-bit 4:2:0) is what every browser decodes; its m-lines get NACK, PLI, REMB
+# and RTX like aiortc's own video codecs.
+VP9_PROFILE = "0"
+
+
+def _add_vp9() -> None:
+    video = _artc_codecs.CODECS["video"]
+    if any(c.mimeType.lower() == "video/vp9" for c in video):
+        return
+    pt = max(c.payloadType for c in video if c.payloadType is not None) + 1
+    feedback = list(next(c for c in video if c.mimeType.lower() == "video/vp8").rtcpFeedback)
+    video += [RTCRtpCodecParameters(mimeType="video/VP9", clockRate=90000, payloadType=pt, rtcpFeedback=feedback,
+                                    parameters={"profile-id": VP9_PROFILE}),
+              RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=pt + 1,
+                                    parameters={"apt": pt})]
+
+
+def _codec_compatible(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
+    """aiortc's test, and for VP9 the same profile (absent means 0): Chromium offers profiles 0 and 2
+    (10-bit), and answering the latter with our profile-0 entry would promise what no peer sent."""
+    if not _ORIGINAL_CODEC_COMPATIBLE(a, b):
+        return False
+    if a.mimeType.lower() == "video/vp9":
+        return str(a.parameters.get("profile-id", "0")) == str(b.parameters.get("profile-id", "0"))
+    return True
+
+
 def _install() -> None:
+    _add_vp9()
+    _artc_pc.is_codec_compatible = _codec_compatible
     _artc_receiver.RemoteBitrateEstimator = _receive_estimator  # type: ignore[misc, assignment]
     aioice.ice.get_host_addresses = _host_addresses
     # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range

@@ -556,7 +556,8 @@ typedef struct {
     PyObject *current;
     PyObject *target;
     /* configuration (set by _configure_native from the slot and the extension maps) */
-    char is_video, is_vp8; /* T_BOOL is a char */
+    char is_video; /* T_BOOL is a char */
+    int picture_codec; /* BS_PICTURE_*: which payload descriptor numbers the pictures */
     int clock_rate;
     int out_pt;
     uint32_t out_ssrc;
@@ -755,7 +756,7 @@ static int DTC_set_rtx_window_at(DownTrackCore *self, PyObject *v, void *c) {
 }
 
 /* DownTrack._anchor: offsets that make this packet follow the last one sent */
-static void dtc_anchor(DownTrackCore *s, const bs_rtp_view *v, const bs_vp8 *vp8, double now, long long epoch) {
+static void dtc_anchor(DownTrackCore *s, const bs_rtp_view *v, const bs_picture *pic, double now, long long epoch) {
     s->epoch = epoch;
     s->seq_off = (s->last_seq + 1u - v->seq) & 0xFFFF;
     if (s->started) {
@@ -766,10 +767,10 @@ static void dtc_anchor(DownTrackCore *s, const bs_rtp_view *v, const bs_vp8 *vp8
     } else {
         s->ts_off = (s->last_ts - v->ts) & 0xFFFFFFFFu;
     }
-    if (vp8 && vp8->picture_id >= 0 && s->started) {
-        unsigned mod = vp8->picture_id_bits == 15 ? 0x7FFF : 0x7F;
-        s->pid_off = (s->last_pid + 1u - (unsigned)vp8->picture_id) & mod;
-        s->tl0_off = vp8->tl0picidx >= 0 ? ((s->last_tl0 + 1u - (unsigned)vp8->tl0picidx) & 0xFF) : 0;
+    if (pic && pic->picture_id >= 0 && s->started) {
+        unsigned mod = pic->picture_id_bits == 15 ? 0x7FFF : 0x7F;
+        s->pid_off = (s->last_pid + 1u - (unsigned)pic->picture_id) & mod;
+        s->tl0_off = pic->tl0picidx >= 0 ? ((s->last_tl0 + 1u - (unsigned)pic->tl0picidx) & 0xFF) : 0;
     } else {
         s->pid_off = s->tl0_off = 0;
     }
@@ -874,10 +875,10 @@ typedef struct {
     unsigned long long packets, bytes;
 } fan_totals;
 
-/* DownTrack._rewrite: `data` (n bytes, parsed as v, vp8) as this subscriber gets it, written to `out`
- * (n bytes at least): our PT, SSRC and numbering, our extension ids (abs-send-time = now), VP8
+/* DownTrack._rewrite: `data` (n bytes, parsed as v, pic) as this subscriber gets it, written to `out`
+ * (n bytes at least): our PT, SSRC and numbering, our extension ids (abs-send-time = now), VP8/VP9
  * PictureID/TL0PICIDX moved by the offsets. Returns its length. */
-static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_picture *pic,
                           uint16_t out_seq, uint32_t out_ts, unsigned pid_off, unsigned tl0_off, double now,
                           uint8_t *out) {
     memcpy(out, data, n);
@@ -906,19 +907,19 @@ static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const
             out[0] &= 0xEF;
         }
     }
-    if (vp8 && (pid_off || tl0_off)) {
+    if (pic && (pid_off || tl0_off)) {
         size_t p = v->payload_start - removed;
-        if (vp8->picture_id >= 0) {
-            if (vp8->picture_id_bits == 15) {
-                unsigned pid = ((unsigned)vp8->picture_id + pid_off) & 0x7FFF;
-                out[p + vp8->picture_id_pos] = (uint8_t)(0x80 | (pid >> 8));
-                out[p + vp8->picture_id_pos + 1] = (uint8_t)pid;
+        if (pic->picture_id >= 0) {
+            if (pic->picture_id_bits == 15) {
+                unsigned pid = ((unsigned)pic->picture_id + pid_off) & 0x7FFF;
+                out[p + pic->picture_id_pos] = (uint8_t)(0x80 | (pid >> 8));
+                out[p + pic->picture_id_pos + 1] = (uint8_t)pid;
             } else {
-                out[p + vp8->picture_id_pos] = (uint8_t)(((unsigned)vp8->picture_id + pid_off) & 0x7F);
+                out[p + pic->picture_id_pos] = (uint8_t)(((unsigned)pic->picture_id + pid_off) & 0x7F);
             }
         }
-        if (vp8->tl0picidx >= 0)
-            out[p + vp8->tl0picidx_pos] = (uint8_t)(((unsigned)vp8->tl0picidx + tl0_off) & 0xFF);
+        if (pic->tl0picidx >= 0)
+            out[p + pic->tl0picidx_pos] = (uint8_t)(((unsigned)pic->tl0picidx + tl0_off) & 0xFF);
     }
     return len;
 }
@@ -927,18 +928,19 @@ static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const
  * (n bytes) into `out` (n bytes at least); its length, or 0 when the source does not parse */
 static size_t dtc_rebuild(DownTrackCore *s, const sent_entry *e, const uint8_t *src, size_t n, uint8_t *out) {
     bs_rtp_view v;
-    bs_vp8 vp8;
+    bs_picture pic;
     if (bs_rtp_parse(src, n, &v) < 0)
         return 0;
-    int have_vp8 = s->is_vp8 && bs_vp8_parse(src + v.payload_start, v.payload_end - v.payload_start, &vp8) == 0;
-    return dtc_rewrite(s, src, n, &v, have_vp8 ? &vp8 : NULL, e->seq, (v.ts + e->ts_off) & 0xFFFFFFFFu, e->pid_off,
+    int have_pic = s->picture_codec &&
+                   bs_picture_parse(s->picture_codec, src + v.payload_start, v.payload_end - v.payload_start, &pic) == 0;
+    return dtc_rewrite(s, src, n, &v, have_pic ? &pic : NULL, e->seq, (v.ts + e->ts_off) & 0xFFFFFFFFu, e->pid_off,
                        e->tl0_off, e->sent_at, out);
 }
 
 /* One DownTrack's share of a packet: DownTrack.forward. 0 on success (sent or skipped), -1 on a
  * Python error (from the layer-change callback or the fallback send). The packet is stored in `ring`
  * (the layer's PacketRing, or NULL) by the first DownTrack that sends it: *serial is 0 until then. */
-static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_picture *pic,
                        PyObject *layer, PyObject *ring, unsigned long long *serial, long long epoch, int keyframe,
                        double now, uint8_t *scratch, fan_totals *tot) {
     if (!s->slot || !s->transport)
@@ -953,17 +955,17 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     if (layer != s->current) {
         if (layer != s->target || (s->is_video && !keyframe))
             return 0;
-        dtc_anchor(s, v, vp8, now, epoch);
+        dtc_anchor(s, v, pic, now, epoch);
         PyObject *r = PyObject_CallMethodOneArg((PyObject *)s, str_begin_run, layer);
         if (!r)
             return -1;
         Py_DECREF(r);
     } else if (epoch != s->epoch) {
-        dtc_anchor(s, v, vp8, now, epoch);
+        dtc_anchor(s, v, pic, now, epoch);
     } else if (!newer16(v->seq, (uint16_t)s->switch_seq) && v->seq != (uint16_t)s->switch_seq) {
         return 0;
     }
-    if (vp8 && s->max_tid >= 0 && vp8->tid > s->max_tid && !keyframe) {
+    if (pic && s->max_tid >= 0 && pic->tid > s->max_tid && !keyframe) {
         dtc_renumber_away(s, v->seq);
         s->temporal_drops++;
         return 0;
@@ -975,7 +977,7 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     int in_queue = e != NULL && s->stream != NULL && n + BS_SRTP_MAX_RTCP_TRAILER <= QUEUE_BUF;
     if (in_queue)
         scratch = egress_slot(e);
-    size_t len = dtc_rewrite(s, data, n, v, vp8, out_seq, out_ts, s->pid_off, s->tl0_off, now, scratch);
+    size_t len = dtc_rewrite(s, data, n, v, pic, out_seq, out_ts, s->pid_off, s->tl0_off, now, scratch);
     if (ring) {
         if (!*serial)
             *serial = bs_ring_store(ring, v->seq, data, n);
@@ -986,10 +988,10 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
         s->last_seq = out_seq;
         s->last_ts = out_ts;
         s->last_sent_at = now;
-        if (vp8 && vp8->picture_id >= 0) {
-            s->last_pid = ((unsigned)vp8->picture_id + s->pid_off) & 0x7FFF;
-            if (vp8->tl0picidx >= 0)
-                s->last_tl0 = ((unsigned)vp8->tl0picidx + s->tl0_off) & 0xFF;
+        if (pic && pic->picture_id >= 0) {
+            s->last_pid = ((unsigned)pic->picture_id + s->pid_off) & 0x7FFF;
+            if (pic->tl0picidx >= 0)
+                s->last_tl0 = ((unsigned)pic->tl0picidx + s->tl0_off) & 0xFF;
         }
     }
     s->started = 1;
@@ -1155,16 +1157,16 @@ done:
 }
 
 /* DownTrack.forward of one parsed packet for every DownTrack of the list `dts`, then a flush (unless
- * a received batch holds the sends). `vp8`: the packet's parsed VP8 descriptor, or NULL to parse it
- * on the first VP8 DownTrack. 0, or -1 with an exception set. */
-int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8, PyObject *layer,
+ * a received batch holds the sends). `pic`: the packet's parsed VP8/VP9 descriptor, or NULL to
+ * parse it on the first DownTrack that numbers pictures. 0, or -1 with an exception set. */
+int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_picture *pic, PyObject *layer,
               int keyframe, double now, unsigned long long *packets, unsigned long long *bytes) {
     fan_totals tot = {0, 0};
     int result = -1;
     PyObject *ring = NULL;
     unsigned long long serial = 0;
-    bs_vp8 vp8d;
-    int have_vp8 = vp8 != NULL ? 1 : -1; /* else parsed on the first VP8 DownTrack */
+    bs_picture picd;
+    int have_pic = pic != NULL ? 1 : -1; /* else parsed on the first DownTrack that needs it */
     uint8_t stack_scratch[2048];
     uint8_t *scratch = stack_scratch;
     if (!PyList_Check(dts)) {
@@ -1201,14 +1203,15 @@ int bs_fanout(PyObject *dts, const uint8_t *data, size_t n, const bs_rtp_view *v
             goto done;
         }
         DownTrackCore *s = (DownTrackCore *)o;
-        const bs_vp8 *vp = NULL;
-        if (s->is_vp8) {
-            if (have_vp8 < 0) {
-                have_vp8 = bs_vp8_parse(data + v->payload_start, v->payload_end - v->payload_start, &vp8d) == 0;
-                vp8 = &vp8d;
+        const bs_picture *vp = NULL;
+        if (s->picture_codec) { /* (a track's DownTracks share its codec: parsed once) */
+            if (have_pic < 0) {
+                have_pic = bs_picture_parse(s->picture_codec, data + v->payload_start,
+                                            v->payload_end - v->payload_start, &picd) == 0;
+                pic = &picd;
             }
-            if (have_vp8)
-                vp = vp8;
+            if (have_pic)
+                vp = pic;
         }
         Py_INCREF(o); /* the layer-change callback may change the list */
         int r = dtc_forward(s, data, n, v, vp, layer, ring, &serial, epoch, keyframe, now, scratch, &tot);
@@ -1261,7 +1264,7 @@ static PyMemberDef DTC_members[] = {
     {"current", T_OBJECT, offsetof(DownTrackCore, current), 0, NULL},
     {"target", T_OBJECT, offsetof(DownTrackCore, target), 0, NULL},
     DTC_MEMBER(is_video, T_BOOL),
-    DTC_MEMBER(is_vp8, T_BOOL),
+    DTC_MEMBER(picture_codec, T_INT),
     DTC_MEMBER(clock_rate, T_INT),
     DTC_MEMBER(seq_off, T_UINT),
     DTC_MEMBER(ts_off, T_UINT),
@@ -1284,7 +1287,7 @@ static PyMemberDef DTC_members[] = {
 };
 
 static PyGetSetDef DTC_getset[] = {
-    {"max_tid", (getter)DTC_get_max_tid, (setter)DTC_set_max_tid, "VP8 temporal layers above this are not forwarded",
+    {"max_tid", (getter)DTC_get_max_tid, (setter)DTC_set_max_tid, "VP8/VP9 temporal layers above this are not forwarded",
      NULL},
     {"_rtx_window_at", (getter)DTC_get_rtx_window_at, (setter)DTC_set_rtx_window_at, NULL, NULL},
     {NULL},

@@ -20,8 +20,10 @@ typedef struct bs_rtp_view {
     size_t payload_end; /* without RTP padding */
 } bs_rtp_view;
 
-/* VP8 payload descriptor (RFC 7741), as sfu/rtp.py `vp8_descriptor` reads it. */
-typedef struct bs_vp8 {
+/* A VP8 (RFC 7741) or VP9 (RFC 9628) payload descriptor, as sfu/rtp.py `vp8_descriptor` and
+ * `vp9_descriptor` read them: where the picture numbering sits, for a DownTrack to rewrite it. The
+ * fields after `size` are VP9's (0 for VP8). */
+typedef struct bs_picture {
     uint8_t start;
     uint8_t keyframe;
     int picture_id; /* -1 when absent */
@@ -32,7 +34,13 @@ typedef struct bs_vp8 {
     int tid;
     uint8_t layer_sync;
     size_t size;
-} bs_vp8;
+    int sid;
+    uint8_t end, flexible, inter_layer;
+    int width, height;
+} bs_picture;
+
+/* DownTrack.picture_codec: which descriptor numbers a track's pictures (sfu.rtp PICTURE_*). */
+enum { BS_PICTURE_NONE = 0, BS_PICTURE_VP8 = 1, BS_PICTURE_VP9 = 2 };
 
 /* What is wrong with a packet (sfu.rtp.RtpError's reasons, parse.c `reason`). */
 enum {
@@ -43,12 +51,17 @@ enum {
     BS_BAD_PADDING = -5,
     BS_VP8_EMPTY = -6,
     BS_VP8_TRUNCATED = -7,
+    BS_VP9_EMPTY = -8,
+    BS_VP9_TRUNCATED = -9,
+    BS_VP9_REFERENCES = -10,
 };
 
-/* 0, or one of the negative codes above when the bytes are not a valid RTP packet / VP8
- * descriptor (parse.c). */
+/* 0, or one of the negative codes above when the bytes are not a valid RTP packet / VP8 or VP9
+ * descriptor (parse.c). `bs_picture_parse` parses BS_PICTURE_VP8 or BS_PICTURE_VP9. */
 int bs_rtp_parse(const uint8_t *data, size_t n, bs_rtp_view *v);
-int bs_vp8_parse(const uint8_t *payload, size_t n, bs_vp8 *d);
+int bs_vp8_parse(const uint8_t *payload, size_t n, bs_picture *d);
+int bs_vp9_parse(const uint8_t *payload, size_t n, bs_picture *d);
+int bs_picture_parse(int codec, const uint8_t *payload, size_t n, bs_picture *d);
 /* Header extension `xid` (its first element): 1 with its value at data[*start, *start + *len), 0 when
  * absent, BS_BAD_EXTENSION_LENGTH when an element before it overruns the block (parse.c). */
 int bs_rtp_extension(const uint8_t *data, const bs_rtp_view *v, long xid, size_t *start, size_t *len);
@@ -72,9 +85,9 @@ void bs_gso_sent(int datagrams); /* counts a segmented send of `datagrams` (>= 2
 #ifdef Py_PYTHON_H
 /* What ingress.c (IngressCore) calls in the other files. */
 /* forward.c: DownTrack.forward of a parsed packet for each DownTrack of the list; 0, or -1 with an
- * exception set. `vp8`: the parsed VP8 descriptor if the caller has it, else NULL. The counts of
+ * exception set. `pic`: the parsed VP8/VP9 descriptor if the caller has it, else NULL. The counts of
  * what left are added up in *packets / *bytes. */
-int bs_fanout(PyObject *downtracks, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_vp8 *vp8,
+int bs_fanout(PyObject *downtracks, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_picture *pic,
               PyObject *layer, int keyframe, double now, unsigned long long *packets, unsigned long long *bytes);
 /* reception.c: ReceptionCore; `next`: whether seq is the next number of its started stream (what
  * update calls IN_ORDER); update for seq/ts/arrival in update's ranges. */

@@ -25,7 +25,7 @@
 
 #include "forward.h"
 
-enum { CODEC_OTHER = 0, CODEC_VP8 = 1, CODEC_H264 = 2 };
+enum { CODEC_OTHER = 0, CODEC_VP8 = 1, CODEC_H264 = 2, CODEC_VP9 = 3 };
 
 typedef struct {
     uint32_t ssrc;
@@ -99,14 +99,17 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     int have_ast = 0, level = -1;
     uint32_t ast = 0;
     size_t at = 0, len = 0;
-    bs_vp8 vp8, *parsed = NULL; /* handed to the fan-out, which would parse it again */
+    bs_picture pic, *parsed = NULL; /* handed to the fan-out, which would parse it again */
     if (r->video) {
         if (r->codec == CODEC_H264)
             return slow(self, args);
-        if (r->codec == CODEC_VP8) {
-            if (bs_vp8_parse(d + v.payload_start, v.payload_end - v.payload_start, &vp8) < 0 || vp8.keyframe)
+        if (r->codec == CODEC_VP8 || r->codec == CODEC_VP9) {
+            /* key frames (their size, the counts) and bad descriptors take Ingress.on_rtp */
+            int codec = r->codec == CODEC_VP8 ? BS_PICTURE_VP8 : BS_PICTURE_VP9;
+            if (bs_picture_parse(codec, d + v.payload_start, v.payload_end - v.payload_start, &pic) < 0 ||
+                pic.keyframe)
                 return slow(self, args);
-            parsed = &vp8;
+            parsed = &pic;
         }
         if (r->ast_id && v.ext_start) {
             int e = bs_rtp_extension(d, &v, r->ast_id, &at, &len);
@@ -214,7 +217,7 @@ static PyObject *IC_route(IngressCore *self, PyObject *args) {
     PyObject *rx = PyObject_GetAttrString(layer, "rx");
     if (rx == NULL)
         return NULL;
-    if (!bs_is_reception(rx) || !bs_is_layer(layer) || codec < CODEC_OTHER || codec > CODEC_H264) {
+    if (!bs_is_reception(rx) || !bs_is_layer(layer) || codec < CODEC_OTHER || codec > CODEC_VP9) {
         Py_DECREF(rx); /* not a native Reception and Layer: the Python method handles this SSRC */
         Py_RETURN_FALSE;
     }
@@ -353,7 +356,8 @@ int bs_register_ingress(PyObject *m) {
         return -1;
     }
     if (PyModule_AddIntConstant(m, "CODEC_OTHER", CODEC_OTHER) < 0 || PyModule_AddIntConstant(m, "CODEC_VP8", CODEC_VP8) < 0 ||
-        PyModule_AddIntConstant(m, "CODEC_H264", CODEC_H264) < 0)
+        PyModule_AddIntConstant(m, "CODEC_H264", CODEC_H264) < 0 ||
+        PyModule_AddIntConstant(m, "CODEC_VP9", CODEC_VP9) < 0)
         return -1;
     return 0;
 }

@@ -1,7 +1,8 @@
-/* Parsing: the C twins of sfu/rtp.py `parse`, `vp8_descriptor` and `extension`.
+/* Parsing: the C twins of sfu/rtp.py `parse`, `vp8_descriptor`, `vp9_descriptor` and `extension`.
  *
- * bs_rtp_parse / bs_vp8_parse serve the forwarder (forward.c). As Python objects, `parse` returns an
- * RtpView and `vp8_descriptor` a Vp8Descriptor with the attributes of sfu.rtp's dataclasses, and
+ * bs_rtp_parse / bs_vp8_parse / bs_vp9_parse serve the forwarder (forward.c). As Python objects,
+ * `parse` returns an RtpView and `vp8_descriptor` / `vp9_descriptor` a Vp8Descriptor /
+ * Vp9Descriptor with the attributes of sfu.rtp's dataclasses, and
  * both raise sfu.rtp.RtpError with the same reason; `extension` returns one header extension's
  * value. The native data path's Ingress uses these instead of sfu.rtp's (a Python parse, a VP8
  * descriptor and an extension map cost ~3.5 us a packet; these ~0.3 us); the unit tests of
@@ -57,7 +58,7 @@ int bs_rtp_parse(const uint8_t *d, size_t n, bs_rtp_view *v) {
     return 0;
 }
 
-int bs_vp8_parse(const uint8_t *p, size_t n, bs_vp8 *d) {
+int bs_vp8_parse(const uint8_t *p, size_t n, bs_picture *d) {
     memset(d, 0, sizeof(*d));
     d->picture_id = -1;
     d->tl0picidx = -1;
@@ -109,6 +110,100 @@ int bs_vp8_parse(const uint8_t *p, size_t n, bs_vp8 *d) {
     return 0;
 }
 
+#define VP9_MAX_REFERENCES 3 /* P_DIFF fields a flexible-mode layer frame may carry (RFC 9628 4.2) */
+
+int bs_vp9_parse(const uint8_t *p, size_t n, bs_picture *d) {
+    memset(d, 0, sizeof(*d));
+    d->picture_id = -1;
+    d->tl0picidx = -1;
+    if (n < 1)
+        return BS_VP9_EMPTY;
+    uint8_t b0 = p[0];
+    size_t pos = 1;
+    d->flexible = (b0 & 0x10) != 0;
+    if (b0 & 0x80) { /* I: PICTURE ID */
+        if (pos >= n)
+            return BS_VP9_TRUNCATED;
+        d->picture_id_pos = pos;
+        if (p[pos] & 0x80) {
+            if (pos + 1 >= n)
+                return BS_VP9_TRUNCATED;
+            d->picture_id = ((p[pos] & 0x7F) << 8) | p[pos + 1];
+            d->picture_id_bits = 15;
+            pos += 2;
+        } else {
+            d->picture_id = p[pos] & 0x7F;
+            d->picture_id_bits = 7;
+            pos += 1;
+        }
+    }
+    if (b0 & 0x20) { /* L: layer indices, and TL0PICIDX in non-flexible mode */
+        if (pos >= n)
+            return BS_VP9_TRUNCATED;
+        uint8_t x = p[pos++];
+        d->tid = x >> 5;
+        d->layer_sync = (x & 0x10) != 0;
+        d->sid = (x >> 1) & 0x07;
+        d->inter_layer = x & 0x01;
+        if (!d->flexible) {
+            if (pos >= n)
+                return BS_VP9_TRUNCATED;
+            d->tl0picidx_pos = pos;
+            d->tl0picidx = p[pos++];
+        }
+    }
+    if (d->flexible && (b0 & 0x40)) { /* F and P: reference indices, each with N = another follows */
+        for (int count = 0;; count++) {
+            if (count == VP9_MAX_REFERENCES)
+                return BS_VP9_REFERENCES;
+            if (pos >= n)
+                return BS_VP9_TRUNCATED;
+            if (!(p[pos++] & 0x01))
+                break;
+        }
+    }
+    if (b0 & 0x02) { /* V: scalability structure */
+        if (pos >= n)
+            return BS_VP9_TRUNCATED;
+        uint8_t ss = p[pos++];
+        size_t layers = (size_t)(ss >> 5) + 1;
+        if (ss & 0x10) { /* Y: a size per spatial layer */
+            if (pos + 4 * layers > n)
+                return BS_VP9_TRUNCATED;
+            size_t last = pos + 4 * (layers - 1);
+            d->width = (p[last] << 8) | p[last + 1];
+            d->height = (p[last + 2] << 8) | p[last + 3];
+            pos += 4 * layers;
+        }
+        if (ss & 0x08) { /* G: the picture group's description */
+            if (pos >= n)
+                return BS_VP9_TRUNCATED;
+            unsigned pictures = p[pos++];
+            for (unsigned i = 0; i < pictures; i++) {
+                if (pos >= n)
+                    return BS_VP9_TRUNCATED;
+                pos += 1 + ((p[pos] >> 2) & 0x03); /* TID|U|R, then R P_DIFFs */
+                if (pos > n)
+                    return BS_VP9_TRUNCATED;
+            }
+        }
+    }
+    d->start = (b0 & 0x08) && d->sid == 0;
+    d->keyframe = d->start && !(b0 & 0x40);
+    d->end = (b0 & 0x04) != 0;
+    d->size = pos;
+    return 0;
+}
+
+int bs_picture_parse(int codec, const uint8_t *p, size_t n, bs_picture *d) {
+    if (codec == BS_PICTURE_VP9)
+        return bs_vp9_parse(p, n, d);
+    if (codec == BS_PICTURE_VP8)
+        return bs_vp8_parse(p, n, d);
+    memset(d, 0, sizeof(*d));
+    return BS_VP8_EMPTY; /* (no descriptor to read: callers forward the packet without one) */
+}
+
 
 /* ------------------------------------------------------------------------------------------------
  * Python objects
@@ -122,6 +217,9 @@ static const char *reason(int code) {
     case BS_BAD_EXTENSION_LENGTH: return "bad_extension_length";
     case BS_BAD_PADDING: return "bad_padding";
     case BS_VP8_EMPTY: return "vp8_empty_payload";
+    case BS_VP9_EMPTY: return "vp9_empty_payload";
+    case BS_VP9_TRUNCATED: return "vp9_truncated_descriptor";
+    case BS_VP9_REFERENCES: return "vp9_too_many_references";
     default: return "vp8_truncated_descriptor";
     }
 }
@@ -180,6 +278,9 @@ typedef struct {
     char start, keyframe, layer_sync;
     int picture_id, picture_id_bits, tl0picidx, tid;
     Py_ssize_t picture_id_pos, tl0picidx_pos, size;
+    /* VP9's (Vp9Descriptor exposes them) */
+    char end, flexible, inter_layer;
+    int sid, width, height;
 } Vp8Object;
 
 static PyMemberDef Vp8_members[] = {
@@ -194,6 +295,34 @@ static PyMemberDef Vp8_members[] = {
     {"layer_sync", T_BOOL, offsetof(Vp8Object, layer_sync), READONLY, NULL},
     {"size", T_PYSSIZET, offsetof(Vp8Object, size), READONLY, NULL},
     {NULL},
+};
+
+static PyMemberDef Vp9_members[] = {
+    {"start", T_BOOL, offsetof(Vp8Object, start), READONLY, NULL},
+    {"keyframe", T_BOOL, offsetof(Vp8Object, keyframe), READONLY, NULL},
+    {"picture_id", T_INT, offsetof(Vp8Object, picture_id), READONLY, NULL},
+    {"picture_id_pos", T_PYSSIZET, offsetof(Vp8Object, picture_id_pos), READONLY, NULL},
+    {"picture_id_bits", T_INT, offsetof(Vp8Object, picture_id_bits), READONLY, NULL},
+    {"tl0picidx", T_INT, offsetof(Vp8Object, tl0picidx), READONLY, NULL},
+    {"tl0picidx_pos", T_PYSSIZET, offsetof(Vp8Object, tl0picidx_pos), READONLY, NULL},
+    {"tid", T_INT, offsetof(Vp8Object, tid), READONLY, NULL},
+    {"layer_sync", T_BOOL, offsetof(Vp8Object, layer_sync), READONLY, NULL},
+    {"size", T_PYSSIZET, offsetof(Vp8Object, size), READONLY, NULL},
+    {"sid", T_INT, offsetof(Vp8Object, sid), READONLY, NULL},
+    {"end", T_BOOL, offsetof(Vp8Object, end), READONLY, NULL},
+    {"flexible", T_BOOL, offsetof(Vp8Object, flexible), READONLY, NULL},
+    {"inter_layer", T_BOOL, offsetof(Vp8Object, inter_layer), READONLY, NULL},
+    {"width", T_INT, offsetof(Vp8Object, width), READONLY, NULL},
+    {"height", T_INT, offsetof(Vp8Object, height), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject Vp9Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sfu._native.Vp9Descriptor",
+    .tp_basicsize = sizeof(Vp8Object),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A VP9 payload descriptor (sfu.rtp.Vp9Descriptor's attributes, read-only)",
+    .tp_members = Vp9_members,
 };
 
 static PyTypeObject Vp8Type = {
@@ -231,18 +360,19 @@ static PyObject *native_parse(PyObject *module, PyObject *arg) {
     return (PyObject *)o;
 }
 
-static PyObject *native_vp8_descriptor(PyObject *module, PyObject *arg) {
+/* vp8_descriptor / vp9_descriptor: the descriptor of `arg` (a payload) as a Python object of `type` */
+static PyObject *picture_object(PyObject *arg, int codec, PyTypeObject *type) {
     Py_buffer b;
     if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
         return NULL;
-    bs_vp8 d;
-    int r = bs_vp8_parse(b.buf, (size_t)b.len, &d);
+    bs_picture d;
+    int r = bs_picture_parse(codec, b.buf, (size_t)b.len, &d);
     PyBuffer_Release(&b);
     if (r < 0) {
         raise_rtp_error(r);
         return NULL;
     }
-    Vp8Object *o = PyObject_New(Vp8Object, &Vp8Type);
+    Vp8Object *o = PyObject_New(Vp8Object, type);
     if (o == NULL)
         return NULL;
     o->start = (char)d.start;
@@ -255,7 +385,21 @@ static PyObject *native_vp8_descriptor(PyObject *module, PyObject *arg) {
     o->picture_id_pos = (Py_ssize_t)d.picture_id_pos;
     o->tl0picidx_pos = (Py_ssize_t)d.tl0picidx_pos;
     o->size = (Py_ssize_t)d.size;
+    o->end = (char)d.end;
+    o->flexible = (char)d.flexible;
+    o->inter_layer = (char)d.inter_layer;
+    o->sid = d.sid;
+    o->width = d.width;
+    o->height = d.height;
     return (PyObject *)o;
+}
+
+static PyObject *native_vp8_descriptor(PyObject *module, PyObject *arg) {
+    return picture_object(arg, BS_PICTURE_VP8, &Vp8Type);
+}
+
+static PyObject *native_vp9_descriptor(PyObject *module, PyObject *arg) {
+    return picture_object(arg, BS_PICTURE_VP9, &Vp9Type);
 }
 
 /* extension(data, view, id) -> bytes | None: as sfu.rtp.extension */
@@ -344,19 +488,24 @@ static PyMethodDef parse_functions[] = {
     {"parse", (PyCFunction)native_parse, METH_O, "parse(data) -> RtpView, as sfu.rtp.parse (raises RtpError)"},
     {"vp8_descriptor", (PyCFunction)native_vp8_descriptor, METH_O,
      "vp8_descriptor(payload) -> Vp8Descriptor, as sfu.rtp.vp8_descriptor (raises RtpError)"},
+    {"vp9_descriptor", (PyCFunction)native_vp9_descriptor, METH_O,
+     "vp9_descriptor(payload) -> Vp9Descriptor, as sfu.rtp.vp9_descriptor (raises RtpError)"},
     {"extension", (PyCFunction)(void (*)(void))native_extension, METH_FASTCALL,
      "extension(data, view, id) -> bytes | None, as sfu.rtp.extension"},
     {NULL},
 };
 
 int bs_register_parse(PyObject *m) {
-    if (PyType_Ready(&ViewType) < 0 || PyType_Ready(&Vp8Type) < 0)
+    if (PyType_Ready(&ViewType) < 0 || PyType_Ready(&Vp8Type) < 0 || PyType_Ready(&Vp9Type) < 0)
         return -1;
     Py_INCREF(&ViewType);
     if (PyModule_AddObject(m, "RtpView", (PyObject *)&ViewType) < 0)
         return -1;
     Py_INCREF(&Vp8Type);
     if (PyModule_AddObject(m, "Vp8Descriptor", (PyObject *)&Vp8Type) < 0)
+        return -1;
+    Py_INCREF(&Vp9Type);
+    if (PyModule_AddObject(m, "Vp9Descriptor", (PyObject *)&Vp9Type) < 0)
         return -1;
     return PyModule_AddFunctions(m, parse_functions);
 }

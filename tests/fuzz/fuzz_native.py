@@ -2,7 +2,7 @@
 
 Input: one control byte, then up to 32 length-prefixed datagrams (see `_harness.frames`). Each
 datagram is
-  * parsed by the C parsers and by `sfu.rtp` (header, VP8 descriptor, each header extension): both
+  * parsed by the C parsers and by `sfu.rtp` (header, VP8 and VP9 descriptors, each header extension): both
     must agree exactly, down to the RtpError reason;
   * forwarded, when it is valid RTP, by a Python DownTrack and a NativeDownTrack in lockstep (the
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
@@ -116,9 +116,11 @@ class Wire(FakeTransport):
         return True
 
 
-def _pair(vp8: bool) -> tuple[PublishedTrack, list, list]:
-    codec = RTCRtpCodecParameters(mimeType="video/VP8" if vp8 else "audio/opus", clockRate=90000 if vp8 else 48000,
-                                  payloadType=96 if vp8 else 111)
+def _pair(codec_name: str) -> tuple[PublishedTrack, list, list]:
+    """A track of `codec_name` (VP8, VP9 or opus) with a Python and a native DownTrack."""
+    vp8 = codec_name != "opus"  # (video)
+    codec = RTCRtpCodecParameters(mimeType=f"video/{codec_name}" if vp8 else "audio/opus",
+                                  clockRate=90000 if vp8 else 48000, payloadType=96 if vp8 else 111)
     ingress = Ingress("PA_pub")
     ingress.extensions["0"] = dict(IN_EXT)
     rec = PublishedTrack("TR_pub_0", "PA_pub", "video" if vp8 else "audio", "0", codec, ingress)
@@ -253,8 +255,11 @@ def test_one(data: bytes) -> None:
         return
     control, packets = data[0], frames(data[1:], 32)
     random.seed(control)  # DownTrack draws its initial numbering at random
-    vp8 = not control & 1
-    rec, dts, wires = _pair(vp8)
+    # the codec: audio by the control byte; video is VP9 when the first datagram's payload type is 98
+    codec_name = "opus" if control & 1 else "VP9" if packets and len(packets[0]) > 1 and packets[0][1] & 0x7F == 98 \
+        else "VP8"
+    vp8 = codec_name != "opus"  # (video)
+    rec, dts, wires = _pair(codec_name)
     layers = list(rec.layers.values())
     target = layers[(control >> 1) & 1]
     for dt in dts:
@@ -293,7 +298,8 @@ def test_one(data: bytes) -> None:
         keyframe = False
         if vp8:
             try:
-                desc = rtp.vp8_descriptor(memoryview(packet)[view.payload_start:view.payload_end])
+                desc = rtp.picture_descriptor(rtp.PICTURE_CODECS[codec_name],
+                                              memoryview(packet)[view.payload_start:view.payload_end])
             except rtp.RtpError:
                 continue  # the Ingress drops it before any DownTrack sees it
             keyframe = desc.keyframe

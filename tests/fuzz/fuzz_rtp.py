@@ -1,12 +1,13 @@
-"""Fuzz sfu/rtp.py and sfu/h264.py: RTP header validation, RFC 8285 header extensions, VP8 and H.264
+"""Fuzz sfu/rtp.py and sfu/h264.py: RTP header validation, RFC 8285 header extensions, VP8, VP9 and H.264
 payload peeks, the H.264 SPS picture size.
 
 Input: one RTP datagram (as SRTP hands it over, decrypted).
-Contract: `parse`, `extensions` and `vp8_descriptor` raise only `RtpError`; `h264.is_keyframe`,
+Contract: `parse`, `extensions`, `vp8_descriptor` and `vp9_descriptor` raise only `RtpError`; `h264.is_keyframe`,
 `h264.keyframe_dimensions`, `is_rtcp` and `audio_level` (on a non-empty value) never raise; a size read
 from an SPS is positive and at most 16,384 a side; every offset in an `RtpView` lies
 inside the datagram and the header comes before the payload; extension values lie inside the
-extension block; a VP8 descriptor is no longer than its payload.
+extension block; a VP8 or VP9 descriptor is no longer than its payload, and its picture numbering
+lies inside it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def test_one(data: bytes) -> None:
             raise Finding("VP8 PictureID outside the descriptor")
         if desc.tl0picidx_pos and not desc.tl0picidx_pos < desc.size:
             raise Finding("VP8 TL0PICIDX outside the descriptor")
+    try:
+        vp9 = rtp.vp9_descriptor(payload)
+    except rtp.RtpError:
+        vp9 = None
+    if vp9 is not None:
+        if vp9.size > len(payload):
+            raise Finding(f"VP9 descriptor of {vp9.size} bytes in a {len(payload)}-byte payload")
+        if (vp9.picture_id_pos and not vp9.picture_id_pos < vp9.size) or (
+                vp9.tl0picidx_pos and not vp9.tl0picidx_pos < vp9.size):
+            raise Finding("VP9 picture numbering outside the descriptor")
+        if not (0 <= vp9.sid < 8 and 0 <= vp9.tid < 8 and 0 <= vp9.width < 65536 and 0 <= vp9.height < 65536):
+            raise Finding(f"VP9 layer or size out of range: {vp9}")
     h264.is_keyframe(payload)
     h264.is_keyframe(data[view.payload_start : view.payload_end])
     size = h264.keyframe_dimensions(payload)

@@ -60,6 +60,13 @@ def vp8_payload(picture_id: int, keyframe: bool, start: bool = True, tid: int = 
     return desc + frame_data
 
 
+def vp9_payload(picture_id: int, keyframe: bool, tid: int = 0, tl0: int = 0) -> bytes:
+    """Chromium's non-flexible mode: a key picture carries the scalability structure (size, group)."""
+    ss = {"sizes": ((640, 360),), "group": ((0, False, (4,)), (2, True, (1,)), (1, True, (2,)))} if keyframe else {}
+    return P.vp9_descriptor(picture_id=picture_id, predicted=not keyframe, tid=tid, switch_up=tid > 0,
+                            tl0picidx=tl0, **ss) + bytes(range(30))
+
+
 SPS = b"\x67\x42\xc0\x1f\xda\x02\x80\xbf\xe5\x84\x00\x00\x03\x00\x04\x00\x00\x03\x00\xf0\x3c\x60\xc9\x20"
 PPS = b"\x68\xce\x3c\x80"
 IDR = b"\x65\x88\x84\x00\x33\xff" + bytes(range(20))
@@ -94,6 +101,11 @@ def rtp_seeds() -> dict[str, bytes]:
         "rtx-padding-probe": rtp_packet(97, 2, 1000, RTX_SSRC, b"", padding=224),
         "two-byte-ext": rtp_packet(96, 7, 7, MEDIA_SSRC, vp8_payload(3, False),
                                    two_byte_ext([(EXT_MID, b"0"), (EXT_RID, b"f"), (200, b"x" * 20)])),
+        "vp9-keyframe-ss": rtp_packet(98, 20, 90000, MEDIA_SSRC, vp9_payload(300, True), one_byte_ext([mid]),
+                                      marker=True),
+        "vp9-flexible-refs": rtp_packet(98, 21, 93000, MEDIA_SSRC,
+                                        P.vp9_descriptor(picture_id=301, predicted=True, tid=1, sid=1,
+                                                         inter_layer=True, references=(1, 2)) + bytes(10)),
         "h264-stap-a": rtp_packet(102, 10, 90000, MEDIA_SSRC, h264_stap_a(), one_byte_ext([mid])),
         "h264-fu-a-start": rtp_packet(102, 11, 90000, MEDIA_SSRC, h264_fu_a(True, False)),
         "h264-single-idr": rtp_packet(102, 12, 90000, MEDIA_SSRC, IDR, marker=True),
@@ -361,12 +373,16 @@ def native_seeds() -> dict[str, bytes]:
     ext = one_byte_ext([(EXT_AST, b"\x01\x02\x03"), (EXT_MID, b"0"), (EXT_LEVEL, b"\x85")])
     video = [rtp_packet(96, 65530 + i, 3000 * i, MEDIA_SSRC, vp8_payload(100 + i, keyframe=i == 0, tid=i % 3, tl0=i),
                         ext=ext, marker=i % 2 == 1) for i in range(10)]
+    vp9 = [rtp_packet(98, 65530 + i, 3000 * i, MEDIA_SSRC, vp9_payload(0x7FFD + i, keyframe=i == 0, tid=i % 3, tl0=i),
+                      ext=ext, marker=True) for i in range(10)]
     audio = [rtp_packet(111, 100 + i, 960 * i, MEDIA_SSRC, opus_payload(), ext=ext) for i in range(6)]
     rr = bytes(artp.RtcpRrPacket(ssrc=SUB_SSRC, reports=[]))
     seeds = {
         "vp8-keyframe-run": b"\x00" + frame(*video),
         "vp8-thinned-restart": bytes([4 | 16 | 32]) + frame(*video),
         "vp8-other-layer": bytes([2 | 8]) + frame(*video),
+        "vp9-keyframe-run": b"\x00" + frame(*vp9),
+        "vp9-thinned-restart": bytes([4 | 16 | 32]) + frame(*vp9),
         "audio": b"\x01" + frame(*audio),
         "two-byte-ext": b"\x00" + frame(rtp_packet(96, 1, 1, MEDIA_SSRC, vp8_payload(1, True),
                                                      ext=two_byte_ext([(2, b"abc"), (40, b"x")]))),

@@ -112,6 +112,41 @@ def vp8_descriptor(*, start: bool = True, pid: int = 0, non_ref: bool = False, p
     return out
 
 
+def vp9_descriptor(*, picture_id: int | None = None, picture_id_bits: int = 15, predicted: bool = False,
+                   begin: bool = True, end: bool = True, tid: int | None = None, switch_up: bool = False,
+                   sid: int = 0, inter_layer: bool = False, tl0picidx: int | None = None,
+                   references: tuple[int, ...] = (), sizes: tuple[tuple[int, int], ...] = (),
+                   group: tuple[tuple[int, bool, tuple[int, ...]], ...] | None = None, layers: int = 1) -> bytes:
+    """The VP9 payload descriptor (RFC 9628 §4.2). Layer indices are present when `tid` is given;
+    flexible mode when `references` are (P_DIFFs of a predicted layer frame); a scalability
+    structure when `sizes` or `group` are: `layers` spatial layers, a size each, and the picture
+    group as (tid, switch_up, p_diffs) per picture."""
+    flexible = bool(references)
+    has_ss = bool(sizes) or group is not None
+    b0 = ((0x80 if picture_id is not None else 0) | (0x40 if predicted else 0) | (0x20 if tid is not None else 0)
+          | (0x10 if flexible else 0) | (0x08 if begin else 0) | (0x04 if end else 0) | (0x02 if has_ss else 0))
+    out = bytes([b0])
+    if picture_id is not None:
+        out += (bytes([0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF]) if picture_id_bits == 15
+                else bytes([picture_id & 0x7F]))
+    if tid is not None:
+        out += bytes([(tid << 5) | (0x10 if switch_up else 0) | (sid << 1) | (1 if inter_layer else 0)])
+        if not flexible:
+            out += bytes([tl0picidx or 0])
+    for i, diff in enumerate(references):
+        out += bytes([(diff << 1) | (1 if i + 1 < len(references) else 0)])
+    if has_ss:
+        n = max(layers, len(sizes))
+        out += bytes([((n - 1) << 5) | (0x10 if sizes else 0) | (0x08 if group is not None else 0)])
+        for w, h in sizes:
+            out += struct.pack(">HH", w, h)
+        if group is not None:
+            out += bytes([len(group)])
+            for g_tid, g_up, diffs in group:
+                out += bytes([(g_tid << 5) | (0x10 if g_up else 0) | (len(diffs) << 2)]) + bytes(diffs)
+    return out
+
+
 def vp8_keyframe_header(width: int, height: int, hscale: int = 0, vscale: int = 0, first_part: int = 0) -> bytes:
     """RFC 6386 9.1: 3-byte frame tag (P = 0: key frame, version 0, show_frame 1, first partition size),
     start code 9d 01 2a, then 2 bytes each of (scale << 14 | width) and (scale << 14 | height), LE."""

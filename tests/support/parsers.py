@@ -1,4 +1,4 @@
-"""The C parsers (`sfu._native`: parse, vp8_descriptor, extension) against sfu.rtp's on one datagram:
+"""The C parsers (`sfu._native`: parse, vp8_descriptor, vp9_descriptor, extension) against sfu.rtp's on one datagram:
 the same attributes, or the same RtpError reason. Used by the parity unit test and fuzz_native."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from sfu import _native, rtp
 VIEW = ("marker", "pt", "seq", "ts", "ssrc", "ext_start", "ext_end", "one_byte", "payload_start", "payload_end")
 VP8 = ("start", "keyframe", "picture_id", "picture_id_pos", "picture_id_bits", "tl0picidx", "tl0picidx_pos", "tid",
        "layer_sync", "size")
+VP9 = (*VP8, "sid", "end", "flexible", "inter_layer", "width", "height")
 EXTENSION_IDS = (*range(16), 64, 255)  # every one-byte id (and 0/15, which are never elements), some two-byte
 
 
@@ -36,6 +37,9 @@ def disagreement(data: bytes) -> str | None:
     py, c = _outcome(rtp.vp8_descriptor, payload, fields=VP8), _outcome(_native.vp8_descriptor, payload, fields=VP8)
     if py != c:
         return f"vp8_descriptor: sfu.rtp {py}, C {c}"
+    py, c = _outcome(rtp.vp9_descriptor, payload, fields=VP9), _outcome(_native.vp9_descriptor, payload, fields=VP9)
+    if py != c:
+        return f"vp9_descriptor: sfu.rtp {py}, C {c}"
     for xid in EXTENSION_IDS:
         py, c = _outcome(rtp.extension, data, v, xid), _outcome(_native.extension, data, cv, xid)
         if py != c:

@@ -1,4 +1,4 @@
-// Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264, simulcast=0,
+// Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264|vp9, simulcast=0,
 // video=WxH, audio=0, camera=0, relay=1 (media through TURN only), p2p=0 (never peer to peer),
 // grant (read by wallet.js).
 
@@ -7,7 +7,7 @@ export const OPTIONS = {
   room: qs.get('room') || '',
   name: qs.get('name') || '',
   autojoin: qs.get('autojoin') === '1',
-  codec: (qs.get('codec') || 'vp8').toLowerCase() === 'h264' ? 'h264' : 'vp8',
+  codec: ['h264', 'vp9'].includes((qs.get('codec') || '').toLowerCase()) ? qs.get('codec').toLowerCase() : 'vp8',
   simulcast: !['0', 'false', 'off'].includes((qs.get('simulcast') || '1').toLowerCase()),
   video: parseSize(qs.get('video')) || { width: 1280, height: 720 },
   wantAudio: qs.get('audio') !== '0',

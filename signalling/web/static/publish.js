@@ -115,6 +115,13 @@ function restartPublisher(s) {
 // >= 480x270 and 1 below (and silently drops the *top* encodings beyond that), so a smaller camera
 // gets fewer layers whose top one is full resolution - the server then knows what really arrives.
 function videoEncodings(track) {
+  const layers = cameraEncodings(track);
+  // VP9: each encoding names its mode, or Chromium sends them all as spatial layers of the first
+  // one's stream (its legacy SVC), which the server would take for that one layer
+  return OPTIONS.codec === 'vp9' && layers.length > 1 ? layers.map((e) => ({ ...e, scalabilityMode: 'L1T3' })) : layers;
+}
+
+function cameraEncodings(track) {
   if (!OPTIONS.simulcast) return [{ maxBitrate: 1_500_000 }];
   const { width = OPTIONS.video.width, height = OPTIONS.video.height } = track.getSettings();
   const pixels = width * height;
@@ -131,8 +138,9 @@ function videoEncodings(track) {
 export function preferCodec(transceiver, codec) {
   if (!transceiver.setCodecPreferences || !RTCRtpSender.getCapabilities) return;
   const caps = RTCRtpSender.getCapabilities('video').codecs;
-  const want = codec === 'h264' ? /^video\/h264$/i : /^video\/vp8$/i;
-  const main = caps.filter((c) => want.test(c.mimeType));
+  const want = { h264: /^video\/h264$/i, vp9: /^video\/vp9$/i }[codec] || /^video\/vp8$/i;
+  // VP9: profile 0 only (8-bit), what every browser decodes and the SFU offers subscribers
+  const main = caps.filter((c) => want.test(c.mimeType) && !/profile-id=[^0]/.test(c.sdpFmtpLine || ''));
   if (!main.length) {
     logEvent(`${codec.toUpperCase()} is not available in this browser; using its default`, 'error');
     return;

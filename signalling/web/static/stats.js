@@ -9,7 +9,8 @@ export async function stats() {
   const outbound = [];
   if (!s) return { inbound, outbound };
   if (s.sub) {
-    (await s.sub.getStats()).forEach((r) => {
+    const report = await s.sub.getStats();
+    report.forEach((r) => {
       if (r.type !== 'inbound-rtp') return;
       const info = s.current[r.mid] || {};
       inbound.push({
@@ -17,17 +18,20 @@ export async function stats() {
         participant: info.participant || null, framesDecoded: r.framesDecoded, frameWidth: r.frameWidth,
         frameHeight: r.frameHeight, freezeCount: r.freezeCount, pliCount: r.pliCount, nackCount: r.nackCount,
         packetsLost: r.packetsLost, packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived,
+        codec: (report.get(r.codecId) || {}).mimeType || null,
       });
     });
   }
   if (s.pub) {
-    (await s.pub.getStats()).forEach((r) => {
+    const report = await s.pub.getStats();
+    report.forEach((r) => {
       if (r.type !== 'outbound-rtp') return;
       outbound.push({
         kind: r.kind, mid: r.mid, rid: r.rid, source: s.screenTx && r.mid === s.screenTx.mid ? 'screen' : null,
         frameWidth: r.frameWidth, frameHeight: r.frameHeight,
         active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
         qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
+        codec: (report.get(r.codecId) || {}).mimeType || null,
       });
     });
   }

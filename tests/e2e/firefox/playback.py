@@ -99,7 +99,8 @@ def layer_size(sizes: dict[str, tuple[int, int]], rid: str) -> tuple[int, int] |
     layer on a busy machine: Chromium's f at 640x360 instead of 960x540); None while another layer
     has the same size, so a forwarded h is never taken for a scaled-down f."""
     size = sizes.get(rid)
-    nominal = NOMINAL[rid]
+    # an odd nominal side may be rounded up to even (libvpx's VP9 codes q's 240x135 as 240x136)
+    nominal = tuple(n + (n & 1) for n in NOMINAL[rid])
     if not size or not all(size) or size[0] > nominal[0] or size[1] > nominal[1]:
         return None
     if any(other == size for r, other in sizes.items() if r != rid):

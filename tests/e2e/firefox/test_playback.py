@@ -13,6 +13,11 @@ def test_a_layer_at_its_nominal_size():
     assert layer_size(NOMINAL, "q") == (240, 135)
 
 
+def test_an_odd_side_rounded_up_to_even():
+    assert layer_size({**NOMINAL, "q": (240, 136)}, "q") == (240, 136)  # VP9
+    assert layer_size({**NOMINAL, "q": (240, 137)}, "q") is None
+
+
 def test_a_layer_its_encoder_scaled_down_on_a_busy_machine():
     # what Chromium did in a run beside a fuzzer: every layer at 2/3 of its size
     adapted = {"q": (160, 90), "h": (320, 180), "f": (640, 360)}

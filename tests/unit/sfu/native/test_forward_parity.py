@@ -174,10 +174,14 @@ def test_the_nack_ring_keeps_packets_whose_size_changes_from_slot_to_slot(seed: 
 
 
 def test_the_c_parsers_agree_with_sfu_rtp_on_random_and_mutated_packets() -> None:
-    """parse, vp8_descriptor and extension: the same attributes, or the same RtpError reason."""
+    """parse, vp8_descriptor, vp9_descriptor and extension: the same attributes, or the same RtpError
+    reason."""
     r = random.Random(7)
-    seeds = [P.rtp(96, 1, 2, 3, b"\x90\xe0\x80\x01\x05\x20" + bytes(20), ext=_extensions(r), padding=p)
-             for p in (0, 4) for _ in range(20)]
+    vp9 = (P.vp9_descriptor(picture_id=300, tid=1, tl0picidx=4, sizes=((640, 360), (1280, 720)),
+                            group=((0, False, (4,)), (1, True, (1, 2)))),
+           P.vp9_descriptor(picture_id=301, predicted=True, tid=2, sid=1, references=(1, 2)))
+    seeds = [P.rtp(96, 1, 2, 3, payload + bytes(20), ext=_extensions(r), padding=p)
+             for payload in (b"\x90\xe0\x80\x01\x05\x20", *vp9) for p in (0, 4) for _ in range(10)]
     checked: set = set()
     for _ in range(20000):
         data = bytearray(r.choice(seeds))
@@ -192,9 +196,11 @@ def test_the_c_parsers_agree_with_sfu_rtp_on_random_and_mutated_packets() -> Non
         data = bytes(data)
         assert disagreement(data) is None, (disagreement(data), data.hex())
         try:
-            checked.add(rtp.parse(data).ext_start > 0)
+            view = rtp.parse(data)
+            checked.add(view.ext_start > 0)
+            rtp.vp9_descriptor(data[view.payload_start : view.payload_end])
         except rtp.RtpError as e:
             checked.add(e.reason)
     # the mutations reach every defect sfu.rtp names, and packets with and without extensions
     assert checked >= {True, False, "truncated_header", "bad_version", "truncated_extension",
-                       "bad_extension_length", "bad_padding"}, checked
+                       "bad_extension_length", "bad_padding", "vp9_truncated_descriptor"}, checked
