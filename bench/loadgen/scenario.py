@@ -159,7 +159,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     # who stalled, by what its own end of the connection says: a transport that ended, or one
     # renegotiated more than once, points at something other than the SFU not sending
     stalled_subscribers = Counter(f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
-                                  + (", signalling closed" if s.signalling_closed else "")
+                                  + (f", signalling closed ({s.signalling_closed})" if s.signalling_closed else "")
                                   for s, a, k in zip(subs, streams_after, stalled_of) if k)
     received = d.get("received", 0)
     expected = d.get("expected", 0)

@@ -201,7 +201,10 @@ class _BasementConn:
             await self._read_messages()
         finally:
             if self.subscriber is not None:  # (a stalled subscriber says so: bench.loadgen.scenario)
-                self.subscriber.signalling_closed = self.closed_because()
+                ws = self.ws
+                exc = ws.exception() if ws is not None else None  # e.g. our heartbeat's missing pong
+                self.subscriber.signalling_closed = (f"code {ws.close_code if ws is not None else None}"
+                                                     + (f", {type(exc).__name__}" if exc else ""))
             # whatever ended the connection, nobody waits 30 s for a reply that cannot come
             for fut in self.waiters.values():
                 if not fut.done():

@@ -294,12 +294,18 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
                       request.transport, addr)
     ws_connection[ws] = conn
     writer = conn.writer_task = asyncio.ensure_future(conn.writer())
+    # Messages are handled in order by a worker while this loop goes on reading: aiohttp answers a
+    # client's ping (and sees the pong to its own) only inside receive(), so a socket whose handler
+    # waited on a slow request (a join into a large room on a busy server can take seconds) missed
+    # its heartbeats and was closed by the client, as if the server had gone.
+    inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(INBOX)
+    worker = asyncio.ensure_future(_work(conn, inbox))
     clean = False  # the client sent a close frame (it left); otherwise the socket just dropped
     try:
-        while True:
+        while not worker.done():
             m = await ws.receive()
             if m.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await conn.handle(m.data)
+                await inbox.put(m.data)  # a full inbox stops reading: a flood waits, it is not kept
             elif m.type == WSMsgType.CLOSE:
                 clean = True
                 break
@@ -308,6 +314,9 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
             if conn.closing:
                 break  # the writer sends what is queued, then the close frame
     finally:
+        if not worker.done():  # what was read before the socket ended is handled, as it was sent
+            await inbox.put(None)
+            await worker
         sockets.discard(ws)
         if await conn.close(clean):
             writer.cancel()  # the participant's queue is not ours to end
@@ -319,6 +328,18 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
     return ws
+
+
+INBOX = 16  # messages read ahead of the one being handled, per socket
+
+
+async def _work(conn: Connection, inbox: asyncio.Queue[str | bytes | None]) -> None:
+    """Handle a socket's messages in the order they came, until the reader says it ended (None) or
+    the connection is closing."""
+    while (data := await inbox.get()) is not None:
+        await conn.handle(data)
+        if conn.closing:
+            return
 
 
 # the Connection serving each open WebSocket (drop_sockets)

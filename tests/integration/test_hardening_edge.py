@@ -388,3 +388,33 @@ async def test_pages_carry_security_headers_and_hsts_behind_https(make_server):
     finally:
         await ws.close()
         await session.close()
+
+
+async def test_a_socket_answers_pings_while_a_slow_request_is_handled_and_keeps_the_order(make_server,
+                                                                                          monkeypatch):
+    """aiohttp answers a client's ping only while the server reads the socket: a join that takes long
+    on a busy server must not cost the client its heartbeat (aiohttp's client then closes the socket
+    as if the server were gone). Messages are still handled one after the other, as sent."""
+    server = await make_server()
+    release = asyncio.Event()
+    join = server.rooms.join
+
+    async def slow_join(*args, **kw):
+        await release.wait()
+        return await join(*args, **kw)
+
+    monkeypatch.setattr(server.rooms, "join", slow_join)
+    session, ws = await _ws(server.url, autoping=False)
+    try:
+        await ws.send_str(json.dumps({"type": "join", "room": "slow", "name": "a", "id": 1}))
+        await ws.send_str(json.dumps({"type": "ping", "id": 2}))
+        await ws.ping(b"heartbeat")
+        m = await asyncio.wait_for(ws.receive(), 10)  # the join is still waiting
+        assert (m.type, m.data) == (aiohttp.WSMsgType.PONG, b"heartbeat")
+        release.set()
+        replies = [await _next(ws), await _next(ws)]
+        assert [(r["type"], r.get("id")) for r in replies] == [("joined", 1), ("pong", 2)], replies
+    finally:
+        release.set()
+        await ws.close()
+        await session.close()
