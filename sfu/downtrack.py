@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("basement.downtrack")
 
+SID_ALL = 7  # a cap on VP9 spatial ids (3 bits) that forwards every layer
 CACHE_SIZE = 1024  # packets sent that a NACK can ask for (each rebuilt from its Layer's PacketRing)
 CACHE_MASK = CACHE_SIZE - 1
 
@@ -107,6 +108,11 @@ class DownTrack:
         self.request_height: int | None = None
         self.max_tid: int | None = None  # VP8 temporal layers above this are not forwarded
         self.temporal_drops = 0
+        # VP9 SVC: spatial layers above `max_sid` are not forwarded; `target_sid` is where the
+        # selector wants it, applied at the next picture (down) or key picture (up). SID_ALL: all.
+        self.max_sid = SID_ALL
+        self.target_sid = SID_ALL
+        self.spatial_drops = 0
 
         # rewrite state
         self.seq_off = 0
@@ -207,11 +213,22 @@ class DownTrack:
             self.keyframe_waits += 1
             self.track.request_keyframe(layer.rid, reason or "layer switch")
 
+    def set_spatial(self, sid: int, reason: str = "") -> None:
+        """VP9 SVC: forward spatial layers up to `sid` (SID_ALL: all). Down takes effect at the next
+        picture; up waits for a key picture, which it asks for."""
+        sid = max(0, min(SID_ALL, sid))
+        if sid == self.target_sid or self.picture_codec != rtp.PICTURE_VP9:
+            return
+        self.target_sid = sid
+        if sid > self.max_sid and self.target is not None and self.is_video:
+            self.keyframe_waits += 1
+            self.track.request_keyframe(self.target.rid, reason or "spatial layer up")
+
     @property
     def waiting_for_keyframe(self) -> bool:
         """A video switch (or start) is pending until a keyframe of the target layer arrives."""
-        return (self.target is not None and self.target is not self.current and self.is_video
-                and self.slot.active)
+        return (self.target is not None and (self.target is not self.current or self.target_sid > self.max_sid)
+                and self.is_video and self.slot.active)
 
     def continuity(self) -> Continuity:
         """The numbering a recycled m-line must continue from (kept instead of the whole DownTrack)."""
@@ -252,7 +269,11 @@ class DownTrack:
                 picture = rtp.picture_descriptor(self.picture_codec, payload)
             except rtp.RtpError:
                 pass
-        return self._rewrite(data, view, picture, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at)
+        # (the marker as the spatial layer forwarded now would have it: a switch between the send and
+        # the NACK is rare, and a retransmission then lacks or has one marker the original had not)
+        end = picture is not None and self.max_sid < SID_ALL and picture.end and picture.sid == self.max_sid
+        return self._rewrite(data, view, picture, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at,
+                             end)
 
     def _clear_cache(self) -> None:
         self.cache = [None] * CACHE_SIZE
@@ -282,10 +303,21 @@ class DownTrack:
             self._renumber_away(view.seq)
             self.temporal_drops += 1
             return
+        end = False
+        if picture is not None and (self.max_sid < SID_ALL or self.target_sid < SID_ALL):
+            if picture.start and self.target_sid != self.max_sid and (keyframe or self.target_sid < self.max_sid):
+                # down at any picture (lower layers never reference upper ones); up only at a key
+                # picture, the one where an upper layer's frame starts from the layer below it
+                self.max_sid = self.target_sid
+            if picture.sid > self.max_sid:
+                self._renumber_away(view.seq)
+                self.spatial_drops += 1
+                return
+            end = picture.end and picture.sid == self.max_sid  # the subscriber's picture ends here
 
         out_seq = (view.seq + self.seq_off) & 0xFFFF
         out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
-        out = self._rewrite(data, view, picture, out_seq, out_ts, self.pid_off, self.tl0_off, now)
+        out = self._rewrite(data, view, picture, out_seq, out_ts, self.pid_off, self.tl0_off, now, end)
         ring = layer.ring
         self.cache[out_seq & CACHE_MASK] = (out_seq, ring, ring.store(view.seq, data), view.seq, self.ts_off,
                                             self.pid_off, self.tl0_off, now)
@@ -307,12 +339,13 @@ class DownTrack:
             traffic.bytes_out += len(out)
 
     def _rewrite(self, data: bytes, view: rtp.RtpView, picture: rtp.Picture | None, out_seq: int, out_ts: int,
-                 pid_off: int, tl0_off: int, now: float) -> bytes:
+                 pid_off: int, tl0_off: int, now: float, end: bool = False) -> bytes:
         """`data` as this subscriber gets it: our PT, SSRC and numbering, our extension ids (abs-send-time
-        = `now`), VP8 PictureID/TL0PICIDX moved by the offsets."""
+        = `now`), VP8/VP9 picture id and TL0PICIDX moved by the offsets; `end`: the marker bit set (the
+        last packet of the highest spatial layer forwarded ends the subscriber's picture)."""
         slot = self.slot
         buf = bytearray(data)
-        rtp.HEADER.pack_into(buf, 0, buf[0], (buf[1] & 0x80) | slot.pt, out_seq, out_ts, slot.ssrc)
+        rtp.HEADER.pack_into(buf, 0, buf[0], (0x80 if end else buf[1] & 0x80) | slot.pt, out_seq, out_ts, slot.ssrc)
         if view.ext_start:
             if view.one_byte:
                 self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)

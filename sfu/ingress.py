@@ -174,6 +174,7 @@ class Ingress:
         """One decrypted RTP packet from the publisher. Never raises: bad input is a counted drop."""
         # one try around the whole path (free in 3.11 when nothing is raised): every parser below
         # (header, extensions while learning, RTX, VP8/H.264 peeks) reports defects as RtpError
+        counted = 0  # the media bytes this packet adds to its layer's rate, once its spatial layer is known
         try:
             view = self.parse(data)
             traffic = STATS.traffic
@@ -226,7 +227,7 @@ class Ingress:
                     for dt in rec.downtracks:
                         dt.skip(view.seq, layer)
                     return
-                layer.account(view.payload_end, arrival)  # header + payload, without RTP padding
+                counted = view.payload_end  # header + payload, without RTP padding
 
             keyframe = False
             picture = None
@@ -245,6 +246,11 @@ class Ingress:
                     keyframe = picture.keyframe and seen != LATE
                     if keyframe and picture.width:  # (the scalability structure of a key picture)
                         layer.width, layer.height = picture.width, picture.height
+                        sizes = rtp.vp9_spatial_sizes(payload, picture)
+                        layer.spatial_sizes = sizes if len(sizes) > 1 else ()  # SVC: its spatial layers
+                    if counted:
+                        layer.account(counted, arrival, picture.sid)
+                        counted = 0
                 elif rec.codec_name == "H264":
                     keyframe = seen != LATE and h264.is_keyframe(payload)
                     if keyframe:
@@ -263,7 +269,11 @@ class Ingress:
                     value = self.extension(data, view, level_id)
                     if value:
                         self.on_audio_level(self.participant_id, rtp.audio_level(value)[1], arrival)
+            if counted:
+                layer.account(counted, arrival)
         except rtp.RtpError as e:
+            if counted:  # (a media packet with a bad payload descriptor still took the uplink)
+                layer.account(counted, arrival)
             self._drop(e.reason)
             return
 

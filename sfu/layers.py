@@ -330,6 +330,25 @@ def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
     return max(fitting, key=lambda x: x.index) if fitting else min(layers, key=lambda x: x.index, default=None)
 
 
+def spatial_layers(rec: PublishedTrack[DownTrack]) -> list[LayerInfo] | None:
+    """A VP9 SVC stream's spatial layers as the selector's choices, each with its size and the rate of
+    it and the layers below it (what a subscriber capped there receives); None for any other track.
+    A spatial layer is chosen like a simulcast layer (request, estimate, hysteresis), and forwarded
+    by capping the DownTrack's spatial id (`DownTrack.set_spatial`)."""
+    if len(rec.layers) != 1:
+        return None
+    stream = next(iter(rec.layers.values()))
+    sizes = stream.spatial_sizes
+    if len(sizes) < 2:
+        return None
+    rates = stream.spatial_bitrates
+    out, total = [], 0.0
+    for sid, (width, height) in enumerate(sizes):
+        total += rates[sid]
+        out.append(LayerInfo(sid, total, width, height))
+    return out
+
+
 def _best_requested(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
     """The best layer `rec` announced at or below what `dt`'s subscriber asked for (None: off)."""
     if not rec.layers:
@@ -409,9 +428,13 @@ class LayerSelector:
         for rec in self.tracks():
             if rec.kind != "video":
                 continue
-            lowest = _rate(min(rec.layers.values(), key=lambda x: x.index)) if rec.layers else 0.0
+            spatial = spatial_layers(rec)
+            choices: Sequence[LayerInfo | Layer] = spatial or list(rec.layers.values())
+            lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
             for dt in rec.downtracks:
-                top = _best_requested(rec, dt)
+                top = (_best_requested(rec, dt) if spatial is None else
+                       next((x for x in spatial if x.index == requested_index(
+                           spatial, dt.request_layer, dt.request_width, dt.request_height)), None))
                 if top is not None and dt.remb_bps:
                     want = (dt, _rate(top), rec.source == "screen", lowest)
                     wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append(want)
@@ -457,13 +480,17 @@ class LayerSelector:
         if not dt.remb_bps:
             return None
         estimate = float(dt.remb_bps) if share is None else share
-        if dt.current is None or dt.delivered_at is None or len(dt.track.layers) > 1:
+        if dt.current is None or dt.delivered_at is None or len(dt.track.layers) > 1 or spatial_layers(dt.track):
             return estimate
         floor = delivered_floor(dt.delivered_bps, dt.delivered_share, now - dt.delivered_at,
                                 dt.recent_loss(now), _rate(dt.current))
         return max(estimate, floor)
 
     def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> None:
+        spatial = spatial_layers(rec)
+        if spatial is not None:
+            self._evaluate_spatial(rec, dt, spatial, now)
+            return
         layers = list(rec.layers.values())
         available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
         requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
@@ -480,6 +507,30 @@ class LayerSelector:
             if (target is None) != was_paused and self.notify is not None:
                 self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
                                                "reason": decision.reason})
+
+    def _evaluate_spatial(self, rec: PublishedTrack[DownTrack], dt: DownTrack, spatial: list[LayerInfo],
+                          now: float) -> None:
+        """`decide` over an SVC stream's spatial layers: the DownTrack forwards the stream, capped at
+        the spatial layer decided (down at the next picture, up at a key picture)."""
+        stream = next(iter(rec.layers.values()))
+        available = spatial if stream.arriving(now) else []
+        requested = requested_index(spatial, dt.request_layer, dt.request_width, dt.request_height)
+        state = self.state(dt)
+        state.current = None if dt.target is None else min(dt.target_sid, spatial[-1].index)
+        decision = decide(state, available, requested, self.estimate(dt, now, self._shares.get(dt)),
+                          dt.recent_loss(now), now)
+        dt.max_tid = decision.max_tid
+        was_paused = dt.paused
+        if decision.target is None:
+            if dt.target is not None or not was_paused:
+                dt.set_target(None, decision.reason)
+        else:
+            if dt.target is not stream or was_paused:
+                dt.set_target(stream, decision.reason)
+            dt.set_spatial(decision.target, decision.reason)
+        if (decision.target is None) != was_paused and self.notify is not None:
+            self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": decision.target is None,
+                                           "reason": decision.reason})
 
     def _wanted(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> Layer | None:
         """The layer this subscriber should get, judged over every layer the publisher announced.

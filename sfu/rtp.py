@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, seq, ts, ssrc
 U16 = struct.Struct("!H")
@@ -152,6 +153,9 @@ class Vp8Descriptor:
     tid: int  # temporal layer id, 0 when absent
     layer_sync: bool
     size: int  # descriptor length in bytes
+    # what a Vp9Descriptor adds, as VP8 has it: one spatial layer, whose frames end at the marker
+    sid: ClassVar[int] = 0
+    end: ClassVar[bool] = False
 
 
 def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
@@ -228,6 +232,7 @@ class Vp9Descriptor:
     inter_layer: bool  # D bit: this layer frame depends on the spatial layer below
     width: int  # the highest spatial layer's size, from a scalability structure that has sizes; else 0
     height: int
+    ss_pos: int  # offset of the scalability structure in the payload, 0 when absent (vp9_spatial_sizes)
 
 
 VP9_MAX_REFERENCES = 3  # P_DIFF fields a flexible-mode layer frame may carry (RFC 9628 §4.2)
@@ -244,7 +249,7 @@ def vp9_descriptor(payload: bytes | memoryview) -> Vp9Descriptor:
     tl0 = -1
     tl0_pos = tid = sid = 0
     sync = inter_layer = False
-    width = height = 0
+    width = height = ss_pos = 0
     flexible = bool(b0 & 0x10)
     if b0 & 0x80:  # I: PICTURE ID
         if pos >= n:
@@ -285,6 +290,7 @@ def vp9_descriptor(payload: bytes | memoryview) -> Vp9Descriptor:
     if b0 & 0x02:  # V: scalability structure
         if pos >= n:
             raise RtpError("vp9_truncated_descriptor")
+        ss_pos = pos
         ss = payload[pos]
         layers = (ss >> 5) + 1
         pos += 1
@@ -309,7 +315,17 @@ def vp9_descriptor(payload: bytes | memoryview) -> Vp9Descriptor:
     start = bool(b0 & 0x08) and sid == 0
     keyframe = start and not b0 & 0x40
     return Vp9Descriptor(start, keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos, tid, sync, pos, sid,
-                         bool(b0 & 0x04), flexible, inter_layer, width, height)
+                         bool(b0 & 0x04), flexible, inter_layer, width, height, ss_pos)
+
+
+def vp9_spatial_sizes(payload: bytes | memoryview, desc: Vp9Descriptor) -> tuple[tuple[int, int], ...]:
+    """Each spatial layer's (width, height), lowest first, from the scalability structure of a
+    descriptor `vp9_descriptor` read (it checked the bounds); () when it has no sizes."""
+    if not desc.ss_pos or not payload[desc.ss_pos] & 0x10:
+        return ()
+    at = desc.ss_pos + 1
+    return tuple(((payload[i] << 8) | payload[i + 1], (payload[i + 2] << 8) | payload[i + 3])
+                 for i in range(at, at + 4 * ((payload[desc.ss_pos] >> 5) + 1), 4))
 
 
 Picture = Vp8Descriptor | Vp9Descriptor  # what a DownTrack reads of either to renumber pictures

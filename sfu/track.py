@@ -58,23 +58,47 @@ class Layer:
         self._window_start = 0.0
         self._window_bytes = 0
         self.bitrate = 0.0
+        # VP9 SVC: the same by spatial id (everything is spatial layer 0 otherwise), and each spatial
+        # layer's size from the key pictures' scalability structure (() without SVC)
+        self._window_spatial = [0] * SPATIAL
+        self._spatial_bitrates = [0.0] * SPATIAL
+        self.spatial_sizes: tuple[tuple[int, int], ...] = ()
 
     def arriving(self, now: float) -> bool:
         return self.ssrc is not None and now - self.last_packet_at < STALE_S
 
-    def account(self, nbytes: int, now: float) -> None:
+    @property
+    def spatial_bitrates(self) -> tuple[float, ...]:
+        """Bits/s by VP9 spatial id (8 of them; without SVC all of it is in the first)."""
+        return tuple(self._spatial_bitrates)
+
+    def account(self, nbytes: int, now: float, sid: int = 0) -> None:
         self.packets += 1
         self.bytes += nbytes
         self.last_packet_at = now
         self._window_bytes += nbytes
+        self._window_spatial[sid] += nbytes
         if now - self._window_start >= 1.0:
             if self._window_start:
-                sample = self._window_bytes * 8 / (now - self._window_start)
-                # smoothed: a keyframe doubles a one-second window, which must not read as the
-                # layer's rate (the selector would move subscribers down for nothing)
-                self.bitrate = sample if not self.bitrate else 0.6 * self.bitrate + 0.4 * sample
+                span = now - self._window_start
+                self.bitrate = _smoothed(self.bitrate, self._window_bytes, span)
+                rates, window = self._spatial_bitrates, self._window_spatial
+                for i in range(SPATIAL):
+                    if window[i] or rates[i]:
+                        rates[i] = _smoothed(rates[i], window[i], span)
             self._window_start = now
             self._window_bytes = 0
+            self._window_spatial = [0] * SPATIAL
+
+
+SPATIAL = 8  # VP9 spatial ids are 3 bits
+
+
+def _smoothed(rate: float, window_bytes: int, span: float) -> float:
+    # a keyframe doubles a one-second window, which must not read as the layer's rate (the selector
+    # would move subscribers down for nothing)
+    sample = window_bytes * 8 / span
+    return sample if not rate else 0.6 * rate + 0.4 * sample
 
 
 _layer_kind: Callable[[str, int], Layer] = Layer

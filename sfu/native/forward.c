@@ -566,6 +566,7 @@ typedef struct {
     uint8_t mid_out[16];
     int mid_out_len;
     int max_tid; /* -1 = None */
+    int max_sid, target_sid; /* VP9 SVC: DownTrack.max_sid / target_sid (BS_SID_ALL: every layer) */
     /* rewrite state */
     unsigned int seq_off, ts_off, pid_off, tl0_off;
     int switch_seq;
@@ -574,7 +575,7 @@ typedef struct {
     unsigned int last_seq, last_ts, last_pid, last_tl0, rtx_seq;
     double last_sent_at;
     double rtx_window_at; /* NaN = None */
-    unsigned long long packets, octets, bytes_sent, temporal_drops;
+    unsigned long long packets, octets, bytes_sent, temporal_drops, spatial_drops;
     /* SRTP stream of our SSRC on the egress it was looked up on */
     PyObject *stream_egress;
     bs_srtp_stream *stream;
@@ -877,13 +878,13 @@ typedef struct {
 
 /* DownTrack._rewrite: `data` (n bytes, parsed as v, pic) as this subscriber gets it, written to `out`
  * (n bytes at least): our PT, SSRC and numbering, our extension ids (abs-send-time = now), VP8/VP9
- * PictureID/TL0PICIDX moved by the offsets. Returns its length. */
+ * PictureID/TL0PICIDX moved by the offsets, the marker set when `end`. Returns its length. */
 static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const bs_rtp_view *v, const bs_picture *pic,
                           uint16_t out_seq, uint32_t out_ts, unsigned pid_off, unsigned tl0_off, double now,
-                          uint8_t *out) {
+                          int end, uint8_t *out) {
     memcpy(out, data, n);
     size_t len = n;
-    out[1] = (uint8_t)((out[1] & 0x80) | s->out_pt);
+    out[1] = (uint8_t)((end ? 0x80 : (out[1] & 0x80)) | s->out_pt);
     out[2] = (uint8_t)(out_seq >> 8);
     out[3] = (uint8_t)out_seq;
     out[4] = (uint8_t)(out_ts >> 24);
@@ -933,8 +934,10 @@ static size_t dtc_rebuild(DownTrackCore *s, const sent_entry *e, const uint8_t *
         return 0;
     int have_pic = s->picture_codec &&
                    bs_picture_parse(s->picture_codec, src + v.payload_start, v.payload_end - v.payload_start, &pic) == 0;
+    /* (the marker as the spatial layer forwarded now would have it, as in DownTrack._rebuild) */
+    int end = have_pic && s->max_sid < BS_SID_ALL && pic.end && pic.sid == s->max_sid;
     return dtc_rewrite(s, src, n, &v, have_pic ? &pic : NULL, e->seq, (v.ts + e->ts_off) & 0xFFFFFFFFu, e->pid_off,
-                       e->tl0_off, e->sent_at, out);
+                       e->tl0_off, e->sent_at, end, out);
 }
 
 /* One DownTrack's share of a packet: DownTrack.forward. 0 on success (sent or skipped), -1 on a
@@ -970,6 +973,18 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
         s->temporal_drops++;
         return 0;
     }
+    int end = 0;
+    if (pic && (s->max_sid < BS_SID_ALL || s->target_sid < BS_SID_ALL)) {
+        /* DownTrack.forward: down at any picture, up at a key picture */
+        if (pic->start && s->target_sid != s->max_sid && (keyframe || s->target_sid < s->max_sid))
+            s->max_sid = s->target_sid;
+        if (pic->sid > s->max_sid) {
+            dtc_renumber_away(s, v->seq);
+            s->spatial_drops++;
+            return 0;
+        }
+        end = pic->end && pic->sid == s->max_sid;
+    }
     uint16_t out_seq = (uint16_t)((v->seq + s->seq_off) & 0xFFFF);
     uint32_t out_ts = (uint32_t)((v->ts + s->ts_off) & 0xFFFFFFFFu);
     /* rewrite straight into the egress queue when there is one (one copy of the packet, not two) */
@@ -977,7 +992,7 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
     int in_queue = e != NULL && s->stream != NULL && n + BS_SRTP_MAX_RTCP_TRAILER <= QUEUE_BUF;
     if (in_queue)
         scratch = egress_slot(e);
-    size_t len = dtc_rewrite(s, data, n, v, pic, out_seq, out_ts, s->pid_off, s->tl0_off, now, scratch);
+    size_t len = dtc_rewrite(s, data, n, v, pic, out_seq, out_ts, s->pid_off, s->tl0_off, now, end, scratch);
     if (ring) {
         if (!*serial)
             *serial = bs_ring_store(ring, v->seq, data, n);
@@ -1283,6 +1298,9 @@ static PyMemberDef DTC_members[] = {
     DTC_MEMBER(octets, T_ULONGLONG),
     DTC_MEMBER(bytes_sent, T_ULONGLONG),
     DTC_MEMBER(temporal_drops, T_ULONGLONG),
+    DTC_MEMBER(max_sid, T_INT),
+    DTC_MEMBER(target_sid, T_INT),
+    DTC_MEMBER(spatial_drops, T_ULONGLONG),
     {NULL},
 };
 

@@ -37,10 +37,12 @@ typedef struct bs_picture {
     int sid;
     uint8_t end, flexible, inter_layer;
     int width, height;
+    size_t ss_pos; /* the scalability structure's offset, 0 when absent */
 } bs_picture;
 
 /* DownTrack.picture_codec: which descriptor numbers a track's pictures (sfu.rtp PICTURE_*). */
 enum { BS_PICTURE_NONE = 0, BS_PICTURE_VP8 = 1, BS_PICTURE_VP9 = 2 };
+#define BS_SID_ALL 7 /* a cap on VP9 spatial ids (3 bits) that forwards every layer (downtrack.SID_ALL) */
 
 /* What is wrong with a packet (sfu.rtp.RtpError's reasons, parse.c `reason`). */
 enum {
@@ -99,7 +101,7 @@ int bs_reception_update(PyObject *o, uint16_t seq, uint32_t ts, double arrival);
 int bs_remb_add(PyObject *o, long long arrival_ms, uint32_t ast, long long size, uint32_t ssrc, long long *target);
 /* layer.c: LayerCore; Layer.account of one packet (nbytes 0..65535); its PacketRing (borrowed, or NULL). */
 int bs_is_layer(PyObject *o);
-void bs_layer_account(PyObject *o, long long nbytes, double now);
+void bs_layer_account(PyObject *o, long long nbytes, double now, int sid);
 PyObject *bs_layer_ring(PyObject *o);
 /* packet_ring.c: PacketRing. store: the packet's serial (the one it already has when the slot holds
  * the same packet), 0 when it cannot be stored (no memory, over 65535 bytes). get: the packet with

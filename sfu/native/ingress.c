@@ -145,7 +145,8 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     traffic->packets_in += 1;
     traffic->bytes_in += n;
     bs_reception_update(r->rx, v.seq, v.ts, arrival); /* IN_ORDER: checked above */
-    bs_layer_account(layer, (long long)v.payload_end, arrival); /* a NativeLayer: _route checked */
+    /* a NativeLayer: _route checked; a VP9 packet counts for its spatial layer too */
+    bs_layer_account(layer, (long long)v.payload_end, arrival, parsed ? parsed->sid : 0);
     if (have_ast) {
         long long target;
         int u = bs_remb_add(self->remb, (long long)(arrival * 1000.0), ast, (long long)n, v.ssrc, &target);

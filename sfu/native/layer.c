@@ -11,12 +11,18 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <string.h>
+
 #include "forward.h"
+
+#define SPATIAL 8 /* VP9 spatial ids are 3 bits */
 
 typedef struct {
     PyObject_HEAD
     long long packets, bytes, window_bytes;
     double last_packet_at, window_start, bitrate;
+    long long window_spatial[SPATIAL]; /* this window's bytes by VP9 spatial id (all in 0 otherwise) */
+    double spatial_bitrate[SPATIAL];
     PyObject *ring; /* Layer.ring: its PacketRing (read by the fan-out without an attribute lookup) */
 } LayerCore;
 
@@ -26,27 +32,47 @@ int bs_is_layer(PyObject *o) { return PyObject_TypeCheck(o, &LayerCoreType); }
 
 PyObject *bs_layer_ring(PyObject *o) { return ((LayerCore *)o)->ring; }
 
-void bs_layer_account(PyObject *o, long long nbytes, double now) {
+static double smoothed(double rate, long long window_bytes, double span) {
+    double sample = (double)(window_bytes * 8) / span;
+    /* a keyframe doubles a one-second window, which must not read as the rate */
+    return rate == 0.0 ? sample : 0.6 * rate + 0.4 * sample;
+}
+
+void bs_layer_account(PyObject *o, long long nbytes, double now, int sid) {
     LayerCore *s = (LayerCore *)o;
     s->packets += 1;
     s->bytes += nbytes;
     s->last_packet_at = now;
     s->window_bytes += nbytes;
+    s->window_spatial[sid & (SPATIAL - 1)] += nbytes;
     if (now - s->window_start >= 1.0) {
         if (s->window_start != 0.0) { /* Python: `if self._window_start:` (NaN is true there too) */
-            double sample = (double)(s->window_bytes * 8) / (now - s->window_start);
-            /* smoothed: a keyframe doubles a one-second window, which must not read as the rate */
-            s->bitrate = s->bitrate == 0.0 ? sample : 0.6 * s->bitrate + 0.4 * sample;
+            double span = now - s->window_start;
+            s->bitrate = smoothed(s->bitrate, s->window_bytes, span);
+            for (int i = 0; i < SPATIAL; i++)
+                if (s->window_spatial[i] || s->spatial_bitrate[i] != 0.0)
+                    s->spatial_bitrate[i] = smoothed(s->spatial_bitrate[i], s->window_spatial[i], span);
         }
         s->window_start = now;
         s->window_bytes = 0;
+        memset(s->window_spatial, 0, sizeof(s->window_spatial));
     }
 }
 
 static PyObject *LC_account(LayerCore *s, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "account(nbytes, now)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "account(nbytes, now, sid=0)");
         return NULL;
+    }
+    long sid = 0;
+    if (nargs == 3) {
+        sid = PyLong_AsLong(args[2]);
+        if (sid == -1 && PyErr_Occurred())
+            return NULL;
+        if (sid < 0 || sid >= SPATIAL) {
+            PyErr_SetString(PyExc_ValueError, "sid is a VP9 spatial id, 0..7");
+            return NULL;
+        }
     }
     long long nbytes = PyLong_AsLongLong(args[0]);
     if (nbytes == -1 && PyErr_Occurred())
@@ -59,7 +85,7 @@ static PyObject *LC_account(LayerCore *s, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "nbytes is a packet's size, 0..65535");
         return NULL;
     }
-    bs_layer_account((PyObject *)s, nbytes, now);
+    bs_layer_account((PyObject *)s, nbytes, now, (int)sid);
     Py_RETURN_NONE;
 }
 
@@ -72,6 +98,27 @@ static void LC_dealloc(LayerCore *s) {
     Py_CLEAR(s->ring);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
+
+static PyObject *LC_spatial_bitrates(LayerCore *s, void *closure) {
+    PyObject *t = PyTuple_New(SPATIAL);
+    if (t == NULL)
+        return NULL;
+    for (int i = 0; i < SPATIAL; i++) {
+        PyObject *f = PyFloat_FromDouble(s->spatial_bitrate[i]);
+        if (f == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, f);
+    }
+    return t;
+}
+
+static PyGetSetDef LC_getset[] = {
+    {"spatial_bitrates", (getter)LC_spatial_bitrates, NULL, "bits/s by VP9 spatial id, as Layer.spatial_bitrates",
+     NULL},
+    {NULL},
+};
 
 #define MEMBER(name, type, field) {name, type, offsetof(LayerCore, field), 0, NULL}
 static PyMemberDef LC_members[] = {
@@ -87,7 +134,7 @@ static PyMemberDef LC_members[] = {
 
 static PyMethodDef LC_methods[] = {
     {"account", (PyCFunction)(void (*)(void))LC_account, METH_FASTCALL,
-     "account(nbytes, now): one media packet of nbytes at now, as Layer.account"},
+     "account(nbytes, now, sid=0): one media packet of nbytes at now (of VP9 spatial layer sid), as Layer.account"},
     {NULL},
 };
 
@@ -100,6 +147,7 @@ static PyTypeObject LayerCoreType = {
     .tp_dealloc = (destructor)LC_dealloc,
     .tp_members = LC_members,
     .tp_methods = LC_methods,
+    .tp_getset = LC_getset,
 };
 
 int bs_register_layer(PyObject *m) {

@@ -165,6 +165,7 @@ int bs_vp9_parse(const uint8_t *p, size_t n, bs_picture *d) {
     if (b0 & 0x02) { /* V: scalability structure */
         if (pos >= n)
             return BS_VP9_TRUNCATED;
+        d->ss_pos = pos;
         uint8_t ss = p[pos++];
         size_t layers = (size_t)(ss >> 5) + 1;
         if (ss & 0x10) { /* Y: a size per spatial layer */
@@ -281,6 +282,7 @@ typedef struct {
     /* VP9's (Vp9Descriptor exposes them) */
     char end, flexible, inter_layer;
     int sid, width, height;
+    Py_ssize_t ss_pos;
 } Vp8Object;
 
 static PyMemberDef Vp8_members[] = {
@@ -314,6 +316,7 @@ static PyMemberDef Vp9_members[] = {
     {"inter_layer", T_BOOL, offsetof(Vp8Object, inter_layer), READONLY, NULL},
     {"width", T_INT, offsetof(Vp8Object, width), READONLY, NULL},
     {"height", T_INT, offsetof(Vp8Object, height), READONLY, NULL},
+    {"ss_pos", T_PYSSIZET, offsetof(Vp8Object, ss_pos), READONLY, NULL},
     {NULL},
 };
 
@@ -391,6 +394,7 @@ static PyObject *picture_object(PyObject *arg, int codec, PyTypeObject *type) {
     o->sid = d.sid;
     o->width = d.width;
     o->height = d.height;
+    o->ss_pos = (Py_ssize_t)d.ss_pos;
     return (PyObject *)o;
 }
 

@@ -57,7 +57,8 @@ with instrumented():
 KEYS = {1: bytes(range(30)), 2: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
 SESSIONS = {p: _native.SrtpSession(p, k, True) for p, k in KEYS.items()}
 STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
-         "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops")
+         "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops", "max_sid",
+         "target_sid", "spatial_drops")
 OUT_EXT = {rtp.URI_MID: 9, rtp.URI_ABS_SEND_TIME: 5, rtp.URI_AUDIO_LEVEL: 3}
 IN_EXT = {rtp.URI_ABS_SEND_TIME: 2, rtp.URI_MID: 4, rtp.URI_AUDIO_LEVEL: 1}
 
@@ -265,6 +266,8 @@ def test_one(data: bytes) -> None:
     for dt in dts:
         dt.set_target(target)
         dt.max_tid = None if not control & 4 else 0
+        if codec_name == "VP9":  # an SVC subscriber's spatial cap (bits 5-6, shared with the socket profile)
+            dt.set_spatial((control >> 5) & 3)
     now = 100.0
     estimators = (RemoteBitrateEstimator(), _native.RembEstimator())
     receptions = (reception.Reception(90000), datapath.NativeReception(90000))
@@ -294,6 +297,9 @@ def test_one(data: bytes) -> None:
         layer = layers[(control >> 3) & 1] if i % 3 else target
         if control & 16 and i == len(packets) // 2:
             layer.epoch += 1
+        if codec_name == "VP9" and i == len(packets) // 3:  # a spatial switch mid-stream, down or up
+            for dt in dts:
+                dt.set_spatial(view.ts & 3)
         desc = None
         keyframe = False
         if vp8:

@@ -11,7 +11,7 @@ from sfu import _native, rtp
 VIEW = ("marker", "pt", "seq", "ts", "ssrc", "ext_start", "ext_end", "one_byte", "payload_start", "payload_end")
 VP8 = ("start", "keyframe", "picture_id", "picture_id_pos", "picture_id_bits", "tl0picidx", "tl0picidx_pos", "tid",
        "layer_sync", "size")
-VP9 = (*VP8, "sid", "end", "flexible", "inter_layer", "width", "height")
+VP9 = (*VP8, "sid", "end", "flexible", "inter_layer", "width", "height", "ss_pos")
 EXTENSION_IDS = (*range(16), 64, 255)  # every one-byte id (and 0/15, which are never elements), some two-byte
 
 

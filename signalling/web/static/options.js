@@ -1,4 +1,5 @@
 // Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264|vp9, simulcast=0,
+// svc=L3T3_KEY (codec=vp9: one stream with spatial and temporal layers instead of simulcast),
 // video=WxH, audio=0, camera=0, relay=1 (media through TURN only), p2p=0 (never peer to peer),
 // grant (read by wallet.js).
 
@@ -9,6 +10,7 @@ export const OPTIONS = {
   autojoin: qs.get('autojoin') === '1',
   codec: ['h264', 'vp9'].includes((qs.get('codec') || '').toLowerCase()) ? qs.get('codec').toLowerCase() : 'vp8',
   simulcast: !['0', 'false', 'off'].includes((qs.get('simulcast') || '1').toLowerCase()),
+  svc: /^L[1-3]T[1-3](_KEY)?$/.test(qs.get('svc') || '') ? qs.get('svc') : '',
   video: parseSize(qs.get('video')) || { width: 1280, height: 720 },
   wantAudio: qs.get('audio') !== '0',
   wantVideo: qs.get('camera') !== '0',

@@ -115,6 +115,8 @@ function restartPublisher(s) {
 // >= 480x270 and 1 below (and silently drops the *top* encodings beyond that), so a smaller camera
 // gets fewer layers whose top one is full resolution - the server then knows what really arrives.
 function videoEncodings(track) {
+  // SVC: one encoding whose spatial layers the server forwards each subscriber a share of
+  if (OPTIONS.svc && OPTIONS.codec === 'vp9') return [{ scalabilityMode: OPTIONS.svc, maxBitrate: 2_000_000 }];
   const layers = cameraEncodings(track);
   // VP9: each encoding names its mode, or Chromium sends them all as spatial layers of the first
   // one's stream (its legacy SVC), which the server would take for that one layer

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import pytest
 
+from sfu.metrics import STATS
 from tests.e2e.firefox.playback import (
     LAYERS,
+    MIN_ENCODED_SHARE,
+    TOLERANCE,
     check_decoding,
     choose_quality,
+    inbound_video,
     layer_size,
     measure,
     publisher,
     summary,
     wait_layer,
 )
+from tests.support.browser import poll
 
 pytestmark = [pytest.mark.timeout(150)]
 
@@ -55,3 +60,70 @@ async def test_chromium_publishes_vp9_firefox_and_chromium_decode_their_layers(s
     sizes = {rid: (x.width, x.height) for rid, x in rec.layers.items()}
     for rid in ("q", "h"):
         assert rec.layers[rid].keyframes > 0 and layer_size({rid: sizes[rid]}, rid) == sizes[rid], sizes
+
+
+def _coded(size: tuple[int, int]) -> tuple[int, int]:
+    """A spatial layer's size as libvpx codes it: odd sides rounded up to even (240x135 -> 240x136)."""
+    return (size[0] + (size[0] & 1), size[1] + (size[1] & 1))
+
+
+async def _decoding(page, participant: str, size: tuple[int, int], what: str, timeout: float = 30.0) -> dict:
+    """Wait until `page` decodes `participant`'s video at `size` (as coded), and keeps decoding; its
+    inbound stats."""
+    seen: list = []
+
+    async def at_size() -> bool:
+        s = await inbound_video(page, participant)
+        seen.append(s and (s.get("framesDecoded"), s.get("frameWidth"), s.get("frameHeight")))
+        return bool(s and (s.get("frameWidth"), s.get("frameHeight")) == _coded(size) and len(seen) > 1
+                    and seen[-2] and (seen[-2][0] or 0) < (s.get("framesDecoded") or 0))
+
+    try:
+        await poll(at_size, what, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not decoding at {size} in {timeout} s; last (frames, w, h) {seen[-3:]}") from None
+    return await inbound_video(page, participant)
+
+
+async def test_vp9_svc_three_subscribers_decode_three_sizes_from_one_stream(server, firefox, browser):
+    """Chromium publishes one VP9 stream with three spatial layers (`svc=L3T3_KEY`); a low, a medium
+    and a high subscriber each decode their layer's size from it, at the publisher's frame rate. A
+    switch down is taken at the next picture: no key picture asked for, no freeze."""
+    chrome = await browser(server, "svc", "chromium", audio="0", codec="vp9", svc="L3T3_KEY")
+    pub = await publisher(chrome)
+    rec = _track(server, pub["video"])
+    stream = rec.layers[""]
+    async def three_layers() -> bool:
+        return len(stream.spatial_sizes) == 3
+
+    await poll(three_layers, "the key picture's three spatial layers", timeout=30)
+    sizes = stream.spatial_sizes
+    assert rec.codec_name == "VP9" and not rec.simulcast and sizes[2] == (960, 540), sizes
+    pages = {"low": await firefox(server, "svc", "low", audio="0", camera="0"),
+             "medium": await firefox(server, "svc", "medium", audio="0", camera="0"),
+             "high": await browser(server, "svc", "high", audio="0", camera="0")}
+    for quality, page in pages.items():
+        await choose_quality(page, pub["participant"], quality)
+    for sid, (quality, page) in enumerate(pages.items()):
+        await _decoding(page, pub["participant"], sizes[sid], f"the {quality} subscriber")
+    decoded, (sent,) = await measure([(page, pub["participant"]) for page in pages.values()], [chrome])
+    for (quality, _), got in zip(pages.items(), decoded):
+        print(f"VP9 SVC -> {quality}: {got.fps:.1f} fps at {got.size} (camera {pub['fps']}, encoded {sent})")
+    for sid, ((quality, _), got) in enumerate(zip(pages.items(), decoded)):
+        assert got.size == got.size_before == _coded(sizes[sid]), (quality, got)
+        # the publisher counts a frame per spatial layer: its picture rate is a third of that, and
+        # every subscriber decodes a frame per picture (the top one it gets)
+        pictures = sent[""].fps / len(sizes)
+        assert abs(got.fps - pictures) <= TOLERANCE * pictures, (quality, got.fps, pictures)
+        assert pictures >= MIN_ENCODED_SHARE * pub["fps"], (pictures, pub["fps"])
+    # one stream, one encoding: the subscribers' shares are the SFU's doing
+    outbound = [o for o in (await chrome.evaluate("window.basement.stats()"))["outbound"] if o["kind"] == "video"]
+    assert len(outbound) == 1 and outbound[0]["codec"] == "video/VP9", outbound
+
+    high = pages["high"]
+    before = await inbound_video(high, pub["participant"])
+    plis = STATS.plis_out
+    await choose_quality(high, pub["participant"], "low")
+    after = await _decoding(high, pub["participant"], sizes[0], "the high subscriber, down to low")
+    assert STATS.plis_out == plis, "a switch down asked the publisher for a key picture"
+    assert after["freezeCount"] == before["freezeCount"], (before, after)

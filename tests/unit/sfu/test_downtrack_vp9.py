@@ -5,6 +5,8 @@ picture's scalability structure."""
 
 from __future__ import annotations
 
+from sfu import rtp
+from sfu.layers import LayerSelector, spatial_layers
 from tests.support import packets as P
 from tests.unit.sfu import rig
 from tests.unit.sfu.rig import OUT_SSRC
@@ -80,3 +82,119 @@ def test_a_nack_of_a_vp9_packet_is_resent_as_it_was_sent():
     assert sub.rtp == sent
     dt.on_nack([1001, 1002], 1.2)
     assert sub.rtp[3:] == [P.rtx(sent[i], rig.OUT_RTX_PT["VP9"], 300 + i, rig.OUT_RTX_SSRC) for i in (1, 2)]
+
+
+# --- VP9 SVC: one stream, spatial layers as frames of each picture ----------------------------------
+
+
+def svc_picture(seq: int, pid: int, tl0: int, key: bool, layers: int = 3, ts: int | None = None) -> list[bytes]:
+    """One picture of Chromium's L3T1_KEY: a frame per spatial layer, each one packet; the key picture's
+    upper frames predict from the layer below (D), the others only from their own layer's past (P).
+    The RTP marker ends the picture (its top layer's frame)."""
+    out = []
+    for sid in range(layers):
+        desc = P.vp9_descriptor(picture_id=pid, predicted=not key, tid=0, sid=sid, inter_layer=key and sid > 0,
+                                tl0picidx=tl0, sizes=((320, 180), (640, 360), (1280, 720))[:layers] if key and sid == 0
+                                else ())
+        out.append(P.rtp(98, seq + sid, pid * 3000 if ts is None else ts, MEDIA, desc + bytes([sid]) * 6,
+                         marker=sid == layers - 1))
+    return out
+
+
+def forwarded(packets: list[bytes]) -> list[tuple[int, int, bool, int]]:
+    """(seq, picture id, marker, spatial id) of what a subscriber got."""
+    out = []
+    for p in packets:
+        view = rtp.parse(p)
+        d = rtp.vp9_descriptor(p[view.payload_start : view.payload_end])
+        out.append((view.seq, d.picture_id, view.marker, d.sid))
+    return out
+
+
+def svc():
+    ingress, rec, pub = rig.publish("VP9", ssrcs=[(MEDIA, "media")])
+    dt, sub = rig.subscribe(rec)
+    dt.set_target(rec.layers[""])
+    return ingress, rec, pub, dt, sub
+
+
+def test_an_svc_subscriber_gets_the_spatial_layers_up_to_its_own_with_the_picture_ended_there():
+    ingress, rec, pub, dt, sub = svc()
+    dt.set_spatial(1)
+    for i in range(3):
+        for p in svc_picture(10 + 3 * i, 40 + i, 5, key=i == 0):
+            ingress.on_rtp(p, 1.0 + i / 30)
+    assert forwarded(sub.rtp) == [(1000, 40, False, 0), (1001, 40, True, 1), (1002, 41, False, 0),
+                                  (1003, 41, True, 1), (1004, 42, False, 0), (1005, 42, True, 1)]
+    assert (dt.max_sid, dt.spatial_drops) == (1, 3)
+    assert (rec.layers[""].width, rec.layers[""].height) == (1280, 720)  # the stream's top layer
+
+
+def test_an_svc_downswitch_is_at_the_next_picture_and_asks_for_nothing():
+    ingress, rec, pub, dt, sub = svc()
+    for p in svc_picture(10, 40, 5, key=True):
+        ingress.on_rtp(p, 1.0)
+    plis = len(pub.rtcp)
+    dt.set_spatial(0)
+    for p in svc_picture(13, 41, 5, key=False):
+        ingress.on_rtp(p, 1.04)
+    assert forwarded(sub.rtp) == [(1000, 40, False, 0), (1001, 40, False, 1), (1002, 40, True, 2),
+                                  (1003, 41, True, 0)]
+    assert len(pub.rtcp) == plis  # no key picture asked for
+    assert not dt.waiting_for_keyframe
+
+
+def test_an_svc_upswitch_waits_for_a_key_picture_and_asks_for_one():
+    ingress, rec, pub, dt, sub = svc()
+    dt.set_spatial(0)
+    for p in svc_picture(10, 40, 5, key=True):
+        ingress.on_rtp(p, 1.0)
+    dt.set_spatial(2)
+    assert dt.waiting_for_keyframe and pub.rtcp[-1] == P.rtcp_pli(rig.RTCP_SSRC, MEDIA)
+    for p in svc_picture(13, 41, 5, key=False):  # predicted: its upper frames would miss references
+        ingress.on_rtp(p, 1.04)
+    for p in svc_picture(16, 42, 6, key=True):
+        ingress.on_rtp(p, 1.08)
+    assert forwarded(sub.rtp) == [(1000, 40, True, 0), (1001, 41, True, 0), (1002, 42, False, 0),
+                                  (1003, 42, False, 1), (1004, 42, True, 2)]
+    assert dt.max_sid == 2 and not dt.waiting_for_keyframe
+
+
+def test_a_nacked_svc_packet_comes_back_with_the_marker_it_was_sent_with():
+    ingress, rec, pub, dt, sub = svc()
+    dt.set_spatial(0)
+    for p in svc_picture(10, 40, 5, key=True) + svc_picture(13, 41, 5, key=False):
+        ingress.on_rtp(p, 1.0)
+    assert forwarded(sub.rtp) == [(1000, 40, True, 0), (1001, 41, True, 0)]
+    dt.on_nack([1000], 1.2)
+    assert sub.rtp[2:] == [P.rtx(sub.rtp[0], rig.OUT_RTX_PT["VP9"], 301, rig.OUT_RTX_SSRC)]
+
+
+def test_a_vp8_track_ignores_a_spatial_cap():
+    ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media")])
+    dt, sub = rig.subscribe(rec)
+    dt.set_spatial(0)
+    assert dt.target_sid == dt.max_sid == 7
+
+
+def test_the_selector_caps_an_svc_subscriber_at_the_spatial_layer_it_asks_for_by_name_or_size():
+    """The key picture's scalability structure names three spatial layers; each one's rate is measured
+    from the packets; a subscriber asking for low, medium, high or a rendered size gets that spatial
+    layer (its cap), like a simulcast layer."""
+    ingress, rec, pub, dt, sub = svc()
+    for i in range(40):  # 1.3 s of pictures: every spatial layer has a measured rate
+        for p in svc_picture(10 + 3 * i, 40 + i, 5, key=i == 0):
+            ingress.on_rtp(p, 1.0 + i / 30)
+    stream = rec.layers[""]
+    assert stream.spatial_sizes == ((320, 180), (640, 360), (1280, 720))
+    assert all(stream.spatial_bitrates[:3]) and not any(stream.spatial_bitrates[3:])
+    selector = LayerSelector()
+    selector.tracks = lambda: [rec]  # (what start() sets; the test evaluates on its own clock)
+    for request, sid in (("low", 0), ("high", 2), ("medium", 1), ((640, 360), 1), ((200, 100), 0)):
+        if isinstance(request, str):
+            dt.request_layer, dt.request_width, dt.request_height = request, None, None
+        else:
+            dt.request_layer, (dt.request_width, dt.request_height) = None, request
+        selector.evaluate(1.0 + 40 / 30)
+        assert (dt.target, dt.target_sid) == (stream, sid), request
+    assert [x.index for x in spatial_layers(rec)] == [0, 1, 2]

@@ -13,9 +13,10 @@ from tests.support.parsers import VP9
 PARSERS = {"python": rtp.vp9_descriptor, "native": _native.vp9_descriptor}
 
 
-@pytest.fixture(params=sorted(PARSERS))
-def parse(request: pytest.FixtureRequest):
-    return PARSERS[request.param]
+@pytest.fixture
+def parse(data_path: str):
+    """sfu.rtp's parser on the Python data path, its C twin on the native one."""
+    return PARSERS[data_path]
 
 
 def fields(d) -> dict:
@@ -31,7 +32,7 @@ def test_a_key_picture_of_chromiums_non_flexible_mode(parse) -> None:
     assert fields(d) == {"start": True, "keyframe": True, "picture_id": 0x1234, "picture_id_pos": 1,
                          "picture_id_bits": 15, "tl0picidx": 200, "tl0picidx_pos": 4, "tid": 0, "layer_sync": False,
                          "size": len(desc), "sid": 0, "end": True, "flexible": False, "inter_layer": False,
-                         "width": 1280, "height": 720}
+                         "width": 1280, "height": 720, "ss_pos": 5}
 
 
 def test_a_predicted_upper_layer_frame_is_neither_a_start_nor_a_key(parse) -> None:
@@ -44,11 +45,17 @@ def test_a_predicted_upper_layer_frame_is_neither_a_start_nor_a_key(parse) -> No
     assert (d.start, d.keyframe) == (True, False)
 
 
-def test_the_largest_spatial_layer_gives_the_size(parse) -> None:
+def test_the_largest_spatial_layer_gives_the_size_and_each_layer_has_its_own(parse) -> None:
     """L3T3_KEY's key picture: three sizes; the track's size is its top layer's."""
     desc = P.vp9_descriptor(picture_id=1, tid=0, tl0picidx=0, sizes=((320, 180), (640, 360), (1280, 720)))
     d = parse(desc)
     assert (d.width, d.height, d.size) == (1280, 720, len(desc))
+    assert rtp.vp9_spatial_sizes(desc, d) == ((320, 180), (640, 360), (1280, 720))
+    # a structure without sizes (Y = 0), and none at all
+    bare = P.vp9_descriptor(picture_id=1, tid=0, tl0picidx=0, group=((0, False, ()),), layers=3)
+    assert rtp.vp9_spatial_sizes(bare, parse(bare)) == ()
+    plain = P.vp9_descriptor(picture_id=2, predicted=True, tid=0, tl0picidx=1)
+    assert rtp.vp9_spatial_sizes(plain, parse(plain)) == ()
 
 
 def test_flexible_mode_has_references_and_no_tl0picidx(parse) -> None:

@@ -21,7 +21,7 @@ from tests.unit.sfu import rig
 
 STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
          "last_pid", "last_tl0", "last_sent_at", "packets", "octets", "bytes_sent", "temporal_drops", "max_tid",
-         "_rtx_window_at", "retransmissions", "rtx_seq")
+         "_rtx_window_at", "retransmissions", "rtx_seq", "max_sid", "target_sid", "spatial_drops")
 
 
 @pytest.fixture(autouse=True, params=["both"])
@@ -132,6 +132,64 @@ def _scenario(seed: int, steps: int = 1500) -> None:
 def test_native_and_python_forward_the_same_bytes_with_the_same_state(seed: int) -> None:
     try:
         _scenario(seed)
+    finally:
+        datapath.configure("python")
+
+
+def _svc_scenario(seed: int, steps: int = 1500) -> None:
+    """VP9 SVC (one stream, spatial layers 0-2, temporal 0-2): spatial and temporal caps changing at
+    random, key pictures now and then, NACKs, loss and reordering."""
+    r = random.Random(seed)
+    datapath.configure("native")
+    _, rec, _ = rig.publish("VP9", ssrcs=[(0xB000, "media")])
+    nat, nat_wire = rig.subscribe(rec)
+    datapath.configure("python")
+    py, py_wire = rig.subscribe(rec)
+    layer = rec.layers[""]
+    for dt in (py, nat):
+        dt.set_target(layer, "test")
+    seq, pid, tl0, ts, now = r.randrange(65536), r.randrange(0x8000), r.randrange(256), r.randrange(1 << 32), 1000.0
+    for step in range(steps):
+        now += r.choice([0.0, 0.001, 0.02])
+        event = r.random()
+        if event < 0.04:
+            sid = r.choice([0, 1, 2, 7])
+            for dt in (py, nat):
+                dt.set_spatial(sid, "test")
+        elif event < 0.06:
+            py.max_tid = nat.max_tid = r.choice([None, 0, 1])
+        elif event < 0.09:
+            lost = [(py.last_seq - r.randrange(40)) & 0xFFFF for _ in range(r.randint(1, 5))]
+            for dt in (py, nat):
+                dt.on_nack(list(lost), now)
+        else:
+            key = r.random() < 0.05
+            pid = (pid + 1) & 0x7FFF
+            tl0 = (tl0 + 1) & 0xFF
+            ts = (ts + 3000) & 0xFFFFFFFF
+            tid = 0 if key else r.randrange(3)
+            for sid in range(3):
+                if r.random() < 0.05:
+                    continue  # lost on the way in
+                seq = (seq + (1 if r.random() < 0.95 else r.randint(2, 3))) & 0xFFFF
+                desc = P.vp9_descriptor(picture_id=pid, predicted=not key, tid=tid, sid=sid,
+                                        inter_layer=key and sid > 0, tl0picidx=tl0, begin=True, end=True,
+                                        sizes=((320, 180), (640, 360), (1280, 720)) if key and sid == 0 else ())
+                data = P.rtp(98, seq, ts, 0xB000, desc + bytes(r.randint(1, 30)), marker=sid == 2,
+                             ext=_extensions(r))
+                view = rtp.parse(data)
+                pic = rtp.vp9_descriptor(memoryview(data)[view.payload_start:view.payload_end])
+                for dt in (py, nat):
+                    dt.forward(data, view, layer, pic.keyframe, pic, now)
+        assert nat_wire.rtp == py_wire.rtp, f"seed {seed} step {step}: different packets on the wire"
+        assert _state(nat) == _state(py), f"seed {seed} step {step}: different state"
+    assert py.spatial_drops > 0 and len(py_wire.rtp) > 200  # the scenario filtered and forwarded
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_native_and_python_forward_vp9_svc_alike(seed: int) -> None:
+    try:
+        _svc_scenario(seed)
     finally:
         datapath.configure("python")
 

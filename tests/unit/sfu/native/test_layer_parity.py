@@ -10,7 +10,7 @@ import pytest
 from sfu import datapath
 from sfu.track import Layer
 
-FIELDS = ("packets", "bytes", "last_packet_at", "_window_start", "_window_bytes", "bitrate")
+FIELDS = ("packets", "bytes", "last_packet_at", "_window_start", "_window_bytes", "bitrate", "spatial_bitrates")
 
 
 @pytest.fixture(autouse=True, params=["both"])
@@ -28,10 +28,24 @@ def test_rate_accounting_in_lockstep(seed: int) -> None:
         # bursts, paced packets, pauses longer than the window, and time standing still
         now += r.choice([0.0, r.uniform(0, 0.002), r.uniform(0, 0.05), r.uniform(0.9, 1.1), r.uniform(1, 30)])
         nbytes = r.choice([0, 1, r.randrange(60, 300), r.randrange(900, 1300), 65535])
+        sid = r.choice([0, 0, 1, 2, 7]) if seed % 2 else 0  # VP9 SVC's spatial layers, on odd seeds
         for layer in layers:
-            layer.account(nbytes, now)
+            layer.account(nbytes, now, sid)
         assert [getattr(layers[0], f) for f in FIELDS] == [getattr(layers[1], f) for f in FIELDS]
     assert layers[1].bitrate > 0 and layers[1].packets == 5000
+    rates = layers[1].spatial_bitrates
+    assert all(rates[i] for i in (0, 1, 2, 7)) if seed % 2 else (rates[0] == layers[1].bitrate and not any(rates[1:]))
+
+
+def test_spatial_rates_add_up_to_the_layers() -> None:
+    """Three spatial layers of 100, 300 and 600 bytes a packet, 10 pictures a second: each its own
+    rate, together the layer's."""
+    for layer in (Layer("", 90000), datapath.NativeLayer("", 90000)):
+        for i in range(31):
+            for sid, size in enumerate((100, 300, 600)):
+                layer.account(size, 1.0 + i / 10, sid)
+        assert [round(x) for x in layer.spatial_bitrates[:3]] == [8000, 24000, 48000]
+        assert round(sum(layer.spatial_bitrates)) == round(layer.bitrate) == 80000
 
 
 def test_the_rest_of_a_layer_is_the_python_one() -> None:
@@ -48,4 +62,6 @@ def test_refuses_what_is_not_a_packet_size() -> None:
         layer.account(-1, 1.0)
     with pytest.raises(TypeError):
         layer.account("1", 1.0)
+    with pytest.raises(ValueError, match="spatial id"):
+        layer.account(100, 1.0, 8)
     assert layer.packets == 0
