@@ -158,6 +158,18 @@ class Vp8Descriptor:
     end: ClassVar[bool] = False
 
 
+def _picture_id(payload: bytes | memoryview, pos: int, truncated: str) -> tuple[int, int]:
+    """The 7- or 15-bit picture id at `pos` (M bit first), as VP8 and VP9 descriptors carry it:
+    (picture id, bits); 7 bits take one byte, 15 two."""
+    if pos >= len(payload):
+        raise RtpError(truncated)
+    if payload[pos] & 0x80:
+        if pos + 1 >= len(payload):
+            raise RtpError(truncated)
+        return ((payload[pos] & 0x7F) << 8) | payload[pos + 1], 15
+    return payload[pos] & 0x7F, 7
+
+
 def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
     n = len(payload)
     if n < 1:
@@ -177,19 +189,9 @@ def vp8_descriptor(payload: bytes | memoryview) -> Vp8Descriptor:
         x = payload[1]
         pos = 2
         if x & 0x80:
-            if pos >= n:
-                raise RtpError("vp8_truncated_descriptor")
             pid_pos = pos
-            if payload[pos] & 0x80:
-                if pos + 1 >= n:
-                    raise RtpError("vp8_truncated_descriptor")
-                picture_id = ((payload[pos] & 0x7F) << 8) | payload[pos + 1]
-                pid_bits = 15
-                pos += 2
-            else:
-                picture_id = payload[pos] & 0x7F
-                pid_bits = 7
-                pos += 1
+            picture_id, pid_bits = _picture_id(payload, pos, "vp8_truncated_descriptor")
+            pos += 2 if pid_bits == 15 else 1
         if x & 0x40:
             if pos >= n:
                 raise RtpError("vp8_truncated_descriptor")
@@ -252,19 +254,9 @@ def vp9_descriptor(payload: bytes | memoryview) -> Vp9Descriptor:
     width = height = ss_pos = 0
     flexible = bool(b0 & 0x10)
     if b0 & 0x80:  # I: PICTURE ID
-        if pos >= n:
-            raise RtpError("vp9_truncated_descriptor")
         pid_pos = pos
-        if payload[pos] & 0x80:
-            if pos + 1 >= n:
-                raise RtpError("vp9_truncated_descriptor")
-            picture_id = ((payload[pos] & 0x7F) << 8) | payload[pos + 1]
-            pid_bits = 15
-            pos += 2
-        else:
-            picture_id = payload[pos] & 0x7F
-            pid_bits = 7
-            pos += 1
+        picture_id, pid_bits = _picture_id(payload, pos, "vp9_truncated_descriptor")
+        pos += 2 if pid_bits == 15 else 1
     if b0 & 0x20:  # L: layer indices, and TL0PICIDX in non-flexible mode
         if pos >= n:
             raise RtpError("vp9_truncated_descriptor")

@@ -58,6 +58,27 @@ int bs_rtp_parse(const uint8_t *d, size_t n, bs_rtp_view *v) {
     return 0;
 }
 
+/* The 7- or 15-bit picture id at *pos (M bit first), as VP8 and VP9 descriptors carry it (rtp.py
+ * `_picture_id`): into d, *pos past it; -1 when the payload ends first. */
+static int picture_id(const uint8_t *p, size_t n, size_t *pos, bs_picture *d) {
+    size_t at = *pos;
+    if (at >= n)
+        return -1;
+    d->picture_id_pos = at;
+    if (p[at] & 0x80) {
+        if (at + 1 >= n)
+            return -1;
+        d->picture_id = ((p[at] & 0x7F) << 8) | p[at + 1];
+        d->picture_id_bits = 15;
+        *pos = at + 2;
+    } else {
+        d->picture_id = p[at] & 0x7F;
+        d->picture_id_bits = 7;
+        *pos = at + 1;
+    }
+    return 0;
+}
+
 int bs_vp8_parse(const uint8_t *p, size_t n, bs_picture *d) {
     memset(d, 0, sizeof(*d));
     d->picture_id = -1;
@@ -71,22 +92,8 @@ int bs_vp8_parse(const uint8_t *p, size_t n, bs_picture *d) {
             return BS_VP8_TRUNCATED;
         uint8_t x = p[1];
         pos = 2;
-        if (x & 0x80) {
-            if (pos >= n)
-                return BS_VP8_TRUNCATED;
-            d->picture_id_pos = pos;
-            if (p[pos] & 0x80) {
-                if (pos + 1 >= n)
-                    return BS_VP8_TRUNCATED;
-                d->picture_id = ((p[pos] & 0x7F) << 8) | p[pos + 1];
-                d->picture_id_bits = 15;
-                pos += 2;
-            } else {
-                d->picture_id = p[pos] & 0x7F;
-                d->picture_id_bits = 7;
-                pos += 1;
-            }
-        }
+        if ((x & 0x80) && picture_id(p, n, &pos, d) < 0)
+            return BS_VP8_TRUNCATED;
         if (x & 0x40) {
             if (pos >= n)
                 return BS_VP8_TRUNCATED;
@@ -121,22 +128,8 @@ int bs_vp9_parse(const uint8_t *p, size_t n, bs_picture *d) {
     uint8_t b0 = p[0];
     size_t pos = 1;
     d->flexible = (b0 & 0x10) != 0;
-    if (b0 & 0x80) { /* I: PICTURE ID */
-        if (pos >= n)
-            return BS_VP9_TRUNCATED;
-        d->picture_id_pos = pos;
-        if (p[pos] & 0x80) {
-            if (pos + 1 >= n)
-                return BS_VP9_TRUNCATED;
-            d->picture_id = ((p[pos] & 0x7F) << 8) | p[pos + 1];
-            d->picture_id_bits = 15;
-            pos += 2;
-        } else {
-            d->picture_id = p[pos] & 0x7F;
-            d->picture_id_bits = 7;
-            pos += 1;
-        }
-    }
+    if ((b0 & 0x80) && picture_id(p, n, &pos, d) < 0) /* I: PICTURE ID */
+        return BS_VP9_TRUNCATED;
     if (b0 & 0x20) { /* L: layer indices, and TL0PICIDX in non-flexible mode */
         if (pos >= n)
             return BS_VP9_TRUNCATED;
@@ -285,31 +278,26 @@ typedef struct {
     Py_ssize_t ss_pos;
 } Vp8Object;
 
+/* what both descriptors have (sfu.rtp.Vp8Descriptor's fields) */
+#define PICTURE_MEMBERS                                                                                \
+    {"start", T_BOOL, offsetof(Vp8Object, start), READONLY, NULL},                                     \
+    {"keyframe", T_BOOL, offsetof(Vp8Object, keyframe), READONLY, NULL},                               \
+    {"picture_id", T_INT, offsetof(Vp8Object, picture_id), READONLY, NULL},                            \
+    {"picture_id_pos", T_PYSSIZET, offsetof(Vp8Object, picture_id_pos), READONLY, NULL},               \
+    {"picture_id_bits", T_INT, offsetof(Vp8Object, picture_id_bits), READONLY, NULL},                  \
+    {"tl0picidx", T_INT, offsetof(Vp8Object, tl0picidx), READONLY, NULL},                              \
+    {"tl0picidx_pos", T_PYSSIZET, offsetof(Vp8Object, tl0picidx_pos), READONLY, NULL},                 \
+    {"tid", T_INT, offsetof(Vp8Object, tid), READONLY, NULL},                                          \
+    {"layer_sync", T_BOOL, offsetof(Vp8Object, layer_sync), READONLY, NULL},                           \
+    {"size", T_PYSSIZET, offsetof(Vp8Object, size), READONLY, NULL}
+
 static PyMemberDef Vp8_members[] = {
-    {"start", T_BOOL, offsetof(Vp8Object, start), READONLY, NULL},
-    {"keyframe", T_BOOL, offsetof(Vp8Object, keyframe), READONLY, NULL},
-    {"picture_id", T_INT, offsetof(Vp8Object, picture_id), READONLY, NULL},
-    {"picture_id_pos", T_PYSSIZET, offsetof(Vp8Object, picture_id_pos), READONLY, NULL},
-    {"picture_id_bits", T_INT, offsetof(Vp8Object, picture_id_bits), READONLY, NULL},
-    {"tl0picidx", T_INT, offsetof(Vp8Object, tl0picidx), READONLY, NULL},
-    {"tl0picidx_pos", T_PYSSIZET, offsetof(Vp8Object, tl0picidx_pos), READONLY, NULL},
-    {"tid", T_INT, offsetof(Vp8Object, tid), READONLY, NULL},
-    {"layer_sync", T_BOOL, offsetof(Vp8Object, layer_sync), READONLY, NULL},
-    {"size", T_PYSSIZET, offsetof(Vp8Object, size), READONLY, NULL},
+    PICTURE_MEMBERS,
     {NULL},
 };
 
 static PyMemberDef Vp9_members[] = {
-    {"start", T_BOOL, offsetof(Vp8Object, start), READONLY, NULL},
-    {"keyframe", T_BOOL, offsetof(Vp8Object, keyframe), READONLY, NULL},
-    {"picture_id", T_INT, offsetof(Vp8Object, picture_id), READONLY, NULL},
-    {"picture_id_pos", T_PYSSIZET, offsetof(Vp8Object, picture_id_pos), READONLY, NULL},
-    {"picture_id_bits", T_INT, offsetof(Vp8Object, picture_id_bits), READONLY, NULL},
-    {"tl0picidx", T_INT, offsetof(Vp8Object, tl0picidx), READONLY, NULL},
-    {"tl0picidx_pos", T_PYSSIZET, offsetof(Vp8Object, tl0picidx_pos), READONLY, NULL},
-    {"tid", T_INT, offsetof(Vp8Object, tid), READONLY, NULL},
-    {"layer_sync", T_BOOL, offsetof(Vp8Object, layer_sync), READONLY, NULL},
-    {"size", T_PYSSIZET, offsetof(Vp8Object, size), READONLY, NULL},
+    PICTURE_MEMBERS,
     {"sid", T_INT, offsetof(Vp8Object, sid), READONLY, NULL},
     {"end", T_BOOL, offsetof(Vp8Object, end), READONLY, NULL},
     {"flexible", T_BOOL, offsetof(Vp8Object, flexible), READONLY, NULL},

@@ -42,29 +42,18 @@ def test_one(data: bytes) -> None:
         if value:
             rtp.audio_level(value)
     payload = memoryview(data)[view.payload_start : view.payload_end]
-    try:
-        desc = rtp.vp8_descriptor(payload)
-    except rtp.RtpError:
-        desc = None
-    if desc is not None:
+    for codec, parse in (("VP8", rtp.vp8_descriptor), ("VP9", rtp.vp9_descriptor)):
+        try:
+            desc = parse(payload)
+        except rtp.RtpError:
+            continue
         if desc.size > len(payload):
-            raise Finding(f"VP8 descriptor of {desc.size} bytes in a {len(payload)}-byte payload")
-        if desc.picture_id_pos and not desc.picture_id_pos < desc.size:
-            raise Finding("VP8 PictureID outside the descriptor")
-        if desc.tl0picidx_pos and not desc.tl0picidx_pos < desc.size:
-            raise Finding("VP8 TL0PICIDX outside the descriptor")
-    try:
-        vp9 = rtp.vp9_descriptor(payload)
-    except rtp.RtpError:
-        vp9 = None
-    if vp9 is not None:
-        if vp9.size > len(payload):
-            raise Finding(f"VP9 descriptor of {vp9.size} bytes in a {len(payload)}-byte payload")
-        if (vp9.picture_id_pos and not vp9.picture_id_pos < vp9.size) or (
-                vp9.tl0picidx_pos and not vp9.tl0picidx_pos < vp9.size):
-            raise Finding("VP9 picture numbering outside the descriptor")
-        if not (0 <= vp9.sid < 8 and 0 <= vp9.tid < 8 and 0 <= vp9.width < 65536 and 0 <= vp9.height < 65536):
-            raise Finding(f"VP9 layer or size out of range: {vp9}")
+            raise Finding(f"{codec} descriptor of {desc.size} bytes in a {len(payload)}-byte payload")
+        if (desc.picture_id_pos and not desc.picture_id_pos < desc.size) or (
+                desc.tl0picidx_pos and not desc.tl0picidx_pos < desc.size):
+            raise Finding(f"{codec} picture numbering outside the descriptor")
+        if not (0 <= desc.sid < 8 and 0 <= desc.tid < 8):
+            raise Finding(f"{codec} layer ids out of range: {desc}")
     h264.is_keyframe(payload)
     h264.is_keyframe(data[view.payload_start : view.payload_end])
     size = h264.keyframe_dimensions(payload)
