@@ -208,6 +208,7 @@ class SfuNode:
         ingress: defaultdict[str, float] = defaultdict(float)
         forwarding: defaultdict[str, float] = defaultdict(float)
         paused: defaultdict[str, float] = defaultdict(float)
+        waiting: defaultdict[str, float] = defaultdict(float)
         for peer in self.peers.values():
             for rec in peer.tracks:
                 if rec.kind == "video":
@@ -219,10 +220,14 @@ class SfuNode:
                     paused[dt.pause_reason or "other"] += 1
                 elif dt.is_video and dt.current is not None:
                     forwarding[dt.current.rid or "single"] += 1
+                if dt.waiting_for_keyframe and dt.target is not None:
+                    waiting[dt.target.rid or "single"] += 1
         return [
             ("layer_bitrate_bps", "video bitrate received from publishers, by simulcast layer", "layer", ingress),
             ("downtracks_forwarding", "video downtracks forwarding, by simulcast layer", "layer", forwarding),
             ("downtracks_paused", "video downtracks paused, by reason", "reason", paused),
+            ("downtracks_waiting", "video downtracks waiting for a key frame of the layer they start or "
+             "switch to (nothing is sent to a starting one meanwhile), by that layer", "layer", waiting),
         ]
 
     def gauges(self) -> dict[str, float]:

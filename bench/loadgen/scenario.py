@@ -117,6 +117,15 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
             await asyncio.sleep(min(0.5, cfg.duration - elapsed))
         after = [s.totals() for s in subs]
         streams_after = [s.stream_counts() for s in subs]
+        # who stalled, by what its own end of the connection says now (not after the teardown below,
+        # which closes every connection): a transport that ended, or one renegotiated more than
+        # once, points at something other than the SFU not sending
+        stalled_of = [sum(1 for ssrc, n in b.items() if a.get(ssrc, n) == n)
+                      for b, a in zip(streams_before, streams_after)]
+        stalled_subscribers = Counter(
+            f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
+            + (f", signalling closed ({s.signalling_closed})" if s.signalling_closed else "")
+            for s, a, k in zip(subs, streams_after, stalled_of) if k)
         for s in subs:
             s.collect_latency = False  # samples must cover the same window as the probe counts
         cpu1, gen1 = target.cpu_seconds(), self_cpu_seconds()
@@ -154,13 +163,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     # a stream that was arriving before the window and got nothing in it: the SFU stopped sending it
     # (paused, or fell behind). `loss %` cannot see it: it counts the packets of streams that arrive.
     streams = sum(len(b) for b in streams_before)
-    stalled_of = [sum(1 for ssrc, n in b.items() if a.get(ssrc, n) == n) for b, a in zip(streams_before, streams_after)]
     stalled = sum(stalled_of)
-    # who stalled, by what its own end of the connection says: a transport that ended, or one
-    # renegotiated more than once, points at something other than the SFU not sending
-    stalled_subscribers = Counter(f"{s.transport.connection_state}, {s.offers} offer(s), {len(a)} SSRCs"
-                                  + (f", signalling closed ({s.signalling_closed})" if s.signalling_closed else "")
-                                  for s, a, k in zip(subs, streams_after, stalled_of) if k)
     received = d.get("received", 0)
     expected = d.get("expected", 0)
     lat = [v for s in subs for v in s.latencies_us]
@@ -193,6 +196,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "sfu_paused_downtracks": sfu_figures.get("paused_downtracks"),  # by reason
         "sfu_paused": (sum(sfu_figures["paused_downtracks"].values())
                        if sfu_figures.get("paused_downtracks") is not None else None),
+        "sfu_waiting_keyframe": sfu_figures.get("waiting_downtracks"),  # video downtracks, at the window's end
         "gso_datagrams_per_send": sfu_figures.get("gso_datagrams_per_send"),
         # since the SFU started (a ramp's earlier steps included)
         "sfu_left": sfu_figures.get("left"),  # participants, by reason
@@ -226,6 +230,8 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
         paused = result.get("sfu_paused_downtracks")
         said = "" if paused is None else (f"; the SFU had paused {', '.join(f'{n} ({r})' for r, n in paused.items())}"
                                           if paused else "; the SFU had paused none")
+        if result.get("sfu_waiting_keyframe"):
+            said += f"; {result['sfu_waiting_keyframe']} waited for a key frame"
         ended = {k: n for k, n in (result.get("sfu_transports_ended") or {}).items() if n}
         left = {k: n for k, n in (result.get("sfu_left") or {}).items() if n}
         if ended or left:

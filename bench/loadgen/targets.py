@@ -130,7 +130,8 @@ class Target:
 
     async def sfu_figures(self) -> dict[str, Any]:
         """What the SFU says of its own state at the end of a window, when it says anything: video
-        downtracks it paused, by reason (`paused_downtracks`), datagrams per segmented send
+        downtracks it paused, by reason (`paused_downtracks`), those waiting for a key frame
+        (`waiting_downtracks`), datagrams per segmented send
         (`gso_datagrams_per_send`), and since it started: participants who left, by reason (`left`),
         connections that ended under a participant, by `target/cause` (`transports_ended`), and ICE
         consent expiries (`consent_expired`). A stall the subscribers see is told apart by these."""
@@ -358,7 +359,9 @@ class BasementTarget(Target):
             r'^basement_transports_ended_total\{[^}]*target="([^"]+)",cause="([^"]+)"[^}]*\} (\S+)$', text,
             re.MULTILINE)}
         consent = total("basement_ice_consent_expired")
-        return {"paused_downtracks": paused,
+        waiting = sum(int(float(m.group(1))) for m in re.finditer(
+            r'^basement_downtracks_waiting\{[^}]*\} (\S+)$', text, re.MULTILINE))
+        return {"paused_downtracks": paused, "waiting_downtracks": waiting,
                 "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None,
                 "left": left, "transports_ended": ended,
                 "consent_expired": int(consent) if consent is not None else None}

@@ -4,10 +4,13 @@ its count of leaves by reason."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from sfu.api import Broadcast
 from sfu.metrics import STATS, media_registry
 from sfu.node import SfuNode
+from tests.support import packets as P
+from tests.unit.sfu import rig
 
 
 async def test_a_room_event_is_one_broadcast_object_for_every_participant():
@@ -48,3 +51,20 @@ async def test_leaves_are_counted_by_reason_and_a_removal_text_is_not_a_label():
     assert {r: left(r) - before[r] for r in before} == {"left": 1, "disconnected": 1, "removed": 1,
                                                        "server_shutdown": 1}
     assert all("qualifies" not in str(s.labels) for m in registry.collect() for s in m.samples)
+
+
+def test_video_downtracks_waiting_for_a_key_frame_are_a_gauge_by_layer():
+    """A subscriber that starts, or switches layer, gets nothing new until that layer's key frame: the
+    node says how many wait (the bench tells a stall from a wait with it)."""
+    ingress, rec, pub = rig.publish("VP8", ssrcs=[(0x1111, "media")])
+    waiting, _ = rig.subscribe(rec)
+    waiting.set_target(rec.layers[""])
+    idle, _ = rig.subscribe(rec)  # no target yet: not waiting for anything
+    node = SfuNode(lambda pid, msg: None)
+    node.peers = {"PA_sub": SimpleNamespace(tracks=[], downtracks={"a": waiting, "b": idle})}
+    gauges = {name: series for name, _, _, series in node.labelled_gauges()}
+    assert gauges["downtracks_waiting"] == {"single": 1}
+    ingress.on_rtp(P.rtp(96, 1, 0, 0x1111, P.vp8_payload(keyframe=True, picture_id=1, tl0picidx=0, tid=0,
+                                                        layer_sync=False)), 1.0)
+    gauges = {name: series for name, _, _, series in node.labelled_gauges()}
+    assert gauges["downtracks_waiting"] == {} and gauges["downtracks_forwarding"] == {"single": 1}
