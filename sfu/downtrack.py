@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("basement.downtrack")
 
+# How far behind the newest packet a run's start (`switch_seq`) may fall before it is moved up to
+# SWITCH_TRAIL behind: far more than any reordering or repair (a layer's ring holds 1,024 packets),
+# far less than the 32,768 where 16-bit comparison turns around.
+SWITCH_TRAIL_MOVE = 0x4000
+SWITCH_TRAIL = 0x2000
 SID_ALL = 7  # a cap on VP9 spatial ids (3 bits) that forwards every layer
 CACHE_SIZE = 1024  # packets sent that a NACK can ask for (each rebuilt from its Layer's PacketRing)
 CACHE_MASK = CACHE_SIZE - 1
@@ -298,6 +303,11 @@ class DownTrack:
             self._anchor(view, picture, now, layer)
         elif not _newer16(view.seq, self.switch_seq) and view.seq != self.switch_seq:
             return  # from before the current run began: its numbering belongs to another layer
+        elif (view.seq - self.switch_seq) & 0xFFFF >= SWITCH_TRAIL_MOVE:
+            # the run's start trails the stream: 16-bit numbers compare only within half the space,
+            # so a start left behind would, 32,768 packets into the run, make every later packet
+            # look older than it and stop the track for the next 32,768 (minutes of video or audio)
+            self.switch_seq = (view.seq - SWITCH_TRAIL) & 0xFFFF
         if picture is not None and self.max_tid is not None and picture.tid > self.max_tid and not keyframe:
             # thinning the frame rate: renumber so the subscriber sees no gap it would NACK
             self._renumber_away(view.seq)

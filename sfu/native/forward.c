@@ -584,6 +584,10 @@ typedef struct {
 
 static PyTypeObject DownTrackCoreType;
 
+/* downtrack.SWITCH_TRAIL_MOVE / SWITCH_TRAIL: how far a run's start may trail the newest packet */
+#define SWITCH_TRAIL_MOVE 0x4000
+#define SWITCH_TRAIL 0x2000
+
 static PyObject *str_active, *str_egress, *str_epoch, *str_send_rtp, *str_begin_run, *str_ring;
 
 static int DTC_traverse(DownTrackCore *self, visitproc visit, void *arg) {
@@ -967,6 +971,9 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
         dtc_anchor(s, v, pic, now, epoch);
     } else if (!newer16(v->seq, (uint16_t)s->switch_seq) && v->seq != (uint16_t)s->switch_seq) {
         return 0;
+    } else if (((v->seq - (unsigned)s->switch_seq) & 0xFFFF) >= SWITCH_TRAIL_MOVE) {
+        /* DownTrack.forward: the run's start trails the stream, within half the 16-bit space */
+        s->switch_seq = (v->seq - SWITCH_TRAIL) & 0xFFFF;
     }
     if (pic && s->max_tid >= 0 && pic->tid > s->max_tid && !keyframe) {
         dtc_renumber_away(s, v->seq);

@@ -535,3 +535,18 @@ def test_a_retransmitted_key_frame_does_not_start_a_switch():
     assert dt.current is rec.layers["q"]
     seqs = [rtp.parse(p).seq for p in sub.rtp]
     assert seqs == list(range(1000, 1000 + len(seqs)))  # no hole anywhere
+
+
+def test_a_long_run_forwards_every_packet_past_half_the_sequence_space():
+    """16-bit sequence numbers compare only within half their space: a run whose start stayed where it
+    began made every packet from 32,768 on look older than the start, and the track went silent for
+    the next 32,768 packets (audio after 11 minutes, for 11 minutes). The start now trails the stream
+    (a packet from before a young run's start is still refused: the tests above)."""
+    ingress, rec, pub = rig.publish("opus", ssrcs=[(MEDIA, "media")])
+    dt, sub = rig.subscribe(rec)
+    dt.set_target(rec.layers[""])
+    for i in range(70000):
+        ingress.on_rtp(P.rtp(111, (100 + i) & 0xFFFF, (960 * i) & 0xFFFFFFFF, MEDIA, b"opus"), 1.0 + i / 50)
+    assert len(sub.rtp) == 70000
+    assert [rtp.parse(p).seq for p in sub.rtp[-3:]] == [(1000 + 69997) & 0xFFFF, (1000 + 69998) & 0xFFFF,
+                                                        (1000 + 69999) & 0xFFFF]
