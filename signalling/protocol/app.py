@@ -63,6 +63,7 @@ class Connection:
         self.closing = False  # the server decided to close; stop reading and applying messages
         self.superseded = False  # a resume on another socket took the participant over
         self.writer_task: asyncio.Task | None = None
+        self.worker_task: asyncio.Task | None = None  # handles what the socket reads (_work)
         self.address = address  # the client's (an IPv6 client's /64): participants waiting to resume are counted by it
 
     def reply(self, msg: dict[str, Any]) -> None:
@@ -299,7 +300,7 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
     # waited on a slow request (a join into a large room on a busy server can take seconds) missed
     # its heartbeats and was closed by the client, as if the server had gone.
     inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(INBOX)
-    worker = asyncio.ensure_future(_work(conn, inbox))
+    worker = conn.worker_task = asyncio.ensure_future(_work(conn, inbox))
     clean = False  # the client sent a close frame (it left); otherwise the socket just dropped
     try:
         while not worker.done():
@@ -313,10 +314,17 @@ async def _serve_socket(request: web.Request, edge: Edge, addr: str) -> web.WebS
                 break
             if conn.closing:
                 break  # the writer sends what is queued, then the close frame
+    except asyncio.CancelledError:
+        worker.cancel()  # the server is stopping: the request in hand is not waited for
+        raise
     finally:
-        if not worker.done():  # what was read before the socket ended is handled, as it was sent
-            await inbox.put(None)
-            await worker
+        if not worker.done() and not worker.cancelling():
+            try:  # what was read before the socket ended is handled, as it was sent
+                await inbox.put(None)
+                await worker
+            except asyncio.CancelledError:
+                worker.cancel()
+                raise
         sockets.discard(ws)
         if await conn.close(clean):
             writer.cancel()  # the participant's queue is not ours to end
@@ -368,6 +376,12 @@ async def _close_sockets(app: web.Application) -> None:
     sockets = list(app[SOCKETS_KEY])
     await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
                            for ws in sockets), return_exceptions=True)
+    # a request still in hand (a join waiting on a stuck node) would hold the handler, and the
+    # shutdown with it, until aiohttp's 60 s shutdown timeout
+    for ws in sockets:
+        conn = ws_connection.get(ws)
+        if conn is not None and conn.worker_task is not None:
+            conn.worker_task.cancel()
 
 
 async def index(request: web.Request) -> web.FileResponse:

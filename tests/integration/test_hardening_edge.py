@@ -418,3 +418,25 @@ async def test_a_socket_answers_pings_while_a_slow_request_is_handled_and_keeps_
         release.set()
         await ws.close()
         await session.close()
+
+
+async def test_a_server_stops_while_a_request_is_stuck(make_server, monkeypatch):
+    """Stopping cancels the request a socket's worker has in hand: it used to hold the shutdown for
+    aiohttp's 60 s shutdown timeout (92 s for this test before)."""
+    server = await make_server()
+    started = asyncio.Event()
+
+    async def stuck_join(*args, **kw):
+        started.set()
+        await asyncio.Event().wait()  # never
+
+    monkeypatch.setattr(server.rooms, "join", stuck_join)
+    session, ws = await _ws(server.url)
+    try:
+        await ws.send_str(json.dumps({"type": "join", "room": "stuck", "name": "a", "id": 1}))
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(server.stop(), 30)  # a hang guard only
+        assert await _next(ws) is None  # the socket was closed
+    finally:
+        await ws.close()
+        await session.close()
