@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aioice.ice
 import pytest
 
+from sfu import consent
 from tests.e2e.gstreamer.gst import GstPeer, RelayClient
 from tests.support.media import CounterVideo, Sink, Tone, decoded_sizes
 
@@ -102,9 +102,10 @@ async def test_webrtcbin_subscribes_to_an_aiortc_publisher_and_decodes(server, c
 
 
 async def test_a_publisher_that_dies_is_unpublished_within_a_bound(server, connect, gst, monkeypatch):
-    # aioice declares ICE consent lost after CONSENT_FAILURES unanswered checks CONSENT_INTERVAL
-    # (5 s) apart (RFC 7675: 30 s); checks 0.5 s apart keep the same rule within a test's patience
-    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.5)
+    # consent (sfu.consent, RFC 7675) expires 30 s after the last answered check, checks 5 s apart;
+    # scaled by ten, the same rule fits a test's patience
+    monkeypatch.setattr(consent, "INTERVAL_S", 0.5)
+    monkeypatch.setattr(consent, "EXPIRY_S", 3.0)
     peer, pub = await gst(server, "gst-fail", "webrtcbin")
     sub = await connect("gst-fail", "aiortc")
     await pub.publish_gst(WIDTH, HEIGHT, FPS)
