@@ -349,6 +349,12 @@ def spatial_layers(rec: PublishedTrack[DownTrack]) -> list[LayerInfo] | None:
     return out
 
 
+def _requested_spatial(spatial: list[LayerInfo], dt: DownTrack) -> LayerInfo | None:
+    """The spatial layer `dt`'s subscriber asked for (None: off); `spatial` is indexed by spatial id."""
+    want = requested_index(spatial, dt.request_layer, dt.request_width, dt.request_height)
+    return None if want is None else spatial[want]
+
+
 def _best_requested(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
     """The best layer `rec` announced at or below what `dt`'s subscriber asked for (None: off)."""
     if not rec.layers:
@@ -432,9 +438,7 @@ class LayerSelector:
             choices: Sequence[LayerInfo | Layer] = spatial or list(rec.layers.values())
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
             for dt in rec.downtracks:
-                top = (_best_requested(rec, dt) if spatial is None else
-                       next((x for x in spatial if x.index == requested_index(
-                           spatial, dt.request_layer, dt.request_width, dt.request_height)), None))
+                top = _best_requested(rec, dt) if spatial is None else _requested_spatial(spatial, dt)
                 if top is not None and dt.remb_bps:
                     want = (dt, _rate(top), rec.source == "screen", lowest)
                     wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append(want)
