@@ -23,6 +23,7 @@ from tests.e2e.firefox.playback import (
     wait_layer,
 )
 from tests.support.browser import poll
+from tests.support.servers import native_only
 
 pytestmark = [pytest.mark.timeout(150)]
 
@@ -31,6 +32,10 @@ def _track(server, track_id: str):
     return next(rec for peer in server.node.peers.values() for rec in peer.tracks if rec.id == track_id)
 
 
+# One run: what each data path does to VP9 packets (descriptor, key pictures, switches, picture
+# numbering) runs on both paths in tests/unit/sfu (test_vp9, test_downtrack_vp9, the native parity
+# tests); the SVC test below runs on both.
+@native_only
 async def test_chromium_publishes_vp9_firefox_and_chromium_decode_their_layers(server, firefox, browser):
     chrome = await browser(server, "vp9", "chromium", audio="0", codec="vp9")
     pub = await publisher(chrome)
