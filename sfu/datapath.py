@@ -80,7 +80,11 @@ def python_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: 
 def native_fanout(downtracks: list[Any], data: bytes, view: rtp.RtpView, layer: Layer, keyframe: bool,
                   picture: rtp.Picture | None, now: float) -> None:
     if downtracks:
-        packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now)
+        if isinstance(picture, rtp.Av1Picture):  # (the C side reads VP8 and VP9 descriptors itself)
+            packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now,
+                                             (picture.start, picture.keyframe, picture.tid, picture.sid, picture.end))
+        else:
+            packets, nbytes = _native.fanout(downtracks, data, layer, keyframe, now)
         traffic = STATS.traffic
         traffic.packets_out += packets
         traffic.bytes_out += nbytes

@@ -219,10 +219,10 @@ class DownTrack:
             self.track.request_keyframe(layer.rid, reason or "layer switch")
 
     def set_spatial(self, sid: int, reason: str = "") -> None:
-        """VP9 SVC: forward spatial layers up to `sid` (SID_ALL: all). Down takes effect at the next
+        """VP9 or AV1 SVC: forward spatial layers up to `sid` (SID_ALL: all). Down takes effect at the next
         picture; up waits for a key picture, which it asks for."""
         sid = max(0, min(SID_ALL, sid))
-        if sid == self.target_sid or self.picture_codec != rtp.PICTURE_VP9:
+        if sid == self.target_sid or self.picture_codec not in rtp.SVC_CODECS:
             return
         self.target_sid = sid
         if sid > self.max_sid and self.target is not None and self.is_video:
@@ -359,10 +359,12 @@ class DownTrack:
         if view.ext_start:
             if view.one_byte:
                 self._rewrite_extensions(buf, view.ext_start, view.ext_end, now)
-            else:
-                buf = _strip_extensions(buf, view)
+            elif (rtp.U16.unpack_from(buf, view.ext_start - 4)[0] & 0xFFF0) == 0x1000:
+                self._rewrite_two_byte(buf, view.ext_start, view.ext_end, now)
+            else:  # a profile of no RFC: emptied (the block stays, its elements are gone)
+                buf[view.ext_start : view.ext_end] = bytes(view.ext_end - view.ext_start)
         if picture is not None and (pid_off or tl0_off):
-            p = view.payload_start - (len(data) - len(buf))
+            p = view.payload_start
             if picture.picture_id >= 0:
                 if picture.picture_id_bits == 15:
                     pid = (picture.picture_id + pid_off) & 0x7FFF
@@ -410,6 +412,31 @@ class DownTrack:
                     # our own send time: the subscriber's estimator must see the SFU->subscriber path
                     buf[i + 1 : i + 4] = rtp.abs_send_time_now(now)
             i += 1 + xlen
+
+    def _rewrite_two_byte(self, buf: bytearray, i: int, end: int, now: float) -> None:
+        """`_rewrite_extensions` in the two-byte form (RFC 8285 §4.3: an id byte, a length byte, the
+        value; zero bytes pad). A key frame's AV1 dependency descriptor, with its structure, is longer
+        than the one-byte form's 16 bytes: Chromium sends that packet in this form."""
+        id_map = self._ext_map
+        while i < end:
+            xid = buf[i]
+            if xid == 0:
+                i += 1
+                continue
+            if i + 2 > end or i + 2 + buf[i + 1] > end:  # not an element: blank the rest of the block
+                buf[i:end] = bytes(end - i)
+                break
+            xlen = buf[i + 1]
+            new = id_map.get(xid)
+            if new is None or (xid == self._mid_in and xlen != len(self._mid_out)):
+                buf[i : i + 2 + xlen] = bytes(2 + xlen)
+            else:
+                buf[i] = new
+                if xid == self._mid_in:
+                    buf[i + 2 : i + 2 + xlen] = self._mid_out
+                elif xid == self._ast_in and xlen == 3:
+                    buf[i + 2 : i + 5] = rtp.abs_send_time_now(now)
+            i += 2 + xlen
 
     def _restart(self, view: rtp.RtpView, picture: rtp.Picture | None, now: float, layer: Layer) -> None:
         """Begin a new run on `layer` (the target) at a start, layer switch or resume: continue
@@ -668,11 +695,3 @@ class DownTrack:
             "remb_bps": self.remb_bps,
             "fraction_lost": self.fraction_lost,
         }
-
-
-def _strip_extensions(buf: bytearray, view: rtp.RtpView) -> bytearray:
-    """Drop a two-byte-form extension block (we only remap the one-byte form in place)."""
-    start = view.ext_start - 4
-    out = buf[:start] + buf[view.ext_end :]
-    out[0] &= 0xEF
-    return out

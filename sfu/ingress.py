@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 
-from sfu import datapath, h264, reception, rtp, sdp
+from sfu import datapath, dependency_descriptor, h264, reception, rtp, sdp
 from sfu.metrics import STATS
 from sfu.reception import GAP, JUMP, LATE, RESTART
 from sfu.track import Layer, PublishedTrack
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
 
 try:
-    from sfu._native import CODEC_H264, CODEC_OTHER, CODEC_VP8, CODEC_VP9, IngressCore
+    from sfu._native import CODEC_AV1, CODEC_H264, CODEC_OTHER, CODEC_VP8, CODEC_VP9, IngressCore
 except ImportError:  # not built: only the Python path is available (sfu.datapath says so)
     IngressCore = None
 
@@ -251,6 +251,12 @@ class Ingress:
                     if counted:
                         layer.account(counted, arrival, picture.sid)
                         counted = 0
+                elif rec.codec_name == "AV1":
+                    picture = self._av1_picture(data, view, payload, layer, rec.mid)
+                    keyframe = picture.keyframe and seen != LATE
+                    if counted:
+                        layer.account(counted, arrival, picture.sid)
+                        counted = 0
                 elif rec.codec_name == "H264":
                     keyframe = seen != LATE and h264.is_keyframe(payload)
                     if keyframe:
@@ -281,6 +287,25 @@ class Ingress:
             return
         self.fanout(rec.downtracks, data, view, layer, keyframe, picture, arrival)
         STATS.observe_latency(arrival)
+
+    def _av1_picture(self, data: bytes, view: rtp.RtpView, payload: memoryview, layer: Layer,
+                     mid: str) -> rtp.Av1Picture:
+        """An AV1 packet's layers, from its dependency descriptor and the latest structure of its
+        Layer; a DD with a structure replaces that one (and gives the spatial layers' sizes).
+        RtpError when the DD is missing or does not parse (the packet is dropped and counted)."""
+        xid = self.extensions[mid].get(dependency_descriptor.URI_DD)
+        value = self.extension(data, view, xid) if xid and view.ext_start else None
+        if value is None:
+            raise rtp.RtpError("av1_no_dependency_descriptor")
+        dd = dependency_descriptor.parse(value, layer.dd_structure)
+        structure = dd.structure
+        if structure is not None and structure != layer.dd_structure:
+            layer.dd_structure = structure
+            sizes = structure.resolutions
+            if sizes:
+                layer.width, layer.height = sizes[-1]
+            layer.spatial_sizes = sizes if len(sizes) > 1 else ()  # SVC: its spatial layers
+        return dependency_descriptor.picture(dd, payload)
 
     def _learn(self, data: bytes, view: rtp.RtpView) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
         """First packet of an unknown SSRC: place it by its MID / RID / repaired-RID, or count a drop.
@@ -520,7 +545,7 @@ class Ingress:
 
 
 if IngressCore is not None:
-    _CODECS = {"VP8": CODEC_VP8, "H264": CODEC_H264, "VP9": CODEC_VP9}
+    _CODECS = {"VP8": CODEC_VP8, "H264": CODEC_H264, "VP9": CODEC_VP9, "AV1": CODEC_AV1}
 
     class NativeIngress(IngressCore, Ingress):
         """Ingress whose common case, the next packet of a known media SSRC, is C (`sfu/native/ingress.c`,

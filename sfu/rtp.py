@@ -320,15 +320,43 @@ def vp9_spatial_sizes(payload: bytes | memoryview, desc: Vp9Descriptor) -> tuple
                  for i in range(at, at + 4 * ((payload[desc.ss_pos] >> 5) + 1), 4))
 
 
-Picture = Vp8Descriptor | Vp9Descriptor  # what a DownTrack reads of either to renumber pictures
+# --- AV1 (AV1 RTP specification) ----------------------------------------------------------------
 
-# Which payload descriptor numbers a codec's pictures (DownTrack.picture_codec; the C twin's values)
-PICTURE_NONE, PICTURE_VP8, PICTURE_VP9 = 0, 1, 2
-PICTURE_CODECS = {"VP8": PICTURE_VP8, "VP9": PICTURE_VP9}
+
+@dataclass(slots=True)
+class Av1Picture:
+    """An AV1 packet as a DownTrack reads it (sfu.dependency_descriptor.picture): its layers come
+    from the dependency descriptor header extension, not the payload, and nothing in the payload
+    numbers pictures, so there is nothing to renumber."""
+
+    start: bool  # the first packet of the picture's spatial layer 0 frame
+    keyframe: bool
+    tid: int
+    sid: int
+    end: bool  # end_of_frame: the last packet of this layer frame
+    picture_id: ClassVar[int] = -1
+    picture_id_pos: ClassVar[int] = 0
+    picture_id_bits: ClassVar[int] = 0
+    tl0picidx: ClassVar[int] = -1
+    tl0picidx_pos: ClassVar[int] = 0
+    layer_sync: ClassVar[bool] = False
+    size: ClassVar[int] = 0
+
+
+Picture = Vp8Descriptor | Vp9Descriptor | Av1Picture  # what a DownTrack reads of a packet's picture
+
+# Which payload descriptor numbers a codec's pictures (DownTrack.picture_codec; the C twin's values).
+# AV1's layers are in a header extension, read with the stream's state (sfu.dependency_descriptor):
+# the ingress hands each packet's Av1Picture to the DownTracks, and `picture_descriptor` has none.
+PICTURE_NONE, PICTURE_VP8, PICTURE_VP9, PICTURE_AV1 = 0, 1, 2, 3
+PICTURE_CODECS = {"VP8": PICTURE_VP8, "VP9": PICTURE_VP9, "AV1": PICTURE_AV1}
+SVC_CODECS = (PICTURE_VP9, PICTURE_AV1)  # codecs whose spatial layers a DownTrack can cap
 
 
 def picture_descriptor(codec: int, payload: bytes | memoryview) -> Vp8Descriptor | Vp9Descriptor:
-    """The payload descriptor of a PICTURE_VP8 or PICTURE_VP9 packet."""
+    """The payload descriptor of a PICTURE_VP8 or PICTURE_VP9 packet (RtpError for AV1: none)."""
+    if codec == PICTURE_AV1:
+        raise RtpError("av1_no_payload_descriptor")
     return vp9_descriptor(payload) if codec == PICTURE_VP9 else vp8_descriptor(payload)
 
 

@@ -20,6 +20,7 @@ from sfu.api import TrackInfo
 
 if TYPE_CHECKING:
     from sfu import rtp
+    from sfu.dependency_descriptor import DependencyStructure
 
 # the PLI debug line keeps the logger it always had (log filters in deployments name it)
 log = logging.getLogger("basement.track")
@@ -63,6 +64,8 @@ class Layer:
         self._window_spatial = [0] * SPATIAL
         self._spatial_bitrates = [0.0] * SPATIAL
         self.spatial_sizes: tuple[tuple[int, int], ...] = ()
+        # AV1: the latest template dependency structure (sfu.dependency_descriptor), None until one came
+        self.dd_structure: DependencyStructure | None = None
 
     def arriving(self, now: float) -> bool:
         return self.ssrc is not None and now - self.last_packet_at < STALE_S

@@ -827,6 +827,35 @@ static void dtc_rewrite_extensions(DownTrackCore *s, uint8_t *buf, size_t i, siz
     }
 }
 
+/* DownTrack._rewrite_two_byte: the same in the two-byte form (RFC 8285 §4.3: an id byte, a length
+ * byte, the value; zero bytes pad). A key frame's AV1 dependency descriptor, with its structure, is
+ * longer than the one-byte form's 16 bytes: Chromium sends that packet in this form. */
+static void dtc_rewrite_two_byte(DownTrackCore *s, uint8_t *buf, size_t i, size_t end, double now) {
+    while (i < end) {
+        uint8_t xid = buf[i];
+        if (xid == 0) {
+            i++;
+            continue;
+        }
+        if (i + 2 > end || i + 2 + (size_t)buf[i + 1] > end) {
+            memset(buf + i, 0, end - i);
+            break;
+        }
+        size_t xlen = buf[i + 1], stop = i + 2 + xlen;
+        int nid = xid < 16 ? s->ext_map[xid] : 0;
+        if (nid == 0 || (xid == s->mid_in && xlen != (size_t)s->mid_out_len)) {
+            memset(buf + i, 0, stop - i);
+        } else {
+            buf[i] = (uint8_t)nid;
+            if (xid == s->mid_in)
+                memcpy(buf + i + 2, s->mid_out, xlen);
+            else if (xid == s->ast_in && xlen == 3)
+                put_abs_send_time(buf + i + 2, now);
+        }
+        i = stop;
+    }
+}
+
 /* remember the packet sent as our `seq`: its source (`serial` in `ring`, with its seq `in_seq`) and
  * the offsets the rewrite applied */
 static void sent_store(DownTrackCore *s, uint16_t seq, PyObject *ring, unsigned long long serial, uint16_t in_seq,
@@ -899,21 +928,16 @@ static size_t dtc_rewrite(DownTrackCore *s, const uint8_t *data, size_t n, const
     out[9] = (uint8_t)(s->out_ssrc >> 16);
     out[10] = (uint8_t)(s->out_ssrc >> 8);
     out[11] = (uint8_t)s->out_ssrc;
-    size_t removed = 0;
     if (v->ext_start) {
-        if (v->one_byte) {
+        if (v->one_byte)
             dtc_rewrite_extensions(s, out, v->ext_start, v->ext_end, now);
-        } else {
-            /* _strip_extensions: drop the two-byte-form block, clear X */
-            size_t start = v->ext_start - 4;
-            removed = v->ext_end - start;
-            memmove(out + start, out + v->ext_end, n - v->ext_end);
-            len -= removed;
-            out[0] &= 0xEF;
-        }
+        else if (((out[v->ext_start - 4] << 8 | out[v->ext_start - 3]) & 0xFFF0) == 0x1000)
+            dtc_rewrite_two_byte(s, out, v->ext_start, v->ext_end, now);
+        else
+            memset(out + v->ext_start, 0, v->ext_end - v->ext_start); /* a profile of no RFC: emptied */
     }
     if (pic && (pid_off || tl0_off)) {
-        size_t p = v->payload_start - removed;
+        size_t p = v->payload_start;
         if (pic->picture_id >= 0) {
             if (pic->picture_id_bits == 15) {
                 unsigned pid = ((unsigned)pic->picture_id + pid_off) & 0x7FFF;
@@ -1252,16 +1276,37 @@ done:
     return result;
 }
 
-/* fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes) */
+/* fanout(downtracks, data, layer, keyframe, now[, picture]) -> (packets, bytes). `picture`: None, or
+ * (start, keyframe, tid, sid, end) of a packet whose layers the payload does not say (AV1: the
+ * ingress read them from the dependency descriptor, sfu.rtp.Av1Picture); it then numbers nothing. */
 static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now)");
+    if (nargs != 5 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "fanout(downtracks, data, layer, keyframe, now[, picture])");
         return NULL;
     }
     int keyframe = PyObject_IsTrue(args[3]);
     double now = PyFloat_AsDouble(args[4]);
     if (keyframe < 0 || (now == -1.0 && PyErr_Occurred()))
         return NULL;
+    bs_picture given, *pic = NULL;
+    if (nargs == 6 && args[5] != Py_None) {
+        int start, key, tid, sid, end;
+        if (!PyArg_ParseTuple(args[5], "ppiip;picture: (start, keyframe, tid, sid, end)", &start, &key, &tid, &sid,
+                              &end))
+            return NULL;
+        if (tid < 0 || tid > 7 || sid < 0 || sid > 7) {
+            PyErr_SetString(PyExc_ValueError, "picture: tid and sid are 0..7");
+            return NULL;
+        }
+        memset(&given, 0, sizeof(given));
+        given.start = (uint8_t)start;
+        given.keyframe = (uint8_t)key;
+        given.tid = tid;
+        given.sid = sid;
+        given.end = (uint8_t)end;
+        given.picture_id = given.tl0picidx = -1;
+        pic = &given;
+    }
     Py_buffer b;
     if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -1271,7 +1316,7 @@ static PyObject *native_fanout(PyObject *module, PyObject *const *args, Py_ssize
     if (bs_rtp_parse(b.buf, (size_t)b.len, &v) < 0) {
         PyErr_SetString(PyExc_ValueError, "not a valid RTP packet");
         flush_unless_held();
-    } else if (bs_fanout(args[0], b.buf, (size_t)b.len, &v, NULL, args[2], keyframe, now, &packets, &bytes) == 0) {
+    } else if (bs_fanout(args[0], b.buf, (size_t)b.len, &v, pic, args[2], keyframe, now, &packets, &bytes) == 0) {
         result = Py_BuildValue("(KK)", packets, bytes);
     }
     PyBuffer_Release(&b);

@@ -41,7 +41,7 @@ typedef struct bs_picture {
 } bs_picture;
 
 /* DownTrack.picture_codec: which descriptor numbers a track's pictures (sfu.rtp PICTURE_*). */
-enum { BS_PICTURE_NONE = 0, BS_PICTURE_VP8 = 1, BS_PICTURE_VP9 = 2 };
+enum { BS_PICTURE_NONE = 0, BS_PICTURE_VP8 = 1, BS_PICTURE_VP9 = 2, BS_PICTURE_AV1 = 3 /* none in the payload */ };
 #define BS_SID_ALL 7 /* a cap on VP9 spatial ids (3 bits) that forwards every layer (downtrack.SID_ALL) */
 
 /* What is wrong with a packet (sfu.rtp.RtpError's reasons, parse.c `reason`). */

@@ -25,7 +25,7 @@
 
 #include "forward.h"
 
-enum { CODEC_OTHER = 0, CODEC_VP8 = 1, CODEC_H264 = 2, CODEC_VP9 = 3 };
+enum { CODEC_OTHER = 0, CODEC_VP8 = 1, CODEC_H264 = 2, CODEC_VP9 = 3, CODEC_AV1 = 4 };
 
 typedef struct {
     uint32_t ssrc;
@@ -101,7 +101,9 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     size_t at = 0, len = 0;
     bs_picture pic, *parsed = NULL; /* handed to the fan-out, which would parse it again */
     if (r->video) {
-        if (r->codec == CODEC_H264)
+        /* H.264 (key frames are found by scanning NAL units) and AV1 (layers are in the dependency
+         * descriptor, read with the stream's structure) take Ingress.on_rtp */
+        if (r->codec == CODEC_H264 || r->codec == CODEC_AV1)
             return slow(self, args);
         if (r->codec == CODEC_VP8 || r->codec == CODEC_VP9) {
             /* key frames (their size, the counts) and bad descriptors take Ingress.on_rtp */
@@ -218,7 +220,7 @@ static PyObject *IC_route(IngressCore *self, PyObject *args) {
     PyObject *rx = PyObject_GetAttrString(layer, "rx");
     if (rx == NULL)
         return NULL;
-    if (!bs_is_reception(rx) || !bs_is_layer(layer) || codec < CODEC_OTHER || codec > CODEC_VP9) {
+    if (!bs_is_reception(rx) || !bs_is_layer(layer) || codec < CODEC_OTHER || codec > CODEC_AV1) {
         Py_DECREF(rx); /* not a native Reception and Layer: the Python method handles this SSRC */
         Py_RETURN_FALSE;
     }
@@ -358,7 +360,7 @@ int bs_register_ingress(PyObject *m) {
     }
     if (PyModule_AddIntConstant(m, "CODEC_OTHER", CODEC_OTHER) < 0 || PyModule_AddIntConstant(m, "CODEC_VP8", CODEC_VP8) < 0 ||
         PyModule_AddIntConstant(m, "CODEC_H264", CODEC_H264) < 0 ||
-        PyModule_AddIntConstant(m, "CODEC_VP9", CODEC_VP9) < 0)
+        PyModule_AddIntConstant(m, "CODEC_VP9", CODEC_VP9) < 0 || PyModule_AddIntConstant(m, "CODEC_AV1", CODEC_AV1) < 0)
         return -1;
     return 0;
 }

@@ -248,13 +248,26 @@ def test_rid_and_repaired_rid_never_reach_the_subscriber():
     assert sub.rtp == [P.rtp(96, 1000, 5000, OUT_SSRC, payload, marker=True, ext=out_ext)]
 
 
-def test_two_byte_extension_blocks_are_removed():
+def test_two_byte_extensions_are_remapped_in_place_like_one_byte_ones():
+    # (Chromium sends a key frame's AV1 dependency descriptor, over 16 bytes, in this form)
     ingress, rec, pub = rig.publish("opus", ssrcs=[(MEDIA, "media")])
     dt, sub = rig.subscribe(rec)
     dt.set_target(rec.layers[""])
-    ext = P.two_byte_ext([(1, b"\x85"), (4, b"0"), (30, b"x" * 20)])
+    ext = P.two_byte_ext([(1, b"\x85"), b"\x00", (4, b"0"), (2, b"\x00\x00\x01"), (30, b"x" * 20)], appbits=3)
     ingress.on_rtp(P.rtp(111, 1, 960, MEDIA, b"opus", ext=ext, csrcs=[0xC5C5]), 1.0)
-    assert sub.rtp == [P.rtp(111, 1000, 5000, OUT_SSRC, b"opus", csrcs=[0xC5C5])]
+    # level 1 -> 3, mid 4 -> 9 with the subscriber's mid, abs-send-time 2 -> 5 with our send time, an
+    # id the subscriber did not negotiate blanked (padding); the block's size and profile kept
+    out_ext = P.two_byte_ext([(3, b"\x85"), b"\x00", (9, b"1"), (5, rtp.abs_send_time_now(1.0)), b"\x00" * 22],
+                             appbits=3)
+    assert sub.rtp == [P.rtp(111, 1000, 5000, OUT_SSRC, b"opus", ext=out_ext, csrcs=[0xC5C5])]
+
+
+def test_an_extension_block_of_another_profile_is_emptied():
+    ingress, rec, pub = rig.publish("opus", ssrcs=[(MEDIA, "media")])
+    dt, sub = rig.subscribe(rec)
+    dt.set_target(rec.layers[""])
+    ingress.on_rtp(P.rtp(111, 1, 960, MEDIA, b"opus", ext=P.ext_block(0xABCD, b"\x11\x22\x33\x44")), 1.0)
+    assert sub.rtp == [P.rtp(111, 1000, 5000, OUT_SSRC, b"opus", ext=P.ext_block(0xABCD, bytes(4)))]
 
 
 def test_padding_and_csrcs_are_kept_on_forwarded_packets():
