@@ -174,3 +174,26 @@ def add_simulcast_recv(answer: str, rids_by_mid: dict[str, list[str]]) -> str:
                 out.extend(f"a=rid:{r} recv" for r in rids)
                 out.append("a=simulcast:recv " + ";".join(rids))
     return "\r\n".join(out)
+
+
+ALLOW_MIXED = "a=extmap-allow-mixed"  # RFC 8285 §6: one- and two-byte header extensions in one stream
+
+
+def allows_mixed(sdp: str) -> bool:
+    """Whether a description allows the two-byte header extension form (session level)."""
+    session = sdp.split("\r\nm=", 1)[0]
+    return any(line.strip() == ALLOW_MIXED for line in session.splitlines())
+
+
+def allow_mixed(sdp: str) -> str:
+    """`sdp` with a=extmap-allow-mixed at session level (aiortc neither writes nor reads it), after
+    the t= line: an AV1 key frame's dependency descriptor (its structure, over the one-byte form's
+    16 bytes) can only be sent, and forwarded, in the two-byte form."""
+    if allows_mixed(sdp):
+        return sdp
+    lines = sdp.split("\r\n")
+    at = next((i for i, line in enumerate(lines) if line.startswith("t=")), None)
+    if at is None:
+        return sdp
+    lines.insert(at + 1, ALLOW_MIXED)
+    return "\r\n".join(lines)

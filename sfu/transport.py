@@ -49,7 +49,9 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 from sfu import consent, ice_tcp, media_socket, udp_mux
+from sfu import sdp as sdpmod
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
+from sfu.dependency_descriptor import URI_DD
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
 
@@ -284,36 +286,71 @@ def configure_candidates(allowed_ranges: Iterable[str], max_remote_candidates: i
     _install()
 
 
-# VP9 (RFC 9628), which aiortc 1.16 can neither encode nor decode and so does not list: the SFU only
-# forwards it. Profile 0 (8-bit 4:2:0) is what every browser decodes; its m-lines get NACK, PLI, REMB
-# and RTX like aiortc's own video codecs.
+# VP9 (RFC 9628) and AV1 (the AV1 RTP specification), which aiortc 1.16 can neither encode nor
+# decode and so does not list: the SFU only forwards them. Profile 0 (8-bit 4:2:0, AV1's "Main") is
+# what every browser decodes; their m-lines get NACK, PLI, REMB and RTX like aiortc's own video codecs.
 VP9_PROFILE = "0"
+AV1_PROFILE = "0"
+# Which fmtp parameter names the profile, for the codecs whose profiles are told apart
+_PROFILE_PARAMETER = {"video/vp9": "profile-id", "video/av1": "profile"}
 
 
-def _add_vp9() -> None:
+def _add_forwarded_codecs() -> None:
     video = _artc_codecs.CODECS["video"]
-    if any(c.mimeType.lower() == "video/vp9" for c in video):
-        return
-    pt = max(c.payloadType for c in video if c.payloadType is not None) + 1
     feedback = list(next(c for c in video if c.mimeType.lower() == "video/vp8").rtcpFeedback)
-    video += [RTCRtpCodecParameters(mimeType="video/VP9", clockRate=90000, payloadType=pt, rtcpFeedback=feedback,
-                                    parameters={"profile-id": VP9_PROFILE}),
-              RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=pt + 1,
-                                    parameters={"apt": pt})]
+    forwarded: list[tuple[str, dict[str, int | str | None]]] = [("video/VP9", {"profile-id": VP9_PROFILE}),
+                                                                ("video/AV1", {"profile": AV1_PROFILE})]
+    for mime, parameters in forwarded:
+        if any(c.mimeType.lower() == mime.lower() for c in video):
+            continue
+        pt = max(c.payloadType for c in video if c.payloadType is not None) + 1
+        video += [RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=pt, rtcpFeedback=feedback,
+                                        parameters=parameters),
+                  RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=pt + 1,
+                                        parameters={"apt": pt})]
+    # AV1's layers are in the dependency descriptor: offered on every video m-line (a subscriber's
+    # m-line may carry any codec later), kept in an answer only where AV1 was chosen (`keep_dd_for_av1`)
+    extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
+    if not any(e.uri == URI_DD for e in extensions):
+        extensions.append(RTCRtpHeaderExtensionParameters(id=DD_ID, uri=URI_DD))
+
+
+DD_ID = 5  # the dependency descriptor's id in our offers (aiortc's own video extensions are 1 and 3)
+
+
+def keep_dd_for_av1(transceiver: Any) -> None:
+    """An applied offer's video m-line keeps the dependency descriptor only if it will carry AV1.
+
+    Chromium adds the DD to VP8 and VP9 streams too when it is negotiated. A libwebrtc receiver
+    then numbers frames by the DD instead of the payload descriptor, and a simulcast switch (a
+    stream with other frame numbers and templates) would leave it waiting for references that never
+    come; VP8 and VP9 are renumbered in their payload descriptors instead."""
+    codecs = transceiver._codecs
+    if transceiver.kind == "video" and not (codecs and codecs[0].mimeType.lower() == "video/av1"):
+        transceiver._headerExtensions = [e for e in transceiver._headerExtensions if e.uri != URI_DD]
 
 
 def _codec_compatible(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
-    """aiortc's test, and for VP9 the same profile (absent means 0): Chromium offers profiles 0 and 2
-    (10-bit), and answering the latter with our profile-0 entry would promise what no peer sent."""
+    """aiortc's test, and for VP9 and AV1 the same profile (absent means 0): Chromium offers VP9
+    profiles 0 and 2 (10-bit), and answering the latter with our profile-0 entry would promise what
+    no peer sent."""
     if not _ORIGINAL_CODEC_COMPATIBLE(a, b):
         return False
-    if a.mimeType.lower() == "video/vp9":
-        return str(a.parameters.get("profile-id", "0")) == str(b.parameters.get("profile-id", "0"))
+    name = _PROFILE_PARAMETER.get(a.mimeType.lower())
+    if name is not None:
+        return str(a.parameters.get(name, "0")) == str(b.parameters.get(name, "0"))
     return True
 
 
+# Payload types an answer takes from the offer. aiortc keeps only 96-127 and renumbers the rest with
+# its own, dropping their RTX (whose apt then names nothing); Chromium offers AV1 and some H.264 at
+# 35-63, which RFC 5761 §4 leaves dynamic when RTP and RTCP share a port (always, in WebRTC).
+DYNAMIC_PAYLOAD_TYPES = frozenset(range(35, 64)) | frozenset(range(96, 128))
+
+
 def _install() -> None:
-    _add_vp9()
+    _add_forwarded_codecs()
+    artp.DYNAMIC_PAYLOAD_TYPES = DYNAMIC_PAYLOAD_TYPES  # type: ignore[assignment]
     _artc_pc.is_codec_compatible = _codec_compatible
     _artc_receiver.RemoteBitrateEstimator = _receive_estimator  # type: ignore[misc, assignment]
     aioice.ice.get_host_addresses = _host_addresses
@@ -861,6 +898,7 @@ class PeerTransport:
         # ICE restart: the next offer we make carries new credentials (a subscribe connection the
         # client asked to restart); `_restart_pending`: ours are new, the peer's are still to come
         self.want_ice_restart = False
+        self._offer_allows_mixed = False  # the last applied offer had a=extmap-allow-mixed
         self._restart_pending = False
         self.ice_restarts = 0
         self._loop = asyncio.get_event_loop()
@@ -956,6 +994,7 @@ class PeerTransport:
             _neuter_receiver(t.receiver)
             _neuter_sender(t.sender, ended=lambda: self.ended)
             self._hook(t.receiver.transport)
+            keep_dd_for_av1(t)
             slots.append(
                 RecvSlot(
                     mid=t.mid,
@@ -975,7 +1014,10 @@ class PeerTransport:
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         finally:
             _current_ice.reset(token)
-        return advertise(self.pc.localDescription.sdp, self.ice.public_ip), slots
+        answer = self.pc.localDescription.sdp
+        if self._offer_allows_mixed:
+            answer = sdpmod.allow_mixed(answer)
+        return advertise(answer, self.ice.public_ip), slots
 
     def _offered_setup(self) -> dict[str, str]:
         """mid -> the offer's DTLS role as aiortc parsed a=setup: `auto` (actpass), `client`
@@ -1117,12 +1159,16 @@ class PeerTransport:
         for t in self.pc.getTransceivers():
             # a recycled m-line keeps its transport; hook any new one
             self._hook(t.receiver.transport)
-        return advertise(self.pc.localDescription.sdp, self.ice.public_ip)
+        # forwarded packets may come in the two-byte extension form (AV1 key frames' dependency
+        # descriptor): every browser accepts it when offered so
+        return advertise(sdpmod.allow_mixed(self.pc.localDescription.sdp), self.ice.public_ip)
 
     async def apply_offer(self, sdp: str) -> None:
         """Apply a client's offer; its a=candidate lines are screened like trickled ones."""
         if self._remote_ufrag_changed(sdp) and self._restart_local():  # the client restarted ICE
             self._restart_remote()
+        # (aiortc's remoteDescription is its own rewrite of the SDP, without what it does not know)
+        self._offer_allows_mixed = sdpmod.allows_mixed(sdp)
         token = _current_screen.set(self.candidates)
         # the receivers this makes are neutered by accept_applied_offer before they could run
         no_estimator = _no_receive_estimator.set(True)

@@ -1,5 +1,6 @@
-"""Fuzz sfu/rtp.py and sfu/h264.py: RTP header validation, RFC 8285 header extensions, VP8, VP9 and H.264
-payload peeks, the H.264 SPS picture size.
+"""Fuzz sfu/rtp.py, sfu/h264.py and sfu/dependency_descriptor.py: RTP header validation, RFC 8285 header
+extensions, VP8, VP9 and H.264 payload peeks, the H.264 SPS picture size, the AV1 dependency
+descriptor (every extension value, read without a structure and with Chromium's L3T3_KEY one).
 
 Input: one RTP datagram (as SRTP hands it over, decrypted).
 Contract: `parse`, `extensions`, `vp8_descriptor` and `vp9_descriptor` raise only `RtpError`; `h264.is_keyframe`,
@@ -7,7 +8,8 @@ Contract: `parse`, `extensions`, `vp8_descriptor` and `vp9_descriptor` raise onl
 from an SPS is positive and at most 16,384 a side; every offset in an `RtpView` lies
 inside the datagram and the header comes before the payload; extension values lie inside the
 extension block; a VP8 or VP9 descriptor is no longer than its payload, and its picture numbering
-lies inside it.
+lies inside it; a dependency descriptor raises only `RtpError`, and what it reads is in range (1 to
+64 templates, spatial and temporal ids under 8, sizes of 1 to 65,536).
 """
 
 from __future__ import annotations
@@ -15,7 +17,26 @@ from __future__ import annotations
 from _harness import Finding, instrumented, main
 
 with instrumented():
-    from sfu import h264, rtp
+    from sfu import dependency_descriptor, h264, rtp
+
+# Chromium 156's L3T3_KEY structure (tests/unit/sfu/test_dependency_descriptor.py)
+CHROMIUM = dependency_descriptor.parse(bytes.fromhex(
+    "c00001c0081485214eaaaaa8000600004000100002aa80a8000600004000100002a000a800060000400016d549241b5524906d549"
+    "23157e001974ca864330e222396eca8655304224390eca8775300ef008601df010d03bf021b1f80"), None).structure
+
+
+def check_dependency_descriptor(value: bytes) -> None:
+    for known in (None, CHROMIUM):
+        try:
+            d = dependency_descriptor.parse(value, known)
+        except rtp.RtpError:
+            continue
+        s = d.structure
+        if s is not None and not (1 <= len(s.template_sid) == len(s.template_tid) <= 64 and
+                                  all(0 < w <= 65536 and 0 < h <= 65536 for w, h in s.resolutions)):
+            raise Finding(f"dependency structure out of range: {s}")
+        if not (0 <= d.sid < 8 and 0 <= d.tid < 8 and 0 <= d.frame_number < 65536):
+            raise Finding(f"dependency descriptor out of range: {d}")
 
 
 def test_one(data: bytes) -> None:
@@ -41,6 +62,7 @@ def test_one(data: bytes) -> None:
             raise Finding(f"extension id {xid} impossible in this form")
         if value:
             rtp.audio_level(value)
+        check_dependency_descriptor(value)
     payload = memoryview(data)[view.payload_start : view.payload_end]
     for codec, parse in (("VP8", rtp.vp8_descriptor), ("VP9", rtp.vp9_descriptor)):
         try:

@@ -88,6 +88,12 @@ def ast(t: float) -> bytes:
     return (int(t * 262144) & 0xFFFFFF).to_bytes(3, "big")
 
 
+# Chromium 156's key frame dependency descriptor (svc=L3T3_KEY)
+AV1_KEY_DD = bytes.fromhex("c00001c0081485214eaaaaa8000600004000100002aa80a8000600004000100002a000a800060000400016d5"
+                           "49241b5524906d54923157e001974ca864330e222396eca8655304224390eca8775300ef008601df010d03bf"
+                           "021b1f80")
+
+
 def rtp_seeds() -> dict[str, bytes]:
     mid = (EXT_MID, b"0")
     return {
@@ -106,6 +112,10 @@ def rtp_seeds() -> dict[str, bytes]:
         "vp9-flexible-refs": rtp_packet(98, 21, 93000, MEDIA_SSRC,
                                         P.vp9_descriptor(picture_id=301, predicted=True, tid=1, sid=1,
                                                          inter_layer=True, references=(1, 2)) + bytes(10)),
+        "av1-key-dependency-structure": rtp_packet(45, 30, 90000, MEDIA_SSRC, b"\x18" + bytes(12),
+                                                   two_byte_ext([(EXT_MID, b"0"), (13, AV1_KEY_DD)])),
+        "av1-custom-dependencies": rtp_packet(45, 31, 93000, MEDIA_SSRC, b"\x10" + bytes(12),
+                                              one_byte_ext([mid, (13, bytes.fromhex("c300031a20100800"))])),
         "h264-stap-a": rtp_packet(102, 10, 90000, MEDIA_SSRC, h264_stap_a(), one_byte_ext([mid])),
         "h264-fu-a-start": rtp_packet(102, 11, 90000, MEDIA_SSRC, h264_fu_a(True, False)),
         "h264-single-idr": rtp_packet(102, 12, 90000, MEDIA_SSRC, IDR, marker=True),

@@ -6,7 +6,7 @@
 //                `tracks` map {mid: track}, which is how a transceiver is matched to a participant.
 // The server never trickles; we trickle our own candidates.
 //
-// Query parameters (options.js): room, name, autojoin=1 (focus Join), codec=h264|vp9, svc=L3T3_KEY, simulcast=0, video=WxH, audio=0, camera=0, grant.
+// Query parameters (options.js): room, name, autojoin=1 (focus Join), codec=h264|vp9|av1, svc=L3T3_KEY, simulcast=0, video=WxH, audio=0, camera=0, grant.
 // Token-gated rooms: a join refused with `unauthorized` offers Sign-In with Ethereum in #grant-slot
 // (the dev wallet of the embedded chain, or an EIP-1193 browser wallet); see wallet.js.
 // Debug / test surface: window.basement (below).

@@ -1,5 +1,5 @@
-// Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264|vp9, simulcast=0,
-// svc=L3T3_KEY (codec=vp9: one stream with spatial and temporal layers instead of simulcast),
+// Page options from the query string: room, name, autojoin=1 (focus Join), codec=h264|vp9|av1, simulcast=0,
+// svc=L3T3_KEY (codec=vp9 or av1: one stream with spatial and temporal layers instead of simulcast),
 // video=WxH, audio=0, camera=0, relay=1 (media through TURN only), p2p=0 (never peer to peer),
 // grant (read by wallet.js).
 
@@ -8,7 +8,7 @@ export const OPTIONS = {
   room: qs.get('room') || '',
   name: qs.get('name') || '',
   autojoin: qs.get('autojoin') === '1',
-  codec: ['h264', 'vp9'].includes((qs.get('codec') || '').toLowerCase()) ? qs.get('codec').toLowerCase() : 'vp8',
+  codec: ['h264', 'vp9', 'av1'].includes((qs.get('codec') || '').toLowerCase()) ? qs.get('codec').toLowerCase() : 'vp8',
   simulcast: !['0', 'false', 'off'].includes((qs.get('simulcast') || '1').toLowerCase()),
   svc: /^L[1-3]T[1-3](_KEY)?$/.test(qs.get('svc') || '') ? qs.get('svc') : '',
   video: parseSize(qs.get('video')) || { width: 1280, height: 720 },

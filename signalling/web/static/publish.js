@@ -116,11 +116,12 @@ function restartPublisher(s) {
 // gets fewer layers whose top one is full resolution - the server then knows what really arrives.
 function videoEncodings(track) {
   // SVC: one encoding whose spatial layers the server forwards each subscriber a share of
-  if (OPTIONS.svc && OPTIONS.codec === 'vp9') return [{ scalabilityMode: OPTIONS.svc, maxBitrate: 2_000_000 }];
+  const svcCodec = OPTIONS.codec === 'vp9' || OPTIONS.codec === 'av1';
+  if (OPTIONS.svc && svcCodec) return [{ scalabilityMode: OPTIONS.svc, maxBitrate: 2_000_000 }];
   const layers = cameraEncodings(track);
-  // VP9: each encoding names its mode, or Chromium sends them all as spatial layers of the first
-  // one's stream (its legacy SVC), which the server would take for that one layer
-  return OPTIONS.codec === 'vp9' && layers.length > 1 ? layers.map((e) => ({ ...e, scalabilityMode: 'L1T3' })) : layers;
+  // VP9 (and AV1): each encoding names its mode, or Chromium sends VP9's encodings as spatial layers
+  // of the first one's stream (its legacy SVC), which the server would take for that one layer
+  return svcCodec && layers.length > 1 ? layers.map((e) => ({ ...e, scalabilityMode: 'L1T3' })) : layers;
 }
 
 function cameraEncodings(track) {
@@ -140,9 +141,9 @@ function cameraEncodings(track) {
 export function preferCodec(transceiver, codec) {
   if (!transceiver.setCodecPreferences || !RTCRtpSender.getCapabilities) return;
   const caps = RTCRtpSender.getCapabilities('video').codecs;
-  const want = { h264: /^video\/h264$/i, vp9: /^video\/vp9$/i }[codec] || /^video\/vp8$/i;
-  // VP9: profile 0 only (8-bit), what every browser decodes and the SFU offers subscribers
-  const main = caps.filter((c) => want.test(c.mimeType) && !/profile-id=[^0]/.test(c.sdpFmtpLine || ''));
+  const want = { h264: /^video\/h264$/i, vp9: /^video\/vp9$/i, av1: /^video\/av1$/i }[codec] || /^video\/vp8$/i;
+  // VP9 and AV1: profile 0 only (8-bit 4:2:0), what every browser decodes and the SFU offers subscribers
+  const main = caps.filter((c) => want.test(c.mimeType) && !/(^|;)\s*profile(-id)?=[^0]/.test(c.sdpFmtpLine || ''));
   if (!main.length) {
     logEvent(`${codec.toUpperCase()} is not available in this browser; using its default`, 'error');
     return;

@@ -26,8 +26,8 @@ OUT_EXT = {rtp.URI_AUDIO_LEVEL: 3, rtp.URI_ABS_SEND_TIME: 5, rtp.URI_MID: 9}
 
 RTCP_SSRC = 0x0000FEED  # the SFU's SSRC as the sender of feedback on the publish m-line
 OUT_SSRC, OUT_RTX_SSRC = 0x5EB5C001, 0x5EB5C002
-OUT_PT = {"VP8": 96, "H264": 102, "VP9": 98, "opus": 111}
-OUT_RTX_PT = {"VP8": 97, "H264": 103, "VP9": 99}
+OUT_PT = {"VP8": 96, "H264": 102, "VP9": 98, "AV1": 100, "opus": 111}
+OUT_RTX_PT = {"VP8": 97, "H264": 103, "VP9": 99, "AV1": 101}
 CNAME = "sub-cname"
 
 # (last_seq, last_ts, last_sent_at, last_pid, last_tl0, rtx_seq, started): the first packet out is
@@ -56,7 +56,7 @@ class Wire:
 def codecs(name: str) -> dict[int, RTCRtpCodecParameters]:
     if name == "opus":
         return {111: RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)}
-    pt = {"VP8": 96, "VP9": 98}.get(name, 102)
+    pt = {"VP8": 96, "VP9": 98, "AV1": 45}.get(name, 102)  # (Chromium offers AV1 at 45)
     return {
         pt: RTCRtpCodecParameters(mimeType=f"video/{name}", clockRate=90000, payloadType=pt),
         pt + 1: RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=pt + 1,

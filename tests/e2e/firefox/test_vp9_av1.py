@@ -1,8 +1,10 @@
-"""VP9 from a Chromium publisher (the web client's `codec=vp9`: three simulcast layers, profile 0),
-forwarded to a Firefox and a Chromium subscriber that each decode VP9 at the layer they asked for.
-The SFU reads VP9's payload descriptor: key pictures start a subscriber and switch layers, each
-layer's size comes from its key pictures' scalability structure, and the picture numbering stays
-continuous across switches (sfu.rtp.vp9_descriptor, DownTrack)."""
+"""VP9 and AV1 from a Chromium publisher. VP9 simulcast (the web client's `codec=vp9`: three layers,
+profile 0) to a Firefox and a Chromium subscriber that each decode VP9 at the layer they asked for:
+the SFU reads VP9's payload descriptor (key pictures start a subscriber and switch layers, each
+layer's size comes from its key pictures' scalability structure, the picture numbering stays
+continuous across switches; sfu.rtp.vp9_descriptor, DownTrack). VP9 and AV1 SVC (`svc=L3T3_KEY`):
+three subscribers decode three sizes from one stream (AV1's layers from the dependency descriptor,
+sfu.dependency_descriptor)."""
 
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ async def test_chromium_publishes_vp9_firefox_and_chromium_decode_their_layers(s
 
 
 def _coded(size: tuple[int, int]) -> tuple[int, int]:
-    """A spatial layer's size as libvpx codes it: odd sides rounded up to even (240x135 -> 240x136)."""
+    """A spatial layer's size as decoders report it: odd sides rounded up to even (240x135 -> 240x136;
+    libvpx codes it so, and 4:2:0 AV1 from libaom decodes so)."""
     return (size[0] + (size[0] & 1), size[1] + (size[1] & 1))
 
 
@@ -90,11 +93,14 @@ async def _decoding(page, participant: str, size: tuple[int, int], what: str, ti
     return await inbound_video(page, participant)
 
 
-async def test_vp9_svc_three_subscribers_decode_three_sizes_from_one_stream(server, firefox, browser):
-    """Chromium publishes one VP9 stream with three spatial layers (`svc=L3T3_KEY`); a low, a medium
-    and a high subscriber each decode their layer's size from it, at the publisher's frame rate. A
-    switch down is taken at the next picture: no key picture asked for, no freeze."""
-    chrome = await browser(server, "svc", "chromium", audio="0", codec="vp9", svc="L3T3_KEY")
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, firefox, browser, codec):
+    """Chromium publishes one VP9 or AV1 stream with three spatial layers (`svc=L3T3_KEY`); a low, a
+    medium and a high subscriber each decode their layer's size from it, at the publisher's frame
+    rate. A switch down is taken at the next picture: no key picture asked for, no freeze. VP9's
+    layers are in its payload descriptor, AV1's in the dependency descriptor header extension (whose
+    structure, on key frames, needs the two-byte extension form: a=extmap-allow-mixed both ways)."""
+    chrome = await browser(server, "svc", "chromium", audio="0", codec=codec, svc="L3T3_KEY")
     pub = await publisher(chrome)
     rec = _track(server, pub["video"])
     stream = rec.layers[""]
@@ -103,7 +109,7 @@ async def test_vp9_svc_three_subscribers_decode_three_sizes_from_one_stream(serv
 
     await poll(three_layers, "the key picture's three spatial layers", timeout=30)
     sizes = stream.spatial_sizes
-    assert rec.codec_name == "VP9" and not rec.simulcast and sizes[2] == (960, 540), sizes
+    assert rec.codec_name == codec.upper() and not rec.simulcast and sizes[2] == (960, 540), sizes
     pages = {"low": await firefox(server, "svc", "low", audio="0", camera="0"),
              "medium": await firefox(server, "svc", "medium", audio="0", camera="0"),
              "high": await browser(server, "svc", "high", audio="0", camera="0")}
@@ -113,7 +119,7 @@ async def test_vp9_svc_three_subscribers_decode_three_sizes_from_one_stream(serv
         await _decoding(page, pub["participant"], sizes[sid], f"the {quality} subscriber")
     decoded, (sent,) = await measure([(page, pub["participant"]) for page in pages.values()], [chrome])
     for (quality, _), got in zip(pages.items(), decoded):
-        print(f"VP9 SVC -> {quality}: {got.fps:.1f} fps at {got.size} (camera {pub['fps']}, encoded {sent})")
+        print(f"{codec} SVC -> {quality}: {got.fps:.1f} fps at {got.size} (camera {pub['fps']}, encoded {sent})")
     for sid, ((quality, _), got) in enumerate(zip(pages.items(), decoded)):
         assert got.size == got.size_before == _coded(sizes[sid]), (quality, got)
         # the publisher counts a frame per spatial layer: its picture rate is a third of that, and
@@ -123,7 +129,10 @@ async def test_vp9_svc_three_subscribers_decode_three_sizes_from_one_stream(serv
         assert pictures >= MIN_ENCODED_SHARE * pub["fps"], (pictures, pub["fps"])
     # one stream, one encoding: the subscribers' shares are the SFU's doing
     outbound = [o for o in (await chrome.evaluate("window.basement.stats()"))["outbound"] if o["kind"] == "video"]
-    assert len(outbound) == 1 and outbound[0]["codec"] == "video/VP9", outbound
+    assert len(outbound) == 1 and outbound[0]["codec"] == f"video/{codec.upper()}", outbound
+    for page in pages.values():  # nobody fell back to another codec
+        inbound = await inbound_video(page, pub["participant"])
+        assert inbound["codec"] == f"video/{codec.upper()}", inbound
 
     high = pages["high"]
     before = await inbound_video(high, pub["participant"])
