@@ -225,6 +225,7 @@ class DownTrack:
         if sid == self.target_sid or self.picture_codec not in rtp.SVC_CODECS:
             return
         self.target_sid = sid
+        self.target_reason = reason
         if sid > self.max_sid and self.target is not None and self.is_video:
             self.keyframe_waits += 1
             self.track.request_keyframe(self.target.rid, reason or "spatial layer up")

@@ -92,6 +92,7 @@ class SelectorState:
     probing: bool = False  # stepped up, not yet confirmed by the estimate
     down_streak: int = 0
     requested: int | None = None  # the request at the previous evaluation
+    forwarded_sid: int | None = None  # SVC: the spatial layer forwarded at the previous evaluation
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,9 @@ class LayerSelector:
         self.interval = interval
         self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
         self._dynacast: dict[str, tuple[str, ...]] = {}  # track id -> rids last announced active
+        # SVC track id -> its spatial layers' sizes with the most layers seen: what the publisher
+        # encodes with every layer on, which requests are judged against while dynacast has some off
+        self._svc_sizes: dict[str, tuple[tuple[int, int], ...]] = {}
         self._task: asyncio.Task | None = None
         self.tracks: Callable[[], list[PublishedTrack[DownTrack]]] = list
         # the policy's memory per DownTrack (`decide` updates it). Held here, not on the DownTrack,
@@ -396,6 +400,7 @@ class LayerSelector:
         self.remb.pop(participant_id, None)
         for track_id in track_ids:
             self._dynacast.pop(track_id, None)
+            self._svc_sizes.pop(track_id, None)
 
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         """Before any feedback: the best layer at or below what the subscriber asked for."""
@@ -535,6 +540,19 @@ class LayerSelector:
         if (decision.target is None) != was_paused and self.notify is not None:
             self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": decision.target is None,
                                            "reason": decision.reason})
+        self._tell_spatial(rec, dt, state, spatial[-1].index)
+
+    def _tell_spatial(self, rec: PublishedTrack[DownTrack], dt: DownTrack, state: SelectorState, top: int) -> None:
+        """`layer_changed` with `spatial` when the spatial layer forwarded to `dt` has changed since the
+        last evaluation (the DownTrack switches at a picture, so this reports what it did)."""
+        current = dt.current
+        sid = min(dt.max_sid, top)
+        if current is None or sid == state.forwarded_sid:
+            return
+        before, state.forwarded_sid = state.forwarded_sid, sid
+        if before is not None and self.notify is not None:
+            self.notify(dt.subscriber_id, {"type": "layer_changed", "track": rec.id, "layer": current.rid,
+                                           "spatial": sid, "reason": dt.target_reason})
 
     def _wanted(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> Layer | None:
         """The layer this subscriber should get, judged over every layer the publisher announced.
@@ -563,7 +581,10 @@ class LayerSelector:
 
     def _update_dynacast(self, rec: PublishedTrack[DownTrack], now: float) -> None:
         """Tell the publisher which simulcast layers anyone needs; unneeded ones stop being encoded."""
-        if not rec.simulcast or self.notify is None:
+        if self.notify is None:
+            return
+        if not rec.simulcast:
+            self._update_spatial_dynacast(rec)
             return
         needed = set()
         for dt in rec.downtracks:
@@ -577,3 +598,26 @@ class LayerSelector:
         if self._dynacast.get(rec.id) != active:
             self._dynacast[rec.id] = active
             self.notify(rec.participant_id, {"type": "dynacast", "track": rec.id, "active": list(active)})
+
+    def _update_spatial_dynacast(self, rec: PublishedTrack[DownTrack]) -> None:
+        """Tell an SVC publisher how many spatial layers anyone needs (`spatial`: the lowest that many;
+        0 and no active encoding when nobody subscribes): the top ones nobody asked for stop being
+        encoded. Requests are judged against the sizes the stream has with all its layers, so a
+        subscriber asking for a layer dynacast has switched off asks for it back."""
+        if len(rec.layers) != 1 or self.notify is None:
+            return
+        stream = next(iter(rec.layers.values()))
+        full = self._svc_sizes.get(rec.id, ())
+        if len(stream.spatial_sizes) > len(full):
+            full = self._svc_sizes[rec.id] = stream.spatial_sizes
+        if len(full) < 2:
+            return  # not SVC (or its first key picture is still to come)
+        infos = [LayerInfo(sid, 0.0, width, height) for sid, (width, height) in enumerate(full)]
+        wanted = [requested_index(infos, dt.request_layer, dt.request_width, dt.request_height)
+                  for dt in rec.downtracks]
+        spatial = max((w + 1 for w in wanted if w is not None), default=0)
+        announced = (stream.rid, str(spatial)) if spatial else ()
+        if self._dynacast.get(rec.id) != announced:
+            self._dynacast[rec.id] = announced
+            self.notify(rec.participant_id, {"type": "dynacast", "track": rec.id,
+                                             "active": [stream.rid] if spatial else [], "spatial": spatial})

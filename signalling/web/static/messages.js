@@ -77,7 +77,10 @@ export function onMessage(msg) {
     }
     case 'layer_changed': {
       const tile = tileForTrack(s, msg.track);
-      if (tile) badge(tile.el, 'layer', msg.layer ? layerLabel(msg.layer) : null);
+      // SVC: the spatial layer received (0 lowest), named like simulcast layers
+      const label = Number.isInteger(msg.spatial) ? (['low', 'medium', 'high'][msg.spatial] || `spatial ${msg.spatial}`)
+        : msg.layer ? layerLabel(msg.layer) : null;
+      if (tile) badge(tile.el, 'layer', label);
       break;
     }
     case 'paused': {

@@ -31,6 +31,7 @@ export async function stats() {
         frameWidth: r.frameWidth, frameHeight: r.frameHeight,
         active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
         qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
+        scalabilityMode: r.scalabilityMode || null,
         codec: (report.get(r.codecId) || {}).mimeType || null,
       });
     });

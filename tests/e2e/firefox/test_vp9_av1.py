@@ -141,3 +141,31 @@ async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, 
     after = await _decoding(high, pub["participant"], sizes[0], "the high subscriber, down to low")
     assert STATS.plis_out == plis, "a switch down asked the publisher for a key picture"
     assert after["freezeCount"] == before["freezeCount"], (before, after)
+
+
+# One run (AV1, native path): the spatial dynacast is the selector's policy and the web client's
+# reaction, the same for VP9 (tests/unit/sfu/test_downtrack_vp9.py has the policy on both paths).
+@native_only
+async def test_svc_dynacast_encodes_only_the_spatial_layers_anyone_asked_for(server, browser):
+    """One subscriber asks for low: the publisher goes down to one spatial layer (L1T3 at a quarter
+    of the camera's size) and the subscriber keeps decoding it. It asks for high: all three come
+    back (L3T3_KEY at full size) and it decodes the top one."""
+    chrome = await browser(server, "svcdyn", "chromium", audio="0", codec="av1", svc="L3T3_KEY")
+    pub = await publisher(chrome)
+    stream = _track(server, pub["video"]).layers[""]
+
+    async def encoding(mode: str, width: int) -> dict | None:
+        outbound = [o for o in (await chrome.evaluate("window.basement.stats()"))["outbound"] if o["kind"] == "video"]
+        return outbound[0] if outbound and outbound[0]["scalabilityMode"] == mode and \
+            outbound[0]["frameWidth"] == width else None
+
+    watcher = await browser(server, "svcdyn", "watcher", audio="0", camera="0")
+    await choose_quality(watcher, pub["participant"], "low")
+    await poll(lambda: encoding("L1T3", 240), "the publisher encoding one spatial layer at 240 wide", timeout=30)
+    await _decoding(watcher, pub["participant"], (240, 135), "the low subscriber on the one layer left")
+    assert stream.spatial_sizes == ()  # what the key frame's structure now says: one layer
+    await choose_quality(watcher, pub["participant"], "high")
+    await poll(lambda: encoding("L3T3_KEY", 960), "the publisher encoding all three spatial layers again",
+               timeout=30)
+    await _decoding(watcher, pub["participant"], (960, 540), "the subscriber back on the top layer")
+    assert len(stream.spatial_sizes) == 3

@@ -198,3 +198,53 @@ def test_the_selector_caps_an_svc_subscriber_at_the_spatial_layer_it_asks_for_by
         selector.evaluate(1.0 + 40 / 30)
         assert (dt.target, dt.target_sid) == (stream, sid), request
     assert [x.index for x in spatial_layers(rec)] == [0, 1, 2]
+
+
+def test_svc_dynacast_asks_the_publisher_for_the_spatial_layers_anyone_wants():
+    """Like simulcast dynacast, per spatial layer: the publisher hears how many it must encode (the
+    lowest ones), all of them again as soon as a subscriber asks for the top one, and none when
+    nobody subscribes. Requests are judged against the stream with all its layers: after dynacast
+    the stream has fewer, and the layer asked for must still be asked for."""
+    ingress, rec, pub = rig.publish("VP9", ssrcs=[(MEDIA, "media")])
+    sent = []
+    selector = LayerSelector(notify=lambda who, msg: sent.append((who, msg)))
+    selector.tracks = lambda: [rec]
+    low, _ = rig.subscribe(rec)
+    for p in svc_picture(10, 40, 5, key=True):
+        ingress.on_rtp(p, 1.0)
+    low.request_layer = "low"
+    selector.evaluate(1.1)
+    assert sent == [("PA_pub", {"type": "dynacast", "track": rec.id, "active": [""], "spatial": 1})]
+    # the publisher now encodes one spatial layer: its key picture says so
+    for p in svc_picture(13, 41, 6, key=True, layers=1):
+        ingress.on_rtp(p, 1.2)
+    assert rec.layers[""].spatial_sizes == ()
+    selector.evaluate(1.3)
+    assert len(sent) == 1  # nothing new to say
+    high, _ = rig.subscribe(rec)
+    high.request_layer = "high"
+    selector.evaluate(1.4)
+    assert sent[-1][1]["spatial"] == 3  # the top layer, though the stream has only one now
+    rec.downtracks.clear()
+    selector.evaluate(1.5)
+    assert sent[-1][1] == {"type": "dynacast", "track": rec.id, "active": [], "spatial": 0}
+
+
+def test_a_spatial_switch_is_told_to_the_subscriber_once_it_has_happened():
+    ingress, rec, pub, dt, sub = svc()
+    told = []
+    selector = LayerSelector(notify=lambda who, msg: told.append((who, msg)) if who == "PA_sub" else None)
+    selector.tracks = lambda: [rec]
+    for p in svc_picture(10, 40, 5, key=True):
+        ingress.on_rtp(p, 1.0)
+    selector.evaluate(1.1)  # the first layer forwarded is no change
+    dt.request_layer = "low"
+    selector.evaluate(1.2)
+    assert (dt.target_sid, dt.max_sid, told) == (0, 7, [])  # decided (all until now); the next picture switches
+    for p in svc_picture(13, 41, 5, key=False):
+        ingress.on_rtp(p, 1.25)
+    selector.evaluate(1.3)
+    assert told == [("PA_sub", {"type": "layer_changed", "track": rec.id, "layer": "", "spatial": 0,
+                                "reason": "requested"})]
+    selector.evaluate(1.4)
+    assert len(told) == 1
