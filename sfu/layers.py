@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sfu.metrics import STATS
+from sfu.track import SPATIAL
 
 if TYPE_CHECKING:
     from sfu.downtrack import DownTrack
@@ -601,9 +602,10 @@ class LayerSelector:
 
     def _update_spatial_dynacast(self, rec: PublishedTrack[DownTrack]) -> None:
         """Tell an SVC publisher how many spatial layers anyone needs (`spatial`: the lowest that many;
-        0 and no active encoding when nobody subscribes): the top ones nobody asked for stop being
-        encoded. Requests are judged against the sizes the stream has with all its layers, so a
-        subscriber asking for a layer dynacast has switched off asks for it back."""
+        SPATIAL, all it can, when someone wants the top one seen; 0 and no active encoding when nobody
+        subscribes): the top ones nobody asked for stop being encoded. Requests are judged against
+        the most spatial layers the stream has had, so asking for a layer dynacast has switched off
+        asks for it back."""
         if len(rec.layers) != 1 or self.notify is None:
             return
         stream = next(iter(rec.layers.values()))
@@ -616,6 +618,10 @@ class LayerSelector:
         wanted = [requested_index(infos, dt.request_layer, dt.request_width, dt.request_height)
                   for dt in rec.downtracks]
         spatial = max((w + 1 for w in wanted if w is not None), default=0)
+        if spatial == len(full):
+            # the top layer seen: all the publisher can encode, which may be more (an encoder that was
+            # ramping up when its key picture came, or one dynacast asked for fewer before we saw all)
+            spatial = SPATIAL
         announced = (stream.rid, str(spatial)) if spatial else ()
         if self._dynacast.get(rec.id) != announced:
             self._dynacast[rec.id] = announced

@@ -18,6 +18,7 @@ import asyncio
 import time
 
 from tests.support.aiortc_bot import Bot
+from tests.support.servers import native_only
 
 WIDTH, HEIGHT = 96, 64
 PARTICIPANTS = 4
@@ -38,6 +39,10 @@ async def _statuses(bots: list[Bot]) -> list[dict]:
     return list(await asyncio.gather(*(b.status() for b in bots)))
 
 
+# One run: what is judged here (an estimate against receiver reports, `LayerSelector.estimate` and
+# `delivered_floor`) is Python on both data paths, and the DownTrack counters it reads are the same
+# on both in the unit tier (tests/unit/sfu: test_downtrack, the native parity tests).
+@native_only
 async def test_four_aiortc_participants_keep_their_video_with_aiortc_remb_on(server):
     # each participant is a process of its own (tests/support/aiortc_bot.py says why)
     bots: list[Bot] = []

@@ -38,11 +38,15 @@ def _track(server, track_id: str):
 # numbering) runs on both paths in tests/unit/sfu (test_vp9, test_downtrack_vp9, the native parity
 # tests); the SVC test below runs on both.
 @native_only
-async def test_chromium_publishes_vp9_firefox_and_chromium_decode_their_layers(server, firefox, browser):
-    chrome = await browser(server, "vp9", "chromium", audio="0", codec="vp9")
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+async def test_chromium_publishes_simulcast_firefox_and_chromium_decode_their_layers(server, firefox, browser, codec):
+    """VP9 or AV1 simulcast (each layer `L1T3`). AV1: each layer is its own stream with its own
+    dependency structure and frame numbers, and a switch lands on the other layer's key frame."""
+    chrome = await browser(server, "vp9", "chromium", audio="0", codec=codec)
     pub = await publisher(chrome)
     rec = _track(server, pub["video"])
-    assert rec.codec_name == "VP9" and rec.simulcast and sorted(rec.layers) == ["f", "h", "q"]
+    mime = f"video/{codec.upper()}"
+    assert rec.codec_name == codec.upper() and rec.simulcast and sorted(rec.layers) == ["f", "h", "q"]
     fx = await firefox(server, "vp9", "firefox", audio="0", camera="0")
     low = await browser(server, "vp9", "low", audio="0", camera="0")
     await choose_quality(fx, pub["participant"], "high")
@@ -53,17 +57,18 @@ async def test_chromium_publishes_vp9_firefox_and_chromium_decode_their_layers(s
     await choose_quality(fx, pub["participant"], "medium")
     await wait_layer(fx, pub["participant"], chrome, LAYERS["medium"][0])
     (got_fx, got_low), (sent,) = await measure([(fx, pub["participant"]), (low, pub["participant"])], [chrome])
-    print(summary("VP9 h -> Firefox", got_fx, sent["h"], pub["fps"]))
-    print(summary("VP9 q -> Chromium", got_low, sent["q"], pub["fps"]))
-    check_decoding("Firefox decoding Chromium's VP9 h layer", got_fx, "h", sent, pub["fps"])
-    check_decoding("Chromium decoding Chromium's VP9 q layer", got_low, "q", sent, pub["fps"])
-    # both decode VP9 (nobody fell back to another codec), and the publisher sends it
+    print(summary(f"{codec} h -> Firefox", got_fx, sent["h"], pub["fps"]))
+    print(summary(f"{codec} q -> Chromium", got_low, sent["q"], pub["fps"]))
+    check_decoding(f"Firefox decoding Chromium's {codec} h layer", got_fx, "h", sent, pub["fps"])
+    check_decoding(f"Chromium decoding Chromium's {codec} q layer", got_low, "q", sent, pub["fps"])
+    # both decode the codec (nobody fell back to another), and the publisher sends it
     for page in (fx, low):
         inbound = [s for s in (await page.evaluate("window.basement.stats()"))["inbound"] if s["kind"] == "video"]
-        assert [s["codec"] for s in inbound] == ["video/VP9"], inbound
+        assert [s["codec"] for s in inbound] == [mime], inbound
     outbound = (await chrome.evaluate("window.basement.stats()"))["outbound"]
-    assert {o["codec"] for o in outbound if o["kind"] == "video"} == {"video/VP9"}, outbound
-    # the SFU read the size of each layer it forwards from its key pictures' scalability structure
+    assert {o["codec"] for o in outbound if o["kind"] == "video"} == {mime}, outbound
+    # the SFU read the size of each layer it forwards from its key frames (VP9's scalability
+    # structure, AV1's dependency structure)
     sizes = {rid: (x.width, x.height) for rid, x in rec.layers.items()}
     for rid in ("q", "h"):
         assert rec.layers[rid].keyframes > 0 and layer_size({rid: sizes[rid]}, rid) == sizes[rid], sizes
@@ -76,14 +81,15 @@ def _coded(size: tuple[int, int]) -> tuple[int, int]:
 
 
 async def _decoding(page, participant: str, size: tuple[int, int], what: str, timeout: float = 30.0) -> dict:
-    """Wait until `page` decodes `participant`'s video at `size` (as coded), and keeps decoding; its
+    """Wait until `page` decodes `participant`'s video at `size` (or as coded), and keeps decoding; its
     inbound stats."""
     seen: list = []
 
     async def at_size() -> bool:
         s = await inbound_video(page, participant)
         seen.append(s and (s.get("framesDecoded"), s.get("frameWidth"), s.get("frameHeight")))
-        return bool(s and (s.get("frameWidth"), s.get("frameHeight")) == _coded(size) and len(seen) > 1
+        # (dav1d in Chromium reports 240x135 as coded; Firefox, and libvpx anywhere, 240x136)
+        return bool(s and (s.get("frameWidth"), s.get("frameHeight")) in (size, _coded(size)) and len(seen) > 1
                     and seen[-2] and (seen[-2][0] or 0) < (s.get("framesDecoded") or 0))
 
     try:
@@ -104,17 +110,20 @@ async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, 
     pub = await publisher(chrome)
     rec = _track(server, pub["video"])
     stream = rec.layers[""]
-    async def three_layers() -> bool:
-        return len(stream.spatial_sizes) == 3
-
-    await poll(three_layers, "the key picture's three spatial layers", timeout=30)
-    sizes = stream.spatial_sizes
-    assert rec.codec_name == codec.upper() and not rec.simulcast and sizes[2] == (960, 540), sizes
     pages = {"low": await firefox(server, "svc", "low", audio="0", camera="0"),
              "medium": await firefox(server, "svc", "medium", audio="0", camera="0"),
              "high": await browser(server, "svc", "high", audio="0", camera="0")}
     for quality, page in pages.items():
         await choose_quality(page, pub["participant"], quality)
+
+    async def three_layers() -> bool:
+        return len(stream.spatial_sizes) == 3
+
+    # (with subscribers: dynacast stops the encoder while nobody subscribes, and Chromium's VP9 key
+    # pictures list only the spatial layers it encodes, fewer while its bandwidth estimate ramps up)
+    await poll(three_layers, "the key picture's three spatial layers", timeout=30)
+    sizes = stream.spatial_sizes
+    assert rec.codec_name == codec.upper() and not rec.simulcast and sizes[2] == (960, 540), sizes
     for sid, (quality, page) in enumerate(pages.items()):
         await _decoding(page, pub["participant"], sizes[sid], f"the {quality} subscriber")
     decoded, (sent,) = await measure([(page, pub["participant"]) for page in pages.values()], [chrome])

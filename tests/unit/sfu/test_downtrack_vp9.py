@@ -206,25 +206,27 @@ def test_svc_dynacast_asks_the_publisher_for_the_spatial_layers_anyone_wants():
     nobody subscribes. Requests are judged against the stream with all its layers: after dynacast
     the stream has fewer, and the layer asked for must still be asked for."""
     ingress, rec, pub = rig.publish("VP9", ssrcs=[(MEDIA, "media")])
-    sent = []
+    sent: list = []
     selector = LayerSelector(notify=lambda who, msg: sent.append((who, msg)))
     selector.tracks = lambda: [rec]
     low, _ = rig.subscribe(rec)
     for p in svc_picture(10, 40, 5, key=True):
         ingress.on_rtp(p, 1.0)
+    selector.evaluate(1.05)  # nobody asked for anything yet: everything the publisher can
+    assert sent == [("PA_pub", {"type": "dynacast", "track": rec.id, "active": [""], "spatial": 8})]
     low.request_layer = "low"
     selector.evaluate(1.1)
-    assert sent == [("PA_pub", {"type": "dynacast", "track": rec.id, "active": [""], "spatial": 1})]
+    assert sent[1:] == [("PA_pub", {"type": "dynacast", "track": rec.id, "active": [""], "spatial": 1})]
     # the publisher now encodes one spatial layer: its key picture says so
     for p in svc_picture(13, 41, 6, key=True, layers=1):
         ingress.on_rtp(p, 1.2)
     assert rec.layers[""].spatial_sizes == ()
     selector.evaluate(1.3)
-    assert len(sent) == 1  # nothing new to say
+    assert len(sent) == 2  # nothing new to say
     high, _ = rig.subscribe(rec)
     high.request_layer = "high"
     selector.evaluate(1.4)
-    assert sent[-1][1]["spatial"] == 3  # the top layer, though the stream has only one now
+    assert sent[-1][1]["spatial"] == 8  # the top layer seen: all it can, though the stream has only one now
     rec.downtracks.clear()
     selector.evaluate(1.5)
     assert sent[-1][1] == {"type": "dynacast", "track": rec.id, "active": [], "spatial": 0}
