@@ -164,3 +164,14 @@ def picture(dd: DependencyDescriptor, payload: bytes | memoryview) -> Av1Picture
     start = dd.start and dd.sid == 0
     keyframe = start and len(payload) > 0 and bool(payload[0] & 0x08)
     return Av1Picture(start, keyframe, dd.tid, dd.sid, dd.end)
+
+
+def single_layer_picture(payload: bytes | memoryview) -> Av1Picture:
+    """An AV1 packet without a DD, as one layer: the aggregation header says whether its first OBU
+    element starts here (Z = 0), whether its last ends here (Y = 0) and whether a coded video
+    sequence, a key frame, starts (N)."""
+    if not payload:
+        raise RtpError("av1_empty_payload")
+    b = payload[0]
+    start = not b & 0x80
+    return Av1Picture(start, start and bool(b & 0x08), 0, 0, not b & 0x40)

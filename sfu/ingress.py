@@ -292,11 +292,13 @@ class Ingress:
                      mid: str) -> rtp.Av1Picture:
         """An AV1 packet's layers, from its dependency descriptor and the latest structure of its
         Layer; a DD with a structure replaces that one (and gives the spatial layers' sizes).
-        RtpError when the DD is missing or does not parse (the packet is dropped and counted)."""
+        RtpError when the DD does not parse (the packet is dropped and counted). Without a DD (a
+        sender that does not write it, or did not negotiate it) the stream is one layer, whose
+        key frames the aggregation header marks."""
         xid = self.extensions[mid].get(dependency_descriptor.URI_DD)
         value = self.extension(data, view, xid) if xid and view.ext_start else None
         if value is None:
-            raise rtp.RtpError("av1_no_dependency_descriptor")
+            return dependency_descriptor.single_layer_picture(payload)
         dd = dependency_descriptor.parse(value, layer.dd_structure)
         structure = dd.structure
         if structure is not None and structure != layer.dd_structure:

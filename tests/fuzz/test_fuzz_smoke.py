@@ -26,7 +26,7 @@ _spec.loader.exec_module(_runner)
 HARNESSES = _runner.HARNESSES
 
 REGRESSIONS = FUZZ / "regressions"  # reproducers of fixed findings, replayed on every run
-SMOKE_SECONDS = 6
+SMOKE_SECONDS = 5
 # A harness that ran fewer inputs than this did not fuzz, it only started (the slowest harness, SDP,
 # does a few hundred inputs a second on a loaded 2-core machine).
 MIN_RUNS = 1000

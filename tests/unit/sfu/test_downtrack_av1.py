@@ -91,11 +91,23 @@ def test_an_av1_downswitch_is_at_the_next_picture_and_an_upswitch_waits_for_a_ke
         (1005, False, 0), (1006, False, 1), (1007, True, 2)]
 
 
-def test_an_av1_packet_without_a_usable_descriptor_is_dropped_and_counted():
+def test_an_av1_packet_whose_descriptor_cannot_be_read_is_dropped_and_counted():
     ingress, rec, pub, dt, sub = av1()
     before = dict(STATS.dropped)
-    ingress.on_rtp(P.rtp(45, 10, 0, MEDIA, b"\x18" + b"\x00" * 6, ext=P.one_byte_ext([(4, b"0")])), 1.0)
-    ingress.on_rtp(P.rtp(45, 11, 0, MEDIA, b"\x10" + b"\x00" * 6, ext=P.one_byte_ext([(DD_IN, b"\xc5\x00\x02")])),
+    ingress.on_rtp(P.rtp(45, 10, 0, MEDIA, b"\x10" + b"\x00" * 6, ext=P.one_byte_ext([(DD_IN, b"\xc5\x00\x02")])),
                    1.0)  # no structure known yet
+    ingress.on_rtp(P.rtp(45, 11, 0, MEDIA, b"\x18" + b"\x00" * 6, ext=P.one_byte_ext([(DD_IN, KEY[:9])])), 1.0)
     grew = {k: v - before.get(k, 0) for k, v in STATS.dropped.items() if v != before.get(k, 0)}
-    assert grew == {"av1_no_dependency_descriptor": 1, "dd_no_structure": 1} and sub.rtp == []
+    assert grew == {"dd_no_structure": 1, "dd_truncated": 1} and sub.rtp == []
+
+
+def test_av1_without_a_descriptor_is_one_layer_whose_key_frames_the_aggregation_header_marks():
+    ingress, rec, pub = rig.publish("AV1", ssrcs=[(MEDIA, "media")])  # the DD not negotiated
+    dt, sub = rig.subscribe(rec)
+    dt.set_target(rec.layers[""])
+    mid = P.one_byte_ext([(4, b"0")])
+    # a delta frame (waits), then a key frame in two packets (N, then Z: a continuation), a delta
+    for seq, aggregation in ((10, 0x10), (11, 0x58), (12, 0x90), (13, 0x10)):
+        ingress.on_rtp(P.rtp(45, seq, seq * 3000, MEDIA, bytes([aggregation]) + b"\x00" * 6, ext=mid), 1.0 + seq / 30)
+    assert [rtp.parse(p).seq for p in sub.rtp] == [1000, 1001, 1002]
+    assert rec.layers[""].keyframes == 1
