@@ -22,6 +22,7 @@ URI_DD = "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp
 
 MAX_TEMPLATES = 64  # template ids are 6 bits (the specification requires TemplateCnt <= 64)
 MAX_SPATIAL = 8  # spatial ids the SFU tracks per Layer (sfu.track.SPATIAL)
+MAX_TEMPORAL = 8  # AV1's temporal ids are 3 bits (and a DownTrack's picture's, in C, 0..7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,8 @@ def _structure(bits: _Bits) -> DependencyStructure:
             break
         if idc == 1:
             tid += 1
+            if tid >= MAX_TEMPORAL:
+                raise RtpError("dd_too_many_layers")
         elif idc == 2:
             tid = 0
             sid += 1

@@ -76,6 +76,13 @@ def test_more_than_eight_spatial_layers_are_refused():
         dd.parse(_bits(*head, *[(2, 2)] * 8, (3, 2), (0, 64)), None)
 
 
+def test_more_than_eight_temporal_layers_are_refused():
+    """(found by the fuzzer: a temporal id of 8 or more, which a DownTrack's picture cannot carry)"""
+    head = [(0xC0, 8), (0, 16), (0b10000, 5), (0, 6), (0, 5)]
+    with pytest.raises(RtpError, match="dd_too_many_layers"):
+        dd.parse(_bits(*head, *[(1, 2)] * 8, (3, 2), (0, 64)), None)
+
+
 def test_a_structure_written_here_reads_back():
     """Two templates (spatial 0 and 1), two decode targets, one chain (ns-coded), custom differences."""
     structure = [(0, 6), (1, 5),  # offset 0, DtCnt 2
