@@ -373,8 +373,8 @@ class LayerSelector:
         self.interval = interval
         self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
         self._dynacast: dict[str, tuple[str, ...]] = {}  # track id -> rids last announced active
-        # SVC track id -> its spatial layers' sizes with the most layers seen: what the publisher
-        # encodes with every layer on, which requests are judged against while dynacast has some off
+        # SVC track id -> its spatial layers' sizes with the most layers seen (the latest such): what
+        # the publisher encodes with every layer on, judged against while dynacast has some off
         self._svc_sizes: dict[str, tuple[tuple[int, int], ...]] = {}
         self._task: asyncio.Task | None = None
         self.tracks: Callable[[], list[PublishedTrack[DownTrack]]] = list
@@ -610,7 +610,8 @@ class LayerSelector:
             return
         stream = next(iter(rec.layers.values()))
         full = self._svc_sizes.get(rec.id, ())
-        if len(stream.spatial_sizes) > len(full):
+        if stream.spatial_sizes and len(stream.spatial_sizes) >= len(full):
+            # (as many layers as ever: their sizes now, which the encoder may have changed)
             full = self._svc_sizes[rec.id] = stream.spatial_sizes
         if len(full) < 2:
             return  # not SVC (or its first key picture is still to come)

@@ -87,15 +87,18 @@ def test_a_nack_of_a_vp9_packet_is_resent_as_it_was_sent():
 # --- VP9 SVC: one stream, spatial layers as frames of each picture ----------------------------------
 
 
-def svc_picture(seq: int, pid: int, tl0: int, key: bool, layers: int = 3, ts: int | None = None) -> list[bytes]:
+SIZES = ((320, 180), (640, 360), (1280, 720))
+
+
+def svc_picture(seq: int, pid: int, tl0: int, key: bool, layers: int = 3, ts: int | None = None,
+                sizes: tuple[tuple[int, int], ...] = SIZES) -> list[bytes]:
     """One picture of Chromium's L3T1_KEY: a frame per spatial layer, each one packet; the key picture's
     upper frames predict from the layer below (D), the others only from their own layer's past (P).
     The RTP marker ends the picture (its top layer's frame)."""
     out = []
     for sid in range(layers):
         desc = P.vp9_descriptor(picture_id=pid, predicted=not key, tid=0, sid=sid, inter_layer=key and sid > 0,
-                                tl0picidx=tl0, sizes=((320, 180), (640, 360), (1280, 720))[:layers] if key and sid == 0
-                                else ())
+                                tl0picidx=tl0, sizes=sizes[:layers] if key and sid == 0 else ())
         out.append(P.rtp(98, seq + sid, pid * 3000 if ts is None else ts, MEDIA, desc + bytes([sid]) * 6,
                          marker=sid == layers - 1))
     return out
@@ -227,6 +230,12 @@ def test_svc_dynacast_asks_the_publisher_for_the_spatial_layers_anyone_wants():
     high.request_layer = "high"
     selector.evaluate(1.4)
     assert sent[-1][1]["spatial"] == 8  # the top layer seen: all it can, though the stream has only one now
+    # all three again, smaller (the encoder adapted): a size request is judged against these now
+    for p in svc_picture(16, 42, 7, key=True, sizes=((160, 90), (320, 180), (640, 360))):
+        ingress.on_rtp(p, 1.45)
+    high.request_layer, high.request_width, high.request_height = None, 300, 170
+    selector.evaluate(1.46)
+    assert sent[-1][1]["spatial"] == 2  # 320x180 covers the tile (of the old sizes, 320x180 was the lowest)
     rec.downtracks.clear()
     selector.evaluate(1.5)
     assert sent[-1][1] == {"type": "dynacast", "track": rec.id, "active": [], "spatial": 0}
