@@ -72,7 +72,7 @@ class _Bits:
     def ns(self, n: int) -> int:
         w = n.bit_length()
         m = (1 << w) - n
-        v = self.f(w - 1) if w > 1 else 0
+        v = self.f(w - 1)
         if v < m:
             return v
         return (v << 1) - m + self.f(1)
