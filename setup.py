@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-SOURCES = ["sfu/native/module.c", "sfu/native/srtp.c", "sfu/native/srtp_session.c",
+SOURCES = ["sfu/native/module.c", "sfu/native/srtp.c", "sfu/native/aes_gcm.c", "sfu/native/srtp_session.c",
            "sfu/native/forward.c", "sfu/native/remb.c",
            "sfu/native/parse.c", "sfu/native/reception.c", "sfu/native/media_socket.c", "sfu/native/ingress.c",
            "sfu/native/layer.c", "sfu/native/traffic.c", "sfu/native/packet_ring.c",
@@ -30,7 +30,7 @@ setup(
         Extension(
             "sfu._native",
             sources=SOURCES,
-            depends=["sfu/native/srtp.h", "sfu/native/forward.h"],
+            depends=["sfu/native/srtp.h", "sfu/native/forward.h", "sfu/native/aes_gcm.h"],
             libraries=["crypto"],
             extra_compile_args=CFLAGS,
             extra_link_args=LDFLAGS,

@@ -57,6 +57,27 @@ def test_srtp_protect(benchmark):
     benchmark(tx.protect, packet)
 
 
+AES = ["aes-ni", "openssl"] if datapath._native.set_aes_ni(True) else ["openssl"]
+
+
+@pytest.mark.parametrize("aes", AES)
+@pytest.mark.parametrize("profile", [7, 1], ids=["gcm128", "cm80"])
+def test_native_srtp_protect(benchmark, aes, profile):
+    """sfu._native SRTP protect of one 1200-byte packet per call (AEAD_AES_128_GCM or
+    AES_CM_128_HMAC_SHA1_80), AES on AES-NI / PCLMULQDQ (aes_gcm.c) or on OpenSSL's EVP: what each
+    subscriber copy pays for its crypto, plus one Python call."""
+    _native = datapath._native
+    default = _native.aes_ni()
+    _native.set_aes_ni(aes == "aes-ni")
+    try:
+        tx = _native.SrtpSession(profile, bytes(range(28 if profile == 7 else 30)), False)
+    finally:
+        _native.set_aes_ni(default)
+    packet = vp8_packet(1, 1, 1, True, False, PACKET_SIZE)
+    benchmark.extra_info["aes"] = aes
+    assert len(benchmark(tx.protect, packet)) == len(packet) + (16 if profile == 7 else 10)
+
+
 @pytest.mark.parametrize("fanout", [1, 10, 50])
 def test_fanout_through_ingress(benchmark, rig_factory, fanout):
     """Ingress.on_rtp → K DownTracks (each SRTP-protects): the SFU's whole per-packet path minus UDP."""

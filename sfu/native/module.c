@@ -1,6 +1,7 @@
 /* sfu._native: the native data path (see docs/architecture.md, "Data paths").
  *
  * srtp.c           SRTP/SRTCP protect and unprotect on libcrypto (bs_srtp_*)
+ * aes_gcm.c        AES-GCM and AES-CTR on AES-NI / PCLMULQDQ, which srtp.c prefers to EVP
  * srtp_session.c   SrtpSession: the same, as a Python object with pylibsrtp.Session's methods
  * forward.c        Egress (one transport's socket and keys) and DownTrack's per-packet rewrite
  * parse.c          RTP header, VP8 descriptor and header-extension parsers (twins of sfu/rtp.py)

@@ -66,6 +66,12 @@ int bs_srtp_unprotect_rtcp(bs_srtp *s, bs_srtp_stream *st, uint8_t *buf, size_t 
 
 const char *bs_srtp_strerror(int err);
 
+/* AES on AES-NI / PCLMULQDQ (aes_gcm.c) or on OpenSSL's EVP, for sessions made from now on. On by
+ * default where the CPU has the instructions; set returns what is now in force (0 on a CPU without
+ * them whatever was asked). The output is the same either way. */
+int bs_srtp_set_aes_ni(int on);
+int bs_srtp_aes_ni(void);
+
 /* Bytes protect_rtp / protect_rtcp append for this profile (the auth tag; E+index and tag). */
 int bs_srtp_rtp_overhead(const bs_srtp *s);
 int bs_srtp_rtcp_overhead(const bs_srtp *s);

@@ -5,7 +5,8 @@
  *   .protect / .unprotect / .protect_rtcp / .unprotect_rtcp (bytes-like) -> bytes
  *   SrtpSession.from_session_keys(profile, rtp_keys, rtcp_keys, inbound=False): no key derivation
  *                                        (test vectors that give session keys)
- *   sfu._native.SrtpError(ValueError)    every refused packet; sfu._native._srtp_kdf: RFC 3711 4.3
+ *   sfu._native.SrtpError(ValueError)    every refused packet; sfu._native._srtp_kdf: RFC 3711 4.3;
+ *   sfu._native.set_aes_ni / aes_ni      which AES the sessions made from now on use
  *
  * Like a libsrtp session made from an SSRC_ANY_* template, it keeps one bs_srtp_stream per SSRC
  * (RTP and RTCP of an SSRC share it), created by the first packet of that SSRC that goes through:
@@ -345,7 +346,20 @@ static PyObject *srtp_kdf(PyObject *module, PyObject *args) {
     return out;
 }
 
+static PyObject *srtp_set_aes_ni(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    return PyBool_FromLong(bs_srtp_set_aes_ni(on));
+}
+
+static PyObject *srtp_aes_ni(PyObject *self, PyObject *unused) { return PyBool_FromLong(bs_srtp_aes_ni()); }
+
 static PyMethodDef module_functions[] = {
+    {"set_aes_ni", srtp_set_aes_ni, METH_O,
+     "set_aes_ni(on) -> bool: AES on AES-NI / PCLMULQDQ (True) or OpenSSL's EVP (False) for SRTP sessions made\n"
+     "from now on (SrtpSession, Egress, MediaSocket); returns what is in force (False on a CPU without them)."},
+    {"aes_ni", srtp_aes_ni, METH_NOARGS, "aes_ni() -> bool: whether new SRTP sessions use AES-NI (set_aes_ni)."},
     {"_srtp_kdf", srtp_kdf, METH_VARARGS,
      "_srtp_kdf(master_key, master_salt, label, length) -> bytes: RFC 3711 4.3 key derivation (tests)."},
     {NULL},

@@ -8,6 +8,8 @@ datagram is
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
     must send the same bytes and keep the same state;
   * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
+    and unprotected and protected by a session on AES-NI (aes_gcm.c) and one on OpenSSL's EVP, which
+    must give the same bytes or the same refusal;
   * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
     `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set,
     and counting the first datagrams' SSRCs (`follow`, the bench's light subscribers) when bit 1 is:
@@ -55,7 +57,37 @@ with instrumented():
     from tests.support.parsers import disagreement
 
 KEYS = {1: bytes(range(30)), 2: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
-SESSIONS = {p: _native.SrtpSession(p, k, True) for p, k in KEYS.items()}
+
+
+def _session_pairs(inbound: bool) -> dict[int, tuple[Any, Any]]:
+    """Per profile, a session on AES-NI (where the CPU has it) and one on EVP, keyed alike."""
+    default, pairs = _native.aes_ni(), {}
+    for profile, key in KEYS.items():
+        _native.set_aes_ni(True)
+        fast = _native.SrtpSession(profile, key, inbound)
+        _native.set_aes_ni(False)
+        pairs[profile] = (fast, _native.SrtpSession(profile, key, inbound))
+    _native.set_aes_ni(default)
+    return pairs
+
+
+RECEIVE, SEND = _session_pairs(True), _session_pairs(False)
+
+
+def _srtp_outcome(call: Any, packet: bytes) -> Any:
+    try:
+        return call(packet)
+    except _native.SrtpError as e:
+        return ("refused", str(e))
+
+
+def _check_srtp(packet: bytes) -> None:
+    for pairs, methods in ((RECEIVE, ("unprotect", "unprotect_rtcp")), (SEND, ("protect", "protect_rtcp"))):
+        for fast, evp in pairs.values():
+            for method in methods:
+                if _srtp_outcome(getattr(fast, method), packet) != _srtp_outcome(getattr(evp, method), packet):
+                    raise Finding(f"SrtpSession.{method} on AES-NI and on EVP disagree (profile {fast.profile})")
+
 STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
          "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops", "max_sid",
          "target_sid", "spatial_drops")
@@ -276,12 +308,7 @@ def test_one(data: bytes) -> None:
     _check_ingress(control, packets)
     _check_gso_runs(packets)
     for i, packet in enumerate(packets):
-        for session in SESSIONS.values():
-            for unprotect in (session.unprotect, session.unprotect_rtcp):
-                try:
-                    unprotect(packet)
-                except _native.SrtpError:
-                    pass
+        _check_srtp(packet)
         view = _check_parsers(packet)
         if view is None:
             continue

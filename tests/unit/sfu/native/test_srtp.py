@@ -3,7 +3,10 @@ test vectors, and refusal of everything that is not a genuine, fresh packet.
 
 The RFC 7714 vectors (sections 16-17) give session keys, so they go through
 SrtpSession.from_session_keys; RFC 3711 B.2 and B.3 go through the key derivation (_srtp_kdf, whose
-AES-CM PRF with label 0 is the B.2 keystream generator)."""
+AES-CM PRF with label 0 is the B.2 keystream generator).
+
+Every test runs on both implementations of AES (`aes`): AES-NI / PCLMULQDQ (aes_gcm.c, the default
+where the CPU has them) and OpenSSL's EVP; test_aes_implementations_agree compares the two."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from pylibsrtp import Error as LibsrtpError
 from pylibsrtp import Policy, Session
 from sfu._native import SrtpError, SrtpSession, _srtp_kdf
 
+from sfu import _native
+
 CM80, CM32, GCM128, GCM256 = 1, 2, 7, 8
 KEY_LEN = {CM80: 30, CM32: 30, GCM128: 28, GCM256: 44}  # master key + master salt
 RTP_TAG = {CM80: 10, CM32: 4, GCM128: 16, GCM256: 16}
@@ -29,6 +34,18 @@ PROFILES = sorted(KEY_LEN)
 def data_path() -> Iterator[None]:
     """SRTP is the same on both data paths: override tests/unit/sfu's parametrised fixture."""
     yield
+
+
+AES_IMPLEMENTATIONS = ["aes-ni", "openssl"] if _native.set_aes_ni(True) else ["openssl"]
+
+
+@pytest.fixture(autouse=True, params=AES_IMPLEMENTATIONS)
+def aes(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Sessions made in the test use this AES; the default (AES-NI where the CPU has it) comes back."""
+    before = _native.aes_ni()
+    assert _native.set_aes_ni(request.param == "aes-ni") == (request.param == "aes-ni")
+    yield request.param
+    _native.set_aes_ni(before)
 
 
 def key_for(profile: int, seed: int = 1) -> bytes:
@@ -428,6 +445,51 @@ def test_against_independent_references() -> None:
         header = packet[: 12 + 8 + 8]
         iv = bytes(a ^ b for a, b in zip(rtp_salt, struct.pack("!HIIH", 0, 0xABCD, roc, seq)))
         assert tx.protect(packet) == header + AESGCM(rtp_key).encrypt(iv, packet[len(header) :], header)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_aes_implementations_agree(profile: int, aes: str) -> None:
+    """Sessions on AES-NI and on EVP give the same bytes for headers and payloads of every length
+    around the 16-byte block (the GCM additional data and the CTR tail) and up to a jumbo packet,
+    and each one reads the other's output."""
+    key = key_for(profile, seed=7)
+    _native.set_aes_ni(False)
+    evp_tx, evp_rx = SrtpSession(profile, key, False), SrtpSession(profile, key, True)
+    _native.set_aes_ni(aes == "aes-ni")
+    tx, rx = SrtpSession(profile, key, False), SrtpSession(profile, key, True)
+    rng = random.Random(profile)
+    seq = 0
+    for csrcs in range(0, 4):
+        for ext_words in (0, 1, 2, 3, 4):
+            for size in [*range(0, 40), *range(120, 136), *range(248, 264), 1000, 1183, 4000, 9000]:
+                seq += 1
+                ext = ("one", [(1, rng.randbytes(ext_words * 4 - 1))]) if ext_words else None
+                packet = rtp(seq, 0x51, rng.randbytes(size), csrcs=tuple(range(csrcs)), ext=ext)
+                ours, theirs = tx.protect(packet), evp_tx.protect(packet)
+                assert ours == theirs, (csrcs, ext_words, size)
+                assert evp_rx.unprotect(ours) == packet and rx.unprotect(theirs) == packet
+        report = sr(0x51, n_reports=csrcs) + sdes(0x51, rng.randbytes(csrcs * 7 + 1))
+        ours, theirs = tx.protect_rtcp(report), evp_tx.protect_rtcp(report)
+        assert ours == theirs
+        assert evp_rx.unprotect_rtcp(ours) == report and rx.unprotect_rtcp(theirs) == report
+
+
+def test_gcm_against_the_cryptography_package(aes: str) -> None:
+    """AES-128 and AES-256 GCM, random headers and payloads, against an independent implementation."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    rng = random.Random(3)
+    for profile, key_len in ((GCM128, 16), (GCM256, 32)):
+        key = key_for(profile, seed=5)
+        master, salt = key[:key_len], key[key_len:]
+        tx = SrtpSession(profile, key, False)
+        rtp_key, rtp_salt = _srtp_kdf(master, salt, 0, key_len), _srtp_kdf(master, salt, 2, 12)
+        for seq in range(1, 200):
+            ext = ("one", [(1, rng.randbytes(rng.randrange(1, 17)))]) if rng.random() < 0.7 else None
+            header = rtp(seq, 0xABCD, csrcs=tuple(range(rng.randrange(3))), ext=ext)
+            packet = header + rng.randbytes(rng.randrange(0, 1500))
+            iv = bytes(a ^ b for a, b in zip(rtp_salt, struct.pack("!HIIH", 0, 0xABCD, 0, seq)))
+            assert tx.protect(packet) == header + AESGCM(rtp_key).encrypt(iv, packet[len(header) :], header)
 
 
 # ---- refusals --------------------------------------------------------------------------------------
