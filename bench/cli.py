@@ -34,9 +34,10 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--publishers", type=int, default=None, help="override the scenario's publisher count")
     p.add_argument("--duration", type=float, default=20.0, help="measurement window per run, seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds between media flowing and measuring")
-    p.add_argument("--target", choices=["basement", "basement-nogso", "basement-python", "janus"],
+    p.add_argument("--target", choices=["basement", "basement-nogso", "basement-evp", "basement-python", "janus"],
                    default="basement", help="basement runs the native data path, basement-nogso the same with "
-                   "segmented sends (udp_gso) off, basement-python the pure-Python one")
+                   "segmented sends (udp_gso) off, basement-evp the same with SRTP's AES on OpenSSL's EVP "
+                   "(aes_ni off), basement-python the pure-Python one")
     p.add_argument("--compare", action="store_true",
                    help="run Basement (native, then python data path) and Janus in one run; print ratios")
     p.add_argument("--compare-gso", action="store_true",

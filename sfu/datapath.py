@@ -117,10 +117,12 @@ if _native is not None:
 _current = "python"
 
 
-def configure(name: str, udp_gso: bool = True) -> None:
+def configure(name: str, udp_gso: bool = True, aes_ni: bool = True) -> None:
     """Select the data path for everything created from now on. Raises DataPathError when `native`
     is asked for but the extension is not built. `udp_gso`: native Egresses made from now on send
-    runs of equal-length datagrams as one segmented send (sfu/gso.py)."""
+    runs of equal-length datagrams as one segmented send (sfu/gso.py). `aes_ni`: native SRTP
+    sessions run AES on AES-NI / PCLMULQDQ where the CPU has them (sfu/native/aes_gcm.c), else on
+    OpenSSL's EVP; the bytes are the same."""
     global _current
     if name not in NAMES:
         raise ValueError(f"datapath must be one of {', '.join(NAMES)}, not {name!r}")
@@ -132,6 +134,7 @@ def configure(name: str, udp_gso: bool = True) -> None:
     transport.configure_egress(_native.Egress if name == "native" else None)
     if name == "native":
         _native.set_gso(udp_gso)
+        _native.set_aes_ni(aes_ni)
         transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
         track.configure(NativeLayer, _native.PacketRing)

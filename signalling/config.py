@@ -197,6 +197,13 @@ class Settings:
                           "one segmented send (Linux UDP_SEGMENT); a kernel or device that refuses it gets "
                           "plain sends, counted in basement_udp_gso_refused_total"},
     )
+    aes_ni: bool = field(
+        default=True,
+        metadata={"group": "media",
+                  "help": "datapath=native: SRTP's AES-GCM and AES-CM run on the CPU's AES-NI and PCLMULQDQ "
+                          "instructions where it has them (false: on OpenSSL's EVP; the same bytes, more CPU "
+                          "per packet)"},
+    )
     retransmit_budget: float = field(
         default=0.5,
         metadata={"group": "media",

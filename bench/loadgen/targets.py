@@ -252,10 +252,11 @@ class BasementTarget(Target):
     supports_simulcast = True
 
     def __init__(self, python: str | None = None, log_dir: str | None = None, datapath: str = "native",
-                 udp_gso: bool = True) -> None:
+                 udp_gso: bool = True, aes_ni: bool = True) -> None:
         self.datapath = datapath
         self.udp_gso = udp_gso  # native path: segmented sends (sfu/gso.py); off to measure what they save
-        self.name = f"basement-{datapath}" + ("" if udp_gso else "-nogso")
+        self.aes_ni = aes_ni  # native path: AES on AES-NI (sfu/native/aes_gcm.c); off: OpenSSL's EVP
+        self.name = f"basement-{datapath}" + ("" if udp_gso else "-nogso") + ("" if aes_ni else "-evp")
         self.python = python or sys.executable
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="basement-bench-")
         self.log_path = os.path.join(self.log_dir, "basement.log")
@@ -272,7 +273,7 @@ class BasementTarget(Target):
                # every simulated user comes from 127.0.0.1 and joins in a burst: the per-address socket cap
                # and message rate that protect a public server would refuse the load generator itself
                "--ws-max-per-address", "0", "--ws-rate-per-s", "0", "--datapath", self.datapath,
-               "--udp-gso", "true" if self.udp_gso else "false",
+               "--udp-gso", "true" if self.udp_gso else "false", "--aes-ni", "true" if self.aes_ni else "false",
                "--data-dir", os.path.join(self.log_dir, "var")]
         self.proc, self._log = _spawn(cmd, self.log_path)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)
@@ -728,8 +729,9 @@ def _janus_out_packets(info: dict[str, Any]) -> int:
     return sum(int(((m.get("stats") or {}).get("out") or {}).get("packets", 0)) for m in media_.values())
 
 
-# basement = basement-native, the default data path; basement-nogso: the same without UDP_SEGMENT sends
-TARGETS = ("basement", "basement-nogso", "basement-python", "janus")
+# basement = basement-native, the default data path; basement-nogso: the same without UDP_SEGMENT sends;
+# basement-evp: the same with SRTP's AES on OpenSSL's EVP instead of AES-NI
+TARGETS = ("basement", "basement-nogso", "basement-evp", "basement-python", "janus")
 
 
 def make_target(name: str) -> Target:
@@ -737,6 +739,8 @@ def make_target(name: str) -> Target:
         return BasementTarget(datapath="native")
     if name == "basement-nogso":
         return BasementTarget(datapath="native", udp_gso=False)
+    if name == "basement-evp":
+        return BasementTarget(datapath="native", aes_ni=False)
     if name == "basement-python":
         return BasementTarget(datapath="python")
     if name == "janus":

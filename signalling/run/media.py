@@ -20,6 +20,6 @@ def configure_media(settings: Settings) -> None:
     except ValueError as e:
         raise ConfigError(f"srtp_profiles: {e}") from None
     try:
-        datapath.configure(settings.datapath, udp_gso=settings.udp_gso)
+        datapath.configure(settings.datapath, udp_gso=settings.udp_gso, aes_ni=settings.aes_ni)
     except datapath.DataPathError as e:
         raise ConfigError(str(e)) from None
