@@ -134,7 +134,7 @@ def configure(name: str, udp_gso: bool = True, aes_ni: bool = True) -> None:
     transport.configure_egress(_native.Egress if name == "native" else None)
     if name == "native":
         _native.set_gso(udp_gso)
-        _native.set_aes_ni(aes_ni)
+        _native.set_aes("auto" if aes_ni else "openssl")
         transport.configure_receive(_native.SrtpSession, _native.SrtpError, _native.MediaSocket)
         reception.configure(NativeReception)
         track.configure(NativeLayer, _native.PacketRing)

@@ -57,22 +57,25 @@ def test_srtp_protect(benchmark):
     benchmark(tx.protect, packet)
 
 
-AES = ["aes-ni", "openssl"] if datapath._native.set_aes_ni(True) else ["openssl"]
+_DEFAULT_AES = datapath._native.aes()
+AES = [name for name in ("aes-ni-256", "aes-ni", "openssl") if datapath._native.set_aes(name) == name]
+datapath._native.set_aes(_DEFAULT_AES)
 
 
 @pytest.mark.parametrize("aes", AES)
 @pytest.mark.parametrize("profile", [7, 1], ids=["gcm128", "cm80"])
 def test_native_srtp_protect(benchmark, aes, profile):
     """sfu._native SRTP protect of one 1200-byte packet per call (AEAD_AES_128_GCM or
-    AES_CM_128_HMAC_SHA1_80), AES on AES-NI / PCLMULQDQ (aes_gcm.c) or on OpenSSL's EVP: what each
-    subscriber copy pays for its crypto, plus one Python call."""
+    AES_CM_128_HMAC_SHA1_80), AES on aes_gcm.c (AES-NI / PCLMULQDQ, and the 256-bit VAES /
+    VPCLMULQDQ path) or on OpenSSL's EVP: what each subscriber copy pays for its crypto, plus one
+    Python call."""
     _native = datapath._native
-    default = _native.aes_ni()
-    _native.set_aes_ni(aes == "aes-ni")
+    default = _native.aes()
+    _native.set_aes(aes)
     try:
         tx = _native.SrtpSession(profile, bytes(range(28 if profile == 7 else 30)), False)
     finally:
-        _native.set_aes_ni(default)
+        _native.set_aes(default)
     packet = vp8_packet(1, 1, 1, True, False, PACKET_SIZE)
     benchmark.extra_info["aes"] = aes
     assert len(benchmark(tx.protect, packet)) == len(packet) + (16 if profile == 7 else 10)

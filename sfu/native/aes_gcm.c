@@ -20,12 +20,25 @@
 #include <immintrin.h>
 
 #define BS_AES_TARGET __attribute__((target("aes,pclmul,ssse3,sse4.1")))
+#define BS_WIDE_TARGET __attribute__((target("aes,pclmul,ssse3,sse4.1,avx,avx2,vaes,vpclmulqdq")))
 
 int bs_aes_available(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return 0;
     return (c & bit_AES) && (c & bit_PCLMUL) && (c & bit_SSSE3) && (c & bit_SSE4_1);
+}
+
+int bs_aes_wide_available(void) {
+    unsigned a, b, c, d, xcr0_lo, xcr0_hi;
+    if (!bs_aes_available() || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX))
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 6) != 6) /* the OS saves the SSE and AVX register state */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & bit_AVX2) && (c & bit_VAES) && (c & bit_VPCLMULQDQ);
 }
 
 #define LD(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
@@ -128,7 +141,14 @@ BS_AES_TARGET static inline __m128i kara_reduce(__m128i lo, __m128i mid, __m128i
 
 /* x (reflected) after absorbing nblocks whole blocks of p: eight blocks per reduction while they
  * last (x·H^8 + b1·H^7 + ... + b7·H), then four, then one at a time. */
+static __m128i ghash_wide(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks);
+
 BS_AES_TARGET static __m128i ghash_blocks(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks) {
+    if (k->wide && nblocks >= 8) {
+        x = ghash_wide(k, x, p, nblocks);
+        p += nblocks / 8 * 128;
+        nblocks %= 8;
+    }
     for (; nblocks >= 8; nblocks -= 8, p += 128) {
         __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
         kara_acc(_mm_xor_si128(x, bswap128(LD(p))), k, 7, &lo, &mid, &hi);
@@ -150,6 +170,90 @@ BS_AES_TARGET static __m128i ghash_blocks(const bs_aes *k, __m128i x, const uint
     for (; nblocks > 0; nblocks--, p += 16)
         x = gfmul(_mm_xor_si128(x, bswap128(LD(p))), LD(k->h[0]));
     return x;
+}
+
+/* ---- the 256-bit path (VAES, VPCLMULQDQ): two blocks per instruction --------------------------- */
+
+#define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), (v))
+
+BS_WIDE_TARGET static inline __m256i bswap256(__m256i x) {
+    const __m128i m = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm256_shuffle_epi8(x, _mm256_broadcastsi128_si256(m)); /* (each 128-bit lane on its own) */
+}
+
+/* x after absorbing the first nblocks / 8 * 8 blocks of p, eight per reduction: the 256-bit
+ * register j holds blocks 2j and 2j + 1, multiplied by H^(8-2j) and H^(7-2j). */
+BS_WIDE_TARGET static __m128i ghash_wide(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks) {
+    __m256i h[4], hf[4];
+    for (int j = 0; j < 4; j++) {
+        h[j] = _mm256_set_m128i(LD(k->h[6 - 2 * j]), LD(k->h[7 - 2 * j]));
+        hf[j] = _mm256_set_m128i(LD(k->hf[6 - 2 * j]), LD(k->hf[7 - 2 * j]));
+    }
+    for (; nblocks >= 8; nblocks -= 8, p += 128) {
+        __m256i lo = _mm256_setzero_si256(), mid = lo, hi = lo;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256i a = bswap256(LD256(p + 32 * j));
+            if (j == 0)
+                a = _mm256_xor_si256(a, _mm256_zextsi128_si256(x));
+            __m256i af = _mm256_xor_si256(a, _mm256_shuffle_epi32(a, 0x4e));
+            lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128(a, h[j], 0x00));
+            hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128(a, h[j], 0x11));
+            mid = _mm256_xor_si256(mid, _mm256_clmulepi64_epi128(af, hf[j], 0x00));
+        }
+        x = kara_reduce(_mm_xor_si128(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)),
+                        _mm_xor_si128(_mm256_castsi256_si128(mid), _mm256_extracti128_si256(mid, 1)),
+                        _mm_xor_si128(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
+    }
+    return x;
+}
+
+/* AES-CTR over the first n / 128 * 128 bytes of p, 16 or 8 blocks at a time; returns the counter
+ * (byte-reversed) of the first block not done. */
+BS_WIDE_TARGET static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
+    const int R = k->rounds;
+    /* lanes: the counter and the counter + 1 */
+    __m256i c = _mm256_add_epi32(_mm256_broadcastsi128_si256(rctr), _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0));
+    for (; n >= 256; n -= 256, p += 256) {
+        __m256i b[8];
+        const __m256i k0 = _mm256_broadcastsi128_si256(LD(k->rk[0]));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            b[i] = _mm256_xor_si256(bswap256(_mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i))),
+                                    k0);
+        c = _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 16, 0, 0, 0, 16));
+        for (int r = 1; r < R; r++) {
+            const __m256i kr = _mm256_broadcastsi128_si256(LD(k->rk[r]));
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                b[i] = _mm256_aesenc_epi128(b[i], kr);
+        }
+        const __m256i kl = _mm256_broadcastsi128_si256(LD(k->rk[R]));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            ST256(p + 32 * i, _mm256_xor_si256(LD256(p + 32 * i), _mm256_aesenclast_epi128(b[i], kl)));
+    }
+    if (n >= 128) {
+        __m256i b[4];
+        const __m256i k0 = _mm256_broadcastsi128_si256(LD(k->rk[0]));
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            b[i] = _mm256_xor_si256(bswap256(_mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i))),
+                                    k0);
+        c = _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 8, 0, 0, 0, 8));
+        for (int r = 1; r < R; r++) {
+            const __m256i kr = _mm256_broadcastsi128_si256(LD(k->rk[r]));
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                b[i] = _mm256_aesenc_epi128(b[i], kr);
+        }
+        const __m256i kl = _mm256_broadcastsi128_si256(LD(k->rk[R]));
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+            ST256(p + 32 * i, _mm256_xor_si256(LD256(p + 32 * i), _mm256_aesenclast_epi128(b[i], kl)));
+    }
+    return _mm256_castsi256_si128(c);
 }
 
 /* x after absorbing p[0..n) zero-padded to whole blocks. */
@@ -192,8 +296,15 @@ BS_AES_TARGET static inline __m128i ghash_lengths(const bs_aes *k, __m128i x, si
 
 /* XOR p[0..n) with the keystream from the counter block whose byte-reversal is rctr (so its last
  * 32 bits, the block counter, are lane 0 and count with one 32-bit add). */
+static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n);
+
 BS_AES_TARGET static void ctr_run(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
     const int R = k->rounds;
+    if (k->wide && n >= 128) {
+        rctr = ctr_wide(k, rctr, p, n);
+        p += n / 128 * 128;
+        n %= 128;
+    }
     for (; n >= 128; n -= 128, p += 128) {
         __m128i b[8];
         const __m128i k0 = LD(k->rk[0]);
@@ -246,10 +357,11 @@ BS_AES_TARGET static void ctr_run(const bs_aes *k, __m128i rctr, uint8_t *p, siz
 
 /* ---- API --------------------------------------------------------------------------------------- */
 
-BS_AES_TARGET int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len) {
+BS_AES_TARGET int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int wide) {
     memset(k, 0, sizeof(*k));
     if ((key_len != 16 && key_len != 32) || !bs_aes_available())
         return 0;
+    k->wide = wide && bs_aes_wide_available();
     __m128i rk[15];
     expand(rk, key, key_len);
     k->rounds = key_len == 16 ? 10 : 14;
@@ -312,9 +424,11 @@ BS_AES_TARGET void bs_ctr_xor(const bs_aes *k, const uint8_t iv[16], uint8_t *p,
 #else /* not x86-64: srtp.c keeps OpenSSL's EVP */
 
 int bs_aes_available(void) { return 0; }
-int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len) {
+int bs_aes_wide_available(void) { return 0; }
+int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int wide) {
     (void)key;
     (void)key_len;
+    (void)wide;
     memset(k, 0, sizeof(*k));
     return 0;
 }

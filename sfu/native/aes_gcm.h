@@ -5,7 +5,8 @@
  * encryption in it ≈ 0.2 µs). This code does only the arithmetic, on round keys and powers of H
  * computed once per key. srtp.c uses it when the CPU has the instructions (bs_aes_available) and
  * keeps EVP otherwise; the tests run both and compare them with each other, with pylibsrtp and
- * with the RFC 7714 vectors.
+ * with the RFC 7714 vectors. Where the CPU also has VAES and VPCLMULQDQ on 256-bit registers, runs of
+ * eight blocks and more go through those, two blocks per instruction.
  */
 #ifndef BS_AES_GCM_H
 #define BS_AES_GCM_H
@@ -17,14 +18,20 @@ typedef struct bs_aes {
     uint8_t rk[15][16];               /* encryption round keys (rounds + 1 used) */
     uint8_t h[8][16];                 /* GCM: H, H^2, ..., H^8, byte-reflected as the multiply wants */
     uint8_t hf[8][16];                /* each H^i with its halves XORed (Karatsuba's middle factor) */
-    int rounds;                      /* 10 (AES-128) or 14 (AES-256) */
+    int rounds;                       /* 10 (AES-128) or 14 (AES-256) */
+    int wide;                         /* use the 256-bit VAES / VPCLMULQDQ path for long enough runs */
 } bs_aes;
 
 /* 1 if this CPU can run the code below (AES-NI, PCLMULQDQ, SSSE3), else 0. */
 int bs_aes_available(void);
 
-/* key_len 16 or 32. Returns 0 on a bad length or a CPU without the instructions, else 1. */
-int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len);
+/* 1 if it can also run the 256-bit path (AVX2, VAES, VPCLMULQDQ, and an OS that saves YMM state). */
+int bs_aes_wide_available(void);
+
+/* key_len 16 or 32; wide: use the 256-bit path where available (two blocks per instruction, for
+ * runs of 128 bytes and more; the same bytes). Returns 0 on a bad length or a CPU without the
+ * instructions, else 1. */
+int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int wide);
 
 /* GCM with a 96-bit IV and a 128-bit tag (SP 800-38D). The additional data is aad1 || aad2;
  * p[0..n) is encrypted / decrypted in place. */

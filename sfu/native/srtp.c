@@ -14,7 +14,7 @@
  * Per packet there is no allocation and no lookup: the cipher contexts are keyed once in bs_srtp_new
  * and only get a new IV per packet. Where the CPU has AES-NI and PCLMULQDQ, AES-GCM and AES-CTR run
  * on aes_gcm.c instead of EVP, whose per-call parameter handling in OpenSSL 3 costs more than the
- * cipher (bs_srtp_set_aes_ni switches it for sessions made afterwards, for tests and A/B runs); HMAC-SHA1 starts from the inner and outer SHA-1 states with the
+ * cipher (bs_srtp_set_aes switches it for sessions made afterwards, for tests and A/B runs); HMAC-SHA1 starts from the inner and outer SHA-1 states with the
  * padded key already absorbed (a struct copy). The low-level SHA1_* API is deprecated in OpenSSL 3
  * but is the fastest (about 10% faster than EVP_MD_CTX_copy_ex, which also allocates per call in
  * 3.0) and the only allocation-free choice; when OpenSSL is built without the deprecated API the
@@ -79,21 +79,24 @@ static int ciphers_ready(void) {
 
 /* ---- session state ----------------------------------------------------------------------------- */
 
-/* Sessions made from now on use aes_gcm.c (if the CPU can) rather than EVP for AES. */
-static int g_aes_ni = -1; /* -1: not decided yet (on where available) */
+/* Which AES the sessions made from now on use (BS_SRTP_AES_*); -1: not decided yet (the best). */
+static int g_aes = -1;
 
-static int aes_ni_on(void) {
-    if (g_aes_ni < 0)
-        g_aes_ni = bs_aes_available();
-    return g_aes_ni;
+static int aes_best(void) {
+    return bs_aes_wide_available() ? BS_SRTP_AES_NI_WIDE : bs_aes_available() ? BS_SRTP_AES_NI : BS_SRTP_AES_EVP;
 }
 
-int bs_srtp_set_aes_ni(int on) {
-    g_aes_ni = on && bs_aes_available();
-    return g_aes_ni;
+int bs_srtp_set_aes(int mode) {
+    int best = aes_best();
+    g_aes = mode < 0 || mode > best ? best : mode;
+    return g_aes;
 }
 
-int bs_srtp_aes_ni(void) { return aes_ni_on(); }
+int bs_srtp_aes(void) {
+    if (g_aes < 0)
+        g_aes = aes_best();
+    return g_aes;
+}
 
 typedef struct {
     bs_aes aes;          /* when fast: round keys and powers of H for aes_gcm.c */
@@ -204,7 +207,8 @@ static void keys_free(keys *k) {
 static int keys_init(keys *k, const profile_info *pi, const uint8_t *sk) {
     const uint8_t *enc_key = sk, *salt = sk + pi->key_len, *auth = salt + pi->salt_len;
     memcpy(k->salt, salt, pi->salt_len);
-    k->fast = aes_ni_on() && bs_aes_init(&k->aes, enc_key, pi->key_len);
+    int mode = bs_srtp_aes();
+    k->fast = mode != BS_SRTP_AES_EVP && bs_aes_init(&k->aes, enc_key, pi->key_len, mode == BS_SRTP_AES_NI_WIDE);
     if (k->fast && pi->auth_len == 0)
         return 1;
     if (!k->fast && (k->enc = EVP_CIPHER_CTX_new()) == NULL)

@@ -66,11 +66,15 @@ int bs_srtp_unprotect_rtcp(bs_srtp *s, bs_srtp_stream *st, uint8_t *buf, size_t 
 
 const char *bs_srtp_strerror(int err);
 
-/* AES on AES-NI / PCLMULQDQ (aes_gcm.c) or on OpenSSL's EVP, for sessions made from now on. On by
- * default where the CPU has the instructions; set returns what is now in force (0 on a CPU without
- * them whatever was asked). The output is the same either way. */
-int bs_srtp_set_aes_ni(int on);
-int bs_srtp_aes_ni(void);
+/* Which AES the sessions made from now on use: OpenSSL's EVP, or aes_gcm.c on AES-NI / PCLMULQDQ,
+ * with or without its 256-bit (VAES / VPCLMULQDQ) path. The default is the best the CPU has; set
+ * (a mode, or -1 for the best) returns the mode in force, which is never one the CPU lacks. The
+ * output is the same in every mode. */
+#define BS_SRTP_AES_EVP 0
+#define BS_SRTP_AES_NI 1
+#define BS_SRTP_AES_NI_WIDE 2
+int bs_srtp_set_aes(int mode);
+int bs_srtp_aes(void);
 
 /* Bytes protect_rtp / protect_rtcp append for this profile (the auth tag; E+index and tag). */
 int bs_srtp_rtp_overhead(const bs_srtp *s);

@@ -6,7 +6,7 @@
  *   SrtpSession.from_session_keys(profile, rtp_keys, rtcp_keys, inbound=False): no key derivation
  *                                        (test vectors that give session keys)
  *   sfu._native.SrtpError(ValueError)    every refused packet; sfu._native._srtp_kdf: RFC 3711 4.3;
- *   sfu._native.set_aes_ni / aes_ni      which AES the sessions made from now on use
+ *   sfu._native.set_aes / aes            which AES the sessions made from now on use
  *
  * Like a libsrtp session made from an SSRC_ANY_* template, it keeps one bs_srtp_stream per SSRC
  * (RTP and RTCP of an SSRC share it), created by the first packet of that SSRC that goes through:
@@ -346,20 +346,34 @@ static PyObject *srtp_kdf(PyObject *module, PyObject *args) {
     return out;
 }
 
-static PyObject *srtp_set_aes_ni(PyObject *self, PyObject *arg) {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0)
+static const char *const AES_NAMES[] = {"openssl", "aes-ni", "aes-ni-256"}; /* by BS_SRTP_AES_* */
+
+static PyObject *srtp_set_aes(PyObject *self, PyObject *arg) {
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "set_aes: a name ('auto', 'openssl', 'aes-ni', 'aes-ni-256')");
         return NULL;
-    return PyBool_FromLong(bs_srtp_set_aes_ni(on));
+    }
+    int mode = -2;
+    if (strcmp(name, "auto") == 0)
+        mode = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, AES_NAMES[i]) == 0)
+            mode = i;
+    if (mode == -2)
+        return PyErr_Format(PyExc_ValueError, "set_aes: unknown %R (auto, openssl, aes-ni, aes-ni-256)", arg);
+    return PyUnicode_FromString(AES_NAMES[bs_srtp_set_aes(mode)]);
 }
 
-static PyObject *srtp_aes_ni(PyObject *self, PyObject *unused) { return PyBool_FromLong(bs_srtp_aes_ni()); }
+static PyObject *srtp_aes(PyObject *self, PyObject *unused) { return PyUnicode_FromString(AES_NAMES[bs_srtp_aes()]); }
 
 static PyMethodDef module_functions[] = {
-    {"set_aes_ni", srtp_set_aes_ni, METH_O,
-     "set_aes_ni(on) -> bool: AES on AES-NI / PCLMULQDQ (True) or OpenSSL's EVP (False) for SRTP sessions made\n"
-     "from now on (SrtpSession, Egress, MediaSocket); returns what is in force (False on a CPU without them)."},
-    {"aes_ni", srtp_aes_ni, METH_NOARGS, "aes_ni() -> bool: whether new SRTP sessions use AES-NI (set_aes_ni)."},
+    {"set_aes", srtp_set_aes, METH_O,
+     "set_aes(name) -> name in force: the AES of SRTP sessions made from now on (SrtpSession, Egress,\n"
+     "MediaSocket): 'openssl' (EVP), 'aes-ni' (AES-NI / PCLMULQDQ), 'aes-ni-256' (and VAES / VPCLMULQDQ), or\n"
+     "'auto', the best the CPU has (the default). A mode the CPU lacks gives the best below it."},
+    {"aes", srtp_aes, METH_NOARGS, "aes() -> the AES new SRTP sessions use (see set_aes)."},
     {"_srtp_kdf", srtp_kdf, METH_VARARGS,
      "_srtp_kdf(master_key, master_salt, label, length) -> bytes: RFC 3711 4.3 key derivation (tests)."},
     {NULL},

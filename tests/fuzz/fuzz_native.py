@@ -8,8 +8,8 @@ datagram is
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
     must send the same bytes and keep the same state;
   * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
-    and unprotected and protected by a session on AES-NI (aes_gcm.c) and one on OpenSSL's EVP, which
-    must give the same bytes or the same refusal;
+    and unprotected and protected by sessions on each AES the CPU has (aes_gcm.c on AES-NI, with and
+    without its 256-bit path) and one on OpenSSL's EVP, which must give the same bytes or refusal;
   * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
     `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set,
     and counting the first datagrams' SSRCs (`follow`, the bench's light subscribers) when bit 1 is:
@@ -59,16 +59,16 @@ with instrumented():
 KEYS = {1: bytes(range(30)), 2: bytes(range(30)), 7: bytes(range(28)), 8: bytes(range(44))}
 
 
-def _session_pairs(inbound: bool) -> dict[int, tuple[Any, Any]]:
-    """Per profile, a session on AES-NI (where the CPU has it) and one on EVP, keyed alike."""
-    default, pairs = _native.aes_ni(), {}
+def _session_pairs(inbound: bool) -> dict[int, list[Any]]:
+    """Per profile, sessions keyed alike on EVP and on each AES the CPU has (EVP first)."""
+    default, sessions = _native.aes(), {}
     for profile, key in KEYS.items():
-        _native.set_aes_ni(True)
-        fast = _native.SrtpSession(profile, key, inbound)
-        _native.set_aes_ni(False)
-        pairs[profile] = (fast, _native.SrtpSession(profile, key, inbound))
-    _native.set_aes_ni(default)
-    return pairs
+        sessions[profile] = []
+        for name in ("openssl", "aes-ni", "aes-ni-256"):
+            if _native.set_aes(name) == name:
+                sessions[profile].append(_native.SrtpSession(profile, key, inbound))
+    _native.set_aes(default)
+    return sessions
 
 
 RECEIVE, SEND = _session_pairs(True), _session_pairs(False)
@@ -82,11 +82,12 @@ def _srtp_outcome(call: Any, packet: bytes) -> Any:
 
 
 def _check_srtp(packet: bytes) -> None:
-    for pairs, methods in ((RECEIVE, ("unprotect", "unprotect_rtcp")), (SEND, ("protect", "protect_rtcp"))):
-        for fast, evp in pairs.values():
+    for sessions, methods in ((RECEIVE, ("unprotect", "unprotect_rtcp")), (SEND, ("protect", "protect_rtcp"))):
+        for evp, *fast in sessions.values():
             for method in methods:
-                if _srtp_outcome(getattr(fast, method), packet) != _srtp_outcome(getattr(evp, method), packet):
-                    raise Finding(f"SrtpSession.{method} on AES-NI and on EVP disagree (profile {fast.profile})")
+                expected = _srtp_outcome(getattr(evp, method), packet)
+                if any(_srtp_outcome(getattr(s, method), packet) != expected for s in fast):
+                    raise Finding(f"SrtpSession.{method} on AES-NI and on EVP disagree (profile {evp.profile})")
 
 STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
          "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops", "max_sid",

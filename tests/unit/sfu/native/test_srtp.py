@@ -5,8 +5,9 @@ The RFC 7714 vectors (sections 16-17) give session keys, so they go through
 SrtpSession.from_session_keys; RFC 3711 B.2 and B.3 go through the key derivation (_srtp_kdf, whose
 AES-CM PRF with label 0 is the B.2 keystream generator).
 
-Every test runs on both implementations of AES (`aes`): AES-NI / PCLMULQDQ (aes_gcm.c, the default
-where the CPU has them) and OpenSSL's EVP; test_aes_implementations_agree compares the two."""
+Every test runs on each implementation of AES the CPU can run (`aes`): OpenSSL's EVP, and aes_gcm.c
+on AES-NI / PCLMULQDQ with and without its 256-bit VAES / VPCLMULQDQ path (the default is the best
+the CPU has); test_aes_implementations_agree compares each with EVP."""
 
 from __future__ import annotations
 
@@ -36,16 +37,22 @@ def data_path() -> Iterator[None]:
     yield
 
 
-AES_IMPLEMENTATIONS = ["aes-ni", "openssl"] if _native.set_aes_ni(True) else ["openssl"]
+_DEFAULT_AES = _native.aes()
+AES_IMPLEMENTATIONS = [name for name in ("aes-ni-256", "aes-ni", "openssl") if _native.set_aes(name) == name]
+_native.set_aes(_DEFAULT_AES)
 
 
 @pytest.fixture(autouse=True, params=AES_IMPLEMENTATIONS)
 def aes(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Sessions made in the test use this AES; the default (AES-NI where the CPU has it) comes back."""
-    before = _native.aes_ni()
-    assert _native.set_aes_ni(request.param == "aes-ni") == (request.param == "aes-ni")
+    """Sessions made in the test use this AES; the default (the best the CPU has) comes back."""
+    before = _native.aes()
+    assert _native.set_aes(request.param) == request.param
     yield request.param
-    _native.set_aes_ni(before)
+    _native.set_aes(before)
+
+
+def test_the_default_is_the_best_the_cpu_has() -> None:
+    assert _native.set_aes("auto") == AES_IMPLEMENTATIONS[0]
 
 
 def key_for(profile: int, seed: int = 1) -> bytes:
@@ -449,19 +456,20 @@ def test_against_independent_references() -> None:
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_aes_implementations_agree(profile: int, aes: str) -> None:
-    """Sessions on AES-NI and on EVP give the same bytes for headers and payloads of every length
-    around the 16-byte block (the GCM additional data and the CTR tail) and up to a jumbo packet,
-    and each one reads the other's output."""
+    """Sessions on aes_gcm.c and on EVP give the same bytes for headers and payloads of every length
+    around the 16-byte block (the GCM additional data, the CTR tail) and around the 128- and 256-byte
+    runs of the wide path, up to a jumbo packet, and each one reads the other's output."""
     key = key_for(profile, seed=7)
-    _native.set_aes_ni(False)
+    _native.set_aes("openssl")
     evp_tx, evp_rx = SrtpSession(profile, key, False), SrtpSession(profile, key, True)
-    _native.set_aes_ni(aes == "aes-ni")
+    _native.set_aes(aes)
     tx, rx = SrtpSession(profile, key, False), SrtpSession(profile, key, True)
     rng = random.Random(profile)
     seq = 0
     for csrcs in range(0, 4):
         for ext_words in (0, 1, 2, 3, 4):
-            for size in [*range(0, 40), *range(120, 136), *range(248, 264), 1000, 1183, 4000, 9000]:
+            for size in [*range(0, 40), *range(110, 150), *range(240, 280), *range(376, 400), 1000, 1183, 4000,
+                         9000]:
                 seq += 1
                 ext = ("one", [(1, rng.randbytes(ext_words * 4 - 1))]) if ext_words else None
                 packet = rtp(seq, 0x51, rng.randbytes(size), csrcs=tuple(range(csrcs)), ext=ext)
