@@ -46,7 +46,7 @@ from aiortc import rtp as artp
 from aiortc import sdp as asdp
 from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 from sfu import consent, ice_tcp, media_socket, udp_mux
 from sfu import sdp as sdpmod
@@ -342,6 +342,20 @@ def _codec_compatible(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> boo
     return True
 
 
+def _copy_codec(codec: Any, memo: Any = None) -> Any:
+    """`copy.deepcopy` for what aiortc's `find_common_codecs` copies (every codec of every remote
+    description it applies): the same result for RTCRtpCodecParameters, whose fields are strings,
+    numbers, a list of (type, parameter) feedback entries and a dict of strings and numbers, built
+    directly in ~3 µs instead of deepcopy's ~30 µs (≈ 3 % of the SFU's CPU per join in a burst)."""
+    if type(codec) is not RTCRtpCodecParameters:
+        return copy.deepcopy(codec, memo)
+    return RTCRtpCodecParameters(mimeType=codec.mimeType, clockRate=codec.clockRate, channels=codec.channels,
+                                 payloadType=codec.payloadType,
+                                 rtcpFeedback=[RTCRtcpFeedback(type=f.type, parameter=f.parameter)
+                                               for f in codec.rtcpFeedback],
+                                 parameters=dict(codec.parameters))
+
+
 # Payload types an answer takes from the offer. aiortc keeps only 96-127 and renumbers the rest with
 # its own, dropping their RTX (whose apt then names nothing); Chromium offers AV1 and some H.264 at
 # 35-63, which RFC 5761 §4 leaves dynamic when RTP and RTCP share a port (always, in WebRTC).
@@ -352,6 +366,8 @@ def _install() -> None:
     _add_forwarded_codecs()
     artp.DYNAMIC_PAYLOAD_TYPES = DYNAMIC_PAYLOAD_TYPES  # type: ignore[assignment]
     _artc_pc.is_codec_compatible = _codec_compatible
+    # (the module uses `copy` for nothing else)
+    _artc_pc.copy = types.SimpleNamespace(deepcopy=_copy_codec)  # type: ignore[assignment]
     _artc_receiver.RemoteBitrateEstimator = _receive_estimator  # type: ignore[misc, assignment]
     aioice.ice.get_host_addresses = _host_addresses
     # aioice always binds port 0; its module sees an `asyncio` whose loop honours the port range

@@ -201,8 +201,8 @@ class Settings:
         default=True,
         metadata={"group": "media",
                   "help": "datapath=native: SRTP's AES-GCM and AES-CM run on the CPU's AES-NI and PCLMULQDQ "
-                          "instructions where it has them (false: on OpenSSL's EVP; the same bytes, more CPU "
-                          "per packet)"},
+                          "instructions (and VAES / VPCLMULQDQ) where it has them (false: on OpenSSL's EVP; the "
+                          "same bytes, more CPU per packet)"},
     )
     retransmit_budget: float = field(
         default=0.5,

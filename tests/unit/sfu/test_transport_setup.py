@@ -321,3 +321,37 @@ async def test_a_restart_may_supersede_one_still_checking():
     finally:
         await c.close()
         await d.close()
+
+
+def test_the_codec_copy_aiortc_negotiates_with_equals_a_deep_copy():
+    """aiortc's find_common_codecs copies every codec of every description applied; the direct copy
+    that replaces its deepcopy gives equal, independent objects, and the same common codecs."""
+    import copy
+
+    from aiortc import codecs as artc_codecs
+    from aiortc import rtcpeerconnection as artc_pc
+    from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+
+    local = artc_codecs.CODECS["video"] + artc_codecs.CODECS["audio"]
+    h264 = [c for c in local if c.mimeType == "video/H264"]
+    assert h264 and all(c.parameters for c in h264) and any(c.rtcpFeedback for c in local)
+    for codec in local:
+        copied = tr._copy_codec(codec)
+        assert copied == copy.deepcopy(codec) and copied is not codec
+        copied.parameters["x"] = 1
+        copied.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+        assert "x" not in codec.parameters and codec.rtcpFeedback != copied.rtcpFeedback
+    assert tr._copy_codec([1, [2]]) == [1, [2]]  # anything else: copy.deepcopy
+    remote = [RTCRtpCodecParameters(mimeType=c.mimeType, clockRate=c.clockRate, channels=c.channels,
+                                    payloadType=(c.payloadType or 0) + 1, rtcpFeedback=c.rtcpFeedback[:1],
+                                    parameters=dict(c.parameters)) for c in local]
+    remote = [c for c in remote if c.mimeType.lower() != "video/rtx"]
+    ours = artc_pc.find_common_codecs(local, remote)
+    saved = artc_pc.copy
+    assert saved.deepcopy is tr._copy_codec
+    artc_pc.copy = copy
+    try:
+        theirs = artc_pc.find_common_codecs(local, remote)
+    finally:
+        artc_pc.copy = saved
+    assert ours == theirs and len(ours) >= 5
