@@ -351,10 +351,35 @@ def spatial_layers(rec: PublishedTrack[DownTrack]) -> list[LayerInfo] | None:
     return out
 
 
-def _requested_spatial(spatial: list[LayerInfo], dt: DownTrack) -> LayerInfo | None:
-    """The spatial layer `dt`'s subscriber asked for (None: off); `spatial` is indexed by spatial id."""
-    want = requested_index(spatial, dt.request_layer, dt.request_width, dt.request_height)
-    return None if want is None else spatial[want]
+class _TrackView:
+    """What every DownTrack of one track is judged against in one evaluation, worked out once: its
+    layers, the SVC spatial layers (None unless SVC), the simulcast layers arriving, and each
+    distinct request's index (subscribers mostly ask alike). Nothing an evaluation does to a
+    DownTrack changes these."""
+
+    __slots__ = ("spatial", "layers", "available", "_requested")
+
+    def __init__(self, rec: PublishedTrack[DownTrack], now: float) -> None:
+        self.spatial = spatial_layers(rec)
+        self.layers = list(rec.layers.values())
+        self.available = [] if self.spatial is not None else [
+            LayerInfo(x.index, x.bitrate, x.width, x.height) for x in self.layers if x.arriving(now)]
+        self._requested: dict[tuple[str | None, int | None, int | None], int | None] = {}
+
+    @property
+    def single_layer(self) -> bool:
+        """Neither simulcast nor SVC (`LayerSelector.estimate` trusts a low estimate less there)."""
+        return len(self.layers) <= 1 and self.spatial is None
+
+    def requested(self, dt: DownTrack) -> int | None:
+        """`requested_index` of `dt`'s request over the spatial layers (SVC) or the layers."""
+        key = (dt.request_layer, dt.request_width, dt.request_height)
+        try:
+            return self._requested[key]
+        except KeyError:
+            choices = self.spatial if self.spatial is not None else self.layers
+            want = self._requested[key] = requested_index(choices, *key)
+            return want
 
 
 def _best_requested(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
@@ -430,7 +455,7 @@ class LayerSelector:
             except Exception:  # a policy bug must not stop future evaluations
                 STATS.task_error("layer_selection", log)
 
-    def _allocate(self) -> None:
+    def _allocate(self, views: dict[str, _TrackView] | None = None, now: float | None = None) -> None:
         """Share each REMB among the video DownTracks it covers (`share_budget`): one subscriber's
         DownTracks given an estimate by the same REMB (`DownTrack.remb_scope`). A DownTrack's
         demand is the rate of the best layer it may have: the highest announced one at or below its
@@ -440,12 +465,17 @@ class LayerSelector:
         for rec in self.tracks():
             if rec.kind != "video":
                 continue
-            spatial = spatial_layers(rec)
-            choices: Sequence[LayerInfo | Layer] = spatial or list(rec.layers.values())
+            view = views[rec.id] if views is not None else _TrackView(rec, time.monotonic() if now is None else now)
+            spatial = view.spatial
+            choices: Sequence[LayerInfo | Layer] = spatial or view.layers
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
             for dt in rec.downtracks:
-                top = _best_requested(rec, dt) if spatial is None else _requested_spatial(spatial, dt)
-                if top is not None and dt.remb_bps:
+                if not dt.remb_bps:
+                    continue
+                want_index = view.requested(dt)
+                top = pick(view.layers, want_index) if spatial is None else (
+                    None if want_index is None else spatial[want_index])
+                if top is not None:
                     want = (dt, _rate(top), rec.source == "screen", lowest)
                     wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append(want)
         shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
@@ -458,12 +488,13 @@ class LayerSelector:
         self._shares = shares
 
     def evaluate(self, now: float) -> None:
-        self._allocate()
-        for rec in self.tracks():
-            if rec.kind != "video":
-                continue
+        tracks = [rec for rec in self.tracks() if rec.kind == "video"]
+        views = {rec.id: _TrackView(rec, now) for rec in tracks}
+        self._allocate(views)
+        for rec in tracks:
+            view = views[rec.id]
             for dt in list(rec.downtracks):
-                self._evaluate_downtrack(rec, dt, now)
+                self._evaluate_downtrack(rec, dt, now, view)
                 if dt.waiting_for_keyframe and dt.target is not None:  # (waiting implies a target)
                     # the PLI may have been lost or throttled, and Chromium sends no periodic
                     # keyframes: ask again
@@ -471,12 +502,14 @@ class LayerSelector:
             self._update_dynacast(rec, now)
 
     def evaluate_one(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> None:
-        self._allocate()  # a changed request changes the subscriber's demands
-        self._evaluate_downtrack(rec, dt, time.monotonic())
+        now = time.monotonic()
+        self._allocate(now=now)  # a changed request changes the subscriber's demands
+        self._evaluate_downtrack(rec, dt, now, _TrackView(rec, now))
         self._update_dynacast(rec, time.monotonic())
 
     @staticmethod
-    def estimate(dt: DownTrack, now: float, share: float | None = None) -> float | None:
+    def estimate(dt: DownTrack, now: float, share: float | None = None,
+                 single_layer: bool | None = None) -> float | None:
         """The subscriber's downlink estimate as the policy uses it for `dt`: its REMB (None before the
         first), or `share` of it when the subscriber receives more than one video track, for a track
         without simulcast raised to what its receiver reports show it receiving without loss
@@ -486,25 +519,30 @@ class LayerSelector:
         (a pause), so it takes more than the client's word — loss, or the subscriber falling behind.
         With simulcast a low estimate moves the subscriber to a lower layer at full frame rate, a
         cheap step that is undone as the estimate recovers, and a squeezed downlink must be able to
-        cause it before it shows as loss (delay-based estimators exist to act before loss)."""
+        cause it before it shows as loss (delay-based estimators exist to act before loss).
+        `single_layer`: whether `dt`'s track is neither (worked out when not given)."""
         if not dt.remb_bps:
             return None
         estimate = float(dt.remb_bps) if share is None else share
-        if dt.current is None or dt.delivered_at is None or len(dt.track.layers) > 1 or spatial_layers(dt.track):
+        if dt.current is None or dt.delivered_at is None:
+            return estimate
+        if single_layer is None:
+            single_layer = len(dt.track.layers) <= 1 and spatial_layers(dt.track) is None
+        if not single_layer:
             return estimate
         floor = delivered_floor(dt.delivered_bps, dt.delivered_share, now - dt.delivered_at,
                                 dt.recent_loss(now), _rate(dt.current))
         return max(estimate, floor)
 
-    def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float) -> None:
-        spatial = spatial_layers(rec)
-        if spatial is not None:
-            self._evaluate_spatial(rec, dt, spatial, now)
+    def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float,
+                            view: _TrackView) -> None:
+        if view.spatial is not None:
+            self._evaluate_spatial(rec, dt, view, now)
             return
-        layers = list(rec.layers.values())
-        available = [LayerInfo(x.index, x.bitrate, x.width, x.height) for x in layers if x.arriving(now)]
-        requested = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
-        estimate = self.estimate(dt, now, self._shares.get(dt))
+        layers = view.layers
+        available = view.available
+        requested = view.requested(dt)
+        estimate = self.estimate(dt, now, self._shares.get(dt), view.single_layer)
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
@@ -518,16 +556,18 @@ class LayerSelector:
                 self.notify(dt.subscriber_id, {"type": "paused", "track": rec.id, "paused": target is None,
                                                "reason": decision.reason})
 
-    def _evaluate_spatial(self, rec: PublishedTrack[DownTrack], dt: DownTrack, spatial: list[LayerInfo],
+    def _evaluate_spatial(self, rec: PublishedTrack[DownTrack], dt: DownTrack, view: _TrackView,
                           now: float) -> None:
         """`decide` over an SVC stream's spatial layers: the DownTrack forwards the stream, capped at
         the spatial layer decided (down at the next picture, up at a key picture)."""
-        stream = next(iter(rec.layers.values()))
+        spatial = view.spatial
+        assert spatial is not None
+        stream = view.layers[0]
         available = spatial if stream.arriving(now) else []
-        requested = requested_index(spatial, dt.request_layer, dt.request_width, dt.request_height)
+        requested = view.requested(dt)
         state = self.state(dt)
         state.current = None if dt.target is None else min(dt.target_sid, spatial[-1].index)
-        decision = decide(state, available, requested, self.estimate(dt, now, self._shares.get(dt)),
+        decision = decide(state, available, requested, self.estimate(dt, now, self._shares.get(dt), False),
                           dt.recent_loss(now), now)
         dt.max_tid = decision.max_tid
         was_paused = dt.paused
