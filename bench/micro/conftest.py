@@ -19,6 +19,7 @@ from sfu.transport import RecvSlot, SendSlot
 MID_IN, AST_IN = 9, 2  # the publisher's extension ids (Chrome's numbering)
 MID_OUT, AST_OUT = 4, 3  # what a subscriber m-line negotiated
 PACKET_SIZE = 1200
+BATCH_SUBSCRIBERS = 100  # subscribers of the track in the LayerSelector benchmark
 
 
 def srtp_pair() -> tuple[Session, Session]:
