@@ -75,8 +75,9 @@ def configure_retransmission(budget: float) -> None:
 # (last_seq, last_ts, last_sent_at, last_pid, last_tl0, rtx_seq, started)
 Continuity = tuple[int, int, float, int, int, int, bool]
 # One packet sent, as a NACK needs it: (our seq, the source packet's PacketRing, its serial there,
-# its seq there, ts_off, pid_off, tl0_off, when it was forwarded)
-Sent = tuple[int, Any, int, int, int, int, int, float]
+# its seq there, ts_off, pid_off, tl0_off, when it was forwarded, whether we set its marker: the
+# subscriber's picture ended there)
+Sent = tuple[int, Any, int, int, int, int, int, float, bool]
 
 
 def _newer16(a: int, b: int) -> bool:
@@ -266,7 +267,7 @@ class DownTrack:
     def _rebuild(self, entry: Sent, data: bytes) -> bytes:
         """The packet `entry` describes, byte for byte as it was sent (its abs-send-time too), from
         `data`, its source packet."""
-        out_seq, _ring, _serial, _in_seq, ts_off, pid_off, tl0_off, sent_at = entry
+        out_seq, _ring, _serial, _in_seq, ts_off, pid_off, tl0_off, sent_at, end = entry
         view = rtp.parse(data)  # it parsed when it was forwarded
         picture = None
         if self.picture_codec:
@@ -275,9 +276,8 @@ class DownTrack:
                 picture = rtp.picture_descriptor(self.picture_codec, payload)
             except rtp.RtpError:
                 pass
-        # (the marker as the spatial layer forwarded now would have it: a switch between the send and
-        # the NACK is rare, and a retransmission then lacks or has one marker the original had not)
-        end = picture is not None and self.max_sid < SID_ALL and picture.end and picture.sid == self.max_sid
+        # (the marker as it was sent, whatever spatial layer is forwarded now, and for AV1, whose
+        # layers the dependency descriptor gives and the rebuild does not read)
         return self._rewrite(data, view, picture, out_seq, (view.ts + ts_off) & 0xFFFFFFFF, pid_off, tl0_off, sent_at,
                              end)
 
@@ -331,7 +331,7 @@ class DownTrack:
         out = self._rewrite(data, view, picture, out_seq, out_ts, self.pid_off, self.tl0_off, now, end)
         ring = layer.ring
         self.cache[out_seq & CACHE_MASK] = (out_seq, ring, ring.store(view.seq, data), view.seq, self.ts_off,
-                                            self.pid_off, self.tl0_off, now)
+                                            self.pid_off, self.tl0_off, now, end)
         if _newer16(out_seq, self.last_seq) or not self.started:
             self.last_seq = out_seq
             self.last_ts = out_ts

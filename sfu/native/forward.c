@@ -543,6 +543,7 @@ typedef struct {
     uint16_t pid_off;
     uint16_t resent_seq;
     uint8_t tl0_off;
+    uint8_t end; /* we set its marker: the subscriber's picture ended there */
     uint8_t resent_valid;
 } sent_entry;
 
@@ -859,7 +860,7 @@ static void dtc_rewrite_two_byte(DownTrackCore *s, uint8_t *buf, size_t i, size_
 /* remember the packet sent as our `seq`: its source (`serial` in `ring`, with its seq `in_seq`) and
  * the offsets the rewrite applied */
 static void sent_store(DownTrackCore *s, uint16_t seq, PyObject *ring, unsigned long long serial, uint16_t in_seq,
-                       double now) {
+                       double now, int end) {
     if (!s->cache && !(s->cache = calloc(CACHE_SIZE, sizeof(sent_entry))))
         return; /* (then NACKs find nothing) */
     sent_entry *e = &s->cache[seq & CACHE_MASK];
@@ -870,6 +871,7 @@ static void sent_store(DownTrackCore *s, uint16_t seq, PyObject *ring, unsigned 
     e->in_seq = in_seq;
     e->pid_off = (uint16_t)s->pid_off;
     e->tl0_off = (uint8_t)s->tl0_off;
+    e->end = (uint8_t)(end != 0);
     if (e->ring != ring) {
         Py_INCREF(ring);
         Py_XSETREF(e->ring, ring);
@@ -962,10 +964,9 @@ static size_t dtc_rebuild(DownTrackCore *s, const sent_entry *e, const uint8_t *
         return 0;
     int have_pic = s->picture_codec &&
                    bs_picture_parse(s->picture_codec, src + v.payload_start, v.payload_end - v.payload_start, &pic) == 0;
-    /* (the marker as the spatial layer forwarded now would have it, as in DownTrack._rebuild) */
-    int end = have_pic && s->max_sid < BS_SID_ALL && pic.end && pic.sid == s->max_sid;
+    /* (the marker as it was sent, as in DownTrack._rebuild) */
     return dtc_rewrite(s, src, n, &v, have_pic ? &pic : NULL, e->seq, (v.ts + e->ts_off) & 0xFFFFFFFFu, e->pid_off,
-                       e->tl0_off, e->sent_at, end, out);
+                       e->tl0_off, e->sent_at, e->end, out);
 }
 
 /* One DownTrack's share of a packet: DownTrack.forward. 0 on success (sent or skipped), -1 on a
@@ -1028,7 +1029,7 @@ static int dtc_forward(DownTrackCore *s, const uint8_t *data, size_t n, const bs
         if (!*serial)
             *serial = bs_ring_store(ring, v->seq, data, n);
         if (*serial)
-            sent_store(s, out_seq, ring, *serial, v->seq, now);
+            sent_store(s, out_seq, ring, *serial, v->seq, now, end);
     }
     if (newer16(out_seq, (uint16_t)s->last_seq) || !s->started) {
         s->last_seq = out_seq;

@@ -91,6 +91,20 @@ def test_an_av1_downswitch_is_at_the_next_picture_and_an_upswitch_waits_for_a_ke
         (1005, False, 0), (1006, False, 1), (1007, True, 2)]
 
 
+def test_a_nacked_av1_packet_comes_back_with_the_marker_it_was_sent_with():
+    """A subscriber capped at layer 1 gets its picture's end marked on the layer-1 packet, which the
+    publisher sent without one: a NACK for it is answered with the packet as sent, marker and all."""
+    ingress, rec, pub, dt, sub = av1()
+    dt.set_spatial(1)
+    for p in av1_picture(10, 100, key=True):
+        ingress.on_rtp(p, 1.0)
+    assert [(seq, marker) for seq, marker, _, _ in forwarded(sub.rtp)] == [(1000, False), (1001, True)]
+    dt.on_nack([1001, 1000], 1.2)
+    header = [rtp.parse(p).payload_start for p in sub.rtp[:2]]  # (fixed header and extensions)
+    assert sub.rtp[2:] == [P.rtx(sub.rtp[1], rig.OUT_RTX_PT["AV1"], 301, rig.OUT_RTX_SSRC, header[1]),
+                           P.rtx(sub.rtp[0], rig.OUT_RTX_PT["AV1"], 302, rig.OUT_RTX_SSRC, header[0])]
+
+
 def test_an_av1_packet_whose_descriptor_cannot_be_read_is_dropped_and_counted():
     ingress, rec, pub, dt, sub = av1()
     before = dict(STATS.dropped)

@@ -173,6 +173,22 @@ def test_a_nacked_svc_packet_comes_back_with_the_marker_it_was_sent_with():
     assert sub.rtp[2:] == [P.rtx(sub.rtp[0], rig.OUT_RTX_PT["VP9"], 301, rig.OUT_RTX_SSRC)]
 
 
+def test_a_nack_after_a_spatial_upswitch_gets_the_marker_the_packet_was_sent_with():
+    """Capped at layer 0, a picture's layer-0 packet ends the subscriber's picture (marker); after an
+    upswitch the same packet, NACKed, still does: the marker is the one sent, not the one the
+    layer forwarded now would give it."""
+    ingress, rec, pub, dt, sub = svc()
+    dt.set_spatial(0)
+    for p in svc_picture(10, 40, 5, key=True):
+        ingress.on_rtp(p, 1.0)
+    dt.set_spatial(2)
+    for p in svc_picture(13, 41, 6, key=True):
+        ingress.on_rtp(p, 1.04)
+    assert dt.max_sid == 2 and forwarded(sub.rtp)[0] == (1000, 40, True, 0)
+    dt.on_nack([1000], 1.2)
+    assert sub.rtp[-1] == P.rtx(sub.rtp[0], rig.OUT_RTX_PT["VP9"], 301, rig.OUT_RTX_SSRC)
+
+
 def test_a_vp8_track_ignores_a_spatial_cap():
     ingress, rec, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media")])
     dt, sub = rig.subscribe(rec)
