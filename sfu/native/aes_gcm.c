@@ -6,10 +6,15 @@
  * reduction modulo x^128 + x^7 + x^2 + x + 1). Two things make it fast enough to matter:
  *  - CTR encrypts eight blocks at a time, so the AESENC latency of one block hides behind the
  *    others (one block at a time would cost ≈ 1 µs for 1,000 bytes);
- *  - GHASH multiplies four blocks by H^4, H^3, H^2, H and reduces once: the shift and the reduction
- *    are linear, so the sum of the unreduced products reduces to the sum of the products.
+ *  - GHASH multiplies eight blocks by H^8, ..., H (Karatsuba: three multiplies each) and reduces
+ *    once: the shift and the reduction are linear, so the sum of the unreduced products reduces to
+ *    the sum of the products.
  * The functions carry a target attribute, so the rest of the module builds without -maes and a CPU
- * without the instructions never runs them (bs_aes_available gates every use).
+ * without the instructions never runs them (bs_aes_available gates every use; bs_aes_init itself
+ * has no target attribute, so nothing of it can run before its check). The 256-bit path needs a
+ * compiler with the VAES / VPCLMULQDQ intrinsics (GCC 10, clang 10); an older one builds without it.
+ * Key material on the stack (the key schedule, a keystream block) is wiped through a compiler
+ * barrier, so the wipe cannot be dropped as a dead store.
  */
 #include "aes_gcm.h"
 
@@ -18,6 +23,22 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
+
+#if (defined(__clang__) && __clang_major__ >= 10) || (!defined(__clang__) && __GNUC__ >= 10)
+#define BS_AES_WIDE 1
+#endif
+#ifndef bit_VAES
+#define bit_VAES (1 << 9)
+#endif
+#ifndef bit_VPCLMULQDQ
+#define bit_VPCLMULQDQ (1 << 10)
+#endif
+
+/* memset that survives dead-store elimination: the barrier says the memory may be read */
+static inline void wipe(void *p, size_t n) {
+    memset(p, 0, n);
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
 
 #define BS_AES_TARGET __attribute__((target("aes,pclmul,ssse3,sse4.1")))
 #define BS_WIDE_TARGET __attribute__((target("aes,pclmul,ssse3,sse4.1,avx,avx2,vaes,vpclmulqdq")))
@@ -30,6 +51,9 @@ int bs_aes_available(void) {
 }
 
 int bs_aes_wide_available(void) {
+#ifndef BS_AES_WIDE
+    return 0;
+#endif
     unsigned a, b, c, d, xcr0_lo, xcr0_hi;
     if (!bs_aes_available() || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX))
         return 0;
@@ -140,7 +164,7 @@ BS_AES_TARGET static inline __m128i kara_reduce(__m128i lo, __m128i mid, __m128i
 }
 
 /* x (reflected) after absorbing nblocks whole blocks of p: eight blocks per reduction while they
- * last (x·H^8 + b1·H^7 + ... + b7·H), then four, then one at a time. */
+ * last ((x ^ b0)·H^8 + b1·H^7 + ... + b7·H), then four, then one at a time. */
 static __m128i ghash_wide(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks);
 
 BS_AES_TARGET static __m128i ghash_blocks(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks) {
@@ -173,6 +197,8 @@ BS_AES_TARGET static __m128i ghash_blocks(const bs_aes *k, __m128i x, const uint
 }
 
 /* ---- the 256-bit path (VAES, VPCLMULQDQ): two blocks per instruction --------------------------- */
+
+#ifdef BS_AES_WIDE
 
 #define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 #define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), (v))
@@ -255,6 +281,17 @@ BS_WIDE_TARGET static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p
     }
     return _mm256_castsi256_si128(c);
 }
+
+#else /* a compiler without the intrinsics: bs_aes_wide_available says 0, so these never run */
+static __m128i ghash_wide(const bs_aes *k, __m128i x, const uint8_t *p, size_t nblocks) {
+    (void)k, (void)p, (void)nblocks;
+    return x;
+}
+static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
+    (void)k, (void)p, (void)n;
+    return rctr;
+}
+#endif
 
 /* x after absorbing p[0..n) zero-padded to whole blocks. */
 BS_AES_TARGET static __m128i ghash_padded(const bs_aes *k, __m128i x, const uint8_t *p, size_t n) {
@@ -352,16 +389,13 @@ BS_AES_TARGET static void ctr_run(const bs_aes *k, __m128i rctr, uint8_t *p, siz
         ST(ks, encrypt1(k, bswap128(rctr)));
         for (size_t i = 0; i < n; i++)
             p[i] ^= ks[i];
+        wipe(ks, sizeof(ks));
     }
 }
 
 /* ---- API --------------------------------------------------------------------------------------- */
 
-BS_AES_TARGET int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int wide) {
-    memset(k, 0, sizeof(*k));
-    if ((key_len != 16 && key_len != 32) || !bs_aes_available())
-        return 0;
-    k->wide = wide && bs_aes_wide_available();
+BS_AES_TARGET static void setup(bs_aes *k, const uint8_t *key, size_t key_len) {
     __m128i rk[15];
     expand(rk, key, key_len);
     k->rounds = key_len == 16 ? 10 : 14;
@@ -377,7 +411,15 @@ BS_AES_TARGET int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int
         __m128i hi = LD(k->h[i]);
         ST(k->hf[i], _mm_xor_si128(hi, _mm_shuffle_epi32(hi, 0x4e)));
     }
-    memset(rk, 0, sizeof(rk));
+    wipe(rk, sizeof(rk));
+}
+
+int bs_aes_init(bs_aes *k, const uint8_t *key, size_t key_len, int wide) {
+    memset(k, 0, sizeof(*k));
+    if ((key_len != 16 && key_len != 32) || !bs_aes_available())
+        return 0;
+    setup(k, key, key_len);
+    k->wide = wide && bs_aes_wide_available();
     return 1;
 }
 
