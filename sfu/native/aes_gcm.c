@@ -235,50 +235,38 @@ BS_WIDE_TARGET static __m128i ghash_wide(const bs_aes *k, __m128i x, const uint8
     return x;
 }
 
+/* XOR 32·m bytes of p with the keystream of the m registers' counter pairs from *c on (m ≤ 8, a
+ * constant where it is inlined, so the loops unroll and b stays in registers). */
+__attribute__((always_inline)) BS_WIDE_TARGET static inline void ctr_wide_step(const bs_aes *k, __m256i *c,
+                                                                             uint8_t *p, const int m) {
+    const int R = k->rounds;
+    __m256i b[8];
+    const __m256i k0 = _mm256_broadcastsi128_si256(LD(k->rk[0]));
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        b[i] = _mm256_xor_si256(bswap256(_mm256_add_epi32(*c, _mm256_set_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i))), k0);
+    *c = _mm256_add_epi32(*c, _mm256_set_epi32(0, 0, 0, 2 * m, 0, 0, 0, 2 * m));
+    for (int r = 1; r < R; r++) {
+        const __m256i kr = _mm256_broadcastsi128_si256(LD(k->rk[r]));
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++)
+            b[i] = _mm256_aesenc_epi128(b[i], kr);
+    }
+    const __m256i kl = _mm256_broadcastsi128_si256(LD(k->rk[R]));
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        ST256(p + 32 * i, _mm256_xor_si256(LD256(p + 32 * i), _mm256_aesenclast_epi128(b[i], kl)));
+}
+
 /* AES-CTR over the first n / 128 * 128 bytes of p, 16 or 8 blocks at a time; returns the counter
  * (byte-reversed) of the first block not done. */
 BS_WIDE_TARGET static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
-    const int R = k->rounds;
     /* lanes: the counter and the counter + 1 */
     __m256i c = _mm256_add_epi32(_mm256_broadcastsi128_si256(rctr), _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0));
-    for (; n >= 256; n -= 256, p += 256) {
-        __m256i b[8];
-        const __m256i k0 = _mm256_broadcastsi128_si256(LD(k->rk[0]));
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            b[i] = _mm256_xor_si256(bswap256(_mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i))),
-                                    k0);
-        c = _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 16, 0, 0, 0, 16));
-        for (int r = 1; r < R; r++) {
-            const __m256i kr = _mm256_broadcastsi128_si256(LD(k->rk[r]));
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++)
-                b[i] = _mm256_aesenc_epi128(b[i], kr);
-        }
-        const __m256i kl = _mm256_broadcastsi128_si256(LD(k->rk[R]));
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            ST256(p + 32 * i, _mm256_xor_si256(LD256(p + 32 * i), _mm256_aesenclast_epi128(b[i], kl)));
-    }
-    if (n >= 128) {
-        __m256i b[4];
-        const __m256i k0 = _mm256_broadcastsi128_si256(LD(k->rk[0]));
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            b[i] = _mm256_xor_si256(bswap256(_mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 2 * i, 0, 0, 0, 2 * i))),
-                                    k0);
-        c = _mm256_add_epi32(c, _mm256_set_epi32(0, 0, 0, 8, 0, 0, 0, 8));
-        for (int r = 1; r < R; r++) {
-            const __m256i kr = _mm256_broadcastsi128_si256(LD(k->rk[r]));
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++)
-                b[i] = _mm256_aesenc_epi128(b[i], kr);
-        }
-        const __m256i kl = _mm256_broadcastsi128_si256(LD(k->rk[R]));
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            ST256(p + 32 * i, _mm256_xor_si256(LD256(p + 32 * i), _mm256_aesenclast_epi128(b[i], kl)));
-    }
+    for (; n >= 256; n -= 256, p += 256)
+        ctr_wide_step(k, &c, p, 8);
+    if (n >= 128)
+        ctr_wide_step(k, &c, p, 4);
     return _mm256_castsi256_si128(c);
 }
 
@@ -335,48 +323,39 @@ BS_AES_TARGET static inline __m128i ghash_lengths(const bs_aes *k, __m128i x, si
  * 32 bits, the block counter, are lane 0 and count with one 32-bit add). */
 static __m128i ctr_wide(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n);
 
-BS_AES_TARGET static void ctr_run(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
+/* XOR 16·m bytes of p with the keystream from the counter *rctr on (m ≤ 8, a constant where it is
+ * inlined: the blocks' AESENCs interleave, each hiding the others' latency). */
+__attribute__((always_inline)) BS_AES_TARGET static inline void ctr_step(const bs_aes *k, __m128i *rctr, uint8_t *p,
+                                                                       const int m) {
     const int R = k->rounds;
+    __m128i b[8];
+    const __m128i k0 = LD(k->rk[0]);
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        b[i] = _mm_xor_si128(bswap128(_mm_add_epi32(*rctr, _mm_set_epi32(0, 0, 0, i))), k0);
+    *rctr = _mm_add_epi32(*rctr, _mm_set_epi32(0, 0, 0, m));
+    for (int r = 1; r < R; r++) {
+        const __m128i kr = LD(k->rk[r]);
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++)
+            b[i] = _mm_aesenc_si128(b[i], kr);
+    }
+    const __m128i kl = LD(k->rk[R]);
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        ST(p + 16 * i, _mm_xor_si128(LD(p + 16 * i), _mm_aesenclast_si128(b[i], kl)));
+}
+
+BS_AES_TARGET static void ctr_run(const bs_aes *k, __m128i rctr, uint8_t *p, size_t n) {
     if (k->wide && n >= 128) {
         rctr = ctr_wide(k, rctr, p, n);
         p += n / 128 * 128;
         n %= 128;
     }
-    for (; n >= 128; n -= 128, p += 128) {
-        __m128i b[8];
-        const __m128i k0 = LD(k->rk[0]);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            b[i] = _mm_xor_si128(bswap128(_mm_add_epi32(rctr, _mm_set_epi32(0, 0, 0, i))), k0);
-        rctr = _mm_add_epi32(rctr, _mm_set_epi32(0, 0, 0, 8));
-        for (int r = 1; r < R; r++) {
-            const __m128i kr = LD(k->rk[r]);
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++)
-                b[i] = _mm_aesenc_si128(b[i], kr);
-        }
-        const __m128i kl = LD(k->rk[R]);
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++)
-            ST(p + 16 * i, _mm_xor_si128(LD(p + 16 * i), _mm_aesenclast_si128(b[i], kl)));
-    }
+    for (; n >= 128; n -= 128, p += 128)
+        ctr_step(k, &rctr, p, 8);
     if (n >= 64) {
-        __m128i b[4];
-        const __m128i k0 = LD(k->rk[0]);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            b[i] = _mm_xor_si128(bswap128(_mm_add_epi32(rctr, _mm_set_epi32(0, 0, 0, i))), k0);
-        rctr = _mm_add_epi32(rctr, _mm_set_epi32(0, 0, 0, 4));
-        for (int r = 1; r < R; r++) {
-            const __m128i kr = LD(k->rk[r]);
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++)
-                b[i] = _mm_aesenc_si128(b[i], kr);
-        }
-        const __m128i kl = LD(k->rk[R]);
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-            ST(p + 16 * i, _mm_xor_si128(LD(p + 16 * i), _mm_aesenclast_si128(b[i], kl)));
+        ctr_step(k, &rctr, p, 4);
         n -= 64;
         p += 64;
     }
