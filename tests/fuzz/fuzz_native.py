@@ -7,9 +7,10 @@ datagram is
   * forwarded, when it is valid RTP, by a Python DownTrack and a NativeDownTrack in lockstep (the
     control byte picks the layer decisions: target, temporal thinning, publisher restart): both
     must send the same bytes and keep the same state;
-  * unprotected as SRTP and SRTCP by `SrtpSession` (each profile in turn): it may refuse, never crash;
-    and unprotected and protected by sessions on each AES the CPU has (aes_gcm.c on AES-NI, with and
-    without its 256-bit path) and one on OpenSSL's EVP, which must give the same bytes or refusal;
+  * unprotected as SRTP and SRTCP, and protected, by `SrtpSession`s of one profile (the next one for
+    each datagram), one on OpenSSL's EVP and one on each AES the CPU has (aes_gcm.c on AES-NI, with
+    and without its 256-bit path): they may refuse, never crash, and must give the same bytes or the
+    same refusal;
   * sent over loopback UDP to a `MediaSocket` (recvmmsg, unprotect on arrival) and to its twin
     `PyMediaSocket`, each attached to a receive session unless the control byte's top bit is set,
     and counting the first datagrams' SSRCs (`follow`, the bench's light subscribers) when bit 1 is:
@@ -72,6 +73,7 @@ def _session_pairs(inbound: bool) -> dict[int, list[Any]]:
 
 
 RECEIVE, SEND = _session_pairs(True), _session_pairs(False)
+PROFILES = sorted(KEYS)
 
 
 def _srtp_outcome(call: Any, packet: bytes) -> Any:
@@ -81,13 +83,13 @@ def _srtp_outcome(call: Any, packet: bytes) -> Any:
         return ("refused", str(e))
 
 
-def _check_srtp(packet: bytes) -> None:
+def _check_srtp(packet: bytes, profile: int) -> None:
     for sessions, methods in ((RECEIVE, ("unprotect", "unprotect_rtcp")), (SEND, ("protect", "protect_rtcp"))):
-        for evp, *fast in sessions.values():
-            for method in methods:
-                expected = _srtp_outcome(getattr(evp, method), packet)
-                if any(_srtp_outcome(getattr(s, method), packet) != expected for s in fast):
-                    raise Finding(f"SrtpSession.{method} on AES-NI and on EVP disagree (profile {evp.profile})")
+        evp, *fast = sessions[profile]
+        for method in methods:
+            expected = _srtp_outcome(getattr(evp, method), packet)
+            if any(_srtp_outcome(getattr(s, method), packet) != expected for s in fast):
+                raise Finding(f"SrtpSession.{method} on AES-NI and on EVP disagree (profile {profile})")
 
 STATE = ("seq_off", "ts_off", "pid_off", "tl0_off", "switch_seq", "epoch", "started", "last_seq", "last_ts",
          "last_pid", "last_tl0", "packets", "octets", "bytes_sent", "temporal_drops", "max_sid",
@@ -309,7 +311,7 @@ def test_one(data: bytes) -> None:
     _check_ingress(control, packets)
     _check_gso_runs(packets)
     for i, packet in enumerate(packets):
-        _check_srtp(packet)
+        _check_srtp(packet, PROFILES[(control + i) % len(PROFILES)])
         view = _check_parsers(packet)
         if view is None:
             continue

@@ -1,8 +1,11 @@
 """Every fuzz harness runs for a short while (atheris, coverage-guided) and finds nothing.
 
-This is the CI slice of `make fuzz` (tests/fuzz/README.md): each harness gets SMOKE_SECONDS of fuzzing
-from its committed seed corpus, two harnesses at a time, in subprocesses (no root, no network:
-harnesses call parsers and handlers on bytes). A finding fails the test with the exception, where it
+This is the CI slice of `make fuzz` (tests/fuzz/README.md): each harness fuzzes SMOKE_RUNS inputs from
+its committed seed corpus, two harnesses at a time, in subprocesses (no root, no network: harnesses
+call parsers and handlers on bytes). A number of inputs, not of seconds: how many inputs a time box
+holds depends on the machine and its load (on a loaded CI machine the native harness, which runs
+every datagram through both data paths and three AES implementations, did 857 in 6.7 s), and a
+test whose outcome depends on that is flaky. A finding fails the test with the exception, where it
 was raised, and the reproducer, saved under the test's tmp directory.
 """
 
@@ -26,10 +29,7 @@ _spec.loader.exec_module(_runner)
 HARNESSES = _runner.HARNESSES
 
 REGRESSIONS = FUZZ / "regressions"  # reproducers of fixed findings, replayed on every run
-SMOKE_SECONDS = 5
-# A harness that ran fewer inputs than this did not fuzz, it only started (the slowest harness, SDP,
-# does a few hundred inputs a second on a loaded 2-core machine).
-MIN_RUNS = 1000
+SMOKE_RUNS = 3000  # each: seconds (the slowest harnesses do a few hundred a second when loaded)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,9 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
     def one(harness: str) -> dict:
         out = base / f"{harness}.json"
-        subprocess.run([sys.executable, str(FUZZ / "run.py"), harness, "--max-time", str(SMOKE_SECONDS),
+        subprocess.run([sys.executable, str(FUZZ / "run.py"), harness, "--runs", str(SMOKE_RUNS),
                         "--findings", str(base / "findings"), "--json", str(out)],
-                       capture_output=True, text=True, timeout=SMOKE_SECONDS + 180)
+                       capture_output=True, text=True, timeout=300)
         return json.loads(out.read_text())[0]
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -54,7 +54,7 @@ def test_fuzz_smoke(smoke_results: dict[str, dict], harness: str) -> None:
     assert not r["error"], r["error"]
     found = [f"{f['kind']}: {f['summary']} at {f['where']} (reproducer {f['name']})" for f in r["findings"]]
     assert not found, f"{harness}: " + "; ".join(found)
-    assert r["runs"] >= MIN_RUNS, f"{harness} ran only {r['runs']} inputs in {r['seconds']} s"
+    assert r["runs"] >= SMOKE_RUNS, f"{harness} ran only {r['runs']} of {SMOKE_RUNS} inputs ({r['seconds']} s)"
 
 
 @pytest.mark.parametrize("harness", sorted(p.name for p in REGRESSIONS.iterdir()) if REGRESSIONS.is_dir() else [])
