@@ -32,6 +32,7 @@ GROUPS: dict[str, str] = {
     "metrics": "Prometheus metrics",
     "signalling": "WebSocket signalling and rooms",
     "media": "media plane (ICE, RTP, simulcast)",
+    "workers": "media worker processes of the all-in-one server",
     "turn": "TURN servers handed to clients (TURN REST API credentials)",
     "access": "sign-in, grants, gates, admin API",
     "chain": "chain (the node and SessionLog)",
@@ -45,8 +46,8 @@ GROUPS: dict[str, str] = {
 
 # What each subcommand reads (a nested one is named by its path, e.g. "sessions writer").
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "turn", "access", "chain", "sessions",
-              "recording", "writer", "redis"),
+    "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "workers", "turn", "access", "chain",
+              "sessions", "recording", "writer", "redis"),
     "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node", "recording"),
     "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "sessions",
                "recording", "writer", "redis", "cluster"),
@@ -60,6 +61,10 @@ SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
 
 # DTLS-SRTP profiles (RFC 5764 names as OpenSSL spells them) both data paths implement
 SRTP_PROFILES = ("SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_SHA1_80")
+
+
+# workers of one server process: far more than any machine's cores, few enough for one parent to watch
+MAX_WORKERS = 256
 
 
 class ConfigError(ValueError):
@@ -379,6 +384,12 @@ class Settings:
         default="", metadata={"group": "redis",
                               "help": "CA bundle (PEM) that verifies a rediss:// Redis; empty = system CAs"}
     )
+    workers: str = field(
+        default="1", metadata={"group": "workers",
+                               "help": "media worker processes: 1 = the SFU runs inside the server process; N > 1 or "
+                                       "'auto' (one per core) = N processes, each room placed on one of them by "
+                                       "load, a worker that dies restarted (docs/cluster.md \"Workers\")"}
+    )
     node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(
         default=600.0, metadata={"group": "node",
@@ -408,6 +419,16 @@ class Settings:
             raise ConfigError("ice_udp_port and rtp_port_min/rtp_port_max exclude each other: one port for all, "
                               "or a range to pick from")
         _check_ranges(self.ice_allowed_ranges)
+        count = self.worker_count  # raises ConfigError for an unreadable value
+        if count > 1 and self.ice_udp_port and self.ice_udp_port + count > 65536:
+            raise ConfigError(f"ice_udp_port: {count} workers use ports {self.ice_udp_port}-"
+                              f"{self.ice_udp_port + count - 1}, past 65535")
+        if count > 1 and self.ice_tcp_port and self.ice_tcp_port + count > 65536:
+            raise ConfigError(f"ice_tcp_port: {count} workers use ports {self.ice_tcp_port}-"
+                              f"{self.ice_tcp_port + count - 1}, past 65535")
+        if count > 1 and self.rtp_port_min and (self.rtp_port_max - self.rtp_port_min + 1) // count < 2:
+            raise ConfigError(f"rtp_port_min/rtp_port_max: {count} workers share the range, and each needs at "
+                              "least 2 ports of it")
         if self.ice_max_remote_candidates < 1:
             raise ConfigError(f"ice_max_remote_candidates: {self.ice_max_remote_candidates} is less than 1")
         unknown = [p for p in self.srtp_profiles if p not in SRTP_PROFILES]
@@ -491,6 +512,16 @@ class Settings:
         if self.chain == "rpc" and not self.rpc_url:
             raise ConfigError("rpc_url: required when chain=rpc")
         return self
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` as a number: 'auto' is the cores this process may run on."""
+        raw = self.workers.strip().lower()
+        if raw == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+            raise ConfigError(f"workers: {self.workers!r} is not 'auto' or a number from 1 to {MAX_WORKERS}")
+        return int(raw)
 
     @property
     def tls_enabled(self) -> bool:

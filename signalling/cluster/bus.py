@@ -398,16 +398,17 @@ class Bus(ABC):
 
 
 class MemoryHub:
-    """The shared medium of MemoryBuses: which bus listens to which channel."""
+    """The shared medium of MemoryBuses: which listener takes which channel. A listener is a MemoryBus
+    or the parent's end of a worker's wire (signalling.cluster.localhub); each has `receive`."""
 
     def __init__(self) -> None:
-        self.listeners: dict[str, set[MemoryBus]] = {}
+        self.listeners: dict[str, set[Any]] = {}
 
     def send(self, channel: str, data: bytes) -> int:
-        buses = list(self.listeners.get(channel, ()))
-        for bus in buses:
-            bus._rxq.put_nowait((channel, data))
-        return len(buses)
+        listeners = list(self.listeners.get(channel, ()))
+        for listener in listeners:
+            listener.receive(channel, data)
+        return len(listeners)
 
 
 class MemoryBus(Bus):
@@ -419,6 +420,9 @@ class MemoryBus(Bus):
 
     async def _open(self) -> None:
         self._reader = asyncio.ensure_future(self._read_loop())
+
+    def receive(self, channel: str, data: bytes) -> None:
+        self._rxq.put_nowait((channel, data))
 
     async def _read_loop(self) -> None:
         while True:

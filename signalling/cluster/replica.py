@@ -93,18 +93,30 @@ class Replica:
             rooms = await self.placer.forget_node(node_id)
             await self.nodes.forget(node_id)
             log.warning("node %s stopped heartbeating; its rooms %s are lost", node_id, rooms)
-        for pid in self.remote.lost(set(live)):
+        await self._remove(self.remote.lost(set(live)))
+        if self.on_nodes_checked is not None:
+            try:
+                await self.on_nodes_checked(set(live))
+            except Exception as e:  # e.g. the outbox briefly away: the next check tries again
+                log.warning("ending the sessions of dead nodes failed: %s", e)
+
+    async def node_lost(self, node_id: str) -> None:
+        """`node_id` is known dead now (a worker process that exited): no waiting for its heartbeat
+        to lapse. Its placements go first, so a rejoin lands on a live node; then its participants
+        here are told to rejoin, as `check_nodes` tells them."""
+        rooms = await self.placer.forget_node(node_id)
+        await self.nodes.forget(node_id)
+        log.warning("node %s is gone; its rooms %s are lost", node_id, rooms)
+        await self._remove(self.remote.lost(set(await self.nodes.live()) - {node_id}))
+
+    async def _remove(self, pids: list[str]) -> None:
+        for pid in pids:
             p = self.rooms.participants.get(pid)
             if p is None:
                 continue
             p.send({"type": "removed", "reason": "node_lost", "rejoin": True})
             await self.rooms.leave(p, "node_lost")
             p.close()
-        if self.on_nodes_checked is not None:
-            try:
-                await self.on_nodes_checked(set(live))
-            except Exception as e:  # e.g. the outbox briefly away: the next check tries again
-                log.warning("ending the sessions of dead nodes failed: %s", e)
 
     async def shutdown(self, hand_over_s: float | None = None) -> None:
         """Stop taking clients and give the connected ones to other replicas.

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -421,8 +422,13 @@ def create_app(rooms: RoomManager, settings: Settings | None = None) -> web.Appl
     return app
 
 
-def metrics_app(registry: CollectorRegistry) -> web.Application:
+def metrics_app(registry: CollectorRegistry,
+                refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
+    """/metrics of `registry`; `refresh` (optional) is awaited first (the media workers' metrics)."""
+
     async def metrics(request: web.Request) -> web.Response:
+        if refresh is not None:
+            await refresh()
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -32,7 +32,7 @@ from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount, session_tracker
 from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
-from signalling.run.media import configure_media
+from signalling.run.media import configure_media, configure_transport
 from signalling.run.nodeagent import NodeAgent
 from signalling.run.tls import server_tls
 from signalling.sessions.journal import SessionJournal, end_journal, reap
@@ -107,11 +107,7 @@ def _probe_app(state: dict[str, Any]) -> web.Application:
 
 async def run_sfu(settings: Settings) -> int:
     node_id = member_id(settings)
-    transport.configure_ice(settings.ice_addresses, settings.public_ip)
-    transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
-    transport.configure_udp_port(settings.ice_udp_port)
-    transport.configure_tcp_port(settings.ice_tcp_port)
-    transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
+    configure_transport(settings)
     configure_media(settings)
     transport.open_udp_port()  # single-port mode: a port in use is an error now, not at the first join
     await transport.open_tcp_port()  # the same for ICE-TCP

@@ -6,6 +6,16 @@ from sfu import data, datapath, downtrack, ingress, transport
 from signalling.config import ConfigError, Settings
 
 
+def configure_transport(settings: Settings) -> None:
+    """Where a node process's SFU gathers, which ports it uses and which candidates it checks (the
+    all-in-one server hands the same as an IceConfig to its in-process SfuNode instead)."""
+    transport.configure_ice(settings.ice_addresses, settings.public_ip)
+    transport.configure_ports(settings.rtp_port_min, settings.rtp_port_max)
+    transport.configure_udp_port(settings.ice_udp_port)
+    transport.configure_tcp_port(settings.ice_tcp_port)
+    transport.configure_candidates(settings.ice_allowed_ranges, settings.ice_max_remote_candidates)
+
+
 def configure_media(settings: Settings) -> None:
     """Ingress limits, the retransmission budget, data channel limits, SRTP profiles and the data path. Raises
     ConfigError when the native data path is asked for but not built."""

@@ -55,7 +55,7 @@ class Load:
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
                "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",),
-               "p2p_signal": ("pid", "to")}
+               "p2p_signal": ("pid", "to"), "metrics": ()}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -84,7 +84,8 @@ class NodeAgent:
     def __init__(self, node_id: str, bus: Bus, placer: Placer, nodes: Registry, replicas: Registry,
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
                  on_state: Callable[[], None] | None = None, tracker: Any = None,
-                 presence: tuple[int, float] | None = None) -> None:
+                 presence: tuple[int, float] | None = None, events: str | None = None,
+                 metrics: Callable[[], bytes] | None = None) -> None:
         self.id = node_id
         self.bus = bus
         self.placer = placer
@@ -93,10 +94,15 @@ class NodeAgent:
         self.address = address
         self.capacity = capacity
         self.tracker = tracker
+        # events: a channel that gets the node's session events instead of `tracker` (a worker sends
+        # them to its parent, which tracks sessions as `basement serve` does); metrics: this
+        # process's Prometheus exposition, answered to a `metrics` request (the parent's /metrics)
+        self.events = events
+        self.metrics = metrics
         # presence: (presence_batch_above, presence_interval in s); None: sfu.presence's defaults
         batch_above, interval = presence or (PRESENCE_BATCH_ABOVE, PRESENCE_INTERVAL)
         self.node = SfuNode(self._deliver, speaker_interval=speaker_interval,
-                            on_event=self._on_event if tracker is not None else None,
+                            on_event=self._on_event if tracker is not None or events else None,
                             presence_batch_above=batch_above, presence_interval=interval)
         self.draining = False
         self.on_state = on_state or (lambda: None)
@@ -195,6 +201,10 @@ class NodeAgent:
             self.bus.publish(replica_channel(replica), {"op": "deliver", "pid": participant_id, "msg": msg})
 
     def _on_event(self, room: str, event: dict[str, Any]) -> None:
+        if self.events is not None:
+            if event["type"] in ("track_published", "media"):
+                self.bus.publish(self.events, {"room": room, "event": event})
+            return
         if event["type"] == "track_published":
             self.tracker.track_published(room, event["identity"], event["track"], event["kind"])
         elif event["type"] == "media":
@@ -239,6 +249,8 @@ class NodeAgent:
                 return await self._adopt(a["pid"], body.get("replica") or "")
             if op == "mute":
                 return await self.node.mute(a["pid"], a["track"], a["muted"])
+            if op == "metrics":
+                return self.metrics() if self.metrics is not None else b""
             if op == "subscription":
                 return await self.node.subscription(a["pid"], a["track"], a.get("layer"),
                                                     a.get("width"), a.get("height"))

@@ -26,6 +26,7 @@ from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import configure_media
 from signalling.run.tls import Tls, server_tls
+from signalling.run.workers import Workers, start_workers
 from signalling.sessions.writer import WriterCollector
 
 CHAIN_INFO_KEY = web.AppKey("chain_info", dict)
@@ -36,7 +37,7 @@ log = logging.getLogger("basement.server")
 @dataclass
 class Server:
     settings: Settings
-    node: SfuNode
+    node: SfuNode | None  # None with media workers (`media`)
     rooms: RoomManager
     app: web.Application
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -44,14 +45,19 @@ class Server:
     metrics_port: int = 0
     control: Any = None
     tls: Tls | None = None
+    media: Workers | None = None
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
-        self.rooms.close()
-        await self.node.close()
+        if self.media is not None:
+            await self.media.stop()
+        else:
+            self.rooms.close()
+            assert self.node is not None
+            await self.node.close()
         if self.control is not None:
             await self.control.stop()
         for r in self.runners:
@@ -64,19 +70,17 @@ class Server:
 
 async def start_server(settings: Settings) -> Server:
     """Start on the configured ports (0 = pick a free one; the chosen ports are on the Server)."""
-    ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
-                                   settings.rtp_port_min, settings.rtp_port_max,
-                                   settings.ice_allowed_ranges, settings.ice_max_remote_candidates,
-                                   settings.ice_udp_port, settings.ice_tcp_port)
     configure_media(settings)
-    transport.open_udp_port(ice)  # single-port mode: a port in use is an error now, not at the first join
-    await transport.open_tcp_port(ice)  # the same for ICE-TCP
+    workers = settings.worker_count > 1
+    if not workers:
+        ice = transport.IceConfig.make(settings.ice_addresses, settings.public_ip,
+                                       settings.rtp_port_min, settings.rtp_port_max,
+                                       settings.ice_allowed_ranges, settings.ice_max_remote_candidates,
+                                       settings.ice_udp_port, settings.ice_tcp_port)
+        transport.open_udp_port(ice)  # single-port mode: a port in use is an error now, not at the first join
+        await transport.open_tcp_port(ice)  # the same for ICE-TCP
     tls = server_tls(settings)  # before anything starts: a bad certificate is a ConfigError
     cp = await build_control_plane(settings)
-    rooms_holder: dict[str, RoomManager] = {}
-
-    def deliver(pid: str, msg: dict[str, Any]) -> None:
-        rooms_holder["rooms"].deliver(pid, msg)
 
     def on_event(room: str, event: dict[str, Any]) -> None:
         if cp.tracker is None:
@@ -86,15 +90,30 @@ async def start_server(settings: Settings) -> Server:
         elif event["type"] == "media":
             cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"], event.get("messages", 0))
 
-    node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
-                   rtx_budget=settings.retransmit_budget, presence_batch_above=settings.presence_batch_above,
-                   presence_interval=settings.presence_interval_ms / 1000)
-    turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
-    rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
-                        resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers,
-                        max_detached_per_address=settings.ws_max_per_address)
-    rooms_holder["rooms"] = rooms
-    app = create_app(rooms, settings)
+    node: SfuNode | None = None
+    media: Workers | None = None
+    if workers:
+        try:
+            media = await start_workers(settings, cp.admit, cp.tracker, on_event)
+        except BaseException:
+            await cp.stop()
+            raise
+        rooms, app = media.replica.rooms, media.replica.app
+    else:
+        rooms_holder: dict[str, RoomManager] = {}
+
+        def deliver(pid: str, msg: dict[str, Any]) -> None:
+            rooms_holder["rooms"].deliver(pid, msg)
+
+        node = SfuNode(deliver, speaker_interval=settings.speaker_interval_ms / 1000, on_event=on_event, ice=ice,
+                       rtx_budget=settings.retransmit_budget, presence_batch_above=settings.presence_batch_above,
+                       presence_interval=settings.presence_interval_ms / 1000)
+        turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
+        rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
+                            resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers,
+                            max_detached_per_address=settings.ws_max_per_address)
+        rooms_holder["rooms"] = rooms
+        app = create_app(rooms, settings)
     mount(cp, app, rooms)
     app[CHAIN_INFO_KEY] = cp.info
     app.router.add_get("/api/info", chain_info)
@@ -103,20 +122,21 @@ async def start_server(settings: Settings) -> Server:
         app.router.add_post("/api/dev-wallet/sign", dev_wallet_sign)
         if settings.embedded_rpc:
             rpc_stats = mount_dev_chain(app, cp, settings)
-    server = Server(settings, node, rooms, app, control=cp, tls=tls)
+    server = Server(settings, node, rooms, app, control=cp, tls=tls, media=media)
     runner, server.port = await start_app(app, settings.host, settings.port, tls.context if tls else None)
     server.runners.append(runner)
     if not settings.public_url and settings.port == 0:
         # wallets compare the SIWE domain with the page's host: give them the port really bound
         cp.auth.rebase(server.url)
     if settings.metrics_port:
-        registry = media_registry()
+        registry = media.metrics_registry() if media is not None else media_registry()
         registry.register(EdgeCollector())
         if rpc_stats is not None:
             registry.register(RpcCollector(rpc_stats))
         if cp.writer is not None:
             registry.register(WriterCollector(cp.writer))
-        mrunner, server.metrics_port = await start_app(metrics_app(registry), settings.metrics_host,
+        refresh = media.metrics.refresh if media is not None else None
+        mrunner, server.metrics_port = await start_app(metrics_app(registry, refresh), settings.metrics_host,
                                                        settings.metrics_port)
         server.runners.append(mrunner)
     return server

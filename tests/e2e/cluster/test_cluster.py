@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import socket
 import time
 from datetime import UTC, datetime
 
@@ -20,6 +21,8 @@ from signalling.access.gating import RoomConfig
 from signalling.access.siwe import NonceState, SiweMessage
 from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.cluster.bus import MemoryBus, MemoryHub, RedisBus, RemoteError
+from signalling.cluster.localhub import LocalHubPeer
+from signalling.cluster.locallink import LocalBus, LocalLink, LocalStore
 from signalling.cluster.placement import NoNodeError, Placer
 from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
@@ -43,7 +46,10 @@ class Backend:
         self.made: list = []
 
     async def bus(self, inbox: str | None = None):
-        b = MemoryBus(self.hub, inbox) if self.kind == "memory" else RedisBus(self.url, inbox, prefix=self.prefix)
+        if self.kind == "local":
+            b = LocalBus(await self._link(), inbox)
+        else:
+            b = MemoryBus(self.hub, inbox) if self.kind == "memory" else RedisBus(self.url, inbox, prefix=self.prefix)
         await b.start()
         self.made.append(b)
         return b
@@ -52,17 +58,34 @@ class Backend:
         """A separate client to the same state (the memory store is shared by one process)."""
         if self.kind == "memory":
             return self.memstore
+        if self.kind == "local":
+            return LocalStore(await self._link())
         s = RedisStore(self.url, prefix=self.prefix)
         await s.start()
         self.made.append(s)
         return s
 
+    async def _link(self) -> LocalLink:
+        """A media worker's wire (both ends in this process): the parent's end serves the shared
+        MemoryHub and MemoryStore, as `basement serve --workers N` does."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        peer = LocalHubPeer(f"wire-{len(self.made)}", self.hub, self.memstore, reader, writer)
+        peer.start({"index": 0})
+        link, config = await LocalLink.open(theirs.detach())
+        assert config == {"index": 0}
+        self.made += [link, peer]
+        return link
+
     async def close(self) -> None:
         for x in self.made:
-            await x.close()
+            if isinstance(x, LocalHubPeer):
+                x.close()
+            else:
+                await x.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "local"])
 async def backend(request, redis_proc):
     b = Backend(request.param, redis_proc.url)
     try:

@@ -55,6 +55,12 @@ def test_the_command_line_is_built_without_the_heavy_libraries():
     ({"BASEMENT_TLS": "on"}, "tls: 'on' is not 'self-signed'"),
     ({"BASEMENT_ICE_TCP_PORT": "70000"}, "ice_tcp_port: 70000 is not a TCP port"),
     ({"BASEMENT_ICE_TCP_PORT": "8080"}, "ice_tcp_port: 8080 is also the HTTP or metrics port"),
+    ({"BASEMENT_WORKERS": "two"}, "workers: 'two' is not 'auto' or a number from 1 to 256"),
+    ({"BASEMENT_WORKERS": "0"}, "workers: '0'"),
+    ({"BASEMENT_WORKERS": "257"}, "workers: '257'"),
+    ({"BASEMENT_WORKERS": "4", "BASEMENT_ICE_UDP_PORT": "65534"}, "ice_udp_port: 4 workers use ports 65534-65537"),
+    ({"BASEMENT_WORKERS": "3", "BASEMENT_RTP_PORT_MIN": "50000", "BASEMENT_RTP_PORT_MAX": "50004"},
+     "each needs at least 2 ports"),
 ])
 def test_bad_values_name_the_setting(env, words):
     with pytest.raises(config.ConfigError) as e:
@@ -240,3 +246,11 @@ def test_the_chain_writer_is_a_sessions_subcommand_reading_settings(tmp_path, mo
     for name in ("BASEMENT_WRITER_KEY", "BASEMENT_WRITER_KEY_FILE", "BASEMENT_RPC_URL"):
         monkeypatch.delenv(name, raising=False)
     assert cli.main(["sessions", "writer", "--session-log-address", "0x" + "22" * 20]) == 2
+
+
+def test_workers_auto_is_the_cores_this_process_may_use():
+    import os
+
+    assert config.load(env={"BASEMENT_WORKERS": "auto"}).worker_count == len(os.sched_getaffinity(0))
+    assert config.load(env={"BASEMENT_WORKERS": " 3 "}).worker_count == 3
+    assert config.load(env={}).worker_count == 1  # the SFU inside the server process, as before workers

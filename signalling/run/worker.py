@@ -1,0 +1,95 @@
+"""One media worker of `basement serve --workers N` (`python -m signalling.run.worker --fd FD`).
+
+It is what `basement sfu` is in a cluster, an SfuNode behind a NodeAgent, but on the wire to its
+parent (signalling.cluster.locallink) instead of Redis, and with the settings the parent sends
+first on that wire (never in argv or the environment). The parent starts, places rooms on, and
+restarts its workers (signalling.run.workers). A worker ends when its parent's wire ends or on
+SIGTERM; SIGINT (Ctrl-C in a terminal reaches the whole process group) is the parent's to handle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from sfu import transport
+from sfu.metrics import media_registry
+from signalling.cli import run_loop
+from signalling.cluster.locallink import LocalBus, LocalLink, LocalStore
+from signalling.cluster.placement import Placer
+from signalling.cluster.registry import Registry
+from signalling.config import ConfigError, Settings
+from signalling.run.heap import settle_after_startup
+from signalling.run.media import configure_media, configure_transport
+from signalling.run.nodeagent import NodeAgent
+
+log = logging.getLogger("basement.worker")
+
+# where workers send their session events (track published, media totals) for the parent's tracker
+EVENTS_CHANNEL = "events:parent"
+
+
+def node_id(index: int) -> str:
+    return f"worker-{index}"
+
+
+async def run_worker(fd: int) -> int:
+    link, config = await LocalLink.open(fd)
+    index: int = config["index"]
+    settings = Settings(**config["settings"]).validate()
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s [{node_id(index)}] %(name)s: %(message)s")
+    configure_transport(settings)
+    configure_media(settings)
+    transport.open_udp_port()  # single-port mode: a port in use ends the worker now, and the parent says so
+    await transport.open_tcp_port()
+    bus, store = LocalBus(link, inbox=f"inbox:{node_id(index)}"), LocalStore(link)
+    await bus.start()
+    registry = media_registry(const_labels={"worker": str(index)})
+    agent = NodeAgent(node_id(index), bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
+                      Registry(store, "replica"), capacity=settings.node_capacity,
+                      speaker_interval=settings.speaker_interval_ms / 1000,
+                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000),
+                      events=EVENTS_CHANNEL, metrics=lambda: generate_latest(registry))
+    await agent.start()
+    settle_after_startup()
+    term = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, term.set)
+    ended: Any = [asyncio.ensure_future(term.wait()), asyncio.ensure_future(link.closed.wait())]
+    await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+    for t in ended:
+        t.cancel()
+    if not link.closed.is_set():
+        await agent.stop()  # placements released and the registry told, so the parent need not wait
+    else:
+        await agent.node.close()
+    await bus.close()
+    await link.close()
+    if settings.ice_udp_port:
+        transport.close_udp_port(settings.ice_udp_port)
+    if settings.ice_tcp_port:
+        transport.close_tcp_port(settings.ice_tcp_port)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="basement-worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True, help="the inherited socket to the parent")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return run_loop(run_worker(args.fd))
+    except ConfigError as e:
+        print(f"basement worker: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""`basement serve --workers 2`: a real server process with two media worker processes, real aiortc
+clients on 127.0.0.1: rooms are placed on different workers, each room's video decodes, a worker
+killed with SIGKILL has its participants told to rejoin and back in media within 5 s while the
+other worker's room never notices, and the dead worker is started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sfu import transport
+from signalling.ports import free_port
+from signalling.protocol.client import Client
+from tests.support.clusterfix import BASEMENT
+from tests.support.media import CounterVideo, Sink
+
+
+class Serve:
+    """`basement serve --workers N` on free ports, its log in a temporary file."""
+
+    def __init__(self, workers: int) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.logdir = tempfile.mkdtemp(prefix="basement-workers-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BASEMENT_")}
+        env.update(BASEMENT_HOST="127.0.0.1", BASEMENT_PORT=str(self.port),
+                   BASEMENT_METRICS_PORT=str(self.metrics_port), BASEMENT_ICE_ADDRESSES="127.0.0.1",
+                   BASEMENT_DATA_DIR=self.logdir, PYTHONUNBUFFERED="1")
+        self.log = open(os.path.join(self.logdir, "serve.log"), "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([BASEMENT, "serve", "--workers", str(workers)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tail(self, n: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-n:])
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.tail()}"
+            try:
+                async with aiohttp.ClientSession() as s, s.get(f"{self.url}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"serve not ready:\n{self.tail()}")
+
+    async def metric(self, name: str) -> dict[str, float]:
+        """worker -> value of a per-worker gauge or counter."""
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            text = await r.text()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith(name + "{") and 'worker="' in line:
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+                out[worker] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def pids(self) -> dict[int, int]:
+        """worker index -> pid of its latest process, as the server logs each start."""
+        out = {}
+        for line in self.tail(10_000).splitlines():
+            if "media worker " in line and " started (pid " in line:
+                index = int(line.split("media worker ", 1)[1].split(" ", 1)[0])
+                out[index] = int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+        return out
+
+    def children(self) -> set[int]:
+        return {int(pid) for pid in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()}
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+async def serve():
+    transport.configure_ice(["127.0.0.1"])  # the test's own aiortc clients gather on loopback too
+    made: list[Serve] = []
+    clients: list[Client] = []
+
+    async def make(workers: int) -> Serve:
+        s = Serve(workers)
+        made.append(s)
+        await s.wait_ready()
+        return s
+
+    make.clients = clients
+    try:
+        yield make
+    finally:
+        for c in clients:
+            await c.close()
+        for s in made:
+            s.stop()
+            shutil.rmtree(s.logdir, ignore_errors=True)
+
+
+async def joined(make, url: str, room: str, name: str) -> tuple[Client, dict]:
+    c = Client(url)
+    make.clients.append(c)
+    await c.connect()
+    return c, await c.join(room, name)
+
+
+async def call(make, url: str, room: str) -> tuple[Client, Client, Sink]:
+    """A publisher and a subscriber in `room`; returns once the subscriber decodes 160x120 frames."""
+    pub, _ = await joined(make, url, room, "pub")
+    sub, _ = await joined(make, url, room, "sub")
+    await pub.publish(video=CounterVideo(160, 120))
+    _, track = await sub.wait_track(kind="video", participant=pub.participant["id"], timeout=20)
+    sink = Sink(track)
+    await sink.wait_frames(10, timeout=20)
+    assert sink.sizes == {(160, 120)}
+    return pub, sub, sink
+
+
+async def rooms_per_worker(s: Serve, want: dict[str, float], timeout: float = 10.0) -> None:
+    """Poll the workers' `basement_rooms` until it is `want` (a worker reports on each scrape)."""
+    deadline = time.monotonic() + timeout
+    while (got := await s.metric("basement_rooms")) != want:
+        assert time.monotonic() < deadline, f"rooms per worker {got}, wanted {want}"
+        await asyncio.sleep(0.1)
+
+
+async def test_two_rooms_land_on_two_workers_and_a_killed_worker_is_rejoined_and_restarted(serve):
+    s = await serve(workers=2)
+    assert sorted(s.pids()) == [0, 1]
+    await rooms_per_worker(s, {"0": 0, "1": 0})
+    a_pub, a_sub, _ = await call(serve, s.url, "room-a")
+    (home,) = [w for w, n in (await s.metric("basement_rooms")).items() if n == 1]
+    b_pub, b_sub, b_sink = await call(serve, s.url, "room-b")
+    # placement by load: the second room goes to the worker without one
+    await rooms_per_worker(s, {"0": 1, "1": 1})
+    assert await s.metric("basement_participants") == {"0": 2, "1": 2}
+    forwarded = await s.metric("basement_packets_out_total")
+    assert min(forwarded.values()) > 0, forwarded  # each worker forwards its own room's media
+
+    victim = s.pids()[int(home)]
+    frames_before = b_sink.frames
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    for c in (a_pub, a_sub):
+        msg = await c.wait_message("removed", timeout=5)
+        assert (msg["reason"], msg["rejoin"]) == ("node_lost", True), msg
+    # they rejoin, on the worker that is alive (the dead one may still be starting again)
+    await call(serve, s.url, "room-a")
+    took = time.monotonic() - t0
+    assert took < 5, f"media again {took:.1f} s after the kill"
+    # the other worker's room never noticed
+    await b_sink.wait_frames(frames_before + 10, timeout=5)
+    assert not [m for c in (b_pub, b_sub) for m in c.messages if m.get("type") in ("removed", "left")]
+    # the dead worker is started again (a new process) and heartbeats: it reports in the metrics again
+    deadline = time.monotonic() + 30
+    while s.pids().get(int(home)) == victim or len(await s.metric("basement_rooms")) < 2:
+        assert time.monotonic() < deadline, f"worker {home} not back:\n{s.tail()}"
+        await asyncio.sleep(0.2)
+    assert s.pids()[int(home)] in s.children()
+    assert s.stop() == 0, s.tail()
