@@ -3,6 +3,7 @@
     basement bench livestream --subscribers 20 --duration 20 --json out.json
     basement bench livestream --compare --plot out.png
     basement bench audio --ramp
+    basement bench meeting -n 6 --rooms 4 --workers 2 --compare-workers
 
 The generator (this process) and the SFU under test (a child process) are separate, so the SFU's
 CPU per forwarded packet excludes what it costs to produce and check the load. See
@@ -62,6 +63,13 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
                    help="run the SFU on the last CPU and the generator on the others (default: on with >= 2 CPUs); "
                         "SFU CPU is then capacity per core, and Janus's threads share that one core too")
+    p.add_argument("--rooms", type=int, default=1,
+                   help="K copies of the scenario, each in a room of its own (N subscribers each)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="Basement's media worker processes (`basement serve --workers W`); its CPU is then that "
+                        "of the server process and its workers. Rooms are placed on workers, so use --rooms")
+    p.add_argument("--compare-workers", action="store_true",
+                   help="run Basement with one worker, then with --workers W, on the same load; print the ratio")
     p.add_argument("--ice-address", default="127.0.0.1", help="address the generator's ICE gathers on")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--keep-logs", action="store_true", help="keep the SFU's log even when the run went well "
@@ -96,11 +104,11 @@ def run(args: argparse.Namespace, settings: config.Settings | None = None) -> in
 
 
 async def run_target(name: str, cfg: RunConfig, ramp: bool, max_n: int, layers: dict, progress: Any,
-                     keep_logs: bool = False) -> dict:
+                     keep_logs: bool = False, workers: int = 1) -> dict:
     from bench.loadgen import scenario
     from bench.loadgen.targets import make_target
 
-    target = make_target(name)
+    target = make_target(name, workers)
     target.keep_logs = keep_logs
     try:
         progress(f"starting {name}", 0.0)
@@ -135,11 +143,18 @@ async def _main(args: argparse.Namespace) -> int:
     configure_ice([args.ice_address])
     peers.configure_native_receive()
     cpus = sorted(os.sched_getaffinity(0))
-    if args.pin or (args.pin is None and len(cpus) >= 2):
-        if len(cpus) < 2:
-            raise RuntimeError("--pin needs at least 2 CPUs")
-        targets_mod.pin({cpus[-1]})
-        os.sched_setaffinity(0, set(cpus[:-1]))
+    if args.workers < 1 or args.rooms < 1:
+        raise RuntimeError("--workers and --rooms must be at least 1")
+    if args.compare_workers and (args.workers < 2 or args.compare or args.target != "basement"):
+        raise RuntimeError("--compare-workers needs --workers 2 or more, with the basement target alone")
+    # the SFU gets as many cores as it has media processes, the generator the rest; with no core left
+    # for the generator nothing is pinned (the CPU per packet is still the SFU's own)
+    sfu_cores = args.workers
+    if args.pin or (args.pin is None and len(cpus) > sfu_cores):
+        if len(cpus) <= sfu_cores:
+            raise RuntimeError(f"--pin needs more than {sfu_cores} CPUs (the SFU's {sfu_cores} and the generator's)")
+        targets_mod.pin(set(cpus[-sfu_cores:]))
+        os.sched_setaffinity(0, set(cpus[:-sfu_cores]))
     # `kill -USR1 <bench pid>` prints where every task of the generator is waiting (a stuck run)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_tasks)
     bar = report.ProgressBar(enabled=False if args.no_progress else None)
@@ -147,16 +162,21 @@ async def _main(args: argparse.Namespace) -> int:
     simulcast = False if args.compare else args.simulcast
     cfg = RunConfig(scenario=args.scenario, subscribers=args.subscribers, publishers=args.publishers,
                     duration=args.duration, warmup=args.warmup, simulcast=simulcast, probe_every=args.probe_every,
-                    pacing=args.pacing, wire_latency=args.ramp if args.wire_latency is None else args.wire_latency)
+                    pacing=args.pacing, wire_latency=args.ramp if args.wire_latency is None else args.wire_latency,
+                    rooms=args.rooms)
     if cfg.wire_latency and cfg.probe_every < 2:
         raise RuntimeError("--wire-latency needs --probe-every 2 or more: it matches copies by a sparse set of probes")
     targets = ["basement", "basement-python", "janus"] if args.compare else [args.target]
     if args.compare_gso:
         targets = ["basement", "basement-nogso", *targets[1:]] if args.compare else ["basement", "basement-nogso"]
+    runs = [(name, args.workers) for name in targets]
+    if args.compare_workers:
+        runs = [("basement", 1), ("basement", args.workers)]
     results = []
     try:
-        for name in targets:
-            results.append(await run_target(name, cfg, args.ramp, args.max_subscribers, layers, bar, args.keep_logs))
+        for name, workers in runs:
+            results.append(await run_target(name, cfg, args.ramp, args.max_subscribers, layers, bar, args.keep_logs,
+                                            workers))
     finally:
         bar.done()
     rows = [s for r in results for s in r.get("steps", [r])]
@@ -187,7 +207,9 @@ async def _main(args: argparse.Namespace) -> int:
         print("at half the capacity, with the wire capture on (its cost is in these CPU figures):")
         print(report.table(halves))
     pairs = []
-    if len(results) == len(targets):
+    if args.compare_workers and len(results) == 2:
+        pairs.append((f"Basement {args.workers} workers / 1", "ratios_workers", results[1], results[0]))
+    elif len(results) == len(targets):
         if args.compare:
             native, python, janus = results[0], results[-2], results[-1]
             pairs += [("Basement native / Janus", "ratios_native_over_janus", native, janus),

@@ -9,6 +9,7 @@ from typing import Any
 COLUMNS = [
     ("target", "target", "{}"),
     ("scenario", "scenario", "{}"),
+    ("rooms", "rooms", "{}"),
     ("pubs", "publishers", "{}"),
     ("subs", "subscribers", "{}"),
     ("fwd pps", "forwarded_pps", "{:,.0f}"),

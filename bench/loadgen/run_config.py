@@ -27,3 +27,4 @@ class RunConfig:
     join_concurrency: int = 4
     setup_timeout: float = 60.0
     wire_latency: bool = False  # time what the SFU adds on the wire (bench.loadgen.wire); needs CAP_NET_RAW
+    rooms: int = 1  # copies of the scenario, each in a room of its own (N subscribers each)

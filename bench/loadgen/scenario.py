@@ -41,44 +41,47 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     npub = cfg.publishers if cfg.publishers is not None else (default_pubs or n)
     simulcast = video and target.supports_simulcast and (want_sim if cfg.simulcast is None else cfg.simulcast)
     use_layers = layers if simulcast else {"h": layers["h"]}
-    room = await target.new_room(npub + 1)
+    # --rooms K: K copies of the scenario, each in its own room (with workers, placed on them by load)
+    rooms = [await target.new_room(npub + 1) for _ in range(cfg.rooms)]
     pubs: list[SyntheticPublisher] = []
     subs: list[LightSubscriber] = []
     join_started: dict[str, float] = {}
     tap: wire.WireTap | None = None
     try:
-        say(f"{target.name}: {npub} publisher(s) joining", 0.0)
-        feeds = []
-        for i in range(npub):
-            pub = SyntheticPublisher(f"pub{i}", use_layers, audio=audio, video=video, simulcast=simulcast,
-                                     probe_every=cfg.probe_every, pacing=cfg.pacing)
-            sub = None
-            if pubs_subscribe and target.name.startswith("basement"):
-                sub = LightSubscriber(f"pub{i}")
-                subs.append(sub)
-                join_started[sub.name] = time.monotonic()
-            feeds.append(await target.publish(room, pub, sub))
-            await pub.wait_connected()
-            pub.start()
-            pubs.append(pub)
+        say(f"{target.name}: {npub * len(rooms)} publisher(s) joining", 0.0)
+        feeds: list[list[Any]] = [[] for _ in rooms]
+        for r, room in enumerate(rooms):
+            for i in range(npub):
+                name = f"pub{i}" if len(rooms) == 1 else f"r{r}pub{i}"
+                pub = SyntheticPublisher(name, use_layers, audio=audio, video=video, simulcast=simulcast,
+                                         probe_every=cfg.probe_every, pacing=cfg.pacing)
+                sub = None
+                if pubs_subscribe and target.name.startswith("basement"):
+                    sub = LightSubscriber(name)
+                    subs.append(sub)
+                    join_started[sub.name] = time.monotonic()
+                feeds[r].append(await target.publish(room, pub, sub))
+                await pub.wait_connected()
+                pub.start()
+                pubs.append(pub)
         rss_before = target.rss_bytes()
         fwd_base = await target.forwarded_packets()
         received_base = sum(s.totals()["received"] for s in subs)  # meeting: publishers already subscribe
         sem = asyncio.Semaphore(cfg.join_concurrency)
 
-        async def join(i: int) -> None:
+        async def join(r: int, i: int) -> None:
             async with sem:
-                sub = LightSubscriber(f"sub{i}")
+                sub = LightSubscriber(f"sub{i}" if len(rooms) == 1 else f"r{r}sub{i}")
                 subs.append(sub)
                 join_started[sub.name] = time.monotonic()
-                others = [f for j, f in enumerate(feeds) if not (pubs_subscribe and j == i)]
-                await target.subscribe(room, sub, others)
+                others = [f for j, f in enumerate(feeds[r]) if not (pubs_subscribe and j == i)]
+                await target.subscribe(rooms[r], sub, others)
 
         if pubs_subscribe and not target.name.startswith("basement"):
             # Janus: the meeting's participants subscribe with a separate handle to every other feed
-            await asyncio.gather(*(join(i) for i in range(npub)))
+            await asyncio.gather(*(join(r, i) for r in range(len(rooms)) for i in range(npub)))
         elif not pubs_subscribe:
-            await asyncio.gather(*(join(i) for i in range(n)))
+            await asyncio.gather(*(join(r, i) for i in range(n) for r in range(len(rooms))))
         per_sub = (npub - 1 if pubs_subscribe else npub) * (int(audio) + int(video))  # one layer per video track
         deadline = time.monotonic() + cfg.setup_timeout
         while True:
@@ -171,8 +174,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
     return {
         "target": target.name,
         "scenario": cfg.scenario,
-        "publishers": npub,
+        "publishers": npub * len(rooms),
         "subscribers": len(subs),
+        "rooms": len(rooms),
+        "workers": getattr(target, "workers", None),
         "simulcast": simulcast,
         "layers": {r: {"size": f"{x.width}x{x.height}", "kbps_target": x.kbps} for r, x in use_layers.items()},
         "duration_s": round(dt, 3),
@@ -197,6 +202,8 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "sfu_paused": (sum(sfu_figures["paused_downtracks"].values())
                        if sfu_figures.get("paused_downtracks") is not None else None),
         "sfu_waiting_keyframe": sfu_figures.get("waiting_downtracks"),  # video downtracks, at the window's end
+        # with --workers: worker -> packets it forwarded since it started (how the load spread)
+        "sfu_forwarded_by_worker": sfu_figures.get("forwarded_by_worker") or None,
         "gso_datagrams_per_send": sfu_figures.get("gso_datagrams_per_send"),
         # since the SFU started (a ramp's earlier steps included)
         "sfu_left": sfu_figures.get("left"),  # participants, by reason
@@ -224,8 +231,9 @@ def capacity_reached(result: dict[str, Any]) -> str | None:
         return "no packets received in the measurement window"
     if result["loss_pct"] > 1.0:
         return "loss > 1 %"
-    if result["sfu_cpu_pct"] >= 95.0:  # (said before stalls, which a saturated SFU also causes)
-        return "SFU CPU >= 95 % of one core"
+    cores = result.get("workers") or 1  # one core per media worker process
+    if result["sfu_cpu_pct"] >= 95.0 * cores:  # (said before stalls, which a saturated SFU also causes)
+        return "SFU CPU >= 95 % of one core" if cores == 1 else f"SFU CPU >= 95 % of {cores} cores"
     if result.get("stalled_streams", 0) > 0.01 * result.get("streams", 0):
         paused = result.get("sfu_paused_downtracks")
         said = "" if paused is None else (f"; the SFU had paused {', '.join(f'{n} ({r})' for r, n in paused.items())}"

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,32 @@ def proc_cpu_seconds(pid: int) -> float:
 def proc_rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE
+
+
+def proc_children(pid: int) -> list[int]:
+    """The child processes of `pid` (a `basement serve --workers N`'s media workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children now running (a worker that exited takes its CPU with it)."""
+    total = proc_cpu_seconds(pid)
+    for child in proc_children(pid):
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(child)
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = proc_rss_bytes(pid)
+    for child in proc_children(pid):
+        with contextlib.suppress(OSError):
+            total += proc_rss_bytes(child)
+    return total
 
 
 def self_cpu_seconds() -> float:
@@ -131,7 +158,8 @@ class Target:
     async def sfu_figures(self) -> dict[str, Any]:
         """What the SFU says of its own state at the end of a window, when it says anything: video
         downtracks it paused, by reason (`paused_downtracks`), those waiting for a key frame
-        (`waiting_downtracks`), datagrams per segmented send
+        (`waiting_downtracks`), packets each media worker forwarded since it started
+        (`forwarded_by_worker`, with `--workers`), datagrams per segmented send
         (`gso_datagrams_per_send`), and since it started: participants who left, by reason (`left`),
         connections that ended under a participant, by `target/cause` (`transports_ended`), and ICE
         consent expiries (`consent_expired`). A stall the subscribers see is told apart by these."""
@@ -252,11 +280,13 @@ class BasementTarget(Target):
     supports_simulcast = True
 
     def __init__(self, python: str | None = None, log_dir: str | None = None, datapath: str = "native",
-                 udp_gso: bool = True, aes_ni: bool = True) -> None:
+                 udp_gso: bool = True, aes_ni: bool = True, workers: int = 1) -> None:
         self.datapath = datapath
+        self.workers = workers  # `serve --workers`: the SFU's CPU is then that of the parent and its workers
         self.udp_gso = udp_gso  # native path: segmented sends (sfu/gso.py); off to measure what they save
         self.aes_ni = aes_ni  # native path: AES on AES-NI (sfu/native/aes_gcm.c); off: OpenSSL's EVP
-        self.name = f"basement-{datapath}" + ("" if udp_gso else "-nogso") + ("" if aes_ni else "-evp")
+        self.name = (f"basement-{datapath}" + ("" if udp_gso else "-nogso") + ("" if aes_ni else "-evp")
+                     + (f"-w{workers}" if workers > 1 else ""))
         self.python = python or sys.executable
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="basement-bench-")
         self.log_path = os.path.join(self.log_dir, "basement.log")
@@ -274,7 +304,7 @@ class BasementTarget(Target):
                # and message rate that protect a public server would refuse the load generator itself
                "--ws-max-per-address", "0", "--ws-rate-per-s", "0", "--datapath", self.datapath,
                "--udp-gso", "true" if self.udp_gso else "false", "--aes-ni", "true" if self.aes_ni else "false",
-               "--data-dir", os.path.join(self.log_dir, "var")]
+               "--data-dir", os.path.join(self.log_dir, "var"), "--workers", str(self.workers)]
         self.proc, self._log = _spawn(cmd, self.log_path)
         line = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60)
         m = re.search(rb"open (http://\S+?)/?\s", line + b" ")
@@ -340,29 +370,40 @@ class BasementTarget(Target):
         async with self.session.get(self.metrics_url) as r:
             return await r.text()
 
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return tree_rss_bytes(self.pid)
+
     async def forwarded_packets(self) -> int | None:
-        m = re.search(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", await self._metrics(), re.MULTILINE)
-        return int(float(m.group(1))) if m else None
+        text = await self._metrics()
+        found = re.findall(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+        return int(sum(float(v) for v in found)) if found else None  # summed over workers
 
     async def sfu_figures(self) -> dict[str, Any]:
         text = await self._metrics()
-        paused = {m.group(1): int(float(m.group(2))) for m in re.finditer(
-            r'^basement_downtracks_paused\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE)}
+        # every figure is summed over the series of all media workers (one series without workers)
+        def by(pattern: str) -> dict[str, int]:
+            out: Counter[str] = Counter()
+            for m in re.finditer(pattern, text, re.MULTILINE):
+                out["/".join(m.groups()[:-1])] += int(float(m.group(m.lastindex or 0)))
+            return dict(out)
+
+        paused = by(r'^basement_downtracks_paused\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$')
 
         def total(name: str) -> float | None:
-            m = re.search(rf"^{name}(?:_total)?(?:\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE)
-            return float(m.group(1)) if m else None
+            found = re.findall(rf"^{name}(?:_total)?(?:\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE)
+            return sum(float(v) for v in found) if found else None
 
         sends, datagrams = total("basement_udp_gso_sends"), total("basement_udp_gso_datagrams")
-        left = {m.group(1): int(float(m.group(2))) for m in re.finditer(
-            r'^basement_participants_left_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$', text, re.MULTILINE)}
-        ended = {f"{m.group(1)}/{m.group(2)}": int(float(m.group(3))) for m in re.finditer(
-            r'^basement_transports_ended_total\{[^}]*target="([^"]+)",cause="([^"]+)"[^}]*\} (\S+)$', text,
-            re.MULTILINE)}
+        left = by(r'^basement_participants_left_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)$')
+        ended = by(r'^basement_transports_ended_total\{[^}]*target="([^"]+)",cause="([^"]+)"[^}]*\} (\S+)$')
         consent = total("basement_ice_consent_expired")
         waiting = sum(int(float(m.group(1))) for m in re.finditer(
             r'^basement_downtracks_waiting\{[^}]*\} (\S+)$', text, re.MULTILINE))
-        return {"paused_downtracks": paused, "waiting_downtracks": waiting,
+        forwarded = by(r'^basement_packets_out_total\{[^}]*worker="([^"]+)"[^}]*\} (\S+)$')
+        return {"paused_downtracks": paused, "waiting_downtracks": waiting, "forwarded_by_worker": forwarded,
                 "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None,
                 "left": left, "transports_ended": ended,
                 "consent_expired": int(consent) if consent is not None else None}
@@ -734,15 +775,16 @@ def _janus_out_packets(info: dict[str, Any]) -> int:
 TARGETS = ("basement", "basement-nogso", "basement-evp", "basement-python", "janus")
 
 
-def make_target(name: str) -> Target:
+def make_target(name: str, workers: int = 1) -> Target:
+    """`workers`: media worker processes of the Basement targets (`basement serve --workers`)."""
     if name in ("basement", "basement-native"):
-        return BasementTarget(datapath="native")
+        return BasementTarget(datapath="native", workers=workers)
     if name == "basement-nogso":
-        return BasementTarget(datapath="native", udp_gso=False)
+        return BasementTarget(datapath="native", udp_gso=False, workers=workers)
     if name == "basement-evp":
-        return BasementTarget(datapath="native", aes_ni=False)
+        return BasementTarget(datapath="native", aes_ni=False, workers=workers)
     if name == "basement-python":
-        return BasementTarget(datapath="python")
+        return BasementTarget(datapath="python", workers=workers)
     if name == "janus":
         return JanusTarget()
     raise ValueError(f"unknown target {name!r} ({', '.join(TARGETS)})")

@@ -17,7 +17,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from bench.loadgen import media, wire
 from bench.loadgen.peers import InStream, LightSubscriber, configure_native_receive, kinds_by_pt, munge_simulcast
 from bench.loadgen.scenario import RunConfig, run_once
-from bench.loadgen.targets import BasementTarget, JanusTarget
+from bench.loadgen.targets import BasementTarget, JanusTarget, proc_children, proc_cpu_seconds
 from sfu import rtp, transport
 from sfu.transport import RecvSlot, configure_ice
 
@@ -84,6 +84,37 @@ async def test_livestream_counts_match_the_sfu(name, reader, layers):
     # and the SFU adds less than the whole path the subscribers time (which includes both generator loops)
     assert r["added_latency_us_p50"] < 1000 * r["latency_ms_p50"], r
     assert r["join_ms_p50"] is not None and r["join_ms_p50"] > 0
+
+
+async def test_rooms_spread_over_media_workers_and_their_cpu_is_counted(layers):
+    """`basement bench --rooms 2 --workers 2`: each room on its own worker process, both forwarding
+    its room's media, and the SFU CPU is the server's and its workers' together."""
+    configure_ice(["127.0.0.1"])
+    assert configure_native_receive()
+    target = BasementTarget(workers=2)
+    cfg = RunConfig(scenario="livestream", subscribers=2, duration=2.0, warmup=0.5, probe_every=4,
+                    setup_timeout=30, rooms=2)
+    try:
+        await target.start()
+        target_children = len(proc_children(target.pid))
+        r = await run_once(target, cfg, layers)
+        parent_cpu = proc_cpu_seconds(target.pid)
+        total_cpu = target.cpu_seconds()
+    finally:
+        transport.configure_receive(None)
+        await target.stop()
+    assert target_children == 2
+    assert (r["rooms"], r["workers"], r["publishers"], r["subscribers"]) == (2, 2, 2, 4), r
+    assert (r["streams"], r["stalled_streams"], r["crc_errors"]) == (8, 0, 0), r
+    assert r["loss_pct"] is not None and r["loss_pct"] < 5
+    received, reported = r["packets_received_total"], r["sfu_reported_forwarded_total"]
+    assert abs(received - reported) <= max(5, 0.02 * reported), (received, reported)
+    # one room per worker: each forwarded about half of what the subscribers received
+    by_worker = r["sfu_forwarded_by_worker"]
+    assert sorted(by_worker) == ["0", "1"], r
+    assert all(0.3 * reported <= n <= 0.7 * reported for n in by_worker.values()), (by_worker, reported)
+    # the media runs in the workers: the CPU measured includes theirs
+    assert total_cpu > parent_cpu
 
 
 async def test_probe_detects_a_corrupted_payload():

@@ -51,6 +51,7 @@ def test_the_workers_metrics_merge_into_one_family_per_name():
     # what one worker's own exposition says, for both, once per name (as Prometheus requires)
     assert text.count("# TYPE basement_packets_out_total counter") == 1
     assert text.count("# TYPE basement_rooms gauge") == 1
-    values = {(s.name, s.labels.get("worker")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    families = text_string_to_metric_families(text)
+    values = {(s.name, s.labels.get("worker")): s.value for f in families for s in f.samples}
     assert values[("basement_packets_out_total", "0")] == 10 and values[("basement_packets_out_total", "1")] == 32
     assert values[("basement_rooms", "0")] == 1 and values[("basement_rooms", "1")] == 2
