@@ -32,7 +32,7 @@ GROUPS: dict[str, str] = {
     "metrics": "Prometheus metrics",
     "signalling": "WebSocket signalling and rooms",
     "media": "media plane (ICE, RTP, simulcast)",
-    "workers": "media worker processes of the all-in-one server",
+    "workers": "media worker processes (`basement serve` and `basement sfu`)",
     "turn": "TURN servers handed to clients (TURN REST API credentials)",
     "access": "sign-in, grants, gates, admin API",
     "chain": "chain (the node and SessionLog)",
@@ -48,7 +48,7 @@ GROUPS: dict[str, str] = {
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "workers", "turn", "access", "chain",
               "sessions", "recording", "writer", "redis"),
-    "sfu": ("logging", "http", "metrics", "media", "redis", "cluster", "node", "recording"),
+    "sfu": ("logging", "http", "metrics", "media", "workers", "redis", "cluster", "node", "recording"),
     "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "sessions",
                "recording", "writer", "redis", "cluster"),
     "sessions list": ("logging", "chain", "sessions"),
@@ -388,7 +388,8 @@ class Settings:
         default="1", metadata={"group": "workers",
                                "help": "media worker processes: 1 = the SFU runs inside the server process; N > 1 or "
                                        "'auto' (one per core) = N processes, each room placed on one of them by "
-                                       "load, a worker that dies restarted (docs/cluster.md \"Workers\")"}
+                                       "load, a worker that dies restarted (docs/cluster.md \"Workers\"); for "
+                                       "`basement sfu`, N cluster nodes <node_id>-w<i>"}
     )
     node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(

@@ -15,11 +15,13 @@ import socket
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.exceptions import AuthenticationError, RedisError
 
 from sfu import transport
 from sfu.metrics import media_registry
 from signalling.cluster.bus import RedisBus
+from signalling.cluster.locallink import LocalLink
 from signalling.cluster.placement import Placer
 from signalling.cluster.redisconn import target_from_settings
 from signalling.cluster.registry import Registry
@@ -80,9 +82,9 @@ async def connect(settings: Settings, inbox: str) -> tuple[RedisBus, RedisStore]
         await asyncio.sleep(1.0)
 
 
-def _stop_signals(on_signal: Any) -> None:
+def _stop_signals(on_signal: Any, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal)
 
 
@@ -105,7 +107,13 @@ def _probe_app(state: dict[str, Any]) -> web.Application:
     return app
 
 
-async def run_sfu(settings: Settings) -> int:
+async def run_sfu(settings: Settings, parent: LocalLink | None = None, worker: int | None = None) -> int:
+    """`basement sfu`: one media node. With `workers` > 1 it is the parent of that many node
+    processes (`run_sfu_workers`); each of them runs this with `parent`, the wire to it, and
+    `worker`, its index: no probes or metrics server of its own (the parent has them), and it ends
+    when the wire does."""
+    if parent is None and settings.worker_count > 1:
+        return await run_sfu_workers(settings)
     node_id = member_id(settings)
     configure_transport(settings)
     configure_media(settings)
@@ -114,12 +122,21 @@ async def run_sfu(settings: Settings) -> int:
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()
-    _stop_signals(term.set)
+    # a worker drains on its parent's SIGTERM only: a Ctrl-C reaches the whole process group, and the
+    # parent's SIGTERM after it would count as the second signal that cuts the drain short
+    _stop_signals(term.set, (signal.SIGTERM,) if parent is not None else (signal.SIGINT, signal.SIGTERM))
     runners = []
-    runner, port = await start_app(_probe_app(state), settings.host, settings.port)
-    runners.append(runner)
-    registry = media_registry(const_labels={"node_id": node_id})
-    if settings.metrics_port:
+    port = 0
+    if parent is None:
+        runner, port = await start_app(_probe_app(state), settings.host, settings.port)
+        runners.append(runner)
+        registry = media_registry(const_labels={"node_id": node_id})
+    else:
+        registry = media_registry(const_labels={"node_id": node_id, "worker": str(worker)})
+        # the parent gone: nobody supervises this worker any more; it drains and ends as on SIGTERM
+        orphaned = asyncio.ensure_future(parent.closed.wait())
+        orphaned.add_done_callback(lambda _: term.set())
+    if settings.metrics_port and parent is None:
         mrunner, _ = await start_app(metrics_app(registry), settings.metrics_host, settings.metrics_port)
         runners.append(mrunner)
     bus, store = await connect(settings, f"inbox:{node_id}")
@@ -137,12 +154,14 @@ async def run_sfu(settings: Settings) -> int:
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
                       capacity=settings.node_capacity,
                       speaker_interval=settings.speaker_interval_ms / 1000, tracker=tracker,
-                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000))
+                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000),
+                      metrics=lambda: generate_latest(registry))
     await agent.start()
     state["connected"] = True
     settle_after_startup()
-    log.info("SFU node %s ready (probes on port %d)", node_id, port)
-    print(f"basement sfu {node_id} ready on port {port}", flush=True)
+    if parent is None:
+        log.info("SFU node %s ready (probes on port %d)", node_id, port)
+        print(f"basement sfu {node_id} ready on port {port}", flush=True)
     await term.wait()
     log.info("draining: no new rooms; waiting up to %.0f s for %d rooms to end", timeout, len(agent.node.rooms))
     # refuse new rooms before /readyz says so: whoever sees 503 can rely on it
@@ -168,7 +187,75 @@ async def run_sfu(settings: Settings) -> int:
         transport.close_udp_port(settings.ice_udp_port)
     if settings.ice_tcp_port:
         transport.close_tcp_port(settings.ice_tcp_port)
+    if parent is not None:
+        await parent.close()
     log.info("SFU node %s stopped", node_id)
+    return 0
+
+
+async def run_sfu_workers(settings: Settings) -> int:
+    """`basement sfu --workers N`: N media node processes on Redis, each a cluster node of its own
+    (`<node_id>-w<i>`, its share of `node_capacity`, its own ports), so placement spreads rooms over
+    every core of the machine. This process starts, watches and restarts them, serves the probes
+    and one /metrics for all (label `worker`), and passes its drain signals on."""
+    from signalling.config import SUBCOMMAND_GROUPS
+    from signalling.run.workers import WorkerMetrics, WorkerPool, worker_settings
+
+    member, count = member_id(settings), settings.worker_count
+    state: dict[str, Any] = {"node_id": member, "connected": False, "draining": False}
+    term = asyncio.Event()
+    _stop_signals(term.set)
+    runners = []
+    runner, port = await start_app(_probe_app(state), settings.host, settings.port)
+    runners.append(runner)
+    bus, store = await connect(settings, f"inbox:{member}")
+    nodes = Registry(store, "node")
+    placer = Placer(store, nodes)
+
+    def worker_id(index: int) -> str:
+        return f"{member}-w{index}"
+
+    def config(index: int) -> dict[str, Any]:
+        # the worker connects to Redis itself: its password goes on the private wire, nowhere else
+        return {"index": index, "node_id": worker_id(index), "mode": "cluster",
+                "settings": worker_settings(settings, index, count, worker_id(index), SUBCOMMAND_GROUPS["sfu"],
+                                            with_secrets=True)}
+
+    async def lost(node: str) -> None:
+        # now, not when its heartbeat key expires: the replicas' next node check (every second)
+        # tells its participants to rejoin, and its rooms are placed again
+        await nodes.forget(node)
+        await placer.forget_node(node)
+
+    pool = WorkerPool(count, config, worker_id, store, bus, lost, watch=False)
+    await pool.start()
+    metrics = WorkerMetrics(pool)
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        registry.register(metrics)
+        registry.register(BusCollector(bus, store, member))
+        mrunner, _ = await start_app(metrics_app(registry, metrics.refresh), settings.metrics_host,
+                                     settings.metrics_port)
+        runners.append(mrunner)
+    state["connected"] = True
+    settle_after_startup()
+    print(f"basement sfu {member} ready on port {port} with {count} workers", flush=True)
+    await term.wait()
+    state["draining"] = True
+    log.info("draining: %d workers stop taking rooms and end when theirs are empty (at most %.0f s)", count,
+             drain_timeout(settings))
+    stopping = asyncio.ensure_future(pool.stop(drain_timeout(settings) + 10.0))
+    while not stopping.done():
+        term.clear()
+        again = asyncio.ensure_future(term.wait())
+        await asyncio.wait([stopping, again], return_when=asyncio.FIRST_COMPLETED)
+        if again.done() and not stopping.done():
+            pool.signal(signal.SIGTERM)  # a second signal: the workers cut their drain short
+        again.cancel()
+    await bus.close()
+    await store.close()
+    for r in runners:
+        await r.cleanup()
     return 0
 
 

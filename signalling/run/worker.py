@@ -1,8 +1,10 @@
-"""One media worker of `basement serve --workers N` (`python -m signalling.run.worker --fd FD`).
+"""One media worker of `basement serve|sfu --workers N` (`python -m signalling.run.worker --fd FD`).
 
-It is what `basement sfu` is in a cluster, an SfuNode behind a NodeAgent, but on the wire to its
-parent (signalling.cluster.locallink) instead of Redis, and with the settings the parent sends
-first on that wire (never in argv or the environment). The parent starts, places rooms on, and
+It is what `basement sfu` is in a cluster, an SfuNode behind a NodeAgent, with the settings the
+parent sends first on the wire between them (never in argv or the environment). A worker of
+`serve` has its bus and store on that wire (signalling.cluster.locallink) instead of Redis; a
+worker of `basement sfu` is a cluster node of its own on Redis, and the wire only tells it when
+its parent is gone. The parent starts, places rooms on, and
 restarts its workers (signalling.run.workers). A worker ends when its parent's wire ends or on
 SIGTERM; SIGINT (Ctrl-C in a terminal reaches the whole process group) is the parent's to handle.
 """
@@ -44,7 +46,12 @@ async def run_worker(fd: int) -> int:
     index: int = config["index"]
     settings = Settings(**config["settings"]).validate()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s [{node_id(index)}] %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s [{config['node_id']}] %(name)s: %(message)s")
+    if config.get("mode") == "cluster":
+        # a worker of `basement sfu --workers N`: a cluster node of its own on Redis
+        from signalling.run.cluster import run_sfu
+
+        return await run_sfu(settings, parent=link, worker=index)
     configure_transport(settings)
     configure_media(settings)
     transport.open_udp_port()  # single-port mode: a port in use ends the worker now, and the parent says so

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import socket
 import sys
 import time
@@ -33,7 +34,7 @@ from signalling.cluster.localhub import LocalHubPeer
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import node_channel, replica_channel
 from signalling.cluster.replica import BusCollector, Replica
-from signalling.cluster.store import MemoryStore
+from signalling.cluster.store import MemoryStore, Store
 from signalling.config import ConfigError, Settings, group_fields
 from signalling.run.worker import EVENTS_CHANNEL, node_id
 
@@ -51,13 +52,17 @@ MAX_BACKOFF_S = 30.0
 WORKER_GROUPS = ("logging", "media", "node", "recording", "signalling")
 
 
-def worker_settings(settings: Settings, index: int, count: int) -> dict[str, Any]:
-    """What worker `index` of `count` runs with: the parent's media and room settings, no secrets (a
-    worker needs none), its own ports (single-port mode: port + index; a port range: its slice of
-    it), no HTTP or metrics server of its own (the parent serves /metrics for all)."""
-    values = {f.name: getattr(settings, f.name) for f in group_fields(WORKER_GROUPS)
-              if not f.metadata.get("secret")}
-    values.update(node_id=node_id(index), port=0, metrics_port=0)
+def worker_settings(settings: Settings, index: int, count: int, node: str, groups: tuple[str, ...] = WORKER_GROUPS,
+                    with_secrets: bool = False) -> dict[str, Any]:
+    """What worker `index` of `count` runs with: the parent's settings of `groups` (by default its
+    media and room settings, and no secret: a `serve` worker needs none), node id `node`, its own
+    ports (single-port mode: port + index; a port range: its slice of it), no HTTP or metrics server
+    of its own (the parent serves /metrics for all), its share of `node_capacity`."""
+    values = {f.name: getattr(settings, f.name) for f in group_fields(groups)
+              if with_secrets or not f.metadata.get("secret")}
+    values.update(node_id=node, port=0, metrics_port=0)
+    if settings.node_capacity:
+        values["node_capacity"] = max(1, settings.node_capacity // count)
     if settings.ice_udp_port:
         values["ice_udp_port"] = settings.ice_udp_port + index
     if settings.ice_tcp_port:
@@ -81,25 +86,33 @@ class _Worker:
 
 
 class WorkerPool:
-    """`on_lost(node_id)`: a worker ended; its participants must rejoin (the composition root wires
-    it to the Replica). `bus` is the parent's own bus (for the workers' metrics)."""
+    """`count` worker processes; worker `i` gets `config(i)` as its first frame and heartbeats as
+    `node_ids(i)` in `registry_store`. `on_lost(node_id)`: a worker ended, its participants must
+    rejoin (the composition root wires it). `bus`: the parent's own bus, for the workers' metrics.
+    `hub`/`hub_store`: what the workers' wires serve (`serve`: their bus and store; `sfu`: unused,
+    the workers are on Redis, and the wire only tells each side when the other is gone)."""
 
-    def __init__(self, settings: Settings, hub: MemoryHub, store: MemoryStore, bus: Bus,
-                 on_lost: Callable[[str], Awaitable[Any]]) -> None:
-        self.settings = settings
-        self.count = settings.worker_count
-        self.hub = hub
-        self.store = store
+    def __init__(self, count: int, config: Callable[[int], dict[str, Any]], node_ids: Callable[[int], str],
+                 registry_store: Store, bus: Bus, on_lost: Callable[[str], Awaitable[Any]],
+                 hub: MemoryHub | None = None, hub_store: MemoryStore | None = None, watch: bool = True) -> None:
+        self.count = count
+        self.config = config
+        self.node_id = node_ids
+        self.hub = hub or MemoryHub()
+        self.hub_store = hub_store or MemoryStore()
         self.bus = bus
-        self.nodes = Registry(store, "node")
+        self.nodes = Registry(registry_store, "node")
         self.on_lost = on_lost
+        # kill a worker whose heartbeat lapsed: with the store in this process a lapse can only be the
+        # worker's; on Redis (`basement sfu`) an outage lapses them all, and fencing handles it instead
+        self.watch = watch
         self.workers = [_Worker(i) for i in range(self.count)]
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
 
     @property
     def ids(self) -> list[str]:
-        return [node_id(w.index) for w in self.workers]
+        return [self.node_id(w.index) for w in self.workers]
 
     # --- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,7 +126,7 @@ class WorkerPool:
                 if w.proc is not None and w.proc.returncode is not None:
                     await self.stop()
                     what = f"media worker {w.index} exited with status {w.proc.returncode} while starting " \
-                           f"(its log lines above, tagged [{node_id(w.index)}], say why)"
+                           f"(its log lines above, tagged [{self.node_id(w.index)}], say why)"
                     raise ConfigError(what) if w.proc.returncode == 2 else RuntimeError(what)
             live = await self.nodes.live()
             if all(i in live for i in self.ids):
@@ -125,22 +138,29 @@ class WorkerPool:
         for w in self.workers:
             w.seen_live = True
         self._tasks = [asyncio.ensure_future(self._supervise(w)) for w in self.workers]
-        self._tasks.append(asyncio.ensure_future(self._watch()))
+        if self.watch:
+            self._tasks.append(asyncio.ensure_future(self._watch()))
 
-    async def stop(self) -> None:
-        """SIGTERM every worker (each closes its rooms and leaves), SIGKILL what is left after 10 s."""
+    def signal(self, sig: int) -> None:
+        """Send `sig` to every running worker (a `basement sfu` passes its drain signals on)."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(sig)
+
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM every worker (each closes its rooms and leaves; in a cluster it drains), SIGKILL
+        what is left after `timeout` s. No worker is restarted from now on."""
         self.stopping = True
         for t in self._tasks:
             t.cancel()
         running = [w for w in self.workers if w.proc is not None and w.proc.returncode is None]
-        for w in running:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.terminate()  # type: ignore[union-attr]
+        self.signal(signal.SIGTERM)
         for w in running:
             try:
-                await asyncio.wait_for(w.proc.wait(), STOP_TIMEOUT_S)  # type: ignore[union-attr]
+                await asyncio.wait_for(w.proc.wait(), timeout)  # type: ignore[union-attr]
             except TimeoutError:
-                log.warning("media worker %d did not stop within %g s: killing it", w.index, STOP_TIMEOUT_S)
+                log.warning("media worker %d did not stop within %g s: killing it", w.index, timeout)
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.kill()  # type: ignore[union-attr]
                 await w.proc.wait()  # type: ignore[union-attr]
@@ -157,8 +177,8 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 16)
-        w.peer = LocalHubPeer(node_id(w.index), self.hub, self.store, reader, writer)
-        w.peer.start({"index": w.index, "settings": worker_settings(self.settings, w.index, self.count)})
+        w.peer = LocalHubPeer(self.node_id(w.index), self.hub, self.hub_store, reader, writer)
+        w.peer.start(self.config(w.index))
         w.started_at = time.monotonic()
         w.seen_live = False
         log.info("media worker %d started (pid %d)", w.index, w.proc.pid)
@@ -175,7 +195,7 @@ class WorkerPool:
             if w.peer is not None:
                 w.peer.close()
             try:
-                await self.on_lost(node_id(w.index))
+                await self.on_lost(self.node_id(w.index))
             except Exception:
                 log.exception("handling the loss of media worker %d failed", w.index)
             w.backoff = min(MAX_BACKOFF_S, max(1.0, 2 * w.backoff)) if lived < YOUNG_S else 0.0
@@ -202,7 +222,7 @@ class WorkerPool:
             for w in self.workers:
                 if w.proc is None or w.proc.returncode is not None:
                     continue
-                if node_id(w.index) in live:
+                if self.node_id(w.index) in live:
                     w.seen_live = True
                 elif w.seen_live or time.monotonic() - w.started_at > START_TIMEOUT_S:
                     log.error("media worker %d stopped heartbeating: killing it", w.index)
@@ -215,7 +235,8 @@ class WorkerPool:
         """Each running worker's Prometheus exposition (a worker that does not answer is left out)."""
         async def one(w: _Worker) -> tuple[int, bytes | None]:
             try:
-                text = await self.bus.request(node_channel(node_id(w.index)), {"op": "metrics", "args": {}}, timeout)
+                text = await self.bus.request(node_channel(self.node_id(w.index)), {"op": "metrics", "args": {}},
+                                              timeout)
             except RemoteError:
                 return w.index, None
             return w.index, text if isinstance(text, bytes) else None
@@ -295,7 +316,13 @@ async def start_workers(settings: Settings, admit: Any, tracker: Any,
             bus.reject(EVENTS_CHANNEL, f"session event without {e}")
 
     await bus.subscribe(EVENTS_CHANNEL, event)
-    pool = WorkerPool(settings, hub, store, bus, on_lost=replica.node_lost)
+    count = settings.worker_count
+
+    def config(index: int) -> dict[str, Any]:
+        return {"index": index, "node_id": node_id(index), "mode": "serve",
+                "settings": worker_settings(settings, index, count, node_id(index))}
+
+    pool = WorkerPool(count, config, node_id, store, bus, replica.node_lost, hub=hub, hub_store=store)
     try:
         await pool.start()
         await replica.start()

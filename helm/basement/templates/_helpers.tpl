@@ -162,11 +162,24 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- end -}}
 {{- $s := .Values.sfu -}}
+{{- $cpuWorkers := eq (toString $s.workers) "cpuLimit" -}}
+{{- if $cpuWorkers -}}
+{{- if not (and $s.resources $s.resources.limits $s.resources.limits.cpu) -}}
+{{- fail "sfu.workers=cpuLimit needs sfu.resources.limits.cpu: the workers are the container's CPU limit in cores" -}}
+{{- end -}}
+{{- if or $s.udpPort $s.tcpPort -}}
+{{- fail "sfu.workers=cpuLimit needs the RTP range (sfu.udpPort and sfu.tcpPort 0): each worker's own UDP/TCP port would have to be declared for a count known only at run time; give sfu.workers as a number instead" -}}
+{{- end -}}
+{{- else if lt (int $s.workers) 1 -}}
+{{- fail (printf "sfu.workers: %v is not a number of at least 1 or \"cpuLimit\"" $s.workers) -}}
+{{- end -}}
+{{- /* media processes: processes x workers (each worker has its own ports) */ -}}
+{{- $mp := mul (int $s.processes) (ternary 1 (int $s.workers) $cpuWorkers) -}}
 {{- if and $s.udpPort (lt (int $s.udpPort) 1024) -}}
 {{- fail (printf "sfu: udpPort %d is below 1024 (0 = the rtpPortMin-rtpPortMax range)" (int $s.udpPort)) -}}
 {{- end -}}
-{{- if gt (add (int $s.udpPort) (sub (int $s.processes) 1)) 65535 -}}
-{{- fail (printf "sfu: udpPort %d + %d processes goes past 65535" (int $s.udpPort) (int $s.processes)) -}}
+{{- if gt (add (int $s.udpPort) (sub $mp 1)) 65535 -}}
+{{- fail (printf "sfu: udpPort %d + %d processes goes past 65535" (int $s.udpPort) $mp) -}}
 {{- end -}}
 {{- $last := add (int $s.port) (sub (int $s.processes) 1) -}}
 {{- $lastMetrics := add (int $s.metricsPort) (sub (int $s.processes) 1) -}}
@@ -174,12 +187,12 @@ app.kubernetes.io/part-of: basement
 {{- fail (printf "sfu: HTTP ports %d-%d overlap metrics ports %d-%d" (int $s.port) $last (int $s.metricsPort) $lastMetrics) -}}
 {{- end -}}
 {{- if $s.tcpPort -}}
-{{- $lastTcp := add (int $s.tcpPort) (sub (int $s.processes) 1) -}}
+{{- $lastTcp := add (int $s.tcpPort) (sub $mp 1) -}}
 {{- if lt (int $s.tcpPort) 1024 -}}
 {{- fail (printf "sfu: tcpPort %d is below 1024 (0 = no ICE over TCP)" (int $s.tcpPort)) -}}
 {{- end -}}
 {{- if gt $lastTcp 65535 -}}
-{{- fail (printf "sfu: tcpPort %d + %d processes goes past 65535" (int $s.tcpPort) (int $s.processes)) -}}
+{{- fail (printf "sfu: tcpPort %d + %d processes goes past 65535" (int $s.tcpPort) $mp) -}}
 {{- end -}}
 {{- if and (le (int $s.tcpPort) $last) (le (int $s.port) $lastTcp) -}}
 {{- fail (printf "sfu: ICE-TCP ports %d-%d (tcpPort) overlap HTTP ports %d-%d" (int $s.tcpPort) $lastTcp (int $s.port) $last) -}}
@@ -198,8 +211,8 @@ app.kubernetes.io/part-of: basement
 {{- fail (printf "sfu: rtpPortMin (%d) must be <= rtpPortMax (%d)" (int $s.rtpPortMin) (int $s.rtpPortMax)) -}}
 {{- end -}}
 {{- $span := add1 (sub (int $s.rtpPortMax) (int $s.rtpPortMin)) -}}
-{{- if lt (int (div $span (int $s.processes))) 10 -}}
-{{- fail (printf "sfu: the RTP range %d-%d gives fewer than 10 ports to each of the %d processes" (int $s.rtpPortMin) (int $s.rtpPortMax) (int $s.processes)) -}}
+{{- if lt (int (div $span $mp)) 10 -}}
+{{- fail (printf "sfu: the RTP range %d-%d gives fewer than 10 ports to each of the %d processes" (int $s.rtpPortMin) (int $s.rtpPortMax) $mp) -}}
 {{- end -}}
 {{- if and (le (int $s.rtpPortMin) $last) (le (int $s.port) (int $s.rtpPortMax)) -}}
 {{- fail "sfu: the HTTP ports overlap the RTP range" -}}
@@ -220,7 +233,7 @@ app.kubernetes.io/part-of: basement
 {{- fail (printf "turn: relayPortMin (%d) must be <= relayPortMax (%d)" (int $t.relayPortMin) (int $t.relayPortMax)) -}}
 {{- end -}}
 {{- if $s.udpPort -}}
-{{- $lastUdp := add (int $s.udpPort) (sub (int $s.processes) 1) -}}
+{{- $lastUdp := add (int $s.udpPort) (sub $mp 1) -}}
 {{- if and (le (int $t.relayPortMin) $lastUdp) (le (int $s.udpPort) (int $t.relayPortMax)) -}}
 {{- fail "turn: the relay port range overlaps sfu.udpPort (a node may run both)" -}}
 {{- end -}}
@@ -231,7 +244,7 @@ app.kubernetes.io/part-of: basement
 {{- end -}}
 {{- if $s.tcpPort -}}
 {{- /* coturn (host network) holds TCP on port and, with TLS, tlsPort; TCP relays (RFC 6062) take relay-range ports */ -}}
-{{- $lastTcp := add (int $s.tcpPort) (sub (int $s.processes) 1) -}}
+{{- $lastTcp := add (int $s.tcpPort) (sub $mp 1) -}}
 {{- $turnTcp := list (int $t.port) -}}
 {{- if $t.tlsSecret -}}
 {{- $turnTcp = append $turnTcp (int $t.tlsPort) -}}

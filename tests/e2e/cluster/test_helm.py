@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -138,7 +139,12 @@ def resolve_env(container: dict, node_ip: str = "10.1.2.3", pod: str = "basement
             out[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: out.get(m.group(1), m.group(0)), e["value"])
         else:
             src = e["valueFrom"]
-            if "fieldRef" in src:
+            if "resourceFieldRef" in src:  # the container's CPU limit in whole cores, rounded up (divisor 1)
+                ref = src["resourceFieldRef"]
+                assert (ref["resource"], ref["divisor"], ref["containerName"]) == ("limits.cpu", "1", container["name"])
+                cpu = str(container["resources"]["limits"]["cpu"])
+                out[e["name"]] = str(-(-int(cpu[:-1]) // 1000) if cpu.endswith("m") else math.ceil(float(cpu)))
+            elif "fieldRef" in src:
                 out[e["name"]] = {"status.hostIP": node_ip, "metadata.name": pod,
                                   "status.podIP": pod_ip}[src["fieldRef"]["fieldPath"]]
             else:
@@ -151,6 +157,8 @@ VALUE_SETS = [
     pytest.param(None, id="defaults"),
     *(pytest.param(p, id=p.name) for p in VALUES_FILES),
     pytest.param(NO_HOST_NETWORK, id="no-host-network"),
+    pytest.param(merge(NO_HOST_NETWORK, {"sfu": {"workers": 3}}), id="workers-no-host-network"),
+    pytest.param({"sfu": {"workers": "cpuLimit", "resources": {"limits": {"cpu": "4"}}}}, id="workers-cpu-limit"),
     pytest.param(merge(load_values(ROOT / "helm" / "values" / "production.yaml"),
                        {"sfu": {"hostNetwork": False, "udpPort": 7882, "tcpPort": 7886}}),
                  id="production.yaml-no-host-network"),
@@ -469,6 +477,49 @@ def test_sfu_one_udp_port_per_process_instead_of_the_range():
     # a range the single port makes unused is not checked: moving TURN's relays there is fine
     render({"sfu": {"udpPort": 7882}, "turn": {"enabled": True, "host": "t.example", "relayPortMin": 50000,
                                                  "relayPortMax": 50999}})
+
+
+def test_sfu_workers_per_process_get_their_own_ports_and_are_nodes_of_their_own():
+    values = {"sfu": {"processes": 2, "workers": 2, "udpPort": 7882, "tcpPort": 7890, "hostNetwork": False}}
+    docs = render(values)
+    containers = pod_spec(sfu_workload(docs))["containers"]
+    envs = [resolve_env(c) for c in containers]
+    assert [(e["BASEMENT_WORKERS"], e["BASEMENT_ICE_UDP_PORT"], e["BASEMENT_ICE_TCP_PORT"]) for e in envs] == [
+        ("2", "7882", "7890"), ("2", "7884", "7892")]
+    # every worker's port is declared (a host port off the host network) and open in the NetworkPolicy
+    assert [_ports(c) for c in containers] == [
+        {"http-0": (7880, None, "TCP"), "metrics-0": (9090, None, "TCP"),
+         "udp-0-w0": (7882, 7882, "UDP"), "tcp-0-w0": (7890, 7890, "TCP"),
+         "udp-0-w1": (7883, 7883, "UDP"), "tcp-0-w1": (7891, 7891, "TCP")},
+        {"http-1": (7881, None, "TCP"), "metrics-1": (9091, None, "TCP"),
+         "udp-1-w0": (7884, 7884, "UDP"), "tcp-1-w0": (7892, 7892, "TCP"),
+         "udp-1-w1": (7885, 7885, "UDP"), "tcp-1-w1": (7893, 7893, "TCP")},
+    ]
+    policy = one(docs, "NetworkPolicy", f"{FULL}-sfu")
+    opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert {"udp-0-w0", "udp-0-w1", "udp-1-w0", "udp-1-w1", "tcp-1-w1"} <= opened
+    # what each process then gives its workers: exactly the ports declared for it
+    from signalling.run.workers import worker_settings
+
+    for c, e in zip(containers, envs, strict=True):
+        s = config.load(env=e, groups=config.SUBCOMMAND_GROUPS["sfu"])
+        assert s.worker_count == 2
+        given = [worker_settings(s, j, 2, f"n-w{j}", config.SUBCOMMAND_GROUPS["sfu"]) for j in range(2)]
+        declared = _ports(c)
+        assert {(g["ice_udp_port"], "UDP") for g in given} == {(p, proto) for p, _, proto in declared.values()
+                                                               if proto == "UDP"}
+    assert "UDP 7882-7885" in notes(values) and "TCP 7880-7881 (health)" not in notes(values)
+
+
+def test_sfu_workers_from_the_cpu_limit():
+    values = {"sfu": {"workers": "cpuLimit", "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}}}}
+    (c,) = pod_spec(sfu_workload(render(values)))["containers"]
+    e = resolve_env(c)
+    assert e["BASEMENT_WORKERS"] == "2"  # 1.5 cores, rounded up, as the downward API gives it
+    assert config.load(env=e, groups=config.SUBCOMMAND_GROUPS["sfu"]).worker_count == 2
+    # a number of workers needs no limit; the default is one per SFU process
+    (c,) = pod_spec(sfu_workload(render(None)))["containers"]
+    assert resolve_env(c)["BASEMENT_WORKERS"] == "1"
 
 
 def _ports(container: dict) -> dict[str, tuple]:
@@ -866,6 +917,18 @@ FAIL_CASES = {
         {"sfu": {"tcpPort": 49160}, "turn": {"enabled": True, "host": "t.example"}},
         "relay port range overlaps sfu.tcpPort",
     ),
+    "workers-cpu-limit-without-limit": (
+        {"sfu": {"workers": "cpuLimit"}}, "sfu.workers=cpuLimit needs sfu.resources.limits.cpu",
+    ),
+    "workers-cpu-limit-with-udp-port": (
+        {"sfu": {"workers": "cpuLimit", "udpPort": 7882, "resources": {"limits": {"cpu": "2"}}}},
+        "sfu.workers=cpuLimit needs the RTP range",
+    ),
+    "workers-udp-past-65535": ({"sfu": {"udpPort": 65530, "processes": 2, "workers": 4}}, "+ 8 processes goes past"),
+    "workers-rtp-range-too-small": (
+        {"sfu": {"workers": 8, "rtpPortMin": 50000, "rtpPortMax": 50050}},
+        "fewer than 10 ports to each of the 8 processes",
+    ),
     "no-host-network-without-udp-port": (
         {"sfu": {"hostNetwork": False}},
         "sfu.hostNetwork=false needs sfu.udpPort: off the host network media reaches the pod through host ports",
@@ -885,6 +948,8 @@ SCHEMA_CASES = {
     "udp-port": ({"sfu": {"udpPort": 70000}}, "/sfu/udpPort"),
     "tcp-port": ({"sfu": {"tcpPort": 70000}}, "/sfu/tcpPort"),
     "tcp-port-type": ({"sfu": {"tcpPort": "7881"}}, "/sfu/tcpPort"),
+    "workers-zero": ({"sfu": {"workers": 0}}, "/sfu/workers"),
+    "workers-word": ({"sfu": {"workers": "auto"}}, "/sfu/workers"),
     "host-network-type": ({"sfu": {"hostNetwork": "false"}}, "/sfu/hostNetwork"),
     "privileged-port": ({"sfu": {"port": 80}}, "/sfu/port"),
     "port-type": ({"signal": {"port": "8080"}}, "/signal/port"),

@@ -20,8 +20,9 @@ import pytest
 from sfu import transport
 from signalling.ports import free_port
 from signalling.protocol.client import Client
-from tests.support.clusterfix import BASEMENT
+from tests.support.clusterfix import BASEMENT, Cluster, Proc, placement
 from tests.support.media import CounterVideo, Sink
+from tests.support.redisproc import RedisProc
 
 
 class Serve:
@@ -178,3 +179,92 @@ async def test_two_rooms_land_on_two_workers_and_a_killed_worker_is_rejoined_and
         await asyncio.sleep(0.2)
     assert s.pids()[int(home)] in s.children()
     assert s.stop() == 0, s.tail()
+
+
+# --- basement sfu --workers 2 in a cluster ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def cluster_of_workers():
+    transport.configure_ice(["127.0.0.1"])
+    redis = RedisProc().start()
+    c = Cluster(redis)
+    clients: list[Client] = []
+    try:
+        c.nodes = [Proc("sfu", "sfu0", redis.url, c.logdir, BASEMENT_WORKERS="2", BASEMENT_DRAIN_TIMEOUT_S="60")]
+        c.replicas = [Proc("signal", "sig0", redis.url, c.logdir, BASEMENT_GRANT_SECRET=c.grant_secret)]
+        await asyncio.gather(*(p.wait_ready() for p in c.nodes + c.replicas))
+        yield c, clients
+    finally:
+        for cl in clients:
+            await cl.close()
+        c.stop()
+        redis.stop()
+
+
+def worker_pids(log: str) -> dict[int, int]:
+    """worker index -> pid of its latest process, as the parent logs each start."""
+    out = {}
+    for line in log.splitlines():
+        if "media worker " in line and " started (pid " in line:
+            out[int(line.split("media worker ", 1)[1].split(" ", 1)[0])] = int(line.rsplit("(pid ", 1)[1].rstrip(")"))
+    return out
+
+
+async def test_a_cluster_node_with_two_workers_is_two_nodes_and_a_killed_one_is_rejoined_and_restarted(
+        cluster_of_workers):
+    c, clients = cluster_of_workers
+    node = c.nodes[0]
+    url = c.replicas[0].url
+
+    async def joined(room: str, name: str) -> Client:
+        cl = Client(url)
+        clients.append(cl)
+        await cl.connect()
+        await cl.join(room, name)
+        return cl
+
+    async def call(room: str) -> tuple[Client, Client, Sink]:
+        pub, sub = await joined(room, "pub"), await joined(room, "sub")
+        await pub.publish(video=CounterVideo(160, 120))
+        _, track = await sub.wait_track(kind="video", participant=pub.participant["id"], timeout=20)
+        sink = Sink(track)
+        await sink.wait_frames(10, timeout=20)
+        assert sink.sizes == {(160, 120)}
+        return pub, sub, sink
+
+    a_pub, a_sub, _ = await call("wa")
+    b_pub, b_sub, b_sink = await call("wb")
+    homes = {await placement(c, "wa"), await placement(c, "wb")}
+    assert homes == {"sfu0-w0", "sfu0-w1"}, homes  # each worker is a node; the second room went to the idle one
+    # one /metrics for the node, a series per worker
+    _, text = await node.get("/metrics", node.metrics_port)
+    for w in ("0", "1"):
+        rooms = [line for line in text.splitlines() if line.startswith("basement_rooms{") and f'worker="{w}"' in line]
+        assert len(rooms) == 1 and rooms[0].endswith(" 1.0"), rooms
+
+    doomed = await placement(c, "wa")
+    index = int(doomed.rsplit("-w", 1)[1])
+    victim = worker_pids(node.tail(10_000))[index]
+    frames = b_sink.frames
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    for cl in (a_pub, a_sub):
+        msg = await cl.wait_message("removed", timeout=10)
+        assert (msg["reason"], msg["rejoin"]) == ("node_lost", True), msg
+    told = time.monotonic() - t0
+    assert told < 3, f"told {told:.1f} s after the kill (a heartbeat lapse alone takes 5 s)"
+    await call("wa")
+    took = time.monotonic() - t0
+    assert took < 10, f"media again {took:.1f} s after the kill"
+    await b_sink.wait_frames(frames + 10, timeout=5)
+    assert not [m for cl in (b_pub, b_sub) for m in cl.messages if m.get("type") in ("removed", "left")]
+    deadline = time.monotonic() + 30
+    while worker_pids(node.tail(10_000)).get(index) == victim:
+        assert time.monotonic() < deadline, node.tail()
+        await asyncio.sleep(0.2)
+    # SIGTERM drains: both workers end when their rooms are empty (the clients leave), the node exits 0
+    node.signal(signal.SIGTERM)
+    for cl in clients:
+        await cl.close()
+    assert await node.wait_exit(30) == 0, node.tail()

@@ -16,7 +16,7 @@ def test_each_worker_gets_its_own_ports_and_no_secret():
                          "BASEMENT_GRANT_SECRET": "g" * 64, "BASEMENT_ADMIN_KEY": "k" * 32,
                          "BASEMENT_TURN_URLS": "turn:turn.example:3478", "BASEMENT_TURN_SECRET": "t" * 32,
                          "BASEMENT_SPEAKER_INTERVAL_MS": "700", "BASEMENT_PRESENCE_BATCH_ABOVE": "7"})
-    values = [worker_settings(s, i, 3) for i in range(3)]
+    values = [worker_settings(s, i, 3, f"worker-{i}") for i in range(3)]
     assert [(v["ice_udp_port"], v["ice_tcp_port"], v["node_id"]) for v in values] == [
         (7882, 7881, "worker-0"), (7883, 7882, "worker-1"), (7884, 7883, "worker-2")]
     for v in values:
@@ -31,7 +31,8 @@ def test_each_worker_gets_its_own_ports_and_no_secret():
 
 def test_workers_share_a_port_range_in_disjoint_slices():
     s = config.load(env={"BASEMENT_WORKERS": "2", "BASEMENT_RTP_PORT_MIN": "50000", "BASEMENT_RTP_PORT_MAX": "50999"})
-    slices = [(v["rtp_port_min"], v["rtp_port_max"]) for v in (worker_settings(s, i, 2) for i in range(2))]
+    values = [worker_settings(s, i, 2, f"worker-{i}") for i in range(2)]
+    slices = [(v["rtp_port_min"], v["rtp_port_max"]) for v in values]
     assert slices == [(50000, 50499), (50500, 50999)]
 
 
@@ -55,3 +56,13 @@ def test_the_workers_metrics_merge_into_one_family_per_name():
     values = {(s.name, s.labels.get("worker")): s.value for f in families for s in f.samples}
     assert values[("basement_packets_out_total", "0")] == 10 and values[("basement_packets_out_total", "1")] == 32
     assert values[("basement_rooms", "0")] == 1 and values[("basement_rooms", "1")] == 2
+
+
+def test_a_cluster_worker_gets_the_nodes_settings_its_redis_password_and_a_share_of_the_capacity():
+    s = config.load(env={"BASEMENT_WORKERS": "2", "BASEMENT_REDIS_URL": "redis://10.0.0.5:6379/0",
+                         "BASEMENT_REDIS_PASSWORD": "p" * 24, "BASEMENT_NODE_CAPACITY": "300",
+                         "BASEMENT_DRAIN_TIMEOUT_S": "120"}, groups=config.SUBCOMMAND_GROUPS["sfu"])
+    v = worker_settings(s, 1, 2, "sfu-a-w1", config.SUBCOMMAND_GROUPS["sfu"], with_secrets=True)
+    worker = Settings(**v).validate()
+    assert (worker.node_id, worker.redis_url, worker.redis_password) == ("sfu-a-w1", s.redis_url, "p" * 24)
+    assert (worker.node_capacity, worker.drain_timeout_s, worker.port, worker.metrics_port) == (150, 120, 0, 0)
