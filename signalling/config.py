@@ -259,13 +259,13 @@ class Settings:
         default=500, metadata={"group": "media", "help": "how often active speaker is re-evaluated (debounce)"}
     )
     presence_batch_above: int = field(
-        default=20, metadata={"group": "signalling",
+        default=20, metadata={"group": "media",
                               "help": "rooms with more participants than this announce joins and leaves at most "
                                       "once per presence_interval_ms, several in one `presence` message "
                                       "(docs/protocol.md); 0 = always one message per change"}
     )
     presence_interval_ms: int = field(
-        default=1000, metadata={"group": "signalling", "help": "see presence_batch_above"}
+        default=1000, metadata={"group": "media", "help": "see presence_batch_above"}
     )
 
     # --- identity, grants, gating ---

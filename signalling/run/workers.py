@@ -47,9 +47,8 @@ YOUNG_S = 10.0
 MAX_BACKOFF_S = 30.0
 
 
-# The settings a worker takes from its parent: a cluster node's (`basement sfu`), and the room
-# behaviour of `signalling` (presence batching) that the node applies.
-WORKER_GROUPS = ("logging", "media", "node", "recording", "signalling")
+# The settings a `serve` worker takes from its parent: a cluster node's (`basement sfu`), without Redis.
+WORKER_GROUPS = ("logging", "media", "node", "recording")
 
 
 def worker_settings(settings: Settings, index: int, count: int, node: str, groups: tuple[str, ...] = WORKER_GROUPS,

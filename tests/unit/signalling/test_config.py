@@ -254,3 +254,12 @@ def test_workers_auto_is_the_cores_this_process_may_use():
     assert config.load(env={"BASEMENT_WORKERS": "auto"}).worker_count == len(os.sched_getaffinity(0))
     assert config.load(env={"BASEMENT_WORKERS": " 3 "}).worker_count == 3
     assert config.load(env={}).worker_count == 1  # the SFU inside the server process, as before workers
+
+
+def test_a_cluster_media_node_reads_the_room_settings_it_applies():
+    """Presence batching and the speaker interval are applied by the node hosting the room, so
+    `basement sfu` must read them (it once silently kept the defaults)."""
+    env = {"BASEMENT_PRESENCE_BATCH_ABOVE": "5", "BASEMENT_PRESENCE_INTERVAL_MS": "250",
+           "BASEMENT_SPEAKER_INTERVAL_MS": "300"}
+    s = config.load(env=env, groups=config.SUBCOMMAND_GROUPS["sfu"])
+    assert (s.presence_batch_above, s.presence_interval_ms, s.speaker_interval_ms) == (5, 250, 300)
