@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.support.chainfix",
     "tests.support.sessionfix",
     "tests.support.clusterfix",
+    "tests.support.workersfix",
     "tests.support.memcluster",
     "tests.support.browser",
     "tests.support.ipfsnode",

@@ -4,12 +4,39 @@ import { onMessage } from './messages.js';
 import { OPTIONS } from './options.js';
 import { publishData, startPublishing } from './publish.js';
 import { Signal } from './signal.js';
-import { B, call, newCall, setCall, setSig, sig } from './state.js';
+import { B, call, hooks, newCall, setCall, setSig, sig } from './state.js';
 import { onSocketClosed, teardown } from './teardown.js';
-import { hideError, logEvent, setState, showError, showRoom, withQuery } from './ui.js';
+import { $, hideError, logEvent, setState, showError, showRoom, withQuery } from './ui.js';
 import { getGrant, offerWallets, setWalletError, walletJoined } from './wallet.js';
 
 const PING_INTERVAL_MS = 15000;
+// `removed` with `rejoin`: everyone of the room was told at once; spread the joins over this long
+const REJOIN_SPREAD_MS = 1000;
+const MAX_REJOINS = 3;   // in a row without a join that lasted (a server that keeps failing us)
+const REJOIN_RESET_MS = 60000;
+let rejoins = { n: 0, at: 0 };
+
+// The server ended this participant but asks it to come back (`removed` with `rejoin: true`: its
+// media worker or node was lost, or the server is restarting; docs/protocol.md): leave what is left
+// of the call and join the same room again under the same name, after a short random wait.
+export function rejoin(reason) {
+  const s = call;
+  const room = B.room;
+  const name = s && s.me ? s.me.name : $('#name').value;
+  const now = Date.now();
+  rejoins = now - rejoins.at > REJOIN_RESET_MS ? { n: 1, at: now } : { n: rejoins.n + 1, at: now };
+  setSig(null);  // the server closes the socket
+  if (!room || rejoins.n > MAX_REJOINS) {
+    logEvent(`removed from the room: ${reason}`, 'error');
+    showError(`You were removed from the room: ${reason}`);
+    teardown('removed');
+    return;
+  }
+  logEvent(`the server moved this call (${reason}): joining again`, 'error');
+  teardown('rejoining');
+  setTimeout(() => { if (!sig) join(room, name).catch(() => {}); }, Math.random() * REJOIN_SPREAD_MS);
+}
+hooks.rejoin = rejoin;
 
 // ---------------------------------------------------------------------------------------------
 // Join / leave

@@ -1,6 +1,6 @@
 import { applyDynacast } from './dynacast.js';
 import { onP2p, onP2pSignal } from './p2p.js';
-import { B, call, setSig } from './state.js';
+import { B, call, hooks, setSig } from './state.js';
 import { highlightSpeaker, onSubscriberOffer, refreshFlags } from './subscribe.js';
 import { teardown } from './teardown.js';
 import { badge, tileForTrack } from './tiles.js';
@@ -96,6 +96,10 @@ export function onMessage(msg) {
       logEvent(`error ${msg.code}: ${msg.message}`, 'error');
       break;
     case 'removed':
+      if (msg.rejoin && hooks.rejoin) {  // the server lost our media node or worker, or is restarting
+        hooks.rejoin(msg.reason);
+        break;
+      }
       logEvent(`removed from the room: ${msg.reason}`, 'error');
       showError(`You were removed from the room: ${msg.reason}`);
       setSig(null); // the server closes the socket

@@ -10,6 +10,10 @@ export let call = null;        // this page's part in the call it joined: per-jo
 export function setSig(value) { sig = value; }
 export function setCall(value) { call = value; }
 
+// join.js's `rejoin(reason)`, set there: messages.js calls it on `removed` with `rejoin: true`
+// (join.js imports messages.js, so the reverse import would be a cycle)
+export const hooks = { rejoin: null };
+
 export function newCall(room) {
   let publishSettled;
   const publishDone = new Promise((resolve) => { publishSettled = resolve; });
