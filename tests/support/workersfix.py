@@ -24,13 +24,14 @@ from tests.support.clusterfix import BASEMENT
 class Serve:
     """`basement serve --workers N` on free ports, its log in a temporary file."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, **settings: str) -> None:
+        """`settings`: BASEMENT_* variables for the server, on top of the test's own."""
         self.port, self.metrics_port = free_port(), free_port()
         self.logdir = tempfile.mkdtemp(prefix="basement-workers-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("BASEMENT_")}
         env.update(BASEMENT_HOST="127.0.0.1", BASEMENT_PORT=str(self.port),
                    BASEMENT_METRICS_PORT=str(self.metrics_port), BASEMENT_ICE_ADDRESSES="127.0.0.1",
-                   BASEMENT_DATA_DIR=self.logdir, PYTHONUNBUFFERED="1")
+                   BASEMENT_DATA_DIR=self.logdir, PYTHONUNBUFFERED="1", **settings)
         self.log = open(os.path.join(self.logdir, "serve.log"), "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([BASEMENT, "serve", "--workers", str(workers)], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
@@ -97,8 +98,8 @@ async def serve():
     made: list[Serve] = []
     clients: list[Client] = []
 
-    async def make(workers: int) -> Serve:
-        s = Serve(workers)
+    async def make(workers: int, **settings: str) -> Serve:
+        s = Serve(workers, **settings)
         made.append(s)
         await s.wait_ready()
         return s

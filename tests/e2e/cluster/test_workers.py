@@ -6,9 +6,11 @@ other worker's room never notices, and the dead worker is started again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,28 @@ async def test_two_rooms_land_on_two_workers_and_a_killed_worker_is_rejoined_and
         await asyncio.sleep(0.2)
     assert s.pids()[int(home)] in s.children()
     assert s.stop() == 0, s.tail()
+
+
+async def test_sessions_in_worker_rooms_are_recorded_with_the_media_the_workers_forwarded(serve):
+    """The parent tracks sessions as `serve` does: joins and leaves from its RoomManager, tracks and
+    media totals from the worker that forwarded them (its events on the wire)."""
+    s = await serve(workers=2, BASEMENT_RECORD_SESSIONS="all", BASEMENT_SESSION_GRACE_S="0")
+    pub, sub, sink = await call(serve, s.url, "rec")
+    await sink.wait_frames(sink.frames + 20, timeout=10)
+    for c in (sub, pub):
+        await c.close()
+    deadline = time.monotonic() + 20
+    while not (closed := [line for line in s.tail(10_000).splitlines() if " closed (room 'rec'" in line]):
+        assert time.monotonic() < deadline, s.tail()
+        await asyncio.sleep(0.2)
+    cid = closed[0].rsplit("cid ", 1)[1].rstrip(")")
+    doc = json.loads(await asyncio.to_thread(lambda: next(Path(s.logdir).rglob(cid)).read_bytes()))
+    assert doc["room"] == "rec" and len(doc["participants"]) + len(doc["guests"]) == 2, doc
+    assert sorted(t["kind"] for t in doc["tracks"]) == ["video"], doc["tracks"]
+    # what the subscriber received: the frames it decoded came in these packets
+    per = doc["media"]["perParticipant"]
+    assert max(v["packets"] for v in per.values()) >= sink.frames, per
+    assert doc["media"]["bytes"] > 0
 
 
 # --- basement sfu --workers 2 in a cluster ---------------------------------------------------------------
