@@ -9,13 +9,16 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from sfu import transport
+from signalling.ports import free_port
 from signalling.protocol.client import Client
+from tests.support.candidates import host_ports
 from tests.support.clusterfix import Cluster, Proc, placement
 from tests.support.media import CounterVideo, Sink
 from tests.support.redisproc import RedisProc
@@ -76,6 +79,29 @@ async def test_two_rooms_land_on_two_workers_and_a_killed_worker_is_rejoined_and
         await asyncio.sleep(0.2)
     assert s.pids()[int(home)] in s.children()
     assert s.stop() == 0, s.tail()
+
+
+async def test_in_single_port_mode_each_worker_has_the_next_port(serve):
+    """`--ice-udp-port P --workers 2`: worker i answers on P + i only, and a room on each carries media."""
+    port = free_port()
+    while not port + 1 < 65536 or not _udp_free(port + 1):
+        port = free_port()
+    s = await serve(workers=2, BASEMENT_ICE_UDP_PORT=str(port))
+    seen = []
+    for room in ("one-a", "one-b"):
+        pub, sub, _ = await call(serve, s.url, room)
+        sdps = [m["sdp"] for c in (pub, sub) for m in c.messages if m.get("type") in ("answer", "offer")]
+        seen.append(host_ports(sdps))
+    assert sorted(seen, key=min) == [{port}, {port + 1}], seen  # one room on each worker, each on its port
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def test_sessions_in_worker_rooms_are_recorded_with_the_media_the_workers_forwarded(serve):
