@@ -60,21 +60,22 @@ def proc_children(pid: int) -> list[int]:
         return []
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and its children now running (a worker that exited takes its CPU with it)."""
-    total = proc_cpu_seconds(pid)
+def _tree_sum(pid: int, of: Callable[[int], float]) -> float:
+    """`of` a process plus `of` each of its children now running (a worker that exited takes its
+    share with it)."""
+    total = of(pid)
     for child in proc_children(pid):
         with contextlib.suppress(OSError):
-            total += proc_cpu_seconds(child)
+            total += of(child)
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return _tree_sum(pid, proc_cpu_seconds)
 
 
 def tree_rss_bytes(pid: int) -> int:
-    total = proc_rss_bytes(pid)
-    for child in proc_children(pid):
-        with contextlib.suppress(OSError):
-            total += proc_rss_bytes(child)
-    return total
+    return int(_tree_sum(pid, proc_rss_bytes))
 
 
 def self_cpu_seconds() -> float:

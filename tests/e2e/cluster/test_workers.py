@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -162,24 +163,10 @@ async def test_a_cluster_node_with_two_workers_is_two_nodes_and_a_killed_one_is_
     node = c.nodes[0]
     url = c.replicas[0].url
 
-    async def joined(room: str, name: str) -> Client:
-        cl = Client(url)
-        clients.append(cl)
-        await cl.connect()
-        await cl.join(room, name)
-        return cl
+    holder = SimpleNamespace(clients=clients)  # what `joined` appends the clients it makes to
 
-    async def call(room: str) -> tuple[Client, Client, Sink]:
-        pub, sub = await joined(room, "pub"), await joined(room, "sub")
-        await pub.publish(video=CounterVideo(160, 120))
-        _, track = await sub.wait_track(kind="video", participant=pub.participant["id"], timeout=20)
-        sink = Sink(track)
-        await sink.wait_frames(10, timeout=20)
-        assert sink.sizes == {(160, 120)}
-        return pub, sub, sink
-
-    a_pub, a_sub, _ = await call("wa")
-    b_pub, b_sub, b_sink = await call("wb")
+    a_pub, a_sub, _ = await call(holder, url, "wa")
+    b_pub, b_sub, b_sink = await call(holder, url, "wb")
     homes = {await placement(c, "wa"), await placement(c, "wb")}
     assert homes == {"sfu0-w0", "sfu0-w1"}, homes  # each worker is a node; the second room went to the idle one
     # one /metrics for the node, a series per worker
@@ -199,7 +186,7 @@ async def test_a_cluster_node_with_two_workers_is_two_nodes_and_a_killed_one_is_
         assert (msg["reason"], msg["rejoin"]) == ("node_lost", True), msg
     told = time.monotonic() - t0
     assert told < 3, f"told {told:.1f} s after the kill (a heartbeat lapse alone takes 5 s)"
-    await call("wa")
+    await call(holder, url, "wa")
     took = time.monotonic() - t0
     assert took < 10, f"media again {took:.1f} s after the kill"
     await b_sink.wait_frames(frames + 10, timeout=5)
