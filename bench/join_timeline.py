@@ -93,6 +93,9 @@ async def main() -> None:
     ap.add_argument("--subscribers", type=int, default=30)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--ice-address", default="127.0.0.1")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Basement's media worker processes (`basement serve --workers W`): the room is on one of "
+                         "them, signalling in the server process")
     args = ap.parse_args()
     from sfu.transport import configure_ice
 
@@ -102,7 +105,8 @@ async def main() -> None:
     print("|---" * (len(STEPS) + 4) + "|")
     for name in args.targets:
         target = (targets.JanusTarget() if name == "janus" else
-                  targets.BasementTarget(datapath="python" if name == "basement-python" else "native"))
+                  targets.BasementTarget(datapath="python" if name == "basement-python" else "native",
+                                         workers=args.workers))
         medians = await run(target, layers, args.subscribers, args.concurrency)
         print(f"| {target.name} | " + " | ".join(f"{medians[k]:.1f}" for k in STEPS)
               + f" | {medians['cpu_ms_per_join']:.1f} | {medians['sfu_cpu_pct']:.0f} | {medians['gen_cpu_pct']:.0f} |",
