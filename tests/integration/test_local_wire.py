@@ -19,6 +19,12 @@ from signalling.cluster.localwire import MAX_FRAME_BYTES, frame
 from signalling.cluster.store import MemoryStore
 
 
+@pytest.fixture
+def each_data_path() -> str:
+    """Once: the wire carries no media, so the data path (which this tier runs every test on) is moot."""
+    return "native"
+
+
 class Wire:
     """The parent's end served on a hub and store; the worker's end raw (a socket we write to)."""
 
