@@ -516,11 +516,12 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        """`workers` as a number: 'auto' is the cores this process may run on."""
+        """`workers` as a number: 'auto' is the cores this process may run on (its CPU affinity, and
+        its cgroup's CPU quota rounded up: a container limited to 2 CPUs on a 64-core host gets 2)."""
         raw = self.workers.strip().lower()
         if raw == "auto":
-            return max(1, len(os.sched_getaffinity(0)))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+            return max(1, min(len(os.sched_getaffinity(0)), _cgroup_cpus(), MAX_WORKERS))
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
             raise ConfigError(f"workers: {self.workers!r} is not 'auto' or a number from 1 to {MAX_WORKERS}")
         return int(raw)
 
@@ -531,6 +532,19 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.public_url or f"{'https' if self.tls_enabled else 'http'}://{self.host}:{self.port}"
+
+
+def _cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cgroup v2 CPU quota in whole CPUs, rounded up (`docker --cpus`, a Kubernetes CPU limit);
+    a large number when there is none or it cannot be read."""
+    try:
+        with open(path) as f:
+            quota, period = f.read().split()[:2]
+        if quota == "max":
+            return 1 << 16
+        return max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return 1 << 16
 
 
 def _check_ranges(ranges: list[str]) -> None:

@@ -24,6 +24,9 @@ log = logging.getLogger("basement.cluster.localhub")
 # Messages waiting to be written to one worker; past this the worker is not reading (stuck).
 MAX_BUFFERED_BYTES = 64 * MAX_MESSAGE_BYTES
 
+# Channels one worker may listen to: a node listens to two; far more is a bug, not load.
+MAX_CHANNELS = 1024
+
 # Store operations a worker may call, with how many arguments each takes (min, max).
 STORE_OPS: dict[str, tuple[int, int]] = {
     "get": (1, 1), "mget": (1, 1), "set": (2, 3), "set_if_absent": (2, 3), "compare_and_set": (3, 4),
@@ -85,6 +88,11 @@ class LocalHubPeer:
         except WireError as e:
             self.stats["malformed"] += 1
             log.error("%s sent a malformed frame (%s): closing its wire", self.name, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: still only this worker's wire ends (its worker is restarted)
+            self.stats["malformed"] += 1
+            log.exception("%s: handling its frame failed: closing its wire", self.name)
         finally:
             self._drop_listeners()
             self.writer.close()
@@ -100,13 +108,19 @@ class LocalHubPeer:
                 reached.append(self.hub.send(message[0], message[1]))
             self.writer.write(frame("sent", items[1], reached))
         elif kind in ("listen", "unlisten") and len(items) == 3 and valid_channel(items[2]):
-            listeners = self.hub.listeners.setdefault(items[2], set())
+            channel = items[2]
             if kind == "listen":
-                listeners.add(self)
-                self._channels.add(items[2])
+                if channel not in self._channels and len(self._channels) >= MAX_CHANNELS:
+                    raise WireError(f"more than {MAX_CHANNELS} channels listened to")
+                self.hub.listeners.setdefault(channel, set()).add(self)
+                self._channels.add(channel)
             else:
-                listeners.discard(self)
-                self._channels.discard(items[2])
+                listeners = self.hub.listeners.get(channel)
+                if listeners is not None:
+                    listeners.discard(self)
+                    if not listeners:
+                        del self.hub.listeners[channel]
+                self._channels.discard(channel)
             # answered, as Redis answers SUBSCRIBE: whoever asks next is sure to be heard
             self.writer.write(frame("res", items[1], True, None))
         elif kind == "store" and len(items) == 4 and isinstance(items[3], list):
@@ -114,6 +128,12 @@ class LocalHubPeer:
             arity = STORE_OPS.get(op) if isinstance(op, str) else None
             if arity is None or not arity[0] <= len(args) <= arity[1]:
                 self.writer.write(frame("res", items[1], False, f"unknown store call {op!r}/{len(args)}"[:200]))
+                return
+            # keys and hash fields are strings, as on Redis (readers sort them: one int would break them all)
+            keys = args[0] if op == "mget" else [args[0]]
+            fields = [args[1]] if op in ("hset", "hget", "hdel") else []
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in [*keys, *fields]):
+                self.writer.write(frame("res", items[1], False, f"{op}: keys and fields must be strings"))
                 return
             try:
                 value = await getattr(self.store, op)(*args)

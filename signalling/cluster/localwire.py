@@ -30,6 +30,8 @@ from signalling.cluster.bus import MAX_MESSAGE_BYTES
 MAX_FRAME_BYTES = 4 * MAX_MESSAGE_BYTES
 BATCH_BYTES = 2 * MAX_MESSAGE_BYTES
 _LEN = struct.Struct(">I")
+# arrays and maps in one frame: a batch holds up to 256 envelopes, a store reply a node's records
+MAX_ITEMS = 100_000
 
 
 class WireError(ValueError):
@@ -49,7 +51,9 @@ async def read_frame(reader: asyncio.StreamReader) -> list[Any]:
         raise WireError(f"frame of {n} bytes is over {MAX_FRAME_BYTES}")
     body = await reader.readexactly(n)
     try:
-        items = msgpack.unpackb(body, raw=False)
+        # counts bounded too: msgpack caps them at the input's length, but an empty array or map
+        # still costs a Python object each (~65 bytes for every byte of such a frame)
+        items = msgpack.unpackb(body, raw=False, max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS)
     except Exception as e:  # FormatError, StackError, ExtraData, UnicodeDecodeError, ...
         raise WireError(f"undecodable msgpack ({type(e).__name__})") from None
     if not isinstance(items, list) or not items or not isinstance(items[0], str):

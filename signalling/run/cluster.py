@@ -26,7 +26,7 @@ from signalling.cluster.placement import Placer
 from signalling.cluster.redisconn import target_from_settings
 from signalling.cluster.registry import Registry
 from signalling.cluster.remote import replica_channel
-from signalling.cluster.replica import BusCollector, Replica
+from signalling.cluster.replica import WATCH_S, BusCollector, Replica
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import RedisStore
 from signalling.config import ConfigError, Settings
@@ -199,7 +199,7 @@ async def run_sfu_workers(settings: Settings) -> int:
     every core of the machine. This process starts, watches and restarts them, serves the probes
     and one /metrics for all (label `worker`), and passes its drain signals on."""
     from signalling.config import SUBCOMMAND_GROUPS
-    from signalling.run.workers import WorkerMetrics, WorkerPool, worker_settings
+    from signalling.run.workers import PoolCollector, WorkerMetrics, WorkerPool, worker_settings
 
     member, count = member_id(settings), settings.worker_count
     state: dict[str, Any] = {"node_id": member, "connected": False, "draining": False}
@@ -227,13 +227,16 @@ async def run_sfu_workers(settings: Settings) -> int:
         await nodes.forget(node)
         await placer.forget_node(node)
 
-    pool = WorkerPool(count, config, worker_id, store, bus, lost, watch=False)
+    # restart_delay: replicas check the registry every WATCH_S; a restarted worker heartbeats under the
+    # same id, so it waits until every replica has seen the old one gone (and told its participants)
+    pool = WorkerPool(count, config, worker_id, store, bus, lost, watch=False, restart_delay=3 * WATCH_S)
     await pool.start()
-    metrics = WorkerMetrics(pool)
+    # the workers export bus counters too (labelled with their own node ids): one family each
+    metrics = WorkerMetrics(pool, own=[BusCollector(bus, store, member)])
     if settings.metrics_port:
         registry = CollectorRegistry()
         registry.register(metrics)
-        registry.register(BusCollector(bus, store, member))
+        registry.register(PoolCollector(pool))
         mrunner, _ = await start_app(metrics_app(registry, metrics.refresh), settings.metrics_host,
                                      settings.metrics_port)
         runners.append(mrunner)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import sys
@@ -25,8 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from signalling.cluster.bus import Bus, MemoryBus, MemoryHub, RemoteError
@@ -35,7 +36,7 @@ from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import node_channel, replica_channel
 from signalling.cluster.replica import BusCollector, Replica
 from signalling.cluster.store import MemoryStore, Store
-from signalling.config import ConfigError, Settings, group_fields
+from signalling.config import ENV_PREFIX, ConfigError, Settings, group_fields
 from signalling.run.worker import EVENTS_CHANNEL, node_id
 
 log = logging.getLogger("basement.workers")
@@ -59,7 +60,8 @@ def worker_settings(settings: Settings, index: int, count: int, node: str, group
     of its own (the parent serves /metrics for all), its share of `node_capacity`."""
     values = {f.name: getattr(settings, f.name) for f in group_fields(groups)
               if with_secrets or not f.metadata.get("secret")}
-    values.update(node_id=node, port=0, metrics_port=0)
+    # a worker is one media process: it must not check (or act on) the parent's worker count
+    values.update(node_id=node, port=0, metrics_port=0, workers="1")
     if settings.node_capacity:
         values["node_capacity"] = max(1, settings.node_capacity // count)
     if settings.ice_udp_port:
@@ -82,6 +84,8 @@ class _Worker:
     seen_live: bool = False
     restarts: int = 0
     backoff: float = 0.0
+    refused: int = 0  # the wire counters of this worker's earlier processes (a restart makes a new wire)
+    dropped: int = 0
 
 
 class WorkerPool:
@@ -93,7 +97,8 @@ class WorkerPool:
 
     def __init__(self, count: int, config: Callable[[int], dict[str, Any]], node_ids: Callable[[int], str],
                  registry_store: Store, bus: Bus, on_lost: Callable[[str], Awaitable[Any]],
-                 hub: MemoryHub | None = None, hub_store: MemoryStore | None = None, watch: bool = True) -> None:
+                 hub: MemoryHub | None = None, hub_store: MemoryStore | None = None, watch: bool = True,
+                 restart_delay: float = 0.0) -> None:
         self.count = count
         self.config = config
         self.node_id = node_ids
@@ -105,6 +110,7 @@ class WorkerPool:
         # kill a worker whose heartbeat lapsed: with the store in this process a lapse can only be the
         # worker's; on Redis (`basement sfu`) an outage lapses them all, and fencing handles it instead
         self.watch = watch
+        self.restart_delay = restart_delay  # at least this long between a worker's exit and its restart
         self.workers = [_Worker(i) for i in range(self.count)]
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
@@ -153,29 +159,38 @@ class WorkerPool:
         self.stopping = True
         for t in self._tasks:
             t.cancel()
-        running = [w for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        running = {w.index: w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None}
         self.signal(signal.SIGTERM)
-        for w in running:
-            try:
-                await asyncio.wait_for(w.proc.wait(), timeout)  # type: ignore[union-attr]
-            except TimeoutError:
-                log.warning("media worker %d did not stop within %g s: killing it", w.index, timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    w.proc.kill()  # type: ignore[union-attr]
-                await w.proc.wait()  # type: ignore[union-attr]
+        if running:  # one deadline for all of them
+            _, late = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in running.values()], timeout=timeout)
+            for index, proc in running.items():
+                if proc.returncode is None:
+                    log.warning("media worker %d did not stop within %g s: killing it", index, timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+            for t in late:
+                t.cancel()
         for w in self.workers:
             if w.peer is not None:
                 w.peer.close()
 
     async def _spawn(self, w: _Worker) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the settings a worker needs come on its wire; the parent's BASEMENT_* variables (grant, admin,
+        # TURN and chain writer keys among them) stay out of the process that faces the internet
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         try:
-            w.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "signalling.run.worker", "--fd", str(theirs.fileno()),
-                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 16)
+            try:
+                w.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "signalling.run.worker", "--fd", str(theirs.fileno()),
+                    pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL, env=env)
+            finally:
+                theirs.close()
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 16)
+        except BaseException:
+            ours.close()
+            raise
         w.peer = LocalHubPeer(self.node_id(w.index), self.hub, self.hub_store, reader, writer)
         w.peer.start(self.config(w.index))
         w.started_at = time.monotonic()
@@ -193,20 +208,28 @@ class WorkerPool:
                       "to rejoin and it is started again", w.index, w.proc.pid, status, lived)
             if w.peer is not None:
                 w.peer.close()
+                w.refused += w.peer.stats["malformed"]
+                w.dropped += w.peer.stats["dropped"]
+                w.peer = None
             try:
                 await self.on_lost(self.node_id(w.index))
             except Exception:
                 log.exception("handling the loss of media worker %d failed", w.index)
             w.backoff = min(MAX_BACKOFF_S, max(1.0, 2 * w.backoff)) if lived < YOUNG_S else 0.0
-            await asyncio.sleep(w.backoff)
-            if self.stopping:
-                return
+            # the new process heartbeats under the same node id: in a cluster every replica must have
+            # seen the old one gone first (they check every second), or its participants are never told
+            delay = max(w.backoff, self.restart_delay)
+            while True:
+                await asyncio.sleep(delay)
+                if self.stopping:
+                    return
+                try:
+                    await self._spawn(w)
+                    break
+                except Exception:  # e.g. out of file descriptors: wait longer each time, never spin
+                    log.exception("restarting media worker %d failed; trying again", w.index)
+                    w.backoff = delay = min(MAX_BACKOFF_S, max(1.0, 2 * delay))
             w.restarts += 1
-            try:
-                await self._spawn(w)
-            except Exception:
-                log.exception("restarting media worker %d failed; trying again", w.index)
-                w.backoff = min(MAX_BACKOFF_S, max(1.0, 2 * w.backoff))
 
     async def _watch(self) -> None:
         """Kill a worker whose heartbeats stopped while its process runs (it would hold its rooms'
@@ -246,24 +269,53 @@ class WorkerPool:
 
 class WorkerMetrics:
     """A Prometheus collector of the workers' metrics, each series labelled `worker` (0 … N-1) by the
-    worker itself; `refresh()` (awaited by the /metrics handler before each scrape) fetches them."""
+    worker itself; `refresh()` (awaited by the /metrics handler before each scrape) fetches them.
+    `own`: the parent's collectors whose families the workers may have too (the bus counters of
+    `basement sfu`): merged into the same families, since a name may appear only once."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, own: list[Any] | None = None) -> None:
         self.pool = pool
         self.texts: dict[int, bytes] = {}
+        self.own = CollectorRegistry()
+        for collector in own or []:
+            self.own.register(collector)
 
     async def refresh(self) -> None:
         self.texts = await self.pool.metrics()
 
     def collect(self) -> Iterable[Metric]:
         families: dict[str, Metric] = {}
-        for _, text in sorted(self.texts.items()):
+        texts = [generate_latest(self.own)] + [text for _, text in sorted(self.texts.items())]
+        for text in texts:
             for family in text_string_to_metric_families(text.decode()):
                 merged = families.get(family.name)
                 if merged is None:
                     merged = families[family.name] = Metric(family.name, family.documentation, family.type)
                 merged.samples.extend(family.samples)
         yield from families.values()
+
+
+class PoolCollector:
+    """`basement_worker_restarts_total`, `basement_worker_wire_refused_total` (malformed frames from
+    a worker) and `basement_worker_wire_dropped_total` (messages to a worker that was not reading),
+    by worker index (bounded by the worker count)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterable[Metric]:
+        restarts = CounterMetricFamily("basement_worker_restarts", "media worker processes started again after "
+                                       "one exited or stopped heartbeating", labels=["worker"])
+        refused = CounterMetricFamily("basement_worker_wire_refused", "malformed frames from a media worker (each "
+                                      "ends that worker's wire)", labels=["worker"])
+        dropped = CounterMetricFamily("basement_worker_wire_dropped", "messages to a media worker dropped because "
+                                      "it was not reading", labels=["worker"])
+        for w in self.pool.workers:
+            label = [str(w.index)]
+            restarts.add_metric(label, w.restarts)
+            refused.add_metric(label, w.refused + (w.peer.stats["malformed"] if w.peer else 0))
+            dropped.add_metric(label, w.dropped + (w.peer.stats["dropped"] if w.peer else 0))
+        yield from (restarts, refused, dropped)
 
 
 PARENT = "parent"  # the parent's replica id: node events for its participants go to replica:parent
@@ -285,6 +337,7 @@ class Workers:
         registry = CollectorRegistry()
         registry.register(self.metrics)
         registry.register(BusCollector(self.bus, self.store, PARENT))
+        registry.register(PoolCollector(self.pool))
         return registry
 
     async def stop(self) -> None:

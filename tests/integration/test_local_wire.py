@@ -87,11 +87,43 @@ async def test_a_malformed_frame_ends_that_wire_only_and_is_counted(wire, raw, w
     await listener.close()
 
 
+async def test_a_worker_listens_to_a_bounded_number_of_channels(wire):
+    for i in range(1024):
+        wire.writer.write(frame("listen", i, f"c:{i}"))
+    for i in range(1024):
+        assert await wire.frame() == ["res", i, True, None]
+    wire.writer.write(frame("unlisten", 2000, "c:5"))
+    assert await wire.frame() == ["res", 2000, True, None]
+    assert "c:5" not in wire.hub.listeners  # no empty sets left behind
+    wire.writer.write(frame("listen", 2001, "c:5"))  # back to 1024: fine
+    assert await wire.frame() == ["res", 2001, True, None]
+    wire.writer.write(frame("listen", 2002, "c:one-too-many"))
+    assert await wire.closed()
+    assert wire.peer.stats["malformed"] == 1
+    assert not any(wire.peer in v for v in wire.hub.listeners.values())
+
+
+async def test_a_frame_of_a_million_empty_arrays_is_refused_while_it_is_parsed(wire, caplog):
+    """1 MB that would be ~65 MB of Python lists: msgpack stops at MAX_ITEMS, before the shape check."""
+    items = b"\xdd" + (1_000_000).to_bytes(4, "big") + b"\x90" * 1_000_000  # array32 of empty arrays
+    body = b"\x93" + msgpack.packb("send") + msgpack.packb(1) + items      # ["send", 1, [[], [], ...]]
+    wire.writer.write(struct.pack(">I", len(body)) + body)
+    assert await wire.closed()
+    assert wire.peer.stats["malformed"] == 1
+    assert "undecodable msgpack (ValueError)" in caplog.text
+
+
 async def test_a_bad_store_call_is_an_error_reply_and_the_wire_carries_on(wire):
     wire.writer.write(frame("store", 1, "flushall", []))
     assert await wire.frame() == ["res", 1, False, "unknown store call 'flushall'/0"]
     wire.writer.write(frame("store", 2, "get", ["a", "b"]))
     assert (await wire.frame())[:3] == ["res", 2, False]
+    # keys and fields are strings (registries sort them: one int among them would break every reader)
+    wire.writer.write(frame("store", 6, "hset", ["nodes", 7, 1]))
+    assert await wire.frame() == ["res", 6, False, "hset: keys and fields must be strings"]
+    wire.writer.write(frame("store", 7, "mget", [["a", b"b"]]))
+    assert await wire.frame() == ["res", 7, False, "mget: keys and fields must be strings"]
+    assert await wire.store.hgetall("nodes") == {}
     wire.writer.write(frame("store", 3, "set", ["k", {"v": 1}]))
     wire.writer.write(frame("store", 4, "expire", ["k", "soon"]))
     wire.writer.write(frame("store", 5, "get", ["k"]))

@@ -12,26 +12,29 @@ import { getGrant, offerWallets, setWalletError, walletJoined } from './wallet.j
 const PING_INTERVAL_MS = 15000;
 // `removed` with `rejoin`: everyone of the room was told at once; spread the joins over this long
 const REJOIN_SPREAD_MS = 1000;
-const MAX_REJOINS = 3;   // in a row without a join that lasted (a server that keeps failing us)
-const REJOIN_RESET_MS = 60000;
-let rejoins = { n: 0, at: 0 };
+const MAX_REJOINS = 3;          // within REJOIN_WINDOW_MS: a server that keeps failing us gets no more
+const REJOIN_WINDOW_MS = 60000;
+let rejoinedAt = [];            // Date.now() of the recent automatic rejoins
 
 // The server ended this participant but asks it to come back (`removed` with `rejoin: true`: its
 // media worker or node was lost, or the server is restarting; docs/protocol.md): leave what is left
 // of the call and join the same room again under the same name, after a short random wait.
 export function rejoin(reason) {
   const s = call;
-  const room = B.room;
+  const room = s ? s.room : B.room;
   const name = s && s.me ? s.me.name : $('#name').value;
   const now = Date.now();
-  rejoins = now - rejoins.at > REJOIN_RESET_MS ? { n: 1, at: now } : { n: rejoins.n + 1, at: now };
-  setSig(null);  // the server closes the socket
-  if (!room || rejoins.n > MAX_REJOINS) {
+  rejoinedAt = rejoinedAt.filter((t) => now - t < REJOIN_WINDOW_MS);
+  // this Signal is over: closed here, so its late close event cannot end the next join's (teardown.js)
+  if (sig) sig.close();
+  setSig(null);
+  if (!room || rejoinedAt.length >= MAX_REJOINS) {
     logEvent(`removed from the room: ${reason}`, 'error');
     showError(`You were removed from the room: ${reason}`);
     teardown('removed');
     return;
   }
+  rejoinedAt.push(now);
   logEvent(`the server moved this call (${reason}): joining again`, 'error');
   teardown('rejoining');
   setTimeout(() => { if (!sig) join(room, name).catch(() => {}); }, Math.random() * REJOIN_SPREAD_MS);

@@ -79,6 +79,8 @@ async def test_two_rooms_land_on_two_workers_and_a_killed_worker_is_rejoined_and
         assert time.monotonic() < deadline, f"worker {home} not back:\n{s.tail()}"
         await asyncio.sleep(0.2)
     assert s.pids()[int(home)] in s.children()
+    restarts = await s.metric("basement_worker_restarts_total")
+    assert restarts == {home: 1, str(1 - int(home)): 0}, restarts
     assert s.stop() == 0, s.tail()
 
 
@@ -169,8 +171,13 @@ async def test_a_cluster_node_with_two_workers_is_two_nodes_and_a_killed_one_is_
     b_pub, b_sub, b_sink = await call(holder, url, "wb")
     homes = {await placement(c, "wa"), await placement(c, "wb")}
     assert homes == {"sfu0-w0", "sfu0-w1"}, homes  # each worker is a node; the second room went to the idle one
-    # one /metrics for the node, a series per worker
+    # one /metrics for the node, a series per worker, each family once (the workers' bus counters
+    # and the node's own merged into one)
     _, text = await node.get("/metrics", node.metrics_port)
+    types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
+    assert any(line.startswith("basement_bus_requests_total{") and 'node_id="sfu0-w1"' in line
+               for line in text.splitlines())
     for w in ("0", "1"):
         rooms = [line for line in text.splitlines() if line.startswith("basement_rooms{") and f'worker="{w}"' in line]
         assert len(rooms) == 1 and rooms[0].endswith(" 1.0"), rooms

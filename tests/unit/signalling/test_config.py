@@ -248,10 +248,19 @@ def test_the_chain_writer_is_a_sessions_subcommand_reading_settings(tmp_path, mo
     assert cli.main(["sessions", "writer", "--session-log-address", "0x" + "22" * 20]) == 2
 
 
-def test_workers_auto_is_the_cores_this_process_may_use():
+def test_workers_auto_is_the_cores_this_process_may_use(tmp_path):
     import os
 
-    assert config.load(env={"BASEMENT_WORKERS": "auto"}).worker_count == len(os.sched_getaffinity(0))
+    assert config.load(env={"BASEMENT_WORKERS": "auto"}).worker_count == min(len(os.sched_getaffinity(0)),
+                                                                              config._cgroup_cpus())
+    # a cgroup CPU quota (a container's limit) rounds up to whole CPUs; none, or unreadable: no limit
+    for text, cpus in (("150000 100000", 2), ("100000 100000", 1), ("50000 100000", 1), ("max 100000", 1 << 16),
+                       ("garbage", 1 << 16)):
+        (tmp_path / "cpu.max").write_text(text + "\n")
+        assert config._cgroup_cpus(str(tmp_path / "cpu.max")) == cpus, text
+    assert config._cgroup_cpus(str(tmp_path / "absent")) == 1 << 16
+    with pytest.raises(config.ConfigError, match="workers: '²'"):
+        config.load(env={"BASEMENT_WORKERS": "²"})
     assert config.load(env={"BASEMENT_WORKERS": " 3 "}).worker_count == 3
     assert config.load(env={}).worker_count == 1  # the SFU inside the server process, as before workers
 

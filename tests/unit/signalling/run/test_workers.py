@@ -66,3 +66,15 @@ def test_a_cluster_worker_gets_the_nodes_settings_its_redis_password_and_a_share
     worker = Settings(**v).validate()
     assert (worker.node_id, worker.redis_url, worker.redis_password) == ("sfu-a-w1", s.redis_url, "p" * 24)
     assert (worker.node_capacity, worker.drain_timeout_s, worker.port, worker.metrics_port) == (150, 120, 0, 0)
+
+
+def test_every_worker_of_many_accepts_its_own_slice_of_the_ports():
+    """A worker is one media process: its own settings must not re-check the parent's worker count
+    against its slice (8 workers on 100 ports once failed in all 8; the last of 4 on 65530-65533 too)."""
+    sfu = config.SUBCOMMAND_GROUPS["sfu"]
+    for env, count in (({"BASEMENT_RTP_PORT_MIN": "10000", "BASEMENT_RTP_PORT_MAX": "10099"}, 8),
+                       ({"BASEMENT_ICE_UDP_PORT": "65530"}, 4)):
+        s = config.load(env={**env, "BASEMENT_WORKERS": str(count)}, groups=sfu)
+        for i in range(count):
+            worker = Settings(**worker_settings(s, i, count, f"n-w{i}", sfu, with_secrets=True)).validate()
+            assert worker.worker_count == 1
