@@ -18,7 +18,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.exceptions import AuthenticationError, RedisError
 
-from sfu import transport
 from sfu.metrics import media_registry
 from signalling.cluster.bus import RedisBus
 from signalling.cluster.locallink import LocalLink
@@ -34,8 +33,8 @@ from signalling.protocol.app import metrics_app
 from signalling.run.control import build_control_plane, mount, session_tracker
 from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
-from signalling.run.media import configure_media, configure_transport
-from signalling.run.nodeagent import NodeAgent
+from signalling.run.media import close_node_media, open_node_media
+from signalling.run.nodeagent import NodeAgent, agent_options
 from signalling.run.tls import server_tls
 from signalling.sessions.journal import SessionJournal, end_journal, reap
 from signalling.sessions.outbox import outbox_for_settings
@@ -115,10 +114,7 @@ async def run_sfu(settings: Settings, parent: LocalLink | None = None, worker: i
     if parent is None and settings.worker_count > 1:
         return await run_sfu_workers(settings)
     node_id = member_id(settings)
-    configure_transport(settings)
-    configure_media(settings)
-    transport.open_udp_port()  # single-port mode: a port in use is an error now, not at the first join
-    await transport.open_tcp_port()  # the same for ICE-TCP
+    await open_node_media(settings)
     timeout = drain_timeout(settings)
     state: dict[str, Any] = {"node_id": node_id, "connected": False, "draining": False}
     term = asyncio.Event()
@@ -152,10 +148,7 @@ async def run_sfu(settings: Settings, parent: LocalLink | None = None, worker: i
         await end_journal(store, node_id, tracker.end_lost)  # what a previous life of this node left
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
-                      capacity=settings.node_capacity,
-                      speaker_interval=settings.speaker_interval_ms / 1000, tracker=tracker,
-                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000),
-                      metrics=lambda: generate_latest(registry))
+                      tracker=tracker, metrics=lambda: generate_latest(registry), **agent_options(settings))
     await agent.start()
     state["connected"] = True
     settle_after_startup()
@@ -183,10 +176,7 @@ async def run_sfu(settings: Settings, parent: LocalLink | None = None, worker: i
     await store.close()
     for r in runners:
         await r.cleanup()
-    if settings.ice_udp_port:
-        transport.close_udp_port(settings.ice_udp_port)
-    if settings.ice_tcp_port:
-        transport.close_tcp_port(settings.ice_tcp_port)
+    close_node_media(settings)
     if parent is not None:
         await parent.close()
     log.info("SFU node %s stopped", node_id)

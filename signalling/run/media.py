@@ -33,3 +33,21 @@ def configure_media(settings: Settings) -> None:
         datapath.configure(settings.datapath, udp_gso=settings.udp_gso, aes_ni=settings.aes_ni)
     except datapath.DataPathError as e:
         raise ConfigError(str(e)) from None
+
+
+async def open_node_media(settings: Settings) -> None:
+    """Everything a media node process (`basement sfu`, a worker) sets up before it takes rooms: the
+    transport and media settings, and its single UDP/TCP ports, opened now so that a port in use is
+    an error at start, not at the first join."""
+    configure_transport(settings)
+    configure_media(settings)
+    transport.open_udp_port()
+    await transport.open_tcp_port()
+
+
+def close_node_media(settings: Settings) -> None:
+    if settings.ice_udp_port:
+        transport.close_udp_port(settings.ice_udp_port)
+    if settings.ice_tcp_port:
+        transport.close_tcp_port(settings.ice_tcp_port)
+

@@ -75,6 +75,12 @@ def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
     return op, args
 
 
+def agent_options(settings: Any) -> dict[str, Any]:
+    """The NodeAgent arguments that come from Settings, alike for every kind of media node."""
+    return {"capacity": settings.node_capacity, "speaker_interval": settings.speaker_interval_ms / 1000,
+            "presence": (settings.presence_batch_above, settings.presence_interval_ms / 1000)}
+
+
 class NodeAgent:
     """`tracker` (optional): the SessionTracker of this node's rooms. A room lives on exactly one node,
     which sees every participant of it whichever replica they came through, so the node is where a
@@ -205,11 +211,7 @@ class NodeAgent:
             if event["type"] in ("track_published", "media"):
                 self.bus.publish(self.events, {"room": room, "event": event})
             return
-        if event["type"] == "track_published":
-            self.tracker.track_published(room, event["identity"], event["track"], event["kind"])
-        elif event["type"] == "media":
-            self.tracker.add_media(room, event["identity"], event["bytes"], event["packets"],
-                                   event.get("messages", 0))
+        self.tracker.on_media_event(room, event)
 
     # --- requests ---------------------------------------------------------------------------------
     async def _on_message(self, body: Any) -> None:

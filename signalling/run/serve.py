@@ -83,12 +83,8 @@ async def start_server(settings: Settings) -> Server:
     cp = await build_control_plane(settings)
 
     def on_event(room: str, event: dict[str, Any]) -> None:
-        if cp.tracker is None:
-            return
-        if event["type"] == "track_published":
-            cp.tracker.track_published(room, event["identity"], event["track"], event["kind"])
-        elif event["type"] == "media":
-            cp.tracker.add_media(room, event["identity"], event["bytes"], event["packets"], event.get("messages", 0))
+        if cp.tracker is not None:
+            cp.tracker.on_media_event(room, event)
 
     node: SfuNode | None = None
     media: Workers | None = None

@@ -20,7 +20,6 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from sfu import transport
 from sfu.metrics import media_registry
 from signalling.cli import run_loop
 from signalling.cluster.locallink import LocalBus, LocalLink, LocalStore
@@ -28,8 +27,8 @@ from signalling.cluster.placement import Placer
 from signalling.cluster.registry import Registry
 from signalling.config import ConfigError, Settings
 from signalling.run.heap import settle_after_startup
-from signalling.run.media import configure_media, configure_transport
-from signalling.run.nodeagent import NodeAgent
+from signalling.run.media import close_node_media, open_node_media
+from signalling.run.nodeagent import NodeAgent, agent_options
 
 log = logging.getLogger("basement.worker")
 
@@ -52,18 +51,13 @@ async def run_worker(fd: int) -> int:
         from signalling.run.cluster import run_sfu
 
         return await run_sfu(settings, parent=link, worker=index)
-    configure_transport(settings)
-    configure_media(settings)
-    transport.open_udp_port()  # single-port mode: a port in use ends the worker now, and the parent says so
-    await transport.open_tcp_port()
+    await open_node_media(settings)  # a port in use ends the worker now, and the parent says so
     bus, store = LocalBus(link, inbox=f"inbox:{node_id(index)}"), LocalStore(link)
     await bus.start()
     registry = media_registry(const_labels={"worker": str(index)})
     agent = NodeAgent(node_id(index), bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
-                      Registry(store, "replica"), capacity=settings.node_capacity,
-                      speaker_interval=settings.speaker_interval_ms / 1000,
-                      presence=(settings.presence_batch_above, settings.presence_interval_ms / 1000),
-                      events=EVENTS_CHANNEL, metrics=lambda: generate_latest(registry))
+                      Registry(store, "replica"), events=EVENTS_CHANNEL, metrics=lambda: generate_latest(registry),
+                      **agent_options(settings))
     await agent.start()
     settle_after_startup()
     term = asyncio.Event()
@@ -79,10 +73,7 @@ async def run_worker(fd: int) -> int:
         await agent.node.close()
     await bus.close()
     await link.close()
-    if settings.ice_udp_port:
-        transport.close_udp_port(settings.ice_udp_port)
-    if settings.ice_tcp_port:
-        transport.close_tcp_port(settings.ice_tcp_port)
+    close_node_media(settings)
     return 0
 
 

@@ -158,6 +158,14 @@ class SessionTracker:
                          "trackId": str(track_id), "kind": str(kind)})
         self._changed(s)
 
+    def on_media_event(self, room: str, event: dict[str, Any]) -> None:
+        """A room event of the media plane (`sfu.node.SfuNode`'s `on_event`, in this process or sent
+        by a media node or worker): `track_published` and `media` count here, others are ignored."""
+        if event["type"] == "track_published":
+            self.track_published(room, event["identity"], event["track"], event["kind"])
+        elif event["type"] == "media":
+            self.add_media(room, event["identity"], event["bytes"], event["packets"], event.get("messages", 0))
+
     def add_media(self, room: str, identity: str, nbytes: int, packets: int, messages: int = 0) -> None:
         """What a participant received (media) and sent (data channel messages: counted, never kept)."""
         s = self._live.get(room)
