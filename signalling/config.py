@@ -131,6 +131,17 @@ class Settings:
         default=1024, metadata={"group": "signalling",
                                 "help": "messages queued for a client that does not read before it is disconnected"}
     )
+    client_ping_interval_s: float = field(
+        default=15.0, metadata={"group": "signalling",
+                                "help": "how often clients ping over their WebSocket (sent to them in `joined`): "
+                                        "a path gone dark without a reset is noticed within this plus "
+                                        "client_ping_timeout_s; lower it behind proxies with short idle timeouts"}
+    )
+    client_ping_timeout_s: float = field(
+        default=5.0, metadata={"group": "signalling",
+                               "help": "how long a client waits for the pong to its ping before it takes the "
+                                       "socket for dead and resumes on a new one"}
+    )
     resume_grace_s: float = field(
         default=20.0, metadata={"group": "signalling",
                                 "help": "how long a participant whose WebSocket dropped (no close frame) stays in "
@@ -459,6 +470,12 @@ class Settings:
                               "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")
         if not 60 <= self.turn_credential_ttl_s <= 7 * 86400:
             raise ConfigError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s} is not between 60 s and 7 days")
+        if not 0.5 <= self.client_ping_interval_s <= 300:
+            raise ConfigError(f"client_ping_interval_s: {self.client_ping_interval_s:g} is not between 0.5 and 300 "
+                              f"seconds")
+        if not 0.5 <= self.client_ping_timeout_s <= 60:
+            raise ConfigError(f"client_ping_timeout_s: {self.client_ping_timeout_s:g} is not between 0.5 and 60 "
+                              f"seconds")
         if not 0 <= self.resume_grace_s <= 600:
             raise ConfigError(f"resume_grace_s: {self.resume_grace_s:g} is not between 0 and 600 seconds")
         if self.ws_send_queue < 16:

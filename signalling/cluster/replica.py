@@ -51,7 +51,9 @@ class Replica:
                                  resume_grace_s=settings.resume_grace_s if settings else 0.0,
                                  ice_servers=turn.ice_servers if turn else None,
                                  max_detached_per_address=settings.ws_max_per_address if settings else 0,
-                                 roaming=self.roaming)
+                                 roaming=self.roaming,
+                                 ping=(settings.client_ping_interval_s, settings.client_ping_timeout_s)
+                                 if settings else (15.0, 5.0))
         # the process's settings give the edge (Host/Origin checks, per-address and rate limits) the
         # same names and limits as `basement serve`
         self.app = create_app(self.rooms, settings)

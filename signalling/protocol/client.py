@@ -122,6 +122,7 @@ class Client:
         self._resume: dict[str, Any] | None = None  # {"token", "grace_s"} from joined / resumed
         self._resuming: asyncio.Task | None = None
         self._pinger: asyncio.Task | None = None
+        self.ping_interval_s = PING_INTERVAL_S  # or what `joined.ping` says
         self._ended = False  # left or removed: nothing to resume
         self.resumes = 0  # sockets resumed
         self.resyncs = 0  # of which through another replica after ours died (`resumed.resync`)
@@ -211,6 +212,9 @@ class Client:
         mtype = msg.get("type")
         if mtype in ("joined", "resumed") and isinstance(msg.get("ice_servers"), list):
             self.ice_servers = msg["ice_servers"]  # (those of `resumed`: fresh TURN credentials)
+        if mtype == "joined" and isinstance(msg.get("ping"), dict) \
+                and isinstance(msg["ping"].get("interval_s"), int | float) and msg["ping"]["interval_s"] > 0:
+            self.ping_interval_s = float(msg["ping"]["interval_s"])
         if mtype in ("joined", "resumed") and isinstance(msg.get("resume"), dict):
             self._resume = msg["resume"]
             if self._pinger is None and self.resume:
@@ -224,7 +228,7 @@ class Client:
     async def _ping(self) -> None:
         """Now and then tell the server what was read (it frees its replay) and learn what it read."""
         while not self._closed:
-            await asyncio.sleep(PING_INTERVAL_S)
+            await asyncio.sleep(min(self.ping_interval_s, PING_INTERVAL_S))
             if self.ws is not None and not self.ws.closed and self._resuming is None:
                 try:
                     await self.send({"type": "ping", "n": self._n})

@@ -208,8 +208,11 @@ class RoomManager:
     def __init__(self, node: MediaNode, admit: Admit = admit_everyone, max_participants: int = 50,
                  observer: Any = None, resume_grace_s: float = 0.0,
                  ice_servers: Callable[[str], list[dict[str, Any]]] | None = None,
-                 max_detached_per_address: int = 0, roaming: Any = None) -> None:
+                 max_detached_per_address: int = 0, roaming: Any = None,
+                 ping: tuple[float, float] = (15.0, 5.0)) -> None:
         self.node = node
+        # (interval, timeout) in s of the clients' pings, as `joined` tells them (client_ping_*)
+        self.ping = ping
         # in a cluster (signalling.cluster.roaming): resumes of participants of other replicas
         self.roaming = roaming
         if roaming is not None:
@@ -272,6 +275,7 @@ class RoomManager:
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
             "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
+            "ping": {"interval_s": self.ping[0], "timeout_s": self.ping[1]},
             **await self._resume_offer(p),
         }
         return p, joined

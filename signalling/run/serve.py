@@ -107,7 +107,8 @@ async def start_server(settings: Settings) -> Server:
         turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s)
         rooms = RoomManager(node, cp.admit, settings.max_participants_per_room, observer=cp.tracker,
                             resume_grace_s=settings.resume_grace_s, ice_servers=turn.ice_servers,
-                            max_detached_per_address=settings.ws_max_per_address)
+                            max_detached_per_address=settings.ws_max_per_address,
+                            ping=(settings.client_ping_interval_s, settings.client_ping_timeout_s))
         rooms_holder["rooms"] = rooms
         app = create_app(rooms, settings)
     mount(cp, app, rooms)

@@ -13,6 +13,7 @@ import pytest
 
 from signalling.protocol.client import Client, ServerError
 from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.servers import native_only
 from tests.support.tcpproxy import TcpProxy
 
 
@@ -268,5 +269,25 @@ async def test_without_resumption_nothing_is_numbered_or_kept(make_server):
         joined = await c.join("off", "alice")
         assert "resume" not in joined and "n" not in joined
         assert server.rooms.participants[joined["participant"]["id"]].replay is None
+    finally:
+        await c.close()
+
+
+@native_only  # signalling only
+async def test_clients_ping_as_often_as_joined_tells_them(make_server):
+    """`client_ping_interval_s`/`client_ping_timeout_s` reach the client in `joined.ping`, and it pings
+    at that interval (the Python client's own is 10 s: a pong within 6 s is the setting's)."""
+    server = await make_server(client_ping_interval_s=1.0, client_ping_timeout_s=0.5)
+    c = Client(server.url)
+    try:
+        await c.connect()
+        await c.join("pings", "p")
+        joined = next(m for m in c.messages if m["type"] == "joined")
+        assert joined["ping"] == {"interval_s": 1.0, "timeout_s": 0.5}
+        assert c.ping_interval_s == 1.0
+        started = time.monotonic()
+        while not [m for m in c.messages if m["type"] == "pong"]:
+            assert time.monotonic() - started < 6.0, "no ping at the interval `joined` gave"
+            await asyncio.sleep(0.1)
     finally:
         await c.close()

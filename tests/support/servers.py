@@ -34,6 +34,10 @@ def each_data_path(request: pytest.FixtureRequest) -> Iterator[str]:
 # still runs on both paths; say in the test's module why its subject is not one of them.
 native_only = pytest.mark.parametrize("each_data_path", ["native"])
 
+# Clients ping every 2 s and give a pong 2 s (client_ping_*, sent in `joined`): for tests whose
+# client must notice a signalling path gone dark, which at the defaults (15 s + 5 s) is 20 s of waiting.
+QUICK_PINGS = {"client_ping_interval_s": 2.0, "client_ping_timeout_s": 2.0}
+
 
 @pytest.fixture
 async def make_server(tmp_path):

@@ -9,7 +9,7 @@ import { onSocketClosed, teardown } from './teardown.js';
 import { $, hideError, logEvent, setState, showError, showRoom, withQuery } from './ui.js';
 import { getGrant, offerWallets, setWalletError, walletJoined } from './wallet.js';
 
-const PING_INTERVAL_MS = 15000;
+const PING_INTERVAL_MS = 15000;  // unless joined.ping says otherwise (client_ping_interval_s)
 // `removed` with `rejoin`: everyone of the room was told at once; spread the joins over this long
 const REJOIN_SPREAD_MS = 1000;
 const MAX_REJOINS = 3;          // within REJOIN_WINDOW_MS: a server that keeps failing us gets no more
@@ -78,7 +78,8 @@ export async function join(room, name) {
     walletJoined();
     logEvent(`joined ${room} as ${s.me.name}`);
     for (const p of joined.participants || []) logEvent(`${p.name || p.id} is here`);
-    s.pingTimer = setInterval(() => sig && sig.ping(), PING_INTERVAL_MS);
+    const every = joined.ping && joined.ping.interval_s > 0 ? joined.ping.interval_s * 1000 : PING_INTERVAL_MS;
+    s.pingTimer = setInterval(() => sig && sig.ping(), every);
     history.replaceState(null, '', withQuery({ room, name }));
     if (joined.permissions && joined.permissions.publish === false) {
       logEvent('this grant does not allow publishing; receiving only');

@@ -3,7 +3,7 @@ import { ServerError } from './errors.js';
 const REQUEST_TIMEOUT_MS = 15000;
 const MAX_UNACKNOWLEDGED = 256;   // messages kept to send again after a resume (a pong frees them)
 const RESUME_RETRY_MS = 250;
-const PONG_TIMEOUT_MS = 5000;     // a ping without a pong this long: the socket is dead, resume
+const PONG_TIMEOUT_MS = 5000;     // a ping without a pong this long: the socket is dead, resume (joined.ping may say otherwise)
 
 // ---------------------------------------------------------------------------------------------
 // Signalling: one WebSocket, JSON frames, request/reply by id.
@@ -25,6 +25,7 @@ export class Signal {
     this.ws = null;
     this.lastN = 0;           // number of the last server message read
     this.resume = null;       // {token, grace_s} from joined / resumed
+    this.pongTimeoutMs = PONG_TIMEOUT_MS;
     this.sent = 0;            // messages sent since the join (the server counts what it reads)
     this.unacked = [];        // [index, text] the server may not have read yet
     this.resuming = false;
@@ -71,6 +72,7 @@ export class Signal {
   track(msg) {
     if (msg.type === 'pong') { clearTimeout(this.pongTimer); this.pongTimer = null; }
     if ((msg.type === 'joined' || msg.type === 'resumed') && msg.resume) this.resume = msg.resume;
+    if (msg.type === 'joined' && msg.ping && msg.ping.timeout_s > 0) this.pongTimeoutMs = msg.ping.timeout_s * 1000;
     else if (msg.type === 'left' || msg.type === 'removed') this.ended = true;
     else if (msg.type === 'pong' && typeof msg.received === 'number') {
       while (this.unacked.length && this.unacked[0][0] < msg.received) this.unacked.shift();
@@ -97,7 +99,7 @@ export class Signal {
         ws.onmessage = null;
         try { ws.close(); } catch { /* already closing */ }
         this.comeBack({ code: 1006, reason: 'no pong', wasClean: false });
-      }, PONG_TIMEOUT_MS);
+      }, this.pongTimeoutMs);
     }
   }
 

@@ -22,6 +22,7 @@ from tests.e2e.browser.test_browser import joined, media_both_ways, wait_decodin
 from tests.support.browser import poll
 from tests.support.linked import publishing_client
 from tests.support.netns import CLIENT_IP, SERVER_IP, Link
+from tests.support.servers import QUICK_PINGS
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -55,7 +56,8 @@ async def test_a_new_client_address_restarts_ice_and_media_resumes_on_it(make_se
     alice = None
     try:
         one_port = free_port() if data_path == "native" else 0
-        server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], ice_udp_port=one_port)
+        server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], ice_udp_port=one_port,
+                                   **QUICK_PINGS)
         alice = await publishing_client(server, "moving")
         page = await browser(server, "moving", "chromium", prefix=link.command())
         me = (await joined(page))["participant"]

@@ -16,9 +16,16 @@ from signalling.protocol.edge import EDGE_STATS
 from tests.e2e.browser.test_browser import events_js, joined, media_both_ways, tile_name_js, wait_decoding
 from tests.support.browser import poll
 from tests.support.media import CounterVideo, Tone
+from tests.support.servers import QUICK_PINGS
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def server(make_server):
+    """The page pings every 2 s and gives a pong 2 s: a socket gone silent is noticed in 4 s, not 20."""
+    return await make_server(**QUICK_PINGS)
 
 
 @pytest.fixture
@@ -104,7 +111,7 @@ async def test_a_socket_gone_silent_is_noticed_by_its_pings_and_resumed(server, 
         me = (await joined(page))["participant"]
         resumed_before = EDGE_STATS.resume["resumed"]
         assert proxy.freeze() >= 1
-        # the page pings every 15 s and gives a pong 5 s
+        # the page pings every 2 s and gives a pong 2 s (QUICK_PINGS; `joined.ping` tells it)
         await page.wait_for("window.basement.log.some(e => e.text === 'reconnected')", timeout=30)
         assert EDGE_STATS.resume["resumed"] == resumed_before + 1
         assert me["id"] in server.rooms.participants

@@ -16,6 +16,7 @@ from tests.support.browser import poll
 from tests.support.linked import decoded, firefox_in, publishing_client
 from tests.support.media import Sink
 from tests.support.netns import CLIENT_IP, SERVER_IP, Link
+from tests.support.servers import QUICK_PINGS
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -32,7 +33,7 @@ async def test_firefox_with_a_new_address_restarts_ice_and_media_resumes_on_it(m
     link = Link().start()
     alice = fx = None
     try:
-        server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"])
+        server = await make_server(host=SERVER_IP, ice_addresses=[SERVER_IP, "127.0.0.1"], **QUICK_PINGS)
         alice = await publishing_client(server, "fx-moving")
         fx = await firefox_in(link, server, "fx-moving", "firefox")
         me = (await joined(fx.page))["participant"]
