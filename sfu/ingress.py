@@ -226,6 +226,8 @@ class Ingress:
                     self._padding(len(data))
                     for dt in rec.downtracks:
                         dt.skip(view.seq, layer)
+                    for relay in rec.relays:  # (the other node skips it for its own DownTracks)
+                        relay.forward(data, view.seq, layer)
                     return
                 counted = view.payload_end  # header + payload, without RTP padding
 
@@ -286,6 +288,9 @@ class Ingress:
         if rec.muted:
             return
         self.fanout(rec.downtracks, data, view, layer, keyframe, picture, arrival)
+        if rec.relays:
+            for relay in rec.relays:
+                relay.forward(data, view.seq, layer)
         STATS.observe_latency(arrival)
 
     def _av1_picture(self, data: bytes, view: rtp.RtpView, payload: memoryview, layer: Layer,
@@ -364,6 +369,15 @@ class Ingress:
             self._drop("unknown_ssrc")
             return None
         return self._bind(rec, layer, view.ssrc, is_rtx)
+
+    def bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
+             is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
+        """An SSRC said out of band (a relayed track's description, sfu.cascade) rather than learnt
+        from the packets: as `_bind`, under the same limits."""
+        return self._bind(rec, layer, ssrc, is_rtx)
+
+    def relaying(self, rec: PublishedTrack[DownTrack]) -> None:
+        """`rec.relays` became empty or not: nothing to do here (every packet reaches them)."""
 
     def _bind(self, rec: PublishedTrack[DownTrack], layer: Layer, ssrc: int,
               is_rtx: bool) -> tuple[PublishedTrack[DownTrack], Layer, bool] | None:
@@ -470,6 +484,8 @@ class Ingress:
                 layer.last_sr = (p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp, now)
                 for dt in rec.downtracks:
                     dt.on_publisher_sr(layer, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
+                for relay in rec.relays:
+                    relay.on_publisher_sr(layer, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp)
 
     def _reports(self) -> list[Any]:
         now = time.monotonic()
@@ -574,11 +590,25 @@ if IngressCore is not None:
             if entry is not None:
                 if old is not None:
                     self._unroute(old)
-                if not is_rtx:
-                    ids = self.extensions.get(rec.mid, {})
-                    self._route(ssrc, rec, layer, rec.kind == "video", _CODECS.get(rec.codec_name, CODEC_OTHER),
-                                ids.get(rtp.URI_ABS_SEND_TIME) or 0, ids.get(rtp.URI_AUDIO_LEVEL) or 0)
+                if not is_rtx and not rec.relays:
+                    self._route_layer(rec, layer)
             return entry
+
+        def _route_layer(self, rec: PublishedTrack[DownTrack], layer: Layer) -> None:
+            ids = self.extensions.get(rec.mid, {})
+            self._route(layer.ssrc, rec, layer, rec.kind == "video", _CODECS.get(rec.codec_name, CODEC_OTHER),
+                        ids.get(rtp.URI_ABS_SEND_TIME) or 0, ids.get(rtp.URI_AUDIO_LEVEL) or 0)
+
+        def relaying(self, rec: PublishedTrack[DownTrack]) -> None:
+            """A relayed track's packets take the Python path, which feeds `rec.relays` (the C one
+            feeds DownTracks only); back to C when its last relay ends. A relay costs its source
+            one Python hop per packet, not one per subscriber."""
+            for layer in rec.layers.values():
+                if layer.ssrc is not None and self.by_ssrc.get(layer.ssrc, (None,))[0] is rec:
+                    if rec.relays:
+                        self._unroute(layer.ssrc)
+                    else:
+                        self._route_layer(rec, layer)
 
 
 def ingress_class() -> type[Ingress]:

@@ -635,6 +635,9 @@ class LayerSelector:
             if dt.paused and dt.pause_reason == "bandwidth":
                 # keep the lowest layer coming so the subscriber can resume
                 needed.add(min(rec.layers.values(), key=lambda x: x.index).rid)
+        for relay in rec.relays:
+            # another node's subscribers (sfu.cascade): what its selector said, or all until it has
+            needed |= set(rec.layers) if relay.needed is None else relay.needed & set(rec.layers)
         active = tuple(sorted(needed, key=lambda rid: rec.layers[rid].index))
         if self._dynacast.get(rec.id) != active:
             self._dynacast[rec.id] = active
@@ -659,6 +662,8 @@ class LayerSelector:
         wanted = [requested_index(infos, dt.request_layer, dt.request_width, dt.request_height)
                   for dt in rec.downtracks]
         spatial = max((w + 1 for w in wanted if w is not None), default=0)
+        for relay in rec.relays:  # another node's subscribers: what it said, or all until it has
+            spatial = max(spatial, SPATIAL if relay.spatial is None else relay.spatial)
         if spatial == len(full):
             # the top layer seen: all the publisher can encode, which may be more (an encoder that was
             # ramping up when its key picture came, or one dynacast asked for fewer before we saw all)

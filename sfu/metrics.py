@@ -104,6 +104,10 @@ class MediaStats:
         self.nack_misses = 0
         self.nack_padding = 0  # NACKed numbers of a recycled m-line's previous track, answered with padding
         self.rtcp_out = 0
+        # rooms spanning nodes (sfu.relay): packets relayed to other nodes, and NACKed ones resent
+        self.relayed_packets_out = 0
+        self.relayed_bytes_out = 0
+        self.relay_resent = 0
         self.layer_switches = 0
         self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
         # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
@@ -210,6 +214,12 @@ class MediaCollector:
                       s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        yield counter("basement_relayed_packets_out", "RTP packets relayed to the other nodes (workers) of rooms "
+                      "that span them", s.relayed_packets_out)
+        yield counter("basement_relayed_bytes_out", "RTP bytes relayed to the other nodes (workers) of rooms "
+                      "that span them", s.relayed_bytes_out)
+        yield counter("basement_relay_resent", "relayed packets sent again for another node's NACKs",
+                      s.relay_resent)
         yield counter("basement_ice_consent_expired", "ICE connections closed because consent to send expired "
                       "(RFC 7675: no consent check answered for 30 s)", s.consent_expired)
         left = CounterMetricFamily("basement_participants_left", "participants who left the node, by reason "

@@ -22,6 +22,7 @@ from sfu.router import Router
 from sfu.transport import IceConfig
 
 if TYPE_CHECKING:
+    from sfu.cascade import Cascade
     from sfu.downtrack import DownTrack
     from sfu.track import PublishedTrack
 
@@ -48,6 +49,8 @@ class SfuNode:
         self.presence = (presence_batch_above, presence_interval)  # sfu.presence: large rooms batch it
         self.rooms: dict[str, Router] = {}
         self.peers: dict[str, Peer] = {}
+        # rooms spanning this node and others (sfu.cascade), when a control plane links them
+        self.cascade: Cascade | None = None
         stats.register_gauges(self.gauges, self.labelled_gauges)
 
     def _router(self, room: str) -> Router:
@@ -59,8 +62,23 @@ class SfuNode:
                 for pid in list(r.peers) if r else []:
                     self.deliver(pid, shared)
 
-            router = self.rooms[room] = Router(room, broadcast, self.speaker_interval, *self.presence)
+            router = self.rooms[room] = Router(room, broadcast, self.speaker_interval, *self.presence,
+                                               cascade=self.cascade)
         return router
+
+    def open_room(self, room: str) -> Router:
+        """The room's Router, made now if this node has none (before its first participant joins,
+        when the control plane links it with the room's other nodes first: sfu.cascade)."""
+        return self._router(room)
+
+    def close_if_empty(self, room: str) -> None:
+        """Close the room here if nobody of it is left on this node."""
+        router = self.rooms.get(room)
+        if router is not None and not router.peers:
+            router.close()
+            self.rooms.pop(room, None)
+            if self.cascade is not None:
+                self.cascade.room_closed(room)
 
     def _router_of(self, peer: Peer) -> Router:
         # a Peer knows its room only as a `sfu.peer.Room`; the node holds the Router itself
@@ -79,7 +97,7 @@ class SfuNode:
         if participant_id in self.peers:
             raise MediaError("already_joined", "this participant has already joined")
         router = self._router(room)
-        if max_participants and len(router.peers) >= max_participants:
+        if max_participants and router.size >= max_participants:
             raise MediaError("room_full", f"room {room!r} has reached {max_participants} participants")
         peer = Peer(participant_id, name, router, lambda msg: self.deliver(participant_id, msg),
                     can_publish, can_subscribe, identity, ice=self.ice, rtx_budget=self.rtx_budget)
@@ -136,8 +154,7 @@ class SfuNode:
     async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo:
         peer = self._peer(participant_id)
         rec = peer.set_muted(track_id, muted)
-        self._router_of(peer).broadcast({"type": "track_muted", "track": rec.id, "participant": peer.id,
-                                         "muted": muted})
+        self._router_of(peer).track_muted(peer.id, rec, muted)
         return rec.info()
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
@@ -173,10 +190,7 @@ class SfuNode:
             return  # it left meanwhile: the leave unpublished everything
         router = self._router_of(peer)
         for rec in lost:
-            for other in list(router.peers.values()):
-                if other is not peer:
-                    other.unsubscribe(rec.id)
-            router.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
+            router.track_ended(peer.id, rec)
         router.selector.forget(peer.id, [rec.id for rec in lost])
         if forget_speaker:
             router.speaker.forget(peer.id)
@@ -194,9 +208,7 @@ class SfuNode:
             sent_bytes, sent_packets = peer.media_totals()
             self.on_event(router.name, {"type": "media", "identity": peer.identity, "bytes": sent_bytes,
                                         "packets": sent_packets, "messages": peer.data.messages})
-        if not router.peers:
-            router.close()
-            self.rooms.pop(router.name, None)
+        self.close_if_empty(router.name)
 
     async def close(self) -> None:
         for pid in list(self.peers):
@@ -235,6 +247,9 @@ class SfuNode:
             "rooms": len(self.rooms),
             "participants": len(self.peers),
             "tracks": sum(len(p.tracks) for p in self.peers.values()),
+            # rooms spanning nodes: tracks relayed out (per destination) and in (sfu.cascade)
+            "relays_out": len(self.cascade.sinks) if self.cascade else 0,
+            "relays_in": len(self.cascade.relayed) if self.cascade else 0,
         }
 
 

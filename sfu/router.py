@@ -22,6 +22,7 @@ from sfu.presence import Presence
 from sfu.speaker import ActiveSpeaker
 
 if TYPE_CHECKING:
+    from sfu.cascade import Cascade
     from sfu.downtrack import DownTrack
     from sfu.track import Layer, PublishedTrack
 
@@ -30,10 +31,16 @@ log = logging.getLogger("basement.router")
 
 class Router:
     def __init__(self, room: str, broadcast: Callable[[dict[str, Any]], None], speaker_interval: float = 0.5,
-                 presence_batch_above: int = PRESENCE_BATCH_ABOVE, presence_interval: float = PRESENCE_INTERVAL):
+                 presence_batch_above: int = PRESENCE_BATCH_ABOVE, presence_interval: float = PRESENCE_INTERVAL,
+                 cascade: Cascade | None = None):
         self.name = room
         self._send = broadcast  # event to every peer of the room
         self.peers: dict[str, Peer] = {}
+        # a room spanning nodes (sfu.cascade): the other nodes' participants, and their tracks as
+        # relayed here; the cascade hears what happens here
+        self.cascade = cascade
+        self.remote: dict[str, ParticipantInfo] = {}
+        self.relayed: dict[str, PublishedTrack[DownTrack]] = {}
         self.presence = Presence(broadcast, lambda: len(self.peers), presence_batch_above, presence_interval)
         self.selector = LayerSelector(self._notify)
         self.selector.start(lambda: self.tracks)
@@ -48,17 +55,30 @@ class Router:
         peer = self.peers.get(participant_id)
         if peer is not None:
             peer.emit(msg)
+        elif msg.get("type") == "dynacast" and self.cascade is not None and msg.get("track") in self.relayed:
+            # the publisher is on another node: what this node's subscribers need goes there
+            self.cascade.needs(self.name, msg["track"], msg)
 
     def name_of(self, participant_id: str) -> str:
         peer = self.peers.get(participant_id)
-        return peer.name if peer else ""
+        if peer is not None:
+            return peer.name
+        remote = self.remote.get(participant_id)
+        return remote["name"] if remote else ""
 
     @property
     def tracks(self) -> list[PublishedTrack[DownTrack]]:
-        return [rec for peer in self.peers.values() for rec in peer.tracks]
+        local = [rec for peer in self.peers.values() for rec in peer.tracks]
+        return [*local, *self.relayed.values()] if self.relayed else local
+
+    @property
+    def size(self) -> int:
+        """Participants in the room, on this node and on the others it spans."""
+        return len(self.peers) + len(self.remote)
 
     def participants(self, exclude: str | None = None) -> list[ParticipantInfo]:
-        return [p.public() for p in self.peers.values() if p.id != exclude]
+        local = [p.public() for p in self.peers.values() if p.id != exclude]
+        return [*local, *self.remote.values()] if self.remote else local
 
     def broadcast(self, msg: dict[str, Any]) -> None:
         """An event to every peer of the room, after any presence still waiting (sfu.presence)."""
@@ -67,6 +87,8 @@ class Router:
 
     def add_peer(self, peer: Peer) -> None:
         self.presence.joined(peer.public())
+        if self.cascade is not None:
+            self.cascade.local_joined(self.name, peer.public())
         self.peers[peer.id] = peer
         self.data.add(peer.data)
         for rec in self.tracks:
@@ -97,6 +119,8 @@ class Router:
             if peer.id != publisher.id:
                 peer.subscribe(rec)
         self.broadcast({"type": "track_published", "track": {**rec.info(), "name": publisher.name}})
+        if self.cascade is not None:
+            self.cascade.local_published(self.name, rec, publisher.name)
 
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         return self.selector.initial_layer(rec, dt)
@@ -111,15 +135,64 @@ class Router:
         self.data.remove(peer.data)
         track_ids = [rec.id for rec in peer.tracks]
         for rec in peer.tracks:
-            for other in self.peers.values():
-                other.unsubscribe(rec.id)
-            self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": peer.id})
+            self.track_ended(peer.id, rec)
         self.presence.left(peer.id, reason)
+        if self.cascade is not None:
+            self.cascade.local_left(self.name, peer.id, reason)
         self._pair()
         await peer.close()
         # after close: until then its audio still arrives and would re-add it to the speaker state
         self.speaker.forget(peer.id)
         self.selector.forget(peer.id, track_ids)
+
+    def track_ended(self, publisher_id: str, rec: PublishedTrack[DownTrack]) -> None:
+        """A local publisher's track is gone (it left, unpublished, or its connection failed): its
+        subscribers here unsubscribe, everyone hears it, and so do the room's other nodes."""
+        for other in list(self.peers.values()):
+            if other.id != publisher_id:
+                other.unsubscribe(rec.id)
+        self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": publisher_id})
+        if self.cascade is not None:
+            self.cascade.local_unpublished(self.name, rec.id)
+
+    def track_muted(self, publisher_id: str, rec: PublishedTrack[DownTrack], muted: bool) -> None:
+        self.broadcast({"type": "track_muted", "track": rec.id, "participant": publisher_id, "muted": muted})
+        if self.cascade is not None:
+            self.cascade.local_muted(self.name, rec.id, muted)
+
+    # --- the room's other nodes (sfu.cascade) -----------------------------------------------------
+    def remote_joined(self, info: ParticipantInfo) -> None:
+        self.remote[info["id"]] = info
+        self.presence.joined(info)
+
+    def remote_left(self, participant_id: str, reason: str) -> None:
+        if self.remote.pop(participant_id, None) is not None:
+            self.presence.left(participant_id, reason)
+            self.speaker.forget(participant_id)
+
+    def add_relayed(self, rec: PublishedTrack[DownTrack], name: str) -> None:
+        """A track published on another node, received here over a relay: subscribed as a local one."""
+        self.relayed[rec.id] = rec
+        for peer in self.peers.values():
+            peer.subscribe(rec)
+        self.broadcast({"type": "track_published", "track": {**rec.info(), "name": name}})
+
+    def remove_relayed(self, rec: PublishedTrack[DownTrack]) -> None:
+        if self.relayed.pop(rec.id, None) is None:
+            return
+        for peer in list(self.peers.values()):
+            peer.unsubscribe(rec.id)
+        self.broadcast({"type": "track_unpublished", "track": rec.id, "participant": rec.participant_id})
+        self.selector.forget(rec.participant_id, [rec.id])
+
+    def relayed_muted(self, rec: PublishedTrack[DownTrack], muted: bool) -> None:
+        rec.muted = muted
+        if muted:
+            for dt in rec.downtracks:
+                dt.interrupt()
+        else:
+            rec.request_keyframe(None, "unmute")
+        self.broadcast({"type": "track_muted", "track": rec.id, "participant": rec.participant_id, "muted": muted})
 
     def close(self) -> None:
         self.presence.close()

@@ -163,6 +163,9 @@ class PublishedTrack(Generic[S]):
         self.source = "camera" if kind == "video" else "microphone"  # sfu.api.SOURCES
         self._last_pli: dict[str, float] = {}
         self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
+        # sfu.relay.RelaySink: this track relayed to the other nodes of its room (sfu.cascade). Fed by
+        # the Ingress apart from the DownTracks: every packet as it came, not one layer rewritten
+        self.relays: list[Any] = []
 
     @property
     def extensions(self) -> dict[str, int]:

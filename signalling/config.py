@@ -402,6 +402,13 @@ class Settings:
                                        "load, a worker that dies restarted (docs/cluster.md \"Workers\"); for "
                                        "`basement sfu`, N cluster nodes <node_id>-w<i>"}
     )
+    room_span_above: int = field(
+        default=100, metadata={"group": "workers",
+                               "help": "with workers: a room's participants join its home worker until it holds "
+                                       "this many of them (or is overloaded), then the least loaded worker; the "
+                                       "room then spans workers, its tracks relayed between them (docs/cluster.md "
+                                       "\"Rooms across workers\"); 0 = a room stays on one worker"}
+    )
     node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(
         default=600.0, metadata={"group": "node",
@@ -470,6 +477,8 @@ class Settings:
                               "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")
         if not 60 <= self.turn_credential_ttl_s <= 7 * 86400:
             raise ConfigError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s} is not between 60 s and 7 days")
+        if not 0 <= self.room_span_above <= 1_000_000:
+            raise ConfigError(f"room_span_above: {self.room_span_above} is not between 0 and 1000000")
         if not 0.5 <= self.client_ping_interval_s <= 300:
             raise ConfigError(f"client_ping_interval_s: {self.client_ping_interval_s:g} is not between 0.5 and 300 "
                               f"seconds")

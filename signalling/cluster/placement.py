@@ -66,6 +66,16 @@ def node_rooms_key(node_id: str) -> str:
     return f"node_rooms:{node_id}"
 
 
+def room_nodes_key(room: str) -> str:
+    """The nodes holding part of a room that spans nodes (signalling.run.roomlink)."""
+    return f"room_nodes:{room}"
+
+
+def _span_count(value: Any) -> int | None:
+    # [relay host, relay port, participants, group] (signalling.run.roomlink.member_entry)
+    return value[2] if isinstance(value, list) and len(value) == 4 and isinstance(value[2], int) else None
+
+
 class Placer:
     def __init__(self, store: Store, registry: Registry, rng: random.Random | None = None) -> None:
         self.store = store
@@ -103,6 +113,38 @@ class Placer:
             current = await self.store.get(room_key(room))
         raise NoNodeError()
 
+    async def node_for_participant(self, room: str, avoid: str | None = None,
+                                   span_above: int = 0) -> tuple[str, bool]:
+        """The node a new participant of `room` goes to, and whether that is not the room's home
+        (it spans). The home, while it holds fewer than `span_above` of the room's participants and
+        is not overloaded; past that, the least loaded live node of the home's span group (nodes
+        already holding part of the room first, while they hold fewer than `span_above`). Nodes
+        without a group (`span_above` 0) never span: a room stays on its home."""
+        home = await self.node_for(room, avoid)
+        if span_above <= 0:
+            return home, False
+        live = await self.registry.live()
+        home_record = live.get(home)
+        group = home_record.get("group") if home_record else None
+        if not isinstance(group, str) or not group:
+            return home, False
+        members = await self.store.hgetall(room_nodes_key(room))
+        counts = {n: c for n, v in members.items() if n in live and (c := _span_count(v)) is not None}
+        if counts.get(home, 0) < span_above and fullness(home_record or {}) < OVERLOADED:
+            return home, False
+        pool = [r for i, r in live.items() if r.get("group") == group and not r.get("draining") and i != avoid
+                and fullness(r) < OVERLOADED]
+        if not pool:
+            return home, False
+
+        def load(r: dict[str, Any]) -> tuple[bool, bool, int, int, float]:
+            held = counts.get(r["id"])
+            return ((held or 0) >= span_above, held is None, int(fullness(r) * 10), int(r.get("participants", 0)),
+                    self.rng.random())
+
+        best = min(pool, key=load)["id"]
+        return best, best != home
+
     async def claim(self, room: str, node_id: str) -> bool:
         """A node about to host a room makes sure the room is (still) placed on it."""
         if await self.store.compare_and_set(room_key(room), None, node_id):
@@ -120,5 +162,6 @@ class Placer:
         rooms = list(await self.store.hgetall(node_rooms_key(node_id)))
         for room in rooms:
             await self.store.compare_and_set(room_key(room), node_id, None)
+            await self.store.hdel(room_nodes_key(room), node_id)
         await self.store.delete(node_rooms_key(node_id))
         return rooms

@@ -43,8 +43,11 @@ class Placement:
 
 class RemoteNode:
     def __init__(self, replica_id: str, bus: Bus, placer: Placer, deliver: Deliver,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, span_above: int = 0) -> None:
         self.replica_id = replica_id
+        # a room's participants past this many on its home node go to other nodes of its group
+        # (Placer.node_for_participant; 0: rooms never span nodes)
+        self.span_above = span_above
         self.bus = bus
         self.placer = placer
         self.deliver = deliver
@@ -85,7 +88,7 @@ class RemoteNode:
         last: MediaError | None = None
         for _ in range(3):
             try:
-                node_id = await self.placer.node_for(room, avoid)
+                node_id, args["span"] = await self.placer.node_for_participant(room, avoid, self.span_above)
             except NoNodeError as e:
                 raise MediaError(e.code, e.message) from None
             # known before the reply, so a node dying mid-join still finds this participant

@@ -43,7 +43,8 @@ class Replica:
         self.nodes = Registry(store, "node")
         self.replicas = Registry(store, "replica")
         self.placer = Placer(store, self.nodes)
-        self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver)
+        self.remote = RemoteNode(replica_id, bus, self.placer, self._deliver,
+                                 span_above=settings.room_span_above if settings else 0)
         turn = TurnCredentials(settings.turn_urls, settings.turn_secret, settings.turn_credential_ttl_s) \
             if settings else None
         self.roaming = Roaming(replica_id, bus, store, self.remote, self.replicas)

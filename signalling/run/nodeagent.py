@@ -15,15 +15,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sfu.api import MediaError, SdpError
+from sfu.cascade import Cascade
 from sfu.metrics import STATS
 from sfu.node import SfuNode
 from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
 from sfu.presence import INTERVAL as PRESENCE_INTERVAL
+from sfu.relay import RelayPort
 from signalling.cluster.bus import Bus
-from signalling.cluster.placement import Placer, room_key
+from signalling.cluster.placement import Placer, node_rooms_key, room_key
 from signalling.cluster.registry import HEARTBEAT_S, Registry
 from signalling.cluster.remote import node_channel, replica_channel
 from signalling.cluster.roaming import record_key
+from signalling.run.roomlink import RoomLink
 
 log = logging.getLogger("basement.cluster.node")
 
@@ -55,7 +58,7 @@ class Load:
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
                "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",),
-               "p2p_signal": ("pid", "to"), "metrics": ()}
+               "p2p_signal": ("pid", "to"), "metrics": (), "room": ("room", "origin")}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -91,7 +94,7 @@ class NodeAgent:
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
                  on_state: Callable[[], None] | None = None, tracker: Any = None,
                  presence: tuple[int, float] | None = None, events: str | None = None,
-                 metrics: Callable[[], bytes] | None = None) -> None:
+                 metrics: Callable[[], bytes] | None = None, span_group: str | None = None) -> None:
         self.id = node_id
         self.bus = bus
         self.placer = placer
@@ -110,6 +113,16 @@ class NodeAgent:
         self.node = SfuNode(self._deliver, speaker_interval=speaker_interval,
                             on_event=self._on_event if tracker is not None or events else None,
                             presence_batch_above=batch_above, presence_interval=interval)
+        # span_group: nodes of one group (the media workers of one host) may hold parts of one room,
+        # linked by RoomLink and relaying tracks over loopback (sfu.cascade); None: rooms stay whole
+        self.span_group = span_group
+        self.link: RoomLink | None = None
+        if span_group:
+            cascade = Cascade(RelayPort(), lambda room, event, to: self.link.announce(room, event, to)  # type: ignore[union-attr]
+                              , self.node.rooms.get)
+            self.node.cascade = cascade
+            self.link = RoomLink(node_id, span_group, bus, placer.store, cascade)
+        self.spanned: set[str] = set()  # rooms this node holds part of, placed on another node
         self.draining = False
         self.on_state = on_state or (lambda: None)
         self.replica_of: dict[str, str] = {}  # participant -> replica id that joined it
@@ -121,11 +134,15 @@ class NodeAgent:
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.link is not None:
+            await self.link.cascade.port.open("127.0.0.1", 0)  # relays within the host only
         await self.heartbeat()
         await self.bus.serve(node_channel(self.id), self.handle)
         await self.bus.subscribe(node_channel(self.id), self._on_message)
         self._tasks = [asyncio.ensure_future(self._every(HEARTBEAT_S, self.heartbeat)),
                        asyncio.ensure_future(self._every(HEARTBEAT_S, self.check_replicas))]
+        if self.link is not None:
+            self._tasks.append(asyncio.ensure_future(self._every(HEARTBEAT_S, self.check_links)))
 
     async def _every(self, period: float, fn: Callable[[], Any]) -> None:
         while True:
@@ -138,9 +155,12 @@ class NodeAgent:
     def record(self) -> dict[str, Any]:
         cpu, pps = self._load.sample()
         g = self.node.gauges()
-        return {"id": self.id, "address": self.address, "capacity": self.capacity, "draining": self.draining,
-                "cpu": round(cpu, 1), "pps": round(pps, 1), "rooms": g["rooms"],
-                "participants": g["participants"], "tracks": g["tracks"], "at": time.time()}
+        record = {"id": self.id, "address": self.address, "capacity": self.capacity, "draining": self.draining,
+                  "cpu": round(cpu, 1), "pps": round(pps, 1), "rooms": g["rooms"],
+                  "participants": g["participants"], "tracks": g["tracks"], "at": time.time()}
+        if self.span_group:
+            record["group"] = self.span_group
+        return record
 
     async def heartbeat(self) -> None:
         await self.nodes.beat(self.record())
@@ -160,7 +180,7 @@ class NodeAgent:
             return
         owners = await self.placer.store.mget([room_key(r) for r in rooms])
         for room, owner in zip(rooms, owners):
-            if owner == self.id:
+            if owner == self.id or room in self.spanned:
                 continue
             router = self.node.rooms.get(room)
             if router is None:
@@ -193,6 +213,8 @@ class NodeAgent:
         await self.bus.unsubscribe(node_channel(self.id))
         rooms = list(self.node.rooms)
         await self.node.close()
+        if self.link is not None:
+            self.link.cascade.port.close()
         with contextlib.suppress(Exception):
             await self.nodes.forget(self.id)
             for room in rooms:
@@ -228,6 +250,10 @@ class NodeAgent:
 
     async def handle(self, body: Any) -> Any:
         op, a = request_parts(body)
+        if op == "room":  # (first, and without an await before it: a node's events apply in order)
+            if self.link is not None:
+                self.link.receive(a)
+            return None
         try:
             if op == "join":
                 return await self._join(a, body.get("replica") or "")
@@ -277,26 +303,41 @@ class NodeAgent:
         room, pid = a["room"], a["pid"]
         # serialised per room, so "room closed -> placement released" can never interleave with a
         # join re-creating the room under a released placement
+        span = a.get("span") is True  # the placer sent it here though the room's home is another node
         async with self._room(room):
             hosted = room in self.node.rooms
             if self.draining and not hosted:
                 await self.placer.release(room, self.id)
                 raise MediaError("node_draining", f"node {self.id} is draining and takes no new rooms")
-            if not await self.placer.claim(room, self.id):
+            if span and self.link is None:
+                raise MediaError("room_moved", f"room {room!r} is placed on another node, and node {self.id} "
+                                               f"holds no parts of rooms")
+            if span:
+                self.spanned.add(room)
+                # listed with the node's rooms, so a replica that finds it dead clears its part too
+                await self.placer.store.hset(node_rooms_key(self.id), room, 1)
+            elif not await self.placer.claim(room, self.id):
                 raise MediaError("room_moved", f"room {room!r} is placed on another node")
             self.replica_of[pid] = replica
             try:
+                if self.link is not None and not hosted:
+                    self.node.open_room(room)
+                    await self.link.enter(room, set(await self.nodes.live()))
                 state = await self.node.join(room, pid, a.get("name") or "", a.get("can_publish", True),
                                              a.get("can_subscribe", True), a.get("identity") or "",
                                              a.get("max_participants") or 0, p2p=a.get("p2p") is True)
                 if self.tracker is not None:
                     self.tracker.participant_joined(room, self.node.peers[pid].identity, time.time())
+                if self.link is not None:
+                    await self.link.count(room, len(self.node.rooms[room].peers))
                 return state
             except Exception:
                 if self.node.peers.get(pid) is None:
                     self.replica_of.pop(pid, None)
+                members = self._members(room)
+                self.node.close_if_empty(room)
                 if room not in self.node.rooms:
-                    await self.placer.release(room, self.id)
+                    await self._room_gone(room, members)
                 raise
 
     async def _adopt(self, pid: str, replica: str) -> Any:
@@ -316,6 +357,7 @@ class NodeAgent:
             return
         room = peer.room.name
         async with self._room(room):
+            members = self._members(room)
             try:
                 await self.node.leave(pid, reason)
             finally:
@@ -326,9 +368,27 @@ class NodeAgent:
             with contextlib.suppress(Exception):
                 await self.placer.store.delete(record_key(pid))
             if room not in self.node.rooms:
-                await self.placer.release(room, self.id)
+                await self._room_gone(room, members)
+            elif self.link is not None:
+                await self.link.count(room, len(self.node.rooms[room].peers))
             if not self.node.rooms:
                 self._empty.set()
+
+    def _members(self, room: str) -> list[str]:
+        """The other nodes holding part of `room`, as linked here."""
+        return list(self.link.cascade.members.get(room, {})) if self.link is not None else []
+
+    async def _room_gone(self, room: str, members: list[str]) -> None:
+        """Nobody of `room` is left here: its placement (if this is its home) and its link go."""
+        await self.placer.release(room, self.id)
+        self.spanned.discard(room)
+        if self.link is not None:
+            await self.link.leave(room, members)
+
+    async def check_links(self) -> None:
+        """Rooms linked with nodes that died drop those nodes' parts (sfu.cascade)."""
+        if self.link is not None and self.link.cascade.members:
+            await self.link.check(set(await self.nodes.live()))
 
     async def check_replicas(self) -> None:
         """Participants whose replica died (its WebSocket went with it) leave after two missed checks."""

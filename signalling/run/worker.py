@@ -34,6 +34,8 @@ log = logging.getLogger("basement.worker")
 
 # where workers send their session events (track published, media totals) for the parent's tracker
 EVENTS_CHANNEL = "events:parent"
+# the workers of `serve` may each hold part of a room (one host: relays on loopback, sfu.cascade)
+SPAN_GROUP = "serve"
 
 
 def node_id(index: int) -> str:
@@ -57,7 +59,7 @@ async def run_worker(fd: int) -> int:
     registry = media_registry(const_labels={"worker": str(index)})
     agent = NodeAgent(node_id(index), bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), events=EVENTS_CHANNEL, metrics=lambda: generate_latest(registry),
-                      **agent_options(settings))
+                      span_group=SPAN_GROUP, **agent_options(settings))
     await agent.start()
     settle_after_startup()
     term = asyncio.Event()

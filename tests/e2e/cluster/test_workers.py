@@ -207,3 +207,70 @@ async def test_a_cluster_node_with_two_workers_is_two_nodes_and_a_killed_one_is_
     for cl in clients:
         await cl.close()
     assert await node.wait_exit(30) == 0, node.tail()
+
+
+async def participants_per_worker(s: Serve, want: list[float], timeout: float = 10.0) -> dict[str, float]:
+    """Poll the workers' `basement_participants` until their sorted values are `want`."""
+    deadline = time.monotonic() + timeout
+    while sorted((got := await s.metric("basement_participants")).values()) != want:
+        assert time.monotonic() < deadline, f"participants per worker {got}, wanted {want}"
+        await asyncio.sleep(0.1)
+    return got
+
+
+async def message(c: Client, mtype: str, check, timeout: float = 5.0) -> dict:
+    """The first message of `mtype` for which `check(message)` holds, waiting up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in c.messages if m.get("type") == mtype and check(m)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {mtype} as wanted; {c.participant['name']} got {c.messages[-5:]}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("datapath", ["native", "python"])
+async def test_a_room_spans_both_workers_and_media_is_relayed_between_them(serve, datapath):
+    """room_span_above 2: the room's third and fourth participants go to the other worker. Media
+    published on either worker decodes on both, the room looks whole to everyone, and when the
+    home worker dies, the other's subscribers see its participants leave and its tracks end, then
+    decode the publisher again once it has rejoined."""
+    s = await serve(workers=2, BASEMENT_ROOM_SPAN_ABOVE="2", BASEMENT_DATAPATH=datapath)
+    pub, _ = await joined(serve, s.url, "big", "pub")
+    home = next(w for w, n in (await participants_per_worker(s, [0, 1])).items() if n == 1)
+    near, _ = await joined(serve, s.url, "big", "near")
+    far, far_joined = await joined(serve, s.url, "big", "far")
+    far2, _ = await joined(serve, s.url, "big", "far2")
+    await participants_per_worker(s, [2, 2])
+    # the room looks whole from the other worker: who is there, and who comes
+    assert {p["name"] for p in far_joined["participants"]} == {"pub", "near"}, far_joined
+    await message(near, "participant_joined", lambda m: m["participant"]["name"] == "far2")
+
+    await pub.publish(video=CounterVideo(160, 120))
+    await far.publish(video=CounterVideo(176, 144))
+    sinks = {}
+    for c, publisher in ((near, pub), (far, pub), (far2, pub), (pub, far), (near, far), (far2, far)):
+        _, track = await c.wait_track(kind="video", participant=publisher.participant["id"], timeout=20)
+        sinks[(c, publisher)] = Sink(track)
+    for (c, publisher), sink in sinks.items():
+        await sink.wait_frames(10, timeout=20)
+        assert sink.sizes == ({(160, 120)} if publisher is pub else {(176, 144)}), (c.participant, sink.sizes)
+    relayed = await s.metric("basement_relayed_packets_out_total")
+    assert len(relayed) == 2 and min(relayed.values()) > 0, relayed  # each worker relays its publisher
+
+    # the home worker dies: the far side sees pub and near leave and pub's track end
+    os.kill(s.pids()[int(home)], signal.SIGKILL)
+    for c in (pub, near):
+        msg = await c.wait_message("removed", timeout=5)
+        assert (msg["reason"], msg["rejoin"]) == ("node_lost", True), msg
+    pub_id = pub.participant["id"]
+    await message(far, "track_unpublished", lambda m: m["participant"] == pub_id)
+    await message(far, "participant_left", lambda m: m["participant"] == pub_id and m["reason"] == "node_lost")
+    # the publisher rejoins and publishes again: the far side decodes it again (no stuck m-line)
+    pub2, _ = await joined(serve, s.url, "big", "pub")
+    await pub2.publish(video=CounterVideo(160, 120))
+    _, track = await far.wait_track(kind="video", participant=pub2.participant["id"], timeout=20)
+    sink = Sink(track)
+    await sink.wait_frames(10, timeout=20)
+    assert sink.sizes == {(160, 120)}
+    assert s.stop() == 0, s.tail()
