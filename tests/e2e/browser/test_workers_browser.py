@@ -1,9 +1,16 @@
-"""Chromium in a room of `basement serve --workers 2` whose worker is killed (SIGKILL): the page is
-told `removed` with `rejoin`, joins the room again by itself, lands on the live worker, and decodes
-the publisher's video again, within 5 s of the kill."""
+"""Chromium in rooms of `basement serve --workers 2`.
+
+A page whose worker is killed (SIGKILL) is told `removed` with `rejoin`, joins the room again by
+itself, lands on the live worker, and decodes the publisher's video again, within 5 s of the kill.
+
+A room spanning both workers: Chromium publishes simulcast on one, and subscribers on the other get
+the layers they ask for (the relayed layers' SSRCs learnt from the packets' RIDs at the source and
+announced), and dynacast hears the other worker's needs (a layer nobody wants stops being encoded).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -11,8 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.browser.test_browser import joined, media_both_ways, tile_name_js, wait_decoding
-from tests.support.media import CounterVideo, Tone
+from tests.e2e.browser.test_browser import events_js, joined, media_both_ways, tile_name_js, wait_decoding
+from tests.e2e.browser.test_simulcast import F, Q, _own_remb, _wait_size
+from tests.support.browser import poll
+from tests.support.media import CounterVideo, Sink, Tone
 from tests.support.workersfix import joined as join_client
 
 pytestmark = pytest.mark.timeout(150)
@@ -54,3 +63,35 @@ async def test_the_page_rejoins_by_itself_when_its_worker_dies(serve, browser):
     rooms = await s.metric("basement_rooms")
     assert rooms.get(str(1 - int(home))) == 1, rooms
     assert await page.evaluate("window.basement.state") == "joined"
+
+
+async def test_simulcast_from_one_worker_each_subscriber_on_the_other_gets_its_layer(serve, browser):
+    s = await serve(workers=2, BASEMENT_ROOM_SPAN_ABOVE="1")
+    page = await browser(SimpleNamespace(url=s.url), "wkspan", "chromium", audio="0")
+    view = await page.wait_for("window.basement.published.video && "
+                               "({participant: window.basement.participant, published: window.basement.published})")
+    video = view["published"]["video"]
+    # the page alone holds the room's home worker's share (1): the next subscriber goes to the other
+    low, _ = await join_client(serve, s.url, "wkspan", "low")
+    high, _ = await join_client(serve, s.url, "wkspan", "high")
+    participants = await s.metric("basement_participants")
+    assert sorted(participants.values()) == [1, 2], participants
+    sinks = {}
+    for c in (low, high):
+        info, track = await c.wait_track(kind="video", participant=view["participant"]["id"], timeout=20)
+        assert info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}, info
+        _own_remb(c, track)
+        sinks[c] = Sink(track)
+    await low.subscription(video, layer="low")
+    await high.subscription(video, layer="high")
+    await _wait_size(sinks[low], Q, "low subscriber (on the other worker) on q", timeout=40)
+    await _wait_size(sinks[high], F, "high subscriber on f", timeout=40)
+    relayed = await s.metric("basement_relays_out")
+    assert sorted(relayed.values()) == [0, 1], relayed  # the page's video, to the other worker
+
+    # nobody wants h, wherever they are: the page is told to encode q and f only
+    async def dynacast_q_f():
+        found = await page.evaluate(f"{events_js('dynacast')}.filter(m => m.track === {json.dumps(video)})")
+        return found and found[-1]["active"] == ["q", "f"]
+
+    await poll(dynacast_q_f, "dynacast of q and f", timeout=15)

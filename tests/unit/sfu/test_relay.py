@@ -1,0 +1,202 @@
+"""Relays between the nodes of a room that spans them (sfu.relay, sfu.cascade), without sockets: a
+source node's Ingress feeds a RelaySink, whose datagrams are handed to the destination node's
+RelayPort as they would arrive; the destination's Cascade is driven by the events the source's
+announces. Both data paths (conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiortc import rtp as artp
+
+from sfu.cascade import Cascade
+from sfu.metrics import STATS
+from sfu.relay import RelayError, RelayPort, RelaySink, describe
+from sfu.track import PublishedTrack
+from tests.unit.sfu.test_hardening_ingress import MEDIA_SSRC, RTX_SSRC, dropped_since, make_ingress, packet
+
+SOURCE, DESTINATION = ("127.0.0.1", 40001), ("127.0.0.1", 40002)
+
+
+class Datagrams:
+    """Stands in for a RelayPort's socket: keeps what is sent, by address."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+    def close(self) -> None:
+        pass
+
+
+def port(address: tuple[str, int]) -> tuple[RelayPort, Datagrams]:
+    p, wire = RelayPort(), Datagrams()
+    p.transport, p.address = wire, address  # type: ignore[assignment]
+    return p, wire
+
+
+class Room:
+    """The part of sfu.router.Router a Cascade calls, recording what it is told."""
+
+    name = "r"
+
+    def __init__(self) -> None:
+        self.peers: dict[str, Any] = {}
+        self.remote: dict[str, Any] = {}
+        self.relayed: dict[str, PublishedTrack] = {}
+        self.events: list[tuple[str, Any]] = []
+        self.observe_audio = lambda *a: None
+
+    @property
+    def tracks(self) -> list[PublishedTrack]:
+        return list(self.relayed.values())
+
+    def remote_joined(self, info: Any) -> None:
+        self.remote[info["id"]] = info
+        self.events.append(("joined", info["id"]))
+
+    def remote_left(self, pid: str, reason: str) -> None:
+        self.remote.pop(pid, None)
+        self.events.append(("left", (pid, reason)))
+
+    def add_relayed(self, rec: PublishedTrack, name: str) -> None:
+        self.relayed[rec.id] = rec
+        self.events.append(("published", rec.id))
+
+    def remove_relayed(self, rec: PublishedTrack) -> None:
+        self.relayed.pop(rec.id, None)
+        self.events.append(("unpublished", rec.id))
+
+    def relayed_muted(self, rec: PublishedTrack, muted: bool) -> None:
+        rec.muted = muted
+        self.events.append(("muted", muted))
+
+
+PUB = {"id": "PA_pub", "name": "pub", "identity": "0xabc"}
+
+
+async def linked() -> tuple[Any, PublishedTrack, RelayPort, Datagrams, Cascade, Room, RelayPort]:
+    """A source Ingress with one video track (media + RTX SSRCs known), and a destination node that
+    was told the publisher joined and published it."""
+    ingress, _ = await make_ingress()
+    rec = ingress.tracks["0"]
+    src_port, src_wire = port(SOURCE)
+    dst_port, _ = port(DESTINATION)
+    room = Room()
+    announced: list[Any] = []
+    cascade = Cascade(dst_port, lambda r, e, to: announced.append((e, to)), lambda name: room)
+    cascade.member("r", "A", SOURCE)
+    cascade.apply("r", "A", {"type": "joined", "participant": PUB})
+    cascade.apply("r", "A", {"type": "published", "track": describe(rec, "pub")})
+    return ingress, rec, src_port, src_wire, cascade, room, dst_port
+
+
+async def test_a_relayed_track_arrives_as_sent_and_feeds_the_destinations_subscribers():
+    ingress, rec, src_port, src_wire, cascade, room, dst_port = await linked()
+    assert room.events == [("joined", "PA_pub"), ("published", rec.id)]
+    relayed = room.relayed[rec.id]
+    assert (relayed.participant_id, relayed.kind, relayed.codec_name) == ("PA_pub", "video", "VP8")
+    layer = next(iter(relayed.layers.values()))
+    assert (layer.ssrc, layer.rtx_ssrc) == (MEDIA_SSRC, RTX_SSRC)  # from the description
+
+    layers: list[RelaySink] = []
+    sink = RelaySink(rec, src_port, DESTINATION, layers.append)
+    rec.relays.append(sink)
+    ingress.relaying(rec)
+    sent = [packet(MEDIA_SSRC, seq, ts=seq * 3000) for seq in range(100, 105)]
+    for data in sent:
+        ingress.on_rtp(data, 1.0)
+    assert [d for d, a in src_wire.sent] == sent and {a for _, a in src_wire.sent} == {DESTINATION}
+    assert layers == [sink]  # its SSRCs announced once, with the first packet
+    # at the destination the same packets enter the relayed-in Ingress: the layer counts them
+    for data, _ in src_wire.sent:
+        dst_port.datagram_received(data, SOURCE)
+    assert layer.packets == 5 and layer.rx.extended_max % 65536 == 104
+
+
+async def test_feedback_flows_back_plis_become_keyframe_requests_nacks_rtx_from_the_ring():
+    ingress, rec, src_port, src_wire, cascade, room, dst_port = await linked()
+    sink = RelaySink(rec, src_port, DESTINATION, lambda s: None)
+    rec.relays.append(sink)
+    ingress.relaying(rec)
+    for seq in range(200, 204):
+        ingress.on_rtp(packet(MEDIA_SSRC, seq, ts=seq), 1.0)
+    src_wire.sent.clear()
+    # a NACK from the destination for 201: resent as RTX (the publisher negotiated it), OSN first
+    nack = artp.RtcpRtpfbPacket(fmt=artp.RTCP_RTPFB_NACK, ssrc=9, media_ssrc=MEDIA_SSRC, lost=[201, 999])
+    src_port.allow(DESTINATION)
+    src_port.datagram_received(bytes(nack), DESTINATION)
+    ((data, addr),) = src_wire.sent
+    original = packet(MEDIA_SSRC, 201, ts=201)
+    assert addr == DESTINATION and data[1] & 0x7F == 97 and int.from_bytes(data[8:12], "big") == RTX_SSRC
+    assert data[12:14] == (201).to_bytes(2, "big") and data[14:] == original[12:]
+    # a PLI asks the publisher for a key frame of that layer
+    plis = STATS.plis_out
+    src_port.datagram_received(bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_PLI, ssrc=9, media_ssrc=MEDIA_SSRC)),
+                               DESTINATION)
+    assert STATS.plis_out == plis + 1
+
+
+async def test_only_linked_nodes_are_heard_and_malformed_datagrams_are_counted_drops():
+    _, _, _, _, cascade, room, dst_port = await linked()
+    before = dict(STATS.dropped)
+    dst_port.datagram_received(packet(MEDIA_SSRC, 1), ("127.0.0.1", 1))  # a stranger
+    dst_port.datagram_received(b"\x80", SOURCE)
+    dst_port.datagram_received(b"\x00" * 40, SOURCE)  # not RTP version 2
+    dst_port.datagram_received(b"\x80\xc8" + b"\xff" * 10, SOURCE)  # RTCP that does not parse
+    dst_port.datagram_received(packet(0xDEAD, 1), SOURCE)  # an SSRC nothing here receives
+    assert dropped_since(before) == {"relay_stranger": 1, "relay_malformed": 3, "relay_unknown_ssrc": 1}
+
+
+@pytest.mark.parametrize("event, error", [
+    ("not a map", "a map with a type"),
+    ({"type": "hug"}, "unknown room event"),
+    ({"type": "joined", "participant": {"id": 1}}, "participant"),
+    ({"type": "published", "track": {"info": {"track": "T", "participant": "PA_x", "kind": "video"}, "mid": "0",
+                                     "codecs": [{"mime": "video/VP8", "clock": 90000, "pt": 96}], "ext": [],
+                                     "layers": [["", 1, None]]}}, "not a participant of that node"),
+    ({"type": "published", "track": {"info": {"track": "T"}}}, "info"),
+    ({"type": "layers", "track": "TR_pub_0", "layers": [["", 2**40, None]]}, "32-bit"),
+    ({"type": "needs", "track": "TR_pub_0", "active": "q"}, None),  # (not a track relayed from here: ignored)
+])
+async def test_bad_room_events_are_refused_and_change_nothing(event, error):
+    _, rec, _, _, cascade, room, _ = await linked()
+    before = (dict(room.remote), dict(room.relayed), len(room.events))
+    if error is None:
+        cascade.apply("r", "A", event)
+    else:
+        with pytest.raises(RelayError, match=error):
+            cascade.apply("r", "A", event)
+    assert (dict(room.remote), dict(room.relayed), len(room.events)) == before
+    with pytest.raises(RelayError, match="not linked"):
+        cascade.apply("r", "B", {"type": "joined", "participant": PUB})
+
+
+async def test_a_node_gone_takes_its_participants_and_tracks_with_it():
+    _, rec, _, _, cascade, room, dst_port = await linked()
+    cascade.member_gone("r", "A")
+    assert room.events[-2:] == [("unpublished", rec.id), ("left", ("PA_pub", "node_lost"))]
+    assert not cascade.relayed and not cascade.ingresses and not dst_port.ingresses and not dst_port.allowed
+
+
+async def test_dynacast_is_the_union_of_local_subscribers_and_other_nodes_needs():
+    from sfu.layers import LayerSelector
+
+    ingress, _ = await make_ingress(simulcast=True)
+    rec = ingress.tracks["0"]
+    told: list[Any] = []
+    selector = LayerSelector(lambda pid, msg: told.append(msg["active"]))
+    src_port, _ = port(SOURCE)
+    a, b = RelaySink(rec, src_port, DESTINATION, lambda s: None), RelaySink(rec, src_port, SOURCE, lambda s: None)
+    rec.relays[:] = [a, b]
+    selector._update_dynacast(rec, 1.0)
+    assert told[-1] == ["q", "h", "f"]  # a node that has not said what it needs gets everything
+    a.needed, b.needed = {"q"}, {"f"}
+    selector._update_dynacast(rec, 1.0)
+    assert told[-1] == ["q", "f"]
+    a.needed = set()
+    selector._update_dynacast(rec, 1.0)
+    assert told[-1] == ["f"]
