@@ -217,6 +217,16 @@ async def _main(args: argparse.Namespace) -> int:
                       ("Basement native / python", "ratios_native_over_python", native, python)]
         if args.compare_gso:  # basement-nogso runs right after basement
             pairs.append(("Basement native / native without GSO", "ratios_gso", results[0], results[1]))
+    if args.compare_workers and len(results) == 2 and not args.ramp:
+        # what relaying costs: the CPU the W-worker run spent beyond the one-worker run, per packet
+        # it relayed between workers (an upper bound: the extra processes' own upkeep is in it)
+        one, many = results
+        relayed = many.get("sfu_relayed_packets")
+        if relayed:
+            extra = many["sfu_cpu_s"] / many["duration_s"] - one["sfu_cpu_s"] / one["duration_s"]
+            out["relay_us_per_relayed_packet"] = extra * 1e6 / (relayed / many["duration_s"])
+            print(f"relayed between workers: {relayed} packets ({relayed / many['duration_s']:.0f}/s); extra CPU of "
+                  f"{args.workers} workers over 1: {out['relay_us_per_relayed_packet']:.1f} µs per relayed packet")
     summary = report.ramp_summary if args.ramp else (lambda r: r)
     for label, key, ours, other in pairs:
         rat = report.ratios(summary(ours), summary(other))

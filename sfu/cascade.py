@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sfu.api import ParticipantInfo
+from sfu.data import MAX_RECIPIENTS
 from sfu.ingress import Ingress, ingress_class
 from sfu.relay import (
     Address,
@@ -178,6 +179,12 @@ class Cascade:
             entry = self.relayed.get(event.get("track"))  # type: ignore[arg-type]
             if entry is not None and entry.origin == origin:
                 self._bind(entry, check_layers(event.get("layers")))
+        elif kind == "data":
+            label, msg = event.get("label"), event.get("msg")
+            if label not in ("reliable", "lossy") or not isinstance(msg, dict) or not _data_message(msg) \
+                    or msg["from"] not in m.participants:
+                raise RelayError("data: a label and a data message from a participant of that node")
+            router.data.deliver_relayed(str(label), msg)
         elif kind == "needs":
             sink = self.sinks.get((event.get("track"), origin))  # type: ignore[arg-type]
             active, spatial = event.get("active"), event.get("spatial")
@@ -216,6 +223,11 @@ class Cascade:
     def local_muted(self, room: str, track_id: str, muted: bool) -> None:
         if self.members.get(room):
             self.announce(room, {"type": "muted", "track": track_id, "muted": muted}, None)
+
+    def local_data(self, room: str, label: str, msg: dict[str, Any]) -> None:
+        """A data message sent here with recipients on other nodes (sfu.data: paid for here)."""
+        if self.members.get(room):
+            self.announce(room, {"type": "data", "label": label, "msg": msg}, None)
 
     def needs(self, room: str, track_id: str, msg: dict[str, Any]) -> None:
         """This node's layer selector's dynacast for a relayed track: to the publisher's node."""
@@ -331,3 +343,18 @@ def _participant(value: Any) -> ParticipantInfo:
                                               for k in ("id", "name", "identity")):
         raise RelayError("participant: {id, name, identity} strings")
     return {"id": value["id"], "name": value["name"], "identity": value["identity"]}
+
+
+MAX_DATA_TEXT = 256 * 1024  # characters of a relayed message's `data` (data_max_message_bytes at most)
+
+
+def _data_message(msg: Any) -> bool:
+    """A data message as sfu.data.DataRelay makes them (what a relayed one must look like)."""
+    if not isinstance(msg, dict) or msg.get("type") != "data" or not isinstance(msg.get("seq"), int):
+        return False
+    if not all(isinstance(msg.get(k), str) for k in ("from", "name", "identity", "topic", "data")):
+        return False
+    to = msg.get("to")
+    recipients = to is None or (isinstance(to, list) and len(to) <= MAX_RECIPIENTS
+                                and all(isinstance(p, str) for p in to))
+    return len(msg["data"]) <= MAX_DATA_TEXT and isinstance(msg.get("at"), int) and len(msg) <= 10 and recipients

@@ -247,6 +247,10 @@ class DataRelay:
         self.seq = 0
         self.history: deque[dict[str, Any]] = deque(maxlen=max(0, self.limits.history))
         self._budget = TokenBucket(self.limits.room_rate, self.limits.room_burst, monotonic)
+        # a room spanning nodes (sfu.cascade): how many of `to` (all: []) are on other nodes, and
+        # where a message for them goes; the sender pays for them here, as for local recipients
+        self.remote_recipients: Callable[[list[str]], int] = lambda to: 0
+        self.forward: Callable[[str, dict[str, Any]], None] | None = None
 
     def add(self, endpoint: DataEndpoint) -> None:
         endpoint.relay = self
@@ -272,7 +276,8 @@ class DataRelay:
             out["to"] = to
         text = _encode(out)
         size = len(text.encode("utf-8"))
-        cost = len(targets) * -(-size // DELIVERY_BYTES)
+        remote = self.remote_recipients(to) if self.forward is not None else 0
+        cost = (len(targets) + remote) * -(-size // DELIVERY_BYTES)
         if cost:
             if not sender.deliveries.take(cost):
                 STATS.drop("data_room_budget")
@@ -289,7 +294,22 @@ class DataRelay:
             endpoint.deliver(label, text, size)
         if label == "reliable" and topic == CHAT_TOPIC and not to:
             self.history.append(out)
+        if remote and self.forward is not None:
+            self.forward(label, out)
         return ""
+
+    def deliver_relayed(self, label: str, msg: dict[str, Any]) -> None:
+        """A message a participant on another node of the room sent (it paid for it there): to the
+        recipients here, and into the chat history, as a local one would go."""
+        to = msg.get("to") or []
+        targets = [self.endpoints[p] for p in to if p in self.endpoints] if to else list(self.endpoints.values())
+        text = _encode(msg)
+        size = len(text.encode("utf-8"))
+        for endpoint in targets:
+            if endpoint.receives and endpoint.id != msg.get("from"):
+                endpoint.deliver(label, text, size)
+        if label == "reliable" and msg.get("topic") == CHAT_TOPIC and not to:
+            self.history.append(msg)
 
     def replay(self, endpoint: DataEndpoint) -> None:
         """The chat history, to a participant whose reliable channel just opened: at most every

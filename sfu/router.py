@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("basement.router")
 
 
+class _Elsewhere:
+    """A participant on another node of a room that spans nodes, as sfu.pairing counts it."""
+
+    p2p = False
+
+    def __init__(self, participant_id: str) -> None:
+        self.id = participant_id
+
+
 class Router:
     def __init__(self, room: str, broadcast: Callable[[dict[str, Any]], None], speaker_interval: float = 0.5,
                  presence_batch_above: int = PRESENCE_BATCH_ABOVE, presence_interval: float = PRESENCE_INTERVAL,
@@ -49,6 +58,9 @@ class Router:
         # sfu.peer.Room: the speaker's own method, so an audio packet makes no hop through the Router
         self.observe_audio: Callable[[str, int, float], None] = self.speaker.observe
         self.data = DataRelay()
+        if cascade is not None:
+            self.data.remote_recipients = self._remote_recipients
+            self.data.forward = lambda label, msg: cascade.local_data(room, label, msg)
         self.pairing = Pairing()
 
     def _notify(self, participant_id: str, msg: dict[str, Any]) -> None:
@@ -58,6 +70,9 @@ class Router:
         elif msg.get("type") == "dynacast" and self.cascade is not None and msg.get("track") in self.relayed:
             # the publisher is on another node: what this node's subscribers need goes there
             self.cascade.needs(self.name, msg["track"], msg)
+
+    def _remote_recipients(self, to: list[str]) -> int:
+        return sum(1 for p in to if p in self.remote) if to else len(self.remote)
 
     def name_of(self, participant_id: str) -> str:
         peer = self.peers.get(participant_id)
@@ -98,9 +113,12 @@ class Router:
 
     def _pair(self) -> None:
         """Pair or unpair the room for peer-to-peer media (sfu.pairing), after presence went out."""
-        if self.pairing.pair is None and len(self.peers) != 2:
+        if self.pairing.pair is None and self.size != 2:
             return  # (no list of a large room's peers on each of its joins and leaves)
-        messages = self.pairing.update(list(self.peers.values()))
+        peers: list[Any] = list(self.peers.values())
+        # participants on other nodes count, but cannot pair: a room spanning nodes never goes direct
+        peers += [_Elsewhere(pid) for pid in self.remote]
+        messages = self.pairing.update(peers)
         if messages:
             self.presence.flush()
         for pid, msg in messages:
@@ -164,11 +182,13 @@ class Router:
     def remote_joined(self, info: ParticipantInfo) -> None:
         self.remote[info["id"]] = info
         self.presence.joined(info)
+        self._pair()
 
     def remote_left(self, participant_id: str, reason: str) -> None:
         if self.remote.pop(participant_id, None) is not None:
             self.presence.left(participant_id, reason)
             self.speaker.forget(participant_id)
+            self._pair()
 
     def add_relayed(self, rec: PublishedTrack[DownTrack], name: str) -> None:
         """A track published on another node, received here over a relay: subscribed as a local one."""

@@ -106,6 +106,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         t0 = time.monotonic()
         cpu0, gen0 = target.cpu_seconds(), self_cpu_seconds()
         fwd0 = await target.forwarded_packets()
+        rel0 = await target.relayed_packets()
         # no await between clearing the samples and reading the probe counts: a probe landing in
         # between would be timed without being counted
         for s in subs:
@@ -134,6 +135,7 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         cpu1, gen1 = target.cpu_seconds(), self_cpu_seconds()
         sent1 = sum(p.packets_sent for p in pubs)
         fwd1 = await target.forwarded_packets()
+        rel1 = await target.relayed_packets()
         t1 = time.monotonic()
         sfu_figures = await target.sfu_figures()
         captured = await tap.stop() if tap is not None else None
@@ -204,6 +206,10 @@ async def run_once(target: Target, cfg: RunConfig, layers: dict[str, media.Encod
         "sfu_waiting_keyframe": sfu_figures.get("waiting_downtracks"),  # video downtracks, at the window's end
         # with --workers: worker -> packets it forwarded since it started (how the load spread)
         "sfu_forwarded_by_worker": sfu_figures.get("forwarded_by_worker") or None,
+        # and participants on each worker at the window's end; a room spanning workers relays its
+        # tracks between them: packets relayed in the window (one per packet per other worker)
+        "sfu_participants_by_worker": sfu_figures.get("participants_by_worker") or None,
+        "sfu_relayed_packets": (rel1 - rel0) if rel0 is not None and rel1 is not None else None,
         "gso_datagrams_per_send": sfu_figures.get("gso_datagrams_per_send"),
         # since the SFU started (a ramp's earlier steps included)
         "sfu_left": sfu_figures.get("left"),  # participants, by reason

@@ -156,6 +156,10 @@ class Target:
         """The SFU's own count of RTP packets sent to subscribers, when it exposes one."""
         return None
 
+    async def relayed_packets(self) -> int | None:
+        """RTP packets the SFU relayed between its media workers (rooms spanning them), if it does."""
+        return None
+
     async def sfu_figures(self) -> dict[str, Any]:
         """What the SFU says of its own state at the end of a window, when it says anything: video
         downtracks it paused, by reason (`paused_downtracks`), those waiting for a key frame
@@ -382,6 +386,11 @@ class BasementTarget(Target):
         found = re.findall(r"^basement_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
         return int(sum(float(v) for v in found)) if found else None  # summed over workers
 
+    async def relayed_packets(self) -> int | None:
+        text = await self._metrics()
+        found = re.findall(r"^basement_relayed_packets_out(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+        return int(sum(float(v) for v in found)) if found else None  # summed over workers
+
     async def sfu_figures(self) -> dict[str, Any]:
         text = await self._metrics()
         # every figure is summed over the series of all media workers (one series without workers)
@@ -404,7 +413,9 @@ class BasementTarget(Target):
         waiting = sum(int(float(m.group(1))) for m in re.finditer(
             r'^basement_downtracks_waiting\{[^}]*\} (\S+)$', text, re.MULTILINE))
         forwarded = by(r'^basement_packets_out_total\{[^}]*worker="([^"]+)"[^}]*\} (\S+)$')
+        participants = by(r'^basement_participants\{[^}]*worker="([^"]+)"[^}]*\} (\S+)$')
         return {"paused_downtracks": paused, "waiting_downtracks": waiting, "forwarded_by_worker": forwarded,
+                "participants_by_worker": participants,
                 "gso_datagrams_per_send": datagrams / sends if sends and datagrams is not None else None,
                 "left": left, "transports_ended": ended,
                 "consent_expired": int(consent) if consent is not None else None}

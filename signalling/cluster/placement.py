@@ -113,13 +113,17 @@ class Placer:
             current = await self.store.get(room_key(room))
         raise NoNodeError()
 
-    async def node_for_participant(self, room: str, avoid: str | None = None,
-                                   span_above: int = 0) -> tuple[str, bool]:
+    async def node_for_participant(self, room: str, avoid: str | None = None, span_above: int = 0,
+                                   placed: dict[str, int] | None = None) -> tuple[str, bool]:
         """The node a new participant of `room` goes to, and whether that is not the room's home
         (it spans). The home, while it holds fewer than `span_above` of the room's participants and
-        is not overloaded; past that, the least loaded live node of the home's span group (nodes
-        already holding part of the room first, while they hold fewer than `span_above`). Nodes
-        without a group (`span_above` 0) never span: a room stays on its home."""
+        is not overloaded; past that, a live node of the home's span group: one already holding
+        part of the room and fewer than `span_above` of it, else one that holds none of it, else
+        (every node has its share) the least full in 20 % bands, and of those the one holding the
+        fewest of the room's participants, so a room beyond its shares spreads evenly. Nodes
+        without a group (`span_above` 0) never span: a room stays on its home. `placed`: this
+        replica's participants of the room by node, joins in flight included (the store's counts
+        come from the nodes once a join is done, so a burst of joins would all see the same ones)."""
         home = await self.node_for(room, avoid)
         if span_above <= 0:
             return home, False
@@ -130,6 +134,9 @@ class Placer:
             return home, False
         members = await self.store.hgetall(room_nodes_key(room))
         counts = {n: c for n, v in members.items() if n in live and (c := _span_count(v)) is not None}
+        for n, c in (placed or {}).items():
+            if n in live:
+                counts[n] = max(counts.get(n, 0), c)
         if counts.get(home, 0) < span_above and fullness(home_record or {}) < OVERLOADED:
             return home, False
         pool = [r for i, r in live.items() if r.get("group") == group and not r.get("draining") and i != avoid
@@ -138,9 +145,12 @@ class Placer:
             return home, False
 
         def load(r: dict[str, Any]) -> tuple[bool, bool, int, int, float]:
+            # (the room's own counts are current; a heartbeat's totals are up to 2 s old, which a burst
+            # of joins would all read alike)
+            # fullness in 20 % bands: CPU readings of a few % apart (a heartbeat's, 2 s old) must not
+            # send a whole burst to one worker
             held = counts.get(r["id"])
-            return ((held or 0) >= span_above, held is None, int(fullness(r) * 10), int(r.get("participants", 0)),
-                    self.rng.random())
+            return (held or 0) >= span_above, held is None, int(fullness(r) * 5), held or 0, self.rng.random()
 
         best = min(pool, key=load)["id"]
         return best, best != home

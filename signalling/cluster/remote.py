@@ -71,6 +71,17 @@ class RemoteNode:
         except RemoteError as e:
             raise MediaError(e.code, e.message) from None
 
+    def _placed(self, room: str) -> dict[str, int] | None:
+        """This replica's participants of `room` by node (joins in flight included), for placing a
+        room that may span nodes; a scan of this replica's participants, once per join."""
+        if self.span_above <= 0:
+            return None
+        counts: dict[str, int] = {}
+        for s in self.placements.values():
+            if s.room == room:
+                counts[s.node] = counts.get(s.node, 0) + 1
+        return counts
+
     def _node_of(self, participant_id: str) -> str:
         s = self.placements.get(participant_id)
         if s is None:
@@ -88,7 +99,8 @@ class RemoteNode:
         last: MediaError | None = None
         for _ in range(3):
             try:
-                node_id, args["span"] = await self.placer.node_for_participant(room, avoid, self.span_above)
+                node_id, args["span"] = await self.placer.node_for_participant(room, avoid, self.span_above,
+                                                                               self._placed(room))
             except NoNodeError as e:
                 raise MediaError(e.code, e.message) from None
             # known before the reply, so a node dying mid-join still finds this participant

@@ -246,8 +246,8 @@ async def test_a_room_spans_both_workers_and_media_is_relayed_between_them(serve
     assert {p["name"] for p in far_joined["participants"]} == {"pub", "near"}, far_joined
     await message(near, "participant_joined", lambda m: m["participant"]["name"] == "far2")
 
-    await pub.publish(video=CounterVideo(160, 120))
-    await far.publish(video=CounterVideo(176, 144))
+    await pub.publish(video=CounterVideo(160, 120), data=True)
+    await far.publish(video=CounterVideo(176, 144), data=True)
     sinks = {}
     for c, publisher in ((near, pub), (far, pub), (far2, pub), (pub, far), (near, far), (far2, far)):
         _, track = await c.wait_track(kind="video", participant=publisher.participant["id"], timeout=20)
@@ -257,6 +257,14 @@ async def test_a_room_spans_both_workers_and_media_is_relayed_between_them(serve
         assert sink.sizes == ({(160, 120)} if publisher is pub else {(176, 144)}), (c.participant, sink.sizes)
     relayed = await s.metric("basement_relayed_packets_out_total")
     assert len(relayed) == 2 and min(relayed.values()) > 0, relayed  # each worker relays its publisher
+    # chat crosses too: to everyone, and to one participant on the other worker
+    for c in (pub, far):
+        await c.wait_data_open()
+    pub.send_data("hello from the home worker")
+    far.send_data("only for pub", to=[pub.participant["id"]])
+    await far.wait_for(lambda: [m["data"] for m in far.data_received("chat")] == ["hello from the home worker"])
+    await pub.wait_for(lambda: [(m["data"], m["from"]) for m in pub.data_received("chat")]
+                       == [("only for pub", far.participant["id"])])
 
     # the home worker dies: the far side sees pub and near leave and pub's track end
     os.kill(s.pids()[int(home)], signal.SIGKILL)

@@ -11,6 +11,7 @@ import pytest
 from aiortc import rtp as artp
 
 from sfu.cascade import Cascade
+from sfu.data import DataRelay
 from sfu.metrics import STATS
 from sfu.relay import RelayError, RelayPort, RelaySink, describe
 from sfu.track import PublishedTrack
@@ -49,6 +50,7 @@ class Room:
         self.relayed: dict[str, PublishedTrack] = {}
         self.events: list[tuple[str, Any]] = []
         self.observe_audio = lambda *a: None
+        self.data = DataRelay()
 
     @property
     def tracks(self) -> list[PublishedTrack]:
@@ -76,6 +78,8 @@ class Room:
 
 
 PUB = {"id": "PA_pub", "name": "pub", "identity": "0xabc"}
+CHAT = {"type": "data", "seq": 1, "from": "PA_pub", "name": "pub", "identity": "0xabc", "topic": "chat",
+        "data": "hi", "at": 1}
 
 
 async def linked() -> tuple[Any, PublishedTrack, RelayPort, Datagrams, Cascade, Room, RelayPort]:
@@ -161,16 +165,19 @@ async def test_only_linked_nodes_are_heard_and_malformed_datagrams_are_counted_d
     ({"type": "published", "track": {"info": {"track": "T"}}}, "info"),
     ({"type": "layers", "track": "TR_pub_0", "layers": [["", 2**40, None]]}, "32-bit"),
     ({"type": "needs", "track": "TR_pub_0", "active": "q"}, None),  # (not a track relayed from here: ignored)
+    ({"type": "data", "label": "reliable", "msg": {**CHAT, "from": "PA_x"}}, "data:"),
+    ({"type": "data", "label": "shout", "msg": CHAT}, "data:"),
+    ({"type": "data", "label": "reliable", "msg": {**CHAT, "to": "PA_y"}}, "data:"),
 ])
 async def test_bad_room_events_are_refused_and_change_nothing(event, error):
     _, rec, _, _, cascade, room, _ = await linked()
-    before = (dict(room.remote), dict(room.relayed), len(room.events))
+    before = (dict(room.remote), dict(room.relayed), len(room.events), len(room.data.history))
     if error is None:
         cascade.apply("r", "A", event)
     else:
         with pytest.raises(RelayError, match=error):
             cascade.apply("r", "A", event)
-    assert (dict(room.remote), dict(room.relayed), len(room.events)) == before
+    assert (dict(room.remote), dict(room.relayed), len(room.events), len(room.data.history)) == before
     with pytest.raises(RelayError, match="not linked"):
         cascade.apply("r", "B", {"type": "joined", "participant": PUB})
 
@@ -200,3 +207,38 @@ async def test_dynacast_is_the_union_of_local_subscribers_and_other_nodes_needs(
     a.needed = set()
     selector._update_dynacast(rec, 1.0)
     assert told[-1] == ["f"]
+
+
+async def test_a_chat_message_from_another_node_joins_this_nodes_history():
+    _, _, _, _, cascade, room, _ = await linked()
+    cascade.apply("r", "A", {"type": "data", "label": "reliable", "msg": CHAT})
+    assert list(room.data.history) == [CHAT]
+
+
+class Paired:
+    def __init__(self, pid: str) -> None:
+        self.id, self.p2p, self.told = pid, True, []
+
+    def emit(self, msg: dict) -> None:
+        self.told.append(msg)
+
+
+async def test_a_pair_goes_back_through_the_sfu_when_someone_joins_on_another_node():
+    from sfu.router import Router
+
+    router = Router("r", lambda msg: None)
+    try:
+        a, b = Paired("PA_a"), Paired("PA_b")
+        router.peers = {"PA_a": a, "PA_b": b}  # type: ignore[dict-item]
+        router._pair()
+        assert [m["state"] for m in a.told + b.told] == ["on", "on"]
+        router.remote_joined({"id": "PA_c", "name": "c", "identity": ""})
+        assert [(m["state"], m["reason"]) for m in (a.told[-1], b.told[-1])] == [("off", "joined")] * 2
+        # and one here with one elsewhere never pair
+        del router.peers["PA_b"]
+        router._pair()
+        router.remote_left("PA_c", "left")
+        router.remote_joined({"id": "PA_d", "name": "d", "identity": ""})
+        assert [m["state"] for m in a.told] == ["on", "off"]
+    finally:
+        router.close()

@@ -29,3 +29,33 @@ def test_choose_skips_draining_and_prefers_less_loaded():
     # power of two choices: the most loaded of three never wins, the other two both do
     picks = [choose([rec("a", rooms=1), rec("b", rooms=1), rec("c", rooms=5)], rng=rng) for _ in range(200)]
     assert set(picks) == {"a", "b"}
+
+
+async def test_a_participant_past_the_rooms_share_on_its_home_goes_to_another_worker_of_the_group():
+    from signalling.cluster.placement import Placer, room_nodes_key
+    from signalling.cluster.registry import Registry
+    from signalling.cluster.store import MemoryStore
+
+    store = MemoryStore()
+    nodes = Registry(store, "node")
+    for n in ("w0", "w1"):
+        await nodes.beat(rec(n, group="serve"))
+    placer = Placer(store, nodes, random.Random(3))
+    home, span = await placer.node_for_participant("r", span_above=2)
+    assert not span
+    other = {"w0": "w1", "w1": "w0"}[home]
+    # a node of another group (another host) never takes part of the room, however empty it is
+    await nodes.beat(rec("elsewhere", group="other-host"))
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 1}) == (home, False)
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 2}) == (other, True)
+    # the nodes' own counts in the store count as well, and the larger of the two wins
+    await store.hset(room_nodes_key("r"), home, ["127.0.0.1", 1, 2, "serve"])
+    assert await placer.node_for_participant("r", span_above=2) == (other, True)
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 2, other: 1}) == (other, True)
+    # every node has its share: the one with the fewest of the room's participants
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 3, other: 2}) == (other, True)
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 3, other: 4}) == (home, False)
+    # spanning off, or a home without a group: the room stays on its home
+    assert await placer.node_for_participant("r", span_above=0, placed={home: 9}) == (home, False)
+    await nodes.beat(rec(home))
+    assert await placer.node_for_participant("r", span_above=2, placed={home: 9}) == (home, False)
