@@ -62,7 +62,8 @@ class _Member:
 
     address: Address
     participants: set[str] = field(default_factory=set)
-    tracks: set[str] = field(default_factory=set)
+    tracks: set[str] = field(default_factory=set)  # relayed in from it
+    sinks: set[str] = field(default_factory=set)  # this node's tracks of the room relayed to it
 
 
 @dataclass
@@ -73,9 +74,12 @@ class _Relayed:
 
 
 class Cascade:
-    def __init__(self, port: RelayPort, announce: Announce, routers: Callable[[str], Router | None]) -> None:
+    def __init__(self, port: RelayPort, announce: Announce, routers: Callable[[str], Router | None],
+                 on_closed: Callable[[str, list[str]], None] | None = None) -> None:
         self.port = port
         self.announce = announce
+        # the room closed here: the nodes it was linked with, which must hear so (a `bye`)
+        self.on_closed = on_closed
         self._router = routers  # the node's Router of a room, if it has one
         self.members: dict[str, dict[str, _Member]] = {}  # room -> node id -> member
         self.relayed: dict[str, _Relayed] = {}  # track id -> a track received over a relay
@@ -90,10 +94,16 @@ class Cascade:
     def member(self, room: str, origin: str, address: Address) -> list[dict[str, Any]]:
         """`origin` holds part of `room` too, its relay at `address`: this node relays its tracks
         there from now on. Returns the events that tell it this node's part of the room (empty when
-        it was known already)."""
+        it was known already at that address)."""
         members = self.members.setdefault(room, {})
-        if origin in members:
+        known = members.get(origin)
+        if known is not None and known.address == address:
             return []
+        if known is not None:
+            # the same node id at a new address: a new life of it (a worker restarted before its
+            # death was noticed here). What the old one had is gone; it hears the room anew.
+            self.member_gone(room, origin, "node_lost")
+            members = self.members.setdefault(room, {})
         members[origin] = _Member(address)
         self.port.allow(address)
         router = self._router(room)
@@ -115,8 +125,8 @@ class Cascade:
         if not self.members[room]:
             del self.members[room]
         self.port.disallow(m.address)
-        for key in [k for k in self.sinks if k[1] == origin]:
-            self._end_sink(key)
+        for track_id in list(m.sinks):
+            self._end_sink((track_id, origin))
         router = self._router(room)
         for track_id in list(m.tracks):
             self._unrelay(router, track_id)
@@ -126,17 +136,19 @@ class Cascade:
             self._drop_ingress(pid)
 
     def room_closed(self, room: str) -> None:
-        """This node's last participant of `room` left: everything relayed in or out of it ends."""
-        for origin in list(self.members.get(room, {})):
-            m = self.members[room][origin]
-            for key in [k for k in self.sinks if k[1] == origin]:
-                self._end_sink(key)
+        """This node's last participant of `room` left: everything relayed in or out of it ends,
+        and the nodes it was linked with are told (`on_closed`)."""
+        members = self.members.pop(room, {})
+        for origin, m in members.items():
+            for track_id in list(m.sinks):
+                self._end_sink((track_id, origin))
             for track_id in list(m.tracks):
                 self._unrelay(None, track_id)
             for pid in list(m.participants):
                 self._drop_ingress(pid)
             self.port.disallow(m.address)
-        self.members.pop(room, None)
+        if members and self.on_closed is not None:
+            self.on_closed(room, list(members))
 
     # --- what other nodes tell -------------------------------------------------------------------------
     def apply(self, room: str, origin: str, event: Any) -> None:
@@ -162,23 +174,29 @@ class Cascade:
             pid, reason = event.get("participant"), event.get("reason")
             if not isinstance(pid, str) or pid not in m.participants:
                 return
+            # its tracks end with it, whether or not their `unpublished` came (a one-way event)
+            for track_id in [t for t in m.tracks if t in self.relayed and self.relayed[t].rec.participant_id == pid]:
+                self._unrelay(router, track_id)
             m.participants.discard(pid)
-            router.remote_left(pid, reason if isinstance(reason, str) else "left")
+            router.remote_left(pid, reason[:200] if isinstance(reason, str) else "left")
             self._drop_ingress(pid)
         elif kind == "published":
             self._relay_in(router, origin, m, event.get("track"))
+        elif kind in ("unpublished", "muted", "layers", "needs") and not isinstance(event.get("track"), str):
+            raise RelayError(f"{kind}: track must be a string")
         elif kind == "unpublished":
-            track = event.get("track")
-            if isinstance(track, str) and track in m.tracks:
-                self._unrelay(router, track)
+            if event["track"] in m.tracks:
+                self._unrelay(router, event["track"])
         elif kind == "muted":
-            entry = self.relayed.get(event.get("track"))  # type: ignore[arg-type]
+            entry = self.relayed.get(event["track"])
             if entry is not None and entry.origin == origin and isinstance(event.get("muted"), bool):
                 router.relayed_muted(entry.rec, event["muted"])
         elif kind == "layers":
-            entry = self.relayed.get(event.get("track"))  # type: ignore[arg-type]
+            entry = self.relayed.get(event["track"])
             if entry is not None and entry.origin == origin:
-                self._bind(entry, check_layers(event.get("layers")))
+                layers = check_layers(event.get("layers"))
+                self._check_free(entry.ingress, layers)
+                self._bind(entry, layers)
         elif kind == "data":
             label, msg = event.get("label"), event.get("msg")
             if label not in ("reliable", "lossy") or not isinstance(msg, dict) or not _data_message(msg) \
@@ -186,7 +204,7 @@ class Cascade:
                 raise RelayError("data: a label and a data message from a participant of that node")
             router.data.deliver_relayed(str(label), msg)
         elif kind == "needs":
-            sink = self.sinks.get((event.get("track"), origin))  # type: ignore[arg-type]
+            sink = self.sinks.get((event["track"], origin))
             active, spatial = event.get("active"), event.get("spatial")
             if sink is None:
                 return
@@ -215,8 +233,9 @@ class Cascade:
         self.announce(room, {"type": "published", "track": describe(rec, name)}, None)
 
     def local_unpublished(self, room: str, track_id: str) -> None:
-        for key in [k for k in self.sinks if k[0] == track_id]:
-            self._end_sink(key)
+        for origin, m in self.members.get(room, {}).items():
+            if track_id in m.sinks:
+                self._end_sink((track_id, origin))
         if self.members.get(room):
             self.announce(room, {"type": "unpublished", "track": track_id}, None)
 
@@ -247,11 +266,16 @@ class Cascade:
 
         sink = RelaySink(rec, self.port, m.address, layers_changed)
         self.sinks[key] = sink
+        m.sinks.add(rec.id)
         rec.relays.append(sink)
         rec.ingress.relaying(rec)  # type: ignore[attr-defined]
 
     def _end_sink(self, key: tuple[str, str]) -> None:
         sink = self.sinks.pop(key, None)
+        for members in self.members.values():
+            m = members.get(key[1])
+            if m is not None:
+                m.sinks.discard(key[0])
         if sink is None:
             return
         sink.close()
@@ -272,7 +296,14 @@ class Cascade:
             raise RelayError(f"published: {pid!r} is not a participant of that node")
         if len(self.relayed) >= MAX_RELAYED_TRACKS:
             raise RelayError("too many relayed tracks on this node")
+        if not any(not c.mimeType.lower().endswith("/rtx") for c in slot.codecs.values()):
+            raise RelayError("published: no media codec (only RTX)")
         ingress = self.ingresses.get(pid)
+        if ingress is not None and slot.mid in ingress.tracks:
+            raise RelayError(f"published: mid {slot.mid!r} of that participant is relayed here already")
+        layers = check_layers(desc.get("layers"))
+        self._check_free(ingress, layers)
+        # (nothing above changed anything: a refused description leaves no trace)
         if ingress is None:
             ingress = self.ingresses[pid] = ingress_class()(pid, on_audio_level=router.observe_audio)
         (rec,) = ingress.configure(RelayUplink(self.port, m.address), [slot], {}, {slot.mid: track_id},
@@ -283,9 +314,16 @@ class Cascade:
         rec.muted = info.get("muted") is True
         entry = self.relayed[track_id] = _Relayed(rec, origin, ingress)
         m.tracks.add(track_id)
-        self._bind(entry, check_layers(desc.get("layers")))
+        self._bind(entry, layers)
         name = info.get("name")
         router.add_relayed(rec, name if isinstance(name, str) else "")
+
+    def _check_free(self, ingress: Ingress | None, layers: list[tuple[str, int | None, int | None]]) -> None:
+        """RelayError if an SSRC of `layers` is relayed here for another participant."""
+        for _, ssrc, rtx in layers:
+            for value in (ssrc, rtx):
+                if value is not None and self.port.ingresses.get(value, ingress) is not ingress:
+                    raise RelayError(f"SSRC {value} is relayed here for another participant already")
 
     def _bind(self, entry: _Relayed, layers: list[tuple[str, int | None, int | None]]) -> None:
         rec, ingress = entry.rec, entry.ingress
@@ -297,12 +335,14 @@ class Cascade:
                 old = layer.rtx_ssrc if is_rtx else layer.ssrc
                 if value is None or value == old:
                     continue
-                if self.port.ingresses.get(value, ingress) is not ingress:
-                    raise RelayError(f"SSRC {value} is relayed here for another participant already")
                 if ingress.bind(rec, layer, value, is_rtx) is not None:
                     if old is not None:
                         self.port.ingresses.pop(old, None)
                     self.port.ingresses[value] = ingress
+                    if not is_rtx:
+                        # the packets may have come before this (they do not wait for the bus): the
+                        # ones of an unknown SSRC were dropped, so the first key frame may be gone
+                        rec.request_keyframe(layer.rid, "relay bound")
 
     def _unrelay(self, router: Router | None, track_id: str) -> None:
         entry = self.relayed.pop(track_id, None)

@@ -226,8 +226,9 @@ class Ingress:
                     self._padding(len(data))
                     for dt in rec.downtracks:
                         dt.skip(view.seq, layer)
-                    for relay in rec.relays:  # (the other node skips it for its own DownTracks)
-                        relay.forward(data, view.seq, layer)
+                    if not rec.muted:  # (the other node skips it for its own DownTracks)
+                        for relay in rec.relays:
+                            relay.forward(data, view.seq, layer)
                     return
                 counted = view.payload_end  # header + payload, without RTP padding
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -222,7 +223,7 @@ class RelaySink:
         self.spatial: int | None = None  # SVC: the spatial layers the destination needs
         self._ssrcs: dict[str, tuple[int | None, int | None]] = {}
         self._serials: dict[str, list[int]] = {}  # rid -> the PacketRing serial of each seq slot
-        self._rtx_seq = 0
+        self._rtx_seq: dict[int, int] = {}  # RTX SSRC -> its last sequence number (RFC 4588: one space each)
         self.packets = 0
         self.bytes = 0
         self.resent = 0
@@ -264,12 +265,12 @@ class RelaySink:
         serials = self._serials.get(layer.rid)
         if serials is None:
             return
-        rtx_pt = self._rtx_pt()
         for seq in seqs:
             data = layer.ring.get(seq, serials[seq % RTX_WINDOW])
             if data is None:
                 continue
-            if rtx_pt is not None and layer.rtx_ssrc is not None and len(data) >= 12:
+            rtx_pt = self._rtx_pt(data[1] & 0x7F)
+            if rtx_pt is not None and layer.rtx_ssrc is not None:
                 data = self._as_rtx(data, rtx_pt, layer.rtx_ssrc)
                 if data is None:
                     continue
@@ -277,9 +278,9 @@ class RelaySink:
             self.resent += 1
             STATS.relay_resent += 1
 
-    def _rtx_pt(self) -> int | None:
+    def _rtx_pt(self, media_pt: int) -> int | None:
+        """The publisher's RTX payload type for packets of `media_pt`, if it negotiated one."""
         slot = self.rec.ingress.slots.get(self.rec.mid)  # type: ignore[attr-defined]
-        media_pt = self.rec.codec.payloadType if self.rec.codec is not None else None
         for pt, codec in (slot.codecs.items() if slot is not None else ()):
             if codec.mimeType.lower().endswith("/rtx") and codec.parameters.get("apt") == media_pt:
                 return pt
@@ -290,10 +291,10 @@ class RelaySink:
             view = rtp.parse(data)
         except rtp.RtpError:
             return None
-        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        seq = self._rtx_seq[rtx_ssrc] = (self._rtx_seq.get(rtx_ssrc, random.getrandbits(16)) + 1) & 0xFFFF
         out = bytearray(data[: view.payload_start])
         out[0] &= 0xDF  # no padding on the copy
-        rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | rtx_pt, self._rtx_seq, view.ts, rtx_ssrc)
+        rtp.HEADER.pack_into(out, 0, out[0], (data[1] & 0x80) | rtx_pt, seq, view.ts, rtx_ssrc)
         out += view.seq.to_bytes(2, "big")
         out += data[view.payload_start: view.payload_end]
         return bytes(out)

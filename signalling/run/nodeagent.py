@@ -118,8 +118,8 @@ class NodeAgent:
         self.span_group = span_group
         self.link: RoomLink | None = None
         if span_group:
-            cascade = Cascade(RelayPort(), lambda room, event, to: self.link.announce(room, event, to)  # type: ignore[union-attr]
-                              , self.node.rooms.get)
+            cascade = Cascade(RelayPort(), lambda room, event, to: self.link.announce(room, event, to),  # type: ignore[union-attr]
+                              self.node.rooms.get, lambda room, members: self.link.closed(room, members))  # type: ignore[union-attr]
             self.node.cascade = cascade
             self.link = RoomLink(node_id, span_group, bus, placer.store, cascade)
         self.spanned: set[str] = set()  # rooms this node holds part of, placed on another node
@@ -219,6 +219,8 @@ class NodeAgent:
             await self.nodes.forget(self.id)
             for room in rooms:
                 await self.placer.release(room, self.id)
+                if self.link is not None:
+                    await self.link.forget(room)
             await self.placer.forget_node(self.id)
         await self.bus.flush()
 
@@ -334,10 +336,9 @@ class NodeAgent:
             except Exception:
                 if self.node.peers.get(pid) is None:
                     self.replica_of.pop(pid, None)
-                members = self._members(room)
                 self.node.close_if_empty(room)
                 if room not in self.node.rooms:
-                    await self._room_gone(room, members)
+                    await self._room_gone(room)
                 raise
 
     async def _adopt(self, pid: str, replica: str) -> Any:
@@ -357,7 +358,6 @@ class NodeAgent:
             return
         room = peer.room.name
         async with self._room(room):
-            members = self._members(room)
             try:
                 await self.node.leave(pid, reason)
             finally:
@@ -368,22 +368,19 @@ class NodeAgent:
             with contextlib.suppress(Exception):
                 await self.placer.store.delete(record_key(pid))
             if room not in self.node.rooms:
-                await self._room_gone(room, members)
+                await self._room_gone(room)
             elif self.link is not None:
                 await self.link.count(room, len(self.node.rooms[room].peers))
             if not self.node.rooms:
                 self._empty.set()
 
-    def _members(self, room: str) -> list[str]:
-        """The other nodes holding part of `room`, as linked here."""
-        return list(self.link.cascade.members.get(room, {})) if self.link is not None else []
-
-    async def _room_gone(self, room: str, members: list[str]) -> None:
-        """Nobody of `room` is left here: its placement (if this is its home) and its link go."""
+    async def _room_gone(self, room: str) -> None:
+        """Nobody of `room` is left here: its placement (if this is its home) and its entry among the
+        room's nodes go (the linked nodes were told `bye` as the room closed: sfu.cascade)."""
         await self.placer.release(room, self.id)
         self.spanned.discard(room)
         if self.link is not None:
-            await self.link.leave(room, members)
+            await self.link.forget(room)
 
     async def check_links(self) -> None:
         """Rooms linked with nodes that died drop those nodes' parts (sfu.cascade)."""

@@ -30,6 +30,7 @@ from signalling.cluster.store import Store
 log = logging.getLogger("basement.cluster.roomlink")
 
 HELLO_WAIT_S = 2.0  # how long a node entering a room waits for the others' state before admitting
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 def member_entry(value: Any) -> tuple[Address, int, str] | None:
@@ -85,20 +86,30 @@ class RoomLink:
         """This node's participants of `room` now (what placement reads)."""
         await self.store.hset(room_nodes_key(room), self.id, self._entry(participants))
 
-    async def leave(self, room: str, members: list[str]) -> None:
-        """This node holds no part of `room` any more; `members`: the nodes it was linked with."""
+    def closed(self, room: str, members: list[str]) -> None:
+        """sfu.cascade's on_closed: the room closed here; the nodes it was linked with hear so."""
         for other in members:
             self._send(other, room, {"type": "bye"})
+
+    async def forget(self, room: str) -> None:
+        """This node holds no part of `room` any more: its entry goes (placement stops counting it)."""
         await self.store.hdel(room_nodes_key(room), self.id)
 
     async def check(self, live: set[str]) -> None:
-        """Nodes that died leave every room they were linked in here (and its store entry)."""
+        """Linked nodes that died, or whose entry in `room_nodes` is gone or names another relay
+        address (a new life of a worker under the same id), leave the room here: their participants
+        leave, their tracks end. The store entry of a dead one goes too."""
         for room, members in list(self.cascade.members.items()):
-            for other in [m for m in members if m not in live]:
+            entries = await self.store.hgetall(room_nodes_key(room))
+            for other, m in list(members.items()):
+                entry = member_entry(entries.get(other))
+                if other in live and entry is not None and entry[0] == m.address:
+                    continue
                 log.warning("node %s of room %s is gone: its participants leave, its tracks end", other, room)
                 self.cascade.member_gone(room, other, "node_lost")
-                with contextlib.suppress(Exception):
-                    await self.store.hdel(room_nodes_key(room), other)
+                if other not in live:
+                    with contextlib.suppress(Exception):
+                        await self.store.hdel(room_nodes_key(room), other)
 
     # --- the bus --------------------------------------------------------------------------------------
     def announce(self, room: str, event: dict[str, Any], to: str | None) -> None:
@@ -121,6 +132,7 @@ class RoomLink:
                 self._linked(room, origin, event)
             elif kind == "bye":
                 self.cascade.member_gone(room, origin, "left")
+                self._done(room, origin)
             else:
                 self.cascade.apply(room, origin, event)
         except RelayError as e:
@@ -129,20 +141,34 @@ class RoomLink:
 
     def _linked(self, room: str, origin: str, event: dict[str, Any]) -> None:
         addr, events = event.get("addr"), event.get("events")
-        if (not isinstance(addr, list) or len(addr) != 2 or not isinstance(addr[0], str)
-                or not isinstance(addr[1], int) or not 0 < addr[1] < 65536):
-            raise RelayError("hello/state: addr is [host, port]")
-        if not isinstance(events, list) or len(events) > 20_000:
-            raise RelayError("hello/state: events is a list")
-        if not self.cascade.hosts(room):
-            # this node holds no part of the room (any more): the other must not wait for it
-            self._send(origin, room, {"type": "bye"})
-            return
-        mine = self.cascade.member(room, origin, (addr[0], addr[1]))
-        if event["type"] == "hello":
-            self._send(origin, room, {"type": "state", "addr": list(self.address), "events": mine})
-        for ev in events:
-            self.cascade.apply(room, origin, ev)
+        try:
+            # relays stay on the host: another node's relay address is a loopback one
+            if (not isinstance(addr, list) or len(addr) != 2 or addr[0] not in LOOPBACK
+                    or not isinstance(addr[1], int) or not 0 < addr[1] < 65536):
+                raise RelayError("hello/state: addr is [loopback host, port]")
+            if not isinstance(events, list) or len(events) > 20_000:
+                raise RelayError("hello/state: events is a list")
+            if not self.cascade.hosts(room):
+                # this node holds no part of the room (any more): the other must not wait for it
+                self._send(origin, room, {"type": "bye"})
+                return
+            if event["type"] == "hello":
+                # a hello from a node already linked is a new link all the same (its `bye` may have
+                # been lost, or it restarted): what it had is forgotten, it hears the room anew
+                self.cascade.member_gone(room, origin, "left")
+            mine = self.cascade.member(room, origin, (addr[0], addr[1]))
+            if event["type"] == "hello":
+                self._send(origin, room, {"type": "state", "addr": list(self.address), "events": mine})
+            for ev in events:
+                try:
+                    self.cascade.apply(room, origin, ev)
+                except RelayError as e:  # one bad event does not cost the others
+                    self.stats["malformed"] += 1
+                    log.info("room event from %s refused: %s", origin, e)
+        finally:
+            self._done(room, origin)
+
+    def _done(self, room: str, origin: str) -> None:
         done = self._waiting.get((room, origin))
         if done is not None:
             done.set()

@@ -358,6 +358,49 @@ def bus_seeds() -> dict[str, bytes]:
     }
 
 
+def relay_seeds() -> dict[str, bytes]:
+    """fuzz_relay.py: a control byte (low bit: data path), then frames, each a selector byte (0: a
+    datagram to the destination's RelayPort, 1: to the source's, 2: a room link event as msgpack)
+    and its body. The SSRCs are the harness's (VIDEO_SSRCS, AUDIO_SSRC)."""
+    def ev(obj: object) -> bytes:
+        return b"\x02" + msgpack.packb(obj, use_bin_type=True)
+
+    q, q_rtx, f = 0x1001, 0x2001, 0x1003
+    media = [b"\x00" + rtp_packet(96, seq, seq * 3000, q, vp8_payload(seq, seq == 1)) for seq in range(1, 4)]
+    rtx = b"\x00" + rtp_packet(97, 1, 3000, q_rtx, b"\x00\x02" + vp8_payload(2, False))
+    audio = b"\x00" + rtp_packet(111, 7, 960, 0x3001, b"\xf8\xff\xfe", ext=one_byte_ext([(1, b"\x90")]))
+    sr = b"\x00" + bytes(artp.RtcpSrPacket(ssrc=f, sender_info=artp.RtcpSenderInfo(
+        ntp_timestamp=1 << 40, rtp_timestamp=9000, packet_count=3, octet_count=300)))
+    nack = b"\x01" + bytes(artp.RtcpRtpfbPacket(fmt=artp.RTCP_RTPFB_NACK, ssrc=9, media_ssrc=q, lost=[1, 2, 40000]))
+    pli = b"\x01" + bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_PLI, ssrc=9, media_ssrc=f))
+    chat = {"type": "data", "seq": 1, "from": "PA_pub", "name": "pub", "identity": "0xabc", "topic": "chat",
+            "data": "hi", "at": 1}
+    desc = {"info": {"track": "TR_x", "participant": "PA_two", "kind": "video", "source": "screen", "codec": "VP8",
+                     "muted": False, "simulcast": False, "layers": [""], "name": "two"},
+            "mid": "5", "codecs": [{"mime": "video/VP8", "clock": 90000, "channels": None, "pt": 96, "params": {},
+                                    "fb": [["nack", None], ["nack", "pli"]]}],
+            "ext": [[4, "urn:ietf:params:rtp-hdrext:sdes:mid"]], "layers": [["", 0x4001, None]]}
+    return {
+        "media": b"\x01" + frame(*media, audio, sr),
+        "media-python": b"\x00" + frame(*media, rtx),
+        "feedback": b"\x01" + frame(*media, nack, pli),
+        "events": b"\x01" + frame(
+            ev({"type": "joined", "participant": {"id": "PA_two", "name": "two", "identity": ""}}),
+            ev({"type": "published", "track": desc}),
+            b"\x00" + rtp_packet(96, 1, 0, 0x4001, vp8_payload(1, True)),
+            ev({"type": "layers", "track": "TR_v", "layers": [["q", 0x5001, 0x5002], ["h", None, None]]}),
+            ev({"type": "muted", "track": "TR_a", "muted": True}),
+            ev({"type": "needs", "track": "TR_v", "active": ["q"], "spatial": None}),
+            ev({"type": "data", "label": "reliable", "msg": chat}),
+            ev({"type": "unpublished", "track": "TR_x"}),
+            ev({"type": "left", "participant": "PA_two", "reason": "left"})),
+        "hello-bye": b"\x00" + frame(
+            ev({"type": "hello", "addr": ["127.0.0.1", 40001], "events": []}),
+            ev({"type": "state", "addr": ["127.0.0.1", 40001], "events": [{"type": "unpublished", "track": "TR_v"}]}),
+            ev({"type": "bye"}), *media),
+    }
+
+
 def safejson_seeds() -> dict[str, bytes]:
     docs = {
         "object": b'{"type": "join", "room": "demo", "n": [1, 2.5, -3e10, true, false, null]}',
@@ -518,6 +561,7 @@ def main() -> None:
         "data": data_seeds(),
         "rpc": rpc_seeds(),
         "stun": stun_seeds(),
+        "relay": relay_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness

@@ -296,3 +296,35 @@ def test_the_history_is_replayed_at_most_every_few_seconds():
     bch = Channel()
     b.attach(bch)
     assert [m["data"] for m in bch.sent] == ["hello"]
+
+
+def test_recipients_on_other_nodes_of_a_spanning_room_are_paid_for_by_the_sender_here():
+    """A room spanning nodes (sfu.cascade): a message goes to the other nodes once, and its sender
+    pays for each recipient there as for one here, so being alone on a node is no way around the
+    budget; a message relayed from another node reaches the participants here and the history."""
+    clock = Clock()
+    limits = DataLimits(room_rate=40, room_burst=80)  # a sender: bursts of 20 deliveries
+    relay = DataRelay(limits, clock=clock, monotonic=clock)
+    eps = []
+    for name in "ab":
+        ep = DataEndpoint(f"PA_{name}", name, f"guest-{name}", limits, clock=clock)
+        relay.add(ep)
+        ch = Channel()
+        ep.attach(ch)
+        eps.append((ep, ch))
+    (a, ach), (b, bch) = eps
+    forwarded: list[tuple[str, dict]] = []
+    remote = {"PA_x": 1, "PA_y": 1, "PA_z": 1}
+    relay.remote_recipients = lambda to: sum(1 for p in to if p in remote) if to else len(remote)
+    relay.forward = lambda label, msg: forwarded.append((label, msg))
+    send(ach, "to all", topic="chat")  # 1 here + 3 elsewhere
+    assert bch.data() == ["to all"] and [(lbl, m["data"]) for lbl, m in forwarded] == [("reliable", "to all")]
+    send(ach, "to b", to=["PA_b"])  # nobody elsewhere: not forwarded
+    assert len(forwarded) == 1 and bch.data() == ["to all", "to b"]
+    for i in range(5):  # 4 deliveries each: 20 is a's share of the burst, counting those elsewhere
+        send(ach, f"m{i}", id=i)
+    assert [m["code"] for m in ach.sent if m["type"] == "error"] == ["rate_limited"] * 2
+    # from another node: delivered here (not to its sender, were it here) and kept in the history
+    relay.deliver_relayed("reliable", {**forwarded[0][1], "from": "PA_x", "data": "from x", "seq": 9})
+    assert ach.data()[-1] == "from x" and bch.data()[-1] == "from x"
+    assert [m["data"] for m in relay.history] == ["to all", "from x"]

@@ -242,3 +242,73 @@ async def test_a_pair_goes_back_through_the_sfu_when_someone_joins_on_another_no
         assert [m["state"] for m in a.told] == ["on", "off"]
     finally:
         router.close()
+
+
+class Publisher:
+    """A local participant with published tracks, as a Cascade reads one from its Router."""
+
+    def __init__(self, pid: str, tracks: list) -> None:
+        self.id, self.name, self.tracks = pid, pid, tracks
+
+    def public(self) -> dict:
+        return {"id": self.id, "name": self.name, "identity": ""}
+
+
+async def test_a_node_leaving_one_room_keeps_getting_the_tracks_of_another_room_they_share():
+    rooms = {}
+    for name in ("R1", "R2"):
+        ingress, _ = await make_ingress()
+        rooms[name] = Room()
+        rooms[name].name = name
+        rooms[name].peers = {"PA_" + name: Publisher("PA_" + name, [ingress.tracks["0"]])}
+        ingress.tracks["0"].id = "TR_" + name
+    src_port, _ = port(SOURCE)
+    byes: list = []
+    cascade = Cascade(src_port, lambda r, e, to: None, rooms.get, lambda room, members: byes.append((room, members)))
+    for name in rooms:
+        events = cascade.member(name, "B", DESTINATION)
+        assert [e["type"] for e in events] == ["joined", "published"]
+    assert sorted(cascade.sinks) == [("TR_R1", "B"), ("TR_R2", "B")]
+    cascade.member_gone("R1", "B", "left")
+    assert sorted(cascade.sinks) == [("TR_R2", "B")]
+    assert [s.destination for s in rooms["R2"].peers["PA_R2"].tracks[0].relays] == [DESTINATION]
+    cascade.room_closed("R2")
+    assert not cascade.sinks and byes == [("R2", ["B"])] and not src_port.allowed
+
+
+async def test_the_same_node_at_a_new_address_is_a_new_life_whose_old_part_is_gone():
+    _, rec, _, _, cascade, room, dst_port = await linked()
+    assert cascade.member("r", "A", SOURCE) == []  # known, same address: nothing to tell
+    cascade.member("r", "A", ("127.0.0.1", 40009))
+    assert room.events[-2:] == [("unpublished", rec.id), ("left", ("PA_pub", "node_lost"))]
+    assert set(dst_port.allowed) == {("127.0.0.1", 40009)} and not dst_port.ingresses
+
+
+async def test_a_participant_that_leaves_takes_its_relayed_tracks_even_without_their_unpublish():
+    _, rec, _, _, cascade, room, dst_port = await linked()
+    cascade.apply("r", "A", {"type": "left", "participant": "PA_pub", "reason": "left"})
+    assert room.events[-2:] == [("unpublished", rec.id), ("left", ("PA_pub", "left"))]
+    assert not cascade.relayed and not cascade.ingresses and not dst_port.ingresses
+
+
+@pytest.mark.parametrize("change", ["rtx only", "same mid", "taken ssrc", "unhashable"])
+async def test_a_refused_description_leaves_no_trace(change):
+    _, rec, _, _, cascade, room, dst_port = await linked()
+    cascade.apply("r", "A", {"type": "joined", "participant": {"id": "PA_two", "name": "two", "identity": ""}})
+    desc = describe(rec, "two")
+    desc["info"] = {**desc["info"], "track": "TR_two", "participant": "PA_two"}
+    desc["layers"] = [["", 0x7777, None]]
+    event: dict = {"type": "published", "track": desc}
+    if change == "rtx only":
+        desc["codecs"] = [c for c in desc["codecs"] if c["mime"].endswith("rtx")]
+    elif change == "same mid":
+        cascade.apply("r", "A", {"type": "published", "track": {**desc, "info": {**desc["info"], "track": "TR_3"},
+                                                                "layers": [["", 0x8888, None]]}})
+    elif change == "taken ssrc":
+        desc["layers"] = [["", MEDIA_SSRC, None]]  # PA_pub's
+    else:
+        event = {"type": "muted", "track": ["TR_pub_0"], "muted": True}
+    before = (sorted(cascade.relayed), sorted(cascade.ingresses), sorted(dst_port.ingresses), len(room.events))
+    with pytest.raises(RelayError):
+        cascade.apply("r", "A", event)
+    assert (sorted(cascade.relayed), sorted(cascade.ingresses), sorted(dst_port.ingresses), len(room.events)) == before
