@@ -29,7 +29,7 @@ from signalling.cluster.store import Store
 
 log = logging.getLogger("basement.cluster.roomlink")
 
-HELLO_WAIT_S = 2.0  # how long a node entering a room waits for the others' state before admitting
+HELLO_WAIT_S = 5.0  # how long a node entering a room waits for the others' state before admitting
 LOOPBACK = ("127.0.0.1", "::1")
 
 
