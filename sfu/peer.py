@@ -236,12 +236,7 @@ class Peer:
     def set_muted(self, track_id: str, muted: bool) -> PublishedTrack[DownTrack]:
         for rec in self.tracks:
             if rec.id == track_id:
-                rec.muted = muted
-                if muted:
-                    for dt in rec.downtracks:
-                        dt.interrupt()
-                else:
-                    rec.request_keyframe(None, "unmute")
+                rec.set_muted(muted)
                 return rec
         raise MediaError("unknown_track", f"no track {track_id!r} published by this participant")
 

@@ -206,12 +206,7 @@ class Router:
         self.selector.forget(rec.participant_id, [rec.id])
 
     def relayed_muted(self, rec: PublishedTrack[DownTrack], muted: bool) -> None:
-        rec.muted = muted
-        if muted:
-            for dt in rec.downtracks:
-                dt.interrupt()
-        else:
-            rec.request_keyframe(None, "unmute")
+        rec.set_muted(muted)
         self.broadcast({"type": "track_muted", "track": rec.id, "participant": rec.participant_id, "muted": muted})
 
     def close(self) -> None:

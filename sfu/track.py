@@ -197,6 +197,16 @@ class PublishedTrack(Generic[S]):
             log.debug("PLI %s (%s)", self.id, reason)
         return sent
 
+    def set_muted(self, muted: bool) -> None:
+        """Muted: every subscriber's stream is cut where it stands; unmuted: a key frame is asked for,
+        which each subscriber needs to start again."""
+        self.muted = muted
+        if muted:
+            for dt in self.downtracks:
+                dt.interrupt()
+        else:
+            self.request_keyframe(None, "unmute")
+
     def info(self) -> TrackInfo:
         return {
             "track": self.id,

@@ -8,6 +8,7 @@ which is how a slow or stalled receiver looks from the SFU.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -59,9 +60,10 @@ class Clock:
         return self.now
 
 
-def room(*names: str, limits: DataLimits | None = None, clock: Clock | None = None):
+def room(*names: str, limits: DataLimits | None = None, clock: Clock | None = None, budget_clock: bool = False):
+    """`budget_clock`: the room's delivery budget refills by `clock` too (else by the real one)."""
     clock = clock or Clock()
-    relay = DataRelay(limits or DataLimits(), clock=clock)
+    relay = DataRelay(limits or DataLimits(), clock=clock, monotonic=clock if budget_clock else time.monotonic)
     out = []
     for name in names:
         ep = DataEndpoint(f"PA_{name}", name, f"guest-{name}", limits or DataLimits(), clock=clock)
@@ -241,14 +243,7 @@ def test_an_endpoint_that_left_receives_nothing():
 def test_a_room_has_one_delivery_budget_and_one_sender_gets_a_quarter_of_it():
     clock = Clock()
     limits = DataLimits(room_rate=40, room_burst=80)  # a sender: 10 per second, bursts of 20
-    relay = DataRelay(limits, clock=clock, monotonic=clock)
-    eps = []
-    for name in "abcde":
-        ep = DataEndpoint(f"PA_{name}", name, f"guest-{name}", limits, clock=clock)
-        relay.add(ep)
-        ch = Channel()
-        ep.attach(ch)
-        eps.append((ep, ch))
+    relay, eps = room(*"abcde", limits=limits, clock=clock, budget_clock=True)
     (a, ach), (e, ech) = eps[0], eps[4]
     for i in range(6):  # 4 recipients each: 5 fill a's share of 20
         send(ach, f"m{i}", id=i)
@@ -304,15 +299,7 @@ def test_recipients_on_other_nodes_of_a_spanning_room_are_paid_for_by_the_sender
     budget; a message relayed from another node reaches the participants here and the history."""
     clock = Clock()
     limits = DataLimits(room_rate=40, room_burst=80)  # a sender: bursts of 20 deliveries
-    relay = DataRelay(limits, clock=clock, monotonic=clock)
-    eps = []
-    for name in "ab":
-        ep = DataEndpoint(f"PA_{name}", name, f"guest-{name}", limits, clock=clock)
-        relay.add(ep)
-        ch = Channel()
-        ep.attach(ch)
-        eps.append((ep, ch))
-    (a, ach), (b, bch) = eps
+    relay, [(a, ach), (b, bch)] = room("a", "b", limits=limits, clock=clock, budget_clock=True)
     forwarded: list[tuple[str, dict]] = []
     remote = {"PA_x": 1, "PA_y": 1, "PA_z": 1}
     relay.remote_recipients = lambda to: sum(1 for p in to if p in remote) if to else len(remote)
