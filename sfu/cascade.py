@@ -91,10 +91,10 @@ class Cascade:
         return self._router(room) is not None
 
     # --- the room's other nodes ---------------------------------------------------------------------
-    def member(self, room: str, origin: str, address: Address) -> list[dict[str, Any]]:
-        """`origin` holds part of `room` too, its relay at `address`: this node relays its tracks
-        there from now on. Returns the events that tell it this node's part of the room (empty when
-        it was known already at that address)."""
+    def member(self, room: str, origin: str, address: Address, key: bytes | None = None) -> list[dict[str, Any]]:
+        """`origin` holds part of `room` too, its relay at `address` (`key`: its SRTP key, between
+        nodes): this node relays its tracks there from now on. Returns the events that tell it this
+        node's part of the room (empty when it was known already at that address)."""
         members = self.members.setdefault(room, {})
         known = members.get(origin)
         if known is not None and known.address == address:
@@ -104,8 +104,13 @@ class Cascade:
             # death was noticed here). What the old one had is gone; it hears the room anew.
             self.member_gone(room, origin, "node_lost")
             members = self.members.setdefault(room, {})
+        try:
+            self.port.allow(address, key)
+        except RelayError:
+            if not members:
+                del self.members[room]
+            raise
         members[origin] = _Member(address)
-        self.port.allow(address)
         router = self._router(room)
         if router is None:
             return []

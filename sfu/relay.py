@@ -14,13 +14,18 @@ layer's PacketRing (as RTX when the publisher negotiated it). The publisher's se
 passed on, so lip sync holds on every node.
 
 A RelayPort takes packets only from the relay addresses of nodes its room links announced
-(`allow`); anything else, and anything malformed, is a counted drop.
+(`allow`); anything else, and anything malformed, is a counted drop. Between the workers of one
+host relays are plain RTP on loopback; between nodes (`secure`) they are SRTP (AES-CM-128 /
+HMAC-SHA1-80): each port protects what it sends with a master key of its own, which the linked
+nodes learn over the bus with its relay address, and unprotects what a linked node sends with
+that node's key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -28,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from pylibsrtp import Error as SrtpError
+from pylibsrtp import Policy, Session
 
 from sfu import rtp
 from sfu.metrics import STATS
@@ -43,6 +50,7 @@ log = logging.getLogger("basement.relay")
 Address = tuple[str, int]
 
 RTX_WINDOW = 1024  # packets per layer a relay can resend (the PacketRing's size)
+KEY_BYTES = 30  # SRTP master key + salt (AES-CM-128)
 MAX_DESCRIBED_CODECS = 16
 MAX_DESCRIBED_EXTENSIONS = 16
 
@@ -118,10 +126,17 @@ class RelayPort(asyncio.DatagramProtocol):
     NACKs (routed by the media SSRC and the sender's address to the RelaySink). Only the relay
     addresses of linked nodes are heard (`allow`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, secure: bool = False) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.address: Address | None = None
         self.allowed: dict[Address, int] = {}  # address -> rooms linking it
+        # SRTP between nodes: our key for what we send, and each linked node's for what it sends.
+        # Repeated packets are allowed out (a NACKed packet resent as it was, without RTX) and a
+        # wide replay window in (a relay passes on repairs that come up to a ring's length late)
+        self.secure = secure
+        self.key: bytes | None = os.urandom(KEY_BYTES) if secure else None
+        self._out: Session | None = Session(_policy(self.key, Policy.SSRC_ANY_OUTBOUND)) if self.key else None
+        self._in: dict[Address, tuple[bytes, Session]] = {}
         self.ingresses: dict[int, Ingress] = {}  # SSRC of a relayed-in layer -> its Ingress
         self.sinks: dict[tuple[Address, int], tuple[RelaySink, Layer]] = {}  # (destination, media SSRC)
         self.dropped: dict[str, int] = {}
@@ -139,7 +154,14 @@ class RelayPort(asyncio.DatagramProtocol):
             self.transport.close()
             self.transport = None
 
-    def allow(self, addr: Address) -> None:
+    def allow(self, addr: Address, key: bytes | None = None) -> None:
+        """Hear `addr` (once more: one count per room linking it); `key`: its SRTP key (secure)."""
+        if self.secure:
+            if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+                raise RelayError(f"a relay between nodes needs the other node's {KEY_BYTES}-byte SRTP key")
+            held = self._in.get(addr)
+            if held is None or held[0] != key:  # (a new life of that node has a new key)
+                self._in[addr] = (key, Session(_policy(key, Policy.SSRC_ANY_INBOUND)))
         self.allowed[addr] = self.allowed.get(addr, 0) + 1
 
     def disallow(self, addr: Address) -> None:
@@ -148,10 +170,18 @@ class RelayPort(asyncio.DatagramProtocol):
             self.allowed[addr] = n
         else:
             self.allowed.pop(addr, None)
+            self._in.pop(addr, None)
 
     def send(self, data: bytes, addr: Address) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
+        if self.transport is None:
+            return
+        if self._out is not None:
+            try:
+                data = self._out.protect_rtcp(data) if 192 <= data[1] <= 223 else self._out.protect(data)
+            except SrtpError:
+                self._drop("relay_srtp_out")
+                return
+        self.transport.sendto(data, addr)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -165,6 +195,13 @@ class RelayPort(asyncio.DatagramProtocol):
         if len(data) < 8 or data[0] >> 6 != 2:
             self._drop("relay_malformed")
             return
+        if self.secure:
+            try:
+                session = self._in[peer][1]
+                data = session.unprotect_rtcp(data) if 192 <= data[1] <= 223 else session.unprotect(data)
+            except (SrtpError, KeyError):
+                self._drop("relay_srtp")
+                return
         try:
             if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
                 self._rtcp(data, peer)
@@ -203,6 +240,13 @@ class RelayPort(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("relay socket: %s", exc)
+
+
+def _policy(key: bytes, ssrc_type: int) -> Policy:
+    policy = Policy(key=key, ssrc_type=ssrc_type, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    policy.allow_repeat_tx = True
+    policy.window_size = RTX_WINDOW
+    return policy
 
 
 # --- the source side ------------------------------------------------------------------------------

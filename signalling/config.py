@@ -131,6 +131,14 @@ class Settings:
         default=1024, metadata={"group": "signalling",
                                 "help": "messages queued for a client that does not read before it is disconnected"}
     )
+    room_span_above: int = field(
+        default=100, metadata={"group": "signalling",
+                               "help": "a room's participants join its home media node (a worker of `serve "
+                                       "--workers`, or a `basement sfu` with relay_host) until it holds this many "
+                                       "of them (or is overloaded), then the least loaded one of its kind; the room "
+                                       "then spans them, its tracks relayed between them (docs/cluster.md \"Rooms "
+                                       "across workers\"); 0 = a room stays on one"}
+    )
     client_ping_interval_s: float = field(
         default=15.0, metadata={"group": "signalling",
                                 "help": "how often clients ping over their WebSocket (sent to them in `joined`): "
@@ -402,17 +410,21 @@ class Settings:
                                        "load, a worker that dies restarted (docs/cluster.md \"Workers\"); for "
                                        "`basement sfu`, N cluster nodes <node_id>-w<i>"}
     )
-    room_span_above: int = field(
-        default=100, metadata={"group": "workers",
-                               "help": "with workers: a room's participants join its home worker until it holds "
-                                       "this many of them (or is overloaded), then the least loaded worker; the "
-                                       "room then spans workers, its tracks relayed between them (docs/cluster.md "
-                                       "\"Rooms across workers\"); 0 = a room stays on one worker"}
-    )
     node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(
         default=600.0, metadata={"group": "node",
                                  "help": "on SIGTERM, how long an SFU node keeps its rooms before exiting"}
+    )
+    relay_host: str = field(
+        default="", metadata={"group": "node",
+                              "help": "the IP address this node's relay socket binds and other nodes send the tracks "
+                                      "of rooms spanning nodes to (its address on the cluster's network; SRTP, "
+                                      "keyed over the bus); empty = rooms placed here do not span nodes"}
+    )
+    relay_port: int = field(
+        default=0, metadata={"group": "node",
+                             "help": "UDP port of the relay socket (0 = any free port; with --workers, worker i "
+                                     "uses relay_port + i)"}
     )
     node_capacity: int = field(
         default=0, metadata={"group": "node",
@@ -477,6 +489,13 @@ class Settings:
                               "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")
         if not 60 <= self.turn_credential_ttl_s <= 7 * 86400:
             raise ConfigError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s} is not between 60 s and 7 days")
+        if self.relay_host:
+            try:
+                ipaddress.ip_address(self.relay_host)
+            except ValueError:
+                raise ConfigError(f"relay_host: {self.relay_host!r} is not an IP address") from None
+        if not 0 <= self.relay_port <= 65535:
+            raise ConfigError(f"relay_port: {self.relay_port} is not a port number")
         if not 0 <= self.room_span_above <= 1_000_000:
             raise ConfigError(f"room_span_above: {self.room_span_above} is not between 0 and 1000000")
         if not 0.5 <= self.client_ping_interval_s <= 300:

@@ -34,7 +34,7 @@ from signalling.run.control import build_control_plane, mount, session_tracker
 from signalling.run.heap import settle_after_startup
 from signalling.run.http import start_app
 from signalling.run.media import close_node_media, open_node_media
-from signalling.run.nodeagent import NodeAgent, agent_options
+from signalling.run.nodeagent import CLUSTER_GROUP, NodeAgent, agent_options
 from signalling.run.tls import server_tls
 from signalling.sessions.journal import SessionJournal, end_journal, reap
 from signalling.sessions.outbox import outbox_for_settings
@@ -146,9 +146,13 @@ async def run_sfu(settings: Settings, parent: LocalLink | None = None, worker: i
         tracker = session_tracker(settings, outbox, StoreRoomRegistry(store))
         tracker.journal = SessionJournal(store, node_id)  # so a replica can end them if this node dies
         await end_journal(store, node_id, tracker.end_lost)  # what a previous life of this node left
+    # with a relay address, rooms may span this node and the cluster's others (SRTP relays)
+    relay_port = settings.relay_port + (worker or 0) if settings.relay_port else 0
     agent = NodeAgent(node_id, bus, Placer(store, Registry(store, "node")), Registry(store, "node"),
                       Registry(store, "replica"), address=f"{settings.public_ip or settings.host}:{port}",
-                      tracker=tracker, metrics=lambda: generate_latest(registry), **agent_options(settings))
+                      tracker=tracker, metrics=lambda: generate_latest(registry),
+                      span_group=CLUSTER_GROUP if settings.relay_host else None,
+                      relay=(settings.relay_host or "127.0.0.1", relay_port), **agent_options(settings))
     await agent.start()
     state["connected"] = True
     settle_after_startup()

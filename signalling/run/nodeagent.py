@@ -30,6 +30,8 @@ from signalling.run.roomlink import RoomLink
 
 log = logging.getLogger("basement.cluster.node")
 
+CLUSTER_GROUP = "cluster"  # the span group of `basement sfu` nodes given a relay_host
+
 
 class Load:
     """CPU share of this process and packet rate since the previous sample."""
@@ -94,7 +96,8 @@ class NodeAgent:
                  address: str = "", capacity: int = 0, speaker_interval: float = 0.5,
                  on_state: Callable[[], None] | None = None, tracker: Any = None,
                  presence: tuple[int, float] | None = None, events: str | None = None,
-                 metrics: Callable[[], bytes] | None = None, span_group: str | None = None) -> None:
+                 metrics: Callable[[], bytes] | None = None, span_group: str | None = None,
+                 relay: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.id = node_id
         self.bus = bus
         self.placer = placer
@@ -113,16 +116,25 @@ class NodeAgent:
         self.node = SfuNode(self._deliver, speaker_interval=speaker_interval,
                             on_event=self._on_event if tracker is not None or events else None,
                             presence_batch_above=batch_above, presence_interval=interval)
-        # span_group: nodes of one group (the media workers of one host) may hold parts of one room,
-        # linked by RoomLink and relaying tracks over loopback (sfu.cascade); None: rooms stay whole
+        # span_group: nodes of one group (the media workers of one host, or the nodes of a cluster
+        # given a relay address) may hold parts of one room, linked by RoomLink and relaying tracks
+        # (sfu.cascade): on loopback, or SRTP-protected from `relay` (host, port) between nodes;
+        # None: rooms stay whole
         self.span_group = span_group
+        self.relay_at = relay
         self.link: RoomLink | None = None
         if span_group:
-            cascade = Cascade(RelayPort(), lambda room, event, to: self.link.announce(room, event, to),  # type: ignore[union-attr]
+            secure = relay[0] not in ("127.0.0.1", "::1") or span_group == CLUSTER_GROUP
+            cascade = Cascade(RelayPort(secure), lambda room, event, to: self.link.announce(room, event, to),  # type: ignore[union-attr]
                               self.node.rooms.get, lambda room, members: self.link.closed(room, members))  # type: ignore[union-attr]
             self.node.cascade = cascade
             self.link = RoomLink(node_id, span_group, bus, placer.store, cascade)
         self.spanned: set[str] = set()  # rooms this node holds part of, placed on another node
+        # a room's session has one tracker, its home node's: the part of a room spanning here sends
+        # its session events there (room -> the home's node id)
+        self.home_of: dict[str, str] = {}
+        if self.link is not None:
+            self.link.on_session = self._session_in
         self.draining = False
         self.on_state = on_state or (lambda: None)
         self.replica_of: dict[str, str] = {}  # participant -> replica id that joined it
@@ -135,7 +147,7 @@ class NodeAgent:
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         if self.link is not None:
-            await self.link.cascade.port.open("127.0.0.1", 0)  # relays within the host only
+            await self.link.cascade.port.open(*self.relay_at)
         await self.heartbeat()
         await self.bus.serve(node_channel(self.id), self.handle)
         await self.bus.subscribe(node_channel(self.id), self._on_message)
@@ -235,7 +247,28 @@ class NodeAgent:
             if event["type"] in ("track_published", "media"):
                 self.bus.publish(self.events, {"room": room, "event": event})
             return
-        self.tracker.on_media_event(room, event)
+        self._track(room, event)
+
+    def _track(self, room: str, event: dict[str, Any]) -> None:
+        """A session event of `room` (track_published, media, joined, left): to this node's tracker,
+        or, for a room spanning here from another home, to the home's."""
+        home = self.home_of.get(room)
+        if home is not None and self.link is not None:
+            self.link.session(home, room, event)
+        else:
+            self._session_in(room, event)
+
+    def _session_in(self, room: str, event: dict[str, Any]) -> None:
+        """A session event from the part of `room` on another node (checked by RoomLink): recorded
+        here, never passed on (two nodes that each took the other for the home must not bounce it)."""
+        if self.tracker is None:
+            return
+        if event["type"] == "joined":
+            self.tracker.participant_joined(room, event["identity"], event["at"])
+        elif event["type"] == "left":
+            self.tracker.participant_left(room, event["identity"], event["at"])
+        else:
+            self.tracker.on_media_event(room, event)
 
     # --- requests ---------------------------------------------------------------------------------
     async def _on_message(self, body: Any) -> None:
@@ -315,7 +348,11 @@ class NodeAgent:
                 raise MediaError("room_moved", f"room {room!r} is placed on another node, and node {self.id} "
                                                f"holds no parts of rooms")
             if span:
+                home = await self.placer.current(room)
+                if not isinstance(home, str) or home == self.id:
+                    raise MediaError("room_moved", f"room {room!r} has no home to span from")
                 self.spanned.add(room)
+                self.home_of[room] = home
                 # listed with the node's rooms, so a replica that finds it dead clears its part too
                 await self.placer.store.hset(node_rooms_key(self.id), room, 1)
             elif not await self.placer.claim(room, self.id):
@@ -329,7 +366,8 @@ class NodeAgent:
                                              a.get("can_subscribe", True), a.get("identity") or "",
                                              a.get("max_participants") or 0, p2p=a.get("p2p") is True)
                 if self.tracker is not None:
-                    self.tracker.participant_joined(room, self.node.peers[pid].identity, time.time())
+                    self._track(room, {"type": "joined", "identity": self.node.peers[pid].identity,
+                                       "at": time.time()})
                 if self.link is not None:
                     await self.link.count(room, len(self.node.rooms[room].peers))
                 return state
@@ -362,7 +400,7 @@ class NodeAgent:
                 await self.node.leave(pid, reason)
             finally:
                 if self.tracker is not None:
-                    self.tracker.participant_left(room, peer.identity, time.time())
+                    self._track(room, {"type": "left", "identity": peer.identity, "at": time.time()})
             self.replica_of.pop(pid, None)
             # its resume record (signalling.cluster.roaming): the replica that held it may be dead
             with contextlib.suppress(Exception):
@@ -375,12 +413,15 @@ class NodeAgent:
                 self._empty.set()
 
     async def _room_gone(self, room: str) -> None:
-        """Nobody of `room` is left here: its placement (if this is its home) and its entry among the
-        room's nodes go (the linked nodes were told `bye` as the room closed: sfu.cascade)."""
-        await self.placer.release(room, self.id)
+        """Nobody of `room` is left here: its entry among the room's nodes goes (the linked nodes were
+        told `bye` as the room closed: sfu.cascade), and its placement if nobody holds part of the
+        room any more. The home keeps it while other nodes do: the room stays one session, tracked
+        at the home (and new joins go there first)."""
+        home = self.home_of.pop(room, self.id)
         self.spanned.discard(room)
-        if self.link is not None:
-            await self.link.forget(room)
+        others = await self.link.forget(room) if self.link is not None else 0
+        if not others:
+            await self.placer.release(room, home)
 
     async def check_links(self) -> None:
         """Rooms linked with nodes that died drop those nodes' parts (sfu.cascade)."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sfu.cascade import Cascade
@@ -31,6 +33,36 @@ log = logging.getLogger("basement.cluster.roomlink")
 
 HELLO_WAIT_S = 5.0  # how long a node entering a room waits for the others' state before admitting
 LOOPBACK = ("127.0.0.1", "::1")
+
+
+def _session_event(event: Any) -> dict[str, Any]:
+    """A session event as NodeAgent sends them, or RelayError."""
+    if not isinstance(event, dict) or not isinstance(event.get("identity"), str) or len(event["identity"]) > 256:
+        raise RelayError("session: an event with an identity")
+    kind = event.get("type")
+    if kind in ("joined", "left"):
+        if not isinstance(event.get("at"), int | float):
+            raise RelayError("session: joined/left need a time")
+        return {"type": kind, "identity": event["identity"], "at": float(event["at"])}
+    if kind == "track_published":
+        if not isinstance(event.get("track"), str) or event.get("kind") not in ("audio", "video"):
+            raise RelayError("session: track_published needs a track and its kind")
+        return {"type": kind, "identity": event["identity"], "track": event["track"][:64], "kind": event["kind"]}
+    if kind == "media":
+        counts = [event.get(k, 0) for k in ("bytes", "packets", "messages")]
+        if not all(isinstance(c, int) and 0 <= c < 2**63 for c in counts):
+            raise RelayError("session: media counts are integers")
+        return {"type": kind, "identity": event["identity"], "bytes": counts[0], "packets": counts[1],
+                "messages": counts[2]}
+    raise RelayError(f"session: unknown event {kind!r}"[:100])
+
+
+def _ip(host: Any) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def member_entry(value: Any) -> tuple[Address, int, str] | None:
@@ -49,6 +81,8 @@ class RoomLink:
         self.store = store
         self.cascade = cascade
         self._waiting: dict[tuple[str, str], asyncio.Event] = {}  # (room, node) -> its state came
+        # session events from another node's part of a room homed here (NodeAgent: to the tracker)
+        self.on_session: Callable[[str, dict[str, Any]], None] = lambda room, event: None
         self.stats = {"malformed": 0}
 
     @property
@@ -71,10 +105,10 @@ class RoomLink:
             entry = member_entry(value)
             if other == self.id or entry is None or entry[2] != self.group or other not in live:
                 continue
-            events = self.cascade.member(room, other, entry[0])
             done = self._waiting[(room, other)] = asyncio.Event()
             waits.append(asyncio.ensure_future(done.wait()))
-            self._send(other, room, {"type": "hello", "addr": list(self.address), "events": events})
+            # its key comes with its state; until then nothing is relayed to it, nor heard from it
+            self._send(other, room, self._greeting("hello", []))
         if waits:
             await asyncio.wait(waits, timeout=HELLO_WAIT_S)
             for w in waits:
@@ -91,9 +125,16 @@ class RoomLink:
         for other in members:
             self._send(other, room, {"type": "bye"})
 
-    async def forget(self, room: str) -> None:
-        """This node holds no part of `room` any more: its entry goes (placement stops counting it)."""
+    async def forget(self, room: str) -> int:
+        """This node holds no part of `room` any more: its entry goes (placement stops counting it).
+        Returns how many other nodes still hold part of the room."""
         await self.store.hdel(room_nodes_key(room), self.id)
+        return len(await self.store.hgetall(room_nodes_key(room)))
+
+    def session(self, home: str, room: str, event: dict[str, Any]) -> None:
+        """A session event of this node's part of `room` for the room's home, whose tracker records
+        the session (joined/left with identity and time, track_published, media)."""
+        self._send(home, room, {"type": "session", "event": event})
 
     async def check(self, live: set[str]) -> None:
         """Linked nodes that died, or whose entry in `room_nodes` is gone or names another relay
@@ -130,6 +171,8 @@ class RoomLink:
             kind = event.get("type")
             if kind in ("hello", "state"):
                 self._linked(room, origin, event)
+            elif kind == "session":
+                self.on_session(room, _session_event(event.get("event")))
             elif kind == "bye":
                 self.cascade.member_gone(room, origin, "left")
                 self._done(room, origin)
@@ -140,12 +183,14 @@ class RoomLink:
             log.info("room event from %s refused: %s", origin, e)
 
     def _linked(self, room: str, origin: str, event: dict[str, Any]) -> None:
-        addr, events = event.get("addr"), event.get("events")
+        addr, events, key = event.get("addr"), event.get("events"), event.get("key")
         try:
-            # relays stay on the host: another node's relay address is a loopback one
-            if (not isinstance(addr, list) or len(addr) != 2 or addr[0] not in LOOPBACK
+            if (not isinstance(addr, list) or len(addr) != 2 or not _ip(addr[0])
                     or not isinstance(addr[1], int) or not 0 < addr[1] < 65536):
-                raise RelayError("hello/state: addr is [loopback host, port]")
+                raise RelayError("hello/state: addr is [IP address, port]")
+            if not self.cascade.port.secure and addr[0] not in LOOPBACK:
+                # plain relays stay on the host: another worker's relay address is a loopback one
+                raise RelayError("hello/state: a relay without SRTP is on loopback only")
             if not isinstance(events, list) or len(events) > 20_000:
                 raise RelayError("hello/state: events is a list")
             if not self.cascade.hosts(room):
@@ -156,9 +201,9 @@ class RoomLink:
                 # a hello from a node already linked is a new link all the same (its `bye` may have
                 # been lost, or it restarted): what it had is forgotten, it hears the room anew
                 self.cascade.member_gone(room, origin, "left")
-            mine = self.cascade.member(room, origin, (addr[0], addr[1]))
+            mine = self.cascade.member(room, origin, (addr[0], addr[1]), key)
             if event["type"] == "hello":
-                self._send(origin, room, {"type": "state", "addr": list(self.address), "events": mine})
+                self._send(origin, room, self._greeting("state", mine))
             for ev in events:
                 try:
                     self.cascade.apply(room, origin, ev)
@@ -167,6 +212,12 @@ class RoomLink:
                     log.info("room event from %s refused: %s", origin, e)
         finally:
             self._done(room, origin)
+
+    def _greeting(self, kind: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        greeting = {"type": kind, "addr": list(self.address), "events": events}
+        if self.cascade.port.key is not None:
+            greeting["key"] = self.cascade.port.key
+        return greeting
 
     def _done(self, room: str, origin: str) -> None:
         done = self._waiting.get((room, origin))

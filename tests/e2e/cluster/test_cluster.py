@@ -23,7 +23,7 @@ from signalling.chain.evm import DEMO_WALLET_KEY
 from signalling.cluster.bus import MemoryBus, MemoryHub, RedisBus, RemoteError
 from signalling.cluster.localhub import LocalHubPeer
 from signalling.cluster.locallink import LocalBus, LocalLink, LocalStore
-from signalling.cluster.placement import NoNodeError, Placer
+from signalling.cluster.placement import NoNodeError, Placer, room_nodes_key
 from signalling.cluster.registry import Registry
 from signalling.cluster.shared import StoreNonceStore, StoreRoomRegistry
 from signalling.cluster.store import MemoryStore, RedisStore
@@ -624,3 +624,54 @@ async def test_a_media_node_on_one_udp_port(cluster):
     sdps = [m["sdp"] for cl in (a, b) for m in cl.messages if m.get("type") in ("answer", "offer")]
     ports = host_ports(sdps)
     assert len(sdps) >= 2 and ports == {port}, ports
+
+
+async def test_a_room_spans_three_nodes_over_srtp_relays_and_a_killed_nodes_subscribers_rejoin(cluster):
+    """Nodes with a relay address (relay_host) share big rooms: room_span_above 2 puts the publisher
+    and one subscriber on the room's home, two on a second node and one on a third. Every subscriber
+    decodes the publisher (relayed between nodes as SRTP); when the third node is SIGKILLed its
+    subscriber is told to rejoin and decodes again on another node within 10 s."""
+    c = await cluster(nodes=3, replicas=2, BASEMENT_RELAY_HOST="127.0.0.1", BASEMENT_ROOM_SPAN_ABOVE="2")
+    pub, _ = await joined(cluster, c.replicas[0].url, "town", "pub")
+    home = await placement(c, "town")
+    subs = [(await joined(cluster, c.replicas[i % 2].url, "town", f"sub{i}"))[0] for i in range(4)]
+    store = RedisStore(c.redis.url)
+    await store.start()
+    try:
+        parts = {n: v[2] for n, v in (await store.hgetall(room_nodes_key("town"))).items()}
+    finally:
+        await store.close()
+    assert parts[home] == 2 and sorted(parts.values()) == [1, 2, 2], parts
+    (third,) = [n for n, k in parts.items() if k == 1]
+    await pub.publish(video=CounterVideo(160, 120))
+    sinks = []
+    for s in subs:
+        _, track = await s.wait_track(kind="video", participant=pub.participant["id"], timeout=20)
+        sinks.append(Sink(track))
+    for sink in sinks:
+        await sink.wait_frames(10, timeout=20)
+        assert sink.sizes == {(160, 120)}
+    assert await c.node(home).metric("basement_relays_out") == 2  # the video, to each other node
+    assert await c.node(third).metric("basement_relays_in") == 1
+
+    c.node(third).proc.kill()
+    t0 = time.monotonic()
+    def removed() -> list[dict]:
+        return [m for s in subs for m in s.messages if m.get("type") == "removed"]
+
+    while not removed():
+        assert time.monotonic() - t0 < 10, "nobody removed 10 s after the kill"
+        await asyncio.sleep(0.05)
+    (msg,) = removed()  # the third node's subscriber only
+    assert (msg["reason"], msg["rejoin"]) == ("node_lost", True), msg
+    again, _ = await joined(cluster, c.replicas[0].url, "town", "sub-again")
+    _, track = await again.wait_track(kind="video", participant=pub.participant["id"], timeout=10)
+    await Sink(track).wait_frames(10, timeout=10)
+    assert time.monotonic() - t0 < 10
+    # the others never noticed, but for the third node's subscriber leaving
+    gone = next(s for s in subs if any(m.get("type") == "removed" for m in s.messages))
+    assert len(removed()) == 1
+    for s, sink in zip(subs, sinks):
+        if s is not gone:
+            await keeps_flowing(sink)
+    await pub.wait_message("participant_left", participant=gone.participant["id"], reason="node_lost")
