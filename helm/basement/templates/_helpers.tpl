@@ -167,8 +167,8 @@ app.kubernetes.io/part-of: basement
 {{- if not (and $s.resources $s.resources.limits $s.resources.limits.cpu) -}}
 {{- fail "sfu.workers=cpuLimit needs sfu.resources.limits.cpu: the workers are the container's CPU limit in cores" -}}
 {{- end -}}
-{{- if or $s.udpPort $s.tcpPort -}}
-{{- fail "sfu.workers=cpuLimit needs the RTP range (sfu.udpPort and sfu.tcpPort 0): each worker's own UDP/TCP port would have to be declared for a count known only at run time; give sfu.workers as a number instead" -}}
+{{- if or $s.udpPort $s.tcpPort $s.relayPort -}}
+{{- fail "sfu.workers=cpuLimit needs the RTP range (sfu.udpPort, sfu.tcpPort and sfu.relayPort 0): each worker's own UDP/TCP port would have to be declared for a count known only at run time; give sfu.workers as a number instead" -}}
 {{- end -}}
 {{- else if lt (int $s.workers) 1 -}}
 {{- fail (printf "sfu.workers: %v is not a number of at least 1 or \"cpuLimit\"" $s.workers) -}}

@@ -511,6 +511,33 @@ def test_sfu_workers_per_process_get_their_own_ports_and_are_nodes_of_their_own(
     assert "UDP 7882-7885" in notes(values) and "TCP 7880-7881 (health)" not in notes(values)
 
 
+def test_sfu_relay_port_per_worker_on_the_pod_ip_open_to_sfu_pods_only():
+    values = {"sfu": {"processes": 2, "workers": 2, "udpPort": 7882, "relayPort": 7950, "hostNetwork": False}}
+    docs = render(values)
+    containers = pod_spec(sfu_workload(docs))["containers"]
+    envs = [resolve_env(c) for c in containers]
+    assert [(e["BASEMENT_RELAY_HOST"], e["BASEMENT_RELAY_PORT"]) for e in envs] == [
+        ("10.1.2.3", "7950"), ("10.1.2.3", "7952")]  # (the pod IP, as resolve_env gives it)
+    assert [{n: p for n, p in _ports(c).items() if n.startswith("relay")} for c in containers] == [
+        {"relay-0-w0": (7950, None, "UDP"), "relay-0-w1": (7951, None, "UDP")},
+        {"relay-1-w0": (7952, None, "UDP"), "relay-1-w1": (7953, None, "UDP")}]
+    policy = one(docs, "NetworkPolicy", f"{FULL}-sfu")
+    (rule,) = [r for r in policy["spec"]["ingress"] if any(p["port"].startswith("relay") for p in r["ports"])]
+    assert {p["port"] for p in rule["ports"]} == {"relay-0-w0", "relay-0-w1", "relay-1-w0", "relay-1-w1"}
+    assert [f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in rule["from"]] == ["sfu"]
+    # what each process then gives its workers: the relay ports declared for it, and a span group
+    from signalling.run.workers import worker_settings
+
+    for c, e in zip(containers, envs, strict=True):
+        s = config.load(env=e, groups=config.SUBCOMMAND_GROUPS["sfu"])
+        given = [worker_settings(s, j, 2, f"n-w{j}", config.SUBCOMMAND_GROUPS["sfu"]) for j in range(2)]
+        assert {g["relay_port"] + j for j, g in enumerate(given)} == {p for n, (p, _, _) in _ports(c).items()
+                                                                     if n.startswith("relay")}
+    # off by default: no relay, rooms stay on one process
+    (c,) = pod_spec(sfu_workload(render(None)))["containers"]
+    assert "BASEMENT_RELAY_HOST" not in resolve_env(c)
+
+
 def test_sfu_workers_from_the_cpu_limit():
     values = {"sfu": {"workers": "cpuLimit", "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}}}}
     (c,) = pod_spec(sfu_workload(render(values)))["containers"]

@@ -312,3 +312,28 @@ async def test_a_refused_description_leaves_no_trace(change):
     with pytest.raises(RelayError):
         cascade.apply("r", "A", event)
     assert (sorted(cascade.relayed), sorted(cascade.ingresses), sorted(dst_port.ingresses), len(room.events)) == before
+
+
+async def test_between_nodes_relays_are_srtp_each_node_sending_with_its_own_key():
+    a, b = RelayPort(secure=True), RelayPort(secure=True)
+    wire = Datagrams()
+    a.transport, a.address = wire, SOURCE  # type: ignore[assignment]
+    b.ingresses[MEDIA_SSRC] = ingress = (await make_ingress())[0]
+    with pytest.raises(RelayError, match="SRTP key"):
+        b.allow(SOURCE)  # a node between nodes is heard only with its key
+    b.allow(SOURCE, a.key)
+    plain = packet(MEDIA_SSRC, 7)
+    a.send(plain, DESTINATION)
+    ((sent, _),) = wire.sent
+    assert sent != plain and sent[:12] == plain[:12] and len(sent) == len(plain) + 10  # encrypted, tagged
+    layer = ingress.tracks["0"].layers[""]
+    b.datagram_received(sent, SOURCE)
+    assert layer.packets == 1
+    # what another key protected, or a replayed datagram, is dropped
+    before = dict(STATS.dropped)
+    c = RelayPort(secure=True)
+    c.transport = Datagrams()  # type: ignore[assignment]
+    c.send(packet(MEDIA_SSRC, 8), DESTINATION)
+    b.datagram_received(c.transport.sent[0][0], SOURCE)  # type: ignore[attr-defined]
+    b.datagram_received(sent, SOURCE)
+    assert dropped_since(before) == {"relay_srtp": 2} and layer.packets == 1
