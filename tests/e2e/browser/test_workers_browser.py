@@ -20,7 +20,10 @@ import pytest
 
 from tests.e2e.browser.test_browser import events_js, joined, media_both_ways, tile_name_js, wait_decoding
 from tests.e2e.browser.test_simulcast import F, Q, _own_remb, _wait_size
+from tests.e2e.cluster.test_cluster import cluster  # noqa: F401 (the fixture)
+from tests.e2e.cluster.test_cluster import joined as cluster_join
 from tests.support.browser import poll
+from tests.support.clusterfix import placement
 from tests.support.media import CounterVideo, Sink, Tone
 from tests.support.workersfix import joined as join_client
 
@@ -95,3 +98,31 @@ async def test_simulcast_from_one_worker_each_subscriber_on_the_other_gets_its_l
         return found and found[-1]["active"] == ["q", "f"]
 
     await poll(dynacast_q_f, "dynacast of q and f", timeout=15)
+
+
+async def test_simulcast_published_on_one_cluster_node_each_subscriber_on_two_others_gets_its_layer(
+        cluster, browser):  # noqa: F811
+    """Redis, two replicas, three `basement sfu` with a relay address, room_span_above 1: Chromium
+    publishes simulcast on the room's home, a "low" subscriber lands on a second node and a "high"
+    one on the third; the video reaches both over SRTP relays, and the layer selector of each node
+    gives its subscriber the layer it asked for."""
+    c = await cluster(nodes=3, replicas=2, BASEMENT_RELAY_HOST="127.0.0.1", BASEMENT_ROOM_SPAN_ABOVE="1")
+    page = await browser(SimpleNamespace(url=c.replicas[0].url), "clspan", "chromium", audio="0")
+    view = await page.wait_for("window.basement.published.video && "
+                               "({participant: window.basement.participant, published: window.basement.published})")
+    video = view["published"]["video"]
+    low, _ = await cluster_join(cluster, c.replicas[1].url, "clspan", "low")
+    high, _ = await cluster_join(cluster, c.replicas[0].url, "clspan", "high")
+    home = await placement(c, "clspan")
+    relays = {n.id: await n.metric("basement_relays_in") for n in c.nodes}
+    assert relays[home] == 0 and sorted(relays.values()) == [0, 1, 1], relays  # a node each
+    sinks = {}
+    for sub in (low, high):
+        info, track = await sub.wait_track(kind="video", participant=view["participant"]["id"], timeout=20)
+        assert info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}, info
+        _own_remb(sub, track)
+        sinks[sub] = Sink(track)
+    await low.subscription(video, layer="low")
+    await high.subscription(video, layer="high")
+    await _wait_size(sinks[low], Q, "low subscriber (on a second node) on q", timeout=40)
+    await _wait_size(sinks[high], F, "high subscriber (on a third node) on f", timeout=40)
