@@ -404,11 +404,13 @@ class Settings:
                               "help": "CA bundle (PEM) that verifies a rediss:// Redis; empty = system CAs"}
     )
     workers: str = field(
-        default="1", metadata={"group": "workers",
-                               "help": "media worker processes: 1 = the SFU runs inside the server process; N > 1 or "
-                                       "'auto' (one per core) = N processes, each room placed on one of them by "
-                                       "load, a worker that dies restarted (docs/cluster.md \"Workers\"); for "
-                                       "`basement sfu`, N cluster nodes <node_id>-w<i>"}
+        default="auto", metadata={"group": "workers",
+                                  "help": "media worker processes: 'auto' = one per core this process may use (its "
+                                          "CPU affinity and cgroup quota); N > 1 = N processes, rooms placed on them "
+                                          "by load and big ones spanning them, a worker that dies restarted "
+                                          "(docs/cluster.md \"Workers\"); 1 = the SFU runs inside the server "
+                                          "process (as on a 1-core machine); for `basement sfu`, N cluster nodes "
+                                          "<node_id>-w<i>"}
     )
     node_id: str = field(default="", metadata={"group": "cluster", "help": "SFU node id (default: hostname-pid)"})
     drain_timeout_s: float = field(

@@ -38,7 +38,9 @@ class Proc:
                           "BASEMENT_PORT": str(self.port), "BASEMENT_METRICS_HOST": "127.0.0.1",
                           "BASEMENT_METRICS_PORT": str(self.metrics_port), "BASEMENT_ICE_ADDRESSES": "127.0.0.1",
                           "BASEMENT_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1",
-                          "BASEMENT_DATA_DIR": os.path.join(logdir, f"data-{ident}"), **env})
+                          "BASEMENT_DATA_DIR": os.path.join(logdir, f"data-{ident}"),
+                          # one process per node unless a test says otherwise: node ids and ports as given
+                          "BASEMENT_WORKERS": "1", **env})
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen([BASEMENT, kind], env=child_env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)

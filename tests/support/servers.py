@@ -51,8 +51,10 @@ async def make_server(tmp_path):
     internal_before = STATS.dropped.get("internal_error", 0)
 
     async def make(**overrides):
+        # workers=1: the SFU in this process, where the tests look at its state (server.node); media
+        # workers have tests of their own (tests/support/workersfix.py)
         values = dict(port=0, metrics_port=free_port(), speaker_interval_ms=200, datapath=DATAPATH["default"],
-                      data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5)
+                      data_dir=str(tmp_path / f"data{len(started)}"), session_grace_s=0.5, workers="1")
         values.update(overrides)
         srv = await start_server(config.load(env={}, **values))
         started.append(srv)

@@ -262,7 +262,10 @@ def test_workers_auto_is_the_cores_this_process_may_use(tmp_path):
     with pytest.raises(config.ConfigError, match="workers: '²'"):
         config.load(env={"BASEMENT_WORKERS": "²"})
     assert config.load(env={"BASEMENT_WORKERS": " 3 "}).worker_count == 3
-    assert config.load(env={}).worker_count == 1  # the SFU inside the server process, as before workers
+    # the default: every core this process may use (one: the SFU inside the server process)
+    assert config.load(env={}).workers == "auto"
+    assert config.load(env={}).worker_count == config.load(env={"BASEMENT_WORKERS": "auto"}).worker_count >= 1
+    assert config.load(env={"BASEMENT_WORKERS": "1"}).worker_count == 1
 
 
 def test_a_cluster_media_node_reads_the_room_settings_it_applies():
