@@ -337,3 +337,27 @@ async def test_between_nodes_relays_are_srtp_each_node_sending_with_its_own_key(
     b.datagram_received(c.transport.sent[0][0], SOURCE)  # type: ignore[attr-defined]
     b.datagram_received(sent, SOURCE)
     assert dropped_since(before) == {"relay_srtp": 2} and layer.packets == 1
+
+
+async def test_the_publishers_sender_reports_reach_the_other_node_for_lip_sync():
+    ingress, rec, src_port, src_wire, cascade, room, dst_port = await linked()
+    sink = RelaySink(rec, src_port, DESTINATION, lambda s: None)
+    rec.relays.append(sink)
+    ingress.relaying(rec)
+    ingress.on_rtp(packet(MEDIA_SSRC, 1, ts=90000), 1.0)
+    sr = artp.RtcpSrPacket(ssrc=MEDIA_SSRC, sender_info=artp.RtcpSenderInfo(
+        ntp_timestamp=0x11223344_55667788, rtp_timestamp=123456, packet_count=1, octet_count=32))
+    ingress.on_rtcp([sr])
+    relayed = room.relayed[rec.id]
+    reports: list = []
+
+    class Subscriber:  # what a DownTrack of the relayed track hears of the publisher's reports
+        def on_publisher_sr(self, layer, ntp, rtp_ts):
+            reports.append((ntp, rtp_ts))
+
+    relayed.downtracks.append(Subscriber())  # type: ignore[arg-type]
+    (report,) = [data for data, _ in src_wire.sent if 192 <= data[1] <= 223]  # (the SR, not the media)
+    dst_port.datagram_received(report, SOURCE)
+    layer = next(iter(relayed.layers.values()))
+    assert layer.last_sr is not None and layer.last_sr[:2] == (0x11223344_55667788, 123456)
+    assert reports == [(0x11223344_55667788, 123456)]
