@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.e2e.browser.test_browser import events_js, joined, media_both_ways, tile_name_js, wait_decoding
-from tests.e2e.browser.test_simulcast import F, Q, _own_remb, _wait_size
+from tests.e2e.browser.test_simulcast import F, Q, _own_remb, _publisher, _wait_size
 from tests.e2e.cluster.test_cluster import cluster  # noqa: F401 (the fixture)
 from tests.e2e.cluster.test_cluster import joined as cluster_join
 from tests.support.browser import poll
@@ -70,25 +70,14 @@ async def test_the_page_rejoins_by_itself_when_its_worker_dies(serve, browser):
 
 async def test_simulcast_from_one_worker_each_subscriber_on_the_other_gets_its_layer(serve, browser):
     s = await serve(workers=2, BASEMENT_ROOM_SPAN_ABOVE="1")
-    page = await browser(SimpleNamespace(url=s.url), "wkspan", "chromium", audio="0")
-    view = await page.wait_for("window.basement.published.video && "
-                               "({participant: window.basement.participant, published: window.basement.published})")
+    page, view = await _publisher(SimpleNamespace(url=s.url), browser, "wkspan")
     video = view["published"]["video"]
     # the page alone holds the room's home worker's share (1): the next subscriber goes to the other
     low, _ = await join_client(serve, s.url, "wkspan", "low")
     high, _ = await join_client(serve, s.url, "wkspan", "high")
     participants = await s.metric("basement_participants")
     assert sorted(participants.values()) == [1, 2], participants
-    sinks = {}
-    for c in (low, high):
-        info, track = await c.wait_track(kind="video", participant=view["participant"]["id"], timeout=20)
-        assert info["simulcast"] and set(info["layers"]) == {"q", "h", "f"}, info
-        _own_remb(c, track)
-        sinks[c] = Sink(track)
-    await low.subscription(video, layer="low")
-    await high.subscription(video, layer="high")
-    await _wait_size(sinks[low], Q, "low subscriber (on the other worker) on q", timeout=40)
-    await _wait_size(sinks[high], F, "high subscriber on f", timeout=40)
+    await low_and_high_get_their_layers(view, low, high, "the other worker", "either worker")
     relayed = await s.metric("basement_relays_out")
     assert sorted(relayed.values()) == [0, 1], relayed  # the page's video, to the other worker
 
@@ -107,15 +96,18 @@ async def test_simulcast_published_on_one_cluster_node_each_subscriber_on_two_ot
     one on the third; the video reaches both over SRTP relays, and the layer selector of each node
     gives its subscriber the layer it asked for."""
     c = await cluster(nodes=3, replicas=2, BASEMENT_RELAY_HOST="127.0.0.1", BASEMENT_ROOM_SPAN_ABOVE="1")
-    page = await browser(SimpleNamespace(url=c.replicas[0].url), "clspan", "chromium", audio="0")
-    view = await page.wait_for("window.basement.published.video && "
-                               "({participant: window.basement.participant, published: window.basement.published})")
-    video = view["published"]["video"]
+    _, view = await _publisher(SimpleNamespace(url=c.replicas[0].url), browser, "clspan")
     low, _ = await cluster_join(cluster, c.replicas[1].url, "clspan", "low")
     high, _ = await cluster_join(cluster, c.replicas[0].url, "clspan", "high")
     home = await placement(c, "clspan")
     relays = {n.id: await n.metric("basement_relays_in") for n in c.nodes}
     assert relays[home] == 0 and sorted(relays.values()) == [0, 1, 1], relays  # a node each
+    await low_and_high_get_their_layers(view, low, high, "a second node", "a third node")
+
+
+async def low_and_high_get_their_layers(view: dict, low, high, low_on: str, high_on: str) -> None:
+    """Two aiortc subscribers of the page's simulcast video ask for low and high, and decode q and f."""
+    video = view["published"]["video"]
     sinks = {}
     for sub in (low, high):
         info, track = await sub.wait_track(kind="video", participant=view["participant"]["id"], timeout=20)
@@ -124,5 +116,5 @@ async def test_simulcast_published_on_one_cluster_node_each_subscriber_on_two_ot
         sinks[sub] = Sink(track)
     await low.subscription(video, layer="low")
     await high.subscription(video, layer="high")
-    await _wait_size(sinks[low], Q, "low subscriber (on a second node) on q", timeout=40)
-    await _wait_size(sinks[high], F, "high subscriber (on a third node) on f", timeout=40)
+    await _wait_size(sinks[low], Q, f"low subscriber (on {low_on}) on q", timeout=40)
+    await _wait_size(sinks[high], F, f"high subscriber (on {high_on}) on f", timeout=40)
