@@ -377,10 +377,6 @@ class Cascade:
             if ingress.transport is not None:
                 ingress.transport.closed = True
 
-    def stats(self) -> dict[str, int]:
-        return {"relays_out": len(self.sinks), "relays_in": len(self.relayed),
-                "relayed_packets_out": sum(s.packets for s in self.sinks.values()),
-                "relayed_bytes_out": sum(s.bytes for s in self.sinks.values())}
 
 
 def _participant(value: Any) -> ParticipantInfo:

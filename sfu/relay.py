@@ -268,9 +268,6 @@ class RelaySink:
         self._ssrcs: dict[str, tuple[int | None, int | None]] = {}
         self._serials: dict[str, list[int]] = {}  # rid -> the PacketRing serial of each seq slot
         self._rtx_seq: dict[int, int] = {}  # RTX SSRC -> its last sequence number (RFC 4588: one space each)
-        self.packets = 0
-        self.bytes = 0
-        self.resent = 0
 
     def forward(self, data: bytes, seq: int, layer: Layer) -> None:
         if self._ssrcs.get(layer.rid) != (layer.ssrc, layer.rtx_ssrc):
@@ -280,8 +277,6 @@ class RelaySink:
             serials = self._serials[layer.rid] = [0] * RTX_WINDOW
         serials[seq % RTX_WINDOW] = layer.ring.store(seq, data)
         self.port.send(data, self.destination)
-        self.packets += 1
-        self.bytes += len(data)
         STATS.relayed_packets_out += 1
         STATS.relayed_bytes_out += len(data)
 
@@ -319,7 +314,6 @@ class RelaySink:
                 if data is None:
                     continue
             self.port.send(data, self.destination)
-            self.resent += 1
             STATS.relay_resent += 1
 
     def _rtx_pt(self, media_pt: int) -> int | None:
