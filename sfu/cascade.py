@@ -353,8 +353,6 @@ class Cascade:
         entry = self.relayed.pop(track_id, None)
         if entry is None:
             return
-        for m in self.members.get(router.name if router else "", {}).values():
-            m.tracks.discard(track_id)
         for members in self.members.values():
             if entry.origin in members:
                 members[entry.origin].tracks.discard(track_id)

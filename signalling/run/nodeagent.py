@@ -124,8 +124,9 @@ class NodeAgent:
         self.relay_at = relay
         self.link: RoomLink | None = None
         if span_group:
-            secure = relay[0] not in ("127.0.0.1", "::1") or span_group == CLUSTER_GROUP
-            cascade = Cascade(RelayPort(secure), lambda room, event, to: self.link.announce(room, event, to),  # type: ignore[union-attr]
+            # between nodes SRTP; the workers of one host relay plain RTP on loopback
+            port = RelayPort(secure=span_group == CLUSTER_GROUP)
+            cascade = Cascade(port, lambda room, event, to: self.link.announce(room, event, to),  # type: ignore[union-attr]
                               self.node.rooms.get, lambda room, members: self.link.closed(room, members))  # type: ignore[union-attr]
             self.node.cascade = cascade
             self.link = RoomLink(node_id, span_group, bus, placer.store, cascade)
