@@ -26,6 +26,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <time.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -51,6 +52,21 @@ static inline int newer16(uint16_t a, uint16_t b) { return a != b && (uint16_t)(
 /* ------------------------------------------------------------------------------------------------
  * Egress
  * ---------------------------------------------------------------------------------------------- */
+
+#define TCC_HISTORY 4096 /* as sfu/transport_seq.py HISTORY */
+
+typedef struct {
+    double at;    /* time.monotonic() when queued */
+    uint32_t size;
+    int32_t seq;  /* the number this entry is for; -1: empty */
+} tcc_entry;
+
+/* An SSRC's SRTP state, and whether its m-line negotiated transport-wide sequence numbers. The
+ * SRTP stream comes first: DownTracks keep `bs_srtp_stream *`, and the egress casts back. */
+typedef struct {
+    bs_srtp_stream srtp;
+    uint8_t tcc;
+} egress_stream_t;
 
 typedef struct {
     PyObject_HEAD
@@ -78,6 +94,12 @@ typedef struct {
     } gctl[QUEUE_LEN];
     unsigned long long sent, failures, errors_srtp, flushes, gso_sends;
     int last_errno;
+    /* transport-wide congestion control (transport_seq.c): the negotiated extension id (0: off), the
+     * next number, and per number when the packet was queued and its size, for the feedback */
+    int tcc_id;
+    uint16_t tcc_next;
+    tcc_entry *tcc_hist;
+    unsigned long long tcc_unstamped;
 } EgressObject;
 
 static PyTypeObject EgressType;
@@ -121,14 +143,15 @@ lookup_only:;
     }
     if (e->count >= MAX_STREAMS || (e->count + 1) * 2 > e->cap)
         return NULL;
-    bs_srtp_stream *st = malloc(sizeof(*st));
-    if (!st)
+    egress_stream_t *es = malloc(sizeof(*es));
+    if (!es)
         return NULL;
-    bs_srtp_stream_init(st);
+    bs_srtp_stream_init(&es->srtp);
+    es->tcc = 0;
     e->keys[j] = ssrc;
-    e->streams[j] = st;
+    e->streams[j] = &es->srtp;
     e->count++;
-    return st;
+    return &es->srtp;
 }
 
 static inline int gso_refusal(int err) {
@@ -245,9 +268,31 @@ static uint8_t *egress_slot(EgressObject *e) {
     return e->bufs[e->nq];
 }
 
+/* Number the packet in buf (len bytes, cap of room) with the next transport-wide sequence number
+ * and remember it; its new length (unchanged, and counted, when it cannot carry the number). */
+static size_t egress_stamp(EgressObject *e, uint8_t *buf, size_t len, size_t cap) {
+    size_t n = bs_tcc_stamp(buf, len, cap, e->tcc_id, e->tcc_next);
+    if (!n) {
+        e->tcc_unstamped++;
+        return len;
+    }
+    if (e->tcc_hist) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        tcc_entry *h = &e->tcc_hist[e->tcc_next % TCC_HISTORY];
+        h->at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        h->size = (uint32_t)n;
+        h->seq = e->tcc_next;
+    }
+    e->tcc_next++;
+    return n;
+}
+
 /* Protect the `len` bytes written into egress_slot() and queue them. 1 queued, 0 dropped. */
 static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
     uint8_t *buf = e->bufs[e->nq];
+    if (!rtcp && e->tcc_id && ((egress_stream_t *)st)->tcc)
+        len = egress_stamp(e, buf, len, QUEUE_BUF - BS_SRTP_MAX_RTCP_TRAILER);
     int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, buf, len, QUEUE_BUF)
                  : bs_srtp_protect_rtp(e->srtp, st, buf, len, QUEUE_BUF);
     if (m < 0) {
@@ -276,14 +321,17 @@ static int egress_put(EgressObject *e, bs_srtp_stream *st, const uint8_t *pkt, s
         return 0;
     }
     size_t cap = len + BS_SRTP_MAX_RTCP_TRAILER;
-    if (cap > QUEUE_BUF) {
+    if (cap + 8 > QUEUE_BUF) {
         /* rare (jumbo loopback datagram): protect in a heap buffer and send at once */
+        cap += 8; /* (room for a transport sequence number) */
         uint8_t *tmp = malloc(cap);
         if (!tmp) {
             e->failures++;
             return 0;
         }
         memcpy(tmp, pkt, len);
+        if (!rtcp && e->tcc_id && ((egress_stream_t *)st)->tcc)
+            len = egress_stamp(e, tmp, len, cap - BS_SRTP_MAX_RTCP_TRAILER);
         int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, tmp, len, cap) : bs_srtp_protect_rtp(e->srtp, st, tmp, len, cap);
         int ok = 0;
         if (m < 0)
@@ -408,6 +456,7 @@ static void egress_clear_streams(EgressObject *e) {
 }
 
 static void Egress_dealloc(EgressObject *self) {
+    free(self->tcc_hist);
     if (self->fd >= 0)
         close(self->fd);
     if (self->srtp)
@@ -481,6 +530,55 @@ static PyObject *Egress_retarget(EgressObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Egress_set_transport_seq(EgressObject *self, PyObject *args) {
+    int xid, next;
+    if (!PyArg_ParseTuple(args, "ii", &xid, &next))
+        return NULL;
+    if (xid < 0 || xid > 14 || next < 0 || next > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "set_transport_seq: id %d (0-14), next %d (0-65535)", xid, next);
+        return NULL;
+    }
+    if (xid && !self->tcc_hist) {
+        self->tcc_hist = malloc(TCC_HISTORY * sizeof(tcc_entry));
+        if (!self->tcc_hist)
+            return PyErr_NoMemory();
+        for (int i = 0; i < TCC_HISTORY; i++)
+            self->tcc_hist[i].seq = -1;
+    }
+    self->tcc_id = xid;
+    self->tcc_next = (uint16_t)next;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_stamp_ssrc(EgressObject *self, PyObject *arg) {
+    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (ssrc > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "an SSRC is 32 bits");
+        return NULL;
+    }
+    bs_srtp_stream *st = egress_stream(self, (uint32_t)ssrc);
+    if (!st) {
+        PyErr_SetString(PyExc_RuntimeError, "no room for another SSRC");
+        return NULL;
+    }
+    ((egress_stream_t *)st)->tcc = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_sent_packet(EgressObject *self, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    if (seq < 0 || seq > 0xFFFF || !self->tcc_hist)
+        Py_RETURN_NONE;
+    tcc_entry *h = &self->tcc_hist[seq % TCC_HISTORY];
+    if (h->seq != seq)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(dI)", h->at, (unsigned)h->size);
+}
+
 static PyObject *Egress_get_closed(EgressObject *self, void *c) { return PyBool_FromLong(self->fd < 0); }
 static PyObject *Egress_get_streams(EgressObject *self, void *c) { return PyLong_FromSize_t(self->count); }
 
@@ -490,6 +588,12 @@ static PyMethodDef Egress_methods[] = {
     {"close", (PyCFunction)Egress_close, METH_NOARGS, "Close our descriptor; later sends are counted failures."},
     {"retarget", (PyCFunction)Egress_retarget, METH_VARARGS,
      "retarget(fd, address): send from a dup() of fd to address from now on, keeping the SRTP state."},
+    {"set_transport_seq", (PyCFunction)Egress_set_transport_seq, METH_VARARGS,
+     "set_transport_seq(xid, next): stamp transport-wide sequence numbers under id xid (0: off), from next."},
+    {"stamp_ssrc", (PyCFunction)Egress_stamp_ssrc, METH_O,
+     "stamp_ssrc(ssrc): this SSRC's m-line negotiated transport-wide numbers: stamp its packets."},
+    {"sent_packet", (PyCFunction)Egress_sent_packet, METH_O,
+     "sent_packet(seq): (time.monotonic() when queued, bytes) of the packet numbered seq, or None."},
     {NULL},
 };
 
@@ -501,6 +605,9 @@ static PyMemberDef Egress_members[] = {
     {"flushes", T_ULONGLONG, offsetof(EgressObject, flushes), READONLY, "sendmmsg calls that sent something"},
     {"gso_sends", T_ULONGLONG, offsetof(EgressObject, gso_sends), READONLY,
      "segmented (UDP_SEGMENT) sends of two or more datagrams the kernel took"},
+    {"transport_seq_next", T_USHORT, offsetof(EgressObject, tcc_next), READONLY, "the next transport-wide number"},
+    {"transport_seq_unstamped", T_ULONGLONG, offsetof(EgressObject, tcc_unstamped), READONLY,
+     "packets of stamped SSRCs that could not carry a number (no room, foreign extension profile)"},
     {"gso", T_INT, offsetof(EgressObject, gso), READONLY,
      "1 while runs of equal-length datagrams leave as one segmented send; 0 when off or refused"},
     {NULL},

@@ -13,6 +13,7 @@
  * packet_ring.c    PacketRing: a Layer's last packets as received, for every subscriber's NACKs
  * traffic.c        Traffic: the packet and byte counters
  * gso.c            UDP_SEGMENT for Egress flushes: which queued datagrams leave as one send
+ * transport_seq.c  transport-wide sequence numbers stamped into what an Egress sends
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +29,7 @@ int bs_register_layer(PyObject *m);
 int bs_register_traffic(PyObject *m);
 int bs_register_packet_ring(PyObject *m);
 int bs_register_gso(PyObject *m);
+int bs_register_transport_seq(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -40,7 +42,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (bs_register_srtp_session(m) < 0 || bs_register_forward(m) < 0 || bs_register_remb(m) < 0 ||
         bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
         bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0 ||
-        bs_register_packet_ring(m) < 0 || bs_register_gso(m) < 0) {
+        bs_register_packet_ring(m) < 0 || bs_register_gso(m) < 0 ||
+        bs_register_transport_seq(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
