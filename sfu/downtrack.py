@@ -154,11 +154,13 @@ class DownTrack:
         self._handover: tuple[int, int] | None = None
 
         # feedback from the subscriber
-        self.remb_bps = 0
-        # the SSRCs the REMB that set remb_bps names: DownTracks of one subscriber with the same
-        # scope share that estimate (one REMB for the whole downlink, as browsers send); aiortc
-        # sends one per m-line, each naming its own SSRC
-        self.remb_scope: tuple[int, ...] = ()
+        self.estimate_bps = 0
+        # the subscriber's downlink estimate: the SFU's own from transport-wide feedback (sfu.estimator)
+        # or, for a client without it, its REMB. The scope is the SSRCs the REMB that set it names:
+        # DownTracks of one subscriber with the same scope share that estimate (one REMB for the whole
+        # downlink, as browsers send; aiortc sends one per m-line, each naming its own SSRC). A
+        # transport-wide estimate covers the whole downlink: scope ()
+        self.estimate_scope: tuple[int, ...] = ()
         self.fraction_lost = 0.0
         self.report_at: float | None = None  # when the subscriber's last receiver report arrived
         self._loss_peak = 0.0
@@ -616,9 +618,9 @@ class DownTrack:
         if layer is not None:
             self.track.request_keyframe(layer.rid, "subscriber PLI")
 
-    def on_remb(self, bitrate: int, scope: tuple[int, ...] = ()) -> None:
-        self.remb_bps = bitrate
-        self.remb_scope = scope
+    def on_estimate(self, bitrate: int, scope: tuple[int, ...] = ()) -> None:
+        self.estimate_bps = bitrate
+        self.estimate_scope = scope
 
     def on_report(self, block: Any, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -693,6 +695,6 @@ class DownTrack:
             "packets": self.packets,
             "retransmissions": self.retransmissions,
             "retransmissions_suppressed": self.rtx_suppressed,
-            "remb_bps": self.remb_bps,
+            "estimate_bps": self.estimate_bps,
             "fraction_lost": self.fraction_lost,
         }

@@ -58,11 +58,25 @@ SEVERE_SHORTFALL = 0.7  # estimate below this share of the current layer's rate:
 BACKOFF_MIN_S = 2.0
 BACKOFF_MAX_S = 30.0
 HIGH_LOSS = 0.10
+# Bandwidth probes (`LayerSelector._probe`, sfu.prober)
+PROBE_S = 0.5  # how long a probe's padding runs: long enough for the trendline's 20 groups
+PROBE_SETTLE_S = 0.5  # after it, the feedback of its last packets is in
+PROBE_SUCCESS = 0.8  # the estimate reached this share of the probe's goal: the link carries it
+PROBE_GROWTH = 3.0  # a probe tests up to this many times the estimate (libwebrtc's first probes: 3x, 6x)
+PROBE_BACKOFF_MIN_S = 2.0
+# a failed probe costs the subscriber a little loss; backing off further than this would leave a
+# link that has widened unused for too long (issue #15: the top layer within 10 s of a rise)
+PROBE_BACKOFF_MAX_S = 5.0
 # Loss at or below this in the subscriber's recent receiver reports: it receives what it is sent. Its
 # estimate may still move it down, but only loss above this stops its video (see _thin_or_pause).
 LOSS_FREE = 0.02
 UP_STREAK = 3
+UP_STREAK_SEND_SIDE = 2  # a send-side estimate above the next layer was shown by a probe, not guessed
 MIN_LAYER_BPS = 30_000  # a layer that just started has no measured rate yet: assume this much
+# a simulcast layer never measured (switched off before it arrived): its rate guessed from its size,
+# about what browsers' encoders give a camera (960x540 ~1.3 Mbit/s, 480x270 ~330 kbit/s)
+BITS_PER_PIXEL_S = 2.5
+PEAK_DECAY = 0.9  # per evaluation (0.5 s): a layer's held peak rate (a key frame's) fades by ~20 % a second
 # The subscriber's highest sequence number must advance over at least this share of the packets we
 # sent for its reports to vouch for the rate (the rest is timing: a report is a snapshot taken a path
 # and a processing delay behind us). A queue building on the way shows as a smaller share before it
@@ -137,12 +151,22 @@ def _rate(layer: LayerInfo | Layer) -> float:
 
 
 def decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
-           estimate_bps: float | None, reported_loss: float | None, now: float = 0.0) -> Decision:
+           estimate_bps: float | None, reported_loss: float | None, now: float = 0.0,
+           send_side: bool = False, lowest_index: int | None = None) -> Decision:
     """One evaluation of the policy for one DownTrack. Updates `state` (streaks, backoff) only.
 
-    `reported_loss` is the subscriber's recent loss from its receiver reports, None when unknown."""
-    loss = reported_loss or 0.0
+    `reported_loss` is the subscriber's recent loss from its receiver reports, None when unknown.
+    `send_side`: the estimate is the SFU's own, from transport-wide feedback (sfu.estimator). Then
+    a layer goes up only when it fits: the padding probes (sfu.prober, `LayerSelector._probe`) are
+    what show a link can carry more, so no step up is a probe. `lowest_index`: the track's lowest
+    layer, arriving or not: when a lower layer than any arriving exists, a send-side subscriber
+    whose layer no longer fits is thinned while dynacast brings that layer back (`_wanted`), not
+    paused."""
     congested = reported_loss is not None and reported_loss > LOSS_FREE
+    # A send-side estimate has the subscriber's loss in it already (sfu.estimator's loss-based
+    # limit), and a probe's own loss (padding that overran the link on purpose) must not move a
+    # layer down by itself: only the estimate moves it. A pause still needs loss (`congested`).
+    loss = 0.0 if send_side else reported_loss or 0.0
     raised = requested is not None and state.requested is not None and requested > state.requested
     if requested != state.requested:
         # a new request is new intent: earlier failed probes say nothing about it
@@ -218,6 +242,8 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
         if lower:
             return Decision(lower[-1].index, "loss" if loss > HIGH_LOSS else "bandwidth")
         if not fits(lowest):
+            if send_side and lowest_index is not None and lowest_index < lowest.index:
+                return Decision(lowest.index, "bandwidth", max_tid=0)  # until the lower layer arrives
             return _thin_or_pause(state, lowest, estimate_bps, now, congested)
         return Decision(lowest.index, "bandwidth")
     if short:
@@ -225,8 +251,13 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
 
     higher = [x for x in candidates if x.index > current]
     if raised and higher and loss <= HIGH_LOSS / 2:
-        # the subscriber asked for more and its link is fine now: go there at once, as a probe
-        return _step_up(state, current, candidates[-1].index, now, "requested")
+        if not send_side:
+            # the subscriber asked for more and its link is fine now: go there at once, as a probe
+            return _step_up(state, current, candidates[-1].index, now, "requested")
+        affordable = [x for x in higher if fits(x)]
+        if affordable:  # as far up as the estimate allows, at once
+            state.up_streak = 0
+            return Decision(affordable[-1].index, "requested")
 
     # up slowly. Receive-side estimators (REMB) rarely report much above what they receive, so
     # "the next layer fits the estimate" may never become true on an idle link: an estimate with
@@ -234,14 +265,30 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
     # with exponential backoff when the try fails.
     if higher and not in_probe and loss <= HIGH_LOSS / 2 and (
         _rate(higher[0]) * UP_HEADROOM <= estimate_bps
-        or (estimate_bps >= _rate(cur) * PROBE_HEADROOM and now >= state.retry_at)
+        or (not send_side and estimate_bps >= _rate(cur) * PROBE_HEADROOM and now >= state.retry_at)
     ):
         state.up_streak += 1
-        if state.up_streak >= UP_STREAK:
-            return _step_up(state, current, higher[0].index, now, "recovered")
+        if state.up_streak >= (UP_STREAK_SEND_SIDE if send_side else UP_STREAK):
+            decision = _step_up(state, current, higher[0].index, now, "recovered")
+            state.probing = state.probing and not send_side  # (it fits: not a try)
+            return decision
     else:
         state.up_streak = 0
     return Decision(current, "requested")
+
+
+def _send_side(dt: DownTrack) -> bool:
+    """Whether `dt`'s estimate is the SFU's own, from transport-wide feedback."""
+    return getattr(dt.transport, "estimator", None) is not None
+
+
+@dataclass
+class ProbeState:
+    """What `LayerSelector._probe` remembers per subscriber."""
+
+    goal: float = 0.0  # the total rate the running (or just ended) probe tests; 0: none pending
+    backoff_s: float = 0.0
+    retry_at: float = 0.0
 
 
 def _step_up(state: SelectorState, current: int, target: int, now: float, reason: str) -> Decision:
@@ -357,13 +404,19 @@ class _TrackView:
     distinct request's index (subscribers mostly ask alike). Nothing an evaluation does to a
     DownTrack changes these."""
 
-    __slots__ = ("spatial", "layers", "available", "_requested")
+    __slots__ = ("spatial", "layers", "available", "available_peak", "_requested")
 
-    def __init__(self, rec: PublishedTrack[DownTrack], now: float) -> None:
+    def __init__(self, rec: PublishedTrack[DownTrack], now: float,
+                 peaks: dict[tuple[str, str], float] | None = None) -> None:
         self.spatial = spatial_layers(rec)
         self.layers = list(rec.layers.values())
         self.available = [] if self.spatial is not None else [
             LayerInfo(x.index, x.bitrate, x.width, x.height) for x in self.layers if x.arriving(now)]
+        # the same at their recent peak rates (LayerSelector._update_peaks): what a send-side
+        # estimate is judged against
+        self.available_peak = self.available if not rec.simulcast else [
+            LayerInfo(x.index, _layer_need(x, (peaks or {}).get((rec.id, x.rid))), x.width, x.height)
+            for x in self.layers if x.arriving(now)]
         self._requested: dict[tuple[str | None, int | None, int | None], int | None] = {}
 
     @property
@@ -382,6 +435,16 @@ class _TrackView:
             return want
 
 
+def _layer_need(layer: Layer, peak: float | None) -> float:
+    """What a simulcast layer needs once it runs: its recent peak rate, and at least half of what its
+    size suggests (BITS_PER_PIXEL_S). A layer switched on again, or just started, sends little in its
+    first seconds while its encoder ramps up; judged by that, a top layer would seem to fit a link
+    it will soon overrun, and the subscriber would go up only to come down."""
+    guess = layer.width * layer.height * BITS_PER_PIXEL_S
+    return max(layer.bitrate, peak or 0.0, guess if not peak and not layer.bitrate else guess / 2,
+               MIN_LAYER_BPS)
+
+
 def _best_requested(rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
     """The best layer `rec` announced at or below what `dt`'s subscriber asked for (None: off)."""
     if not rec.layers:
@@ -396,7 +459,7 @@ class LayerSelector:
     def __init__(self, notify: Callable[[str, dict[str, Any]], None] | None = None, interval: float = 0.5) -> None:
         self.notify = notify  # (participant id, message)
         self.interval = interval
-        self.remb: dict[str, int] = {}  # subscriber id -> last REMB (bps)
+        self.estimates: dict[str, int] = {}  # subscriber id -> its last downlink estimate (bps)
         self._dynacast: dict[str, tuple[str, ...]] = {}  # track id -> rids last announced active
         # SVC track id -> its spatial layers' sizes with the most layers seen (the latest such): what
         # the publisher encodes with every layer on, judged against while dynacast has some off
@@ -410,6 +473,11 @@ class LayerSelector:
         # each video DownTrack's share of its subscriber's estimate (`_allocate`); absent: the whole
         # estimate (a subscriber with one video track, or none reported yet)
         self._shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
+        # subscriber id -> [(video DownTrack, the rate of the best layer it may have)] (`_allocate`)
+        self._demands: dict[str, list[tuple[DownTrack, float]]] = {}
+        self._probes: dict[str, ProbeState] = {}  # subscriber id -> its probes' memory (`_probe`)
+        # (track id, rid) -> the simulcast layer's rate held at its recent peak (`_update_peaks`)
+        self._peaks: dict[tuple[str, str], float] = {}
 
     def start(self, tracks: Callable[[], list[PublishedTrack[DownTrack]]]) -> None:
         self.tracks = tracks
@@ -423,22 +491,41 @@ class LayerSelector:
 
     def forget(self, participant_id: str, track_ids: list[str]) -> None:
         """A participant left: drop what was kept about it as a subscriber and as a publisher."""
-        self.remb.pop(participant_id, None)
+        self.estimates.pop(participant_id, None)
+        self._probes.pop(participant_id, None)
         for track_id in track_ids:
+            for key in [k for k in self._peaks if k[0] == track_id]:
+                del self._peaks[key]
             self._dynacast.pop(track_id, None)
             self._svc_sizes.pop(track_id, None)
 
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
-        """Before any feedback: the best layer at or below what the subscriber asked for."""
-        return _best_requested(rec, dt)
+        """The best layer at or below what the subscriber asked for; for a subscriber with a
+        send-side estimate already (from its other tracks), the best of those that fits it."""
+        best = _best_requested(rec, dt)
+        estimate = self.estimates.get(dt.subscriber_id)
+        if best is None or not estimate or not _send_side(dt):
+            return best
+        layers = sorted(rec.layers.values(), key=lambda x: x.index)
+        fitting = [x for x in layers if x.index <= best.index and self._demand(rec, x) <= estimate]
+        return fitting[-1] if fitting else layers[0]
 
-    def on_remb(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int,
+    def on_estimate(self, subscriber_id: str, downtracks: Iterable[DownTrack], bitrate: int,
                 scope: tuple[int, ...] = ()) -> None:
-        """A subscriber's downlink estimate (REMB) for `downtracks`; those given one with the same
-        `scope` (the SSRCs it named) share it (`_allocate`)."""
-        self.remb[subscriber_id] = bitrate
+        """A subscriber's downlink estimate (transport-wide, or its REMB) for `downtracks`; those
+        given one with the same `scope` (the SSRCs a REMB named) share it (`_allocate`)."""
+        before = self.estimates.get(subscriber_id)
+        self.estimates[subscriber_id] = bitrate
+        downtracks = list(downtracks)
         for dt in downtracks:
-            dt.on_remb(bitrate, scope)
+            dt.on_estimate(bitrate, scope)
+        if before is None or bitrate < before * SEVERE_SHORTFALL:
+            # A send-side estimate that starts (low: sfu.estimator START_BPS, while the first layers
+            # were given before any) or falls sharply (a link that narrowed) is acted on now, not at
+            # the next round: each half second on a layer the link cannot carry is more loss queued
+            for dt in downtracks:
+                if dt.is_video and _send_side(dt):
+                    self.evaluate_one(dt.track, dt)
 
     def state(self, dt: DownTrack) -> SelectorState:
         """What the policy remembers about `dt` (created on first use)."""
@@ -456,11 +543,11 @@ class LayerSelector:
                 STATS.task_error("layer_selection", log)
 
     def _allocate(self, views: dict[str, _TrackView] | None = None, now: float | None = None) -> None:
-        """Share each REMB among the video DownTracks it covers (`share_budget`): one subscriber's
-        DownTracks given an estimate by the same REMB (`DownTrack.remb_scope`). A DownTrack's
+        """Share each estimate among the video DownTracks it covers (`share_budget`): one subscriber's
+        DownTracks given an estimate of the same scope (`DownTrack.estimate_scope`). A DownTrack's
         demand is the rate of the best layer it may have: the highest announced one at or below its
         request (dynacast may have switched it off; the share is what can bring it back)."""
-        # (subscriber, REMB scope) -> [(DownTrack, demand, is a screen, its lowest layer's rate)]
+        # (subscriber, estimate scope) -> [(DownTrack, demand, is a screen, its lowest layer's rate)]
         wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float, bool, float]]] = {}
         for rec in self.tracks():
             if rec.kind != "video":
@@ -470,18 +557,21 @@ class LayerSelector:
             choices: Sequence[LayerInfo | Layer] = spatial or view.layers
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
             for dt in rec.downtracks:
-                if not dt.remb_bps:
+                if not dt.estimate_bps:
                     continue
                 want_index = view.requested(dt)
                 top = pick(view.layers, want_index) if spatial is None else (
                     None if want_index is None else spatial[want_index])
                 if top is not None:
-                    want = (dt, _rate(top), rec.source == "screen", lowest)
-                    wants.setdefault((dt.subscriber_id, dt.remb_scope), []).append(want)
+                    want = (dt, self._demand(rec, top), rec.source == "screen", lowest)
+                    wants.setdefault((dt.subscriber_id, dt.estimate_scope), []).append(want)
+        self._demands = {}
+        for (subscriber, _), tracks in wants.items():
+            self._demands.setdefault(subscriber, []).extend((w[0], w[1]) for w in tracks)
         shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
         for tracks in wants.values():
             if len(tracks) > 1:
-                budget = float(tracks[0][0].remb_bps)
+                budget = float(tracks[0][0].estimate_bps)
                 split = share_budget(budget, [w[1] for w in tracks], [w[2] for w in tracks], [w[3] for w in tracks])
                 for want, share in zip(tracks, split, strict=True):
                     shares[want[0]] = share
@@ -489,8 +579,10 @@ class LayerSelector:
 
     def evaluate(self, now: float) -> None:
         tracks = [rec for rec in self.tracks() if rec.kind == "video"]
-        views = {rec.id: _TrackView(rec, now) for rec in tracks}
+        self._update_peaks(tracks)
+        views = {rec.id: _TrackView(rec, now, self._peaks) for rec in tracks}
         self._allocate(views)
+        self._probe(now)
         for rec in tracks:
             view = views[rec.id]
             for dt in list(rec.downtracks):
@@ -501,19 +593,88 @@ class LayerSelector:
                     rec.request_keyframe(dt.target.rid, "keyframe still missing")
             self._update_dynacast(rec, now)
 
+    def _demand(self, rec: PublishedTrack[DownTrack], layer: LayerInfo | Layer) -> float:
+        """The rate `layer` needs (`_layer_need`): for a simulcast layer, its recent peak
+        (`_update_peaks`) or a guess from its size. Its rate now would be nothing for a layer
+        switched off, and little for one ramping up after being switched on: a subscriber asking
+        for it would seem to ask for nothing. (Any other track's layer: its rate as measured.)"""
+        if isinstance(layer, LayerInfo) or not rec.simulcast:
+            return _rate(layer)
+        return _layer_need(layer, self._peaks.get((rec.id, layer.rid)))
+
+    def _update_peaks(self, tracks: list[PublishedTrack[DownTrack]]) -> None:
+        """Hold each simulcast layer's rate at its recent peak, decaying by PEAK_DECAY per
+        evaluation: a send-side estimate is judged against what a layer needs once it runs, not
+        what it sends in its first second after dynacast switched it back on."""
+        peaks = self._peaks
+        for rec in tracks:
+            if not rec.simulcast:
+                continue
+            for layer in rec.layers.values():
+                key = (rec.id, layer.rid)
+                peaks[key] = max(layer.bitrate, peaks.get(key, 0.0) * PEAK_DECAY)
+
+    def _probe(self, now: float) -> None:
+        """Probe the downlink of each subscriber with a send-side estimate below what its video needs
+        one layer up (sfu.prober): padding up to that with headroom (at most PROBE_GROWTH times the
+        estimate), for PROBE_S. A probe that did not lift the estimate to most of its goal
+        backs off (PROBE_BACKOFF_MIN_S doubling to PROBE_BACKOFF_MAX_S); one that did lets the next go at
+        once, so a wide link is found in a few steps."""
+        for subscriber, wants in self._demands.items():
+            dt = wants[0][0]
+            transport = dt.transport
+            estimator = getattr(transport, "estimator", None)
+            prober = getattr(transport, "prober", None)
+            if estimator is None or prober is None or not dt.estimate_bps:
+                continue
+            state = self._probes.get(subscriber)
+            if state is None:
+                state = self._probes[subscriber] = ProbeState()
+            estimate = float(dt.estimate_bps)
+            if state.goal and not prober.running and now - prober.ended_at >= PROBE_SETTLE_S:
+                # the last probe's result is in
+                if estimate >= state.goal * PROBE_SUCCESS:
+                    state.backoff_s, state.retry_at = 0.0, now
+                else:
+                    state.backoff_s = min(max(state.backoff_s * 2, PROBE_BACKOFF_MIN_S), PROBE_BACKOFF_MAX_S)
+                    state.retry_at = now + state.backoff_s
+                state.goal = 0.0
+            demand = sum(self._next_step(w[0], w[1]) for w in wants) * UP_HEADROOM
+            if (state.goal or prober.running or now < state.retry_at or estimate >= demand
+                    or any((w[0].recent_loss(now) or 0.0) > LOSS_FREE for w in wants)):
+                continue
+            goal = min(demand, PROBE_GROWTH * estimate)
+            padding = goal - estimator.acked_bps()
+            carrier = next((w[0] for w in wants if w[0].current is not None and w[0].slot is not None
+                            and w[0].slot.rtx_pt), None)
+            if carrier is not None and padding > 0 and prober.start(carrier, padding, PROBE_S):
+                state.goal = goal
+                STATS.probes += 1
+
+    def _next_step(self, dt: DownTrack, top: float) -> float:
+        """The rate `dt` needs one simulcast layer above its current one (within its request; `top`,
+        its request's, for other tracks): what a probe for it has to show the link carries."""
+        rec = dt.track
+        if not rec.simulcast or dt.current is None:
+            return top
+        layers = sorted(rec.layers.values(), key=lambda x: x.index)
+        want = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
+        above = [x for x in layers if want is not None and dt.current.index < x.index <= want]
+        return self._demand(rec, above[0] if above else dt.current)
+
     def evaluate_one(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> None:
         now = time.monotonic()
         self._allocate(now=now)  # a changed request changes the subscriber's demands
-        self._evaluate_downtrack(rec, dt, now, _TrackView(rec, now))
+        self._evaluate_downtrack(rec, dt, now, _TrackView(rec, now, self._peaks))
         self._update_dynacast(rec, time.monotonic())
 
     @staticmethod
     def estimate(dt: DownTrack, now: float, share: float | None = None,
                  single_layer: bool | None = None) -> float | None:
-        """The subscriber's downlink estimate as the policy uses it for `dt`: its REMB (None before the
-        first), or `share` of it when the subscriber receives more than one video track, for a track
-        without simulcast raised to what its receiver reports show it receiving without loss
-        (`delivered_floor`).
+        """The subscriber's downlink estimate as the policy uses it for `dt`: its transport-wide
+        estimate or REMB (None before the first), or `share` of it when the subscriber receives more
+        than one video track, for a track without simulcast raised to what its receiver reports show
+        it receiving without loss (`delivered_floor`).
 
         Only without simulcast: there a low estimate can only cost frames (thinning) or the picture
         (a pause), so it takes more than the client's word — loss, or the subscriber falling behind.
@@ -521,9 +682,9 @@ class LayerSelector:
         cheap step that is undone as the estimate recovers, and a squeezed downlink must be able to
         cause it before it shows as loss (delay-based estimators exist to act before loss).
         `single_layer`: whether `dt`'s track is neither (worked out when not given)."""
-        if not dt.remb_bps:
+        if not dt.estimate_bps:
             return None
-        estimate = float(dt.remb_bps) if share is None else share
+        estimate = float(dt.estimate_bps) if share is None else share
         if dt.current is None or dt.delivered_at is None:
             return estimate
         if single_layer is None:
@@ -540,13 +701,15 @@ class LayerSelector:
             self._evaluate_spatial(rec, dt, view, now)
             return
         layers = view.layers
-        available = view.available
+        send_side = _send_side(dt)
+        available = view.available_peak if send_side else view.available
         requested = view.requested(dt)
         estimate = self.estimate(dt, now, self._shares.get(dt), view.single_layer)
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
-        decision = decide(state, available, requested, estimate, dt.recent_loss(now), now)
+        decision = decide(state, available, requested, estimate, dt.recent_loss(now), now, send_side,
+                          min((x.index for x in layers), default=None))
         target = None if decision.target is None else next((x for x in layers if x.index == decision.target), None)
         dt.max_tid = decision.max_tid
         was_paused = dt.paused
@@ -568,7 +731,7 @@ class LayerSelector:
         state = self.state(dt)
         state.current = None if dt.target is None else min(dt.target_sid, spatial[-1].index)
         decision = decide(state, available, requested, self.estimate(dt, now, self._shares.get(dt), False),
-                          dt.recent_loss(now), now)
+                          dt.recent_loss(now), now, _send_side(dt))
         dt.max_tid = decision.max_tid
         was_paused = dt.paused
         if decision.target is None:
@@ -611,8 +774,9 @@ class LayerSelector:
             cur = _rate(dt.current)
             if cur > estimate * DOWN_TOLERANCE:
                 # the current layer no longer fits: ask for the best one that does, even if it is
-                # switched off now (the selector can only move down to layers that are arriving)
-                fitting_now = [x for x in fitting if _rate(x) <= estimate * DOWN_TOLERANCE]
+                # switched off now (the selector can only move down to layers that are arriving;
+                # a layer switched off is judged by what it needed when it ran)
+                fitting_now = [x for x in fitting if self._demand(rec, x) <= estimate * DOWN_TOLERANCE]
                 return fitting_now[-1] if fitting_now else layers[0]
             # keep the layer above the current one warm when the selector may probe it
             reach = dt.current.index + (1 if estimate >= cur * PROBE_HEADROOM else 0)
@@ -632,9 +796,16 @@ class LayerSelector:
             for layer in (dt.target, dt.current, self._wanted(rec, dt, now)):
                 if layer is not None:
                     needed.add(layer.rid)
-            if dt.paused and dt.pause_reason == "bandwidth":
+            if (dt.paused and dt.pause_reason == "bandwidth") or _send_side(dt):
                 # keep the lowest layer coming so the subscriber can resume
                 needed.add(min(rec.layers.values(), key=lambda x: x.index).rid)
+            if _send_side(dt) and dt.current is not None:
+                # and, for a send-side estimate, the layer below the current one: a link that
+                # narrows is then followed one step down at once, rather than to the bottom or after
+                # the seconds a browser takes to start encoding a layer again
+                below = [x for x in rec.layers.values() if x.index < dt.current.index]
+                if below:
+                    needed.add(max(below, key=lambda x: x.index).rid)
         for relay in rec.relays:
             # another node's subscribers (sfu.cascade): what its selector said, or all until it has
             needed |= set(rec.layers) if relay.needed is None else relay.needed & set(rec.layers)

@@ -109,6 +109,10 @@ class MediaStats:
         self.relayed_bytes_out = 0
         self.relay_resent = 0
         self.layer_switches = 0
+        # bandwidth probes (sfu.prober): padding sent to subscribers to test their downlink
+        self.probes = 0
+        self.probe_packets = 0
+        self.probe_bytes = 0
         self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
         # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
         # our closing them, by (target, cause): each a fixed set
@@ -214,6 +218,9 @@ class MediaCollector:
                       s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
+        yield counter("basement_bandwidth_probes", "bandwidth probes started (padding that tests a subscriber's "
+                      "downlink before a layer goes up)", s.probes)
+        yield counter("basement_probe_bytes", "padding bytes sent to subscribers by bandwidth probes", s.probe_bytes)
         yield counter("basement_relayed_packets_out", "RTP packets relayed to the other nodes (workers) of rooms "
                       "that span them", s.relayed_packets_out)
         yield counter("basement_relayed_bytes_out", "RTP bytes relayed to the other nodes (workers) of rooms "

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from aiortc import rtp as artp
 from aiortc.sdp import candidate_from_sdp
 
-from sfu import datapath
+from sfu import datapath, twcc
 from sfu import sdp as sdpmod
 from sfu.api import SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
 from sfu.bucket import TokenBucket
@@ -67,8 +67,9 @@ class Room(Protocol):
         """The layer a new subscription starts on, before any feedback."""
         ...
 
-    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
-        """The subscriber's downlink estimate (REMB) for `downtracks` (those it names; none: all)."""
+    def on_estimate(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
+        """The subscriber's downlink estimate (its REMB, or ours from transport-wide feedback) for
+        `downtracks` (those it names; none: all)."""
         ...
 
     def name_of(self, participant_id: str) -> str: ...
@@ -425,12 +426,20 @@ class Peer:
                     slot = self.slots_by_ssrc.get(ssrc)
                     if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_pli()
+            elif isinstance(p, twcc.Feedback):
+                transport = self.subscriber
+                if transport is not None:
+                    estimate = transport.on_transport_feedback(p, time.monotonic())
+                    if estimate is not None:
+                        self.room.on_estimate(self, int(estimate), [], ())
             elif isinstance(p, Remb):
+                if self.subscriber is not None and self.subscriber.estimator is not None:
+                    continue  # our own estimate, from transport-wide feedback, is the better one
                 # the estimate covers the media the REMB names (RFC draft-alvestrand-rmcat-remb);
                 # naming none of ours, it is taken for the whole downlink
                 named = [s.downtrack for s in map(self.slots_by_ssrc.get, p.ssrcs)
                          if s is not None and s.downtrack is not None]
-                self.room.on_remb(self, p.bitrate, named, tuple(sorted(set(p.ssrcs))))
+                self.room.on_estimate(self, p.bitrate, named, tuple(sorted(set(p.ssrcs))))
             elif isinstance(p, (artp.RtcpRrPacket, artp.RtcpSrPacket)):
                 for block in p.reports:
                     slot = self.slots_by_ssrc.get(block.ssrc)

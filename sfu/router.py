@@ -143,9 +143,10 @@ class Router:
     def initial_layer(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> Layer | None:
         return self.selector.initial_layer(rec, dt)
 
-    def on_remb(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
-        # a REMB naming none of the DownTracks is taken for the subscriber's whole downlink
-        self.selector.on_remb(subscriber.id, downtracks or subscriber.downtracks.values(), bitrate, scope)
+    def on_estimate(self, subscriber: Peer, bitrate: int, downtracks: list[DownTrack], scope: tuple[int, ...]) -> None:
+        # an estimate naming none of the DownTracks (transport-wide, or a REMB naming none of ours) is
+        # for the subscriber's whole downlink
+        self.selector.on_estimate(subscriber.id, downtracks or subscriber.downtracks.values(), bitrate, scope)
 
     # --------------------------------------------------------------------------------------------
     async def remove_peer(self, peer: Peer, reason: str = "left") -> None:

@@ -48,12 +48,16 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
-from sfu import consent, ice_tcp, media_socket, udp_mux
+from sfu import consent, ice_tcp, media_socket, twcc, udp_mux
 from sfu import sdp as sdpmod
 from sfu.candidates import CandidatePolicy, CandidateScreen, parse_ranges
 from sfu.dependency_descriptor import URI_DD
+from sfu.estimator import SendSideEstimator
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
+from sfu.prober import Prober
+from sfu.rtp import URI_TWCC
+from sfu.transport_seq import TransportSequence
 
 log = logging.getLogger("basement.transport")
 
@@ -313,9 +317,32 @@ def _add_forwarded_codecs() -> None:
     extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
     if not any(e.uri == URI_DD for e in extensions):
         extensions.append(RTCRtpHeaderExtensionParameters(id=DD_ID, uri=URI_DD))
+    # Transport-wide congestion control (sfu.twcc, sfu.estimator) on every m-line we offer a
+    # subscriber, audio included: one sequence numbers everything the transport sends, and a number
+    # the receiver cannot read on an m-line (not negotiated there) would be reported lost. Answers to
+    # publishers drop it (`drop_transport_cc`).
+    for kind in ("audio", "video"):
+        extensions = _artc_codecs.HEADER_EXTENSIONS[kind]
+        if not any(e.uri == URI_TWCC for e in extensions):
+            extensions.append(RTCRtpHeaderExtensionParameters(id=TWCC_ID, uri=URI_TWCC))
+        for codec in _artc_codecs.CODECS[kind]:
+            if not codec.mimeType.lower().endswith("/rtx") and not any(
+                    f.type == "transport-cc" for f in codec.rtcpFeedback):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
 
 
 DD_ID = 5  # the dependency descriptor's id in our offers (aiortc's own video extensions are 1 and 3)
+TWCC_ID = 4  # transport-wide-cc's, on audio and video m-lines alike (audio has 1 and 2, video 1, 3, 5)
+
+
+def drop_transport_cc(transceiver: Any) -> None:
+    """An answer to a publisher does not negotiate transport-wide feedback: the SFU estimates the
+    uplink itself (REMB, sfu.ingress) and sends no transport-wide feedback, and a browser that
+    negotiated it would estimate from feedback that never comes (libwebrtc then stays at its start
+    rate, and the top simulcast layer never starts)."""
+    transceiver._headerExtensions = [e for e in transceiver._headerExtensions if e.uri != URI_TWCC]
+    for codec in transceiver._codecs:
+        codec.rtcpFeedback = [f for f in codec.rtcpFeedback if f.type != "transport-cc"]
 
 
 def keep_dd_for_av1(transceiver: Any) -> None:
@@ -878,6 +905,30 @@ def guard_sctp(sctp: Any) -> None:
     sctp._handle_data = guarded
 
 
+def _split_transport_feedback(data: bytes) -> tuple[list[bytes], bytes]:
+    """A compound RTCP packet's transport-wide feedback packets (raw, in order) and the rest of it.
+
+    aiortc's parser would read a feedback as a NACK, and refuses the whole compound when one is
+    padded (libwebrtc pads them to a word with the P bit: aiortc strips the padding, then finds a
+    payload that is not whole words). A header that runs past the end stops the split: the rest goes
+    to aiortc's parser as it is, which refuses it."""
+    if data.find(b"\xcd") < 0:  # (no RTPFB byte anywhere: the common case, no walk)
+        return [], data
+    feedback: list[bytes] = []
+    rest = bytearray()
+    pos, n = 0, len(data)
+    while pos + 4 <= n:
+        end = pos + (((data[pos + 2] << 8) | data[pos + 3]) + 1) * 4
+        if end > n:
+            break
+        if data[pos + 1] == twcc.RTPFB and data[pos] & 0x1F == twcc.FMT_TWCC:
+            feedback.append(data[pos:end])
+        else:
+            rest += data[pos:end]
+        pos = end
+    return feedback, bytes(rest + data[pos:])
+
+
 class PeerTransport:
     """One peer connection: media in (publish) or media out (subscribe), never decoded."""
 
@@ -908,6 +959,13 @@ class PeerTransport:
         # the native send side (sfu._native.Egress), once the path is up on the native data path;
         # read per packet by the native fan-out (None: it calls send_rtp instead)
         self.egress: Any = None
+        # transport-wide congestion control on a subscribe transport: what is stamped (and, on the
+        # Python path, the numbering and send history; the Egress keeps its own), and the downlink
+        # estimate made from the subscriber's feedback (None before the first feedback)
+        self.sequence = TransportSequence()
+        self.estimator: SendSideEstimator | None = None
+        self._feedback_last: int | None = None  # the newest transport sequence number fed to it
+        self.prober = Prober(self.send_rtp)  # padding that tests the downlink (started by the LayerSelector)
         # the native receive side (sfu.native_receive), once DTLS is up on the native data path
         self.native_receive: NativeReceive | None = None
         self._remote: Any = None
@@ -1011,6 +1069,7 @@ class PeerTransport:
             _neuter_sender(t.sender, ended=lambda: self.ended)
             self._hook(t.receiver.transport)
             keep_dd_for_av1(t)
+            drop_transport_cc(t)
             slots.append(
                 RecvSlot(
                     mid=t.mid,
@@ -1211,6 +1270,13 @@ class PeerTransport:
         slot.mid = params.muxId or slot.transceiver.mid or ""
         slot.cname = params.rtcp.cname or ""
         slot.ext_ids = {e.uri: e.id for e in params.headerExtensions}
+        xid = slot.ext_ids.get(URI_TWCC)
+        if xid is not None and 1 <= xid <= 14:
+            # (one id per transport: a client answering another id on a later m-line moves them all)
+            self.sequence.xid = xid
+            self.sequence.ssrcs.update(s for s in (slot.ssrc, slot.rtx_ssrc) if s)
+            if self.egress is not None:
+                self._stamp_on(self.egress, fresh=False)
         media = params.codecs[0]
         slot.pt = media.payloadType
         slot.rtx_pt = 0
@@ -1307,12 +1373,18 @@ class PeerTransport:
 
     def _rtcp_in(self, data: bytes) -> None:
         """The RTCP parse boundary: whatever the bytes, handlers get well-formed packets only."""
+        feedback, data = _split_transport_feedback(data)
         try:
             # any: entries become None (dropped) or Remb (parsed REMB) below
-            packets: list[Any] = artp.RtcpPacket.parse(data)
+            packets: list[Any] = artp.RtcpPacket.parse(data) if data else []
         except Exception:  # untrusted bytes: any parser failure (ValueError, struct.error, ...) is a drop
             self._rtcp_malformed()
             return
+        for raw in feedback:
+            try:
+                packets.append(twcc.parse(raw))
+            except twcc.FeedbackError:
+                self._rtcp_malformed()
         for i, p in enumerate(packets):
             if isinstance(p, artp.RtcpPsfbPacket) and p.fmt == artp.RTCP_PSFB_APP:
                 try:
@@ -1325,6 +1397,36 @@ class PeerTransport:
         packets = [p for p in packets if p is not None]
         if packets and self.on_rtcp is not None:
             self.on_rtcp(packets)
+
+    def on_transport_feedback(self, fb: twcc.Feedback, now: float) -> float | None:
+        """Feed the subscriber's transport-wide feedback to the estimator: the new downlink estimate,
+        or None (nothing stamped here, or too little acknowledged yet). Each number counts once: a
+        later feedback that repeats it (or reports it late) is not a second packet."""
+        if not self.sequence.xid:
+            STATS.drop("twcc_unexpected")  # feedback for numbers we never stamped
+            return None
+        estimator = self.estimator
+        if estimator is None:
+            estimator = self.estimator = SendSideEstimator()
+        arrivals = dict(fb.received)
+        last = self._feedback_last
+        packets = []
+        for k in range(fb.count):
+            seq = (fb.base_seq + k) & 0xFFFF
+            if last is not None and not 0 < ((seq - last) & 0xFFFF) < 0x8000:
+                continue  # fed already (or from before what we keep)
+            sent = self.sent_packet(seq)
+            if sent is not None:
+                packets.append((sent[0], sent[1], arrivals.get(seq)))
+                self._feedback_last = seq
+        if packets:
+            estimator.on_packets(now, packets)
+        return estimator.estimate_bps
+
+    def sent_packet(self, seq: int) -> tuple[float, int] | None:
+        """(send time, bytes) of the packet this transport numbered `seq`, or None."""
+        egress = self.egress
+        return egress.sent_packet(seq) if egress is not None else self.sequence.sent_packet(seq)
 
     def _rtcp_malformed(self) -> None:
         self.rtcp_dropped += 1
@@ -1354,6 +1456,7 @@ class PeerTransport:
                 # every RTP and RTCP packet of this transport goes through it from now on: the SRTP
                 # rollover and SRTCP index state of an SSRC must live in one place
                 egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
+                self._stamp_on(egress, fresh=True)
             send_rtp, send_rtcp = egress.send_rtp, egress.send_rtcp
 
             def send_native(data: bytes, rtcp: bool = False) -> Any:
@@ -1361,21 +1464,37 @@ class PeerTransport:
 
             return send_native
 
+        sequence = self.sequence
         if self.egress is not None:
             # an ICE restart moved a native transport onto TCP: aiortc's SRTP session sends from now
             # on, and its SRTCP index starts over (the peer may take our first reports as replays)
+            sequence.next = self.egress.transport_seq_next
             self.egress.close()
             self.egress = None
         srtp = dtls._tx_srtp
         udp_send = pair.protocol.transport.sendto
         protect = srtp.protect
         protect_rtcp = srtp.protect_rtcp
+        monotonic = time.monotonic
 
         def send(data: bytes, rtcp: bool = False) -> Any:
-            udp_send(protect_rtcp(data) if rtcp else protect(data), addr)
+            if rtcp:
+                udp_send(protect_rtcp(data), addr)
+            else:
+                udp_send(protect(sequence.stamp(data, monotonic()) if sequence.xid else data), addr)
             return True
 
         return send
+
+    def _stamp_on(self, egress: Any, fresh: bool) -> None:
+        """The native egress stamps what `sequence` says: a new one numbering on from the Python
+        path's, one already stamping from its own next number."""
+        sequence = self.sequence
+        if not sequence.xid:
+            return
+        egress.set_transport_seq(sequence.xid, sequence.next if fresh else egress.transport_seq_next)
+        for ssrc in sequence.ssrcs:
+            egress.stamp_ssrc(ssrc)
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet now. False (and counted) when the path is not up."""
@@ -1417,6 +1536,7 @@ class PeerTransport:
         if self.closed:
             return
         self.closed = True
+        self.prober.stop()
         self._send_to = None
         if self.egress is not None:
             self.egress.close()

@@ -19,7 +19,7 @@ def test_layer_selector_evaluate(benchmark, rig_factory):
     selector = LayerSelector()
     selector.tracks = lambda: [rig.rec]
     for dt in rig.rec.downtracks:
-        dt.on_remb(3_000_000, ())
+        dt.on_estimate(3_000_000, ())
     clock = [time.monotonic()]
 
     def run():

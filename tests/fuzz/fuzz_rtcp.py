@@ -3,7 +3,7 @@
 Input: one (compound) RTCP datagram, decrypted.
 Path under test, both directions, exactly as `PeerTransport._hook` wires them:
   * subscribe transport: `PeerTransport._rtcp_in` (aiortc `RtcpPacket.parse`) → `Peer._subscriber_rtcp`
-    → `DownTrack.on_nack / on_pli / on_report`, `LayerSelector.on_remb`;
+    → `DownTrack.on_nack / on_pli / on_report`, `LayerSelector.on_estimate`;
   * publish transport: `PeerTransport._rtcp_in` → `Ingress.on_rtcp` (sender reports → SR translation).
 Contract: malformed RTCP is a counted drop (`rtcp_dropped`) or ignored; nothing escapes `_rtcp_in`
 (the aiortc hook catches what does, but counts it as an internal error and drops the whole compound
@@ -68,10 +68,10 @@ def build() -> tuple[PeerTransport, PeerTransport]:
     layer.ssrc = MEDIA_SSRC
     ingress.by_ssrc[MEDIA_SSRC] = (rec, layer, False)
 
-    # a stand-in Room (sfu.peer.Room): Peer calls only `on_remb` on the RTCP path
+    # a stand-in Room (sfu.peer.Room): Peer calls only `on_estimate` on the RTCP path
     selector = LayerSelector()
-    router = types.SimpleNamespace(on_remb=lambda sub, bps, dts, scope: selector.on_remb(
-        sub.id, dts or sub.downtracks.values(), bps, scope))  # as sfu.router.Router.on_remb
+    router = types.SimpleNamespace(on_estimate=lambda sub, bps, dts, scope: selector.on_estimate(
+        sub.id, dts or sub.downtracks.values(), bps, scope))  # as sfu.router.Router.on_estimate
     peer = Peer("PA_sub", "sub", router, emit=lambda msg: None)
     slot = SendSlot(transceiver=None, kind="video", ssrc=SUB_SSRC, rtx_ssrc=SUB_RTX_SSRC, cname="fuzz", mid="1",
                     pt=96, rtx_pt=97, ext_ids={}, active=True, codec_name="VP8")

@@ -75,7 +75,7 @@ async def _check(server, bots: list[Bot]) -> None:
         assert "goog-remb" in st["subscriber_sdp"] and "abs-send-time" in st["subscriber_sdp"], st
     await asyncio.sleep(WARMUP_S)
     room = server.node.rooms["remb"]
-    assert len(room.selector.remb) == PARTICIPANTS, room.selector.remb  # every subscriber sent REMB
+    assert len(room.selector.estimates) == PARTICIPANTS, room.selector.estimates  # every subscriber sent REMB
 
     downtracks = [dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.is_video]
     assert len(downtracks) == PARTICIPANTS * (PARTICIPANTS - 1)
@@ -95,8 +95,8 @@ async def _check(server, bots: list[Bot]) -> None:
             if dt.paused or dt.max_tid is not None:
                 degraded.add((dt.subscriber_id, dt.track.id, dt.pause_reason, dt.max_tid))
             if dt.current is not None and dt.current.bitrate:
-                lowest = min(lowest, dt.remb_bps / dt.current.bitrate)
-                if dt.remb_bps < dt.current.bitrate:
+                lowest = min(lowest, dt.estimate_bps / dt.current.bitrate)
+                if dt.estimate_bps < dt.current.bitrate:
                     remb_low.add(dt.subscriber_id)
         await asyncio.sleep(0.1)
     counted1 = counters()
@@ -115,7 +115,7 @@ async def _check(server, bots: list[Bot]) -> None:
     pauses = [(b.participant["name"], m["reason"]) for b, st in zip(bots, after) for m in st["paused"]]
     report = "\n".join(f"{who} <- {pub}: decoded {got} of {sent} frames, sizes {sizes}"
                        for got, sent, who, pub, sizes in results)
-    report += (f"\npaused: {pauses}\ndegraded: {sorted(degraded)}\nREMB: {room.selector.remb}, lowest "
+    report += (f"\npaused: {pauses}\ndegraded: {sorted(degraded)}\nREMB: {room.selector.estimates}, lowest "
                f"{lowest:.2f} of the layer's rate"
                f"\nlayer rates: {sorted(int(dt.current.bitrate) for dt in downtracks if dt.current)}"
                f"\nreported loss: {[dt.fraction_lost for dt in downtracks]}"

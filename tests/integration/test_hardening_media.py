@@ -204,7 +204,7 @@ async def test_join_publish_subscribe_leave_cycles_leave_no_media_objects(server
     assert list(server.node.peers) == [peer.id] and list(server.node.rooms) == ["churn"]
     router = server.node.rooms["churn"]
     assert list(router.peers) == [peer.id]
-    assert set(router.selector.remb) <= {peer.id}
+    assert set(router.selector.estimates) <= {peer.id}
     assert set(router.selector._dynacast) <= {rec.id for rec in peer.tracks}
     assert set(router.speaker.loudness) <= {peer.id}
     assert peer.downtracks == {} and peer.ended_packets > 0  # what ended still counts for the summary

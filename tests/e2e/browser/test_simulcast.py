@@ -47,7 +47,7 @@ def _selector_view() -> list:
             for dt in p.downtracks.values():
                 if dt.is_video:
                     view.append({"sub": p.name, "current": dt.current and dt.current.rid,
-                                 "target": dt.target and dt.target.rid, "remb": dt.remb_bps,
+                                 "target": dt.target and dt.target.rid, "remb": dt.estimate_bps,
                                  "lost": dt.fraction_lost, "paused": dt.pause_reason,
                                  "layers": {r: round(x.bitrate) for r, x in dt.track.layers.items()}})
     return view
@@ -247,7 +247,7 @@ async def test_squeezed_downlink_moves_down_and_back_up(server, connect, browser
         # q was switched off by dynacast (only a "high" subscriber): the squeeze must bring it back
         await _wait_size(sink, Q, "squeezed down to q", timeout=20)
         dt = next(dt for p in server.node.peers.values() for dt in p.downtracks.values() if dt.track.id == video)
-        assert dt.remb_bps == 150_000
+        assert dt.estimate_bps == 150_000
         assert STATS.layer_switches > switches
         # even q does not fit. While the subscriber's receiver reports show no loss it stays on q's base
         # temporal layer (an estimate alone does not stop video that arrives intact)...

@@ -22,4 +22,4 @@ def subscribers_estimates_out_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> No
     ignores the subscribers' REMB here, as the Chromium simulcast tests silence aiortc's. A browser's
     receive-side estimate swings in a CPU-starved test box, and the selector, which has no backoff
     after a downgrade yet (issue 15), then moves a subscriber between layers within seconds."""
-    monkeypatch.setattr(LayerSelector, "on_remb", lambda self, subscriber_id, downtracks, bitrate, scope=(): None)
+    monkeypatch.setattr(LayerSelector, "on_estimate", lambda self, subscriber_id, downtracks, bitrate, scope=(): None)

@@ -41,7 +41,7 @@ def server_view(server: Any, track: str) -> str:
         for dt in peer.downtracks.values():
             if dt.track.id == track:
                 downtracks.append({"subscriber": peer.name, "current": dt.current and dt.current.rid,
-                                   "max_tid": dt.max_tid, "remb": dt.remb_bps, "paused": dt.pause_reason})
+                                   "max_tid": dt.max_tid, "remb": dt.estimate_bps, "paused": dt.pause_reason})
     return (f"server: layers {layers}, downtracks {downtracks}, RTX unwrapped {STATS.rtx_unwrapped}, "
             f"NACKs sent {STATS.nacks_out}")
 

@@ -242,7 +242,7 @@ async def test_malformed_rtcp_of_every_type_is_a_counted_drop():
     assert transport.rtcp_dropped >= len(bad)
     # a bad REMB inside an otherwise good compound drops just itself
     await dtls._handle_rtcp_data(rr + _truncate_fci(remb, 9) + _remb(250_000, [7]))
-    assert router.selector.remb[peer.id] == 250_000
+    assert router.selector.estimates[peer.id] == 250_000
     assert STATS.dropped.get("internal_error", 0) == before_internal
     router.close()
     await peer.close()

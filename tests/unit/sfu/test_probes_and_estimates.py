@@ -50,7 +50,7 @@ class Replay:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.selector = LayerSelector(lambda pid, msg: self.events.append((pid, msg)))
         self.selector.tracks = lambda: [self.rec]
-        self.selector.on_remb("PA_sub", [self.dt], remb)
+        self.selector.on_estimate("PA_sub", [self.dt], remb)
         self.dt.set_target(self.selector.initial_layer(self.rec, self.dt))
         self.now = 10.0
         self.next_report = self.now + 1.0

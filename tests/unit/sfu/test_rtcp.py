@@ -228,7 +228,7 @@ def test_a_remb_applies_to_the_downtracks_it_names_or_to_all_when_it_names_none_
     class Room:
         calls: list = []
 
-        def on_remb(self, subscriber, bitrate, downtracks, scope):
+        def on_estimate(self, subscriber, bitrate, downtracks, scope):
             self.calls.append((bitrate, downtracks, scope))
 
     room = Room()

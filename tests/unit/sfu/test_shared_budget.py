@@ -62,7 +62,7 @@ class Meeting:
             self.dts.append(dt)
         self.selector = LayerSelector(lambda pid, msg: None)
         self.selector.tracks = lambda: self.recs
-        self.selector.on_remb("PA_sub", self.dts, remb)
+        self.selector.on_estimate("PA_sub", self.dts, remb)
         for rec, dt in zip(self.recs, self.dts, strict=True):
             dt.set_target(self.selector.initial_layer(rec, dt))
 
@@ -102,5 +102,5 @@ def test_an_estimate_per_m_line_is_not_shared():
     # aiortc sends one REMB per m-line, each naming its own SSRC: each is that track's estimate
     m = Meeting(3, remb=2_000_000)
     for i, dt in enumerate(m.dts):
-        m.selector.on_remb("PA_sub", [dt], 2_000_000, (0x100 + i,))
+        m.selector.on_estimate("PA_sub", [dt], 2_000_000, (0x100 + i,))
     assert m.run() == ["f", "f", "f"]

@@ -1,0 +1,219 @@
+"""The SFU's own downlink estimate (issue #15), from the RTCP bytes in to the layer a subscriber gets:
+transport-wide feedback picked out of a compound (padded as libwebrtc pads it), turned into an
+estimate by the transport, preferred to the subscriber's REMB; and the LayerSelector's policy for
+such an estimate: a layer goes up only when it fits, padding probes first show that it does (with
+backoff when they do not), and loss alone moves nothing down."""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+import pytest
+from aiortc import rtp as artp
+
+from sfu import twcc
+from sfu.layers import (PROBE_BACKOFF_MAX_S, PROBE_BACKOFF_MIN_S, PROBE_S, PROBE_SETTLE_S, UP_HEADROOM,
+                        UP_STREAK, LayerInfo, SelectorState, decide)
+from sfu.metrics import STATS
+from sfu.peer import Peer
+from sfu.transport import PeerTransport, Remb, _split_transport_feedback
+from sfu.transport_seq import TransportSequence
+from tests.support import packets as P
+from tests.unit.sfu.rig import OUT_SSRC
+from tests.unit.sfu.test_probes_and_estimates import FPS, STEP, Replay
+
+Q, H, F = 0x0000A001, 0x0000A002, 0x0000A003
+
+
+def padded_feedback(base: int, arrivals: list[int | None]) -> bytes:
+    """A feedback as libwebrtc sends it when its length is not whole words: P set, padded."""
+    packet = twcc.build(0xABC, OUT_SSRC, base, 0, 1, arrivals)
+    body = packet[4:]
+    while body.endswith(b"\x00"):  # back to the unpadded length...
+        body = body[:-1]
+    pad = 4 - len(body) % 4 if len(body) % 4 else 4
+    body += bytes(pad - 1) + bytes((pad,))  # ...then RFC 3550 padding
+    return struct.pack("!BBH", 0xA0 | twcc.FMT_TWCC, twcc.RTPFB, len(body) // 4) + body
+
+
+def test_transport_feedback_is_split_out_of_a_compound_even_padded():
+    rr = P.rtcp_rr(0xABC, [P.report_block(OUT_SSRC, 0, 0, 1000, 0)])
+    fb = padded_feedback(7, [1000, None, 3000, 4000])  # (21 bytes after the header: 3 of padding)
+    remb = bytes(artp.RtcpPsfbPacket(fmt=artp.RTCP_PSFB_APP, ssrc=0xABC, media_ssrc=0,
+                                     fci=artp.pack_remb_fci(500_000, [OUT_SSRC])))
+    with pytest.raises(ValueError):
+        artp.RtcpPacket.parse(rr + fb + remb)  # what aiortc makes of it: the whole compound refused
+    feedback, rest = _split_transport_feedback(rr + fb + remb)
+    assert feedback == [fb] and rest == rr + remb
+    assert [type(p).__name__ for p in artp.RtcpPacket.parse(rest)] == ["RtcpRrPacket", "RtcpPsfbPacket"]
+    parsed = twcc.parse(feedback[0])
+    assert [s for s, _ in parsed.received] == [7, 9, 10] and parsed.lost == 1
+    assert _split_transport_feedback(rr) == ([], rr)  # (no RTPFB at all: untouched)
+    cut = rr + fb[:-4]  # a header running past the end: left to aiortc's parser, which refuses it
+    assert _split_transport_feedback(cut) == ([], cut)
+
+
+class Transport:
+    """The parts of PeerTransport that turn feedback into an estimate, on the Python path's history."""
+
+    on_transport_feedback = PeerTransport.on_transport_feedback
+    sent_packet = PeerTransport.sent_packet
+
+    def __init__(self) -> None:
+        self.sequence = TransportSequence()
+        self.sequence.xid, self.sequence.ssrcs = 4, {OUT_SSRC}
+        self.estimator = None
+        self._feedback_last = None
+        self.egress = None
+
+    def send(self, n: int, t0: float, spacing: float) -> list[float]:
+        times = []
+        for k in range(n):
+            self.sequence.stamp(P.rtp(96, k, 0, OUT_SSRC, bytes(1000)), t0 + k * spacing)
+            times.append(t0 + k * spacing)
+        return times
+
+
+def test_feedback_becomes_the_estimate_and_each_number_counts_once():
+    t = Transport()
+    sent = t.send(100, 10.0, 0.01)  # 100 packets of ~1 kB over a second: ~830 kbit/s
+    arrivals = [int((s - 10.0) * 1e6) + 20_000 for s in sent]
+    first = twcc.parse(twcc.build(1, OUT_SSRC, 0, 0, 0, arrivals[:60]))
+    estimate = t.on_transport_feedback(first, 10.7)
+    assert t.estimator is not None and estimate is not None
+    acked = t.estimator.acked_bps()
+    again = t.on_transport_feedback(first, 10.75)  # the same numbers again: nothing more arrived
+    assert t.estimator.acked_bps() == acked and again == estimate
+    t.on_transport_feedback(twcc.parse(twcc.build(1, OUT_SSRC, 50, 0, 1, arrivals[50:])), 11.1)
+    assert t.estimator.acked_bps() == pytest.approx(830_000, rel=0.1)  # received at the rate sent, no loss
+    assert t.estimator.estimate_bps >= t.estimator.acked_bps()  # and at least what arrived
+
+
+def test_a_subscriber_with_transport_feedback_is_estimated_by_us_not_by_its_remb():
+    calls = []
+    room = SimpleNamespace(on_estimate=lambda sub, bps, dts, scope: calls.append((bps, dts, scope)))
+    peer = Peer("PA_sub", "sub", room, lambda msg: None)
+    peer.subscriber = Transport()  # type: ignore[assignment]
+    peer._subscriber_rtcp([Remb(ssrc=0xABC, bitrate=2_000_000, ssrcs=[0xDEAD])])
+    assert calls == [(2_000_000, [], (0xDEAD,))]  # before any feedback: its REMB
+    sent = peer.subscriber.send(60, 10.0, 0.01)
+    fb = twcc.parse(twcc.build(1, OUT_SSRC, 0, 0, 0, [int((s - 10) * 1e6) for s in sent]))
+    peer._subscriber_rtcp([fb])
+    assert len(calls) == 2 and calls[1][1:] == ([], ())  # ours, for the whole downlink
+    peer._subscriber_rtcp([Remb(ssrc=0xABC, bitrate=9_000_000, ssrcs=[0xDEAD])])
+    assert len(calls) == 2  # its REMB is ignored from then on
+
+
+def test_feedback_for_numbers_never_stamped_is_a_counted_drop():
+    t = Transport()
+    t.sequence.xid = 0  # transport-wide CC not negotiated
+    before = STATS.dropped.get("twcc_unexpected", 0)
+    assert t.on_transport_feedback(twcc.parse(twcc.build(1, OUT_SSRC, 0, 0, 0, [1000])), 1.0) is None
+    assert STATS.dropped["twcc_unexpected"] == before + 1
+
+
+# --- the policy ------------------------------------------------------------------------------------
+
+LAYERS = [LayerInfo(0, 150_000), LayerInfo(1, 500_000), LayerInfo(2, 1_500_000)]
+
+
+def test_a_send_side_estimate_steps_up_only_when_the_next_layer_fits():
+    # 200 kbit/s: above q with headroom, far from h. A REMB subscriber tries h by switching to it
+    # (a receive-side estimate does not grow without traffic); a send-side one waits for the probes
+    remb, ours = SelectorState(current=0), SelectorState(current=0)
+    for i in range(UP_STREAK):
+        d_remb = decide(remb, LAYERS, 2, 200_000, 0.0, i * STEP)
+        d_ours = decide(ours, LAYERS, 2, 200_000, 0.0, i * STEP, send_side=True)
+        assert d_ours.target == 0
+    assert d_remb.target == 1 and remb.probing
+    # the estimate rises above h with headroom (a probe showed it): up in two rounds, not a probe
+    decide(ours, LAYERS, 2, 500_000 * UP_HEADROOM, 0.0, 10.0, send_side=True)
+    d = decide(ours, LAYERS, 2, 500_000 * UP_HEADROOM, 0.0, 10.5, send_side=True)
+    assert d.target == 1 and not ours.probing
+
+
+def test_a_send_side_request_raised_goes_as_far_up_as_fits_at_once():
+    state = SelectorState(current=0, requested=0)
+    d = decide(state, LAYERS, 2, 700_000, 0.0, 1.0, send_side=True)
+    assert d.target == 1  # h fits 700 kbit/s, f does not: h at once, f not tried
+
+
+def test_loss_alone_does_not_move_a_send_side_subscriber_down():
+    # (a probe's own loss: the estimate, which has the loss in it, is what decides)
+    state = SelectorState(current=1)
+    assert decide(state, LAYERS, 2, 700_000, 0.3, 1.0, send_side=True).target == 1
+    assert decide(SelectorState(current=1), LAYERS, 2, 700_000, 0.3, 1.0).target == 0  # REMB: down
+
+
+def test_a_send_side_subscriber_whose_layer_no_longer_fits_is_thinned_until_a_lower_one_arrives():
+    only_f = [LayerInfo(2, 1_500_000)]
+    d = decide(SelectorState(current=2), only_f, 2, 300_000, 0.5, 1.0, send_side=True, lowest_index=0)
+    assert (d.target, d.max_tid, d.reason) == (2, 0, "bandwidth")  # not paused: q is on its way (dynacast)
+
+
+class FakeProber:
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self.starts: list[tuple[float, float]] = []  # (when, padding bps)
+        self.until = -1.0
+        self.ended_at = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.replay.now < self.until
+
+    def start(self, downtrack, padding_bps: float, seconds: float) -> bool:
+        assert seconds == PROBE_S and downtrack.slot.rtx_pt
+        self.starts.append((self.replay.now, padding_bps))
+        self.until = self.ended_at = self.replay.now + seconds
+        return True
+
+
+def send_side_replay() -> tuple[Replay, FakeProber, SimpleNamespace]:
+    r = Replay(["q", "h", "f"], remb=300_000, request="high")
+    estimator = SimpleNamespace(acked_bps=lambda: 150_000)
+    prober = FakeProber(r)
+    r.sub.estimator, r.sub.prober = estimator, prober
+    return r, prober, estimator
+
+
+def media(r: Replay, seconds: float) -> None:
+    """q 150, h 500, f 1,500 kbit/s (one packet a frame each), the selector every STEP."""
+    for _ in range(round(seconds * FPS)):
+        r.media(Q, 625, b"q")
+        r.media(H, 2083, b"h")
+        r.media(F, 6250, b"f")
+        r.tick()
+
+
+def test_probes_go_first_and_back_off_while_they_fail():
+    r, prober, _ = send_side_replay()
+    r.selector.on_estimate("PA_sub", [r.dt], 300_000)
+    media(r, 3)
+    assert r.dt.target is r.rec.layers["q"]  # h does not fit 300 kbit/s
+    # the first probe: padding up to h with headroom (h's rate held at its peak, a key frame's),
+    # on top of what is acknowledged; not up to f
+    assert prober.starts and prober.starts[0][1] == pytest.approx(500_000 * UP_HEADROOM - 150_000, rel=0.25)
+    # the estimate never rises: each probe fails, and the next waits twice as long, up to the cap
+    media(r, 30)
+    gaps = [b[0] - a[0] for a, b in zip(prober.starts, prober.starts[1:])]
+    waits = [g - PROBE_S - PROBE_SETTLE_S for g in gaps]
+    # (each judged and retried at a selector round: up to two rounds late)
+    assert waits[0] == pytest.approx(PROBE_BACKOFF_MIN_S, abs=2 * STEP + 0.05)
+    assert waits[1] == pytest.approx(2 * PROBE_BACKOFF_MIN_S, abs=2 * STEP + 0.05)
+    assert max(waits) <= PROBE_BACKOFF_MAX_S + 2 * STEP + 0.05 and waits[-1] >= PROBE_BACKOFF_MAX_S - 0.05
+    assert r.dt.target is r.rec.layers["q"]  # and nothing went up meanwhile
+
+
+def test_a_probe_that_lifts_the_estimate_lets_the_layer_up_and_the_next_probe_go_at_once():
+    r, prober, estimator = send_side_replay()
+    r.selector.on_estimate("PA_sub", [r.dt], 300_000)
+    media(r, 2)
+    assert len(prober.starts) == 1 and r.dt.target is r.rec.layers["q"]
+    r.selector.on_estimate("PA_sub", [r.dt], 700_000)  # what the probe showed
+    estimator.acked_bps = lambda: 700_000
+    media(r, 2)
+    assert r.dt.target is r.rec.layers["h"]
+    # the next step (f) is probed without a backoff: the last probe succeeded
+    assert len(prober.starts) == 2 and prober.starts[1][0] - prober.starts[0][0] <= PROBE_S + PROBE_SETTLE_S + 2 * STEP
