@@ -317,17 +317,39 @@ def _add_forwarded_codecs() -> None:
     extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
     if not any(e.uri == URI_DD for e in extensions):
         extensions.append(RTCRtpHeaderExtensionParameters(id=DD_ID, uri=URI_DD))
-    # Transport-wide congestion control (sfu.twcc, sfu.estimator) on every m-line we offer a
-    # subscriber, audio included: one sequence numbers everything the transport sends, and a number
-    # the receiver cannot read on an m-line (not negotiated there) would be reported lost. Answers to
-    # publishers drop it (`drop_transport_cc`).
+    _offer_transport_cc(_transport_cc)
+
+
+# Whether subscribers are offered transport-wide congestion control (setting `transport_cc`), and
+# what aiortc's lists say now (None: not set up yet; `_install` runs at every PeerTransport)
+_transport_cc = True
+_transport_cc_offered: bool | None = None
+
+
+def configure_transport_cc(enabled: bool) -> None:
+    """Process-wide: offer subscribers transport-wide congestion control (the default), or not."""
+    global _transport_cc
+    _transport_cc = enabled
+    _offer_transport_cc(enabled)
+
+
+def _offer_transport_cc(enabled: bool) -> None:
+    """Transport-wide congestion control (sfu.twcc, sfu.estimator) on every m-line we offer a
+    subscriber, audio included: one sequence numbers everything the transport sends, and a number the
+    receiver cannot read on an m-line (not negotiated there) would be reported lost. Answers to
+    publishers drop it (`drop_transport_cc`). aiortc builds offers from these lists."""
+    global _transport_cc_offered
+    if _transport_cc_offered == enabled:
+        return
+    _transport_cc_offered = enabled
     for kind in ("audio", "video"):
         extensions = _artc_codecs.HEADER_EXTENSIONS[kind]
-        if not any(e.uri == URI_TWCC for e in extensions):
+        extensions[:] = [e for e in extensions if e.uri != URI_TWCC]
+        if enabled:
             extensions.append(RTCRtpHeaderExtensionParameters(id=TWCC_ID, uri=URI_TWCC))
         for codec in _artc_codecs.CODECS[kind]:
-            if not codec.mimeType.lower().endswith("/rtx") and not any(
-                    f.type == "transport-cc" for f in codec.rtcpFeedback):
+            codec.rtcpFeedback = [f for f in codec.rtcpFeedback if f.type != "transport-cc"]
+            if enabled and not codec.mimeType.lower().endswith("/rtx"):
                 codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
 
 

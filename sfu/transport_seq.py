@@ -7,8 +7,9 @@ arrived and when; this object remembers, per number, when the packet left and ho
 report becomes (send time, size, arrival) for the estimator (`sfu.estimator`).
 
 `stamp` is the twin of the native Egress's stamping (sfu/native/transport_seq.c, `bs_tcc_stamp`):
-an element with the id already in the packet is overwritten; otherwise one is added where the
-extension block has padding to spare, or the block grows by a word, or a block is added. The native
+an element with the id already in the packet is overwritten (one of another length is blanked to
+padding: a receiver would read it instead); otherwise one is added where the extension block has
+padding to spare, or the block grows by a word, or a block is added. The native
 path stamps in the Egress (`set_transport_seq`, `stamp_ssrc`, `sent_packet`), the Python path here; only
 packets of SSRCs whose m-line negotiated the extension are stamped (a receiver ignores an element
 its m-line did not negotiate, and would report the number lost).
@@ -43,6 +44,7 @@ def stamp(data: bytes, xid: int, seq: int) -> bytes | None:
     two_byte = (profile & 0xFFF0) == 0x1000
     if profile != 0xBEDE and not two_byte:
         return None
+    out = bytearray(data)
     i, last = start, start  # last: just after the last element
     while i < end:
         b = data[i]
@@ -62,17 +64,23 @@ def stamp(data: bytes, xid: int, seq: int) -> bytes | None:
                 return None
             mine = b >> 4 == xid and size == 2
         if mine:
-            return data[:i + header] + value + data[i + header + 2:]
+            out[i + header:i + header + 2] = value
+            return bytes(out)
+        if (b if two_byte else b >> 4) == xid:
+            # our id with another length (a receiver would read that one): blanked to padding
+            out[i:i + header + size] = bytes(header + size)
+        else:
+            last = i + header + size
         i += header + size
-        last = i
     element = bytes((xid, 2)) + value if two_byte else bytes((xid << 4 | 1,)) + value
     if end - last >= len(element):  # fits in the block's padding
-        return data[:last] + element + data[last + len(element):]
-    grown = bytearray(data[:end] + b"\x00" * 4)
+        out[last:last + len(element)] = element
+        return bytes(out)
+    grown = out[:end] + b"\x00" * 4
     words = (end + 4 - start) // 4
     grown[hdr + 2], grown[hdr + 3] = words >> 8, words & 0xFF
     grown[last:last + len(element)] = element
-    return bytes(grown) + data[end:]
+    return bytes(grown + out[end:])
 
 
 class TransportSequence:

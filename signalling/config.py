@@ -208,6 +208,13 @@ class Settings:
         metadata={"group": "media",
                   "help": "DTLS-SRTP profiles the SFU accepts, most preferred first (RFC 5764; GCM is RFC 7714)"},
     )
+    transport_cc: bool = field(
+        default=True,
+        metadata={"group": "media",
+                  "help": "offer subscribers transport-wide congestion control: the SFU estimates each "
+                          "downlink from their feedback and probes before a layer goes up; off, a "
+                          "subscriber's own REMB is its estimate"},
+    )
     datapath: str = field(
         default="native",
         metadata={"group": "media",

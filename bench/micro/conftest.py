@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sfu import datapath, rtp
 from sfu.ingress import ingress_class
 from sfu.track import PublishedTrack
 from sfu.transport import RecvSlot, SendSlot
+from sfu.transport_seq import TransportSequence
 
 MID_IN, AST_IN = 9, 2  # the publisher's extension ids (Chrome's numbering)
 MID_OUT, AST_OUT = 4, 3  # what a subscriber m-line negotiated
@@ -62,6 +64,7 @@ class UdpTransport:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
         self.addr = sink.getsockname()
         key = os.urandom(30)
+        self.sequence = TransportSequence()
         self.egress = None
         if path == "native":
             self.egress = datapath._native.Egress(self.sock.fileno(), self.addr, 1, key)
@@ -71,9 +74,21 @@ class UdpTransport:
             policy.allow_repeat_tx = True
             self._protect = Session(policy).protect
 
+    def transport_cc(self, *ssrcs: int) -> None:
+        """Stamp transport-wide sequence numbers on these SSRCs' packets, as a subscriber transport
+        does once its client negotiated transport-cc (sfu.transport_seq)."""
+        self.sequence.xid = 4
+        self.sequence.ssrcs.update(ssrcs)
+        if self.egress is not None:
+            self.egress.set_transport_seq(4, 0)
+            for ssrc in ssrcs:
+                self.egress.stamp_ssrc(ssrc)
+
     def send_rtp(self, data: bytes) -> bool:
         if self.egress is not None:
             return self.egress.send_rtp(data)
+        if self.sequence.xid:
+            data = self.sequence.stamp(data, time.monotonic())
         try:
             self.sock.sendto(self._protect(data), self.addr)
         except BlockingIOError:
@@ -112,7 +127,7 @@ class Rig:
     """A published VP8 track with K subscribers, built from the real Ingress/PublishedTrack/DownTrack."""
 
     def __init__(self, fanout: int, protect: bool = False, path: str = "python", udp: bool = False,
-                 udp_gso: bool = True) -> None:
+                 udp_gso: bool = True, transport_cc: bool = False) -> None:
         datapath.configure(path, udp_gso=udp_gso)  # the Ingress's fan-out, the DownTracks' class, GSO
         self.sink = sink_socket() if udp else None
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -127,6 +142,9 @@ class Rig:
         self.transports = []
         for i in range(fanout):
             t = UdpTransport(path, self.sink) if self.sink is not None else FakeTransport(protect)
+            if transport_cc:
+                assert isinstance(t, UdpTransport), "transport-wide numbers are stamped by a UDP transport"
+                t.transport_cc(0x2000 + i, 0x3000 + i)
             slot = SendSlot(transceiver=None, kind="video", ssrc=0x2000 + i, rtx_ssrc=0x3000 + i, mid="1", pt=98,
                             ext_ids={rtp.URI_MID: MID_OUT, rtp.URI_ABS_SEND_TIME: AST_OUT}, active=True)
             dt = datapath.downtrack_class()(self.rec, f"PA_sub{i}", t, slot)

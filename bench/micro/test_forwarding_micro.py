@@ -118,6 +118,27 @@ def test_forward_per_copy_with_srtp_and_udp(benchmark, rig_factory, path, fanout
     assert sent >= ROUNDS * batch * fanout  # every copy reached the kernel
 
 
+@pytest.mark.parametrize("path", ["python", "native"])
+def test_forward_per_copy_with_transport_cc(benchmark, rig_factory, path):
+    """The fan-out-50 case of the test above with every copy stamped with a transport-wide sequence
+    number and remembered for feedback (what a browser subscriber's transport does): the stamping's
+    cost per copy is the difference between the two."""
+    fanout = 50
+    rig = rig_factory(fanout, path=path, udp=True, transport_cc=True)
+    batch = max(1, BATCH // fanout)
+    benchmark.extra_info.update(fanout=fanout, batch=batch, path=path)
+
+    def run(packets):
+        on_rtp = rig.ingress.on_rtp
+        for p in packets:
+            on_rtp(p, 1.0)
+
+    benchmark.pedantic(run, setup=lambda: ((rig.batch(batch),), {}), rounds=ROUNDS, iterations=1)
+    assert sum(dt.packets for dt in rig.rec.downtracks) >= ROUNDS * batch * fanout
+    stamped = [t.egress.transport_seq_next if t.egress is not None else t.sequence.next for t in rig.transports]
+    assert min(stamped) >= ROUNDS * batch  # every copy numbered
+
+
 @pytest.mark.parametrize("gso", [True, False], ids=["gso", "plain"])
 def test_forward_per_copy_of_a_received_frame(benchmark, rig_factory, gso):
     """The native path as the server runs it: a video frame of FRAME SRTP packets arrives in one

@@ -3,7 +3,8 @@
  * compare byte for byte. The Egress (forward.c) calls bs_tcc_stamp on every packet it queues for an
  * SSRC whose m-line negotiated the extension.
  *
- * An element with the id already there is overwritten; otherwise one goes where the extension block
+ * An element with the id already there is overwritten (one of another length is blanked to padding);
+ * otherwise one goes where the extension block
  * has padding to spare, or the block grows by a word, or a block is added (8 bytes). The payload and
  * any RTP padding move along. */
 #define PY_SSIZE_T_CLEAN
@@ -67,8 +68,11 @@ size_t bs_tcc_stamp(uint8_t *buf, size_t len, size_t cap, int xid, uint16_t seq)
             buf[i + header + 1] = lo;
             return len;
         }
+        if ((two_byte ? b : b >> 4) == xid)
+            memset(buf + i, 0, header + size); /* our id with another length: a receiver would read it */
+        else
+            last = i + header + size;
         i += header + size;
-        last = i;
     }
     uint8_t element[4];
     size_t elen;

@@ -25,6 +25,7 @@ def configure_media(settings: Settings) -> None:
         max_message_bytes=settings.data_max_message_bytes, rate=settings.data_rate, burst=settings.data_burst,
         max_buffered_bytes=settings.data_max_buffered_bytes, history=settings.data_history,
         room_rate=settings.data_room_rate, room_burst=2 * settings.data_room_rate))
+    transport.configure_transport_cc(settings.transport_cc)
     try:
         transport.configure_srtp(settings.srtp_profiles)
     except ValueError as e:

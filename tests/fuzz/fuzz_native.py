@@ -48,7 +48,7 @@ with instrumented():
     from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from sfu import _native, datapath, gso, reception, rtp
+    from sfu import _native, datapath, gso, reception, rtp, transport_seq
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress, NativeIngress
     from sfu.media_socket import PyMediaSocket
@@ -281,6 +281,28 @@ def _check_gso_runs(packets: list[bytes]) -> None:
             raise Finding(f"the GSO run rules disagree on {lengths}")
 
 
+def _check_transport_seq(packet: bytes, control: int) -> None:
+    """Transport-wide numbering (C, in the Egress) and its twin sfu.transport_seq write the same
+    bytes into any packet, and what they write is a packet whose number reads back."""
+    xid, seq = 1 + control % 14, (control * 257) & 0xFFFF
+    ours, theirs = transport_seq.stamp(packet, xid, seq), _native.transport_seq_stamp(packet, xid, seq)
+    if ours != theirs:
+        raise Finding(f"transport-wide stamping differs: python {ours!r}, native {theirs!r}")
+    if ours is not None:
+        try:
+            view = rtp.parse(ours)
+        except rtp.RtpError:
+            if len(packet) >= 12:
+                try:
+                    rtp.parse(packet)
+                except rtp.RtpError:
+                    return  # (it did not parse before either: stamping cannot mend it)
+                raise Finding("a stamped packet no longer parses") from None
+            return
+        if rtp.extension(ours, view, xid) != seq.to_bytes(2, "big"):
+            raise Finding("the stamped number does not read back")
+
+
 def _rx_state(rx) -> tuple:
     return (rx.base_seq, rx.max_seq, rx.cycles, rx.received, rx.restarts, rx.missing_bits, rx._jitter_q4,
             rx._transit, rx.missing())
@@ -312,6 +334,7 @@ def test_one(data: bytes) -> None:
     _check_gso_runs(packets)
     for i, packet in enumerate(packets):
         _check_srtp(packet, PROFILES[(control + i) % len(PROFILES)])
+        _check_transport_seq(packet, control + i)
         view = _check_parsers(packet)
         if view is None:
             continue

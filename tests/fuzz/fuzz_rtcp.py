@@ -2,8 +2,10 @@
 
 Input: one (compound) RTCP datagram, decrypted.
 Path under test, both directions, exactly as `PeerTransport._hook` wires them:
-  * subscribe transport: `PeerTransport._rtcp_in` (aiortc `RtcpPacket.parse`) → `Peer._subscriber_rtcp`
-    → `DownTrack.on_nack / on_pli / on_report`, `LayerSelector.on_estimate`;
+  * subscribe transport: `PeerTransport._rtcp_in` (transport-wide feedback split out and parsed by
+    `sfu.twcc`, the rest by aiortc `RtcpPacket.parse`) → `Peer._subscriber_rtcp` → `DownTrack.on_nack /
+    on_pli / on_report`, `PeerTransport.on_transport_feedback` (the send history, the estimator),
+    `LayerSelector.on_estimate`, then one selector round (probes);
   * publish transport: `PeerTransport._rtcp_in` → `Ingress.on_rtcp` (sender reports → SR translation).
 Contract: malformed RTCP is a counted drop (`rtcp_dropped`) or ignored; nothing escapes `_rtcp_in`
 (the aiortc hook catches what does, but counts it as an internal error and drops the whole compound
@@ -29,6 +31,7 @@ with instrumented():
     from sfu.peer import Peer
     from sfu.track import PublishedTrack
     from sfu.transport import PeerTransport, RecvSlot, SendSlot
+    from sfu.transport_seq import TransportSequence
 
 instrument_functions(artp.RtcpPacket.parse, artp.RtcpSrPacket.parse, artp.RtcpRrPacket.parse,
                      artp.RtcpRtpfbPacket.parse, artp.RtcpPsfbPacket.parse, artp.RtcpSdesPacket.parse,
@@ -55,7 +58,20 @@ def _transport(on_rtcp) -> PeerTransport:
     return t
 
 
-def build() -> tuple[PeerTransport, PeerTransport]:
+class _Prober:
+    """sfu.prober.Prober's interface without its task (the probe's sending is not under test)."""
+
+    running = False
+    ended_at = 0.0
+    probes = 0
+
+    def start(self, downtrack, padding_bps: float, seconds: float) -> bool:
+        assert padding_bps > 0 and seconds > 0
+        self.probes += 1
+        return True
+
+
+def build() -> tuple[PeerTransport, PeerTransport, LayerSelector]:
     random.seed(0)  # DownTrack draws its initial numbering at random: keep runs reproducible
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
     ingress = Ingress("PA_pub")
@@ -83,13 +99,25 @@ def build() -> tuple[PeerTransport, PeerTransport]:
     peer.slots_by_ssrc[SUB_SSRC] = slot
     for seq in range(100, 108):
         ingress.on_rtp(_vp8(seq, seq == 100), 1.0 + seq / 1000)
-    return _transport(peer._subscriber_rtcp), _transport(ingress.on_rtcp)
+    # the subscribe transport numbered what it sent (transport-wide, id 4): 40 packets from number
+    # 65,520 on (across the wrap), so feedback finds a history, an estimator and a prober
+    subscribe = _transport(peer._subscriber_rtcp)
+    subscribe.sequence = TransportSequence()
+    subscribe.sequence.xid, subscribe.sequence.next, subscribe.sequence.ssrcs = 4, 65520, {SUB_SSRC}
+    for k in range(40):
+        subscribe.sequence.stamp(rtp.HEADER.pack(0x80, 96, k, 0, SUB_SSRC) + bytes(1000), 1.0 + k * 0.005)
+    subscribe.estimator, subscribe._feedback_last, subscribe.egress = None, None, None
+    subscribe.prober = _Prober()
+    peer.subscriber = subscribe
+    selector.tracks = lambda: [rec]
+    return subscribe, _transport(ingress.on_rtcp), selector
 
 
 def test_one(data: bytes) -> None:
-    subscribe, publish = build()
+    subscribe, publish, selector = build()
     subscribe._rtcp_in(data)
     publish._rtcp_in(data)
+    selector.evaluate(2.0)  # what an estimate from the feedback (and a probe) does to the policy
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgpack
 from aiortc import rtp as artp
 
+from sfu import twcc
 from signalling.access.grants import SIGNIN_TOKEN_PURPOSE, _Signer
 
 if __package__ in (None, ""):  # run as a script: make the repository importable for tests.support
@@ -199,7 +200,22 @@ def rtcp_seeds() -> dict[str, bytes]:
         "bye": bytes(bye),
         "compound-rr-remb-nack": bytes(rr) + bytes(remb) + bytes(nack),
         "compound-rr-sdes-pli": bytes(rr) + bytes(sdes) + bytes(pli),
+        # transport-wide feedback for the harness's history (numbers 65,520 on, across the wrap):
+        # run and vector chunks, a loss, a large delta; and one padded as libwebrtc pads, with an RR
+        "twcc": twcc.build(0x9999, SUB_SSRC, 65520, 64_000, 3,
+                           [k * 5000 for k in range(20)] + [None, 130_000, 90_000] + [None] * 10 + [200_000]),
+        "compound-rr-twcc-padded": bytes(rr) + _padded(twcc.build(0x9999, SUB_SSRC, 65530, 0, 4,
+                                                                  [1000, None, 3000, 4000])),
     }
+
+
+def _padded(feedback: bytes) -> bytes:
+    """A feedback re-padded with RTCP padding (P set), as libwebrtc sends one whose length is not whole
+    words."""
+    body = feedback[4:].rstrip(b"\x00")
+    pad = 4 - len(body) % 4 if len(body) % 4 else 4
+    body += bytes(pad - 1) + bytes((pad,))
+    return struct.pack("!BBH", 0xA0 | twcc.FMT_TWCC, twcc.RTPFB, len(body) // 4) + body
 
 
 # --- SDP ------------------------------------------------------------------------------------------

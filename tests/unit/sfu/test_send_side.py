@@ -13,8 +13,17 @@ import pytest
 from aiortc import rtp as artp
 
 from sfu import twcc
-from sfu.layers import (PROBE_BACKOFF_MAX_S, PROBE_BACKOFF_MIN_S, PROBE_S, PROBE_SETTLE_S, UP_HEADROOM,
-                        UP_STREAK, LayerInfo, SelectorState, decide)
+from sfu.layers import (
+    PROBE_BACKOFF_MAX_S,
+    PROBE_BACKOFF_MIN_S,
+    PROBE_S,
+    PROBE_SETTLE_S,
+    UP_HEADROOM,
+    UP_STREAK,
+    LayerInfo,
+    SelectorState,
+    decide,
+)
 from sfu.metrics import STATS
 from sfu.peer import Peer
 from sfu.transport import PeerTransport, Remb, _split_transport_feedback
@@ -217,3 +226,41 @@ def test_a_probe_that_lifts_the_estimate_lets_the_layer_up_and_the_next_probe_go
     assert r.dt.target is r.rec.layers["h"]
     # the next step (f) is probed without a backoff: the last probe succeeded
     assert len(prober.starts) == 2 and prober.starts[1][0] - prober.starts[0][0] <= PROBE_S + PROBE_SETTLE_S + 2 * STEP
+
+
+# --- negotiation -------------------------------------------------------------------------------------
+
+
+async def test_subscribers_are_offered_transport_cc_publishers_answered_without_it_and_the_setting_turns_it_off():
+    from sfu import transport as tr
+
+    async def subscriber_offer() -> str:
+        t = PeerTransport(on_rtp=None, on_rtcp=None)
+        try:
+            t.add_slot("video", "video/VP8")
+            t.add_slot("audio", "audio/opus")
+            return await t.create_offer()
+        finally:
+            await t.close()
+
+    offer = await subscriber_offer()
+    assert offer.count("a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01") == 2
+    assert "a=rtcp-fb:97 transport-cc" in offer and "a=rtcp-fb:96 transport-cc" in offer  # VP8, Opus
+    # a publisher (here a client built on the same lists) offers it; the SFU's answer drops it
+    client, sfu = PeerTransport(on_rtp=None, on_rtcp=None), PeerTransport(on_rtp=None, on_rtcp=None)
+    try:
+        client.pc.addTransceiver("video", direction="sendonly")
+        publish_offer = await client.create_offer()
+        assert "transport-wide-cc" in publish_offer
+        await sfu.apply_offer(publish_offer)
+        answer, _ = await sfu.accept_applied_offer()
+        assert "transport-wide-cc" not in answer and "transport-cc" not in answer
+    finally:
+        await client.close()
+        await sfu.close()
+    tr.configure_transport_cc(False)
+    try:
+        offer = await subscriber_offer()
+        assert "transport-wide-cc" not in offer and "transport-cc" not in offer and "goog-remb" in offer
+    finally:
+        tr.configure_transport_cc(True)

@@ -10,9 +10,9 @@ import socket
 import struct
 
 import pytest
+from sfu._native import Egress, SrtpSession
 
 from sfu import _native, rtp, transport_seq
-from sfu._native import Egress, SrtpSession
 from sfu.transport_seq import TransportSequence
 from tests.unit.sfu.native.test_srtp import GCM128, key_for
 
@@ -49,6 +49,7 @@ CASES = {
     "a block with room in its padding": packet(one_byte(b"\x10\xaa", pad=3)),
     "a full block": packet(one_byte(b"\x32\xaa\xbb\xcc")),
     "an element with our id already": packet(one_byte(b"\x41\xff\xff")),
+    "our id with another length (blanked)": packet(one_byte(b"\x42\xaa\xbb\xcc", b"\x10\x01")),
     "CSRCs and RTP padding": packet(one_byte(b"\x10\xaa"), csrcs=2, padding=20),
     "the two-byte form": packet(b"\x10\x00\x00\x01" + b"\x07\x01\xaa\x00"),
 }
