@@ -345,26 +345,28 @@ def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age:
 
 
 def share_budget(budget: float, demands: Sequence[float], first: Sequence[bool] = (),
-                 floors: Sequence[float] = ()) -> list[float]:
+                 floors: Sequence[float] = (), tiers: Sequence[int] = ()) -> list[float]:
     """Split `budget` over `demands` (bits/s each) by water-filling: every demand gets an equal
     share, and what a smaller demand leaves over goes to the larger ones. Never more than a demand;
     all of the budget when the demands add up to more. The shares come back in the demands' order.
-    The demands marked in `first` (screen shares) are served before the others, from the budget
-    less the others' `floors` (each camera's lowest layer); the rest share what they leave.
+    Demands are served by tier, lowest first (`tiers`; without them, those marked in `first` are
+    tier 0 and the rest tier 1): each tier from what the tiers before it left, less the `floors`
+    of the tiers after it (each camera's lowest layer), which no earlier tier takes.
 
-    Why: a subscriber's REMB is the estimate for its whole downlink. Given in full to each of its
-    video tracks, a meeting subscriber receiving five cameras was allowed five times its link. A
-    shared screen is what everyone is looking at: cameras give way to it, as in LiveKit, down to
-    their lowest layer, so a screen (whoever names a track one) cannot pause everyone's cameras."""
+    Why: a subscriber's estimate is for its whole downlink. Given in full to each of its video
+    tracks, a meeting subscriber receiving five cameras was allowed five times its link. A shared
+    screen is what everyone is looking at, then the active speaker: other cameras give way to them,
+    as in LiveKit, down to their lowest layer, so a screen or a speaker cannot pause everyone's
+    cameras (`LayerSelector._allocate`: screens 0, the active speaker's camera 1, others 2)."""
     n = len(demands)
-    prior = [i < len(first) and bool(first[i]) for i in range(n)]
-    reserved = sum(min(max(demands[i], 0.0), floors[i] if i < len(floors) else 0.0)
-                   for i in range(n) if not prior[i])
+    tier = [tiers[i] if i < len(tiers) else 0 if i < len(first) and first[i] else 1 for i in range(n)]
+    floor = [min(max(demands[i], 0.0), floors[i] if i < len(floors) else 0.0) for i in range(n)]
     shares = [0.0] * n
     left = max(budget, 0.0)
-    for tier in (True, False):
-        order = sorted((i for i in range(n) if prior[i] == tier), key=lambda i: demands[i])
-        pool = max(left - reserved, 0.0) if tier else left
+    for t in sorted(set(tier)):
+        order = sorted((i for i in range(n) if tier[i] == t), key=lambda i: demands[i])
+        reserved = sum(floor[i] for i in range(n) if tier[i] > t)
+        pool = max(left - reserved, 0.0)
         for k, i in enumerate(order):
             shares[i] = min(max(demands[i], 0.0), pool / (len(order) - k))
             pool -= shares[i]
@@ -478,6 +480,9 @@ class LayerSelector:
         self._probes: dict[str, ProbeState] = {}  # subscriber id -> its probes' memory (`_probe`)
         # (track id, rid) -> the simulcast layer's rate held at its recent peak (`_update_peaks`)
         self._peaks: dict[tuple[str, str], float] = {}
+        # the room's active speaker (sfu.speaker, set by the Router): its camera is served right after
+        # screen shares from each subscriber's budget
+        self.speaker: str | None = None
 
     def start(self, tracks: Callable[[], list[PublishedTrack[DownTrack]]]) -> None:
         self.tracks = tracks
@@ -547,8 +552,9 @@ class LayerSelector:
         DownTracks given an estimate of the same scope (`DownTrack.estimate_scope`). A DownTrack's
         demand is the rate of the best layer it may have: the highest announced one at or below its
         request (dynacast may have switched it off; the share is what can bring it back)."""
-        # (subscriber, estimate scope) -> [(DownTrack, demand, is a screen, its lowest layer's rate)]
-        wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float, bool, float]]] = {}
+        # (subscriber, estimate scope) -> [(DownTrack, demand, its tier, its lowest layer's rate)]:
+        # tier 0 a screen share, 1 the active speaker's camera, 2 any other (`share_budget`)
+        wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float, int, float]]] = {}
         for rec in self.tracks():
             if rec.kind != "video":
                 continue
@@ -556,6 +562,7 @@ class LayerSelector:
             spatial = view.spatial
             choices: Sequence[LayerInfo | Layer] = spatial or view.layers
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
+            tier = 0 if rec.source == "screen" else 1 if rec.participant_id == self.speaker else 2
             for dt in rec.downtracks:
                 if not dt.estimate_bps:
                     continue
@@ -563,7 +570,7 @@ class LayerSelector:
                 top = pick(view.layers, want_index) if spatial is None else (
                     None if want_index is None else spatial[want_index])
                 if top is not None:
-                    want = (dt, self._demand(rec, top), rec.source == "screen", lowest)
+                    want = (dt, self._demand(rec, top), tier, lowest)
                     wants.setdefault((dt.subscriber_id, dt.estimate_scope), []).append(want)
         self._demands = {}
         for (subscriber, _), tracks in wants.items():
@@ -572,7 +579,8 @@ class LayerSelector:
         for tracks in wants.values():
             if len(tracks) > 1:
                 budget = float(tracks[0][0].estimate_bps)
-                split = share_budget(budget, [w[1] for w in tracks], [w[2] for w in tracks], [w[3] for w in tracks])
+                split = share_budget(budget, [w[1] for w in tracks], floors=[w[3] for w in tracks],
+                                     tiers=[w[2] for w in tracks])
                 for want, share in zip(tracks, split, strict=True):
                     shares[want[0]] = share
         self._shares = shares

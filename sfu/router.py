@@ -216,4 +216,5 @@ class Router:
         self.selector.stop()
 
     def _speaker_changed(self, participant: str | None) -> None:
+        self.selector.speaker = participant  # (the next round shares budgets with it first)
         self.broadcast({"type": "active_speaker", "participant": participant})

@@ -264,3 +264,30 @@ async def test_subscribers_are_offered_transport_cc_publishers_answered_without_
         assert "transport-wide-cc" not in offer and "transport-cc" not in offer and "goog-remb" in offer
     finally:
         tr.configure_transport_cc(True)
+
+
+# --- the prober --------------------------------------------------------------------------------------
+
+
+async def test_a_probe_is_paced_padding_on_the_rtx_stream_at_the_rate_asked():
+    from sfu import rtp
+    from sfu.prober import PACKET, PADDING, Prober
+
+    sent: list[bytes] = []
+    prober = Prober(lambda data: sent.append(data) or True)
+    slot = SimpleNamespace(rtx_pt=97, rtx_ssrc=0x3000)
+    dt = SimpleNamespace(slot=slot, rtx_seq=65534, last_ts=123456)
+    assert prober.start(dt, 400_000, 0.3)
+    assert not prober.start(dt, 400_000, 0.3)  # one at a time
+    assert not Prober(lambda data: True).start(SimpleNamespace(slot=SimpleNamespace(rtx_pt=0, rtx_ssrc=0)),
+                                              400_000, 0.3)  # no RTX negotiated: nothing to probe with
+    await prober.task
+    assert not prober.running and prober.ended_at > 0
+    # 400 kbit/s for 0.3 s is 15,000 bytes: paced in 5 ms ticks, whole packets only
+    assert 15_000 - 2 * PACKET <= len(sent) * PACKET <= 15_000 + PACKET
+    for k, data in enumerate(sent):
+        view = rtp.parse(data)
+        assert (view.pt, view.ssrc, view.ts, view.seq) == (97, 0x3000, 123456, (65535 + k) & 0xFFFF)
+        assert len(data) == PACKET and data[0] & 0x20 and view.payload_start == view.payload_end  # padding only
+        assert data[-1] == PADDING
+    assert dt.rtx_seq == (65534 + len(sent)) & 0xFFFF  # NACK answers on this stream number on from here

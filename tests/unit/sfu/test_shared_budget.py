@@ -45,6 +45,31 @@ def test_the_selector_gives_a_subscriber_s_screen_share_its_layer_before_the_cam
     assert meeting.run() == ["q", "f", "q"]  # without the screen first: h, h, h
 
 
+def test_tiers_serve_screens_then_the_speaker_then_the_rest_each_leaving_the_later_ones_their_floors():
+    # 2 Mbit/s: a screen (tier 0), the speaker's camera (1), two other cameras (2), all asking 1.5
+    # Mbit/s with a 150 kbit/s lowest layer: the screen gets what the three cameras' floors leave,
+    # the speaker what the two others' floors leave, the others the rest
+    assert share_budget(2_000_000, [1_500_000] * 4, floors=[0, 150_000, 150_000, 150_000], tiers=[0, 1, 2, 2]) == [
+        1_500_000, 200_000, 150_000, 150_000]
+    assert share_budget(3_000_000, [1_500_000] * 3, floors=[150_000] * 3, tiers=[1, 2, 2]) == [
+        1_500_000, 750_000, 750_000]
+    # `first` is tiers 0 and 1
+    assert share_budget(2_000_000, [1_500_000, 1_500_000], [True], [0, 150_000]) == share_budget(
+        2_000_000, [1_500_000, 1_500_000], floors=[0, 150_000], tiers=[0, 1])
+
+
+def test_the_active_speaker_s_camera_gets_its_layer_before_the_other_cameras():
+    meeting = Meeting(3, remb=2_000_000)
+    for i, rec in enumerate(meeting.recs):  # (the rig publishes every track as one participant)
+        rec.participant_id = f"PA_pub{i}"
+    meeting.selector.speaker = meeting.recs[2].participant_id
+    assert meeting.run() == ["q", "q", "f"]  # 1.5 Mbit/s to the speaker, q to the others
+    meeting.selector.speaker = meeting.recs[0].participant_id  # someone else speaks: the budget follows
+    targets = meeting.run()
+    # (the others share 250 kbit/s each: a REMB subscriber's selector tries the next layer now and then)
+    assert targets[0] == "f" and targets[2] != "f", targets
+
+
 class Meeting:
     """One subscriber receiving `n` simulcast cameras (q/h/f at RATES), and the room's selector."""
 
