@@ -528,9 +528,7 @@ class LayerSelector:
             # A send-side estimate that starts (low: sfu.estimator START_BPS, while the first layers
             # were given before any) or falls sharply (a link that narrowed) is acted on now, not at
             # the next round: each half second on a layer the link cannot carry is more loss queued
-            for dt in downtracks:
-                if dt.is_video and _send_side(dt):
-                    self.evaluate_one(dt.track, dt)
+            self._evaluate_now([dt for dt in downtracks if dt.is_video and _send_side(dt)])
 
     def state(self, dt: DownTrack) -> SelectorState:
         """What the policy remembers about `dt` (created on first use)."""
@@ -669,6 +667,17 @@ class LayerSelector:
         want = requested_index(layers, dt.request_layer, dt.request_width, dt.request_height)
         above = [x for x in layers if want is not None and dt.current.index < x.index <= want]
         return self._demand(rec, above[0] if above else dt.current)
+
+    def _evaluate_now(self, downtracks: list[DownTrack]) -> None:
+        """One subscriber's `downtracks` judged now, with one allocation for all of them."""
+        if not downtracks:
+            return
+        now = time.monotonic()
+        self._allocate(now=now)
+        for dt in downtracks:
+            rec = dt.track
+            self._evaluate_downtrack(rec, dt, now, _TrackView(rec, now, self._peaks))
+            self._update_dynacast(rec, now)
 
     def evaluate_one(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> None:
         now = time.monotonic()
