@@ -104,7 +104,11 @@ def test_forward_per_copy_with_srtp_and_udp(benchmark, rig_factory, path, fanout
     (AES_CM_128_HMAC_SHA1_80) → one UDP datagram each to a socket on 127.0.0.1. µs per copy =
     (time per batch / batch − the fanout-0 figure, which is the ingress cost) / fanout; `basement
     bench` measures the same inside a real server."""
-    rig = rig_factory(fanout, path=path, udp=True)
+    _per_copy(benchmark, rig_factory(fanout, path=path, udp=True), path, fanout)
+
+
+def _per_copy(benchmark, rig, path: str, fanout: int) -> int:
+    """Time `rig`'s Ingress.on_rtp over batches of packets; the batch size (packets per round)."""
     batch = max(1, BATCH // max(1, fanout))
     benchmark.extra_info.update(fanout=fanout, batch=batch, path=path)
 
@@ -116,6 +120,7 @@ def test_forward_per_copy_with_srtp_and_udp(benchmark, rig_factory, path, fanout
     benchmark.pedantic(run, setup=lambda: ((rig.batch(batch),), {}), rounds=ROUNDS, iterations=1)
     sent = sum(dt.packets for dt in rig.rec.downtracks)
     assert sent >= ROUNDS * batch * fanout  # every copy reached the kernel
+    return batch
 
 
 @pytest.mark.parametrize("path", ["python", "native"])
@@ -123,18 +128,8 @@ def test_forward_per_copy_with_transport_cc(benchmark, rig_factory, path):
     """The fan-out-50 case of the test above with every copy stamped with a transport-wide sequence
     number and remembered for feedback (what a browser subscriber's transport does): the stamping's
     cost per copy is the difference between the two."""
-    fanout = 50
-    rig = rig_factory(fanout, path=path, udp=True, transport_cc=True)
-    batch = max(1, BATCH // fanout)
-    benchmark.extra_info.update(fanout=fanout, batch=batch, path=path)
-
-    def run(packets):
-        on_rtp = rig.ingress.on_rtp
-        for p in packets:
-            on_rtp(p, 1.0)
-
-    benchmark.pedantic(run, setup=lambda: ((rig.batch(batch),), {}), rounds=ROUNDS, iterations=1)
-    assert sum(dt.packets for dt in rig.rec.downtracks) >= ROUNDS * batch * fanout
+    rig = rig_factory(50, path=path, udp=True, transport_cc=True)
+    batch = _per_copy(benchmark, rig, path, 50)
     stamped = [t.egress.transport_seq_next if t.egress is not None else t.sequence.next for t in rig.transports]
     assert min(stamped) >= ROUNDS * batch  # every copy numbered
 
