@@ -647,8 +647,8 @@ class LayerSelector:
                 state.goal = 0.0
             demand = sum(self._next_step(w[0], w[1]) for w in wants) * UP_HEADROOM
             if (state.goal or prober.running or now < state.retry_at or estimate >= demand
-                    or any((w[0].recent_loss(now) or 0.0) > LOSS_FREE for w in wants)):
-                continue
+                    or any((w[0].recent_loss(now) or 0.0) > HIGH_LOSS for w in wants)):
+                continue  # (a link losing a few percent at random may still be wide: it is probed)
             goal = min(demand, PROBE_GROWTH * estimate)
             padding = goal - estimator.acked_bps()
             carrier = next((w[0] for w in wants if w[0].current is not None and w[0].slot is not None

@@ -215,6 +215,16 @@ def test_probes_go_first_and_back_off_while_they_fail():
     assert r.dt.target is r.rec.layers["q"]  # and nothing went up meanwhile
 
 
+@pytest.mark.parametrize("lost, probed", [(8, True), (64, False)])  # 3 % of 256, 25 %
+def test_a_link_losing_a_little_at_random_is_probed_a_congested_one_is_not(lost, probed):
+    r, prober, _ = send_side_replay()
+    r.selector.on_estimate("PA_sub", [r.dt], 300_000)
+    for _ in range(3):
+        r.report(lost)  # (a report a second, from before the first round on)
+        media(r, 1)
+    assert bool(prober.starts) == probed
+
+
 def test_a_probe_that_lifts_the_estimate_lets_the_layer_up_and_the_next_probe_go_at_once():
     r, prober, estimator = send_side_replay()
     r.selector.on_estimate("PA_sub", [r.dt], 300_000)
