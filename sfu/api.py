@@ -81,6 +81,34 @@ class SubscriptionState(TypedDict):
 
     layer: str | None
     paused: bool
+    pinned: bool
+
+
+class TrackAllocation(TypedDict):
+    """Why a subscriber gets the layer it gets on one video track (`MediaNode.allocation`)."""
+
+    track: str
+    participant: str
+    source: str
+    priority: str  # sfu.allocation.PRIORITIES
+    pinned: bool
+    requested: str | None  # the best layer the request allows (rid, or "S<n>" for SVC); None: off
+    layer: str | None  # the layer aimed at; None: paused or off
+    forwarding: str | None  # the layer forwarded now (it follows `layer` at a key frame)
+    temporal: int | None  # VP8 temporal layers above this are dropped; None: all forwarded
+    paused: bool
+    need_bps: int | None  # what the requested layer needs
+    share_bps: int | None  # the rate this track may use: its share of the estimate
+    reason: str  # the reason of the last change of `layer`
+    why: str  # one sentence for people
+
+
+class AllocationState(TypedDict):
+    """A subscriber's downlink estimate and how its video shares it (`MediaNode.allocation`)."""
+
+    estimate: int | None  # bits/s; None before the first
+    estimator: str | None  # "transport-cc" (the SFU's own) or "remb" (the subscriber's)
+    tracks: list[TrackAllocation]
 
 
 class MediaNode(Protocol):
@@ -128,7 +156,13 @@ class MediaNode(Protocol):
     async def mute(self, participant_id: str, track_id: str, muted: bool) -> TrackInfo: ...
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
-                           width: int | None, height: int | None) -> SubscriptionState: ...
+                           width: int | None, height: int | None, pinned: bool | None = None) -> SubscriptionState:
+        """`pinned`: None leaves it as it was."""
+        ...
+
+    async def allocation(self, participant_id: str) -> AllocationState:
+        """Why the participant receives the layers it receives (as of the last selector round)."""
+        ...
 
     async def leave(self, participant_id: str, reason: str = "left") -> None: ...
 

@@ -112,6 +112,9 @@ class DownTrack:
         self.request_layer: str | None = None
         self.request_width: int | None = None
         self.request_height: int | None = None
+        # pinned by its subscriber: served from its estimate after screens and the active speaker
+        # (sfu.allocation.PRIORITIES)
+        self.pinned = False
         self.max_tid: int | None = None  # VP8 temporal layers above this are not forwarded
         self.temporal_drops = 0
         # VP9 SVC: spatial layers above `max_sid` are not forwarded; `target_sid` is where the

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sfu.allocation import OTHER, PINNED, PRIORITIES, SCREEN, SPEAKER, Allocation, Grant, share_budget, why
 from sfu.metrics import STATS
 from sfu.track import SPATIAL
 
@@ -344,36 +345,6 @@ def delivered_floor(delivered_bps: float, delivered_share: float, delivered_age:
     return min(delivered_bps, current_bps)
 
 
-def share_budget(budget: float, demands: Sequence[float], first: Sequence[bool] = (),
-                 floors: Sequence[float] = (), tiers: Sequence[int] = ()) -> list[float]:
-    """Split `budget` over `demands` (bits/s each) by water-filling: every demand gets an equal
-    share, and what a smaller demand leaves over goes to the larger ones. Never more than a demand;
-    all of the budget when the demands add up to more. The shares come back in the demands' order.
-    Demands are served by tier, lowest first (`tiers`; without them, those marked in `first` are
-    tier 0 and the rest tier 1): each tier from what the tiers before it left, less the `floors`
-    of the tiers after it (each camera's lowest layer), which no earlier tier takes.
-
-    Why: a subscriber's estimate is for its whole downlink. Given in full to each of its video
-    tracks, a meeting subscriber receiving five cameras was allowed five times its link. A shared
-    screen is what everyone is looking at, then the active speaker: other cameras give way to them,
-    as in LiveKit, down to their lowest layer, so a screen or a speaker cannot pause everyone's
-    cameras (`LayerSelector._allocate`: screens 0, the active speaker's camera 1, others 2)."""
-    n = len(demands)
-    tier = [tiers[i] if i < len(tiers) else 0 if i < len(first) and first[i] else 1 for i in range(n)]
-    floor = [min(max(demands[i], 0.0), floors[i] if i < len(floors) else 0.0) for i in range(n)]
-    shares = [0.0] * n
-    left = max(budget, 0.0)
-    for t in sorted(set(tier)):
-        order = sorted((i for i in range(n) if tier[i] == t), key=lambda i: demands[i])
-        reserved = sum(floor[i] for i in range(n) if tier[i] > t)
-        pool = max(left - reserved, 0.0)
-        for k, i in enumerate(order):
-            shares[i] = min(max(demands[i], 0.0), pool / (len(order) - k))
-            pool -= shares[i]
-            left -= shares[i]
-    return shares
-
-
 def pick(layers: list[Layer], max_index: int | None) -> Layer | None:
     if max_index is None:
         return None
@@ -472,11 +443,9 @@ class LayerSelector:
         # so the forwarding side knows nothing of the policy; weak keys, so an ended DownTrack's
         # state goes with it whichever way it ended (unsubscribe, leave, recycled m-line)
         self._states: weakref.WeakKeyDictionary[DownTrack, SelectorState] = weakref.WeakKeyDictionary()
-        # each video DownTrack's share of its subscriber's estimate (`_allocate`); absent: the whole
-        # estimate (a subscriber with one video track, or none reported yet)
-        self._shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
-        # subscriber id -> [(video DownTrack, the rate of the best layer it may have)] (`_allocate`)
-        self._demands: dict[str, list[tuple[DownTrack, float]]] = {}
+        # the last round's sharing of each subscriber's estimate among its video DownTracks
+        # (`_allocate`); a DownTrack without a share there has the whole estimate
+        self.allocation = Allocation()
         self._probes: dict[str, ProbeState] = {}  # subscriber id -> its probes' memory (`_probe`)
         # (track id, rid) -> the simulcast layer's rate held at its recent peak (`_update_peaks`)
         self._peaks: dict[tuple[str, str], float] = {}
@@ -549,9 +518,10 @@ class LayerSelector:
         """Share each estimate among the video DownTracks it covers (`share_budget`): one subscriber's
         DownTracks given an estimate of the same scope (`DownTrack.estimate_scope`). A DownTrack's
         demand is the rate of the best layer it may have: the highest announced one at or below its
-        request (dynacast may have switched it off; the share is what can bring it back)."""
-        # (subscriber, estimate scope) -> [(DownTrack, demand, its tier, its lowest layer's rate)]:
-        # tier 0 a screen share, 1 the active speaker's camera, 2 any other (`share_budget`)
+        request (dynacast may have switched it off; the share is what can bring it back). Its
+        priority: a screen share, the active speaker's camera, a camera its subscriber pinned, or
+        another (sfu.allocation.PRIORITIES), each leaving the later ones their lowest layers."""
+        # (subscriber, estimate scope) -> [(DownTrack, demand, its priority, its lowest layer's rate)]
         wants: dict[tuple[str, tuple[int, ...]], list[tuple[DownTrack, float, int, float]]] = {}
         for rec in self.tracks():
             if rec.kind != "video":
@@ -560,7 +530,7 @@ class LayerSelector:
             spatial = view.spatial
             choices: Sequence[LayerInfo | Layer] = spatial or view.layers
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
-            tier = 0 if rec.source == "screen" else 1 if rec.participant_id == self.speaker else 2
+            shared = SCREEN if rec.source == "screen" else SPEAKER if rec.participant_id == self.speaker else OTHER
             for dt in rec.downtracks:
                 if not dt.estimate_bps:
                     continue
@@ -568,20 +538,22 @@ class LayerSelector:
                 top = pick(view.layers, want_index) if spatial is None else (
                     None if want_index is None else spatial[want_index])
                 if top is not None:
-                    want = (dt, self._demand(rec, top), tier, lowest)
+                    priority = PINNED if shared == OTHER and dt.pinned else shared
+                    want = (dt, self._demand(rec, top), priority, lowest)
                     wants.setdefault((dt.subscriber_id, dt.estimate_scope), []).append(want)
-        self._demands = {}
+        allocation = Allocation()
         for (subscriber, _), tracks in wants.items():
-            self._demands.setdefault(subscriber, []).extend((w[0], w[1]) for w in tracks)
-        shares: weakref.WeakKeyDictionary[DownTrack, float] = weakref.WeakKeyDictionary()
-        for tracks in wants.values():
-            if len(tracks) > 1:
-                budget = float(tracks[0][0].estimate_bps)
-                split = share_budget(budget, [w[1] for w in tracks], floors=[w[3] for w in tracks],
-                                     tiers=[w[2] for w in tracks])
-                for want, share in zip(tracks, split, strict=True):
-                    shares[want[0]] = share
-        self._shares = shares
+            allocation.by_subscriber.setdefault(subscriber, []).extend(w[0] for w in tracks)
+            if len(tracks) == 1:
+                dt, need, priority, _ = tracks[0]
+                allocation.grants[dt] = Grant(priority, need, None)
+                continue
+            budget = float(tracks[0][0].estimate_bps)
+            split = share_budget(budget, [w[1] for w in tracks], floors=[w[3] for w in tracks],
+                                 tiers=[w[2] for w in tracks])
+            for (dt, need, priority, _), share in zip(tracks, split, strict=True):
+                allocation.grants[dt] = Grant(priority, need, share)
+        self.allocation = allocation
 
     def evaluate(self, now: float) -> None:
         tracks = [rec for rec in self.tracks() if rec.kind == "video"]
@@ -626,7 +598,7 @@ class LayerSelector:
         estimate), for PROBE_S. A probe that did not lift the estimate to most of its goal
         backs off (PROBE_BACKOFF_MIN_S doubling to PROBE_BACKOFF_MAX_S); one that did lets the next go at
         once, so a wide link is found in a few steps."""
-        for subscriber, wants in self._demands.items():
+        for subscriber, wants in self.allocation.demands().items():
             dt = wants[0][0]
             transport = dt.transport
             estimator = getattr(transport, "estimator", None)
@@ -712,6 +684,61 @@ class LayerSelector:
                                 dt.recent_loss(now), _rate(dt.current))
         return max(estimate, floor)
 
+    def explain(self, subscriber_id: str, downtracks: Iterable[DownTrack], now: float) -> dict[str, Any]:
+        """Why each of a subscriber's video DownTracks gets the layer it gets (the protocol's
+        `allocation` reply): its estimate, and per track its priority, what its request needs, its
+        share of the estimate, the layer aimed at and forwarded, and a sentence (`sfu.allocation.why`).
+        From the last allocation round and the DownTracks' state; nothing is recomputed."""
+        video = [dt for dt in downtracks if dt.is_video]
+        estimate = self.estimates.get(subscriber_id)
+        send_side = any(_send_side(dt) for dt in video)
+        tracks = [self._explain_one(dt, estimate, send_side, now) for dt in video]
+        return {"estimate": estimate, "estimator": None if estimate is None else
+                "transport-cc" if send_side else "remb", "tracks": tracks}
+
+    def _explain_one(self, dt: DownTrack, estimate: int | None, send_side: bool, now: float) -> dict[str, Any]:
+        rec = dt.track
+        spatial = spatial_layers(rec)
+        choices: list[LayerInfo] | list[Layer] = spatial if spatial is not None else sorted(
+            rec.layers.values(), key=lambda x: x.index)
+
+        def name(x: LayerInfo | Layer | None) -> str | None:
+            return None if x is None else x.rid if not isinstance(x, LayerInfo) else f"S{x.index}"
+
+        want = requested_index(choices, dt.request_layer, dt.request_width, dt.request_height)
+        requested = pick(choices, want) if choices else None  # type: ignore[arg-type]
+        aimed: LayerInfo | Layer | None
+        forwarded: LayerInfo | Layer | None
+        if spatial is not None:
+            aimed = None if dt.target is None else spatial[min(dt.target_sid, len(spatial) - 1)]
+            forwarded = None if dt.current is None else spatial[min(dt.max_sid, len(spatial) - 1)]
+        else:
+            aimed, forwarded = dt.target, dt.current
+        above = None
+        if aimed is not None and requested is not None:
+            higher = [x for x in choices if aimed.index < x.index <= requested.index]
+            if higher:
+                above = (name(higher[0]) or "", self._demand(rec, higher[0]))
+        grant = self.allocation.grants.get(dt)
+        priority = PRIORITIES[grant.priority] if grant is not None else (
+            "screen" if rec.source == "screen" else "speaker" if rec.participant_id == self.speaker
+            else "pinned" if dt.pinned else "other")
+        shared = grant is not None and grant.share is not None
+        usable = self.estimate(dt, now, self.allocation.share(dt))
+        thinned = dt.max_tid == 0 and aimed is not None
+        return {
+            "track": rec.id, "participant": rec.participant_id, "source": rec.source, "priority": priority,
+            "pinned": dt.pinned, "requested": None if want is None else name(requested),
+            "layer": name(aimed), "forwarding": name(forwarded), "temporal": dt.max_tid, "paused": dt.paused,
+            "need_bps": None if grant is None else round(grant.need),
+            "share_bps": None if usable is None else round(usable), "reason": dt.target_reason,
+            "why": why(requested=None if want is None else name(requested), layer=name(aimed), above=above,
+                       usable=usable, estimate=None if estimate is None else float(estimate),
+                       estimator=None if estimate is None else "transport-cc" if send_side else "remb",
+                       reason=dt.target_reason, pause_reason=dt.pause_reason, thinned=thinned,
+                       priority=priority, shared=shared),
+        }
+
     def _evaluate_downtrack(self, rec: PublishedTrack[DownTrack], dt: DownTrack, now: float,
                             view: _TrackView) -> None:
         if view.spatial is not None:
@@ -721,7 +748,7 @@ class LayerSelector:
         send_side = _send_side(dt)
         available = view.available_peak if send_side else view.available
         requested = view.requested(dt)
-        estimate = self.estimate(dt, now, self._shares.get(dt), view.single_layer)
+        estimate = self.estimate(dt, now, self.allocation.share(dt), view.single_layer)
         state = self.state(dt)
         state.current = dt.current.index if dt.current is not None else (
             dt.target.index if dt.target is not None else None)
@@ -747,7 +774,7 @@ class LayerSelector:
         requested = view.requested(dt)
         state = self.state(dt)
         state.current = None if dt.target is None else min(dt.target_sid, spatial[-1].index)
-        decision = decide(state, available, requested, self.estimate(dt, now, self._shares.get(dt), False),
+        decision = decide(state, available, requested, self.estimate(dt, now, self.allocation.share(dt), False),
                           dt.recent_loss(now), now, _send_side(dt))
         dt.max_tid = decision.max_tid
         was_paused = dt.paused
@@ -786,7 +813,7 @@ class LayerSelector:
         if requested is None or not layers:
             return None
         fitting = [x for x in layers if x.index <= requested]
-        estimate = self.estimate(dt, now, self._shares.get(dt))
+        estimate = self.estimate(dt, now, self.allocation.share(dt))
         if estimate and dt.current is not None:
             cur = _rate(dt.current)
             if cur > estimate * DOWN_TOLERANCE:

@@ -11,9 +11,19 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sfu.api import Broadcast, Deliver, Joined, MediaError, MediaNode, NamedTrackInfo, SubscriptionState, TrackInfo
+from sfu.api import (
+    AllocationState,
+    Broadcast,
+    Deliver,
+    Joined,
+    MediaError,
+    MediaNode,
+    NamedTrackInfo,
+    SubscriptionState,
+    TrackInfo,
+)
 from sfu.metrics import STATS, LabelledGauge, MediaStats
 from sfu.peer import Peer
 from sfu.presence import BATCH_ABOVE as PRESENCE_BATCH_ABOVE
@@ -158,13 +168,16 @@ class SfuNode:
         return rec.info()
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
-                           width: int | None, height: int | None) -> SubscriptionState:
-        """A subscriber's wish for one track: a layer name, its rendered size, or off."""
+                           width: int | None, height: int | None, pinned: bool | None = None) -> SubscriptionState:
+        """A subscriber's wish for one track: a layer name, its rendered size, or off; and whether
+        it is pinned (served before the other cameras from the subscriber's downlink; None: as it was)."""
         peer = self._peer(participant_id)
         dt = peer.downtracks.get(track_id)
         if dt is None:
             raise MediaError("unknown_track", f"not subscribed to track {track_id!r}")
         dt.request_layer, dt.request_width, dt.request_height = layer, width, height
+        if pinned is not None:
+            dt.pinned = pinned
         if dt.kind == "video":
             # apply now rather than at the next periodic evaluation: a user clicked something
             self._router_of(peer).selector.evaluate_one(dt.track, dt)
@@ -176,7 +189,12 @@ class SfuNode:
         # what the reply names; the layer actually forwarded may still change (it waits for a key
         # frame of the target): then the subscriber hears `layer_changed`
         peer.told_layer(track_id, target.rid if target else None)
-        return {"layer": target.rid if target else None, "paused": target is None}
+        return {"layer": target.rid if target else None, "paused": target is None, "pinned": dt.pinned}
+
+    async def allocation(self, participant_id: str) -> AllocationState:
+        peer = self._peer(participant_id)
+        explained = self._router_of(peer).selector.explain(peer.id, peer.downtracks.values(), time.monotonic())
+        return cast(AllocationState, explained)
 
     def _tracks_lost(self, peer: Peer, lost: list[PublishedTrack[DownTrack]], forget_speaker: bool = True) -> None:
         """A publisher's connection failed, or it unpublished them: unpublish its tracks as a leave

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sfu.api import Joined, MediaError, SubscriptionState, TrackInfo
+from sfu.api import AllocationState, Joined, MediaError, SubscriptionState, TrackInfo
 from signalling.cluster.bus import Bus, RemoteError
 from signalling.cluster.placement import NoNodeError, Placer
 
@@ -145,10 +145,13 @@ class RemoteNode:
                                 {"pid": participant_id, "track": track_id, "muted": muted})
 
     async def subscription(self, participant_id: str, track_id: str, layer: str | None,
-                           width: int | None, height: int | None) -> SubscriptionState:
+                           width: int | None, height: int | None, pinned: bool | None = None) -> SubscriptionState:
         return await self._call(self._node_of(participant_id), "subscription",
                                 {"pid": participant_id, "track": track_id, "layer": layer,
-                                 "width": width, "height": height})
+                                 "width": width, "height": height, "pinned": pinned})
+
+    async def allocation(self, participant_id: str) -> AllocationState:
+        return await self._call(self._node_of(participant_id), "allocation", {"pid": participant_id})
 
     async def leave(self, participant_id: str, reason: str = "left") -> None:
         s = self.placements.pop(participant_id, None)

@@ -236,8 +236,12 @@ class Connection:
             await node.unpublish(p.id, msg["track"])
             self.reply({"type": "unpublished", "track": msg["track"], **_ref(ref)})
         elif t == "subscription":
-            result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"))
+            result = await node.subscription(p.id, msg["track"], msg.get("layer"), msg.get("width"), msg.get("height"),
+                                             msg.get("pinned"))
             self.reply({"type": "subscription", "track": msg["track"], **result, **_ref(ref)})
+        elif t == "allocation":
+            explained = await node.allocation(p.id)
+            self.reply({"type": "allocation", **explained, **_ref(ref)})
         elif t == "leave":
             p.send({"type": "left", "reason": "left", **_ref(ref)})
             await self.rooms.leave(p, "left")

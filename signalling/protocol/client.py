@@ -505,13 +505,19 @@ class Client:
         await self.request({"type": "mute", "track": self.published[kind], "muted": muted})
 
     async def subscription(self, track: str, layer: str | None = None, width: int | None = None,
-                           height: int | None = None) -> dict[str, Any]:
+                           height: int | None = None, pinned: bool | None = None) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "subscription", "track": track}
         if layer is not None:
             msg["layer"] = layer
         if width is not None:
             msg["width"], msg["height"] = width, height
+        if pinned is not None:
+            msg["pinned"] = pinned
         return await self.request(msg)
+
+    async def allocation(self) -> dict[str, Any]:
+        """Why this participant receives the layers it receives (the `allocation` reply)."""
+        return await self.request({"type": "allocation"})
 
     async def leave(self) -> None:
         if self.ws is not None and not self.ws.closed:

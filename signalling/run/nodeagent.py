@@ -60,7 +60,7 @@ class Load:
 STRING_ARGS = {"join": ("room", "pid"), "leave": ("pid",), "publish": ("pid",), "answer": ("pid",),
                "candidate": ("pid", "target"), "mute": ("pid", "track"), "subscription": ("pid", "track"),
                "unpublish": ("pid", "track"), "restart_ice": ("pid", "target"), "adopt": ("pid",),
-               "p2p_signal": ("pid", "to"), "metrics": (), "room": ("room", "origin")}
+               "p2p_signal": ("pid", "to"), "metrics": (), "room": ("room", "origin"), "allocation": ("pid",)}
 
 
 def request_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -316,8 +316,11 @@ class NodeAgent:
             if op == "metrics":
                 return self.metrics() if self.metrics is not None else b""
             if op == "subscription":
-                return await self.node.subscription(a["pid"], a["track"], a.get("layer"),
-                                                    a.get("width"), a.get("height"))
+                pinned = a.get("pinned")
+                return await self.node.subscription(a["pid"], a["track"], a.get("layer"), a.get("width"),
+                                                    a.get("height"), pinned if isinstance(pinned, bool) else None)
+            if op == "allocation":
+                return await self.node.allocation(a["pid"])
         except SdpError as e:
             raise MediaError(getattr(e, "code", "invalid_sdp"), str(e)) from None
         raise MediaError("unknown_op", f"unknown node request {op!r}")

@@ -302,6 +302,8 @@ def protocol_seeds() -> dict[str, bytes]:
         "unpublish": {"type": "unpublish", "track": "TR_PA_x_2", "id": 8},
         "subscription": {"type": "subscription", "track": "TR_PA_x_1", "layer": "medium", "width": 640,
                          "height": 360},
+        "subscription-pinned": {"type": "subscription", "track": "TR_PA_x_1", "pinned": True, "id": 9},
+        "allocation": {"type": "allocation", "id": 10},
         "leave": {"type": "leave"},
         "ping": {"type": "ping", "id": 7},
     }

@@ -72,7 +72,15 @@ async def test_embedded_cluster_over_the_memory_bus():
         muted = await b.wait_message("track_muted", track=info["track"])
         assert muted["muted"] is True
         reply = await b.subscription(info["track"], width=160, height=120)
-        assert reply["type"] == "subscription" and "paused" in reply
+        assert reply["type"] == "subscription" and "paused" in reply and reply["pinned"] is False
+        reply = await b.subscription(info["track"], width=160, height=120, pinned=True)
+        assert reply["pinned"] is True
+        # why b gets its layers: the node's explanation, over the bus
+        explained = {t["track"]: t for t in (await b.allocation())["tracks"]}
+        assert set(explained) == {a.published["video"], a.published["screen"]}
+        assert explained[a.published["video"]]["priority"] == "pinned"
+        assert explained[a.published["screen"]]["priority"] == "screen"
+        assert all(t["why"] and t["participant"] == a.participant["id"] for t in explained.values())
         # restart_ice reaches the node: the next subscriber offer carries new ICE credentials
         def ufrags() -> list[str]:
             return [re.search(r"a=ice-ufrag:(\S+)", m["sdp"]).group(1) for m in b.messages

@@ -57,6 +57,7 @@ export class RemoteTile {
     this.receiverTrack = spec.video ? spec.video.receiver.track : null;  // the SFU's (p2p.js may show another)
     this.screen = !!(spec.video && spec.video.source === 'screen');
     this.quality = 'auto';
+    this.pinned = false;
     this.visible = true;
     this.lastSent = null;
     this.timer = null;
@@ -81,6 +82,20 @@ export class RemoteTile {
       for (const q of ['auto', 'low', 'medium', 'high', 'off']) select.add(new Option(q, q));
       select.onchange = () => { this.quality = select.value; this.lastSent = null; this.sendSubscription(); };
       el.append(select);
+      // pinned: a bigger tile, and the SFU serves it before the other cameras from this downlink
+      const pin = document.createElement('button');
+      pin.className = 'pin';
+      pin.type = 'button';
+      pin.title = 'Pin';
+      pin.textContent = 'pin';
+      pin.setAttribute('aria-pressed', 'false');
+      pin.onclick = () => {
+        this.pinned = !this.pinned;
+        el.classList.toggle('pinned', this.pinned);
+        pin.setAttribute('aria-pressed', String(this.pinned));
+        this.sendSubscription();
+      };
+      el.append(pin);
       this.resizeObs = new ResizeObserver(() => this.scheduleSubscription());
       this.resizeObs.observe(this.video);
       this.intersectObs = new IntersectionObserver((entries) => {
@@ -111,6 +126,7 @@ export class RemoteTile {
       msg = hidden ? { type: 'subscription', track: this.track, layer: 'off' }
                    : { type: 'subscription', track: this.track, width: Math.min(w, 16384), height: Math.min(h, 16384) };
     }
+    msg.pinned = this.pinned;
     const key = JSON.stringify(msg);
     if (key === this.lastSent) return;
     this.lastSent = key;

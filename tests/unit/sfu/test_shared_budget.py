@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.layers import DOWN_TOLERANCE, LayerSelector, share_budget
+from sfu.allocation import share_budget
+from sfu.layers import DOWN_TOLERANCE, LayerSelector
 from tests.support import packets as P
 from tests.unit.sfu import rig
 
@@ -129,3 +130,44 @@ def test_an_estimate_per_m_line_is_not_shared():
     for i, dt in enumerate(m.dts):
         m.selector.on_estimate("PA_sub", [dt], 2_000_000, (0x100 + i,))
     assert m.run() == ["f", "f", "f"]
+
+
+def test_a_pinned_camera_is_served_after_the_speaker_and_before_the_other_cameras():
+    meeting = Meeting(3, remb=1_800_000)
+    meeting.dts[1].pinned = True
+    # 1.8 Mbit/s less the two others' lowest layers: 1.5 Mbit/s to the pinned camera (f)
+    assert meeting.run() == ["q", "f", "q"]
+    meeting = Meeting(3, remb=3_150_000)
+    for i, rec in enumerate(meeting.recs):  # (the rig publishes every track as one participant)
+        rec.participant_id = f"PA_pub{i}"
+    meeting.selector.speaker = meeting.recs[2].participant_id
+    meeting.dts[1].pinned = True
+    assert meeting.run() == ["q", "f", "f"]  # the speaker's f first, then the pinned one's, q is what is left
+    explained = meeting.selector.explain("PA_sub", meeting.dts, meeting.now)
+    assert [t["priority"] for t in explained["tracks"]] == ["other", "pinned", "speaker"]
+    assert [t["share_bps"] for t in explained["tracks"]] == [150_000, 1_500_000, 1_500_000]
+
+
+def test_pinning_the_speaker_or_a_screen_does_not_lower_them():
+    meeting = Meeting(2, remb=1_650_000)
+    meeting.recs[0].source = "screen"
+    meeting.dts[0].pinned = meeting.dts[1].pinned = True
+    assert meeting.run() == ["f", "q"]
+    assert [t["priority"] for t in meeting.selector.explain("PA_sub", meeting.dts, meeting.now)["tracks"]] == [
+        "screen", "pinned"]
+
+
+def test_the_allocation_says_why_a_camera_is_below_what_its_subscriber_asked_for():
+    meeting = Meeting(3, remb=2_000_000)
+    targets = meeting.run()
+    explained = meeting.selector.explain("PA_sub", meeting.dts, meeting.now)
+    assert explained["estimate"] == 2_000_000 and explained["estimator"] == "remb"
+    first = explained["tracks"][0]
+    assert (first["requested"], first["layer"], first["priority"], first["paused"]) == ("f", targets[0], "other", False)
+    assert first["need_bps"] == 1_500_000 and first["share_bps"] == pytest.approx(666_667, abs=1)
+    assert first["why"] == ("h: f needs 1.5 Mbit/s, more than its share (other) of your downlink estimate, "
+                            "667 kbit/s of 2.0 Mbit/s (remb)")
+    alone = Meeting(1, remb=2_000_000)
+    alone.run()
+    (track,) = alone.selector.explain("PA_sub", alone.dts, alone.now)["tracks"]
+    assert track["why"] == "f: the best you asked for, and it fits your downlink estimate, 2.0 Mbit/s (remb)"

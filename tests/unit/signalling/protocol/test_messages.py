@@ -56,3 +56,13 @@ def test_peer_to_peer_signalling_is_an_object_for_a_participant_and_bounded():
         with pytest.raises(ProtocolError) as e:
             parse(json.dumps(bad))
         assert e.value.code == code, bad
+
+
+def test_a_subscription_may_pin_its_track_and_anyone_may_ask_why_they_get_their_layers():
+    assert parse(json.dumps({"type": "subscription", "track": "TR_x_1", "pinned": True}))["pinned"] is True
+    assert "pinned" not in parse(json.dumps({"type": "subscription", "track": "TR_x_1"}))  # (unchanged)
+    for pinned in ("yes", 1, {}):
+        with pytest.raises(ProtocolError) as e:
+            parse(json.dumps({"type": "subscription", "track": "TR_x_1", "pinned": pinned}))
+        assert (e.value.code, str(e.value)) == ("bad_field", "subscription: field 'pinned' must be bool"), pinned
+    assert parse(json.dumps({"type": "allocation", "id": 3}))["type"] == "allocation"
