@@ -93,6 +93,27 @@ async def test_chromium_shares_its_screen_to_chromium_and_firefox(server, firefo
         info = await page.evaluate(f"window.basement.remote.find(r => r.track === {json.dumps(screen)})")
         assert info["source"] == "screen" and info["participant"] == pub["participant"], info
 
+    # each viewer pins the presenter's camera with its tile's pin button: the SFU serves it after the
+    # screen and before other cameras, and says so when asked why (`allocation`)
+    camera_tile = json.dumps(f'#grid .tile.remote[data-track="{pub["video"]}"]')
+    for name, page in viewers.items():
+        await page.wait_for(f"!!document.querySelector({camera_tile} + ' button.pin')", timeout=10)
+        await page.evaluate(f"document.querySelector({camera_tile} + ' button.pin').click()")
+        viewer = (await page.evaluate("window.basement.participant"))["id"]
+
+        async def pinned(viewer: str = viewer) -> bool:
+            return server.node.peers[viewer].downtracks[pub["video"]].pinned
+
+        await poll(pinned, f"{name}'s pin reaching the SFU", timeout=10)
+        assert await page.evaluate(f"document.querySelector({camera_tile}).classList.contains('pinned')")
+        await page.evaluate("window.basement.send({type: 'allocation', id: 'why'})")
+        explained = await page.wait_for("window.basement.events.find(m => m.type === 'allocation' && m.id === 'why')",
+                                        timeout=10)
+        tracks = {t["track"]: t for t in explained["tracks"]}
+        assert set(tracks) == {screen, pub["video"]} and tracks[screen]["priority"] == "screen", (name, explained)
+        # (the screen's sound makes the presenter the active speaker now and then: that ranks above a pin)
+        assert tracks[pub["video"]]["pinned"] and tracks[pub["video"]]["priority"] in ("pinned", "speaker"), explained
+
     # and its sound: Chromium's fake display capture offers audio, which the client sends as screen_audio
     sound = await presenter.wait_for("window.basement.published.screen_audio", timeout=10)
     for name, page in viewers.items():
