@@ -129,6 +129,8 @@ class DownTrack:
         self.pid_off = 0
         self.tl0_off = 0
         self.switch_seq = 0  # ingress seq of the first packet of the current run
+        # our seq of the first packet of the current run (a key frame's: `_begin_run`); None before one
+        self.run_first_seq: int | None = None
         self.epoch = 0  # the epoch of the layer the offsets were anchored on (Layer.epoch)
         self.started = False
         self.last_seq = random.randint(0, 0x7FFF)
@@ -453,6 +455,10 @@ class DownTrack:
     def _begin_run(self, layer: Layer) -> None:
         """`layer` is now forwarded (the native path calls this too, after anchoring in C)."""
         self.current = layer
+        # The run starts at a key frame: nothing sent before it is needed to decode what follows, so
+        # NACKs for it are not answered (`on_nack`). Behind a link that just narrowed, resending the
+        # old layer's lost packets took the bandwidth the new layer's key frame needed.
+        self.run_first_seq = (self.last_seq + 1) & 0xFFFF
         # compared with the previous run's layer, so a resume on another layer is a switch too
         before, self.last_layer = self.last_layer, layer
         if before is not layer:
@@ -486,6 +492,15 @@ class DownTrack:
         STATS.nacks_in += 1
         if self._handover is not None:
             lost = self._answer_handover(lost)
+            if not lost:
+                return
+        first = self.run_first_seq
+        if first is not None:
+            # before the current run's key frame (see _begin_run): stale, whatever its age
+            fresh = [seq for seq in lost if not 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE]
+            superseded, lost = len(lost) - len(fresh), fresh
+            self.rtx_suppressed += superseded
+            STATS.rtx_suppressed_stale += superseded
             if not lost:
                 return
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT

@@ -330,8 +330,10 @@ def test_a_nack_from_the_wire_resends_each_listed_packet_once_per_rtt():
     (packet,) = artp.RtcpPacket.parse(nack)
     dt.on_nack(packet.lost, 1.5)
     assert sub.rtp[3:] == [P.rtx(sub.rtp[0], 97, 301, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 302, OUT_RTX_SSRC)]
-    dt.on_nack(packet.lost, 1.55)  # again within the RTT (100 ms until an RR measures one): suppressed
-    assert (len(sub.rtp), dt.rtx_suppressed) == (5, 2)
+    # again within the RTT (100 ms until an RR measures one): suppressed; 7, before this run's key frame
+    # (1000), is each time (`run_first_seq`)
+    dt.on_nack(packet.lost, 1.55)
+    assert (len(sub.rtp), dt.rtx_suppressed) == (5, 2 + 2)
     dt.on_nack(packet.lost, 1.6)
     assert sub.rtp[5:] == [P.rtx(sub.rtp[0], 97, 303, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 304, OUT_RTX_SSRC)]
     assert dt.retransmissions == 4
@@ -389,7 +391,10 @@ def test_each_packet_is_kept_once_in_its_layers_ring_whatever_the_fan_out():
         assert sub.rtp[3:] == [P.rtx(sub.rtp[1], 97, 301, OUT_RTX_SSRC)] and dt.retransmissions == 1
 
 
-def test_a_nack_after_a_layer_switch_is_answered_from_the_previous_layers_ring():
+def test_after_a_layer_switch_only_the_new_run_is_resent_from_its_layers_ring():
+    """The new layer's run starts at its key frame: the old layer's packets are not needed to decode
+    anything after it, so NACKs for them are not answered (behind a link that just narrowed, their
+    retransmissions delayed the new layer's key frame by a second and more)."""
     ingress, rec, pub, dt, sub = simulcast()
     dt.set_target(rec.layers["q"])
     ingress.on_rtp(vp8(Q, 500, 9000, 41, 3, key=True, ext=rid_ext(b"q")), 10.0)
@@ -403,7 +408,8 @@ def test_a_nack_after_a_layer_switch_is_answered_from_the_previous_layers_ring()
     # only what was sent is kept: q's third packet went to nobody
     assert (rec.layers["q"].ring.stores, rec.layers["h"].ring.stores) == (2, 2)
     dt.on_nack([1001, 1002, 1003], 10.2)
-    assert sub.rtp[4:] == [P.rtx(sub.rtp[i], 97, 300 + i, OUT_RTX_SSRC) for i in (1, 2, 3)]
+    assert sub.rtp[4:] == [P.rtx(sub.rtp[i], 97, 299 + i, OUT_RTX_SSRC) for i in (2, 3)]
+    assert (dt.run_first_seq, dt.rtx_suppressed, dt.retransmissions) == (1002, 1, 2)
 
 
 def test_a_packet_whose_source_has_left_the_layers_ring_is_not_resent():
