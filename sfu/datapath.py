@@ -15,7 +15,9 @@ Both implement the same per-packet contract and are held to it by the same tests
   packet to the Python method.
 * The receive-side bandwidth estimate (what a publisher's REMB carries) is aiortc's
   RemoteBitrateEstimator on the Python path and `_native.RembEstimator`, the same algorithm giving
-  the same results, on the native path (`remb_estimator`).
+  the same results, on the native path (`remb_estimator`). With transport-wide congestion control
+  negotiated, the arrival of each transport-wide number instead (`transport_arrivals`:
+  `sfu.transport_arrivals.TransportArrivals` or `_native.TransportArrivals`).
 * Reception statistics and the NACK window of each incoming stream: `sfu.reception.Reception`, or
   `NativeReception` (`_native.ReceptionCore`: the same fields and per-packet update in C); a
   layer's rate accounting: `sfu.track.Layer`, or `NativeLayer` (`_native.LayerCore`); a layer's
@@ -42,6 +44,7 @@ from aiortc.rate import RemoteBitrateEstimator
 from sfu import reception, rtp, track, transport
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
+from sfu.transport_arrivals import TransportArrivals
 
 if TYPE_CHECKING:
     from sfu.track import Layer
@@ -56,7 +59,7 @@ else:
 
 __all__ = ["NAMES", "DataPathError", "available", "configure", "current", "downtrack_class", "fanout",
            "parsers",
-           "remb_estimator"]
+           "remb_estimator", "transport_arrivals"]
 
 NAMES = ("native", "python")
 
@@ -160,6 +163,11 @@ def remb_estimator() -> Any:
     """A new receive-side bandwidth estimator for one publisher: `add(arrival_ms, abs_send_time,
     size, ssrc) -> (bitrate, ssrcs) | None`."""
     return _native.RembEstimator() if _current == "native" else RemoteBitrateEstimator()
+
+
+def transport_arrivals() -> Any:
+    """A new record of a publisher transport's transport-wide sequence numbers (sfu.transport_arrivals)."""
+    return _native.TransportArrivals() if _current == "native" else TransportArrivals()
 
 
 def parsers() -> tuple[Callable[[bytes], Any], Callable[[Any], Any], Callable[[Any], Any],

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import rtp as artp
 
-from sfu import datapath, dependency_descriptor, h264, reception, rtp, sdp
+from sfu import datapath, dependency_descriptor, h264, reception, rtp, sdp, transport_arrivals
 from sfu.metrics import STATS
 from sfu.reception import GAP, JUMP, LATE, RESTART
 from sfu.track import Layer, PublishedTrack
@@ -80,6 +80,12 @@ class Ingress:
         self.on_audio_level = on_audio_level
         self.remb = datapath.remb_estimator()  # aiortc's, or the same in C on the native path
         self.remb_bps = 0
+        # transport-wide congestion control, when the publisher's offer has it: each number's arrival
+        # (sfu.transport_arrivals), reported every FEEDBACK_INTERVAL_S; then no REMB is estimated or sent
+        self.arrivals: Any = None
+        self.tcc_id = 0
+        self._feedback_count = 0
+        self._feedback_task: asyncio.Task | None = None
         self._rtcp_task: asyncio.Task | None = None
         self.dropped: dict[str, int] = {}
         # mid -> {extension URI -> id}, resolved once per m-line (read by Tracks as `PublishedTrack.extensions`)
@@ -115,6 +121,11 @@ class Ingress:
                 rec.layer(rid)
             self.tracks[slot.mid] = rec
             self.extensions[slot.mid] = {uri: xid for xid, uri in slot.ext_ids.items()}
+            tcc_id = self.extensions[slot.mid].get(rtp.URI_TWCC)
+            if tcc_id and self.arrivals is None:
+                # one sequence per transport: the id of the first m-line that has it (a BUNDLE
+                # offer gives every m-line the same one)
+                self.tcc_id, self.arrivals = tcc_id, datapath.transport_arrivals()
             if len(rec.layers) == 1:
                 layer = next(iter(rec.layers.values()))
                 for ssrc, role in ssrc_hints.get(slot.mid, []):
@@ -124,6 +135,8 @@ class Ingress:
             created.append(rec)
         if self._rtcp_task is None:
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+        if self.arrivals is not None and self._feedback_task is None:
+            self._feedback_task = asyncio.ensure_future(self._feedback_loop())
         return created
 
     @staticmethod
@@ -157,6 +170,8 @@ class Ingress:
     def close(self) -> None:
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -180,6 +195,12 @@ class Ingress:
             traffic = STATS.traffic
             traffic.packets_in += 1
             traffic.bytes_in += len(data)
+            if self.arrivals is not None and view.ext_start:
+                # every packet on the transport, RTX and padding probes too: the publisher's
+                # estimator counts them all
+                number = self.extension(data, view, self.tcc_id)
+                if number is not None and len(number) == 2:
+                    self.arrivals.add(number[0] << 8 | number[1], arrival)
             entry = self.by_ssrc.get(view.ssrc)
             if entry is None:
                 entry = self._learn(data, view)
@@ -268,7 +289,7 @@ class Ingress:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival
                 ast_id = self.extensions[rec.mid].get(rtp.URI_ABS_SEND_TIME)
-                if ast_id and view.ext_start:
+                if ast_id and view.ext_start and self.arrivals is None:
                     value = self.extension(data, view, ast_id)
                     if value is not None and len(value) == 3:
                         self._remb_add(arrival, value, len(data), view.ssrc)
@@ -526,7 +547,8 @@ class Ingress:
             for layer in rec.layers.values()
             if layer.ssrc is not None
         ]
-        remb = self.uplink_remb(worst_video_loss / 256)
+        # with transport-wide feedback the publisher estimates its uplink itself (`_feedback_loop`)
+        remb = self.uplink_remb(worst_video_loss / 256) if self.arrivals is None else 0
         if remb and video_ssrcs:
             sender = next(iter(self.slots.values())).rtcp_ssrc
             packets.append(
@@ -553,6 +575,28 @@ class Ingress:
                 # a layer that stopped keeps its last gaps: NACKing them every second would be noise
                 if layer.ssrc is not None and layer.rx.missing_bits and layer.arriving(now):
                     self.send_nack(rec.mid, layer.ssrc, layer.rx.missing())
+
+    def send_transport_feedback(self) -> int:
+        """Report to the publisher which transport-wide numbers arrived since the last report, and
+        when; returns the number of feedback packets sent."""
+        if self.arrivals is None or self.transport is None or self.transport.closed or not self.slots:
+            return 0
+        media = next((layer.ssrc for rec in self.tracks.values() for layer in rec.layers.values()
+                      if layer.ssrc is not None), 0)
+        packets, self._feedback_count = transport_arrivals.feedback(
+            self.arrivals, next(iter(self.slots.values())).rtcp_ssrc, media, self._feedback_count)
+        for packet in packets:  # one datagram each: together they could exceed a path's MTU
+            self.transport.send_rtcp([packet])
+        STATS.transport_feedback_out += len(packets)
+        return len(packets)
+
+    async def _feedback_loop(self) -> None:
+        while True:
+            await asyncio.sleep(transport_arrivals.FEEDBACK_INTERVAL_S)
+            try:
+                self.send_transport_feedback()
+            except Exception:  # a bug must not stop the feedback: the publisher's rate depends on it
+                STATS.task_error("transport_feedback", log)
 
     async def _rtcp_loop(self) -> None:
         while True:

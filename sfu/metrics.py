@@ -113,6 +113,9 @@ class MediaStats:
         self.probes = 0
         self.probe_packets = 0
         self.probe_bytes = 0
+        # transport-wide feedback sent to publishers (sfu.transport_arrivals): their own estimators
+        # set their encoders' rates from it
+        self.transport_feedback_out = 0
         self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
         # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
         # our closing them, by (target, cause): each a fixed set
@@ -120,7 +123,8 @@ class MediaStats:
         self.transports_ended: dict[tuple[str, str], int] = {}
         self.rtx_suppressed_interval = 0  # NACKed again within the subscriber's RTT
         self.rtx_suppressed_budget = 0  # over the retransmission byte budget
-        self.rtx_suppressed_stale = 0  # too old to help, or its loss run is (downtrack.RTX_MAX_AGE_S)
+        # too old to help, or its loss run is (downtrack.RTX_MAX_AGE_S), or superseded by a key frame
+        self.rtx_suppressed_stale = 0
         self.dropped: dict[str, int] = {}
         # datagrams, reads and receive errors of the media sockets already closed
         self.socket_totals = [0, 0, 0]
@@ -221,6 +225,8 @@ class MediaCollector:
         yield counter("basement_bandwidth_probes", "bandwidth probes started (padding that tests a subscriber's "
                       "downlink before a layer goes up)", s.probes)
         yield counter("basement_probe_bytes", "padding bytes sent to subscribers by bandwidth probes", s.probe_bytes)
+        yield counter("basement_transport_feedback_out", "transport-wide congestion control feedback packets "
+                      "sent to publishers", s.transport_feedback_out)
         yield counter("basement_relayed_packets_out", "RTP packets relayed to the other nodes (workers) of rooms "
                       "that span them", s.relayed_packets_out)
         yield counter("basement_relayed_bytes_out", "RTP bytes relayed to the other nodes (workers) of rooms "
@@ -270,7 +276,8 @@ class MediaCollector:
         suppressed = CounterMetricFamily("basement_retransmissions_suppressed",
                                          "NACKed packets not resent, by reason (interval: again within the "
                                          "subscriber's RTT; budget: over the retransmission byte budget; stale: "
-                                         "forwarded over max(1 s, 3 RTT) ago, or in a loss run that began so)",
+                                         "forwarded over max(1 s, 3 RTT) ago, or in a loss run that began so, "
+                                         "or before the key frame the current layer began with)",
                                          labels=[*names, "reason"])
         suppressed.add_metric([*values, "interval"], s.rtx_suppressed_interval)
         suppressed.add_metric([*values, "budget"], s.rtx_suppressed_budget)

@@ -337,7 +337,8 @@ def _offer_transport_cc(enabled: bool) -> None:
     """Transport-wide congestion control (sfu.twcc, sfu.estimator) on every m-line we offer a
     subscriber, audio included: one sequence numbers everything the transport sends, and a number the
     receiver cannot read on an m-line (not negotiated there) would be reported lost. Answers to
-    publishers drop it (`drop_transport_cc`). aiortc builds offers from these lists."""
+    publishers keep it where the offer has it (sfu.transport_arrivals reports to them); with the
+    setting off they drop it (`drop_transport_cc`). aiortc builds offers and answers from these lists."""
     global _transport_cc_offered
     if _transport_cc_offered == enabled:
         return
@@ -358,10 +359,11 @@ TWCC_ID = 4  # transport-wide-cc's, on audio and video m-lines alike (audio has 
 
 
 def drop_transport_cc(transceiver: Any) -> None:
-    """An answer to a publisher does not negotiate transport-wide feedback: the SFU estimates the
-    uplink itself (REMB, sfu.ingress) and sends no transport-wide feedback, and a browser that
-    negotiated it would estimate from feedback that never comes (libwebrtc then stays at its start
-    rate, and the top simulcast layer never starts)."""
+    """An answer to a publisher does not negotiate transport-wide feedback when the setting
+    `transport_cc` is off: the SFU then estimates the uplink itself (REMB, sfu.ingress). (With it
+    on, the Ingress reports every number's arrival, and a browser estimates its uplink from that;
+    negotiated without that feedback, libwebrtc would stay at its start rate, and the top
+    simulcast layer would never start.)"""
     transceiver._headerExtensions = [e for e in transceiver._headerExtensions if e.uri != URI_TWCC]
     for codec in transceiver._codecs:
         codec.rtcpFeedback = [f for f in codec.rtcpFeedback if f.type != "transport-cc"]
@@ -1091,7 +1093,8 @@ class PeerTransport:
             _neuter_sender(t.sender, ended=lambda: self.ended)
             self._hook(t.receiver.transport)
             keep_dd_for_av1(t)
-            drop_transport_cc(t)
+            if not _transport_cc:
+                drop_transport_cc(t)
             slots.append(
                 RecvSlot(
                     mid=t.mid,

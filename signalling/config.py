@@ -211,9 +211,10 @@ class Settings:
     transport_cc: bool = field(
         default=True,
         metadata={"group": "media",
-                  "help": "offer subscribers transport-wide congestion control: the SFU estimates each "
-                          "downlink from their feedback and probes before a layer goes up; off, a "
-                          "subscriber's own REMB is its estimate"},
+                  "help": "transport-wide congestion control: offered to subscribers (the SFU estimates "
+                          "each downlink from their feedback and probes before a layer goes up) and "
+                          "accepted from publishers (the SFU reports what arrived, and their browsers "
+                          "set their encoders from it); off, REMB both ways"},
     )
     datapath: str = field(
         default="native",

@@ -117,11 +117,11 @@ typedef struct {
     long long latency_sample, latency_every;
 } bs_traffic;
 int bs_is_traffic(PyObject *o);
-/* transport_seq.c: stamp transport-wide sequence number `seq` under one-byte id `xid` into the
- * packet (len bytes, cap bytes of room). Returns the new length, 0 when it cannot carry one. */
-size_t bs_tcc_stamp(uint8_t *buf, size_t len, size_t cap, int xid, uint16_t seq);
+/* transport_arrivals.c: TransportArrivals.add; -1 when `o` is not one or arrival is out of range. */
+int bs_is_arrivals(PyObject *o);
+int bs_arrivals_add(PyObject *o, uint16_t seq, double arrival);
 
-#endif
+#endif /* Py_PYTHON_H */
 
 /* transport_seq.c: stamp transport-wide sequence number `seq` under one-byte id `xid` into the
  * packet (len bytes, cap bytes of room). Returns the new length, 0 when it cannot carry one. */

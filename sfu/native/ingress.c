@@ -40,6 +40,8 @@ typedef struct {
     long long remb_bps; /* Ingress.remb_bps */
     PyObject *stats;    /* sfu.metrics.STATS */
     PyObject *traffic;  /* STATS.traffic: a Traffic */
+    PyObject *arrivals; /* Ingress.arrivals: a TransportArrivals, or NULL (transport-wide CC not negotiated) */
+    long tcc_id;        /* Ingress.tcc_id: the transport-wide-cc extension's id; 0: not negotiated */
     route *routes;
     Py_ssize_t n_routes, cap_routes;
     unsigned long long fast, slow;
@@ -113,7 +115,7 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
                 return slow(self, args);
             parsed = &pic;
         }
-        if (r->ast_id && v.ext_start) {
+        if (r->ast_id && v.ext_start && self->arrivals == NULL) { /* (with transport-wide CC, no REMB) */
             int e = bs_rtp_extension(d, &v, r->ast_id, &at, &len);
             if (e < 0)
                 return slow(self, args);
@@ -121,6 +123,17 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
                 have_ast = 1;
                 ast = (uint32_t)d[at] << 16 | (uint32_t)d[at + 1] << 8 | d[at + 2];
             }
+        }
+    }
+    int have_tcc = 0;
+    uint16_t tcc = 0;
+    if (self->arrivals != NULL && self->tcc_id > 0 && v.ext_start) {
+        int e = bs_rtp_extension(d, &v, self->tcc_id, &at, &len);
+        if (e < 0)
+            return slow(self, args);
+        if (e > 0 && len == 2) {
+            have_tcc = 1;
+            tcc = (uint16_t)(d[at] << 8 | d[at + 1]);
         }
     }
     PyObject *on_level = NULL; /* a new reference from here on */
@@ -146,6 +159,8 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     self->fast++;
     traffic->packets_in += 1;
     traffic->bytes_in += n;
+    if (have_tcc)
+        bs_arrivals_add(self->arrivals, tcc, arrival); /* its type: checked when set; arrival: above */
     bs_reception_update(r->rx, v.seq, v.ts, arrival); /* IN_ORDER: checked above */
     /* a NativeLayer: _route checked; a VP9 packet counts for its spatial layer too */
     bs_layer_account(layer, (long long)v.payload_end, arrival, parsed ? parsed->sid : 0);
@@ -258,6 +273,7 @@ static PyObject *IC_get_routes(IngressCore *self, void *closure) { return PyLong
 
 static int IC_traverse(IngressCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->remb);
+    Py_VISIT(self->arrivals);
     Py_VISIT(self->stats);
     Py_VISIT(self->traffic);
     for (Py_ssize_t i = 0; i < self->n_routes; i++) {
@@ -270,6 +286,7 @@ static int IC_traverse(IngressCore *self, visitproc visit, void *arg) {
 
 static int IC_clear(IngressCore *self) {
     Py_CLEAR(self->remb);
+    Py_CLEAR(self->arrivals);
     Py_CLEAR(self->stats);
     Py_CLEAR(self->traffic);
     while (self->n_routes > 0)
@@ -302,6 +319,7 @@ static PyMemberDef IC_members[] = {
     {"remb", T_OBJECT, offsetof(IngressCore, remb), 0, "the uplink bandwidth estimator"},
     {"remb_bps", T_LONGLONG, offsetof(IngressCore, remb_bps), 0, "its latest estimate"},
     {"_stats", T_OBJECT, offsetof(IngressCore, stats), 0, "sfu.metrics.STATS"},
+    {"tcc_id", T_LONG, offsetof(IngressCore, tcc_id), 0, "the transport-wide-cc extension's id; 0: none"},
     {"fast_packets", T_ULONGLONG, offsetof(IngressCore, fast), READONLY, "packets the C path took"},
     {"slow_packets", T_ULONGLONG, offsetof(IngressCore, slow), READONLY, "packets handed to _slow_on_rtp"},
     {NULL},
@@ -320,7 +338,22 @@ static int IC_set_traffic(IngressCore *self, PyObject *value, void *closure) {
     return 0;
 }
 
+static PyObject *IC_get_arrivals(IngressCore *self, void *closure) {
+    return Py_NewRef(self->arrivals ? self->arrivals : Py_None);
+}
+
+static int IC_set_arrivals(IngressCore *self, PyObject *value, void *closure) {
+    if (value != NULL && value != Py_None && !bs_is_arrivals(value)) {
+        PyErr_SetString(PyExc_TypeError, "arrivals must be a _native.TransportArrivals");
+        return -1;
+    }
+    Py_XSETREF(self->arrivals, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef IC_getset[] = {
+    {"arrivals", (getter)IC_get_arrivals, (setter)IC_set_arrivals,
+     "transport-wide sequence numbers' arrivals (a TransportArrivals, checked when set), or None", NULL},
     {"routes", (getter)IC_get_routes, NULL, "media SSRCs the C path knows", NULL},
     {"_traffic", (getter)IC_get_traffic, (setter)IC_set_traffic, "STATS.traffic (a Traffic, checked when set)", NULL},
     {NULL},

@@ -14,6 +14,7 @@
  * traffic.c        Traffic: the packet and byte counters
  * gso.c            UDP_SEGMENT for Egress flushes: which queued datagrams leave as one send
  * transport_seq.c  transport-wide sequence numbers stamped into what an Egress sends
+ * transport_arrivals.c  TransportArrivals: when each transport-wide number from a publisher arrived
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,6 +31,7 @@ int bs_register_traffic(PyObject *m);
 int bs_register_packet_ring(PyObject *m);
 int bs_register_gso(PyObject *m);
 int bs_register_transport_seq(PyObject *m);
+int bs_register_transport_arrivals(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -43,7 +45,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
         bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0 ||
         bs_register_packet_ring(m) < 0 || bs_register_gso(m) < 0 ||
-        bs_register_transport_seq(m) < 0) {
+        bs_register_transport_seq(m) < 0 || bs_register_transport_arrivals(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

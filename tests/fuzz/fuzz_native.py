@@ -16,8 +16,9 @@ datagram is
     and counting the first datagrams' SSRCs (`follow`, the bench's light subscribers) when bit 1 is:
     both must deliver the same datagrams to the same callbacks, in order, with the same counters;
   * fed to a Python Ingress and a NativeIngress (C `IngressCore.on_rtp` for the common case), set up
-    alike for the first datagram's SSRC, each with a subscriber: both must count, drop, NACK,
-    estimate, report audio levels and forward the same things, packet by packet;
+    alike for the first datagram's SSRC, each with a subscriber (and, when bit 1 is set, noting
+    transport-wide numbers under id 3 and reporting them every 16 packets): both must count, drop,
+    NACK, estimate, report audio levels, send feedback and forward the same things, packet by packet;
   * grouped, by their lengths, into the runs an Egress flush sends segmented (UDP_SEGMENT) by
     `_native.gso_runs` and its twin `sfu.gso.runs`: both must split them the same way;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
@@ -206,7 +207,7 @@ LAYER = ("ssrc", "rtx_ssrc", "epoch", "packets", "bytes", "keyframes", "last_key
 class IngressSide:
     """A publisher's Ingress of one data path with one m-line (VP8 + RTX, or Opus) and one subscriber."""
 
-    def __init__(self, path: str, vp8: bool, ssrc: int) -> None:
+    def __init__(self, path: str, vp8: bool, ssrc: int, tcc: bool = False) -> None:
         self.path = path
         datapath.configure(path)
         self.levels: list[tuple] = []
@@ -223,6 +224,8 @@ class IngressSide:
                                            ext_ids={v: k for k, v in IN_EXT.items()}, rtcp_ssrc=7)
         self.ingress.extensions["0"] = dict(IN_EXT)
         self.ingress.transport = self.feedback = RecordingWire()
+        if tcc:  # transport-wide numbers under id 3: noted (C or twin), reported by send_transport_feedback
+            self.ingress.tcc_id, self.ingress.arrivals = 3, datapath.transport_arrivals()
         self.rec = PublishedTrack("TR_pub_0", "PA_pub", kind, "0", codec, self.ingress)
         self.ingress.tracks["0"] = self.rec
         self.layer = self.rec.layer("")
@@ -243,9 +246,11 @@ class IngressSide:
 
     def state(self) -> tuple:
         rx = self.layer.rx
+        arrivals = self.ingress.arrivals
         return (tuple(getattr(self.layer, f) for f in LAYER), _rx_state(rx), dict(self.ingress.dropped),
                 self.ingress.remb_bps, list(self.levels), sorted(self.ingress.by_ssrc),
-                list(self.feedback.packets), list(self.wire.packets), self.rec.muted)
+                list(self.feedback.packets), list(self.wire.packets), self.rec.muted,
+                arrivals and (arrivals.base, arrivals.high, arrivals.late))
 
 
 def _check_ingress(control: int, packets: list[bytes]) -> None:
@@ -256,7 +261,7 @@ def _check_ingress(control: int, packets: list[bytes]) -> None:
     vp8 = not control & 1
     ssrc = int.from_bytes(first[8:12], "big")
     before = datapath.current()
-    sides = [IngressSide(path, vp8, ssrc) for path in ("python", "native")]
+    sides = [IngressSide(path, vp8, ssrc, tcc=bool(control & 2)) for path in ("python", "native")]
     now = 100.0
     try:
         for i, packet in enumerate(packets):
@@ -266,6 +271,9 @@ def _check_ingress(control: int, packets: list[bytes]) -> None:
                     side.rec.muted = True
             if sides[0].on_rtp(packet, now) != sides[1].on_rtp(packet, now):
                 raise Finding("the Python and native Ingress counted differently")
+            if i % 16 == 15:
+                for side in sides:
+                    side.ingress.send_transport_feedback()
             if sides[0].state() != sides[1].state():
                 raise Finding("the Python and native Ingress disagree")
     finally:

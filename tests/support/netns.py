@@ -98,16 +98,19 @@ class Link:
         """`args` to run in the client namespace."""
         return ["nsenter", "-t", str(self.pid), "-n", *args]
 
-    def limit(self, rate_bps: int | None, queue_ms: int = 250) -> None:
+    def limit(self, rate_bps: int | None, queue_ms: int = 250, uplink: bool = False) -> None:
         """Limit what the server sends the client to `rate_bps` (a token bucket on the server's side
-        of the pair, holding `queue_ms` of it before dropping, as an access link's buffer does);
-        None lifts the limit."""
-        subprocess.run(["tc", "qdisc", "del", "dev", self.server_dev, "root"], capture_output=True, timeout=10)
+        of the pair, holding `queue_ms` of it before dropping, as an access link's buffer does), or
+        with `uplink` what the client sends the server (the same on the client's side); None lifts
+        the limit."""
+        dev, pid = (self.client_dev, self.pid) if uplink else (self.server_dev, None)
+        subprocess.run([*(self.command() if uplink else []), "tc", "qdisc", "del", "dev", dev, "root"],
+                       capture_output=True, timeout=10)
         if rate_bps is None:
             return
         queue = max(rate_bps * queue_ms // 8000, 3000)
-        _ip("tc", "qdisc", "add", "dev", self.server_dev, "root", "tbf", "rate", f"{rate_bps}bit",
-            "burst", "3000", "limit", str(queue))
+        _ip("tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_bps}bit",
+            "burst", "3000", "limit", str(queue), netns_pid=pid)
 
     def down(self) -> None:
         """Lose every packet both ways from now on (see the module docstring)."""

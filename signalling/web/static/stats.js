@@ -40,7 +40,8 @@ export async function stats() {
 }
 
 // The candidate pair a connection uses: {local, remote} candidate types and protocols (a relayed
-// one has local type "relay" and relayProtocol udp/tcp/tls), or null while there is none.
+// one has local type "relay" and relayProtocol udp/tcp/tls), and the browser's own estimate of what
+// it may send on it (availableOutgoingBitrate, bit/s), or null while there is none.
 async function path(pc) {
   if (!pc) return null;
   const report = await pc.getStats();
@@ -54,6 +55,7 @@ async function path(pc) {
   return {
     localType: local.candidateType, localProtocol: local.protocol, relayProtocol: local.relayProtocol || null,
     remoteType: remote.candidateType, remoteAddress: remote.address, remotePort: remote.port,
+    availableOutgoingBitrate: pair.availableOutgoingBitrate ?? null,
   };
 }
 

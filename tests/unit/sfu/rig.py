@@ -18,9 +18,12 @@ from sfu.downtrack import DownTrack
 from sfu.ingress import ingress_class
 from sfu.transport import RecvSlot, SendSlot
 
-# Chromium's numbering of a publisher's extension ids
+# Chromium's numbering of a publisher's extension ids, without transport-wide CC (the publisher then
+# gets REMB, as aiortc's do); TCC_EXT: with it (Chromium's and Firefox's offers: transport feedback)
 AUDIO_EXT = {1: rtp.URI_AUDIO_LEVEL, 2: rtp.URI_ABS_SEND_TIME, 4: rtp.URI_MID}
-VIDEO_EXT = {2: rtp.URI_ABS_SEND_TIME, 3: rtp.URI_TWCC, 4: rtp.URI_MID, 10: rtp.URI_RID, 11: rtp.URI_RRID}
+VIDEO_EXT = {2: rtp.URI_ABS_SEND_TIME, 4: rtp.URI_MID, 10: rtp.URI_RID, 11: rtp.URI_RRID}
+TCC_ID = 3
+TCC_EXT = {**VIDEO_EXT, TCC_ID: rtp.URI_TWCC}
 # the subscriber's m-line numbers them differently
 OUT_EXT = {rtp.URI_AUDIO_LEVEL: 3, rtp.URI_ABS_SEND_TIME: 5, rtp.URI_MID: 9}
 

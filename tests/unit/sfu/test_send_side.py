@@ -241,7 +241,7 @@ def test_a_probe_that_lifts_the_estimate_lets_the_layer_up_and_the_next_probe_go
 # --- negotiation -------------------------------------------------------------------------------------
 
 
-async def test_subscribers_are_offered_transport_cc_publishers_answered_without_it_and_the_setting_turns_it_off():
+async def test_subscribers_are_offered_transport_cc_publishers_answered_with_it_and_the_setting_turns_it_off():
     from sfu import transport as tr
 
     async def subscriber_offer() -> str:
@@ -253,25 +253,37 @@ async def test_subscribers_are_offered_transport_cc_publishers_answered_without_
         finally:
             await t.close()
 
+    async def publish_offer() -> str:
+        client = PeerTransport(on_rtp=None, on_rtcp=None)  # a client built on the same lists
+        try:
+            client.pc.addTransceiver("video", direction="sendonly")
+            return await client.create_offer()
+        finally:
+            await client.close()
+
+    async def answer_to(offer: str) -> str:
+        sfu = PeerTransport(on_rtp=None, on_rtcp=None)
+        try:
+            await sfu.apply_offer(offer)
+            return (await sfu.accept_applied_offer())[0]
+        finally:
+            await sfu.close()
+
     offer = await subscriber_offer()
     assert offer.count("a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01") == 2
     assert "a=rtcp-fb:97 transport-cc" in offer and "a=rtcp-fb:96 transport-cc" in offer  # VP8, Opus
-    # a publisher (here a client built on the same lists) offers it; the SFU's answer drops it
-    client, sfu = PeerTransport(on_rtp=None, on_rtcp=None), PeerTransport(on_rtp=None, on_rtcp=None)
-    try:
-        client.pc.addTransceiver("video", direction="sendonly")
-        publish_offer = await client.create_offer()
-        assert "transport-wide-cc" in publish_offer
-        await sfu.apply_offer(publish_offer)
-        answer, _ = await sfu.accept_applied_offer()
-        assert "transport-wide-cc" not in answer and "transport-cc" not in answer
-    finally:
-        await client.close()
-        await sfu.close()
+    # the SFU's answer to a publisher that offers it keeps it: the Ingress sends it transport-wide feedback
+    offered = await publish_offer()
+    assert "transport-wide-cc" in offered
+    answer = await answer_to(offered)
+    assert "a=extmap:4 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01" in answer
+    assert "a=rtcp-fb:97 transport-cc" in answer
     tr.configure_transport_cc(False)
     try:
         offer = await subscriber_offer()
         assert "transport-wide-cc" not in offer and "transport-cc" not in offer and "goog-remb" in offer
+        answer = await answer_to(offered)  # (the same publisher's offer: with it)
+        assert "transport-wide-cc" not in answer and "transport-cc" not in answer and "goog-remb" in answer
     finally:
         tr.configure_transport_cc(True)
 

@@ -35,11 +35,12 @@ def data_path(request: pytest.FixtureRequest) -> str:
 
 
 class Side:
-    def __init__(self, path: str, codec: str, rids: list[str], ssrcs: list[tuple[int, str]]) -> None:
+    def __init__(self, path: str, codec: str, rids: list[str], ssrcs: list[tuple[int, str]],
+                 ext: dict[int, str] | None = None) -> None:
         self.path = path
         datapath.configure(path)
         self.levels: list[tuple] = []
-        self.ingress, self.rec, self.wire = rig.publish(codec, rids=rids, ssrcs=ssrcs,
+        self.ingress, self.rec, self.wire = rig.publish(codec, rids=rids, ssrcs=ssrcs, ext=ext,
                                                         on_audio_level=lambda *a: self.levels.append(a))
         layers = list(self.rec.layers.values())
         self.subs = []
@@ -55,16 +56,20 @@ class Side:
         return {f: getattr(STATS, f) - before[f] for f in STATS_FIELDS}
 
     def state(self) -> tuple:
+        arrivals = self.ingress.arrivals
         layers = {rid: tuple(getattr(layer, f) for f in LAYER_FIELDS) + tuple(getattr(layer.rx, f) for f in RX_FIELDS)
                   for rid, layer in self.rec.layers.items()}
         return (layers, dict(self.ingress.dropped), self.ingress.remb_bps, list(self.levels),
                 {ssrc: (layer.rid, rtx) for ssrc, (_, layer, rtx) in self.ingress.by_ssrc.items()},
-                list(self.wire.rtcp), [list(w.rtp) for w in self.subs], self.rec.muted)
+                list(self.wire.rtcp), [list(w.rtp) for w in self.subs], self.rec.muted,
+                arrivals and (arrivals.base, arrivals.high, arrivals.late))
 
 
-def _video(r: random.Random, n: int, rids: list[str], move: bool = True) -> Any:
-    """(packet, arrival) or ("mute", bool) steps of a simulcast VP8 publisher."""
+def _video(r: random.Random, n: int, rids: list[str], move: bool = True, tcc: bool = False) -> Any:
+    """(packet, arrival) or ("mute", bool) steps of a simulcast VP8 publisher; with `tcc`, its packets
+    carry transport-wide numbers (now and then none, a malformed one, or one out of order)."""
     now = 100.0
+    number = r.randrange(65536)
     st = {rid: {"ssrc": SSRCS[rid], "seq": r.randrange(65536), "ts": r.randrange(1 << 32), "pid": 0, "sent": 0,
                 "rtx_seq": r.randrange(65536), "rtx_sent": 0, "history": []} for rid in rids}
     dims = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
@@ -75,6 +80,11 @@ def _video(r: random.Random, n: int, rids: list[str], move: bool = True) -> Any:
             elements += [(4, b"0"), (11 if rtx else 10, rid.encode())]
         if r.random() < 0.9:
             elements.append((2, P.abs_send_time(now + r.uniform(-0.002, 0))))
+        if tcc:
+            nonlocal number
+            number = (number + (1 if r.random() < 0.9 else r.choice([-5, 0, 3, 2000]))) & 0xFFFF
+            if r.random() < 0.95:
+                elements.append((rig.TCC_ID, number.to_bytes(2, "big") if r.random() < 0.98 else b"\x01\x02\x03"))
         return P.one_byte_ext(elements) if elements else b""
 
     def media(s: dict, rid: str, keyframe: bool) -> bytes:
@@ -190,6 +200,9 @@ def _run(sides: tuple[Side, Side], steps: Any) -> int:
             continue
         data, arrival = step
         deltas = [side.on_rtp(data, arrival) for side in sides]
+        if count % 37 == 0:  # the feedback built from what each noted (compared in state: the RTCP sent)
+            for side in sides:
+                side.ingress.send_transport_feedback()
         assert deltas[0] == deltas[1], f"packet {count}: counters differ"
         assert sides[0].state() == sides[1].state(), f"packet {count}: state differs"
         count += 1
@@ -205,6 +218,16 @@ def test_simulcast_vp8_in_lockstep(seed: int) -> None:
     assert native.fast_packets + native.slow_packets == n
     assert native.fast_packets > n // 2  # the common case is the C path's
     assert sum(len(w.rtp) for w in sides[1].subs) > 200  # and it forwarded
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_simulcast_vp8_with_transport_wide_numbers_in_lockstep(seed: int) -> None:
+    rids = ["q", "h", "f"]
+    sides = tuple(Side(path, "VP8", rids, [], ext=rig.TCC_EXT) for path in ("python", "native"))
+    n = _run(sides, _video(random.Random(300 + seed), 1500, rids, tcc=True))
+    native = sides[1].ingress
+    assert native.fast_packets > n // 2 and native.arrivals.high > 0
+    assert sum(1 for c in sides[1].wire.rtcp if c[1] == 205) > 20  # transport feedback (RTPFB), as the twin's
 
 
 @pytest.mark.parametrize("seed", range(3))
