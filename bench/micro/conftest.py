@@ -18,7 +18,7 @@ from sfu.track import PublishedTrack
 from sfu.transport import RecvSlot, SendSlot
 from sfu.transport_seq import TransportSequence
 
-MID_IN, AST_IN = 9, 2  # the publisher's extension ids (Chrome's numbering)
+MID_IN, AST_IN, TCC_IN = 9, 2, 3  # the publisher's extension ids (Chrome's numbering)
 MID_OUT, AST_OUT = 4, 3  # what a subscriber m-line negotiated
 PACKET_SIZE = 1200
 BATCH_SUBSCRIBERS = 100  # subscribers of the track in the LayerSelector benchmark
@@ -112,8 +112,12 @@ def sink_socket() -> socket.socket:
     return s
 
 
-def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, size: int = PACKET_SIZE) -> bytes:
+def vp8_packet(seq: int, ts: int, picture_id: int, start: bool, keyframe: bool, size: int = PACKET_SIZE,
+               tcc: int | None = None) -> bytes:
+    """`tcc`: a transport-wide sequence number to carry (under TCC_IN) as Chromium's packets do."""
     ext_body = bytes([(MID_IN << 4) | 0]) + b"1" + bytes([(AST_IN << 4) | 2]) + b"\x12\x34\x56"
+    if tcc is not None:
+        ext_body += bytes([(TCC_IN << 4) | 1]) + (tcc & 0xFFFF).to_bytes(2, "big")
     ext_body += bytes(-len(ext_body) % 4)
     ext = struct.pack("!HH", 0xBEDE, len(ext_body) // 4) + ext_body
     desc = struct.pack("!BBHB", 0x90 if start else 0x80, 0xC0, 0x8000 | picture_id, picture_id & 0xFF)
@@ -127,7 +131,9 @@ class Rig:
     """A published VP8 track with K subscribers, built from the real Ingress/PublishedTrack/DownTrack."""
 
     def __init__(self, fanout: int, protect: bool = False, path: str = "python", udp: bool = False,
-                 udp_gso: bool = True, transport_cc: bool = False) -> None:
+                 udp_gso: bool = True, transport_cc: bool = False, uplink_cc: bool = False) -> None:
+        """`transport_cc`: every subscriber transport stamps transport-wide numbers; `uplink_cc`: the
+        publisher's packets carry them and the Ingress notes their arrival (instead of feeding REMB)."""
         datapath.configure(path, udp_gso=udp_gso)  # the Ingress's fan-out, the DownTracks' class, GSO
         self.sink = sink_socket() if udp else None
         codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -139,6 +145,9 @@ class Rig:
         self.ingress.tracks["1"] = self.rec
         self.layer = self.rec.layer("")
         self.ingress._bind(self.rec, self.layer, 0x11111111, False)  # as an a=ssrc line would
+        self.uplink_cc = uplink_cc
+        if uplink_cc:
+            self.ingress.tcc_id, self.ingress.arrivals = TCC_IN, datapath.transport_arrivals()
         self.transports = []
         for i in range(fanout):
             t = UdpTransport(path, self.sink) if self.sink is not None else FakeTransport(protect)
@@ -169,7 +178,8 @@ class Rig:
         for _ in range(n):
             self.seq += 1
             self.pid = (self.pid + 1) & 0x7FFF
-            out.append(vp8_packet(self.seq, self.seq * 3000, self.pid, True, False))
+            out.append(vp8_packet(self.seq, self.seq * 3000, self.pid, True, False,
+                                  tcc=self.seq if self.uplink_cc else None))
         return out
 
 

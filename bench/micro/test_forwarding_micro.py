@@ -134,6 +134,19 @@ def test_forward_per_copy_with_transport_cc(benchmark, rig_factory, path):
     assert min(stamped) >= ROUNDS * batch  # every copy numbered
 
 
+@pytest.mark.parametrize("uplink", ["remb", "transport-cc"])
+@pytest.mark.parametrize("path", ["python", "native"])
+def test_ingress_per_packet(benchmark, rig_factory, path, uplink):
+    """What the Ingress costs per published packet with no subscriber, for a publisher whose uplink
+    is estimated by the SFU (abs-send-time into the REMB estimator) or by the publisher itself from
+    transport-wide feedback (each number's arrival noted: sfu.transport_arrivals)."""
+    rig = rig_factory(0, path=path, uplink_cc=uplink == "transport-cc")
+    benchmark.extra_info["uplink"] = uplink
+    _per_copy(benchmark, rig, path, 0)
+    if uplink == "transport-cc":
+        assert rig.ingress.arrivals.high >= rig.seq - 1  # every number noted
+
+
 @pytest.mark.parametrize("gso", [True, False], ids=["gso", "plain"])
 def test_forward_per_copy_of_a_received_frame(benchmark, rig_factory, gso):
     """The native path as the server runs it: a video frame of FRAME SRTP packets arrives in one
