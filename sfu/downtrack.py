@@ -456,9 +456,11 @@ class DownTrack:
         """`layer` is now forwarded (the native path calls this too, after anchoring in C)."""
         self.current = layer
         # The run starts at a key frame: nothing sent before it is needed to decode what follows, so
-        # NACKs for it are not answered (`on_nack`). Behind a link that just narrowed, resending the
-        # old layer's lost packets took the bandwidth the new layer's key frame needed.
-        self.run_first_seq = (self.last_seq + 1) & 0xFFFF
+        # NACKs for it are answered with empty packets, not resent (`on_nack`). Behind a link that
+        # just narrowed, resending the old layer's lost packets took the bandwidth the new layer's
+        # key frame needed; left unanswered, aiortc's jitter buffer would wait for them.
+        # (the first run has nothing before it: what a NACK asks for there was never ours)
+        self.run_first_seq = (self.last_seq + 1) & 0xFFFF if self.started else None
         # compared with the previous run's layer, so a resume on another layer is a switch too
         before, self.last_layer = self.last_layer, layer
         if before is not layer:
@@ -496,11 +498,15 @@ class DownTrack:
                 return
         first = self.run_first_seq
         if first is not None:
-            # before the current run's key frame (see _begin_run): stale, whatever its age
+            # before the current run's key frame (see _begin_run): not resent, whatever its age, but
+            # answered with an empty packet, so a receiver waiting for the number stops waiting
             fresh = [seq for seq in lost if not 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE]
-            superseded, lost = len(lost) - len(fresh), fresh
-            self.rtx_suppressed += superseded
-            STATS.rtx_suppressed_stale += superseded
+            if len(fresh) < len(lost):
+                superseded = [seq for seq in lost if 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE]
+                self._answer_empty(superseded, self._run_timestamp(first))
+                self.rtx_suppressed += len(superseded)
+                STATS.rtx_suppressed_stale += len(superseded)
+                lost = fresh
             if not lost:
                 return
         interval = max(self.rtt, RTX_MIN_INTERVAL) if self.rtt else RTX_UNKNOWN_RTT
@@ -515,6 +521,26 @@ class DownTrack:
         STATS.rtx_suppressed_interval += by_interval
         STATS.rtx_suppressed_budget += by_budget
         STATS.rtx_suppressed_stale += by_stale
+
+    def _run_timestamp(self, first: int) -> int:
+        """The RTP timestamp of the current run's first packet (our numbering), or the last sent."""
+        packet = self._cached(first)
+        return rtp.HEADER.unpack_from(packet)[3] if packet is not None else self.last_ts
+
+    def _answer_empty(self, lost: list[int], ts: int) -> None:
+        """Answer NACKs for numbers there is nothing worth resending for with empty packets carrying
+        timestamp `ts` (see `_answer_handover` for why, and why as RTX when negotiated)."""
+        slot = self.slot
+        for seq in lost:
+            seq &= 0xFFFF
+            if slot.rtx_pt:
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+                packet = rtp.HEADER.pack(0x80, slot.rtx_pt & 0x7F, self.rtx_seq, ts, slot.rtx_ssrc)
+                packet += rtp.U16.pack(seq)
+            else:
+                packet = rtp.HEADER.pack(0xA0, slot.pt & 0x7F, seq, ts, slot.ssrc) + b"\x00\x00\x00\x04"
+            self.transport.send_rtp(packet)
+            STATS.nack_padding += 1
 
     def _answer_handover(self, lost: list[int]) -> list[int]:
         """Answer NACKs for the previous track's last packets on this recycled m-line with empty packets;
@@ -543,22 +569,9 @@ class DownTrack:
         first = self._cached((last_seq + 1) & 0xFFFF)
         if first is not None:
             ts = rtp.HEADER.unpack_from(first)[3]
-        rest = []
-        for seq in lost:
-            seq &= 0xFFFF
-            if ((last_seq - seq) & 0xFFFF) < CACHE_SIZE:  # at or before the previous track's last
-                slot = self.slot
-                if slot.rtx_pt:
-                    self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-                    packet = rtp.HEADER.pack(0x80, slot.rtx_pt & 0x7F, self.rtx_seq, ts, slot.rtx_ssrc)
-                    packet += rtp.U16.pack(seq)
-                else:
-                    packet = rtp.HEADER.pack(0xA0, slot.pt & 0x7F, seq, ts, slot.ssrc) + b"\x00\x00\x00\x04"
-                self.transport.send_rtp(packet)
-                STATS.nack_padding += 1
-            else:
-                rest.append(seq)
-        return rest
+        mine = [seq & 0xFFFF for seq in lost if ((last_seq - seq) & 0xFFFF) < CACHE_SIZE]  # at or before its last
+        self._answer_empty(mine, ts)
+        return [seq & 0xFFFF for seq in lost if ((last_seq - seq) & 0xFFFF) >= CACHE_SIZE]
 
     def _resend(self, lost: list[int], now: float, interval: float, left: float, rtx_pt: int,
                 rtx_ssrc: int, oldest: float) -> tuple[int, int, int, int, int, int]:

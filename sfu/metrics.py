@@ -102,7 +102,8 @@ class MediaStats:
         self.plis_out = 0
         self.retransmissions = 0
         self.nack_misses = 0
-        self.nack_padding = 0  # NACKed numbers of a recycled m-line's previous track, answered with padding
+        # NACKed numbers answered with padding: a recycled m-line's previous track's, or superseded
+        self.nack_padding = 0
         self.rtcp_out = 0
         # rooms spanning nodes (sfu.relay): packets relayed to other nodes, and NACKed ones resent
         self.relayed_packets_out = 0
@@ -217,9 +218,9 @@ class MediaCollector:
         yield counter("basement_plis_sent", "PLI packets sent to publishers", s.plis_out)
         yield counter("basement_retransmissions", "packets resent from the cache for NACKs", s.retransmissions)
         yield counter("basement_nack_cache_misses", "NACKed packets no longer cached", s.nack_misses)
-        yield counter("basement_nack_padding_answers", "NACKed packets of a recycled m-line's previous "
-                      "track, answered with padding (nothing to resend; the subscriber must not wait)",
-                      s.nack_padding)
+        yield counter("basement_nack_padding_answers", "NACKed packets answered with padding (nothing worth "
+                      "resending; the subscriber must not wait): a recycled m-line's previous track's, or "
+                      "sent before the key frame the current layer began with", s.nack_padding)
         yield counter("basement_rtx_unwrapped", "RTX packets from publishers unwrapped", s.rtx_unwrapped)
         yield counter("basement_layer_switches", "simulcast layer switches", s.layer_switches)
         yield counter("basement_bandwidth_probes", "bandwidth probes started (padding that tests a subscriber's "

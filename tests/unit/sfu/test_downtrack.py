@@ -330,10 +330,8 @@ def test_a_nack_from_the_wire_resends_each_listed_packet_once_per_rtt():
     (packet,) = artp.RtcpPacket.parse(nack)
     dt.on_nack(packet.lost, 1.5)
     assert sub.rtp[3:] == [P.rtx(sub.rtp[0], 97, 301, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 302, OUT_RTX_SSRC)]
-    # again within the RTT (100 ms until an RR measures one): suppressed; 7, before this run's key frame
-    # (1000), is each time (`run_first_seq`)
-    dt.on_nack(packet.lost, 1.55)
-    assert (len(sub.rtp), dt.rtx_suppressed) == (5, 2 + 2)
+    dt.on_nack(packet.lost, 1.55)  # again within the RTT (100 ms until an RR measures one): suppressed
+    assert (len(sub.rtp), dt.rtx_suppressed) == (5, 2)
     dt.on_nack(packet.lost, 1.6)
     assert sub.rtp[5:] == [P.rtx(sub.rtp[0], 97, 303, OUT_RTX_SSRC), P.rtx(sub.rtp[2], 97, 304, OUT_RTX_SSRC)]
     assert dt.retransmissions == 4
@@ -393,7 +391,7 @@ def test_each_packet_is_kept_once_in_its_layers_ring_whatever_the_fan_out():
 
 def test_after_a_layer_switch_only_the_new_run_is_resent_from_its_layers_ring():
     """The new layer's run starts at its key frame: the old layer's packets are not needed to decode
-    anything after it, so NACKs for them are not answered (behind a link that just narrowed, their
+    anything after it, so they are not resent (behind a link that just narrowed, their
     retransmissions delayed the new layer's key frame by a second and more)."""
     ingress, rec, pub, dt, sub = simulcast()
     dt.set_target(rec.layers["q"])
@@ -408,7 +406,11 @@ def test_after_a_layer_switch_only_the_new_run_is_resent_from_its_layers_ring():
     # only what was sent is kept: q's third packet went to nobody
     assert (rec.layers["q"].ring.stores, rec.layers["h"].ring.stores) == (2, 2)
     dt.on_nack([1001, 1002, 1003], 10.2)
-    assert sub.rtp[4:] == [P.rtx(sub.rtp[i], 97, 299 + i, OUT_RTX_SSRC) for i in (2, 3)]
+    # 1001 (q's) is answered with an empty packet (just its number, on the RTX stream) carrying the
+    # timestamp of the new run's key frame, so a receiver waiting for it (aiortc's jitter buffer) stops
+    key_ts = rtp.parse(sub.rtp[2]).ts
+    empty = rtp.HEADER.pack(0x80, 97, 301, key_ts, OUT_RTX_SSRC) + (1001).to_bytes(2, "big")
+    assert sub.rtp[4:] == [empty] + [P.rtx(sub.rtp[i], 97, 300 + i, OUT_RTX_SSRC) for i in (2, 3)]
     assert (dt.run_first_seq, dt.rtx_suppressed, dt.retransmissions) == (1002, 1, 2)
 
 
