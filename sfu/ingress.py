@@ -195,12 +195,14 @@ class Ingress:
             traffic = STATS.traffic
             traffic.packets_in += 1
             traffic.bytes_in += len(data)
+            numbered = False
             if self.arrivals is not None and view.ext_start:
                 # every packet on the transport, RTX and padding probes too: the publisher's
                 # estimator counts them all
                 number = self.extension(data, view, self.tcc_id)
                 if number is not None and len(number) == 2:
                     self.arrivals.add(number[0] << 8 | number[1], arrival)
+                    numbered = True
             entry = self.by_ssrc.get(view.ssrc)
             if entry is None:
                 entry = self._learn(data, view)
@@ -289,7 +291,7 @@ class Ingress:
                     layer.keyframes += 1
                     layer.last_keyframe_at = arrival
                 ast_id = self.extensions[rec.mid].get(rtp.URI_ABS_SEND_TIME)
-                if ast_id and view.ext_start and self.arrivals is None:
+                if ast_id and view.ext_start and not numbered:  # (numbered: the publisher estimates)
                     value = self.extension(data, view, ast_id)
                     if value is not None and len(value) == 3:
                         self._remb_add(arrival, value, len(data), view.ssrc)
@@ -547,8 +549,9 @@ class Ingress:
             for layer in rec.layers.values()
             if layer.ssrc is not None
         ]
-        # with transport-wide feedback the publisher estimates its uplink itself (`_feedback_loop`)
-        remb = self.uplink_remb(worst_video_loss / 256) if self.arrivals is None else 0
+        # with transport-wide feedback the publisher estimates its uplink itself (`_feedback_loop`);
+        # one that negotiated it but numbers nothing (aiortc's sender) still gets REMB
+        remb = self.uplink_remb(worst_video_loss / 256) if not self.numbering() else 0
         if remb and video_ssrcs:
             sender = next(iter(self.slots.values())).rtcp_ssrc
             packets.append(
@@ -575,6 +578,10 @@ class Ingress:
                 # a layer that stopped keeps its last gaps: NACKing them every second would be noise
                 if layer.ssrc is not None and layer.rx.missing_bits and layer.arriving(now):
                     self.send_nack(rec.mid, layer.ssrc, layer.rx.missing())
+
+    def numbering(self) -> bool:
+        """Whether the publisher numbers its packets transport-wide (then it gets feedback, no REMB)."""
+        return self.arrivals is not None and self.arrivals.high >= 0
 
     def send_transport_feedback(self) -> int:
         """Report to the publisher which transport-wide numbers arrived since the last report, and

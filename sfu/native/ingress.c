@@ -102,6 +102,17 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
     uint32_t ast = 0;
     size_t at = 0, len = 0;
     bs_picture pic, *parsed = NULL; /* handed to the fan-out, which would parse it again */
+    int have_tcc = 0;
+    uint16_t tcc = 0;
+    if (self->arrivals != NULL && self->tcc_id > 0 && v.ext_start) {
+        int e = bs_rtp_extension(d, &v, self->tcc_id, &at, &len);
+        if (e < 0)
+            return slow(self, args);
+        if (e > 0 && len == 2) {
+            have_tcc = 1;
+            tcc = (uint16_t)(d[at] << 8 | d[at + 1]);
+        }
+    }
     if (r->video) {
         /* H.264 (key frames are found by scanning NAL units) and AV1 (layers are in the dependency
          * descriptor, read with the stream's structure) take Ingress.on_rtp */
@@ -115,7 +126,7 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
                 return slow(self, args);
             parsed = &pic;
         }
-        if (r->ast_id && v.ext_start && self->arrivals == NULL) { /* (with transport-wide CC, no REMB) */
+        if (r->ast_id && v.ext_start && !have_tcc) { /* (numbered: the publisher estimates) */
             int e = bs_rtp_extension(d, &v, r->ast_id, &at, &len);
             if (e < 0)
                 return slow(self, args);
@@ -123,17 +134,6 @@ static PyObject *IC_on_rtp(IngressCore *self, PyObject *const *args, Py_ssize_t 
                 have_ast = 1;
                 ast = (uint32_t)d[at] << 16 | (uint32_t)d[at + 1] << 8 | d[at + 2];
             }
-        }
-    }
-    int have_tcc = 0;
-    uint16_t tcc = 0;
-    if (self->arrivals != NULL && self->tcc_id > 0 && v.ext_start) {
-        int e = bs_rtp_extension(d, &v, self->tcc_id, &at, &len);
-        if (e < 0)
-            return slow(self, args);
-        if (e > 0 && len == 2) {
-            have_tcc = 1;
-            tcc = (uint16_t)(d[at] << 8 | d[at + 1]);
         }
     }
     PyObject *on_level = NULL; /* a new reference from here on */

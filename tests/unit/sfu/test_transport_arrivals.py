@@ -142,3 +142,18 @@ def test_padding_and_unknown_ssrcs_are_numbers_that_arrived_too():
 
 def test_the_feedback_interval_is_libwebrtc_s():
     assert ta.FEEDBACK_INTERVAL_S == 0.1
+
+
+def test_a_publisher_that_negotiated_it_but_numbers_nothing_still_gets_remb():
+    # aiortc's offer can carry the extension (the lists it builds offers from are the SFU's) while its
+    # sender never writes a number: without REMB it would get no feedback at all
+    ingress, _, pub = rig.publish("VP8", ssrcs=[(MEDIA, "media")], ext=rig.TCC_EXT)
+    for k in range(3):
+        ingress.on_rtp(P.rtp(96, 100 + k, 3000, MEDIA, P.vp8_payload(keyframe=k == 0)), 100.0 + k * 0.001)
+    assert not ingress.numbering() and ingress.send_transport_feedback() == 0
+    ingress.rtcp_round()
+    assert b"REMB" in pub.rtcp[-1]
+    _packets(ingress, [7], 100.01)  # the first number: from now on it estimates itself
+    assert ingress.numbering()
+    ingress.rtcp_round()
+    assert b"REMB" not in pub.rtcp[-1]
