@@ -137,8 +137,9 @@ async def test_a_publisher_behind_a_narrow_uplink_sends_what_fits_from_the_sfu_s
         make_server, browser):
     """The uplink half: the SFU reports every transport-wide number's arrival to the publisher
     (sfu.transport_arrivals), and the browser's own estimator sets its encoders from that. Behind a
-    500 kbit/s uplink Chromium's estimate settles near the link and it sends what fits (q and h,
-    ~400 kbit/s, not f's ~650 more) with little loss; when the link is lifted its estimate grows.
+    500 kbit/s uplink Chromium's estimate settles near the link and it sends what fits (q, and
+    mostly h: ~400 kbit/s; never f's ~650 more) with little loss; when the link is lifted its
+    estimate grows.
     (With REMB alone, measured once: the estimate swung between 4 Mbit/s and 400 kbit/s, Chromium
     sent f alone, squeezed, and lost packets every few seconds.)"""
     link = Link().start()
@@ -177,17 +178,20 @@ async def test_a_publisher_behind_a_narrow_uplink_sends_what_fits_from_the_sfu_s
             return None
 
         def settled(row: tuple) -> bool:
-            """The last 3 s: the browser's estimate near the link, q and h sent, f not, little loss."""
+            """The last 3 s: the browser's estimate near the link, what it sends within the link (q,
+            and h when its allocator has room: it keeps h off for good in some runs, once its first
+            probes overshot), f not at all, and little loss."""
             last = rows[-6:]
             lost, got = last[-1][3] - last[0][3], last[-1][4] - last[0][4]
             return len(rows) >= 6 and lost <= 0.05 * (lost + got) and all(
-                r[1] and r[1] <= 650_000 and r[2]["f"] < 50_000 and r[2]["h"] > 100_000 for r in last)
+                r[1] and r[1] <= 650_000 and r[2]["f"] < 50_000 and r[2]["q"] > 50_000
+                and sum(r[2].values()) <= 500_000 for r in last)
 
         # (how long it takes depends on where Chromium's first probes leave its estimate: after an
-        # overshoot it climbs back at +8 %/s, and h starts once the estimate has room for it)
+        # overshoot it climbs back at +8 %/s)
         narrow = await run(30, settled)
         table = "\n".join(map(str, rows))
-        assert narrow is not None, f"not settled on q and h, near the link, within 30 s\n{table}"
+        assert narrow is not None, f"not settled within the link, near it, within 30 s\n{table}"
         lost, got = rows[-1][3] - rows[-6][3], rows[-1][4] - rows[-6][4]
 
         # lifted: the feedback shows the room, and the estimate grows (libwebrtc's +8 %/s: from
