@@ -23,17 +23,25 @@ HISTORY = 4096  # as the native Egress's TCC_HISTORY: about 2 s of a 20 Mbit/s d
 def stamp(data: bytes, xid: int, seq: int) -> bytes | None:
     """`data` (an RTP packet) carrying transport sequence number `seq` under one-byte id `xid`;
     None when the packet cannot carry it (truncated, or an extension profile of no RFC)."""
-    n = len(data)
-    if n < 12 or not 1 <= xid <= 14:
+    return stamp_element(data, xid, bytes(((seq >> 8) & 0xFF, seq & 0xFF)))
+
+
+def stamp_element(data: bytes, xid: int, value: bytes) -> bytes | None:
+    """`data` (an RTP packet) carrying the header extension element `value` (1-16 bytes) under
+    one-byte id `xid`; None when the packet cannot carry it (truncated, or an extension profile of
+    no RFC)."""
+    n, size = len(data), len(value)
+    if n < 12 or not 1 <= xid <= 14 or not 1 <= size <= 16:
         return None
     hdr = 12 + 4 * (data[0] & 0x0F)
     if n < hdr:
         return None
-    value = bytes(((seq >> 8) & 0xFF, seq & 0xFF))
-    if not data[0] & 0x10:  # no extension block yet: add one with our element
+    if not data[0] & 0x10:  # no extension block yet: add one with our element, padded to words
+        words = (1 + size + 3) // 4
         out = bytearray(data[:hdr])
         out[0] |= 0x10
-        return bytes(out) + b"\xbe\xde\x00\x01" + bytes((xid << 4 | 1,)) + value + b"\x00" + data[hdr:]
+        block = bytes((0xBE, 0xDE, 0, words, xid << 4 | (size - 1))) + value
+        return bytes(out) + block + bytes(4 + 4 * words - len(block)) + data[hdr:]
     if n < hdr + 4:
         return None
     profile = (data[hdr] << 8) | data[hdr + 1]
@@ -54,30 +62,31 @@ def stamp(data: bytes, xid: int, seq: int) -> bytes | None:
         if two_byte:
             if i + 2 > end or i + 2 + data[i + 1] > end:
                 return None
-            size, header = data[i + 1], 2
-            mine = b == xid and size == 2
+            esize, header = data[i + 1], 2
+            mine = b == xid and esize == size
         else:
             if b >> 4 == 15:  # RFC 8285: stop here; what follows is not ours to overwrite
                 return None
-            size, header = (b & 0x0F) + 1, 1
-            if i + 1 + size > end:
+            esize, header = (b & 0x0F) + 1, 1
+            if i + 1 + esize > end:
                 return None
-            mine = b >> 4 == xid and size == 2
+            mine = b >> 4 == xid and esize == size
         if mine:
-            out[i + header:i + header + 2] = value
+            out[i + header:i + header + size] = value
             return bytes(out)
         if (b if two_byte else b >> 4) == xid:
             # our id with another length (a receiver would read that one): blanked to padding
-            out[i:i + header + size] = bytes(header + size)
+            out[i:i + header + esize] = bytes(header + esize)
         else:
-            last = i + header + size
-        i += header + size
-    element = bytes((xid, 2)) + value if two_byte else bytes((xid << 4 | 1,)) + value
+            last = i + header + esize
+        i += header + esize
+    element = bytes((xid, size)) + value if two_byte else bytes((xid << 4 | (size - 1),)) + value
     if end - last >= len(element):  # fits in the block's padding
         out[last:last + len(element)] = element
         return bytes(out)
-    grown = out[:end] + b"\x00" * 4
-    words = (end + 4 - start) // 4
+    grow = (len(element) - (end - last) + 3) // 4 * 4
+    grown = out[:end] + bytes(grow)
+    words = (end + grow - start) // 4
     grown[hdr + 2], grown[hdr + 3] = words >> 8, words & 0xFF
     grown[last:last + len(element)] = element
     return bytes(grown + out[end:])

@@ -126,5 +126,7 @@ int bs_arrivals_add(PyObject *o, uint16_t seq, double arrival);
 /* transport_seq.c: stamp transport-wide sequence number `seq` under one-byte id `xid` into the
  * packet (len bytes, cap bytes of room). Returns the new length, 0 when it cannot carry one. */
 size_t bs_tcc_stamp(uint8_t *buf, size_t len, size_t cap, int xid, uint16_t seq);
+/* The same for any element: `size` (1-16) bytes of `value` under one-byte id `xid`. */
+size_t bs_ext_stamp(uint8_t *buf, size_t len, size_t cap, int xid, const uint8_t *value, size_t size);
 
 #endif

@@ -290,13 +290,20 @@ def _check_gso_runs(packets: list[bytes]) -> None:
 
 
 def _check_transport_seq(packet: bytes, control: int) -> None:
-    """Transport-wide numbering (C, in the Egress) and its twin sfu.transport_seq write the same
-    bytes into any packet, and what they write is a packet whose number reads back."""
+    """Header extension stamping (C, in the Egress: transport-wide numbers and the playout delay) and
+    its twin sfu.transport_seq write the same bytes into any packet, and what they write is a
+    packet whose element reads back."""
     xid, seq = 1 + control % 14, (control * 257) & 0xFFFF
-    ours, theirs = transport_seq.stamp(packet, xid, seq), _native.transport_seq_stamp(packet, xid, seq)
-    if ours != theirs:
-        raise Finding(f"transport-wide stamping differs: python {ours!r}, native {theirs!r}")
-    if ours is not None:
+    value = bytes((control + k) & 0xFF for k in range(1 + control % 16))
+    for name, ours, theirs, wanted in (
+            ("transport-wide", transport_seq.stamp(packet, xid, seq), _native.transport_seq_stamp(packet, xid, seq),
+             seq.to_bytes(2, "big")),
+            (f"a {len(value)}-byte element's", transport_seq.stamp_element(packet, xid, value),
+             _native.ext_stamp(packet, xid, value), value)):
+        if ours != theirs:
+            raise Finding(f"{name} stamping differs: python {ours!r}, native {theirs!r}")
+        if ours is None:
+            continue
         try:
             view = rtp.parse(ours)
         except rtp.RtpError:
@@ -304,11 +311,11 @@ def _check_transport_seq(packet: bytes, control: int) -> None:
                 try:
                     rtp.parse(packet)
                 except rtp.RtpError:
-                    return  # (it did not parse before either: stamping cannot mend it)
-                raise Finding("a stamped packet no longer parses") from None
-            return
-        if rtp.extension(ours, view, xid) != seq.to_bytes(2, "big"):
-            raise Finding("the stamped number does not read back")
+                    continue  # (it did not parse before either: stamping cannot mend it)
+                raise Finding(f"a packet with {name} stamping no longer parses") from None
+            continue
+        if rtp.extension(ours, view, xid) != wanted:
+            raise Finding(f"{name} stamped element does not read back")
 
 
 def _rx_state(rx) -> tuple:

@@ -92,6 +92,37 @@ def test_the_twins_write_the_same_bytes():
         assert transport_seq.stamp(data, xid, seq) == _native.transport_seq_stamp(data, xid, seq), (data.hex(), xid)
 
 
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("stamp", [transport_seq.stamp_element, _native.ext_stamp], ids=["python", "native"])
+@pytest.mark.parametrize("value", [b"\x01", b"\x00\xa3\xe8", bytes(range(1, 6)), bytes(range(1, 17))],
+                         ids=["1 byte", "3 bytes (a playout delay)", "5 bytes", "16 bytes"])
+def test_an_element_of_any_size_is_readable_and_the_payload_intact(name, stamp, value):
+    data = CASES[name]
+    out = stamp(data, XID, value)
+    assert out is not None
+    view = rtp.parse(out)
+    assert rtp.extension(out, view, XID) == value
+    assert out[view.payload_start:view.payload_end] == carried(data)[1]
+    assert (len(out) - len(data)) % 4 == 0
+    assert stamp(out, XID, value) == out  # stamped again: overwritten in place
+
+
+def test_the_twins_write_the_same_bytes_for_elements_of_any_size():
+    rng = random.Random(8)
+    for _ in range(20_000):
+        ext = None
+        if rng.random() < 0.7:
+            words = rng.randint(0, 4)
+            body = rng.choice([bytes(4 * words), rng.randbytes(4 * words)])
+            ext = struct.pack("!HH", rng.choice([0xBEDE, 0xBEDE, 0x1000, 0x1234]), words) + body
+        data = packet(ext, rng.randbytes(rng.randint(0, 40)), rng.randint(0, 2), rng.choice([0, 0, 5]))
+        if rng.random() < 0.1:
+            data = data[:rng.randint(0, len(data))]
+        xid, value = rng.randint(0, 15), rng.randbytes(rng.randint(0, 17))
+        assert transport_seq.stamp_element(data, xid, value) == _native.ext_stamp(data, xid, value), \
+            (data.hex(), xid, value.hex())
+
+
 class _Native:
     """An Egress to a socket of the test's: what it sends, unprotected, is what a subscriber reads."""
 
