@@ -117,6 +117,8 @@ class MediaStats:
         # transport-wide feedback sent to publishers (sfu.transport_arrivals): their own estimators
         # set their encoders' rates from it
         self.transport_feedback_out = 0
+        # playout delays set or changed for subscribers whose links lose packets (sfu.playout_delay)
+        self.playout_delay_changes = 0
         self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
         # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
         # our closing them, by (target, cause): each a fixed set
@@ -228,6 +230,8 @@ class MediaCollector:
         yield counter("basement_probe_bytes", "padding bytes sent to subscribers by bandwidth probes", s.probe_bytes)
         yield counter("basement_transport_feedback_out", "transport-wide congestion control feedback packets "
                       "sent to publishers", s.transport_feedback_out)
+        yield counter("basement_playout_delay_changes", "playout delays set or changed for subscribers whose links "
+                      "lose packets (their video is held for its retransmissions)", s.playout_delay_changes)
         yield counter("basement_relayed_packets_out", "RTP packets relayed to the other nodes (workers) of rooms "
                       "that span them", s.relayed_packets_out)
         yield counter("basement_relayed_bytes_out", "RTP bytes relayed to the other nodes (workers) of rooms "

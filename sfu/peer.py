@@ -413,7 +413,10 @@ class Peer:
             if isinstance(p, artp.RtcpRtpfbPacket):
                 slot = self.slots_by_ssrc.get(p.media_ssrc)
                 if slot is not None and slot.downtrack is not None and p.fmt == artp.RTCP_RTPFB_NACK:
-                    slot.downtrack.on_nack(p.lost, time.monotonic())
+                    now = time.monotonic()
+                    slot.downtrack.on_nack(p.lost, now)
+                    if self.subscriber is not None:
+                        self.subscriber.playout_delay.on_nack(now)
             elif isinstance(p, artp.RtcpPsfbPacket):
                 if p.fmt == artp.RTCP_PSFB_PLI:
                     targets = [p.media_ssrc]
@@ -445,6 +448,8 @@ class Peer:
                     slot = self.slots_by_ssrc.get(block.ssrc)
                     if slot is not None and slot.downtrack is not None:
                         slot.downtrack.on_report(block)
+                        if slot.kind == "video" and self.subscriber is not None:
+                            self.subscriber.playout_delay.on_rtt(slot.downtrack.rtt, time.monotonic())
 
     # --- ICE ----------------------------------------------------------------------------------
     def restart_ice(self, target: str) -> None:

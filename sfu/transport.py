@@ -55,6 +55,7 @@ from sfu.dependency_descriptor import URI_DD
 from sfu.estimator import SendSideEstimator
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
+from sfu.playout_delay import URI_PLAYOUT_DELAY, PlayoutDelay
 from sfu.prober import Prober
 from sfu.rtp import URI_TWCC
 from sfu.transport_seq import TransportSequence
@@ -317,6 +318,10 @@ def _add_forwarded_codecs() -> None:
     extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
     if not any(e.uri == URI_DD for e in extensions):
         extensions.append(RTCRtpHeaderExtensionParameters(id=DD_ID, uri=URI_DD))
+    # the playout delay a lossy subscriber's video is held for (sfu.playout_delay); publish answers
+    # drop it (`drop_playout_delay`)
+    if not any(e.uri == URI_PLAYOUT_DELAY for e in extensions):
+        extensions.append(RTCRtpHeaderExtensionParameters(id=PLAYOUT_DELAY_ID, uri=URI_PLAYOUT_DELAY))
     _offer_transport_cc(_transport_cc)
 
 
@@ -356,6 +361,13 @@ def _offer_transport_cc(enabled: bool) -> None:
 
 DD_ID = 5  # the dependency descriptor's id in our offers (aiortc's own video extensions are 1 and 3)
 TWCC_ID = 4  # transport-wide-cc's, on audio and video m-lines alike (audio has 1 and 2, video 1, 3, 5)
+PLAYOUT_DELAY_ID = 6  # on video m-lines
+
+
+def drop_playout_delay(transceiver: Any) -> None:
+    """An answer to a publisher does not negotiate the playout delay: it is the SFU's to set for
+    each subscriber (sfu.playout_delay), and a publisher's would reach nobody."""
+    transceiver._headerExtensions = [e for e in transceiver._headerExtensions if e.uri != URI_PLAYOUT_DELAY]
 
 
 def drop_transport_cc(transceiver: Any) -> None:
@@ -987,6 +999,8 @@ class PeerTransport:
         # Python path, the numbering and send history; the Egress keeps its own), and the downlink
         # estimate made from the subscriber's feedback (None before the first feedback)
         self.sequence = TransportSequence()
+        # how long a lossy subscriber's video is held for its retransmissions (stamped like `sequence`)
+        self.playout_delay = PlayoutDelay()
         self.estimator: SendSideEstimator | None = None
         self._feedback_last: int | None = None  # the newest transport sequence number fed to it
         self.prober = Prober(self.send_rtp)  # padding that tests the downlink (started by the LayerSelector)
@@ -1093,6 +1107,7 @@ class PeerTransport:
             _neuter_sender(t.sender, ended=lambda: self.ended)
             self._hook(t.receiver.transport)
             keep_dd_for_av1(t)
+            drop_playout_delay(t)
             if not _transport_cc:
                 drop_transport_cc(t)
             slots.append(
@@ -1302,6 +1317,9 @@ class PeerTransport:
             self.sequence.ssrcs.update(s for s in (slot.ssrc, slot.rtx_ssrc) if s)
             if self.egress is not None:
                 self._stamp_on(self.egress, fresh=False)
+        xid = slot.ext_ids.get(URI_PLAYOUT_DELAY)
+        if xid is not None and 1 <= xid <= 14 and slot.kind == "video" and slot.ssrc:
+            self.playout_delay.negotiated(xid, slot.ssrc)
         media = params.codecs[0]
         slot.pt = media.payloadType
         slot.rtx_pt = 0
@@ -1482,6 +1500,7 @@ class PeerTransport:
                 # rollover and SRTCP index state of an SSRC must live in one place
                 egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
                 self._stamp_on(egress, fresh=True)
+                self.playout_delay.attach(egress)
             send_rtp, send_rtcp = egress.send_rtp, egress.send_rtcp
 
             def send_native(data: bytes, rtcp: bool = False) -> Any:
@@ -1496,16 +1515,20 @@ class PeerTransport:
             sequence.next = self.egress.transport_seq_next
             self.egress.close()
             self.egress = None
+            self.playout_delay.attach(None)
         srtp = dtls._tx_srtp
         udp_send = pair.protocol.transport.sendto
         protect = srtp.protect
         protect_rtcp = srtp.protect_rtcp
         monotonic = time.monotonic
+        delay = self.playout_delay
 
         def send(data: bytes, rtcp: bool = False) -> Any:
             if rtcp:
                 udp_send(protect_rtcp(data), addr)
             else:
+                if delay.min_ms is not None:
+                    data = delay.stamp(data)
                 udp_send(protect(sequence.stamp(data, monotonic()) if sequence.xid else data), addr)
             return True
 

@@ -54,6 +54,9 @@ static inline int newer16(uint16_t a, uint16_t b) { return a != b && (uint16_t)(
  * ---------------------------------------------------------------------------------------------- */
 
 #define TCC_HISTORY 4096 /* as sfu/transport_seq.py HISTORY */
+/* room egress_extend may need: a new extension block with the playout delay (8 bytes), then the
+ * transport-wide number (4 more) */
+#define EXTEND_ROOM 16
 
 typedef struct {
     double at;    /* time.monotonic() when queued */
@@ -61,11 +64,13 @@ typedef struct {
     int32_t seq;  /* the number this entry is for; -1: empty */
 } tcc_entry;
 
-/* An SSRC's SRTP state, and whether its m-line negotiated transport-wide sequence numbers. The
- * SRTP stream comes first: DownTracks keep `bs_srtp_stream *`, and the egress casts back. */
+/* An SSRC's SRTP state, and whether its m-line negotiated transport-wide sequence numbers and the
+ * playout delay. The SRTP stream comes first: DownTracks keep `bs_srtp_stream *`, and the egress
+ * casts back. */
 typedef struct {
     bs_srtp_stream srtp;
     uint8_t tcc;
+    uint8_t delay;
 } egress_stream_t;
 
 typedef struct {
@@ -100,6 +105,10 @@ typedef struct {
     uint16_t tcc_next;
     tcc_entry *tcc_hist;
     unsigned long long tcc_unstamped;
+    /* the playout delay (sfu/playout_delay.py) stamped on the media of SSRCs that negotiated it: its
+     * extension id (0: none is stamped) and the element's 3 bytes */
+    int delay_id;
+    uint8_t delay[3];
 } EgressObject;
 
 static PyTypeObject EgressType;
@@ -148,6 +157,7 @@ lookup_only:;
         return NULL;
     bs_srtp_stream_init(&es->srtp);
     es->tcc = 0;
+    es->delay = 0;
     e->keys[j] = ssrc;
     e->streams[j] = &es->srtp;
     e->count++;
@@ -288,11 +298,26 @@ static size_t egress_stamp(EgressObject *e, uint8_t *buf, size_t len, size_t cap
     return n;
 }
 
+/* The header extension elements this transport adds to an RTP packet of `st` (in buf: len bytes,
+ * cap of room): the playout delay, then the transport-wide number (as sfu/transport.py's send does
+ * on the Python path). Its new length. */
+static inline size_t egress_extend(EgressObject *e, bs_srtp_stream *st, uint8_t *buf, size_t len, size_t cap) {
+    egress_stream_t *es = (egress_stream_t *)st;
+    if (e->delay_id && es->delay) {
+        size_t n = bs_ext_stamp(buf, len, cap, e->delay_id, e->delay, 3);
+        if (n)
+            len = n;
+    }
+    if (e->tcc_id && es->tcc)
+        len = egress_stamp(e, buf, len, cap);
+    return len;
+}
+
 /* Protect the `len` bytes written into egress_slot() and queue them. 1 queued, 0 dropped. */
 static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
     uint8_t *buf = e->bufs[e->nq];
-    if (!rtcp && e->tcc_id && ((egress_stream_t *)st)->tcc)
-        len = egress_stamp(e, buf, len, QUEUE_BUF - BS_SRTP_MAX_RTCP_TRAILER);
+    if (!rtcp)
+        len = egress_extend(e, st, buf, len, QUEUE_BUF - BS_SRTP_MAX_RTCP_TRAILER);
     int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, buf, len, QUEUE_BUF)
                  : bs_srtp_protect_rtp(e->srtp, st, buf, len, QUEUE_BUF);
     if (m < 0) {
@@ -321,17 +346,17 @@ static int egress_put(EgressObject *e, bs_srtp_stream *st, const uint8_t *pkt, s
         return 0;
     }
     size_t cap = len + BS_SRTP_MAX_RTCP_TRAILER;
-    if (cap + 8 > QUEUE_BUF) {
+    if (cap + EXTEND_ROOM > QUEUE_BUF) {
         /* rare (jumbo loopback datagram): protect in a heap buffer and send at once */
-        cap += 8; /* (room for a transport sequence number) */
+        cap += EXTEND_ROOM;
         uint8_t *tmp = malloc(cap);
         if (!tmp) {
             e->failures++;
             return 0;
         }
         memcpy(tmp, pkt, len);
-        if (!rtcp && e->tcc_id && ((egress_stream_t *)st)->tcc)
-            len = egress_stamp(e, tmp, len, cap - BS_SRTP_MAX_RTCP_TRAILER);
+        if (!rtcp)
+            len = egress_extend(e, st, tmp, len, cap - BS_SRTP_MAX_RTCP_TRAILER);
         int m = rtcp ? bs_srtp_protect_rtcp(e->srtp, st, tmp, len, cap) : bs_srtp_protect_rtp(e->srtp, st, tmp, len, cap);
         int ok = 0;
         if (m < 0)
@@ -567,6 +592,41 @@ static PyObject *Egress_stamp_ssrc(EgressObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Egress_set_playout_delay(EgressObject *self, PyObject *args) {
+    int xid, min_ms, max_ms;
+    if (!PyArg_ParseTuple(args, "iii", &xid, &min_ms, &max_ms))
+        return NULL;
+    if (xid < 0 || xid > 14 || min_ms < 0 || max_ms < min_ms || max_ms > 40950) {
+        PyErr_Format(PyExc_ValueError, "set_playout_delay: id %d (0-14), min %d and max %d ms (0 <= min <= max <= 40950)",
+                     xid, min_ms, max_ms);
+        return NULL;
+    }
+    /* draft playout-delay: 12 bits of minimum, 12 of maximum, in 10 ms units */
+    unsigned lo = (unsigned)min_ms / 10, hi = (unsigned)max_ms / 10;
+    self->delay[0] = (uint8_t)(lo >> 4);
+    self->delay[1] = (uint8_t)((lo & 0x0F) << 4 | hi >> 8);
+    self->delay[2] = (uint8_t)hi;
+    self->delay_id = xid;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Egress_delay_ssrc(EgressObject *self, PyObject *arg) {
+    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
+    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (ssrc > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "an SSRC is 32 bits");
+        return NULL;
+    }
+    bs_srtp_stream *st = egress_stream(self, (uint32_t)ssrc);
+    if (!st) {
+        PyErr_SetString(PyExc_RuntimeError, "no room for another SSRC");
+        return NULL;
+    }
+    ((egress_stream_t *)st)->delay = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Egress_sent_packet(EgressObject *self, PyObject *arg) {
     long seq = PyLong_AsLong(arg);
     if (seq == -1 && PyErr_Occurred())
@@ -592,6 +652,11 @@ static PyMethodDef Egress_methods[] = {
      "set_transport_seq(xid, next): stamp transport-wide sequence numbers under id xid (0: off), from next."},
     {"stamp_ssrc", (PyCFunction)Egress_stamp_ssrc, METH_O,
      "stamp_ssrc(ssrc): this SSRC's m-line negotiated transport-wide numbers: stamp its packets."},
+    {"set_playout_delay", (PyCFunction)Egress_set_playout_delay, METH_VARARGS,
+     "set_playout_delay(xid, min_ms, max_ms): stamp this playout delay (10 ms steps) under id xid on the "
+     "packets of SSRCs given to delay_ssrc; xid 0 stamps none."},
+    {"delay_ssrc", (PyCFunction)Egress_delay_ssrc, METH_O,
+     "delay_ssrc(ssrc): this SSRC's m-line negotiated the playout delay: stamp it on its packets."},
     {"sent_packet", (PyCFunction)Egress_sent_packet, METH_O,
      "sent_packet(seq): (time.monotonic() when queued, bytes) of the packet numbered seq, or None."},
     {NULL},
