@@ -18,6 +18,8 @@ export async function stats() {
         participant: info.participant || null, framesDecoded: r.framesDecoded, frameWidth: r.frameWidth,
         frameHeight: r.frameHeight, freezeCount: r.freezeCount, pliCount: r.pliCount, nackCount: r.nackCount,
         packetsLost: r.packetsLost, packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived,
+        framesReceived: r.framesReceived, framesDropped: r.framesDropped, keyFramesDecoded: r.keyFramesDecoded,
+        jitterBufferDelay: r.jitterBufferDelay, jitterBufferEmittedCount: r.jitterBufferEmittedCount,
         codec: (report.get(r.codecId) || {}).mimeType || null,
       });
     });
@@ -30,6 +32,7 @@ export async function stats() {
         kind: r.kind, mid: r.mid, rid: r.rid, source: s.screenTx && r.mid === s.screenTx.mid ? 'screen' : null,
         frameWidth: r.frameWidth, frameHeight: r.frameHeight,
         active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
+        framesSent: r.framesSent,
         qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
         scalabilityMode: r.scalabilityMode || null,
         codec: (report.get(r.codecId) || {}).mimeType || null,

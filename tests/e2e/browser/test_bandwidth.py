@@ -34,7 +34,7 @@ class Watch:
 
     def __init__(self, server, page) -> None:
         self.server, self.page = server, page
-        # (t, width, frames, SFU's layer, estimate, (probes, acked, loss, trendline state),
+        # (t, width, frames, SFU's layer, estimate, (probes, acked, loss, trendline state, playout delay),
         #  (retransmissions, suppressed, the page's NACKs, PLIs, packets lost))
         self.samples: list[tuple] = []
         self.started = time.monotonic()
@@ -49,7 +49,8 @@ class Watch:
         row = (round(time.monotonic() - self.started, 2), video.get("frameWidth") or 0,
                video.get("framesDecoded") or 0, dt.current.rid if dt and dt.current else None,
                dt.estimate_bps if dt else 0,
-               est and (transport.prober.probes, round(est.acked_bps()), round(est.loss, 2), est.state),
+               est and (transport.prober.probes, round(est.acked_bps()), round(est.loss, 2), est.state,
+                        transport.playout_delay.min_ms),
                dt and (dt.retransmissions, dt.rtx_suppressed, video.get("nackCount"), video.get("pliCount"),
                        video.get("packetsLost")))
         self.samples.append(row)
