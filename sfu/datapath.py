@@ -44,7 +44,7 @@ from aiortc.rate import RemoteBitrateEstimator
 from sfu import reception, rtp, track, transport
 from sfu.downtrack import DownTrack
 from sfu.metrics import STATS
-from sfu.transport_arrivals import TransportArrivals
+from sfu.transport_arrivals import Arrivals, TransportArrivals
 
 if TYPE_CHECKING:
     from sfu.track import Layer
@@ -165,7 +165,7 @@ def remb_estimator() -> Any:
     return _native.RembEstimator() if _current == "native" else RemoteBitrateEstimator()
 
 
-def transport_arrivals() -> Any:
+def transport_arrivals() -> Arrivals:
     """A new record of a publisher transport's transport-wide sequence numbers (sfu.transport_arrivals)."""
     return _native.TransportArrivals() if _current == "native" else TransportArrivals()
 

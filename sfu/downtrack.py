@@ -500,9 +500,11 @@ class DownTrack:
         if first is not None:
             # before the current run's key frame (see _begin_run): not resent, whatever its age, but
             # answered with an empty packet, so a receiver waiting for the number stops waiting
-            fresh = [seq for seq in lost if not 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE]
-            if len(fresh) < len(lost):
-                superseded = [seq for seq in lost if 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE]
+            fresh: list[int] = []
+            superseded: list[int] = []
+            for seq in lost:
+                (superseded if 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE else fresh).append(seq)
+            if superseded:
                 self._answer_empty(superseded, self._run_timestamp(first))
                 self.rtx_suppressed += len(superseded)
                 STATS.rtx_suppressed_stale += len(superseded)

@@ -81,8 +81,9 @@ class Ingress:
         self.remb = datapath.remb_estimator()  # aiortc's, or the same in C on the native path
         self.remb_bps = 0
         # transport-wide congestion control, when the publisher's offer has it: each number's arrival
-        # (sfu.transport_arrivals), reported every FEEDBACK_INTERVAL_S; then no REMB is estimated or sent
-        self.arrivals: Any = None
+        # (sfu.transport_arrivals), reported every FEEDBACK_INTERVAL_S; once numbers arrive, no REMB
+        # is estimated or sent
+        self.arrivals: transport_arrivals.Arrivals | None = None
         self.tcc_id = 0
         self._feedback_count = 0
         self._feedback_task: asyncio.Task | None = None
@@ -598,8 +599,10 @@ class Ingress:
         return len(packets)
 
     async def _feedback_loop(self) -> None:
+        started = time.monotonic()
         while True:
-            await asyncio.sleep(transport_arrivals.FEEDBACK_INTERVAL_S)
+            idle = not self.numbering() and time.monotonic() - started > transport_arrivals.FEEDBACK_IDLE_AFTER_S
+            await asyncio.sleep(transport_arrivals.FEEDBACK_IDLE_S if idle else transport_arrivals.FEEDBACK_INTERVAL_S)
             try:
                 self.send_transport_feedback()
             except Exception:  # a bug must not stop the feedback: the publisher's rate depends on it

@@ -530,7 +530,6 @@ class LayerSelector:
             spatial = view.spatial
             choices: Sequence[LayerInfo | Layer] = spatial or view.layers
             lowest = _rate(min(choices, key=lambda x: x.index)) if choices else 0.0
-            shared = SCREEN if rec.source == "screen" else SPEAKER if rec.participant_id == self.speaker else OTHER
             for dt in rec.downtracks:
                 if not dt.estimate_bps:
                     continue
@@ -538,8 +537,7 @@ class LayerSelector:
                 top = pick(view.layers, want_index) if spatial is None else (
                     None if want_index is None else spatial[want_index])
                 if top is not None:
-                    priority = PINNED if shared == OTHER and dt.pinned else shared
-                    want = (dt, self._demand(rec, top), priority, lowest)
+                    want = (dt, self._demand(rec, top), self._priority(rec, dt), lowest)
                     wants.setdefault((dt.subscriber_id, dt.estimate_scope), []).append(want)
         allocation = Allocation()
         for (subscriber, _), tracks in wants.items():
@@ -554,6 +552,15 @@ class LayerSelector:
             for (dt, need, priority, _), share in zip(tracks, split, strict=True):
                 allocation.grants[dt] = Grant(priority, need, share)
         self.allocation = allocation
+
+    def _priority(self, rec: PublishedTrack[DownTrack], dt: DownTrack) -> int:
+        """Where `dt` is served from its subscriber's downlink (sfu.allocation.PRIORITIES): a screen
+        share, the active speaker's camera, a camera its subscriber pinned, or another."""
+        if rec.source == "screen":
+            return SCREEN
+        if rec.participant_id == self.speaker:
+            return SPEAKER
+        return PINNED if dt.pinned else OTHER
 
     def evaluate(self, now: float) -> None:
         tracks = [rec for rec in self.tracks() if rec.kind == "video"]
@@ -720,9 +727,7 @@ class LayerSelector:
             if higher:
                 above = (name(higher[0]) or "", self._demand(rec, higher[0]))
         grant = self.allocation.grants.get(dt)
-        priority = PRIORITIES[grant.priority] if grant is not None else (
-            "screen" if rec.source == "screen" else "speaker" if rec.participant_id == self.speaker
-            else "pinned" if dt.pinned else "other")
+        priority = PRIORITIES[grant.priority if grant is not None else self._priority(rec, dt)]
         shared = grant is not None and grant.share is not None
         usable = self.estimate(dt, now, self.allocation.share(dt))
         thinned = dt.max_tid == 0 and aimed is not None

@@ -16,6 +16,7 @@ reported already as lost) is counted (`late`) and not reported again.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from sfu import twcc
 
@@ -24,6 +25,27 @@ MAX_GAP = 1000  # a jump further than this ahead of the highest number is a rest
 # numbers per feedback packet: with two-byte deltas about 950 bytes, well within a path's MTU
 MAX_PER_FEEDBACK = 400
 FEEDBACK_INTERVAL_S = 0.1  # libwebrtc's receivers send feedback every 50-250 ms, 100 ms by default
+# a publisher that negotiated the extension but has numbered nothing this long (aiortc: it offers
+# the extension and numbers nothing) is looked at once a second, not ten times
+FEEDBACK_IDLE_AFTER_S = 5.0
+FEEDBACK_IDLE_S = 1.0
+
+
+class Arrivals(Protocol):
+    """What the Ingress and `feedback` use of a TransportArrivals or its C twin."""
+
+    @property
+    def base(self) -> int: ...
+
+    @property
+    def high(self) -> int: ...
+
+    @property
+    def late(self) -> int: ...
+
+    def add(self, seq: int, arrival: float) -> None: ...
+
+    def take(self, limit: int = MAX_PER_FEEDBACK) -> tuple[int, list[int | None]] | None: ...
 
 
 class TransportArrivals:
@@ -75,7 +97,7 @@ class TransportArrivals:
         return first, out
 
 
-def feedback(arrivals: TransportArrivals, sender_ssrc: int, media_ssrc: int, count: int) -> tuple[list[bytes], int]:
+def feedback(arrivals: Arrivals, sender_ssrc: int, media_ssrc: int, count: int) -> tuple[list[bytes], int]:
     """The feedback packets reporting what arrived since the last ones, and the next feedback count.
 
     A stretch in which nothing arrived is not reported: a feedback's reference time is that of a
