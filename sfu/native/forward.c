@@ -575,7 +575,8 @@ static PyObject *Egress_set_transport_seq(EgressObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Egress_stamp_ssrc(EgressObject *self, PyObject *arg) {
+/* Mark an SSRC's stream (created if new): the byte at `flag` in its egress_stream_t is set. */
+static PyObject *egress_flag_ssrc(EgressObject *self, PyObject *arg, size_t flag) {
     unsigned long ssrc = PyLong_AsUnsignedLong(arg);
     if (ssrc == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
@@ -588,8 +589,16 @@ static PyObject *Egress_stamp_ssrc(EgressObject *self, PyObject *arg) {
         PyErr_SetString(PyExc_RuntimeError, "no room for another SSRC");
         return NULL;
     }
-    ((egress_stream_t *)st)->tcc = 1;
+    ((uint8_t *)st)[flag] = 1;
     Py_RETURN_NONE;
+}
+
+static PyObject *Egress_stamp_ssrc(EgressObject *self, PyObject *arg) {
+    return egress_flag_ssrc(self, arg, offsetof(egress_stream_t, tcc));
+}
+
+static PyObject *Egress_delay_ssrc(EgressObject *self, PyObject *arg) {
+    return egress_flag_ssrc(self, arg, offsetof(egress_stream_t, delay));
 }
 
 static PyObject *Egress_set_playout_delay(EgressObject *self, PyObject *args) {
@@ -607,23 +616,6 @@ static PyObject *Egress_set_playout_delay(EgressObject *self, PyObject *args) {
     self->delay[1] = (uint8_t)((lo & 0x0F) << 4 | hi >> 8);
     self->delay[2] = (uint8_t)hi;
     self->delay_id = xid;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Egress_delay_ssrc(EgressObject *self, PyObject *arg) {
-    unsigned long ssrc = PyLong_AsUnsignedLong(arg);
-    if (ssrc == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
-    if (ssrc > 0xFFFFFFFFul) {
-        PyErr_SetString(PyExc_ValueError, "an SSRC is 32 bits");
-        return NULL;
-    }
-    bs_srtp_stream *st = egress_stream(self, (uint32_t)ssrc);
-    if (!st) {
-        PyErr_SetString(PyExc_RuntimeError, "no room for another SSRC");
-        return NULL;
-    }
-    ((egress_stream_t *)st)->delay = 1;
     Py_RETURN_NONE;
 }
 

@@ -5,7 +5,7 @@ Path under test, both directions, exactly as `PeerTransport._hook` wires them:
   * subscribe transport: `PeerTransport._rtcp_in` (transport-wide feedback split out and parsed by
     `sfu.twcc`, the rest by aiortc `RtcpPacket.parse`) → `Peer._subscriber_rtcp` → `DownTrack.on_nack /
     on_pli / on_report`, `PeerTransport.on_transport_feedback` (the send history, the estimator),
-    `LayerSelector.on_estimate`, then one selector round (probes);
+    `LayerSelector.on_estimate`, `PlayoutDelay.on_nack / on_rtt`, then one selector round (probes);
   * publish transport: `PeerTransport._rtcp_in` → `Ingress.on_rtcp` (sender reports → SR translation).
 Contract: malformed RTCP is a counted drop (`rtcp_dropped`) or ignored; nothing escapes `_rtcp_in`
 (the aiortc hook catches what does, but counts it as an internal error and drops the whole compound
@@ -31,6 +31,7 @@ with instrumented():
     from sfu.peer import Peer
     from sfu.track import PublishedTrack
     from sfu.transport import PeerTransport, RecvSlot, SendSlot
+    from sfu.playout_delay import PlayoutDelay
     from sfu.transport_seq import TransportSequence
 
 instrument_functions(artp.RtcpPacket.parse, artp.RtcpSrPacket.parse, artp.RtcpRrPacket.parse,
@@ -108,6 +109,9 @@ def build() -> tuple[PeerTransport, PeerTransport, LayerSelector]:
         subscribe.sequence.stamp(rtp.HEADER.pack(0x80, 96, k, 0, SUB_SSRC) + bytes(1000), 1.0 + k * 0.005)
     subscribe.estimator, subscribe._feedback_last, subscribe.egress = None, None, None
     subscribe.prober = _Prober()
+    # NACKs and receiver reports feed its playout delay (negotiated on the video m-line)
+    subscribe.playout_delay = PlayoutDelay()
+    subscribe.playout_delay.negotiated(6, SUB_SSRC)
     peer.subscriber = subscribe
     selector.tracks = lambda: [rec]
     return subscribe, _transport(ingress.on_rtcp), selector
