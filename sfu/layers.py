@@ -63,6 +63,10 @@ HIGH_LOSS = 0.10
 PROBE_S = 0.5  # how long a probe's padding runs: long enough for the trendline's 20 groups
 PROBE_SETTLE_S = 0.5  # after it, the feedback of its last packets is in
 PROBE_SUCCESS = 0.8  # the estimate reached this share of the probe's goal: the link carries it
+# ... and grew by this much since the probe began: an estimate that was near the goal already and
+# stayed there is a plateau (a link carrying 80-99 % of the next layer), not a success; without this,
+# such a subscriber was probed back to back, ~30 % of its link in padding (bench.bandwidth fairness)
+PROBE_GAIN = 1.1
 PROBE_GROWTH = 3.0  # a probe tests up to this many times the estimate (libwebrtc's first probes: 3x, 6x)
 PROBE_BACKOFF_MIN_S = 2.0
 # a failed probe costs the subscriber a little loss; backing off further than this would leave a
@@ -288,8 +292,23 @@ class ProbeState:
     """What `LayerSelector._probe` remembers per subscriber."""
 
     goal: float = 0.0  # the total rate the running (or just ended) probe tests; 0: none pending
+    from_bps: float = 0.0  # the estimate when it began
     backoff_s: float = 0.0
     retry_at: float = 0.0
+
+
+def judge_probe(state: ProbeState, estimate: float, now: float) -> bool:
+    """Whether the probe that just ended showed the link carries more: the estimate reached most of
+    its goal (PROBE_SUCCESS) and grew while it ran (PROBE_GAIN). Then the next may go at once;
+    otherwise the next waits (PROBE_BACKOFF_MIN_S, doubling up to PROBE_BACKOFF_MAX_S)."""
+    success = estimate >= state.goal * PROBE_SUCCESS and estimate >= state.from_bps * PROBE_GAIN
+    if success:
+        state.backoff_s, state.retry_at = 0.0, now
+    else:
+        state.backoff_s = min(max(state.backoff_s * 2, PROBE_BACKOFF_MIN_S), PROBE_BACKOFF_MAX_S)
+        state.retry_at = now + state.backoff_s
+    state.goal = 0.0
+    return success
 
 
 def _step_up(state: SelectorState, current: int, target: int, now: float, reason: str) -> Decision:
@@ -602,9 +621,9 @@ class LayerSelector:
     def _probe(self, now: float) -> None:
         """Probe the downlink of each subscriber with a send-side estimate below what its video needs
         one layer up (sfu.prober): padding up to that with headroom (at most PROBE_GROWTH times the
-        estimate), for PROBE_S. A probe that did not lift the estimate to most of its goal
-        backs off (PROBE_BACKOFF_MIN_S doubling to PROBE_BACKOFF_MAX_S); one that did lets the next go at
-        once, so a wide link is found in a few steps."""
+        estimate), for PROBE_S. A probe that did not lift the estimate to most of its goal, or did
+        not lift it at all, backs off (PROBE_BACKOFF_MIN_S doubling to PROBE_BACKOFF_MAX_S); one that
+        did lets the next go at once, so a wide link is found in a few steps."""
         for subscriber, wants in self.allocation.demands().items():
             dt = wants[0][0]
             transport = dt.transport
@@ -617,13 +636,7 @@ class LayerSelector:
                 state = self._probes[subscriber] = ProbeState()
             estimate = float(dt.estimate_bps)
             if state.goal and not prober.running and now - prober.ended_at >= PROBE_SETTLE_S:
-                # the last probe's result is in
-                if estimate >= state.goal * PROBE_SUCCESS:
-                    state.backoff_s, state.retry_at = 0.0, now
-                else:
-                    state.backoff_s = min(max(state.backoff_s * 2, PROBE_BACKOFF_MIN_S), PROBE_BACKOFF_MAX_S)
-                    state.retry_at = now + state.backoff_s
-                state.goal = 0.0
+                judge_probe(state, estimate, now)  # the last probe's result is in
             demand = sum(self._next_step(w[0], w[1]) for w in wants) * UP_HEADROOM
             if (state.goal or prober.running or now < state.retry_at or estimate >= demand
                     or any((w[0].recent_loss(now) or 0.0) > HIGH_LOSS for w in wants)):
@@ -633,7 +646,7 @@ class LayerSelector:
             carrier = next((w[0] for w in wants if w[0].current is not None and w[0].slot is not None
                             and w[0].slot.rtx_pt), None)
             if carrier is not None and padding > 0 and prober.start(carrier, padding, PROBE_S):
-                state.goal = goal
+                state.goal, state.from_bps = goal, estimate
                 STATS.probes += 1
 
     def _next_step(self, dt: DownTrack, top: float) -> float:

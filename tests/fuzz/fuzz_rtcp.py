@@ -29,9 +29,9 @@ with instrumented():
     from sfu.ingress import Ingress
     from sfu.layers import LayerSelector
     from sfu.peer import Peer
+    from sfu.playout_delay import PlayoutDelay
     from sfu.track import PublishedTrack
     from sfu.transport import PeerTransport, RecvSlot, SendSlot
-    from sfu.playout_delay import PlayoutDelay
     from sfu.transport_seq import TransportSequence
 
 instrument_functions(artp.RtcpPacket.parse, artp.RtcpSrPacket.parse, artp.RtcpRrPacket.parse,

@@ -21,8 +21,10 @@ from sfu.layers import (
     UP_HEADROOM,
     UP_STREAK,
     LayerInfo,
+    ProbeState,
     SelectorState,
     decide,
+    judge_probe,
 )
 from sfu.metrics import STATS
 from sfu.peer import Peer
@@ -236,6 +238,23 @@ def test_a_probe_that_lifts_the_estimate_lets_the_layer_up_and_the_next_probe_go
     assert r.dt.target is r.rec.layers["h"]
     # the next step (f) is probed without a backoff: the last probe succeeded
     assert len(prober.starts) == 2 and prober.starts[1][0] - prober.starts[0][0] <= PROBE_S + PROBE_SETTLE_S + 2 * STEP
+
+
+def test_a_probe_succeeds_when_the_estimate_reached_most_of_its_goal_and_grew():
+    ramp = ProbeState(goal=900_000, from_bps=300_000)
+    assert judge_probe(ramp, 800_000, 10.0) and (ramp.retry_at, ramp.backoff_s, ramp.goal) == (10.0, 0.0, 0.0)
+    short = ProbeState(goal=900_000, from_bps=300_000)
+    assert not judge_probe(short, 600_000, 10.0) and short.retry_at == 10.0 + PROBE_BACKOFF_MIN_S
+    # a plateau: a link carrying ~90 % of the next layer with headroom (not enough to go up). Judged
+    # a success, it was probed back to back: ~30 % of the subscriber's link in padding
+    # (bench.bandwidth fairness, before)
+    plateau = ProbeState(goal=900_000, from_bps=800_000)
+    waits = []
+    for k in range(4):
+        plateau.goal = 900_000
+        assert not judge_probe(plateau, 810_000, 10.0 * k)
+        waits.append(plateau.retry_at - 10.0 * k)
+    assert waits == [PROBE_BACKOFF_MIN_S, 2 * PROBE_BACKOFF_MIN_S, PROBE_BACKOFF_MAX_S, PROBE_BACKOFF_MAX_S]
 
 
 # --- negotiation -------------------------------------------------------------------------------------
