@@ -4,7 +4,7 @@ A lost packet is only worth resending (NACK, RTX) if the frame it belongs to is 
 resent copy arrives, about a round trip later. Chromium's jitter buffer targets the network's jitter
 (~10 ms on a clean link) and does not wait for a frame that later frames do not reference (a VP8
 frame of the top temporal layer): it skips it. Behind 3 % loss and 80 ms of round trip it decoded
-87-89 % of the frames sent, though every lost packet was resent; held for ~120 ms, 99.8 %.
+87-89 % of the frames sent, though every lost packet was resent; held for ~130 ms, 97-100 %.
 
 So once a subscriber shows loss that retransmission repairs (NACKs: at least `NACKS` in `WINDOW_S`),
 its video carries the playout-delay header extension
@@ -15,7 +15,7 @@ they render at. When the NACKs stop for `QUIET_S` the minimum goes back to `FLOO
 keeps the last value it saw (one carrying no element changes nothing), and a minimum of 0 would turn
 on libwebrtc's low-latency rendering mode, so the SFU never sends 0. The maximum is libwebrtc's
 default, 10 s. A subscriber that never loses anything never gets the element, and one whose client
-did not negotiate it (Firefox) never does either. This is LiveKit's `playout_delay`, made adaptive.
+did not negotiate it (aiortc) never does either. This is LiveKit's `playout_delay`, made adaptive.
 
 The element goes on every packet of the video SSRCs that negotiated it (not on RTX or probes): the
 native Egress stamps it (`set_playout_delay`, `delay_ssrc`), the Python path here (`stamp`), before

@@ -32,7 +32,7 @@ export async function stats() {
         kind: r.kind, mid: r.mid, rid: r.rid, source: s.screenTx && r.mid === s.screenTx.mid ? 'screen' : null,
         frameWidth: r.frameWidth, frameHeight: r.frameHeight,
         active: r.active, bytesSent: r.bytesSent, packetsSent: r.packetsSent, framesEncoded: r.framesEncoded,
-        framesSent: r.framesSent,
+        framesSent: r.framesSent, targetBitrate: r.targetBitrate,
         qualityLimitationReason: r.qualityLimitationReason, encoderImplementation: r.encoderImplementation,
         scalabilityMode: r.scalabilityMode || null,
         codec: (report.get(r.codecId) || {}).mimeType || null,
