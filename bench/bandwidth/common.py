@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,36 @@ def video_downtracks(server: Any) -> list[Any]:
 def sent_bytes(dt: Any) -> int:
     """What the SFU sent a DownTrack's subscriber for it: media, and the probes of its transport."""
     return dt.bytes_sent + getattr(getattr(dt.transport, "prober", None), "bytes", 0)
+
+
+class Sender:
+    """The SFU's side of one subscriber's video: each `sample()` is its estimate, the rate of the
+    layer forwarded (allocated), what was sent since the last sample (actual) and the layer."""
+
+    def __init__(self, server: Any, started: float) -> None:
+        self.server, self.started = server, started
+        self.last_bytes, self.last_t = 0, started
+
+    def sample(self) -> tuple[Any, dict[str, Any]]:
+        """(the DownTrack or None, the sample's fields)."""
+        dt = next(iter(video_downtracks(self.server)), None)
+        now = time.monotonic()
+        sent = sent_bytes(dt) if dt is not None else 0
+        actual = (sent - self.last_bytes) * 8 / max(now - self.last_t, 1e-3)
+        self.last_bytes, self.last_t = sent, now
+        layer = dt.current if dt is not None else None
+        return dt, {"t": round(now - self.started, 2), "estimate_bps": dt.estimate_bps if dt is not None else 0,
+                    "allocated_bps": round(layer.bitrate) if layer is not None else 0,
+                    "actual_bps": round(actual), "layer": layer.rid if layer is not None else None}
+
+
+async def close(pages: list[Browser], server: Any, link: Any) -> str:
+    """End a run: its pages, its server, then its link (what the link reports, if anything)."""
+    for p in pages:
+        await p.close()
+    if server is not None:
+        await server.stop()
+    return link.stop() or ""
 
 
 def phases_table(mode: str, samples: list[dict[str, Any]], phases: Sequence[tuple[Any, float]],

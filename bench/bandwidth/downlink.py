@@ -35,35 +35,22 @@ async def run(transport_cc: bool, tmp: Path) -> list[dict[str, Any]]:
         watcher = await common.watch(server, "bw", "watcher", video, prefix=link.command())
         pages.append(watcher)
         samples: list[dict[str, Any]] = []
-        started = time.monotonic()
-        last_bytes, last_t = 0, started
+        sender = common.Sender(server, time.monotonic())
         for rate, seconds in PHASES:
             link.limit(rate)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 inbound = await common.inbound_video(watcher)
-                dt = next(iter(common.video_downtracks(server)), None)
-                now = time.monotonic()
-                sent = common.sent_bytes(dt) if dt is not None else 0
-                actual = (sent - last_bytes) * 8 / max(now - last_t, 1e-3)
-                last_bytes, last_t = sent, now
-                layer = dt.current if dt is not None else None
+                dt, row = sender.sample()
                 samples.append({
-                    "t": round(now - started, 2), "link_bps": rate,
-                    "estimate_bps": dt.estimate_bps if dt is not None else 0,
-                    "allocated_bps": round(layer.bitrate) if layer is not None else 0,
-                    "actual_bps": round(actual), "layer": layer.rid if layer is not None else None,
+                    **row, "link_bps": rate,
                     "width": inbound.get("frameWidth") or 0, "frames": inbound.get("framesDecoded") or 0,
                     "probes": getattr(getattr(dt.transport, "prober", None), "probes", 0) if dt is not None else 0,
                 })
                 await asyncio.sleep(SAMPLE_S)
         return samples
     finally:
-        for p in pages:
-            await p.close()
-        if server is not None:
-            await server.stop()
-        link.stop()
+        await common.close(pages, server, link)
 
 
 def _row(mode: str, rate: int, seconds: float, phase: list[dict[str, Any]]) -> str:

@@ -70,11 +70,7 @@ async def run(transport_cc: bool, tmp: Path) -> list[dict[str, Any]]:
         return samples
     finally:
         await download.stop()
-        for p in pages:
-            await p.close()
-        if server is not None:
-            await server.stop()
-        link.stop()
+        await common.close(pages, server, link)
 
 
 def _row(mode: str, phase_name: str, seconds: float, phase: list[dict[str, Any]]) -> str:

@@ -35,23 +35,15 @@ async def run(transport_cc: bool, tmp: Path) -> list[dict[str, Any]]:
         pages.append(watcher)
         samples: list[dict[str, Any]] = []
         started = time.monotonic()
-        last_bytes, last_t = 0, started
+        sender = common.Sender(server, started)
         end = started + PHASES[0][1]
         while time.monotonic() < end:
             inbound = await common.inbound_video(watcher)
             stats = await publisher.evaluate("window.basement.stats()")
             top = next((o for o in stats["outbound"] if o["kind"] == "video" and o["rid"] == "f"), {})
-            dt = next(iter(common.video_downtracks(server)), None)
-            now = time.monotonic()
-            sent = common.sent_bytes(dt) if dt is not None else 0
-            actual = (sent - last_bytes) * 8 / max(now - last_t, 1e-3)
-            last_bytes, last_t = sent, now
-            layer = dt.current if dt is not None else None
+            dt, row = sender.sample()
             samples.append({
-                "t": round(now - started, 2), "link_bps": None,
-                "estimate_bps": dt.estimate_bps if dt is not None else 0,
-                "allocated_bps": round(layer.bitrate) if layer is not None else 0,
-                "actual_bps": round(actual), "layer": layer.rid if layer is not None else None,
+                **row, "link_bps": None,
                 "sent_frames": top.get("framesSent") or 0, "frames": inbound.get("framesDecoded") or 0,
                 "nacks": inbound.get("nackCount") or 0, "plis": inbound.get("pliCount") or 0,
                 "playout_delay_ms": dt.transport.playout_delay.min_ms if dt is not None else None,
@@ -59,11 +51,7 @@ async def run(transport_cc: bool, tmp: Path) -> list[dict[str, Any]]:
             await asyncio.sleep(SAMPLE_S)
         return samples
     finally:
-        for p in pages:
-            await p.close()
-        if server is not None:
-            await server.stop()
-        print(f"link: {link.stop()}")
+        print(f"link: {await common.close(pages, server, link)}")
 
 
 def _row(mode: str, name: str, seconds: float, phase: list[dict[str, Any]]) -> str:

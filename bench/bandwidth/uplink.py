@@ -61,11 +61,7 @@ async def run(transport_cc: bool, tmp: Path) -> list[dict[str, Any]]:
                 await asyncio.sleep(SAMPLE_S)
         return samples
     finally:
-        for p in pages:
-            await p.close()
-        if server is not None:
-            await server.stop()
-        link.stop()
+        await common.close(pages, server, link)
 
 
 def _row(mode: str, rate: int | None, seconds: float, phase: list[dict[str, Any]]) -> str:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from tests.support.netns import CLIENT_IP, SERVER_IP, _ip, _names, _netns_of
+from tests.support.netns import CLIENT_IP, SERVER_IP, _ip, _names, namespace_holder
 
 TUNSETIFF = 0x400454CA
 IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
@@ -57,12 +57,7 @@ class ImpairedLink:
         return self.holder.pid
 
     def start(self) -> ImpairedLink:
-        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
-        deadline = time.monotonic() + 5
-        while _netns_of(self.holder.pid) == _netns_of("self"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the client network namespace did not appear")
-            time.sleep(0.01)
+        self.holder = namespace_holder()
         self.server_fd = open_tun(self.server_dev)
         self.relay = subprocess.Popen(
             self.command(sys.executable, "-m", "tests.support.impaired_link", str(self.server_fd), self.client_dev,

@@ -49,12 +49,7 @@ class Link:
 
     def start(self) -> Link:
         # the namespace lives as long as this process (the veth pair goes with it)
-        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
-        deadline = time.monotonic() + 5
-        while _netns_of(self.holder.pid) == _netns_of("self"):  # unshare has not switched yet
-            if time.monotonic() > deadline:
-                raise RuntimeError("the client network namespace did not appear")
-            time.sleep(0.01)
+        self.holder = namespace_holder()
         _ip("ip", "link", "add", "name", self.server_dev, "type", "veth", "peer", "name", self.client_dev)
         _ip("ip", "link", "set", self.client_dev, "netns", str(self.pid))
         # No IPv6 link-local addresses on the pair: the kernel would add them a second or two after
@@ -136,6 +131,18 @@ class Link:
             self.holder.kill()
             self.holder.wait()
         subprocess.run(["ip", "link", "del", self.server_dev], capture_output=True, timeout=10)
+
+
+def namespace_holder() -> subprocess.Popen:
+    """A process in a network namespace of its own (only loopback, down), once it is there."""
+    holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
+    deadline = time.monotonic() + 5
+    while _netns_of(holder.pid) == _netns_of("self"):  # unshare has not switched yet
+        if time.monotonic() > deadline:
+            holder.kill()
+            raise RuntimeError("the client network namespace did not appear")
+        time.sleep(0.01)
+    return holder
 
 
 def _netns_of(pid: int | str) -> str:
