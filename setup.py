@@ -12,7 +12,8 @@ SOURCES = ["sfu/native/module.c", "sfu/native/srtp.c", "sfu/native/aes_gcm.c", "
            "sfu/native/forward.c", "sfu/native/remb.c",
            "sfu/native/parse.c", "sfu/native/reception.c", "sfu/native/media_socket.c", "sfu/native/ingress.c",
            "sfu/native/layer.c", "sfu/native/traffic.c", "sfu/native/packet_ring.c",
-           "sfu/native/gso.c", "sfu/native/transport_seq.c", "sfu/native/transport_arrivals.c"]
+           "sfu/native/gso.c", "sfu/native/transport_seq.c", "sfu/native/transport_arrivals.c",
+           "sfu/native/pacer.c"]
 CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
           "-fno-strict-aliasing",
           # remb.c must compute every double exactly as its Python twin does: no fused multiply-add

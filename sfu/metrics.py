@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 LabelledGauge = tuple[str, str, str, dict[str, float]]
 
 try:
-    from sfu._native import Traffic, gso_state
+    from sfu._native import Traffic, gso_state, pace_state
 except ImportError:  # not built: the same fields in Python
-    gso_state = None
+    gso_state = pace_state = None
 
     class Traffic:  # type: ignore[no-redef]
         """The packet and byte counters (twin of `_native.Traffic`)."""
@@ -119,6 +119,10 @@ class MediaStats:
         self.transport_feedback_out = 0
         # playout delays set or changed for subscribers whose links lose packets (sfu.playout_delay)
         self.playout_delay_changes = 0
+        # video packets that waited for a subscriber's pacer (sfu.pacing), on the Python path (the
+        # native Egresses count theirs in C: `_native.pace_state`), and of them those a bound let go
+        self.paced = 0
+        self.pace_forced = 0
         self.consent_expired = 0  # ICE connections closed because no consent check was answered in 30 s
         # participants who left, by reason (node.LEAVE_REASONS), and transports that ended without
         # our closing them, by (target, cause): each a fixed set
@@ -232,6 +236,11 @@ class MediaCollector:
                       "sent to publishers", s.transport_feedback_out)
         yield counter("basement_playout_delay_changes", "playout delays set or changed for subscribers whose links "
                       "lose packets (their video is held for its retransmissions)", s.playout_delay_changes)
+        paced, forced, _ = pace_state() if pace_state is not None else (0, 0, 0)
+        yield counter("basement_paced_packets", "video packets that waited for a subscriber's pacer (a burst "
+                      "above pacing_factor x its downlink estimate)", s.paced + paced)
+        yield counter("basement_pace_forced_packets", "of those, the ones that went before the pacer allowed: "
+                      "they had waited 0.5 s, or 512 were waiting", s.pace_forced + forced)
         yield counter("basement_relayed_packets_out", "RTP packets relayed to the other nodes (workers) of rooms "
                       "that span them", s.relayed_packets_out)
         yield counter("basement_relayed_bytes_out", "RTP bytes relayed to the other nodes (workers) of rooms "

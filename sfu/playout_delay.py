@@ -43,7 +43,9 @@ FLOOR_MS = 10  # the smallest minimum there is besides 0 (10 ms units)
 MAX_MIN_MS = 400  # more would be a delay people notice in a conversation
 MAX_MS = 10_000  # libwebrtc's own default maximum
 STEP_MS = 20  # smaller changes of the round trip leave the minimum as it is
-RTT_SAMPLES = 16  # receiver reports come about once a second per SSRC
+# the least round trip of each second (receiver reports come about once a second per video SSRC,
+# so a subscriber watching ten cameras gives ten a second): 16 of them span more than WINDOW_S
+RTT_SAMPLES = 16
 
 
 def element(min_ms: int, max_ms: int) -> bytes:
@@ -88,7 +90,11 @@ class PlayoutDelay:
     def on_rtt(self, rtt_s: float, now: float) -> None:
         """A receiver report's round trip (0: none measured)."""
         if rtt_s > 0:
-            self._rtts.append((now, rtt_s))
+            rtts = self._rtts
+            if rtts and now - rtts[-1][0] < 1.0:
+                rtts[-1] = (rtts[-1][0], min(rtts[-1][1], rtt_s))
+            else:
+                rtts.append((now, rtt_s))
         self._update(now)
 
     def rtt(self, now: float) -> float:

@@ -55,6 +55,7 @@ from sfu.dependency_descriptor import URI_DD
 from sfu.estimator import SendSideEstimator
 from sfu.metrics import STATS
 from sfu.native_receive import NativeReceive
+from sfu.pacing import Pacing
 from sfu.playout_delay import URI_PLAYOUT_DELAY, PlayoutDelay
 from sfu.prober import Prober
 from sfu.rtp import URI_TWCC
@@ -318,11 +319,31 @@ def _add_forwarded_codecs() -> None:
     extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
     if not any(e.uri == URI_DD for e in extensions):
         extensions.append(RTCRtpHeaderExtensionParameters(id=DD_ID, uri=URI_DD))
-    # the playout delay a lossy subscriber's video is held for (sfu.playout_delay); publish answers
-    # drop it (`drop_playout_delay`)
-    if not any(e.uri == URI_PLAYOUT_DELAY for e in extensions):
-        extensions.append(RTCRtpHeaderExtensionParameters(id=PLAYOUT_DELAY_ID, uri=URI_PLAYOUT_DELAY))
+    _offer_playout_delay(_playout_delay)
     _offer_transport_cc(_transport_cc)
+
+
+# Whether subscribers are offered the playout delay (setting `playout_delay`)
+_playout_delay = True
+
+
+def configure_playout_delay(enabled: bool) -> None:
+    """Process-wide: offer subscribers the playout delay (the default), or not."""
+    global _playout_delay
+    _playout_delay = enabled
+    _offer_playout_delay(enabled)
+
+
+def _offer_playout_delay(enabled: bool) -> None:
+    """The playout delay a lossy subscriber's video is held for (sfu.playout_delay), on the video
+    m-lines we offer subscribers; publish answers drop it (`drop_playout_delay`). Not offered, no
+    subscriber negotiates it, and nothing is stamped."""
+    extensions = _artc_codecs.HEADER_EXTENSIONS["video"]
+    offered = any(e.uri == URI_PLAYOUT_DELAY for e in extensions)
+    if enabled and not offered:
+        extensions.append(RTCRtpHeaderExtensionParameters(id=PLAYOUT_DELAY_ID, uri=URI_PLAYOUT_DELAY))
+    elif offered and not enabled:
+        extensions[:] = [e for e in extensions if e.uri != URI_PLAYOUT_DELAY]
 
 
 # Whether subscribers are offered transport-wide congestion control (setting `transport_cc`), and
@@ -1001,6 +1022,8 @@ class PeerTransport:
         self.sequence = TransportSequence()
         # how long a lossy subscriber's video is held for its retransmissions (stamped like `sequence`)
         self.playout_delay = PlayoutDelay()
+        # a burst of video above pacing_factor x the downlink estimate waits (in the Egress, or here)
+        self.pacing = Pacing()
         self.estimator: SendSideEstimator | None = None
         self._feedback_last: int | None = None  # the newest transport sequence number fed to it
         self.prober = Prober(self.send_rtp)  # padding that tests the downlink (started by the LayerSelector)
@@ -1320,6 +1343,8 @@ class PeerTransport:
         xid = slot.ext_ids.get(URI_PLAYOUT_DELAY)
         if xid is not None and 1 <= xid <= 14 and slot.kind == "video" and slot.ssrc:
             self.playout_delay.negotiated(xid, slot.ssrc)
+        if slot.kind == "video" and slot.ssrc:
+            self.pacing.negotiated(slot.ssrc)
         media = params.codecs[0]
         slot.pt = media.payloadType
         slot.rtx_pt = 0
@@ -1464,7 +1489,10 @@ class PeerTransport:
                 self._feedback_last = seq
         if packets:
             estimator.on_packets(now, packets)
-        return estimator.estimate_bps
+        estimate = estimator.estimate_bps
+        if estimate is not None:
+            self.pacing.on_estimate(estimate, now)
+        return estimate
 
     def sent_packet(self, seq: int) -> tuple[float, int] | None:
         """(send time, bytes) of the packet this transport numbered `seq`, or None."""
@@ -1501,6 +1529,7 @@ class PeerTransport:
                 egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
                 self._stamp_on(egress, fresh=True)
                 self.playout_delay.attach(egress)
+                self.pacing.attach(egress)
             send_rtp, send_rtcp = egress.send_rtp, egress.send_rtcp
 
             def send_native(data: bytes, rtcp: bool = False) -> Any:
@@ -1516,20 +1545,26 @@ class PeerTransport:
             self.egress.close()
             self.egress = None
             self.playout_delay.attach(None)
+            self.pacing.attach(None)
         srtp = dtls._tx_srtp
         udp_send = pair.protocol.transport.sendto
         protect = srtp.protect
         protect_rtcp = srtp.protect_rtcp
         monotonic = time.monotonic
-        delay = self.playout_delay
+        stamp_delay = self.playout_delay.stamp
+        pacing = self.pacing
+
+        def send_now(data: bytes) -> None:
+            data = stamp_delay(data)
+            udp_send(protect(sequence.stamp(data, monotonic()) if sequence.xid else data), addr)
 
         def send(data: bytes, rtcp: bool = False) -> Any:
             if rtcp:
                 udp_send(protect_rtcp(data), addr)
+            elif pacing.pacer.rate > 0:
+                pacing.send(data, monotonic(), send_now)
             else:
-                if delay.min_ms is not None:
-                    data = delay.stamp(data)
-                udp_send(protect(sequence.stamp(data, monotonic()) if sequence.xid else data), addr)
+                send_now(data)
             return True
 
         return send
@@ -1585,6 +1620,7 @@ class PeerTransport:
             return
         self.closed = True
         self.prober.stop()
+        self.pacing.close()
         self._send_to = None
         if self.egress is not None:
             self.egress.close()

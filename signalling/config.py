@@ -216,6 +216,22 @@ class Settings:
                           "accepted from publishers (the SFU reports what arrived, and their browsers "
                           "set their encoders from it); off, REMB both ways"},
     )
+    playout_delay: bool = field(
+        default=True,
+        metadata={"group": "media",
+                  "help": "offer subscribers the playout-delay header extension: one whose link keeps losing "
+                          "packets has its video held 1.5 round trips + 30 ms for the retransmissions "
+                          "(at most 400 ms); off, such a link loses frames instead of adding latency"},
+    )
+    pacing_factor: float = field(
+        default=1.25,
+        metadata={"group": "media",
+                  "help": "a subscriber's video leaves at most at this many times its downlink estimate "
+                          "(from transport-wide feedback): a key frame's burst waits in the SFU rather than "
+                          "overflowing a shallow queue on the way, at the cost of its own latency; 0: no "
+                          "pacing (libwebrtc paces at 2.5, which left the bursts measured in "
+                          "docs/performance.md alone)"},
+    )
     datapath: str = field(
         default="native",
         metadata={"group": "media",
@@ -478,6 +494,8 @@ class Settings:
                               f"{', '.join(SRTP_PROFILES)}")
         if self.datapath not in ("native", "python"):
             raise ConfigError(f"datapath: {self.datapath!r} is not 'native' or 'python'")
+        if not (self.pacing_factor == 0 or 1 <= self.pacing_factor <= 100):
+            raise ConfigError(f"pacing_factor: {self.pacing_factor} is not 0 (off) or 1 to 100")
         if self.retransmit_budget < 0:
             raise ConfigError(f"retransmit_budget: {self.retransmit_budget} is negative")
         for name in ("ws_max_per_address", "ws_burst", "ws_rate_strikes", "ws_send_queue"):

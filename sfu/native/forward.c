@@ -15,7 +15,8 @@
  * or once per received batch: while a MediaSocket delivers one recvmmsg batch it holds the sends
  * (bs_send_hold / bs_send_release), so the datagrams every packet of the batch produced for one
  * subscriber leave in one sendmmsg. A flush per batch, not on a timer: what a batch queued is sent
- * before the event loop waits again.
+ * before the event loop waits again. The one exception is pacing (pacer.c, sfu/pacing.py): a video
+ * packet above the subscriber's pacing rate waits, out of the queue, until `pace()` lets it go.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -64,14 +65,21 @@ typedef struct {
     int32_t seq;  /* the number this entry is for; -1: empty */
 } tcc_entry;
 
-/* An SSRC's SRTP state, and whether its m-line negotiated transport-wide sequence numbers and the
- * playout delay. The SRTP stream comes first: DownTracks keep `bs_srtp_stream *`, and the egress
- * casts back. */
+/* An SSRC's SRTP state, whether its m-line negotiated transport-wide sequence numbers and the
+ * playout delay, and whether its packets are paced (a video m-line's media SSRC). The SRTP stream
+ * comes first: DownTracks keep `bs_srtp_stream *`, and the egress casts back. */
 typedef struct {
     bs_srtp_stream srtp;
     uint8_t tcc;
     uint8_t delay;
+    uint8_t paced;
 } egress_stream_t;
+
+typedef struct {
+    bs_pacer pacer;
+    uint8_t *pkt[BS_PACER_MAX_HELD];
+    bs_srtp_stream *st[BS_PACER_MAX_HELD];
+} egress_pacing;
 
 typedef struct {
     PyObject_HEAD
@@ -109,12 +117,30 @@ typedef struct {
      * extension id (0: none is stamped) and the element's 3 bytes */
     int delay_id;
     uint8_t delay[3];
+    /* pacing (pacer.c, sfu/pacing.py): the packets of paced SSRCs wait here, unprotected and
+     * unnumbered (they are numbered when they leave, so the numbers follow the order on the wire),
+     * in the pacer's slots, while its bucket says so; the module's clock (`pace`) lets them go */
+    egress_pacing *pacing; /* allocated by the first set_pacing with a rate: NULL, nothing is paced */
+    int pace_listed;       /* on the module's list of egresses with packets waiting */
 } EgressObject;
 
 static PyTypeObject EgressType;
 static EgressObject *pending_egress[MAX_PENDING_EGRESS];
 static size_t n_pending_egress;
 static int send_hold; /* > 0 while a received batch is being delivered: flush when it is released */
+/* the pacing clock: egresses with packets waiting (a reference each), what is called when one joins
+ * (sfu.pacing arms a timer that calls `pace`), and the counts for the metrics */
+static EgressObject *paced_egress[MAX_PENDING_EGRESS];
+static size_t n_paced_egress;
+static PyObject *pace_waker;
+static unsigned long long paced_total, paced_forced;
+
+/* time.monotonic() */
+static inline double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static bs_srtp_stream *egress_stream(EgressObject *e, uint32_t ssrc) {
     if (e->cap == 0 || (e->count + 1) * 2 > e->cap) {
@@ -158,6 +184,7 @@ lookup_only:;
     bs_srtp_stream_init(&es->srtp);
     es->tcc = 0;
     es->delay = 0;
+    es->paced = 0;
     e->keys[j] = ssrc;
     e->streams[j] = &es->srtp;
     e->count++;
@@ -287,10 +314,8 @@ static size_t egress_stamp(EgressObject *e, uint8_t *buf, size_t len, size_t cap
         return len;
     }
     if (e->tcc_hist) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         tcc_entry *h = &e->tcc_hist[e->tcc_next % TCC_HISTORY];
-        h->at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        h->at = mono_now();
         h->size = (uint32_t)n;
         h->seq = e->tcc_next;
     }
@@ -313,8 +338,8 @@ static inline size_t egress_extend(EgressObject *e, bs_srtp_stream *st, uint8_t 
     return len;
 }
 
-/* Protect the `len` bytes written into egress_slot() and queue them. 1 queued, 0 dropped. */
-static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
+/* Protect the `len` bytes written into egress_slot() and queue them now. 1 queued, 0 dropped. */
+static int egress_queue(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
     uint8_t *buf = e->bufs[e->nq];
     if (!rtcp)
         len = egress_extend(e, st, buf, len, QUEUE_BUF - BS_SRTP_MAX_RTCP_TRAILER);
@@ -337,6 +362,96 @@ static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rt
         pending_egress[n_pending_egress++] = e;
     }
     return 1;
+}
+
+/* Let go the waiting packets the pacer allows at `now`: numbered, protected and queued. */
+static void egress_release(EgressObject *e, double now) {
+    egress_pacing *pc = e->pacing;
+    if (!pc)
+        return;
+    unsigned long long held = pc->pacer.held, forced = pc->pacer.forced;
+    for (;;) {
+        unsigned slot = pc->pacer.head;
+        uint32_t n = bs_pacer_pop(&pc->pacer, now);
+        if (!n)
+            break;
+        uint8_t *pkt = pc->pkt[slot];
+        pc->pkt[slot] = NULL;
+        if (e->fd >= 0) {
+            memcpy(egress_slot(e), pkt, n);
+            egress_queue(e, pc->st[slot], n, 0);
+        } else {
+            e->failures++;
+        }
+        free(pkt);
+    }
+    paced_total += pc->pacer.held - held;
+    paced_forced += pc->pacer.forced - forced;
+}
+
+/* Drop what waits (the transport closed): counted as failures. */
+static void egress_drop_held(EgressObject *e) {
+    egress_pacing *pc = e->pacing;
+    if (!pc)
+        return;
+    while (pc->pacer.count) {
+        free(pc->pkt[pc->pacer.head]);
+        pc->pkt[pc->pacer.head] = NULL;
+        pc->pacer.head = (pc->pacer.head + 1) % BS_PACER_MAX_HELD;
+        pc->pacer.count--;
+        e->failures++;
+    }
+}
+
+static inline unsigned egress_waiting(EgressObject *e) { return e->pacing ? e->pacing->pacer.count : 0; }
+
+/* The packet in the current slot (len bytes, of paced `st`) waits: copied out, behind the others. */
+static int egress_hold(EgressObject *e, bs_srtp_stream *st, size_t len, double now) {
+    egress_pacing *pc = e->pacing;
+    uint8_t *copy = NULL;
+    if (e->pace_listed || n_paced_egress < MAX_PENDING_EGRESS)
+        copy = malloc(len);
+    if (!copy)
+        return egress_queue(e, st, len, 0); /* no memory, or no room on the clock's list: it goes now */
+    memcpy(copy, e->bufs[e->nq], len);
+    egress_release(e, now); /* (when the most wait already, the oldest goes) */
+    int slot = bs_pacer_push(&pc->pacer, now, (uint32_t)len);
+    if (slot < 0) { /* cannot happen after a release; if it did, the packet goes now */
+        memcpy(egress_slot(e), copy, len);
+        free(copy);
+        return egress_queue(e, st, len, 0);
+    }
+    pc->pkt[slot] = copy;
+    pc->st[slot] = st;
+    egress_release(e, now);
+    if (pc->pacer.count && !e->pace_listed) {
+        e->pace_listed = 1;
+        Py_INCREF(e);
+        paced_egress[n_paced_egress++] = e;
+        if (pace_waker) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *r = PyObject_CallNoArgs(pace_waker);
+            if (r)
+                Py_DECREF(r);
+            else
+                PyErr_WriteUnraisable(pace_waker);
+            PyErr_Restore(type, value, tb);
+        }
+    }
+    return 1;
+}
+
+/* Queue the `len` bytes written into egress_slot(), or, for a paced SSRC's media while the pacer
+ * says so, keep them waiting. 1 queued or waiting, 0 dropped. */
+static int egress_commit(EgressObject *e, bs_srtp_stream *st, size_t len, int rtcp) {
+    egress_pacing *pc = e->pacing;
+    if (pc && !rtcp && pc->pacer.rate > 0 && ((egress_stream_t *)st)->paced) {
+        double now = mono_now();
+        if (pc->pacer.count || !bs_pacer_pass(&pc->pacer, now, (uint32_t)len))
+            return egress_hold(e, st, len, now);
+    }
+    return egress_queue(e, st, len, rtcp);
 }
 
 /* Protect `len` bytes of RTP for `st` and queue (or send) them. 1 queued/sent, 0 dropped. */
@@ -481,6 +596,8 @@ static void egress_clear_streams(EgressObject *e) {
 }
 
 static void Egress_dealloc(EgressObject *self) {
+    egress_drop_held(self);
+    free(self->pacing);
     free(self->tcc_hist);
     if (self->fd >= 0)
         close(self->fd);
@@ -521,6 +638,7 @@ static PyObject *Egress_send_rtcp(EgressObject *self, PyObject *arg) { return eg
 static PyObject *Egress_close(EgressObject *self, PyObject *unused) {
     if (self->pending)
         flush_pending();
+    egress_drop_held(self); /* (the clock's list lets it go at its next tick) */
     if (self->fd >= 0) {
         close(self->fd);
         self->fd = -1;
@@ -601,6 +719,36 @@ static PyObject *Egress_delay_ssrc(EgressObject *self, PyObject *arg) {
     return egress_flag_ssrc(self, arg, offsetof(egress_stream_t, delay));
 }
 
+static PyObject *Egress_pace_ssrc(EgressObject *self, PyObject *arg) {
+    return egress_flag_ssrc(self, arg, offsetof(egress_stream_t, paced));
+}
+
+static PyObject *Egress_set_pacing(EgressObject *self, PyObject *arg) {
+    double bps = PyFloat_AsDouble(arg);
+    if (bps == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(bps >= 0 && bps <= 1e12)) {
+        PyErr_SetString(PyExc_ValueError, "set_pacing: a rate of 0 to 1e12 bits per second");
+        return NULL;
+    }
+    if (!self->pacing) {
+        if (bps == 0)
+            Py_RETURN_NONE;
+        /* (per transport that is paced at all: 14 KB, which most subscribers on fast links never
+         * need, so not part of every Egress) */
+        self->pacing = calloc(1, sizeof(egress_pacing));
+        if (!self->pacing)
+            return PyErr_NoMemory();
+    }
+    double now = mono_now();
+    bs_pacer_set_rate(&self->pacing->pacer, bps, now);
+    if (self->pacing->pacer.count && bps == 0) {
+        egress_release(self, now); /* off: what waits goes now */
+        flush_unless_held();
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Egress_set_playout_delay(EgressObject *self, PyObject *args) {
     int xid, min_ms, max_ms;
     if (!PyArg_ParseTuple(args, "iii", &xid, &min_ms, &max_ms))
@@ -632,6 +780,16 @@ static PyObject *Egress_sent_packet(EgressObject *self, PyObject *arg) {
 }
 
 static PyObject *Egress_get_closed(EgressObject *self, void *c) { return PyBool_FromLong(self->fd < 0); }
+static PyObject *Egress_get_waiting(EgressObject *self, void *c) { return PyLong_FromUnsignedLong(egress_waiting(self)); }
+static PyObject *Egress_get_pacing_bps(EgressObject *self, void *c) {
+    return PyFloat_FromDouble(self->pacing ? self->pacing->pacer.rate * 8 : 0.0);
+}
+static PyObject *Egress_get_paced(EgressObject *self, void *c) {
+    return PyLong_FromUnsignedLongLong(self->pacing ? self->pacing->pacer.held : 0);
+}
+static PyObject *Egress_get_pace_forced(EgressObject *self, void *c) {
+    return PyLong_FromUnsignedLongLong(self->pacing ? self->pacing->pacer.forced : 0);
+}
 static PyObject *Egress_get_streams(EgressObject *self, void *c) { return PyLong_FromSize_t(self->count); }
 
 static PyMethodDef Egress_methods[] = {
@@ -649,6 +807,10 @@ static PyMethodDef Egress_methods[] = {
      "packets of SSRCs given to delay_ssrc; xid 0 stamps none."},
     {"delay_ssrc", (PyCFunction)Egress_delay_ssrc, METH_O,
      "delay_ssrc(ssrc): this SSRC's m-line negotiated the playout delay: stamp it on its packets."},
+    {"pace_ssrc", (PyCFunction)Egress_pace_ssrc, METH_O,
+     "pace_ssrc(ssrc): this SSRC's packets are paced (a video m-line's media)."},
+    {"set_pacing", (PyCFunction)Egress_set_pacing, METH_O,
+     "set_pacing(bps): pace the paced SSRCs at bps bits per second (0: off; what waits goes now)."},
     {"sent_packet", (PyCFunction)Egress_sent_packet, METH_O,
      "sent_packet(seq): (time.monotonic() when queued, bytes) of the packet numbered seq, or None."},
     {NULL},
@@ -673,6 +835,11 @@ static PyMemberDef Egress_members[] = {
 static PyGetSetDef Egress_getset[] = {
     {"closed", (getter)Egress_get_closed, NULL, "closed (no descriptor)", NULL},
     {"streams", (getter)Egress_get_streams, NULL, "SSRCs with SRTP state", NULL},
+    {"waiting", (getter)Egress_get_waiting, NULL, "packets the pacer holds", NULL},
+    {"pacing_bps", (getter)Egress_get_pacing_bps, NULL, "the pacing rate (0: off)", NULL},
+    {"paced", (getter)Egress_get_paced, NULL, "packets that waited for the pacer", NULL},
+    {"pace_forced", (getter)Egress_get_pace_forced, NULL,
+     "of those, the ones that went because one had waited the longest a packet may, or the most waited", NULL},
     {NULL},
 };
 
@@ -1554,7 +1721,48 @@ static PyTypeObject DownTrackCoreType = {
     .tp_weaklistoffset = offsetof(DownTrackCore, weakrefs),
 };
 
+/* pace(): let go what the pacers allow now, send it; the number of egresses still holding packets */
+static PyObject *py_pace(PyObject *self, PyObject *unused) {
+    double now = mono_now();
+    size_t keep = 0;
+    for (size_t i = 0; i < n_paced_egress; i++) {
+        EgressObject *e = paced_egress[i];
+        if (e->fd < 0)
+            egress_drop_held(e);
+        else
+            egress_release(e, now);
+        if (egress_waiting(e)) {
+            paced_egress[keep++] = e;
+        } else {
+            e->pace_listed = 0;
+            Py_DECREF(e); /* (one queued for sending is on the pending list, with its own reference) */
+        }
+    }
+    n_paced_egress = keep;
+    flush_unless_held();
+    return PyLong_FromSize_t(keep);
+}
+
+static PyObject *py_set_pace_waker(PyObject *self, PyObject *arg) {
+    if (arg != Py_None && !PyCallable_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "set_pace_waker: a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(pace_waker, arg == Py_None ? NULL : Py_NewRef(arg));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_pace_state(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("(KKn)", paced_total, paced_forced, (Py_ssize_t)n_paced_egress);
+}
+
 static PyMethodDef forward_functions[] = {
+    {"pace", py_pace, METH_NOARGS,
+     "pace(): send what every Egress's pacer lets go now; how many Egresses still hold packets"},
+    {"set_pace_waker", py_set_pace_waker, METH_O,
+     "set_pace_waker(f): f() is called when an Egress starts holding packets (arm a timer for pace()); None: none"},
+    {"pace_state", py_pace_state, METH_NOARGS,
+     "pace_state() -> (packets that waited, of them the ones a bound let go, Egresses holding packets now)"},
     {"fanout", (PyCFunction)(void (*)(void))native_fanout, METH_FASTCALL,
      "fanout(downtracks, data, layer, keyframe, now) -> (packets, bytes): DownTrack.forward for each, then flush"},
     {NULL},

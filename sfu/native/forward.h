@@ -129,4 +129,25 @@ size_t bs_tcc_stamp(uint8_t *buf, size_t len, size_t cap, int xid, uint16_t seq)
 /* The same for any element: `size` (1-16) bytes of `value` under one-byte id `xid`. */
 size_t bs_ext_stamp(uint8_t *buf, size_t len, size_t cap, int xid, const uint8_t *value, size_t size);
 
+/* pacer.c: a token bucket and the sizes of the packets waiting for it (twin of sfu/pacer.py, whose
+ * docstring gives the rule). The caller keeps the packets, in the same ring order: push returns the
+ * slot a packet waits in (-1 when BS_PACER_MAX_HELD wait: pop first), pop the size of the oldest,
+ * which leaves slot `head`, if it may go now (else 0). */
+#define BS_PACER_MAX_HELD 512 /* as sfu/pacer.py MAX_HELD */
+typedef struct {
+    double rate;   /* bytes per second; 0: nothing waits */
+    double tokens; /* bytes that may go now (below 0: owed) */
+    double last;
+    double at[BS_PACER_MAX_HELD];
+    uint32_t size[BS_PACER_MAX_HELD];
+    unsigned head, count;
+    unsigned long long held, forced;
+} bs_pacer;
+void bs_pacer_set_rate(bs_pacer *p, double bps, double now);
+int bs_pacer_push(bs_pacer *p, double now, uint32_t size);
+uint32_t bs_pacer_pop(bs_pacer *p, double now);
+/* What push then pop would say for a packet when none waits: 1 it goes now (tokens taken), 0 it
+ * must wait. */
+int bs_pacer_pass(bs_pacer *p, double now, uint32_t size);
+
 #endif

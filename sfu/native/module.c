@@ -15,6 +15,7 @@
  * gso.c            UDP_SEGMENT for Egress flushes: which queued datagrams leave as one send
  * transport_seq.c  transport-wide sequence numbers stamped into what an Egress sends
  * transport_arrivals.c  TransportArrivals: when each transport-wide number from a publisher arrived
+ * pacer.c          the token bucket an Egress paces a subscriber's video with (Pacer: the same, for tests)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +33,7 @@ int bs_register_packet_ring(PyObject *m);
 int bs_register_gso(PyObject *m);
 int bs_register_transport_seq(PyObject *m);
 int bs_register_transport_arrivals(PyObject *m);
+int bs_register_pacer(PyObject *m);
 
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "sfu._native", "Basement's native data path: SRTP, rewrite and batched send.", -1, NULL,
@@ -45,7 +47,7 @@ PyMODINIT_FUNC PyInit__native(void) {
         bs_register_parse(m) < 0 || bs_register_reception(m) < 0 || bs_register_media_socket(m) < 0 ||
         bs_register_ingress(m) < 0 || bs_register_layer(m) < 0 || bs_register_traffic(m) < 0 ||
         bs_register_packet_ring(m) < 0 || bs_register_gso(m) < 0 ||
-        bs_register_transport_seq(m) < 0 || bs_register_transport_arrivals(m) < 0) {
+        bs_register_transport_seq(m) < 0 || bs_register_transport_arrivals(m) < 0 || bs_register_pacer(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

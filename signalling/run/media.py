@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sfu import data, datapath, downtrack, ingress, transport
+from sfu import data, datapath, downtrack, ingress, pacing, transport
 from signalling.config import ConfigError, Settings
 
 
@@ -26,6 +26,11 @@ def configure_media(settings: Settings) -> None:
         max_buffered_bytes=settings.data_max_buffered_bytes, history=settings.data_history,
         room_rate=settings.data_room_rate, room_burst=2 * settings.data_room_rate))
     transport.configure_transport_cc(settings.transport_cc)
+    transport.configure_playout_delay(settings.playout_delay)
+    try:
+        pacing.configure_pacing(settings.pacing_factor)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     try:
         transport.configure_srtp(settings.srtp_profiles)
     except ValueError as e:

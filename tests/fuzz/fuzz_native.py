@@ -19,6 +19,9 @@ datagram is
     alike for the first datagram's SSRC, each with a subscriber (and, when bit 1 is set, noting
     transport-wide numbers under id 3 and reporting them every 16 packets): both must count, drop,
     NACK, estimate, report audio levels, send feedback and forward the same things, packet by packet;
+  * turned into times, rates and sizes for the pacer's twins (sfu.pacer, pacer.c): the same decisions;
+    and sent through an Egress that paces them (held, let go by `pace()`, dropped by a close): every
+    datagram counted once, nothing left waiting;
   * grouped, by their lengths, into the runs an Egress flush sends segmented (UDP_SEGMENT) by
     `_native.gso_runs` and its twin `sfu.gso.runs`: both must split them the same way;
   * fed, when it is valid RTP, to aiortc's RemoteBitrateEstimator and the C RembEstimator (arrival
@@ -49,7 +52,7 @@ with instrumented():
     from aiortc.rate import RemoteBitrateEstimator
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-    from sfu import _native, datapath, gso, reception, rtp, transport_seq
+    from sfu import _native, datapath, gso, pacer, reception, rtp, transport_seq
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress, NativeIngress
     from sfu.media_socket import PyMediaSocket
@@ -289,6 +292,56 @@ def _check_gso_runs(packets: list[bytes]) -> None:
             raise Finding(f"the GSO run rules disagree on {lengths}")
 
 
+PACED_SINK = _udp()
+
+
+def _check_pacing(control: int, packets: list[bytes]) -> None:
+    """The pacer's twins (sfu.pacer, pacer.c) take the same decisions on times, rates and sizes read
+    from the input; an Egress that paces the datagrams (they wait, go, wait past a close) accounts
+    for every one: sent, failed, or still waiting, never lost or kept after the close."""
+    twins = (pacer.Pacer(), _native.Pacer())
+    now = 0.0
+    for p in packets:
+        b = p[:6].ljust(6, b"\0")
+        now += b[0] / 256 * (0.6 if b[1] & 128 else 0.01)
+        op = b[1] % 8
+        if op == 0:
+            bps = float(int.from_bytes(b[2:5], "big") * (b[5] % 8))
+            for t in twins:
+                t.set_rate(bps, now)
+        elif op < 5:
+            size = max(len(p), 1)
+            if len({t.push(now, size) for t in twins}) != 1:
+                raise Finding("the pacer's twins disagree on a push")
+        elif len({t.pop(now) for t in twins}) != 1:
+            raise Finding("the pacer's twins disagree on a pop")
+        if len({(t.rate, t.tokens, t.last, t.waiting, t.held, t.forced) for t in twins}) != 1:
+            raise Finding("the pacer's twins disagree on their state")
+    profile = PROFILES[control % len(PROFILES)]
+    egress = _native.Egress(SENDER.fileno(), PACED_SINK.getsockname(), profile, KEYS[profile])
+    calls = 0
+    for i, p in enumerate(packets):
+        if len(p) >= 12 and i < 3:
+            egress.pace_ssrc(int.from_bytes(p[8:12], "big"))
+        if i % 5 == 0:
+            egress.set_pacing(float((p[0] if p else 0) * 4000))
+        egress.send_rtp(p)
+        calls += 1
+        if control & 8 and i % 4 == 3:
+            _native.pace()
+    waiting = egress.waiting
+    egress.close()
+    _native.pace()
+    if egress.sent + egress.failures != calls or egress.waiting or _native.pace_state()[2]:
+        raise Finding(f"a pacing Egress lost count: {calls} given, {egress.sent} sent, {egress.failures} failed, "
+                      f"{waiting} waiting at the close")
+    try:
+        while PACED_SINK.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def _check_transport_seq(packet: bytes, control: int) -> None:
     """Header extension stamping (C, in the Egress: transport-wide numbers and the playout delay) and
     its twin sfu.transport_seq write the same bytes into any packet, and what they write is a
@@ -347,6 +400,7 @@ def test_one(data: bytes) -> None:
     _check_media_sockets(control, packets)
     _check_ingress(control, packets)
     _check_gso_runs(packets)
+    _check_pacing(control, packets)
     for i, packet in enumerate(packets):
         _check_srtp(packet, PROFILES[(control + i) % len(PROFILES)])
         _check_transport_seq(packet, control + i)

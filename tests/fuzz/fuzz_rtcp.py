@@ -28,6 +28,7 @@ with instrumented():
     from sfu.downtrack import DownTrack
     from sfu.ingress import Ingress
     from sfu.layers import LayerSelector
+    from sfu.pacing import Pacing
     from sfu.peer import Peer
     from sfu.playout_delay import PlayoutDelay
     from sfu.track import PublishedTrack
@@ -112,6 +113,9 @@ def build() -> tuple[PeerTransport, PeerTransport, LayerSelector]:
     # NACKs and receiver reports feed its playout delay (negotiated on the video m-line)
     subscribe.playout_delay = PlayoutDelay()
     subscribe.playout_delay.negotiated(6, SUB_SSRC)
+    # feedback's estimates set its pacing rate (the Python path's pacer: no egress)
+    subscribe.pacing = Pacing()
+    subscribe.pacing.negotiated(SUB_SSRC)
     peer.subscriber = subscribe
     selector.tracks = lambda: [rec]
     return subscribe, _transport(ingress.on_rtcp), selector

@@ -78,6 +78,16 @@ def test_the_round_trip_moves_it_only_by_a_step_and_quiet_returns_it_to_the_floo
     assert read(delay.stamp(packet(ssrc=VIDEO))) == (pd.FLOOR_MS, MAX_MS)
 
 
+def test_the_least_round_trip_spans_the_window_however_many_reports_a_second():
+    delay = PlayoutDelay()
+    delay.negotiated(DELAY_ID, VIDEO)
+    delay.on_rtt(0.08, 100.0)  # the path's round trip, then 9 s of a queue, 20 reports a second
+    for k in range(180):
+        delay.on_rtt(0.3, 100.5 + k / 20)
+    assert delay.rtt(109.5) == 0.08  # still in the window: it counts
+    assert delay.rtt(100.0 + pd.WINDOW_S + 1) == 0.3
+
+
 def test_not_negotiated_nothing_is_set():
     delay = PlayoutDelay()
     lossy(delay, 0.08)
@@ -127,3 +137,27 @@ def test_the_egress_and_the_python_path_send_the_same_bytes():
             assert native.send(data) == python.send(delays[1].stamp(data))
     finally:
         native.close()
+
+
+async def test_subscribers_are_offered_it_on_video_and_the_setting_takes_it_away():
+    from sfu import transport as tr
+    from sfu.transport import PeerTransport
+
+    async def subscriber_offer() -> str:
+        t = PeerTransport(on_rtp=None, on_rtcp=None)
+        try:
+            t.add_slot("video", "video/VP8")
+            t.add_slot("audio", "audio/opus")
+            return await t.create_offer()
+        finally:
+            await t.close()
+
+    line = f"a=extmap:{tr.PLAYOUT_DELAY_ID} {pd.URI_PLAYOUT_DELAY}"
+    offer = await subscriber_offer()
+    assert offer.count(line) == 1 and offer.index(line) < offer.index("m=audio")  # on the video m-line only
+    tr.configure_playout_delay(False)
+    try:
+        assert pd.URI_PLAYOUT_DELAY not in await subscriber_offer()
+    finally:
+        tr.configure_playout_delay(True)
+    assert (await subscriber_offer()).count(line) == 1

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from aiortc import rtp as artp
 
-from sfu import twcc
+from sfu import pacing, twcc
 from sfu.layers import (
     PROBE_BACKOFF_MAX_S,
     PROBE_BACKOFF_MIN_S,
@@ -27,6 +27,7 @@ from sfu.layers import (
     judge_probe,
 )
 from sfu.metrics import STATS
+from sfu.pacing import Pacing
 from sfu.peer import Peer
 from sfu.transport import PeerTransport, Remb, _split_transport_feedback
 from sfu.transport_seq import TransportSequence
@@ -77,6 +78,7 @@ class Transport:
         self.estimator = None
         self._feedback_last = None
         self.egress = None
+        self.pacing = Pacing()
 
     def send(self, n: int, t0: float, spacing: float) -> list[float]:
         times = []
@@ -99,6 +101,7 @@ def test_feedback_becomes_the_estimate_and_each_number_counts_once():
     t.on_transport_feedback(twcc.parse(twcc.build(1, OUT_SSRC, 50, 0, 1, arrivals[50:])), 11.1)
     assert t.estimator.acked_bps() == pytest.approx(830_000, rel=0.1)  # received at the rate sent, no loss
     assert t.estimator.estimate_bps >= t.estimator.acked_bps()  # and at least what arrived
+    assert t.pacing.bps == pacing.DEFAULT_FACTOR * t.estimator.estimate_bps  # video is paced from it
 
 
 def test_a_subscriber_with_transport_feedback_is_estimated_by_us_not_by_its_remb():

@@ -1,0 +1,207 @@
+"""Pacing a subscriber transport (sfu.pacing): a burst of video above the pacing rate leaves at that
+rate, in order, numbered as it leaves; audio, RTCP and unpaced SSRCs never wait. The native Egress
+(held in C, let go by the process-wide clock) and the Python path (held by `Pacing`, its own timer)
+behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import pytest
+from sfu._native import Egress, SrtpSession
+
+from sfu import _native
+from sfu.pacer import BURST_S, MAX_HOLD_S
+from sfu.pacing import DEFAULT_FACTOR, Pacing
+from sfu.transport_seq import TransportSequence
+from tests.unit.sfu.native.test_srtp import GCM128, key_for
+from tests.unit.sfu.test_transport_seq import carried, packet
+
+XID = 4
+VIDEO, AUDIO = 0x1111, 0x2222
+SIZE = 1000
+ESTIMATE = 3_200_000  # x 1.25: 4 Mbit/s, 500,000 bytes/s; the bucket holds 10,000 bytes
+RATE = DEFAULT_FACTOR * ESTIMATE / 8
+BUCKET = RATE * BURST_S
+
+
+def video(seq: int) -> bytes:
+    return packet(ssrc=VIDEO, seq=seq, payload=bytes(SIZE - 12))
+
+
+class _Native:
+    """Pacing in an Egress, to a socket of the test's."""
+
+    def __init__(self) -> None:
+        key = key_for(GCM128, seed=5)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setblocking(False)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.egress = Egress(self.tx.fileno(), self.rx.getsockname(), GCM128, key)
+        self.egress.set_transport_seq(XID, 0)
+        self.egress.stamp_ssrc(VIDEO)
+        self.egress.stamp_ssrc(AUDIO)
+        self.receiver = SrtpSession(GCM128, key, True)
+        self.pacing = Pacing()
+        self.pacing.negotiated(VIDEO)
+        self.pacing.attach(self.egress)
+        self.got: list[tuple[float, bytes]] = []
+
+    def send(self, data: bytes) -> None:
+        assert self.egress.send_rtp(data)
+
+    def read(self) -> list[tuple[float, bytes]]:
+        while True:
+            try:
+                self.got.append((time.monotonic(), self.receiver.unprotect(self.rx.recv(2048))))
+            except BlockingIOError:
+                return self.got
+
+    @property
+    def waiting(self) -> int:
+        return self.egress.waiting
+
+    def sent_at(self, seq: int) -> float:
+        return self.egress.sent_packet(seq)[0]
+
+    def close(self) -> None:
+        self.pacing.close()
+        self.egress.close()
+        self.rx.close()
+        self.tx.close()
+
+
+class _Python:
+    """Pacing on the Python path: `Pacing` holds, its send_now numbers (TransportSequence) and sends."""
+
+    def __init__(self) -> None:
+        self.sequence = TransportSequence()
+        self.sequence.xid, self.sequence.ssrcs = XID, {VIDEO, AUDIO}
+        self.pacing = Pacing()
+        self.pacing.negotiated(VIDEO)
+        self.got: list[tuple[float, bytes]] = []
+
+    def _send_now(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.got.append((now, self.sequence.stamp(data, now)))
+
+    def send(self, data: bytes) -> None:
+        if self.pacing.pacer.rate > 0:  # as PeerTransport's send does
+            self.pacing.send(data, time.monotonic(), self._send_now)
+        else:
+            self._send_now(data)
+
+    def read(self) -> list[tuple[float, bytes]]:
+        return self.got
+
+    @property
+    def waiting(self) -> int:
+        return self.pacing.pacer.waiting
+
+    def sent_at(self, seq: int) -> float:
+        return self.sequence.sent_packet(seq)[0]
+
+    def close(self) -> None:
+        self.pacing.close()
+
+
+SIDES = pytest.mark.parametrize("side", [_Native, _Python], ids=["egress", "python"])
+
+
+def ssrc_seq(data: bytes) -> tuple[int, int]:
+    seq, = struct.unpack_from("!H", data, 2)
+    ssrc, = struct.unpack_from("!I", data, 8)
+    return ssrc, seq
+
+
+@SIDES
+async def test_a_burst_of_video_leaves_at_the_pacing_rate_in_order_and_audio_does_not_wait(side):
+    s = side()
+    try:
+        s.pacing.on_estimate(ESTIMATE, time.monotonic())
+        t0 = time.monotonic()
+        for k in range(60):
+            s.send(video(k))
+        s.send(packet(ssrc=AUDIO, seq=500))  # audio, behind 60 KB of video
+        assert s.waiting > 0
+        first = [ssrc_seq(d) for _, d in s.read()]
+        assert (AUDIO, 500) in first  # it did not wait
+        assert len(first) - 1 <= BUCKET // SIZE + 2  # the bucket's worth of video at once, not the burst
+        await asyncio.sleep(MAX_HOLD_S + 0.1)  # no packet may wait longer (~0.12 s at the rate)
+        assert s.waiting == 0
+        got = s.read()
+        videos = [(t, d) for t, d in got if ssrc_seq(d)[0] == VIDEO]
+        assert [ssrc_seq(d)[1] for _, d in videos] == list(range(60))  # every packet, in order
+        numbers = [carried(d)[0] for _, d in got]
+        assert numbers == list(range(61))  # numbered in the order they left, audio among them
+        # never faster than the rate: 60 KB less the bucket and one packet take at least 98 ms, by
+        # the numbers' send times and by what the socket saw
+        least = (60 * SIZE - BUCKET - SIZE) / RATE
+        assert s.sent_at(60) - s.sent_at(0) >= least * 0.99
+        assert videos[-1][0] - t0 >= least * 0.99
+        # and went by the rate, not by a bound
+        assert s.pacing.pacer.forced == 0 if side is _Python else s.egress.pace_forced == 0
+    finally:
+        s.close()
+
+
+@SIDES
+async def test_without_an_estimate_nothing_waits(side):
+    s = side()
+    try:
+        for k in range(60):
+            s.send(video(k))
+        assert s.waiting == 0 and len(s.read()) == 60
+    finally:
+        s.close()
+
+
+@SIDES
+async def test_switching_pacing_off_lets_what_waits_go_at_once(side):
+    s = side()
+    try:
+        s.pacing.on_estimate(ESTIMATE, time.monotonic())
+        for k in range(60):
+            s.send(video(k))
+        assert s.waiting > 0
+        s.pacing.on_estimate(0, time.monotonic())
+        assert s.waiting == 0
+        assert [ssrc_seq(d)[1] for _, d in s.read()] == list(range(60))
+    finally:
+        s.close()
+
+
+async def test_a_closed_egress_drops_what_waits_and_leaves_the_clock():
+    s = _Native()
+    try:
+        s.pacing.on_estimate(ESTIMATE, time.monotonic())
+        for k in range(60):
+            s.send(video(k))
+        waiting = s.egress.waiting
+        failures = s.egress.failures
+        s.egress.close()
+        assert s.egress.waiting == 0 and s.egress.failures == failures + waiting
+        assert _native.pace() == 0  # off the clock's list
+        assert _native.pace_state()[2] == 0
+    finally:
+        s.close()
+
+
+async def test_the_python_path_moves_what_waits_to_an_egress_before_it_paces_there():
+    s = _Python()
+    n = _Native()
+    try:
+        s.pacing.on_estimate(ESTIMATE, time.monotonic())
+        for k in range(60):
+            s.send(video(k))
+        assert s.waiting > 0
+        s.pacing.attach(n.egress)  # (the path came up natively): what waited goes now, through send_now
+        assert s.waiting == 0 and [ssrc_seq(d)[1] for _, d in s.read()] == list(range(60))
+        assert n.egress.pacing_bps == DEFAULT_FACTOR * ESTIMATE
+    finally:
+        s.close()
+        n.close()
