@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bandwidth import common, downlink, fairness, loss, uplink  # noqa: E402
+from bench.bandwidth import common, downlink, fairness, keyframes, loss, uplink  # noqa: E402
 
-SCENARIOS = {"downlink": downlink, "uplink": uplink, "fairness": fairness, "loss": loss}
+SCENARIOS = {"downlink": downlink, "uplink": uplink, "fairness": fairness, "loss": loss, "keyframes": keyframes}
 
 
 def main(argv: list[str] | None = None) -> int:

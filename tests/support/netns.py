@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import subprocess
 import time
 
@@ -106,6 +107,14 @@ class Link:
         queue = max(rate_bps * queue_ms // 8000, 3000)
         _ip("tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_bps}bit",
             "burst", "3000", "limit", str(queue), netns_pid=pid)
+
+    def dropped(self) -> int:
+        """Packets the limit on the server's side dropped so far (its queue was full), from `tc -s`;
+        0 without a limit. Counts from the last `limit()`, which sets up a new one."""
+        out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.server_dev], capture_output=True,
+                             text=True, timeout=10).stdout
+        m = re.search(r"dropped (\d+)", out)
+        return int(m.group(1)) if m else 0
 
     def down(self) -> None:
         """Lose every packet both ways from now on (see the module docstring)."""
