@@ -112,6 +112,13 @@ class _Python:
 SIDES = pytest.mark.parametrize("side", [_Native, _Python], ids=["egress", "python"])
 
 
+def burst(s) -> None:
+    """Pace at the estimate's rate, and send 60 KB of video at once."""
+    s.pacing.on_estimate(ESTIMATE, time.monotonic())
+    for k in range(60):
+        s.send(video(k))
+
+
 def ssrc_seq(data: bytes) -> tuple[int, int]:
     seq, = struct.unpack_from("!H", data, 2)
     ssrc, = struct.unpack_from("!I", data, 8)
@@ -122,10 +129,8 @@ def ssrc_seq(data: bytes) -> tuple[int, int]:
 async def test_a_burst_of_video_leaves_at_the_pacing_rate_in_order_and_audio_does_not_wait(side):
     s = side()
     try:
-        s.pacing.on_estimate(ESTIMATE, time.monotonic())
         t0 = time.monotonic()
-        for k in range(60):
-            s.send(video(k))
+        burst(s)
         s.send(packet(ssrc=AUDIO, seq=500))  # audio, behind 60 KB of video
         assert s.waiting > 0
         first = [ssrc_seq(d) for _, d in s.read()]
@@ -164,9 +169,7 @@ async def test_without_an_estimate_nothing_waits(side):
 async def test_switching_pacing_off_lets_what_waits_go_at_once(side):
     s = side()
     try:
-        s.pacing.on_estimate(ESTIMATE, time.monotonic())
-        for k in range(60):
-            s.send(video(k))
+        burst(s)
         assert s.waiting > 0
         s.pacing.on_estimate(0, time.monotonic())
         assert s.waiting == 0
@@ -178,9 +181,7 @@ async def test_switching_pacing_off_lets_what_waits_go_at_once(side):
 async def test_a_closed_egress_drops_what_waits_and_leaves_the_clock():
     s = _Native()
     try:
-        s.pacing.on_estimate(ESTIMATE, time.monotonic())
-        for k in range(60):
-            s.send(video(k))
+        burst(s)
         waiting = s.egress.waiting
         failures = s.egress.failures
         s.egress.close()
@@ -195,9 +196,7 @@ async def test_the_python_path_moves_what_waits_to_an_egress_before_it_paces_the
     s = _Python()
     n = _Native()
     try:
-        s.pacing.on_estimate(ESTIMATE, time.monotonic())
-        for k in range(60):
-            s.send(video(k))
+        burst(s)
         assert s.waiting > 0
         s.pacing.attach(n.egress)  # (the path came up natively): what waited goes now, through send_now
         assert s.waiting == 0 and [ssrc_seq(d)[1] for _, d in s.read()] == list(range(60))

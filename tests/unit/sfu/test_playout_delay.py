@@ -141,16 +141,7 @@ def test_the_egress_and_the_python_path_send_the_same_bytes():
 
 async def test_subscribers_are_offered_it_on_video_and_the_setting_takes_it_away():
     from sfu import transport as tr
-    from sfu.transport import PeerTransport
-
-    async def subscriber_offer() -> str:
-        t = PeerTransport(on_rtp=None, on_rtcp=None)
-        try:
-            t.add_slot("video", "video/VP8")
-            t.add_slot("audio", "audio/opus")
-            return await t.create_offer()
-        finally:
-            await t.close()
+    from tests.unit.sfu.test_send_side import subscriber_offer
 
     line = f"a=extmap:{tr.PLAYOUT_DELAY_ID} {pd.URI_PLAYOUT_DELAY}"
     offer = await subscriber_offer()

@@ -263,17 +263,19 @@ def test_a_probe_succeeds_when_the_estimate_reached_most_of_its_goal_and_grew():
 # --- negotiation -------------------------------------------------------------------------------------
 
 
+async def subscriber_offer() -> str:
+    """What the SFU offers a subscriber of one video and one audio track."""
+    t = PeerTransport(on_rtp=None, on_rtcp=None)
+    try:
+        t.add_slot("video", "video/VP8")
+        t.add_slot("audio", "audio/opus")
+        return await t.create_offer()
+    finally:
+        await t.close()
+
+
 async def test_subscribers_are_offered_transport_cc_publishers_answered_with_it_and_the_setting_turns_it_off():
     from sfu import transport as tr
-
-    async def subscriber_offer() -> str:
-        t = PeerTransport(on_rtp=None, on_rtcp=None)
-        try:
-            t.add_slot("video", "video/VP8")
-            t.add_slot("audio", "audio/opus")
-            return await t.create_offer()
-        finally:
-            await t.close()
 
     async def publish_offer() -> str:
         client = PeerTransport(on_rtp=None, on_rtcp=None)  # a client built on the same lists
