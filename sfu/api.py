@@ -108,6 +108,8 @@ class AllocationState(TypedDict):
 
     estimate: int | None  # bits/s; None before the first
     estimator: str | None  # "transport-cc" (the SFU's own) or "remb" (the subscriber's)
+    pacing_bps: int  # the rate its video is paced at (sfu.pacing); 0: not paced
+    playout_delay_ms: int | None  # the minimum playout delay stamped on its video (sfu.playout_delay)
     tracks: list[TrackAllocation]
 
 

@@ -706,15 +706,20 @@ class LayerSelector:
 
     def explain(self, subscriber_id: str, downtracks: Iterable[DownTrack], now: float) -> dict[str, Any]:
         """Why each of a subscriber's video DownTracks gets the layer it gets (the protocol's
-        `allocation` reply): its estimate, and per track its priority, what its request needs, its
+        `allocation` reply): its estimate, the pacing rate and playout delay of its transport, and per
+        track its priority, what its request needs, its
         share of the estimate, the layer aimed at and forwarded, and a sentence (`sfu.allocation.why`).
         From the last allocation round and the DownTracks' state; nothing is recomputed."""
         video = [dt for dt in downtracks if dt.is_video]
         estimate = self.estimates.get(subscriber_id)
         send_side = any(_send_side(dt) for dt in video)
         tracks = [self._explain_one(dt, estimate, send_side, now) for dt in video]
+        transport = video[0].transport if video else None  # (one subscribe transport carries them all)
         return {"estimate": estimate, "estimator": None if estimate is None else
-                "transport-cc" if send_side else "remb", "tracks": tracks}
+                "transport-cc" if send_side else "remb",
+                "pacing_bps": round(transport.pacing.bps) if transport is not None else 0,
+                "playout_delay_ms": transport.playout_delay.min_ms if transport is not None else None,
+                "tracks": tracks}
 
     def _explain_one(self, dt: DownTrack, estimate: int | None, send_side: bool, now: float) -> dict[str, Any]:
         rec = dt.track

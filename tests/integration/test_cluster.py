@@ -76,7 +76,9 @@ async def test_embedded_cluster_over_the_memory_bus():
         reply = await b.subscription(info["track"], width=160, height=120, pinned=True)
         assert reply["pinned"] is True
         # why b gets its layers: the node's explanation, over the bus
-        explained = {t["track"]: t for t in (await b.allocation())["tracks"]}
+        allocation = await b.allocation()
+        explained = {t["track"]: t for t in allocation["tracks"]}
+        assert allocation["pacing_bps"] >= 0 and "playout_delay_ms" in allocation  # (aiortc: no feedback, 0)
         assert set(explained) == {a.published["video"], a.published["screen"]}
         assert explained[a.published["video"]]["priority"] == "pinned"
         assert explained[a.published["screen"]]["priority"] == "screen"

@@ -16,6 +16,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from sfu import datapath, rtp
 from sfu.downtrack import DownTrack
 from sfu.ingress import ingress_class
+from sfu.pacing import Pacing
+from sfu.playout_delay import PlayoutDelay
 from sfu.transport import RecvSlot, SendSlot
 
 # Chromium's numbering of a publisher's extension ids, without transport-wide CC (the publisher then
@@ -45,6 +47,8 @@ class Wire:
         self.closed = False
         self.rtp: list[bytes] = []
         self.rtcp: list[bytes] = []
+        self.pacing = Pacing()
+        self.playout_delay = PlayoutDelay()
 
     def send_rtp(self, data: bytes) -> bool:
         assert isinstance(data, bytes)

@@ -162,6 +162,7 @@ def test_the_allocation_says_why_a_camera_is_below_what_its_subscriber_asked_for
     targets = meeting.run()
     explained = meeting.selector.explain("PA_sub", meeting.dts, meeting.now)
     assert explained["estimate"] == 2_000_000 and explained["estimator"] == "remb"
+    assert explained["pacing_bps"] == 0 and explained["playout_delay_ms"] is None  # (no feedback, no loss)
     first = explained["tracks"][0]
     assert (first["requested"], first["layer"], first["priority"], first["paused"]) == ("f", targets[0], "other", False)
     assert first["need_bps"] == 1_500_000 and first["share_bps"] == pytest.approx(666_667, abs=1)
