@@ -96,7 +96,10 @@ class Pacing:
         self.bps = 0.0  # the pacing rate now (0: off)
         self.egress: Any = None  # the native Egress that paces (sfu.transport), or None
         self.pacer = Pacer()  # the Python path's
-        self._packets: deque[tuple[bytes, Callable[[bytes], Any]]] = deque()
+        # the Python path's send, which numbers, protects and sends a packet on the pair nominated
+        # now (PeerTransport sets it whenever it resolves the pair: what waits goes to the new one)
+        self.send_now: Callable[[bytes], Any] | None = None
+        self._packets: deque[bytes] = deque()
         self._handle: asyncio.TimerHandle | None = None
         self.failures = 0  # packets that waited and then failed to go
 
@@ -108,8 +111,8 @@ class Pacing:
 
     def attach(self, egress: Any) -> None:
         """Pace in `egress` (the native send side) from now on, or here (None). What waits here goes
-        first, so nothing is held in two places."""
-        self._flush()
+        first (`flush`), so nothing is held in two places."""
+        self.flush()
         self.egress = egress
         if egress is None:
             self.pacer.set_rate(self.bps, time.monotonic())
@@ -129,9 +132,12 @@ class Pacing:
                 self._release(now)
 
     # --- the Python path -------------------------------------------------------------------
-    def send(self, data: bytes, now: float, send_now: Callable[[bytes], Any]) -> None:
-        """Send an RTP packet through `send_now` (which numbers, protects and sends it) now, or when
-        the bucket lets it go."""
+    def send(self, data: bytes, now: float) -> None:
+        """Send an RTP packet through `send_now` now, or when the bucket lets it go."""
+        send_now = self.send_now
+        if send_now is None:
+            self.failures += 1
+            return
         if self.pacer.rate <= 0 or len(data) < 12 or struct.unpack_from("!I", data, 8)[0] not in self.ssrcs:
             send_now(data)
             return
@@ -139,7 +145,7 @@ class Pacing:
         if not self.pacer.push(now, len(data)):  # cannot happen after a release
             send_now(data)
             return
-        self._packets.append((data, send_now))
+        self._packets.append(data)
         self._release(now)
         if self._packets and self._handle is None:
             try:
@@ -147,15 +153,19 @@ class Pacing:
             except RuntimeError:  # no loop (a test's send): the caller ticks
                 pass
 
+    def _send(self, data: bytes) -> None:
+        try:
+            if self.send_now is None:
+                raise ConnectionError("no path")
+            self.send_now(data)
+        except Exception:  # libsrtp refusal or a closed socket, as PeerTransport._send counts them
+            self.failures += 1
+
     def _release(self, now: float) -> None:
         pacer, packets = self.pacer, self._packets
         held, forced = pacer.held, pacer.forced
         while pacer.pop(now):
-            data, send_now = packets.popleft()
-            try:
-                send_now(data)
-            except Exception:  # libsrtp refusal or a closed socket, as PeerTransport._send counts them
-                self.failures += 1
+            self._send(packets.popleft())
         STATS.paced += pacer.held - held
         STATS.pace_forced += pacer.forced - forced
 
@@ -165,13 +175,17 @@ class Pacing:
         if self._packets:
             self._handle = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
-    def _flush(self) -> None:
-        """Send what waits, now."""
-        pacer, self.pacer = self.pacer, Pacer()
-        pacer.set_rate(0, time.monotonic())
-        while self._packets:
-            data, send_now = self._packets.popleft()
-            send_now(data)
+    def flush(self) -> None:
+        """Send what waits here, now, in order (the path moves to an Egress, or the other way)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        packets, self._packets = self._packets, deque()
+        rate = self.pacer.rate
+        self.pacer = Pacer()
+        self.pacer.set_rate(rate * 8, time.monotonic())
+        for data in packets:
+            self._send(data)
 
     def close(self) -> None:
         """The transport closed: what waits is dropped."""

@@ -1525,7 +1525,9 @@ class PeerTransport:
                 egress.retarget(sock.fileno(), addr)
             else:
                 # every RTP and RTCP packet of this transport goes through it from now on: the SRTP
-                # rollover and SRTCP index state of an SSRC must live in one place
+                # rollover and SRTCP index state of an SSRC must live in one place. (What the Python
+                # path holds for pacing goes first, numbered in its sequence: the Egress numbers on.)
+                self.pacing.flush()
                 egress = self.egress = _egress_type(sock.fileno(), addr, keys[0], keys[1])
                 self._stamp_on(egress, fresh=True)
                 self.playout_delay.attach(egress)
@@ -1540,7 +1542,9 @@ class PeerTransport:
         sequence = self.sequence
         if self.egress is not None:
             # an ICE restart moved a native transport onto TCP: aiortc's SRTP session sends from now
-            # on, and its SRTCP index starts over (the peer may take our first reports as replays)
+            # on, and its SRTCP index starts over (the peer may take our first reports as replays).
+            # What it holds for pacing goes first, where it was meant to.
+            self.egress.set_pacing(0)
             sequence.next = self.egress.transport_seq_next
             self.egress.close()
             self.egress = None
@@ -1558,11 +1562,13 @@ class PeerTransport:
             data = stamp_delay(data)
             udp_send(protect(sequence.stamp(data, monotonic()) if sequence.xid else data), addr)
 
+        pacing.send_now = send_now  # (what waits for the pacer goes to this pair from now on)
+
         def send(data: bytes, rtcp: bool = False) -> Any:
             if rtcp:
                 udp_send(protect_rtcp(data), addr)
             elif pacing.pacer.rate > 0:
-                pacing.send(data, monotonic(), send_now)
+                pacing.send(data, monotonic())
             else:
                 send_now(data)
             return True

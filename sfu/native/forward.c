@@ -405,14 +405,33 @@ static void egress_drop_held(EgressObject *e) {
 
 static inline unsigned egress_waiting(EgressObject *e) { return e->pacing ? e->pacing->pacer.count : 0; }
 
+/* Let go everything that waits, now, in order: before a packet of a paced SSRC that cannot wait
+ * (no memory for it, a jumbo datagram), so the SSRC stays in order on the wire. */
+static void egress_release_all(EgressObject *e) {
+    egress_pacing *pc = e->pacing;
+    if (!pc || !pc->pacer.count)
+        return;
+    double rate = pc->pacer.rate;
+    pc->pacer.rate = 0; /* (at rate 0 bs_pacer_pop lets every packet go, taking no tokens) */
+    egress_release(e, mono_now());
+    pc->pacer.rate = rate;
+}
+
 /* The packet in the current slot (len bytes, of paced `st`) waits: copied out, behind the others. */
 static int egress_hold(EgressObject *e, bs_srtp_stream *st, size_t len, double now) {
     egress_pacing *pc = e->pacing;
     uint8_t *copy = NULL;
     if (e->pace_listed || n_paced_egress < MAX_PENDING_EGRESS)
         copy = malloc(len);
-    if (!copy)
-        return egress_queue(e, st, len, 0); /* no memory, or no room on the clock's list: it goes now */
+    if (!copy) { /* no memory, or no room on the clock's list: it goes now, after what waits */
+        if (pc->pacer.count) {
+            uint8_t tmp[QUEUE_BUF]; /* (releasing reuses the slot it is in) */
+            memcpy(tmp, e->bufs[e->nq], len);
+            egress_release_all(e);
+            memcpy(egress_slot(e), tmp, len);
+        }
+        return egress_queue(e, st, len, 0);
+    }
     memcpy(copy, e->bufs[e->nq], len);
     egress_release(e, now); /* (when the most wait already, the oldest goes) */
     int slot = bs_pacer_push(&pc->pacer, now, (uint32_t)len);
@@ -429,14 +448,16 @@ static int egress_hold(EgressObject *e, bs_srtp_stream *st, size_t len, double n
         Py_INCREF(e);
         paced_egress[n_paced_egress++] = e;
         if (pace_waker) {
+            PyObject *waker = Py_NewRef(pace_waker); /* (it may replace itself) */
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
-            PyObject *r = PyObject_CallNoArgs(pace_waker);
+            PyObject *r = PyObject_CallNoArgs(waker);
             if (r)
                 Py_DECREF(r);
             else
-                PyErr_WriteUnraisable(pace_waker);
+                PyErr_WriteUnraisable(waker);
             PyErr_Restore(type, value, tb);
+            Py_DECREF(waker);
         }
     }
     return 1;
@@ -462,7 +483,12 @@ static int egress_put(EgressObject *e, bs_srtp_stream *st, const uint8_t *pkt, s
     }
     size_t cap = len + BS_SRTP_MAX_RTCP_TRAILER;
     if (cap + EXTEND_ROOM > QUEUE_BUF) {
-        /* rare (jumbo loopback datagram): protect in a heap buffer and send at once */
+        /* rare (jumbo loopback datagram): protect in a heap buffer and send at once, after what is
+         * queued and what waits (a datagram this size cannot wait: the queue's slots are smaller) */
+        if (!rtcp && ((egress_stream_t *)st)->paced)
+            egress_release_all(e);
+        if (e->nq)
+            egress_flush(e);
         cap += EXTEND_ROOM;
         uint8_t *tmp = malloc(cap);
         if (!tmp) {

@@ -83,6 +83,7 @@ class _Python:
         self.sequence.xid, self.sequence.ssrcs = XID, {VIDEO, AUDIO}
         self.pacing = Pacing()
         self.pacing.negotiated(VIDEO)
+        self.pacing.send_now = self._send_now
         self.got: list[tuple[float, bytes]] = []
 
     def _send_now(self, data: bytes) -> None:
@@ -91,7 +92,7 @@ class _Python:
 
     def send(self, data: bytes) -> None:
         if self.pacing.pacer.rate > 0:  # as PeerTransport's send does
-            self.pacing.send(data, time.monotonic(), self._send_now)
+            self.pacing.send(data, time.monotonic())
         else:
             self._send_now(data)
 
@@ -204,3 +205,39 @@ async def test_the_python_path_moves_what_waits_to_an_egress_before_it_paces_the
     finally:
         s.close()
         n.close()
+
+
+async def test_on_the_python_path_what_waits_goes_to_the_pair_of_the_moment_and_a_failed_send_is_counted():
+    s = _Python()
+    try:
+        burst(s)
+        waiting = s.waiting
+        assert waiting > 0
+        moved: list[bytes] = []
+        s.pacing.send_now = moved.append  # an ICE restart nominated another pair
+        s.pacing.flush()
+        assert s.waiting == 0 and len(moved) == waiting
+        assert [ssrc_seq(d)[1] for d in moved] == list(range(60 - waiting, 60))
+
+        def broken(data: bytes) -> None:
+            raise OSError("closed")
+
+        s.pacing.send_now = broken
+        burst(s)
+        s.pacing.flush()  # every packet is tried, each failure counted, nothing left behind
+        assert s.pacing.failures == 60 and s.waiting == 0 and not s.pacing._packets
+    finally:
+        s.close()
+
+
+async def test_a_datagram_too_large_to_wait_goes_after_what_waits_in_order():
+    s = _Native()
+    try:
+        burst(s)
+        assert s.waiting > 0
+        s.send(packet(ssrc=VIDEO, seq=60, payload=bytes(1700)))  # larger than a queue slot: it cannot wait
+        assert s.waiting == 0
+        assert [ssrc_seq(d)[1] for _, d in s.read()] == list(range(61))
+        assert [carried(d)[0] for _, d in s.got] == list(range(61))
+    finally:
+        s.close()
