@@ -6,18 +6,16 @@ behave alike."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import time
 
 import pytest
-from sfu._native import Egress, SrtpSession
 
 from sfu import _native
 from sfu.pacer import BURST_S, MAX_HOLD_S
 from sfu.pacing import DEFAULT_FACTOR, Pacing
 from sfu.transport_seq import TransportSequence
-from tests.unit.sfu.native.test_srtp import GCM128, key_for
+from tests.unit.sfu import test_transport_seq as transport_seq_test
 from tests.unit.sfu.test_transport_seq import carried, packet
 
 XID = 4
@@ -32,26 +30,19 @@ def video(seq: int) -> bytes:
     return packet(ssrc=VIDEO, seq=seq, payload=bytes(SIZE - 12))
 
 
-class _Native:
-    """Pacing in an Egress, to a socket of the test's."""
+class _Native(transport_seq_test._Native):
+    """Pacing in an Egress, to a socket of the test's (test_transport_seq's, read without blocking)."""
 
     def __init__(self) -> None:
-        key = key_for(GCM128, seed=5)
-        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rx.bind(("127.0.0.1", 0))
+        super().__init__()
         self.rx.setblocking(False)
-        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.egress = Egress(self.tx.fileno(), self.rx.getsockname(), GCM128, key)
-        self.egress.set_transport_seq(XID, 0)
-        self.egress.stamp_ssrc(VIDEO)
-        self.egress.stamp_ssrc(AUDIO)
-        self.receiver = SrtpSession(GCM128, key, True)
+        self.configure(XID, 0, [VIDEO, AUDIO])
         self.pacing = Pacing()
         self.pacing.negotiated(VIDEO)
         self.pacing.attach(self.egress)
         self.got: list[tuple[float, bytes]] = []
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:  # type: ignore[override]
         assert self.egress.send_rtp(data)
 
     def read(self) -> list[tuple[float, bytes]]:
@@ -70,9 +61,7 @@ class _Native:
 
     def close(self) -> None:
         self.pacing.close()
-        self.egress.close()
-        self.rx.close()
-        self.tx.close()
+        super().close()
 
 
 class _Python:
