@@ -9,8 +9,10 @@ whether) it arrived.
   points (the trendline) says whether a queue is building on the path. Above an adaptive threshold
   for more than 10 ms the path is over-used; below its negative, under-used.
 * **Rate control (AIMD):** over-use sets the estimate to 0.85 of the rate the subscriber received
-  (acknowledged); while the path is normal the estimate grows, by 8 % a second far from the last
-  over-use's rate, additively (about a packet per response time) near it. It never grows beyond 1.5
+  (acknowledged), again at most once per REDUCE_INTERVAL_S while it lasts (libwebrtc's
+  `TimeToReduceFurther`) unless what arrives fell below half the estimate; while the path is
+  normal the estimate grows, by 8 % a second far from the last over-use's rate, additively (about a
+  packet per response time) near it. It never grows beyond 1.5
   times what was acknowledged plus 10 kbit/s: an estimate must be earned by traffic.
 * **Loss-based:** above 10 % loss the estimate drops by half the loss (at most every 300 ms, and not
   below 0.85 of what still arrives), below 2 % the loss limit lifts by 8 % a second.
@@ -49,6 +51,12 @@ OVERUSE_WINDOW_S = 0.2
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 LOSS_MIN_PACKETS = 20
+# A further over-use decrease waits this long: the last one must have had time to show. An SFU cuts
+# its rate at once (a layer down), and what is acknowledged falls with it while the queue it left
+# behind still reads as over-use: each decrease at the next feedback compounded, 260 -> 55 kbit/s in
+# 0.6 s beside a TCP download (tests/e2e/browser/test_fairness.py). libwebrtc waits a round trip,
+# clamped to 10-200 ms; the queue behind a congested access link is most of that round trip.
+REDUCE_INTERVAL_S = 0.2
 LOSS_DECREASE_INTERVAL_S = 0.3  # libwebrtc: a loss-based decrease at most once per 300 ms (plus the RTT)
 
 
@@ -140,6 +148,7 @@ class SendSideEstimator:
         self._group: list[float] | None = None  # [first send, last send, last arrival ms, size]
         self._prev_group: list[float] | None = None
         self._last_update: float | None = None
+        self._last_decrease = -1e9
         self._loss_sent = self._loss_lost = 0
         self._last_loss_update: float | None = None
         self._last_loss_decrease = -1e9
@@ -212,18 +221,20 @@ class SendSideEstimator:
             return  # not a whole window of arrivals yet: too early to say anything
         elapsed = 0.0 if self._last_update is None else min(max(now - self._last_update, 0.0), 1.0)
         self._last_update = now
-        self._rate_control(acked, elapsed)
+        self._rate_control(acked, elapsed, now)
         self._loss_control(now)
 
-    def _rate_control(self, acked: float, elapsed: float) -> None:
+    def _rate_control(self, acked: float, elapsed: float, now: float) -> None:
         current = float(self.delay_bps or 0.0)
         if self.state == "overusing":
             # A queue is building: what arrives now arrives at the bottleneck's rate. The last
             # OVERUSE_WINDOW_S says that better than the whole window, which still holds what was
             # sent before the rise that caused it (a probe's first half, say)
             acked = max(acked, self.acked_bps(OVERUSE_WINDOW_S))
-            if self.rate_state != "decrease" or current > acked:
-                current = min(current, DECREASE * acked)
+            if (DECREASE * acked < current
+                    and (now - self._last_decrease >= REDUCE_INTERVAL_S or acked < 0.5 * current)):
+                current = DECREASE * acked
+                self._last_decrease = now
                 self.capacity_bps = acked if self.capacity_bps is None else 0.95 * self.capacity_bps + 0.05 * acked
             self.rate_state = "hold"
         elif self.state == "underusing":

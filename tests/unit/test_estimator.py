@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sfu.estimator import SendSideEstimator
+import pytest
+
+from sfu.estimator import REDUCE_INTERVAL_S, SendSideEstimator
 from tests.support.bottleneck import Bottleneck
 
 PACKET = 1200
@@ -120,3 +122,28 @@ def test_a_probe_beyond_the_link_leaves_the_estimate_near_the_link_rate():
     run.go(1.5, lambda t: 200_000)
     assert run.estimator.overuses > 0
     assert 600_000 * 0.7 <= run.estimate() <= 620_000
+
+
+def test_while_an_overuse_lasts_it_decreases_at_most_every_reduce_interval_unless_arrivals_halve():
+    # An SFU cuts its rate at once (a layer down), so what is acknowledged falls right after each
+    # decrease while the queue left behind still reads as over-use: a decrease at every feedback
+    # compounded (260 -> 55 kbit/s in 0.6 s beside a TCP download). Feedback every 50 ms here.
+    estimator = SendSideEstimator()
+    estimator.delay_bps, estimator.state = 1_000_000, "overusing"
+    acked = [800_000.0]
+    estimator.acked_bps = lambda window=0.5: acked[0]  # type: ignore[method-assign]
+    decreases = []
+    for k in range(20):
+        now = 10.0 + 0.05 * k
+        before = estimator.delay_bps
+        estimator._rate_control(acked[0], 0.05, now)
+        if estimator.delay_bps < before:
+            decreases.append(round(now - 10.0, 2))
+        acked[0] *= 0.97  # what arrives follows each cut down
+    gaps = [b - a for a, b in zip(decreases, decreases[1:])]
+    assert len(decreases) >= 4, decreases
+    assert all(REDUCE_INTERVAL_S - 1e-6 <= g <= REDUCE_INTERVAL_S + 0.05 for g in gaps), decreases
+    # what arrives fell below half the estimate: that goes at once (the link is much narrower)
+    acked[0] = 0.4 * estimator.delay_bps
+    estimator._rate_control(acked[0], 0.05, 10.0 + 0.85)
+    assert estimator.delay_bps == pytest.approx(0.85 * acked[0])
