@@ -37,11 +37,13 @@ class Download:
         self.server: asyncio.AbstractServer | None = None
         self.reader: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         chunk = bytes(65536)
 
         async def serve(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            self._writers.add(w)
             try:
                 while True:
                     w.write(chunk)
@@ -70,3 +72,12 @@ class Download:
             self._watch.cancel()
         if self.server is not None:
             self.server.close()
+        # the server's side of the connection: closing the listener leaves it open (a ResourceWarning
+        # in whatever test runs next), and `serve` may not have seen the reader go yet
+        for w in list(self._writers):
+            w.close()
+            try:
+                await asyncio.wait_for(w.wait_closed(), 5)
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+        self._writers.clear()
