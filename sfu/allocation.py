@@ -93,13 +93,14 @@ def kbps(bps: float | None) -> str:
 
 
 def why(*, requested: str | None, layer: str | None, above: tuple[str, float] | None, usable: float | None,
-        estimate: float | None, estimator: str | None, reason: str, pause_reason: str, thinned: bool,
+        estimate: float | None, estimator: str | None, reason: str, pause_reason: str, thinned: int | None,
         priority: str, shared: bool) -> str:
     """One sentence on why a DownTrack gets the layer it gets (`explain`).
 
     `requested`: the rid of the best layer the subscriber's request allows (None: off); `layer`:
     the rid aimed at (None: paused or off); `above`: the next layer up within the request and what
-    it needs; `usable`: the rate this track may use (its share, or the whole estimate)."""
+    it needs; `usable`: the rate this track may use (its share, or the whole estimate); `thinned`:
+    the highest VP8 temporal layer forwarded when not all are (None: all)."""
     of = (f"its share ({priority}) of your downlink estimate, {kbps(usable)} of {kbps(estimate)}"
           if shared else f"your downlink estimate, {kbps(estimate)}")
     source = f" ({estimator})" if estimator else ""
@@ -117,6 +118,7 @@ def why(*, requested: str | None, layer: str | None, above: tuple[str, float] | 
         text = f"{layer}: {above[0]} needs {kbps(above[1])}, more than {of}{source}"
     else:
         text = f"{layer}: the layer above is not arriving now"
-    if thinned:
-        text += "; base temporal layer only (a lower frame rate), since even this layer does not fit"
+    if thinned is not None:
+        kept = "base temporal layer only" if thinned == 0 else f"temporal layers 0-{thinned} only"
+        text += f"; {kept} (a lower frame rate), since even this layer does not fit"
     return text

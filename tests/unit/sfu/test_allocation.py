@@ -8,7 +8,7 @@ from sfu.allocation import PRIORITIES, kbps, why
 
 def _why(**kw) -> str:
     args = dict(requested="f", layer="h", above=("f", 1_500_000.0), usable=700_000.0, estimate=2_000_000.0,
-                estimator="transport-cc", reason="bandwidth", pause_reason="", thinned=False, priority="other",
+                estimator="transport-cc", reason="bandwidth", pause_reason="", thinned=None, priority="other",
                 shared=True)
     args.update(kw)
     return why(**args)
@@ -33,6 +33,8 @@ def test_each_case_has_its_own_sentence():
     assert _why(layer=None, pause_reason="muted") == "paused: muted"
     assert _why(estimate=None, estimator=None, usable=None, layer="f", above=None) == (
         "f: the best you asked for (no downlink estimate yet)")
-    assert _why(layer="q", above=("h", 500_000.0), thinned=True).endswith(
+    assert _why(layer="q", above=("h", 500_000.0), thinned=0).endswith(
         "; base temporal layer only (a lower frame rate), since even this layer does not fit")
+    assert _why(layer="q", above=("h", 500_000.0), thinned=1).endswith(
+        "; temporal layers 0-1 only (a lower frame rate), since even this layer does not fit")
     assert _why(above=None) == "h: the layer above is not arriving now"

@@ -102,9 +102,11 @@ def test_loss_moves_down_even_when_the_estimate_is_high():
     assert (d.target, d.reason) == (1, "loss")
 
 
-def test_thin_to_base_temporal_layer_then_pause_then_resume():
+def test_thin_in_temporal_steps_then_pause_then_resume():
     s = SelectorState(current=0)
-    d = run(s, 100_000)  # below the lowest layer (150k) but above its base temporal layer
+    d = run(s, 100_000)  # below the lowest layer (150k), above its temporal layers 0-1 (60 %, 90k)
+    assert (d.target, d.max_tid) == (0, 1)
+    d = run(s, 65_000)  # and above its base temporal layer (40 %, 60k) only
     assert (d.target, d.max_tid) == (0, 0)
     d = run(s, 40_000, loss=LOSSY)  # not even that, and the reports show loss: pause video
     assert (d.target, d.reason) == (None, "bandwidth")

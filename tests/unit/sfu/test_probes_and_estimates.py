@@ -57,11 +57,12 @@ class Replay:
         self.frame = 0
         self.seq: dict[int, int] = {}
 
-    def media(self, ssrc: int, size: int, rid: bytes = b"") -> bytes:
+    def media(self, ssrc: int, size: int, rid: bytes = b"", key: bool | None = None) -> bytes:
+        """One frame of `ssrc`; a key frame at the first frame, or when `key` says."""
         seq = self.seq.get(ssrc, 100)
         self.seq[ssrc] = seq + 1
         ext = P.one_byte_ext([(4, b"0"), (10, rid)]) if rid and seq == 100 else b""
-        packet = vp8(ssrc, seq, self.frame, size, key=self.frame == 0, ext=ext)
+        packet = vp8(ssrc, seq, self.frame, size, key=self.frame == 0 if key is None else key, ext=ext)
         self.ingress.on_rtp(packet, self.now)
         return packet
 

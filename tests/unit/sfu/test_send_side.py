@@ -14,10 +14,12 @@ from aiortc import rtp as artp
 
 from sfu import pacing, twcc
 from sfu.layers import (
+    BACKOFF_MIN_S,
     PROBE_BACKOFF_MAX_S,
     PROBE_BACKOFF_MIN_S,
     PROBE_S,
     PROBE_SETTLE_S,
+    TEMPORAL_SHARES,
     UP_HEADROOM,
     UP_STREAK,
     LayerInfo,
@@ -25,6 +27,7 @@ from sfu.layers import (
     SelectorState,
     decide,
     judge_probe,
+    temporal_cap,
 )
 from sfu.metrics import STATS
 from sfu.pacing import Pacing
@@ -32,8 +35,10 @@ from sfu.peer import Peer
 from sfu.transport import PeerTransport, Remb, _split_transport_feedback
 from sfu.transport_seq import TransportSequence
 from tests.support import packets as P
+from tests.support.bottleneck import Bottleneck
 from tests.unit.sfu.rig import OUT_SSRC
 from tests.unit.sfu.test_probes_and_estimates import FPS, STEP, Replay
+from tests.unit.test_estimator import Run
 
 Q, H, F = 0x0000A001, 0x0000A002, 0x0000A003
 
@@ -166,6 +171,81 @@ def test_a_send_side_subscriber_whose_layer_no_longer_fits_is_thinned_until_a_lo
     assert (d.target, d.max_tid, d.reason) == (2, 0, "bandwidth")  # not paused: q is on its way (dynacast)
 
 
+def test_a_lowest_layer_that_does_not_fit_is_thinned_in_steps_and_held_while_it_wobbles():
+    assert temporal_cap(150_000, 200_000, None) is None
+    assert temporal_cap(150_000, 100_000, None) == 1  # 60 % of it fits
+    assert temporal_cap(150_000, 60_000, None) == 0  # 40 %
+    assert temporal_cap(150_000, 30_000, None) == -1  # not even that
+    # thinned to 1: it stays there until the whole layer fits outright, and back at 1 from 0 likewise
+    assert temporal_cap(150_000, 140_000, 1) == 1 and temporal_cap(150_000, 150_000, 1) is None
+    assert temporal_cap(150_000, 85_000, 0) == 0 and temporal_cap(150_000, 90_000, 0) == 1
+    # the policy keeps the cap through a mild shortfall, where it used to forward all for a round
+    state = SelectorState(current=0)
+    caps = [decide(state, LAYERS, 0, e, 0.0, k * STEP, send_side=True).max_tid
+            for k, e in enumerate([100_000, 140_000, 100_000, 140_000, 150_000])]
+    assert caps == [1, 1, 1, 1, None]
+
+
+def test_a_thinned_subscriber_earns_its_whole_layer_back_from_what_it_carries():
+    # An estimate that fell below the lowest layer's base (a TCP download's slow start beside it),
+    # on a link that has room again. No probe: each temporal step up is one the estimate can grow
+    # to from what the step below carries (at most 1.5 x plus 10 kbit/s). With a step from the base
+    # straight to the whole layer it stayed at the base.
+    run = Run(Bottleneck(5_000_000))
+    run.go(2.0, lambda t: 150_000)
+    run.estimator.delay_bps = 50_000
+    state, caps, next_round = SelectorState(current=0), [], [0.0]
+    share = {0: TEMPORAL_SHARES[0], 1: TEMPORAL_SHARES[1], None: 1.0}
+
+    def rate(t: float) -> float:
+        if t >= next_round[0]:
+            next_round[0] = t + STEP
+            caps.append(decide(state, [LAYERS[0]], 0, run.estimate(), 0.0, t, send_side=True).max_tid)
+        return LAYERS[0].bitrate * share[caps[-1]]
+
+    run.go(12.0, rate)
+    assert caps[0] == 0 and caps[-1] is None, caps
+    ranks = [{0: 0, 1: 1, None: 2}[c] for c in caps]
+    assert ranks == sorted(ranks), caps  # up step by step, never back
+    assert ranks.index(2) * STEP <= 8.0, caps
+
+
+def test_a_send_side_subscriber_is_paused_for_heavy_loss_not_a_shared_links_few_percent():
+    # 40 kbit/s: not even q's base temporal layer (40 % of 150k, 60k). Beside a TCP download a link
+    # loses a few percent at each of its window's peaks: thinned, not paused (a REMB subscriber is)
+    for loss, send_side, paused in [(0.05, True, False), (0.2, True, True), (0.05, False, True)]:
+        d = decide(SelectorState(current=0), LAYERS, 2, 40_000, loss, 1.0, send_side=send_side)
+        assert (d.target is None) == paused, (loss, send_side, d)
+        assert paused or (d.target, d.max_tid) == (0, 0)
+
+
+def test_a_send_side_pause_is_retried_on_the_base_and_the_retry_is_given_time_to_hold():
+    # A TCP download's slow start loses half of everything for a moment: paused (40 kbit/s, not
+    # even q's base temporal layer, 60k). The reports show that loss for LOSS_HOLD_S after it ends.
+    state, t = SelectorState(current=0), 0.0
+
+    def at(estimate: float, loss: float) -> tuple:
+        nonlocal t
+        d = decide(state, LAYERS, 2, estimate, loss, t, send_side=True)
+        t += STEP
+        return d.target, d.max_tid
+
+    assert at(40_000, 0.5) == (None, None) and state.backoff_s == BACKOFF_MIN_S
+    while t < BACKOFF_MIN_S:
+        assert at(40_000, 0.5) == (None, None)
+    # the retry: the base, while the reports still hold the loss and the estimate has not moved
+    # (nothing flowed). It stays until the estimator has seen its traffic, where it used to fail at
+    # once and back off twice (8 s more of pause)
+    assert at(40_000, 0.5) == (0, 0)
+    assert at(40_000, 0.5) == (0, 0) and at(40_000, 0.2) == (0, 0)
+    assert at(70_000, 0.0) == (0, 0)  # the base fits: the retry held
+    assert state.backoff_s == 0.0 and not state.paused_for_bandwidth
+    assert at(110_000, 0.0) == (0, 1)  # and up a temporal step as the estimate grows
+    # the next burst of loss pauses for the shortest time again
+    at(40_000, 0.5)
+    assert state.paused_for_bandwidth and state.backoff_s == BACKOFF_MIN_S
+
+
 class FakeProber:
     def __init__(self, replay: Replay) -> None:
         self.replay = replay
@@ -184,20 +264,22 @@ class FakeProber:
         return True
 
 
-def send_side_replay() -> tuple[Replay, FakeProber, SimpleNamespace]:
-    r = Replay(["q", "h", "f"], remb=300_000, request="high")
+def send_side_replay(estimate: float = 300_000) -> tuple[Replay, FakeProber, SimpleNamespace]:
+    r = Replay(["q", "h", "f"], remb=estimate, request="high")
     estimator = SimpleNamespace(acked_bps=lambda: 150_000)
     prober = FakeProber(r)
     r.sub.estimator, r.sub.prober = estimator, prober
     return r, prober, estimator
 
 
-def media(r: Replay, seconds: float) -> None:
-    """q 150, h 500, f 1,500 kbit/s (one packet a frame each), the selector every STEP."""
+def media(r: Replay, seconds: float, keys: bool = False) -> None:
+    """q 150, h 500, f 1,500 kbit/s (one packet a frame each), the selector every STEP; with `keys`,
+    a key frame on each layer every second (otherwise only at the first frame)."""
     for _ in range(round(seconds * FPS)):
-        r.media(Q, 625, b"q")
-        r.media(H, 2083, b"h")
-        r.media(F, 6250, b"f")
+        key = None if not keys else r.frame % FPS == 0
+        r.media(Q, 625, b"q", key)
+        r.media(H, 2083, b"h", key)
+        r.media(F, 6250, b"f", key)
         r.tick()
 
 
@@ -218,6 +300,21 @@ def test_probes_go_first_and_back_off_while_they_fail():
     assert waits[1] == pytest.approx(2 * PROBE_BACKOFF_MIN_S, abs=2 * STEP + 0.05)
     assert max(waits) <= PROBE_BACKOFF_MAX_S + 2 * STEP + 0.05 and waits[-1] >= PROBE_BACKOFF_MAX_S - 0.05
     assert r.dt.target is r.rec.layers["q"]  # and nothing went up meanwhile
+
+
+def test_a_thinned_subscriber_probes_for_its_next_temporal_step_not_the_layer_above():
+    r, prober, estimator = send_side_replay(60_000)
+    estimator.acked_bps = lambda: 60_000  # q's base temporal layer arriving
+    media(r, 5, keys=True)  # (the first probe, before q's rate was measured, failed; the next comes 2 s later)
+    assert (r.dt.current.rid, r.dt.max_tid) == ("q", 0), (r.dt.current.rid, r.dt.max_tid)  # 40 % of q's 150 kbit/s fits
+    # padding up to q's temporal layers 0-1 (60 %) with headroom, on what arrives: not up to h
+    # (or 3 x the estimate), three times as much padding, which beside a TCP download mostly failed
+    assert prober.starts[-1][1] == pytest.approx(150_000 * TEMPORAL_SHARES[1] * UP_HEADROOM - 60_000, rel=0.25)
+    r.selector.on_estimate("PA_sub", [r.dt], 100_000)  # what it showed
+    estimator.acked_bps = lambda: 90_000
+    media(r, 2, keys=True)
+    assert r.dt.max_tid == 1  # and the next probe is for the whole layer
+    assert prober.starts[-1][1] == pytest.approx(150_000 * UP_HEADROOM - 90_000, rel=0.25)
 
 
 @pytest.mark.parametrize("lost, probed", [(8, True), (64, False)])  # 3 % of 256, 25 %
