@@ -505,7 +505,7 @@ class DownTrack:
             for seq in lost:
                 (superseded if 0 < ((first - seq) & 0xFFFF) <= CACHE_SIZE else fresh).append(seq)
             if superseded:
-                self._answer_empty(superseded, self._run_timestamp(first))
+                self._answer_superseded(superseded, first)
                 self.rtx_suppressed += len(superseded)
                 STATS.rtx_suppressed_stale += len(superseded)
                 lost = fresh
@@ -524,10 +524,33 @@ class DownTrack:
         STATS.rtx_suppressed_budget += by_budget
         STATS.rtx_suppressed_stale += by_stale
 
-    def _run_timestamp(self, first: int) -> int:
-        """The RTP timestamp of the current run's first packet (our numbering), or the last sent."""
-        packet = self._cached(first)
-        return rtp.HEADER.unpack_from(packet)[3] if packet is not None else self.last_ts
+    def _answer_superseded(self, lost: list[int], first: int) -> None:
+        """Answer NACKs for numbers before the current run's first packet (`first`) with empty
+        packets: each stretch of consecutive numbers at the timestamp of the packet sent right after
+        it, the one the receiver has. A receiver that groups packets into frames by timestamp
+        (aiortc) then adds nothing to that packet's frame. At any other timestamp (the run's first
+        packet's, as before) an empty stretch between older frames was a frame of its own, and an
+        empty frame makes aiortc's decoder drain and fail ("End of file") from then on, key frames
+        and all: a subscriber decoded nothing for 30 s after its publisher's ICE restart
+        (tests/e2e/browser/test_ice_restart_browser.py, once in CI). A stretch whose following
+        packets have all left their layer's ring is not answered."""
+        missing = set(lost)
+        order = sorted(missing, key=lambda seq: (first - seq) & 0xFFFF)  # nearest the run's start first
+        i = 0
+        while i < len(order):
+            top = (first - order[i]) & 0xFFFF  # distance below `first`
+            j = i + 1
+            while j < len(order) and (first - order[j]) & 0xFFFF == top + j - i:
+                j += 1
+            ts = None
+            for k in range(top - 1, -1, -1):  # the packets above it, nearest first, up to `first`
+                packet = None if (first - k) & 0xFFFF in missing else self._cached((first - k) & 0xFFFF)
+                if packet is not None:
+                    ts = rtp.HEADER.unpack_from(packet)[3]
+                    break
+            if ts is not None:
+                self._answer_empty(order[i:j][::-1], ts)
+            i = j
 
     def _answer_empty(self, lost: list[int], ts: int) -> None:
         """Answer NACKs for numbers there is nothing worth resending for with empty packets carrying

@@ -9,6 +9,7 @@ RTX seq 301), so expected packets are written with the same builders as the inpu
 from __future__ import annotations
 
 from aiortc import rtp as artp
+from aiortc.jitterbuffer import JitterBuffer
 
 from sfu import rtp
 from sfu.downtrack import RTX_MAX_AGE_S
@@ -412,6 +413,41 @@ def test_after_a_layer_switch_only_the_new_run_is_resent_from_its_layers_ring():
     empty = rtp.HEADER.pack(0x80, 97, 301, key_ts, OUT_RTX_SSRC) + (1001).to_bytes(2, "big")
     assert sub.rtp[4:] == [empty] + [P.rtx(sub.rtp[i], 97, 300 + i, OUT_RTX_SSRC) for i in (2, 3)]
     assert (dt.run_first_seq, dt.rtx_suppressed, dt.retransmissions) == (1002, 1, 2)
+
+
+def test_a_hole_between_frames_of_the_previous_run_is_answered_at_the_next_frames_timestamp():
+    """aiortc groups packets into frames by timestamp, and an empty frame makes its VP8 decoder drain
+    and fail ("End of file") for good. A lost packet of the previous run, between two of its frames,
+    answered at the new run's timestamp (as it was) was such a frame: after its publisher's ICE
+    restart a subscriber decoded nothing for 30 s. At the timestamp of the packet after it, the
+    answer adds nothing to that packet's frame."""
+    ingress, rec, pub, dt, sub = simulcast()
+    dt.set_target(rec.layers["q"])
+    ingress.on_rtp(vp8(Q, 500, 9000, 41, 3, key=True, ext=rid_ext(b"q")), 10.0)
+    for k in range(1, 4):  # three more single-packet frames of q
+        ingress.on_rtp(vp8(Q, 500 + k, 9000 + 3000 * k, 41 + k, 3 + k), 10.0 + k / 30)
+    ingress.on_rtp(vp8(H, 7000, 50000, 900, 70, ext=rid_ext(b"h")), 10.14)
+    dt.set_target(rec.layers["h"])
+    ingress.on_rtp(vp8(H, 7001, 53000, 901, 71, key=True), 10.15)  # the new run: 1004
+    assert [rtp.parse(p).seq for p in sub.rtp] == [1000, 1001, 1002, 1003, 1004]
+    sent = list(sub.rtp)
+    dt.on_nack([1001, 1002], 10.2)  # the subscriber missed q's 2nd and 3rd frames
+    (answer_1001, answer_1002) = [artp.RtpPacket.parse(p) for p in sub.rtp[5:]]
+    assert [int.from_bytes(a.payload[:2], "big") for a in (answer_1001, answer_1002)] == [1001, 1002]
+    assert answer_1001.timestamp == answer_1002.timestamp == rtp.parse(sent[3]).ts  # 1003's, not the new run's
+    # what aiortc's jitter buffer makes of what the subscriber has: no empty frame
+    buffer = JitterBuffer(capacity=128, is_video=True)
+    frames = []
+    arrived = [artp.RtpPacket.parse(sent[i]) for i in (0, 3, 4)] + [
+        artp.RtpPacket(payload_type=96, sequence_number=seq, timestamp=a.timestamp, ssrc=OUT_SSRC)
+        for seq, a in ((1001, answer_1001), (1002, answer_1002))]
+    arrived.append(artp.RtpPacket.parse(P.rtp(96, 1005, rtp.parse(sent[4]).ts + 3000, OUT_SSRC, b"next")))
+    for packet in arrived:
+        packet._data = packet.payload  # (what aiortc's receiver hands its jitter buffer)
+        _, frame = buffer.add(packet)
+        if frame is not None:
+            frames.append(frame)
+    assert frames and all(frame.data for frame in frames), [(f.timestamp, len(f.data)) for f in frames]
 
 
 def test_a_packet_whose_source_has_left_the_layers_ring_is_not_resent():
