@@ -174,12 +174,11 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
     again: a thinned track is never un-thinned for one evaluation. `average`: the layers at their
     rates now, where `available` holds their recent peaks (a send-side subscriber's): dropping
     temporal layers needs no key frame, so it is judged on what a layer sends on average."""
-    lowest = min((x for x in available if requested is None or x.index <= requested), default=None,
-                 key=lambda x: x.index) or min(available, default=None, key=lambda x: x.index)
-    rate = None if lowest is None else _rate(next((x for x in average or () if x.index == lowest.index), lowest))
+    lowest = _lowest(available, requested)
+    rate = 0.0 if lowest is None else _rate(next((x for x in average or () if x.index == lowest.index), lowest))
     decision = _decide(state, available, requested, estimate_bps, reported_loss, now, send_side, lowest_index,
-                       None if rate is None else rate * TEMPORAL_SHARES[0])
-    if (decision.target is not None and lowest is not None and rate is not None
+                       rate * TEMPORAL_SHARES[0])
+    if (decision.target is not None and lowest is not None
             and decision.target == lowest.index and estimate_bps is not None):
         held = state.max_tid if state.current == lowest.index else None
         cap = temporal_cap(rate, estimate_bps, held)
@@ -188,6 +187,12 @@ def decide(state: SelectorState, available: list[LayerInfo], requested: int | No
         decision = Decision(decision.target, decision.reason, 0 if cap == -1 else cap)
     state.max_tid = decision.max_tid
     return decision
+
+
+def _lowest(available: list[LayerInfo], requested: int | None) -> LayerInfo | None:
+    """The lowest layer at or below the request, or (none arriving there) the lowest arriving."""
+    allowed = [x for x in available if requested is None or x.index <= requested]
+    return min(allowed or available, default=None, key=lambda x: x.index)
 
 
 def temporal_cap(rate: float, estimate_bps: float, held: int | None) -> int | None:
@@ -205,7 +210,7 @@ def temporal_cap(rate: float, estimate_bps: float, held: int | None) -> int | No
 
 def _decide(state: SelectorState, available: list[LayerInfo], requested: int | None,
             estimate_bps: float | None, reported_loss: float | None, now: float,
-            send_side: bool, lowest_index: int | None, base_rate: float | None = None) -> Decision:
+            send_side: bool, lowest_index: int | None, base_rate: float) -> Decision:
     """The layer (see `decide`).
 
     `reported_loss` is the subscriber's recent loss from its receiver reports, None when unknown.
@@ -214,8 +219,8 @@ def _decide(state: SelectorState, available: list[LayerInfo], requested: int | N
     what show a link can carry more, so no step up is a probe. `lowest_index`: the track's lowest
     layer, arriving or not: when a lower layer than any arriving exists, a send-side subscriber
     whose layer no longer fits is thinned while dynacast brings that layer back (`_wanted`), not
-    paused. `base_rate`: what the lowest layer's base temporal layer sends on average (when not
-    given, from `available`), against which a pause is judged.
+    paused. `base_rate`: what the lowest layer's base temporal layer sends on average, against
+    which a pause is judged.
 
     A pause needs loss (`congested`): above LOSS_FREE for a receive-side estimate, which may be
     anything (aiortc's), above HIGH_LOSS for a send-side one, which has the loss in it already. A
@@ -286,15 +291,14 @@ def _decide(state: SelectorState, available: list[LayerInfo], requested: int | N
     # failed at once and backed off twice (here and for the pause): 2 + 8 s of pause after a TCP
     # download's slow start (tests/e2e/browser/test_fairness.py).
     retry = state.probing and state.probed_from == -1
-    base = _rate(lowest) * TEMPORAL_SHARES[0] if base_rate is None else base_rate
-    if state.probing and (fits(cur) or (retry and base <= estimate_bps * DOWN_TOLERANCE)):
+    if state.probing and (fits(cur) or (retry and base_rate <= estimate_bps * DOWN_TOLERANCE)):
         state.probing = False  # the estimate caught up: the step up held
         state.backoff_s = 0.0
         retry = False
     in_probe = state.probing and now - state.last_up_at < PROBE_WINDOW_S
     if in_probe and retry:
         # our estimator needs a while of the retry's own traffic to say; a REMB is judged at once
-        short = severe = not send_side and base > estimate_bps * DOWN_TOLERANCE
+        short = severe = not send_side and base_rate > estimate_bps * DOWN_TOLERANCE
     elif in_probe:
         # give the estimator time to ramp; only real trouble (it fell below what worked before) ends it
         floor = by_index.get(state.probed_from, lowest)
@@ -388,7 +392,7 @@ def _step_up(state: SelectorState, current: int, target: int, now: float, reason
 
 
 def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float, now: float,
-                   congested: bool, base_rate: float | None = None) -> Decision:
+                   congested: bool, base_rate: float) -> Decision:
     """The lowest layer does not fit: its base temporal layer alone may; otherwise pause, if the
     subscriber's receiver reports show loss.
 
@@ -396,8 +400,7 @@ def _thin_or_pause(state: SelectorState, lowest: LayerInfo, estimate_bps: float,
     reports a few kbit/s on an idle link, and believing it stops video that arrives intact. Without
     loss (or before any report) the track stays on the lowest layer's base temporal layer; real
     congestion shows as loss, and loss pauses."""
-    base = _rate(lowest) * TEMPORAL_SHARES[0] if base_rate is None else base_rate
-    if not congested or base <= estimate_bps * DOWN_TOLERANCE:
+    if not congested or base_rate <= estimate_bps * DOWN_TOLERANCE:
         return Decision(lowest.index, "bandwidth", max_tid=0)
     state.paused_for_bandwidth = True
     _back_off(state, now)
