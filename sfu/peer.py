@@ -361,6 +361,10 @@ class Peer:
         if self.closed or transport is None or transport.ended:
             self._negotiating = False
             return
+        # what changes while the offer is made (a track subscribed during the await) is not in it:
+        # it marks the transport dirty again, and goes in the next offer once this one is answered
+        self._dirty = False
+        offered = dict(self.downtracks)
         try:
             sdp = await transport.create_offer()
         except Exception:
@@ -374,11 +378,10 @@ class Peer:
             self._negotiating = False
             return
         tracks = {}
-        for dt in self.downtracks.values():
+        for track_id, dt in offered.items():
             mid = dt.slot.transceiver.mid
-            if mid is not None:
+            if mid is not None and self.downtracks.get(track_id) is dt:
                 tracks[mid] = {**dt.track.info(), "name": self.room.name_of(dt.track.participant_id)}
-        self._dirty = False
         self._offer = {"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks}
         self.emit(self._offer)
 
