@@ -48,6 +48,9 @@ class ParticipantInfo(TypedDict):
 
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
 SOURCE_KINDS = {"camera": "video", "microphone": "audio", "screen": "video", "screen_audio": "audio"}
+# what a track's frames are encrypted with end to end, as its publisher declares (the SFU cannot tell:
+# an SFrame-encrypted VP8 frame keeps its payload header in the clear): "sframe" is RFC 9605
+ENCRYPTIONS = ("none", "sframe")
 
 
 class TrackInfo(TypedDict):
@@ -61,6 +64,7 @@ class TrackInfo(TypedDict):
     muted: bool
     simulcast: bool
     layers: list[str]
+    encryption: str  # none or sframe (ENCRYPTIONS): subscribers decrypt what is sframe before decoding
 
 
 class NamedTrackInfo(TrackInfo):
@@ -132,9 +136,11 @@ class MediaNode(Protocol):
         (`MediaError("not_paired")` when `to` is not that)."""
         ...
 
-    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None,
+                      encryption: str = "none") -> str:
         """Apply the participant's publish offer; returns the SDP answer. `sources`: mid -> what the
-        m-line's track carries (SOURCES; unnamed ones are the camera and the microphone)."""
+        m-line's track carries (SOURCES; unnamed ones are the camera and the microphone);
+        `encryption`: what the tracks it creates are encrypted with end to end (ENCRYPTIONS)."""
         ...
 
     async def unpublish(self, participant_id: str, track_id: str) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sfu.api import ParticipantInfo
+from sfu.api import ENCRYPTIONS, ParticipantInfo
 from sfu.data import MAX_RECIPIENTS
 from sfu.ingress import Ingress, ingress_class
 from sfu.relay import (
@@ -316,6 +316,8 @@ class Cascade:
         source = info.get("source")
         if isinstance(source, str):
             rec.source = source
+        if info.get("encryption") in ENCRYPTIONS:
+            rec.encryption = info["encryption"]
         rec.muted = info.get("muted") is True
         entry = self.relayed[track_id] = _Relayed(rec, origin, ingress)
         m.tracks.add(track_id)

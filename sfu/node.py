@@ -120,10 +120,11 @@ class SfuNode:
         router.add_peer(peer)
         return {"participants": participants, "tracks": existing}
 
-    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None,
+                      encryption: str = "none") -> str:
         peer = self._peer(participant_id)
         before = {rec.id for rec in peer.tracks}
-        answer = await peer.publish(sdp, sources)
+        answer = await peer.publish(sdp, sources, encryption)
         if self.on_event is not None:
             for rec in peer.tracks:
                 if rec.id not in before:

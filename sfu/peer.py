@@ -25,7 +25,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu import datapath, twcc
 from sfu import sdp as sdpmod
-from sfu.api import SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
+from sfu.api import ENCRYPTIONS, SOURCE_KINDS, SOURCES, MediaError, ParticipantInfo
 from sfu.bucket import TokenBucket
 from sfu.data import DataEndpoint
 from sfu.downtrack import Continuity, DownTrack
@@ -125,7 +125,11 @@ class Peer:
         return list(self.ingress.tracks.values()) if self.ingress else []
 
     # --- publishing ---------------------------------------------------------------------------
-    async def publish(self, offer_sdp: Any, sources: dict[str, str] | None = None) -> str:
+    async def publish(self, offer_sdp: Any, sources: dict[str, str] | None = None, encryption: str = "none") -> str:
+        """Apply a publish offer; the tracks it creates carry `sources` (mid -> source) and
+        `encryption` (ENCRYPTIONS: what their frames are encrypted with end to end)."""
+        if encryption not in ENCRYPTIONS:
+            raise MediaError("invalid_encryption", f"encryption must be one of {', '.join(ENCRYPTIONS)}")
         info = sdpmod.check_offer(offer_sdp)
         if info.media and not self.can_publish:
             # data channels need no media grant (an offer with only m=application is answered)
@@ -161,6 +165,7 @@ class Peer:
             created = ingress.configure(publisher, slots, ssrc_hints, track_ids, rids)
             for rec in created:
                 rec.source = sources.get(rec.mid, rec.source)
+                rec.encryption = encryption
                 self._unpublished.discard(rec.mid)
         for rec in created:
             self.room.add_track(self, rec)

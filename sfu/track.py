@@ -161,6 +161,7 @@ class PublishedTrack(Generic[S]):
         self.muted = False
         self.simulcast = False
         self.source = "camera" if kind == "video" else "microphone"  # sfu.api.SOURCES
+        self.encryption = "none"  # sfu.api.ENCRYPTIONS: as the publisher declared it
         self._last_pli: dict[str, float] = {}
         self.ssrcs_used = 0  # SSRCs ever bound to this m-line (IngressLimits.max_ssrcs_per_track)
         # sfu.relay.RelaySink: this track relayed to the other nodes of its room (sfu.cascade). Fed by
@@ -217,4 +218,5 @@ class PublishedTrack(Generic[S]):
             "muted": self.muted,
             "simulcast": self.simulcast,
             "layers": sorted(self.layers),
+            "encryption": self.encryption,
         }

@@ -500,20 +500,27 @@ def validate_room_name(name: str) -> str:
     return name
 
 
+E2EE_MODES = ("required", "optional", "off")
+
+
 @dataclass(frozen=True)
 class RoomConfig:
     name: str
     gate: Gate | None = None
     max_participants: int | None = None
     p2p: bool | None = None  # two participants go peer to peer; None: the server's `p2p` setting
+    # end-to-end encryption of media (docs/e2ee.md): required (unencrypted tracks are refused),
+    # optional (each track says whether it is), off (encrypted tracks are refused); None: optional
+    e2ee: str | None = None
 
     @classmethod
     def from_json(cls, name: str, obj: Any, *, chain_ids: Iterable[int] | None = None) -> RoomConfig:
-        """Validate an admin PUT body: {gate?: tree|null, max_participants?: int|null, p2p?: bool|null}."""
+        """Validate an admin PUT body: {gate?: tree|null, max_participants?: int|null, p2p?: bool|null,
+        e2ee?: "required"|"optional"|"off"|null}."""
         validate_room_name(name)
         if not isinstance(obj, dict):
             raise GateError("room config must be a JSON object")
-        unknown = sorted(obj.keys() - {"gate", "max_participants", "p2p"})
+        unknown = sorted(obj.keys() - {"gate", "max_participants", "p2p", "e2ee"})
         if unknown:
             raise GateError(f"unknown field(s) in room config: {', '.join(unknown)}")
         gate = Gate.from_json(obj["gate"]) if obj.get("gate") is not None else None
@@ -529,7 +536,10 @@ class RoomConfig:
         p2p = obj.get("p2p")
         if p2p is not None and not isinstance(p2p, bool):
             raise GateError("p2p: must be true, false or null (the server's setting)")
-        return cls(name, gate, maxp, p2p)
+        e2ee = obj.get("e2ee")
+        if e2ee is not None and e2ee not in E2EE_MODES:
+            raise GateError(f"e2ee: must be {', '.join(repr(m) for m in E2EE_MODES)} or null (optional)")
+        return cls(name, gate, maxp, p2p, e2ee)
 
     def to_json(self) -> dict[str, Any]:
         body = {"name": self.name, "gate": self.gate.to_json() if self.gate else None,
@@ -538,6 +548,8 @@ class RoomConfig:
             # only when set: a replica of the previous release refuses a config with fields it does
             # not know, and during a rolling upgrade it reads what the new ones write
             body["p2p"] = self.p2p
+        if self.e2ee is not None:
+            body["e2ee"] = self.e2ee
         return body
 
 

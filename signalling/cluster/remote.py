@@ -120,9 +120,10 @@ class RemoteNode:
         assert last is not None
         raise last
 
-    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None) -> str:
+    async def publish(self, participant_id: str, sdp: Any, sources: dict[str, str] | None = None,
+                      encryption: str = "none") -> str:
         return await self._call(self._node_of(participant_id), "publish",
-                                {"pid": participant_id, "sdp": sdp, "sources": sources})
+                                {"pid": participant_id, "sdp": sdp, "sources": sources, "encryption": encryption})
 
     async def unpublish(self, participant_id: str, track_id: str) -> None:
         await self._call(self._node_of(participant_id), "unpublish", {"pid": participant_id, "track": track_id})

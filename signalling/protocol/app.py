@@ -215,7 +215,9 @@ class Connection:
             raise ProtocolError("not_joined", f"{t}: send 'join' first", ref)
         node = self.rooms.node
         if t == "offer":
-            answer = await node.publish(p.id, msg["sdp"], msg.get("sources"))
+            encryption = msg.get("encryption") or "none"
+            _check_e2ee(p.e2ee, encryption, msg["sdp"], ref)
+            answer = await node.publish(p.id, msg["sdp"], msg.get("sources"), encryption)
             self.reply({"type": "answer", "target": "publisher", "sdp": answer, **_ref(ref)})
         elif t == "answer":
             await node.answer(p.id, msg["sdp"])
@@ -266,6 +268,20 @@ class Connection:
 
 def _ref(ref: Any) -> dict[str, Any]:
     return {"id": ref} if ref is not None else {}
+
+
+def _check_e2ee(mode: str, encryption: str, sdp: str, ref: Any) -> None:
+    """A publish offer against the room's end-to-end encryption (docs/e2ee.md). The SFU cannot see
+    whether frames are encrypted, so it holds each client to what it declares; an offer with only
+    data channels (no audio or video m-line) carries no media and passes either way."""
+    if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
+        return
+    if mode == "required" and encryption == "none":
+        raise ProtocolError("e2ee_required", "this room requires end-to-end encryption: encrypt every track "
+                                             "with SFrame and send the offer with encryption \"sframe\"", ref)
+    if mode == "off" and encryption != "none":
+        raise ProtocolError("e2ee_off", "this room does not use end-to-end encryption: publish unencrypted "
+                                        "tracks (an encrypted one could be decoded by no one here)", ref)
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:

@@ -50,12 +50,13 @@ _STR, _BOOL, _OBJ, _ANY = str, bool, dict, object
 # reads this module and must not import the media plane (a test holds the two equal).
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
 MAX_SOURCES = 4  # one per m-line, and an offer has at most 4 (sfu.sdp.MAX_MEDIA)
+ENCRYPTIONS = ("none", "sframe")  # sfu.api.ENCRYPTIONS, likewise
 
 # type -> {field: (python type, required)}
 SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "join": {"room": (_STR, True), "name": (_STR, False), "grant": (_STR, False), "p2p": (_BOOL, False)},
     "p2p_signal": {"to": (_STR, True), "data": (_OBJ, True)},
-    "offer": {"target": (_STR, True), "sdp": (_STR, True), "sources": (_OBJ, False)},
+    "offer": {"target": (_STR, True), "sdp": (_STR, True), "sources": (_OBJ, False), "encryption": (_STR, False)},
     "answer": {"target": (_STR, True), "sdp": (_STR, True)},
     "trickle": {"target": (_STR, True), "candidate": (_ANY, True)},
     "restart_ice": {"target": (_STR, True)},
@@ -119,6 +120,8 @@ def parse(raw: str | bytes) -> dict[str, Any]:
                 isinstance(mid, str) and 0 < len(mid) <= 16 and source in SOURCES for mid, source in sources.items()):
             raise ProtocolError("bad_field", f"offer: sources must map at most {MAX_SOURCES} mids (1-16 characters) "
                                              f"to one of {', '.join(SOURCES)}", ref)
+    if mtype == "offer" and msg.get("encryption") not in (None, *ENCRYPTIONS):
+        raise ProtocolError("bad_field", f"offer: encryption must be one of {', '.join(ENCRYPTIONS)}", ref)
     if mtype in ("ping", "resume") and msg.get("n") is not None and not 0 <= msg["n"] < 2**53:
         raise ProtocolError("bad_field", f"{mtype}: n must be the number of a message the server sent (0 or more)", ref)
     if mtype == "resume" and len(msg["token"]) > 128:

@@ -137,6 +137,7 @@ class Admission:
     max_participants: int = 0  # the room's own limit; 0 = the server default
     max_seats: int = 0  # seats this identity may hold in the room; a join past it replaces the oldest; 0 = any
     p2p: bool = False  # the room lets two participants send their media peer to peer (sfu.pairing)
+    e2ee: str = "optional"  # the room's end-to-end encryption: required, optional or off (docs/e2ee.md)
 
 
 # (room, grant token or None) -> Admission, raising ProtocolError to refuse
@@ -156,6 +157,7 @@ class Participant:
     can_publish: bool
     can_subscribe: bool
     queue: SendQueue = field(default_factory=SendQueue)
+    e2ee: str = "optional"  # the room's end-to-end encryption when this participant joined (Admission)
     joined_at: float = field(default_factory=time.time)
     closed: bool = False
     # --- resumption (docs/protocol.md "Reconnecting") ---
@@ -250,7 +252,7 @@ class RoomManager:
         pid = "PA_" + secrets.token_urlsafe(9)
         p = Participant(pid, room, name or admission.identity, admission.identity,
                         admission.can_publish, admission.can_subscribe, queue or SendQueue(),
-                        replay=Replay() if self.resume_grace_s else None)
+                        replay=Replay() if self.resume_grace_s else None, e2ee=admission.e2ee)
         self.participants[pid] = p
         if admission.max_seats:
             # Newest join wins (a reconnect must not wait for the dead socket's timeout); dict
@@ -274,6 +276,7 @@ class RoomManager:
             "participants": state["participants"],
             "tracks": state["tracks"],
             "permissions": {"publish": p.can_publish, "subscribe": p.can_subscribe},
+            "e2ee": p.e2ee,
             "ice_servers": self.ice_servers(p.id) if self.ice_servers else [],
             "ping": {"interval_s": self.ping[0], "timeout_s": self.ping[1]},
             **await self._resume_offer(p),

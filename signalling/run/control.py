@@ -57,6 +57,7 @@ class ControlPlane:
         config = await self.registry.get(room)
         max_p = config.max_participants if config and config.max_participants else 0
         p2p = config.p2p if config is not None and config.p2p is not None else self.settings.p2p
+        e2ee = config.e2ee if config is not None and config.e2ee is not None else "optional"
         seats = self.settings.max_seats_per_identity
         if grant:
             try:
@@ -74,7 +75,7 @@ class ControlPlane:
                 raise ProtocolError("unauthorized", "grant refused: grant already used (a grant admits one join; "
                                                     "ask POST /auth/grant for another)")
             return Admission(g.identity, g.can_publish, g.can_subscribe, max_participants=max_p, max_seats=seats,
-                             p2p=p2p)
+                             p2p=p2p, e2ee=e2ee)
         if (config is not None and config.gate is not None) or self.settings.require_auth:
             why = "is token-gated" if config is not None and config.gate is not None else "requires sign-in"
             raise ProtocolError(
@@ -85,6 +86,7 @@ class ControlPlane:
         guest = await admit_everyone(room, None)
         guest.max_participants = max_p
         guest.p2p = p2p
+        guest.e2ee = e2ee
         return guest
 
     async def _check_gate(self, room: str, gate: Gate, identity: str) -> None:

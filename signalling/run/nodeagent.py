@@ -296,7 +296,8 @@ class NodeAgent:
             if op == "leave":
                 return await self._leave(a["pid"], a.get("reason") or "left")
             if op == "publish":
-                return await self.node.publish(a["pid"], a["sdp"], a.get("sources"))
+                # (a caller of the previous release sends no encryption: its tracks are not encrypted)
+                return await self.node.publish(a["pid"], a["sdp"], a.get("sources"), a.get("encryption") or "none")
             if op == "unpublish":
                 return await self.node.unpublish(a["pid"], a["track"])
             if op == "answer":

@@ -87,6 +87,7 @@ async def linked() -> tuple[Any, PublishedTrack, RelayPort, Datagrams, Cascade, 
     was told the publisher joined and published it."""
     ingress, _ = await make_ingress()
     rec = ingress.tracks["0"]
+    rec.encryption = "sframe"  # (as its publisher declared: the relay carries what it said)
     src_port, src_wire = port(SOURCE)
     dst_port, _ = port(DESTINATION)
     room = Room()
@@ -103,6 +104,7 @@ async def test_a_relayed_track_arrives_as_sent_and_feeds_the_destinations_subscr
     assert room.events == [("joined", "PA_pub"), ("published", rec.id)]
     relayed = room.relayed[rec.id]
     assert (relayed.participant_id, relayed.kind, relayed.codec_name) == ("PA_pub", "video", "VP8")
+    assert relayed.info()["encryption"] == "sframe"
     layer = next(iter(relayed.layers.values()))
     assert (layer.ssrc, layer.rtx_ssrc) == (MEDIA_SSRC, RTX_SSRC)  # from the description
 

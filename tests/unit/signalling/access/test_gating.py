@@ -72,3 +72,14 @@ async def test_memory_registry() -> None:
         RoomConfig.from_json("x", {"max_participants": 0})
     with pytest.raises(GateError, match="chain 1 is not served here"):
         RoomConfig.from_json("x", {"gate": {"standard": "erc721", "chainId": 1, "contract": ADDR}}, chain_ids=[5])
+
+
+def test_a_room_s_end_to_end_encryption_is_required_optional_or_off():
+    for mode in ("required", "optional", "off"):
+        cfg = RoomConfig.from_json("e", {"e2ee": mode})
+        assert cfg.e2ee == mode
+        assert RoomConfig.from_json("e", {k: v for k, v in cfg.to_json().items() if k != "name"}) == cfg
+    assert RoomConfig.from_json("e", {}).e2ee is None and "e2ee" not in RoomConfig.from_json("e", {}).to_json()
+    for bad in ("on", True, "REQUIRED"):
+        with pytest.raises(GateError, match="e2ee: must be 'required', 'optional', 'off' or null"):
+            RoomConfig.from_json("e", {"e2ee": bad})

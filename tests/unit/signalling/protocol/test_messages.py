@@ -7,11 +7,12 @@ import json
 import pytest
 
 from sfu import api
-from signalling.protocol.messages import SOURCES, ProtocolError, parse
+from signalling.protocol.messages import ENCRYPTIONS, SOURCES, ProtocolError, parse
 
 
 def test_the_protocol_spells_the_sources_the_media_plane_has():
     assert SOURCES == api.SOURCES == tuple(api.SOURCE_KINDS)
+    assert ENCRYPTIONS == api.ENCRYPTIONS
 
 
 def _offer(**extra) -> str:
@@ -36,6 +37,15 @@ def test_malformed_sources_are_refused(sources, why):
     with pytest.raises(ProtocolError) as e:
         parse(_offer(sources=sources))
     assert e.value.code == "bad_field", why
+
+
+def test_an_offer_declares_its_encryption_or_none():
+    assert parse(_offer(encryption="sframe"))["encryption"] == "sframe"
+    assert "encryption" not in parse(_offer())  # (none)
+    for bad in ("aes", 1, True, ["sframe"]):
+        with pytest.raises(ProtocolError) as e:
+            parse(_offer(encryption=bad))
+        assert e.value.code == "bad_field", bad
 
 
 def test_unpublish_names_a_track():
