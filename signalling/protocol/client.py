@@ -17,7 +17,8 @@ import itertools
 import json
 import logging
 import ssl as ssl_
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from aiortc import (
     RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
 )
@@ -35,6 +37,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from signalling import safejson
+from signalling.e2ee.frames import E2eeError, decrypt_receiver, encrypt_sender
+from signalling.e2ee.keys import KeyProvider, Outgoing
 
 log = logging.getLogger("basement.client")
 
@@ -80,12 +84,22 @@ def _new_pc(ice_servers: list[dict[str, Any]] | None = None) -> RTCPeerConnectio
 
 class Client:
     def __init__(self, url: str, video_codec: str = "VP8", ssl: ssl_.SSLContext | bool = True,
-                 resume: bool = True) -> None:
+                 resume: bool = True, e2ee: KeyProvider | None = None) -> None:
         """`ssl`: for an https:// server, the context to verify it with (e.g. one trusting a
         self-signed certificate's file), True for the system's CAs, False to skip verification.
         `resume`: when the WebSocket drops (no close frame), reconnect and resume the participant
-        (docs/protocol.md "Reconnecting"), resending what the server had not read."""
+        (docs/protocol.md "Reconnecting"), resending what the server had not read.
+        `e2ee`: where the keys come from to encrypt what this client publishes and decrypt what it
+        receives end to end (signalling.e2ee.keys: PassphraseKeys, WalletKeys; docs/e2ee.md);
+        without them, encrypted tracks arrive and do not decode. With WalletKeys the keys travel
+        over the data channels: publish (at least `data=True`) to take part."""
         self.ssl = ssl
+        self.e2ee = e2ee
+        # track id -> its received frames dropped because they did not decrypt (e2ee)
+        self.undecryptable: Counter[str] = Counter()
+        self._e2ee_outbox: list[Outgoing] = []  # e2ee messages waiting for the data channel
+        self._e2ee_timer: asyncio.Task | None = None
+        self.room: str | None = None
         self.resume = resume
         base = url.rstrip("/")
         self.ws_url = base.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
@@ -344,9 +358,30 @@ class Client:
         if grant:
             msg["grant"] = grant
         joined = await self.request(msg)
+        self.room = room
         self.participant = joined["participant"]
         self.participants.update({p["id"]: p for p in joined.get("participants", [])})
+        if self.e2ee is not None:
+            self._e2ee_send(self.e2ee.start(room, self.participant["id"], time.time()))
+            self._e2ee_timer = asyncio.ensure_future(self._e2ee_ticks())
         return joined
+
+    # --- end-to-end encryption (docs/e2ee.md) ----------------------------------------------------
+    def _e2ee_send(self, out: list[Outgoing]) -> None:
+        """Send (or keep until the reliable data channel is open) what the key provider says to."""
+        self._e2ee_outbox.extend(out)
+        channel = self.channels.get("reliable")
+        if channel is None or channel.readyState != "open":
+            return
+        while self._e2ee_outbox:
+            o = self._e2ee_outbox.pop(0)
+            self.send_data(o.text, topic=o.topic, to=o.to)
+
+    async def _e2ee_ticks(self) -> None:
+        assert self.e2ee is not None
+        while not self._closed:
+            await asyncio.sleep(0.2)
+            self._e2ee_send(self.e2ee.tick(time.time()))
 
     def _track_presence(self, msg: dict[str, Any]) -> None:
         """Keep `participants` current (docs/protocol.md: `presence` may name you, or someone the
@@ -372,6 +407,8 @@ class Client:
         for pid in left:
             if isinstance(pid, str):
                 self.participants.pop(pid, None)
+                if self.e2ee is not None and pid != me:
+                    self._e2ee_send(self.e2ee.on_left(pid, time.time()))
         for info in joined:
             if isinstance(info, dict) and isinstance(info.get("id"), str) and info["id"] != me:
                 self.participants[info["id"]] = info
@@ -381,6 +418,10 @@ class Client:
         """Publish on one connection: a microphone, a camera and a screen share (any of them), and
         with `data` the data channels (`send_data`; alone, a data-only connection).
         `published` then maps "audio", "video" and "screen" to the track ids."""
+        if self.e2ee is not None and video is not None and self.video_codec.upper() != "VP8":
+            raise E2eeError(f"end-to-end encryption of {self.video_codec} is not supported by this client (VP8)")
+        if self.e2ee is not None and self.e2ee.identity_bound:
+            data = True  # the keys travel over the data channels
         pc = self.publisher = _new_pc(self.ice_servers)
         added = []
         for track, source in ((audio, "microphone"), (video, "camera"), (screen, "screen")):
@@ -398,6 +439,10 @@ class Client:
             # later stops the transport they share when the answer comes (its SCTP is "unbundled")
             for label, options in (("reliable", {}), ("lossy", {"ordered": False, "maxRetransmits": 0})):
                 self._open_channel(pc, label, options)
+        if self.e2ee is not None:
+            assert self.participant is not None, "join() first"
+            for t, _ in added:
+                encrypt_sender(t.sender, self.e2ee.send_key)  # one key (one counter) for all tracks
         await pc.setLocalDescription(await pc.createOffer())
         self._sources = {t.mid: source for t, source in added}
         await self.republish()
@@ -417,10 +462,14 @@ class Client:
                 return
             if isinstance(msg, dict):
                 self.data.append(msg)
+                if self.e2ee is not None and str(msg.get("topic", "")).startswith("e2ee/"):
+                    self._e2ee_send(self.e2ee.on_message(msg, time.time()))
                 self._changed.set()
 
         @channel.on("open")
         def _open() -> None:
+            if label == "reliable":
+                self._e2ee_send([])
             self._changed.set()
 
     async def wait_data_open(self, timeout: float = 15.0) -> None:
@@ -448,8 +497,10 @@ class Client:
         assert pc is not None, "publish() first"
         if pc.signalingState == "stable":
             await pc.setLocalDescription(await pc.createOffer())
-        reply = await self.request({"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp,
-                                    "sources": self._sources})
+        offer = {"type": "offer", "target": "publisher", "sdp": pc.localDescription.sdp, "sources": self._sources}
+        if self.e2ee is not None:
+            offer["encryption"] = "sframe"
+        reply = await self.request(offer)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
 
     async def unpublish(self, track_id: str) -> dict[str, Any]:
@@ -474,6 +525,9 @@ class Client:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
             for t in pc.getTransceivers():
                 _route_rtx(t.receiver)
+                info = (msg.get("tracks") or {}).get(t.mid)
+                if isinstance(info, dict) and info.get("encryption") == "sframe":
+                    self._decrypt(t.receiver, info)
             if self.on_offer_applied is not None:
                 self.on_offer_applied(pc)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -490,6 +544,23 @@ class Client:
                 if self.on_track is not None:
                     self.on_track(*current[k])
             self._changed.set()
+
+    def _decrypt(self, receiver: RTCRtpReceiver, info: dict[str, Any]) -> None:
+        """An end-to-end encrypted track: its frames are decrypted before decoding, with its sender's key."""
+        if self.e2ee is None:
+            if info["track"] not in self.remote:
+                log.warning("track %s is end-to-end encrypted and this client has no key: it will not decode",
+                            info["track"])
+            return
+        self.e2ee.sender_seen(str(info.get("participant")))
+        track = str(info["track"])
+
+        def dropped(why: str) -> None:
+            self.undecryptable[track] += 1
+            if self.undecryptable[track] in (1, 100, 1000):
+                log.warning("%d frame(s) of track %s did not decrypt (last: %s)", self.undecryptable[track], track, why)
+
+        decrypt_receiver(receiver, self.e2ee.keyring, dropped)
 
     async def wait_track(self, kind: str | None = None, participant: str | None = None,
                          timeout: float = 15.0) -> tuple[dict[str, Any], MediaStreamTrack]:
@@ -528,7 +599,7 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._pinger, self._resuming):
+        for task in (self._pinger, self._resuming, self._e2ee_timer):
             if task is not None:
                 task.cancel()
         for pc in (self.publisher, self.subscriber):

@@ -58,3 +58,12 @@ def now() -> str:
 
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+
+async def wallet_grant(http: aiohttp.ClientSession, url: str, room: str, acct) -> str:
+    """A grant to join `room` as `acct`'s address: signed in over HTTP, then POST /auth/grant."""
+    token = await sign_in(http, url, acct)
+    async with http.post(f"{url}/auth/grant", json={"room": room, "signInToken": token}) as r:
+        body = await r.json()
+        assert r.status == 200, body
+        return body["grant"]
