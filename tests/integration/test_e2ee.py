@@ -20,7 +20,12 @@ from signalling.e2ee.keys import PassphraseKeys, WalletKeys, kid_of
 from signalling.e2ee.sframe import Keyring, SFrameError, parse_header
 from signalling.protocol.client import Client, ServerError
 from tests.support.media import CounterVideo, Sink, Tone
+from tests.support.servers import native_only
 from tests.support.signin import wallet_grant
+
+# the subject is the clients' encryption: the SFU forwards these payloads as it forwards any (every
+# forwarding test runs on both data paths), so one run, on the native path
+pytestmark = native_only
 
 PASSPHRASE = "correct horse battery staple"
 
