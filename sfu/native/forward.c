@@ -1462,11 +1462,40 @@ static size_t dtc_rtx(DownTrackCore *s, const uint8_t *pkt, size_t len, int rtx_
     return v.payload_start + 2 + n;
 }
 
+/* What resending the run of consecutive losses that starts at lost[start] would take: each packet
+ * still cached, sent at or after `oldest` and not resent within `interval`, at its source's size + 2
+ * (the twin of DownTrack._run_cost). -1 with an exception set if `lost` holds a non-integer. */
+static double dtc_run_cost(DownTrackCore *s, PyObject *lost, Py_ssize_t start, double now, double interval,
+                           double oldest) {
+    Py_ssize_t n = PyList_GET_SIZE(lost);
+    long first = PyLong_AsLong(PyList_GET_ITEM(lost, start));
+    if (first == -1 && PyErr_Occurred())
+        return -1;
+    double cost = 0;
+    for (Py_ssize_t k = start; k < n; k++) {
+        long seq = PyLong_AsLong(PyList_GET_ITEM(lost, k));
+        if (seq == -1 && PyErr_Occurred())
+            return -1;
+        seq &= 0xFFFF;
+        if (seq != ((first + (k - start)) & 0xFFFF))
+            break;
+        const uint8_t *src = NULL;
+        size_t src_len = 0;
+        sent_entry *c = sent_lookup(s, (uint16_t)seq, &src, &src_len);
+        if (!c || c->sent_at < oldest || (c->resent_valid && c->resent_seq == seq && now - c->resent_at < interval))
+            continue;
+        cost += (double)src_len + 2;
+    }
+    return cost;
+}
+
 /* _resend(lost, now, interval, left, rtx_pt, rtx_ssrc, oldest)
  *   -> (resent, misses, by_interval, by_budget, by_stale, bytes):
  * the per-packet part of DownTrack.on_nack (Python computes the interval, the budget and `oldest`,
- * the time before which a forwarded packet is too old to resend; a run of consecutive losses whose
- * first packet is that old, or no longer cached, is not resent at all: downtrack.RTX_MAX_AGE_S) */
+ * the time before which a forwarded packet is too old to resend). A run of consecutive losses is
+ * resent whole or not at all: not if its first packet is that old or no longer cached
+ * (downtrack.RTX_MAX_AGE_S), nor if all of it does not fit in what is `left` of the budget (half a
+ * run repaired leaves a receiver that assembles frames in order waiting for the rest) */
 static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
     PyObject *lost;
     double now, interval, left, oldest;
@@ -1481,7 +1510,7 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
     size_t buf_cap = 0;
     Py_ssize_t n = PyList_GET_SIZE(lost);
     long previous = -1;
-    int repairable = 1;
+    int repairable = 1, affordable = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         long seq = PyLong_AsLong(PyList_GET_ITEM(lost, i));
         if (seq == -1 && PyErr_Occurred())
@@ -1490,8 +1519,17 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         const uint8_t *src = NULL;
         size_t src_len = 0;
         sent_entry *c = sent_lookup(s, (uint16_t)seq, &src, &src_len);
-        if (previous < 0 || seq != ((previous + 1) & 0xFFFF)) /* the first of a run of losses */
+        if (previous < 0 || seq != ((previous + 1) & 0xFFFF)) { /* the first of a run of losses */
             repairable = c && c->sent_at >= oldest;
+            affordable = 1;
+            if (repairable) {
+                double cost = dtc_run_cost(s, lost, i, now, interval, oldest);
+                if (cost < 0)
+                    goto done;
+                affordable = cost <= left;
+                /* (the lookahead ran no Python code: c, src and src_len are still good) */
+            }
+        }
         previous = seq;
         if (!c) {
             misses++;
@@ -1503,6 +1541,10 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         }
         if (c->resent_valid && c->resent_seq == seq && now - c->resent_at < interval) {
             by_interval++;
+            continue;
+        }
+        if (!affordable) {
+            by_budget++;
             continue;
         }
         if (buf_cap < src_len + 2) {
@@ -1522,10 +1564,6 @@ static PyObject *DTC_resend(DownTrackCore *s, PyObject *args) {
         if (!len) {
             misses++;
             continue;
-        }
-        if ((double)len + 2 > left) {
-            by_budget += n - i;
-            break;
         }
         const uint8_t *pkt = buf;
         if (rtx_pt) {
