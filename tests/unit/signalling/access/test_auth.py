@@ -31,6 +31,9 @@ def test_message_roundtrip_and_abnf_layout() -> None:
     assert SiweMessage.parse(bare.to_text()) == bare
 
 
+MIXED_CASE = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # EIP-55 checksummed
+
+
 @pytest.mark.parametrize(("mutate", "reason"), [
     (lambda t: t.replace(" wants you to sign in", " would like you to sign in"), "line 1"),
     (lambda t: t.replace(t.split("\n")[1], t.split("\n")[1].lower()), "address is not EIP-55 checksummed"),
@@ -44,7 +47,9 @@ def test_message_roundtrip_and_abnf_layout() -> None:
     (lambda t: t.replace("\n", "\r\n"), "line endings must be LF"),
 ])
 def test_parser_names_the_bad_field(mutate: Callable[[str], str], reason: str) -> None:
-    text = make_service().message_for(Account.create().address, "abcdefgh1234").to_text()
+    # a fixed address with upper-case letters: lower-casing a random one changes nothing once in
+    # ~4,000 (all its checksum letters lower case), and the test then failed on a valid message
+    text = make_service().message_for(MIXED_CASE, "abcdefgh1234").to_text()
     with pytest.raises(AuthError) as info:
         SiweMessage.parse(mutate(text))
     assert str(info.value).startswith("malformed SIWE message: ")
