@@ -12,13 +12,13 @@ import asyncio
 import aiohttp
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from signalling.access.gating import RoomConfig
 from signalling.e2ee.frames import clear_bytes
 from signalling.e2ee.keys import PassphraseKeys, WalletKeys, kid_of
 from signalling.e2ee.sframe import Keyring, SFrameError, parse_header
 from signalling.protocol.client import Client, ServerError
+from tests.support.e2ee import record_video, signer
 from tests.support.media import CounterVideo, Sink, Tone
 from tests.support.servers import native_only
 from tests.support.signin import wallet_grant
@@ -46,35 +46,6 @@ async def clients():
         await c.close()
 
 
-def _record_video(client: Client) -> list[bytes]:
-    """The video frames `client` puts together from what the SFU forwarded, kept as they came
-    (before any decryption or decoding): for looking at the bytes."""
-    seen: list[bytes] = []
-
-    def applied(pc) -> None:
-        for t in pc.getTransceivers():
-            if t.kind == "video" and not getattr(t.receiver, "recorded", False):
-                t.receiver.recorded = True
-                attr = "_RTCRtpReceiver__decoder_queue"
-                setattr(t.receiver, attr, _Recording(getattr(t.receiver, attr), seen))
-
-    client.on_offer_applied = applied
-    return seen
-
-
-class _Recording:
-    def __init__(self, inner, seen: list[bytes]) -> None:
-        self.inner, self.seen = inner, seen
-
-    def put(self, item, *args, **kwargs):
-        if item is not None:
-            self.seen.append(bytes(item[1].data))
-        self.inner.put(item, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 async def test_encrypted_media_decodes_with_the_key_and_not_without(make_server, clients):
     server = await make_server()
     await server.control.registry.put(RoomConfig("secret", e2ee="required"))
@@ -91,7 +62,7 @@ async def test_encrypted_media_decodes_with_the_key_and_not_without(make_server,
     sub = await clients(server.url, "secret", "sub", e2ee=PassphraseKeys(PASSPHRASE))
     eve = await clients(server.url, "secret", "eve")  # in the room, without the passphrase
     wrong = await clients(server.url, "secret", "wrong", e2ee=PassphraseKeys("not the passphrase"))
-    forwarded = _record_video(eve)
+    forwarded = record_video(eve)
     await pub.publish(video=CounterVideo(160, 120), audio=Tone())
     pid = pub.participant["id"]
 
@@ -142,22 +113,18 @@ async def test_encrypted_media_decodes_with_the_key_and_not_without(make_server,
     assert e.value.code == "e2ee_off", e.value
 
 
-def _signer(account):
-    return lambda text: "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
-
-
 async def test_wallet_keys_decode_for_members_refuse_an_impostor_and_lock_out_a_leaver(make_server, clients):
     server = await make_server()
     await server.control.registry.put(RoomConfig("vault", e2ee="required"))
     ann, ben, cy, mal, other = (Account.create() for _ in range(5))
     async with aiohttp.ClientSession() as http:
         grants = {acct.address: await wallet_grant(http, server.url, "vault", acct) for acct in (ann, ben, cy, mal)}
-    a = await clients(server.url, "vault", "ann", grants[ann.address], e2ee=WalletKeys(_signer(ann)))
-    b = await clients(server.url, "vault", "ben", grants[ben.address], e2ee=WalletKeys(_signer(ben)))
-    c = await clients(server.url, "vault", "cy", grants[cy.address], e2ee=WalletKeys(_signer(cy)))
+    a = await clients(server.url, "vault", "ann", grants[ann.address], e2ee=WalletKeys(signer(ann)))
+    b = await clients(server.url, "vault", "ben", grants[ben.address], e2ee=WalletKeys(signer(ben)))
+    c = await clients(server.url, "vault", "cy", grants[cy.address], e2ee=WalletKeys(signer(cy)))
     # mal is signed in with her wallet, and announces a key signed by another one
-    m = await clients(server.url, "vault", "mal", grants[mal.address], e2ee=WalletKeys(_signer(other)))
-    forwarded = _record_video(b)
+    m = await clients(server.url, "vault", "mal", grants[mal.address], e2ee=WalletKeys(signer(other)))
+    forwarded = record_video(b)
     await a.publish(video=CounterVideo(160, 120))
     await m.publish(video=CounterVideo(176, 144))
     for x in (b, c):

@@ -477,15 +477,18 @@ async def browser():
     made: list[Browser] = []
 
     async def launch(server, room: str, name: str, extra_flags: list[str] | None = None,
-                     prefix: list[str] | None = None, **query: str) -> Browser:
+                     prefix: list[str] | None = None, before_join: str | None = None, **query: str) -> Browser:
         """`prefix`: run Chromium under it, e.g. `link.command()` (the page on `server.url`, which for a
-        server on `netns.SERVER_IP` is marked a secure origin; see the module docstring)."""
+        server on `netns.SERVER_IP` is marked a secure origin; see the module docstring).
+        `before_join`: JavaScript the page runs before Join is clicked (filling in the form)."""
         params = {"room": room, "name": name, "autojoin": "1", "video": VIDEO, **query}
         b = Browser(f"{server.url}/?{urlencode(params)}", extra_flags=extra_flags, prefix=prefix)
         made.append(b)
         await b.start()
         # autojoin only prefills the form and focuses Join: capture needs the user's click
         await b.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        if before_join:
+            await b.evaluate(before_join)
         await b.click("#join-button")
         return b
 

@@ -533,11 +533,13 @@ async def firefox(firefox_process: FirefoxProcess) -> AsyncIterator[Callable[...
     session = Firefox(process=firefox_process)
     await session.start()
 
-    async def launch(server: Any, room: str, name: str, **query: str) -> Page:
+    async def launch(server: Any, room: str, name: str, before_join: str | None = None, **query: str) -> Page:
         params = {"room": room, "name": name, "autojoin": "1", "video": VIDEO, **query}
         page = await session.new_page(f"{server.url}/?{urlencode(params)}")
         # autojoin only prefills the form and focuses Join: capture needs the user's click
         await page.wait_for("!!window.basement && document.activeElement.id === 'join-button'")
+        if before_join:  # JavaScript the page runs before Join is clicked (filling in the form)
+            await page.evaluate(before_join)
         await page.click("#join-button")
         return page
 

@@ -49,6 +49,10 @@ export const chat = {
 
 const rows = new WeakMap(); // our message entry -> its <li>, to mark it when refused
 
+// e2ee.js: data messages of the e2ee/… topics go to `e2ee` (not to `other`), and `ready` is called
+// when the reliable channel opens (its waiting key messages go then)
+export const dataHooks = { e2ee: null, ready: null };
+
 // ---------------------------------------------------------------------------------------------
 // Channels
 // ---------------------------------------------------------------------------------------------
@@ -91,6 +95,7 @@ export function endChat() {
 
 function setReady(ready) {
   chat.ready = ready;
+  if (ready && dataHooks.ready) dataHooks.ready();
   const input = $('#chat-input');
   if (!input) return;
   input.disabled = !ready;
@@ -134,6 +139,15 @@ function sendChat(text, { to, topic = 'chat', lossy = false } = {}) {
   return id;
 }
 
+// A data message {topic, text, to} that is not chat (e2ee.js); false when the channel is not open.
+export function sendData({ topic, text, to }) {
+  const s = call;
+  const ch = s && s.data && s.data.reliable;
+  if (!ch || ch.readyState !== 'open') return false;
+  ch.send(JSON.stringify(to ? { type: 'data', topic, data: text, to } : { type: 'data', topic, data: text }));
+  return true;
+}
+
 function sendRaw(msg) {
   const s = call;
   const ch = s && s.data && s.data.reliable;
@@ -152,6 +166,7 @@ function onChannelMessage(s, raw) {
   switch (msg.type) {
     case 'data':
       if (typeof msg.data !== 'string') return;
+      if (typeof msg.topic === 'string' && msg.topic.startsWith('e2ee/') && dataHooks.e2ee) { dataHooks.e2ee(msg); return; }
       if (msg.topic !== 'chat') { push(chat.other, msg, MAX_MESSAGES); return; }
       // a replayed message we already have (a channel opened again) is not shown twice
       if (msg.history && chat.messages.some((m) => !m.own && m.seq === msg.seq)) return;

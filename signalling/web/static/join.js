@@ -1,4 +1,5 @@
 import { resetChat } from './chat.js';
+import { startE2ee } from './e2ee.js';
 import { isGateRefusal } from './errors.js';
 import { onMessage } from './messages.js';
 import { OPTIONS } from './options.js';
@@ -65,12 +66,23 @@ export async function join(room, name) {
     await sig.open();
     const msg = { type: 'join', room, name, p2p: OPTIONS.p2p };
     if (grant) msg.grant = grant;
-    const joined = await sig.request(msg);
+    // subscriber offers (subscribe.js chains them on s.offers) may come before the reply is handled:
+    // they wait until end-to-end encryption is set up, so that no encrypted track reaches a decoder
+    // without its transform
+    let e2eeSet;
+    s.offers = new Promise((resolve) => { e2eeSet = resolve; });
+    const joined = await sig.request(msg).catch((e) => { e2eeSet(); throw e; });
     if (call !== s) return;
     s.me = joined.participant;
     s.iceServers = joined.ice_servers || [];
     for (const p of joined.participants || []) s.participants.set(p.id, p);
     for (const t of joined.tracks || []) s.trackInfo.set(t.track, t);
+    try {
+      await startE2ee(s, joined);  // (before publishing: what is published is encrypted from its first frame)
+    } finally {
+      e2eeSet();
+    }
+    if (call !== s) return;
     B.participant = s.me;
     B.room = room;
     setState('joined');

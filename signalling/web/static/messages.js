@@ -1,4 +1,5 @@
 import { applyDynacast } from './dynacast.js';
+import { e2eeLeft } from './e2ee.js';
 import { onP2p, onP2pSignal } from './p2p.js';
 import { B, call, hooks, setSig } from './state.js';
 import { highlightSpeaker, onSubscriberOffer, refreshFlags } from './subscribe.js';
@@ -34,6 +35,7 @@ export function onMessage(msg) {
     case 'participant_left':
       logEvent(`${who(msg.participant)} left${msg.reason && msg.reason !== 'left' ? ` (${msg.reason})` : ''}`, 'leave');
       s.participants.delete(msg.participant);
+      e2eeLeft(s, msg.participant);
       break;
     case 'presence': {
       // a large room's joins and leaves of the last second, together (docs/protocol.md): applied as
@@ -41,6 +43,7 @@ export function onMessage(msg) {
       const left = msg.left || [];
       const joined = (msg.joined || []).filter((p) => !(s.me && s.me.id === p.id));
       if (left.length) logEvent(left.length === 1 ? `${who(left[0].participant)} left` : `${left.length} left`, 'leave');
+      for (const e of left) e2eeLeft(s, e.participant);
       for (const e of left) s.participants.delete(e.participant);
       for (const p of joined) s.participants.set(p.id, p);
       if (joined.length) logEvent(joined.length === 1 ? `${joined[0].name || joined[0].id} joined` : `${joined.length} joined`, 'join');
@@ -127,7 +130,7 @@ export function onMessage(msg) {
 function resync(s, room, who) {
   const now = new Map(room.participants.map((p) => [p.id, p]));
   for (const id of [...s.participants.keys()]) {
-    if (!now.has(id)) { logEvent(`${who(id)} left`, 'leave'); s.participants.delete(id); }
+    if (!now.has(id)) { logEvent(`${who(id)} left`, 'leave'); s.participants.delete(id); e2eeLeft(s, id); }
   }
   for (const [id, p] of now) {
     if (!s.participants.has(id)) logEvent(`${p.name || id} joined`, 'join');

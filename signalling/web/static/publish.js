@@ -1,5 +1,6 @@
 import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
+import { protectSender } from './e2ee.js';
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
@@ -40,8 +41,9 @@ export async function startPublishing(s) {
   if (video) {
     s.encodings = videoEncodings(video);
     s.videoTx = pc.addTransceiver(video, { direction: 'sendonly', streams: [s.stream], sendEncodings: s.encodings });
-    preferCodec(s.videoTx, OPTIONS.codec);
+    preferCodec(s.videoTx, s.e2ee ? 'vp8' : OPTIONS.codec);  // (encrypted: VP8, whose clear prefix the SFU reads)
   }
+  for (const tx of [s.audioTx, s.videoTx]) if (tx) protectSender(s, tx);
   if (!(await offerPublisher(s))) return;
   if (s.audioTx) s.published.audio = `TR_${s.me.id}_${s.audioTx.mid}`;
   if (s.videoTx) s.published.video = `TR_${s.me.id}_${s.videoTx.mid}`;
@@ -88,7 +90,9 @@ export async function offerPublisher(s, options = {}) {
     // (a stopped share's m-lines stay, trackless: left unnamed, the server keeps them unpublished)
     if (tx && (tx.sender.track || source === 'microphone' || source === 'camera')) sources[tx.mid] = source;
   }
-  const reply = sig.request({ type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp, sources });
+  const offer = { type: 'offer', target: 'publisher', sdp: pc.localDescription.sdp, sources };
+  if (s.e2ee) offer.encryption = 'sframe';
+  const reply = sig.request(offer);
   // the server handles messages in order: candidates sent after the offer find its transport
   flushCandidates(s, 'publisher');
   const answer = await reply;

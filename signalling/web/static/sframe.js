@@ -184,6 +184,7 @@ export class SendKey {
   static async create(kid, baseKey, suite = DEFAULT_SUITE) {
     const k = new SendKey();
     k.derived = await deriveKey(suite, kid, baseKey);
+    k.base = baseKey; // (the page hands it to its frame worker)
     k.ctr = 0n;
     return k;
   }

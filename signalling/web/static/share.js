@@ -1,3 +1,4 @@
+import { protectSender } from './e2ee.js';
 import { offerPublisher, preferCodec, publisherConnection } from './publish.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
@@ -41,12 +42,16 @@ async function startShare(s) {
     await s.screenTx.sender.replaceTrack(track);
   } else {
     s.screenTx = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 2_500_000 }] });
-    preferCodec(s.screenTx, OPTIONS.codec);
+    preferCodec(s.screenTx, s.e2ee ? 'vp8' : OPTIONS.codec);
+    protectSender(s, s.screenTx);
   }
   const audio = stream.getAudioTracks()[0];
   if (audio) {
     if (s.screenAudioTx) await s.screenAudioTx.sender.replaceTrack(audio);
-    else s.screenAudioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+    else {
+      s.screenAudioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+      protectSender(s, s.screenAudioTx);
+    }
   }
   try {
     if (!(await offerPublisher(s))) return;

@@ -119,6 +119,6 @@ export async function walletRequest(eth, method, params) {
   }
 }
 
-function utf8Hex(text) {
+export function utf8Hex(text) {
   return '0x' + [...new TextEncoder().encode(text)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }

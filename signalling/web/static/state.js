@@ -49,6 +49,7 @@ export function newCall(room) {
     pingTimer: null,
     iceServers: [],              // STUN/TURN for our peer connections, from joined.ice_servers
     direct: null,                // the peer-to-peer connection while paired (p2p.js)
+    e2ee: null,                  // end-to-end encryption of our media: its keys and worker (e2ee.js)
     publishDone,                 // settles once our camera and microphone are published (or not)
     publishSettled,              // (join.js and teardown.js call it)
   };
@@ -77,4 +78,5 @@ export const B = {
   direct: 'off',                 // peer to peer: 'off' | 'connecting' | 'direct' (p2p.js)
   directSwitches: 0,
   sfuStandby: false,             // our media goes peer to peer: nothing is sent to the SFU
+  e2ee: null,                    // end-to-end encryption, after a join (e2ee.js)
 };

@@ -1,3 +1,4 @@
+import { protectReceiver } from './e2ee.js';
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { directFor } from './p2p.js';
 import { B, call, sig } from './state.js';
@@ -29,6 +30,10 @@ async function applySubscriberOffer(s, msg) {
   const pc = s.sub;
   s.signalled.subscriber = false; // (after an ICE restart our new candidates go after the answer)
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  for (const t of pc.getTransceivers()) {  // before any frame of them is decoded
+    const info = (msg.tracks || {})[t.mid];
+    if (info && t.receiver.track) protectReceiver(s, t.receiver, info);
+  }
   await pc.setLocalDescription(await pc.createAnswer());
   sig.send({ type: 'answer', target: 'subscriber', sdp: pc.localDescription.sdp });
   flushCandidates(s, 'subscriber');

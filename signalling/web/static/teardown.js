@@ -1,5 +1,6 @@
 // The end of a join, however it ends: leave, error, server close or removal.
 import { endChat } from './chat.js';
+import { stopE2ee } from './e2ee.js';
 import { teardownDirect } from './p2p.js';
 import { B, call, setSig, sig } from './state.js';
 import { $, logEvent, setState } from './ui.js';
@@ -13,6 +14,7 @@ export function teardown(state) {
     s.tiles.clear();
     s.publishSettled();
     teardownDirect(s);
+    stopE2ee(s);
     for (const pc of [s.pub, s.sub]) if (pc) pc.close();
     endChat();
     if (s.stream) for (const t of s.stream.getTracks()) t.stop();
@@ -26,6 +28,7 @@ export function teardown(state) {
   $('#room-view').hidden = true;
   $('#controls').hidden = true;
   $('#room-info').hidden = true;
+  $('#e2ee-lock').hidden = true;
   $('#join-view').hidden = false;
   $('#join-button').disabled = false;
 }

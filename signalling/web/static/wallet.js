@@ -3,7 +3,7 @@ import { api, serverInfo } from './http.js';
 import { qs } from './options.js';
 import { getDemoPass } from './devchain.js';
 import {
-  connectBrowserWallet, signInWithBrowserWallet, signInWithConnectedWallet, signInWithDevWallet,
+  connectBrowserWallet, signInWithBrowserWallet, signInWithConnectedWallet, signInWithDevWallet, utf8Hex, walletRequest,
 } from './siwe.js';
 import { B, sig } from './state.js';
 import { $, hideError, logEvent } from './ui.js';
@@ -34,6 +34,16 @@ export async function getGrant(room) {
 
 function walletSignedIn() {
   return !!(wallet && wallet.expiresAt > Date.now() + 5000);
+}
+
+// sign(text) -> the signed-in wallet's EIP-191 signature of text (e2ee.js: key announcements), or
+// null when no wallet is signed in. The dev wallet's key is the server's (a public demo key): its
+// announcements bind nothing the server could not sign too.
+export function walletSigner() {
+  if (!walletSignedIn()) return null;
+  const { kind, address } = wallet;
+  if (kind === 'dev') return async (text) => (await api('/api/dev-wallet/sign', { message: text })).signature;
+  return (text) => walletRequest(window.ethereum, 'personal_sign', [utf8Hex(text), address]);
 }
 
 // POST /auth/grant with the sign-in token. Errors name the reason (403: the unmet condition).

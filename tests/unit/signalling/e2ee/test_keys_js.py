@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from signalling.e2ee.keys import Outgoing, PassphraseKeys, WalletKeys
 from signalling.e2ee.sframe import SFrameError
+from tests.support.e2ee import NOW, Room, signer
 
 HERE = Path(__file__).parent
-NOW = 1_800_000_000.0
-
-
-def signer(account):
-    return lambda text: "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
 
 
 class Node:
@@ -102,38 +97,6 @@ def py_decrypt(keys, ct: bytes) -> str:
         return keys.keyring.decrypt(ct, b"clear")[1].decode()
     except SFrameError as e:
         return f"SFrameError: {e}"
-
-
-class Room:
-    """The server's relay (as in test_wallet_keys), for Python and JavaScript members alike."""
-
-    def __init__(self) -> None:
-        self.members: dict[str, tuple[Any, str]] = {}
-        self.now = NOW
-
-    def join(self, pid: str, keys: Any, identity: str) -> None:
-        self.members[pid] = (keys, identity)
-        self.deliver(pid, keys.start("room", pid, self.now))
-
-    def leave(self, pid: str) -> None:
-        del self.members[pid]
-        for other, (keys, _) in list(self.members.items()):
-            self.deliver(other, keys.on_left(pid, self.now))
-
-    def deliver(self, sender: str, out: list[Outgoing], identity: str | None = None) -> None:
-        queue = [(sender, o, identity) for o in out]
-        while queue:
-            frm, o, ident = queue.pop(0)
-            stamped = ident or self.members[frm][1]
-            for pid, (keys, _) in list(self.members.items()):
-                if pid != frm and (o.to is None or pid in o.to):
-                    msg = {"type": "data", "from": frm, "identity": stamped, "topic": o.topic, "data": o.text}
-                    queue.extend((pid, reply, None) for reply in keys.on_message(msg, self.now))
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-        for pid, (keys, _) in list(self.members.items()):
-            self.deliver(pid, keys.tick(self.now))
 
 
 @pytest.fixture

@@ -9,54 +9,11 @@ import json
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from signalling.e2ee import announce
 from signalling.e2ee.keys import ANNOUNCE_TOPIC, KEY_TOPIC, Outgoing, WalletKeys, kid_of
 from signalling.e2ee.sframe import Keyring, SFrameError
-
-NOW = 1_800_000_000.0
-
-
-def signer(account):
-    return lambda text: "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
-
-
-class Room:
-    """Relays e2ee messages between providers as the server relays data messages: each stamped with
-    its sender's participant id and signed-in identity (what the server knows), to the room or to
-    the participants named."""
-
-    def __init__(self) -> None:
-        self.members: dict[str, tuple[WalletKeys, str]] = {}  # participant id -> (provider, identity)
-        self.now = NOW
-
-    def join(self, pid: str, account) -> WalletKeys:
-        keys = WalletKeys(signer(account))
-        self.members[pid] = (keys, account.address)
-        self.deliver(pid, keys.start("room", pid, self.now))
-        return keys
-
-    def leave(self, pid: str) -> None:
-        del self.members[pid]
-        for other, (keys, _) in list(self.members.items()):
-            self.deliver(other, keys.on_left(pid, self.now))
-
-    def deliver(self, sender: str, out: list[Outgoing], identity: str | None = None) -> None:
-        queue = [(sender, o, identity) for o in out]
-        while queue:
-            frm, o, ident = queue.pop(0)
-            stamped = ident or (self.members[frm][1] if frm in self.members else "guest")
-            for pid, (keys, _) in list(self.members.items()):
-                if pid == frm or (o.to is not None and pid not in o.to):
-                    continue
-                msg = {"type": "data", "from": frm, "identity": stamped, "topic": o.topic, "data": o.text}
-                queue.extend((pid, reply, None) for reply in keys.on_message(msg, self.now))
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
-        for pid, (keys, _) in list(self.members.items()):
-            self.deliver(pid, keys.tick(self.now))
+from tests.support.e2ee import NOW, Room, signer
 
 
 def frame_from(keys: WalletKeys) -> bytes:
@@ -78,9 +35,9 @@ def wallets():
 
 def test_each_gets_the_others_keys_from_their_wallets_and_a_leaver_is_locked_out(wallets):
     room = Room()
-    a = room.join("PA_a", wallets[0])
-    b = room.join("PA_b", wallets[1])
-    c = room.join("PA_c", wallets[2])
+    a = room.join("PA_a", WalletKeys(signer(wallets[0])), wallets[0].address)
+    b = room.join("PA_b", WalletKeys(signer(wallets[1])), wallets[1].address)
+    c = room.join("PA_c", WalletKeys(signer(wallets[2])), wallets[2].address)
     for keys, others in ((a, ("PA_b", "PA_c")), (b, ("PA_a", "PA_c")), (c, ("PA_a", "PA_b"))):
         assert keys.refused == []
         assert keys.verified == {p: room.members[p][1] for p in others}
@@ -105,17 +62,17 @@ def test_each_gets_the_others_keys_from_their_wallets_and_a_leaver_is_locked_out
 
 def test_a_newcomer_gets_the_current_keys_and_a_timer_rekeys(wallets):
     room = Room()
-    a = room.join("PA_a", wallets[0])
+    a = room.join("PA_a", WalletKeys(signer(wallets[0])), wallets[0].address)
     room.tick(700)  # past REKEY_EVERY_S: a new key, then in use
     room.tick(2)
     assert a.send_key().kid == kid_of("PA_a", 1)
-    b = room.join("PA_b", wallets[1])
+    b = room.join("PA_b", WalletKeys(signer(wallets[1])), wallets[1].address)
     assert opens(b.keyring, frame_from(a)) and opens(a.keyring, frame_from(b))
 
 
 def test_an_announcement_signed_by_another_wallet_is_refused_and_its_keys_too(wallets):
     room = Room()
-    a = room.join("PA_a", wallets[0])
+    a = room.join("PA_a", WalletKeys(signer(wallets[0])), wallets[0].address)
     # mallory is signed in as wallets[3] but announces a key signed by wallets[2]
     mallory = WalletKeys(signer(wallets[2]))
     room.members["PA_m"] = (mallory, wallets[3].address)
@@ -126,7 +83,7 @@ def test_an_announcement_signed_by_another_wallet_is_refused_and_its_keys_too(wa
     # what the server could do: stamp a forged announcement with a's own id and identity
     forged = WalletKeys(signer(wallets[2]))
     out = forged.start("room", "PA_a", room.now)
-    b = room.join("PA_b", wallets[1])
+    b = room.join("PA_b", WalletKeys(signer(wallets[1])), wallets[1].address)
     room.deliver("PA_a", out, identity=wallets[0].address)
     assert b.refused[-1][1].startswith(f"the announcement is signed by {wallets[2].address}")
     assert b.verified["PA_a"] == wallets[0].address  # a's real key stands
@@ -138,8 +95,8 @@ def test_an_announcement_signed_by_another_wallet_is_refused_and_its_keys_too(wa
 
 def test_a_member_cannot_send_a_key_under_another_senders_kid(wallets):
     room = Room()
-    a = room.join("PA_a", wallets[0])
-    b = room.join("PA_b", wallets[1])
+    a = room.join("PA_a", WalletKeys(signer(wallets[0])), wallets[0].address)
+    b = room.join("PA_b", WalletKeys(signer(wallets[1])), wallets[1].address)
     squat = json.dumps({"v": 1, "kid": kid_of("PA_a", 7), "keys": {}})
     room.deliver("PA_b", [Outgoing(KEY_TOPIC, squat)])
     assert a.refused[-1] == ("PA_b", "a key under a KID that is not the sender's")
@@ -162,7 +119,7 @@ def test_a_misdirected_or_stale_announcement_is_refused(wallets, change, why):
 
 def test_malformed_e2ee_messages_are_refused_with_a_reason(wallets):
     room = Room()
-    a = room.join("PA_a", wallets[0])
+    a = room.join("PA_a", WalletKeys(signer(wallets[0])), wallets[0].address)
     for data in ("not json", "[]", json.dumps({"v": 2}), json.dumps({"v": 1, "text": "x" * 2000, "signature": ""}),
                  json.dumps({"v": 1, "text": "Basement end-to-end encryption key\nRoom: room", "signature": "0x"})):
         before = len(a.refused)
