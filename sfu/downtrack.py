@@ -659,7 +659,9 @@ class DownTrack:
             if seq != (first + k - start) & 0xFFFF:
                 break
             entry = self.cache[seq & CACHE_MASK]
-            source = None if entry is None or entry[0] != seq else entry[1].get(entry[3], entry[2])
+            if entry is None or entry[0] != seq:
+                continue
+            source = entry[1].get(entry[3], entry[2])
             last = self._resent[seq & CACHE_MASK]
             just_resent = last is not None and last[0] == seq and now - last[1] < interval
             if source is None or entry[7] < oldest or just_resent:
