@@ -26,7 +26,6 @@ from signalling.e2ee.sframe import Keyring, SendKey, SFrameError
 
 log = logging.getLogger("basement.e2ee")
 
-SUPPORTED = ("video/vp8", "audio/opus")
 VP8_CLEAR_KEY_FRAME = 10  # frame tag (3), start code (3), width and height (4)
 VP8_CLEAR_DELTA_FRAME = 3  # the frame tag
 

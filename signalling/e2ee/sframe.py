@@ -11,7 +11,6 @@ All five suites of RFC 9605 are here; checked against the RFC's test vectors (Ap
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -213,10 +212,5 @@ class Keyring:
         return kid, key.open(key.nonce(ctr), ciphertext[:n] + metadata, ciphertext[n:])
 
 
-def fingerprint(base_key: bytes) -> str:
-    """A short public name of a key (for logs and UIs): never the key, nor enough to find it."""
-    return hashlib.sha256(b"basement sframe key " + base_key).hexdigest()[:16]
-
-
 __all__ = ["DEFAULT_SUITE", "SUITES", "DerivedKey", "Keyring", "SFrameError", "SendKey", "Suite",
-           "encode_header", "fingerprint", "parse_header"]
+           "encode_header", "parse_header"]
