@@ -4,10 +4,15 @@ Binding to port 0 returns an *ephemeral* port: between the pick and the child's 
 outgoing connection on the machine (children talk to Redis and to each other a lot) may take it as
 its local port, and the child then fails to start. So the port is drawn from just below the
 kernel's ephemeral range, where the kernel never assigns local ports by itself.
+
+Processes that pick ports side by side (the test runner's workers, `make test`) each draw from their
+own slice of that range, so that two of them never pick the same port before either binds it:
+`BASEMENT_PORT_SLICE=<i>/<n>` (slice i of n, from 0; children inherit it). Not a server setting.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -26,11 +31,24 @@ def _ephemeral_floor() -> int:
 _given: set[int] = set()
 
 
+def _range() -> tuple[int, int]:
+    """[low, high) to draw from: below the ephemeral range, this process's slice of it."""
+    high = _ephemeral_floor()
+    low = max(1024, high - 12000)
+    try:
+        i, n = (int(v) for v in os.environ.get("BASEMENT_PORT_SLICE", "0/1").split("/"))
+    except ValueError:
+        raise ValueError(f"BASEMENT_PORT_SLICE={os.environ['BASEMENT_PORT_SLICE']!r}: expected <i>/<n>") from None
+    if not 0 <= i < n:
+        raise ValueError(f"BASEMENT_PORT_SLICE={i}/{n}: the slice must be one of 0..{n - 1}")
+    width = (high - low) // n
+    return low + i * width, low + (i + 1) * width
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that is free now, outside the ephemeral range, and not handed out before
     by this process."""
-    floor = _ephemeral_floor()
-    low = max(1024, floor - 12000)
+    low, floor = _range()
     for _ in range(200):
         port = random.randrange(low, floor)
         if port in _given:
