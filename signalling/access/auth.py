@@ -370,6 +370,8 @@ def auth_routes(service: AuthService) -> list[web.RouteDef]:
             "conditions": [c.describe() for c in gate.conditions()] if gate is not None else [],
             "gate": gate.to_json() if gate is not None else None,
             "maxParticipants": cfg.max_participants if cfg is not None else None,
+            # whether media must be end-to-end encrypted (docs/e2ee.md): a page without keys signs in first
+            "e2ee": (cfg.e2ee if cfg is not None else None) or "optional",
         })
 
     return [web.get("/auth/nonce", nonce), web.post("/auth/siwe", siwe), web.post("/auth/grant", grant),

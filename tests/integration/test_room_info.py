@@ -16,7 +16,7 @@ async def test_open_gated_and_nested_rooms_in_words(make_server):
         async with http.get(f"{server.url}/api/rooms/lobby") as r:
             assert r.status == 200
             assert await r.json() == {"room": "lobby", "gated": False, "requirement": None, "conditions": [],
-                                      "gate": None, "maxParticipants": None}
+                                      "gate": None, "maxParticipants": None, "e2ee": "optional"}
         async with http.get(f"{server.url}/api/rooms/demo-gated") as r:
             demo = await r.json()
         assert demo["gated"] is True and demo["gate"] is not None
@@ -37,6 +37,12 @@ async def test_open_gated_and_nested_rooms_in_words(make_server):
             f"(hold at least 5 BSMT (ERC-20 {ADDR_B} on chain {chain}) and "
             f"hold at least 1 of Badge id 1 (ERC-1155 {ADDR_A} on chain {chain}))")
         assert len(vip["conditions"]) == 3 and vip["maxParticipants"] == 9
-        assert vip["gate"]["any"][0]["label"] == "Pass"
+        assert vip["gate"]["any"][0]["label"] == "Pass" and vip["e2ee"] == "optional"
+        async with http.put(f"{server.url}/admin/rooms/sealed", json={"e2ee": "required"},
+                            headers={"Authorization": f"Bearer {KEY}"}) as r:
+            assert r.status == 201, await r.text()
+        async with http.get(f"{server.url}/api/rooms/sealed") as r:
+            sealed = await r.json()
+        assert (sealed["gated"], sealed["e2ee"]) == (False, "required")
         async with http.get(f"{server.url}/api/rooms/bad%20name") as r:
             assert r.status == 400 and "room name" in (await r.json())["error"]

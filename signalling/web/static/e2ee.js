@@ -3,23 +3,51 @@
 // signed in with a wallet (each key announcement signed by it, which the wallet asks for), else
 // with the passphrase typed on the join form (not identity-bound); in an optional room, only when
 // a passphrase was typed. The key provider (e2ee_keys.js) runs here;
-// the frames go through one worker (e2ee_worker.js) behind RTCRtpScriptTransforms, which gets the
-// keys as they change. The key messages travel as data messages (topics e2ee/…, chat.js).
+// the frames go through one worker (e2ee_worker.js) behind RTCRtpScriptTransforms (or, in a
+// Chromium without them, Chromium's encoded streams posted to it), which gets the keys as they change. The key messages travel as data messages (topics e2ee/…, chat.js).
+//
+// A room that requires it, joined without keys: join.js first offers a wallet sign-in (keysNeeded).
+// With wallet keys every remote tile shows the address that signed its participant's key, or that
+// its keys were refused and why.
 //
 // window.basement.e2ee (the test surface): {room: 'required' | 'optional' | 'off', keys: 'wallet' |
-// 'passphrase' | null, verified: {participant: address}, refused: [[participant, why]], and the
+// 'passphrase' | null, api: 'script-transform' | 'encoded-streams' (how frames reach the worker),
+// verified: {participant: address}, refused: [[participant, why]], and the
 // worker's counts: encrypted, decrypted, undecryptable (frames dropped), unsent (no key yet)}.
 import { dataHooks, sendData } from './chat.js';
 import { PassphraseKeys, WalletKeys } from './e2ee_keys.js';
+import { api } from './http.js';
 import { B, call } from './state.js';
+import { badge } from './tiles.js';
 import { $, logEvent, showError } from './ui.js';
 import { walletSigner } from './wallet.js';
 
 const TICK_MS = 250;
 
+// Before a join without a grant: does `room` require E2EE of a page that has no keys for it (no
+// passphrase typed; a signed-in wallet brings a grant, and so never gets here)? Then the join
+// asks for a wallet sign-in first (join.js). An unreadable answer is no: the join goes on, and
+// startE2ee says what is missing.
+// Each room's mode is asked once per page (and learnt again from each `joined`): rejoins ask
+// nothing, and /api/rooms shares the per-address budget of the sign-in requests.
+const modes = new Map();
+
+export async function keysNeeded(room) {
+  if (($('#e2ee-passphrase') || {}).value) return false;
+  if (!modes.has(room)) {
+    try {
+      modes.set(room, (await api(`/api/rooms/${encodeURIComponent(room)}`)).e2ee);
+    } catch {
+      return false;
+    }
+  }
+  return modes.get(room) === 'required';
+}
+
 // Called once joined: sets s.e2ee = {provider, worker, ...} when this page encrypts, else null.
 export async function startE2ee(s, joined) {
   const room = joined.e2ee || 'optional';
+  modes.set(s.room, room);
   B.e2ee = { room, keys: null, verified: {}, refused: [], encrypted: 0, decrypted: 0, undecryptable: 0, unsent: 0 };
   s.e2ee = null;
   if (room === 'off') return;
@@ -35,14 +63,16 @@ export async function startE2ee(s, joined) {
     }
     return;
   }
-  if (typeof RTCRtpScriptTransform === 'undefined') {
-    showError('This browser cannot encrypt media end to end (no RTCRtpScriptTransform)');
+  const api = framesApi();
+  if (!api) {
+    showError('This browser cannot encrypt media end to end (neither RTCRtpScriptTransform nor encoded streams)');
     return;
   }
   const worker = new Worker('/static/e2ee_worker.js', { type: 'module' });
-  const e = { provider, worker, outbox: [], sendKid: null, timer: null };
+  const e = { provider, worker, api, outbox: [], sendKid: null, timer: null };
   s.e2ee = e;
   B.e2ee.keys = provider.identityBound ? 'wallet' : 'passphrase';
+  B.e2ee.api = api;
   worker.onmessage = ({ data }) => {
     if (data.type === 'stats' && call === s) Object.assign(B.e2ee, data);
   };
@@ -90,25 +120,81 @@ function send(s, out) {
     logEvent(`refused the keys of ${(s.participants.get(pid) || {}).name || pid}: ${why}`, 'error');
   }
   B.e2ee.refused = refused.map(([pid, why]) => [pid, why]);
+  markTiles(s);
+}
+
+// With wallet keys, each remote tile says whose keys its media is under: the address the
+// participant's key announcement was signed by (not the name it chose, nor what the server says),
+// or that its keys were refused and why.
+function markTiles(s) {
+  if (!s.e2ee || !s.e2ee.provider.identityBound) return;
+  const refused = new Map(B.e2ee.refused);
+  for (const tile of s.tiles.values()) {
+    if (tile.participant === s.me.id) continue;
+    const address = B.e2ee.verified[tile.participant];
+    const why = refused.get(tile.participant);
+    badge(tile.el, 'verified', address && !why ? `🔒 ${address.slice(0, 6)}…${address.slice(-4)}` : null);
+    badge(tile.el, 'refused', why ? '⚠ keys refused' : null);
+    const b = tile.el.querySelector('.badge.verified') || tile.el.querySelector('.badge.refused');
+    if (b) {
+      b.title = why ? `End-to-end keys refused: ${why}` : `Media end-to-end encrypted with keys signed by ${address}`;
+      b.dataset.address = address || '';
+    }
+  }
 }
 
 export function e2eeLeft(s, participantId) {
   if (s.e2ee) s.e2ee.provider.onLeft(participantId, now()).then((out) => send(s, out));
 }
 
+// Which API gets the encoded frames to the worker: RTCRtpScriptTransform (Firefox, Chromium 141+),
+// else Chromium's older encoded streams (createEncodedStreams, the streams posted to the worker),
+// else none.
+function framesApi() {
+  if (typeof RTCRtpScriptTransform !== 'undefined') return 'script-transform';
+  if (typeof RTCRtpSender !== 'undefined' && 'createEncodedStreams' in RTCRtpSender.prototype) return 'encoded-streams';
+  return null;
+}
+
+// The config of a connection to the SFU: with encoded streams, the connection must be made for them
+// (and then every sender and receiver of it is piped through the worker, or its frames go nowhere).
+export function e2eeConfig(s, config) {
+  return s.e2ee && s.e2ee.api === 'encoded-streams' ? { ...config, encodedInsertableStreams: true } : config;
+}
+
+let pipes = 0;  // ids of the encoded-streams pipes (the worker's)
+
+function pipeToWorker(s, endpoint, side, kind, decrypt) {
+  const { readable, writable } = endpoint.createEncodedStreams();
+  endpoint.basementPipe = ++pipes;
+  s.e2ee.worker.postMessage({ type: 'streams', id: endpoint.basementPipe, side, kind, decrypt, readable, writable },
+    [readable, writable]);
+}
+
 // A sender of ours: its frames are encrypted (before the packetizer) from the first one.
 export function protectSender(s, transceiver) {
   if (!s.e2ee) return;
-  transceiver.sender.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'send',
-    kind: transceiver.sender.track ? transceiver.sender.track.kind : transceiver.receiver.track.kind });
+  const kind = transceiver.sender.track ? transceiver.sender.track.kind : transceiver.receiver.track.kind;
+  if (s.e2ee.api === 'encoded-streams') pipeToWorker(s, transceiver.sender, 'send', kind, true);
+  else transceiver.sender.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'send', kind });
 }
 
 // A receiver whose track is (or is no longer) encrypted: decrypted before the decoder, or not.
+// (`info` null: a receiver the offer says nothing of, piped as it is when the connection needs it.)
 export function protectReceiver(s, receiver, info) {
-  const want = info.encryption === 'sframe' && s.e2ee ? 'sframe' : 'none';
+  const want = info && info.encryption === 'sframe' && s.e2ee ? 'sframe' : 'none';
+  if (want === 'sframe') s.e2ee.provider.senderSeen(info.participant);
+  if (s.e2ee && s.e2ee.api === 'encoded-streams') {
+    // the streams can be taken once: the worker decrypts, or passes frames on, as told
+    if (!receiver.basementPipe) pipeToWorker(s, receiver, 'receive', receiver.track.kind, want === 'sframe');
+    else if ((receiver.basementE2ee || 'none') !== want) {
+      s.e2ee.worker.postMessage({ type: 'decrypt', id: receiver.basementPipe, decrypt: want === 'sframe' });
+    }
+    receiver.basementE2ee = want;
+    return;
+  }
   if ((receiver.basementE2ee || 'none') === want) return;
   if (want === 'sframe') {
-    s.e2ee.provider.senderSeen(info.participant);
     receiver.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'receive', kind: receiver.track.kind });
   } else {
     receiver.transform = null;

@@ -1,5 +1,5 @@
 // The page's end-to-end encryption of media (docs/e2ee.md): a module worker behind every
-// RTCRtpScriptTransform of the call. Sending, each encoded frame becomes its clear prefix (what the
+// RTCRtpScriptTransform of the call (or every pair of Chromium's encoded streams the page posts). Sending, each encoded frame becomes its clear prefix (what the
 // SFU reads: a VP8 frame's tag, and on a key frame its start code and size) and an SFrame ciphertext
 // of the rest, authenticated with the prefix; receiving, the reverse, and a frame that does not
 // decrypt is dropped (counted), never decoded. The page (e2ee.js) posts the keys: the one to send
@@ -47,15 +47,33 @@ async function decrypt(kind, frame, controller) {
   controller.enqueue(frame);
 }
 
+// Receivers' pipes of encoded streams (id -> {decrypt}): such streams can be taken once per
+// receiver, so a track that stops being encrypted is passed on as it is rather than unpiped.
+const pipes = new Map();
+
+function pipe(readable, writable, side, kind, id) {
+  const step = side === 'send' ? encrypt : decrypt;
+  const transform = (frame, c) => {
+    if (id !== undefined && !pipes.get(id).decrypt) { c.enqueue(frame); return undefined; }
+    return step(kind, frame, c);
+  };
+  readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable)
+    .catch(() => { /* the transceiver stopped */ })
+    .finally(() => { if (id !== undefined) pipes.delete(id); });
+}
+
 self.onrtctransform = (event) => {
   const { readable, writable, options } = event.transformer;
-  const step = options.side === 'send' ? encrypt : decrypt;
-  readable.pipeThrough(new TransformStream({ transform: (frame, c) => step(options.kind, frame, c) }))
-    .pipeTo(writable).catch(() => { /* the transceiver stopped */ });
+  pipe(readable, writable, options.side, options.kind);
 };
 
 self.onmessage = async ({ data }) => {
-  if (data.type === 'send-key') {
+  if (data.type === 'streams') { // Chromium's encoded streams (createEncodedStreams), posted by the page
+    pipes.set(data.id, { decrypt: data.decrypt });
+    pipe(data.readable, data.writable, data.side, data.kind, data.id);
+  } else if (data.type === 'decrypt') {
+    if (pipes.has(data.id)) pipes.get(data.id).decrypt = data.decrypt;
+  } else if (data.type === 'send-key') {
     // a key is used from counter 0 once only: the same KID again would reuse its nonces
     const kid = BigInt(data.kid);
     if (kid === sendKid) return;

@@ -22,6 +22,14 @@ export function gateError(message, cause) {
   return err;
 }
 
+// A room that requires end-to-end encryption, joined without keys for it: offer the wallets (whose
+// sign-in binds the page's media key to its address) beside the passphrase.
+export function keysError(room) {
+  const err = gateError(`“${room}” is end-to-end encrypted: sign in with a wallet, or type the room’s passphrase`);
+  err.e2ee = true;
+  return err;
+}
+
 // True when a join failed because the room wants (another) grant: offer the wallets.
 export function isGateRefusal(e) {
   return !!(e && (e.gate || e.code === 'unauthorized'));

@@ -1,6 +1,6 @@
 import { resetChat } from './chat.js';
-import { startE2ee } from './e2ee.js';
-import { isGateRefusal } from './errors.js';
+import { keysNeeded, startE2ee } from './e2ee.js';
+import { isGateRefusal, keysError } from './errors.js';
 import { onMessage } from './messages.js';
 import { OPTIONS } from './options.js';
 import { publishData, startPublishing } from './publish.js';
@@ -57,6 +57,7 @@ export async function join(room, name) {
   let grant = null;
   try {
     grant = await getGrant(room);
+    if (!grant && await keysNeeded(room)) throw keysError(room);
     const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
     setSig(new Signal(wsUrl, onMessage, onSocketClosed, {
       // the signalling socket dropped: media keeps flowing meanwhile (it does not use the socket)
@@ -125,8 +126,8 @@ export async function join(room, name) {
     logEvent(`join failed: ${e.message || e}`, 'error');
     teardown('error');
     if (isGateRefusal(e)) {
-      offerWallets(room, e.message);
-      if (e.code === 'unauthorized' && !grant) {
+      offerWallets(room, e.message, !!e.e2ee);
+      if ((e.code === 'unauthorized' && !grant) || e.e2ee) {
         // the expected first answer of a gated room: the wallet panel is the message (not the
         // banner onMessage raised for the error reply)
         hideError();

@@ -1,6 +1,6 @@
 import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
-import { protectSender } from './e2ee.js';
+import { e2eeConfig, protectSender } from './e2ee.js';
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
@@ -58,7 +58,7 @@ export async function startPublishing(s) {
 // The publish connection, made on first use (the camera and microphone, or a screen share alone).
 export function publisherConnection(s) {
   if (!s.pub) {
-    const pc = (s.pub = new RTCPeerConnection(pcConfig(s)));
+    const pc = (s.pub = new RTCPeerConnection(e2eeConfig(s, pcConfig(s))));
     pc.onicecandidate = (e) => trickle(s, 'publisher', e.candidate);
     pc.onconnectionstatechange = () => { B.publisherState = pc.connectionState; updateStatusDot(); };
     watchIce(s, pc, 'publisher', () => restartPublisher(s));

@@ -20,6 +20,8 @@ export async function stats() {
         packetsLost: r.packetsLost, packetsReceived: r.packetsReceived, bytesReceived: r.bytesReceived,
         framesReceived: r.framesReceived, framesDropped: r.framesDropped, keyFramesDecoded: r.keyFramesDecoded,
         jitterBufferDelay: r.jitterBufferDelay, jitterBufferEmittedCount: r.jitterBufferEmittedCount,
+        totalSamplesReceived: r.totalSamplesReceived, concealedSamples: r.concealedSamples,
+        totalAudioEnergy: r.totalAudioEnergy,
         codec: (report.get(r.codecId) || {}).mimeType || null,
       });
     });

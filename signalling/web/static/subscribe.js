@@ -1,4 +1,4 @@
-import { protectReceiver } from './e2ee.js';
+import { e2eeConfig, protectReceiver } from './e2ee.js';
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { directFor } from './p2p.js';
 import { B, call, sig } from './state.js';
@@ -19,7 +19,7 @@ export function onSubscriberOffer(msg) {
 async function applySubscriberOffer(s, msg) {
   if (call !== s || !sig) return;
   if (!s.sub) {
-    const pc = (s.sub = new RTCPeerConnection(pcConfig(s)));
+    const pc = (s.sub = new RTCPeerConnection(e2eeConfig(s, pcConfig(s))));
     pc.onicecandidate = (e) => trickle(s, 'subscriber', e.candidate);
     pc.onconnectionstatechange = () => { B.subscriberState = pc.connectionState; updateStatusDot(); };
     watchIce(s, pc, 'subscriber', () => {
@@ -32,7 +32,7 @@ async function applySubscriberOffer(s, msg) {
   await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
   for (const t of pc.getTransceivers()) {  // before any frame of them is decoded
     const info = (msg.tracks || {})[t.mid];
-    if (info && t.receiver.track) protectReceiver(s, t.receiver, info);
+    if (t.receiver.track && (info || s.e2ee)) protectReceiver(s, t.receiver, info || null);
   }
   await pc.setLocalDescription(await pc.createAnswer());
   sig.send({ type: 'answer', target: 'subscriber', sdp: pc.localDescription.sdp });

@@ -11,8 +11,9 @@ import { $, hideError, logEvent } from './ui.js';
 // ---------------------------------------------------------------------------------------------
 // Grants for token-gated rooms: Sign-In with Ethereum (EIP-4361)
 // ---------------------------------------------------------------------------------------------
-// A join without a grant that a gated room refuses (`unauthorized`) shows the wallet choices in
-// #grant-slot. Either wallet signs a SIWE message built from a fresh server nonce, POST /auth/siwe
+// A join without a grant that a gated room refuses (`unauthorized`), or one into a room that
+// requires end-to-end encryption without a passphrase (e2ee.js keysNeeded), shows the wallet
+// choices in #grant-slot. Either wallet signs a SIWE message built from a fresh server nonce, POST /auth/siwe
 // turns the signature into a sign-in token, POST /auth/grant turns the sign-in token into a grant
 // for one room (after the server checked the room's gate: a 403 names the unmet condition), and
 // the join is retried with it. The sign-in token is kept (in memory) so the next gated join needs
@@ -66,10 +67,14 @@ async function requestGrant(room) {
 let walletBusy = false;
 
 // Show the wallet choices for `room`; `reason` is why (the server's refusal), shown as the prompt.
-export async function offerWallets(room, reason) {
-  B.gate = { room, reason: reason || null };
+// `e2ee`: the room is not (known to be) gated but encrypts end to end, and the page has no keys.
+export async function offerWallets(room, reason, e2ee = false) {
+  B.gate = { room, reason: reason || null, e2ee };
   $('#grant-slot').hidden = false;
-  $('#wallet-prompt').textContent = `“${room}” is a token-gated room: sign in with a wallet that qualifies to join.`;
+  $('#wallet-prompt').textContent = e2ee
+    ? `“${room}” is end-to-end encrypted: sign in with a wallet, and your media key is bound to your `
+      + 'address; or type the room’s passphrase above and join (not identity-bound).'
+    : `“${room}” is a token-gated room: sign in with a wallet that qualifies to join.`;
   renderWallet();
   // what the room asks, in words, before anyone signs anything (GET /api/rooms/{room})
   api(`/api/rooms/${encodeURIComponent(room)}`).then((r) => {

@@ -1,6 +1,7 @@
 """End-to-end encryption in the web client (docs/e2ee.md), in a room that requires it, with the
 room's passphrase: two Chromium pages and a Firefox decode each other's video (encrypted in each
-browser's RTCRtpScriptTransform worker, decrypted in the others'); a Python client with the
+browser's worker, decrypted in the others': behind RTCRtpScriptTransforms, and in one Chromium made
+to lack them, through Chromium's encoded streams); a Python client with the
 passphrase decodes a browser's frames, which arrive from the SFU as SFrame under that browser's key
 (the same format in both implementations); a page with a wrong passphrase decodes nothing."""
 
@@ -37,13 +38,15 @@ async def e2ee_state(page) -> dict:
 async def test_two_chromium_and_a_firefox_decode_each_other_encrypted_and_a_bot_reads_the_same_sframe(
         server, browser, firefox):
     await server.control.registry.put(RoomConfig("sealed", e2ee="required"))
+    # chrome2 as a Chromium without RTCRtpScriptTransform (before 141): Chromium's encoded streams
     pages = [await browser(server, "sealed", "chrome1", audio="0", before_join=fill(PASSPHRASE)),
-             await browser(server, "sealed", "chrome2", audio="0", before_join=fill(PASSPHRASE)),
+             await browser(server, "sealed", "chrome2", audio="0",
+                           before_join=fill(PASSPHRASE) + "; delete window.RTCRtpScriptTransform"),
              await firefox(server, "sealed", "firefox", audio="0", before_join=fill(PASSPHRASE))]
     pubs = [await publisher(p) for p in pages]
-    for p in pages:
+    for p, api in zip(pages, ("script-transform", "encoded-streams", "script-transform")):
         state = await e2ee_state(p)
-        assert (state["room"], state["keys"]) == ("required", "passphrase"), state
+        assert (state["room"], state["keys"], state["api"]) == ("required", "passphrase", api), state
     # low for everyone: each publisher then encodes only q (dynacast), what two cores carry with
     # three encoders, six decoders and the encryption of each frame beside them
     rid, _ = LAYERS["low"]
