@@ -925,9 +925,13 @@ class LayerSelector:
                 # a layer switched off is judged by what it needed when it ran)
                 fitting_now = [x for x in fitting if self._demand(rec, x) <= estimate * DOWN_TOLERANCE]
                 return fitting_now[-1] if fitting_now else layers[0]
-            # keep the layer above the current one warm when the selector may probe it
+            # keep the layer above the current one warm when the selector may probe it, and beyond
+            # it only a layer the selector would step up to (what it needs, with the headroom of a
+            # step up): wanting a layer it never takes, by its rate now, left the one between
+            # switched off and the subscriber below both (tests/unit/sfu/test_send_side.py)
             reach = dt.current.index + (1 if estimate >= cur * PROBE_HEADROOM else 0)
-            affordable = [x for x in fitting if x.index <= reach or _rate(x) <= estimate]
+            affordable = [x for x in fitting
+                          if x.index <= reach or self._demand(rec, x) * UP_HEADROOM <= estimate]
             return affordable[-1] if affordable else layers[0]
         return fitting[-1] if fitting else layers[0]
 

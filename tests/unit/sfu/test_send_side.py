@@ -434,3 +434,25 @@ async def test_a_probe_is_paced_padding_on_the_rtx_stream_at_the_rate_asked():
         assert len(data) == PACKET and data[0] & 0x20 and view.payload_start == view.payload_end  # padding only
         assert data[-1] == PADDING
     assert dt.rtx_seq == (65534 + len(sent)) & 0xFFFF  # NACK answers on this stream number on from here
+
+
+def test_dynacast_keeps_the_next_step_up_on_not_only_a_layer_that_fits_by_its_rate_now():
+    """f sends less than the estimate now, but needs more (its held peak), so the selector does not
+    step up to it; h, between, is the step it can take, and dynacast must keep it on. It asked for
+    q and f only (f by its rate now) and the subscriber, asking for high with room for h, stayed on
+    q for good (tests/e2e/browser/test_e2ee_wallet_browser.py, 1 run in 6)."""
+    r, _, _ = send_side_replay()
+    r.selector.on_estimate("PA_sub", [r.dt], 300_000)
+    media(r, 2, keys=True)  # every layer runs: f's peak is 1.5 Mbit/s
+    assert r.dt.target is r.rec.layers["q"]
+    r.selector._dynacast[r.rec.id] = ("q", "f")  # as if h were switched off, and f sent less now:
+    r.selector.on_estimate("PA_sub", [r.dt], 650_000)
+    for _ in range(round(4.5 * FPS)):
+        r.media(Q, 625, b"q")
+        r.media(F, 1000, b"f")  # 240 kbit/s (the rate measured comes down to it over seconds)
+        r.tick()
+    layers = r.rec.layers
+    assert layers["f"].bitrate < 650_000 < r.selector._demand(r.rec, layers["f"]) * UP_HEADROOM
+    assert not layers["h"].arriving(r.now)
+    dynacast = [m["active"] for _, m in r.events if m["type"] == "dynacast"]
+    assert dynacast[-1] == ["q", "h"], dynacast  # h is the way up; f is not wanted yet
