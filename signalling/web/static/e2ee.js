@@ -128,7 +128,8 @@ function send(s, out) {
 // or that its keys were refused and why.
 function markTiles(s) {
   if (!s.e2ee || !s.e2ee.provider.identityBound) return;
-  const refused = new Map(B.e2ee.refused);
+  const refused = new Map();  // (the first reason: what followed from it, e.g. its keys, says less)
+  for (const [pid, why] of B.e2ee.refused) if (!refused.has(pid)) refused.set(pid, why);
   for (const tile of s.tiles.values()) {
     if (tile.participant === s.me.id) continue;
     const address = B.e2ee.verified[tile.participant];
@@ -164,29 +165,43 @@ export function e2eeConfig(s, config) {
 
 let pipes = 0;  // ids of the encoded-streams pipes (the worker's)
 
-function pipeToWorker(s, endpoint, side, kind, decrypt) {
+function pipeToWorker(s, endpoint, side, codec, decrypt) {
   const { readable, writable } = endpoint.createEncodedStreams();
   endpoint.basementPipe = ++pipes;
-  s.e2ee.worker.postMessage({ type: 'streams', id: endpoint.basementPipe, side, kind, decrypt, readable, writable },
+  s.e2ee.worker.postMessage({ type: 'streams', id: endpoint.basementPipe, side, codec, decrypt, readable, writable },
     [readable, writable]);
 }
 
-// A sender of ours: its frames are encrypted (before the packetizer) from the first one.
-export function protectSender(s, transceiver) {
+// The video codecs an encrypted call may use: those whose frames the SFU needs nothing of but what
+// stays in the clear (e2ee_worker.js). H.264's and AV1's packetizers parse the frame they send, which
+// they cannot once it is encrypted.
+export const E2EE_CODECS = ['vp8', 'vp9'];
+
+// A sender of ours: its frames are encrypted (before the packetizer) from the first one. `codec`:
+// the one it was set to prefer (the worker reads each frame's own where the browser says it).
+export function protectSender(s, transceiver, codec) {
   if (!s.e2ee) return;
   const kind = transceiver.sender.track ? transceiver.sender.track.kind : transceiver.receiver.track.kind;
-  if (s.e2ee.api === 'encoded-streams') pipeToWorker(s, transceiver.sender, 'send', kind, true);
-  else transceiver.sender.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'send', kind });
+  const name = kind === 'audio' ? 'opus' : codec;
+  if (s.e2ee.api === 'encoded-streams') pipeToWorker(s, transceiver.sender, 'send', name, true);
+  else transceiver.sender.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'send', codec: name });
+}
+
+// The video codec of a call: what the codec option asks for, and in an encrypted call VP8 unless
+// that is one it may use.
+export function callCodec(s, wanted) {
+  return !s.e2ee || E2EE_CODECS.includes(wanted) ? wanted : 'vp8';
 }
 
 // A receiver whose track is (or is no longer) encrypted: decrypted before the decoder, or not.
 // (`info` null: a receiver the offer says nothing of, piped as it is when the connection needs it.)
 export function protectReceiver(s, receiver, info) {
   const want = info && info.encryption === 'sframe' && s.e2ee ? 'sframe' : 'none';
+  const codec = info && info.codec ? info.codec.toLowerCase() : null;
   if (want === 'sframe') s.e2ee.provider.senderSeen(info.participant);
   if (s.e2ee && s.e2ee.api === 'encoded-streams') {
     // the streams can be taken once: the worker decrypts, or passes frames on, as told
-    if (!receiver.basementPipe) pipeToWorker(s, receiver, 'receive', receiver.track.kind, want === 'sframe');
+    if (!receiver.basementPipe) pipeToWorker(s, receiver, 'receive', codec, want === 'sframe');
     else if ((receiver.basementE2ee || 'none') !== want) {
       s.e2ee.worker.postMessage({ type: 'decrypt', id: receiver.basementPipe, decrypt: want === 'sframe' });
     }
@@ -195,7 +210,7 @@ export function protectReceiver(s, receiver, info) {
   }
   if ((receiver.basementE2ee || 'none') === want) return;
   if (want === 'sframe') {
-    receiver.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'receive', kind: receiver.track.kind });
+    receiver.transform = new RTCRtpScriptTransform(s.e2ee.worker, { side: 'receive', codec });
   } else {
     receiver.transform = null;
   }

@@ -1,6 +1,7 @@
 // The page's end-to-end encryption of media (docs/e2ee.md): a module worker behind every
-// RTCRtpScriptTransform of the call (or every pair of Chromium's encoded streams the page posts). Sending, each encoded frame becomes its clear prefix (what the
-// SFU reads: a VP8 frame's tag, and on a key frame its start code and size) and an SFrame ciphertext
+// RTCRtpScriptTransform of the call (or every pair of Chromium's encoded streams the page posts).
+// Sending, each encoded frame becomes its clear prefix (what the SFU reads: a VP8 frame's tag, and
+// on a key frame its start code and size; nothing of VP9 and Opus) and an SFrame ciphertext
 // of the rest, authenticated with the prefix; receiving, the reverse, and a frame that does not
 // decrypt is dropped (counted), never decoded. The page (e2ee.js) posts the keys: the one to send
 // with ({type: 'send-key', kid, base}) and the senders' ({type: 'recv-key' | 'remove-key', kid}).
@@ -11,15 +12,25 @@ let sendKid = null;
 const keyring = new Keyring();
 const counts = { encrypted: 0, decrypted: 0, undecryptable: 0, unsent: 0, lastError: null };
 
-function clearBytes(kind, data) {
-  if (kind !== 'video' || !data.length) return 0;
+// The frame's codec: what its metadata says (mimeType, where the browser has it), else what the
+// page said of the transceiver ('vp8', 'vp9', 'opus').
+function codecOf(frame, codec) {
+  const meta = frame.getMetadata ? frame.getMetadata() : null;
+  return meta && meta.mimeType ? meta.mimeType.split('/').pop().toLowerCase() : codec;
+}
+
+// How many bytes of a frame stay in the clear: VP8's (the SFU reads its key-frame bit and a key
+// frame's size in the frame itself); none of VP9's (its payload descriptor, which the packetizer
+// writes from the encoder's information and not from the frame, carries all the SFU reads) or Opus's.
+function clearBytes(codec, data) {
+  if (codec !== 'vp8' || !data.length) return 0;
   return Math.min(data.length, data[0] & 1 ? 3 : 10); // RFC 6386 §9.1: bit 0 of the frame tag is 0 on a key frame
 }
 
-async function encrypt(kind, frame, controller) {
+async function encrypt(codec, frame, controller) {
   if (!sendKey) { counts.unsent += 1; return; } // never a frame in the clear
   const data = new Uint8Array(frame.data);
-  const n = clearBytes(kind, data);
+  const n = clearBytes(codecOf(frame, codec), data);
   const ct = await sendKey.encrypt(data.subarray(n), data.subarray(0, n));
   const out = new Uint8Array(n + ct.length);
   out.set(data.subarray(0, n));
@@ -29,9 +40,9 @@ async function encrypt(kind, frame, controller) {
   controller.enqueue(frame);
 }
 
-async function decrypt(kind, frame, controller) {
+async function decrypt(codec, frame, controller) {
   const data = new Uint8Array(frame.data);
-  const n = clearBytes(kind, data);
+  const n = clearBytes(codecOf(frame, codec), data);
   try {
     const { plaintext } = await keyring.decrypt(data.subarray(n), data.subarray(0, n));
     const out = new Uint8Array(n + plaintext.length);
@@ -51,11 +62,11 @@ async function decrypt(kind, frame, controller) {
 // receiver, so a track that stops being encrypted is passed on as it is rather than unpiped.
 const pipes = new Map();
 
-function pipe(readable, writable, side, kind, id) {
+function pipe(readable, writable, side, codec, id) {
   const step = side === 'send' ? encrypt : decrypt;
   const transform = (frame, c) => {
     if (id !== undefined && !pipes.get(id).decrypt) { c.enqueue(frame); return undefined; }
-    return step(kind, frame, c);
+    return step(codec, frame, c);
   };
   readable.pipeThrough(new TransformStream({ transform })).pipeTo(writable)
     .catch(() => { /* the transceiver stopped */ })
@@ -64,13 +75,13 @@ function pipe(readable, writable, side, kind, id) {
 
 self.onrtctransform = (event) => {
   const { readable, writable, options } = event.transformer;
-  pipe(readable, writable, options.side, options.kind);
+  pipe(readable, writable, options.side, options.codec);
 };
 
 self.onmessage = async ({ data }) => {
   if (data.type === 'streams') { // Chromium's encoded streams (createEncodedStreams), posted by the page
     pipes.set(data.id, { decrypt: data.decrypt });
-    pipe(data.readable, data.writable, data.side, data.kind, data.id);
+    pipe(data.readable, data.writable, data.side, data.codec, data.id);
   } else if (data.type === 'decrypt') {
     if (pipes.has(data.id)) pipes.get(data.id).decrypt = data.decrypt;
   } else if (data.type === 'send-key') {

@@ -1,6 +1,6 @@
 import { openChannels } from './chat.js';
 import { applyDynacast } from './dynacast.js';
-import { e2eeConfig, protectSender } from './e2ee.js';
+import { callCodec, e2eeConfig, protectSender } from './e2ee.js';
 import { flushCandidates, pcConfig, trickle, watchIce } from './ice.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
@@ -39,11 +39,11 @@ export async function startPublishing(s) {
   const video = s.stream.getVideoTracks()[0];
   if (audio) s.audioTx = pc.addTransceiver(audio, { direction: 'sendonly', streams: [s.stream] });
   if (video) {
-    s.encodings = videoEncodings(video);
+    s.encodings = videoEncodings(video, callCodec(s, OPTIONS.codec));
     s.videoTx = pc.addTransceiver(video, { direction: 'sendonly', streams: [s.stream], sendEncodings: s.encodings });
-    preferCodec(s.videoTx, s.e2ee ? 'vp8' : OPTIONS.codec);  // (encrypted: VP8, whose clear prefix the SFU reads)
+    preferCodec(s.videoTx, callCodec(s, OPTIONS.codec));
   }
-  for (const tx of [s.audioTx, s.videoTx]) if (tx) protectSender(s, tx);
+  for (const tx of [s.audioTx, s.videoTx]) if (tx) protectSender(s, tx, callCodec(s, OPTIONS.codec));
   if (!(await offerPublisher(s))) return;
   if (s.audioTx) s.published.audio = `TR_${s.me.id}_${s.audioTx.mid}`;
   if (s.videoTx) s.published.video = `TR_${s.me.id}_${s.videoTx.mid}`;
@@ -118,9 +118,9 @@ function restartPublisher(s) {
 // Simulcast encodings for a camera track. Chromium sends at most 3 layers from >= 960x540, 2 from
 // >= 480x270 and 1 below (and silently drops the *top* encodings beyond that), so a smaller camera
 // gets fewer layers whose top one is full resolution - the server then knows what really arrives.
-function videoEncodings(track) {
+function videoEncodings(track, codec) {
   // SVC: one encoding whose spatial layers the server forwards each subscriber a share of
-  const svcCodec = OPTIONS.codec === 'vp9' || OPTIONS.codec === 'av1';
+  const svcCodec = codec === 'vp9' || codec === 'av1';
   if (OPTIONS.svc && svcCodec) return [{ scalabilityMode: OPTIONS.svc, maxBitrate: 2_000_000 }];
   const layers = cameraEncodings(track);
   // VP9 (and AV1): each encoding names its mode, or Chromium sends VP9's encodings as spatial layers

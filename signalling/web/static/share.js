@@ -1,4 +1,4 @@
-import { protectSender } from './e2ee.js';
+import { callCodec, protectSender } from './e2ee.js';
 import { offerPublisher, preferCodec, publisherConnection } from './publish.js';
 import { OPTIONS } from './options.js';
 import { B, call, sig } from './state.js';
@@ -42,8 +42,8 @@ async function startShare(s) {
     await s.screenTx.sender.replaceTrack(track);
   } else {
     s.screenTx = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream], sendEncodings: [{ maxBitrate: 2_500_000 }] });
-    preferCodec(s.screenTx, s.e2ee ? 'vp8' : OPTIONS.codec);
-    protectSender(s, s.screenTx);
+    preferCodec(s.screenTx, callCodec(s, OPTIONS.codec));
+    protectSender(s, s.screenTx, callCodec(s, OPTIONS.codec));
   }
   const audio = stream.getAudioTracks()[0];
   if (audio) {

@@ -100,8 +100,10 @@ async def test_wallet_keys_verified_on_tiles_an_impostor_refused_and_layers_swit
             state = await page.wait_for(
                 f"(e => e.verified[{json.dumps(me[peer]['id'])}] && e.refused.length && e)(window.basement.e2ee)")
             assert state["verified"] == {me[peer]["id"]: acct.address}, state
-            assert state["refused"] == [[mal_id, f"the announcement is signed by {other.address}, not by the "
-                                                 f"participant's wallet {mal.address}"]], state
+            # (then, as the case may be, the keys mal sent after it: "…whose announcement was not verified")
+            assert state["refused"][0] == [mal_id, f"the announcement is signed by {other.address}, not by the "
+                                                   f"participant's wallet {mal.address}"], state
+            assert {pid for pid, _ in state["refused"]} == {mal_id}, state
         # ann's tile on ben's page names the address that signed ann's key; mal's tile says refused
         tile = await b.wait_for(f"(t => t && t.title.includes({json.dumps(ann.address)}) && "
                                 f"{{text: t.textContent, title: t.title}})(document.querySelector("
@@ -151,10 +153,21 @@ async def _audio_flowing(page: Browser, participant: str) -> bool:
 
 
 def _forwarding(server, subscriber: str) -> list[tuple]:
-    """What the SFU forwards `subscriber` of each video: (layer, target, estimate in kbit/s)."""
+    """What the SFU forwards `subscriber` of each video: (layer, target, estimate and share in
+    kbit/s, the layer the selector wants for it, what dynacast last asked the publisher for)."""
     peer = server.node.peers.get(subscriber)
-    return [(dt.current and dt.current.rid, dt.target and dt.target.rid, dt.estimate_bps // 1000)
-            for dt in (peer.downtracks.values() if peer else ()) if dt.is_video]
+    selector = server.node.rooms[ROOM].selector
+    now = time.monotonic()
+    out = []
+    for dt in (peer.downtracks.values() if peer else ()):
+        if not dt.is_video:
+            continue
+        rec = dt.track
+        wanted = selector._wanted(rec, dt, now)
+        share = selector.estimate(dt, now, selector.allocation.share(dt))
+        out.append((dt.current and dt.current.rid, dt.target and dt.target.rid, dt.estimate_bps // 1000,
+                    share and share // 1000, wanted and wanted.rid, selector._dynacast.get(rec.id)))
+    return out
 
 
 async def _watch(page: Browser, participant: str, fits: Callable[[int], bool], sfu: Callable[[], Any],

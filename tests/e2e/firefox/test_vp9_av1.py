@@ -4,13 +4,16 @@ the SFU reads VP9's payload descriptor (key pictures start a subscriber and swit
 layer's size comes from its key pictures' scalability structure, the picture numbering stays
 continuous across switches; sfu.rtp.vp9_descriptor, DownTrack). VP9 and AV1 SVC (`svc=L3T3_KEY`):
 three subscribers decode three sizes from one stream (AV1's layers from the dependency descriptor,
-sfu.dependency_descriptor)."""
+sfu.dependency_descriptor), and VP9's end-to-end encrypted."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from sfu.metrics import STATS
+from signalling.access.gating import RoomConfig
 from tests.e2e.firefox.playback import (
     LAYERS,
     MIN_ENCODED_SHARE,
@@ -28,6 +31,8 @@ from tests.support.browser import poll
 from tests.support.servers import native_only
 
 pytestmark = [pytest.mark.timeout(150)]
+
+PASSPHRASE = "correct horse battery staple"
 
 
 def _track(server, track_id: str):
@@ -102,20 +107,28 @@ async def _decoding(page, participant: str, size: tuple[int, int], what: str, ti
 # On the native path (where AV1's picture goes into C from the Python ingress, and VP9's descriptor
 # is read in C); what each path does to SVC packets is compared packet for packet in tests/unit/sfu.
 @native_only
-@pytest.mark.parametrize("codec", ["vp9", "av1"])
-async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, firefox, browser, codec):
+@pytest.mark.parametrize("codec,e2ee", [("vp9", False), ("av1", False), pytest.param("vp9", True, id="vp9-e2ee")])
+async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, firefox, browser, codec, e2ee):
     """Chromium publishes one VP9 or AV1 stream with three spatial layers (`svc=L3T3_KEY`); a low, a
     medium and a high subscriber each decode their layer's size from it, at the publisher's frame
     rate. A switch down is taken at the next picture: no key picture asked for, no freeze. VP9's
     layers are in its payload descriptor, AV1's in the dependency descriptor header extension (whose
-    structure, on key frames, needs the two-byte extension form: a=extmap-allow-mixed both ways)."""
-    chrome = await browser(server, "svc", "chromium", audio="0", codec=codec, svc="L3T3_KEY")
+    structure, on key frames, needs the two-byte extension form: a=extmap-allow-mixed both ways).
+
+    `e2ee`: the same in a room that requires end-to-end encryption (docs/e2ee.md), every frame of
+    every spatial layer SFrame-encrypted whole: what the SFU reads of VP9 is all in its payload
+    descriptor."""
+    join = {}
+    if e2ee:
+        await server.control.registry.put(RoomConfig("svc", e2ee="required"))
+        join = {"before_join": f"document.querySelector('#e2ee-passphrase').value = {json.dumps(PASSPHRASE)}"}
+    chrome = await browser(server, "svc", "chromium", audio="0", codec=codec, svc="L3T3_KEY", **join)
     pub = await publisher(chrome)
     rec = _track(server, pub["video"])
     stream = rec.layers[""]
-    pages = {"low": await firefox(server, "svc", "low", audio="0", camera="0"),
-             "medium": await firefox(server, "svc", "medium", audio="0", camera="0"),
-             "high": await browser(server, "svc", "high", audio="0", camera="0")}
+    pages = {"low": await firefox(server, "svc", "low", audio="0", camera="0", **join),
+             "medium": await firefox(server, "svc", "medium", audio="0", camera="0", **join),
+             "high": await browser(server, "svc", "high", audio="0", camera="0", **join)}
     for quality, page in pages.items():
         await choose_quality(page, pub["participant"], quality)
 
@@ -145,6 +158,12 @@ async def test_svc_three_subscribers_decode_three_sizes_from_one_stream(server, 
     for page in pages.values():  # nobody fell back to another codec
         inbound = await inbound_video(page, pub["participant"])
         assert inbound["codec"] == f"video/{codec.upper()}", inbound
+    if e2ee:  # (frames that do not decrypt are dropped before the decoder: what decoded was decrypted)
+        assert rec.info()["encryption"] == "sframe"
+        assert (await chrome.evaluate("window.basement.e2ee"))["encrypted"] > 0
+        for page in pages.values():
+            state = await page.evaluate("window.basement.e2ee")
+            assert state["decrypted"] > 0 and state["undecryptable"] == 0, state
 
     high = pages["high"]
     before = await inbound_video(high, pub["participant"])
