@@ -1,12 +1,13 @@
 """End-to-end encryption in the web client (docs/e2ee.md), in a room that requires it, with the
-room's passphrase: two Chromium pages and a Firefox decode each other's video (encrypted in each
-browser's worker, decrypted in the others': behind RTCRtpScriptTransforms, and in one Chromium made
-to lack them, through Chromium's encoded streams); a Python client with the
+room's passphrase: two Chromium pages and a Firefox decode each other's video and audio (encrypted
+in each browser's worker, decrypted in the others': behind RTCRtpScriptTransforms, and in one
+Chromium made to lack them, through Chromium's encoded streams); a Python client with the
 passphrase decodes a browser's frames, which arrive from the SFU as SFrame under that browser's key
 (the same format in both implementations); a page with a wrong passphrase decodes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -25,6 +26,7 @@ from tests.support.servers import native_only
 pytestmark = [pytest.mark.timeout(150), native_only]  # the subject is the browsers' encryption
 
 PASSPHRASE = "correct horse battery staple"
+AUDIO_S = 3.0
 
 
 def fill(passphrase: str) -> str:
@@ -39,10 +41,10 @@ async def test_two_chromium_and_a_firefox_decode_each_other_encrypted_and_a_bot_
         server, browser, firefox):
     await server.control.registry.put(RoomConfig("sealed", e2ee="required"))
     # chrome2 as a Chromium without RTCRtpScriptTransform (before 141): Chromium's encoded streams
-    pages = [await browser(server, "sealed", "chrome1", audio="0", before_join=fill(PASSPHRASE)),
-             await browser(server, "sealed", "chrome2", audio="0",
+    pages = [await browser(server, "sealed", "chrome1", before_join=fill(PASSPHRASE)),
+             await browser(server, "sealed", "chrome2",
                            before_join=fill(PASSPHRASE) + "; delete window.RTCRtpScriptTransform"),
-             await firefox(server, "sealed", "firefox", audio="0", before_join=fill(PASSPHRASE))]
+             await firefox(server, "sealed", "firefox", before_join=fill(PASSPHRASE))]
     pubs = [await publisher(p) for p in pages]
     for p, api in zip(pages, ("script-transform", "encoded-streams", "script-transform")):
         state = await e2ee_state(p)
@@ -63,6 +65,16 @@ async def test_two_chromium_and_a_firefox_decode_each_other_encrypted_and_a_bot_
     for p in pages:
         state = await e2ee_state(p)
         assert state["encrypted"] > 0 and state["decrypted"] > 0, state
+    # and each hears the others: their encrypted Opus decodes (concealment would fill what did not)
+    before = [await audio_in(pages[i], pubs[j]["participant"]) for i, j in pairs]
+    await asyncio.sleep(AUDIO_S)
+    for (i, j), was in zip(pairs, before):
+        now = await audio_in(pages[i], pubs[j]["participant"])
+        samples = now["totalSamplesReceived"] - was["totalSamplesReceived"]
+        concealed = now["concealedSamples"] - was["concealedSamples"]
+        what = f"page {i} hearing page {j}: {samples} samples in {AUDIO_S} s, {concealed} concealed ({was} -> {now})"
+        assert samples >= 0.8 * AUDIO_S * 48000 and concealed <= 0.1 * samples, what
+        assert now["totalAudioEnergy"] > was["totalAudioEnergy"], what
 
     # a Python client with the passphrase decodes chrome1's frames: SFrame under chrome1's key
     bot = Client(server.url, e2ee=PassphraseKeys(PASSPHRASE))
@@ -95,6 +107,14 @@ async def test_two_chromium_and_a_firefox_decode_each_other_encrypted_and_a_bot_
         assert decoded_wrong in ([], [0]), (decoded_wrong, state)
     finally:
         await bot.close()
+
+
+async def audio_in(page, participant: str) -> dict:
+    """The page's inbound audio of `participant` (getStats: samples received, concealed, energy)."""
+    stats = await page.evaluate("window.basement.stats()")
+    got = next((s for s in stats["inbound"] if s["kind"] == "audio" and s["participant"] == participant), None)
+    assert got is not None and got.get("totalSamplesReceived") is not None, (participant, stats["inbound"])
+    return got
 
 
 async def _undecryptable(page) -> dict | None:
