@@ -564,6 +564,40 @@ def stun_seeds() -> dict[str, bytes]:
     }
 
 
+def sip_seeds() -> dict[str, bytes]:
+    """SIP messages as sipp, baresip and JsSIP send them; byte 0: 0 UDP, 1 a stream transport."""
+    sdp = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           b"m=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n")
+
+    def msg(start: str, extra: str = "", body: bytes = b"", method: str = "INVITE", compact: bool = False) -> bytes:
+        h = ("v: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1;rport\r\nf: \"Ann\" <sip:ann@127.0.0.1>;tag=a\r\n"
+             "t: <sip:room@127.0.0.1>\r\ni: c1@127.0.0.1\r\n" if compact else
+             "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\r\nFrom: sipp <sip:sipp@127.0.0.1:5061>;tag=1\r\n"
+             "To: <sip:standup@127.0.0.1:5060>\r\nCall-ID: 1-1@127.0.0.1\r\n")
+        return (f"{start}\r\n{h}CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    return {
+        "invite-udp": b"\x00" + msg("INVITE sip:standup@127.0.0.1:5060 SIP/2.0",
+                                     "Content-Type: application/sdp\r\nContact: <sip:sipp@127.0.0.1:5061>\r\n", sdp),
+        "invite-compact-tcp": b"\x01" + msg("INVITE sip:room@127.0.0.1;transport=tcp SIP/2.0",
+                                            "c: application/sdp\r\nm: <sip:ann@127.0.0.1:5070;transport=tcp>\r\n",
+                                            sdp, compact=True),
+        "options": b"\x00" + msg("OPTIONS sip:127.0.0.1 SIP/2.0", method="OPTIONS"),
+        "bye": b"\x01" + msg("BYE sip:room@127.0.0.1 SIP/2.0", method="BYE"),
+        "info-dtmf": b"\x00" + msg("INFO sip:room@127.0.0.1 SIP/2.0", "Content-Type: application/dtmf-relay\r\n",
+                                    b"Signal=5\r\nDuration=160\r\n", method="INFO"),
+        "register-auth": b"\x01" + msg("REGISTER sip:127.0.0.1 SIP/2.0",
+                                        'Authorization: Digest username="ann", realm="basement", nonce="abc", '
+                                        'uri="sip:127.0.0.1", response="0123456789abcdef0123456789abcdef"\r\n'
+                                        "Expires: 600\r\n", method="REGISTER"),
+        "response-180": b"\x00" + msg("SIP/2.0 180 Ringing", "Contact: <sip:ann@127.0.0.1>\r\n"),
+        "folded-ipv6": b"\x00" + (b"OPTIONS sips:[::1]:5061 SIP/2.0\r\nVia: SIP/2.0/TLS [::1]:5062;branch=z9hG4bKx,\r\n"
+                                   b" SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKy\r\nFrom: <sip:a@b>;tag=1\r\nTo: sip:c@d\r\n"
+                                   b"Call-ID: x\r\nCSeq: 2\r\n\tOPTIONS\r\nMax-Forwards: 0\r\n\r\n"),
+    }
+
+
 def main() -> None:
     sets: dict[str, dict[str, bytes]] = {
         "rtp": rtp_seeds(),
@@ -580,6 +614,7 @@ def main() -> None:
         "rpc": rpc_seeds(),
         "stun": stun_seeds(),
         "relay": relay_seeds(),
+        "sip": sip_seeds(),
     }
     for harness, seeds in sets.items():
         d = CORPUS / harness

@@ -33,11 +33,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HARNESSES = ("rtp", "ingress", "rtcp", "sdp", "protocol", "siwe", "gating", "bus", "safejson", "native", "data",
-             "rpc", "stun", "relay")
+             "rpc", "stun", "relay", "sip")
 # inputs larger than a datagram / a message teach the fuzzer nothing the limits don't already refuse
 MAX_LEN = {"rtp": 1500, "ingress": 4096, "rtcp": 1500, "sdp": 8192, "protocol": 8192, "siwe": 2048,
            "gating": 4096, "bus": 4096, "safejson": 4097, "native": 4096, "data": 8192, "rpc": 8192,
-           "stun": 4096, "relay": 8192}
+           "stun": 4096, "relay": 8192, "sip": 8192}
 MAX_RESTARTS = 20
 TIMEOUT_S = 10  # per input, libFuzzer's -timeout
 
