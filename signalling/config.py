@@ -42,12 +42,13 @@ GROUPS: dict[str, str] = {
     "redis": "Redis (cluster state, bus, outbox)",
     "cluster": "cluster membership",
     "node": "SFU media node of a cluster",
+    "sip": "SIP dial-in (docs/sip.md)",
 }
 
 # What each subcommand reads (a nested one is named by its path, e.g. "sessions writer").
 SUBCOMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "serve": ("logging", "http", "tls", "metrics", "signalling", "media", "workers", "turn", "access", "chain",
-              "sessions", "recording", "writer", "redis"),
+              "sessions", "recording", "writer", "redis", "sip"),
     "sfu": ("logging", "http", "metrics", "media", "workers", "redis", "cluster", "node", "recording"),
     "signal": ("logging", "http", "tls", "metrics", "signalling", "turn", "access", "chain", "sessions",
                "recording", "writer", "redis", "cluster"),
@@ -202,6 +203,24 @@ class Settings:
         default=28800, metadata={"group": "turn",
                                  "help": "lifetime of a participant's TURN credentials; a TURN server refuses to "
                                          "refresh an allocation after it, so it bounds a relayed call's length"}
+    )
+    sip_port: int = field(
+        default=0, metadata={"group": "sip",
+                             "help": "UDP port of the SIP service (docs/sip.md): phones dial sip:<room>@host:port "
+                                     "into a room that has someone in it or a config (0 = off)"}
+    )
+    sip_host: str = field(
+        default="127.0.0.1", metadata={"group": "sip",
+                                       "help": "address the SIP service and its calls' RTP listen on, and name in "
+                                               "their SDP (an address, not a name)"}
+    )
+    sip_max_calls: int = field(
+        default=50, metadata={"group": "sip", "help": "calls at once; one more is answered 486 Busy Here"}
+    )
+    sip_requests_per_s: float = field(
+        default=20.0, metadata={"group": "sip",
+                                "help": "SIP requests per second from one address (a burst of twice that); more "
+                                        "are answered 503 with Retry-After, or dropped while over twice the rate"}
     )
     srtp_profiles: list[str] = field(
         default_factory=lambda: list(SRTP_PROFILES),
@@ -517,6 +536,14 @@ class Settings:
                               "or BASEMENT_TURN_SECRET_FILE (coturn's static-auth-secret)")
         if not 60 <= self.turn_credential_ttl_s <= 7 * 86400:
             raise ConfigError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s} is not between 60 s and 7 days")
+        if not 0 <= self.sip_port < 65536:
+            raise ConfigError(f"sip_port: {self.sip_port} is not a port (0 = off)")
+        try:
+            ipaddress.ip_address(self.sip_host)
+        except ValueError:
+            raise ConfigError(f"sip_host: {self.sip_host!r} is not an IP address") from None
+        if self.sip_max_calls < 1 or self.sip_requests_per_s <= 0:
+            raise ConfigError("sip_max_calls and sip_requests_per_s must be positive")
         if self.relay_host:
             try:
                 ipaddress.ip_address(self.relay_host)

@@ -39,6 +39,7 @@ TIERS = {
     ("e2e", "cluster"): "cluster",
     ("e2e", "chain"): "chain",
     ("e2e", "bench"): "bench",
+    ("e2e", "sip"): "sip",
     ("fuzz",): "fuzz",
 }
 

@@ -46,12 +46,15 @@ class Server:
     control: Any = None
     tls: Tls | None = None
     media: Workers | None = None
+    sip: Any = None  # signalling.sip.service.SipService when sip_port is set
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.settings.host}:{self.port}"
 
     async def stop(self) -> None:
+        if self.sip is not None:
+            await self.sip.stop()
         if self.media is not None:
             await self.media.stop()
         else:
@@ -125,6 +128,8 @@ async def start_server(settings: Settings) -> Server:
     if not settings.public_url and settings.port == 0:
         # wallets compare the SIWE domain with the page's host: give them the port really bound
         cp.auth.rebase(server.url)
+    if settings.sip_port:
+        server.sip = await start_sip(settings, server, cp)
     if settings.metrics_port:
         registry = media.metrics_registry() if media is not None else media_registry()
         registry.register(EdgeCollector())
@@ -137,6 +142,23 @@ async def start_server(settings: Settings) -> Server:
                                                        settings.metrics_port)
         server.runners.append(mrunner)
     return server
+
+
+async def start_sip(settings: Settings, server: Server, cp: Any) -> Any:
+    """The SIP service (docs/sip.md). Its calls join as clients of this server, over loopback: the
+    certificate of a TLS server is not checked for that hop (it is this process's own socket)."""
+    from signalling.sip.service import SipService  # (PyAV and numpy are loaded only when SIP is on)
+
+    rooms = server.rooms
+
+    async def room_open(room: str) -> bool:
+        """Dial-in reaches a room someone is in, or one an admin configured; no other name."""
+        return bool(rooms.in_room(room)) or await cp.registry.get(room) is not None
+
+    sip = SipService(server.url, settings.sip_host, settings.sip_port, room_open, settings.sip_max_calls,
+                     settings.sip_requests_per_s, ssl=False)
+    await sip.start()
+    return sip
 
 
 def mount_dev_chain(app: web.Application, cp: Any, settings: Settings) -> RpcStats:
@@ -186,6 +208,8 @@ async def serve_forever(settings: Settings) -> None:
     metrics = (f"metrics on http://{settings.metrics_host}:{server.metrics_port}/metrics" if settings.metrics_port
                else "metrics off")
     print(f"Basement is running: open {server.url}/  ({metrics})", flush=True)
+    if server.sip is not None:
+        print(f"SIP dial-in: sip:<room>@{settings.sip_host}:{server.sip.port} (UDP)", flush=True)
     if server.tls is not None and server.tls.self_signed:
         print(f"TLS: a self-signed certificate made for this run; before accepting it in the browser, check "
               f"its SHA-256 fingerprint is {server.tls.fingerprint}", flush=True)

@@ -1,0 +1,366 @@
+"""The SIP service on UDP (RFC 3261): dial-in to rooms. `INVITE sip:<room>@host` from a phone joins
+the room as a participant named by the From display name (signalling.sip.call), `BYE` leaves it.
+
+Server transactions (§17.2): a retransmitted request gets the response it got before, a 200 OK to
+an INVITE is retransmitted (T1 doubling to T2) until its ACK comes, for at most 64 x T1. Every
+request is answered: a malformed one 400 with the reason in a Warning header (or, when not even
+its Via, From, To, Call-ID and CSeq can be read, a counted drop), a room nobody is in and nobody
+configured 404, an offer without G.711 488, one call too many 486, an address sending faster than
+its rate 503 with Retry-After (and past twice that, a counted drop), any other method 405. State is bounded:
+transactions, dialogs and per-address rates each have a ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalling.access.gating import GateError, validate_room_name
+from signalling.sip.call import Call, CallError
+from signalling.sip.message import (
+    COMPACT,
+    Request,
+    Response,
+    SipError,
+    is_keepalive,
+    parse,
+    response,
+)
+from signalling.sip.sdp import parse_offer
+
+log = logging.getLogger("basement.sip")
+
+T1 = 0.5
+T2 = 4.0
+TIMER_H = 64 * T1  # how long a 200 OK waits for its ACK; how long a transaction is remembered
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+MAX_TRANSACTIONS = 4096
+MAX_ADDRESSES = 4096  # per-address rate state kept (the least recently seen forgotten)
+_ESSENTIAL = ("via", "from", "to", "call-id", "cseq")
+
+
+@dataclass
+class _Transaction:
+    answer: bytes | None  # the last response sent (None: the request is being worked on)
+    expires: float
+    task: asyncio.Task | None = None  # an INVITE's call being set up
+    final: bool = False
+
+
+@dataclass
+class _Dialog:
+    call: Call
+    invite: Request
+    to_tag: str
+    ok: bytes
+    addr: tuple[str, int]
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class _Bucket:
+    __slots__ = ("tokens", "at")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens, self.at = tokens, at
+
+
+class SipService(asyncio.DatagramProtocol):
+    def __init__(self, server_url: str, host: str, port: int, room_open: Callable[[str], Awaitable[bool]],
+                 max_calls: int = 50, requests_per_s: float = 20.0, ssl: Any = True) -> None:
+        self.server_url, self.host, self.port = server_url, host, port
+        self.room_open = room_open
+        self.max_calls, self.rate = max_calls, requests_per_s
+        self.ssl = ssl
+        self.transport: asyncio.DatagramTransport | None = None
+        self.transactions: OrderedDict[tuple[str, str, str], _Transaction] = OrderedDict()
+        self.dialogs: dict[str, _Dialog] = {}  # Call-ID -> the call
+        self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self.stats: Counter[str] = Counter()  # requests by method, answers by status, drops by reason
+        self.now = 0.0  # the clock of the datagram being handled
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
+        self.port = self.transport.get_extra_info("sockname")[1]
+        log.info("SIP on udp %s:%d", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        for d in list(self.dialogs.values()):
+            await d.call.stop()
+        for t in self.transactions.values():
+            if t.task is not None:
+                t.task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- datagrams in -----------------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            self._datagram(data, addr, time.monotonic())
+        except Exception:  # noqa: BLE001 - one datagram must never stop the service
+            self.stats["drop:internal_error"] += 1
+            log.exception("SIP: a datagram from %s failed", addr[0])
+
+    def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self.now = now
+        if is_keepalive(data):
+            return
+        pace = self._pace(addr[0], now)
+        if pace == "drop":
+            return
+        try:
+            msg = parse(data)
+        except SipError as e:
+            self.stats["drop:malformed"] += 1
+            answer = _refusal(data, e.status, e.reason)
+            if answer is not None:
+                self._send(answer, addr)
+            return
+        if isinstance(msg, Response):
+            self.stats["drop:response"] += 1  # (we send no requests)
+            return
+        self.stats[f"request:{msg.method}"] += 1
+        if pace == "busy":
+            if msg.method != "ACK":
+                self._answer(msg, addr, None, 503, "Service Unavailable", [("Retry-After", "1")],
+                             warning=f"more than {self.rate:g} requests a second from {addr[0]}")
+            return
+        top = msg.vias[0]
+        key = (top.branch or "", f"{top.host}:{top.port}", "INVITE" if msg.method in ("ACK", "CANCEL") else msg.method)
+        if msg.method not in ("ACK", "CANCEL"):
+            known = self.transactions.get(key)
+            if known is not None:  # a retransmission: the same answer again (or, while working on it, none)
+                if known.answer is not None:
+                    self._send(known.answer, addr)
+                return
+        self._purge(now)
+        if msg.method == "ACK":
+            self._ack(msg)
+        elif msg.method == "CANCEL":
+            self._cancel(msg, key, addr)
+        elif len(self.transactions) >= MAX_TRANSACTIONS:
+            self._answer(msg, addr, None, 503, "Service Unavailable", [("Retry-After", "5")])
+        elif msg.max_forwards == 0 and msg.method != "OPTIONS":
+            self._answer(msg, addr, key, 483, "Too Many Hops")
+        elif msg.method == "OPTIONS":
+            self._answer(msg, addr, key, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif msg.method == "INVITE":
+            self._invite(msg, addr, key, now)
+        elif msg.method == "BYE":
+            self._bye(msg, addr, key)
+        else:
+            self._answer(msg, addr, key, 405, "Method Not Allowed", [("Allow", ALLOW)])
+
+    def _pace(self, ip: str, now: float) -> str:
+        """The address's token bucket (its rate, a burst of twice it): "ok"; "busy" past it (the
+        request is answered 503 with Retry-After); "drop" past twice it (counted, not answered:
+        answering a flood would make us its amplifier)."""
+        b = self.buckets.get(ip)
+        if b is None:
+            b = self.buckets[ip] = _Bucket(2 * self.rate, now)
+            if len(self.buckets) > MAX_ADDRESSES:
+                self.buckets.popitem(last=False)
+        else:
+            self.buckets.move_to_end(ip)
+            b.tokens = min(2 * self.rate, b.tokens + (now - b.at) * self.rate)
+            b.at = now
+        if b.tokens <= -2 * self.rate:
+            self.stats["drop:rate"] += 1
+            return "drop"
+        b.tokens -= 1
+        return "ok" if b.tokens >= 0 else "busy"
+
+    # --- methods ------------------------------------------------------------------------------
+    def _invite(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str], now: float) -> None:
+        if msg.to.tag is not None:  # a re-INVITE (a session refresh, hold): the call goes on as it was
+            d = self.dialogs.get(msg.call_id)
+            if d is None or d.to_tag != msg.to.tag:
+                self._answer(msg, addr, key, 481, "Call/Transaction Does Not Exist")
+            else:
+                self._answer(msg, addr, key, 200, "OK", [("Contact", self._contact(d.call.room)),
+                                                          ("Content-Type", "application/sdp")],
+                             body=d.ok.partition(b"\r\n\r\n")[2], to_tag=d.to_tag)
+            return
+        room = msg.uri.user if msg.uri is not None else None
+        try:
+            validate_room_name(room or "")
+        except GateError:
+            self._answer(msg, addr, key, 404, "Not Found", warning=f"no room {room!r}: dial sip:<room>@{self.host}")
+            return
+        ctype = (msg.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not msg.body or ctype != "application/sdp":
+            self._answer(msg, addr, key, 488, "Not Acceptable Here", warning="an INVITE needs an SDP offer "
+                         "(offerless INVITEs are not supported)")
+            return
+        try:
+            offer = parse_offer(msg.body)
+        except SipError as e:
+            self._answer(msg, addr, key, e.status, "Not Acceptable Here", warning=e.reason)
+            return
+        if offer.choose() is None:
+            self._answer(msg, addr, key, 488, "Not Acceptable Here", warning="no codec in common: PCMU or PCMA")
+            return
+        calls = len(self.dialogs) + sum(1 for t in self.transactions.values() if t.task is not None and not t.final)
+        if calls >= self.max_calls:
+            self._answer(msg, addr, key, 486, "Busy Here", warning=f"{self.max_calls} calls at once")
+            return
+        trying = response(msg, 100, "Trying").to_bytes()
+        txn = self.transactions[key] = _Transaction(trying, now + TIMER_H)
+        self._send(trying, addr)
+        name = msg.from_.display or (msg.from_.uri.user or "phone")
+        txn.task = asyncio.ensure_future(self._connect(msg, addr, key, txn, room or "", name[:64], offer))
+
+    async def _connect(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str], txn: _Transaction,
+                       room: str, name: str, offer: Any) -> None:
+        to_tag = secrets.token_hex(8)
+        if not await self.room_open(room):
+            self._final(txn, msg, addr, 404, "Not Found", warning=f"nobody is in room {room!r}")
+            return
+        call = Call(self.server_url, room, name, offer, self.host, ssl=self.ssl, on_end=self._ended)
+        try:
+            sdp = await call.start()
+        except CallError as e:
+            self._final(txn, msg, addr, e.status, e.reason, warning=str(e.__cause__ or e))
+            return
+        except asyncio.CancelledError:
+            await call.stop()
+            raise
+        ok = response(msg, 200, "OK", to_tag=to_tag, headers=[("Contact", self._contact(room)),
+                                                              ("Allow", ALLOW), ("Content-Type", "application/sdp")],
+                      body=sdp).to_bytes()
+        d = _Dialog(call, msg, to_tag, ok, addr)
+        self.dialogs[msg.call_id] = d
+        txn.answer, txn.final = ok, True
+        self.stats["answer:200"] += 1
+        self._send(ok, addr)
+        d.task = asyncio.ensure_future(self._until_acked(d))
+
+    async def _until_acked(self, d: _Dialog) -> None:
+        """§13.3.1.4: the 200 OK again at T1, 2 T1 … up to T2, until the ACK; none in 64 T1: hang up."""
+        interval, waited = T1, 0.0
+        while waited < TIMER_H:
+            try:
+                await asyncio.wait_for(d.acked.wait(), interval)
+                return
+            except TimeoutError:
+                waited += interval
+                interval = min(2 * interval, T2)
+                self._send(d.ok, d.addr)
+        log.info("SIP: no ACK for call %s in %.0f s: hanging up", d.invite.call_id, TIMER_H)
+        self.dialogs.pop(d.invite.call_id, None)
+        await d.call.stop()
+
+    def _ack(self, msg: Request) -> None:
+        d = self.dialogs.get(msg.call_id)
+        if d is not None and msg.to.tag == d.to_tag:
+            d.acked.set()
+        else:
+            self.stats["drop:ack_unmatched"] += 1  # (the ACK of a failure answer is the transaction's: nothing to do)
+
+    def _bye(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str]) -> None:
+        d = self.dialogs.get(msg.call_id)
+        if d is None or msg.to.tag != d.to_tag and msg.from_.tag != d.to_tag:
+            self._answer(msg, addr, key, 481, "Call/Transaction Does Not Exist")
+            return
+        self.dialogs.pop(msg.call_id, None)
+        d.acked.set()
+        self._answer(msg, addr, key, 200, "OK")
+        asyncio.ensure_future(d.call.stop())
+
+    def _cancel(self, msg: Request, key: tuple[str, str, str], addr: tuple[str, int]) -> None:
+        txn = self.transactions.get(key)
+        cancel_key = (key[0], key[1], "CANCEL")
+        if txn is None:
+            self._answer(msg, addr, cancel_key, 481, "Call/Transaction Does Not Exist")
+            return
+        self._answer(msg, addr, cancel_key, 200, "OK")
+        if not txn.final and txn.task is not None:  # §9.2: the INVITE ends 487
+            txn.task.cancel()
+            invite = Request(headers=msg.headers, body=b"", vias=msg.vias, from_=msg.from_, to=msg.to,
+                             call_id=msg.call_id, cseq=msg.cseq, cseq_method="INVITE", method="INVITE", uri=msg.uri)
+            self._final(txn, invite, addr, 487, "Request Terminated")
+
+    def _ended(self, call: Call) -> None:
+        for cid, d in list(self.dialogs.items()):
+            if d.call is call:
+                self.dialogs.pop(cid, None)
+
+    # --- answers ------------------------------------------------------------------------------
+    def _contact(self, room: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"<sip:{room}@{host}:{self.port}>"
+
+    def _answer(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str] | None, status: int, reason: str,
+                headers: list[tuple[str, str]] | None = None, body: bytes = b"", warning: str | None = None,
+                to_tag: str | None = None) -> None:
+        extra = list(headers or [])
+        if warning:
+            extra.append(("Warning", _warning(warning)))
+        tag = to_tag if to_tag is not None else (secrets.token_hex(8) if status >= 200 else None)
+        data = response(msg, status, reason, to_tag=tag, headers=extra, body=body).to_bytes()
+        if key is not None:
+            self.transactions[key] = _Transaction(data, self.now + TIMER_H, final=status >= 200)
+        self.stats[f"answer:{status}"] += 1
+        self._send(data, addr)
+
+    def _final(self, txn: _Transaction, msg: Request, addr: tuple[str, int], status: int, reason: str,
+               warning: str | None = None) -> None:
+        extra = [("Warning", _warning(warning))] if warning else []
+        data = response(msg, status, reason, to_tag=secrets.token_hex(8), headers=extra).to_bytes()
+        txn.answer, txn.final = data, True
+        self.stats[f"answer:{status}"] += 1
+        self._send(data, addr)
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+    def _purge(self, now: float) -> None:
+        while self.transactions:
+            key, txn = next(iter(self.transactions.items()))
+            if txn.expires > now or (txn.task is not None and not txn.task.done()):
+                return
+            del self.transactions[key]
+
+
+def _warning(text: str) -> str:
+    """A Warning header's value (§20.43): code 399 (miscellaneous), our agent, the text quoted."""
+    clean = re.sub(r'[^\x20-\x7e]|["\\]', "?", text)[:200]
+    return f'399 basement "{clean}"'
+
+
+def _refusal(data: bytes, status: int, reason: str) -> bytes | None:
+    """400 (or the status the parser named) to a request that did not parse, when its Via, From,
+    To, Call-ID and CSeq lines can still be read to address the answer; else None (a counted drop)."""
+    if data[:4] == b"SIP/":
+        return None  # a response: never answered
+    try:
+        head = data.partition(b"\r\n\r\n")[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = head.split("\r\n")
+    if len(lines) < 2 or " " not in lines[0]:
+        return None
+    kept: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        low = name.strip().lower()
+        low = COMPACT.get(low, low).lower() if len(low) == 1 else low
+        if colon and low in _ESSENTIAL and value.strip() and len(line) < 1024:
+            kept.setdefault(low, []).append(f"{name.strip()}: {value.strip()}")
+    if any(h not in kept for h in _ESSENTIAL) or any("\r" in v or "\n" in v for vs in kept.values() for v in vs):
+        return None
+    phrase = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme",
+              505: "Version Not Supported", 513: "Message Too Large"}.get(status, "Bad Request")
+    out = [f"SIP/2.0 {status} {phrase}", *(v for h in _ESSENTIAL for v in kept[h]),
+           f"Warning: {_warning(reason)}", "Content-Length: 0"]
+    return ("\r\n".join(out) + "\r\n\r\n").encode()
