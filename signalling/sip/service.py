@@ -1,5 +1,6 @@
-"""The SIP service on UDP (RFC 3261): dial-in to rooms. `INVITE sip:<room>@host` from a phone joins
-the room as a participant named by the From display name (signalling.sip.call), `BYE` leaves it.
+"""The SIP service on UDP and TCP (RFC 3261; TCP's framing: signalling.sip.stream): dial-in to
+rooms. `INVITE sip:<room>@host` from a phone joins the room as a participant named by the From
+display name (signalling.sip.call), `BYE` leaves it.
 
 Server transactions (§17.2): a retransmitted request gets the response it got before, a 200 OK to
 an INVITE is retransmitted (T1 doubling to T2) until its ACK comes, for at most 64 x T1. Every
@@ -34,6 +35,7 @@ from signalling.sip.message import (
     response,
 )
 from signalling.sip.sdp import parse_offer
+from signalling.sip.stream import StreamListener
 
 log = logging.getLogger("basement.sip")
 
@@ -44,6 +46,16 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 MAX_TRANSACTIONS = 4096
 MAX_ADDRESSES = 4096  # per-address rate state kept (the least recently seen forgotten)
 _ESSENTIAL = ("via", "from", "to", "call-id", "cseq")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where a request came from and how to answer it: a UDP address, or a stream connection
+    (signalling.sip.stream), whose answers go back on it."""
+
+    addr: tuple[str, int]
+    send: Callable[[bytes], None]
+    stream: bool = False
 
 
 @dataclass
@@ -60,7 +72,7 @@ class _Dialog:
     invite: Request
     to_tag: str
     ok: bytes
-    addr: tuple[str, int]
+    peer: Peer
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
 
@@ -80,6 +92,7 @@ class SipService(asyncio.DatagramProtocol):
         self.max_calls, self.rate = max_calls, requests_per_s
         self.ssl = ssl
         self.transport: asyncio.DatagramTransport | None = None
+        self.tcp: StreamListener | None = None
         self.transactions: OrderedDict[tuple[str, str, str], _Transaction] = OrderedDict()
         self.dialogs: dict[str, _Dialog] = {}  # Call-ID -> the call
         self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
@@ -90,10 +103,14 @@ class SipService(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
         self.port = self.transport.get_extra_info("sockname")[1]
-        log.info("SIP on udp %s:%d", self.host, self.port)
+        self.tcp = StreamListener(self)
+        await self.tcp.start(self.host, self.port)
+        log.info("SIP on udp and tcp %s:%d", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
+        if self.tcp is not None:
+            await self.tcp.stop()
         for d in list(self.dialogs.values()):
             await d.call.stop()
         for t in self.transactions.values():
@@ -104,26 +121,36 @@ class SipService(asyncio.DatagramProtocol):
 
     # --- datagrams in -----------------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        try:
-            self._datagram(data, addr, time.monotonic())
-        except Exception:  # noqa: BLE001 - one datagram must never stop the service
-            self.stats["drop:internal_error"] += 1
-            log.exception("SIP: a datagram from %s failed", addr[0])
+        self._datagram(data, addr, time.monotonic())
 
     def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        transport = self.transport
+        self.handle(data, Peer(addr, lambda d: transport.sendto(d, addr) if transport is not None else None), now)
+
+    def handle(self, data: bytes, peer: Peer, now: float) -> None:
+        """One message from `peer` (a datagram, or one framed from a stream connection)."""
+        try:
+            self._handle(data, peer, now)
+        except Exception:  # noqa: BLE001 - one message must never stop the service
+            self.stats["drop:internal_error"] += 1
+            log.exception("SIP: a message from %s failed", peer.addr[0])
+
+    def _handle(self, data: bytes, peer: Peer, now: float) -> None:
         self.now = now
         if is_keepalive(data):
+            if peer.stream:
+                peer.send(b"\r\n")  # RFC 5626 §3.5.1: a double CRLF ping gets a CRLF pong
             return
-        pace = self._pace(addr[0], now)
+        pace = self._pace(peer.addr[0], now)
         if pace == "drop":
             return
         try:
-            msg = parse(data)
+            msg = parse(data, stream=peer.stream)
         except SipError as e:
             self.stats["drop:malformed"] += 1
             answer = _refusal(data, e.status, e.reason)
             if answer is not None:
-                self._send(answer, addr)
+                peer.send(answer)
             return
         if isinstance(msg, Response):
             self.stats["drop:response"] += 1  # (we send no requests)
@@ -131,8 +158,8 @@ class SipService(asyncio.DatagramProtocol):
         self.stats[f"request:{msg.method}"] += 1
         if pace == "busy":
             if msg.method != "ACK":
-                self._answer(msg, addr, None, 503, "Service Unavailable", [("Retry-After", "1")],
-                             warning=f"more than {self.rate:g} requests a second from {addr[0]}")
+                self._answer(msg, peer, None, 503, "Service Unavailable", [("Retry-After", "1")],
+                             warning=f"more than {self.rate:g} requests a second from {peer.addr[0]}")
             return
         top = msg.vias[0]
         key = (top.branch or "", f"{top.host}:{top.port}", "INVITE" if msg.method in ("ACK", "CANCEL") else msg.method)
@@ -140,25 +167,25 @@ class SipService(asyncio.DatagramProtocol):
             known = self.transactions.get(key)
             if known is not None:  # a retransmission: the same answer again (or, while working on it, none)
                 if known.answer is not None:
-                    self._send(known.answer, addr)
+                    peer.send(known.answer)
                 return
         self._purge(now)
         if msg.method == "ACK":
             self._ack(msg)
         elif msg.method == "CANCEL":
-            self._cancel(msg, key, addr)
+            self._cancel(msg, key, peer)
         elif len(self.transactions) >= MAX_TRANSACTIONS:
-            self._answer(msg, addr, None, 503, "Service Unavailable", [("Retry-After", "5")])
+            self._answer(msg, peer, None, 503, "Service Unavailable", [("Retry-After", "5")])
         elif msg.max_forwards == 0 and msg.method != "OPTIONS":
-            self._answer(msg, addr, key, 483, "Too Many Hops")
+            self._answer(msg, peer, key, 483, "Too Many Hops")
         elif msg.method == "OPTIONS":
-            self._answer(msg, addr, key, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+            self._answer(msg, peer, key, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
         elif msg.method == "INVITE":
-            self._invite(msg, addr, key, now)
+            self._invite(msg, peer, key, now)
         elif msg.method == "BYE":
-            self._bye(msg, addr, key)
+            self._bye(msg, peer, key)
         else:
-            self._answer(msg, addr, key, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            self._answer(msg, peer, key, 405, "Method Not Allowed", [("Allow", ALLOW)])
 
     def _pace(self, ip: str, now: float) -> str:
         """The address's token bucket (its rate, a burst of twice it): "ok"; "busy" past it (the
@@ -180,13 +207,13 @@ class SipService(asyncio.DatagramProtocol):
         return "ok" if b.tokens >= 0 else "busy"
 
     # --- methods ------------------------------------------------------------------------------
-    def _invite(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str], now: float) -> None:
+    def _invite(self, msg: Request, peer: Peer, key: tuple[str, str, str], now: float) -> None:
         if msg.to.tag is not None:  # a re-INVITE (a session refresh, hold): the call goes on as it was
             d = self.dialogs.get(msg.call_id)
             if d is None or d.to_tag != msg.to.tag:
-                self._answer(msg, addr, key, 481, "Call/Transaction Does Not Exist")
+                self._answer(msg, peer, key, 481, "Call/Transaction Does Not Exist")
             else:
-                self._answer(msg, addr, key, 200, "OK", [("Contact", self._contact(d.call.room)),
+                self._answer(msg, peer, key, 200, "OK", [("Contact", self._contact(d.call.room, peer)),
                                                           ("Content-Type", "application/sdp")],
                              body=d.ok.partition(b"\r\n\r\n")[2], to_tag=d.to_tag)
             return
@@ -194,54 +221,54 @@ class SipService(asyncio.DatagramProtocol):
         try:
             validate_room_name(room or "")
         except GateError:
-            self._answer(msg, addr, key, 404, "Not Found", warning=f"no room {room!r}: dial sip:<room>@{self.host}")
+            self._answer(msg, peer, key, 404, "Not Found", warning=f"no room {room!r}: dial sip:<room>@{self.host}")
             return
         ctype = (msg.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not msg.body or ctype != "application/sdp":
-            self._answer(msg, addr, key, 488, "Not Acceptable Here", warning="an INVITE needs an SDP offer "
+            self._answer(msg, peer, key, 488, "Not Acceptable Here", warning="an INVITE needs an SDP offer "
                          "(offerless INVITEs are not supported)")
             return
         try:
             offer = parse_offer(msg.body)
         except SipError as e:
-            self._answer(msg, addr, key, e.status, "Not Acceptable Here", warning=e.reason)
+            self._answer(msg, peer, key, e.status, "Not Acceptable Here", warning=e.reason)
             return
         if offer.choose() is None:
-            self._answer(msg, addr, key, 488, "Not Acceptable Here", warning="no codec in common: PCMU or PCMA")
+            self._answer(msg, peer, key, 488, "Not Acceptable Here", warning="no codec in common: PCMU or PCMA")
             return
         calls = len(self.dialogs) + sum(1 for t in self.transactions.values() if t.task is not None and not t.final)
         if calls >= self.max_calls:
-            self._answer(msg, addr, key, 486, "Busy Here", warning=f"{self.max_calls} calls at once")
+            self._answer(msg, peer, key, 486, "Busy Here", warning=f"{self.max_calls} calls at once")
             return
         trying = response(msg, 100, "Trying").to_bytes()
         txn = self.transactions[key] = _Transaction(trying, now + TIMER_H)
-        self._send(trying, addr)
+        peer.send(trying)
         name = msg.from_.display or (msg.from_.uri.user or "phone")
-        txn.task = asyncio.ensure_future(self._connect(msg, addr, key, txn, room or "", name[:64], offer))
+        txn.task = asyncio.ensure_future(self._connect(msg, peer, key, txn, room or "", name[:64], offer))
 
-    async def _connect(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str], txn: _Transaction,
+    async def _connect(self, msg: Request, peer: Peer, key: tuple[str, str, str], txn: _Transaction,
                        room: str, name: str, offer: Any) -> None:
         to_tag = secrets.token_hex(8)
         if not await self.room_open(room):
-            self._final(txn, msg, addr, 404, "Not Found", warning=f"nobody is in room {room!r}")
+            self._final(txn, msg, peer, 404, "Not Found", warning=f"nobody is in room {room!r}")
             return
         call = Call(self.server_url, room, name, offer, self.host, ssl=self.ssl, on_end=self._ended)
         try:
             sdp = await call.start()
         except CallError as e:
-            self._final(txn, msg, addr, e.status, e.reason, warning=str(e.__cause__ or e))
+            self._final(txn, msg, peer, e.status, e.reason, warning=str(e.__cause__ or e))
             return
         except asyncio.CancelledError:
             await call.stop()
             raise
-        ok = response(msg, 200, "OK", to_tag=to_tag, headers=[("Contact", self._contact(room)),
+        ok = response(msg, 200, "OK", to_tag=to_tag, headers=[("Contact", self._contact(room, peer)),
                                                               ("Allow", ALLOW), ("Content-Type", "application/sdp")],
                       body=sdp).to_bytes()
-        d = _Dialog(call, msg, to_tag, ok, addr)
+        d = _Dialog(call, msg, to_tag, ok, peer)
         self.dialogs[msg.call_id] = d
         txn.answer, txn.final = ok, True
         self.stats["answer:200"] += 1
-        self._send(ok, addr)
+        peer.send(ok)
         d.task = asyncio.ensure_future(self._until_acked(d))
 
     async def _until_acked(self, d: _Dialog) -> None:
@@ -254,7 +281,7 @@ class SipService(asyncio.DatagramProtocol):
             except TimeoutError:
                 waited += interval
                 interval = min(2 * interval, T2)
-                self._send(d.ok, d.addr)
+                d.peer.send(d.ok)
         log.info("SIP: no ACK for call %s in %.0f s: hanging up", d.invite.call_id, TIMER_H)
         self.dialogs.pop(d.invite.call_id, None)
         await d.call.stop()
@@ -266,28 +293,28 @@ class SipService(asyncio.DatagramProtocol):
         else:
             self.stats["drop:ack_unmatched"] += 1  # (the ACK of a failure answer is the transaction's: nothing to do)
 
-    def _bye(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str]) -> None:
+    def _bye(self, msg: Request, peer: Peer, key: tuple[str, str, str]) -> None:
         d = self.dialogs.get(msg.call_id)
         if d is None or msg.to.tag != d.to_tag and msg.from_.tag != d.to_tag:
-            self._answer(msg, addr, key, 481, "Call/Transaction Does Not Exist")
+            self._answer(msg, peer, key, 481, "Call/Transaction Does Not Exist")
             return
         self.dialogs.pop(msg.call_id, None)
         d.acked.set()
-        self._answer(msg, addr, key, 200, "OK")
+        self._answer(msg, peer, key, 200, "OK")
         asyncio.ensure_future(d.call.stop())
 
-    def _cancel(self, msg: Request, key: tuple[str, str, str], addr: tuple[str, int]) -> None:
+    def _cancel(self, msg: Request, key: tuple[str, str, str], peer: Peer) -> None:
         txn = self.transactions.get(key)
         cancel_key = (key[0], key[1], "CANCEL")
         if txn is None:
-            self._answer(msg, addr, cancel_key, 481, "Call/Transaction Does Not Exist")
+            self._answer(msg, peer, cancel_key, 481, "Call/Transaction Does Not Exist")
             return
-        self._answer(msg, addr, cancel_key, 200, "OK")
+        self._answer(msg, peer, cancel_key, 200, "OK")
         if not txn.final and txn.task is not None:  # §9.2: the INVITE ends 487
             txn.task.cancel()
             invite = Request(headers=msg.headers, body=b"", vias=msg.vias, from_=msg.from_, to=msg.to,
                              call_id=msg.call_id, cseq=msg.cseq, cseq_method="INVITE", method="INVITE", uri=msg.uri)
-            self._final(txn, invite, addr, 487, "Request Terminated")
+            self._final(txn, invite, peer, 487, "Request Terminated")
 
     def _ended(self, call: Call) -> None:
         for cid, d in list(self.dialogs.items()):
@@ -295,11 +322,11 @@ class SipService(asyncio.DatagramProtocol):
                 self.dialogs.pop(cid, None)
 
     # --- answers ------------------------------------------------------------------------------
-    def _contact(self, room: str) -> str:
+    def _contact(self, room: str, peer: Peer) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"<sip:{room}@{host}:{self.port}>"
+        return f"<sip:{room}@{host}:{self.port}{';transport=tcp' if peer.stream else ''}>"
 
-    def _answer(self, msg: Request, addr: tuple[str, int], key: tuple[str, str, str] | None, status: int, reason: str,
+    def _answer(self, msg: Request, peer: Peer, key: tuple[str, str, str] | None, status: int, reason: str,
                 headers: list[tuple[str, str]] | None = None, body: bytes = b"", warning: str | None = None,
                 to_tag: str | None = None) -> None:
         extra = list(headers or [])
@@ -310,19 +337,15 @@ class SipService(asyncio.DatagramProtocol):
         if key is not None:
             self.transactions[key] = _Transaction(data, self.now + TIMER_H, final=status >= 200)
         self.stats[f"answer:{status}"] += 1
-        self._send(data, addr)
+        peer.send(data)
 
-    def _final(self, txn: _Transaction, msg: Request, addr: tuple[str, int], status: int, reason: str,
+    def _final(self, txn: _Transaction, msg: Request, peer: Peer, status: int, reason: str,
                warning: str | None = None) -> None:
         extra = [("Warning", _warning(warning))] if warning else []
         data = response(msg, status, reason, to_tag=secrets.token_hex(8), headers=extra).to_bytes()
         txn.answer, txn.final = data, True
         self.stats[f"answer:{status}"] += 1
-        self._send(data, addr)
-
-    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
+        peer.send(data)
 
     def _purge(self, now: float) -> None:
         while self.transactions:

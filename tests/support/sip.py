@@ -130,13 +130,15 @@ Content-Length: 0
 
 
 async def run_sipp(cwd: Path, scenario: str, target: str, service: str, sip_port: int, media_port: int,
-                   keys: dict[str, str], timeout: float = 60.0) -> tuple[int, str]:
-    """One call of `scenario` to `target` (host:port); (sipp's exit code, its error log and screen)."""
+                   keys: dict[str, str], transport: str = "udp", timeout: float = 60.0) -> tuple[int, str]:
+    """One call of `scenario` to `target` (host:port) over `transport` (udp, tcp); (sipp's exit code,
+    its error log and screen)."""
     assert SIPP, "sipp (Debian sip-tester) is missing: make test installs it"
     sf = cwd / "scenario.xml"
     sf.write_text(scenario)
     args = [SIPP, target, "-sf", str(sf), "-s", service, "-m", "1", "-i", "127.0.0.1", "-p", str(sip_port),
-            "-mp", str(media_port), "-nostdin", "-trace_err", "-trace_screen", "-timeout", f"{int(timeout)}s"]
+            "-mp", str(media_port), "-t", {"udp": "u1", "tcp": "t1"}[transport], "-nostdin", "-trace_err",
+            "-trace_screen", "-timeout", f"{int(timeout)}s"]
     for k, v in keys.items():
         args += ["-key", k, v]
     proc = await asyncio.create_subprocess_exec(*args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL,

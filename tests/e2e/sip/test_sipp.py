@@ -1,7 +1,8 @@
-"""Dial-in with sipp (issue #19): a call to sip:<room>@… joins the room as a participant named by the
-From display name. The phone's 1 kHz tone (PCMU, played by sipp from a pcap) is decoded from Opus
-by an aiortc participant in the room; that participant's 440 Hz tone reaches the phone (recorded at
-the RTP port the phone's SDP names). BYE leaves the room. Everything on 127.0.0.1."""
+"""Dial-in with sipp (issue #19), over UDP and over TCP: a call to sip:<room>@… joins the room as a
+participant named by the From display name. The phone's 1 kHz tone (PCMU, played by sipp from a
+pcap) is decoded from Opus by an aiortc participant in the room; that participant's 440 Hz tone
+reaches the phone (recorded at the RTP port the phone's SDP names). BYE leaves the room.
+Everything on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ TONE_S = 4.0
 HOLD_MS = 5000
 
 
-async def test_sipp_dials_a_room_both_ways_hear_each_other_and_bye_leaves(make_server, tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_sipp_dials_a_room_both_ways_hear_each_other_and_bye_leaves(make_server, tmp_path, transport):
     server = await make_server(sip_port=free_port())
     listener = Client(server.url)
     heard: list[np.ndarray] = []
@@ -47,7 +49,8 @@ async def test_sipp_dials_a_room_both_ways_hear_each_other_and_bye_leaves(make_s
         samples = tone(1000, TONE_S)
         write_pcap(pcap, [ulaw_encode(samples[i:i + 160]) for i in range(0, len(samples), 160)])
         call = asyncio.ensure_future(run_sipp(tmp_path, dial_scenario(pcap, HOLD_MS), f"127.0.0.1:{server.sip.port}",
-                                              ROOM, free_port(), free_port(), {"rtp_port": str(phone_port)}))
+                                              ROOM, free_port(), free_port(), {"rtp_port": str(phone_port)},
+                                              transport))
         joined = await listener.wait_message("participant_joined", timeout=20)
         assert joined["participant"]["name"] == "Phone Caller", joined
         await asyncio.wait_for(got_track.wait(), 20)
@@ -77,6 +80,7 @@ async def test_sipp_dials_a_room_both_ways_hear_each_other_and_bye_leaves(make_s
         assert [p.name for p in server.rooms.in_room(ROOM)] == ["listener"]
         assert server.sip.dialogs == {}
         assert server.sip.stats["request:INVITE"] == 1 and server.sip.stats["answer:200"] >= 2  # (INVITE, BYE)
+        assert not any(k.startswith("drop:") for k in server.sip.stats), server.sip.stats
     finally:
         rtp.close()
         await listener.close()
