@@ -93,6 +93,9 @@ export async function startE2ee(s, joined) {
   send(s, await provider.start(s.room, s.me.id, now()));
   e.timer = setInterval(() => { if (call === s) provider.tick(now()).then((out) => send(s, out)); }, TICK_MS);
   $('#e2ee-lock').hidden = false;
+  // (a passphrase binds no one: said on the lock itself, not only in its tooltip)
+  $('#e2ee-lock').textContent = provider.identityBound ? '🔒 end-to-end encrypted'
+    : '🔒 end-to-end encrypted (passphrase: not identity-bound)';
   $('#e2ee-lock').title = provider.identityBound
     ? 'End-to-end encrypted: keys signed by each participant’s wallet'
     : 'End-to-end encrypted with the room’s passphrase (not bound to anyone’s identity)';

@@ -86,6 +86,7 @@ async def test_wallet_keys_verified_on_tiles_an_impostor_refused_and_layers_swit
     assert me[a]["identity"] == ann.address and me[b]["identity"] == ben.address
     for page in (a, b):
         assert (await page.evaluate("window.basement.e2ee"))["keys"] == "wallet"
+        assert await page.evaluate("document.querySelector('#e2ee-lock').textContent") == "🔒 end-to-end encrypted"
 
     # mal is signed in as her wallet and announces a key that another wallet signed
     mal_client = Client(server.url, e2ee=WalletKeys(signer(other)))

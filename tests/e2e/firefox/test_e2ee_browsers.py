@@ -49,6 +49,9 @@ async def test_two_chromium_and_a_firefox_decode_each_other_encrypted_and_a_bot_
     for p, api in zip(pages, ("script-transform", "encoded-streams", "script-transform")):
         state = await e2ee_state(p)
         assert (state["room"], state["keys"], state["api"]) == ("required", "passphrase", api), state
+        lock = await p.evaluate("document.querySelector('#e2ee-lock').hidden ? null : "
+                                "document.querySelector('#e2ee-lock').textContent")
+        assert lock == "🔒 end-to-end encrypted (passphrase: not identity-bound)", lock
     # low for everyone: each publisher then encodes only q (dynacast), what two cores carry with
     # three encoders, six decoders and the encryption of each frame beside them
     rid, _ = LAYERS["low"]
