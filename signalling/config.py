@@ -215,7 +215,9 @@ class Settings:
                                                "their SDP (an address, not a name)"}
     )
     sip_max_calls: int = field(
-        default=50, metadata={"group": "sip", "help": "calls at once; one more is answered 486 Busy Here"}
+        default=16, metadata={"group": "sip",
+                              "help": "calls at once; one more is answered 486 Busy Here (each call is a "
+                                      "WebSocket from sip_host: at most ws_max_per_address)"}
     )
     sip_requests_per_s: float = field(
         default=20.0, metadata={"group": "sip",
@@ -544,6 +546,10 @@ class Settings:
             raise ConfigError(f"sip_host: {self.sip_host!r} is not an IP address") from None
         if self.sip_max_calls < 1 or self.sip_requests_per_s <= 0:
             raise ConfigError("sip_max_calls and sip_requests_per_s must be positive")
+        if self.sip_port and self.ws_max_per_address and self.sip_max_calls > self.ws_max_per_address:
+            raise ConfigError(f"sip_max_calls ({self.sip_max_calls}) is more than ws_max_per_address "
+                              f"({self.ws_max_per_address}): every call joins over a WebSocket from sip_host; "
+                              "raise ws_max_per_address or lower sip_max_calls")
         if self.relay_host:
             try:
                 ipaddress.ip_address(self.relay_host)

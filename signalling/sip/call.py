@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiortc.mediastreams import MediaStreamTrack
 
 from signalling.protocol.client import Client, ServerError
@@ -37,6 +38,8 @@ from signalling.sip.media import RATE as ROOM_RATE
 from signalling.sip.sdp import CODECS, AudioOffer, answer
 
 log = logging.getLogger("basement.sip")
+
+RTP_TIMEOUT_S = 60.0  # a phone that sends nothing for this long is gone (it would send comfort noise)
 
 
 class CallError(Exception):
@@ -62,7 +65,7 @@ class _Leg(asyncio.DatagramProtocol):
 
 class Call:
     def __init__(self, server_url: str, room: str, name: str, offer: AudioOffer, media_host: str,
-                 ssl: Any = True, on_end: Callable[[Call], None] | None = None) -> None:
+                 ssl: Any = True, on_end: Callable[[Call, str], None] | None = None) -> None:
         codec = offer.choose()
         if codec is None:
             raise CallError(488, "Not Acceptable Here")
@@ -82,6 +85,9 @@ class Call:
         self._sender: asyncio.Task | None = None
         self.on_end = on_end
         self.ended = False
+        self.end_reason = ""
+        self.last_rtp = time.monotonic()
+        self.session, self.version = secrets.randbelow(2**31), 1  # our SDP's o= id and version
         self.dropped = 0  # datagrams not taken: another source, not RTP, another payload type
         self.dtmf = 0  # telephone-event packets (RFC 4733): PIN entry and *6 come with #19's next part
 
@@ -98,16 +104,29 @@ class Call:
             await self.client.join(self.room, self.name)
             await self.client.publish(audio=self.track)
         except ServerError as e:
-            await self.stop()
+            await self.stop("refused")
             status, reason = _JOIN_ERRORS.get(e.code, (480, "Temporarily Unavailable"))
             raise CallError(status, reason) from e
-        except (OSError, TimeoutError) as e:
-            await self.stop()
+        except (OSError, TimeoutError, aiohttp.ClientError) as e:  # (a 429 from the WebSocket's limits too)
+            await self.stop("unreachable")
             raise CallError(503, "Service Unavailable") from e
+        except BaseException:
+            await self.stop("failed")
+            raise
         self._sender = asyncio.ensure_future(self._send_loop())
         log.info("SIP call %s joined %s as %r (%s)", self.client.participant and self.client.participant["id"],
                  self.room, self.name, self.codec)
-        return answer(self.offer, (self.codec, self.pt), self.media_host, self.port)
+        return answer(self.offer, (self.codec, self.pt), self.media_host, self.port, self.session)
+
+    def reoffer(self, offer: AudioOffer) -> bytes:
+        """A re-INVITE's offer (a new address or port, hold, a session refresh): the call goes on
+        with the codec it has, to where the offer says; the answer. CallError when the offer no
+        longer has the codec."""
+        if (self.codec, self.pt) not in [(n, pt) for pt, (n, _) in offer.payload_types.items()]:
+            raise CallError(488, "Not Acceptable Here")
+        self.offer = offer
+        self.version += 1
+        return answer(offer, (self.codec, self.pt), self.media_host, self.port, self.session, self.version)
 
     def _on_track(self, info: dict[str, Any], track: MediaStreamTrack) -> None:
         if info.get("kind") == "audio":
@@ -120,12 +139,13 @@ class Call:
             self.dropped += 1
             return
         try:
-            pt, seq, _, _, payload = parse_rtp(data)
+            pt, seq, _, ssrc, payload = parse_rtp(data)
         except RtpError:
             self.dropped += 1
             return
-        if pt == self.pt:
-            self.buffer.push(seq, payload, time.monotonic())
+        self.last_rtp = time.monotonic()
+        if pt == self.pt and payload:
+            self.buffer.push(seq, payload, self.last_rtp, ssrc)
         elif pt == self.offer.telephone_event:
             self.dtmf += 1
         else:
@@ -133,24 +153,43 @@ class Call:
 
     async def _send_loop(self) -> None:
         """Every 20 ms, on a schedule that does not drift: the room's mix, encoded, to the phone."""
-        dest = (self.offer.host, self.offer.port)
-        send = self.offer.direction in ("sendrecv", "recvonly") and self.offer.port != 0
         start, n = time.monotonic(), 0
         while True:
             n += 1
             await asyncio.sleep(max(0.0, start + n * PTIME_S - time.monotonic()))
+            if n % 50 == 0:  # once a second: is the call still there on both sides?
+                why = self._gone(time.monotonic())
+                if why is not None:
+                    asyncio.ensure_future(self.stop(why))
+                    return
             frame = _frame(self.mixer.mix(), ROOM_RATE, (n - 1) * int(ROOM_RATE * PTIME_S))
+            # (where to, and whether: read each time, a re-INVITE may have moved the phone or held it)
+            send = self.offer.direction in ("sendrecv", "recvonly") and self.offer.port != 0
             for payload in self.encoder.encode(frame):
                 if send and self.transport is not None:
-                    self.transport.sendto(build_rtp(self.pt, self.seq, self.ts, self.ssrc, payload), dest)
+                    self.transport.sendto(build_rtp(self.pt, self.seq, self.ts, self.ssrc, payload),
+                                          (self.offer.host, self.offer.port))
                 self.seq = (self.seq + 1) & 0xFFFF
                 self.ts = (self.ts + CODECS[self.codec][1] * 20 // 1000) & 0xFFFFFFFF
 
-    async def stop(self) -> None:
+    def _gone(self, now: float) -> str | None:
+        """Why the call should end though nobody hung up: the phone silent for RTP_TIMEOUT_S (no
+        RTP, not even comfort noise: it is gone without a BYE), or the room let the participant go
+        (removed, or its connection lost for good)."""
+        if now - self.last_rtp > RTP_TIMEOUT_S and self.offer.direction in ("sendrecv", "sendonly"):
+            return "no RTP from the phone"
+        if self.client._ended or self.client.resume_error is not None or (
+                self.client.ws is not None and self.client.ws.closed and self.client._resuming is None):
+            return "removed from the room"
+        return None
+
+    async def stop(self, reason: str = "hung up") -> None:
+        """Leave the room and close the RTP port; `on_end` is told unless the phone hung up."""
         if self.ended:
             return
         self.ended = True
-        if self._sender is not None:
+        self.end_reason = reason
+        if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
         self.mixer.close()
         self.track.stop()
@@ -161,4 +200,4 @@ class Call:
             if self.transport is not None:
                 self.transport.close()
             if self.on_end is not None:
-                self.on_end(self)
+                self.on_end(self, reason)

@@ -26,6 +26,8 @@ AV_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 MAX_WAITING = 64  # packets the jitter buffer holds out of order (about 1.3 s)
 TARGET_DEPTH = 3  # packets buffered before playing out (60 ms): what a loopback or LAN needs
 GIVE_UP_S = 0.08  # a missing packet this long behind its successor is concealed, not waited for
+MAX_CONCEALED = 3  # frames concealed per gap; a longer one is skipped (silence, not held in the buffer)
+MAX_QUEUED = 10 * 3  # frames of samples the buffer holds at most (600 ms), the oldest dropped past it
 MAX_QUEUED_S = 0.2  # per room track: more than this waiting to be mixed is dropped (the oldest)
 
 
@@ -79,16 +81,31 @@ def mono(frame: av.AudioFrame) -> np.ndarray:
 
 
 class LegDecoder:
-    """Leg payloads (20 ms or any ptime) -> 8 kHz samples."""
+    """Leg payloads (20 ms or any ptime) -> 8 kHz samples. A payload the codec refuses is counted
+    and yields nothing (the jitter buffer conceals it); the codec is made anew after it, since
+    FFmpeg leaves a context that failed (or was flushed) refusing everything after."""
 
     def __init__(self, codec: str) -> None:
-        self.ctx = av.CodecContext.create(AV_CODEC[codec], "r")
-        self.ctx.format = "s16"
-        self.ctx.layout = "mono"
-        self.ctx.sample_rate = LEG_RATE
+        self.codec = codec
+        self.failed = 0
+        self.ctx = self._context()
+
+    def _context(self) -> av.CodecContext:
+        ctx = av.CodecContext.create(AV_CODEC[self.codec], "r")
+        ctx.format = "s16"
+        ctx.layout = "mono"
+        ctx.sample_rate = LEG_RATE
+        return ctx
 
     def decode(self, payload: bytes) -> np.ndarray:
-        out = [mono(f) for f in self.ctx.decode(av.Packet(payload))]
+        if not payload:  # (an empty packet would flush the decoder: callers drop them first)
+            return np.zeros(0, np.int16)
+        try:
+            out = [mono(f) for f in self.ctx.decode(av.Packet(payload))]
+        except av.error.FFmpegError:
+            self.failed += 1
+            self.ctx = self._context()
+            return np.zeros(0, np.int16)
         return np.concatenate(out) if out else np.zeros(0, np.int16)
 
 
@@ -109,8 +126,13 @@ class LegEncoder:
 
 class JitterBuffer:
     """The caller's packets in sequence order, as 8 kHz samples: a gap is waited for while its
-    successors are younger than GIVE_UP_S, then concealed (the last 20 ms again, fading) so that
-    the room hears a steady stream. Bounded: at most MAX_WAITING packets held, older ones dropped."""
+    successors are younger than GIVE_UP_S, then concealed (the last 20 ms again, halved each time,
+    at most MAX_CONCEALED frames: a longer gap is silence the buffer does not hold) so that the room
+    hears a steady stream. Bounded: at most MAX_WAITING packets held out of order, at most
+    MAX_QUEUED frames of samples (the oldest dropped: a sender faster than real time, or a clock
+    that drifts, costs audio, not memory and latency). A new SSRC, or a sequence number that jumps
+    by more than MAX_WAITING (a PBX's transfer, a phone restarting its stream), starts it afresh
+    (RFC 3550 A.1)."""
 
     def __init__(self, decoder: LegDecoder) -> None:
         self.decoder = decoder
@@ -119,8 +141,9 @@ class JitterBuffer:
         self.samples: deque[np.ndarray] = deque()
         self.queued = 0
         self.last = np.zeros(LEG_FRAME, np.int16)
-        self.concealed = self.late = self.dropped = self.received = 0
+        self.concealed = self.late = self.dropped = self.received = self.resets = self.overflow = 0
         self.started = False
+        self.ssrc: int | None = None
         self._highest: int | None = None
 
     def _extend(self, seq: int) -> int:
@@ -130,9 +153,14 @@ class JitterBuffer:
         cands = (base - 0x10000 + seq, base + seq, base + 0x10000 + seq)
         return min(cands, key=lambda c: abs(c - self._highest))
 
-    def push(self, seq: int, payload: bytes, now: float) -> None:
+    def push(self, seq: int, payload: bytes, now: float, ssrc: int = 0) -> None:
         self.received += 1
         ext = self._extend(seq)
+        if self.ssrc != ssrc or (self._highest is not None and abs(ext - self._highest) > MAX_WAITING):
+            if self.ssrc is not None:
+                self.resets += 1
+            self.ssrc, self.waiting, self.next, self._highest = ssrc, {}, None, None
+            ext = seq
         self._highest = ext if self._highest is None else max(self._highest, ext)
         if self.next is not None and ext < self.next:
             self.late += 1
@@ -152,22 +180,24 @@ class JitterBuffer:
                 self._append(self.decoder.decode(payload))
                 self.next += 1
                 continue
-            newest = max(self.waiting)
             oldest_after = min(self.waiting)
-            if now - self.waiting[oldest_after][1] < GIVE_UP_S and newest - self.next < MAX_WAITING // 2:
+            if now - self.waiting[oldest_after][1] < GIVE_UP_S:
                 return
-            # the gap is not coming: conceal it
-            for _ in range(oldest_after - self.next):
+            # the gap is not coming: conceal (a little of) it and go on after it
+            for _ in range(min(oldest_after - self.next, MAX_CONCEALED)):
                 self.concealed += 1
-                self.last = (self.last * 0.5).astype(np.int16)
-                self._append(self.last)
+                self._append((self.last * 0.5).astype(np.int16))
             self.next = oldest_after
 
     def _append(self, samples: np.ndarray) -> None:
-        if len(samples) == LEG_FRAME:
-            self.last = samples
+        if not len(samples):
+            return
+        self.last = samples[-LEG_FRAME:] if len(samples) >= LEG_FRAME else self.last
         self.samples.append(samples)
         self.queued += len(samples)
+        while self.queued > MAX_QUEUED * LEG_FRAME:
+            self.overflow += 1
+            self.queued -= len(self.samples.popleft())
 
     def pop(self, now: float) -> np.ndarray:
         """The next 20 ms (LEG_FRAME samples), silence while nothing is buffered (before the first

@@ -42,6 +42,7 @@ _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)")
 _CSEQ = re.compile(r"([0-9]{1,10})\s+(" + _TOKEN.pattern + r")")
 _SENT_BY = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(?P<port>[0-9]{1,5}))?")
 _URI_HOST = _SENT_BY
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")  # a token, or an IPv6 address (received=2001:db8::1)
 _USER = re.compile(r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+")
 _USER_SAFE = "-_.!~*'()&=+$,;?/"  # what a user part carries unescaped (§25.1: unreserved, user-unreserved)
 
@@ -75,14 +76,23 @@ class SipUri:
     params: dict[str, str | None] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        if self.scheme == "tel":
+            return f"tel:{self.user}" + "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
         user = f"{quote(self.user, safe=_USER_SAFE)}@" if self.user is not None else ""
         port = f":{self.port}" if self.port is not None else ""
         params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items())
         return f"{self.scheme}:{user}{self.host}{port}{params}"
 
 
-def parse_uri(text: str) -> SipUri:
+def parse_uri(text: str, tel: bool = False) -> SipUri:
+    """A sip: or sips: URI; with `tel`, also a tel: URI (RFC 3966: what a PSTN trunk puts in From),
+    as a SipUri whose user is the number and whose host is empty."""
     scheme, sep, rest = text.partition(":")
+    if tel and sep and scheme.lower() == "tel":
+        number, *raw = rest.split(";")
+        if not number or not re.fullmatch(r"\+?[0-9A-Fa-f*#().\-]+", number):
+            raise SipError(f"malformed tel: URI {text[:80]!r}")
+        return SipUri("tel", number, "", None, _uri_params(raw, text))
     if not sep or scheme.lower() not in ("sip", "sips"):
         raise SipError(f"unsupported URI {text[:80]!r}: only sip: and sips: URIs", 416)
     rest, _, _headers = rest.partition("?")  # (URI headers: not used, dropped)
@@ -101,13 +111,17 @@ def parse_uri(text: str) -> SipUri:
     if not m:
         raise SipError(f"malformed host in URI {text[:80]!r}")
     port = _port(m.group("port"), text)
+    return SipUri(scheme.lower(), user, m.group("host").lower(), port, _uri_params(raw_params, text))
+
+
+def _uri_params(raw: list[str], text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
-    for p in raw_params:
+    for p in raw:
         k, eq, v = p.partition("=")
         if not k or not _TOKEN.fullmatch(k) or (eq and not v):
             raise SipError(f"malformed URI parameter {p[:40]!r} in {text[:80]!r}")
         params[k.lower()] = v if eq else None
-    return SipUri(scheme.lower(), user, m.group("host").lower(), port, params)
+    return params
 
 
 def _port(value: str | None, where: str) -> int | None:
@@ -173,7 +187,7 @@ def parse_name_addr(value: str, header: str) -> NameAddr:
         uri_text, _, rest = text.partition(";")
         rest = ";" + rest if rest else ""
     try:
-        uri = parse_uri(uri_text.strip())
+        uri = parse_uri(uri_text.strip(), tel=True)
     except SipError as e:
         raise SipError(f"{header}: {e.reason}") from None
     params = _params(rest, header)
@@ -194,7 +208,7 @@ def _params(text: str, header: str) -> dict[str, str | None]:
         if v.startswith('"'):
             if len(v) < 2 or not v.endswith('"'):
                 raise SipError(f"{header}: unterminated quoted parameter {k}")
-        elif v and not _TOKEN.fullmatch(v) and not _SENT_BY.fullmatch(v):
+        elif v and not _PARAM_VALUE.fullmatch(v):
             raise SipError(f"{header}: malformed value of parameter {k}")
         params[k.lower()] = v if eq else None
     return params
@@ -425,13 +439,27 @@ def _body(headers: Headers, body: bytes, stream: bool) -> bytes:
 
 
 def response(request: Request, status: int, reason: str, to_tag: str | None = None,
-             headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> Response:
+             headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+             source: tuple[str, int] | None = None) -> Response:
     """The answer to `request` (§8.2.6.2): its Via, From, Call-ID and CSeq; its To, with `to_tag`
-    added unless it has one (a 100 Trying gets none)."""
+    added unless it has one (a 100 Trying gets none). `source`: where the request came from, named
+    in the top Via as `received` (when it is not the Via's host, §18.2.1) and `rport` (when the Via
+    asks for it, RFC 3581), so that a phone behind a NAT learns its outside address."""
     to = request.to
     if to_tag is not None and to.tag is None:
         to = NameAddr(to.display, to.uri, {**to.params, "tag": to_tag})
-    h = Headers([*(("Via", v) for v in request.headers.all("Via")), ("From", request.headers.get("From") or ""),
+    vias = [("Via", v) for v in request.headers.all("Via")]
+    if source is not None and request.vias:
+        top = request.vias[0]
+        params = dict(top.params)
+        if top.host.strip("[]") != source[0]:
+            params["received"] = source[0]
+        if "rport" in params:
+            params["rport"] = str(source[1])
+        if params != top.params:
+            vias = [("Via", str(Via(top.transport, top.host, top.port, params))),
+                    *(("Via", str(v)) for v in request.vias[1:])]
+    h = Headers([*vias, ("From", request.headers.get("From") or ""),
                  ("To", str(to) if to is not request.to else request.headers.get("To") or ""),
                  ("Call-ID", request.call_id), ("CSeq", f"{request.cseq} {request.cseq_method}"), *headers])
     return Response(headers=h, body=body, vias=request.vias, from_=request.from_, to=to, call_id=request.call_id,

@@ -15,6 +15,7 @@ from signalling.sip.message import SipError
 # clock rate). RFC 3551: PCMU 0, PCMA 8.
 CODECS = {"PCMU": (0, 8000), "PCMA": (8, 8000)}
 MAX_SDP = 8192
+ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
 @dataclass
@@ -27,6 +28,10 @@ class AudioOffer:
     payload_types: dict[int, tuple[str, int]] = field(default_factory=dict)
     telephone_event: int | None = None
     direction: str = "sendrecv"
+    # every m-line of the offer, in order ((media, proto, first format)), and which is the audio taken:
+    # the answer has as many, the others refused with port 0 (RFC 3264 §6)
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+    audio_index: int = 0
 
     def choose(self) -> tuple[str, int] | None:
         """The codec both sides speak, ours preferred in our order: (name, payload type)."""
@@ -58,10 +63,16 @@ def parse_offer(body: bytes) -> AudioOffer:
             media[-1].append(ln)
         elif ln.startswith("c="):
             session_host = _connection(ln)
-    audio = [m for m in media if m[0].startswith("m=audio ")]
+    audio = [i for i, m in enumerate(media) if m[0].startswith("m=audio ")]
     if not audio:
         raise SipError("SDP: no audio m-line", 488)
-    m = audio[0]
+    lines_seen = []
+    for m_ in media:
+        f = m_[0][2:].split()
+        if len(f) < 4:
+            raise SipError(f"SDP: malformed {m_[0][:60]!r}", 488)
+        lines_seen.append((f[0], f[2], f[3]))
+    m = media[audio[0]]
     parts = m[0][2:].split()
     if len(parts) < 4 or not parts[1].isdigit() or parts[2] != "RTP/AVP":
         raise SipError(f"SDP: {m[0][:60]!r}: only plain RTP/AVP audio (no SRTP yet)", 488)
@@ -74,7 +85,7 @@ def parse_offer(body: bytes) -> AudioOffer:
             raise SipError(f"SDP: payload type {p[:10]!r} is not 0-127", 488)
         pts.append(int(p))
     host = session_host
-    offer = AudioOffer("", port)
+    offer = AudioOffer("", port, lines=lines_seen, audio_index=audio[0])
     names: dict[int, tuple[str, int]] = {pt: _static(pt) for pt in pts if _static(pt)[0]}
     for ln in m[1:]:
         if ln.startswith("c="):
@@ -115,17 +126,23 @@ def _connection(line: str) -> str:
     return str(addr)
 
 
-def answer(offer: AudioOffer, codec: tuple[str, int], host: str, port: int) -> bytes:
-    """Our answer: the one codec chosen (and telephone-event), at our RTP address."""
+def answer(offer: AudioOffer, codec: tuple[str, int], host: str, port: int, session: int | None = None,
+           version: int = 1) -> bytes:
+    """Our answer: the one codec chosen (and telephone-event), at our RTP address. A re-INVITE's
+    answer keeps the call's `session` id with the next `version` (RFC 4566 o=)."""
     name, pt = codec
     clock = CODECS[name][1]
     ip = "IP6" if ":" in host else "IP4"
-    session = secrets.randbelow(2**31)
+    session = secrets.randbelow(2**31) if session is None else session
     fmts = [str(pt)] + ([str(offer.telephone_event)] if offer.telephone_event is not None else [])
-    lines = ["v=0", f"o=basement {session} {session} IN {ip} {host}", "s=Basement", f"c=IN {ip} {host}", "t=0 0",
-             f"m=audio {port} RTP/AVP {' '.join(fmts)}", f"a=rtpmap:{pt} {name}/{clock}"]
-    if offer.telephone_event is not None:
-        lines += [f"a=rtpmap:{offer.telephone_event} telephone-event/8000",
-                  f"a=fmtp:{offer.telephone_event} 0-16"]
-    lines += ["a=ptime:20", "a=sendrecv"]
+    lines = ["v=0", f"o=basement {session} {version} IN {ip} {host}", "s=Basement", f"c=IN {ip} {host}", "t=0 0"]
+    for i, (media, proto, first) in enumerate(offer.lines or [("audio", "RTP/AVP", str(pt))]):
+        if i != offer.audio_index:
+            lines.append(f"m={media} 0 {proto} {first}")  # (video, a second audio …: refused)
+            continue
+        lines += [f"m=audio {port} RTP/AVP {' '.join(fmts)}", f"a=rtpmap:{pt} {name}/{clock}"]
+        if offer.telephone_event is not None:
+            lines += [f"a=rtpmap:{offer.telephone_event} telephone-event/8000",
+                      f"a=fmtp:{offer.telephone_event} 0-16"]
+        lines += ["a=ptime:20", f"a={ANSWER_DIRECTION[offer.direction]}"]
     return ("\r\n".join(lines) + "\r\n").encode()

@@ -27,12 +27,15 @@ from signalling.access.gating import GateError, validate_room_name
 from signalling.sip.call import Call, CallError
 from signalling.sip.message import (
     COMPACT,
+    NameAddr,
     Request,
     Response,
     SipError,
     is_keepalive,
     parse,
+    parse_name_addr,
     response,
+    split_values,
 )
 from signalling.sip.sdp import parse_offer
 from signalling.sip.stream import StreamListener
@@ -64,6 +67,8 @@ class _Transaction:
     expires: float
     task: asyncio.Task | None = None  # an INVITE's call being set up
     final: bool = False
+    request: Request | None = None  # an INVITE's (its 487 is built from it, not from the CANCEL)
+    acked: asyncio.Event | None = None  # an INVITE's non-2xx final: set by its ACK (Timer G stops)
 
 
 @dataclass
@@ -95,6 +100,8 @@ class SipService(asyncio.DatagramProtocol):
         self.tcp: StreamListener | None = None
         self.transactions: OrderedDict[tuple[str, str, str], _Transaction] = OrderedDict()
         self.dialogs: dict[str, _Dialog] = {}  # Call-ID -> the call
+        self.byes: dict[str, asyncio.Event] = {}  # Call-ID -> set when the BYE we sent is answered
+        self.tasks: set[asyncio.Task] = set()  # BYEs being sent, calls being stopped
         self.buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self.stats: Counter[str] = Counter()  # requests by method, answers by status, drops by reason
         self.now = 0.0  # the clock of the datagram being handled
@@ -112,7 +119,11 @@ class SipService(asyncio.DatagramProtocol):
         if self.tcp is not None:
             await self.tcp.stop()
         for d in list(self.dialogs.values()):
-            await d.call.stop()
+            await d.call.stop("server stopping")  # (each phone is sent a BYE)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2 * T1)
+        for task in list(self.tasks):
+            task.cancel()
         for t in self.transactions.values():
             if t.task is not None:
                 t.task.cancel()
@@ -153,7 +164,11 @@ class SipService(asyncio.DatagramProtocol):
                 peer.send(answer)
             return
         if isinstance(msg, Response):
-            self.stats["drop:response"] += 1  # (we send no requests)
+            bye = self.byes.get(msg.call_id)
+            if bye is not None and msg.cseq_method == "BYE" and msg.status >= 200:
+                bye.set()  # our BYE was answered: no more retransmissions
+            else:
+                self.stats["drop:response"] += 1
             return
         self.stats[f"request:{msg.method}"] += 1
         if pace == "busy":
@@ -171,11 +186,11 @@ class SipService(asyncio.DatagramProtocol):
                 return
         self._purge(now)
         if msg.method == "ACK":
-            self._ack(msg)
-        elif msg.method == "CANCEL":
-            self._cancel(msg, key, peer)
+            self._ack(msg, key)
         elif len(self.transactions) >= MAX_TRANSACTIONS:
             self._answer(msg, peer, None, 503, "Service Unavailable", [("Retry-After", "5")])
+        elif msg.method == "CANCEL":
+            self._cancel(msg, key, peer)
         elif msg.max_forwards == 0 and msg.method != "OPTIONS":
             self._answer(msg, peer, key, 483, "Too Many Hops")
         elif msg.method == "OPTIONS":
@@ -208,14 +223,23 @@ class SipService(asyncio.DatagramProtocol):
 
     # --- methods ------------------------------------------------------------------------------
     def _invite(self, msg: Request, peer: Peer, key: tuple[str, str, str], now: float) -> None:
-        if msg.to.tag is not None:  # a re-INVITE (a session refresh, hold): the call goes on as it was
+        if msg.to.tag is not None:  # a re-INVITE (a new address, hold, a session refresh)
             d = self.dialogs.get(msg.call_id)
             if d is None or d.to_tag != msg.to.tag:
                 self._answer(msg, peer, key, 481, "Call/Transaction Does Not Exist")
-            else:
-                self._answer(msg, peer, key, 200, "OK", [("Contact", self._contact(d.call.room, peer)),
-                                                          ("Content-Type", "application/sdp")],
-                             body=d.ok.partition(b"\r\n\r\n")[2], to_tag=d.to_tag)
+                return
+            try:
+                sdp = d.call.reoffer(parse_offer(msg.body)) if msg.body else d.ok.partition(b"\r\n\r\n")[2]
+            except (SipError, CallError) as e:
+                self._answer(msg, peer, key, e.status, "Not Acceptable Here", warning=str(e), to_tag=d.to_tag)
+                return
+            self._answer(msg, peer, key, 200, "OK", [("Contact", self._contact(d.call.room, peer)),
+                                                      ("Content-Type", "application/sdp")], body=sdp, to_tag=d.to_tag)
+            return
+        if msg.call_id in self.dialogs or any(t.request is not None and t.request.call_id == msg.call_id
+                                              and not t.final for t in self.transactions.values()):
+            # §8.2.2.2: another INVITE of a call we have (or are setting up), not its retransmission
+            self._answer(msg, peer, key, 482, "Loop Detected", warning=f"Call-ID {msg.call_id} is in use")
             return
         room = msg.uri.user if msg.uri is not None else None
         try:
@@ -240,8 +264,8 @@ class SipService(asyncio.DatagramProtocol):
         if calls >= self.max_calls:
             self._answer(msg, peer, key, 486, "Busy Here", warning=f"{self.max_calls} calls at once")
             return
-        trying = response(msg, 100, "Trying").to_bytes()
-        txn = self.transactions[key] = _Transaction(trying, now + TIMER_H)
+        trying = response(msg, 100, "Trying", source=peer.addr).to_bytes()
+        txn = self.transactions[key] = _Transaction(trying, now + TIMER_H, request=msg)
         peer.send(trying)
         name = msg.from_.display or (msg.from_.uri.user or "phone")
         txn.task = asyncio.ensure_future(self._connect(msg, peer, key, txn, room or "", name[:64], offer))
@@ -249,21 +273,26 @@ class SipService(asyncio.DatagramProtocol):
     async def _connect(self, msg: Request, peer: Peer, key: tuple[str, str, str], txn: _Transaction,
                        room: str, name: str, offer: Any) -> None:
         to_tag = secrets.token_hex(8)
-        if not await self.room_open(room):
-            self._final(txn, msg, peer, 404, "Not Found", warning=f"nobody is in room {room!r}")
-            return
-        call = Call(self.server_url, room, name, offer, self.host, ssl=self.ssl, on_end=self._ended)
         try:
-            sdp = await call.start()
+            if not await self.room_open(room):
+                self._final(txn, msg, peer, 404, "Not Found", warning=f"nobody is in room {room!r}")
+                return
+            call = Call(self.server_url, room, name, offer, self.host, ssl=self.ssl, on_end=self._ended)
+            sdp = await call.start()  # (a failure stops the call: nothing of it is left)
         except CallError as e:
             self._final(txn, msg, peer, e.status, e.reason, warning=str(e.__cause__ or e))
             return
         except asyncio.CancelledError:
-            await call.stop()
             raise
-        ok = response(msg, 200, "OK", to_tag=to_tag, headers=[("Contact", self._contact(room, peer)),
+        except Exception as e:  # noqa: BLE001 - the phone gets its answer whatever failed here
+            log.exception("SIP: setting up call %s failed", msg.call_id)
+            self._final(txn, msg, peer, 500, "Server Internal Error", warning=type(e).__name__)
+            return
+        # §12.1.1: the 2xx carries the Record-Route it came with, so the ACK and BYE take the same way
+        routes = [("Record-Route", v) for v in msg.headers.all("Record-Route")]
+        ok = response(msg, 200, "OK", to_tag=to_tag, headers=[*routes, ("Contact", self._contact(room, peer)),
                                                               ("Allow", ALLOW), ("Content-Type", "application/sdp")],
-                      body=sdp).to_bytes()
+                      body=sdp, source=peer.addr).to_bytes()
         d = _Dialog(call, msg, to_tag, ok, peer)
         self.dialogs[msg.call_id] = d
         txn.answer, txn.final = ok, True
@@ -283,15 +312,17 @@ class SipService(asyncio.DatagramProtocol):
                 interval = min(2 * interval, T2)
                 d.peer.send(d.ok)
         log.info("SIP: no ACK for call %s in %.0f s: hanging up", d.invite.call_id, TIMER_H)
-        self.dialogs.pop(d.invite.call_id, None)
-        await d.call.stop()
+        await d.call.stop("no ACK")  # (-> _ended: the dialog goes, and the phone gets a BYE)
 
-    def _ack(self, msg: Request) -> None:
+    def _ack(self, msg: Request, key: tuple[str, str, str]) -> None:
         d = self.dialogs.get(msg.call_id)
+        txn = self.transactions.get(key)
         if d is not None and msg.to.tag == d.to_tag:
             d.acked.set()
+        elif txn is not None and txn.acked is not None:
+            txn.acked.set()  # the ACK of a failure answer (same branch as its INVITE, §17.1.1.3)
         else:
-            self.stats["drop:ack_unmatched"] += 1  # (the ACK of a failure answer is the transaction's: nothing to do)
+            self.stats["drop:ack_unmatched"] += 1
 
     def _bye(self, msg: Request, peer: Peer, key: tuple[str, str, str]) -> None:
         d = self.dialogs.get(msg.call_id)
@@ -301,7 +332,7 @@ class SipService(asyncio.DatagramProtocol):
         self.dialogs.pop(msg.call_id, None)
         d.acked.set()
         self._answer(msg, peer, key, 200, "OK")
-        asyncio.ensure_future(d.call.stop())
+        self._spawn(d.call.stop("hung up"))
 
     def _cancel(self, msg: Request, key: tuple[str, str, str], peer: Peer) -> None:
         txn = self.transactions.get(key)
@@ -310,16 +341,59 @@ class SipService(asyncio.DatagramProtocol):
             self._answer(msg, peer, cancel_key, 481, "Call/Transaction Does Not Exist")
             return
         self._answer(msg, peer, cancel_key, 200, "OK")
-        if not txn.final and txn.task is not None:  # §9.2: the INVITE ends 487
+        if not txn.final and txn.task is not None and txn.request is not None:  # §9.2: the INVITE ends 487
             txn.task.cancel()
-            invite = Request(headers=msg.headers, body=b"", vias=msg.vias, from_=msg.from_, to=msg.to,
-                             call_id=msg.call_id, cseq=msg.cseq, cseq_method="INVITE", method="INVITE", uri=msg.uri)
-            self._final(txn, invite, peer, 487, "Request Terminated")
+            self._final(txn, txn.request, peer, 487, "Request Terminated")
 
-    def _ended(self, call: Call) -> None:
+    def _ended(self, call: Call, reason: str) -> None:
+        """A call ended: unless the phone hung up, the phone is told (a BYE)."""
         for cid, d in list(self.dialogs.items()):
             if d.call is call:
-                self.dialogs.pop(cid, None)
+                del self.dialogs[cid]
+                d.acked.set()
+                if reason != "hung up":
+                    log.info("SIP call %s ended: %s; sending BYE", cid, reason)
+                    self._spawn(self._send_bye(d))
+
+    async def _send_bye(self, d: _Dialog) -> None:
+        """Our BYE in the call's dialog (§15.1.1), retransmitted at T1 doubling until answered, four
+        times at most: the call is over here whatever the phone answers."""
+        inv = d.invite
+        contact = inv.headers.get("Contact")
+        target = str(inv.from_.uri)
+        if contact:
+            try:
+                target = str(parse_name_addr(split_values(contact)[0], "Contact").uri)
+            except SipError:
+                pass
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        to = inv.headers.get("From") or ""
+        ours = NameAddr(inv.to.display, inv.to.uri, {**inv.to.params, "tag": d.to_tag})
+        lines = [f"BYE {target} SIP/2.0",
+                 f"Via: SIP/2.0/{'TCP' if d.peer.stream else 'UDP'} {host}:{self.port};branch=z9hG4bK"
+                 f"{secrets.token_hex(8)};rport",
+                 *(f"Route: {v}" for v in inv.headers.all("Record-Route")),
+                 "Max-Forwards: 70", f"From: {ours}", f"To: {to}", f"Call-ID: {inv.call_id}", "CSeq: 1 BYE",
+                 "Content-Length: 0"]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        answered = self.byes[inv.call_id] = asyncio.Event()
+        try:
+            interval = T1
+            for _ in range(4):
+                d.peer.send(data)
+                try:
+                    await asyncio.wait_for(answered.wait(), interval)
+                    return
+                except TimeoutError:
+                    interval = min(2 * interval, T2)
+        finally:
+            if self.byes.get(inv.call_id) is answered:
+                del self.byes[inv.call_id]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # --- answers ------------------------------------------------------------------------------
     def _contact(self, room: str, peer: Peer) -> str:
@@ -333,7 +407,7 @@ class SipService(asyncio.DatagramProtocol):
         if warning:
             extra.append(("Warning", _warning(warning)))
         tag = to_tag if to_tag is not None else (secrets.token_hex(8) if status >= 200 else None)
-        data = response(msg, status, reason, to_tag=tag, headers=extra, body=body).to_bytes()
+        data = response(msg, status, reason, to_tag=tag, headers=extra, body=body, source=peer.addr).to_bytes()
         if key is not None:
             self.transactions[key] = _Transaction(data, self.now + TIMER_H, final=status >= 200)
         self.stats[f"answer:{status}"] += 1
@@ -341,18 +415,36 @@ class SipService(asyncio.DatagramProtocol):
 
     def _final(self, txn: _Transaction, msg: Request, peer: Peer, status: int, reason: str,
                warning: str | None = None) -> None:
+        """An INVITE's failure answer; over UDP again at T1 doubling to T2 until its ACK (Timer G,
+        §17.2.1: after a 100 Trying the phone no longer retransmits, so a lost answer would leave it
+        waiting)."""
         extra = [("Warning", _warning(warning))] if warning else []
-        data = response(msg, status, reason, to_tag=secrets.token_hex(8), headers=extra).to_bytes()
+        data = response(msg, status, reason, to_tag=secrets.token_hex(8), headers=extra, source=peer.addr).to_bytes()
         txn.answer, txn.final = data, True
         self.stats[f"answer:{status}"] += 1
         peer.send(data)
+        if not peer.stream:
+            txn.acked = asyncio.Event()
+            self._spawn(self._until_failure_acked(txn, data, peer))
+
+    async def _until_failure_acked(self, txn: _Transaction, data: bytes, peer: Peer) -> None:
+        interval, waited = T1, 0.0
+        while waited < TIMER_H and txn.acked is not None and not txn.acked.is_set():
+            try:
+                await asyncio.wait_for(txn.acked.wait(), interval)
+            except TimeoutError:
+                waited += interval
+                interval = min(2 * interval, T2)
+                peer.send(data)
 
     def _purge(self, now: float) -> None:
-        while self.transactions:
-            key, txn = next(iter(self.transactions.items()))
-            if txn.expires > now or (txn.task is not None and not txn.task.done()):
+        """Forget the transactions past their time, oldest first (one whose call is still being set
+        up stays, and does not hold back those behind it)."""
+        for key, txn in list(self.transactions.items()):
+            if txn.expires > now:
                 return
-            del self.transactions[key]
+            if txn.task is None or txn.task.done():
+                del self.transactions[key]
 
 
 def _warning(text: str) -> str:

@@ -131,3 +131,16 @@ def test_uris_and_name_addrs():
     assert (n.display, n.tag, n.params["foo"]) == ("Bob Smith", "x", None)
     n = parse_name_addr("sip:carol@h;tag=9", "To")  # addr-spec: the parameters are the header's
     assert n.tag == "9" and n.uri.params == {}
+
+
+def test_what_proxies_and_trunks_send_parses():
+    raw = SIPP_INVITE.replace(b"branch=z9hG4bK-1234-1-0", b"branch=z9hG4bK-1234-1-0;received=2001:db8::1;rport=5061")
+    raw = raw.replace(b"From: sipp <sip:sipp@127.0.0.1:5061>;tag=1234SIPpTag001",
+                      b"From: <tel:+14155550100;phone-context=example.com>;tag=t1")
+    m = parse(raw)
+    assert m.vias[0].params["received"] == "2001:db8::1" and m.vias[0].params["rport"] == "5061"
+    assert (m.from_.uri.scheme, m.from_.uri.user, m.from_.tag) == ("tel", "+14155550100", "t1")
+    assert str(m.from_.uri) == "tel:+14155550100;phone-context=example.com"
+    with pytest.raises(SipError) as e:  # (the Request-URI stays sip: or sips:)
+        parse(raw.replace(b"INVITE sip:standup@127.0.0.1:5060", b"INVITE tel:+14155550100", 1))
+    assert e.value.status == 416

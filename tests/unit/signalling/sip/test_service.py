@@ -145,3 +145,94 @@ def test_state_is_bounded(monkeypatch):
     # transactions expire after 64 x T1, and room is made again
     s._datagram(request("OPTIONS", branch="z9hG4bK-late"), PHONE, 1.0 + svc.TIMER_H + 1)
     assert wire.answers()[-1].status == 200
+
+
+def test_a_second_invite_of_a_call_id_in_use_is_a_merged_request(monkeypatch):
+    s, wire = service(rooms={"standup"})
+    invite = request("INVITE", extra=b"Content-Type: application/sdp\r\n", body=SDP)
+    s.transactions[("z9hG4bK-1", "127.0.0.1:5061", "INVITE")] = svc._Transaction(
+        b"SIP/2.0 100 Trying\r\n", 99.0, request=parse(invite))  # (being set up)
+    s._datagram(invite.replace(b"branch=z9hG4bK-1", b"branch=z9hG4bK-2"), PHONE, 1.0)
+    (answer,) = wire.answers()
+    assert answer.status == 482 and "is in use" in (answer.headers.get("Warning") or "")
+
+
+async def test_a_failure_answer_is_retransmitted_until_its_ack(monkeypatch):
+    monkeypatch.setattr(svc, "T1", 0.01)
+    s, wire = service(rooms=set())
+    invite = request("INVITE", extra=b"Content-Type: application/sdp\r\n", body=SDP)
+    s._datagram(invite, PHONE, 1.0)
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        if len([a for a in wire.answers() if a.status == 404]) >= 3:
+            break
+    assert [a.status for a in wire.answers()][:2] == [100, 404]
+    assert len([a for a in wire.answers() if a.status == 404]) >= 3  # Timer G
+    tag = wire.answers()[1].to.tag
+    s._datagram(request("ACK", to_tag=tag), PHONE, 1.1)  # the ACK of a failure: the INVITE's branch
+    await asyncio.sleep(0.05)
+    sent = len(wire.sent)
+    await asyncio.sleep(0.1)
+    assert len(wire.sent) == sent and s.stats["drop:ack_unmatched"] == 0
+
+
+async def test_cancel_ends_the_invite_487_built_from_the_invite():
+    s, wire = service(rooms={"standup"})
+    never = asyncio.Event()
+
+    async def slow(room: str) -> bool:
+        await never.wait()
+        return True
+
+    s.room_open = slow
+    two_vias = request("INVITE", extra=b"Content-Type: application/sdp\r\n", body=SDP).replace(
+        b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\r\n",
+        b"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-up\r\n")
+    s._datagram(two_vias, PHONE, 1.0)
+    await asyncio.sleep(0)
+    s._datagram(request("CANCEL"), PHONE, 1.1)  # (a CANCEL carries only the top Via, §9.1)
+    await asyncio.sleep(0)
+    statuses = [(a.status, a.cseq_method) for a in wire.answers()]
+    assert statuses == [(100, "INVITE"), (200, "CANCEL"), (487, "INVITE")], statuses
+    assert [v.branch for v in wire.answers()[2].vias] == ["z9hG4bK-1", "z9hG4bK-up"]  # the INVITE's Vias
+    never.set()
+    for t in list(s.tasks):
+        t.cancel()
+
+
+def test_answers_name_the_source_in_the_top_via():
+    s, wire = service()
+    s._datagram(request("OPTIONS").replace(b"branch=z9hG4bK-1", b"branch=z9hG4bK-1;rport"), ("127.0.0.7", 40000), 1.0)
+    (answer,) = wire.answers()
+    assert answer.vias[0].params == {"branch": "z9hG4bK-1", "rport": "40000", "received": "127.0.0.7"}
+
+
+async def test_a_call_ended_from_the_room_sends_the_phone_a_bye_until_answered(monkeypatch):
+    monkeypatch.setattr(svc, "T1", 0.01)
+    s, wire = service()
+    invite = parse(request("INVITE", extra=b"Contact: <sip:phone@127.0.0.1:5062;transport=udp>\r\n"
+                                          b"Record-Route: <sip:proxy.example;lr>\r\nContent-Type: application/sdp\r\n",
+                           body=SDP))
+
+    class FakeCall:
+        room = "standup"
+
+    call = FakeCall()
+    d = svc._Dialog(call, invite, "ours", b"", svc.Peer(PHONE, lambda data: wire.sendto(data, PHONE)))
+    s.dialogs["call-1"] = d
+    s._ended(call, "no RTP from the phone")
+    await asyncio.sleep(0.05)
+    byes = [parse(data) for data, _ in wire.sent]
+    assert len(byes) >= 2 and all(isinstance(b, svc.Request) and b.method == "BYE" for b in byes)
+    bye = byes[0]
+    assert str(bye.uri) == "sip:phone@127.0.0.1:5062;transport=udp" and bye.cseq_method == "BYE"
+    assert bye.from_.tag == "ours" and bye.to.tag == "p1" and bye.call_id == "call-1"
+    assert bye.headers.all("Route") == ["<sip:proxy.example;lr>"] and s.dialogs == {}
+    # the phone answers: no more retransmissions
+    answer = (f"SIP/2.0 200 OK\r\nVia: {bye.headers.get('Via')}\r\nFrom: {bye.headers.get('From')}\r\n"
+              f"To: {bye.headers.get('To')}\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+    s._datagram(answer, PHONE, 2.0)
+    await asyncio.sleep(0.01)
+    sent = len(wire.sent)
+    await asyncio.sleep(0.1)
+    assert len(wire.sent) == sent and s.byes == {}
