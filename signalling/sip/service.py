@@ -177,7 +177,12 @@ class SipService(asyncio.DatagramProtocol):
                              warning=f"more than {self.rate:g} requests a second from {peer.addr[0]}")
             return
         top = msg.vias[0]
-        key = (top.branch or "", f"{top.host}:{top.port}", "INVITE" if msg.method in ("ACK", "CANCEL") else msg.method)
+        branch = top.branch or ""
+        if not branch.startswith("z9hG4bK"):
+            # an RFC 2543 client's branch (or none) does not name a transaction: its Call-ID and
+            # CSeq number do (§17.2.3)
+            branch = f"{branch}|{msg.call_id}|{msg.cseq}"
+        key = (branch, f"{top.host}:{top.port}", "INVITE" if msg.method in ("ACK", "CANCEL") else msg.method)
         if msg.method not in ("ACK", "CANCEL"):
             known = self.transactions.get(key)
             if known is not None:  # a retransmission: the same answer again (or, while working on it, none)

@@ -236,3 +236,12 @@ async def test_a_call_ended_from_the_room_sends_the_phone_a_bye_until_answered(m
     sent = len(wire.sent)
     await asyncio.sleep(0.1)
     assert len(wire.sent) == sent and s.byes == {}
+
+
+def test_requests_without_an_rfc_3261_branch_are_told_apart_by_call_id_and_cseq():
+    s, wire = service()
+    old = request("OPTIONS").replace(b";branch=z9hG4bK-1", b"")
+    s._datagram(old, PHONE, 1.0)
+    s._datagram(old.replace(b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS"), PHONE, 1.1)  # a new request
+    s._datagram(old.replace(b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS"), PHONE, 1.2)  # its retransmission
+    assert [a.cseq for a in wire.answers()] == [1, 2, 2] and s.stats["answer:200"] == 2
