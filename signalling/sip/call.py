@@ -30,7 +30,7 @@ from signalling.sip.media import (
     LegEncoder,
     Mixer,
     RtpError,
-    _frame,
+    audio_frame,
     build_rtp,
     parse_rtp,
 )
@@ -162,7 +162,7 @@ class Call:
                 if why is not None:
                     asyncio.ensure_future(self.stop(why))
                     return
-            frame = _frame(self.mixer.mix(), ROOM_RATE, (n - 1) * int(ROOM_RATE * PTIME_S))
+            frame = audio_frame(self.mixer.mix(), ROOM_RATE, (n - 1) * int(ROOM_RATE * PTIME_S))
             # (where to, and whether: read each time, a re-INVITE may have moved the phone or held it)
             send = self.offer.direction in ("sendrecv", "recvonly") and self.offer.port != 0
             for payload in self.encoder.encode(frame):

@@ -61,7 +61,7 @@ def build_rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: boo
     return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
 
 
-def _frame(samples: np.ndarray, rate: int, pts: int | None = None) -> av.AudioFrame:
+def audio_frame(samples: np.ndarray, rate: int, pts: int | None = None) -> av.AudioFrame:
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
     frame.sample_rate = rate
     if pts is not None:
@@ -248,7 +248,7 @@ class CallerTrack(MediaStreamTrack):
             if wait > 0:
                 await asyncio.sleep(wait)
         while not self._ready:
-            leg = _frame(self.buffer.pop(time.monotonic()), LEG_RATE)
+            leg = audio_frame(self.buffer.pop(time.monotonic()), LEG_RATE)
             self._ready.extend(self.resampler.resample(leg))
         frame = self._ready.popleft()
         frame.pts = self._pts
